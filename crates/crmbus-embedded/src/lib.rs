@@ -1,0 +1,38 @@
+//! # crmbus-embedded
+//!
+//! crmbus's default storage backend: a single-node, durable, partitioned event log in one
+//! directory, with nothing else to install.
+//!
+//! - **Records** are framed as length + CRC32C + body (see [`record`]); a record whose
+//!   checksum fails is never served, and is counted in `crmbus_log_corrupt_records_total`.
+//! - **Segments**: each partition is a series of segment files rolled by size and age, each
+//!   with a sparse offset and time index, written to an `.idx` file when the segment is
+//!   sealed and rebuilt from the segment if it is missing or stale.
+//! - **Group commit**: appends write to the page cache and wait; one thread fdatasyncs
+//!   everything written so far and wakes all of them (see [`syncer`]). With
+//!   [`Durability::Fsync`] (the default) an append returns only once its batch is on disk;
+//!   [`Durability::Os`] returns once it is in the page cache, and loses recent appends on
+//!   power loss or a kernel crash (not on a crash of crmbus itself).
+//! - **Recovery** on open scans the active segment, verifies every checksum, truncates a
+//!   torn tail (including a batch whose end never reached the disk), and reports damage in
+//!   the middle as corrupt records rather than cutting the log there.
+//! - **Atomicity**: an append is checked whole before anything is written; a batch is one
+//!   write per partition and recovery drops a partial batch at a partition's tail. A crash
+//!   during an unacknowledged multi-partition append may keep the batch in some partitions
+//!   and not others; the producer's retry is absorbed by dedupe.
+//! - **Retention** by age and size deletes whole segments.
+//! - **Metadata** (topics, group offsets) lives in redb, whose commits are durable.
+//! - **Producer dedupe** remembers (topic, source, id) digests for a window; the digests are
+//!   stored in the records, so the window is rebuilt on open and survives restarts.
+
+pub mod dedupe;
+mod log;
+pub mod metadata;
+pub mod options;
+pub mod partition;
+pub mod record;
+pub mod segment;
+pub mod syncer;
+
+pub use log::EmbeddedLog;
+pub use options::{Durability, EmbeddedOptions};

@@ -1,0 +1,624 @@
+//! [`EmbeddedLog`]: the [`EventLog`] implementation over segment files and redb metadata.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crmbus::{
+    dedupe_hash, partition_for, Event, EventLog, LogError, PartitionInfo, Receipt, StoredEvent,
+    TopicInfo, TopicSpec,
+};
+
+use crate::dedupe::{DedupeIndex, FirstAppend};
+use crate::metadata::Metadata;
+use crate::options::{Durability, EmbeddedOptions};
+use crate::partition::{CorruptCounter, Partition};
+use crate::record::{BODY_HEADER, MAX_BODY};
+use crate::syncer::{GroupCommit, SyncItem};
+
+struct Topic {
+    spec: TopicSpec,
+    partitions: Vec<Arc<Partition>>,
+    /// Held for the whole of an append to this topic: dedupe decisions and offsets are
+    /// taken together, and a batch stays contiguous in each partition.
+    append: Mutex<DedupeIndex>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: EmbeddedOptions,
+    meta: Metadata,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    commit: Option<GroupCommit>,
+    corrupt: Arc<CorruptCounter>,
+    closed: AtomicBool,
+    _lock: File,
+}
+
+struct Background {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Background {
+    fn stop(&self) {
+        let (flag, cv) = &*self.stop;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// crmbus's embedded storage engine: a durable, partitioned event log in one directory.
+///
+/// Layout: `LOCK` (held while open), `meta.redb` (topics and group offsets), and
+/// `topics/<topic>/<partition>/<base-offset>.log` segment files with their `.idx` index
+/// files. See the crate documentation for the guarantees.
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+    background: Background,
+}
+
+fn topics_dir(dir: &Path) -> PathBuf {
+    dir.join("topics")
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log in `dir`, recovering every partition: torn tails
+    /// are truncated, damaged records found and counted, missing indexes rebuilt, and the
+    /// producer dedupe window rebuilt from the records themselves.
+    ///
+    /// Fails if another process has the directory open.
+    pub fn open(dir: impl AsRef<Path>, opts: EmbeddedOptions) -> Result<EmbeddedLog, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(topics_dir(&dir))?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Unavailable(format!(
+                    "data directory {} is in use by another crmbus process",
+                    dir.display()
+                )))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LogError::Io(e)),
+        }
+        let meta = Metadata::open(&dir.join("meta.redb"))?;
+        let corrupt = Arc::new(CorruptCounter::default());
+        let specs = meta.topics()?;
+        // Directories of topics that were being created or deleted when we stopped.
+        for entry in fs::read_dir(topics_dir(&dir))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !specs.iter().any(|s| s.name == name) {
+                tracing::warn!(topic = %name, "removing the directory of a topic that does not exist");
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+        let mut topics = BTreeMap::new();
+        for spec in specs {
+            let topic = open_topic(&dir, spec, &opts, &corrupt)?;
+            topics.insert(topic.spec.name.clone(), Arc::new(topic));
+        }
+        let commit = match opts.durability {
+            Durability::Fsync => Some(GroupCommit::start()?),
+            Durability::Os => None,
+        };
+        let inner = Arc::new(Inner {
+            dir,
+            opts,
+            meta,
+            topics: RwLock::new(topics),
+            commit,
+            corrupt,
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        });
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = match inner.opts.retention_interval {
+            Some(every) => {
+                let weak = Arc::downgrade(&inner);
+                let stop = Arc::clone(&stop);
+                Some(
+                    std::thread::Builder::new()
+                        .name("crmbus-retention".into())
+                        .spawn(move || retention_loop(&weak, &stop, every))?,
+                )
+            }
+            None => None,
+        };
+        Ok(EmbeddedLog {
+            inner,
+            background: Background {
+                stop,
+                thread: Mutex::new(thread),
+            },
+        })
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// How many corrupt records were detected since open (also exported as the metric
+    /// `crmbus_log_corrupt_records_total`).
+    pub fn corrupt_records(&self) -> u64 {
+        self.inner.corrupt.get()
+    }
+
+    /// Bytes the log holds on disk across all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.size_bytes())
+            .sum()
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &EmbeddedOptions {
+        &self.inner.opts
+    }
+}
+
+impl Drop for EmbeddedLog {
+    fn drop(&mut self) {
+        self.background.stop();
+        if let Some(c) = &self.inner.commit {
+            c.stop();
+        }
+    }
+}
+
+fn open_topic(
+    dir: &Path,
+    spec: TopicSpec,
+    opts: &EmbeddedOptions,
+    corrupt: &Arc<CorruptCounter>,
+) -> Result<Topic, LogError> {
+    let tdir = topics_dir(dir).join(&spec.name);
+    let mut partitions = Vec::with_capacity(spec.partitions as usize);
+    for p in 0..spec.partitions {
+        let part = Partition::open(
+            &spec.name,
+            p,
+            &tdir.join(p.to_string()),
+            opts,
+            Arc::clone(corrupt),
+        )?;
+        partitions.push(Arc::new(part));
+    }
+    // Rebuild the dedupe window from the records' own digests.
+    let now = opts.clock.now_micros();
+    let since = now.saturating_sub(opts.dedupe_window.as_micros() as i64);
+    let mut recent = Vec::new();
+    for part in &partitions {
+        for h in part.headers_since(since)? {
+            recent.push((h.timestamp_us, h.offset, part.id, h.dedupe_hash));
+        }
+    }
+    recent.sort_unstable();
+    let mut dedupe = DedupeIndex::new(
+        opts.dedupe_window.as_micros() as i64,
+        opts.dedupe_max_entries,
+    );
+    for (ts, offset, partition, hash) in recent {
+        if dedupe.get(hash).is_none() {
+            dedupe.insert(hash, FirstAppend { partition, offset }, ts);
+        }
+    }
+    Ok(Topic {
+        spec,
+        partitions,
+        append: Mutex::new(dedupe),
+    })
+}
+
+fn retention_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: std::time::Duration) {
+    let (flag, cv) = stop;
+    loop {
+        {
+            let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let (guard, _) = cv
+                .wait_timeout(guard, every)
+                .unwrap_or_else(|p| p.into_inner());
+            if *guard {
+                return;
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.enforce_retention() {
+            tracing::warn!(error = %e, "retention failed");
+        }
+    }
+}
+
+fn info(t: &Topic) -> TopicInfo {
+    TopicInfo {
+        name: t.spec.name.clone(),
+        partitions: t.spec.partitions,
+        retention: t.spec.retention,
+        partition_info: t
+            .partitions
+            .iter()
+            .map(|p| PartitionInfo {
+                partition: p.id,
+                first_offset: p.first_offset(),
+                next_offset: p.durable_next(),
+            })
+            .collect(),
+    }
+}
+
+/// What an append decided for one event in one topic.
+#[derive(Clone, Copy)]
+enum Slot {
+    New {
+        partition: u32,
+        index_in_partition: usize,
+    },
+    Duplicate(FirstAppend),
+    SameAs(usize),
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Unavailable("log is closed".into()));
+        }
+        if let Some(f) = self.commit.as_ref().and_then(|c| c.failure()) {
+            return Err(LogError::Unavailable(f.to_string()));
+        }
+        Ok(())
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::TopicNotFound(name.to_string()))
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, LogError> {
+        let t = self.topic(topic)?;
+        t.partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| LogError::PartitionNotFound {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    fn enforce_retention(&self) -> Result<u64, LogError> {
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for t in topics {
+            for p in &t.partitions {
+                removed += p.enforce_retention(&t.spec.retention, &self.opts)?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Is the remembered first append really the same (source, id)? Guards against digest
+    /// collisions; costs a read only when a digest matches.
+    fn same_event(&self, topic: &Topic, at: FirstAppend, event: &Event) -> Result<bool, LogError> {
+        let Some(part) = topic.partitions.get(at.partition as usize) else {
+            return Ok(false);
+        };
+        let Some(raw) = part.read_raw(at.offset)? else {
+            return Ok(false);
+        };
+        let stored = Event::from_json_slice(&raw).map_err(|e| LogError::Corrupt {
+            topic: topic.spec.name.clone(),
+            partition: at.partition,
+            offset: at.offset,
+            detail: e.to_string(),
+        })?;
+        Ok(stored.source == event.source && stored.id == event.id)
+    }
+
+    /// Appends to one topic under its lock; returns receipts and what must be synced.
+    fn append_topic(
+        &self,
+        topic: &Topic,
+        events: &[Event],
+        encoded: &[(Vec<u8>, u64)],
+        receipts: &mut Vec<Receipt>,
+        sync: &mut Vec<SyncItem>,
+    ) -> Result<(), LogError> {
+        let mut dedupe = topic.append.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.opts.clock.now_micros();
+        dedupe.expire(now);
+        let n = topic.spec.partitions;
+        let mut slots = Vec::with_capacity(events.len());
+        let mut in_batch: HashMap<u64, usize> = HashMap::new();
+        let mut per_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            let hash = encoded[i].1;
+            if let Some(&first) = in_batch.get(&hash) {
+                if events[first].source == e.source && events[first].id == e.id {
+                    slots.push(Slot::SameAs(first));
+                    continue;
+                }
+            }
+            if let Some(at) = dedupe.get(hash) {
+                if self.same_event(topic, at, e)? {
+                    slots.push(Slot::Duplicate(at));
+                    continue;
+                }
+            }
+            in_batch.insert(hash, i);
+            let p = partition_for(e, n);
+            let list = per_partition.entry(p).or_default();
+            slots.push(Slot::New {
+                partition: p,
+                index_in_partition: list.len(),
+            });
+            list.push(i);
+        }
+        let mut first_offsets: HashMap<u32, u64> = HashMap::new();
+        for (&p, idxs) in &per_partition {
+            let part = &topic.partitions[p as usize];
+            let batch: Vec<(&[u8], u64)> = idxs
+                .iter()
+                .map(|&i| (encoded[i].0.as_slice(), encoded[i].1))
+                .collect();
+            let appended = part.append(&batch, &self.opts)?;
+            for (k, &i) in idxs.iter().enumerate() {
+                let at = FirstAppend {
+                    partition: p,
+                    offset: appended.first_offset + k as u64,
+                };
+                dedupe.insert(encoded[i].1, at, now);
+            }
+            first_offsets.insert(p, appended.first_offset);
+            sync.push(appended.sync);
+        }
+        let resolve = |slot: Slot| -> (FirstAppend, bool) {
+            match slot {
+                Slot::New {
+                    partition,
+                    index_in_partition,
+                } => (
+                    FirstAppend {
+                        partition,
+                        offset: first_offsets.get(&partition).copied().unwrap_or(0)
+                            + index_in_partition as u64,
+                    },
+                    false,
+                ),
+                Slot::Duplicate(at) => (at, true),
+                Slot::SameAs(_) => (
+                    FirstAppend {
+                        partition: 0,
+                        offset: 0,
+                    },
+                    true,
+                ),
+            }
+        };
+        for (i, &slot) in slots.iter().enumerate() {
+            let (at, duplicate) = match slot {
+                Slot::SameAs(first) => (resolve(slots[first]).0, true),
+                other => resolve(other),
+            };
+            if duplicate && per_partition.get(&at.partition).is_none() {
+                let part = &topic.partitions[at.partition as usize];
+                if at.offset >= part.durable_next() {
+                    // The first append is not durable yet: wait for it too.
+                    sync.extend(part.sync_item_for_current());
+                }
+            }
+            receipts.push(Receipt {
+                id: events[i].id.clone(),
+                topic: topic.spec.name.clone(),
+                partition: at.partition,
+                offset: at.offset,
+                duplicate,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventLog for EmbeddedLog {
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        spec.validate()?;
+        let mut topics = inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        if topics.contains_key(&spec.name) {
+            return Err(LogError::TopicExists(spec.name));
+        }
+        let tdir = topics_dir(&inner.dir).join(&spec.name);
+        if tdir.exists() {
+            fs::remove_dir_all(&tdir)?;
+        }
+        fs::create_dir_all(&tdir)?;
+        let created =
+            open_topic(&inner.dir, spec.clone(), &inner.opts, &inner.corrupt).and_then(|t| {
+                sync_dir(&tdir)?;
+                sync_dir(&topics_dir(&inner.dir))?;
+                inner.meta.put_topic(&spec)?;
+                Ok(t)
+            });
+        match created {
+            Ok(t) => {
+                let i = info(&t);
+                topics.insert(spec.name, Arc::new(t));
+                Ok(i)
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tdir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let mut topics = inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        if !topics.contains_key(name) {
+            return Err(LogError::TopicNotFound(name.to_string()));
+        }
+        inner.meta.remove_topic(name)?;
+        topics.remove(name);
+        drop(topics);
+        let tdir = topics_dir(&inner.dir).join(name);
+        fs::remove_dir_all(&tdir)?;
+        sync_dir(&topics_dir(&inner.dir))?;
+        Ok(())
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        Ok(topics.values().map(|t| info(t)).collect())
+    }
+
+    async fn describe_topic(&self, name: &str) -> Result<TopicInfo, LogError> {
+        Ok(info(self.inner.topic(name)?.as_ref()))
+    }
+
+    async fn append(&self, topics: &[String], events: &[Event]) -> Result<Vec<Receipt>, LogError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if topics.is_empty() {
+            return Err(LogError::InvalidArgument("no topic given".into()));
+        }
+        let resolved: Vec<Arc<Topic>> = topics
+            .iter()
+            .map(|t| inner.topic(t))
+            .collect::<Result<_, _>>()?;
+        let mut encoded = Vec::with_capacity(events.len());
+        for e in events {
+            e.validate()?;
+            let json = e.to_json_vec();
+            if json.len() + BODY_HEADER > MAX_BODY {
+                return Err(LogError::InvalidArgument(format!(
+                    "event {} is {} bytes; the limit is {} bytes",
+                    e.id,
+                    json.len(),
+                    MAX_BODY - BODY_HEADER
+                )));
+            }
+            encoded.push((json, dedupe_hash(&e.source, &e.id)));
+        }
+        let mut receipts = Vec::with_capacity(events.len() * topics.len());
+        let mut sync = Vec::new();
+        for t in &resolved {
+            inner.append_topic(t, events, &encoded, &mut receipts, &mut sync)?;
+        }
+        match &inner.commit {
+            Some(commit) => {
+                if !sync.is_empty() {
+                    let ticket = commit.submit(sync);
+                    commit
+                        .wait(ticket)
+                        .await
+                        .map_err(|e| LogError::Unavailable(e.to_string()))?;
+                }
+            }
+            None => {
+                for item in sync {
+                    item.partition.mark_durable(item.next_offset);
+                }
+            }
+        }
+        Ok(receipts)
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        self.inner.partition(topic, partition)?.read(from, max)
+    }
+
+    async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        time: DateTime<Utc>,
+    ) -> Result<u64, LogError> {
+        self.inner
+            .partition(topic, partition)?
+            .offset_for_time(time.timestamp_micros())
+    }
+
+    async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), LogError> {
+        self.inner.check_open()?;
+        self.inner.partition(topic, partition)?;
+        if group.is_empty() {
+            return Err(LogError::InvalidArgument("group name is empty".into()));
+        }
+        self.inner
+            .meta
+            .commit_offset(group, topic, partition, offset)
+    }
+
+    async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        self.inner.partition(topic, partition)?;
+        self.inner.meta.committed_offset(group, topic, partition)
+    }
+
+    async fn enforce_retention(&self) -> Result<u64, LogError> {
+        self.inner.check_open()?;
+        self.inner.enforce_retention()
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.background.stop();
+        if let Some(c) = &self.inner.commit {
+            c.stop();
+        }
+        Ok(())
+    }
+}

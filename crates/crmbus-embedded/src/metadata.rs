@@ -1,0 +1,108 @@
+//! The metadata store of the embedded log: topics and consumer-group offsets, in redb
+//! (copy-on-write B-trees, every commit durable before it returns).
+
+use std::path::Path;
+
+use crmbus::{LogError, TopicSpec};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("group_offsets");
+
+fn backend<E: std::fmt::Display>(e: E) -> LogError {
+    LogError::Backend(format!("metadata store: {e}"))
+}
+
+/// Topics and group offsets.
+pub struct Metadata {
+    db: Database,
+}
+
+impl Metadata {
+    /// Opens or creates the store at `path`.
+    pub fn open(path: &Path) -> Result<Metadata, LogError> {
+        let db = Database::create(path).map_err(backend)?;
+        let tx = db.begin_write().map_err(backend)?;
+        tx.open_table(TOPICS).map_err(backend)?;
+        tx.open_table(OFFSETS).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(Metadata { db })
+    }
+
+    /// Every stored topic spec.
+    pub fn topics(&self) -> Result<Vec<TopicSpec>, LogError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let table = tx.open_table(TOPICS).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(backend)? {
+            let (_, v) = row.map_err(backend)?;
+            out.push(serde_json::from_slice(v.value()).map_err(backend)?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a topic spec.
+    pub fn put_topic(&self, spec: &TopicSpec) -> Result<(), LogError> {
+        let bytes = serde_json::to_vec(spec).map_err(backend)?;
+        let tx = self.db.begin_write().map_err(backend)?;
+        {
+            let mut t = tx.open_table(TOPICS).map_err(backend)?;
+            t.insert(spec.name.as_str(), bytes.as_slice())
+                .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    /// Removes a topic and every group offset on it, in one transaction.
+    pub fn remove_topic(&self, name: &str) -> Result<(), LogError> {
+        let tx = self.db.begin_write().map_err(backend)?;
+        {
+            let mut t = tx.open_table(TOPICS).map_err(backend)?;
+            t.remove(name).map_err(backend)?;
+            let mut o = tx.open_table(OFFSETS).map_err(backend)?;
+            let mut doomed = Vec::new();
+            for row in o.iter().map_err(backend)? {
+                let (k, _) = row.map_err(backend)?;
+                let (g, topic, p) = k.value();
+                if topic == name {
+                    doomed.push((g.to_string(), p));
+                }
+            }
+            for (g, p) in doomed {
+                o.remove((g.as_str(), name, p)).map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
+    }
+
+    /// Records a group's next offset.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), LogError> {
+        let tx = self.db.begin_write().map_err(backend)?;
+        {
+            let mut o = tx.open_table(OFFSETS).map_err(backend)?;
+            o.insert((group, topic, partition), offset)
+                .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    /// A group's committed offset.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let o = tx.open_table(OFFSETS).map_err(backend)?;
+        Ok(o.get((group, topic, partition))
+            .map_err(backend)?
+            .map(|v| v.value()))
+    }
+}

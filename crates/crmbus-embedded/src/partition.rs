@@ -1,0 +1,541 @@
+//! One partition of a topic: an ordered list of segments, the writer that appends to the
+//! last one, the reader that serves durable records, and retention.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use crmbus::{Event, LogError, Retention, StoredEvent};
+
+use crate::options::EmbeddedOptions;
+use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
+use crate::segment::{log_name, Segment};
+use crate::syncer::SyncItem;
+
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Counts records found corrupt, shared by every partition of a log.
+#[derive(Debug, Default)]
+pub struct CorruptCounter(AtomicU64);
+
+impl CorruptCounter {
+    /// Records `n` newly detected corrupt records of `topic`/`partition`.
+    pub fn add(&self, topic: &str, partition: u32, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.0.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(
+            "crmbus_log_corrupt_records_total",
+            "topic" => topic.to_string(),
+            "partition" => partition.to_string()
+        )
+        .increment(n);
+        tracing::error!(
+            topic,
+            partition,
+            records = n,
+            "corrupt records detected; they will not be served"
+        );
+    }
+
+    /// Total detected so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One partition.
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub id: u32,
+    /// Directory holding the segment files.
+    pub dir: PathBuf,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    durable_next: AtomicU64,
+    writer: Mutex<WriterState>,
+    corrupt: Arc<CorruptCounter>,
+}
+
+struct WriterState {
+    next_offset: u64,
+    last_timestamp_us: i64,
+    frames: Vec<u8>,
+    lens: Vec<(RecordMeta, u32)>,
+}
+
+/// The result of appending a batch to a partition.
+pub struct Appended {
+    /// Offset of the batch's first record.
+    pub first_offset: u64,
+    /// What the group commit must make durable.
+    pub sync: SyncItem,
+}
+
+impl Partition {
+    /// Opens (or creates) a partition directory, recovering its segments.
+    pub fn open(
+        topic: &str,
+        id: u32,
+        dir: &Path,
+        opts: &EmbeddedOptions,
+        corrupt: Arc<CorruptCounter>,
+    ) -> io::Result<Partition> {
+        fs::create_dir_all(dir)?;
+        let now = opts.clock.now_micros();
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<u64>() {
+                    bases.push(base);
+                }
+            } else if name.ends_with(".tmp") {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        bases.sort_unstable();
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let last = bases.len().saturating_sub(1);
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(log_name(base));
+            if let Some(prev) = segments.last() {
+                if prev.next_offset() != base {
+                    // A hole: the previous segment lost an unsynced tail, so everything after
+                    // it was never acknowledged either. Drop it.
+                    tracing::warn!(
+                        topic,
+                        partition = id,
+                        base,
+                        "dropping segments after a torn segment"
+                    );
+                    for &b in &bases[i..] {
+                        let p = dir.join(log_name(b));
+                        fs::remove_file(&p)?;
+                        let _ = fs::remove_file(p.with_extension("idx"));
+                    }
+                    break;
+                }
+            }
+            let (seg, outcome) =
+                Segment::open(&path, base, i == last, opts.index_interval_bytes, now)?;
+            let lost: u64 = outcome.corrupt.iter().map(|r| r.count).sum();
+            corrupt.add(topic, id, lost);
+            if outcome.torn {
+                tracing::warn!(
+                    topic,
+                    partition = id,
+                    base,
+                    valid_len = outcome.valid_len,
+                    "truncated a torn tail"
+                );
+            }
+            segments.push(Arc::new(seg));
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(dir, 0, now)?));
+            fs::File::open(dir)?.sync_all()?;
+        } else if let Some(active) = segments.last() {
+            if active.is_sealed() {
+                // Segments after a hole were dropped; append after the last kept one.
+                let seg = Segment::create(dir, active.next_offset(), now)?;
+                segments.push(Arc::new(seg));
+                fs::File::open(dir)?.sync_all()?;
+            }
+        }
+        let active = segments
+            .last()
+            .cloned()
+            .ok_or_else(|| io::Error::other("no segment"))?;
+        // What survived on disk is made durable before it is served.
+        active.file.sync_all()?;
+        let next_offset = active.next_offset();
+        let last_ts = segments
+            .iter()
+            .map(|s| s.max_timestamp_us())
+            .max()
+            .unwrap_or(0);
+        Ok(Partition {
+            topic: topic.to_string(),
+            id,
+            dir: dir.to_path_buf(),
+            segments: RwLock::new(segments),
+            durable_next: AtomicU64::new(next_offset),
+            writer: Mutex::new(WriterState {
+                next_offset,
+                last_timestamp_us: last_ts,
+                frames: Vec::new(),
+                lens: Vec::new(),
+            }),
+            corrupt,
+        })
+    }
+
+    fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Offset of the oldest record held.
+    pub fn first_offset(&self) -> u64 {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .map(|s| s.base)
+            .unwrap_or(0)
+    }
+
+    /// Offset the next durable record will have; readers see offsets below it.
+    pub fn durable_next(&self) -> u64 {
+        self.durable_next.load(Ordering::Acquire)
+    }
+
+    /// Called by the group commit once data up to `next_offset` is on disk.
+    pub fn mark_durable(&self, next_offset: u64) {
+        self.durable_next.fetch_max(next_offset, Ordering::AcqRel);
+    }
+
+    /// Bytes held on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments().iter().map(|s| s.len()).sum()
+    }
+
+    /// Appends a batch of encoded events (`(json, dedupe_hash)`) as one write, rolling the
+    /// segment first if it is full or old. The caller holds the topic's append lock and
+    /// hands the returned [`SyncItem`] to the group commit.
+    pub fn append(
+        self: &Arc<Self>,
+        events: &[(&[u8], u64)],
+        opts: &EmbeddedOptions,
+    ) -> io::Result<Appended> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let now = opts.clock.now_micros();
+        let mut active = self
+            .segments()
+            .last()
+            .cloned()
+            .ok_or_else(|| io::Error::other("no segment"))?;
+        let mut new_dir = None;
+        let too_big = active.len() >= opts.segment_bytes;
+        let too_old =
+            now.saturating_sub(active.created_us) >= opts.segment_max_age.as_micros() as i64;
+        if !active.is_empty() && (too_big || too_old) {
+            active.seal()?;
+            let seg = Arc::new(Segment::create(&self.dir, w.next_offset, now)?);
+            self.segments
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::clone(&seg));
+            active = seg;
+            new_dir = Some(self.dir.clone());
+        }
+        let ts = now.max(w.last_timestamp_us);
+        let first = w.next_offset;
+        let WriterState { frames, lens, .. } = &mut *w;
+        frames.clear();
+        lens.clear();
+        for (i, (json, hash)) in events.iter().enumerate() {
+            let meta = RecordMeta {
+                offset: first + i as u64,
+                timestamp_us: ts,
+                dedupe_hash: *hash,
+                flags: if i + 1 == events.len() {
+                    FLAG_BATCH_END
+                } else {
+                    0
+                },
+            };
+            let before = frames.len();
+            record::encode(frames, &meta, json);
+            lens.push((meta, (frames.len() - before) as u32));
+        }
+        active.append(frames, lens, opts.index_interval_bytes)?;
+        if frames.capacity() > 8 << 20 {
+            // Do not keep a huge buffer after one large batch.
+            *frames = Vec::new();
+        }
+        w.next_offset = first + events.len() as u64;
+        w.last_timestamp_us = ts;
+        Ok(Appended {
+            first_offset: first,
+            sync: SyncItem {
+                partition: Arc::clone(self),
+                segment: active,
+                next_offset: w.next_offset,
+                dir: new_dir,
+            },
+        })
+    }
+
+    /// A [`SyncItem`] that covers everything written so far (used when an append only
+    /// returns duplicates whose originals may not be durable yet).
+    pub fn sync_item_for_current(self: &Arc<Self>) -> Option<SyncItem> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let segment = self.segments().last().cloned()?;
+        Some(SyncItem {
+            partition: Arc::clone(self),
+            segment,
+            next_offset: w.next_offset,
+            dir: None,
+        })
+    }
+
+    /// Reads up to `max` durable records from `from`, decoding each event.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::new();
+        let limit = self.durable_next();
+        self.scan(from, limit, |meta, json| {
+            let event = Event::from_json_slice(json)
+                .map_err(|e| self.corrupt_error(meta.offset, &e.to_string()))?;
+            out.push(StoredEvent {
+                partition: self.id,
+                offset: meta.offset,
+                timestamp: micros_to_time(meta.timestamp_us),
+                event,
+            });
+            Ok(out.len() < max)
+        })?;
+        Ok(out)
+    }
+
+    /// The raw event JSON at `offset`, durable or not (for dedupe checks under the append lock).
+    pub fn read_raw(&self, offset: u64) -> Result<Option<Vec<u8>>, LogError> {
+        let limit = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_offset;
+        let mut found = None;
+        self.scan(offset, limit, |meta, json| {
+            if meta.offset == offset {
+                found = Some(json.to_vec());
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// The first durable offset whose timestamp is at or after `time_us`.
+    pub fn offset_for_time(&self, time_us: i64) -> Result<u64, LogError> {
+        let limit = self.durable_next();
+        let segments = self.segments();
+        let Some(seg) = segments
+            .iter()
+            .find(|s| !s.is_empty() && s.max_timestamp_us() >= time_us)
+        else {
+            return Ok(limit);
+        };
+        let (start, _) = seg.seek_time(time_us);
+        let mut found = limit;
+        self.scan(start, limit, |meta, _| {
+            if meta.timestamp_us >= time_us {
+                found = meta.offset;
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
+    /// Every record header with a timestamp at or after `time_us` (for rebuilding the
+    /// dedupe index on open).
+    pub fn headers_since(&self, time_us: i64) -> Result<Vec<RecordMeta>, LogError> {
+        let start = self.offset_for_time(time_us)?;
+        let mut out = Vec::new();
+        self.scan(start, self.durable_next(), |meta, _| {
+            out.push(*meta);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn corrupt_error(&self, offset: u64, detail: &str) -> LogError {
+        LogError::Corrupt {
+            topic: self.topic.clone(),
+            partition: self.id,
+            offset,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Walks valid records with offsets in `[from, limit)` in order, calling `f` for each
+    /// until it returns `Ok(false)`. Damaged records are never passed to `f`: if damage is
+    /// met before any record was passed, and `from` falls inside it, the walk fails with
+    /// [`LogError::Corrupt`]; if records were already passed, the walk stops before it.
+    fn scan<F>(&self, from: u64, limit: u64, mut f: F) -> Result<(), LogError>
+    where
+        F: FnMut(&RecordMeta, &[u8]) -> Result<bool, LogError>,
+    {
+        let segments = self.segments();
+        let from = from.max(segments.first().map(|s| s.base).unwrap_or(0));
+        if from >= limit {
+            return Ok(());
+        }
+        let start = segments
+            .partition_point(|s| s.base <= from)
+            .saturating_sub(1);
+        let mut passed = 0usize;
+        let mut buf: Vec<u8> = Vec::new();
+        for seg in &segments[start..] {
+            if seg.base >= limit {
+                break;
+            }
+            let (mut expected, mut pos) = if seg.base <= from {
+                seg.seek_offset(from)
+            } else {
+                (seg.base, 0)
+            };
+            let end = seg.len();
+            let mut buf_start = pos;
+            buf.clear();
+            loop {
+                if expected >= limit || pos >= end {
+                    break;
+                }
+                let rel = ((pos - buf_start) as usize).min(buf.len());
+                let detail = match record::parse(&buf[rel..]) {
+                    Parsed::Record(meta, json, len) if meta.offset == expected => {
+                        if meta.offset >= from {
+                            if !f(&meta, json)? {
+                                return Ok(());
+                            }
+                            passed += 1;
+                        }
+                        pos += len as u64;
+                        expected += 1;
+                        continue;
+                    }
+                    Parsed::Incomplete(needed) if pos + ((buf.len() - rel) as u64) < end => {
+                        let want = needed.unwrap_or(0).max(READ_CHUNK) as u64;
+                        buf.resize(want.min(end - pos) as usize, 0);
+                        seg.file
+                            .read_exact_at(&mut buf, pos)
+                            .map_err(LogError::Io)?;
+                        buf_start = pos;
+                        continue;
+                    }
+                    Parsed::Incomplete(_) => "record runs past the end of its segment",
+                    Parsed::Invalid(why) => why,
+                    Parsed::Record(..) => "record holds an unexpected offset",
+                };
+                match self.damage(seg, pos, expected, from, passed, detail)? {
+                    Some((next_expected, next_pos)) => {
+                        expected = next_expected;
+                        pos = next_pos;
+                        buf.clear();
+                        buf_start = pos;
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles damage at `pos` (where offset `expected` should start). Returns where to
+    /// continue (next offset, position) when `from` lies after the damaged offsets,
+    /// `Ok(None)` to stop the walk cleanly when records were already passed, or the
+    /// corrupt-record error.
+    fn damage(
+        &self,
+        seg: &Segment,
+        pos: u64,
+        expected: u64,
+        from: u64,
+        passed: usize,
+        detail: &str,
+    ) -> Result<Option<(u64, u64)>, LogError> {
+        if seg.known_corruption_at(pos).is_none() {
+            self.corrupt.add(&self.topic, self.id, 1);
+        }
+        if passed > 0 {
+            return Ok(None);
+        }
+        let range = seg.find_resume(pos, expected).map_err(LogError::Io)?;
+        match range {
+            Some(r) if r.first + r.count <= from => {
+                Ok(Some((r.first + r.count, r.resume_position)))
+            }
+            Some(r) => Err(self.corrupt_error(
+                from.max(r.first),
+                &format!(
+                    "{detail}; offsets {}..{} are unreadable",
+                    r.first,
+                    r.first + r.count
+                ),
+            )),
+            None => Err(self.corrupt_error(
+                from.max(expected),
+                &format!(
+                    "{detail}; offsets from {expected} to the end of segment {} are unreadable",
+                    seg.base
+                ),
+            )),
+        }
+    }
+
+    /// Deletes whole segments that retention no longer keeps; returns how many records
+    /// were removed. The active segment is removed only when all of it is older than
+    /// `max_age` (it is replaced by an empty one first).
+    pub fn enforce_retention(
+        &self,
+        retention: &Retention,
+        opts: &EmbeddedOptions,
+    ) -> io::Result<u64> {
+        if retention.max_age.is_none() && retention.max_bytes.is_none() {
+            return Ok(0);
+        }
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let now = opts.clock.now_micros();
+        let cutoff = retention
+            .max_age
+            .map(|a| now.saturating_sub(a.as_micros() as i64));
+        let mut removed = 0;
+        let mut changed = false;
+        loop {
+            let segments = self.segments();
+            let total: u64 = segments.iter().map(|s| s.len()).sum();
+            let Some(oldest) = segments.first().cloned() else {
+                break;
+            };
+            if oldest.is_empty() {
+                break;
+            }
+            let expired = cutoff.is_some_and(|c| oldest.max_timestamp_us() < c);
+            let over = retention.max_bytes.is_some_and(|m| total > m);
+            let is_active = segments.len() == 1;
+            if !(expired || over && !is_active) {
+                break;
+            }
+            let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            if is_active {
+                oldest.seal()?;
+                list.push(Arc::new(Segment::create(&self.dir, w.next_offset, now)?));
+            }
+            list.remove(0);
+            drop(list);
+            oldest.remove_files()?;
+            removed += oldest.next_offset() - oldest.base;
+            changed = true;
+        }
+        if changed {
+            fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(removed)
+    }
+}
+
+/// Microseconds since the epoch as a UTC time.
+pub fn micros_to_time(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}

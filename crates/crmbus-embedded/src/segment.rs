@@ -1,0 +1,586 @@
+//! One segment file of a partition: its records, its sparse offset and time index, the
+//! index file written when it is sealed, and the scan that recovers it on open.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
+
+/// One sparse index point: a record's offset, its byte position, and its timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Offset of the record at `position`.
+    pub offset: u64,
+    /// Byte position of its frame in the segment file.
+    pub position: u64,
+    /// Its append timestamp (µs). Timestamps never decrease in a partition, so this
+    /// doubles as the time index.
+    pub timestamp_us: i64,
+}
+
+/// A damaged stretch found in a segment: offsets `first..first+count` are unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorruptRange {
+    /// First unreadable offset.
+    pub first: u64,
+    /// How many offsets are lost.
+    pub count: u64,
+    /// Byte position where the damage starts.
+    pub position: u64,
+    /// Byte position of the next valid frame.
+    pub resume_position: u64,
+}
+
+/// A segment: a file of framed records whose offsets start at `base`.
+#[derive(Debug)]
+pub struct Segment {
+    /// Offset of the segment's first record.
+    pub base: u64,
+    /// Path of the `.log` file.
+    pub path: PathBuf,
+    /// The open file (reads use `pread`, appends `pwrite` at `len`).
+    pub file: File,
+    len: AtomicU64,
+    next_offset: AtomicU64,
+    max_timestamp_us: AtomicI64,
+    /// Append time of the first record (µs), or creation time while empty.
+    pub created_us: i64,
+    sealed: AtomicBool,
+    index: RwLock<Vec<IndexEntry>>,
+    corrupt: RwLock<Vec<CorruptRange>>,
+}
+
+/// File name of a segment's log: the base offset, zero-padded.
+pub fn log_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+
+fn index_path(log_path: &Path) -> PathBuf {
+    log_path.with_extension("idx")
+}
+
+/// What a scan of a segment file found.
+#[derive(Debug, Default)]
+pub struct ScanOutcome {
+    /// Sparse index built while scanning.
+    pub index: Vec<IndexEntry>,
+    /// Offset after the last valid record kept.
+    pub next_offset: u64,
+    /// Byte length of the valid data (the file is truncated here if `torn`).
+    pub valid_len: u64,
+    /// Newest timestamp seen.
+    pub max_timestamp_us: i64,
+    /// Timestamp of the first record.
+    pub first_timestamp_us: Option<i64>,
+    /// Damage in the middle of the file (followed by valid records).
+    pub corrupt: Vec<CorruptRange>,
+    /// Bytes after `valid_len` were a torn or incomplete tail.
+    pub torn: bool,
+    /// Every record's header, if asked for.
+    pub records: Vec<RecordMeta>,
+}
+
+/// Scans a whole segment file: verifies every checksum, builds the sparse index, finds
+/// damage, and finds where the valid data ends.
+///
+/// A bad frame followed somewhere by a valid frame with a later offset is damage (those
+/// offsets are reported corrupt and never served). A bad or incomplete frame with no
+/// valid frame after it is a torn tail. When `whole_batches` is set, a tail that ends in
+/// the middle of an append batch is also counted as torn, back to the last batch end.
+pub fn scan_file(
+    file: &File,
+    base: u64,
+    index_interval: u64,
+    whole_batches: bool,
+    keep_records: bool,
+) -> io::Result<ScanOutcome> {
+    let file_len = file.metadata()?.len();
+    let mut data = vec![0u8; file_len as usize];
+    file.read_exact_at(&mut data, 0)?;
+    Ok(scan_bytes(
+        &data,
+        base,
+        index_interval,
+        whole_batches,
+        keep_records,
+    ))
+}
+
+fn scan_bytes(
+    data: &[u8],
+    base: u64,
+    index_interval: u64,
+    whole_batches: bool,
+    keep_records: bool,
+) -> ScanOutcome {
+    let mut out = ScanOutcome {
+        next_offset: base,
+        ..Default::default()
+    };
+    let mut pos = 0usize;
+    let mut expected = base;
+    let mut next_index_at = 0u64;
+    // End of the last complete batch: (byte length, next offset, index len, records len).
+    let mut batch_end = (0u64, base, 0usize, 0usize, 0i64);
+    while pos < data.len() {
+        match record::parse(&data[pos..]) {
+            Parsed::Record(meta, _, len) if meta.offset == expected => {
+                if pos as u64 >= next_index_at {
+                    out.index.push(IndexEntry {
+                        offset: meta.offset,
+                        position: pos as u64,
+                        timestamp_us: meta.timestamp_us,
+                    });
+                    next_index_at = pos as u64 + index_interval;
+                }
+                if out.first_timestamp_us.is_none() {
+                    out.first_timestamp_us = Some(meta.timestamp_us);
+                }
+                out.max_timestamp_us = out.max_timestamp_us.max(meta.timestamp_us);
+                if keep_records {
+                    out.records.push(meta);
+                }
+                pos += len;
+                expected += 1;
+                if meta.flags & FLAG_BATCH_END != 0 {
+                    batch_end = (
+                        pos as u64,
+                        expected,
+                        out.index.len(),
+                        out.records.len(),
+                        out.max_timestamp_us,
+                    );
+                }
+            }
+            _ => match resync(data, pos + 1, expected) {
+                Some((next_pos, next_offset)) => {
+                    out.corrupt.push(CorruptRange {
+                        first: expected,
+                        count: next_offset - expected,
+                        position: pos as u64,
+                        resume_position: next_pos as u64,
+                    });
+                    pos = next_pos;
+                    expected = next_offset;
+                }
+                None => {
+                    out.torn = true;
+                    break;
+                }
+            },
+        }
+    }
+    out.valid_len = pos as u64;
+    out.next_offset = expected;
+    if whole_batches && batch_end.0 < out.valid_len && out.corrupt.is_empty() {
+        // The last batch never finished reaching the disk: drop its records.
+        out.torn = true;
+        out.valid_len = batch_end.0;
+        out.next_offset = batch_end.1;
+        out.index.truncate(batch_end.2);
+        out.records.truncate(batch_end.3);
+        out.max_timestamp_us = batch_end.4;
+        if out.next_offset == base {
+            out.first_timestamp_us = None;
+        }
+    }
+    out
+}
+
+/// Finds the next valid frame at or after `from` whose offset is at least `expected`.
+fn resync(data: &[u8], from: usize, expected: u64) -> Option<(usize, u64)> {
+    let max_offset = expected.saturating_add(1 << 24);
+    (from..data.len()).find_map(|p| {
+        if !record::plausible_start(&data[p..], expected, max_offset) {
+            return None;
+        }
+        match record::parse(&data[p..]) {
+            Parsed::Record(meta, _, _) => Some((p, meta.offset)),
+            _ => None,
+        }
+    })
+}
+
+impl Segment {
+    /// Creates a new, empty segment file (the caller makes the directory entry durable).
+    pub fn create(dir: &Path, base: u64, now_us: i64) -> io::Result<Segment> {
+        let path = dir.join(log_name(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Segment::from_parts(
+            base,
+            path,
+            file,
+            0,
+            base,
+            now_us,
+            now_us,
+            Vec::new(),
+            Vec::new(),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn from_parts(
+        base: u64,
+        path: PathBuf,
+        file: File,
+        len: u64,
+        next_offset: u64,
+        max_ts: i64,
+        created_us: i64,
+        index: Vec<IndexEntry>,
+        corrupt: Vec<CorruptRange>,
+    ) -> Segment {
+        Segment {
+            base,
+            path,
+            file,
+            len: AtomicU64::new(len),
+            next_offset: AtomicU64::new(next_offset),
+            max_timestamp_us: AtomicI64::new(max_ts),
+            created_us,
+            sealed: AtomicBool::new(false),
+            index: RwLock::new(index),
+            corrupt: RwLock::new(corrupt),
+        }
+    }
+
+    /// Opens an existing segment. A sealed segment with a valid index file is trusted
+    /// (checksums are still verified on every read); otherwise the file is scanned, its
+    /// index rebuilt, and — for the active (last) segment — a torn tail truncated.
+    pub fn open(
+        path: &Path,
+        base: u64,
+        active: bool,
+        index_interval: u64,
+        now_us: i64,
+    ) -> io::Result<(Segment, ScanOutcome)> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file_len = file.metadata()?.len();
+        if !active {
+            if let Some(idx) = read_index_file(&index_path(path), base, file_len) {
+                let seg = Segment::from_parts(
+                    base,
+                    path.to_path_buf(),
+                    file,
+                    file_len,
+                    idx.next_offset,
+                    idx.max_timestamp_us,
+                    idx.first_timestamp_us,
+                    idx.entries,
+                    Vec::new(),
+                );
+                seg.sealed.store(true, Ordering::Release);
+                return Ok((
+                    seg,
+                    ScanOutcome {
+                        next_offset: idx.next_offset,
+                        valid_len: file_len,
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+        let outcome = scan_file(&file, base, index_interval, active, false)?;
+        if outcome.torn {
+            file.set_len(outcome.valid_len)?;
+            file.sync_all()?;
+        }
+        let created = outcome.first_timestamp_us.unwrap_or(now_us);
+        let seg = Segment::from_parts(
+            base,
+            path.to_path_buf(),
+            file,
+            outcome.valid_len,
+            outcome.next_offset,
+            outcome.max_timestamp_us,
+            created,
+            outcome.index.clone(),
+            outcome.corrupt.clone(),
+        );
+        if !active {
+            seg.sealed.store(true, Ordering::Release);
+            // Best effort: a missing or stale index is rebuilt on every open until written.
+            let _ = seg.write_index_file();
+        }
+        Ok((seg, outcome))
+    }
+
+    /// Bytes of valid data in the file.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// True when the segment holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.next_offset() == self.base
+    }
+
+    /// Offset after the segment's last record.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Newest append timestamp in the segment (µs).
+    pub fn max_timestamp_us(&self) -> i64 {
+        self.max_timestamp_us.load(Ordering::Acquire)
+    }
+
+    /// Known damaged ranges.
+    pub fn corrupt_ranges(&self) -> Vec<CorruptRange> {
+        self.corrupt.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Writes framed records at the end of the file and updates the in-memory state.
+    /// `records` are the headers of the frames in `frames`, in order. On a write error
+    /// the file is cut back to its previous length so no partial frame is left behind.
+    pub fn append(
+        &self,
+        frames: &[u8],
+        records: &[(RecordMeta, u32)],
+        index_interval: u64,
+    ) -> io::Result<()> {
+        let start = self.len();
+        if let Err(e) = self.file.write_all_at(frames, start) {
+            let _ = self.file.set_len(start);
+            return Err(e);
+        }
+        let mut pos = start;
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut next_index_at = index
+                .last()
+                .map(|e| e.position + index_interval)
+                .unwrap_or(0);
+            for (meta, len) in records {
+                if pos >= next_index_at {
+                    index.push(IndexEntry {
+                        offset: meta.offset,
+                        position: pos,
+                        timestamp_us: meta.timestamp_us,
+                    });
+                    next_index_at = pos + index_interval;
+                }
+                pos += u64::from(*len);
+            }
+        }
+        if let Some((last, _)) = records.last() {
+            self.max_timestamp_us
+                .fetch_max(last.timestamp_us, Ordering::AcqRel);
+            self.next_offset.store(last.offset + 1, Ordering::Release);
+        }
+        self.len
+            .store(start + frames.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Marks the segment sealed and writes its index file (atomically, via a rename).
+    /// The index needs no fsync: on open it is checked against the segment and rebuilt if
+    /// it does not match.
+    pub fn seal(&self) -> io::Result<()> {
+        self.sealed.store(true, Ordering::Release);
+        self.write_index_file()
+    }
+
+    /// True once the segment no longer takes appends.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    fn write_index_file(&self) -> io::Result<()> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut buf = Vec::with_capacity(48 + index.len() * 24);
+        buf.extend_from_slice(INDEX_MAGIC);
+        buf.extend_from_slice(&self.base.to_le_bytes());
+        buf.extend_from_slice(&self.next_offset().to_le_bytes());
+        buf.extend_from_slice(&self.len().to_le_bytes());
+        buf.extend_from_slice(&self.max_timestamp_us().to_le_bytes());
+        buf.extend_from_slice(&self.created_us.to_le_bytes());
+        for e in &index {
+            buf.extend_from_slice(&e.offset.to_le_bytes());
+            buf.extend_from_slice(&e.position.to_le_bytes());
+            buf.extend_from_slice(&e.timestamp_us.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        let path = index_path(&self.path);
+        let tmp = path.with_extension("idx.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&buf)?;
+        }
+        fs::rename(&tmp, &path)
+    }
+
+    /// Deletes the segment's files.
+    pub fn remove_files(&self) -> io::Result<()> {
+        fs::remove_file(&self.path)?;
+        match fs::remove_file(index_path(&self.path)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The index point to start a scan for `offset` from: the last entry at or before it.
+    pub fn seek_offset(&self, offset: u64) -> (u64, u64) {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let i = index.partition_point(|e| e.offset <= offset);
+        if i == 0 {
+            (self.base, 0)
+        } else {
+            (index[i - 1].offset, index[i - 1].position)
+        }
+    }
+
+    /// The index point to start a scan for the first record at or after `time_us`.
+    pub fn seek_time(&self, time_us: i64) -> (u64, u64) {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let i = index.partition_point(|e| e.timestamp_us < time_us);
+        if i == 0 {
+            (self.base, 0)
+        } else {
+            (index[i - 1].offset, index[i - 1].position)
+        }
+    }
+
+    /// Where to continue after damage starting at `position`, if it is a known range.
+    pub fn known_corruption_at(&self, position: u64) -> Option<CorruptRange> {
+        self.corrupt
+            .read()
+            .ok()
+            .and_then(|c| c.iter().find(|r| r.position == position).copied())
+    }
+
+    /// Looks for the next valid frame after damage at `position` (whose expected offset is
+    /// `expected`), scanning the file; remembers what it finds.
+    pub fn find_resume(&self, position: u64, expected: u64) -> io::Result<Option<CorruptRange>> {
+        if let Some(r) = self.known_corruption_at(position) {
+            return Ok(Some(r));
+        }
+        let end = self.len();
+        if position >= end {
+            return Ok(None);
+        }
+        let mut data = vec![0u8; (end - position) as usize];
+        self.file.read_exact_at(&mut data, position)?;
+        let found = resync(&data, 1, expected).map(|(p, off)| CorruptRange {
+            first: expected,
+            count: off - expected,
+            position,
+            resume_position: position + p as u64,
+        });
+        if let Some(r) = found {
+            if let Ok(mut c) = self.corrupt.write() {
+                c.push(r);
+            }
+        }
+        Ok(found)
+    }
+}
+
+const INDEX_MAGIC: &[u8; 8] = b"CRMBIDX1";
+
+struct IndexFile {
+    next_offset: u64,
+    max_timestamp_us: i64,
+    first_timestamp_us: i64,
+    entries: Vec<IndexEntry>,
+}
+
+fn read_index_file(path: &Path, base: u64, file_len: u64) -> Option<IndexFile> {
+    let buf = fs::read(path).ok()?;
+    if buf.len() < 48 + 4 || (buf.len() - 52) % 24 != 0 || &buf[..8] != INDEX_MAGIC {
+        return None;
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let u = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?))
+    };
+    if u(8)? != base || u(24)? != file_len {
+        return None;
+    }
+    let mut entries = Vec::with_capacity((body.len() - 48) / 24);
+    let mut at = 48;
+    while at + 24 <= body.len() {
+        entries.push(IndexEntry {
+            offset: u(at)?,
+            position: u(at + 8)?,
+            timestamp_us: u(at + 16)? as i64,
+        });
+        at += 24;
+    }
+    Some(IndexFile {
+        next_offset: u(16)?,
+        max_timestamp_us: u(32)? as i64,
+        first_timestamp_us: u(40)? as i64,
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(base: u64, n: u64, batch: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let meta = RecordMeta {
+                offset: base + i,
+                timestamp_us: 1000 + i as i64,
+                dedupe_hash: i,
+                flags: if (i + 1) % batch == 0 {
+                    FLAG_BATCH_END
+                } else {
+                    0
+                },
+            };
+            record::encode(&mut out, &meta, format!("{{\"n\":{i}}}").as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn scan_finds_all_records_and_index() {
+        let data = frames(10, 100, 1);
+        let out = scan_bytes(&data, 10, 256, true, true);
+        assert_eq!(out.next_offset, 110);
+        assert_eq!(out.valid_len, data.len() as u64);
+        assert!(!out.torn && out.corrupt.is_empty());
+        assert!(out.index.len() > 5 && out.index[0].offset == 10);
+        assert_eq!(out.records.len(), 100);
+    }
+
+    #[test]
+    fn incomplete_batch_is_dropped() {
+        let data = frames(0, 10, 4); // batches end at 3 and 7; 8 and 9 are an unfinished batch
+        let out = scan_bytes(&data, 0, 4096, true, false);
+        assert!(out.torn);
+        assert_eq!(out.next_offset, 8);
+        let out = scan_bytes(&data, 0, 4096, false, false);
+        assert_eq!(out.next_offset, 10);
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_skipped_not_truncated() {
+        let mut data = frames(0, 20, 1);
+        let one = data.len() / 20;
+        data[one * 5 + 30] ^= 0x10;
+        let out = scan_bytes(&data, 0, 4096, true, false);
+        assert!(!out.torn);
+        assert_eq!(out.next_offset, 20);
+        assert_eq!(out.corrupt.len(), 1);
+        assert_eq!(out.corrupt[0].first, 5);
+        assert_eq!(out.corrupt[0].count, 1);
+    }
+}

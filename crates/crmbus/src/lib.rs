@@ -1,0 +1,28 @@
+//! # crmbus
+//!
+//! The core library of crmbus, a durable event bus for CRM and business automation.
+//!
+//! It holds the [`Event`] envelope (CloudEvents 1.0 with crmbus's own serde), the
+//! [`EventLog`] trait every storage backend implements, the in-memory backend
+//! [`MemoryLog`] for tests, and the backend [`conformance`] suite that every backend
+//! runs to prove it keeps the same contract.
+
+pub mod clock;
+pub mod conformance;
+pub mod error;
+pub mod event;
+pub mod log;
+pub mod memory;
+pub mod partition;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::LogError;
+pub use event::{
+    default_source, set_default_source, Event, EventData, ExtensionValue, InvalidEvent, Violation,
+};
+pub use log::{
+    validate_topic_name, EventLog, PartitionInfo, Receipt, Retention, StoredEvent, TopicInfo,
+    TopicSpec, DEFAULT_DEDUPE_WINDOW,
+};
+pub use memory::MemoryLog;
+pub use partition::{dedupe_hash, partition_for};

@@ -1,0 +1,261 @@
+//! The storage seam: the [`EventLog`] trait every backend implements, and its value types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::LogError;
+use crate::event::Event;
+
+/// How long a producer dedupe entry is remembered when a backend is not told otherwise.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How much history a topic keeps. Both limits are optional; `None` keeps everything.
+///
+/// Backends apply retention in their own unit (the embedded log deletes whole segments),
+/// so a topic may hold somewhat more than a limit, never less than the newest events
+/// within it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Events older than this (by append time) may be deleted.
+    #[serde(
+        rename = "max_age_ms",
+        default,
+        with = "opt_millis",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
+    /// When a partition holds more bytes than this, its oldest events may be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+/// What to create: a topic's name, its partition count and its retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    /// Topic name: 1–200 characters of `A–Z a–z 0–9 . _ -`.
+    pub name: String,
+    /// Number of partitions, at least 1. Fixed for the topic's life.
+    pub partitions: u32,
+    /// How much history to keep.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+impl TopicSpec {
+    /// A spec with `partitions` partitions and unlimited retention.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            retention: Retention::default(),
+        }
+    }
+
+    /// The same spec with the given retention.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Checks the name and the partition count.
+    pub fn validate(&self) -> Result<(), LogError> {
+        validate_topic_name(&self.name)?;
+        if self.partitions == 0 || self.partitions > 4096 {
+            return Err(LogError::InvalidArgument(format!(
+                "partitions must be between 1 and 4096, got {}",
+                self.partitions
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `name` is a usable topic name (it also names directories and keys).
+pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 200 || !ok_chars || name == "." || name == ".." {
+        return Err(LogError::InvalidArgument(format!(
+            "topic name '{name}' must be 1-200 characters of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    Ok(())
+}
+
+/// The state of one partition: the offsets it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// Partition number.
+    pub partition: u32,
+    /// Offset of the oldest event still held (equal to `next_offset` when empty).
+    pub first_offset: u64,
+    /// Offset the next appended event will get.
+    pub next_offset: u64,
+}
+
+/// A topic as it stands: its spec and the offsets of each partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Retention limits.
+    pub retention: Retention,
+    /// One entry per partition, in partition order.
+    pub partition_info: Vec<PartitionInfo>,
+}
+
+impl TopicInfo {
+    /// Number of events held across all partitions.
+    pub fn event_count(&self) -> u64 {
+        self.partition_info
+            .iter()
+            .map(|p| p.next_offset - p.first_offset)
+            .sum()
+    }
+}
+
+/// What an append returns for one event in one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The event's `id`.
+    pub id: String,
+    /// The topic it was appended to.
+    pub topic: String,
+    /// The partition its key hashed to.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// True when the same `source` + `id` was already in the topic within the dedupe window:
+    /// nothing was appended and this is the first append's receipt.
+    pub duplicate: bool,
+}
+
+/// An event as read back from a partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Partition it was read from.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// When the log appended it (the clock of the backend; never decreases in a partition).
+    pub timestamp: DateTime<Utc>,
+    /// The event, exactly as appended.
+    pub event: Event,
+}
+
+/// The storage seam of crmbus: a set of named, partitioned, append-only logs plus the
+/// consumer-group offsets kept beside them.
+///
+/// The contract every backend keeps (and that [`crate::conformance::run`] checks):
+///
+/// - **Topics** are created with a fixed partition count and a [`Retention`];
+///   creating an existing topic fails with [`LogError::TopicExists`], using a missing one
+///   with [`LogError::TopicNotFound`].
+/// - **Append** places each event in partition [`crate::partition_for`]`(event, n)` — the
+///   stable hash of its `subject`, or of its `id` without one — and gives it the next offset
+///   there. One call appends every event to every listed topic. It is atomic per topic in
+///   this sense: the whole call is checked first (topics exist, events valid) and any error
+///   writes nothing; a batch's events are contiguous and in order within each partition.
+///   The call returns only when every appended event is durable under the backend's
+///   configured durability; an error means the caller must assume nothing was acknowledged
+///   (a retry is safe: dedupe absorbs what did land).
+/// - **Receipts** come topic-major: all receipts of `topics[0]` in event order, then
+///   `topics[1]`, and so on.
+/// - **Producer dedupe**: appending an event whose (`topic`, `source`, `id`) was appended
+///   within the backend's dedupe window appends nothing and returns the first receipt with
+///   `duplicate: true`. This also holds inside one batch.
+/// - **Read** returns events of one partition in offset order, starting at `from` (or at the
+///   partition's first offset if `from` is older than retention kept), at most `max`,
+///   and only events that are durable. An empty result means nothing at or after `from`.
+///   A record that fails its checksum is never returned as data: the read stops before it,
+///   or fails with [`LogError::Corrupt`] if it is the first one asked for.
+/// - **Time**: [`EventLog::offset_for_time`] gives the first offset whose append timestamp
+///   is at or after a time (the next offset if none is).
+/// - **Group offsets**: a committed offset is the next offset the group will read; it is
+///   kept per (group, topic, partition), durably, independently of other groups.
+/// - **Retention** is applied by [`EventLog::enforce_retention`] (backends may also apply
+///   it in the background); it removes only the oldest events of a partition.
+/// - **Reopen**: everything acknowledged survives closing and opening the backend again.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// A short name of the backend kind, like `"embedded"` or `"memory"`.
+    fn backend_name(&self) -> &'static str;
+
+    /// Creates a topic.
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError>;
+
+    /// Deletes a topic and all its events and group offsets.
+    async fn delete_topic(&self, name: &str) -> Result<(), LogError>;
+
+    /// Lists every topic, sorted by name.
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError>;
+
+    /// Describes one topic.
+    async fn describe_topic(&self, name: &str) -> Result<TopicInfo, LogError>;
+
+    /// Appends every event to every topic; see the trait's contract for ordering,
+    /// atomicity, durability and dedupe.
+    async fn append(&self, topics: &[String], events: &[Event]) -> Result<Vec<Receipt>, LogError>;
+
+    /// Reads up to `max` durable events of one partition from offset `from`.
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, LogError>;
+
+    /// The first offset of a partition whose append timestamp is at or after `time`.
+    async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        time: DateTime<Utc>,
+    ) -> Result<u64, LogError>;
+
+    /// Durably records that `group` will next read `offset` of `topic`/`partition`.
+    async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), LogError>;
+
+    /// The offset `group` committed for `topic`/`partition`, if any.
+    async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError>;
+
+    /// Applies every topic's retention now; returns how many events were removed.
+    async fn enforce_retention(&self) -> Result<u64, LogError>;
+
+    /// Flushes and releases the backend's resources; later calls may fail.
+    async fn close(&self) -> Result<(), LogError>;
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
