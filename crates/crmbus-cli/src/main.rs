@@ -1,1 +1,49 @@
-fn main() {}
+//! `crmbus`: the command-line tool of crmbus.
+
+mod bench;
+mod local;
+mod rss;
+
+use clap::{Parser, Subcommand};
+
+/// crmbus — a durable event bus for CRM and business automation.
+#[derive(Parser)]
+#[command(name = "crmbus", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish one event into a local embedded log (creating missing topics).
+    Publish(local::PublishArgs),
+    /// Read events of a topic from a local embedded log.
+    Read(local::ReadArgs),
+    /// Measure crmbus on this machine (prints figures; `--json` for one JSON object).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CRMBUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Publish(args) => local::publish(args),
+        Command::Read(args) => local::read(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

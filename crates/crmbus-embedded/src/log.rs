@@ -172,6 +172,16 @@ impl EmbeddedLog {
             .sum()
     }
 
+    /// Group-commit rounds run since open and the total microseconds they spent in
+    /// fsync calls (both zero with [`Durability::Os`]).
+    pub fn group_commit_stats(&self) -> (u64, u64) {
+        self.inner
+            .commit
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or((0, 0))
+    }
+
     /// The options the log was opened with.
     pub fn options(&self) -> &EmbeddedOptions {
         &self.inner.opts
@@ -429,7 +439,7 @@ impl Inner {
                 Slot::SameAs(first) => (resolve(slots[first]).0, true),
                 other => resolve(other),
             };
-            if duplicate && per_partition.get(&at.partition).is_none() {
+            if duplicate && !per_partition.contains_key(&at.partition) {
                 let part = &topic.partitions[at.partition as usize];
                 if at.offset >= part.durable_next() {
                     // The first append is not durable yet: wait for it too.

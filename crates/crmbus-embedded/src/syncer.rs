@@ -48,6 +48,8 @@ struct Queue {
 }
 
 struct Shared {
+    rounds: std::sync::atomic::AtomicU64,
+    sync_micros: std::sync::atomic::AtomicU64,
     queue: Mutex<Queue>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
@@ -64,6 +66,8 @@ impl GroupCommit {
     pub fn start() -> std::io::Result<GroupCommit> {
         let (tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
+            rounds: std::sync::atomic::AtomicU64::new(0),
+            sync_micros: std::sync::atomic::AtomicU64::new(0),
             queue: Mutex::new(Queue {
                 items: Vec::new(),
                 ticket: 0,
@@ -112,6 +116,15 @@ impl GroupCommit {
         self.shared.progress.borrow().failed.clone()
     }
 
+    /// Group-commit rounds run so far, and the total time they spent syncing (µs).
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.shared.rounds.load(Relaxed),
+            self.shared.sync_micros.load(Relaxed),
+        )
+    }
+
     /// Syncs what is queued, then stops the thread.
     pub fn stop(&self) {
         {
@@ -152,7 +165,16 @@ fn run(shared: &Shared) {
             }
             return;
         }
-        match sync_items(&items) {
+        let started = std::time::Instant::now();
+        let result = sync_items(&items);
+        shared
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.sync_micros.fetch_add(
+            started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match result {
             Ok(()) => {
                 for item in &items {
                     item.partition.mark_durable(item.next_offset);

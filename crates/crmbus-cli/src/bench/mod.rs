@@ -1,0 +1,20 @@
+//! `crmbus bench …`: benchmarks that print figures (never pass/fail).
+
+mod log;
+
+use clap::Subcommand;
+
+/// The benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The embedded log: the disk's own limit, pipelined and one-at-a-time durable appends,
+    /// and a full read-back, in one run.
+    Log(log::LogBenchArgs),
+}
+
+/// Runs a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Log(args) => log::run(args),
+    }
+}
