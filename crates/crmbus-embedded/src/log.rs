@@ -26,7 +26,9 @@ struct Topic {
     partitions: Vec<Arc<Partition>>,
     /// Held for the whole of an append to this topic: dedupe decisions and offsets are
     /// taken together, and a batch stays contiguous in each partition.
-    append: Mutex<DedupeIndex>,
+    /// An async mutex: appenders waiting for it yield their runtime thread instead of
+    /// blocking it, so encoding of other batches goes on meanwhile.
+    append: tokio::sync::Mutex<DedupeIndex>,
 }
 
 struct Inner {
@@ -237,7 +239,7 @@ fn open_topic(
     Ok(Topic {
         spec,
         partitions,
-        append: Mutex::new(dedupe),
+        append: tokio::sync::Mutex::new(dedupe),
     })
 }
 
@@ -355,7 +357,7 @@ impl Inner {
     }
 
     /// Appends to one topic under its lock; returns receipts and what must be synced.
-    fn append_topic(
+    async fn append_topic(
         &self,
         topic: &Topic,
         events: &[Event],
@@ -363,7 +365,7 @@ impl Inner {
         receipts: &mut Vec<Receipt>,
         sync: &mut Vec<SyncItem>,
     ) -> Result<(), LogError> {
-        let mut dedupe = topic.append.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dedupe = topic.append.lock().await;
         let now = self.opts.clock.now_micros();
         dedupe.expire(now);
         let n = topic.spec.partitions;
@@ -549,7 +551,9 @@ impl EventLog for EmbeddedLog {
         let mut receipts = Vec::with_capacity(events.len() * topics.len());
         let mut sync = Vec::new();
         for t in &resolved {
-            inner.append_topic(t, events, &encoded, &mut receipts, &mut sync)?;
+            inner
+                .append_topic(t, events, &encoded, &mut receipts, &mut sync)
+                .await?;
         }
         match &inner.commit {
             Some(commit) => {

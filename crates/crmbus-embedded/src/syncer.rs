@@ -203,8 +203,29 @@ fn sync_items(items: &[SyncItem]) -> std::io::Result<()> {
     for i in items {
         segments.insert(Arc::as_ptr(&i.segment), &i.segment);
     }
-    for s in segments.values() {
-        s.file.sync_data()?;
+    let segments: Vec<&Segment> = segments.into_values().collect();
+    match segments.as_slice() {
+        [] => Ok(()),
+        [one] => one.file.sync_data(),
+        many => {
+            // Several dirty files (partitions): flush them concurrently so the device sees
+            // the requests together instead of paying one flush latency after another.
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = many
+                    .iter()
+                    .map(|s| scope.spawn(move || s.file.sync_data()))
+                    .collect();
+                let mut result = Ok(());
+                for h in handles {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                result
+            })
+        }
     }
-    Ok(())
 }

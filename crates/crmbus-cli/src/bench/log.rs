@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::rss::rss_bytes;
+use crate::rss::{cpu_time, rss_bytes};
 
 /// Options of `crmbus bench log`.
 #[derive(Args, Debug)]
@@ -174,6 +174,7 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let pb = bar(args.events, "append", quiet);
     let size_before = log.size_bytes();
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.producers {
@@ -229,8 +230,13 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
         t.await??;
     }
     let append_secs = started.elapsed().as_secs_f64();
+    let append_cpu = match (cpu_before, cpu_time()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64() / append_secs,
+        _ => 0.0,
+    };
     let (rounds, sync_us) = log.group_commit_stats();
     if !quiet {
+        eprintln!("append phase used {:.0}% of one core", append_cpu * 100.0);
         eprintln!("group commit: {rounds} rounds, {:.1} events/round, {:.0} us fsync/round, {:.0}% of the time in fsync",
             args.events as f64 / rounds.max(1) as f64, sync_us as f64 / rounds.max(1) as f64, sync_us as f64 / 1e4 / append_secs);
     }

@@ -1,0 +1,301 @@
+//! Behaviour of the embedded log beyond the shared contract: age retention and segment
+//! rolling driven by a manual clock, index files rebuilt when missing, the dedupe window
+//! expiring, the directory lock, and the `os` durability level.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmbus::clock::ManualClock;
+use crmbus::{Event, EventLog, LogError, Retention, TopicSpec};
+use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
+use serde_json::json;
+
+fn opts(clock: &ManualClock) -> EmbeddedOptions {
+    EmbeddedOptions {
+        segment_bytes: 4 * 1024,
+        index_interval_bytes: 512,
+        retention_interval: None,
+        clock: Arc::new(clock.clone()),
+        ..EmbeddedOptions::default()
+    }
+}
+
+fn ev(n: u64) -> Event {
+    Event::new(
+        "lead.created",
+        json!({ "lead_id": format!("lead-{n}"), "n": n, "name": "Ada Lovelace" }),
+    )
+    .subject(format!("lead-{}", n % 5))
+    .source("urn:crmbus:test")
+}
+
+fn topics() -> Vec<String> {
+    vec!["leads".to_string()]
+}
+
+fn segment_files(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let pdir = dir.join("topics/leads/0");
+    let mut v: Vec<_> = std::fs::read_dir(pdir)
+        .expect("partition dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn read_all(log: &EmbeddedLog) -> Vec<crmbus::StoredEvent> {
+    let mut out: Vec<crmbus::StoredEvent> = Vec::new();
+    let mut from = 0;
+    loop {
+        let b = log.read("leads", 0, from, 100).await.expect("read");
+        let Some(last) = b.last() else { return out };
+        from = last.offset + 1;
+        out.extend(b);
+    }
+}
+
+#[tokio::test]
+async fn age_retention_deletes_whole_old_segments_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    let spec = TopicSpec::new("leads", 1).with_retention(Retention {
+        max_age: Some(Duration::from_secs(3600)),
+        max_bytes: None,
+    });
+    log.create_topic(spec).await.expect("create");
+    for n in 0..100 {
+        log.append(&topics(), &[ev(n)]).await.expect("append");
+    }
+    clock.advance(Duration::from_secs(2 * 3600));
+    for n in 100..110 {
+        log.append(&topics(), &[ev(n)]).await.expect("append");
+    }
+    let removed = log.enforce_retention().await.expect("retention");
+    let info = log.describe_topic("leads").await.expect("describe");
+    let first = info.partition_info[0].first_offset;
+    assert_eq!(
+        removed, first,
+        "removed count must match the new first offset"
+    );
+    assert!(first >= 90, "old segments were kept: first offset {first}");
+    assert!(
+        first <= 100,
+        "a segment holding new events was deleted: first offset {first}"
+    );
+    let kept = read_all(&log).await;
+    assert_eq!(kept.last().map(|s| s.offset), Some(109));
+    // Everything expires once the newest event is old too: the topic is empty, offsets go on.
+    clock.advance(Duration::from_secs(2 * 3600));
+    log.enforce_retention().await.expect("retention");
+    let info = log.describe_topic("leads").await.expect("describe");
+    assert_eq!(info.partition_info[0].first_offset, 110);
+    assert_eq!(info.partition_info[0].next_offset, 110);
+    let r = log
+        .append(&topics(), &[ev(500)])
+        .await
+        .expect("append after full expiry");
+    assert_eq!(r[0].offset, 110);
+}
+
+#[tokio::test]
+async fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let o = EmbeddedOptions {
+        segment_bytes: 1 << 30,
+        segment_max_age: Duration::from_secs(60),
+        ..opts(&clock)
+    };
+    let log = EmbeddedLog::open(dir.path(), o).expect("open");
+    log.create_topic(TopicSpec::new("leads", 1))
+        .await
+        .expect("create");
+    log.append(&topics(), &[ev(0), ev(5)])
+        .await
+        .expect("append");
+    assert_eq!(segment_files(dir.path(), "log").len(), 1);
+    clock.advance(Duration::from_secs(61));
+    log.append(&topics(), &[ev(10)]).await.expect("append");
+    assert_eq!(
+        segment_files(dir.path(), "log").len(),
+        2,
+        "an old segment did not roll"
+    );
+    assert_eq!(read_all(&log).await.len(), 3);
+}
+
+#[tokio::test]
+async fn missing_and_damaged_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let before;
+    let mut mid_time = None;
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+        log.create_topic(TopicSpec::new("leads", 1))
+            .await
+            .expect("create");
+        for n in 0..200 {
+            if n == 120 {
+                mid_time = Some(clock.now());
+            }
+            log.append(&topics(), &[ev(n)]).await.expect("append");
+            clock.advance(Duration::from_millis(10));
+        }
+        before = read_all(&log).await;
+        log.close().await.expect("close");
+    }
+    let idx = segment_files(dir.path(), "idx");
+    assert!(
+        idx.len() >= 3,
+        "expected sealed segments with index files, got {}",
+        idx.len()
+    );
+    std::fs::remove_file(&idx[0]).expect("remove idx");
+    std::fs::write(&idx[1], b"garbage").expect("damage idx");
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    assert_eq!(read_all(&log).await, before);
+    let mid_time = mid_time.expect("time of event 120");
+    let at = log
+        .offset_for_time("leads", 0, mid_time)
+        .await
+        .expect("offset_for_time");
+    assert_eq!(at, 120);
+    for off in [0u64, 37, 119, 199] {
+        let got = log.read("leads", 0, off, 1).await.expect("read");
+        assert_eq!(got[0].offset, off);
+    }
+    assert_eq!(log.corrupt_records(), 0);
+    assert!(
+        segment_files(dir.path(), "idx").len() >= idx.len(),
+        "index files were not rewritten"
+    );
+}
+
+trait Now {
+    fn now(&self) -> chrono::DateTime<chrono::Utc>;
+}
+
+impl Now for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        use crmbus::Clock;
+        chrono::DateTime::from_timestamp_micros(self.now_micros()).expect("valid time")
+    }
+}
+
+#[tokio::test]
+async fn dedupe_window_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let o = EmbeddedOptions {
+        dedupe_window: Duration::from_secs(60),
+        ..opts(&clock)
+    };
+    let log = EmbeddedLog::open(dir.path(), o.clone()).expect("open");
+    log.create_topic(TopicSpec::new("leads", 1))
+        .await
+        .expect("create");
+    let e = ev(1);
+    let first = log
+        .append(&topics(), std::slice::from_ref(&e))
+        .await
+        .expect("append");
+    clock.advance(Duration::from_secs(30));
+    assert!(
+        log.append(&topics(), std::slice::from_ref(&e))
+            .await
+            .expect("append")[0]
+            .duplicate
+    );
+    clock.advance(Duration::from_secs(31));
+    let later = log
+        .append(&topics(), std::slice::from_ref(&e))
+        .await
+        .expect("append");
+    assert!(!later[0].duplicate, "dedupe outlived its window");
+    assert_ne!(later[0].offset, first[0].offset);
+    // After a reopen the rebuilt window holds only the recent append.
+    log.close().await.expect("close");
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), o).expect("reopen");
+    let again = log
+        .append(&topics(), std::slice::from_ref(&e))
+        .await
+        .expect("append");
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].offset, later[0].offset);
+}
+
+#[tokio::test]
+async fn directory_is_locked_while_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    match EmbeddedLog::open(dir.path(), opts(&clock)) {
+        Err(LogError::Unavailable(msg)) => assert!(msg.contains("in use"), "{msg}"),
+        Err(e) => panic!("second open: unexpected error {e}"),
+        Ok(_) => panic!("second open of the same directory succeeded"),
+    }
+    drop(log);
+    EmbeddedLog::open(dir.path(), opts(&clock)).expect("open after the first closed");
+}
+
+#[tokio::test]
+async fn os_durability_serves_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let o = EmbeddedOptions {
+        durability: Durability::Os,
+        ..opts(&clock)
+    };
+    {
+        let log = EmbeddedLog::open(dir.path(), o.clone()).expect("open");
+        log.create_topic(TopicSpec::new("leads", 1))
+            .await
+            .expect("create");
+        let batch: Vec<Event> = (0..50).map(ev).collect();
+        log.append(&topics(), &batch).await.expect("append");
+        assert_eq!(read_all(&log).await.len(), 50);
+        assert_eq!(
+            log.group_commit_stats(),
+            (0, 0),
+            "os durability must not fsync appends"
+        );
+    }
+    let log = EmbeddedLog::open(dir.path(), o).expect("reopen");
+    assert_eq!(read_all(&log).await.len(), 50);
+}
+
+#[tokio::test]
+async fn closed_log_refuses_writes_and_oversized_events_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    log.create_topic(TopicSpec::new("leads", 1))
+        .await
+        .expect("create");
+    let huge = Event::new(
+        "lead.created",
+        json!({ "blob": "x".repeat(17 * 1024 * 1024) }),
+    )
+    .source("urn:t");
+    match log.append(&topics(), &[ev(1), huge]).await {
+        Err(LogError::InvalidArgument(msg)) => assert!(msg.contains("limit"), "{msg}"),
+        other => panic!("oversized event: {other:?}"),
+    }
+    assert_eq!(
+        log.describe_topic("leads")
+            .await
+            .expect("describe")
+            .event_count(),
+        0,
+        "a rejected batch wrote events"
+    );
+    log.close().await.expect("close");
+    match log.append(&topics(), &[ev(1)]).await {
+        Err(LogError::Unavailable(_)) => {}
+        other => panic!("append after close: {other:?}"),
+    }
+}
