@@ -1,6 +1,7 @@
 //! One partition of a topic: an ordered list of segments, the writer that appends to the
 //! last one, the reader that serves durable records, and retention.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -61,6 +62,8 @@ pub struct Partition {
     durable_next: AtomicU64,
     writer: Mutex<WriterState>,
     corrupt: Arc<CorruptCounter>,
+    /// Damage found by reads (segment base, byte position), so each is counted once.
+    counted_damage: Mutex<HashSet<(u64, u64)>>,
 }
 
 struct WriterState {
@@ -154,8 +157,13 @@ impl Partition {
             .last()
             .cloned()
             .ok_or_else(|| io::Error::other("no segment"))?;
-        // What survived on disk is made durable before it is served.
-        active.file.sync_all()?;
+        // What survived on disk is made durable before it is served: after a crash of the
+        // process (not of the machine) the page cache may still hold unsynced tails of any
+        // recent segment, and new directory entries. Syncing a clean file costs little.
+        for seg in &segments {
+            seg.file.sync_all()?;
+        }
+        fs::File::open(dir)?.sync_all()?;
         let next_offset = active.next_offset();
         let last_ts = segments
             .iter()
@@ -175,6 +183,7 @@ impl Partition {
                 lens: Vec::new(),
             }),
             corrupt,
+            counted_damage: Mutex::new(HashSet::new()),
         })
     }
 
@@ -294,7 +303,7 @@ impl Partition {
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
         let limit = self.durable_next();
-        self.scan(from, limit, |meta, json| {
+        self.scan(from, limit, false, |meta, json| {
             let event = Event::from_json_slice(json)
                 .map_err(|e| self.corrupt_error(meta.offset, &e.to_string()))?;
             out.push(StoredEvent {
@@ -316,7 +325,7 @@ impl Partition {
             .unwrap_or_else(|p| p.into_inner())
             .next_offset;
         let mut found = None;
-        self.scan(offset, limit, |meta, json| {
+        self.scan(offset, limit, false, |meta, json| {
             if meta.offset == offset {
                 found = Some(json.to_vec());
             }
@@ -337,7 +346,7 @@ impl Partition {
         };
         let (start, _) = seg.seek_time(time_us);
         let mut found = limit;
-        self.scan(start, limit, |meta, _| {
+        self.scan(start, limit, false, |meta, _| {
             if meta.timestamp_us >= time_us {
                 found = meta.offset;
                 return Ok(false);
@@ -348,12 +357,22 @@ impl Partition {
     }
 
     /// Every record header with a timestamp at or after `time_us` (for rebuilding the
-    /// dedupe index on open).
+    /// dedupe index on open). Damaged records are skipped: the records after them still
+    /// count, and damage does not keep the log from opening.
     pub fn headers_since(&self, time_us: i64) -> Result<Vec<RecordMeta>, LogError> {
-        let start = self.offset_for_time(time_us)?;
+        let segments = self.segments();
+        let Some(seg) = segments
+            .iter()
+            .find(|s| !s.is_empty() && s.max_timestamp_us() >= time_us)
+        else {
+            return Ok(Vec::new());
+        };
+        let (start, _) = seg.seek_time(time_us);
         let mut out = Vec::new();
-        self.scan(start, self.durable_next(), |meta, _| {
-            out.push(*meta);
+        self.scan(start, self.durable_next(), true, |meta, _| {
+            if meta.timestamp_us >= time_us {
+                out.push(*meta);
+            }
             Ok(true)
         })?;
         Ok(out)
@@ -372,7 +391,8 @@ impl Partition {
     /// until it returns `Ok(false)`. Damaged records are never passed to `f`: if damage is
     /// met before any record was passed, and `from` falls inside it, the walk fails with
     /// [`LogError::Corrupt`]; if records were already passed, the walk stops before it.
-    fn scan<F>(&self, from: u64, limit: u64, mut f: F) -> Result<(), LogError>
+    /// With `skip_damage`, the walk instead goes on after damage.
+    fn scan<F>(&self, from: u64, limit: u64, skip_damage: bool, mut f: F) -> Result<(), LogError>
     where
         F: FnMut(&RecordMeta, &[u8]) -> Result<bool, LogError>,
     {
@@ -428,6 +448,20 @@ impl Partition {
                     Parsed::Invalid(why) => why,
                     Parsed::Record(..) => "record holds an unexpected offset",
                 };
+                if skip_damage {
+                    self.count_damage(seg, pos);
+                    match seg.find_resume(pos, expected).map_err(LogError::Io)? {
+                        Some(r) => {
+                            expected = r.first + r.count;
+                            pos = r.resume_position;
+                            buf.clear();
+                            buf_start = pos;
+                            continue;
+                        }
+                        // Nothing valid follows in this segment: go on with the next one.
+                        None => break,
+                    }
+                }
                 match self.damage(seg, pos, expected, from, passed, detail)? {
                     Some((next_expected, next_pos)) => {
                         expected = next_expected;
@@ -455,9 +489,7 @@ impl Partition {
         passed: usize,
         detail: &str,
     ) -> Result<Option<(u64, u64)>, LogError> {
-        if seg.known_corruption_at(pos).is_none() {
-            self.corrupt.add(&self.topic, self.id, 1);
-        }
+        self.count_damage(seg, pos);
         if passed > 0 {
             return Ok(None);
         }
@@ -481,6 +513,22 @@ impl Partition {
                     seg.base
                 ),
             )),
+        }
+    }
+
+    /// Counts the damage at `pos` in `seg` as one corrupt record, once: damage found on
+    /// open was counted then, damage first met by a walk is counted the first time.
+    fn count_damage(&self, seg: &Segment, pos: u64) {
+        if seg.known_corruption_at(pos).is_some() {
+            return;
+        }
+        let first_time = self
+            .counted_damage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((seg.base, pos));
+        if first_time {
+            self.corrupt.add(&self.topic, self.id, 1);
         }
     }
 
