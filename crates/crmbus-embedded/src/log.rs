@@ -17,7 +17,7 @@ use crmbus::{
 use crate::dedupe::{DedupeIndex, FirstAppend};
 use crate::metadata::Metadata;
 use crate::options::{Durability, EmbeddedOptions};
-use crate::partition::{CorruptCounter, Partition};
+use crate::partition::{CorruptCounter, Partition, RawRecord};
 use crate::record::{BODY_HEADER, MAX_BODY};
 use crate::syncer::{GroupCommit, SyncItem};
 
@@ -39,6 +39,8 @@ struct Inner {
     commit: Option<GroupCommit>,
     corrupt: Arc<CorruptCounter>,
     closed: AtomicBool,
+    /// Set when a page-cache write failed under `Durability::Os` (offsets may have a hole).
+    write_failed: Mutex<Option<String>>,
     _lock: File,
 }
 
@@ -118,7 +120,7 @@ impl EmbeddedLog {
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
         let commit = match opts.durability {
-            Durability::Fsync => Some(GroupCommit::start()?),
+            Durability::Fsync => Some(GroupCommit::start(opts.clone())?),
             Durability::Os => None,
         };
         let inner = Arc::new(Inner {
@@ -129,6 +131,7 @@ impl EmbeddedLog {
             commit,
             corrupt,
             closed: AtomicBool::new(false),
+            write_failed: Mutex::new(None),
             _lock: lock,
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -298,6 +301,14 @@ impl Inner {
         if let Some(f) = self.commit.as_ref().and_then(|c| c.failure()) {
             return Err(LogError::Unavailable(f.to_string()));
         }
+        if let Some(f) = self
+            .write_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Err(LogError::Unavailable(f.clone()));
+        }
         Ok(())
     }
 
@@ -344,8 +355,12 @@ impl Inner {
         let Some(part) = topic.partitions.get(at.partition as usize) else {
             return Ok(false);
         };
-        let Some(raw) = part.read_raw(at.offset)? else {
-            return Ok(false);
+        let raw = match part.read_raw(at.offset)? {
+            RawRecord::Json(raw) => raw,
+            // Being written this very moment: a 64-bit digest match on an event appended
+            // milliseconds ago is taken as the same event.
+            RawRecord::InFlight => return Ok(true),
+            RawRecord::Missing => return Ok(false),
         };
         let stored = Event::from_json_slice(&raw).map_err(|e| LogError::Corrupt {
             topic: topic.spec.name.clone(),
@@ -445,7 +460,7 @@ impl Inner {
                 let part = &topic.partitions[at.partition as usize];
                 if at.offset >= part.durable_next() {
                     // The first append is not durable yet: wait for it too.
-                    sync.extend(part.sync_item_for_current());
+                    sync.push(part.sync_item_for_current());
                 }
             }
             receipts.push(Receipt {
@@ -566,8 +581,18 @@ impl EventLog for EmbeddedLog {
                 }
             }
             None => {
+                // Page-cache durability: write now, without fsync.
                 for item in sync {
-                    item.partition.mark_durable(item.next_offset);
+                    match item.partition.flush_staged(&inner.opts) {
+                        Ok((_, next)) => item.partition.mark_durable(next.max(item.next_offset)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "write failed; the embedded log stops accepting writes");
+                            let msg = format!("write failed: {e}");
+                            *inner.write_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(msg.clone());
+                            return Err(LogError::Unavailable(msg));
+                        }
+                    }
                 }
             }
         }

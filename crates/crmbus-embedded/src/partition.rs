@@ -61,6 +61,8 @@ pub struct Partition {
     segments: RwLock<Vec<Arc<Segment>>>,
     durable_next: AtomicU64,
     writer: Mutex<WriterState>,
+    /// Held while staged writes are taken and written, so flushes apply in order.
+    flush: Mutex<()>,
     corrupt: Arc<CorruptCounter>,
     /// Damage found by reads (segment base, byte position), so each is counted once.
     counted_damage: Mutex<HashSet<(u64, u64)>>,
@@ -69,8 +71,32 @@ pub struct Partition {
 struct WriterState {
     next_offset: u64,
     last_timestamp_us: i64,
-    frames: Vec<u8>,
-    lens: Vec<(RecordMeta, u32)>,
+    /// Encoded batches waiting to be written by the next flush, in order.
+    staged: Vec<Staged>,
+    /// Bytes staged for the last segment and not yet written to it.
+    staged_active_bytes: u64,
+}
+
+/// Work for the next flush of a partition.
+enum Staged {
+    /// Frames to write at the end of `segment`, with each record's header and length.
+    Write {
+        segment: Arc<Segment>,
+        frames: Vec<u8>,
+        lens: Vec<(RecordMeta, u32)>,
+    },
+    /// Seal `segment` (write its index file) once every write before it is done.
+    Seal(Arc<Segment>),
+}
+
+/// What [`Partition::read_raw`] found at an offset.
+pub enum RawRecord {
+    /// The event JSON of the record.
+    Json(Vec<u8>),
+    /// The record is being written right now by a flush.
+    InFlight,
+    /// No such record (removed by retention, or never written).
+    Missing,
 }
 
 /// The result of appending a batch to a partition.
@@ -179,9 +205,10 @@ impl Partition {
             writer: Mutex::new(WriterState {
                 next_offset,
                 last_timestamp_us: last_ts,
-                frames: Vec::new(),
-                lens: Vec::new(),
+                staged: Vec::new(),
+                staged_active_bytes: 0,
             }),
+            flush: Mutex::new(()),
             corrupt,
             counted_damage: Mutex::new(HashSet::new()),
         })
@@ -219,9 +246,14 @@ impl Partition {
         self.segments().iter().map(|s| s.len()).sum()
     }
 
-    /// Appends a batch of encoded events (`(json, dedupe_hash)`) as one write, rolling the
-    /// segment first if it is full or old. The caller holds the topic's append lock and
-    /// hands the returned [`SyncItem`] to the group commit.
+    /// Stages a batch of encoded events (`(json, dedupe_hash)`) for the next flush, giving
+    /// them the next offsets and rolling to a new segment first if the active one is full
+    /// or old. The caller holds the topic's append lock and hands the returned
+    /// [`SyncItem`] to the group commit, which flushes and fsyncs it; with
+    /// [`crate::Durability::Os`] the caller flushes right away.
+    ///
+    /// Staging keeps the copy into the page cache out of the append lock: the lock covers
+    /// only encoding into memory, and the flush writes a whole round of batches at once.
     pub fn append(
         self: &Arc<Self>,
         events: &[(&[u8], u64)],
@@ -235,68 +267,103 @@ impl Partition {
             .cloned()
             .ok_or_else(|| io::Error::other("no segment"))?;
         let mut new_dir = None;
-        let too_big = active.len() >= opts.segment_bytes;
+        let has_records = !active.is_empty() || w.staged_active_bytes > 0;
+        let too_big = active.len() + w.staged_active_bytes >= opts.segment_bytes;
         let too_old =
             now.saturating_sub(active.created_us) >= opts.segment_max_age.as_micros() as i64;
-        if !active.is_empty() && (too_big || too_old) {
-            active.seal()?;
+        if has_records && (too_big || too_old) {
             let seg = Arc::new(Segment::create(&self.dir, w.next_offset, now)?);
+            w.staged.push(Staged::Seal(Arc::clone(&active)));
             self.segments
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Arc::clone(&seg));
             active = seg;
+            w.staged_active_bytes = 0;
             new_dir = Some(self.dir.clone());
         }
         let ts = now.max(w.last_timestamp_us);
         let first = w.next_offset;
-        let WriterState { frames, lens, .. } = &mut *w;
-        frames.clear();
-        lens.clear();
-        for (i, (json, hash)) in events.iter().enumerate() {
-            let meta = RecordMeta {
-                offset: first + i as u64,
-                timestamp_us: ts,
-                dedupe_hash: *hash,
-                flags: if i + 1 == events.len() {
-                    FLAG_BATCH_END
-                } else {
-                    0
-                },
-            };
-            let before = frames.len();
-            record::encode(frames, &meta, json);
-            lens.push((meta, (frames.len() - before) as u32));
+        let extend = matches!(w.staged.last(), Some(Staged::Write { segment, .. }) if Arc::ptr_eq(segment, &active));
+        if !extend {
+            w.staged.push(Staged::Write {
+                segment: Arc::clone(&active),
+                frames: Vec::new(),
+                lens: Vec::new(),
+            });
         }
-        active.append(frames, lens, opts.index_interval_bytes)?;
-        if frames.capacity() > 8 << 20 {
-            // Do not keep a huge buffer after one large batch.
-            *frames = Vec::new();
+        let mut added = 0u64;
+        if let Some(Staged::Write { frames, lens, .. }) = w.staged.last_mut() {
+            for (i, (json, hash)) in events.iter().enumerate() {
+                let meta = RecordMeta {
+                    offset: first + i as u64,
+                    timestamp_us: ts,
+                    dedupe_hash: *hash,
+                    flags: if i + 1 == events.len() {
+                        FLAG_BATCH_END
+                    } else {
+                        0
+                    },
+                };
+                let before = frames.len();
+                record::encode(frames, &meta, json);
+                let len = frames.len() - before;
+                lens.push((meta, len as u32));
+                added += len as u64;
+            }
         }
+        w.staged_active_bytes += added;
         w.next_offset = first + events.len() as u64;
         w.last_timestamp_us = ts;
         Ok(Appended {
             first_offset: first,
             sync: SyncItem {
                 partition: Arc::clone(self),
-                segment: active,
                 next_offset: w.next_offset,
                 dir: new_dir,
             },
         })
     }
 
-    /// A [`SyncItem`] that covers everything written so far (used when an append only
+    /// Writes everything staged so far to the segment files, in order, sealing segments
+    /// that were rolled. Returns the segments written to (to be fsynced) and the offset
+    /// after the last record written. On error the partition's files are as the failed
+    /// write left them; the caller poisons the log.
+    pub fn flush_staged(&self, opts: &EmbeddedOptions) -> io::Result<(Vec<Arc<Segment>>, u64)> {
+        let _flush = self.flush.lock().unwrap_or_else(|p| p.into_inner());
+        let (staged, next) = {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            w.staged_active_bytes = 0;
+            (std::mem::take(&mut w.staged), w.next_offset)
+        };
+        let mut touched: Vec<Arc<Segment>> = Vec::new();
+        for item in staged {
+            match item {
+                Staged::Write {
+                    segment,
+                    frames,
+                    lens,
+                } => {
+                    segment.append(&frames, &lens, opts.index_interval_bytes)?;
+                    if !touched.iter().any(|s| Arc::ptr_eq(s, &segment)) {
+                        touched.push(segment);
+                    }
+                }
+                Staged::Seal(segment) => segment.seal()?,
+            }
+        }
+        Ok((touched, next))
+    }
+
+    /// A [`SyncItem`] that covers everything staged so far (used when an append only
     /// returns duplicates whose originals may not be durable yet).
-    pub fn sync_item_for_current(self: &Arc<Self>) -> Option<SyncItem> {
+    pub fn sync_item_for_current(self: &Arc<Self>) -> SyncItem {
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let segment = self.segments().last().cloned()?;
-        Some(SyncItem {
+        SyncItem {
             partition: Arc::clone(self),
-            segment,
             next_offset: w.next_offset,
             dir: None,
-        })
+        }
     }
 
     /// Reads up to `max` durable records from `from`, decoding each event.
@@ -317,17 +384,36 @@ impl Partition {
         Ok(out)
     }
 
-    /// The raw event JSON at `offset`, durable or not (for dedupe checks under the append lock).
-    pub fn read_raw(&self, offset: u64) -> Result<Option<Vec<u8>>, LogError> {
-        let limit = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_offset;
-        let mut found = None;
-        self.scan(offset, limit, false, |meta, json| {
+    /// The raw event JSON at `offset`, durable or not, staged or written (for dedupe checks
+    /// under the append lock).
+    pub fn read_raw(&self, offset: u64) -> Result<RawRecord, LogError> {
+        {
+            let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            for item in &w.staged {
+                let Staged::Write { frames, lens, .. } = item else {
+                    continue;
+                };
+                let mut pos = 0usize;
+                for (meta, len) in lens {
+                    if meta.offset == offset {
+                        let end = pos + *len as usize;
+                        return match frames.get(pos..end).map(record::parse) {
+                            Some(Parsed::Record(_, json, _)) => Ok(RawRecord::Json(json.to_vec())),
+                            _ => Ok(RawRecord::Missing),
+                        };
+                    }
+                    pos += *len as usize;
+                }
+            }
+        }
+        let written = self.segments().last().map(|s| s.next_offset()).unwrap_or(0);
+        if offset >= written {
+            return Ok(RawRecord::InFlight);
+        }
+        let mut found = RawRecord::Missing;
+        self.scan(offset, written, false, |meta, json| {
             if meta.offset == offset {
-                found = Some(json.to_vec());
+                found = RawRecord::Json(json.to_vec());
             }
             Ok(false)
         })?;
@@ -562,6 +648,10 @@ impl Partition {
             let expired = cutoff.is_some_and(|c| oldest.max_timestamp_us() < c);
             let over = retention.max_bytes.is_some_and(|m| total > m);
             let is_active = segments.len() == 1;
+            if is_active && (oldest.next_offset() != w.next_offset || !w.staged.is_empty()) {
+                // Writes to it are staged or being flushed: it is not all old.
+                break;
+            }
             if !(expired || over && !is_active) {
                 break;
             }

@@ -1,12 +1,13 @@
 //! Group commit: one background thread makes appended data durable for every append that
 //! arrived while the previous fdatasync ran, then wakes them all at once.
 //!
-//! An appender writes its frames to the page cache, then [`GroupCommit::submit`]s what it
-//! dirtied and waits on the returned ticket. The thread takes everything submitted so far,
-//! fsyncs the directories of new files, fdatasyncs each dirty segment once, raises the
-//! partitions' durable offsets, and publishes the ticket number it reached.
-//! A failed fsync poisons the log: the kernel may have dropped the dirty pages, so no
-//! later write can be acknowledged honestly.
+//! An appender encodes its frames into its partitions' staging buffers (in memory), then
+//! [`GroupCommit::submit`]s what it staged and waits on the returned ticket. The thread
+//! takes everything submitted so far, fsyncs the directories of new files, and for each
+//! partition (concurrently) writes the staged frames to the segment files and fdatasyncs
+//! them; then it raises the partitions' durable offsets and publishes the ticket number it
+//! reached. A failed write or fsync poisons the log: the kernel may have dropped the dirty
+//! pages, so no later write can be acknowledged honestly.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,17 +17,15 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
+use crate::options::EmbeddedOptions;
 use crate::partition::Partition;
-use crate::segment::Segment;
 
-/// Something an append dirtied: a segment (and maybe its new directory entry) that must
-/// reach the disk before `partition` may serve offsets below `next_offset`.
+/// Something an append staged: a partition whose staged writes (and maybe a new directory
+/// entry) must reach the disk before it may serve offsets below `next_offset`.
 pub struct SyncItem {
     /// The partition written to.
     pub partition: Arc<Partition>,
-    /// The segment written to.
-    pub segment: Arc<Segment>,
-    /// The partition's next offset after the write.
+    /// The partition's next offset after the append.
     pub next_offset: u64,
     /// A directory whose entries changed (a new segment file) and must be fsynced first.
     pub dir: Option<PathBuf>,
@@ -63,7 +62,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the thread.
-    pub fn start() -> std::io::Result<GroupCommit> {
+    pub fn start(opts: EmbeddedOptions) -> std::io::Result<GroupCommit> {
         let (tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             rounds: std::sync::atomic::AtomicU64::new(0),
@@ -79,7 +78,7 @@ impl GroupCommit {
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("crmbus-group-commit".into())
-            .spawn(move || run(&worker))?;
+            .spawn(move || run(&worker, &opts))?;
         Ok(GroupCommit {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -144,7 +143,7 @@ impl Drop for GroupCommit {
     }
 }
 
-fn run(shared: &Shared) {
+fn run(shared: &Shared, opts: &EmbeddedOptions) {
     loop {
         let (items, ticket) = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -166,7 +165,7 @@ fn run(shared: &Shared) {
             return;
         }
         let started = std::time::Instant::now();
-        let result = sync_items(&items);
+        let result = sync_items(&items, opts);
         shared
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -176,56 +175,65 @@ fn run(shared: &Shared) {
         );
         match result {
             Ok(()) => {
-                for item in &items {
-                    item.partition.mark_durable(item.next_offset);
-                }
                 shared.progress.send_modify(|p| p.synced = ticket);
             }
             Err(e) => {
-                tracing::error!(error = %e, "fsync failed; the embedded log stops accepting writes");
+                tracing::error!(error = %e, "write or fsync failed; the embedded log stops accepting writes");
                 metrics::counter!("crmbus_log_fsync_failures_total").increment(1);
-                shared
-                    .progress
-                    .send_modify(|p| p.failed = Some(Arc::from(format!("fsync failed: {e}"))));
+                shared.progress.send_modify(|p| {
+                    p.failed = Some(Arc::from(format!("write or fsync failed: {e}")))
+                });
             }
         }
     }
 }
 
-fn sync_items(items: &[SyncItem]) -> std::io::Result<()> {
+fn sync_items(items: &[SyncItem], opts: &EmbeddedOptions) -> std::io::Result<()> {
     let mut dirs: Vec<&PathBuf> = items.iter().filter_map(|i| i.dir.as_ref()).collect();
     dirs.sort();
     dirs.dedup();
     for d in dirs {
         File::open(d)?.sync_all()?;
     }
-    let mut segments: HashMap<*const Segment, &Segment> = HashMap::new();
+    let mut partitions: HashMap<*const Partition, (&Arc<Partition>, u64)> = HashMap::new();
     for i in items {
-        segments.insert(Arc::as_ptr(&i.segment), &i.segment);
+        let e = partitions
+            .entry(Arc::as_ptr(&i.partition))
+            .or_insert((&i.partition, i.next_offset));
+        e.1 = e.1.max(i.next_offset);
     }
-    let segments: Vec<&Segment> = segments.into_values().collect();
-    match segments.as_slice() {
-        [] => Ok(()),
-        [one] => one.file.sync_data(),
+    let partitions: Vec<(&Arc<Partition>, u64)> = partitions.into_values().collect();
+    let flush_and_sync = |p: &Partition| -> std::io::Result<u64> {
+        let (segments, next) = p.flush_staged(opts)?;
+        for s in segments {
+            s.file.sync_data()?;
+        }
+        Ok(next)
+    };
+    let results: Vec<std::io::Result<u64>> = match partitions.as_slice() {
+        [] => Vec::new(),
+        [(one, _)] => vec![flush_and_sync(one)],
         many => {
-            // Several dirty files (partitions): flush them concurrently so the device sees
-            // the requests together instead of paying one flush latency after another.
+            // Several partitions: write and flush them concurrently, so the device sees the
+            // requests together instead of one flush latency after another.
             std::thread::scope(|scope| {
                 let handles: Vec<_> = many
                     .iter()
-                    .map(|s| scope.spawn(move || s.file.sync_data()))
+                    .map(|(p, _)| scope.spawn(move || flush_and_sync(p)))
                     .collect();
-                let mut result = Ok(());
-                for h in handles {
-                    let r = h
-                        .join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
-                    if result.is_ok() {
-                        result = r;
-                    }
-                }
-                result
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(std::io::Error::other("flush thread panicked")))
+                    })
+                    .collect()
             })
         }
+    };
+    for ((p, wanted), r) in partitions.iter().zip(results) {
+        let flushed = r?;
+        p.mark_durable(flushed.max(*wanted));
     }
+    Ok(())
 }
