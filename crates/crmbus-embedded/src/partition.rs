@@ -294,6 +294,12 @@ impl Partition {
         }
         let mut added = 0u64;
         if let Some(Staged::Write { frames, lens, .. }) = w.staged.last_mut() {
+            let bytes: usize = events
+                .iter()
+                .map(|(json, _)| record::FRAME_HEADER + record::BODY_HEADER + json.len())
+                .sum();
+            frames.reserve(bytes);
+            lens.reserve(events.len());
             for (i, (json, hash)) in events.iter().enumerate() {
                 let meta = RecordMeta {
                     offset: first + i as u64,
