@@ -7,6 +7,8 @@
 //! [`MemoryLog`] for tests, and the backend [`conformance`] suite that every backend
 //! runs to prove it keeps the same contract.
 
+pub mod backends;
+pub mod bus;
 pub mod clock;
 pub mod conformance;
 pub mod error;
@@ -15,6 +17,8 @@ pub mod log;
 pub mod memory;
 pub mod partition;
 
+pub use backends::{BackendKind, LoggingLog, NoopLog};
+pub use bus::{get_event_bus, publish_event, set_event_bus, BusError, EventBus, EventBusBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::LogError;
 pub use event::{

@@ -1,0 +1,306 @@
+//! [`EventBus`]: the application's entry point — publish business events to topics on a
+//! log, with optional taps beside it — and the optional process-wide default bus behind
+//! [`publish_event`] for code that wants the seed's `publish_event(...)` style.
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use crate::error::LogError;
+use crate::event::Event;
+use crate::log::{EventLog, Receipt, TopicSpec};
+use crate::memory::MemoryLog;
+
+/// An error from the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The log refused or failed the operation.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// [`publish_event`] was called before [`set_event_bus`].
+    #[error("no default event bus is set (call crmbus::set_event_bus first)")]
+    NoDefaultBus,
+}
+
+impl BusError {
+    /// A stable machine-readable code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BusError::Log(e) => e.code(),
+            BusError::NoDefaultBus => "no_default_bus",
+        }
+    }
+}
+
+struct BusInner {
+    log: Arc<dyn EventLog>,
+    taps: Vec<Arc<dyn EventLog>>,
+    auto_create_partitions: Option<u32>,
+}
+
+/// Publishes events to topics on an [`EventLog`]. Cheap to clone; clones share the log.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+/// Builds an [`EventBus`]; see [`EventBus::builder`].
+#[derive(Default)]
+pub struct EventBusBuilder {
+    log: Option<Arc<dyn EventLog>>,
+    taps: Vec<Arc<dyn EventLog>>,
+    auto_create_partitions: Option<u32>,
+    source: Option<String>,
+}
+
+impl EventBusBuilder {
+    /// The log the bus stores events in. Default: a new [`MemoryLog`].
+    pub fn log(mut self, log: Arc<dyn EventLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Adds a tap: every successful publish is also appended there (for example a
+    /// [`crate::backends::LoggingLog`] or a [`MemoryLog`] for tests). A tap's failure is
+    /// logged and never fails the publish.
+    pub fn tap(mut self, tap: Arc<dyn EventLog>) -> Self {
+        self.taps.push(tap);
+        self
+    }
+
+    /// Creates topics that do not exist yet, with `partitions` partitions, on first
+    /// publish. Default: publishing to a missing topic fails with `topic_not_found`.
+    pub fn auto_create_topics(mut self, partitions: u32) -> Self {
+        self.auto_create_partitions = Some(partitions);
+        self
+    }
+
+    /// The `source` that [`Event::new`] gives events in this process (sets
+    /// [`crate::set_default_source`]).
+    pub fn default_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Builds the bus.
+    pub fn build(self) -> EventBus {
+        if let Some(s) = self.source {
+            crate::event::set_default_source(s);
+        }
+        EventBus {
+            inner: Arc::new(BusInner {
+                log: self.log.unwrap_or_else(|| Arc::new(MemoryLog::new())),
+                taps: self.taps,
+                auto_create_partitions: self.auto_create_partitions,
+            }),
+        }
+    }
+}
+
+impl EventBus {
+    /// Starts building a bus.
+    pub fn builder() -> EventBusBuilder {
+        EventBusBuilder::default()
+    }
+
+    /// The log this bus stores events in.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.inner.log
+    }
+
+    /// Publishes one event to one or more topics. Returns when the event is durable under
+    /// the log's durability, with one receipt per topic (`duplicate: true` where the same
+    /// `source` + `id` was already there).
+    pub async fn publish(&self, event: Event, topics: &[&str]) -> Result<Vec<Receipt>, BusError> {
+        self.publish_batch(vec![event], topics).await
+    }
+
+    /// Publishes a batch of events to one or more topics, all-or-nothing per the log's
+    /// contract. Receipts come topic-major (every event for the first topic, then the next).
+    pub async fn publish_batch(
+        &self,
+        events: Vec<Event>,
+        topics: &[&str],
+    ) -> Result<Vec<Receipt>, BusError> {
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let receipts = append_creating(
+            self.inner.log.as_ref(),
+            &topics,
+            &events,
+            self.inner.auto_create_partitions,
+        )
+        .await?;
+        for tap in &self.inner.taps {
+            // A tap mirrors whatever the bus publishes, so it creates topics as it goes.
+            if let Err(e) = append_creating(tap.as_ref(), &topics, &events, Some(1)).await {
+                tracing::warn!(tap = tap.backend_name(), error = %e, "event tap failed");
+            }
+        }
+        Ok(receipts)
+    }
+}
+
+/// Appends; if a topic is missing and `create` is set, creates the missing topics with
+/// that many partitions and appends again.
+async fn append_creating(
+    log: &dyn EventLog,
+    topics: &[String],
+    events: &[Event],
+    create: Option<u32>,
+) -> Result<Vec<Receipt>, LogError> {
+    match (log.append(topics, events).await, create) {
+        (Err(LogError::TopicNotFound(_)), Some(partitions)) => {
+            for t in topics {
+                match log
+                    .create_topic(TopicSpec::new(t.clone(), partitions))
+                    .await
+                {
+                    Ok(_) | Err(LogError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            log.append(topics, events).await
+        }
+        (result, _) => result,
+    }
+}
+
+static DEFAULT_BUS: RwLock<Option<EventBus>> = RwLock::new(None);
+
+/// Makes `bus` the process-wide default used by [`publish_event`] and [`get_event_bus`].
+pub fn set_event_bus(bus: EventBus) {
+    *DEFAULT_BUS.write().unwrap_or_else(|p| p.into_inner()) = Some(bus);
+}
+
+/// The process-wide default bus, if one was set.
+pub fn get_event_bus() -> Option<EventBus> {
+    DEFAULT_BUS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// Publishes a new business event (`Event::new(event_type, data)`) to `topics` on the
+/// process-wide default bus — the seed's `publish_event(event_type=..., data=..., topics=[...])`.
+pub async fn publish_event(
+    event_type: &str,
+    data: Value,
+    topics: &[&str],
+) -> Result<Vec<Receipt>, BusError> {
+    let bus = get_event_bus().ok_or(BusError::NoDefaultBus)?;
+    bus.publish(Event::new(event_type, data), topics).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::{LoggingLog, NoopLog};
+    use serde_json::json;
+
+    fn deal(n: u32) -> Event {
+        Event::new(
+            "deal.won",
+            json!({"deal_id": format!("deal-{n}"), "amount": "10.00"}),
+        )
+        .subject(format!("deal-{n}"))
+        .source("urn:test")
+    }
+
+    #[tokio::test]
+    async fn publish_to_several_topics_and_tap_records_once() {
+        let log = MemoryLog::new();
+        let tap = MemoryLog::new();
+        let bus = EventBus::builder()
+            .log(Arc::new(log.clone()))
+            .tap(Arc::new(tap.clone()))
+            .auto_create_topics(2)
+            .build();
+        let r = bus
+            .publish(deal(1), &["deals", "sales"])
+            .await
+            .expect("publish");
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].topic.as_str(), r[1].topic.as_str()),
+            ("deals", "sales")
+        );
+        assert_eq!(log.events_of_type("deal.won").len(), 1);
+        assert_eq!(
+            tap.events().len(),
+            1,
+            "the tap sees each published event once"
+        );
+        let again = bus
+            .publish(deal(1).id(r[0].id.clone()), &["deals"])
+            .await
+            .expect("again");
+        assert!(again[0].duplicate);
+    }
+
+    #[tokio::test]
+    async fn missing_topic_fails_without_auto_create() {
+        let bus = EventBus::builder().build();
+        match bus.publish(deal(1), &["nope"]).await {
+            Err(BusError::Log(LogError::TopicNotFound(t))) => assert_eq!(t, "nope"),
+            other => panic!("expected topic_not_found, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_event_is_rejected_and_nothing_stored() {
+        let log = MemoryLog::new();
+        let bus = EventBus::builder()
+            .log(Arc::new(log.clone()))
+            .auto_create_topics(1)
+            .build();
+        let bad = deal(1).extension("Bad-Name", "x");
+        let err = bus.publish(bad, &["deals"]).await.expect_err("invalid");
+        assert_eq!(err.code(), "invalid_event");
+        assert!(err.to_string().contains("Bad-Name"), "{err}");
+        assert!(log.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn noop_and_logging_backends_accept_and_store_nothing() {
+        for log in [Arc::new(NoopLog) as Arc<dyn EventLog>, Arc::new(LoggingLog)] {
+            let bus = EventBus::builder().log(Arc::clone(&log)).build();
+            let r = bus
+                .publish(deal(2), &["deals", "notifications"])
+                .await
+                .expect("publish");
+            assert_eq!(r.len(), 2, "{}", log.backend_name());
+            assert!(log.read("deals", 0, 0, 10).await.expect("read").is_empty());
+            assert!(bus
+                .publish(deal(3).extension("BAD", 1), &["deals"])
+                .await
+                .is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn default_bus_publish_event() {
+        // The only test touching the process-wide default.
+        let log = MemoryLog::new();
+        set_event_bus(
+            EventBus::builder()
+                .log(Arc::new(log.clone()))
+                .auto_create_topics(1)
+                .build(),
+        );
+        let r = publish_event(
+            "lead.converted",
+            json!({"lead_id": "l-1", "account_id": "a-1"}),
+            &["leads", "conversions"],
+        )
+        .await
+        .expect("publish_event");
+        assert_eq!(r.len(), 2);
+        let got = log.events_of_type("lead.converted");
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].data_json().and_then(|d| d["lead_id"].as_str()),
+            Some("l-1")
+        );
+        assert!(get_event_bus().is_some());
+    }
+}
