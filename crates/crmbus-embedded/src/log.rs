@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmbus::{
-    dedupe_hash, partition_for, Event, EventLog, LogError, PartitionInfo, Receipt, StoredEvent,
-    TopicInfo, TopicSpec,
+    dedupe_hash, partition_for, Event, EventLog, LogError, PartitionInfo, Receipt, StateOp,
+    StateStore, StoredEvent, TopicInfo, TopicSpec,
 };
 
 use crate::dedupe::{DedupeIndex, FirstAppend};
@@ -185,6 +185,14 @@ impl EmbeddedLog {
             .as_ref()
             .map(|c| c.stats())
             .unwrap_or((0, 0))
+    }
+
+    /// The delivery-state store kept in this log's metadata database (same directory, same
+    /// crash safety: every applied batch is durable when `apply` returns).
+    pub fn state_store(&self) -> Arc<dyn StateStore> {
+        Arc::new(EmbeddedState {
+            inner: Arc::clone(&self.inner),
+        })
     }
 
     /// The options the log was opened with.
@@ -659,5 +667,30 @@ impl EventLog for EmbeddedLog {
             c.stop();
         }
         Ok(())
+    }
+}
+
+/// The [`StateStore`] of an [`EmbeddedLog`]; see [`EmbeddedLog::state_store`].
+struct EmbeddedState {
+    inner: Arc<Inner>,
+}
+
+#[async_trait]
+impl StateStore for EmbeddedState {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.inner.meta.state_get(namespace, key)
+    }
+
+    async fn scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, LogError> {
+        self.inner.meta.state_scan(namespace, prefix)
+    }
+
+    async fn apply(&self, ops: Vec<StateOp>) -> Result<(), LogError> {
+        self.inner.check_open()?;
+        self.inner.meta.state_apply(&ops)
     }
 }

@@ -8,6 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("group_offsets");
+const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
 
 fn backend<E: std::fmt::Display>(e: E) -> LogError {
     LogError::Backend(format!("metadata store: {e}"))
@@ -25,6 +26,7 @@ impl Metadata {
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(TOPICS).map_err(backend)?;
         tx.open_table(OFFSETS).map_err(backend)?;
+        tx.open_table(STATE).map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(Metadata { db })
     }
@@ -104,5 +106,59 @@ impl Metadata {
         Ok(o.get((group, topic, partition))
             .map_err(backend)?
             .map(|v| v.value()))
+    }
+
+    /// A delivery-state value.
+    pub fn state_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let t = tx.open_table(STATE).map_err(backend)?;
+        Ok(t.get((namespace, key))
+            .map_err(backend)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Delivery-state entries of a namespace whose key starts with `prefix`, by key.
+    pub fn state_scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, LogError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let t = tx.open_table(STATE).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in t.range((namespace, prefix)..).map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            let (ns, key) = k.value();
+            if ns != namespace || !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Applies delivery-state changes in one durable transaction.
+    pub fn state_apply(&self, ops: &[crmbus::StateOp]) -> Result<(), LogError> {
+        let tx = self.db.begin_write().map_err(backend)?;
+        {
+            let mut t = tx.open_table(STATE).map_err(backend)?;
+            for op in ops {
+                match op {
+                    crmbus::StateOp::Put {
+                        namespace,
+                        key,
+                        value,
+                    } => {
+                        t.insert((namespace.as_str(), key.as_str()), value.as_slice())
+                            .map_err(backend)?;
+                    }
+                    crmbus::StateOp::Delete { namespace, key } => {
+                        t.remove((namespace.as_str(), key.as_str()))
+                            .map_err(backend)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(backend)
     }
 }

@@ -299,3 +299,30 @@ async fn closed_log_refuses_writes_and_oversized_events_are_rejected() {
         other => panic!("append after close: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn state_store_keeps_the_contract_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    let store = log.state_store();
+    let path = dir.path().to_path_buf();
+    let o = opts(&clock);
+    let holder = std::sync::Mutex::new(Some(log));
+    crmbus::state::check_state_store(store, |s| {
+        // Close everything over the directory, then open it again.
+        drop(s);
+        if let Some(log) = holder.lock().expect("lock").take() {
+            drop(log);
+        }
+        async move {
+            let log = EmbeddedLog::open(&path, o)?;
+            let store = log.state_store();
+            // The store keeps the log's inner state alive after `log` is dropped here.
+            drop(log);
+            Ok(store)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -16,6 +16,7 @@ pub mod event;
 pub mod log;
 pub mod memory;
 pub mod partition;
+pub mod state;
 
 pub use backends::{BackendKind, LoggingLog, NoopLog};
 pub use bus::{get_event_bus, publish_event, set_event_bus, BusError, EventBus, EventBusBuilder};
@@ -30,3 +31,4 @@ pub use log::{
 };
 pub use memory::MemoryLog;
 pub use partition::{dedupe_hash, partition_for};
+pub use state::{MemoryStateStore, StateOp, StateStore};
