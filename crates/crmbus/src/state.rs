@@ -66,11 +66,14 @@ pub trait StateStore: Send + Sync {
     }
 }
 
+/// (namespace, key) → value.
+type Entries = BTreeMap<(String, String), Vec<u8>>;
+
 /// A [`StateStore`] in memory (durable only for the life of the process). Clones share
 /// the same state, so a "restart" in a test can open a new engine on the same store.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStateStore {
-    entries: Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl MemoryStateStore {
