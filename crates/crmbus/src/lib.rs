@@ -11,6 +11,7 @@ pub mod backends;
 pub mod bus;
 pub mod clock;
 pub mod conformance;
+pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod log;

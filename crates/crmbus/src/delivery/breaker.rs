@@ -1,0 +1,233 @@
+//! A circuit breaker per subscription: opens after consecutive failures or a high error
+//! rate over a window, lets one probe through after a cool-down (half-open), and closes
+//! on success. While open, delivery pauses and no attempt is spent.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// When the breaker opens and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BreakerPolicy {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or open when at least `min_requests` outcomes in `window` failed at this rate (0–1).
+    pub failure_rate: f64,
+    /// Outcomes needed in the window before the rate counts.
+    pub min_requests: u32,
+    /// The window of the rate.
+    #[serde(with = "secs")]
+    pub window: Duration,
+    /// How long to stay open before a probe.
+    #[serde(with = "secs")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            consecutive_failures: 10,
+            failure_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(60),
+            open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Deliveries flow.
+    Closed,
+    /// Deliveries pause until the time (µs since the epoch).
+    Open {
+        /// When a probe may go.
+        until_us: i64,
+    },
+    /// One probe is allowed; its outcome closes or reopens the breaker.
+    HalfOpen {
+        /// A probe is under way.
+        probing: bool,
+    },
+}
+
+impl BreakerState {
+    /// The metric value: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(&self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open { .. } => 1.0,
+            BreakerState::HalfOpen { .. } => 2.0,
+        }
+    }
+}
+
+/// The breaker, driven by outcomes and a clock reading passed in (µs).
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    policy: BreakerPolicy,
+    state: BreakerState,
+    consecutive: u32,
+    outcomes: VecDeque<(i64, bool)>,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker.
+    pub fn new(policy: BreakerPolicy) -> Self {
+        CircuitBreaker {
+            policy,
+            state: BreakerState::Closed,
+            consecutive: 0,
+            outcomes: VecDeque::new(),
+        }
+    }
+
+    /// The current state (moving from open to half-open when the cool-down is over).
+    pub fn state(&mut self, now_us: i64) -> BreakerState {
+        if let BreakerState::Open { until_us } = self.state {
+            if now_us >= until_us {
+                self.state = BreakerState::HalfOpen { probing: false };
+            }
+        }
+        self.state
+    }
+
+    /// May a delivery start now? In half-open state only one probe at a time may.
+    pub fn try_acquire(&mut self, now_us: i64) -> bool {
+        match self.state(now_us) {
+            BreakerState::Closed => true,
+            BreakerState::Open { .. } => false,
+            BreakerState::HalfOpen { probing: true } => false,
+            BreakerState::HalfOpen { probing: false } => {
+                self.state = BreakerState::HalfOpen { probing: true };
+                true
+            }
+        }
+    }
+
+    /// Records the outcome of a delivery that [`CircuitBreaker::try_acquire`] let through.
+    pub fn record(&mut self, success: bool, now_us: i64) {
+        let window_us = self.policy.window.as_micros() as i64;
+        self.outcomes.push_back((now_us, success));
+        while self
+            .outcomes
+            .front()
+            .is_some_and(|(t, _)| *t < now_us - window_us)
+        {
+            self.outcomes.pop_front();
+        }
+        if success {
+            self.consecutive = 0;
+            if matches!(self.state, BreakerState::HalfOpen { .. }) {
+                self.state = BreakerState::Closed;
+                self.outcomes.clear();
+            }
+            return;
+        }
+        self.consecutive += 1;
+        let failures = self.outcomes.iter().filter(|(_, ok)| !ok).count() as f64;
+        let total = self.outcomes.len() as f64;
+        let rate_trips = total >= f64::from(self.policy.min_requests)
+            && failures / total >= self.policy.failure_rate;
+        let half_open = matches!(self.state, BreakerState::HalfOpen { .. });
+        if half_open || self.consecutive >= self.policy.consecutive_failures || rate_trips {
+            self.state = BreakerState::Open {
+                until_us: now_us + self.policy.open_for.as_micros() as i64,
+            };
+            self.consecutive = 0;
+            self.outcomes.clear();
+        }
+    }
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    fn policy() -> BreakerPolicy {
+        BreakerPolicy {
+            consecutive_failures: 3,
+            failure_rate: 0.5,
+            min_requests: 10,
+            window: Duration::from_secs(60),
+            open_for: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_half_opens_and_closes() {
+        let mut b = CircuitBreaker::new(policy());
+        for i in 0..3 {
+            assert!(b.try_acquire(i * S));
+            b.record(false, i * S);
+        }
+        assert!(matches!(b.state(3 * S), BreakerState::Open { .. }));
+        assert!(
+            !b.try_acquire(10 * S),
+            "open breaker let a delivery through"
+        );
+        assert_eq!(b.state(32 * S), BreakerState::HalfOpen { probing: false });
+        assert!(b.try_acquire(32 * S), "probe refused");
+        assert!(
+            !b.try_acquire(32 * S),
+            "second probe allowed while one is under way"
+        );
+        b.record(true, 33 * S);
+        assert_eq!(b.state(33 * S), BreakerState::Closed);
+    }
+
+    #[test]
+    fn failed_probe_reopens() {
+        let mut b = CircuitBreaker::new(policy());
+        for i in 0..3 {
+            b.try_acquire(i * S);
+            b.record(false, i * S);
+        }
+        assert!(b.try_acquire(40 * S));
+        b.record(false, 40 * S);
+        assert_eq!(b.state(41 * S), BreakerState::Open { until_us: 70 * S });
+    }
+
+    #[test]
+    fn opens_on_error_rate() {
+        let mut b = CircuitBreaker::new(policy());
+        // Alternate: never 3 in a row, but 50 % over 10 requests.
+        for i in 0..10 {
+            assert!(b.try_acquire(i * S), "closed too early at {i}");
+            b.record(i % 2 == 0, i * S);
+        }
+        assert!(matches!(b.state(10 * S), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn old_outcomes_leave_the_window() {
+        let mut b = CircuitBreaker::new(policy());
+        for i in 0..9 {
+            b.try_acquire(i * S);
+            b.record(i % 2 == 0, i * S);
+        }
+        // Far later: the old failures no longer count.
+        b.try_acquire(500 * S);
+        b.record(false, 500 * S);
+        assert_eq!(b.state(500 * S), BreakerState::Closed);
+    }
+}

@@ -1,0 +1,145 @@
+//! Retry policy: exponential backoff with full jitter, bounded by attempts and age.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a subscription retries a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Deliveries at most, the first one included (so 1 means no retry).
+    pub max_attempts: u32,
+    /// Backoff before the first retry (the upper bound of its jitter).
+    #[serde(with = "millis")]
+    pub initial_backoff: Duration,
+    /// Backoff never grows beyond this.
+    #[serde(with = "millis")]
+    pub max_backoff: Duration,
+    /// Growth of the backoff per attempt.
+    pub multiplier: f64,
+    /// Give up once this long has passed since the first failure (`None`: no limit).
+    #[serde(default, with = "opt_millis")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            multiplier: 2.0,
+            max_age: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The upper bound of the backoff after `failures` failed attempts (1 = after the
+    /// first failure): `initial * multiplier^(failures-1)`, capped at `max_backoff`.
+    pub fn backoff_cap(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(64) as i32;
+        let secs = self.initial_backoff.as_secs_f64() * self.multiplier.max(1.0).powi(exp);
+        let capped = secs.min(self.max_backoff.as_secs_f64()).max(0.0);
+        Duration::from_secs_f64(capped)
+    }
+
+    /// The delay before the next attempt after `failures` failures, with full jitter:
+    /// `random` in `[0, 1)` picks a point in `[0, cap]`. A delay the handler asked for
+    /// (`retry_after`) is used as given instead.
+    pub fn next_delay(
+        &self,
+        failures: u32,
+        random: f64,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        if let Some(d) = retry_after {
+            return d;
+        }
+        self.backoff_cap(failures).mul_f64(random.clamp(0.0, 1.0))
+    }
+
+    /// Should the event be given up after `attempts` deliveries, the first failure having
+    /// been `since_first_failure` ago?
+    pub fn exhausted(&self, attempts: u32, since_first_failure: Duration) -> bool {
+        attempts >= self.max_attempts || self.max_age.is_some_and(|age| since_first_failure >= age)
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_age: None,
+        };
+        assert_eq!(p.backoff_cap(1), Duration::from_millis(100));
+        assert_eq!(p.backoff_cap(2), Duration::from_millis(200));
+        assert_eq!(p.backoff_cap(4), Duration::from_millis(800));
+        assert_eq!(p.backoff_cap(5), Duration::from_secs(1));
+        assert_eq!(p.backoff_cap(60), Duration::from_secs(1));
+        assert_eq!(p.next_delay(3, 0.5, None), Duration::from_millis(200));
+        assert_eq!(p.next_delay(3, 0.0, None), Duration::ZERO);
+        assert_eq!(
+            p.next_delay(3, 0.9, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn exhaustion_by_attempts_and_age() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            max_age: Some(Duration::from_secs(60)),
+            ..RetryPolicy::default()
+        };
+        assert!(!p.exhausted(2, Duration::from_secs(10)));
+        assert!(p.exhausted(3, Duration::from_secs(10)));
+        assert!(p.exhausted(1, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn policy_serde_in_millis() {
+        let p: RetryPolicy = serde_json::from_str(
+            r#"{"max_attempts":4,"initial_backoff":250,"max_backoff":10000,"multiplier":3.0,"max_age":null}"#,
+        )
+        .expect("parse");
+        assert_eq!(p.initial_backoff, Duration::from_millis(250));
+        assert_eq!(p.max_age, None);
+    }
+}
