@@ -1,9 +1,16 @@
-//! The delivery engine's parts: filters, retry policy, circuit breaker.
+//! The delivery engine and its parts: filters, retry policy, circuit breaker, handlers,
+//! subscription options, and the engine that runs one subscription.
 
 pub mod breaker;
+pub mod engine;
 pub mod filter;
+pub mod handler;
+pub mod options;
 pub mod retry;
 
 pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker};
+pub use engine::{DeadLetter, Engine, RetryRecord, StatsSnapshot, SubscriptionStats};
 pub use filter::{glob_match, Condition, Filter, Op};
+pub use handler::{handler_fn, Delivery, Handler, HandlerError};
+pub use options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
 pub use retry::RetryPolicy;

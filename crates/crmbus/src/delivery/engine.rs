@@ -1,0 +1,708 @@
+//! The delivery engine of one subscription (topic + group): reads the topic's partitions
+//! from the group's cursor, delivers each matching event to the handler — one event per
+//! key in flight, keys in parallel — retries failures on a persisted schedule, dead-letters
+//! what exhausts its retries, and commits the contiguous low-water mark of finished
+//! offsets.
+//!
+//! Durable state, in the [`StateStore`] under `sub/<topic>/<group>/…`:
+//! - `retry`: the retry schedule of each failing event (attempts, next due time, error);
+//! - `done`: events acknowledged above the committed offset, so a restart does not
+//!   deliver them again;
+//! - `dlq`: dead letters ([`DeadLetter`]), including held ones that park their key.
+//!
+//! Each step writes its changes in one state batch, then commits the group offset.
+//! Time comes from a [`Clock`], so tests drive retries with a manual clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::breaker::CircuitBreaker;
+use super::handler::{Delivery, Handler, HandlerError};
+use super::options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
+use crate::clock::Clock;
+use crate::error::LogError;
+use crate::event::Event;
+use crate::log::EventLog;
+use crate::state::{StateOp, StateStore};
+
+/// The retry schedule of one failing event, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryRecord {
+    /// The ordering key of the event.
+    pub key: String,
+    /// Deliveries made so far.
+    pub attempts: u32,
+    /// When the first delivery failed (µs since the epoch).
+    pub first_failure_us: i64,
+    /// When the next delivery is due (µs since the epoch).
+    pub next_due_us: i64,
+    /// The last failure's message.
+    pub last_error: String,
+}
+
+/// An event that exhausted its retries (or failed permanently), kept for people to
+/// inspect, redrive or discard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Entry id: `<partition>-<offset>`.
+    pub id: String,
+    /// Topic of the event.
+    pub topic: String,
+    /// The group that failed to process it.
+    pub group: String,
+    /// Partition of the event.
+    pub partition: u32,
+    /// Offset of the event.
+    pub offset: u64,
+    /// Ordering key of the event.
+    pub key: String,
+    /// The event.
+    pub event: Event,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// First failure (µs since the epoch).
+    pub first_failure_us: i64,
+    /// Last failure (µs since the epoch).
+    pub last_failure_us: i64,
+    /// The last failure's message.
+    pub last_error: String,
+    /// True when the key waits for this entry to be redriven or discarded.
+    pub held: bool,
+}
+
+/// Counters of a subscription since it started.
+#[derive(Debug, Default)]
+pub struct SubscriptionStats {
+    /// Handler calls made.
+    pub delivered: AtomicU64,
+    /// Deliveries acknowledged.
+    pub acked: AtomicU64,
+    /// Failed deliveries scheduled for a retry.
+    pub retried: AtomicU64,
+    /// Events dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Events passed over by the filter.
+    pub filtered: AtomicU64,
+}
+
+/// A point-in-time copy of [`SubscriptionStats`] plus the engine's current state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Handler calls made.
+    pub delivered: u64,
+    /// Deliveries acknowledged.
+    pub acked: u64,
+    /// Failed deliveries scheduled for a retry.
+    pub retried: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Events passed over by the filter.
+    pub filtered: u64,
+    /// Deliveries in flight now.
+    pub in_flight: u64,
+    /// Keys waiting for a retry or held by a dead letter.
+    pub parked_keys: u64,
+    /// Committed offset per partition.
+    pub committed: Vec<u64>,
+}
+
+/// Namespace of a subscription's state of one kind.
+pub fn state_namespace(topic: &str, group: &str, kind: &str) -> String {
+    format!("sub/{topic}/{group}/{kind}")
+}
+
+fn pos_key(partition: u32, offset: u64) -> String {
+    format!("{partition:010}/{offset:020}")
+}
+
+fn parse_pos_key(k: &str) -> Option<(u32, u64)> {
+    let (p, o) = k.split_once('/')?;
+    Some((p.parse().ok()?, o.parse().ok()?))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, LogError> {
+    serde_json::to_vec(v).map_err(|e| LogError::Backend(format!("encoding state: {e}")))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, LogError> {
+    serde_json::from_slice(b).map_err(|e| LogError::Backend(format!("decoding state: {e}")))
+}
+
+struct PartCursor {
+    id: u32,
+    next_read: u64,
+    committed: u64,
+    /// Finished offsets above `committed`.
+    done: BTreeSet<u64>,
+    /// Offsets with a persisted `done` marker.
+    marked: BTreeSet<u64>,
+    /// Events read and not finished.
+    buffered: usize,
+}
+
+#[derive(Default)]
+struct KeyState {
+    queue: VecDeque<(u64, Event)>,
+    in_flight: bool,
+}
+
+struct Completion {
+    partition: u32,
+    offset: u64,
+    key: String,
+    attempt: u32,
+    result: Result<(), HandlerError>,
+}
+
+type KeyId = (u32, String);
+
+/// The engine of one subscription. Drive it with [`Engine::run_until_idle`] (tests, with
+/// a manual clock) or let a [`super::Subscription`] run it in the background.
+pub struct Engine {
+    log: Arc<dyn EventLog>,
+    state: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    topic: String,
+    group: String,
+    handler: Arc<dyn Handler>,
+    opts: SubscribeOptions,
+    parts: Vec<PartCursor>,
+    keys: HashMap<KeyId, KeyState>,
+    ready: VecDeque<KeyId>,
+    timers: BTreeSet<(i64, u32, String)>,
+    retries: HashMap<(u32, u64), RetryRecord>,
+    held: HashSet<(u32, u64)>,
+    in_flight: JoinSet<Completion>,
+    breaker: Option<CircuitBreaker>,
+    rng: u64,
+    ops: Vec<StateOp>,
+    acked_since_persist: Vec<(u32, u64)>,
+    stats: Arc<SubscriptionStats>,
+}
+
+impl Engine {
+    /// Opens the engine of (`topic`, `group`): loads the group's cursor (or places a new
+    /// group per `opts.start` and commits it), its retry schedule, done markers and held
+    /// dead letters.
+    pub async fn open(
+        log: Arc<dyn EventLog>,
+        state: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        topic: &str,
+        group: &str,
+        handler: Arc<dyn Handler>,
+        opts: SubscribeOptions,
+    ) -> Result<Engine, LogError> {
+        if group.is_empty() || group.contains('/') {
+            return Err(LogError::InvalidArgument(format!(
+                "group name '{group}' must be non-empty and without '/'"
+            )));
+        }
+        if opts.max_in_flight == 0 || opts.read_ahead == 0 {
+            return Err(LogError::InvalidArgument(
+                "max_in_flight and read_ahead must be at least 1".into(),
+            ));
+        }
+        let info = log.describe_topic(topic).await?;
+        let mut parts = Vec::with_capacity(info.partition_info.len());
+        for p in &info.partition_info {
+            let committed = match log.committed_offset(group, topic, p.partition).await? {
+                Some(c) => c,
+                None => {
+                    let start = match opts.start {
+                        StartAt::Earliest => p.first_offset,
+                        StartAt::Latest => p.next_offset,
+                        StartAt::Time(us) => {
+                            let t = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+                            log.offset_for_time(topic, p.partition, t).await?
+                        }
+                    };
+                    log.commit_offset(group, topic, p.partition, start).await?;
+                    start
+                }
+            };
+            parts.push(PartCursor {
+                id: p.partition,
+                next_read: committed,
+                committed,
+                done: BTreeSet::new(),
+                marked: BTreeSet::new(),
+                buffered: 0,
+            });
+        }
+        let mut retries = HashMap::new();
+        for (k, v) in state
+            .scan(&state_namespace(topic, group, "retry"), "")
+            .await?
+        {
+            if let Some(pos) = parse_pos_key(&k) {
+                retries.insert(pos, decode::<RetryRecord>(&v)?);
+            }
+        }
+        for (k, _) in state
+            .scan(&state_namespace(topic, group, "done"), "")
+            .await?
+        {
+            if let Some((p, o)) = parse_pos_key(&k) {
+                if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
+                    part.done.insert(o);
+                    part.marked.insert(o);
+                }
+            }
+        }
+        let mut held = HashSet::new();
+        for (_, v) in state
+            .scan(&state_namespace(topic, group, "dlq"), "")
+            .await?
+        {
+            let d: DeadLetter = decode(&v)?;
+            if d.held {
+                held.insert((d.partition, d.offset));
+            }
+        }
+        let seed = clock.now_micros() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+        Ok(Engine {
+            log,
+            state,
+            clock,
+            topic: topic.to_string(),
+            group: group.to_string(),
+            handler,
+            breaker: opts.breaker.map(CircuitBreaker::new),
+            opts,
+            parts,
+            keys: HashMap::new(),
+            ready: VecDeque::new(),
+            timers: BTreeSet::new(),
+            retries,
+            held,
+            in_flight: JoinSet::new(),
+            rng: seed | 1,
+            ops: Vec::new(),
+            acked_since_persist: Vec::new(),
+            stats: Arc::new(SubscriptionStats::default()),
+        })
+    }
+
+    /// The subscription's counters (shared; they keep counting).
+    pub fn stats_handle(&self) -> Arc<SubscriptionStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// A snapshot of the counters and the current state.
+    pub fn stats(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(AtomicOrdering::Relaxed);
+        StatsSnapshot {
+            delivered: g(&self.stats.delivered),
+            acked: g(&self.stats.acked),
+            retried: g(&self.stats.retried),
+            dead_lettered: g(&self.stats.dead_lettered),
+            filtered: g(&self.stats.filtered),
+            in_flight: self.in_flight.len() as u64,
+            parked_keys: self.parked_keys() as u64,
+            committed: self.parts.iter().map(|p| p.committed).collect(),
+        }
+    }
+
+    fn parked_keys(&self) -> usize {
+        self.keys
+            .iter()
+            .filter(|((p, _), ks)| {
+                ks.queue.front().is_some_and(|(o, _)| {
+                    self.retries.contains_key(&(*p, *o)) || self.held.contains(&(*p, *o))
+                })
+            })
+            .count()
+    }
+
+    /// The earliest time (µs) a parked retry is due, if any.
+    pub fn next_due_us(&self) -> Option<i64> {
+        self.timers.iter().next().map(|(t, _, _)| *t)
+    }
+
+    fn random(&mut self) -> f64 {
+        // xorshift64*: jitter only needs to be spread, not unpredictable.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn key_for(&self, event: &Event, offset: u64) -> String {
+        match self.opts.ordering {
+            Ordering::Key => event.subject.clone().unwrap_or_else(|| event.id.clone()),
+            Ordering::None => format!("#{offset}"),
+        }
+    }
+
+    /// Reads more events into the key queues, up to `read_ahead` per partition.
+    async fn fill(&mut self) -> Result<(), LogError> {
+        for i in 0..self.parts.len() {
+            loop {
+                let part = &self.parts[i];
+                let room = self.opts.read_ahead.saturating_sub(part.buffered);
+                if room == 0 {
+                    break;
+                }
+                let (p, from) = (part.id, part.next_read);
+                let batch = match self.log.read(&self.topic, p, from, room.min(512)).await {
+                    Ok(b) => b,
+                    Err(LogError::Corrupt { offset, detail, .. }) => {
+                        tracing::error!(topic = %self.topic, group = %self.group, partition = p, offset, %detail,
+                            "skipping a corrupt record");
+                        let part = &mut self.parts[i];
+                        part.done.insert(offset);
+                        part.next_read = offset + 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                for stored in batch {
+                    let offset = stored.offset;
+                    let part = &mut self.parts[i];
+                    if offset > part.next_read
+                        && part.next_read == part.committed
+                        && part.buffered == 0
+                    {
+                        // Retention removed what the group had not read: start after it.
+                        part.committed = offset;
+                    }
+                    part.next_read = offset + 1;
+                    if offset < part.committed || part.done.contains(&offset) {
+                        continue;
+                    }
+                    if !self.opts.filter.matches(&stored.event) {
+                        part.done.insert(offset);
+                        self.stats.filtered.fetch_add(1, AtomicOrdering::Relaxed);
+                        continue;
+                    }
+                    part.buffered += 1;
+                    let key = self.key_for(&stored.event, offset);
+                    let ks = self.keys.entry((p, key.clone())).or_default();
+                    let was_idle = ks.queue.is_empty() && !ks.in_flight;
+                    ks.queue.push_back((offset, stored.event));
+                    if was_idle {
+                        self.schedule(p, key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a key with a queued head event in the ready queue, on a timer, or nowhere
+    /// (held by a dead letter).
+    fn schedule(&mut self, p: u32, key: String) {
+        let Some(ks) = self.keys.get(&(p, key.clone())) else {
+            return;
+        };
+        let Some((offset, _)) = ks.queue.front() else {
+            return;
+        };
+        if ks.in_flight || self.held.contains(&(p, *offset)) {
+            return;
+        }
+        match self.retries.get(&(p, *offset)) {
+            Some(r) if r.next_due_us > self.clock.now_micros() => {
+                self.timers.insert((r.next_due_us, p, key));
+            }
+            _ => self.ready.push_back((p, key)),
+        }
+    }
+
+    /// Starts deliveries for ready keys, up to `max_in_flight`.
+    fn dispatch(&mut self) {
+        let now = self.clock.now_micros();
+        while let Some(first) = self.timers.iter().next().cloned() {
+            if first.0 > now {
+                break;
+            }
+            self.timers.remove(&first);
+            self.ready.push_back((first.1, first.2));
+        }
+        while self.in_flight.len() < self.opts.max_in_flight {
+            let Some((p, key)) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(ks) = self.keys.get(&(p, key.clone())) else {
+                continue;
+            };
+            let Some((offset, event)) = ks.queue.front() else {
+                continue;
+            };
+            let offset = *offset;
+            if ks.in_flight || self.held.contains(&(p, offset)) {
+                continue;
+            }
+            if self
+                .retries
+                .get(&(p, offset))
+                .is_some_and(|r| r.next_due_us > now)
+            {
+                continue;
+            }
+            if let Some(b) = self.breaker.as_mut() {
+                if !b.try_acquire(now) {
+                    self.ready.push_front((p, key));
+                    break;
+                }
+            }
+            let attempt = self
+                .retries
+                .get(&(p, offset))
+                .map(|r| r.attempts + 1)
+                .unwrap_or(1);
+            let delivery = Delivery {
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                partition: p,
+                offset,
+                attempt,
+                event: event.clone(),
+            };
+            if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
+                ks.in_flight = true;
+            }
+            self.stats.delivered.fetch_add(1, AtomicOrdering::Relaxed);
+            let handler = Arc::clone(&self.handler);
+            self.in_flight.spawn(async move {
+                let result = handler.handle(delivery).await;
+                Completion {
+                    partition: p,
+                    offset,
+                    key,
+                    attempt,
+                    result,
+                }
+            });
+        }
+    }
+
+    fn finish_offset(&mut self, p: u32, offset: u64) {
+        if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
+            part.done.insert(offset);
+            part.buffered = part.buffered.saturating_sub(1);
+        }
+        self.acked_since_persist.push((p, offset));
+    }
+
+    fn complete(&mut self, c: Completion) {
+        let now = self.clock.now_micros();
+        let (p, offset, key) = (c.partition, c.offset, c.key.clone());
+        let retry_ns = state_namespace(&self.topic, &self.group, "retry");
+        if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
+            ks.in_flight = false;
+        }
+        if let Some(b) = self.breaker.as_mut() {
+            b.record(c.result.is_ok(), now);
+        }
+        match c.result {
+            Ok(()) => {
+                self.stats.acked.fetch_add(1, AtomicOrdering::Relaxed);
+                self.pop_head(p, &key);
+                if self.retries.remove(&(p, offset)).is_some() {
+                    self.ops.push(StateOp::Delete {
+                        namespace: retry_ns,
+                        key: pos_key(p, offset),
+                    });
+                }
+                self.finish_offset(p, offset);
+            }
+            Err(e) => {
+                let mut rec = self
+                    .retries
+                    .get(&(p, offset))
+                    .cloned()
+                    .unwrap_or(RetryRecord {
+                        key: key.clone(),
+                        attempts: 0,
+                        first_failure_us: now,
+                        next_due_us: now,
+                        last_error: String::new(),
+                    });
+                rec.attempts = c.attempt;
+                rec.last_error = e.message.clone();
+                let age =
+                    Duration::from_micros(now.saturating_sub(rec.first_failure_us).max(0) as u64);
+                if e.permanent || self.opts.retry.exhausted(rec.attempts, age) {
+                    self.dead_letter(p, offset, &key, &rec, now);
+                } else {
+                    let r = self.random();
+                    let delay = self.opts.retry.next_delay(rec.attempts, r, e.retry_after);
+                    rec.next_due_us = now.saturating_add(delay.as_micros() as i64);
+                    match encode(&rec) {
+                        Ok(bytes) => self.ops.push(StateOp::Put {
+                            namespace: retry_ns,
+                            key: pos_key(p, offset),
+                            value: bytes,
+                        }),
+                        Err(err) => tracing::error!(error = %err, "cannot record a retry"),
+                    }
+                    self.retries.insert((p, offset), rec);
+                    self.stats.retried.fetch_add(1, AtomicOrdering::Relaxed);
+                }
+            }
+        }
+        self.schedule(p, key);
+    }
+
+    fn pop_head(&mut self, p: u32, key: &str) {
+        let k = (p, key.to_string());
+        if let Some(ks) = self.keys.get_mut(&k) {
+            ks.queue.pop_front();
+            if ks.queue.is_empty() && !ks.in_flight {
+                self.keys.remove(&k);
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, p: u32, offset: u64, key: &str, rec: &RetryRecord, now: i64) {
+        let Some(event) = self
+            .keys
+            .get(&(p, key.to_string()))
+            .and_then(|ks| ks.queue.front())
+            .map(|(_, e)| e.clone())
+        else {
+            return;
+        };
+        let held = self.opts.on_exhausted == OnExhausted::Hold;
+        let entry = DeadLetter {
+            id: format!("{p}-{offset}"),
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            partition: p,
+            offset,
+            key: key.to_string(),
+            event,
+            attempts: rec.attempts,
+            first_failure_us: rec.first_failure_us,
+            last_failure_us: now,
+            last_error: rec.last_error.clone(),
+            held,
+        };
+        match encode(&entry) {
+            Ok(bytes) => self.ops.push(StateOp::Put {
+                namespace: state_namespace(&self.topic, &self.group, "dlq"),
+                key: entry.id.clone(),
+                value: bytes,
+            }),
+            Err(err) => tracing::error!(error = %err, "cannot record a dead letter"),
+        }
+        if self.retries.remove(&(p, offset)).is_some() {
+            self.ops.push(StateOp::Delete {
+                namespace: state_namespace(&self.topic, &self.group, "retry"),
+                key: pos_key(p, offset),
+            });
+        }
+        self.stats
+            .dead_lettered
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        tracing::warn!(topic = %self.topic, group = %self.group, partition = p, offset, key,
+            attempts = rec.attempts, error = %rec.last_error, held, "event dead-lettered");
+        if held {
+            self.held.insert((p, offset));
+        } else {
+            self.pop_head(p, key);
+            self.finish_offset(p, offset);
+        }
+    }
+
+    /// Writes the step's state changes in one batch, then commits each partition's
+    /// contiguous low-water mark.
+    async fn persist(&mut self) -> Result<(), LogError> {
+        let done_ns = state_namespace(&self.topic, &self.group, "done");
+        let mut commits = Vec::new();
+        for part in &mut self.parts {
+            let mut lwm = part.committed;
+            while part.done.remove(&lwm) {
+                lwm += 1;
+            }
+            let passed: Vec<u64> = part.marked.range(..lwm).copied().collect();
+            for o in passed {
+                part.marked.remove(&o);
+                self.ops.push(StateOp::Delete {
+                    namespace: done_ns.clone(),
+                    key: pos_key(part.id, o),
+                });
+            }
+            if lwm != part.committed {
+                commits.push((part.id, lwm));
+                part.committed = lwm;
+            }
+        }
+        for (p, o) in std::mem::take(&mut self.acked_since_persist) {
+            if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
+                if o >= part.committed && part.marked.insert(o) {
+                    self.ops.push(StateOp::Put {
+                        namespace: done_ns.clone(),
+                        key: pos_key(p, o),
+                        value: Vec::new(),
+                    });
+                }
+            }
+        }
+        if !self.ops.is_empty() {
+            self.state.apply(std::mem::take(&mut self.ops)).await?;
+        }
+        for (p, lwm) in commits {
+            self.log
+                .commit_offset(&self.group, &self.topic, p, lwm)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers everything that can be delivered now: reads, dispatches, and waits for
+    /// handlers until no delivery is in flight and none is ready (what remains waits for
+    /// a retry time, a held dead letter, or new events). Persists state and commits
+    /// offsets before returning.
+    pub async fn run_until_idle(&mut self) -> Result<(), LogError> {
+        let mut since_persist = 0usize;
+        loop {
+            self.fill().await?;
+            self.dispatch();
+            let Some(joined) = self.in_flight.join_next().await else {
+                return self.persist().await;
+            };
+            self.absorb(joined);
+            while let Some(joined) = self.in_flight.try_join_next() {
+                self.absorb(joined);
+            }
+            since_persist += 1;
+            if since_persist >= 64 {
+                self.persist().await?;
+                since_persist = 0;
+            }
+        }
+    }
+
+    fn absorb(&mut self, joined: Result<Completion, tokio::task::JoinError>) {
+        match joined {
+            Ok(c) => self.complete(c),
+            Err(e) => tracing::error!(error = %e, "a handler task failed to join"),
+        }
+    }
+
+    /// Waits for in-flight deliveries and persists; used before stopping.
+    pub async fn drain(&mut self) -> Result<(), LogError> {
+        while let Some(joined) = self.in_flight.join_next().await {
+            self.absorb(joined);
+        }
+        self.persist().await
+    }
+
+    /// The retry schedule the engine holds now, by (partition, offset).
+    pub fn pending_retries(&self) -> BTreeMap<(u32, u64), RetryRecord> {
+        self.retries.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+}

@@ -1,0 +1,81 @@
+//! Options of a subscription.
+
+use serde::{Deserialize, Serialize};
+
+use super::breaker::BreakerPolicy;
+use super::filter::Filter;
+use super::retry::RetryPolicy;
+
+/// Where a new group starts reading (an existing group resumes from its committed offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// From the oldest event kept.
+    #[default]
+    Earliest,
+    /// From events appended after the subscription is created.
+    Latest,
+    /// From the first event appended at or after this time (µs since the epoch).
+    Time(i64),
+}
+
+/// How deliveries of a group are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// Per business key (`subject`, else `id`): one event of a key in flight at a time, in
+    /// log order; a failing event parks only its own key.
+    #[default]
+    Key,
+    /// No ordering: every event may be in flight at once (up to `max_in_flight`).
+    None,
+}
+
+/// What happens to a key when its event exhausts its retries (the event goes to the DLQ
+/// either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExhausted {
+    /// The key moves on to its next event.
+    #[default]
+    Skip,
+    /// The key stays parked until an operator redrives or discards the dead letter.
+    Hold,
+}
+
+/// Everything that shapes a subscription besides its topic, group and handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubscribeOptions {
+    /// Where a new group starts.
+    pub start: StartAt,
+    /// Which events are delivered; the others are passed over.
+    pub filter: Filter,
+    /// Ordering of deliveries.
+    pub ordering: Ordering,
+    /// Deliveries in flight at once, across keys.
+    pub max_in_flight: usize,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Key behaviour after exhaustion.
+    pub on_exhausted: OnExhausted,
+    /// The circuit breaker (`None`: no breaker).
+    pub breaker: Option<BreakerPolicy>,
+    /// Events read ahead per partition.
+    pub read_ahead: usize,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            start: StartAt::Earliest,
+            filter: Filter::default(),
+            ordering: Ordering::Key,
+            max_in_flight: 64,
+            retry: RetryPolicy::default(),
+            on_exhausted: OnExhausted::Skip,
+            breaker: Some(BreakerPolicy::default()),
+            read_ahead: 1024,
+        }
+    }
+}

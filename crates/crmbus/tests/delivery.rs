@@ -1,0 +1,424 @@
+//! The delivery engine against MemoryLog + MemoryStateStore, with time driven by a
+//! ManualClock: no sleeps, assertions on state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crmbus::delivery::{
+    handler_fn, BreakerPolicy, Delivery, Engine, HandlerError, OnExhausted, RetryPolicy,
+    SubscribeOptions,
+};
+use crmbus::{
+    Clock, Event, EventLog, ManualClock, MemoryLog, MemoryStateStore, StateStore, TopicSpec,
+};
+use proptest::prelude::*;
+use serde_json::json;
+
+type Calls = Arc<Mutex<Vec<(String, u64, u32, bool)>>>;
+
+fn ev(key: &str, n: u64) -> Event {
+    Event::new("deal.updated", json!({"deal_id": key, "n": n}))
+        .subject(key)
+        .source("urn:test")
+}
+
+fn n_of(d: &Delivery) -> u64 {
+    d.event
+        .data_json()
+        .and_then(|v| v["n"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+struct World {
+    log: Arc<dyn EventLog>,
+    state: Arc<dyn StateStore>,
+    clock: ManualClock,
+}
+
+impl World {
+    async fn new(partitions: u32) -> World {
+        let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new());
+        log.create_topic(TopicSpec::new("deals", partitions))
+            .await
+            .expect("create");
+        World {
+            log,
+            state: Arc::new(MemoryStateStore::new()),
+            clock: ManualClock::new(1_700_000_000_000_000),
+        }
+    }
+
+    async fn engine(
+        &self,
+        handler: Arc<dyn crmbus::delivery::Handler>,
+        opts: SubscribeOptions,
+    ) -> Engine {
+        Engine::open(
+            Arc::clone(&self.log),
+            Arc::clone(&self.state),
+            Arc::new(self.clock.clone()),
+            "deals",
+            "crm-sync",
+            handler,
+            opts,
+        )
+        .await
+        .expect("open engine")
+    }
+
+    async fn publish(&self, events: Vec<Event>) {
+        self.log
+            .append(&["deals".to_string()], &events)
+            .await
+            .expect("append");
+    }
+
+    /// Runs until nothing is left: after each idle point, jumps the clock to the next due retry.
+    async fn run_to_end(&self, engine: &mut Engine, max_rounds: usize) {
+        for _ in 0..max_rounds {
+            engine.run_until_idle().await.expect("run");
+            match engine.next_due_us() {
+                Some(due) => {
+                    let now = self.clock.now_micros();
+                    self.clock
+                        .advance(Duration::from_micros((due - now).max(0) as u64 + 1));
+                }
+                None => return,
+            }
+        }
+        panic!("engine did not finish in {max_rounds} rounds");
+    }
+}
+
+fn quick_retry(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(5),
+        multiplier: 2.0,
+        max_age: None,
+    }
+}
+
+fn recording_handler(
+    calls: Calls,
+    fail: impl Fn(&Delivery) -> Option<HandlerError> + Send + Sync + 'static,
+) -> Arc<dyn crmbus::delivery::Handler> {
+    let fail = Arc::new(fail);
+    handler_fn(move |d: Delivery| {
+        let calls = Arc::clone(&calls);
+        let fail = Arc::clone(&fail);
+        async move {
+            let key = d.event.subject.clone().unwrap_or_default();
+            // Yield so deliveries of different keys interleave.
+            tokio::task::yield_now().await;
+            let outcome = fail(&d);
+            calls
+                .lock()
+                .expect("calls")
+                .push((key, n_of(&d), d.attempt, outcome.is_none()));
+            match outcome {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+    })
+}
+
+fn successes_per_key(calls: &Calls) -> HashMap<String, Vec<u64>> {
+    let mut out: HashMap<String, Vec<u64>> = HashMap::new();
+    for (k, n, _, ok) in calls.lock().expect("calls").iter() {
+        if *ok {
+            out.entry(k.clone()).or_default().push(*n);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// For every key the successful handler calls follow log order and no event is skipped,
+    /// whatever fails and however deliveries interleave.
+    #[test]
+    fn per_key_order_holds_under_random_failures(
+        keys in 1usize..12,
+        per_key in 1u64..15,
+        fail_percent in 0u64..70,
+        seed in any::<u64>(),
+        max_in_flight in 1usize..16,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let world = World::new(3).await;
+            let mut batch = Vec::new();
+            for n in 0..per_key {
+                for k in 0..keys {
+                    batch.push(ev(&format!("deal-{k}"), n));
+                }
+            }
+            world.publish(batch).await;
+            let calls: Calls = Arc::default();
+            let handler = recording_handler(Arc::clone(&calls), move |d| {
+                let h = (d.offset ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(d.attempt).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+                (h % 100 < fail_percent && d.attempt < 6).then(|| HandlerError::transient("flaky"))
+            });
+            let opts = SubscribeOptions { retry: quick_retry(50), max_in_flight, breaker: None, ..SubscribeOptions::default() };
+            let mut engine = world.engine(handler, opts).await;
+            world.run_to_end(&mut engine, 10_000).await;
+            let per = successes_per_key(&calls);
+            prop_assert_eq!(per.len(), keys);
+            for (k, ns) in per {
+                prop_assert_eq!(ns, (0..per_key).collect::<Vec<_>>(), "key {}", k);
+            }
+            let stats = engine.stats();
+            prop_assert_eq!(stats.acked, keys as u64 * per_key);
+            prop_assert_eq!(stats.dead_lettered, 0);
+            let committed: u64 = stats.committed.iter().sum();
+            prop_assert_eq!(committed, keys as u64 * per_key, "everything committed");
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poisoned_key_does_not_hold_back_a_thousand_healthy_ones() {
+    let world = World::new(4).await;
+    let mut batch = vec![ev("deal-poison", 0)];
+    for k in 0..1000 {
+        batch.push(ev(&format!("deal-{k}"), 0));
+        batch.push(ev(&format!("deal-{k}"), 1));
+    }
+    batch.push(ev("deal-poison", 1));
+    world.publish(batch).await;
+    let calls: Calls = Arc::default();
+    let handler = recording_handler(Arc::clone(&calls), |d| {
+        (d.event.subject.as_deref() == Some("deal-poison"))
+            .then(|| HandlerError::transient("crm down for this deal"))
+    });
+    let opts = SubscribeOptions {
+        retry: quick_retry(10),
+        max_in_flight: 32,
+        breaker: None,
+        ..SubscribeOptions::default()
+    };
+    let mut engine = world.engine(handler, opts).await;
+    engine.run_until_idle().await.expect("run");
+    let per = successes_per_key(&calls);
+    assert_eq!(per.len(), 1000, "every healthy key delivered");
+    assert!(per.values().all(|ns| ns == &[0, 1]));
+    let stats = engine.stats();
+    assert_eq!(stats.acked, 2000);
+    assert_eq!(stats.parked_keys, 1, "only the poisoned key is parked");
+    let retries = engine.pending_retries();
+    assert_eq!(retries.len(), 1);
+    let rec = retries.values().next().expect("retry record");
+    assert_eq!((rec.key.as_str(), rec.attempts), ("deal-poison", 1));
+    // The poisoned key's second event waits behind its first.
+    let poisoned_calls: Vec<u64> = calls
+        .lock()
+        .expect("calls")
+        .iter()
+        .filter(|c| c.0 == "deal-poison")
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(poisoned_calls, [0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_continues_the_retry_schedule_and_does_not_redeliver_acked_events() {
+    let world = World::new(1).await;
+    world
+        .publish(vec![
+            ev("deal-a", 0),
+            ev("deal-b", 0),
+            ev("deal-b", 1),
+            ev("deal-a", 1),
+        ])
+        .await;
+    let calls: Calls = Arc::default();
+    let failing = Arc::new(Mutex::new(true));
+    let f = Arc::clone(&failing);
+    let handler = recording_handler(Arc::clone(&calls), move |d| {
+        (d.event.subject.as_deref() == Some("deal-a") && *f.lock().expect("flag"))
+            .then(|| HandlerError::transient("timeout"))
+    });
+    let opts = SubscribeOptions {
+        retry: quick_retry(10),
+        breaker: None,
+        ..SubscribeOptions::default()
+    };
+    let mut engine = world.engine(Arc::clone(&handler), opts.clone()).await;
+    engine.run_until_idle().await.expect("run");
+    // Two more failed attempts.
+    for _ in 0..2 {
+        let due = engine.next_due_us().expect("a retry is due");
+        world.clock.advance(Duration::from_micros(
+            (due - world.clock.now_micros()).max(0) as u64 + 1,
+        ));
+        engine.run_until_idle().await.expect("run");
+    }
+    assert_eq!(
+        engine.pending_retries().values().next().map(|r| r.attempts),
+        Some(3)
+    );
+    drop(engine);
+
+    // "Restart": a new engine over the same log and state.
+    *failing.lock().expect("flag") = false;
+    let mut engine = world.engine(handler, opts).await;
+    let recovered = engine.pending_retries();
+    assert_eq!(
+        recovered.values().next().map(|r| r.attempts),
+        Some(3),
+        "attempts restarted from scratch"
+    );
+    engine.run_until_idle().await.expect("run before due");
+    let a_calls = |calls: &Calls| {
+        calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter(|c| c.0 == "deal-a")
+            .count()
+    };
+    assert_eq!(a_calls(&calls), 3, "a retry ran before its due time");
+    let due = engine.next_due_us().expect("schedule kept");
+    world.clock.advance(Duration::from_micros(
+        (due - world.clock.now_micros()).max(0) as u64 + 1,
+    ));
+    world.run_to_end(&mut engine, 100).await;
+    let all = calls.lock().expect("calls").clone();
+    let a: Vec<(u64, u32, bool)> = all
+        .iter()
+        .filter(|c| c.0 == "deal-a")
+        .map(|c| (c.1, c.2, c.3))
+        .collect();
+    assert_eq!(
+        a,
+        [
+            (0, 1, false),
+            (0, 2, false),
+            (0, 3, false),
+            (0, 4, true),
+            (1, 1, true)
+        ]
+    );
+    let b: Vec<u64> = all
+        .iter()
+        .filter(|c| c.0 == "deal-b")
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(
+        b,
+        [0, 1],
+        "acked events of another key were delivered again after the restart"
+    );
+    assert_eq!(engine.stats().committed, [4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustion_dead_letters_and_hold_parks_the_key() {
+    for mode in [OnExhausted::Skip, OnExhausted::Hold] {
+        let world = World::new(1).await;
+        world
+            .publish(vec![ev("deal-x", 0), ev("deal-x", 1), ev("deal-y", 0)])
+            .await;
+        let calls: Calls = Arc::default();
+        let handler = recording_handler(Arc::clone(&calls), |d| {
+            (d.event.subject.as_deref() == Some("deal-x") && n_of(d) == 0)
+                .then(|| HandlerError::transient("422 from ERP"))
+        });
+        let opts = SubscribeOptions {
+            retry: quick_retry(3),
+            on_exhausted: mode,
+            breaker: None,
+            ..SubscribeOptions::default()
+        };
+        let mut engine = world.engine(handler, opts).await;
+        world.run_to_end(&mut engine, 100).await;
+        let entries = world
+            .state
+            .scan("sub/deals/crm-sync/dlq", "")
+            .await
+            .expect("scan");
+        assert_eq!(entries.len(), 1, "{mode:?}");
+        let dl: crmbus::delivery::DeadLetter =
+            serde_json::from_slice(&entries[0].1).expect("entry");
+        assert_eq!(
+            (dl.attempts, dl.last_error.as_str(), dl.offset, dl.held),
+            (3, "422 from ERP", 0, mode == OnExhausted::Hold)
+        );
+        assert_eq!(dl.event.subject.as_deref(), Some("deal-x"));
+        let per = successes_per_key(&calls);
+        assert_eq!(
+            per.get("deal-y").map(Vec::as_slice),
+            Some(&[0u64][..]),
+            "other keys flow"
+        );
+        match mode {
+            OnExhausted::Skip => {
+                assert_eq!(
+                    per.get("deal-x").map(Vec::as_slice),
+                    Some(&[1u64][..]),
+                    "skip moves the key on"
+                );
+                assert_eq!(engine.stats().committed, [3]);
+            }
+            OnExhausted::Hold => {
+                assert_eq!(per.get("deal-x"), None, "hold keeps the key parked");
+                assert_eq!(engine.stats().parked_keys, 1);
+                assert_eq!(engine.stats().committed, [0]);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_skip_retries_and_open_breaker_spends_no_attempts() {
+    let world = World::new(1).await;
+    world
+        .publish((0..6).map(|n| ev(&format!("deal-{n}"), 0)).collect())
+        .await;
+    let calls: Calls = Arc::default();
+    let handler = recording_handler(Arc::clone(&calls), |d| {
+        Some(if d.event.subject.as_deref() == Some("deal-0") {
+            HandlerError::permanent("bad data")
+        } else {
+            HandlerError::transient("down")
+        })
+    });
+    let breaker = BreakerPolicy {
+        consecutive_failures: 3,
+        failure_rate: 1.1,
+        min_requests: 1000,
+        window: Duration::from_secs(60),
+        open_for: Duration::from_secs(30),
+    };
+    let opts = SubscribeOptions {
+        retry: quick_retry(10),
+        max_in_flight: 1,
+        breaker: Some(breaker),
+        ..SubscribeOptions::default()
+    };
+    let mut engine = world.engine(handler, opts).await;
+    engine.run_until_idle().await.expect("run");
+    let s = engine.stats();
+    assert_eq!(
+        s.dead_lettered, 1,
+        "the permanent failure went straight to the DLQ"
+    );
+    assert_eq!(
+        s.delivered, 3,
+        "the breaker opened after 3 failures in a row"
+    );
+    // Retries fall due, but the breaker is open: nothing is delivered, no attempt spent.
+    world.clock.advance(Duration::from_secs(10));
+    engine.run_until_idle().await.expect("run");
+    assert_eq!(engine.stats().delivered, 3);
+    // After the cool-down one probe goes; it fails, so the breaker opens again.
+    world.clock.advance(Duration::from_secs(21));
+    engine.run_until_idle().await.expect("run");
+    assert_eq!(engine.stats().delivered, 4);
+}
