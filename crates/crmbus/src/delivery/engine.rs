@@ -73,6 +73,56 @@ pub struct DeadLetter {
     pub last_error: String,
     /// True when the key waits for this entry to be redriven or discarded.
     pub held: bool,
+    /// True while a redrive of this entry is under way (it is removed once delivered).
+    #[serde(default)]
+    pub redriving: bool,
+}
+
+/// Which dead letters a list or a redrive selects. Every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DlqFilter {
+    /// Event type pattern (`*` wildcards).
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    /// Text the last error contains.
+    pub error: Option<String>,
+    /// Last failure at or after this time (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Last failure before this time (µs since the epoch).
+    pub until_us: Option<i64>,
+}
+
+impl DlqFilter {
+    /// Does the entry match?
+    pub fn matches(&self, d: &DeadLetter) -> bool {
+        self.ty
+            .as_deref()
+            .is_none_or(|p| super::filter::glob_match(p, &d.event.ty))
+            && self
+                .error
+                .as_deref()
+                .is_none_or(|t| d.last_error.contains(t))
+            && self.since_us.is_none_or(|t| d.last_failure_us >= t)
+            && self.until_us.is_none_or(|t| d.last_failure_us < t)
+    }
+}
+
+/// One operator action on the DLQ, as kept in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When (µs since the epoch).
+    pub at_us: i64,
+    /// Who did it (as the caller named them).
+    pub who: String,
+    /// `redrive` or `discard`.
+    pub action: String,
+    /// The dead letter's entry id.
+    pub entry: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
 }
 
 /// Counters of a subscription since it started.
@@ -88,6 +138,8 @@ pub struct SubscriptionStats {
     pub dead_lettered: AtomicU64,
     /// Events passed over by the filter.
     pub filtered: AtomicU64,
+    /// Events passed over because the group already processed their (source, id).
+    pub deduped: AtomicU64,
 }
 
 /// A point-in-time copy of [`SubscriptionStats`] plus the engine's current state.
@@ -103,6 +155,8 @@ pub struct StatsSnapshot {
     pub dead_lettered: u64,
     /// Events passed over by the filter.
     pub filtered: u64,
+    /// Events passed over as already processed.
+    pub deduped: u64,
     /// Deliveries in flight now.
     pub in_flight: u64,
     /// Keys waiting for a retry or held by a dead letter.
@@ -145,9 +199,18 @@ struct PartCursor {
     buffered: usize,
 }
 
+/// An event waiting in its key's queue.
+struct Queued {
+    offset: u64,
+    event: Event,
+    /// Redriven from the DLQ after its offset was already passed: finishing it does not
+    /// move the cursor.
+    redrive: bool,
+}
+
 #[derive(Default)]
 struct KeyState {
-    queue: VecDeque<(u64, Event)>,
+    queue: VecDeque<Queued>,
     in_flight: bool,
 }
 
@@ -156,6 +219,8 @@ struct Completion {
     offset: u64,
     key: String,
     attempt: u32,
+    redrive: bool,
+    dedupe_hash: u64,
     result: Result<(), HandlerError>,
 }
 
@@ -182,6 +247,8 @@ pub struct Engine {
     rng: u64,
     ops: Vec<StateOp>,
     acked_since_persist: Vec<(u32, u64)>,
+    /// Consumer dedupe: digest of (source, id) → expiry (µs), when enabled.
+    processed: HashMap<u64, i64>,
     stats: Arc<SubscriptionStats>,
 }
 
@@ -256,17 +323,41 @@ impl Engine {
             }
         }
         let mut held = HashSet::new();
+        let mut redriving = Vec::new();
         for (_, v) in state
             .scan(&state_namespace(topic, group, "dlq"), "")
             .await?
         {
             let d: DeadLetter = decode(&v)?;
-            if d.held {
+            if d.redriving {
+                redriving.push(d);
+            } else if d.held {
                 held.insert((d.partition, d.offset));
             }
         }
+        let mut processed = HashMap::new();
+        if opts.dedupe_ttl.is_some() {
+            let ns = state_namespace(topic, group, "dedupe");
+            let now = clock.now_micros();
+            let mut expired = Vec::new();
+            for (k, v) in state.scan(&ns, "").await? {
+                let expiry: i64 = decode(&v)?;
+                match u64::from_str_radix(&k, 16) {
+                    Ok(h) if expiry > now => {
+                        processed.insert(h, expiry);
+                    }
+                    _ => expired.push(StateOp::Delete {
+                        namespace: ns.clone(),
+                        key: k,
+                    }),
+                }
+            }
+            if !expired.is_empty() {
+                state.apply(expired).await?;
+            }
+        }
         let seed = clock.now_micros() as u64 ^ 0x9E37_79B9_7F4A_7C15;
-        Ok(Engine {
+        let mut engine = Engine {
             log,
             state,
             clock,
@@ -285,8 +376,14 @@ impl Engine {
             rng: seed | 1,
             ops: Vec::new(),
             acked_since_persist: Vec::new(),
+            processed,
             stats: Arc::new(SubscriptionStats::default()),
-        })
+        };
+        // Redrives that were under way when the engine stopped start again.
+        for d in redriving {
+            engine.enqueue_redrive(d);
+        }
+        Ok(engine)
     }
 
     /// The subscription's counters (shared; they keep counting).
@@ -303,6 +400,7 @@ impl Engine {
             retried: g(&self.stats.retried),
             dead_lettered: g(&self.stats.dead_lettered),
             filtered: g(&self.stats.filtered),
+            deduped: g(&self.stats.deduped),
             in_flight: self.in_flight.len() as u64,
             parked_keys: self.parked_keys() as u64,
             committed: self.parts.iter().map(|p| p.committed).collect(),
@@ -313,8 +411,9 @@ impl Engine {
         self.keys
             .iter()
             .filter(|((p, _), ks)| {
-                ks.queue.front().is_some_and(|(o, _)| {
-                    self.retries.contains_key(&(*p, *o)) || self.held.contains(&(*p, *o))
+                ks.queue.front().is_some_and(|q| {
+                    self.retries.contains_key(&(*p, q.offset))
+                        || self.held.contains(&(*p, q.offset))
                 })
             })
             .count()
@@ -381,6 +480,19 @@ impl Engine {
                     if offset < part.committed || part.done.contains(&offset) {
                         continue;
                     }
+                    if self.opts.dedupe_ttl.is_some() {
+                        let h =
+                            crate::partition::dedupe_hash(&stored.event.source, &stored.event.id);
+                        if self
+                            .processed
+                            .get(&h)
+                            .is_some_and(|exp| *exp > self.clock.now_micros())
+                        {
+                            part.done.insert(offset);
+                            self.stats.deduped.fetch_add(1, AtomicOrdering::Relaxed);
+                            continue;
+                        }
+                    }
                     if !self.opts.filter.matches(&stored.event) {
                         part.done.insert(offset);
                         self.stats.filtered.fetch_add(1, AtomicOrdering::Relaxed);
@@ -390,7 +502,11 @@ impl Engine {
                     let key = self.key_for(&stored.event, offset);
                     let ks = self.keys.entry((p, key.clone())).or_default();
                     let was_idle = ks.queue.is_empty() && !ks.in_flight;
-                    ks.queue.push_back((offset, stored.event));
+                    ks.queue.push_back(Queued {
+                        offset,
+                        event: stored.event,
+                        redrive: false,
+                    });
                     if was_idle {
                         self.schedule(p, key);
                     }
@@ -406,7 +522,7 @@ impl Engine {
         let Some(ks) = self.keys.get(&(p, key.clone())) else {
             return;
         };
-        let Some((offset, _)) = ks.queue.front() else {
+        let Some(Queued { offset, .. }) = ks.queue.front() else {
             return;
         };
         if ks.in_flight || self.held.contains(&(p, *offset)) {
@@ -437,10 +553,15 @@ impl Engine {
             let Some(ks) = self.keys.get(&(p, key.clone())) else {
                 continue;
             };
-            let Some((offset, event)) = ks.queue.front() else {
+            let Some(Queued {
+                offset,
+                event,
+                redrive,
+            }) = ks.queue.front()
+            else {
                 continue;
             };
-            let offset = *offset;
+            let (offset, redrive) = (*offset, *redrive);
             if ks.in_flight || self.held.contains(&(p, offset)) {
                 continue;
             }
@@ -455,6 +576,23 @@ impl Engine {
                 if !b.try_acquire(now) {
                     self.ready.push_front((p, key));
                     break;
+                }
+            }
+            if !redrive && self.opts.dedupe_ttl.is_some() {
+                let h = crate::partition::dedupe_hash(&event.source, &event.id);
+                if self.processed.get(&h).is_some_and(|exp| *exp > now) {
+                    // Processed already (a duplicate read before its twin was acked).
+                    self.stats.deduped.fetch_add(1, AtomicOrdering::Relaxed);
+                    self.pop_head(p, &key);
+                    if self.retries.remove(&(p, offset)).is_some() {
+                        self.ops.push(StateOp::Delete {
+                            namespace: state_namespace(&self.topic, &self.group, "retry"),
+                            key: pos_key(p, offset),
+                        });
+                    }
+                    self.finish_offset(p, offset);
+                    self.schedule(p, key);
+                    continue;
                 }
             }
             let attempt = self
@@ -475,6 +613,8 @@ impl Engine {
             }
             self.stats.delivered.fetch_add(1, AtomicOrdering::Relaxed);
             let handler = Arc::clone(&self.handler);
+            let dedupe_hash =
+                crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id);
             self.in_flight.spawn(async move {
                 let result = handler.handle(delivery).await;
                 Completion {
@@ -482,6 +622,8 @@ impl Engine {
                     offset,
                     key,
                     attempt,
+                    redrive,
+                    dedupe_hash,
                     result,
                 }
             });
@@ -516,7 +658,15 @@ impl Engine {
                         key: pos_key(p, offset),
                     });
                 }
-                self.finish_offset(p, offset);
+                self.remember_processed(c.dedupe_hash, now);
+                if c.redrive {
+                    self.ops.push(StateOp::Delete {
+                        namespace: state_namespace(&self.topic, &self.group, "dlq"),
+                        key: format!("{p}-{offset}"),
+                    });
+                } else {
+                    self.finish_offset(p, offset);
+                }
             }
             Err(e) => {
                 let mut rec = self
@@ -556,6 +706,23 @@ impl Engine {
         self.schedule(p, key);
     }
 
+    /// Records a processed event for consumer dedupe (when enabled).
+    fn remember_processed(&mut self, hash: u64, now: i64) {
+        let Some(ttl) = self.opts.dedupe_ttl else {
+            return;
+        };
+        let expiry = now.saturating_add(ttl.as_micros() as i64);
+        self.processed.insert(hash, expiry);
+        match encode(&expiry) {
+            Ok(value) => self.ops.push(StateOp::Put {
+                namespace: state_namespace(&self.topic, &self.group, "dedupe"),
+                key: format!("{hash:016x}"),
+                value,
+            }),
+            Err(err) => tracing::error!(error = %err, "cannot record a processed event"),
+        }
+    }
+
     fn pop_head(&mut self, p: u32, key: &str) {
         let k = (p, key.to_string());
         if let Some(ks) = self.keys.get_mut(&k) {
@@ -571,7 +738,7 @@ impl Engine {
             .keys
             .get(&(p, key.to_string()))
             .and_then(|ks| ks.queue.front())
-            .map(|(_, e)| e.clone())
+            .map(|q| q.event.clone())
         else {
             return;
         };
@@ -589,6 +756,7 @@ impl Engine {
             last_failure_us: now,
             last_error: rec.last_error.clone(),
             held,
+            redriving: false,
         };
         match encode(&entry) {
             Ok(bytes) => self.ops.push(StateOp::Put {
@@ -609,11 +777,18 @@ impl Engine {
             .fetch_add(1, AtomicOrdering::Relaxed);
         tracing::warn!(topic = %self.topic, group = %self.group, partition = p, offset, key,
             attempts = rec.attempts, error = %rec.last_error, held, "event dead-lettered");
+        let redriven = self
+            .keys
+            .get(&(p, key.to_string()))
+            .and_then(|ks| ks.queue.front())
+            .is_some_and(|q| q.redrive);
         if held {
             self.held.insert((p, offset));
         } else {
             self.pop_head(p, key);
-            self.finish_offset(p, offset);
+            if !redriven {
+                self.finish_offset(p, offset);
+            }
         }
     }
 
@@ -699,6 +874,160 @@ impl Engine {
             self.absorb(joined);
         }
         self.persist().await
+    }
+
+    /// Dead letters matching `filter`, by partition and offset.
+    pub async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>, LogError> {
+        let ns = state_namespace(&self.topic, &self.group, "dlq");
+        let mut out = Vec::new();
+        for (_, v) in self.state.scan(&ns, "").await? {
+            let d: DeadLetter = decode(&v)?;
+            if filter.matches(&d) {
+                out.push(d);
+            }
+        }
+        out.sort_by_key(|d| (d.partition, d.offset));
+        Ok(out)
+    }
+
+    /// One dead letter by entry id.
+    pub async fn dead_letter_entry(&self, id: &str) -> Result<Option<DeadLetter>, LogError> {
+        let ns = state_namespace(&self.topic, &self.group, "dlq");
+        match self.state.get(&ns, id).await? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn audit(&mut self, who: &str, action: &str, d: &DeadLetter) {
+        let at_us = self.clock.now_micros();
+        let rec = AuditRecord {
+            at_us,
+            who: who.to_string(),
+            action: action.to_string(),
+            entry: d.id.clone(),
+            event_id: d.event.id.clone(),
+            event_type: d.event.ty.clone(),
+        };
+        match encode(&rec) {
+            Ok(value) => self.ops.push(StateOp::Put {
+                namespace: state_namespace(&self.topic, &self.group, "audit"),
+                key: format!("{at_us:020}-{}-{action}", d.id),
+                value,
+            }),
+            Err(err) => tracing::error!(error = %err, "cannot write an audit record"),
+        }
+        tracing::info!(topic = %self.topic, group = %self.group, entry = %d.id, who, action, "dead letter {action}");
+    }
+
+    /// The audit log of DLQ actions, oldest first.
+    pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, LogError> {
+        let ns = state_namespace(&self.topic, &self.group, "audit");
+        self.state
+            .scan(&ns, "")
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
+    }
+
+    /// Queues a skipped dead letter for delivery again, after the key's in-flight event
+    /// and before its other waiting events, in offset order among redriven ones.
+    fn enqueue_redrive(&mut self, d: DeadLetter) {
+        let k = (d.partition, d.key.clone());
+        let ks = self.keys.entry(k).or_default();
+        let was_idle = ks.queue.is_empty() && !ks.in_flight;
+        let start = usize::from(ks.in_flight);
+        let at = ks
+            .queue
+            .iter()
+            .enumerate()
+            .skip(start)
+            .find(|(_, q)| !q.redrive || q.offset > d.offset)
+            .map(|(i, _)| i)
+            .unwrap_or(ks.queue.len());
+        ks.queue.insert(
+            at,
+            Queued {
+                offset: d.offset,
+                event: d.event,
+                redrive: true,
+            },
+        );
+        if was_idle {
+            self.schedule(d.partition, d.key);
+        }
+    }
+
+    /// Redrives the given dead letters (all matching entries when `ids` is `None` and
+    /// `filter` selects them): a held entry releases its key, which delivers it again from
+    /// attempt 1; a skipped entry is delivered again in its key's order. Each redrive is
+    /// audited. Returns how many entries were redriven.
+    pub async fn redrive(
+        &mut self,
+        ids: Option<&[String]>,
+        filter: &DlqFilter,
+        who: &str,
+    ) -> Result<usize, LogError> {
+        let mut selected: Vec<DeadLetter> = self
+            .dead_letters(filter)
+            .await?
+            .into_iter()
+            .filter(|d| !d.redriving && ids.is_none_or(|ids| ids.contains(&d.id)))
+            .collect();
+        selected.sort_by_key(|d| (d.partition, d.offset));
+        let ns = state_namespace(&self.topic, &self.group, "dlq");
+        for d in &selected {
+            self.audit(who, "redrive", d);
+            let pos = (d.partition, d.offset);
+            if d.held && self.held.remove(&pos) {
+                self.ops.push(StateOp::Delete {
+                    namespace: ns.clone(),
+                    key: d.id.clone(),
+                });
+                self.schedule(d.partition, d.key.clone());
+            } else {
+                let mut marked = d.clone();
+                marked.redriving = true;
+                marked.held = false;
+                self.ops.push(StateOp::Put {
+                    namespace: ns.clone(),
+                    key: d.id.clone(),
+                    value: encode(&marked)?,
+                });
+                self.enqueue_redrive(marked);
+            }
+        }
+        self.persist().await?;
+        Ok(selected.len())
+    }
+
+    /// Discards a dead letter (audited). A held entry's key moves on past the event.
+    /// Returns false if there is no such entry.
+    pub async fn discard(&mut self, id: &str, who: &str) -> Result<bool, LogError> {
+        let Some(d) = self.dead_letter_entry(id).await? else {
+            return Ok(false);
+        };
+        self.audit(who, "discard", &d);
+        self.ops.push(StateOp::Delete {
+            namespace: state_namespace(&self.topic, &self.group, "dlq"),
+            key: d.id.clone(),
+        });
+        let pos = (d.partition, d.offset);
+        if self.held.remove(&pos) {
+            let head = self
+                .keys
+                .get(&(d.partition, d.key.clone()))
+                .and_then(|ks| ks.queue.front())
+                .map(|q| q.offset);
+            if head == Some(d.offset) {
+                self.pop_head(d.partition, &d.key);
+                self.finish_offset(d.partition, d.offset);
+            }
+            self.schedule(d.partition, d.key.clone());
+        }
+        self.persist().await?;
+        Ok(true)
     }
 
     /// The retry schedule the engine holds now, by (partition, offset).

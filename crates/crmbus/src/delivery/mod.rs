@@ -9,7 +9,9 @@ pub mod options;
 pub mod retry;
 
 pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker};
-pub use engine::{DeadLetter, Engine, RetryRecord, StatsSnapshot, SubscriptionStats};
+pub use engine::{
+    AuditRecord, DeadLetter, DlqFilter, Engine, RetryRecord, StatsSnapshot, SubscriptionStats,
+};
 pub use filter::{glob_match, Condition, Filter, Op};
 pub use handler::{handler_fn, Delivery, Handler, HandlerError};
 pub use options::{OnExhausted, Ordering, StartAt, SubscribeOptions};

@@ -63,6 +63,31 @@ pub struct SubscribeOptions {
     pub breaker: Option<BreakerPolicy>,
     /// Events read ahead per partition.
     pub read_ahead: usize,
+    /// Consumer dedupe: remember processed (source, id) for this long and pass over
+    /// redeliveries of them (`None`: off). Gives effects once on at-least-once delivery.
+    #[serde(default, with = "opt_secs")]
+    pub dedupe_ttl: Option<std::time::Duration>,
+}
+
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<f64>::deserialize(d)? {
+            Some(v) => Duration::try_from_secs_f64(v)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Default for SubscribeOptions {
@@ -76,6 +101,7 @@ impl Default for SubscribeOptions {
             on_exhausted: OnExhausted::Skip,
             breaker: Some(BreakerPolicy::default()),
             read_ahead: 1024,
+            dedupe_ttl: None,
         }
     }
 }
