@@ -5,6 +5,11 @@
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::clock::{system_clock, Clock};
+use crate::delivery::{Engine, Handler, SubscribeOptions, Subscription};
+use crate::state::{MemoryStateStore, StateStore};
 
 use crate::error::LogError;
 use crate::event::Event;
@@ -36,6 +41,10 @@ struct BusInner {
     log: Arc<dyn EventLog>,
     taps: Vec<Arc<dyn EventLog>>,
     auto_create_partitions: Option<u32>,
+    state: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    /// Wakes this bus's subscriptions when it publishes.
+    published: Arc<Notify>,
 }
 
 /// Publishes events to topics on an [`EventLog`]. Cheap to clone; clones share the log.
@@ -48,6 +57,8 @@ pub struct EventBus {
 #[derive(Default)]
 pub struct EventBusBuilder {
     log: Option<Arc<dyn EventLog>>,
+    state: Option<Arc<dyn StateStore>>,
+    clock: Option<Arc<dyn Clock>>,
     taps: Vec<Arc<dyn EventLog>>,
     auto_create_partitions: Option<u32>,
     source: Option<String>,
@@ -57,6 +68,19 @@ impl EventBusBuilder {
     /// The log the bus stores events in. Default: a new [`MemoryLog`].
     pub fn log(mut self, log: Arc<dyn EventLog>) -> Self {
         self.log = Some(log);
+        self
+    }
+
+    /// Where subscriptions keep their retry schedules, dead letters and dedupe records.
+    /// Default: a new [`MemoryStateStore`] (use the embedded log's store for durability).
+    pub fn state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The clock of retries and breakers. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
         self
     }
 
@@ -92,6 +116,11 @@ impl EventBusBuilder {
                 log: self.log.unwrap_or_else(|| Arc::new(MemoryLog::new())),
                 taps: self.taps,
                 auto_create_partitions: self.auto_create_partitions,
+                state: self
+                    .state
+                    .unwrap_or_else(|| Arc::new(MemoryStateStore::new())),
+                clock: self.clock.unwrap_or_else(system_clock),
+                published: Arc::new(Notify::new()),
             }),
         }
     }
@@ -106,6 +135,38 @@ impl EventBus {
     /// The log this bus stores events in.
     pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.inner.log
+    }
+
+    /// The state store subscriptions use.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.inner.state
+    }
+
+    /// Subscribes `group` to `topic`: `handler` gets every matching event, in key order,
+    /// with retries and a DLQ per `options`. The subscription runs in the background until
+    /// [`Subscription::unsubscribe`] (or until its handle is dropped).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: Arc<dyn Handler>,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, BusError> {
+        let engine = Engine::open(
+            Arc::clone(&self.inner.log),
+            Arc::clone(&self.inner.state),
+            Arc::clone(&self.inner.clock),
+            topic,
+            group,
+            handler,
+            options,
+        )
+        .await?;
+        Ok(Subscription::start(
+            engine,
+            Arc::clone(&self.inner.clock),
+            Arc::clone(&self.inner.published),
+        ))
     }
 
     /// Publishes one event to one or more topics. Returns when the event is durable under
@@ -130,6 +191,7 @@ impl EventBus {
             self.inner.auto_create_partitions,
         )
         .await?;
+        self.inner.published.notify_waiters();
         for tap in &self.inner.taps {
             // A tap mirrors whatever the bus publishes, so it creates topics as it goes.
             if let Err(e) = append_creating(tap.as_ref(), &topics, &events, Some(1)).await {

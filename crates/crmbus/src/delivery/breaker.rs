@@ -95,6 +95,11 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// The state as last moved (without checking the clock).
+    pub fn current(&self) -> BreakerState {
+        self.state
+    }
+
     /// May a delivery start now? In half-open state only one probe at a time may.
     pub fn try_acquire(&mut self, now_us: i64) -> bool {
         match self.state(now_us) {

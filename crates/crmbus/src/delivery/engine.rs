@@ -163,6 +163,8 @@ pub struct StatsSnapshot {
     pub parked_keys: u64,
     /// Committed offset per partition.
     pub committed: Vec<u64>,
+    /// Circuit breaker: 0 closed, 1 open, 2 half-open (0 without a breaker).
+    pub breaker: u8,
 }
 
 /// Namespace of a subscription's state of one kind.
@@ -386,6 +388,34 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The topic this engine reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Exports the subscription's gauges and its lag (events not yet committed) as metrics.
+    pub async fn export_metrics(&self) -> Result<(), LogError> {
+        let s = self.stats();
+        let labels = [("topic", self.topic.clone()), ("group", self.group.clone())];
+        metrics::gauge!("crmbus_subscription_in_flight", &labels).set(s.in_flight as f64);
+        metrics::gauge!("crmbus_subscription_parked_keys", &labels).set(s.parked_keys as f64);
+        metrics::gauge!("crmbus_subscription_breaker_state", &labels).set(f64::from(s.breaker));
+        let info = self.log.describe_topic(&self.topic).await?;
+        let lag: u64 = info
+            .partition_info
+            .iter()
+            .zip(&s.committed)
+            .map(|(p, c)| p.next_offset.saturating_sub(*c))
+            .sum();
+        metrics::gauge!("crmbus_subscription_lag", &labels).set(lag as f64);
+        Ok(())
+    }
+
     /// The subscription's counters (shared; they keep counting).
     pub fn stats_handle(&self) -> Arc<SubscriptionStats> {
         Arc::clone(&self.stats)
@@ -404,6 +434,11 @@ impl Engine {
             in_flight: self.in_flight.len() as u64,
             parked_keys: self.parked_keys() as u64,
             committed: self.parts.iter().map(|p| p.committed).collect(),
+            breaker: self
+                .breaker
+                .as_ref()
+                .map(|b| b.current().gauge() as u8)
+                .unwrap_or(0),
         }
     }
 
@@ -422,6 +457,42 @@ impl Engine {
     /// The earliest time (µs) a parked retry is due, if any.
     pub fn next_due_us(&self) -> Option<i64> {
         self.timers.iter().next().map(|(t, _, _)| *t)
+    }
+
+    fn counter(&self, name: &'static str) {
+        metrics::counter!(name, "topic" => self.topic.clone(), "group" => self.group.clone())
+            .increment(1);
+    }
+
+    fn count_delivered(&self) {
+        self.stats.delivered.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_deliveries_total");
+    }
+
+    fn count_acked(&self) {
+        self.stats.acked.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_acks_total");
+    }
+
+    fn count_retried(&self) {
+        self.stats.retried.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_retries_total");
+    }
+
+    fn count_dead_lettered(&self) {
+        self.stats
+            .dead_lettered
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_dead_lettered_total");
+    }
+
+    fn count_filtered(&self) {
+        self.stats.filtered.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    fn count_deduped(&self) {
+        self.stats.deduped.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_deduped_total");
     }
 
     fn random(&mut self) -> f64 {
@@ -489,13 +560,13 @@ impl Engine {
                             .is_some_and(|exp| *exp > self.clock.now_micros())
                         {
                             part.done.insert(offset);
-                            self.stats.deduped.fetch_add(1, AtomicOrdering::Relaxed);
+                            self.count_deduped();
                             continue;
                         }
                     }
                     if !self.opts.filter.matches(&stored.event) {
                         part.done.insert(offset);
-                        self.stats.filtered.fetch_add(1, AtomicOrdering::Relaxed);
+                        self.count_filtered();
                         continue;
                     }
                     part.buffered += 1;
@@ -582,7 +653,7 @@ impl Engine {
                 let h = crate::partition::dedupe_hash(&event.source, &event.id);
                 if self.processed.get(&h).is_some_and(|exp| *exp > now) {
                     // Processed already (a duplicate read before its twin was acked).
-                    self.stats.deduped.fetch_add(1, AtomicOrdering::Relaxed);
+                    self.count_deduped();
                     self.pop_head(p, &key);
                     if self.retries.remove(&(p, offset)).is_some() {
                         self.ops.push(StateOp::Delete {
@@ -611,7 +682,7 @@ impl Engine {
             if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
                 ks.in_flight = true;
             }
-            self.stats.delivered.fetch_add(1, AtomicOrdering::Relaxed);
+            self.count_delivered();
             let handler = Arc::clone(&self.handler);
             let dedupe_hash =
                 crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id);
@@ -650,7 +721,7 @@ impl Engine {
         }
         match c.result {
             Ok(()) => {
-                self.stats.acked.fetch_add(1, AtomicOrdering::Relaxed);
+                self.count_acked();
                 self.pop_head(p, &key);
                 if self.retries.remove(&(p, offset)).is_some() {
                     self.ops.push(StateOp::Delete {
@@ -699,7 +770,7 @@ impl Engine {
                         Err(err) => tracing::error!(error = %err, "cannot record a retry"),
                     }
                     self.retries.insert((p, offset), rec);
-                    self.stats.retried.fetch_add(1, AtomicOrdering::Relaxed);
+                    self.count_retried();
                 }
             }
         }
@@ -772,9 +843,7 @@ impl Engine {
                 key: pos_key(p, offset),
             });
         }
-        self.stats
-            .dead_lettered
-            .fetch_add(1, AtomicOrdering::Relaxed);
+        self.count_dead_lettered();
         tracing::warn!(topic = %self.topic, group = %self.group, partition = p, offset, key,
             attempts = rec.attempts, error = %rec.last_error, held, "event dead-lettered");
         let redriven = self

@@ -7,6 +7,7 @@ pub mod filter;
 pub mod handler;
 pub mod options;
 pub mod retry;
+pub mod subscription;
 
 pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker};
 pub use engine::{
@@ -16,3 +17,4 @@ pub use filter::{glob_match, Condition, Filter, Op};
 pub use handler::{handler_fn, Delivery, Handler, HandlerError};
 pub use options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
 pub use retry::RetryPolicy;
+pub use subscription::{Subscription, POLL_INTERVAL};
