@@ -1,6 +1,7 @@
 //! `crmbus`: the command-line tool of crmbus.
 
 mod bench;
+mod demo;
 mod local;
 mod rss;
 
@@ -25,6 +26,9 @@ enum Command {
     Publish(local::PublishArgs),
     /// Read events of a topic from a local embedded log.
     Read(local::ReadArgs),
+    /// Run the lead scenario (publisher, three consumers, retries, DLQ, redrive) on an
+    /// embedded log in a temporary directory.
+    Demo(demo::DemoArgs),
     /// Measure crmbus on this machine (prints figures; `--json` for one JSON object).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -42,6 +46,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Publish(args) => local::publish(args),
+        Command::Demo(args) => demo::run(args),
         Command::Read(args) => local::read(args),
     };
     match result {

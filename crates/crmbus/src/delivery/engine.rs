@@ -844,7 +844,7 @@ impl Engine {
             });
         }
         self.count_dead_lettered();
-        tracing::warn!(topic = %self.topic, group = %self.group, partition = p, offset, key,
+        tracing::info!(topic = %self.topic, group = %self.group, partition = p, offset, key,
             attempts = rec.attempts, error = %rec.last_error, held, "event dead-lettered");
         let redriven = self
             .keys
