@@ -194,7 +194,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                         .data_json()
                         .and_then(|v| v["n"].as_u64())
                         .unwrap_or(0);
-                    if n % bad_every == 0 && !fixed.load(Ordering::Relaxed) {
+                    if n.is_multiple_of(bad_every) && !fixed.load(Ordering::Relaxed) {
                         return Err(HandlerError::permanent(
                             "CRM rejected the lead: account is missing",
                         ));
@@ -220,7 +220,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         published += bus.publish_batch(batch, &["leads"]).await?.len() as u64;
     }
 
-    let bad_leads = (0..args.leads).filter(|n| n % bad_every == 0).count() as u64;
+    let bad_leads = (0..args.leads).filter(|n| n.is_multiple_of(bad_every)).count() as u64;
     let crm_expected = published - bad_leads * 3;
     let wait_until = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| {
         let quiet = args.json;
