@@ -220,7 +220,9 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         published += bus.publish_batch(batch, &["leads"]).await?.len() as u64;
     }
 
-    let bad_leads = (0..args.leads).filter(|n| n.is_multiple_of(bad_every)).count() as u64;
+    let bad_leads = (0..args.leads)
+        .filter(|n| n.is_multiple_of(bad_every))
+        .count() as u64;
     let crm_expected = published - bad_leads * 3;
     let wait_until = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| {
         let quiet = args.json;

@@ -1,5 +1,6 @@
 //! `crmbus bench …`: benchmarks that print figures (never pass/fail).
 
+mod deliver;
 mod log;
 
 use clap::Subcommand;
@@ -10,11 +11,15 @@ pub enum BenchCommand {
     /// The embedded log: the disk's own limit, pipelined and one-at-a-time durable appends,
     /// and a full read-back, in one run.
     Log(log::LogBenchArgs),
+    /// Delivery: throughput with a no-op handler and key ordering, and publish→handler
+    /// latency at a fixed publish rate.
+    Deliver(deliver::DeliverBenchArgs),
 }
 
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Log(args) => log::run(args),
+        BenchCommand::Deliver(args) => deliver::run(args),
     }
 }

@@ -1,0 +1,262 @@
+//! `crmbus bench deliver`: delivery throughput with a no-op handler and key ordering, and
+//! publish→handler latency at a fixed publish rate, on the embedded log (fsync) with its
+//! durable state store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use crmbus::delivery::{handler_fn, Delivery, StartAt, SubscribeOptions};
+use crmbus::{Clock, Event, EventBus, EventLog, SystemClock, TopicSpec};
+use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Notify;
+
+/// Options of `crmbus bench deliver`.
+#[derive(Args, Debug)]
+pub struct DeliverBenchArgs {
+    /// Events delivered in the throughput phase.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Distinct ordering keys (subjects).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Deliveries in flight at once.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+    /// Publish rate of the latency phase, events per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Duration of the latency phase, seconds.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Directory to run in. Default: a temporary directory under the current one.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct DeliverReport {
+    events: u64,
+    keys: u64,
+    partitions: u32,
+    max_in_flight: usize,
+    deliver_events_per_sec: f64,
+    rate: u64,
+    latency_events: u64,
+    e2e_p50_us: u64,
+    e2e_p99_us: u64,
+    e2e_max_us: u64,
+}
+
+fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Runs the benchmark.
+pub fn run(args: DeliverBenchArgs) -> anyhow::Result<()> {
+    if args.events == 0 || args.keys == 0 || args.rate == 0 || args.seconds == 0 {
+        bail!("--events, --keys, --rate and --seconds must be at least 1");
+    }
+    let parent = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("crmbus-bench-deliver-")
+        .tempdir_in(&parent)
+        .context("creating the benchmark directory")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(&args, dir.path()))
+}
+
+fn event(key: u64, n: u64, sent_us: i64) -> Event {
+    Event::new("deal.stage_changed", json!({"deal_id": format!("deal-{key}"), "n": n, "sent_us": sent_us, "new_stage": "negotiation"}))
+        .subject(format!("deal-{key}"))
+        .source("urn:crmbus:bench")
+}
+
+async fn run_async(args: &DeliverBenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let quiet = args.json;
+    let opts = EmbeddedOptions {
+        retention_interval: None,
+        ..EmbeddedOptions::default()
+    };
+    let log = Arc::new(EmbeddedLog::open(dir.join("log"), opts)?);
+    let bus = EventBus::builder()
+        .log(Arc::clone(&log) as Arc<dyn EventLog>)
+        .state(log.state_store())
+        .build();
+
+    // 1. Throughput: N events already stored, a no-op handler, key ordering.
+    log.create_topic(TopicSpec::new("throughput", args.partitions))
+        .await?;
+    let pb = bar(args.events, "publish", quiet);
+    let mut n = 0;
+    while n < args.events {
+        let end = (n + 1000).min(args.events);
+        let batch: Vec<Event> = (n..end).map(|i| event(i % args.keys, i, 0)).collect();
+        bus.publish_batch(batch, &["throughput"]).await?;
+        pb.set_position(end);
+        n = end;
+    }
+    pb.finish_and_clear();
+    let count = Arc::new(AtomicU64::new(0));
+    let all_done = Arc::new(Notify::new());
+    let (c, d, target) = (Arc::clone(&count), Arc::clone(&all_done), args.events);
+    let handler = handler_fn(move |_d: Delivery| {
+        let (c, d) = (Arc::clone(&c), Arc::clone(&d));
+        async move {
+            if c.fetch_add(1, Ordering::Relaxed) + 1 == target {
+                d.notify_one();
+            }
+            Ok(())
+        }
+    });
+    let sub_opts = SubscribeOptions {
+        max_in_flight: args.max_in_flight,
+        breaker: None,
+        ..SubscribeOptions::default()
+    };
+    let pb = bar(args.events, "deliver", quiet);
+    let started = Instant::now();
+    let sub = bus
+        .subscribe("throughput", "bench", handler, sub_opts.clone())
+        .await?;
+    loop {
+        tokio::select! {
+            _ = all_done.notified() => break,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                pb.set_position(count.load(Ordering::Relaxed));
+                if count.load(Ordering::Relaxed) >= args.events { break; }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    sub.unsubscribe().await?;
+    let deliver_events_per_sec = args.events as f64 / secs;
+
+    // 2. Latency at a fixed publish rate: publish → handler, measured by the handler.
+    log.create_topic(TopicSpec::new("latency", args.partitions))
+        .await?;
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let received = Arc::new(AtomicU64::new(0));
+    let (h, r) = (Arc::clone(&hist), Arc::clone(&received));
+    let handler = handler_fn(move |d: Delivery| {
+        let (h, r) = (Arc::clone(&h), Arc::clone(&r));
+        async move {
+            let sent = d
+                .event
+                .data_json()
+                .and_then(|v| v["sent_us"].as_i64())
+                .unwrap_or(0);
+            let lat = (SystemClock.now_micros() - sent).max(0) as u64;
+            if let Ok(mut h) = h.lock() {
+                let _ = h.record(lat);
+            }
+            r.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    });
+    let lat_opts = SubscribeOptions {
+        start: StartAt::Latest,
+        ..sub_opts
+    };
+    let sub = bus.subscribe("latency", "bench", handler, lat_opts).await?;
+    let total = args.rate * args.seconds;
+    let pb = bar(total, "latency", quiet);
+    // Publish in 1 ms ticks: rate/1000 events per tick, each its own publish call.
+    let per_tick = (args.rate / 1000).max(1);
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0u64;
+    let mut inflight = tokio::task::JoinSet::new();
+    while sent < total {
+        ticker.tick().await;
+        for _ in 0..per_tick.min(total - sent) {
+            let bus = bus.clone();
+            let e = event(sent % args.keys, sent, SystemClock.now_micros());
+            inflight.spawn(async move { bus.publish(e, &["latency"]).await.map(|_| ()) });
+            sent += 1;
+        }
+        while let Some(r) = inflight.try_join_next() {
+            r??;
+        }
+        pb.set_position(received.load(Ordering::Relaxed));
+    }
+    while let Some(r) = inflight.join_next().await {
+        r??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.load(Ordering::Relaxed) < total {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {total} events reached the handler",
+                received.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        pb.set_position(received.load(Ordering::Relaxed));
+    }
+    pb.finish_and_clear();
+    sub.unsubscribe().await?;
+    log.close().await?;
+    let h = hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
+    let report = DeliverReport {
+        events: args.events,
+        keys: args.keys,
+        partitions: args.partitions,
+        max_in_flight: args.max_in_flight,
+        deliver_events_per_sec,
+        rate: args.rate,
+        latency_events: total,
+        e2e_p50_us: h.value_at_quantile(0.5),
+        e2e_p99_us: h.value_at_quantile(0.99),
+        e2e_max_us: h.max(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("crmbus bench deliver — embedded log (fsync) and its state store, {} partitions, {} keys, key ordering", report.partitions, report.keys);
+        println!(
+            "  no-op handler throughput      {:>10.0} events/s ({} events, max_in_flight {})",
+            report.deliver_events_per_sec, report.events, report.max_in_flight
+        );
+        println!(
+            "  publish→handler at {:>6}/s   p50 {:>6} us   p99 {:>6} us   max {:>6} us ({} events)",
+            report.rate,
+            report.e2e_p50_us,
+            report.e2e_p99_us,
+            report.e2e_max_us,
+            report.latency_events
+        );
+    }
+    Ok(())
+}
