@@ -25,6 +25,7 @@
 //! - **Producer dedupe** remembers (topic, source, id) digests for a window; the digests are
 //!   stored in the records, so the window is rebuilt on open and survives restarts.
 
+mod backend;
 pub mod dedupe;
 mod log;
 pub mod metadata;
@@ -34,5 +35,6 @@ pub mod record;
 pub mod segment;
 pub mod syncer;
 
+pub use backend::{open_backend, OpenedBackend};
 pub use log::EmbeddedLog;
 pub use options::{Durability, EmbeddedOptions};

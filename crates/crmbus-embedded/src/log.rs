@@ -259,6 +259,10 @@ fn retention_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: std
     loop {
         {
             let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked under the lock before waiting, so a stop that came first is not missed.
+            if *guard {
+                return;
+            }
             let (guard, _) = cv
                 .wait_timeout(guard, every)
                 .unwrap_or_else(|p| p.into_inner());
