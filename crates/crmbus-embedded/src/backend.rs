@@ -39,11 +39,11 @@ pub fn open_backend(
             state: memory_state(),
         },
         BackendKind::Noop => OpenedBackend {
-            log: Arc::new(NoopLog),
+            log: Arc::new(NoopLog::default()),
             state: memory_state(),
         },
         BackendKind::Logging => OpenedBackend {
-            log: Arc::new(LoggingLog),
+            log: Arc::new(LoggingLog::default()),
             state: memory_state(),
         },
     })

@@ -324,7 +324,10 @@ mod tests {
 
     #[tokio::test]
     async fn noop_and_logging_backends_accept_and_store_nothing() {
-        for log in [Arc::new(NoopLog) as Arc<dyn EventLog>, Arc::new(LoggingLog)] {
+        for log in [
+            Arc::new(NoopLog::default()) as Arc<dyn EventLog>,
+            Arc::new(LoggingLog::default()),
+        ] {
             let bus = EventBus::builder().log(Arc::clone(&log)).build();
             let r = bus
                 .publish(deal(2), &["deals", "notifications"])

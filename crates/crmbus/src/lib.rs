@@ -19,7 +19,7 @@ pub mod memory;
 pub mod partition;
 pub mod state;
 
-pub use backends::{BackendKind, LoggingLog, NoopLog};
+pub use backends::{BackendKind, DiscardingLog, LoggingLog, NoopLog};
 pub use bus::{get_event_bus, publish_event, set_event_bus, BusError, EventBus, EventBusBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::LogError;

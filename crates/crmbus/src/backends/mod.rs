@@ -2,11 +2,9 @@
 //! [`LoggingLog`] (one `tracing` line per event, stores nothing). Both can stand in for the
 //! real log in development, or sit beside it as taps of an [`EventBus`](crate::EventBus).
 
-mod logging;
 mod noop;
 
-pub use logging::LoggingLog;
-pub use noop::NoopLog;
+pub use noop::{DiscardingLog, LoggingLog, NoopLog};
 
 /// Which storage backend a bus runs on, as named in configuration
 /// (`backend = "embedded" | "memory" | "noop" | "logging"`).

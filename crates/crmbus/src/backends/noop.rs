@@ -1,19 +1,50 @@
-//! [`NoopLog`]: a log that accepts everything and stores nothing.
+//! [`NoopLog`] and [`LoggingLog`]: logs that accept everything and store nothing; the
+//! logging one writes one `tracing` line per event.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::LogError;
-use crate::event::Event;
+use crate::event::{Event, EventData};
 use crate::log::{EventLog, PartitionInfo, Receipt, Retention, StoredEvent, TopicInfo, TopicSpec};
 
 /// Accepts every append (valid events, any topic) and stores nothing: reads are empty,
-/// offsets are always 0, group offsets are not kept. For development without storage, as
-/// the seed's `NoOpEventBackend`.
+/// offsets are always 0, group offsets are not kept. With `LOG = true` it also logs each
+/// event; use it through [`NoopLog`] and [`LoggingLog`].
 #[derive(Debug, Default, Clone, Copy)]
-pub struct NoopLog;
+pub struct DiscardingLog<const LOG: bool>;
 
-pub(crate) fn empty_info(name: &str, partitions: u32) -> TopicInfo {
+/// Accepts and forgets, for development without storage, as the seed's `NoOpEventBackend`.
+pub type NoopLog = DiscardingLog<false>;
+
+/// Logs every appended event at INFO on the `crmbus::events` target — type, topics,
+/// subject, id and data size — and stores nothing, as the seed's `LoggingEventBackend`.
+pub type LoggingLog = DiscardingLog<true>;
+
+fn data_bytes(e: &Event) -> usize {
+    match &e.data {
+        Some(EventData::Json(v)) => serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0),
+        Some(EventData::Binary(b)) => b.len(),
+        None => 0,
+    }
+}
+
+fn log_events(topics: &[String], events: &[Event]) {
+    let joined = topics.join(",");
+    for e in events {
+        tracing::info!(
+            target: "crmbus::events",
+            event_type = %e.ty,
+            topics = %joined,
+            subject = e.subject.as_deref().unwrap_or("-"),
+            id = %e.id,
+            data_bytes = data_bytes(e),
+            "event"
+        );
+    }
+}
+
+fn empty_info(name: &str, partitions: u32) -> TopicInfo {
     TopicInfo {
         name: name.to_string(),
         partitions,
@@ -28,7 +59,7 @@ pub(crate) fn empty_info(name: &str, partitions: u32) -> TopicInfo {
     }
 }
 
-pub(crate) fn unstored_receipts(topics: &[String], events: &[Event]) -> Vec<Receipt> {
+fn unstored_receipts(topics: &[String], events: &[Event]) -> Vec<Receipt> {
     topics
         .iter()
         .flat_map(|t| {
@@ -43,7 +74,7 @@ pub(crate) fn unstored_receipts(topics: &[String], events: &[Event]) -> Vec<Rece
         .collect()
 }
 
-pub(crate) fn check_append(topics: &[String], events: &[Event]) -> Result<(), LogError> {
+fn check_append(topics: &[String], events: &[Event]) -> Result<(), LogError> {
     if topics.is_empty() {
         return Err(LogError::InvalidArgument("no topic given".into()));
     }
@@ -57,9 +88,13 @@ pub(crate) fn check_append(topics: &[String], events: &[Event]) -> Result<(), Lo
 }
 
 #[async_trait]
-impl EventLog for NoopLog {
+impl<const LOG: bool> EventLog for DiscardingLog<LOG> {
     fn backend_name(&self) -> &'static str {
-        "noop"
+        if LOG {
+            "logging"
+        } else {
+            "noop"
+        }
     }
 
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
@@ -82,6 +117,9 @@ impl EventLog for NoopLog {
 
     async fn append(&self, topics: &[String], events: &[Event]) -> Result<Vec<Receipt>, LogError> {
         check_append(topics, events)?;
+        if LOG {
+            log_events(topics, events);
+        }
         Ok(unstored_receipts(topics, events))
     }
 
