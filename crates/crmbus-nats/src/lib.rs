@@ -1,0 +1,3 @@
+//! # crmbus-nats
+//!
+//! crmbus on NATS JetStream (work in progress).

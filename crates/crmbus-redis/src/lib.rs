@@ -1,0 +1,3 @@
+//! # crmbus-redis
+//!
+//! crmbus on Redis Streams (work in progress).

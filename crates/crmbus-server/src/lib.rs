@@ -1,0 +1,3 @@
+//! # crmbus-server
+//!
+//! The HTTP API of crmbus (work in progress).
