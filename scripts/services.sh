@@ -1,20 +1,68 @@
 #!/usr/bin/env bash
-# Makes sure the external services the test suite needs are installed and running.
-#
-# The current suite (core library, in-memory and embedded backends, CLI) needs none: the
-# embedded log is crmbus's own storage. Backends that talk to a server (Redis Streams,
-# NATS JetStream, ...) add their check/install/start step here, each idempotent:
-# check -> `apt-get update && apt-get install -y <pkg>` if missing -> start if not running.
+# Makes sure the external services the test suite needs are installed and running:
+# Redis (Streams backend) on 127.0.0.1:6379 and NATS with JetStream (JetStream backend) on
+# 127.0.0.1:4222. Each step is idempotent: check -> install from Debian's packages if
+# missing (`apt-get update`, then `apt-get install -y`) -> start if not answering.
 set -euo pipefail
 
 need_cmd() {
     command -v "$1" >/dev/null 2>&1
 }
 
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    echo "services.sh: installing $*" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_port() {
+    local port=$1 name=$2
+    for _ in $(seq 1 100); do
+        if port_open "$port"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "services.sh: $name did not start on 127.0.0.1:$port" >&2
+    exit 1
+}
+
 # Build tools the workspace itself needs (a C compiler for crates that build C code).
 if ! need_cmd cc; then
-    echo "services.sh: installing a C compiler" >&2
-    apt-get update -qq && apt-get install -y -qq gcc >/dev/null
+    apt_install gcc
 fi
 
-echo "services.sh: no external services needed by the current test suite"
+# Redis, for crmbus-redis.
+if ! need_cmd redis-server; then
+    apt_install redis-server
+fi
+if ! port_open 6379; then
+    echo "services.sh: starting redis-server" >&2
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    wait_port 6379 redis-server
+fi
+
+# NATS with JetStream, for crmbus-nats.
+if ! need_cmd nats-server && [ ! -x /usr/sbin/nats-server ]; then
+    apt_install nats-server
+fi
+if ! port_open 4222; then
+    echo "services.sh: starting nats-server with JetStream" >&2
+    mkdir -p /var/lib/nats-server
+    start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server || echo /usr/sbin/nats-server)" -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    wait_port 4222 nats-server
+fi
+
+echo "services.sh: redis on 127.0.0.1:6379 and nats (JetStream) on 127.0.0.1:4222 are up"

@@ -5,19 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crmbus::{
-    BackendKind, EventLog, LogError, LoggingLog, MemoryLog, MemoryStateStore, NoopLog, StateStore,
+    BackendKind, LogError, LoggingLog, MemoryLog, MemoryStateStore, NoopLog, OpenedBackend,
+    StateStore,
 };
 
 use crate::{EmbeddedLog, EmbeddedOptions};
-
-/// A log and the state store that goes with it.
-pub struct OpenedBackend {
-    /// The event log.
-    pub log: Arc<dyn EventLog>,
-    /// Where subscriptions keep their state: the embedded log's own store, or an
-    /// in-memory one for the other kinds.
-    pub state: Arc<dyn StateStore>,
-}
 
 /// Opens the backend `kind`; `dir` and `opts` are used by the embedded kind only.
 pub fn open_backend(

@@ -35,6 +35,7 @@ pub mod record;
 pub mod segment;
 pub mod syncer;
 
-pub use backend::{open_backend, OpenedBackend};
+pub use backend::open_backend;
+pub use crmbus::OpenedBackend;
 pub use log::EmbeddedLog;
 pub use options::{Durability, EmbeddedOptions};

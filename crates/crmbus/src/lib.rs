@@ -32,4 +32,4 @@ pub use log::{
 };
 pub use memory::MemoryLog;
 pub use partition::{dedupe_hash, partition_for};
-pub use state::{MemoryStateStore, StateOp, StateStore};
+pub use state::{MemoryStateStore, OpenedBackend, StateOp, StateStore};

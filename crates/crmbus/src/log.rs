@@ -42,6 +42,10 @@ pub struct TopicSpec {
     /// How much history to keep.
     #[serde(default)]
     pub retention: Retention,
+    /// When set, every event published to the topic must have a registered schema for its
+    /// type (see the schema registry); otherwise types without one pass unchecked.
+    #[serde(default)]
+    pub require_schemas: bool,
 }
 
 impl TopicSpec {
@@ -51,6 +55,7 @@ impl TopicSpec {
             name: name.into(),
             partitions,
             retention: Retention::default(),
+            require_schemas: false,
         }
     }
 

@@ -66,6 +66,16 @@ pub trait StateStore: Send + Sync {
     }
 }
 
+/// A backend opened by configuration: its event log and the state store that goes with it
+/// (where subscriptions keep retry schedules, dead letters and dedupe records).
+#[derive(Clone)]
+pub struct OpenedBackend {
+    /// The event log.
+    pub log: Arc<dyn crate::log::EventLog>,
+    /// The backend's durable state store, or an in-memory one for kinds that have none.
+    pub state: Arc<dyn StateStore>,
+}
+
 /// (namespace, key) → value.
 type Entries = BTreeMap<(String, String), Vec<u8>>;
 
