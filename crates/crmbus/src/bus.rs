@@ -142,6 +142,16 @@ impl EventBus {
         &self.inner.state
     }
 
+    /// The clock of retries and breakers.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Notified each time this bus publishes; live readers wait on it rather than poll.
+    pub fn published_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.published)
+    }
+
     /// Subscribes `group` to `topic`: `handler` gets every matching event, in key order,
     /// with retries and a DLQ per `options`. The subscription runs in the background until
     /// [`Subscription::unsubscribe`] (or until its handle is dropped).

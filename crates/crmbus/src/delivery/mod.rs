@@ -7,6 +7,7 @@ pub mod filter;
 pub mod handler;
 pub mod options;
 pub mod retry;
+pub mod seek;
 pub mod subscription;
 
 pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker};
@@ -17,4 +18,5 @@ pub use filter::{glob_match, Condition, Filter, Op};
 pub use handler::{handler_fn, Delivery, Handler, HandlerError};
 pub use options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
 pub use retry::RetryPolicy;
+pub use seek::{seek_group, SeekTo};
 pub use subscription::{Subscription, POLL_INTERVAL};

@@ -1,0 +1,167 @@
+//! Replay: moving a consumer group's cursor to the earliest or latest event, to a point in
+//! time, or to given offsets. Events are never re-published to replay them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::engine::state_namespace;
+use crate::error::LogError;
+use crate::log::EventLog;
+use crate::state::{StateOp, StateStore};
+
+/// Where [`seek_group`] moves a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeekTo {
+    /// The oldest event each partition keeps.
+    Earliest,
+    /// After the newest event: only events appended from now on are delivered.
+    Latest,
+    /// The first event of each partition appended at or after this time.
+    Time(DateTime<Utc>),
+    /// These offsets (partition → next offset to deliver); partitions not listed stay.
+    Offsets(BTreeMap<u32, u64>),
+}
+
+/// Moves `group`'s cursor on `topic` and returns the new committed offset of each
+/// partition. The group's retry schedule and done markers describe positions of the old
+/// cursor, so they are removed; its dead letters stay. Call it while no engine runs for the
+/// group (the server stops the subscription, seeks, and starts it again).
+pub async fn seek_group(
+    log: &dyn EventLog,
+    state: &dyn StateStore,
+    topic: &str,
+    group: &str,
+    to: &SeekTo,
+) -> Result<Vec<u64>, LogError> {
+    let info = log.describe_topic(topic).await?;
+    if let SeekTo::Offsets(offsets) = to {
+        for p in offsets.keys() {
+            if *p >= info.partitions {
+                return Err(LogError::PartitionNotFound {
+                    topic: topic.to_string(),
+                    partition: *p,
+                });
+            }
+        }
+    }
+    let mut positions = Vec::with_capacity(info.partition_info.len());
+    for p in &info.partition_info {
+        let target = match to {
+            SeekTo::Earliest => p.first_offset,
+            SeekTo::Latest => p.next_offset,
+            SeekTo::Time(t) => log.offset_for_time(topic, p.partition, *t).await?,
+            SeekTo::Offsets(offsets) => match offsets.get(&p.partition) {
+                Some(&o) if o > p.next_offset => {
+                    return Err(LogError::InvalidArgument(format!(
+                        "offset {o} is past the end of partition {} (next offset {})",
+                        p.partition, p.next_offset
+                    )))
+                }
+                Some(&o) => o.max(p.first_offset),
+                None => log
+                    .committed_offset(group, topic, p.partition)
+                    .await?
+                    .unwrap_or(p.first_offset),
+            },
+        };
+        positions.push((p.partition, target));
+    }
+    let mut ops = Vec::new();
+    for kind in ["retry", "done"] {
+        let ns = state_namespace(topic, group, kind);
+        for (key, _) in state.scan(&ns, "").await? {
+            ops.push(StateOp::Delete {
+                namespace: ns.clone(),
+                key,
+            });
+        }
+    }
+    if !ops.is_empty() {
+        state.apply(ops).await?;
+    }
+    for (partition, offset) in &positions {
+        log.commit_offset(group, topic, *partition, *offset).await?;
+    }
+    Ok(positions.into_iter().map(|(_, o)| o).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::log::TopicSpec;
+    use crate::memory::MemoryLog;
+    use crate::state::MemoryStateStore;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn seek_moves_every_partition_and_forgets_retry_state() {
+        let log = MemoryLog::new();
+        let state = MemoryStateStore::new();
+        log.create_topic(TopicSpec::new("deals", 2))
+            .await
+            .expect("create");
+        let events: Vec<Event> = (0..20)
+            .map(|i| Event::new("deal.won", json!({"n": i})).subject(format!("deal-{i}")))
+            .collect();
+        log.append(&["deals".to_string()], &events)
+            .await
+            .expect("append");
+        let info = log.describe_topic("deals").await.expect("describe");
+        let ns = state_namespace("deals", "g", "retry");
+        state
+            .put(&ns, "0000000000/00000000000000000001", b"{}".to_vec())
+            .await
+            .expect("put");
+
+        let latest = seek_group(&log, &state, "deals", "g", &SeekTo::Latest)
+            .await
+            .expect("seek");
+        let next: Vec<u64> = info.partition_info.iter().map(|p| p.next_offset).collect();
+        assert_eq!(latest, next);
+        assert!(state.scan(&ns, "").await.expect("scan").is_empty());
+        for p in 0..2 {
+            assert_eq!(
+                log.committed_offset("g", "deals", p).await.expect("c"),
+                Some(next[p as usize])
+            );
+        }
+
+        let earliest = seek_group(&log, &state, "deals", "g", &SeekTo::Earliest)
+            .await
+            .expect("seek");
+        assert_eq!(earliest, vec![0, 0]);
+
+        let to = SeekTo::Offsets(BTreeMap::from([(1, 1)]));
+        assert_eq!(
+            seek_group(&log, &state, "deals", "g", &to)
+                .await
+                .expect("seek"),
+            vec![0, 1]
+        );
+
+        let past = SeekTo::Offsets(BTreeMap::from([(0, next[0] + 1)]));
+        let err = seek_group(&log, &state, "deals", "g", &past)
+            .await
+            .expect_err("past end");
+        assert_eq!(err.code(), "invalid_argument");
+        let bad = SeekTo::Offsets(BTreeMap::from([(7, 0)]));
+        let err = seek_group(&log, &state, "deals", "g", &bad)
+            .await
+            .expect_err("no partition");
+        assert_eq!(err.code(), "partition_not_found");
+        let err = seek_group(&log, &state, "nope", "g", &SeekTo::Latest)
+            .await
+            .expect_err("topic");
+        assert_eq!(err.code(), "topic_not_found");
+
+        let future = Utc::now() + chrono::Duration::hours(1);
+        assert_eq!(
+            seek_group(&log, &state, "deals", "g", &SeekTo::Time(future))
+                .await
+                .expect("seek"),
+            next
+        );
+    }
+}
