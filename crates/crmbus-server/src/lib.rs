@@ -1,3 +1,34 @@
 //! # crmbus-server
 //!
-//! The HTTP API of crmbus (work in progress).
+//! crmbus's HTTP API (`crmbus serve`): publish in the three CloudEvents HTTP modes, read by
+//! offset or time, pull subscriptions with leases, Server-Sent Events and WebSocket
+//! streams, replay (seek), dead letters, health, readiness, Prometheus metrics and an
+//! OpenAPI document generated from the code. Errors are RFC 9457 problem documents.
+//!
+//! The server is a thin layer: every handler calls the same library functions as the
+//! application code does ([`crmbus::EventBus`], the delivery engine, `seek_group`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), crmbus_server::ServerError> {
+//! let config = crmbus_server::Config::load(None, std::env::vars())?;
+//! let server = crmbus_server::Server::start(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().await
+//! # }
+//! ```
+
+pub mod api;
+pub mod app;
+pub mod backend;
+pub mod cloudevents;
+pub mod config;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod pull;
+pub mod routes;
+pub mod subscriptions;
+
+pub use app::{Server, ServerError};
+pub use config::Config;
+pub use problem::{ApiError, Problem};

@@ -1,0 +1,410 @@
+//! The request and response bodies of the HTTP API, shared by the handlers, the OpenAPI
+//! document and the CLI's client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// How much history a topic keeps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionBody {
+    /// Events older than this many milliseconds may be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+    /// A partition holding more bytes than this may lose its oldest events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+/// `POST /v1/topics`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopicRequest {
+    /// 1–200 characters of `A–Z a–z 0–9 . _ -`.
+    pub name: String,
+    /// Partition count (default: the server's `default_partitions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// Retention (default: keep everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionBody>,
+    /// Every event must have a registered schema for its type.
+    #[serde(default)]
+    pub require_schemas: bool,
+}
+
+/// One partition of a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PartitionView {
+    /// Partition number.
+    pub partition: u32,
+    /// Oldest offset kept.
+    pub first_offset: u64,
+    /// Offset the next event will get.
+    pub next_offset: u64,
+    /// Events kept.
+    pub events: u64,
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopicView {
+    /// Name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Retention.
+    pub retention: RetentionBody,
+    /// Events kept, over all partitions.
+    pub events: u64,
+    /// Each partition's offsets.
+    pub partition_info: Vec<PartitionView>,
+}
+
+/// `GET /v1/topics`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TopicList {
+    /// Every topic, by name.
+    pub topics: Vec<TopicView>,
+}
+
+/// Where one event landed in one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptView {
+    /// The event's id.
+    pub id: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// True when the same `source` + `id` was already stored: nothing new was written and
+    /// this is the first receipt.
+    pub duplicate: bool,
+}
+
+/// The answer to a publish: one receipt per event and topic (topic-major).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PublishResponse {
+    /// The receipts.
+    pub receipts: Vec<ReceiptView>,
+}
+
+/// `GET /v1/topics/{topic}/events` parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// Partition to read (default: every partition).
+    pub partition: Option<u32>,
+    /// First offset to read (default: the oldest kept).
+    pub from: Option<u64>,
+    /// Read from the first event appended at or after this RFC 3339 time.
+    pub from_time: Option<String>,
+    /// Events at most (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredView {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// When the log appended it (RFC 3339).
+    pub appended_at: String,
+    /// The event, as a structured CloudEvent.
+    #[schema(value_type = Object)]
+    pub event: Value,
+}
+
+/// `GET /v1/topics/{topic}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReadResponse {
+    /// Events in offset order per partition.
+    pub events: Vec<StoredView>,
+    /// For each partition read, the offset to continue from (`?partition=p&from=next[p]`).
+    pub next: BTreeMap<String, u64>,
+}
+
+/// A retry policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Deliveries at most, the first included (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Backoff before the first retry, ms (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_backoff_ms: Option<u64>,
+    /// Backoff cap, ms (default 300000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+    /// Backoff growth per attempt (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<f64>,
+    /// Give up this long after the first failure, ms (default one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+}
+
+/// `POST /v1/topics/{topic}/subscriptions`: a pull subscription (consumer group).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscriptionRequest {
+    /// Name, also the consumer group: 1–200 characters of `A–Z a–z 0–9 . _ -`.
+    pub name: String,
+    /// `{"types": ["deal.*"], "where": [{"field": "data.amount", "op": "gt", "value": 1000}]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+    /// `"earliest"` (default), `"latest"`, or `{"time": "<RFC 3339>"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub start: Option<Value>,
+    /// Retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryBody>,
+    /// `"key"` (default: per-subject order) or `"none"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<String>,
+    /// `"skip"` (default) or `"hold"` (the key waits for an operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exhausted: Option<String>,
+    /// How long a pulled delivery is leased before it is delivered again, ms (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_timeout_ms: Option<u64>,
+    /// Deliveries queued or leased at once (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
+}
+
+/// One partition of a subscription's cursor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CursorView {
+    /// Partition.
+    pub partition: u32,
+    /// Next offset the group will finish.
+    pub committed: u64,
+    /// The partition's next offset.
+    pub next_offset: u64,
+    /// Events not yet finished.
+    pub lag: u64,
+}
+
+/// A subscription's live state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionStatus {
+    /// Events behind the end of the topic, summed over partitions.
+    pub lag: u64,
+    /// Per partition.
+    pub partitions: Vec<CursorView>,
+    /// Deliveries started and not finished (queued, leased or waiting).
+    pub in_flight: u64,
+    /// Deliveries pulled and not yet acked.
+    pub leased: u64,
+    /// Keys waiting on a retry or a held dead letter.
+    pub parked_keys: u64,
+    /// Dead letters.
+    pub dlq_size: u64,
+    /// Deliveries since the server started.
+    pub delivered: u64,
+    /// Acks since the server started.
+    pub acked: u64,
+    /// Retries scheduled since the server started.
+    pub retried: u64,
+    /// Dead letters since the server started.
+    pub dead_lettered: u64,
+}
+
+/// A subscription.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionView {
+    /// Name (and consumer group).
+    pub name: String,
+    /// Topic.
+    pub topic: String,
+    /// The request it was created with, defaults filled in.
+    pub config: CreateSubscriptionRequest,
+    /// Live state.
+    pub status: SubscriptionStatus,
+}
+
+/// `GET /v1/subscriptions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionList {
+    /// Every subscription, by name.
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+/// `POST /v1/subscriptions/{name}/pull`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// Deliveries at most (default 10, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_events: Option<usize>,
+    /// Wait up to this long for the first delivery, ms (default 0, at most 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// One pulled delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    /// Ack (or nack) it with this id before the ack timeout.
+    pub ack_id: String,
+    /// 1 for the first delivery, then one more each time.
+    pub attempt: u32,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The event, as a structured CloudEvent.
+    #[schema(value_type = Object)]
+    pub event: Value,
+}
+
+/// The answer to a pull.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PullResponse {
+    /// The deliveries (possibly none).
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// `POST /v1/subscriptions/{name}/ack`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Ack ids from a pull.
+    pub ack_ids: Vec<String>,
+}
+
+/// `POST /v1/subscriptions/{name}/nack`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NackRequest {
+    /// Ack ids from a pull.
+    pub ack_ids: Vec<String>,
+    /// Deliver again after this long, ms (default: the retry policy's backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Why it failed; kept as the dead letter's last error if retries run out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to an ack or nack.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AckResponse {
+    /// How many ack ids were settled.
+    pub settled: usize,
+    /// Ack ids that were unknown or whose lease had expired.
+    pub unknown: Vec<String>,
+}
+
+/// `POST /v1/subscriptions/{name}/seek`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeekRequest {
+    /// `"earliest"`, `"latest"`, `{"time": "<RFC 3339>"}` or `{"offsets": {"0": 12}}`.
+    #[schema(value_type = Object)]
+    pub to: Value,
+}
+
+/// The answer to a seek: the new cursor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SeekResponse {
+    /// Per partition.
+    pub partitions: Vec<CursorView>,
+}
+
+/// `GET /v1/subscriptions/{name}/dlq` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DlqQuery {
+    /// Event type pattern (`deal.*`).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub ty: Option<String>,
+    /// Text the last error contains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Dead-lettered at or after this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Dead-lettered before this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DlqEntryView {
+    /// Entry id: `<partition>-<offset>`.
+    pub id: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The business key.
+    pub key: String,
+    /// Deliveries tried.
+    pub attempts: u32,
+    /// First failure (RFC 3339).
+    pub first_failure: String,
+    /// Last failure (RFC 3339).
+    pub last_failure: String,
+    /// The last error.
+    pub last_error: String,
+    /// The key waits for this entry (`on_exhausted = hold`).
+    pub held: bool,
+    /// A redrive is under way.
+    pub redriving: bool,
+    /// The event, as a structured CloudEvent.
+    #[schema(value_type = Object)]
+    pub event: Value,
+}
+
+/// `GET /v1/subscriptions/{name}/dlq`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DlqList {
+    /// Entries by partition and offset.
+    pub entries: Vec<DlqEntryView>,
+}
+
+/// `POST /v1/subscriptions/{name}/dlq/redrive`: exactly one of `entries`, `filter`, `all`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Entry ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<String>>,
+    /// Every entry this filter selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<DlqQuery>,
+    /// Every entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+}
+
+/// The answer to a redrive.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RedriveResponse {
+    /// Entries redriven.
+    pub redriven: usize,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or what is wrong.
+    pub status: String,
+    /// The storage backend.
+    pub backend: String,
+}

@@ -1,0 +1,317 @@
+//! The CloudEvents HTTP protocol binding (version 1.0): turning a request into events.
+//!
+//! - **Structured** (`Content-Type: application/cloudevents+json`): the body is one event
+//!   in the JSON format. A plain `application/json` body without `ce-` headers is read the
+//!   same way, for convenience.
+//! - **Binary** (`ce-specversion` and the other `ce-*` headers carry the attributes): a JSON
+//!   body becomes `data`; any other content type becomes binary data (`data_base64` in the
+//!   JSON format) with `datacontenttype` kept. Header values are percent-decoded.
+//! - **Batch** (`application/cloudevents-batch+json`): a JSON array of events; the whole
+//!   batch is rejected, with every bad element's violations, if any element is invalid.
+
+use axum::http::HeaderMap;
+use chrono::DateTime;
+use crmbus::{Event, EventData, ExtensionValue, InvalidEvent, Violation};
+use serde_json::Value;
+
+use crate::problem::{ApiError, FieldError};
+
+/// Content type of a structured event.
+pub const STRUCTURED: &str = "application/cloudevents+json";
+/// Content type of a batch of events.
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+/// The media type of a request, lower case, without parameters.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    let raw = headers
+        .get(axum::http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    Some(
+        raw.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+fn is_json(media: &str) -> bool {
+    media == "application/json" || media.ends_with("+json") || media == "text/json"
+}
+
+/// Reads the events of a publish request in whichever mode its headers say.
+pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, ApiError> {
+    let media = media_type(headers);
+    if headers.contains_key("ce-specversion") {
+        return binary_event(headers, media.as_deref(), body).map(|e| vec![e]);
+    }
+    match media.as_deref() {
+        Some(BATCH) => batch(body),
+        Some(STRUCTURED) | Some("application/json") | None => {
+            Event::from_json_slice(body)
+                .map(|e| vec![e])
+                .map_err(|e| ApiError::invalid_event(&e, ""))
+        }
+        Some(other) => Err(ApiError::new(
+            "unsupported_media_type",
+            format!(
+                "content type '{other}' is not a CloudEvents mode: use {STRUCTURED}, {BATCH}, or binary mode with ce-* headers"
+            ),
+        )),
+    }
+}
+
+fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
+    let items: Vec<Value> = match serde_json::from_slice(body) {
+        Ok(Value::Array(items)) => items,
+        Ok(_) => {
+            return Err(ApiError::invalid(
+                "(body)",
+                "a batch must be a JSON array of events",
+            ))
+        }
+        Err(e) => return Err(ApiError::invalid("(body)", format!("malformed JSON: {e}"))),
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid(
+            "(body)",
+            "a batch must hold at least one event",
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match Event::from_json_value(item) {
+            Ok(e) => events.push(e),
+            Err(inv) => errors.extend(ApiError::invalid_event(&inv, &format!("[{i}].")).errors),
+        }
+    }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(batch_error(errors))
+    }
+}
+
+/// The error for a batch with invalid elements: every violation of every element.
+pub fn batch_error(errors: Vec<FieldError>) -> ApiError {
+    let fields: Vec<&str> = errors.iter().map(|f| f.field.as_str()).collect();
+    ApiError::new(
+        "invalid_event",
+        format!(
+            "the batch was rejected whole; invalid: {}",
+            fields.join(", ")
+        ),
+    )
+    .with_errors(errors)
+}
+
+fn header_text(headers: &HeaderMap, name: &str, violations: &mut Vec<Violation>) -> Option<String> {
+    let value = headers.get(name)?;
+    let attribute = name.trim_start_matches("ce-").to_string();
+    match value.to_str() {
+        Ok(s) => Some(percent_decode(s)),
+        Err(_) => {
+            violations.push(Violation {
+                attribute,
+                message: "header value is not visible ASCII".into(),
+            });
+            None
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn binary_event(headers: &HeaderMap, media: Option<&str>, body: &[u8]) -> Result<Event, ApiError> {
+    let mut violations = Vec::new();
+    let required = |name: &str, violations: &mut Vec<Violation>| {
+        let v = header_text(headers, name, violations);
+        if v.is_none()
+            && !violations
+                .iter()
+                .any(|x| format!("ce-{}", x.attribute) == name)
+        {
+            violations.push(Violation {
+                attribute: name.trim_start_matches("ce-").to_string(),
+                message: format!("required: send the {name} header"),
+            });
+        }
+        v.unwrap_or_default()
+    };
+    let id = required("ce-id", &mut violations);
+    let source = required("ce-source", &mut violations);
+    let ty = required("ce-type", &mut violations);
+    let specversion = required("ce-specversion", &mut violations);
+    let subject = header_text(headers, "ce-subject", &mut violations);
+    let dataschema = header_text(headers, "ce-dataschema", &mut violations);
+    let time = match header_text(headers, "ce-time", &mut violations) {
+        Some(t) => match DateTime::parse_from_rfc3339(&t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                violations.push(Violation {
+                    attribute: "time".into(),
+                    message: format!("not an RFC 3339 timestamp: {e}"),
+                });
+                None
+            }
+        },
+        None => None,
+    };
+    let mut extensions = std::collections::BTreeMap::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if let Some(ext) = n.strip_prefix("ce-") {
+            if matches!(
+                ext,
+                "id" | "source" | "type" | "specversion" | "subject" | "dataschema" | "time"
+            ) {
+                continue;
+            }
+            if let Some(v) = header_text(headers, n, &mut violations) {
+                extensions.insert(ext.to_string(), ExtensionValue::String(v));
+            }
+        }
+    }
+    let data = if body.is_empty() {
+        None
+    } else if media.is_none_or(is_json) {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Some(EventData::Json(v)),
+            Err(e) => {
+                violations.push(Violation {
+                    attribute: "data".into(),
+                    message: format!("the body is declared JSON but does not parse: {e}"),
+                });
+                None
+            }
+        }
+    } else {
+        Some(EventData::Binary(body.to_vec()))
+    };
+    if !violations.is_empty() {
+        return Err(ApiError::invalid_event(&InvalidEvent { violations }, ""));
+    }
+    let raw_content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let event = Event {
+        id,
+        source,
+        specversion,
+        ty,
+        subject,
+        time,
+        datacontenttype: raw_content_type,
+        dataschema,
+        data,
+        extensions,
+    };
+    event
+        .validate()
+        .map_err(|e| ApiError::invalid_event(&e, ""))?;
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn binary_mode_json_body_becomes_data_and_extensions_are_kept() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e-1"),
+            ("ce-source", "urn:crm"),
+            ("ce-type", "deal.won"),
+            ("ce-subject", "deal-42"),
+            ("ce-companyid", "acme%20inc"),
+            ("content-type", "application/json"),
+        ]);
+        let events = events_from_request(&h, br#"{"amount":"10.00"}"#).expect("event");
+        let e = &events[0];
+        assert_eq!(e.subject.as_deref(), Some("deal-42"));
+        assert_eq!(e.data_json(), Some(&serde_json::json!({"amount": "10.00"})));
+        assert_eq!(
+            e.extension_value("companyid"),
+            Some(&ExtensionValue::String("acme inc".into()))
+        );
+    }
+
+    #[test]
+    fn binary_mode_other_content_becomes_binary_data() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e-1"),
+            ("ce-source", "urn:crm"),
+            ("ce-type", "doc.uploaded"),
+            ("content-type", "application/pdf"),
+        ]);
+        let e = &events_from_request(&h, b"%PDF-1.7").expect("event")[0];
+        assert_eq!(e.data, Some(EventData::Binary(b"%PDF-1.7".to_vec())));
+        assert_eq!(e.datacontenttype.as_deref(), Some("application/pdf"));
+        assert!(e.to_json_value().get("data_base64").is_some());
+    }
+
+    #[test]
+    fn binary_mode_missing_attributes_are_all_listed() {
+        let h = headers(&[("ce-specversion", "1.0"), ("ce-time", "yesterday")]);
+        let err = events_from_request(&h, b"").expect_err("invalid");
+        let fields: Vec<&str> = err.errors.iter().map(|f| f.field.as_str()).collect();
+        for f in ["id", "source", "type", "time"] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+    }
+
+    #[test]
+    fn batch_names_the_bad_element() {
+        let h = headers(&[("content-type", BATCH)]);
+        let body = br#"[{"specversion":"1.0","id":"1","source":"s","type":"t"},{"specversion":"1.0","source":"s","type":"t"}]"#;
+        let err = events_from_request(&h, body).expect_err("invalid");
+        assert!(
+            err.errors.iter().any(|f| f.field == "[1].id"),
+            "{:?}",
+            err.errors
+        );
+        let err = events_from_request(&h, b"{}").expect_err("not an array");
+        assert_eq!(err.status.as_u16(), 400);
+    }
+
+    #[test]
+    fn unsupported_content_type_is_415() {
+        let h = headers(&[("content-type", "text/plain")]);
+        let err = events_from_request(&h, b"hi").expect_err("415");
+        assert_eq!(err.status.as_u16(), 415);
+    }
+}

@@ -1,0 +1,375 @@
+//! Server configuration: one TOML file whose every key can be overridden by an environment
+//! variable `CRMBUS_<SECTION>_<KEY>` (for example `CRMBUS_SERVER_LISTEN`), and whose unknown
+//! keys are errors naming the key.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:7480"      # address to listen on
+//! max_body_bytes = 1048576       # larger request bodies get 413
+//! auto_create_topics = false     # publishing to a missing topic creates it
+//! default_partitions = 4         # partitions of topics created without a count
+//! stream_buffer = 1024           # events a live stream may queue for a slow client
+//! shutdown_timeout_ms = 10000    # how long a graceful stop waits for requests in flight
+//!
+//! [storage]
+//! backend = "embedded"           # embedded | memory | redis | nats
+//! data_dir = "./crmbus-data"     # embedded: where the log lives
+//! durability = "fsync"           # embedded: fsync (default) | os
+//! url = ""                       # redis://127.0.0.1:6379 or nats://127.0.0.1:4222
+//! prefix = "crmbus"              # redis/nats: key and stream name prefix
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
+
+/// A configuration problem: unreadable file, bad TOML, unknown key, bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML (or a value) is not valid; the message names the key.
+    #[error("invalid configuration{origin}: {message}")]
+    Invalid {
+        /// Where it came from (` in <file>`), or empty.
+        origin: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// An environment variable names a key that does not exist.
+    #[error("unknown configuration key '{key}' (from environment variable {var})")]
+    UnknownEnvKey {
+        /// `section.key`.
+        key: String,
+        /// The variable.
+        var: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: ServerSection,
+    /// Where events are stored.
+    pub storage: StorageSection,
+}
+
+/// `[server]`: the HTTP listener and request limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// Publishing to a missing topic creates it (with `default_partitions`) instead of 404.
+    pub auto_create_topics: bool,
+    /// Partitions of topics created without an explicit count.
+    pub default_partitions: u32,
+    /// Events a live stream (SSE, WebSocket) may have queued for a client; a client that
+    /// falls further behind is disconnected with a reason.
+    pub stream_buffer: usize,
+    /// How long a graceful shutdown waits for requests in flight, in milliseconds.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: DEFAULT_LISTEN.to_string(),
+            max_body_bytes: 1024 * 1024,
+            auto_create_topics: false,
+            default_partitions: 4,
+            stream_buffer: 1024,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[storage]`: which backend and where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// `embedded` (default), `memory`, `noop`, `logging`, `redis` or `nats`.
+    pub backend: String,
+    /// Directory of the embedded log.
+    pub data_dir: PathBuf,
+    /// Durability of the embedded log: `fsync` (every acknowledged publish is on disk) or
+    /// `os` (in the page cache; lost on power loss).
+    pub durability: String,
+    /// Server URL for the `redis` and `nats` backends.
+    pub url: String,
+    /// Name prefix of keys (Redis) or streams (NATS), so several installations can share
+    /// one server.
+    pub prefix: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            backend: "embedded".to_string(),
+            data_dir: PathBuf::from("./crmbus-data"),
+            durability: "fsync".to_string(),
+            url: String::new(),
+            prefix: "crmbus".to_string(),
+        }
+    }
+}
+
+const SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "listen",
+            "max_body_bytes",
+            "auto_create_topics",
+            "default_partitions",
+            "stream_buffer",
+            "shutdown_timeout_ms",
+        ],
+    ),
+    (
+        "storage",
+        &["backend", "data_dir", "durability", "url", "prefix"],
+    ),
+];
+
+/// Environment variables with this prefix that are not configuration keys.
+const OTHER_VARIABLES: &[&str] = &["CRMBUS_LOG", "CRMBUS_URL", "CRMBUS_EVENT_SOURCE"];
+
+impl Config {
+    /// Loads the configuration: the file if given (else the defaults), then the
+    /// `CRMBUS_<SECTION>_<KEY>` variables of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?,
+                format!(" in {}", path.display()),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        let overrides = env_overrides(env)?;
+        let mut applied = Vec::new();
+        for ((section, key), (var, raw)) in overrides {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                return Err(ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: format!("'{section}' must be a table"),
+                });
+            };
+            t.insert(key.clone(), env_value(&raw));
+            applied.push(var);
+        }
+        let origin = if applied.is_empty() {
+            origin
+        } else {
+            format!("{origin} (with {})", applied.join(", "))
+        };
+        // Through text again so that a type error quotes the offending `key = value` line.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        let config: Config =
+            toml::from_str(&merged).map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin: origin.clone(),
+                message: e.to_string(),
+            })?;
+        config
+            .check()
+            .map_err(|message| ConfigError::Invalid { origin, message })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense, naming the key.
+    fn check(&self) -> Result<(), String> {
+        self.listen_addr()?;
+        if self.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be at least 1".into());
+        }
+        if self.server.default_partitions == 0 || self.server.default_partitions > 4096 {
+            return Err("server.default_partitions must be between 1 and 4096".into());
+        }
+        if self.server.stream_buffer == 0 {
+            return Err("server.stream_buffer must be at least 1".into());
+        }
+        match self.storage.backend.as_str() {
+            "embedded" | "memory" | "noop" | "logging" => {}
+            "redis" | "nats" if self.storage.url.is_empty() => {
+                return Err(format!(
+                    "storage.url is required with storage.backend = \"{}\"",
+                    self.storage.backend
+                ))
+            }
+            "redis" | "nats" => {}
+            other => {
+                return Err(format!(
+                    "storage.backend: unknown backend '{other}' (expected embedded, memory, noop, logging, redis or nats)"
+                ))
+            }
+        }
+        match self.storage.durability.as_str() {
+            "fsync" | "os" => Ok(()),
+            other => Err(format!(
+                "storage.durability: unknown durability '{other}' (expected fsync or os)"
+            )),
+        }
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.server.listen.parse().map_err(|e| {
+            format!(
+                "server.listen: '{}' is not an address like 127.0.0.1:7480 ({e})",
+                self.server.listen
+            )
+        })
+    }
+}
+
+/// Finds `CRMBUS_<SECTION>_<KEY>` variables: (section, key) → (variable, value).
+fn env_overrides(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<(String, String), (String, String)>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("CRMBUS_") else {
+            continue;
+        };
+        if OTHER_VARIABLES.contains(&var.as_str()) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, keys)) = SECTIONS
+            .iter()
+            .find(|(s, _)| lower.starts_with(&format!("{s}_")))
+        else {
+            continue;
+        };
+        let key = &lower[section.len() + 1..];
+        if !keys.contains(&key) {
+            return Err(ConfigError::UnknownEnvKey {
+                key: format!("{section}.{key}"),
+                var,
+            });
+        }
+        out.insert((section.to_string(), key.to_string()), (var, value));
+    }
+    Ok(out)
+}
+
+/// An environment value as TOML: a number or boolean when it reads as one, else a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_file_or_environment() {
+        let c = Config::load(None, env(&[])).expect("defaults");
+        assert_eq!(c.server.listen, "127.0.0.1:7480");
+        assert_eq!(c.storage.backend, "embedded");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./crmbus-data"));
+        assert_eq!(c.server.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn file_then_environment_overrides() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("crmbus.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:9000\"\nmax_body_bytes = 2048\n[storage]\nbackend = \"memory\"\n",
+        )
+        .expect("write");
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("CRMBUS_SERVER_MAX_BODY_BYTES", "4096"),
+                ("CRMBUS_SERVER_AUTO_CREATE_TOPICS", "true"),
+                ("CRMBUS_STORAGE_DATA_DIR", "/tmp/x"),
+                ("CRMBUS_LOG", "debug"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.server.listen, "127.0.0.1:9000");
+        assert_eq!(c.server.max_body_bytes, 4096);
+        assert!(c.server.auto_create_topics);
+        assert_eq!(c.storage.backend, "memory");
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("crmbus.toml");
+        std::fs::write(&path, "[server]\nlisten_port = 80\n").expect("write");
+        let e = Config::load(Some(&path), env(&[])).expect_err("unknown key");
+        assert!(e.to_string().contains("listen_port"), "{e}");
+
+        std::fs::write(&path, "[srever]\nlisten = \"x\"\n").expect("write");
+        let e = Config::load(Some(&path), env(&[])).expect_err("unknown section");
+        assert!(e.to_string().contains("srever"), "{e}");
+
+        let e = Config::load(None, env(&[("CRMBUS_SERVER_LISTN", "x")])).expect_err("env");
+        assert!(e.to_string().contains("server.listn"), "{e}");
+        assert!(e.to_string().contains("CRMBUS_SERVER_LISTN"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::load(None, env(&[("CRMBUS_SERVER_LISTEN", "nowhere")])).expect_err("addr");
+        assert!(e.to_string().contains("server.listen"), "{e}");
+        let e =
+            Config::load(None, env(&[("CRMBUS_SERVER_MAX_BODY_BYTES", "lots")])).expect_err("type");
+        assert!(e.to_string().contains("max_body_bytes"), "{e}");
+        let e = Config::load(None, env(&[("CRMBUS_STORAGE_BACKEND", "redis")])).expect_err("url");
+        assert!(e.to_string().contains("storage.url"), "{e}");
+        let e = Config::load(None, env(&[("CRMBUS_STORAGE_BACKEND", "kafka2")])).expect_err("kind");
+        assert!(e.to_string().contains("kafka2"), "{e}");
+    }
+}

@@ -1,0 +1,145 @@
+//! A subscription's dead-letter queue: list, show, redrive, discard (audited).
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use crmbus::delivery::DlqFilter;
+
+use crate::api::{DlqEntryView, DlqList, DlqQuery, RedriveRequest, RedriveResponse};
+use crate::app::{json_body, Shared};
+use crate::problem::{ApiError, Problem};
+use crate::subscriptions::{dlq_filter, dlq_view};
+
+/// Who an operator action is audited as: the `x-crmbus-actor` header, else `http`.
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-crmbus-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("http")
+        .to_string()
+}
+
+/// Lists dead letters, optionally filtered by type pattern, error text and time.
+#[utoipa::path(
+    get, path = "/v1/subscriptions/{name}/dlq", tag = "dead letters",
+    params(("name" = String, Path, description = "Subscription name"), DlqQuery),
+    responses(
+        (status = 200, description = "Dead letters", body = DlqList),
+        (status = 400, description = "Bad filter", body = Problem),
+        (status = 404, description = "No such subscription", body = Problem),
+    )
+)]
+pub async fn list_dlq(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    query: Result<Query<DlqQuery>, QueryRejection>,
+) -> Result<Json<DlqList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("(query)", e.body_text()))?;
+    let entries = app.subs.dead_letters(&name, dlq_filter(&q)?).await?;
+    Ok(Json(DlqList {
+        entries: entries.iter().map(dlq_view).collect(),
+    }))
+}
+
+/// Shows one dead letter: the event, attempts, last error, times.
+#[utoipa::path(
+    get, path = "/v1/subscriptions/{name}/dlq/{entry}", tag = "dead letters",
+    params(
+        ("name" = String, Path, description = "Subscription name"),
+        ("entry" = String, Path, description = "Entry id, `<partition>-<offset>`"),
+    ),
+    responses(
+        (status = 200, description = "The entry", body = DlqEntryView),
+        (status = 404, description = "No such subscription or entry", body = Problem),
+    )
+)]
+pub async fn get_dlq_entry(
+    State(app): State<Shared>,
+    Path((name, entry)): Path<(String, String)>,
+) -> Result<Json<DlqEntryView>, ApiError> {
+    let entries = app.subs.dead_letters(&name, DlqFilter::default()).await?;
+    entries
+        .iter()
+        .find(|d| d.id == entry)
+        .map(|d| Json(dlq_view(d)))
+        .ok_or_else(|| {
+            ApiError::new(
+                "dlq_entry_not_found",
+                format!("subscription '{name}' has no dead letter '{entry}'"),
+            )
+        })
+}
+
+/// Redrives dead letters — given entries, those a filter selects, or all — for delivery
+/// again; audited.
+#[utoipa::path(
+    post, path = "/v1/subscriptions/{name}/dlq/redrive", tag = "dead letters",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = RedriveRequest,
+    responses(
+        (status = 200, description = "How many were redriven", body = RedriveResponse),
+        (status = 400, description = "Not exactly one of entries, filter, all", body = Problem),
+        (status = 404, description = "No such subscription", body = Problem),
+    )
+)]
+pub async fn redrive_dlq(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RedriveResponse>, ApiError> {
+    let req: RedriveRequest = json_body(body)?;
+    let chosen = [
+        req.entries.is_some(),
+        req.filter.is_some(),
+        req.all == Some(true),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if chosen != 1 {
+        return Err(ApiError::invalid(
+            "(body)",
+            "give exactly one of entries, filter, or all: true",
+        ));
+    }
+    let filter = match &req.filter {
+        Some(q) => dlq_filter(q)?,
+        None => DlqFilter::default(),
+    };
+    let redriven = app
+        .subs
+        .redrive(&name, req.entries, filter, &actor(&headers))
+        .await?;
+    Ok(Json(RedriveResponse { redriven }))
+}
+
+/// Discards a dead letter (audited); a held key moves on.
+#[utoipa::path(
+    delete, path = "/v1/subscriptions/{name}/dlq/{entry}", tag = "dead letters",
+    params(
+        ("name" = String, Path, description = "Subscription name"),
+        ("entry" = String, Path, description = "Entry id, `<partition>-<offset>`"),
+    ),
+    responses(
+        (status = 204, description = "Discarded"),
+        (status = 404, description = "No such subscription or entry", body = Problem),
+    )
+)]
+pub async fn discard_dlq_entry(
+    State(app): State<Shared>,
+    Path((name, entry)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    if app.subs.discard(&name, &entry, &actor(&headers)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            "dlq_entry_not_found",
+            format!("subscription '{name}' has no dead letter '{entry}'"),
+        ))
+    }
+}

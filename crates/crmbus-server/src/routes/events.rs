@@ -1,0 +1,213 @@
+//! Publishing (the three CloudEvents HTTP modes, one topic or several) and reading by
+//! offset or time.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use crmbus::Receipt;
+
+use crate::api::{PublishResponse, ReadQuery, ReadResponse, ReceiptView, StoredView};
+use crate::app::{body_bytes, Shared};
+use crate::cloudevents::events_from_request;
+use crate::problem::{ApiError, Problem};
+use crate::subscriptions::parse_time;
+
+/// Default and largest `limit` of a read.
+const DEFAULT_READ_LIMIT: usize = 100;
+const MAX_READ_LIMIT: usize = 1000;
+
+async fn publish_to(
+    app: &Shared,
+    topics: Vec<String>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let body = body_bytes(body)?;
+    let events = events_from_request(headers, &body)?;
+    let started = Instant::now();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let receipts: Vec<Receipt> = app.bus.publish_batch(events, &refs).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    for topic in &topics {
+        let n = receipts
+            .iter()
+            .filter(|r| &r.topic == topic && !r.duplicate)
+            .count() as u64;
+        metrics::counter!("crmbus_published_events_total", "topic" => topic.clone()).increment(n);
+        metrics::counter!("crmbus_published_bytes_total", "topic" => topic.clone())
+            .increment(body.len() as u64);
+        metrics::histogram!("crmbus_publish_duration_seconds", "topic" => topic.clone())
+            .record(elapsed);
+    }
+    let all_duplicates = receipts.iter().all(|r| r.duplicate);
+    let status = if all_duplicates {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(PublishResponse {
+            receipts: receipts
+                .into_iter()
+                .map(|r| ReceiptView {
+                    id: r.id,
+                    topic: r.topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                    duplicate: r.duplicate,
+                })
+                .collect(),
+        }),
+    ))
+}
+
+/// Publishes events to a topic: structured (`application/cloudevents+json`), binary
+/// (`ce-*` headers), or a batch (`application/cloudevents-batch+json`, all or nothing).
+#[utoipa::path(
+    post, path = "/v1/topics/{topic}/events", tag = "events",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body(
+        description = "A structured CloudEvent, a batch (JSON array), or the data of a binary-mode event with ce-* headers",
+        content(
+            (serde_json::Value = "application/cloudevents+json"),
+            (Vec<serde_json::Value> = "application/cloudevents-batch+json"),
+            (serde_json::Value = "application/json"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Stored durably", body = PublishResponse),
+        (status = 200, description = "Every event was a duplicate: the first receipts", body = PublishResponse),
+        (status = 400, description = "Invalid event(s); every violation listed, nothing written", body = Problem),
+        (status = 404, description = "No such topic", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 415, description = "Not a CloudEvents content type", body = Problem),
+    )
+)]
+pub async fn publish(
+    State(app): State<Shared>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    publish_to(&app, vec![topic], &headers, body).await
+}
+
+/// Every value of a repeated query parameter.
+pub fn query_values(raw: Option<&str>, name: &str) -> Vec<String> {
+    raw.map(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Publishes one event (or batch) to several topics at once: `?topic=a&topic=b`.
+#[utoipa::path(
+    post, path = "/v1/events", tag = "events",
+    params(("topic" = Vec<String>, Query, description = "Target topics (repeat the parameter)")),
+    request_body(
+        description = "As for a single topic",
+        content(
+            (serde_json::Value = "application/cloudevents+json"),
+            (Vec<serde_json::Value> = "application/cloudevents-batch+json"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Stored durably in every topic", body = PublishResponse),
+        (status = 200, description = "Every event was a duplicate", body = PublishResponse),
+        (status = 400, description = "Invalid event(s) or no topic", body = Problem),
+        (status = 404, description = "A topic does not exist; nothing written", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+    )
+)]
+pub async fn publish_multi(
+    State(app): State<Shared>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let topics = query_values(query.as_deref(), "topic");
+    if topics.is_empty() {
+        return Err(ApiError::invalid(
+            "topic",
+            "name at least one topic: /v1/events?topic=a&topic=b",
+        ));
+    }
+    publish_to(&app, topics, &headers, body).await
+}
+
+/// Reads events by offset or by time, one partition or all.
+#[utoipa::path(
+    get, path = "/v1/topics/{topic}/events", tag = "events",
+    params(("topic" = String, Path, description = "Topic name"), ReadQuery),
+    responses(
+        (status = 200, description = "Events and where to continue", body = ReadResponse),
+        (status = 400, description = "Bad parameters", body = Problem),
+        (status = 404, description = "No such topic or partition", body = Problem),
+    )
+)]
+pub async fn read_events(
+    State(app): State<Shared>,
+    Path(topic): Path<String>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Json<ReadResponse>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("(query)", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_READ_LIMIT);
+    if limit == 0 || limit > MAX_READ_LIMIT {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    if q.from.is_some() && q.from_time.is_some() {
+        return Err(ApiError::invalid(
+            "from_time",
+            "give from or from_time, not both",
+        ));
+    }
+    let from_time = match &q.from_time {
+        Some(t) => Some(parse_time("from_time", t)?),
+        None => None,
+    };
+    let log = app.bus.log();
+    let info = log.describe_topic(&topic).await?;
+    let partitions: Vec<u32> = match q.partition {
+        Some(p) if p >= info.partitions => {
+            return Err(crmbus::LogError::PartitionNotFound {
+                topic,
+                partition: p,
+            }
+            .into())
+        }
+        Some(p) => vec![p],
+        None => (0..info.partitions).collect(),
+    };
+    let mut events = Vec::new();
+    let mut next = BTreeMap::new();
+    for p in partitions {
+        let from = match from_time {
+            Some(t) => log.offset_for_time(&topic, p, t).await?,
+            None => q.from.unwrap_or(0),
+        };
+        let room = limit - events.len();
+        let mut cursor = from;
+        if room > 0 {
+            for s in log.read(&topic, p, from, room).await? {
+                cursor = s.offset + 1;
+                events.push(StoredView {
+                    partition: s.partition,
+                    offset: s.offset,
+                    appended_at: s.timestamp.to_rfc3339(),
+                    event: s.event.to_json_value(),
+                });
+            }
+        }
+        next.insert(p.to_string(), cursor);
+    }
+    Ok(Json(ReadResponse { events, next }))
+}

@@ -1,0 +1,318 @@
+//! Live streams of a topic: Server-Sent Events (resumable with `Last-Event-ID`) and
+//! WebSocket, both with a subscription's filter.
+//!
+//! Query parameters (both): `type` (a type pattern, repeatable), `filter` (a subscription
+//! filter as JSON), `from` (`latest` — the default —, `earliest`, or an RFC 3339 time) and
+//! `last_event_id` (as the header). Each message is `{partition, offset, appended_at,
+//! event}`; its SSE `id` is `<partition>-<offset>`.
+//!
+//! Resuming from `p-o` continues partition `p` after `o` exactly, and the other partitions
+//! from one second before that event was appended (a live stream is at least once: a
+//! client dedupes by event id). A client that cannot take events for
+//! [`SLOW_CLIENT_TIMEOUT`] while `server.stream_buffer` of them wait is disconnected with
+//! the reason; nothing is buffered without bound.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use crmbus::delivery::Filter;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::api::StoredView;
+use crate::app::Shared;
+use crate::problem::{ApiError, Problem};
+use crate::routes::events::query_values;
+use crate::subscriptions::parse_time;
+
+/// How long a live client may take no events while its buffer is full.
+pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events read per partition per round.
+const READ_BATCH: usize = 256;
+
+/// Reads a topic from a cursor per partition, waiting for new events.
+struct LiveReader {
+    app: Shared,
+    topic: String,
+    filter: Filter,
+    cursors: Vec<u64>,
+}
+
+impl LiveReader {
+    async fn open(
+        app: Shared,
+        topic: String,
+        query: Option<&str>,
+        last_event_id: Option<String>,
+    ) -> Result<LiveReader, ApiError> {
+        let log = app.bus.log();
+        let info = log.describe_topic(&topic).await?;
+        let mut filter = match query_values(query, "filter").first() {
+            Some(json) => serde_json::from_str::<Filter>(json)
+                .map_err(|e| ApiError::invalid("filter", e.to_string()))?,
+            None => Filter::default(),
+        };
+        filter.types.extend(query_values(query, "type"));
+        let from = query_values(query, "from").into_iter().next();
+        let mut cursors = Vec::with_capacity(info.partition_info.len());
+        for p in &info.partition_info {
+            cursors.push(match from.as_deref() {
+                None | Some("latest") => p.next_offset,
+                Some("earliest") => p.first_offset,
+                Some(t) => {
+                    log.offset_for_time(&topic, p.partition, parse_time("from", t)?)
+                        .await?
+                }
+            });
+        }
+        let last =
+            last_event_id.or_else(|| query_values(query, "last_event_id").into_iter().next());
+        if let Some(last) = last {
+            let (p, o) = last
+                .split_once('-')
+                .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)))
+                .filter(|(p, _)| *p < info.partitions)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "Last-Event-ID",
+                        format!("'{last}' is not <partition>-<offset> of this topic"),
+                    )
+                })?;
+            let at = log.read(&topic, p, o, 1).await?;
+            let since = at
+                .first()
+                .filter(|s| s.offset == o)
+                .map(|s| s.timestamp - chrono::Duration::seconds(1));
+            for (i, part) in info.partition_info.iter().enumerate() {
+                cursors[i] = if part.partition == p {
+                    o + 1
+                } else if let Some(t) = since {
+                    log.offset_for_time(&topic, part.partition, t).await?
+                } else {
+                    part.first_offset
+                };
+            }
+        }
+        Ok(LiveReader {
+            app,
+            topic,
+            filter,
+            cursors,
+        })
+    }
+
+    /// The next events, waiting for a publish (or polling every half second) when there
+    /// are none. `None` when the server stops.
+    async fn next(&mut self) -> Option<Result<Vec<StoredView>, ApiError>> {
+        let signal = self.app.bus.published_signal();
+        let mut stopping = self.app.stopping.clone();
+        loop {
+            if *stopping.borrow() {
+                return None;
+            }
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let mut out = Vec::new();
+            for (p, cursor) in self.cursors.iter_mut().enumerate() {
+                let read = self
+                    .app
+                    .bus
+                    .log()
+                    .read(&self.topic, p as u32, *cursor, READ_BATCH)
+                    .await;
+                let events = match read {
+                    Ok(e) => e,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                for s in events {
+                    *cursor = s.offset + 1;
+                    if self.filter.matches(&s.event) {
+                        out.push(StoredView {
+                            partition: s.partition,
+                            offset: s.offset,
+                            appended_at: s.timestamp.to_rfc3339(),
+                            event: s.event.to_json_value(),
+                        });
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Some(Ok(out));
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stopping.wait_for(|s| *s) => return None,
+            }
+        }
+    }
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Streams a topic's events as Server-Sent Events.
+#[utoipa::path(
+    get, path = "/v1/topics/{topic}/stream", tag = "live",
+    params(
+        ("topic" = String, Path, description = "Topic name"),
+        ("type" = Option<Vec<String>>, Query, description = "Type patterns (repeatable)"),
+        ("filter" = Option<String>, Query, description = "A subscription filter as JSON"),
+        ("from" = Option<String>, Query, description = "latest (default), earliest, or an RFC 3339 time"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after <partition>-<offset> (or the Last-Event-ID header)"),
+    ),
+    responses(
+        (status = 200, description = "An event stream; each id is <partition>-<offset>", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Bad filter, from or Last-Event-ID", body = Problem),
+        (status = 404, description = "No such topic", body = Problem),
+    )
+)]
+pub async fn stream_sse(
+    State(app): State<Shared>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let buffer = app.config.server.stream_buffer;
+    let mut reader =
+        LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers)).await?;
+    let (tx, rx) = mpsc::channel::<SseEvent>(buffer);
+    tokio::spawn(async move {
+        while let Some(batch) = reader.next().await {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx
+                        .send(SseEvent::default().event("error").data(e.detail))
+                        .await;
+                    return;
+                }
+            };
+            for view in batch {
+                let id = format!("{}-{}", view.partition, view.offset);
+                let data = serde_json::to_string(&view).unwrap_or_default();
+                let ev = SseEvent::default().id(id).data(data);
+                match tx.send_timeout(ev, SLOW_CLIENT_TIMEOUT).await {
+                    Ok(()) => {}
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        tracing::warn!("disconnecting a live stream client that fell behind");
+                        metrics::counter!("crmbus_live_slow_disconnects_total").increment(1);
+                        // The reason goes after what the client already has queued.
+                        let reason = SseEvent::default().event("error").data(format!(
+                            "disconnected: the client fell more than {buffer} events behind for {} s",
+                            SLOW_CLIENT_TIMEOUT.as_secs()
+                        ));
+                        let _ = tx.send_timeout(reason, SLOW_CLIENT_TIMEOUT).await;
+                        return;
+                    }
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Streams a topic's events over a WebSocket (one JSON text message per event).
+#[utoipa::path(
+    get, path = "/v1/topics/{topic}/ws", tag = "live",
+    params(
+        ("topic" = String, Path, description = "Topic name"),
+        ("type" = Option<Vec<String>>, Query, description = "Type patterns (repeatable)"),
+        ("filter" = Option<String>, Query, description = "A subscription filter as JSON"),
+        ("from" = Option<String>, Query, description = "latest (default), earliest, or an RFC 3339 time"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after <partition>-<offset>"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Bad filter or not a WebSocket request", body = Problem),
+        (status = 404, description = "No such topic", body = Problem),
+    )
+)]
+pub async fn stream_ws(
+    State(app): State<Shared>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let reader = LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers)).await?;
+    let upgrade = upgrade.map_err(|e| ApiError::invalid("(upgrade)", e.body_text()))?;
+    Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, reader)))
+}
+
+async fn serve_ws(socket: WebSocket, mut reader: LiveReader) {
+    let (mut sink, mut incoming) = socket.split();
+    // The client's side: only a close (or the connection ending) matters.
+    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = incoming.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+        let _ = gone_tx.send(());
+    });
+    loop {
+        let batch = tokio::select! {
+            b = reader.next() => b,
+            _ = &mut gone => return,
+        };
+        let Some(batch) = batch else {
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1001,
+                    reason: "server shutting down".into(),
+                })))
+                .await;
+            return;
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1011,
+                        reason: e.detail.into(),
+                    })))
+                    .await;
+                return;
+            }
+        };
+        for view in batch {
+            let text = serde_json::to_string(&view).unwrap_or_default();
+            match tokio::time::timeout(SLOW_CLIENT_TIMEOUT, sink.send(Message::Text(text.into())))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!("disconnecting a WebSocket client that fell behind");
+                    metrics::counter!("crmbus_live_slow_disconnects_total").increment(1);
+                    let close = sink.send(Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: "client too slow: it took no events for 5 s".into(),
+                    })));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The HTTP handlers, a file per group of routes.
+
+pub mod dlq;
+pub mod events;
+pub mod live;
+pub mod ops;
+pub mod subscriptions;
+pub mod topics;

@@ -1,0 +1,105 @@
+//! Operations: liveness, readiness, Prometheus metrics, the OpenAPI document, and the
+//! problem answer for unknown routes.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::api::Health;
+use crate::app::Shared;
+use crate::openapi::ApiDoc;
+use crate::problem::ApiError;
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub async fn healthz(State(app): State<Shared>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        backend: app.bus.log().backend_name().into(),
+    })
+}
+
+/// Readiness: the log is open and answers, and the state store takes a write.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready: stopping, or the storage fails", body = Health),
+    )
+)]
+pub async fn readyz(State(app): State<Shared>) -> Response {
+    let backend = app.bus.log().backend_name().to_string();
+    let not_ready = |status: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status,
+                backend: backend.clone(),
+            }),
+        )
+            .into_response()
+    };
+    if *app.stopping.borrow() {
+        return not_ready("stopping".into());
+    }
+    if let Err(e) = app.bus.log().list_topics().await {
+        return not_ready(format!("log: {e}"));
+    }
+    let stamp = chrono::Utc::now().to_rfc3339().into_bytes();
+    if let Err(e) = app.bus.state().put("server/readyz", "probe", stamp).await {
+        return not_ready(format!("state store: {e}"));
+    }
+    (
+        StatusCode::OK,
+        Json(Health {
+            status: "ok".into(),
+            backend: backend.clone(),
+        }),
+    )
+        .into_response()
+}
+
+/// Metrics in the Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+pub async fn metrics() -> Response {
+    match crate::metrics::render() {
+        Some(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        None => ApiError::new(
+            "unavailable",
+            "another metrics recorder was installed in this process",
+        )
+        .into_response(),
+    }
+}
+
+/// The OpenAPI 3.1 document of this API, generated from the code.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object))
+)]
+pub async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Unknown routes: a problem document.
+pub async fn not_found() -> ApiError {
+    ApiError::new("not_found", "no such route; see /openapi.json")
+}

@@ -1,0 +1,255 @@
+//! Pull subscriptions: create, list, show, delete, pull, ack, nack, seek.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use crmbus::delivery::SeekTo;
+use serde_json::Value;
+
+use crate::api::{
+    AckRequest, AckResponse, CreateSubscriptionRequest, DeliveryView, NackRequest, PullRequest,
+    PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
+};
+use crate::app::{json_body, Shared};
+use crate::problem::{ApiError, Problem};
+use crate::subscriptions::parse_time;
+
+/// Largest `max_events` and `wait_ms` of a pull.
+const MAX_PULL_EVENTS: usize = 1000;
+const MAX_WAIT_MS: u64 = 30_000;
+
+/// Creates a pull subscription (a consumer group) on a topic.
+#[utoipa::path(
+    post, path = "/v1/topics/{topic}/subscriptions", tag = "subscriptions",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body = CreateSubscriptionRequest,
+    responses(
+        (status = 201, description = "Created and running", body = SubscriptionView),
+        (status = 400, description = "Invalid field", body = Problem),
+        (status = 404, description = "No such topic", body = Problem),
+        (status = 409, description = "A subscription of that name exists", body = Problem),
+    )
+)]
+pub async fn create_subscription(
+    State(app): State<Shared>,
+    Path(topic): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
+    let req: CreateSubscriptionRequest = json_body(body)?;
+    let view = app.subs.create(&topic, req).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Lists every subscription with its status.
+#[utoipa::path(
+    get, path = "/v1/subscriptions", tag = "subscriptions",
+    responses((status = 200, description = "Every subscription", body = SubscriptionList))
+)]
+pub async fn list_subscriptions(
+    State(app): State<Shared>,
+) -> Result<Json<SubscriptionList>, ApiError> {
+    Ok(Json(SubscriptionList {
+        subscriptions: app.subs.list().await?,
+    }))
+}
+
+/// Shows a subscription: configuration, lag per partition, in flight, parked keys, DLQ size.
+#[utoipa::path(
+    get, path = "/v1/subscriptions/{name}", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionView),
+        (status = 404, description = "No such subscription", body = Problem),
+    )
+)]
+pub async fn get_subscription(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    Ok(Json(app.subs.get(&name).await?))
+}
+
+/// Deletes a subscription and its state (retry schedule, dead letters).
+#[utoipa::path(
+    delete, path = "/v1/subscriptions/{name}", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such subscription", body = Problem),
+    )
+)]
+pub async fn delete_subscription(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.subs.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pulls deliveries, each leased for the subscription's `ack_timeout_ms`; waits up to
+/// `wait_ms` for the first (long poll).
+#[utoipa::path(
+    post, path = "/v1/subscriptions/{name}/pull", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = PullRequest,
+    responses(
+        (status = 200, description = "Deliveries (possibly none)", body = PullResponse),
+        (status = 400, description = "Invalid field", body = Problem),
+        (status = 404, description = "No such subscription", body = Problem),
+    )
+)]
+pub async fn pull(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PullResponse>, ApiError> {
+    let req: PullRequest = json_body(body)?;
+    let max = req.max_events.unwrap_or(10);
+    if max == 0 || max > MAX_PULL_EVENTS {
+        return Err(ApiError::invalid(
+            "max_events",
+            "must be between 1 and 1000",
+        ));
+    }
+    let wait = req.wait_ms.unwrap_or(0);
+    if wait > MAX_WAIT_MS {
+        return Err(ApiError::invalid("wait_ms", "must be at most 30000"));
+    }
+    let queue = app.subs.queue(&name).await?;
+    let mut stopping = app.stopping.clone();
+    let leased = tokio::select! {
+        l = queue.pull(max, Duration::from_millis(wait)) => l,
+        _ = stopping.wait_for(|s| *s) => Vec::new(),
+    };
+    Ok(Json(PullResponse {
+        deliveries: leased
+            .into_iter()
+            .map(|l| DeliveryView {
+                ack_id: l.ack_id,
+                attempt: l.delivery.attempt,
+                partition: l.delivery.partition,
+                offset: l.delivery.offset,
+                event: l.delivery.event.to_json_value(),
+            })
+            .collect(),
+    }))
+}
+
+/// Acknowledges deliveries.
+#[utoipa::path(
+    post, path = "/v1/subscriptions/{name}/ack", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = AckRequest,
+    responses(
+        (status = 200, description = "Settled, and the ids that were not leased", body = AckResponse),
+        (status = 400, description = "Invalid body", body = Problem),
+        (status = 404, description = "No such subscription", body = Problem),
+    )
+)]
+pub async fn ack(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AckResponse>, ApiError> {
+    let req: AckRequest = json_body(body)?;
+    let queue = app.subs.queue(&name).await?;
+    let unknown = queue.ack(&req.ack_ids);
+    Ok(Json(AckResponse {
+        settled: req.ack_ids.len() - unknown.len(),
+        unknown,
+    }))
+}
+
+/// Rejects deliveries: each is delivered again after `delay_ms` (or the retry backoff),
+/// as a new attempt; when attempts run out it goes to the DLQ with `error`.
+#[utoipa::path(
+    post, path = "/v1/subscriptions/{name}/nack", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = NackRequest,
+    responses(
+        (status = 200, description = "Settled, and the ids that were not leased", body = AckResponse),
+        (status = 400, description = "Invalid body", body = Problem),
+        (status = 404, description = "No such subscription", body = Problem),
+    )
+)]
+pub async fn nack(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AckResponse>, ApiError> {
+    let req: NackRequest = json_body(body)?;
+    let queue = app.subs.queue(&name).await?;
+    let error = req.error.as_deref().unwrap_or("nacked by the client");
+    let unknown = queue.nack(&req.ack_ids, req.delay_ms.map(Duration::from_millis), error);
+    Ok(Json(AckResponse {
+        settled: req.ack_ids.len() - unknown.len(),
+        unknown,
+    }))
+}
+
+/// Reads the `to` of a seek request.
+pub fn seek_target(to: &Value) -> Result<SeekTo, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "to",
+            "must be \"earliest\", \"latest\", {\"time\": \"<RFC 3339>\"} or {\"offsets\": {\"<partition>\": <offset>}}",
+        )
+    };
+    match to {
+        Value::String(s) if s == "earliest" => Ok(SeekTo::Earliest),
+        Value::String(s) if s == "latest" => Ok(SeekTo::Latest),
+        Value::Object(m) if m.len() == 1 => {
+            if let Some(t) = m.get("time") {
+                let t = t.as_str().ok_or_else(bad)?;
+                return Ok(SeekTo::Time(parse_time("to.time", t)?));
+            }
+            let offsets = m
+                .get("offsets")
+                .and_then(Value::as_object)
+                .ok_or_else(bad)?;
+            let mut out = BTreeMap::new();
+            for (p, o) in offsets {
+                let p: u32 = p.parse().map_err(|_| {
+                    ApiError::invalid("to.offsets", format!("'{p}' is not a partition number"))
+                })?;
+                let o = o.as_u64().ok_or_else(|| {
+                    ApiError::invalid(
+                        &format!("to.offsets.{p}"),
+                        "must be an offset (integer ≥ 0)",
+                    )
+                })?;
+                out.insert(p, o);
+            }
+            Ok(SeekTo::Offsets(out))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Moves the subscription's cursor (replay or skip): to the earliest or latest event, to
+/// a time, or to offsets. Leased deliveries are released.
+#[utoipa::path(
+    post, path = "/v1/subscriptions/{name}/seek", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = SeekRequest,
+    responses(
+        (status = 200, description = "The new cursor", body = SeekResponse),
+        (status = 400, description = "Invalid target", body = Problem),
+        (status = 404, description = "No such subscription or partition", body = Problem),
+    )
+)]
+pub async fn seek(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SeekResponse>, ApiError> {
+    let req: SeekRequest = json_body(body)?;
+    let to = seek_target(&req.to)?;
+    let partitions = app.subs.seek(&name, to).await?;
+    Ok(Json(SeekResponse { partitions }))
+}

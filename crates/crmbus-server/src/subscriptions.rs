@@ -1,0 +1,537 @@
+//! The server's pull subscriptions: their definitions, kept in the backend's state store
+//! so they survive restarts, and the running engine and pull queue of each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crmbus::delivery::{
+    seek_group, DeadLetter, DlqFilter, Filter, OnExhausted, Ordering, RetryPolicy, SeekTo, StartAt,
+    SubscribeOptions, Subscription,
+};
+use crmbus::{EventBus, LogError};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::api::{
+    CreateSubscriptionRequest, CursorView, DlqEntryView, DlqQuery, RetryBody, SubscriptionStatus,
+    SubscriptionView,
+};
+use crate::problem::ApiError;
+use crate::pull::PullQueue;
+
+/// State-store namespace of the subscription definitions.
+const NAMESPACE: &str = "server/subscriptions";
+/// Default lease of a pulled delivery.
+pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
+/// Default deliveries queued or leased at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+
+struct Running {
+    topic: String,
+    config: CreateSubscriptionRequest,
+    options: SubscribeOptions,
+    sub: Option<Subscription>,
+    queue: Arc<PullQueue>,
+}
+
+/// Every pull subscription of the server.
+pub struct Subscriptions {
+    bus: EventBus,
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        "subscription_not_found",
+        format!("subscription '{name}' does not exist"),
+    )
+}
+
+/// Parses an RFC 3339 time of field `field`.
+pub fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| ApiError::invalid(field, format!("'{text}' is not an RFC 3339 time ({e})")))
+}
+
+fn rfc3339_us(us: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339()
+}
+
+/// The options a request asks for, every field checked (errors name the field).
+fn options_from(req: &CreateSubscriptionRequest) -> Result<SubscribeOptions, ApiError> {
+    crmbus::log::validate_topic_name(&req.name)
+        .map_err(|_| ApiError::invalid("name", "must be 1–200 characters of A–Z a–z 0–9 . _ -"))?;
+    let mut o = SubscribeOptions::default();
+    if let Some(f) = &req.filter {
+        o.filter = serde_json::from_value::<Filter>(f.clone())
+            .map_err(|e| ApiError::invalid("filter", e.to_string()))?;
+    }
+    o.start = match &req.start {
+        None => StartAt::Earliest,
+        Some(Value::String(s)) if s == "earliest" => StartAt::Earliest,
+        Some(Value::String(s)) if s == "latest" => StartAt::Latest,
+        Some(Value::Object(m)) if m.len() == 1 && m.contains_key("time") => {
+            let t = m.get("time").and_then(Value::as_str).unwrap_or("");
+            StartAt::Time(parse_time("start.time", t)?.timestamp_micros())
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "start",
+                "must be \"earliest\", \"latest\" or {\"time\": \"<RFC 3339>\"}",
+            ))
+        }
+    };
+    o.ordering = match req.ordering.as_deref() {
+        None | Some("key") => Ordering::Key,
+        Some("none") => Ordering::None,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "ordering",
+                format!("'{other}' is not key or none"),
+            ))
+        }
+    };
+    o.on_exhausted = match req.on_exhausted.as_deref() {
+        None | Some("skip") => OnExhausted::Skip,
+        Some("hold") => OnExhausted::Hold,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "on_exhausted",
+                format!("'{other}' is not skip or hold"),
+            ))
+        }
+    };
+    if let Some(r) = &req.retry {
+        o.retry = retry_from(r)?;
+    }
+    o.max_in_flight = req.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if o.max_in_flight == 0 || o.max_in_flight > 10_000 {
+        return Err(ApiError::invalid(
+            "max_in_flight",
+            "must be between 1 and 10000",
+        ));
+    }
+    let ack = req.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS);
+    if ack == 0 || ack > 3_600_000 {
+        return Err(ApiError::invalid(
+            "ack_timeout_ms",
+            "must be between 1 and 3600000",
+        ));
+    }
+    Ok(o)
+}
+
+fn retry_from(r: &RetryBody) -> Result<RetryPolicy, ApiError> {
+    let mut p = RetryPolicy::default();
+    if let Some(n) = r.max_attempts {
+        if n == 0 {
+            return Err(ApiError::invalid(
+                "retry.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        p.max_attempts = n;
+    }
+    if let Some(ms) = r.initial_backoff_ms {
+        p.initial_backoff = Duration::from_millis(ms);
+    }
+    if let Some(ms) = r.max_backoff_ms {
+        p.max_backoff = Duration::from_millis(ms);
+    }
+    if let Some(m) = r.multiplier {
+        if !(1.0..=100.0).contains(&m) {
+            return Err(ApiError::invalid(
+                "retry.multiplier",
+                "must be between 1 and 100",
+            ));
+        }
+        p.multiplier = m;
+    }
+    if let Some(ms) = r.max_age_ms {
+        p.max_age = Some(Duration::from_millis(ms));
+    }
+    if p.max_backoff < p.initial_backoff {
+        return Err(ApiError::invalid(
+            "retry.max_backoff_ms",
+            "must be at least initial_backoff_ms",
+        ));
+    }
+    Ok(p)
+}
+
+/// A [`DlqFilter`] from query parameters.
+pub fn dlq_filter(q: &DlqQuery) -> Result<DlqFilter, ApiError> {
+    Ok(DlqFilter {
+        ty: q.ty.clone(),
+        error: q.error.clone(),
+        since_us: match &q.since {
+            Some(t) => Some(parse_time("since", t)?.timestamp_micros()),
+            None => None,
+        },
+        until_us: match &q.until {
+            Some(t) => Some(parse_time("until", t)?.timestamp_micros()),
+            None => None,
+        },
+    })
+}
+
+/// A dead letter as the API shows it.
+pub fn dlq_view(d: &DeadLetter) -> DlqEntryView {
+    DlqEntryView {
+        id: d.id.clone(),
+        partition: d.partition,
+        offset: d.offset,
+        key: d.key.clone(),
+        attempts: d.attempts,
+        first_failure: rfc3339_us(d.first_failure_us),
+        last_failure: rfc3339_us(d.last_failure_us),
+        last_error: d.last_error.clone(),
+        held: d.held,
+        redriving: d.redriving,
+        event: d.event.to_json_value(),
+    }
+}
+
+fn stopped(name: &str) -> ApiError {
+    ApiError::new(
+        "unavailable",
+        format!("subscription '{name}' is not running (its topic may have been deleted)"),
+    )
+}
+
+impl Subscriptions {
+    /// The subscriptions of `bus`, none running yet; see [`Subscriptions::start_saved`].
+    pub fn new(bus: EventBus) -> Subscriptions {
+        Subscriptions {
+            bus,
+            running: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    async fn start(&self, topic: &str, name: &str, r: &mut Running) -> Result<(), ApiError> {
+        let ack = Duration::from_millis(r.config.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS));
+        r.queue = PullQueue::new(r.options.max_in_flight, ack);
+        let sub = self
+            .bus
+            .subscribe(topic, name, r.queue.handler(), r.options.clone())
+            .await?;
+        r.sub = Some(sub);
+        Ok(())
+    }
+
+    /// Starts every saved subscription (at server start). One whose topic is gone stays
+    /// listed, not running, with a warning.
+    pub async fn start_saved(&self) -> Result<usize, LogError> {
+        let saved = self.bus.state().scan(NAMESPACE, "").await?;
+        let mut running = self.running.lock().await;
+        for (name, bytes) in saved {
+            let (topic, config) = match saved_subscription(&bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(subscription = %name, error = %e, "cannot read a saved subscription");
+                    continue;
+                }
+            };
+            let options = match options_from(&config) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(subscription = %name, error = %e.detail, "saved subscription is invalid");
+                    continue;
+                }
+            };
+            let mut r = Running {
+                topic: topic.clone(),
+                config,
+                options,
+                sub: None,
+                queue: PullQueue::new(1, Duration::from_secs(1)),
+            };
+            if let Err(e) = self.start(&topic, &name, &mut r).await {
+                tracing::warn!(subscription = %name, topic = %topic, error = %e.detail, "saved subscription not started");
+            }
+            running.insert(name, r);
+        }
+        Ok(running.len())
+    }
+
+    /// Creates and starts a subscription on `topic`.
+    pub async fn create(
+        &self,
+        topic: &str,
+        mut req: CreateSubscriptionRequest,
+    ) -> Result<SubscriptionView, ApiError> {
+        let options = options_from(&req)?;
+        req.ack_timeout_ms = Some(req.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS));
+        req.max_in_flight = Some(options.max_in_flight);
+        let name = req.name.clone();
+        let mut running = self.running.lock().await;
+        if running.contains_key(&name) {
+            return Err(ApiError::new(
+                "subscription_exists",
+                format!("subscription '{name}' already exists"),
+            ));
+        }
+        self.bus.log().describe_topic(topic).await?;
+        // A group of this name may have left offsets behind (a deleted subscription):
+        // place the cursor where this one asks to start.
+        let to = match options.start {
+            StartAt::Earliest => SeekTo::Earliest,
+            StartAt::Latest => SeekTo::Latest,
+            StartAt::Time(us) => {
+                SeekTo::Time(DateTime::from_timestamp_micros(us).unwrap_or_default())
+            }
+        };
+        seek_group(
+            self.bus.log().as_ref(),
+            self.bus.state().as_ref(),
+            topic,
+            &name,
+            &to,
+        )
+        .await?;
+        let mut r = Running {
+            topic: topic.to_string(),
+            config: req.clone(),
+            options,
+            sub: None,
+            queue: PullQueue::new(1, Duration::from_secs(1)),
+        };
+        self.start(topic, &name, &mut r).await?;
+        let mut saved = serde_json::to_value(&req).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut saved {
+            m.insert("topic".into(), Value::String(topic.to_string()));
+        }
+        let bytes = serde_json::to_vec(&saved).unwrap_or_default();
+        if let Err(e) = self.bus.state().put(NAMESPACE, &name, bytes).await {
+            if let Some(sub) = r.sub.take() {
+                let _ = sub.unsubscribe().await;
+            }
+            return Err(e.into());
+        }
+        let view = self.view(&name, &r).await?;
+        running.insert(name, r);
+        Ok(view)
+    }
+
+    async fn view(&self, name: &str, r: &Running) -> Result<SubscriptionView, ApiError> {
+        let info = self.bus.log().describe_topic(&r.topic).await.ok();
+        let (stats, dlq_size) = match &r.sub {
+            Some(sub) => (
+                Some(sub.stats().await?),
+                sub.dead_letters(DlqFilter::default()).await?.len() as u64,
+            ),
+            None => (None, 0),
+        };
+        let mut partitions = Vec::new();
+        if let Some(info) = &info {
+            for p in &info.partition_info {
+                let committed = match &stats {
+                    Some(s) => s.committed.get(p.partition as usize).copied().unwrap_or(0),
+                    None => self
+                        .bus
+                        .log()
+                        .committed_offset(name, &r.topic, p.partition)
+                        .await?
+                        .unwrap_or(p.first_offset),
+                };
+                partitions.push(CursorView {
+                    partition: p.partition,
+                    committed,
+                    next_offset: p.next_offset,
+                    lag: p.next_offset.saturating_sub(committed),
+                });
+            }
+        }
+        let s = stats.unwrap_or_default();
+        Ok(SubscriptionView {
+            name: name.to_string(),
+            topic: r.topic.clone(),
+            config: r.config.clone(),
+            status: SubscriptionStatus {
+                lag: partitions.iter().map(|c| c.lag).sum(),
+                partitions,
+                in_flight: s.in_flight,
+                leased: r.queue.leased() as u64,
+                parked_keys: s.parked_keys,
+                dlq_size,
+                delivered: s.delivered,
+                acked: s.acked,
+                retried: s.retried,
+                dead_lettered: s.dead_lettered,
+            },
+        })
+    }
+
+    /// One subscription.
+    pub async fn get(&self, name: &str) -> Result<SubscriptionView, ApiError> {
+        let running = self.running.lock().await;
+        let r = running.get(name).ok_or_else(|| not_found(name))?;
+        self.view(name, r).await
+    }
+
+    /// Every subscription.
+    pub async fn list(&self) -> Result<Vec<SubscriptionView>, ApiError> {
+        let running = self.running.lock().await;
+        let mut out = Vec::with_capacity(running.len());
+        for (name, r) in running.iter() {
+            out.push(self.view(name, r).await?);
+        }
+        Ok(out)
+    }
+
+    async fn stop(r: &mut Running) -> Result<(), ApiError> {
+        if let Some(sub) = r.sub.take() {
+            let stop = tokio::spawn(sub.unsubscribe());
+            r.queue.close().await;
+            match stop.await {
+                Ok(result) => result?,
+                Err(e) => return Err(ApiError::new("internal", e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops and deletes a subscription with its state (retry schedule, dead letters).
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let mut running = self.running.lock().await;
+        let mut r = running.remove(name).ok_or_else(|| not_found(name))?;
+        Self::stop(&mut r).await?;
+        let state = self.bus.state();
+        let mut ops = vec![crmbus::StateOp::Delete {
+            namespace: NAMESPACE.to_string(),
+            key: name.to_string(),
+        }];
+        for kind in ["retry", "done", "dlq", "dedupe"] {
+            let ns = crmbus::delivery::engine::state_namespace(&r.topic, name, kind);
+            for (key, _) in state.scan(&ns, "").await? {
+                ops.push(crmbus::StateOp::Delete {
+                    namespace: ns.clone(),
+                    key,
+                });
+            }
+        }
+        state.apply(ops).await?;
+        Ok(())
+    }
+
+    /// Stops every subscription (server shutdown): leased deliveries are released to be
+    /// delivered again next time, state is persisted and offsets committed.
+    pub async fn stop_all(&self) {
+        let mut running = self.running.lock().await;
+        for (name, r) in running.iter_mut() {
+            if let Err(e) = Self::stop(r).await {
+                tracing::warn!(subscription = %name, error = %e.detail, "stopping subscription");
+            }
+        }
+    }
+
+    /// The pull queue of a running subscription.
+    pub async fn queue(&self, name: &str) -> Result<Arc<PullQueue>, ApiError> {
+        let running = self.running.lock().await;
+        let r = running.get(name).ok_or_else(|| not_found(name))?;
+        if r.sub.is_none() {
+            return Err(stopped(name));
+        }
+        Ok(Arc::clone(&r.queue))
+    }
+
+    /// Moves the subscription's cursor; leased deliveries are released.
+    pub async fn seek(&self, name: &str, to: SeekTo) -> Result<Vec<CursorView>, ApiError> {
+        let mut running = self.running.lock().await;
+        let r = running.get_mut(name).ok_or_else(|| not_found(name))?;
+        Self::stop(r).await?;
+        let topic = r.topic.clone();
+        let result = seek_group(
+            self.bus.log().as_ref(),
+            self.bus.state().as_ref(),
+            &topic,
+            name,
+            &to,
+        )
+        .await;
+        // Start again whatever the seek did, so a bad request does not stop delivery.
+        let restarted = self.start(&topic, name, r).await;
+        let positions = result?;
+        restarted?;
+        let info = self.bus.log().describe_topic(&topic).await?;
+        Ok(info
+            .partition_info
+            .iter()
+            .zip(positions)
+            .map(|(p, committed)| CursorView {
+                partition: p.partition,
+                committed,
+                next_offset: p.next_offset,
+                lag: p.next_offset.saturating_sub(committed),
+            })
+            .collect())
+    }
+
+    async fn with_sub<T>(
+        &self,
+        name: &str,
+        f: impl AsyncFnOnce(&Subscription) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let running = self.running.lock().await;
+        let r = running.get(name).ok_or_else(|| not_found(name))?;
+        let sub = r.sub.as_ref().ok_or_else(|| stopped(name))?;
+        f(sub).await
+    }
+
+    /// Dead letters matching `filter`.
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        filter: DlqFilter,
+    ) -> Result<Vec<DeadLetter>, ApiError> {
+        self.with_sub(name, async |s| Ok(s.dead_letters(filter).await?))
+            .await
+    }
+
+    /// Redrives dead letters, audited as `who`.
+    pub async fn redrive(
+        &self,
+        name: &str,
+        ids: Option<Vec<String>>,
+        filter: DlqFilter,
+        who: &str,
+    ) -> Result<usize, ApiError> {
+        self.with_sub(name, async |s| Ok(s.redrive(ids, filter, who).await?))
+            .await
+    }
+
+    /// Discards a dead letter, audited as `who`; false if there is no such entry.
+    pub async fn discard(&self, name: &str, id: &str, who: &str) -> Result<bool, ApiError> {
+        self.with_sub(name, async |s| Ok(s.discard(id, who).await?))
+            .await
+    }
+
+    /// Subscriptions on `topic` (to stop them when the topic is deleted).
+    pub async fn stop_topic(&self, topic: &str) {
+        let mut running = self.running.lock().await;
+        for (name, r) in running.iter_mut().filter(|(_, r)| r.topic == topic) {
+            if let Err(e) = Self::stop(r).await {
+                tracing::warn!(subscription = %name, error = %e.detail, "stopping subscription");
+            }
+        }
+    }
+}
+
+/// A saved subscription: its topic and the request it was created with.
+fn saved_subscription(bytes: &[u8]) -> Result<(String, CreateSubscriptionRequest), String> {
+    let mut v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let topic = match &mut v {
+        Value::Object(m) => match m.remove("topic") {
+            Some(Value::String(t)) => t,
+            _ => return Err("no topic".into()),
+        },
+        _ => return Err("not an object".into()),
+    };
+    let config = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    Ok((topic, config))
+}
