@@ -2,6 +2,7 @@
 //! log, with optional taps beside it — and the optional process-wide default bus behind
 //! [`publish_event`] for code that wants the seed's `publish_event(...)` style.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
@@ -12,9 +13,10 @@ use crate::delivery::{Engine, Handler, SubscribeOptions, Subscription};
 use crate::state::{MemoryStateStore, StateStore};
 
 use crate::error::LogError;
-use crate::event::Event;
+use crate::event::{Event, InvalidEvent, Violation};
 use crate::log::{EventLog, Receipt, TopicSpec};
 use crate::memory::MemoryLog;
+use crate::validate::PublishValidator;
 
 /// An error from the bus.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,11 @@ pub enum BusError {
     /// [`publish_event`] was called before [`set_event_bus`].
     #[error("no default event bus is set (call crmbus::set_event_bus first)")]
     NoDefaultBus,
+    /// The bus's [`PublishValidator`] rejected events (every violation is listed; in a
+    /// batch of several events each attribute is prefixed `events[i].`); nothing was
+    /// written.
+    #[error("rejected by validation: {0}")]
+    Validation(InvalidEvent),
 }
 
 impl BusError {
@@ -33,6 +40,7 @@ impl BusError {
         match self {
             BusError::Log(e) => e.code(),
             BusError::NoDefaultBus => "no_default_bus",
+            BusError::Validation(_) => "schema_violation",
         }
     }
 }
@@ -45,6 +53,10 @@ struct BusInner {
     clock: Arc<dyn Clock>,
     /// Wakes this bus's subscriptions when it publishes.
     published: Arc<Notify>,
+    /// Checks every event before it is written, if set.
+    validator: Option<Arc<dyn PublishValidator>>,
+    /// `require_schemas` per topic name, as recorded with [`EventBus::set_require_schemas`].
+    require_schemas: RwLock<HashMap<String, bool>>,
 }
 
 /// Publishes events to topics on an [`EventLog`]. Cheap to clone; clones share the log.
@@ -62,6 +74,7 @@ pub struct EventBusBuilder {
     taps: Vec<Arc<dyn EventLog>>,
     auto_create_partitions: Option<u32>,
     source: Option<String>,
+    validator: Option<Arc<dyn PublishValidator>>,
 }
 
 impl EventBusBuilder {
@@ -106,6 +119,13 @@ impl EventBusBuilder {
         self
     }
 
+    /// Checks every published event with `validator` first (for example the schema
+    /// registry of `crmbus-schema`); a rejected publish writes nothing. Default: none.
+    pub fn validator(mut self, validator: Arc<dyn PublishValidator>) -> Self {
+        self.validator = Some(validator);
+        self
+    }
+
     /// Builds the bus.
     pub fn build(self) -> EventBus {
         if let Some(s) = self.source {
@@ -121,6 +141,8 @@ impl EventBusBuilder {
                     .unwrap_or_else(|| Arc::new(MemoryStateStore::new())),
                 clock: self.clock.unwrap_or_else(system_clock),
                 published: Arc::new(Notify::new()),
+                validator: self.validator,
+                require_schemas: RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -150,6 +172,55 @@ impl EventBus {
     /// Notified each time this bus publishes; live readers wait on it rather than poll.
     pub fn published_signal(&self) -> Arc<Notify> {
         Arc::clone(&self.inner.published)
+    }
+
+    /// Records whether `topic` requires a registered schema for every event's type (its
+    /// [`TopicSpec::require_schemas`]); the bus's validator is told so at publish. Whoever
+    /// creates or loads topics records it here: [`crate::TopicInfo`] does not carry the
+    /// flag, so the bus cannot read it back from the log. Unrecorded topics (including
+    /// auto-created ones) do not require schemas.
+    pub fn set_require_schemas(&self, topic: &str, require: bool) {
+        let mut map = self
+            .inner
+            .require_schemas
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        map.insert(topic.to_string(), require);
+    }
+
+    /// Whether `topic` requires schemas, as recorded with [`EventBus::set_require_schemas`].
+    pub fn requires_schemas(&self, topic: &str) -> bool {
+        let map = self
+            .inner
+            .require_schemas
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(topic).copied().unwrap_or(false)
+    }
+
+    /// Runs the validator, if any, over every event; collects every violation.
+    async fn validate_all(&self, events: &mut [Event], topics: &[String]) -> Result<(), BusError> {
+        let Some(validator) = &self.inner.validator else {
+            return Ok(());
+        };
+        let require = topics.iter().any(|t| self.requires_schemas(t));
+        let several = events.len() > 1;
+        let mut violations: Vec<Violation> = Vec::new();
+        for (i, event) in events.iter_mut().enumerate() {
+            if let Err(invalid) = validator.validate(event, require).await {
+                violations.extend(invalid.violations.into_iter().map(|mut v| {
+                    if several {
+                        v.attribute = format!("events[{i}].{}", v.attribute);
+                    }
+                    v
+                }));
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(BusError::Validation(InvalidEvent { violations }))
+        }
     }
 
     /// Subscribes `group` to `topic`: `handler` gets every matching event, in key order,
@@ -188,12 +259,15 @@ impl EventBus {
 
     /// Publishes a batch of events to one or more topics, all-or-nothing per the log's
     /// contract. Receipts come topic-major (every event for the first topic, then the next).
+    /// With a validator (see [`EventBusBuilder::validator`]) every event is checked first;
+    /// any violation fails the whole batch with [`BusError::Validation`] and writes nothing.
     pub async fn publish_batch(
         &self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         topics: &[&str],
     ) -> Result<Vec<Receipt>, BusError> {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        self.validate_all(&mut events, &topics).await?;
         let receipts = append_creating(
             self.inner.log.as_ref(),
             &topics,
@@ -377,5 +451,173 @@ mod tests {
             Some("l-1")
         );
         assert!(get_event_bus().is_some());
+    }
+}
+
+#[cfg(test)]
+mod validator_tests {
+    use super::*;
+    use async_trait::async_trait;
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    /// Rejects events without `data.amount` (and, when a schema is required, events of
+    /// types other than `deal.won`); stamps accepted events with a `dataschema`.
+    #[derive(Default)]
+    struct FakeValidator {
+        seen_require: Mutex<Vec<bool>>,
+    }
+
+    #[async_trait]
+    impl PublishValidator for FakeValidator {
+        async fn validate(
+            &self,
+            event: &mut Event,
+            require_schema: bool,
+        ) -> Result<(), InvalidEvent> {
+            self.seen_require
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(require_schema);
+            let mut violations = Vec::new();
+            if require_schema && event.ty != "deal.won" {
+                violations.push(Violation {
+                    attribute: "type".into(),
+                    message: "no schema".into(),
+                });
+            }
+            if event.data_json().and_then(|d| d.get("amount")).is_none() {
+                violations.push(Violation {
+                    attribute: "data/amount".into(),
+                    message: "required".into(),
+                });
+                violations.push(Violation {
+                    attribute: "data/currency".into(),
+                    message: "required".into(),
+                });
+            }
+            if violations.is_empty() {
+                event.dataschema = Some("urn:test:schema:1".into());
+                Ok(())
+            } else {
+                Err(InvalidEvent { violations })
+            }
+        }
+    }
+
+    fn bus_with(validator: Arc<FakeValidator>, log: &MemoryLog) -> EventBus {
+        EventBus::builder()
+            .log(Arc::new(log.clone()))
+            .validator(validator)
+            .auto_create_topics(1)
+            .build()
+    }
+
+    fn event(ty: &str, data: Value) -> Event {
+        Event::new(ty, data).source("urn:test").subject("deal-1")
+    }
+
+    #[tokio::test]
+    async fn accepted_event_is_stamped_by_the_validator() {
+        let log = MemoryLog::new();
+        let validator = Arc::new(FakeValidator::default());
+        let bus = bus_with(Arc::clone(&validator), &log);
+        bus.publish(event("deal.won", json!({"amount": "1.00"})), &["deals"])
+            .await
+            .expect("publish");
+        let stored = log.events();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].dataschema.as_deref(), Some("urn:test:schema:1"));
+        assert_eq!(*validator.seen_require.lock().expect("lock"), vec![false]);
+    }
+
+    #[tokio::test]
+    async fn any_violation_in_a_batch_writes_nothing_and_lists_everything() {
+        let log = MemoryLog::new();
+        let bus = bus_with(Arc::new(FakeValidator::default()), &log);
+        let batch = vec![
+            event("deal.won", json!({"amount": "1.00"})),
+            event("deal.won", json!({})),
+            event("deal.lost", json!({})),
+        ];
+        let err = bus
+            .publish_batch(batch, &["deals", "sales"])
+            .await
+            .expect_err("rejected");
+        assert_eq!(err.code(), "schema_violation");
+        let BusError::Validation(invalid) = err else {
+            panic!("expected a validation error, got {err:?}");
+        };
+        let attrs: Vec<&str> = invalid
+            .violations
+            .iter()
+            .map(|v| v.attribute.as_str())
+            .collect();
+        assert_eq!(
+            attrs,
+            [
+                "events[1].data/amount",
+                "events[1].data/currency",
+                "events[2].data/amount",
+                "events[2].data/currency"
+            ]
+        );
+        assert!(log.events().is_empty(), "nothing may be written");
+        assert!(log.list_topics().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn single_event_violations_keep_their_attribute_names() {
+        let log = MemoryLog::new();
+        let bus = bus_with(Arc::new(FakeValidator::default()), &log);
+        let err = bus
+            .publish(event("deal.won", json!({})), &["deals"])
+            .await
+            .expect_err("rejected");
+        let BusError::Validation(invalid) = &err else {
+            panic!("expected a validation error, got {err:?}");
+        };
+        assert_eq!(invalid.violations[0].attribute, "data/amount");
+        assert!(err.to_string().contains("data/currency"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn require_schemas_is_true_when_any_target_topic_requires_them() {
+        let log = MemoryLog::new();
+        let validator = Arc::new(FakeValidator::default());
+        let bus = bus_with(Arc::clone(&validator), &log);
+        bus.set_require_schemas("strict", true);
+        bus.set_require_schemas("lenient", false);
+        assert!(bus.requires_schemas("strict"));
+        assert!(!bus.requires_schemas("lenient"));
+        assert!(!bus.requires_schemas("never-recorded"));
+        let lost = || event("deal.lost", json!({"amount": "1.00"}));
+        bus.publish(lost(), &["lenient"]).await.expect("lenient");
+        let err = bus
+            .publish(lost(), &["lenient", "strict"])
+            .await
+            .expect_err("strict topic requires a schema");
+        assert_eq!(err.code(), "schema_violation");
+        bus.set_require_schemas("strict", false);
+        bus.publish(lost(), &["strict"]).await.expect("relaxed");
+        assert_eq!(
+            *validator.seen_require.lock().expect("lock"),
+            vec![false, true, false]
+        );
+        assert_eq!(log.events().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_validator_nothing_is_checked() {
+        let log = MemoryLog::new();
+        let bus = EventBus::builder()
+            .log(Arc::new(log.clone()))
+            .auto_create_topics(1)
+            .build();
+        bus.set_require_schemas("deals", true);
+        bus.publish(event("deal.won", json!({})), &["deals"])
+            .await
+            .expect("no validator, no check");
+        assert_eq!(log.events()[0].dataschema, None);
     }
 }

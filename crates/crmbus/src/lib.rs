@@ -18,6 +18,7 @@ pub mod log;
 pub mod memory;
 pub mod partition;
 pub mod state;
+pub mod validate;
 
 pub use backends::{BackendKind, DiscardingLog, LoggingLog, NoopLog};
 pub use bus::{get_event_bus, publish_event, set_event_bus, BusError, EventBus, EventBusBuilder};
@@ -33,3 +34,4 @@ pub use log::{
 pub use memory::MemoryLog;
 pub use partition::{dedupe_hash, partition_for};
 pub use state::{MemoryStateStore, OpenedBackend, StateOp, StateStore};
+pub use validate::PublishValidator;
