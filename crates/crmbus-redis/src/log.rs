@@ -1,0 +1,561 @@
+//! [`RedisLog`]: the [`EventLog`] implementation on Redis Streams.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crmbus::{
+    dedupe_hash, partition_for, Event, EventLog, LogError, PartitionInfo, Receipt, StateStore,
+    StoredEvent, TopicInfo, TopicSpec, DEFAULT_DEDUPE_WINDOW,
+};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Value};
+
+use crate::conv::{self, redis_err};
+use crate::group::RedisGroupConsumer;
+use crate::keys::{self, group_position, offset_of_position, stream_id, stream_key, topics_key};
+use crate::scripts::Scripts;
+use crate::state::RedisStateStore;
+
+/// How a [`RedisLog`] connects and behaves.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// How long an appended `source` + `id` is remembered for producer dedupe
+    /// (`Duration::ZERO` turns dedupe across calls off; duplicates inside one call are
+    /// still folded).
+    pub dedupe_window: Duration,
+    /// How long to wait for a reply before the call fails with
+    /// [`LogError::Unavailable`]. Large batches run as one script, so keep this generous.
+    pub response_timeout: Duration,
+    /// How long to wait for a connection to be established.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+            response_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every handle on one namespace shares: the connection, the scripts, the names.
+pub(crate) struct Shared {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) prefix: String,
+    /// The server URL without its password, for error messages.
+    pub(crate) url: String,
+    pub(crate) scripts: Scripts,
+}
+
+impl Shared {
+    pub(crate) fn err(&self, e: redis::RedisError) -> LogError {
+        redis_err(&self.url, e)
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// crmbus's event log on Redis Streams: one stream per topic partition under a key prefix.
+///
+/// See the crate documentation for the key layout, the offset ↔ stream id mapping,
+/// dedupe, retention and durability. Clones share one connection (which reconnects on
+/// its own after a network failure).
+#[derive(Clone)]
+pub struct RedisLog {
+    shared: Arc<Shared>,
+    dedupe_window: Duration,
+    closed: Arc<AtomicBool>,
+}
+
+/// Connects to `url` with `opts`; an unreachable server is [`LogError::Unavailable`] naming
+/// the URL.
+pub(crate) async fn connect(
+    url: &str,
+    opts: &RedisOptions,
+) -> Result<(ConnectionManager, String), LogError> {
+    let shown = keys::redact_url(url);
+    let client = redis::Client::open(url)
+        .map_err(|e| LogError::InvalidArgument(format!("redis URL '{shown}': {e}")))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(opts.connect_timeout))
+        .set_response_timeout(Some(opts.response_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let mut conn = client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| LogError::Unavailable(format!("cannot connect to redis at {shown}: {e}")))?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| LogError::Unavailable(format!("redis at {shown} does not answer: {e}")))?;
+    Ok((conn, shown))
+}
+
+fn check_prefix(prefix: &str) -> Result<(), LogError> {
+    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(LogError::InvalidArgument(format!(
+            "redis key prefix '{prefix}' must be non-empty, without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Identity of an event for the dedupe check (length-prefixed, unambiguous).
+fn identity(e: &Event) -> String {
+    format!("{}:{}{}", e.source.len(), e.source, e.id)
+}
+
+impl RedisLog {
+    /// Connects to the Redis at `url` (`redis://host:port/db`) and uses the keys under
+    /// `prefix` with the default options.
+    pub async fn open(url: &str, prefix: &str) -> Result<RedisLog, LogError> {
+        Self::open_with(url, prefix, RedisOptions::default()).await
+    }
+
+    /// Connects to the Redis at `url` and uses the keys under `prefix`.
+    pub async fn open_with(
+        url: &str,
+        prefix: &str,
+        opts: RedisOptions,
+    ) -> Result<RedisLog, LogError> {
+        check_prefix(prefix)?;
+        let (conn, shown) = connect(url, &opts).await?;
+        Ok(RedisLog {
+            shared: Arc::new(Shared {
+                conn,
+                prefix: prefix.to_string(),
+                url: shown,
+                scripts: Scripts::new(),
+            }),
+            dedupe_window: opts.dedupe_window,
+            closed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The key prefix this log's data lives under.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// The state store kept under the same prefix on the same server.
+    pub fn state_store(&self) -> Arc<dyn StateStore> {
+        Arc::new(RedisStateStore::from_shared(Arc::clone(&self.shared)))
+    }
+
+    /// A member `consumer` of the native Redis consumer group `group` on every partition
+    /// stream of `topic` (the group is created at the start of each stream if it does not
+    /// exist). See [`RedisGroupConsumer`].
+    pub async fn group_consumer(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<RedisGroupConsumer, LogError> {
+        self.check_open()?;
+        RedisGroupConsumer::open(Arc::clone(&self.shared), topic, group, consumer).await
+    }
+
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Unavailable("redis log is closed".into()));
+        }
+        Ok(())
+    }
+
+    fn err(&self, e: redis::RedisError) -> LogError {
+        self.shared.err(e)
+    }
+
+    async fn specs(&self) -> Result<Vec<(String, String)>, LogError> {
+        let mut conn = self.shared.conn();
+        let mut all: Vec<(String, String)> = conn
+            .hgetall(topics_key(&self.shared.prefix))
+            .await
+            .map_err(|e| self.err(e))?;
+        all.sort();
+        Ok(all)
+    }
+
+    async fn spec(&self, name: &str) -> Result<TopicSpec, LogError> {
+        let mut conn = self.shared.conn();
+        let raw: Option<String> = conn
+            .hget(topics_key(&self.shared.prefix), name)
+            .await
+            .map_err(|e| self.err(e))?;
+        let raw = raw.ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
+        parse_spec(name, &raw)
+    }
+
+    async fn info(&self, name: &str) -> Result<TopicInfo, LogError> {
+        let mut conn = self.shared.conn();
+        let reply: Value = self
+            .shared
+            .scripts
+            .info
+            .arg(&self.shared.prefix)
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let parts = conv::items(&reply);
+        let raw = parts.first().and_then(conv::text).unwrap_or_default();
+        let spec = parse_spec(name, &raw)?;
+        let partition_info = parts[1..]
+            .chunks(2)
+            .enumerate()
+            .map(|(p, c)| {
+                let first = c.first().and_then(conv::int).unwrap_or(0).max(0) as u64;
+                let next = c.get(1).and_then(conv::int).unwrap_or(0).max(0) as u64;
+                PartitionInfo {
+                    partition: p as u32,
+                    first_offset: first.min(next),
+                    next_offset: next,
+                }
+            })
+            .collect();
+        Ok(TopicInfo {
+            name: spec.name,
+            partitions: spec.partitions,
+            retention: spec.retention,
+            partition_info,
+        })
+    }
+
+    async fn check_partition(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        let mut conn = self.shared.conn();
+        let _: Value = self
+            .shared
+            .scripts
+            .check
+            .arg(&self.shared.prefix)
+            .arg(topic)
+            .arg(partition)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// One attempt at an append with the partition counts read just before; `Ok(None)`
+    /// when a topic was recreated with another count in between (the caller retries).
+    async fn try_append(
+        &self,
+        topics: &[String],
+        events: &[Event],
+        encoded: &[(Vec<u8>, String, String)],
+    ) -> Result<Option<Vec<Receipt>>, LogError> {
+        let mut counts = Vec::with_capacity(topics.len());
+        for t in topics {
+            counts.push(self.spec(t).await?.partitions);
+        }
+        let window_ms = if self.dedupe_window.is_zero() {
+            0
+        } else {
+            self.dedupe_window.as_millis().max(1) as u64
+        };
+        let script = &self.shared.scripts.append;
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.shared.prefix)
+            .arg(window_ms)
+            .arg(topics.len())
+            .arg(events.len());
+        for (t, n) in topics.iter().zip(&counts) {
+            inv.arg(t).arg(*n);
+        }
+        for (json, hash, ident) in encoded {
+            inv.arg(json.as_slice()).arg(hash).arg(ident);
+        }
+        for &n in &counts {
+            for e in events {
+                inv.arg(partition_for(e, n));
+            }
+        }
+        let mut conn = self.shared.conn();
+        let reply: Value = match inv.invoke_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) if conv::is_stale(&e) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let flat = conv::items(&reply);
+        if flat.len() != topics.len() * events.len() * 3 {
+            return Err(LogError::Backend(format!(
+                "append script returned {} values for {} receipts",
+                flat.len(),
+                topics.len() * events.len()
+            )));
+        }
+        let mut receipts = Vec::with_capacity(topics.len() * events.len());
+        for (k, r) in flat.chunks(3).enumerate() {
+            let (t, e) = (k / events.len(), k % events.len());
+            let num = |v: &Value| conv::int(v).unwrap_or(0).max(0) as u64;
+            receipts.push(Receipt {
+                id: events[e].id.clone(),
+                topic: topics[t].clone(),
+                partition: num(&r[0]) as u32,
+                offset: num(&r[1]),
+                duplicate: num(&r[2]) == 1,
+            });
+        }
+        Ok(Some(receipts))
+    }
+}
+
+fn parse_spec(name: &str, raw: &str) -> Result<TopicSpec, LogError> {
+    serde_json::from_str(raw)
+        .map_err(|e| LogError::Backend(format!("stored spec of topic '{name}' is unreadable: {e}")))
+}
+
+#[async_trait]
+impl EventLog for RedisLog {
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
+        self.check_open()?;
+        spec.validate()?;
+        let json = serde_json::to_string(&spec)
+            .map_err(|e| LogError::Backend(format!("encoding topic spec: {e}")))?;
+        let mut conn = self.shared.conn();
+        let _: Value = self
+            .shared
+            .scripts
+            .create
+            .arg(&self.shared.prefix)
+            .arg(&spec.name)
+            .arg(json)
+            .arg(spec.partitions)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.info(&spec.name).await
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        self.check_open()?;
+        let mut conn = self.shared.conn();
+        let _: Value = self
+            .shared
+            .scripts
+            .delete
+            .arg(&self.shared.prefix)
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
+        let mut out = Vec::new();
+        for (name, _) in self.specs().await? {
+            match self.info(&name).await {
+                Ok(i) => out.push(i),
+                // Deleted between the listing and the description.
+                Err(LogError::TopicNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn describe_topic(&self, name: &str) -> Result<TopicInfo, LogError> {
+        self.info(name).await
+    }
+
+    async fn append(&self, topics: &[String], events: &[Event]) -> Result<Vec<Receipt>, LogError> {
+        self.check_open()?;
+        if topics.is_empty() {
+            return Err(LogError::InvalidArgument("no topic given".into()));
+        }
+        if events.is_empty() {
+            for t in topics {
+                self.spec(t).await?;
+            }
+            return Ok(Vec::new());
+        }
+        let mut encoded = Vec::with_capacity(events.len());
+        for e in events {
+            e.validate()?;
+            encoded.push((
+                e.to_json_vec(),
+                format!("{:016x}", dedupe_hash(&e.source, &e.id)),
+                identity(e),
+            ));
+        }
+        for _ in 0..5 {
+            if let Some(receipts) = self.try_append(topics, events, &encoded).await? {
+                return Ok(receipts);
+            }
+        }
+        Err(LogError::Backend(
+            "topics kept changing their partition count during the append".into(),
+        ))
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        self.check_partition(topic, partition).await?;
+        if max == 0 || from == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.shared.conn();
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(stream_key(&self.shared.prefix, topic, partition))
+            .arg(stream_id(from))
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in conv::entries(&reply) {
+            let decoded = match &entry.body {
+                Some((json, ts)) => conv::stored(topic, partition, entry.offset, json, *ts),
+                None => Err(LogError::Corrupt {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: entry.offset,
+                    detail: "stream entry has no event field".into(),
+                }),
+            };
+            match decoded {
+                Ok(s) => out.push(s),
+                // Never serve a damaged entry: stop before it, or report it if first.
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        time: DateTime<Utc>,
+    ) -> Result<u64, LogError> {
+        let mut conn = self.shared.conn();
+        let reply: i64 = self
+            .shared
+            .scripts
+            .offset_for_time
+            .arg(&self.shared.prefix)
+            .arg(topic)
+            .arg(partition)
+            .arg(time.timestamp_micros())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(reply.max(0) as u64)
+    }
+
+    async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), LogError> {
+        self.check_open()?;
+        if group.is_empty() {
+            return Err(LogError::InvalidArgument("group name is empty".into()));
+        }
+        let mut conn = self.shared.conn();
+        let _: Value = self
+            .shared
+            .scripts
+            .commit
+            .arg(&self.shared.prefix)
+            .arg(topic)
+            .arg(partition)
+            .arg(group)
+            .arg(group_position(offset))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let mut conn = self.shared.conn();
+        let reply: Option<String> = self
+            .shared
+            .scripts
+            .committed
+            .arg(&self.shared.prefix)
+            .arg(topic)
+            .arg(partition)
+            .arg(group)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        match reply {
+            None => Ok(None),
+            Some(id) => offset_of_position(&id).map(Some).ok_or_else(|| {
+                LogError::Backend(format!(
+                    "consumer group '{group}' of {topic}/{partition} is at '{id}', \
+                     which is not a crmbus position"
+                ))
+            }),
+        }
+    }
+
+    async fn enforce_retention(&self) -> Result<u64, LogError> {
+        self.check_open()?;
+        let mut removed = 0u64;
+        for (name, raw) in self.specs().await? {
+            let spec = parse_spec(&name, &raw)?;
+            let r = spec.retention;
+            if r.max_age.is_none() && r.max_bytes.is_none() {
+                continue;
+            }
+            let max_bytes = r
+                .max_bytes
+                .map(|b| b.min(i64::MAX as u64) as i64)
+                .unwrap_or(-1);
+            let max_age = r
+                .max_age
+                .map(|d| d.as_micros().min(i64::MAX as u128) as i64)
+                .unwrap_or(-1);
+            let mut conn = self.shared.conn();
+            let n: i64 = self
+                .shared
+                .scripts
+                .retain
+                .arg(&self.shared.prefix)
+                .arg(&name)
+                .arg(max_bytes)
+                .arg(max_age)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.err(e))?;
+            removed += n.max(0) as u64;
+        }
+        Ok(removed)
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}

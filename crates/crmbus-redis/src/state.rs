@@ -1,0 +1,112 @@
+//! [`RedisStateStore`]: the delivery engine's [`StateStore`] on the same Redis.
+//!
+//! Each namespace is a hash of values (`<prefix>:state:vals:<namespace>`) beside a sorted
+//! set of its keys, all with score 0 (`<prefix>:state:keys:<namespace>`), so a prefix scan
+//! is one `ZRANGEBYLEX` in key order. A batch is applied by one Lua script: atomic, and as
+//! durable as the server's persistence makes it (see the crate documentation).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use crmbus::{LogError, StateOp, StateStore};
+use redis::{AsyncCommands, Value};
+
+use crate::conv;
+use crate::log::{connect, RedisOptions, Shared};
+use crate::scripts::Scripts;
+
+/// The crmbus [`StateStore`] kept in Redis under a key prefix.
+#[derive(Clone)]
+pub struct RedisStateStore {
+    shared: Arc<Shared>,
+}
+
+impl RedisStateStore {
+    /// Connects to the Redis at `url` and keeps the state under `prefix` (the same prefix
+    /// as the [`crate::RedisLog`] it goes with).
+    pub async fn open(url: &str, prefix: &str) -> Result<RedisStateStore, LogError> {
+        if prefix.is_empty() {
+            return Err(LogError::InvalidArgument(
+                "redis key prefix must not be empty".into(),
+            ));
+        }
+        let (conn, shown) = connect(url, &RedisOptions::default()).await?;
+        Ok(RedisStateStore {
+            shared: Arc::new(Shared {
+                conn,
+                prefix: prefix.to_string(),
+                url: shown,
+                scripts: Scripts::new(),
+            }),
+        })
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> RedisStateStore {
+        RedisStateStore { shared }
+    }
+
+    fn vals_key(&self, namespace: &str) -> String {
+        format!("{}:state:vals:{namespace}", self.shared.prefix)
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStateStore {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        let mut conn = self.shared.conn();
+        conn.hget(self.vals_key(namespace), key)
+            .await
+            .map_err(|e| self.shared.err(e))
+    }
+
+    async fn scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, LogError> {
+        let mut conn = self.shared.conn();
+        let reply: Value = self
+            .shared
+            .scripts
+            .state_scan
+            .arg(&self.shared.prefix)
+            .arg(namespace)
+            .arg(prefix)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.shared.err(e))?;
+        let mut out = Vec::new();
+        for pair in conv::items(&reply).chunks(2) {
+            if let [k, v] = pair {
+                if let (Some(k), Some(v)) = (conv::text(k), conv::bytes(v)) {
+                    out.push((k, v.to_vec()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, ops: Vec<StateOp>) -> Result<(), LogError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.shared.scripts.state_apply.prepare_invoke();
+        inv.arg(&self.shared.prefix);
+        for op in &ops {
+            match op {
+                StateOp::Put {
+                    namespace,
+                    key,
+                    value,
+                } => inv.arg("P").arg(namespace).arg(key).arg(value.as_slice()),
+                StateOp::Delete { namespace, key } => inv.arg("D").arg(namespace).arg(key).arg(""),
+            };
+        }
+        let mut conn = self.shared.conn();
+        let _: Value = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.shared.err(e))?;
+        Ok(())
+    }
+}
