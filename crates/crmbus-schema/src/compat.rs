@@ -519,9 +519,10 @@ impl Checker {
         // A writer union: every branch must be covered.
         for key in ["anyOf", "oneOf"] {
             if let Some(Value::Array(branches)) = w.remove(key) {
-                for (i, branch) in branches.iter().enumerate() {
+                for branch in branches.iter() {
+                    // Reported at the union's own place: the path names the reader.
                     if let Some(b) = merge_branch(&w, branch) {
-                        self.covers(&b, &Value::Object(r.clone()), &format!("{path}/{key}/{i}"));
+                        self.covers(&b, &Value::Object(r.clone()), path);
                     }
                 }
                 return;
@@ -792,7 +793,7 @@ impl Checker {
                         &at,
                         format!(
                             "{} allows property \"{name}\" but {} does not list it and \
-                             forbids additional properties (removed or renamed)",
+                             forbids additional properties",
                             self.writer, self.reader
                         ),
                     ),

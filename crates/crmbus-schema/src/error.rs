@@ -38,7 +38,7 @@ impl fmt::Display for DataViolation {
 pub enum SchemaError {
     /// The new schema breaks the type's compatibility mode; every breaking change is listed.
     #[error(
-        "schema for '{event_type}' is not {mode} compatible with version {against}: {}",
+        "schema for '{event_type}' breaks {mode} compatibility with version {against}: {}",
         list(.changes)
     )]
     Incompatible {
