@@ -23,8 +23,7 @@ pub fn redis_err(url: &str, e: RedisError) -> LogError {
         }
         _ => {}
     }
-    if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()
-    {
+    if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
         LogError::Unavailable(format!("redis at {url} is unreachable: {e}"))
     } else {
         LogError::Backend(format!("redis at {url}: {e}"))
@@ -81,7 +80,11 @@ pub fn entries(v: &Value) -> Vec<RawEntry> {
     let mut out = Vec::new();
     for e in items(v) {
         let parts = items(e);
-        let Some(offset) = parts.first().and_then(text).and_then(|id| offset_of_id(&id)) else {
+        let Some(offset) = parts
+            .first()
+            .and_then(text)
+            .and_then(|id| offset_of_id(&id))
+        else {
             continue;
         };
         let mut event = None;

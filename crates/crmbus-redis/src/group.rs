@@ -76,15 +76,12 @@ impl RedisGroupConsumer {
 
     fn decode(&self, partition: u32, reply: &Value, out: &mut Vec<StoredEvent>) {
         for entry in conv::entries(reply) {
-            match entry.body {
-                Some((json, ts)) => {
-                    match conv::stored(&self.topic, partition, entry.offset, &json, ts) {
-                        Ok(s) => out.push(s),
-                        Err(e) => tracing::error!(error = %e, "skipping an unreadable entry"),
-                    }
+            // An entry trimmed away while pending has no body: nothing to deliver.
+            if let Some((json, ts)) = entry.body {
+                match conv::stored(&self.topic, partition, entry.offset, &json, ts) {
+                    Ok(s) => out.push(s),
+                    Err(e) => tracing::error!(error = %e, "skipping an unreadable entry"),
                 }
-                // Trimmed away while pending: nothing to deliver.
-                None => {}
             }
         }
     }

@@ -100,7 +100,10 @@ mod tests {
             redact_url("redis://user:secret@host:6379/0"),
             "redis://user:***@host:6379/0"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
         assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
     }
 }

@@ -72,11 +72,13 @@
 //!
 //! This backend does not support Redis Cluster (the scripts touch keys of several slots).
 
-pub mod conv;
+#![warn(missing_docs)]
+
+mod conv;
 mod group;
 pub mod keys;
 mod log;
-pub mod scripts;
+mod scripts;
 mod state;
 
 use std::sync::Arc;

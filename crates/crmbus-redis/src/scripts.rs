@@ -40,7 +40,7 @@ end
 }
 
 /// Creates a topic. ARGV: prefix, name, spec JSON, partitions.
-pub const CREATE: &str = concat!(
+pub(crate) const CREATE: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -59,7 +59,7 @@ return 1
 
 /// Deletes a topic, its streams (with their consumer groups) and counters.
 /// ARGV: prefix, name.
-pub const DELETE: &str = concat!(
+pub(crate) const DELETE: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -74,7 +74,7 @@ return 1
 );
 
 /// Describes a topic: `{spec, first0, next0, first1, next1, ...}`. ARGV: prefix, name.
-pub const INFO: &str = concat!(
+pub(crate) const INFO: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -99,7 +99,7 @@ return out
 /// then T × (name, expected partitions), then N × (event JSON, dedupe hash hex, identity),
 /// then T × N partition numbers (topic-major). Returns T × N × (partition, offset,
 /// duplicate 0/1), topic-major.
-pub const APPEND: &str = concat!(
+pub(crate) const APPEND: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -184,7 +184,7 @@ return out
 );
 
 /// Checks a topic partition exists (for reads). ARGV: prefix, name, partition.
-pub const CHECK: &str = concat!(
+pub(crate) const CHECK: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -196,7 +196,7 @@ return 1
 
 /// The first offset whose append time is at or after a time (binary search over the
 /// contiguous entries). ARGV: prefix, name, partition, time in µs.
-pub const OFFSET_FOR_TIME: &str = concat!(
+pub(crate) const OFFSET_FOR_TIME: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -226,7 +226,7 @@ return lo
 
 /// Commits a group offset as the consumer group's position on the partition stream.
 /// ARGV: prefix, name, partition, group, position id.
-pub const COMMIT: &str = concat!(
+pub(crate) const COMMIT: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -248,7 +248,7 @@ return 1
 
 /// Reads a consumer group's position (`last-delivered-id`), or nil when there is no such
 /// group. ARGV: prefix, name, partition, group.
-pub const COMMITTED: &str = concat!(
+pub(crate) const COMMITTED: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -271,7 +271,7 @@ return false
 
 /// Creates a consumer group at the start of each partition stream unless it exists.
 /// ARGV: prefix, name, group. Returns the partition count.
-pub const ENSURE_GROUP: &str = concat!(
+pub(crate) const ENSURE_GROUP: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -291,7 +291,7 @@ return n
 
 /// Applies the topic's retention to every partition. ARGV: prefix, name, max bytes (-1:
 /// none), max age in µs (-1: none). Returns how many entries were removed.
-pub const RETAIN: &str = concat!(
+pub(crate) const RETAIN: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
@@ -347,7 +347,7 @@ return total
 
 /// Applies a state-store batch. ARGV: prefix, then quads (op `P`/`D`, namespace, key,
 /// value).
-pub const STATE_APPLY: &str = r#"#!lua
+pub(crate) const STATE_APPLY: &str = r#"#!lua
 local P = ARGV[1]
 for i = 2, #ARGV, 4 do
   local op, ns, k = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -365,7 +365,7 @@ return 1
 
 /// Scans a state-store namespace by key prefix, sorted. ARGV: prefix, namespace, key
 /// prefix. Returns `{k1, v1, k2, v2, ...}`.
-pub const STATE_SCAN: &str = r#"#!lua
+pub(crate) const STATE_SCAN: &str = r#"#!lua
 local P, ns, prefix = ARGV[1], ARGV[2], ARGV[3]
 local zk, hk = P .. ':state:keys:' .. ns, P .. ':state:vals:' .. ns
 local keys
@@ -391,24 +391,24 @@ return out
 "#;
 
 /// Every script, loaded once per connection.
-pub struct Scripts {
-    pub create: Script,
-    pub delete: Script,
-    pub info: Script,
-    pub append: Script,
-    pub check: Script,
-    pub offset_for_time: Script,
-    pub commit: Script,
-    pub committed: Script,
-    pub ensure_group: Script,
-    pub retain: Script,
-    pub state_apply: Script,
-    pub state_scan: Script,
+pub(crate) struct Scripts {
+    pub(crate) create: Script,
+    pub(crate) delete: Script,
+    pub(crate) info: Script,
+    pub(crate) append: Script,
+    pub(crate) check: Script,
+    pub(crate) offset_for_time: Script,
+    pub(crate) commit: Script,
+    pub(crate) committed: Script,
+    pub(crate) ensure_group: Script,
+    pub(crate) retain: Script,
+    pub(crate) state_apply: Script,
+    pub(crate) state_scan: Script,
 }
 
 impl Scripts {
     /// Hashes every script (they are sent to the server on first use).
-    pub fn new() -> Scripts {
+    pub(crate) fn new() -> Scripts {
         Scripts {
             create: Script::new(CREATE),
             delete: Script::new(DELETE),
