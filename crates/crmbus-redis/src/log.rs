@@ -1,7 +1,8 @@
 //! [`RedisLog`]: the [`EventLog`] implementation on Redis Streams.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use redis::{AsyncCommands, Value};
 
 use crate::conv::{self, redis_err};
 use crate::group::RedisGroupConsumer;
-use crate::keys::{self, group_position, offset_of_position, stream_id, stream_key, topics_key};
+use crate::keys::{self, group_position, offset_of_position, stream_id, topics_key};
 use crate::scripts::Scripts;
 use crate::state::RedisStateStore;
 
@@ -71,6 +72,8 @@ impl Shared {
 pub struct RedisLog {
     shared: Arc<Shared>,
     dedupe_window: Duration,
+    /// Partition counts of topics appended to (checked by the append script every time).
+    counts: Arc<Mutex<HashMap<String, u32>>>,
     closed: Arc<AtomicBool>,
 }
 
@@ -136,6 +139,7 @@ impl RedisLog {
                 scripts: Scripts::new(),
             }),
             dedupe_window: opts.dedupe_window,
+            counts: Arc::default(),
             closed: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -229,33 +233,60 @@ impl RedisLog {
         })
     }
 
-    async fn check_partition(&self, topic: &str, partition: u32) -> Result<(), LogError> {
-        let mut conn = self.shared.conn();
-        let _: Value = self
-            .shared
-            .scripts
-            .check
-            .arg(&self.shared.prefix)
-            .arg(topic)
-            .arg(partition)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+    async fn describe_partition(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        if partition >= self.spec(topic).await?.partitions {
+            return Err(LogError::PartitionNotFound {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
         Ok(())
     }
 
+    /// The partition count of each topic, from the cache or the server.
+    async fn partition_counts(&self, topics: &[String]) -> Result<Vec<u32>, LogError> {
+        let mut counts = Vec::with_capacity(topics.len());
+        for t in topics {
+            let cached = self
+                .counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(t)
+                .copied();
+            let n = match cached {
+                Some(n) => n,
+                None => {
+                    let n = self.spec(t).await?.partitions;
+                    self.counts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(t.clone(), n);
+                    n
+                }
+            };
+            counts.push(n);
+        }
+        Ok(counts)
+    }
+
+    fn forget_counts(&self, topics: &[String]) {
+        let mut cache = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for t in topics {
+            cache.remove(t);
+        }
+    }
+
     /// One attempt at an append with the partition counts read just before; `Ok(None)`
-    /// when a topic was recreated with another count in between (the caller retries).
+    /// when a topic was recreated with another partition count since the count was cached
+    /// (the caller retries with fresh counts). The script itself checks every count, so a
+    /// stale cache never places an event in the wrong partition.
     async fn try_append(
         &self,
         topics: &[String],
         events: &[Event],
         encoded: &[(Vec<u8>, String, String)],
     ) -> Result<Option<Vec<Receipt>>, LogError> {
-        let mut counts = Vec::with_capacity(topics.len());
-        for t in topics {
-            counts.push(self.spec(t).await?.partitions);
-        }
+        let counts = self.partition_counts(topics).await?;
         let window_ms = if self.dedupe_window.is_zero() {
             0
         } else {
@@ -281,8 +312,15 @@ impl RedisLog {
         let mut conn = self.shared.conn();
         let reply: Value = match inv.invoke_async(&mut conn).await {
             Ok(v) => v,
-            Err(e) if conv::is_stale(&e) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
+            Err(e) if conv::is_stale(&e) => {
+                self.forget_counts(topics);
+                return Ok(None);
+            }
+            Err(e) => {
+                // A cached count may name a deleted topic; ask the server next time.
+                self.forget_counts(topics);
+                return Err(self.err(e));
+            }
         };
         let flat = conv::items(&reply);
         if flat.len() != topics.len() * events.len() * 3 {
@@ -351,6 +389,7 @@ impl EventLog for RedisLog {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;
+        self.forget_counts(&[name.to_string()]);
         Ok(())
     }
 
@@ -408,18 +447,22 @@ impl EventLog for RedisLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        self.check_partition(topic, partition).await?;
         if max == 0 || from == u64::MAX {
+            // Still report a missing topic or partition.
+            self.describe_partition(topic, partition).await?;
             return Ok(Vec::new());
         }
         let mut conn = self.shared.conn();
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(stream_key(&self.shared.prefix, topic, partition))
+        let reply: Value = self
+            .shared
+            .scripts
+            .read
+            .arg(&self.shared.prefix)
+            .arg(topic)
+            .arg(partition)
             .arg(stream_id(from))
-            .arg("+")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut conn)
+            .arg(max.min(i64::MAX as usize))
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();

@@ -183,14 +183,16 @@ return out
 "#
 );
 
-/// Checks a topic partition exists (for reads). ARGV: prefix, name, partition.
-pub(crate) const CHECK: &str = concat!(
+/// Reads a partition from an offset after checking the topic and partition exist.
+/// ARGV: prefix, name, partition, first stream id, count. Returns the `XRANGE` reply.
+pub(crate) const READ: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
-local err = check_partition(ARGV[1], ARGV[2], tonumber(ARGV[3]))
+local P, name, p = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local err = check_partition(P, name, p)
 if err then return err end
-return 1
+return redis.call('XRANGE', P .. ':stream:' .. name .. ':' .. num(p), ARGV[4], '+', 'COUNT', ARGV[5])
 "#
 );
 
@@ -396,7 +398,7 @@ pub(crate) struct Scripts {
     pub(crate) delete: Script,
     pub(crate) info: Script,
     pub(crate) append: Script,
-    pub(crate) check: Script,
+    pub(crate) read: Script,
     pub(crate) offset_for_time: Script,
     pub(crate) commit: Script,
     pub(crate) committed: Script,
@@ -414,7 +416,7 @@ impl Scripts {
             delete: Script::new(DELETE),
             info: Script::new(INFO),
             append: Script::new(APPEND),
-            check: Script::new(CHECK),
+            read: Script::new(READ),
             offset_for_time: Script::new(OFFSET_FOR_TIME),
             commit: Script::new(COMMIT),
             committed: Script::new(COMMITTED),

@@ -268,3 +268,71 @@ async fn age_retention_removes_old_events_and_reads_start_at_the_oldest_kept() {
     let r = log.append(&topics, &[ev("k", 10)]).await.expect("append");
     assert_eq!(r[0].offset, 10, "offsets continue after trimming");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_after_another_process_recreated_the_topic_uses_the_new_partition_count() {
+    let prefix = common::unique_prefix("stale");
+    let _cleanup = common::Cleanup::new(&prefix);
+    let a = RedisLog::open(&common::url(), &prefix)
+        .await
+        .expect("open a");
+    let b = RedisLog::open(&common::url(), &prefix)
+        .await
+        .expect("open b");
+    let topics = ["deals".to_string()];
+    a.create_topic(TopicSpec::new("deals", 2))
+        .await
+        .expect("create");
+    a.append(&topics, &[ev("deal-1", 0)]).await.expect("append");
+    b.delete_topic("deals").await.expect("delete");
+    b.create_topic(TopicSpec::new("deals", 7))
+        .await
+        .expect("recreate");
+    let events: Vec<Event> = (0..30).map(|i| ev(&format!("deal-{i}"), i)).collect();
+    let receipts = a.append(&topics, &events).await.expect("append after");
+    for (r, e) in receipts.iter().zip(&events) {
+        assert_eq!(r.partition, crmbus::partition_for(e, 7), "stale count used");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appenders_on_separate_connections_get_contiguous_offsets() {
+    let prefix = common::unique_prefix("multi-conn");
+    let _cleanup = common::Cleanup::new(&prefix);
+    let first = RedisLog::open(&common::url(), &prefix).await.expect("open");
+    first
+        .create_topic(TopicSpec::new("tasks", 1))
+        .await
+        .expect("create");
+    let mut handles = Vec::new();
+    for w in 0..4u64 {
+        let prefix = prefix.clone();
+        handles.push(tokio::spawn(async move {
+            let log = RedisLog::open(&common::url(), &prefix).await.expect("open");
+            let mut offsets = Vec::new();
+            for b in 0..25u64 {
+                let batch: Vec<Event> = (0..4).map(|i| ev(&format!("w{w}"), b * 4 + i)).collect();
+                let r = log
+                    .append(&["tasks".to_string()], &batch)
+                    .await
+                    .expect("append");
+                assert!(
+                    r.windows(2).all(|x| x[1].offset == x[0].offset + 1),
+                    "a batch is not contiguous"
+                );
+                offsets.extend(r.into_iter().map(|r| r.offset));
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("appender"));
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..400).collect::<Vec<u64>>(),
+        "offsets have gaps or repeats"
+    );
+}
