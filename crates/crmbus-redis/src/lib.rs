@@ -42,10 +42,13 @@
 //! `source` + `id` (and the same incarnation of the topic) returns the first receipt with
 //! `duplicate: true`, otherwise the event is `XADD`ed and its receipt stored under that key
 //! with a TTL of the dedupe window ([`RedisOptions::dedupe_window`]). Since the script
-//! validates before it writes, and Redis refuses a script that might write when it is out
-//! of memory before running it, an append writes all of its events to all of its topics or
-//! nothing. (A Redis that dies in the middle of the script — a crash, a `SHUTDOWN NOSAVE` —
-//! may keep a prefix of it in its AOF; the producer's retry is absorbed by dedupe.)
+//! validates before it writes, and Redis refuses a script with a `#!lua` shebang (ours
+//! all have one) when it is out of memory *before* running it, an append writes all of its
+//! events to all of its topics or nothing. Redis propagates a script's writes to the AOF
+//! and to replicas wrapped in `MULTI`/`EXEC`, and on load discards a transaction cut short
+//! at the end of the AOF, so a crash does not split an append either; if in doubt, the
+//! producer's retry is absorbed by dedupe. A script runs alone on the server: a batch of
+//! 10,000 events holds other clients for the few milliseconds its `XADD`s take.
 //!
 //! ## Retention
 //!

@@ -102,7 +102,7 @@ pub(crate) async fn connect(
     Ok((conn, shown))
 }
 
-fn check_prefix(prefix: &str) -> Result<(), LogError> {
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), LogError> {
     if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(LogError::InvalidArgument(format!(
             "redis key prefix '{prefix}' must be non-empty, without spaces or control characters"

@@ -12,7 +12,7 @@ use crmbus::{LogError, StateOp, StateStore};
 use redis::{AsyncCommands, Value};
 
 use crate::conv;
-use crate::log::{connect, RedisOptions, Shared};
+use crate::log::{check_prefix, connect, RedisOptions, Shared};
 use crate::scripts::Scripts;
 
 /// The crmbus [`StateStore`] kept in Redis under a key prefix.
@@ -25,11 +25,7 @@ impl RedisStateStore {
     /// Connects to the Redis at `url` and keeps the state under `prefix` (the same prefix
     /// as the [`crate::RedisLog`] it goes with).
     pub async fn open(url: &str, prefix: &str) -> Result<RedisStateStore, LogError> {
-        if prefix.is_empty() {
-            return Err(LogError::InvalidArgument(
-                "redis key prefix must not be empty".into(),
-            ));
-        }
+        check_prefix(prefix)?;
         let (conn, shown) = connect(url, &RedisOptions::default()).await?;
         Ok(RedisStateStore {
             shared: Arc::new(Shared {
