@@ -1,9 +1,16 @@
 //! `crmbus`: the command-line tool of crmbus.
 
 mod bench;
+mod client;
 mod demo;
-mod local;
+mod dlq;
+mod publish;
+mod replay;
 mod rss;
+mod serve;
+mod subs;
+mod tail;
+mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -22,10 +29,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Publish one event into a local embedded log (creating missing topics).
-    Publish(local::PublishArgs),
-    /// Read events of a topic from a local embedded log.
-    Read(local::ReadArgs),
+    /// Run the HTTP API (embedded log in ./crmbus-data on 127.0.0.1:7480 by default).
+    Serve(serve::ServeArgs),
+    /// Create, list, show and delete topics.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+    /// Publish an event (or JSON lines from stdin) to one or more topics.
+    Publish(publish::PublishArgs),
+    /// Follow a topic live.
+    Tail(tail::TailArgs),
+    /// Create, list, show and delete pull subscriptions.
+    #[command(subcommand)]
+    Subs(subs::SubsCommand),
+    /// List, show, redrive and discard a subscription's dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Move a subscription's cursor to replay (or skip) events.
+    Replay(replay::ReplayArgs),
     /// Run the lead scenario (publisher, three consumers, retries, DLQ, redrive) on an
     /// embedded log in a temporary directory.
     Demo(demo::DemoArgs),
@@ -45,9 +65,14 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
-        Command::Publish(args) => local::publish(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Topics(cmd) => topics::run(cmd),
+        Command::Publish(args) => publish::run(args),
+        Command::Tail(args) => tail::run(args),
+        Command::Subs(cmd) => subs::run(cmd),
+        Command::Dlq(cmd) => dlq::run(cmd),
+        Command::Replay(args) => replay::run(args),
         Command::Demo(args) => demo::run(args),
-        Command::Read(args) => local::read(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

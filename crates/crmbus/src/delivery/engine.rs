@@ -252,6 +252,8 @@ pub struct Engine {
     /// Consumer dedupe: digest of (source, id) → expiry (µs), when enabled.
     processed: HashMap<u64, i64>,
     stats: Arc<SubscriptionStats>,
+    finished_since_persist: usize,
+    last_persist: std::time::Instant,
 }
 
 impl Engine {
@@ -380,6 +382,8 @@ impl Engine {
             acked_since_persist: Vec::new(),
             processed,
             stats: Arc::new(SubscriptionStats::default()),
+            finished_since_persist: 0,
+            last_persist: std::time::Instant::now(),
         };
         // Redrives that were under way when the engine stopped start again.
         for d in redriving {
@@ -904,6 +908,49 @@ impl Engine {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Does whatever needs no waiting on handlers: reads, dispatches ready keys, takes in
+    /// finished deliveries, and persists when nothing is in flight or enough has finished
+    /// since the last time. A background subscription calls it between
+    /// [`Engine::finish_one`] and its commands, so slow handlers never block commands.
+    pub async fn pump(&mut self) -> Result<(), LogError> {
+        self.fill().await?;
+        self.dispatch();
+        while let Some(joined) = self.in_flight.try_join_next() {
+            self.absorb(joined);
+            self.finished_since_persist += 1;
+        }
+        // Finished deliveries may have released keys.
+        self.dispatch();
+        if self.in_flight.is_empty()
+            || self.finished_since_persist >= 64
+            || (self.finished_since_persist > 0
+                && self.last_persist.elapsed() >= Duration::from_millis(100))
+        {
+            self.persist().await?;
+            self.finished_since_persist = 0;
+            self.last_persist = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Waits until one delivery in flight finishes and takes its result in; returns
+    /// false at once when nothing is in flight. Cancel-safe.
+    pub async fn finish_one(&mut self) -> bool {
+        match self.in_flight.join_next().await {
+            Some(joined) => {
+                self.absorb(joined);
+                self.finished_since_persist += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether any delivery is in flight.
+    pub fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
     }
 
     /// Delivers everything that can be delivered now: reads, dispatches, and waits for

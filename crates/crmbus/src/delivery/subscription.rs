@@ -148,7 +148,7 @@ async fn run(
         let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        if let Err(e) = engine.run_until_idle().await {
+        if let Err(e) = engine.pump().await {
             tracing::error!(topic = engine.topic(), group = engine.group(), error = %e, "delivery step failed; retrying");
         }
         if last_metrics.elapsed() >= Duration::from_secs(1) {
@@ -185,6 +185,7 @@ async fn run(
                     let _ = reply.send(engine.discard(&id, &who).await);
                 }
             },
+            true = engine.finish_one(), if engine.has_in_flight() => {}
             _ = &mut woken => {}
             _ = tokio::time::sleep(wait) => {}
         }

@@ -1,0 +1,78 @@
+//! `crmbus serve`: the HTTP API on the configured backend, until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use crmbus_server::{Config, Server};
+
+/// Options of `crmbus serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML configuration file (every key can also be set as CRMBUS_<SECTION>_<KEY>).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.listen). Default 127.0.0.1:7480.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory of the embedded log (overrides storage.data_dir). Default ./crmbus-data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// Runs the server until a stop signal, then stops gracefully.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(l) = &args.listen {
+        env.push(("CRMBUS_SERVER_LISTEN".into(), l.clone()));
+    }
+    if let Some(d) = &args.data_dir {
+        env.push(("CRMBUS_STORAGE_DATA_DIR".into(), d.display().to_string()));
+    }
+    let config = Config::load(args.config.as_deref(), env)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let backend = config.storage.backend.clone();
+        let where_ = if backend == "embedded" {
+            format!(" in {}", config.storage.data_dir.display())
+        } else if !config.storage.url.is_empty() {
+            format!(" at {}", config.storage.url)
+        } else {
+            String::new()
+        };
+        let server = Server::start(config).await.context("starting the server")?;
+        eprintln!(
+            "crmbus listening on http://{} (backend {backend}{where_}); stop with Ctrl-C or SIGTERM",
+            server.local_addr()
+        );
+        let stop = server.stop_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            eprintln!("crmbus: stopping (finishing requests in flight, flushing)");
+            let _ = stop.send(true);
+        });
+        server.wait().await.context("server")?;
+        eprintln!("crmbus: stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
