@@ -106,3 +106,8 @@ pub(crate) async fn account_info(client: &async_nats::Client) -> Result<serde_js
     }
     Ok(v)
 }
+
+/// The longest a no-wait fetch may stay open on the server: it normally answers at once,
+/// but a server may hold a no-wait request (for instance while acknowledgements are
+/// pending), and a fetch must not hang.
+pub(crate) const FETCH_EXPIRES: Duration = Duration::from_secs(1);

@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, consumer, AckKind};
 use crmbus::{LogError, StoredEvent};
 use futures_util::StreamExt;
 
-use crate::conn::backend;
+use crate::conn::{backend, FETCH_EXPIRES};
 use crate::log::{stored_event, NatsLog};
 use crate::naming;
 
@@ -164,8 +164,10 @@ impl NatsGroupConsumer {
         &self.group
     }
 
-    /// Fetches up to `max` events available now, taking partitions in turn; does not wait
-    /// for new events (an empty result means none is available to this member now).
+    /// Fetches up to `max` events available to this member, taking partitions in turn.
+    /// Each partition's request is a no-wait fetch bounded to about a second on the server
+    /// (an event about to become available, such as a NAK'd one whose delay ends, may be
+    /// included); an empty result means none is available now.
     pub async fn fetch(&self, max: usize) -> Result<Vec<GroupMessage>, LogError> {
         let n = self.consumers.len();
         let mut out = Vec::new();
@@ -181,11 +183,13 @@ impl NatsGroupConsumer {
             let mut batch = c
                 .fetch()
                 .max_messages(max - out.len())
+                .expires(FETCH_EXPIRES)
                 .messages()
                 .await
                 .map_err(|e| backend(&format!("fetching for group '{}'", self.group), e))?;
             while let Some(m) = batch.next().await {
-                let m = m.map_err(|e| backend(&format!("fetching for group '{}'", self.group), e))?;
+                let m =
+                    m.map_err(|e| backend(&format!("fetching for group '{}'", self.group), e))?;
                 let info = m.info().map_err(|e| backend("reading message info", e))?;
                 let (seq, time, delivery) = (
                     info.stream_sequence,

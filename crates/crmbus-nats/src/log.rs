@@ -15,7 +15,7 @@ use crmbus::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::conn::{backend, Conn};
+use crate::conn::{backend, Conn, FETCH_EXPIRES};
 use crate::naming;
 
 /// How many publishes of one append are in flight (sent, ack not yet received) at once.
@@ -320,12 +320,16 @@ impl Inner {
 
     async fn stream(&self, topic: &str, partition: u32) -> Result<stream::Stream, LogError> {
         let name = naming::stream_name(self.prefix(), topic, partition);
-        self.conn.js.get_stream(&name).await.map_err(|e| match e.kind() {
-            jetstream::context::GetStreamErrorKind::JetStream(j) if stream_not_found(&j) => {
-                LogError::TopicNotFound(topic.to_string())
-            }
-            _ => backend(&format!("reading stream {name}"), e),
-        })
+        self.conn
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j) if stream_not_found(&j) => {
+                    LogError::TopicNotFound(topic.to_string())
+                }
+                _ => backend(&format!("reading stream {name}"), e),
+            })
     }
 
     async fn state(&self, topic: &str, partition: u32) -> Result<stream::State, LogError> {
@@ -649,13 +653,11 @@ impl EventLog for NatsLog {
         let mut out = Vec::with_capacity(got.len());
         for m in got {
             match m {
-                Some(m) => {
-                    match stored_event(topic, partition, m.sequence, m.time, &m.payload) {
-                        Ok(s) => out.push(s),
-                        Err(e) if out.is_empty() => return Err(e),
-                        Err(_) => break,
-                    }
-                }
+                Some(m) => match stored_event(topic, partition, m.sequence, m.time, &m.payload) {
+                    Ok(s) => out.push(s),
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(_) => break,
+                },
                 None if out.is_empty() => continue,
                 None => break,
             }
@@ -697,6 +699,7 @@ impl EventLog for NatsLog {
             let mut batch = consumer
                 .fetch()
                 .max_messages(1)
+                .expires(FETCH_EXPIRES)
                 .messages()
                 .await
                 .map_err(|e| backend("fetching by time", e))?;

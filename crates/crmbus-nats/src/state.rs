@@ -276,6 +276,7 @@ impl StateStore for NatsStateStore {
                 let mut batch = consumer
                     .fetch()
                     .max_messages(SCAN_BATCH)
+                    .expires(crate::conn::FETCH_EXPIRES)
                     .messages()
                     .await
                     .map_err(|e| backend("scanning state", e))?;

@@ -128,7 +128,10 @@ async fn a_batch_left_in_the_journal_is_applied_whole_at_open() {
     let store = NatsStateStore::open(&common::url(), &prefix)
         .await
         .expect("reopen");
-    assert_eq!(store.get("retry/g", "a").await.expect("get"), Some(b"1".to_vec()));
+    assert_eq!(
+        store.get("retry/g", "a").await.expect("get"),
+        Some(b"1".to_vec())
+    );
     assert_eq!(
         store.get("retry/g", "b").await.expect("get"),
         Some(vec![0x00, 0xff])
@@ -153,7 +156,10 @@ async fn an_unreachable_server_is_an_error_naming_the_url() {
         Err(e) => e,
     };
     assert_eq!(err.code(), "unavailable");
-    assert!(err.to_string().contains(url), "error does not name the URL: {err}");
+    assert!(
+        err.to_string().contains(url),
+        "error does not name the URL: {err}"
+    );
     let bad = crmbus_nats::open(&common::url(), "bad.prefix").await;
     assert!(matches!(bad, Err(crmbus::LogError::InvalidArgument(_))));
     let line = crmbus_nats::durability_setting(url).await;
