@@ -56,6 +56,8 @@ pub struct TopicView {
     pub name: String,
     /// Partition count.
     pub partitions: u32,
+    /// Every event must have a registered schema for its type.
+    pub require_schemas: bool,
     /// Retention.
     pub retention: RetentionBody,
     /// Events kept, over all partitions.

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use crmbus::{EventBus, LogError};
 use serde::de::DeserializeOwned;
@@ -26,6 +26,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Pull subscriptions.
     pub subs: Subscriptions,
+    /// The schema registry (validation at publish when `schemas.validate` is on).
+    pub schemas: Arc<crmbus_schema::SchemaRegistry>,
     /// The configuration the server runs with.
     pub config: Config,
     /// Turns true when the server begins to stop; live streams and long polls end.
@@ -52,6 +54,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The schema registry or catalog failed to load.
+    #[error("schemas: {0}")]
+    Schema(#[from] crmbus_schema::SchemaError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
@@ -148,6 +153,27 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(routes::live::stream_sse))
         .route("/v1/topics/{topic}/ws", get(routes::live::stream_ws))
+        .route("/v1/schemas", get(routes::schemas::list_schemas))
+        .route(
+            "/v1/schemas/validate",
+            post(routes::schemas::validate_event),
+        )
+        .route(
+            "/v1/schemas/{type}/versions",
+            post(routes::schemas::register_schema),
+        )
+        .route(
+            "/v1/schemas/{type}/versions/{version}",
+            get(routes::schemas::get_schema_version),
+        )
+        .route(
+            "/v1/schemas/{type}/compatibility",
+            put(routes::schemas::set_compatibility),
+        )
+        .route(
+            "/v1/schemas/{type}/check",
+            post(routes::schemas::check_schema),
+        )
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
@@ -171,13 +197,29 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         crate::metrics::install();
         let opened = crate::backend::open_backend(&config.storage).await?;
+        let schemas =
+            Arc::new(crmbus_schema::SchemaRegistry::open(Arc::clone(&opened.state)).await?);
+        let mut loads = Vec::new();
+        if config.schemas.catalog {
+            loads.push(schemas.load_builtin_catalog().await?);
+        }
+        if !config.schemas.catalog_dir.as_os_str().is_empty() {
+            loads.push(schemas.load_catalog(&config.schemas.catalog_dir).await?);
+        }
+        for skipped in loads.iter().flat_map(|l| &l.skipped) {
+            tracing::warn!(file = %skipped.file, error = %skipped.error, "catalog schema not loaded");
+        }
         let mut builder = EventBus::builder()
             .log(Arc::clone(&opened.log))
             .state(Arc::clone(&opened.state));
+        if config.schemas.validate {
+            builder = builder.validator(Arc::clone(&schemas) as Arc<dyn crmbus::PublishValidator>);
+        }
         if config.server.auto_create_topics {
             builder = builder.auto_create_topics(config.server.default_partitions);
         }
         let bus = builder.build();
+        crate::routes::topics::load_require_schemas(&bus).await?;
         let listen = config.server.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -196,6 +238,7 @@ impl Server {
         let state = Arc::new(AppState {
             bus: bus.clone(),
             subs,
+            schemas,
             config,
             stopping: stopping.clone(),
         });

@@ -11,10 +11,8 @@ use crate::config::StorageSection;
 /// Opens the backend `[storage]` names.
 pub async fn open_backend(storage: &StorageSection) -> Result<OpenedBackend, LogError> {
     match storage.backend.as_str() {
-        "redis" | "nats" => Err(LogError::InvalidArgument(format!(
-            "backend '{}' is not available in this build",
-            storage.backend
-        ))),
+        "redis" => crmbus_redis::open(&storage.url, &storage.prefix).await,
+        "nats" => crmbus_nats::open(&storage.url, &storage.prefix).await,
         other => {
             let kind: BackendKind = other
                 .parse()

@@ -17,6 +17,11 @@
 //! durability = "fsync"           # embedded: fsync (default) | os
 //! url = ""                       # redis://127.0.0.1:6379 or nats://127.0.0.1:4222
 //! prefix = "crmbus"              # redis/nats: key and stream name prefix
+//!
+//! [schemas]
+//! catalog = true                 # load the built-in CRM event catalog at start
+//! catalog_dir = ""               # also load <type>/<n>.json files from this directory
+//! validate = true                # validate events whose type has a schema at publish
 //! ```
 
 use std::collections::BTreeMap;
@@ -65,6 +70,31 @@ pub struct Config {
     pub server: ServerSection,
     /// Where events are stored.
     pub storage: StorageSection,
+    /// The schema registry.
+    pub schemas: SchemasSection,
+}
+
+/// `[schemas]`: the schema registry and validation at publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemasSection {
+    /// Load the built-in CRM event catalog at start (registered versions stay; newer
+    /// catalog versions are added when compatible).
+    pub catalog: bool,
+    /// Also load the catalog files in this directory (`<type>/<n>.json`); empty: none.
+    pub catalog_dir: PathBuf,
+    /// Validate events whose type has a schema at publish (and reject violations).
+    pub validate: bool,
+}
+
+impl Default for SchemasSection {
+    fn default() -> Self {
+        SchemasSection {
+            catalog: true,
+            catalog_dir: PathBuf::new(),
+            validate: true,
+        }
+    }
 }
 
 /// `[server]`: the HTTP listener and request limits.
@@ -145,6 +175,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "storage",
         &["backend", "data_dir", "durability", "url", "prefix"],
     ),
+    ("schemas", &["catalog", "catalog_dir", "validate"]),
 ];
 
 /// Environment variables with this prefix that are not configuration keys.
@@ -253,10 +284,13 @@ impl Config {
     }
 }
 
+/// (section, key) → (environment variable, value).
+type Overrides = BTreeMap<(String, String), (String, String)>;
+
 /// Finds `CRMBUS_<SECTION>_<KEY>` variables: (section, key) → (variable, value).
 fn env_overrides(
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<BTreeMap<(String, String), (String, String)>, ConfigError> {
+) -> Result<Overrides, ConfigError> {
     let mut out = BTreeMap::new();
     for (var, value) in env {
         let Some(rest) = var.strip_prefix("CRMBUS_") else {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 /// One violation inside a problem: which field, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
 pub struct FieldError {
     /// The field concerned (`id`, `events[2].type`, `data/amount`, a query parameter…).
     pub field: String,
@@ -145,6 +145,19 @@ impl From<BusError> for ApiError {
     fn from(e: BusError) -> ApiError {
         match e {
             BusError::Log(l) => l.into(),
+            BusError::Validation(inv) => {
+                let mut err = ApiError::invalid_event(&inv, "");
+                err.code = "schema_violation".to_string();
+                err.detail = format!(
+                    "the event does not match its schema: {}",
+                    err.errors
+                        .iter()
+                        .map(|f| f.field.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                err
+            }
             other => ApiError::new(other.code(), other.to_string()),
         }
     }

@@ -325,7 +325,7 @@ async fn read_from_a_time() {
     let s = TestServer::start("embedded", &[]).await;
     s.create_topic("deals", 2).await;
     for i in 0..4 {
-        let (st, _) = s
+        let (st, body) = s
             .publish(
                 "deals",
                 &event(
@@ -336,7 +336,7 @@ async fn read_from_a_time() {
                 ),
             )
             .await;
-        assert_eq!(st, 201);
+        assert_eq!(st, 201, "{body}");
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
     let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -393,6 +393,30 @@ async fn ack(s: &TestServer, sub: &str, ids: &[&str]) -> Value {
         .await;
     assert_eq!(st, 200, "{body}");
     body
+}
+
+/// Pulls and acks until `n` deliveries have arrived (at most 20 long polls); their event ids.
+async fn pull_ack_n(s: &TestServer, sub: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        if ids.len() >= n {
+            break;
+        }
+        let got = pull(s, sub, 10, 2000).await;
+        let acks: Vec<&str> = got
+            .iter()
+            .map(|d| d["ack_id"].as_str().expect("id"))
+            .collect();
+        if !acks.is_empty() {
+            ack(s, sub, &acks).await;
+        }
+        ids.extend(
+            got.iter()
+                .map(|d| d["event"]["id"].as_str().expect("id").to_string()),
+        );
+    }
+    assert_eq!(ids.len(), n, "deliveries: {ids:?}");
+    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,34 +648,13 @@ async fn seek_to_a_time_and_to_earliest_replays() {
         )
         .await;
     }
-    let mut seen = 0;
-    while seen < 5 {
-        let got = pull(&s, "bi", 10, 5000).await;
-        let ids: Vec<&str> = got
-            .iter()
-            .map(|d| d["ack_id"].as_str().expect("id"))
-            .collect();
-        ack(&s, "bi", &ids).await;
-        seen += got.len();
-    }
+    pull_ack_n(&s, "bi", 5).await;
     let (st, body) = s
         .post("/v1/subscriptions/bi/seek", json!({"to": {"time": t}}))
         .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["partitions"][0]["committed"], 3);
-    let mut ids = Vec::new();
-    while ids.len() < 2 {
-        let got = pull(&s, "bi", 10, 5000).await;
-        let acks: Vec<&str> = got
-            .iter()
-            .map(|d| d["ack_id"].as_str().expect("id"))
-            .collect();
-        ack(&s, "bi", &acks).await;
-        ids.extend(
-            got.iter()
-                .map(|d| d["event"]["id"].as_str().expect("id").to_string()),
-        );
-    }
+    let mut ids = pull_ack_n(&s, "bi", 2).await;
     ids.sort();
     assert_eq!(ids, ["b-0", "b-1"]);
 
@@ -659,16 +662,7 @@ async fn seek_to_a_time_and_to_earliest_replays() {
         .post("/v1/subscriptions/bi/seek", json!({"to": "earliest"}))
         .await;
     assert_eq!(st, 200, "{body}");
-    let mut again = 0;
-    while again < 5 {
-        let got = pull(&s, "bi", 10, 5000).await;
-        let acks: Vec<&str> = got
-            .iter()
-            .map(|d| d["ack_id"].as_str().expect("id"))
-            .collect();
-        ack(&s, "bi", &acks).await;
-        again += got.len();
-    }
+    let again = pull_ack_n(&s, "bi", 5).await.len();
     assert_eq!(again, 5);
     let (st, body) = s
         .post("/v1/subscriptions/bi/seek", json!({"to": "yesterday"}))

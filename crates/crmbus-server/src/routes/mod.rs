@@ -4,5 +4,6 @@ pub mod dlq;
 pub mod events;
 pub mod live;
 pub mod ops;
+pub mod schemas;
 pub mod subscriptions;
 pub mod topics;

@@ -13,11 +13,24 @@ use crate::api::{CreateTopicRequest, PartitionView, RetentionBody, TopicList, To
 use crate::app::{json_body, Shared};
 use crate::problem::{ApiError, Problem};
 
+/// State-store namespace of the topics that require schemas (the backends keep the
+/// topic spec, but `TopicInfo` does not carry the flag back).
+const REQUIRE_SCHEMAS: &str = "server/require_schemas";
+
+/// Tells the bus which topics require schemas (at server start).
+pub async fn load_require_schemas(bus: &crmbus::EventBus) -> Result<(), crmbus::LogError> {
+    for (topic, _) in bus.state().scan(REQUIRE_SCHEMAS, "").await? {
+        bus.set_require_schemas(&topic, true);
+    }
+    Ok(())
+}
+
 /// A topic as the API shows it.
-pub fn topic_view(info: &TopicInfo) -> TopicView {
+pub fn topic_view(app: &Shared, info: &TopicInfo) -> TopicView {
     TopicView {
         name: info.name.clone(),
         partitions: info.partitions,
+        require_schemas: app.bus.requires_schemas(&info.name),
         retention: RetentionBody {
             max_age_ms: info.retention.max_age.map(|d| d.as_millis() as u64),
             max_bytes: info.retention.max_bytes,
@@ -70,7 +83,14 @@ pub async fn create_topic(
     });
     spec.require_schemas = req.require_schemas;
     let info = app.bus.log().create_topic(spec).await?;
-    Ok((StatusCode::CREATED, Json(topic_view(&info))))
+    if req.require_schemas {
+        app.bus
+            .state()
+            .put(REQUIRE_SCHEMAS, &info.name, b"true".to_vec())
+            .await?;
+    }
+    app.bus.set_require_schemas(&info.name, req.require_schemas);
+    Ok((StatusCode::CREATED, Json(topic_view(&app, &info))))
 }
 
 /// Lists every topic.
@@ -81,7 +101,7 @@ pub async fn create_topic(
 pub async fn list_topics(State(app): State<Shared>) -> Result<Json<TopicList>, ApiError> {
     let topics = app.bus.log().list_topics().await?;
     Ok(Json(TopicList {
-        topics: topics.iter().map(topic_view).collect(),
+        topics: topics.iter().map(|t| topic_view(&app, t)).collect(),
     }))
 }
 
@@ -99,7 +119,7 @@ pub async fn get_topic(
     Path(topic): Path<String>,
 ) -> Result<Json<TopicView>, ApiError> {
     let info = app.bus.log().describe_topic(&topic).await?;
-    Ok(Json(topic_view(&info)))
+    Ok(Json(topic_view(&app, &info)))
 }
 
 /// Deletes a topic with its events; its subscriptions stop.
@@ -118,5 +138,7 @@ pub async fn delete_topic(
     app.bus.log().describe_topic(&topic).await?;
     app.subs.stop_topic(&topic).await;
     app.bus.log().delete_topic(&topic).await?;
+    app.bus.state().delete(REQUIRE_SCHEMAS, &topic).await?;
+    app.bus.set_require_schemas(&topic, false);
     Ok(StatusCode::NO_CONTENT)
 }

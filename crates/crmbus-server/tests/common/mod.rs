@@ -15,7 +15,9 @@ pub struct TestServer {
 }
 
 pub fn config(dir: &Path, backend: &str, extra: &[(&str, &str)]) -> Config {
+    // The generic HTTP tests publish free-form events; the schema tests turn the catalog on.
     let mut env = vec![
+        ("CRMBUS_SCHEMAS_CATALOG".to_string(), "false".to_string()),
         (
             "CRMBUS_SERVER_LISTEN".to_string(),
             "127.0.0.1:0".to_string(),

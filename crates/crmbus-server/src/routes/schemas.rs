@@ -1,0 +1,360 @@
+//! `/v1/schemas`: the schema registry — list, register a version (checked against the
+//! type's compatibility mode), show a version, set the mode, check without registering,
+//! and validate an event.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use crmbus_schema::{CompatibilityMode, SchemaError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::app::{body_bytes, json_body, Shared};
+use crate::cloudevents::events_from_request;
+use crate::problem::{ApiError, FieldError, Problem};
+
+/// One event type in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SchemaTypeView {
+    /// The event type.
+    pub event_type: String,
+    /// Its compatibility mode: backward, forward, full or none.
+    pub mode: String,
+    /// Its versions, ascending.
+    pub versions: Vec<u32>,
+    /// The latest version.
+    pub latest: Option<u32>,
+}
+
+/// `GET /v1/schemas`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SchemaList {
+    /// Every type with a schema, by name.
+    pub types: Vec<SchemaTypeView>,
+}
+
+/// A schema document to register or check.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRequest {
+    /// A JSON Schema (draft 2020-12) for the event's `data`.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationView {
+    /// The event type.
+    pub event_type: String,
+    /// The version the schema has (new, or the identical one already registered).
+    pub version: u32,
+    /// Its URI, which accepted events carry as `dataschema`.
+    pub uri: String,
+    /// False when an identical schema was already registered.
+    pub created: bool,
+    /// Keywords the compatibility checker found unchanged but does not understand.
+    pub warnings: Vec<String>,
+}
+
+/// One version of a type's schema.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SchemaVersionView {
+    /// The event type.
+    pub event_type: String,
+    /// The version.
+    pub version: u32,
+    /// Its URI.
+    pub uri: String,
+    /// The JSON Schema.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+}
+
+/// `PUT /v1/schemas/{type}/compatibility`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompatibilityRequest {
+    /// backward (default), forward, full or none.
+    pub mode: String,
+}
+
+/// A type's compatibility mode.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompatibilityView {
+    /// The event type.
+    pub event_type: String,
+    /// Its mode.
+    pub mode: String,
+}
+
+/// What registering a schema would do.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CheckView {
+    /// Registering would succeed.
+    pub compatible: bool,
+    /// The type's compatibility mode.
+    pub mode: String,
+    /// The version compared with (the latest), if any.
+    pub against: Option<u32>,
+    /// An identical registered version, if any.
+    pub existing: Option<u32>,
+    /// Every breaking change, with its JSON path in the schema.
+    pub breaking: Vec<FieldError>,
+    /// Keywords found unchanged but not understood.
+    pub warnings: Vec<String>,
+}
+
+/// Whether an event validates.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ValidationView {
+    /// The event would be accepted by a publish.
+    pub valid: bool,
+    /// The schema version it was checked against, when its type has one.
+    pub dataschema: Option<String>,
+    /// Every violation (CloudEvents attributes and `data/...` paths).
+    pub errors: Vec<FieldError>,
+}
+
+fn mode_text(m: CompatibilityMode) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A registry error as a problem: each breaking change or violation becomes an entry.
+pub fn schema_problem(e: SchemaError) -> ApiError {
+    let errors = match &e {
+        SchemaError::Incompatible { changes, .. } => changes
+            .iter()
+            .map(|c| FieldError {
+                field: c.path.clone(),
+                message: c.reason.clone(),
+            })
+            .collect(),
+        SchemaError::Violation { violations, .. } => violations
+            .iter()
+            .map(|v| FieldError {
+                field: format!("data{}", v.path),
+                message: v.message.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ApiError::new(e.code(), e.to_string()).with_errors(errors)
+}
+
+fn registry(app: &Shared) -> &crmbus_schema::SchemaRegistry {
+    &app.schemas
+}
+
+/// Lists every event type with a schema.
+#[utoipa::path(
+    get, path = "/v1/schemas", tag = "schemas",
+    responses((status = 200, description = "Every type with its versions", body = SchemaList))
+)]
+pub async fn list_schemas(State(app): State<Shared>) -> Json<SchemaList> {
+    Json(SchemaList {
+        types: registry(&app)
+            .list()
+            .into_iter()
+            .map(|t| SchemaTypeView {
+                event_type: t.event_type,
+                mode: mode_text(t.mode),
+                versions: t.versions,
+                latest: t.latest,
+            })
+            .collect(),
+    })
+}
+
+/// Registers a new version of a type's schema, checked against its compatibility mode.
+#[utoipa::path(
+    post, path = "/v1/schemas/{type}/versions", tag = "schemas",
+    params(("type" = String, Path, description = "Event type")),
+    request_body = SchemaRequest,
+    responses(
+        (status = 201, description = "Registered", body = RegistrationView),
+        (status = 200, description = "An identical version exists", body = RegistrationView),
+        (status = 400, description = "Not a usable JSON Schema 2020-12 document", body = Problem),
+        (status = 409, description = "Incompatible: every breaking change listed with its path", body = Problem),
+    )
+)]
+pub async fn register_schema(
+    State(app): State<Shared>,
+    Path(ty): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<RegistrationView>), ApiError> {
+    let req: SchemaRequest = json_body(body)?;
+    let r = registry(&app)
+        .register(&ty, req.schema)
+        .await
+        .map_err(schema_problem)?;
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(RegistrationView {
+            event_type: r.event_type,
+            version: r.version,
+            uri: r.uri,
+            created: r.created,
+            warnings: r.warnings,
+        }),
+    ))
+}
+
+/// Shows one version (a number, or `latest`).
+#[utoipa::path(
+    get, path = "/v1/schemas/{type}/versions/{version}", tag = "schemas",
+    params(
+        ("type" = String, Path, description = "Event type"),
+        ("version" = String, Path, description = "Version number, or latest"),
+    ),
+    responses(
+        (status = 200, description = "The version", body = SchemaVersionView),
+        (status = 400, description = "Not a version number", body = Problem),
+        (status = 404, description = "No such type or version", body = Problem),
+    )
+)]
+pub async fn get_schema_version(
+    State(app): State<Shared>,
+    Path((ty, version)): Path<(String, String)>,
+) -> Result<Json<SchemaVersionView>, ApiError> {
+    let v = if version == "latest" {
+        registry(&app).latest(&ty)
+    } else {
+        let n: u32 = version
+            .parse()
+            .map_err(|_| ApiError::invalid("version", "must be a number or latest"))?;
+        registry(&app).get(&ty, n)
+    }
+    .map_err(schema_problem)?;
+    Ok(Json(SchemaVersionView {
+        event_type: v.event_type.clone(),
+        version: v.version,
+        uri: v.uri.clone(),
+        schema: v.schema.clone(),
+    }))
+}
+
+/// Sets a type's compatibility mode.
+#[utoipa::path(
+    put, path = "/v1/schemas/{type}/compatibility", tag = "schemas",
+    params(("type" = String, Path, description = "Event type")),
+    request_body = CompatibilityRequest,
+    responses(
+        (status = 200, description = "The mode now in force", body = CompatibilityView),
+        (status = 400, description = "Unknown mode", body = Problem),
+    )
+)]
+pub async fn set_compatibility(
+    State(app): State<Shared>,
+    Path(ty): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CompatibilityView>, ApiError> {
+    let req: CompatibilityRequest = json_body(body)?;
+    let mode: CompatibilityMode =
+        serde_json::from_value(Value::String(req.mode.clone())).map_err(|_| {
+            ApiError::invalid(
+                "mode",
+                format!("'{}' is not backward, forward, full or none", req.mode),
+            )
+        })?;
+    registry(&app)
+        .set_compatibility(&ty, mode)
+        .await
+        .map_err(schema_problem)?;
+    Ok(Json(CompatibilityView {
+        event_type: ty,
+        mode: mode_text(mode),
+    }))
+}
+
+/// Says whether a schema would be accepted as the type's next version, without
+/// registering it.
+#[utoipa::path(
+    post, path = "/v1/schemas/{type}/check", tag = "schemas",
+    params(("type" = String, Path, description = "Event type")),
+    request_body = SchemaRequest,
+    responses(
+        (status = 200, description = "The verdict and every breaking change", body = CheckView),
+        (status = 400, description = "Not a usable JSON Schema", body = Problem),
+    )
+)]
+pub async fn check_schema(
+    State(app): State<Shared>,
+    Path(ty): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CheckView>, ApiError> {
+    let req: SchemaRequest = json_body(body)?;
+    let c = registry(&app)
+        .check(&ty, &req.schema)
+        .map_err(schema_problem)?;
+    Ok(Json(CheckView {
+        compatible: c.is_compatible(),
+        mode: mode_text(c.mode),
+        against: c.against,
+        existing: c.existing,
+        breaking: c
+            .report
+            .breaking
+            .iter()
+            .map(|b| FieldError {
+                field: b.path.clone(),
+                message: b.reason.clone(),
+            })
+            .collect(),
+        warnings: c.report.warnings.clone(),
+    }))
+}
+
+/// Validates an event (any CloudEvents HTTP mode) as a publish would, writing nothing.
+#[utoipa::path(
+    post, path = "/v1/schemas/validate", tag = "schemas",
+    request_body(description = "A CloudEvent", content((Value = "application/cloudevents+json"))),
+    responses(
+        (status = 200, description = "Whether it validates, and every violation", body = ValidationView),
+        (status = 400, description = "Not a CloudEvent at all", body = Problem),
+    )
+)]
+pub async fn validate_event(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ValidationView>, ApiError> {
+    let body = body_bytes(body)?;
+    let mut errors = Vec::new();
+    let mut dataschema = None;
+    match events_from_request(&headers, &body) {
+        Ok(events) => {
+            for (i, mut e) in events.into_iter().enumerate() {
+                match registry(&app).validate_event(&mut e, false) {
+                    Ok(()) => dataschema = e.dataschema.clone(),
+                    Err(inv) => errors.extend(inv.violations.into_iter().map(|v| FieldError {
+                        field: if i == 0 {
+                            v.attribute
+                        } else {
+                            format!("[{i}].{}", v.attribute)
+                        },
+                        message: v.message,
+                    })),
+                }
+            }
+        }
+        Err(e) if e.code == "invalid_event" => errors = e.errors,
+        Err(e) => return Err(e),
+    }
+    Ok(Json(ValidationView {
+        valid: errors.is_empty(),
+        dataschema,
+        errors,
+    }))
+}
