@@ -230,7 +230,7 @@ fn event(id: &str, subject: &str, n: u64) -> Value {
         "data": {
             "deal_id": subject,
             "old_stage": "proposal",
-            "new_stage": if n % 2 == 0 { "negotiation" } else { "closed_won" },
+            "new_stage": if n.is_multiple_of(2) { "negotiation" } else { "closed_won" },
             "changed_by": format!("user-{}", n % 17),
         }
     })

@@ -1,6 +1,7 @@
 //! `crmbus bench …`: benchmarks that print figures (never pass/fail).
 
 mod deliver;
+mod http;
 mod log;
 
 use clap::Subcommand;
@@ -14,6 +15,9 @@ pub enum BenchCommand {
     /// Delivery: throughput with a no-op handler and key ordering, and publish→handler
     /// latency at a fixed publish rate.
     Deliver(deliver::DeliverBenchArgs),
+    /// Publishing over HTTP from concurrent clients: one event per request and batches,
+    /// with per-request latency, against an in-process server (fsync) or `--url`.
+    Http(http::HttpBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -21,5 +25,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Log(args) => log::run(args),
         BenchCommand::Deliver(args) => deliver::run(args),
+        BenchCommand::Http(args) => http::run(args),
     }
 }
