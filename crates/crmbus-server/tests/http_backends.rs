@@ -1,0 +1,183 @@
+//! The HTTP API on the Redis Streams and NATS JetStream backends (the real servers that
+//! scripts/services.sh starts): publish, read, pull/ack and DLQ redrive run unchanged.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{event, TestServer};
+use serde_json::{json, Value};
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+fn unique_prefix(kind: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("crmbus-http-{kind}-{}-{nanos}", std::process::id())
+}
+
+async fn pull(s: &TestServer, sub: &str, max: u64) -> Vec<Value> {
+    let (st, body) = s
+        .post(
+            &format!("/v1/subscriptions/{sub}/pull"),
+            json!({"max_events": max, "wait_ms": 2000}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    body["deliveries"].as_array().expect("deliveries").clone()
+}
+
+async fn pull_n(s: &TestServer, sub: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        if got.len() >= n {
+            break;
+        }
+        got.extend(pull(s, sub, (n - got.len()) as u64).await);
+    }
+    assert_eq!(got.len(), n, "{got:?}");
+    got
+}
+
+async fn core_flow(s: &TestServer) {
+    s.create_topic("deals", 2).await;
+    for i in 0..3 {
+        let (st, body) = s
+            .publish(
+                "deals",
+                &event(
+                    &format!("e-{i}"),
+                    "deal.won",
+                    &format!("deal-{i}"),
+                    json!({"n": i}),
+                ),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let (st, body) = s
+        .publish(
+            "deals",
+            &event("e-0", "deal.won", "deal-0", json!({"n": 0})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["receipts"][0]["duplicate"], true);
+
+    let (st, body) = s.get("/v1/topics/deals/events").await;
+    assert_eq!(st, 200, "{body}");
+    let mut ids: Vec<&str> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event"]["id"].as_str().expect("id"))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["e-0", "e-1", "e-2"]);
+
+    let (st, body) = s
+        .post(
+            "/v1/topics/deals/subscriptions",
+            json!({"name": "erp", "retry": {"max_attempts": 1}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let got = pull_n(s, "erp", 3).await;
+    let (fail, ok): (Vec<&Value>, Vec<&Value>) =
+        got.iter().partition(|d| d["event"]["id"] == "e-1");
+    let ok_ids: Vec<&str> = ok
+        .iter()
+        .map(|d| d["ack_id"].as_str().expect("id"))
+        .collect();
+    let (st, body) = s
+        .post("/v1/subscriptions/erp/ack", json!({"ack_ids": ok_ids}))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(body["settled"], 2);
+    let (st, _) = s
+        .post(
+            "/v1/subscriptions/erp/nack",
+            json!({"ack_ids": [fail[0]["ack_id"]], "error": "ERP down"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        let (_, body) = s.get("/v1/subscriptions/erp/dlq").await;
+        entries = body["entries"].as_array().expect("entries").clone();
+        if !entries.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["event"]["id"], "e-1");
+    let (st, body) = s
+        .post("/v1/subscriptions/erp/dlq/redrive", json!({"all": true}))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["redriven"], 1);
+    let again = pull_n(s, "erp", 1).await;
+    assert_eq!(again[0]["event"]["id"], "e-1");
+    let (st, _) = s
+        .post(
+            "/v1/subscriptions/erp/ack",
+            json!({"ack_ids": [again[0]["ack_id"]]}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let mut lag = u64::MAX;
+    for _ in 0..100 {
+        let (_, body) = s.get("/v1/subscriptions/erp").await;
+        lag = body["status"]["lag"].as_u64().expect("lag");
+        if lag == 0 && body["status"]["dlq_size"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lag, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_on_redis_streams() {
+    let prefix = unique_prefix("redis");
+    let s = TestServer::start(
+        "redis",
+        &[
+            ("CRMBUS_STORAGE_URL", REDIS_URL),
+            ("CRMBUS_STORAGE_PREFIX", &prefix),
+        ],
+    )
+    .await;
+    let (_, health) = s.get("/healthz").await;
+    assert_eq!(health["backend"], "redis");
+    core_flow(&s).await;
+    s.stop().await;
+    crmbus_redis::purge(REDIS_URL, &prefix)
+        .await
+        .expect("purge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_on_nats_jetstream() {
+    let prefix = unique_prefix("nats");
+    let s = TestServer::start(
+        "nats",
+        &[
+            ("CRMBUS_STORAGE_URL", NATS_URL),
+            ("CRMBUS_STORAGE_PREFIX", &prefix),
+        ],
+    )
+    .await;
+    let (_, health) = s.get("/healthz").await;
+    assert_eq!(health["backend"], "nats");
+    core_flow(&s).await;
+    s.stop().await;
+    crmbus_nats::destroy_namespace(NATS_URL, &prefix)
+        .await
+        .expect("cleanup");
+}
