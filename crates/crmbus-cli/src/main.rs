@@ -7,6 +7,7 @@ mod dlq;
 mod publish;
 mod replay;
 mod rss;
+mod schema;
 mod serve;
 mod subs;
 mod tail;
@@ -46,6 +47,9 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Move a subscription's cursor to replay (or skip) events.
     Replay(replay::ReplayArgs),
+    /// The schema registry: list, show, register, check, validate, docs.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
     /// Run the lead scenario (publisher, three consumers, retries, DLQ, redrive) on an
     /// embedded log in a temporary directory.
     Demo(demo::DemoArgs),
@@ -55,6 +59,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Output piped into `head` and the like: end quietly on a closed pipe, as Unix tools do.
+    // SAFETY: resetting a signal's disposition to its default at startup, before any thread
+    // exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRMBUS_LOG")
@@ -72,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Subs(cmd) => subs::run(cmd),
         Command::Dlq(cmd) => dlq::run(cmd),
         Command::Replay(args) => replay::run(args),
+        Command::Schema(cmd) => schema::run(cmd),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -1,0 +1,288 @@
+//! The CLI's server commands against a real `crmbus serve` (the binary) on an ephemeral
+//! port: topics, publish (one, several topics, JSON lines), tail, subs, dlq, replay,
+//! schema, `--json`, and the messages for errors and an unreachable server.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_crmbus");
+
+struct Serve {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn crmbus serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("crmbus serve printed its address")
+                .expect("line");
+            if let Some(rest) = line.strip_prefix("crmbus listening on ") {
+                break rest.split_whitespace().next().expect("url").to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Serve {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("CRMBUS_URL", &self.url)
+            .output()
+            .expect("run crmbus")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "crmbus {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let text = self.ok(&all);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn topics_publish_tail_subs_dlq_replay_and_schema_commands() {
+    let s = Serve::start();
+    let created = s.json(&["topics", "create", "deals", "--partitions", "2"]);
+    assert_eq!(created["partitions"], 2);
+    s.ok(&["topics", "create", "notifications", "--partitions", "1"]);
+    let table = s.ok(&["topics", "list"]);
+    assert!(table.lines().next().expect("header").starts_with("NAME"));
+    assert!(table.contains("deals") && table.contains("notifications"));
+
+    let r = s.json(&[
+        "publish",
+        "--topic",
+        "deals",
+        "--type",
+        "deal.won",
+        "--subject",
+        "deal-42",
+        "--id",
+        "w-1",
+        "--data",
+        r#"{"deal_id":"deal-42","amount":"1250.00","currency":"EUR"}"#,
+    ]);
+    assert_eq!(r["receipts"][0]["duplicate"], false);
+    assert_eq!(
+        r["receipts"][0]["topic"], "deals",
+        "one receipt for the one topic: {r}"
+    );
+    let again = s.ok(&[
+        "publish",
+        "--topic",
+        "deals",
+        "--type",
+        "deal.won",
+        "--subject",
+        "deal-42",
+        "--id",
+        "w-1",
+        "--data",
+        r#"{"deal_id":"deal-42","amount":"1250.00","currency":"EUR"}"#,
+    ]);
+    assert!(again.contains("duplicate"), "{again}");
+    let multi = s.json(&[
+        "publish",
+        "--topic",
+        "deals",
+        "--topic",
+        "notifications",
+        "--type",
+        "deal.lost",
+        "--subject",
+        "deal-7",
+        "--data",
+        r#"{"deal_id":"deal-7","reason":"budget"}"#,
+    ]);
+    assert_eq!(multi["receipts"].as_array().expect("receipts").len(), 2);
+
+    // Bulk: JSON lines on stdin.
+    let mut child = Command::new(BIN)
+        .args(["publish", "--topic", "deals", "--json"])
+        .env("CRMBUS_URL", &s.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn bulk publish");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for i in 0..1200 {
+            writeln!(
+                stdin,
+                r#"{{"type":"com.acme.import","subject":"row-{i}","data":{{"row":{i}}}}}"#
+            )
+            .expect("write");
+        }
+    }
+    let out = child.wait_with_output().expect("bulk publish");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("summary json");
+    assert_eq!(summary["published"], 1200);
+    let shown = s.json(&["topics", "show", "deals"]);
+    assert_eq!(shown["events"], 1202);
+
+    let tail = s.ok(&[
+        "tail", "deals", "--from", "earliest", "--type", "deal.*", "--limit", "2", "--json",
+    ]);
+    let lines: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("tail line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["event"]["type"]
+        .as_str()
+        .expect("type")
+        .starts_with("deal.")));
+
+    s.ok(&[
+        "subs",
+        "create",
+        "deals",
+        "erp",
+        "--type",
+        "deal.*",
+        "--max-attempts",
+        "1",
+    ]);
+    let listed = s.ok(&["subs", "list"]);
+    assert!(listed.contains("erp"), "{listed}");
+    let shown = s.json(&["subs", "show", "erp"]);
+    assert_eq!(shown["topic"], "deals");
+    let dlq = s.json(&["dlq", "list", "erp"]);
+    assert!(dlq["entries"].as_array().expect("entries").is_empty());
+    let replay = s.json(&["replay", "erp", "--to", "latest"]);
+    let lag: u64 = replay["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["lag"].as_u64().expect("lag"))
+        .sum();
+    assert_eq!(lag, 0);
+    let replay = s.json(&["replay", "erp", "--offset", "0:0", "--offset", "1:0"]);
+    assert_eq!(replay["partitions"][0]["committed"], 0);
+    s.ok(&["subs", "delete", "erp"]);
+
+    let schemas = s.json(&["schema", "list"]);
+    assert_eq!(schemas["types"].as_array().expect("types").len(), 31);
+    let shown = s.json(&["schema", "show", "deal.won"]);
+    assert_eq!(shown["uri"], "urn:crmbus:schema:deal.won:1");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_event = dir.path().join("event.json");
+    std::fs::write(
+        &bad_event,
+        r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"deal.won","data":{"deal_id":"d"}}"#,
+    )
+    .expect("write");
+    let out = s.run(&["schema", "validate", bad_event.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("data/amount") && text.contains("data/currency"),
+        "{text}"
+    );
+
+    let narrower = dir.path().join("schema.json");
+    let mut schema = shown["schema"].clone();
+    // Its examples would no longer validate (and are checked); this is about compatibility.
+    schema.as_object_mut().expect("object").remove("examples");
+    schema["required"]
+        .as_array_mut()
+        .expect("required")
+        .push(Value::String("owner_id".into()));
+    std::fs::write(&narrower, schema.to_string()).expect("write");
+    let out = s.run(&[
+        "schema",
+        "check",
+        "deal.won",
+        narrower.to_str().expect("path"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "adding a required field must be rejected"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("required"));
+
+    let docs = s.ok(&["schema", "docs"]);
+    assert!(docs.starts_with("| type |"));
+    assert_eq!(docs.lines().filter(|l| l.starts_with("| `")).count(), 31);
+}
+
+#[test]
+fn errors_are_clear_and_fail_the_command() {
+    let s = Serve::start();
+    let out = s.run(&["publish", "--topic", "nope", "--type", "x.y"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("topic 'nope' does not exist"), "{err}");
+    assert!(err.contains("404"), "{err}");
+
+    let out = s.run(&["topics", "create", "bad name!"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name:"));
+
+    let out = Command::new(BIN)
+        .args(["topics", "list", "--url", "http://127.0.0.1:9"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the crmbus server at http://127.0.0.1:9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_stops_on_sigterm_with_status_zero() {
+    let mut s = Serve::start();
+    s.ok(&["topics", "create", "deals"]);
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = s.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}
