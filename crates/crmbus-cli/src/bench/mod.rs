@@ -1,8 +1,10 @@
 //! `crmbus bench …`: benchmarks that print figures (never pass/fail).
 
+mod compare;
 mod deliver;
 mod http;
 mod log;
+mod schema;
 
 use clap::Subcommand;
 
@@ -18,6 +20,13 @@ pub enum BenchCommand {
     /// Publishing over HTTP from concurrent clients: one event per request and batches,
     /// with per-request latency, against an in-process server (fsync) or `--url`.
     Http(http::HttpBenchArgs),
+    /// The same publish, one-at-a-time and group-consume workload against the embedded log
+    /// (fsync), Redis Streams and NATS JetStream in one run, with each one's durability as
+    /// found and the ratios of embedded to the others.
+    Compare(compare::CompareBenchArgs),
+    /// Schema validation at publish: durable publish_batch throughput with the catalog's
+    /// schema enforced and without a validator, and validation alone on one core.
+    Schema(schema::SchemaBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -26,5 +35,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Log(args) => log::run(args),
         BenchCommand::Deliver(args) => deliver::run(args),
         BenchCommand::Http(args) => http::run(args),
+        BenchCommand::Compare(args) => compare::run(args),
+        BenchCommand::Schema(args) => schema::run(args),
     }
 }
