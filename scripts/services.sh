@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure the external services the test suite needs are installed and running:
+# Makes sure the external services and tools the test suite needs are installed and running:
 # Redis (Streams backend) on 127.0.0.1:6379 and NATS with JetStream (JetStream backend) on
 # 127.0.0.1:4222. Each step is idempotent: check -> install from Debian's packages if
 # missing (`apt-get update`, then `apt-get install -y`) -> start if not answering.
@@ -63,6 +63,13 @@ if ! port_open 4222; then
     start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server || echo /usr/sbin/nats-server)" -- \
         -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
     wait_port 4222 nats-server
+fi
+
+# Test tools from PyPI: schemathesis (property-based tests from the OpenAPI document) and
+# openapi-spec-validator (the document is valid OpenAPI 3.x).
+if ! need_cmd st || ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
+    echo "services.sh: installing schemathesis and openapi-spec-validator from PyPI" >&2
+    python3 -m pip install -q --disable-pip-version-check "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 
 echo "services.sh: redis on 127.0.0.1:6379 and nats (JetStream) on 127.0.0.1:4222 are up"

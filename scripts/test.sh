@@ -20,6 +20,14 @@ cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 sum() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+if [ "$status" -ne 0 ]; then
+    echo
+    echo "tests: $(sum passed) passed, $(sum failed) failed"
+    exit "$status"
+fi
+
+echo "== schemathesis against /openapi.json"
+bash scripts/schemathesis.sh target/debug/crmbus
+
 echo
-echo "tests: $(sum passed) passed, $(sum failed) failed"
-exit "$status"
+echo "tests: $(sum passed) passed, $(sum failed) failed; schemathesis passed"

@@ -28,8 +28,8 @@ fn actor(headers: &HeaderMap) -> String {
     params(("name" = String, Path, description = "Subscription name"), DlqQuery),
     responses(
         (status = 200, description = "Dead letters", body = DlqList),
-        (status = 400, description = "Bad filter", body = Problem),
-        (status = 404, description = "No such subscription", body = Problem),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_dlq(
@@ -53,7 +53,7 @@ pub async fn list_dlq(
     ),
     responses(
         (status = 200, description = "The entry", body = DlqEntryView),
-        (status = 404, description = "No such subscription or entry", body = Problem),
+        (status = 404, description = "No such subscription or entry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_dlq_entry(
@@ -81,8 +81,8 @@ pub async fn get_dlq_entry(
     request_body = RedriveRequest,
     responses(
         (status = 200, description = "How many were redriven", body = RedriveResponse),
-        (status = 400, description = "Not exactly one of entries, filter, all", body = Problem),
-        (status = 404, description = "No such subscription", body = Problem),
+        (status = 400, description = "Not exactly one of entries, filter, all", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn redrive_dlq(
@@ -126,7 +126,7 @@ pub async fn redrive_dlq(
     ),
     responses(
         (status = 204, description = "Discarded"),
-        (status = 404, description = "No such subscription or entry", body = Problem),
+        (status = 404, description = "No such subscription or entry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn discard_dlq_entry(

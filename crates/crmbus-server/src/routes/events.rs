@@ -83,10 +83,10 @@ async fn publish_to(
     responses(
         (status = 201, description = "Stored durably", body = PublishResponse),
         (status = 200, description = "Every event was a duplicate: the first receipts", body = PublishResponse),
-        (status = 400, description = "Invalid event(s); every violation listed, nothing written", body = Problem),
-        (status = 404, description = "No such topic", body = Problem),
-        (status = 413, description = "Body too large", body = Problem),
-        (status = 415, description = "Not a CloudEvents content type", body = Problem),
+        (status = 400, description = "Invalid event(s); every violation listed, nothing written", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a CloudEvents content type", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn publish(
@@ -123,9 +123,9 @@ pub fn query_values(raw: Option<&str>, name: &str) -> Vec<String> {
     responses(
         (status = 201, description = "Stored durably in every topic", body = PublishResponse),
         (status = 200, description = "Every event was a duplicate", body = PublishResponse),
-        (status = 400, description = "Invalid event(s) or no topic", body = Problem),
-        (status = 404, description = "A topic does not exist; nothing written", body = Problem),
-        (status = 413, description = "Body too large", body = Problem),
+        (status = 400, description = "Invalid event(s) or no topic", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A topic does not exist; nothing written", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn publish_multi(
@@ -150,8 +150,8 @@ pub async fn publish_multi(
     params(("topic" = String, Path, description = "Topic name"), ReadQuery),
     responses(
         (status = 200, description = "Events and where to continue", body = ReadResponse),
-        (status = 400, description = "Bad parameters", body = Problem),
-        (status = 404, description = "No such topic or partition", body = Problem),
+        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such topic or partition", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn read_events(

@@ -173,8 +173,8 @@ fn last_event_id(headers: &HeaderMap) -> Option<String> {
     ),
     responses(
         (status = 200, description = "An event stream; each id is <partition>-<offset>", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Bad filter, from or Last-Event-ID", body = Problem),
-        (status = 404, description = "No such topic", body = Problem),
+        (status = 400, description = "Bad filter, from or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn stream_sse(
@@ -241,8 +241,8 @@ pub async fn stream_sse(
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
-        (status = 400, description = "Bad filter or not a WebSocket request", body = Problem),
-        (status = 404, description = "No such topic", body = Problem),
+        (status = 400, description = "Bad filter or not a WebSocket request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn stream_ws(

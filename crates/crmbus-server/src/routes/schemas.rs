@@ -180,8 +180,8 @@ pub async fn list_schemas(State(app): State<Shared>) -> Json<SchemaList> {
     responses(
         (status = 201, description = "Registered", body = RegistrationView),
         (status = 200, description = "An identical version exists", body = RegistrationView),
-        (status = 400, description = "Not a usable JSON Schema 2020-12 document", body = Problem),
-        (status = 409, description = "Incompatible: every breaking change listed with its path", body = Problem),
+        (status = 400, description = "Not a usable JSON Schema 2020-12 document", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Incompatible: every breaking change listed with its path", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn register_schema(
@@ -220,8 +220,8 @@ pub async fn register_schema(
     ),
     responses(
         (status = 200, description = "The version", body = SchemaVersionView),
-        (status = 400, description = "Not a version number", body = Problem),
-        (status = 404, description = "No such type or version", body = Problem),
+        (status = 400, description = "Not a version number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such type or version", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_schema_version(
@@ -252,7 +252,7 @@ pub async fn get_schema_version(
     request_body = CompatibilityRequest,
     responses(
         (status = 200, description = "The mode now in force", body = CompatibilityView),
-        (status = 400, description = "Unknown mode", body = Problem),
+        (status = 400, description = "Unknown mode", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn set_compatibility(
@@ -286,7 +286,7 @@ pub async fn set_compatibility(
     request_body = SchemaRequest,
     responses(
         (status = 200, description = "The verdict and every breaking change", body = CheckView),
-        (status = 400, description = "Not a usable JSON Schema", body = Problem),
+        (status = 400, description = "Not a usable JSON Schema", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn check_schema(
@@ -322,7 +322,7 @@ pub async fn check_schema(
     request_body(description = "A CloudEvent", content((Value = "application/cloudevents+json"))),
     responses(
         (status = 200, description = "Whether it validates, and every violation", body = ValidationView),
-        (status = 400, description = "Not a CloudEvent at all", body = Problem),
+        (status = 400, description = "Not a CloudEvent at all", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn validate_event(

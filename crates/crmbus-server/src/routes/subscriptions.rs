@@ -30,9 +30,9 @@ const MAX_WAIT_MS: u64 = 30_000;
     request_body = CreateSubscriptionRequest,
     responses(
         (status = 201, description = "Created and running", body = SubscriptionView),
-        (status = 400, description = "Invalid field", body = Problem),
-        (status = 404, description = "No such topic", body = Problem),
-        (status = 409, description = "A subscription of that name exists", body = Problem),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A subscription of that name exists", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_subscription(
@@ -64,7 +64,7 @@ pub async fn list_subscriptions(
     params(("name" = String, Path, description = "Subscription name")),
     responses(
         (status = 200, description = "The subscription", body = SubscriptionView),
-        (status = 404, description = "No such subscription", body = Problem),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_subscription(
@@ -80,7 +80,7 @@ pub async fn get_subscription(
     params(("name" = String, Path, description = "Subscription name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such subscription", body = Problem),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_subscription(
@@ -99,8 +99,8 @@ pub async fn delete_subscription(
     request_body = PullRequest,
     responses(
         (status = 200, description = "Deliveries (possibly none)", body = PullResponse),
-        (status = 400, description = "Invalid field", body = Problem),
-        (status = 404, description = "No such subscription", body = Problem),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn pull(
@@ -147,8 +147,8 @@ pub async fn pull(
     request_body = AckRequest,
     responses(
         (status = 200, description = "Settled, and the ids that were not leased", body = AckResponse),
-        (status = 400, description = "Invalid body", body = Problem),
-        (status = 404, description = "No such subscription", body = Problem),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn ack(
@@ -173,8 +173,8 @@ pub async fn ack(
     request_body = NackRequest,
     responses(
         (status = 200, description = "Settled, and the ids that were not leased", body = AckResponse),
-        (status = 400, description = "Invalid body", body = Problem),
-        (status = 404, description = "No such subscription", body = Problem),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn nack(
@@ -239,8 +239,8 @@ pub fn seek_target(to: &Value) -> Result<SeekTo, ApiError> {
     request_body = SeekRequest,
     responses(
         (status = 200, description = "The new cursor", body = SeekResponse),
-        (status = 400, description = "Invalid target", body = Problem),
-        (status = 404, description = "No such subscription or partition", body = Problem),
+        (status = 400, description = "Invalid target", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription or partition", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn seek(

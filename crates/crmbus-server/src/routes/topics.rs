@@ -55,9 +55,9 @@ pub fn topic_view(app: &Shared, info: &TopicInfo) -> TopicView {
     request_body = CreateTopicRequest,
     responses(
         (status = 201, description = "Created", body = TopicView),
-        (status = 400, description = "Invalid name, partitions or retention", body = Problem),
-        (status = 409, description = "A topic of that name exists", body = Problem),
-        (status = 413, description = "Body too large", body = Problem),
+        (status = 400, description = "Invalid name, partitions or retention", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A topic of that name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_topic(
@@ -111,7 +111,7 @@ pub async fn list_topics(State(app): State<Shared>) -> Result<Json<TopicList>, A
     params(("topic" = String, Path, description = "Topic name")),
     responses(
         (status = 200, description = "The topic", body = TopicView),
-        (status = 404, description = "No such topic", body = Problem),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_topic(
@@ -128,7 +128,7 @@ pub async fn get_topic(
     params(("topic" = String, Path, description = "Topic name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such topic", body = Problem),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_topic(
