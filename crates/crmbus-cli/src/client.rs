@@ -148,6 +148,29 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Table rows from a JSON array of objects: one row per object, one cell per field.
+pub fn rows(list: &Value, fields: &[&str]) -> Vec<Vec<String>> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| fields.iter().map(|f| cell(&item[*f])).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Prints a subscription cursor (`[{partition, committed, next_offset, lag}]`) as a table.
+pub fn print_cursors(partitions: &Value) {
+    print_table(
+        &["PARTITION", "COMMITTED", "NEXT_OFFSET", "LAG"],
+        &rows(
+            partitions,
+            &["partition", "committed", "next_offset", "lag"],
+        ),
+    );
+}
+
 /// A JSON value as a table cell.
 pub fn cell(v: &Value) -> String {
     match v {

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use crate::client::{block_on, cell, enc, print_json, print_table, Client, Remote};
+use crate::client::{block_on, enc, print_cursors, print_json, Client, Remote};
 use crate::subs::position;
 
 /// Options of `crmbus replay`.
@@ -51,22 +51,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         if args.remote.json {
             print_json(&body);
         } else {
-            let rows: Vec<Vec<String>> = body["partitions"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|p| {
-                            vec![
-                                cell(&p["partition"]),
-                                cell(&p["committed"]),
-                                cell(&p["next_offset"]),
-                                cell(&p["lag"]),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            print_table(&["PARTITION", "COMMITTED", "NEXT_OFFSET", "LAG"], &rows);
+            print_cursors(&body["partitions"]);
         }
         Ok(())
     })

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::client::{block_on, cell, enc, print_json, print_table, Client, Remote};
+use crate::client::{block_on, cell, enc, print_cursors, print_json, print_table, Client, Remote};
 
 /// Subscription commands.
 #[derive(Subcommand, Debug)]
@@ -139,22 +139,7 @@ pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                 } else {
                     print_table(&HEADER, &[row(&body)]);
                     println!();
-                    let rows: Vec<Vec<String>> = body["status"]["partitions"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|p| {
-                                    vec![
-                                        cell(&p["partition"]),
-                                        cell(&p["committed"]),
-                                        cell(&p["next_offset"]),
-                                        cell(&p["lag"]),
-                                    ]
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    print_table(&["PARTITION", "COMMITTED", "NEXT_OFFSET", "LAG"], &rows);
+                    print_cursors(&body["status"]["partitions"]);
                     println!("\nconfig: {}", body["config"]);
                 }
             }

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::client::{block_on, cell, enc, print_json, print_table, Client, Remote};
+use crate::client::{self, block_on, cell, enc, print_json, print_table, Client, Remote};
 
 /// Topic commands.
 #[derive(Subcommand, Debug)]
@@ -120,24 +120,12 @@ pub fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
                 } else {
                     print_table(&HEADER, &[topic_row(&body)]);
                     println!();
-                    let rows: Vec<Vec<String>> = body["partition_info"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|p| {
-                                    vec![
-                                        cell(&p["partition"]),
-                                        cell(&p["first_offset"]),
-                                        cell(&p["next_offset"]),
-                                        cell(&p["events"]),
-                                    ]
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
                     print_table(
                         &["PARTITION", "FIRST_OFFSET", "NEXT_OFFSET", "EVENTS"],
-                        &rows,
+                        &client::rows(
+                            &body["partition_info"],
+                            &["partition", "first_offset", "next_offset", "events"],
+                        ),
                     );
                 }
             }
