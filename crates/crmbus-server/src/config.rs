@@ -10,6 +10,7 @@
 //! default_partitions = 4         # partitions of topics created without a count
 //! stream_buffer = 1024           # events a live stream may queue for a slow client
 //! shutdown_timeout_ms = 10000    # how long a graceful stop waits for requests in flight
+//! slow_client_timeout_ms = 5000  # a live client whose queue stays full this long is dropped
 //!
 //! [storage]
 //! backend = "embedded"           # embedded | memory | redis | nats
@@ -114,6 +115,8 @@ pub struct ServerSection {
     pub stream_buffer: usize,
     /// How long a graceful shutdown waits for requests in flight, in milliseconds.
     pub shutdown_timeout_ms: u64,
+    /// A live client whose queue stays full this long (ms) is disconnected with a reason.
+    pub slow_client_timeout_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -125,6 +128,7 @@ impl Default for ServerSection {
             default_partitions: 4,
             stream_buffer: 1024,
             shutdown_timeout_ms: 10_000,
+            slow_client_timeout_ms: 5_000,
         }
     }
 }
@@ -169,6 +173,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "default_partitions",
             "stream_buffer",
             "shutdown_timeout_ms",
+            "slow_client_timeout_ms",
         ],
     ),
     (

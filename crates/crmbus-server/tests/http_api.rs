@@ -904,3 +904,54 @@ async fn subscriptions_and_events_survive_a_restart() {
     assert_eq!(body["receipts"][0]["duplicate"], true);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_client_that_stops_reading_is_disconnected_with_a_reason() {
+    let s = TestServer::start(
+        "memory",
+        &[
+            ("CRMBUS_SERVER_STREAM_BUFFER", "4"),
+            ("CRMBUS_SERVER_SLOW_CLIENT_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await;
+    s.create_topic("bulk", 1).await;
+    let resp = s
+        .client
+        .get(s.url("/v1/topics/bulk/stream?from=earliest"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    // The client reads nothing while far more than the socket buffers hold is published.
+    let blob = "x".repeat(256 * 1024);
+    for i in 0..100 {
+        let (st, body) = s
+            .publish(
+                "bulk",
+                &event(&format!("b-{i}"), "bulk.row", "k", json!({"blob": blob})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Now read what was sent: some events, then the reason, then the end of the stream.
+    let mut stream = resp.bytes_stream();
+    let mut text = Vec::new();
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        text.extend_from_slice(&chunk.expect("chunk"));
+    }
+    let text = String::from_utf8_lossy(&text);
+    let delivered = text.matches("\nid: ").count() + usize::from(text.starts_with("id: "));
+    assert!(
+        delivered < 100,
+        "a stalled client must not be sent everything"
+    );
+    let tail = &text[text.len().saturating_sub(300)..];
+    assert!(tail.contains("event: error"), "{tail}");
+    assert!(
+        tail.contains("disconnected: the client fell more than 4 events behind"),
+        "{tail}"
+    );
+    s.stop().await;
+}

@@ -8,9 +8,9 @@
 //!
 //! Resuming from `p-o` continues partition `p` after `o` exactly, and the other partitions
 //! from one second before that event was appended (a live stream is at least once: a
-//! client dedupes by event id). A client that cannot take events for
-//! [`SLOW_CLIENT_TIMEOUT`] while `server.stream_buffer` of them wait is disconnected with
-//! the reason; nothing is buffered without bound.
+//! client dedupes by event id). A client that takes no events for
+//! `server.slow_client_timeout_ms` while `server.stream_buffer` of them wait is
+//! disconnected with the reason; nothing is buffered without bound.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -30,8 +30,6 @@ use crate::problem::{ApiError, Problem};
 use crate::routes::events::query_values;
 use crate::subscriptions::parse_time;
 
-/// How long a live client may take no events while its buffer is full.
-pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events read per partition per round.
 const READ_BATCH: usize = 256;
 
@@ -184,17 +182,18 @@ pub async fn stream_sse(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let buffer = app.config.server.stream_buffer;
+    let slow = Duration::from_millis(app.config.server.slow_client_timeout_ms);
     let mut reader =
         LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers)).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(buffer);
+    // Why the stream ended, sent after everything already queued.
+    let (reason_tx, reason_rx) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
         while let Some(batch) = reader.next().await {
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    let _ = tx
-                        .send(SseEvent::default().event("error").data(e.detail))
-                        .await;
+                    let _ = reason_tx.send(e.detail);
                     return;
                 }
             };
@@ -202,18 +201,16 @@ pub async fn stream_sse(
                 let id = format!("{}-{}", view.partition, view.offset);
                 let data = serde_json::to_string(&view).unwrap_or_default();
                 let ev = SseEvent::default().id(id).data(data);
-                match tx.send_timeout(ev, SLOW_CLIENT_TIMEOUT).await {
+                match tx.send_timeout(ev, slow).await {
                     Ok(()) => {}
                     Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
                     Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                         tracing::warn!("disconnecting a live stream client that fell behind");
                         metrics::counter!("crmbus_live_slow_disconnects_total").increment(1);
-                        // The reason goes after what the client already has queued.
-                        let reason = SseEvent::default().event("error").data(format!(
-                            "disconnected: the client fell more than {buffer} events behind for {} s",
-                            SLOW_CLIENT_TIMEOUT.as_secs()
+                        let _ = reason_tx.send(format!(
+                            "disconnected: the client fell more than {buffer} events behind for {} ms",
+                            slow.as_millis()
                         ));
-                        let _ = tx.send_timeout(reason, SLOW_CLIENT_TIMEOUT).await;
                         return;
                     }
                 }
@@ -223,7 +220,13 @@ pub async fn stream_sse(
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    let reason = futures_util::stream::once(reason_rx).filter_map(|r| async move {
+        r.ok()
+            .map(|msg| Ok::<_, Infallible>(SseEvent::default().event("error").data(msg)))
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(Ok::<_, Infallible>)
+        .chain(reason);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -252,12 +255,13 @@ pub async fn stream_ws(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let slow = Duration::from_millis(app.config.server.slow_client_timeout_ms);
     let reader = LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers)).await?;
     let upgrade = upgrade.map_err(|e| ApiError::invalid("(upgrade)", e.body_text()))?;
-    Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, reader)))
+    Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, reader, slow)))
 }
 
-async fn serve_ws(socket: WebSocket, mut reader: LiveReader) {
+async fn serve_ws(socket: WebSocket, mut reader: LiveReader, slow: Duration) {
     let (mut sink, mut incoming) = socket.split();
     // The client's side: only a close (or the connection ending) matters.
     let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
@@ -297,9 +301,7 @@ async fn serve_ws(socket: WebSocket, mut reader: LiveReader) {
         };
         for view in batch {
             let text = serde_json::to_string(&view).unwrap_or_default();
-            match tokio::time::timeout(SLOW_CLIENT_TIMEOUT, sink.send(Message::Text(text.into())))
-                .await
-            {
+            match tokio::time::timeout(slow, sink.send(Message::Text(text.into()))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => {
@@ -307,7 +309,11 @@ async fn serve_ws(socket: WebSocket, mut reader: LiveReader) {
                     metrics::counter!("crmbus_live_slow_disconnects_total").increment(1);
                     let close = sink.send(Message::Close(Some(CloseFrame {
                         code: 1008,
-                        reason: "client too slow: it took no events for 5 s".into(),
+                        reason: format!(
+                            "client too slow: it took no events for {} ms",
+                            slow.as_millis()
+                        )
+                        .into(),
                     })));
                     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
                     return;
