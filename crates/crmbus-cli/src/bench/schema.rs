@@ -22,7 +22,7 @@ use super::compare::bar;
 #[derive(Args, Debug)]
 pub struct SchemaBenchArgs {
     /// Events to publish in each mode (validation on, validation off).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 500_000)]
     events: u64,
     /// Events per `publish_batch` call.
     #[arg(long, default_value_t = 100)]
@@ -34,7 +34,7 @@ pub struct SchemaBenchArgs {
     #[arg(long, default_value_t = 4)]
     partitions: u32,
     /// `validate_event` calls in the validation-only measurement.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     validations: u64,
     /// Directory for the embedded log (on the disk to measure). Default: a new temporary
     /// directory under the current one, removed afterwards.
