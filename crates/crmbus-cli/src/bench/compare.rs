@@ -16,6 +16,7 @@
 //!    what crmbus's delivery engine does on every backend (not the engines' native group
 //!    consumers, whose semantics differ).
 
+use super::bar;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use clap::Args;
 use crmbus::{Event, EventLog, TopicSpec};
 use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::schema::deal_event;
@@ -132,21 +132,6 @@ struct Figures {
 const TOPIC: &str = "bench";
 const GROUP: &str = "bench-group";
 
-/// A progress bar, hidden when `quiet`.
-pub(super) fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    let style =
-        ProgressStyle::with_template("{prefix:>16} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_prefix(what.to_string());
-    pb
-}
-
 /// Runs the benchmark.
 pub fn run(args: CompareBenchArgs) -> anyhow::Result<()> {
     if args.events == 0
@@ -158,12 +143,7 @@ pub fn run(args: CompareBenchArgs) -> anyhow::Result<()> {
     {
         bail!("--events, --single-events, --producers, --batch, --partitions and --read-batch must be at least 1");
     }
-    let parent = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("crmbus-bench-compare-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    let work = super::work_dir(args.dir.as_deref(), "compare")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -2,17 +2,17 @@
 //! publish→handler latency at a fixed publish rate, on the embedded log (fsync) with its
 //! durable state store.
 
+use super::bar;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use crmbus::delivery::{handler_fn, Delivery, StartAt, SubscribeOptions};
 use crmbus::{Clock, Event, EventBus, EventLog, SystemClock, TopicSpec};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -60,34 +60,12 @@ struct DeliverReport {
     e2e_max_us: u64,
 }
 
-fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
-
 /// Runs the benchmark.
 pub fn run(args: DeliverBenchArgs) -> anyhow::Result<()> {
     if args.events == 0 || args.keys == 0 || args.rate == 0 || args.seconds == 0 {
         bail!("--events, --keys, --rate and --seconds must be at least 1");
     }
-    let parent = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let dir = tempfile::Builder::new()
-        .prefix("crmbus-bench-deliver-")
-        .tempdir_in(&parent)
-        .context("creating the benchmark directory")?;
+    let dir = super::work_dir(args.dir.as_deref(), "deliver")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -2,6 +2,7 @@
 //! (structured mode) and batches (batch mode), against a server started in this process on
 //! the embedded log (fsync by default) or an already running one (`--url`).
 
+use super::bar;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use crmbus_server::{Config, Server};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
 
@@ -74,20 +75,6 @@ struct HttpBenchReport {
     target: String,
     event_bytes: usize,
     data_bytes: usize,
-}
-
-fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(what.to_string());
-    pb
 }
 
 /// The in-process server's directory, removed when the benchmark ends.

@@ -1,5 +1,6 @@
 //! `crmbus bench log`: how close the embedded log's durable appends come to the disk.
 
+use super::bar;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use clap::Args;
 use crmbus::{Event, EventLog, TopicSpec};
 use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
 
@@ -87,20 +88,6 @@ struct LogBenchReport {
 }
 
 const MB: f64 = 1024.0 * 1024.0;
-
-fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    let style =
-        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_prefix(what.to_string());
-    pb
-}
 
 struct Workdir {
     path: PathBuf,

@@ -39,3 +39,34 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Schema(args) => schema::run(args),
     }
 }
+
+/// A progress bar for `len` steps labelled `what` (hidden with `--json`).
+pub(super) fn bar(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressStyle};
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>16} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// A temporary directory `crmbus-bench-<name>-*` under `parent` (default: the current
+/// directory), removed when dropped.
+pub(super) fn work_dir(
+    parent: Option<&std::path::Path>,
+    name: &str,
+) -> anyhow::Result<tempfile::TempDir> {
+    use anyhow::Context;
+    let parent = parent.unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix(&format!("crmbus-bench-{name}-"))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))
+}

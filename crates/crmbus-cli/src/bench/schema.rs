@@ -16,7 +16,7 @@ use crmbus_schema::SchemaRegistry;
 use serde::Serialize;
 use serde_json::json;
 
-use super::compare::bar;
+use super::bar;
 
 /// Options of `crmbus bench schema`.
 #[derive(Args, Debug)]
@@ -98,12 +98,7 @@ pub fn run(args: SchemaBenchArgs) -> anyhow::Result<()> {
     {
         bail!("--events, --batch, --in-flight, --partitions and --validations must be at least 1");
     }
-    let parent = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("crmbus-bench-schema-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    let work = super::work_dir(args.dir.as_deref(), "schema")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
