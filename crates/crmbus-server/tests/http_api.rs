@@ -567,6 +567,27 @@ async fn dead_letters_listed_shown_redriven_and_discarded_over_http() {
     assert_eq!(entries[0]["last_error"], "ERP returned 500");
     let (_, body) = s.get("/v1/subscriptions/erp").await;
     assert_eq!(body["status"]["dlq_size"], 2);
+    // The DLQ size and lag reach /metrics too (exported about once a second).
+    let gauge = "crmbus_subscription_dlq_size{topic=\"billing\",group=\"erp\"} 2";
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = s
+            .client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains(gauge) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains(gauge), "{text}");
+    assert!(text.contains("crmbus_subscription_lag{topic=\"billing\",group=\"erp\"}"));
+    assert!(text.contains("crmbus_deliveries_total"));
 
     let first = entries[0]["id"].as_str().expect("id").to_string();
     let second = entries[1]["id"].as_str().expect("id").to_string();

@@ -402,7 +402,8 @@ impl Engine {
         &self.group
     }
 
-    /// Exports the subscription's gauges and its lag (events not yet committed) as metrics.
+    /// Exports the subscription's gauges, its lag (events not yet committed) and its DLQ
+    /// size as metrics.
     pub async fn export_metrics(&self) -> Result<(), LogError> {
         let s = self.stats();
         let labels = [("topic", self.topic.clone()), ("group", self.group.clone())];
@@ -417,6 +418,12 @@ impl Engine {
             .map(|(p, c)| p.next_offset.saturating_sub(*c))
             .sum();
         metrics::gauge!("crmbus_subscription_lag", &labels).set(lag as f64);
+        let dlq = self
+            .state
+            .scan(&state_namespace(&self.topic, &self.group, "dlq"), "")
+            .await?
+            .len();
+        metrics::gauge!("crmbus_subscription_dlq_size", &labels).set(dlq as f64);
         Ok(())
     }
 
