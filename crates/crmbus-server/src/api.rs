@@ -24,9 +24,11 @@ pub struct RetentionBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateTopicRequest {
     /// 1–200 characters of `A–Z a–z 0–9 . _ -`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,200}$")]
     pub name: String,
     /// Partition count (default: the server's `default_partitions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub partitions: Option<u32>,
     /// Retention (default: keep everything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,8 +108,10 @@ pub struct ReadQuery {
     /// First offset to read (default: the oldest kept).
     pub from: Option<u64>,
     /// Read from the first event appended at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub from_time: Option<String>,
     /// Events at most (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -140,6 +144,7 @@ pub struct ReadResponse {
 pub struct RetryBody {
     /// Deliveries at most, the first included (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_attempts: Option<u32>,
     /// Backoff before the first retry, ms (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +154,7 @@ pub struct RetryBody {
     pub max_backoff_ms: Option<u64>,
     /// Backoff growth per attempt (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub multiplier: Option<f64>,
     /// Give up this long after the first failure, ms (default one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +166,7 @@ pub struct RetryBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriptionRequest {
     /// Name, also the consumer group: 1–200 characters of `A–Z a–z 0–9 . _ -`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,200}$")]
     pub name: String,
     /// `{"types": ["deal.*"], "where": [{"field": "data.amount", "op": "gt", "value": 1000}]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,9 +187,11 @@ pub struct CreateSubscriptionRequest {
     pub on_exhausted: Option<String>,
     /// How long a pulled delivery is leased before it is delivered again, ms (default 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3600000)]
     pub ack_timeout_ms: Option<u64>,
     /// Deliveries queued or leased at once (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_in_flight: Option<usize>,
 }
 
@@ -250,9 +259,11 @@ pub struct SubscriptionList {
 pub struct PullRequest {
     /// Deliveries at most (default 10, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_events: Option<usize>,
     /// Wait up to this long for the first delivery, ms (default 0, at most 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
 }
 
@@ -339,9 +350,13 @@ pub struct DlqQuery {
     pub error: Option<String>,
     /// Dead-lettered at or after this RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// Dead-lettered before this RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
+    #[schema(format = DateTime)]
     pub until: Option<String>,
 }
 
@@ -409,4 +424,48 @@ pub struct Health {
     pub status: String,
     /// The storage backend.
     pub backend: String,
+}
+
+/// A CloudEvent in the structured JSON format, as documentation of the publish body
+/// (the server parses and validates events with `crmbus::Event`). Extension attributes
+/// are further top-level members: lower-case letters and digits, at most 20 characters.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CloudEventDoc {
+    /// Always `1.0`.
+    #[schema(pattern = "^1\\.0$")]
+    pub specversion: String,
+    /// Unique per `source`; with it, the dedupe key.
+    #[schema(min_length = 1)]
+    pub id: String,
+    /// Where the event happened, a URI-reference such as `urn:acme:crm`.
+    #[schema(min_length = 1)]
+    pub source: String,
+    /// The event type, such as `deal.won`.
+    #[serde(rename = "type")]
+    #[schema(min_length = 1)]
+    pub ty: String,
+    /// The business key (`deal-42`): it decides the partition and the ordering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
+    pub subject: Option<String>,
+    /// When it happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub time: Option<String>,
+    /// The media type of `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
+    pub datacontenttype: Option<String>,
+    /// The schema version `data` follows (an absolute URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
+    pub dataschema: Option<String>,
+    /// The payload: any JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+    /// Binary payload, base64 (instead of `data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Byte)]
+    pub data_base64: Option<String>,
 }

@@ -251,10 +251,20 @@ impl Subscriptions {
                 sub: None,
                 queue: PullQueue::new(1, Duration::from_secs(1)),
             };
-            if let Err(e) = self.start(&topic, &name, &mut r).await {
-                tracing::warn!(subscription = %name, topic = %topic, error = %e.detail, "saved subscription not started");
+            match self.start(&topic, &name, &mut r).await {
+                Ok(()) => {
+                    running.insert(name, r);
+                }
+                Err(e) if e.code == "topic_not_found" => {
+                    // The topic was deleted while the server was down: so is the group.
+                    tracing::warn!(subscription = %name, topic = %topic, "topic gone; subscription removed");
+                    self.bus.state().delete(NAMESPACE, &name).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(subscription = %name, topic = %topic, error = %e.detail, "saved subscription not started");
+                    running.insert(name, r);
+                }
             }
-            running.insert(name, r);
         }
         Ok(running.len())
     }
@@ -511,14 +521,21 @@ impl Subscriptions {
             .await
     }
 
-    /// Subscriptions on `topic` (to stop them when the topic is deleted).
-    pub async fn stop_topic(&self, topic: &str) {
-        let mut running = self.running.lock().await;
-        for (name, r) in running.iter_mut().filter(|(_, r)| r.topic == topic) {
-            if let Err(e) = Self::stop(r).await {
-                tracing::warn!(subscription = %name, error = %e.detail, "stopping subscription");
-            }
+    /// Deletes every subscription of `topic` with its state (the topic is being deleted:
+    /// its groups go with it, as its events do).
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), ApiError> {
+        let names: Vec<String> = {
+            let running = self.running.lock().await;
+            running
+                .iter()
+                .filter(|(_, r)| r.topic == topic)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        for name in names {
+            self.delete(&name).await?;
         }
+        Ok(())
     }
 }
 

@@ -976,3 +976,40 @@ async fn a_live_client_that_stops_reading_is_disconnected_with_a_reason() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_deletes_its_subscriptions() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("deals", 1).await;
+    s.create_topic("leads", 1).await;
+    for (topic, name) in [("deals", "erp"), ("leads", "scoring")] {
+        let (st, body) = s
+            .post(
+                &format!("/v1/topics/{topic}/subscriptions"),
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let (st, _) = s.delete("/v1/topics/deals").await;
+    assert_eq!(st, 204);
+    let (st, body) = s.get("/v1/subscriptions/erp").await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = s
+        .post("/v1/subscriptions/erp/ack", json!({"ack_ids": ["x"]}))
+        .await;
+    assert_eq!(st, 404, "{body}");
+    let (st, _) = s.get("/v1/subscriptions/scoring").await;
+    assert_eq!(st, 200);
+    // A new topic and subscription of the same names start afresh.
+    s.create_topic("deals", 1).await;
+    let (st, body) = s
+        .post("/v1/topics/deals/subscriptions", json!({"name": "erp"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let dir = s.stop().await;
+    let s = TestServer::start_in(dir, "embedded", &[]).await;
+    let (_, body) = s.get("/v1/subscriptions").await;
+    assert_eq!(body["subscriptions"].as_array().expect("subs").len(), 2);
+    s.stop().await;
+}

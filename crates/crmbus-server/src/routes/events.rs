@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use crmbus::Receipt;
 
-use crate::api::{PublishResponse, ReadQuery, ReadResponse, ReceiptView, StoredView};
+use crate::api::{
+    CloudEventDoc, PublishResponse, ReadQuery, ReadResponse, ReceiptView, StoredView,
+};
 use crate::app::{body_bytes, Shared};
 use crate::cloudevents::events_from_request;
 use crate::problem::{ApiError, Problem};
@@ -75,9 +77,9 @@ async fn publish_to(
     request_body(
         description = "A structured CloudEvent, a batch (JSON array), or the data of a binary-mode event with ce-* headers",
         content(
-            (serde_json::Value = "application/cloudevents+json"),
-            (Vec<serde_json::Value> = "application/cloudevents-batch+json"),
-            (serde_json::Value = "application/json"),
+            (CloudEventDoc = "application/cloudevents+json"),
+            (Vec<CloudEventDoc> = "application/cloudevents-batch+json"),
+            (CloudEventDoc = "application/json"),
         )
     ),
     responses(
@@ -116,8 +118,8 @@ pub fn query_values(raw: Option<&str>, name: &str) -> Vec<String> {
     request_body(
         description = "As for a single topic",
         content(
-            (serde_json::Value = "application/cloudevents+json"),
-            (Vec<serde_json::Value> = "application/cloudevents-batch+json"),
+            (CloudEventDoc = "application/cloudevents+json"),
+            (Vec<CloudEventDoc> = "application/cloudevents-batch+json"),
         )
     ),
     responses(

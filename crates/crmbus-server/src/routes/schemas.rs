@@ -319,7 +319,7 @@ pub async fn check_schema(
 /// Validates an event (any CloudEvents HTTP mode) as a publish would, writing nothing.
 #[utoipa::path(
     post, path = "/v1/schemas/validate", tag = "schemas",
-    request_body(description = "A CloudEvent", content((Value = "application/cloudevents+json"))),
+    request_body(description = "A CloudEvent", content((crate::api::CloudEventDoc = "application/cloudevents+json"))),
     responses(
         (status = 200, description = "Whether it validates, and every violation", body = ValidationView),
         (status = 400, description = "Not a CloudEvent at all", body = Problem, content_type = "application/problem+json"),

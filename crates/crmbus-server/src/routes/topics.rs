@@ -122,7 +122,7 @@ pub async fn get_topic(
     Ok(Json(topic_view(&app, &info)))
 }
 
-/// Deletes a topic with its events; its subscriptions stop.
+/// Deletes a topic with its events and its subscriptions.
 #[utoipa::path(
     delete, path = "/v1/topics/{topic}", tag = "topics",
     params(("topic" = String, Path, description = "Topic name")),
@@ -136,7 +136,7 @@ pub async fn delete_topic(
     Path(topic): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     app.bus.log().describe_topic(&topic).await?;
-    app.subs.stop_topic(&topic).await;
+    app.subs.delete_topic(&topic).await?;
     app.bus.log().delete_topic(&topic).await?;
     app.bus.state().delete(REQUIRE_SCHEMAS, &topic).await?;
     app.bus.set_require_schemas(&topic, false);
