@@ -17,6 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 
 type Reply = oneshot::Sender<Result<(), HandlerError>>;
 
+/// A delivery handed out: who to answer, and when its lease ends.
+struct Lease {
+    reply: Reply,
+    deadline: tokio::time::Instant,
+}
+
 struct Pending {
     delivery: Delivery,
     reply: Reply,
@@ -35,7 +41,7 @@ pub struct Leased {
 pub struct PullQueue {
     tx: mpsc::Sender<Pending>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
-    leases: Mutex<HashMap<String, Reply>>,
+    leases: Mutex<HashMap<String, Lease>>,
     ack_timeout: Duration,
 }
 
@@ -50,12 +56,48 @@ impl PullQueue {
     /// leasing each for `ack_timeout`.
     pub fn new(capacity: usize, ack_timeout: Duration) -> Arc<PullQueue> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        Arc::new(PullQueue {
+        let queue = Arc::new(PullQueue {
             tx,
             rx: tokio::sync::Mutex::new(rx),
             leases: Mutex::new(HashMap::new()),
             ack_timeout,
-        })
+        });
+        // One reaper per queue expires leases, checking a few times per ack timeout (at
+        // least every 250 ms); it ends with the queue.
+        let weak = Arc::downgrade(&queue);
+        let tick = (ack_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                match weak.upgrade() {
+                    Some(q) => q.expire(tokio::time::Instant::now()),
+                    None => return,
+                }
+            }
+        });
+        queue
+    }
+
+    /// Fails every lease whose deadline has passed: the engine delivers it again.
+    fn expire(&self, now: tokio::time::Instant) {
+        let expired: Vec<Lease> = match self.leases.lock() {
+            Ok(mut leases) => {
+                let ids: Vec<String> = leases
+                    .iter()
+                    .filter(|(_, l)| l.deadline <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().filter_map(|id| leases.remove(id)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for lease in expired {
+            let _ = lease.reply.send(Err(HandlerError::transient(format!(
+                "not acked within the ack timeout of {} ms",
+                self.ack_timeout.as_millis()
+            ))
+            .retry_after(Duration::ZERO)));
+        }
     }
 
     /// The handler to give the subscription.
@@ -90,27 +132,17 @@ impl PullQueue {
         out
     }
 
-    fn lease(self: &Arc<Self>, p: Pending) -> Leased {
+    fn lease(&self, p: Pending) -> Leased {
         let ack_id = uuid::Uuid::now_v7().simple().to_string();
         if let Ok(mut leases) = self.leases.lock() {
-            leases.insert(ack_id.clone(), p.reply);
+            leases.insert(
+                ack_id.clone(),
+                Lease {
+                    reply: p.reply,
+                    deadline: tokio::time::Instant::now() + self.ack_timeout,
+                },
+            );
         }
-        let queue = Arc::downgrade(self);
-        let id = ack_id.clone();
-        let timeout = self.ack_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let Some(q) = queue.upgrade() {
-                q.resolve(
-                    &id,
-                    Err(HandlerError::transient(format!(
-                        "not acked within the ack timeout of {} ms",
-                        timeout.as_millis()
-                    ))
-                    .retry_after(Duration::ZERO)),
-                );
-            }
-        });
         Leased {
             ack_id,
             delivery: p.delivery,
@@ -118,9 +150,9 @@ impl PullQueue {
     }
 
     fn resolve(&self, ack_id: &str, result: Result<(), HandlerError>) -> bool {
-        let reply = self.leases.lock().ok().and_then(|mut l| l.remove(ack_id));
-        match reply {
-            Some(r) => r.send(result).is_ok(),
+        let lease = self.leases.lock().ok().and_then(|mut l| l.remove(ack_id));
+        match lease {
+            Some(l) => l.reply.send(result).is_ok(),
             None => false,
         }
     }
@@ -156,13 +188,13 @@ impl PullQueue {
     /// Fails every leased and queued delivery so that the engine can stop at once; they
     /// are delivered again when the subscription runs next.
     pub async fn close(&self) {
-        let leases: Vec<Reply> = self
+        let leases: Vec<Lease> = self
             .leases
             .lock()
-            .map(|mut l| l.drain().map(|(_, r)| r).collect())
+            .map(|mut l| l.drain().map(|(_, lease)| lease).collect())
             .unwrap_or_default();
-        for r in leases {
-            let _ = r.send(Err(stopped()));
+        for lease in leases {
+            let _ = lease.reply.send(Err(stopped()));
         }
         let mut rx = self.rx.lock().await;
         rx.close();
