@@ -48,7 +48,7 @@ pub(crate) struct Inner {
     opts: NatsOptions,
     topics: jetstream::kv::Store,
     offsets: jetstream::kv::Store,
-    /// One lock per topic, held while an append publishes: keeps a batch contiguous in each
+    /// One lock per topic, held while an append sends: keeps a batch contiguous in each
     /// partition against other appenders of this process.
     append_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// First offset of each partition stream when `enforce_retention` last looked.
@@ -367,7 +367,9 @@ impl Inner {
         receipts: &mut Vec<Receipt>,
     ) -> Result<(), LogError> {
         let lock = self.append_lock(&spec.name);
-        let _guard = lock.lock().await;
+        // Held while this append's messages are sent (one connection keeps them in order),
+        // not while their acks come back, so concurrent appenders pipeline.
+        let mut guard = Some(lock.lock().await);
         let n = spec.partitions;
         let dedupe = !self.opts.dedupe_window.is_zero();
         let mut slots = Vec::with_capacity(events.len());
@@ -387,7 +389,8 @@ impl Inner {
         }
         // (partition, offset, duplicate) of each published event.
         let mut acks: Vec<(u32, u64, bool)> = Vec::with_capacity(to_publish.len());
-        for chunk in to_publish.chunks(PUBLISH_WINDOW) {
+        let chunks = to_publish.len().div_ceil(PUBLISH_WINDOW);
+        for (c, chunk) in to_publish.chunks(PUBLISH_WINDOW).enumerate() {
             let mut pending = Vec::with_capacity(chunk.len());
             for &(i, p) in chunk {
                 let mut msg = Publish::build()
@@ -404,6 +407,9 @@ impl Inner {
                     .await
                     .map_err(|e| publish_error(&spec.name, e))?;
                 pending.push((p, fut));
+            }
+            if c + 1 == chunks {
+                guard.take();
             }
             for (p, fut) in pending {
                 let ack = fut.await.map_err(|e| publish_error(&spec.name, e))?;
