@@ -61,6 +61,17 @@ pub struct NatsGroupConsumer {
     js: jetstream::Context,
 }
 
+/// What a group still owes, summed over the topic's partitions, as the server counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupBacklog {
+    /// Events not yet delivered to any member.
+    pub pending: u64,
+    /// Events delivered and neither acknowledged nor given up on (`max_deliver` reached).
+    pub ack_pending: u64,
+    /// Events delivered more than once and not yet acknowledged.
+    pub redelivered: u64,
+}
+
 /// An event fetched by a [`NatsGroupConsumer`], to acknowledge or refuse.
 pub struct GroupMessage {
     /// The event, its partition and offset.
@@ -205,6 +216,24 @@ impl NatsGroupConsumer {
             }
         }
         Ok(out)
+    }
+
+    /// The group's backlog on the server: undelivered, unacknowledged and redelivered events.
+    pub async fn backlog(&self) -> Result<GroupBacklog, LogError> {
+        let mut total = GroupBacklog::default();
+        for (p, c) in &self.consumers {
+            let mut c = c.clone();
+            let info = c.info().await.map_err(|e| {
+                backend(
+                    &format!("reading group '{}' on partition {p}", self.group),
+                    e,
+                )
+            })?;
+            total.pending += info.num_pending;
+            total.ack_pending += info.num_ack_pending as u64;
+            total.redelivered += info.num_redelivered as u64;
+        }
+        Ok(total)
     }
 
     /// Deletes the group's durable consumers (every member's, and their ack state).

@@ -111,7 +111,7 @@ mod state;
 
 use std::sync::Arc;
 
-pub use group::{GroupConsumerOptions, GroupMessage, GroupStart, NatsGroupConsumer};
+pub use group::{GroupBacklog, GroupConsumerOptions, GroupMessage, GroupStart, NatsGroupConsumer};
 pub use log::{NatsLog, NatsOptions};
 pub use state::NatsStateStore;
 

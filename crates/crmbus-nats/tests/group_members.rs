@@ -11,7 +11,6 @@ use std::time::Duration;
 use crmbus::delivery::{handler_fn, Delivery, Engine, HandlerError, SubscribeOptions};
 use crmbus::{Event, EventLog, SystemClock, TopicSpec};
 use crmbus_nats::{GroupConsumerOptions, NatsGroupConsumer, NatsLog, NatsOptions};
-use futures_util::StreamExt;
 use serde_json::json;
 
 mod common;
@@ -267,41 +266,30 @@ async fn native_nak_delays_redelivery_and_max_deliver_stops_it() {
     assert_eq!(second[0].delivery, 2);
     assert_eq!(second[0].event.offset, 0);
 
-    // The second refusal reaches MaxDeliver: the server announces it and stops.
-    let client = async_nats::connect(common::url()).await.expect("connect");
-    let mut advisories = client
-        .subscribe(format!(
-            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.erp=2Esync",
-            log.stream_name("invoices", 0)
-        ))
-        .await
-        .expect("subscribe");
-    client.flush().await.expect("flush");
+    // The second refusal reaches MaxDeliver: the server gives up on the event. Fetching is
+    // what makes the server look at the refused event again; once it has given up, the
+    // event is neither pending nor awaiting an ack. (The MAX_DELIVERIES advisory is not
+    // asserted: one CI run on a loaded machine never saw it although delivery stopped.)
+    let before = member.backlog().await.expect("backlog");
+    assert_eq!(
+        before.ack_pending, 1,
+        "the refused event awaits an ack: {before:?}"
+    );
     second[0].nak(None).await.expect("nak");
-    let announced = Arc::new(AtomicUsize::new(0));
-    let watcher = {
-        let announced = Arc::clone(&announced);
-        tokio::spawn(async move {
-            if advisories.next().await.is_some() {
-                announced.store(1, Ordering::SeqCst);
-            }
-        })
-    };
-    // Fetching is what makes the server look at the refused event again.
     let mut redelivered = 0;
-    for _ in 0..300 {
+    let mut after = before;
+    for _ in 0..120 {
         redelivered += member.fetch(1).await.expect("fetch").len();
-        if announced.load(Ordering::SeqCst) == 1 {
+        after = member.backlog().await.expect("backlog");
+        if after.ack_pending == 0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        announced.load(Ordering::SeqCst),
-        1,
-        "no MaxDeliver advisory"
+        (after.pending, after.ack_pending),
+        (0, 0),
+        "the server did not give up on the event after max_deliver: {after:?}"
     );
-    let _ = watcher.await;
     redelivered += member.fetch(1).await.expect("fetch").len();
     assert_eq!(
         redelivered, 0,
