@@ -17,15 +17,18 @@
 //!   torn tail (including a batch whose end never reached the disk), and reports damage in
 //!   the middle as corrupt records rather than cutting the log there.
 //! - **Atomicity**: an append is checked whole before anything is written; a batch is one
-//!   write per partition and recovery drops a partial batch at a partition's tail. A crash
-//!   during an unacknowledged multi-partition append may keep the batch in some partitions
-//!   and not others; the producer's retry is absorbed by dedupe.
+//!   write per partition and recovery drops a partial batch at a partition's tail. An
+//!   append that spans partitions (or topics) is first written to the batch journal (see
+//!   [`batch_journal`]); after a crash, open completes every such append the crash left in
+//!   some partitions only, so a batch is stored whole or, if its intent never became
+//!   durable, not at all.
 //! - **Retention** by age and size deletes whole segments.
 //! - **Metadata** (topics, group offsets) lives in redb, whose commits are durable.
 //! - **Producer dedupe** remembers (topic, source, id) digests for a window; the digests are
 //!   stored in the records, so the window is rebuilt on open and survives restarts.
 
 mod backend;
+pub mod batch_journal;
 pub mod dedupe;
 mod log;
 pub mod metadata;

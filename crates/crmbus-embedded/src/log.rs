@@ -14,12 +14,13 @@ use crmbus::{
     StateStore, StoredEvent, TopicInfo, TopicSpec,
 };
 
+use crate::batch_journal::{self, BatchJournal, Intent};
 use crate::dedupe::{DedupeIndex, FirstAppend};
 use crate::metadata::Metadata;
 use crate::options::{Durability, EmbeddedOptions};
 use crate::partition::{CorruptCounter, Partition, RawRecord};
 use crate::record::{BODY_HEADER, MAX_BODY};
-use crate::syncer::{GroupCommit, SyncItem};
+use crate::syncer::{self, GroupCommit, SyncItem};
 
 struct Topic {
     spec: TopicSpec,
@@ -37,6 +38,8 @@ struct Inner {
     meta: Metadata,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     commit: Option<GroupCommit>,
+    /// Intents of appends that span partitions (see [`crate::batch_journal`]).
+    journal: Arc<BatchJournal>,
     corrupt: Arc<CorruptCounter>,
     closed: AtomicBool,
     /// Set when a page-cache write failed under `Durability::Os` (offsets may have a hole).
@@ -119,8 +122,10 @@ impl EmbeddedLog {
             let topic = open_topic(&dir, spec, &opts, &corrupt)?;
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
+        let (journal, pending) = BatchJournal::open(&dir)?;
+        let journal = Arc::new(journal);
         let commit = match opts.durability {
-            Durability::Fsync => Some(GroupCommit::start(opts.clone())?),
+            Durability::Fsync => Some(GroupCommit::start(opts.clone(), Arc::clone(&journal))?),
             Durability::Os => None,
         };
         let inner = Arc::new(Inner {
@@ -129,11 +134,18 @@ impl EmbeddedLog {
             meta,
             topics: RwLock::new(topics),
             commit,
+            journal,
             corrupt,
             closed: AtomicBool::new(false),
             write_failed: Mutex::new(None),
             _lock: lock,
         });
+        if !pending.is_empty() {
+            inner.complete_intents(pending)?;
+        }
+        // Everything in the journal is now complete (and a torn tail must not stay in front
+        // of new frames): start it empty.
+        inner.journal.clear()?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = match inner.opts.retention_interval {
             Some(every) => {
@@ -294,6 +306,27 @@ fn info(t: &Topic) -> TopicInfo {
     }
 }
 
+/// Whether an append to `topics` touches more than one partition in all.
+fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
+    if topics.len() > 1 {
+        return !events.is_empty();
+    }
+    let Some(t) = topics.first() else {
+        return false;
+    };
+    let n = t.spec.partitions;
+    let mut first = None;
+    for e in events {
+        let p = partition_for(e, n);
+        match first {
+            None => first = Some(p),
+            Some(f) if f != p => return true,
+            Some(_) => {}
+        }
+    }
+    false
+}
+
 /// What an append decided for one event in one topic.
 #[derive(Clone, Copy)]
 enum Slot {
@@ -361,6 +394,181 @@ impl Inner {
         Ok(removed)
     }
 
+    /// Stages `events` in every topic and waits until they are durable.
+    async fn stage_and_commit(
+        &self,
+        resolved: &[Arc<Topic>],
+        events: &[Event],
+        encoded: &[(Vec<u8>, u64)],
+    ) -> Result<Vec<Receipt>, LogError> {
+        let mut receipts = Vec::with_capacity(events.len() * resolved.len());
+        let mut sync = Vec::new();
+        for t in resolved {
+            self.append_topic(t, events, encoded, &mut receipts, &mut sync)
+                .await?;
+        }
+        match &self.commit {
+            Some(commit) => {
+                if !sync.is_empty() {
+                    let ticket = commit.submit(sync);
+                    commit
+                        .wait(ticket)
+                        .await
+                        .map_err(|e| LogError::Unavailable(e.to_string()))?;
+                }
+            }
+            None => {
+                // Page-cache durability: write now, without fsync.
+                for item in sync {
+                    match item.partition.flush_staged(&self.opts) {
+                        Ok((_, next)) => item.partition.mark_durable(next.max(item.next_offset)),
+                        Err(e) => return Err(self.fail_write(&e)),
+                    }
+                }
+            }
+        }
+        Ok(receipts)
+    }
+
+    /// Records a page-cache write failure: the log stops accepting writes.
+    fn fail_write(&self, e: &std::io::Error) -> LogError {
+        tracing::error!(error = %e, "write failed; the embedded log stops accepting writes");
+        let msg = format!("write failed: {e}");
+        *self.write_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+        LogError::Unavailable(msg)
+    }
+
+    /// Writes (or, with group commit, queues) the intent of an append that spans
+    /// partitions, ahead of its data; returns its id.
+    fn write_intent(
+        &self,
+        resolved: &[Arc<Topic>],
+        encoded: &[(Vec<u8>, u64)],
+    ) -> Result<u64, LogError> {
+        let id = self.journal.begin();
+        let topics: Vec<(&str, Vec<u64>)> = resolved
+            .iter()
+            .map(|t| {
+                let from = t.partitions.iter().map(|p| p.durable_next()).collect();
+                (t.spec.name.as_str(), from)
+            })
+            .collect();
+        let jsons: Vec<&[u8]> = encoded.iter().map(|(j, _)| j.as_slice()).collect();
+        let frame = batch_journal::encode_intent(id, &topics, &jsons);
+        match &self.commit {
+            Some(commit) => {
+                // Durable before any of the append's data: the group commit writes queued
+                // intents ahead of the data it takes.
+                commit.queue_intent(frame);
+                Ok(())
+            }
+            None => self
+                .journal
+                .write(&frame, false)
+                .map_err(|e| self.fail_write(&e)),
+        }
+        .map(|()| id)
+        // On failure the intent stays outstanding: the next open completes the append.
+    }
+
+    /// Marks intent `id` done: its append is durable in every partition.
+    fn write_done(&self, id: u64) -> Result<(), LogError> {
+        let frame = batch_journal::encode_done(id);
+        self.journal.finished();
+        match &self.commit {
+            Some(commit) => {
+                commit.submit_done(frame);
+                Ok(())
+            }
+            None => self
+                .journal
+                .write(&frame, false)
+                .and_then(|()| self.journal.truncate_if_idle())
+                .map_err(|e| self.fail_write(&e)),
+        }
+    }
+
+    /// Completes the appends whose intents the last run left without a done mark: every
+    /// event not yet in its partition is appended and made durable, so each such append
+    /// ends up whole. Runs on open, before anything is served.
+    fn complete_intents(&self, pending: Vec<(u64, Intent)>) -> Result<(), LogError> {
+        for (id, intent) in pending {
+            let encoded: Vec<(Vec<u8>, u64)> = intent
+                .events
+                .iter()
+                .map(|e| (e.to_json_vec(), dedupe_hash(&e.source, &e.id)))
+                .collect();
+            let mut appended = 0usize;
+            let mut sync = Vec::new();
+            for it in &intent.topics {
+                let Ok(topic) = self.topic(&it.name) else {
+                    tracing::warn!(intent = id, topic = %it.name, "batch journal: the topic no longer exists");
+                    continue;
+                };
+                if topic.partitions.len() != it.from.len() {
+                    tracing::warn!(intent = id, topic = %it.name, "batch journal: the topic was recreated; skipped");
+                    continue;
+                }
+                // Events already in their partition (found from where the append could
+                // start, whatever the dedupe window says) are not appended again.
+                let mut present: HashMap<u32, Vec<(String, String)>> = HashMap::new();
+                let n = topic.spec.partitions;
+                let mut missing_events = Vec::new();
+                let mut missing_encoded = Vec::new();
+                for (e, enc) in intent.events.iter().zip(&encoded) {
+                    let p = partition_for(e, n);
+                    let seen = match present.entry(p) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let part = &topic.partitions[p as usize];
+                            let tail = part.read(it.from[p as usize], usize::MAX)?;
+                            v.insert(
+                                tail.into_iter()
+                                    .map(|s| (s.event.source, s.event.id))
+                                    .collect(),
+                            )
+                        }
+                    };
+                    if !seen
+                        .iter()
+                        .any(|(src, eid)| *src == e.source && *eid == e.id)
+                    {
+                        missing_events.push(e.clone());
+                        missing_encoded.push(enc.clone());
+                    }
+                }
+                if missing_events.is_empty() {
+                    continue;
+                }
+                let Ok(mut dedupe) = topic.append.try_lock() else {
+                    return Err(LogError::Unavailable(
+                        "batch journal recovery raced an append".into(),
+                    ));
+                };
+                let mut receipts = Vec::new();
+                self.stage_topic(
+                    &topic,
+                    &mut dedupe,
+                    &missing_events,
+                    &missing_encoded,
+                    &mut receipts,
+                    &mut sync,
+                )?;
+                appended += receipts.iter().filter(|r| !r.duplicate).count();
+            }
+            syncer::sync_recovered(&sync, &self.opts)?;
+            if appended > 0 {
+                tracing::warn!(
+                    intent = id,
+                    events = appended,
+                    "completed an append the last run left in only some partitions"
+                );
+                metrics::counter!("crmbus_log_batches_completed_on_recovery_total").increment(1);
+            }
+        }
+        Ok(())
+    }
+
     /// Is the remembered first append really the same (source, id)? Guards against digest
     /// collisions; costs a read only when a digest matches.
     fn same_event(&self, topic: &Topic, at: FirstAppend, event: &Event) -> Result<bool, LogError> {
@@ -393,6 +601,20 @@ impl Inner {
         sync: &mut Vec<SyncItem>,
     ) -> Result<(), LogError> {
         let mut dedupe = topic.append.lock().await;
+        self.stage_topic(topic, &mut dedupe, events, encoded, receipts, sync)
+    }
+
+    /// Decides, under the topic's lock (`dedupe`), which events are new and which are
+    /// duplicates, and stages the new ones in their partitions.
+    fn stage_topic(
+        &self,
+        topic: &Topic,
+        dedupe: &mut DedupeIndex,
+        events: &[Event],
+        encoded: &[(Vec<u8>, u64)],
+        receipts: &mut Vec<Receipt>,
+        sync: &mut Vec<SyncItem>,
+    ) -> Result<(), LogError> {
         let now = self.opts.clock.now_micros();
         dedupe.expire(now);
         let n = topic.spec.partitions;
@@ -575,38 +797,16 @@ impl EventLog for EmbeddedLog {
             }
             encoded.push((json, dedupe_hash(&e.source, &e.id)));
         }
-        let mut receipts = Vec::with_capacity(events.len() * topics.len());
-        let mut sync = Vec::new();
-        for t in &resolved {
-            inner
-                .append_topic(t, events, &encoded, &mut receipts, &mut sync)
-                .await?;
-        }
-        match &inner.commit {
-            Some(commit) => {
-                if !sync.is_empty() {
-                    let ticket = commit.submit(sync);
-                    commit
-                        .wait(ticket)
-                        .await
-                        .map_err(|e| LogError::Unavailable(e.to_string()))?;
-                }
-            }
-            None => {
-                // Page-cache durability: write now, without fsync.
-                for item in sync {
-                    match item.partition.flush_staged(&inner.opts) {
-                        Ok((_, next)) => item.partition.mark_durable(next.max(item.next_offset)),
-                        Err(e) => {
-                            tracing::error!(error = %e, "write failed; the embedded log stops accepting writes");
-                            let msg = format!("write failed: {e}");
-                            *inner.write_failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(msg.clone());
-                            return Err(LogError::Unavailable(msg));
-                        }
-                    }
-                }
-            }
+        // An append that reaches several partitions is journalled first, so a crash
+        // cannot leave it in some of them only (see `batch_journal`).
+        let intent = if spans_partitions(&resolved, events) {
+            Some(inner.write_intent(&resolved, &encoded)?)
+        } else {
+            None
+        };
+        let receipts = inner.stage_and_commit(&resolved, events, &encoded).await?;
+        if let Some(id) = intent {
+            inner.write_done(id)?;
         }
         Ok(receipts)
     }

@@ -89,6 +89,12 @@ enum Staged {
     Seal(Arc<Segment>),
 }
 
+/// Staged writes taken from a partition and not written yet.
+pub struct TakenStaged {
+    staged: Vec<Staged>,
+    next: u64,
+}
+
 /// What [`Partition::read_raw`] found at an offset.
 pub enum RawRecord {
     /// The event JSON of the record.
@@ -337,13 +343,29 @@ impl Partition {
     /// write left them; the caller poisons the log.
     pub fn flush_staged(&self, opts: &EmbeddedOptions) -> io::Result<(Vec<Arc<Segment>>, u64)> {
         let _flush = self.flush.lock().unwrap_or_else(|p| p.into_inner());
-        let (staged, next) = {
-            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            w.staged_active_bytes = 0;
-            (std::mem::take(&mut w.staged), w.next_offset)
-        };
+        self.write_taken(self.take_staged(), opts)
+    }
+
+    /// Takes everything staged so far, to be written by [`Partition::write_taken`]. Taking
+    /// and writing in two steps is for the partition's only flusher (the group-commit
+    /// thread), which writes what it took, in order, before it takes again.
+    pub fn take_staged(&self) -> TakenStaged {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.staged_active_bytes = 0;
+        TakenStaged {
+            staged: std::mem::take(&mut w.staged),
+            next: w.next_offset,
+        }
+    }
+
+    /// Writes what [`Partition::take_staged`] took (see [`Partition::flush_staged`]).
+    pub fn write_taken(
+        &self,
+        taken: TakenStaged,
+        opts: &EmbeddedOptions,
+    ) -> io::Result<(Vec<Arc<Segment>>, u64)> {
         let mut touched: Vec<Arc<Segment>> = Vec::new();
-        for item in staged {
+        for item in taken.staged {
             match item {
                 Staged::Write {
                     segment,
@@ -358,7 +380,7 @@ impl Partition {
                 Staged::Seal(segment) => segment.seal()?,
             }
         }
-        Ok((touched, next))
+        Ok((touched, taken.next))
     }
 
     /// A [`SyncItem`] that covers everything staged so far (used when an append only

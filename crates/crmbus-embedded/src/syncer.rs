@@ -8,6 +8,12 @@
 //! them; then it raises the partitions' durable offsets and publishes the ticket number it
 //! reached. A failed write or fsync poisons the log: the kernel may have dropped the dirty
 //! pages, so no later write can be acknowledged honestly.
+//!
+//! The same rounds make [`BatchJournal`] intents durable (see [`crate::batch_journal`]). An
+//! appender queues its intent before it stages anything; a round first takes the staged
+//! data of its partitions, then the queued journal frames, and writes and fsyncs the
+//! journal before it writes any of that data. So whenever a round writes part of a
+//! journalled append, the append's intent is already on disk.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,8 +23,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
+use crate::batch_journal::BatchJournal;
 use crate::options::EmbeddedOptions;
-use crate::partition::Partition;
+use crate::partition::{Partition, TakenStaged};
 
 /// Something an append staged: a partition whose staged writes (and maybe a new directory
 /// entry) must reach the disk before it may serve offsets below `next_offset`.
@@ -42,6 +49,10 @@ pub struct Progress {
 
 struct Queue {
     items: Vec<SyncItem>,
+    /// Journal frames to write in the next round.
+    journal: Vec<u8>,
+    /// Whether those frames include an intent (and so need an fsync).
+    journal_sync: bool,
     ticket: u64,
     shutdown: bool,
 }
@@ -61,14 +72,19 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the thread.
-    pub fn start(opts: EmbeddedOptions) -> std::io::Result<GroupCommit> {
+    /// Starts the thread; it also writes `journal`'s frames.
+    pub fn start(
+        opts: EmbeddedOptions,
+        journal: Arc<BatchJournal>,
+    ) -> std::io::Result<GroupCommit> {
         let (tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             rounds: std::sync::atomic::AtomicU64::new(0),
             sync_micros: std::sync::atomic::AtomicU64::new(0),
             queue: Mutex::new(Queue {
                 items: Vec::new(),
+                journal: Vec::new(),
+                journal_sync: false,
                 ticket: 0,
                 shutdown: false,
             }),
@@ -78,7 +94,7 @@ impl GroupCommit {
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("crmbus-group-commit".into())
-            .spawn(move || run(&worker, &opts))?;
+            .spawn(move || run(&worker, &opts, &journal))?;
         Ok(GroupCommit {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -94,6 +110,21 @@ impl GroupCommit {
         drop(q);
         self.shared.wake.notify_one();
         t
+    }
+
+    /// Queues a batch journal intent. Call it before staging the append's data: any round
+    /// that writes that data writes and fsyncs the intent first.
+    pub fn queue_intent(&self, frame: Vec<u8>) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.journal.extend_from_slice(&frame);
+        q.journal_sync = true;
+    }
+
+    /// Queues a batch journal done mark: written with the next round (or at stop), and
+    /// never waited for — a lost mark only makes recovery look at a complete batch again.
+    pub fn submit_done(&self, frame: Vec<u8>) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.journal.extend_from_slice(&frame);
     }
 
     /// Waits until `ticket` is durable, or returns the fsync failure that prevents it.
@@ -143,14 +174,18 @@ impl Drop for GroupCommit {
     }
 }
 
-fn run(shared: &Shared, opts: &EmbeddedOptions) {
+fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
     loop {
         let (items, ticket) = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             while q.items.is_empty() && q.ticket == shared.progress.borrow().synced && !q.shutdown {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
-            if q.shutdown && q.items.is_empty() && q.ticket == shared.progress.borrow().synced {
+            if q.shutdown
+                && q.items.is_empty()
+                && q.journal.is_empty()
+                && q.ticket == shared.progress.borrow().synced
+            {
                 return;
             }
             (std::mem::take(&mut q.items), q.ticket)
@@ -165,7 +200,9 @@ fn run(shared: &Shared, opts: &EmbeddedOptions) {
             return;
         }
         let started = std::time::Instant::now();
-        let result = sync_items(&items, opts);
+        let journal_step = JournalStep { shared, journal };
+        let result =
+            sync_items(&items, opts, Some(&journal_step)).and_then(|()| journal.truncate_if_idle());
         shared
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -188,7 +225,35 @@ fn run(shared: &Shared, opts: &EmbeddedOptions) {
     }
 }
 
-fn sync_items(items: &[SyncItem], opts: &EmbeddedOptions) -> std::io::Result<()> {
+/// The journal frames a round writes between taking staged data and writing it.
+struct JournalStep<'a> {
+    shared: &'a Shared,
+    journal: &'a BatchJournal,
+}
+
+impl JournalStep<'_> {
+    fn run(&self) -> std::io::Result<()> {
+        let (frames, sync) = {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                std::mem::take(&mut q.journal),
+                std::mem::take(&mut q.journal_sync),
+            )
+        };
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.journal.write(&frames, sync)
+    }
+}
+
+/// Writes and fsyncs what `items` staged and raises the partitions' durable offsets (also
+/// used directly by recovery on open, before any append runs, without a journal step).
+fn sync_items(
+    items: &[SyncItem],
+    opts: &EmbeddedOptions,
+    journal: Option<&JournalStep<'_>>,
+) -> std::io::Result<()> {
     let mut dirs: Vec<&PathBuf> = items.iter().filter_map(|i| i.dir.as_ref()).collect();
     dirs.sort();
     dirs.dedup();
@@ -203,37 +268,52 @@ fn sync_items(items: &[SyncItem], opts: &EmbeddedOptions) -> std::io::Result<()>
         e.1 = e.1.max(i.next_offset);
     }
     let partitions: Vec<(&Arc<Partition>, u64)> = partitions.into_values().collect();
-    let flush_and_sync = |p: &Partition| -> std::io::Result<u64> {
-        let (segments, next) = p.flush_staged(opts)?;
+    // Take the staged data first, then the journal frames queued so far: an append queues
+    // its intent before staging, so the intent of everything taken here is among them, and
+    // reaches the disk before any of the data.
+    let taken: Vec<TakenStaged> = partitions.iter().map(|(p, _)| p.take_staged()).collect();
+    if let Some(j) = journal {
+        j.run()?;
+    }
+    let write_and_sync = |p: &Partition, t: TakenStaged| -> std::io::Result<u64> {
+        let (segments, next) = p.write_taken(t, opts)?;
         for s in segments {
             s.file.sync_data()?;
         }
         Ok(next)
     };
-    let results: Vec<std::io::Result<u64>> = match partitions.as_slice() {
-        [] => Vec::new(),
-        [(one, _)] => vec![flush_and_sync(one)],
-        many => {
-            // Several partitions: write and flush them concurrently, so the device sees the
-            // requests together instead of one flush latency after another.
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = many
-                    .iter()
-                    .map(|(p, _)| scope.spawn(move || flush_and_sync(p)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(std::io::Error::other("flush thread panicked")))
-                    })
-                    .collect()
-            })
-        }
+    let results: Vec<std::io::Result<u64>> = if partitions.len() <= 1 {
+        partitions
+            .iter()
+            .zip(taken)
+            .map(|((p, _), t)| write_and_sync(p, t))
+            .collect()
+    } else {
+        // Several partitions: write and flush them concurrently, so the device sees the
+        // requests together instead of one flush latency after another.
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = partitions
+                .iter()
+                .zip(taken)
+                .map(|((p, _), t)| scope.spawn(move || write_and_sync(p, t)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("flush thread panicked")))
+                })
+                .collect()
+        })
     };
     for ((p, wanted), r) in partitions.iter().zip(results) {
         let flushed = r?;
         p.mark_durable(flushed.max(*wanted));
     }
     Ok(())
+}
+
+/// [`sync_items`] without a journal step, for recovery on open.
+pub(crate) fn sync_recovered(items: &[SyncItem], opts: &EmbeddedOptions) -> std::io::Result<()> {
+    sync_items(items, opts, None)
 }

@@ -6,8 +6,9 @@
 //! the cycles (up to 50 share one log). Every cycle is verified on a copy of the data
 //! directory, so the next writer recovers the crashed state itself (and may be killed
 //! while it recovers). Besides the acknowledgements, the check covers what survived
-//! unacknowledged: no id twice, contiguous offsets, no partial batch in a partition, and
-//! no batch missing before a later batch of the same appender.
+//! unacknowledged: no id twice, contiguous offsets, no partial batch in a partition, no
+//! batch kept in some partitions and not others (recovery completes it from the batch
+//! journal), and no batch missing before a later batch of the same appender.
 //!
 //! `CRMBUS_CRASH_CYCLES` sets the number of cycles (default 50) for a longer stress run;
 //! beyond 50, a fresh log is started every 50 cycles so that the run stays linear.
@@ -392,6 +393,15 @@ fn verify(
             entry.0 += m.in_partition;
             i = group.end;
         }
+    }
+    // A batch spanning partitions is all-or-nothing across them too (the batch journal):
+    // whatever survived of it, acknowledged or not, is all of it.
+    for (&(c, a, b), &(found, size)) in &batch_counts {
+        assert_eq!(
+            found, size,
+            "cycle {cycle}: batch {b} of appender {a} in cycle {c} survived in some \
+             partitions only ({found} of {size} events)"
+        );
     }
     let mut newest: HashMap<(u64, u64), u64> = HashMap::new();
     for (&(c, a, b), _) in batch_counts.iter() {

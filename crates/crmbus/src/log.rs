@@ -167,6 +167,8 @@ pub struct StoredEvent {
 ///   there. One call appends every event to every listed topic. It is atomic per topic in
 ///   this sense: the whole call is checked first (topics exist, events valid) and any error
 ///   writes nothing; a batch's events are contiguous and in order within each partition.
+///   Whether a crash in the middle can leave a batch in some partitions and not others is
+///   the backend's to say (the embedded log completes such a batch on open; see its docs).
 ///   The call returns only when every appended event is durable under the backend's
 ///   configured durability; an error means the caller must assume nothing was acknowledged
 ///   (a retry is safe: dedupe absorbs what did land).

@@ -1,0 +1,318 @@
+//! The batch journal: an append that spans several partitions (a batch whose events hash to
+//! different partitions, or one event published to several topics) is all-or-nothing across
+//! a crash.
+//!
+//! Each partition is written and fsynced on its own, so a crash in the middle of such an
+//! append could leave it in some partitions and not others. To prevent that, before the
+//! append stages anything, an *intent* — its topics and events — is written to
+//! `batches.journal` and made durable (with [`Durability::Fsync`](crate::Durability), by
+//! the group commit, alongside other appends' data). Once the append is durable in every
+//! partition a *done* mark follows (it needs no fsync of its own). On open, every intent
+//! without a done mark is completed before anything is served: events not yet in their
+//! partition are appended, so the batch ends up whole, and the journal is emptied.
+//!
+//! ```text
+//! frame = body_len: u32 LE | crc32c(body): u32 LE | body
+//! body  = kind: u8 (1 intent, 2 done) | id: u64 LE | payload (intent: JSON, done: empty)
+//! ```
+//!
+//! A frame that is torn or fails its checksum ends the journal: nothing after it was
+//! acknowledged, because an intent is durable before its append stages anything.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crmbus::Event;
+use serde::Deserialize;
+
+/// The journal's file name in the data directory.
+pub const FILE_NAME: &str = "batches.journal";
+const KIND_INTENT: u8 = 1;
+const KIND_DONE: u8 = 2;
+const HEADER: usize = 8;
+const BODY_PREFIX: usize = 9;
+/// The journal is emptied once it is this large and no intent is outstanding.
+const TRUNCATE_AT: u64 = 64 * 1024 * 1024;
+
+/// One topic of an intent and, per partition, an offset at or below the first offset the
+/// append could get there (the partition's durable end before the intent was written):
+/// recovery looks for the intent's events from there on.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct IntentTopic {
+    /// The topic's name.
+    pub name: String,
+    /// Per partition, where the append's records can start at the earliest.
+    pub from: Vec<u64>,
+}
+
+/// An append that was not known to be durable everywhere when the log stopped.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Intent {
+    /// The topics appended to.
+    pub topics: Vec<IntentTopic>,
+    /// The events, in the order given to the append.
+    pub events: Vec<Event>,
+}
+
+/// Encodes an intent's frame from the events' JSON (as the log already encoded them).
+pub fn encode_intent(id: u64, topics: &[(&str, Vec<u64>)], events_json: &[&[u8]]) -> Vec<u8> {
+    let topics: Vec<serde_json::Value> = topics
+        .iter()
+        .map(|(name, from)| serde_json::json!({"name": name, "from": from}))
+        .collect();
+    let mut payload = b"{\"topics\":".to_vec();
+    payload.extend_from_slice(
+        serde_json::to_string(&topics)
+            .unwrap_or_else(|_| "[]".into())
+            .as_bytes(),
+    );
+    payload.extend_from_slice(b",\"events\":[");
+    for (i, json) in events_json.iter().enumerate() {
+        if i > 0 {
+            payload.push(b',');
+        }
+        payload.extend_from_slice(json);
+    }
+    payload.extend_from_slice(b"]}");
+    frame(KIND_INTENT, id, &payload)
+}
+
+/// Encodes the done mark of intent `id`.
+pub fn encode_done(id: u64) -> Vec<u8> {
+    frame(KIND_DONE, id, &[])
+}
+
+fn frame(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
+    let body_len = BODY_PREFIX + payload.len();
+    let mut out = Vec::with_capacity(HEADER + body_len);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(kind);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out[HEADER..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads the journal's frames: the intents without a done mark, in the order written.
+/// Stops at the first torn or damaged frame.
+pub fn pending_intents(bytes: &[u8]) -> io::Result<Vec<(u64, Intent)>> {
+    read_frames(bytes).map(|(pending, _)| pending)
+}
+
+/// The pending intents and the highest id in any frame read.
+fn read_frames(bytes: &[u8]) -> io::Result<(Vec<(u64, Intent)>, u64)> {
+    let mut intents: BTreeMap<u64, &[u8]> = BTreeMap::new();
+    let mut max_id = 0u64;
+    let mut at = 0usize;
+    while bytes.len() - at >= HEADER {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&bytes[at..at + 4]);
+        let body_len = u32::from_le_bytes(len) as usize;
+        let mut crc = [0u8; 4];
+        crc.copy_from_slice(&bytes[at + 4..at + 8]);
+        if body_len < BODY_PREFIX || bytes.len() - at - HEADER < body_len {
+            break;
+        }
+        let body = &bytes[at + HEADER..at + HEADER + body_len];
+        if crc32c::crc32c(body) != u32::from_le_bytes(crc) {
+            break;
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&body[1..9]);
+        let id = u64::from_le_bytes(id);
+        max_id = max_id.max(id);
+        match body[0] {
+            KIND_INTENT => {
+                intents.insert(id, &body[BODY_PREFIX..]);
+            }
+            KIND_DONE => {
+                intents.remove(&id);
+            }
+            _ => break,
+        }
+        at += HEADER + body_len;
+    }
+    let pending = intents
+        .into_iter()
+        .map(|(id, payload)| {
+            serde_json::from_slice::<Intent>(payload)
+                .map(|intent| (id, intent))
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("batch journal intent {id} has a valid checksum but cannot be read: {e}"),
+                    )
+                })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok((pending, max_id))
+}
+
+struct FileState {
+    file: File,
+    len: u64,
+}
+
+/// The open journal file. Written by one writer at a time (the group-commit thread, or the
+/// appender itself with [`Durability::Os`](crate::Durability)).
+pub struct BatchJournal {
+    state: Mutex<FileState>,
+    next_id: AtomicU64,
+    /// Intents written whose done mark is not written yet.
+    outstanding: AtomicU64,
+}
+
+impl BatchJournal {
+    /// Opens `dir/batches.journal`, creating it empty if missing; returns the journal and
+    /// the intents left pending by the last run.
+    pub fn open(dir: &Path) -> io::Result<(BatchJournal, Vec<(u64, Intent)>)> {
+        // Append mode: every write lands at the end, also after the file is emptied.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(dir.join(FILE_NAME))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (pending, max_id) = read_frames(&bytes)?;
+        let next = max_id + 1;
+        let len = bytes.len() as u64;
+        Ok((
+            BatchJournal {
+                state: Mutex::new(FileState { file, len }),
+                next_id: AtomicU64::new(next),
+                outstanding: AtomicU64::new(0),
+            },
+            pending,
+        ))
+    }
+
+    /// A new intent id; counts the intent as outstanding until [`BatchJournal::finished`].
+    pub fn begin(&self) -> u64 {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.next_id.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Counts an intent's done mark as handed over for writing.
+    pub fn finished(&self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Appends frames at the end of the file; with `sync`, fdatasyncs it.
+    pub fn write(&self, bytes: &[u8], sync: bool) -> io::Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !bytes.is_empty() {
+            s.file.write_all(bytes)?;
+            s.len += bytes.len() as u64;
+        }
+        if sync {
+            s.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Empties the file if it is large and every intent in it is done (called by the
+    /// writer between writes, so no intent can be half-way into the file).
+    pub fn truncate_if_idle(&self) -> io::Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len >= TRUNCATE_AT && self.outstanding.load(Ordering::Acquire) == 0 {
+            s.file.set_len(0)?;
+            s.file.sync_all()?;
+            s.len = 0;
+        }
+        Ok(())
+    }
+
+    /// Empties the file now (after recovery has completed every pending intent durably).
+    pub fn clear(&self) -> io::Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len == 0 {
+            return Ok(());
+        }
+        s.file.set_len(0)?;
+        s.file.sync_all()?;
+        s.len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(id: &str) -> Event {
+        Event::new("deal.won", json!({"deal_id": id}))
+            .id(id)
+            .source("urn:test")
+    }
+
+    #[test]
+    fn intents_without_a_done_mark_are_pending_and_a_torn_tail_ends_the_journal() {
+        let (a, b) = (event("a"), event("b"));
+        let (ja, jb) = (a.to_json_vec(), b.to_json_vec());
+        let mut bytes = encode_intent(1, &[("deals", vec![0, 4])], &[&ja, &jb]);
+        bytes.extend(encode_intent(2, &[("x", vec![7]), ("y", vec![1])], &[&ja]));
+        bytes.extend(encode_done(1));
+        let whole = pending_intents(&bytes).expect("read");
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].0, 2);
+        assert_eq!(
+            whole[0].1.topics,
+            vec![
+                IntentTopic {
+                    name: "x".into(),
+                    from: vec![7]
+                },
+                IntentTopic {
+                    name: "y".into(),
+                    from: vec![1]
+                }
+            ]
+        );
+        assert_eq!(whole[0].1.events[0].id, "a");
+
+        // The done mark of 1 torn: 1 is pending again; a damaged byte stops the read there.
+        let torn = &bytes[..bytes.len() - 3];
+        let ids: Vec<u64> = pending_intents(torn)
+            .expect("read")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+        let mut damaged = bytes.clone();
+        damaged[HEADER + 2] ^= 0xff;
+        assert!(pending_intents(&damaged).expect("read").is_empty());
+    }
+
+    #[test]
+    fn frames_written_after_the_file_is_emptied_are_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json = event("a").to_json_vec();
+        let (journal, pending) = BatchJournal::open(dir.path()).expect("open");
+        assert!(pending.is_empty());
+        let first = journal.begin();
+        journal
+            .write(&encode_intent(first, &[("t", vec![0, 0])], &[&json]), true)
+            .expect("write");
+        journal.clear().expect("clear");
+        let second = journal.begin();
+        assert!(second > first, "ids go on after the journal is emptied");
+        journal
+            .write(&encode_intent(second, &[("t", vec![3, 5])], &[&json]), true)
+            .expect("write");
+        drop(journal);
+        let (journal, pending) = BatchJournal::open(dir.path()).expect("reopen");
+        let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![second]);
+        assert_eq!(pending[0].1.topics[0].from, vec![3, 5]);
+        // New ids stay above every id in the file.
+        assert!(journal.begin() > second);
+    }
+}

@@ -1,0 +1,221 @@
+//! Appends that span partitions or topics are all-or-nothing across a crash: the state a
+//! crash can leave — the batch's intent durable in the journal, its events in some
+//! partitions only — is rebuilt here on disk, and reopening must complete the batch without
+//! duplicating what is already there, even when the dedupe window has passed meanwhile.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmbus::clock::ManualClock;
+use crmbus::{partition_for, Event, EventLog, TopicSpec};
+use crmbus_embedded::batch_journal::{encode_done, encode_intent, pending_intents, FILE_NAME};
+use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
+use serde_json::json;
+
+fn opts(clock: &ManualClock, durability: Durability) -> EmbeddedOptions {
+    EmbeddedOptions {
+        durability,
+        retention_interval: None,
+        clock: Arc::new(clock.clone()),
+        ..EmbeddedOptions::default()
+    }
+}
+
+fn deal(n: u64) -> Event {
+    Event::new(
+        "deal.won",
+        json!({"deal_id": format!("deal-{n}"), "amount": n * 100}),
+    )
+    .id(format!("evt-{n}"))
+    .subject(format!("deal-{n}"))
+    .source("urn:crm:deals")
+}
+
+async fn ids_by_partition(log: &EmbeddedLog, topic: &str) -> BTreeMap<u32, Vec<String>> {
+    let info = log.describe_topic(topic).await.expect("describe");
+    let mut out = BTreeMap::new();
+    for p in info.partition_info {
+        let events = log.read(topic, p.partition, 0, 10_000).await.expect("read");
+        out.insert(
+            p.partition,
+            events.into_iter().map(|s| s.event.id).collect::<Vec<_>>(),
+        );
+    }
+    out
+}
+
+fn append_to_journal(dir: &std::path::Path, frame: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join(FILE_NAME))
+        .expect("open journal");
+    f.write_all(frame).expect("write journal");
+    f.sync_all().expect("sync journal");
+}
+
+#[tokio::test]
+async fn a_batch_left_in_some_partitions_is_completed_on_open_once_and_only_once() {
+    for durability in [Durability::Fsync, Durability::Os] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let batch: Vec<Event> = (0..12).map(deal).collect();
+        let first_partition = partition_for(&batch[0], 4);
+        let (here, missing): (Vec<Event>, Vec<Event>) = batch
+            .iter()
+            .cloned()
+            .partition(|e| partition_for(e, 4) == first_partition);
+        assert!(!missing.is_empty(), "the batch must span partitions");
+        let from;
+        {
+            let log = EmbeddedLog::open(dir.path(), opts(&clock, durability)).expect("open");
+            log.create_topic(TopicSpec::new("deals", 4))
+                .await
+                .expect("create");
+            let earlier: Vec<Event> = (100..104).map(deal).collect();
+            for e in &earlier {
+                log.append(&["deals".to_string()], std::slice::from_ref(e))
+                    .await
+                    .expect("append");
+            }
+            let info = log.describe_topic("deals").await.expect("describe");
+            from = info
+                .partition_info
+                .iter()
+                .map(|p| p.next_offset)
+                .collect::<Vec<u64>>();
+            // What the crash left: the batch's part in one partition only.
+            log.append(&["deals".to_string()], &here)
+                .await
+                .expect("append part");
+        }
+        // ...and its intent, durable in the journal, with no done mark.
+        let jsons: Vec<Vec<u8>> = batch.iter().map(Event::to_json_vec).collect();
+        let refs: Vec<&[u8]> = jsons.iter().map(Vec::as_slice).collect();
+        append_to_journal(
+            dir.path(),
+            &encode_intent(7, &[("deals", from.clone())], &refs),
+        );
+        // Long enough for the dedupe window to forget the part that is there.
+        clock.advance(Duration::from_secs(3600));
+
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, durability)).expect("reopen");
+        let stored = ids_by_partition(&log, "deals").await;
+        let mut all: Vec<&String> = stored.values().flatten().collect();
+        all.sort();
+        let mut expected: Vec<String> = (0..12)
+            .chain(100..104)
+            .map(|n| format!("evt-{n}"))
+            .collect();
+        expected.sort();
+        let expected: Vec<&String> = expected.iter().collect();
+        assert_eq!(
+            all, expected,
+            "{durability:?}: the batch whole, nothing twice"
+        );
+        for e in &batch {
+            assert!(
+                stored[&partition_for(e, 4)].contains(&e.id),
+                "{durability:?}: {} is in its own partition",
+                e.id
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(dir.path().join(FILE_NAME))
+                .expect("journal")
+                .len(),
+            0,
+            "{durability:?}: the journal is emptied once its intents are complete"
+        );
+        drop(log);
+
+        // Opening again changes nothing.
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, durability)).expect("reopen");
+        assert_eq!(ids_by_partition(&log, "deals").await, stored);
+    }
+}
+
+#[tokio::test]
+async fn an_event_published_to_two_topics_is_completed_in_the_missing_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let e = deal(1);
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
+        for t in ["crm", "erp"] {
+            log.create_topic(TopicSpec::new(t, 2))
+                .await
+                .expect("create");
+        }
+        log.append(&["crm".to_string()], std::slice::from_ref(&e))
+            .await
+            .expect("append to one topic");
+    }
+    let json = e.to_json_vec();
+    append_to_journal(
+        dir.path(),
+        &encode_intent(3, &[("crm", vec![0, 0]), ("erp", vec![0, 0])], &[&json]),
+    );
+    let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
+    for t in ["crm", "erp"] {
+        let ids: Vec<String> = ids_by_partition(&log, t)
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+        assert_eq!(ids, vec!["evt-1".to_string()], "topic {t}");
+    }
+}
+
+#[tokio::test]
+async fn intents_marked_done_are_left_alone_and_live_appends_leave_none_pending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
+        log.create_topic(TopicSpec::new("deals", 4))
+            .await
+            .expect("create");
+        // Batches spanning partitions and a two-topic publish, acknowledged normally.
+        log.create_topic(TopicSpec::new("audit", 1))
+            .await
+            .expect("create");
+        let batch: Vec<Event> = (0..20).map(deal).collect();
+        log.append(&["deals".to_string()], &batch)
+            .await
+            .expect("append");
+        log.append(&["deals".to_string(), "audit".to_string()], &[deal(50)])
+            .await
+            .expect("append");
+    }
+    // Both appends wrote an intent and, once durable, its done mark (flushed at close).
+    let bytes = std::fs::read(dir.path().join(FILE_NAME)).expect("journal");
+    assert!(
+        !bytes.is_empty(),
+        "appends spanning partitions are journalled"
+    );
+    assert!(pending_intents(&bytes).expect("read journal").is_empty());
+    // A done intent whose events are not in the log must not be "completed".
+    let ghost = deal(999).to_json_vec();
+    append_to_journal(
+        dir.path(),
+        &encode_intent(1_000, &[("deals", vec![0, 0, 0, 0])], &[&ghost]),
+    );
+    append_to_journal(dir.path(), &encode_done(1_000));
+    let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
+    let deals: Vec<String> = ids_by_partition(&log, "deals")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(deals.len(), 21, "{deals:?}");
+    assert!(!deals.contains(&"evt-999".to_string()));
+    let audit: Vec<String> = ids_by_partition(&log, "audit")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(audit, vec!["evt-50".to_string()]);
+}
