@@ -4,10 +4,10 @@
 //!
 //! Each partition is written and fsynced on its own, so a crash in the middle of such an
 //! append could leave it in some partitions and not others. To prevent that, before the
-//! append stages anything, an *intent* — its topics and events — is written to
-//! `batches.journal` and made durable (with [`Durability::Fsync`](crate::Durability), by
-//! the group commit, alongside other appends' data). Once the append is durable in every
-//! partition a *done* mark follows (it needs no fsync of its own). On open, every intent
+//! append stages anything, an *intent* — its topics and events — is queued for
+//! `batches.journal`; with [`Durability::Fsync`](crate::Durability) the group commit writes
+//! and fsyncs it before it writes any of the append's data (see [`crate::syncer`]). Once
+//! the append is durable in every partition a *done* mark follows (it needs no fsync of its own). On open, every intent
 //! without a done mark is completed before anything is served: events not yet in their
 //! partition are appended, so the batch ends up whole, and the journal is emptied.
 //!
@@ -17,12 +17,14 @@
 //! ```
 //!
 //! A frame that is torn or fails its checksum ends the journal: nothing after it was
-//! acknowledged, because an intent is durable before its append stages anything.
+//! acknowledged, because an intent is durable before any of its append's data is written.
+//! Once the file is large it is compacted: rewritten beside the old one with only the
+//! intents still outstanding, fsynced, and renamed over it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -35,8 +37,9 @@ const KIND_INTENT: u8 = 1;
 const KIND_DONE: u8 = 2;
 const HEADER: usize = 8;
 const BODY_PREFIX: usize = 9;
-/// The journal is emptied once it is this large and no intent is outstanding.
-const TRUNCATE_AT: u64 = 64 * 1024 * 1024;
+/// The journal is compacted (rewritten with only the outstanding intents) once it is this
+/// large.
+pub const COMPACT_AT: u64 = 64 * 1024 * 1024;
 
 /// One topic of an intent and, per partition, an offset at or below the first offset the
 /// append could get there (the partition's durable end before the intent was written):
@@ -162,46 +165,77 @@ struct FileState {
 /// The open journal file. Written by one writer at a time (the group-commit thread, or the
 /// appender itself with [`Durability::Os`](crate::Durability)).
 pub struct BatchJournal {
+    dir: PathBuf,
+    compact_at: u64,
     state: Mutex<FileState>,
     next_id: AtomicU64,
-    /// Intents written whose done mark is not written yet.
-    outstanding: AtomicU64,
+    /// Frames of the intents whose done mark is not handed over yet: what a compaction
+    /// keeps.
+    outstanding: Mutex<HashMap<u64, Vec<u8>>>,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    // Append mode: every write lands at the end, also after the file is emptied.
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
 }
 
 impl BatchJournal {
     /// Opens `dir/batches.journal`, creating it empty if missing; returns the journal and
     /// the intents left pending by the last run.
     pub fn open(dir: &Path) -> io::Result<(BatchJournal, Vec<(u64, Intent)>)> {
-        // Append mode: every write lands at the end, also after the file is emptied.
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(dir.join(FILE_NAME))?;
+        BatchJournal::open_compacting_at(dir, COMPACT_AT)
+    }
+
+    /// [`BatchJournal::open`], compacting once the file reaches `compact_at` bytes.
+    pub fn open_compacting_at(
+        dir: &Path,
+        compact_at: u64,
+    ) -> io::Result<(BatchJournal, Vec<(u64, Intent)>)> {
+        // A compaction the last run did not finish: the old file is still whole.
+        let leftover = dir.join(format!("{FILE_NAME}.compact"));
+        if leftover.exists() {
+            std::fs::remove_file(&leftover)?;
+        }
+        let mut file = open_append(&dir.join(FILE_NAME))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (pending, max_id) = read_frames(&bytes)?;
-        let next = max_id + 1;
         let len = bytes.len() as u64;
         Ok((
             BatchJournal {
+                dir: dir.to_path_buf(),
+                compact_at,
                 state: Mutex::new(FileState { file, len }),
-                next_id: AtomicU64::new(next),
-                outstanding: AtomicU64::new(0),
+                next_id: AtomicU64::new(max_id + 1),
+                outstanding: Mutex::new(HashMap::new()),
             },
             pending,
         ))
     }
 
-    /// A new intent id; counts the intent as outstanding until [`BatchJournal::finished`].
-    pub fn begin(&self) -> u64 {
-        self.outstanding.fetch_add(1, Ordering::AcqRel);
-        self.next_id.fetch_add(1, Ordering::AcqRel)
+    /// Encodes a new intent and counts it as outstanding until [`BatchJournal::finished`];
+    /// returns its id and frame, to be written before any of the append's data.
+    pub fn begin(&self, topics: &[(&str, Vec<u64>)], events_json: &[&[u8]]) -> (u64, Vec<u8>) {
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        let frame = encode_intent(id, topics, events_json);
+        self.outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, frame.clone());
+        (id, frame)
     }
 
-    /// Counts an intent's done mark as handed over for writing.
-    pub fn finished(&self) {
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    /// Intent `id`'s append is durable everywhere; returns its done mark to write.
+    pub fn finished(&self, id: u64) -> Vec<u8> {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        encode_done(id)
     }
 
     /// Appends frames at the end of the file; with `sync`, fdatasyncs it.
@@ -217,15 +251,36 @@ impl BatchJournal {
         Ok(())
     }
 
-    /// Empties the file if it is large and every intent in it is done (called by the
-    /// writer between writes, so no intent can be half-way into the file).
-    pub fn truncate_if_idle(&self) -> io::Result<()> {
+    /// Once the file is large, rewrites it with only the outstanding intents: written to a
+    /// new file, fsynced and renamed over the old one, so a crash leaves one or the other
+    /// whole. Called by the writer between writes.
+    pub fn compact_if_large(&self) -> io::Result<()> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.len >= TRUNCATE_AT && self.outstanding.load(Ordering::Acquire) == 0 {
-            s.file.set_len(0)?;
-            s.file.sync_all()?;
-            s.len = 0;
+        if s.len < self.compact_at {
+            return Ok(());
         }
+        let mut keep: Vec<(u64, Vec<u8>)> = self
+            .outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, f)| (*id, f.clone()))
+            .collect();
+        keep.sort_unstable_by_key(|(id, _)| *id);
+        let tmp = self.dir.join(format!("{FILE_NAME}.compact"));
+        let mut len = 0u64;
+        {
+            let mut f = File::create(&tmp)?;
+            for (_, frame) in &keep {
+                f.write_all(frame)?;
+                len += frame.len() as u64;
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join(FILE_NAME))?;
+        File::open(&self.dir)?.sync_all()?;
+        s.file = open_append(&self.dir.join(FILE_NAME))?;
+        s.len = len;
         Ok(())
     }
 
@@ -297,22 +352,56 @@ mod tests {
         let json = event("a").to_json_vec();
         let (journal, pending) = BatchJournal::open(dir.path()).expect("open");
         assert!(pending.is_empty());
-        let first = journal.begin();
-        journal
-            .write(&encode_intent(first, &[("t", vec![0, 0])], &[&json]), true)
-            .expect("write");
+        let (first, frame) = journal.begin(&[("t", vec![0, 0])], &[&json]);
+        journal.write(&frame, true).expect("write");
         journal.clear().expect("clear");
-        let second = journal.begin();
+        let (second, frame) = journal.begin(&[("t", vec![3, 5])], &[&json]);
         assert!(second > first, "ids go on after the journal is emptied");
-        journal
-            .write(&encode_intent(second, &[("t", vec![3, 5])], &[&json]), true)
-            .expect("write");
+        journal.write(&frame, true).expect("write");
         drop(journal);
         let (journal, pending) = BatchJournal::open(dir.path()).expect("reopen");
         let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, vec![second]);
         assert_eq!(pending[0].1.topics[0].from, vec![3, 5]);
         // New ids stay above every id in the file.
-        assert!(journal.begin() > second);
+        assert!(journal.begin(&[], &[]).0 > second);
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_outstanding_intents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json = event("a").to_json_vec();
+        let (journal, _) = BatchJournal::open_compacting_at(dir.path(), 1).expect("open");
+        let mut ids = Vec::new();
+        for n in 0..5u64 {
+            let (id, frame) = journal.begin(&[("t", vec![n])], &[&json]);
+            journal.write(&frame, false).expect("write");
+            ids.push(id);
+        }
+        for id in [ids[0], ids[2], ids[3]] {
+            let done = journal.finished(id);
+            journal.write(&done, false).expect("write");
+        }
+        let before = std::fs::metadata(dir.path().join(FILE_NAME))
+            .expect("meta")
+            .len();
+        journal.compact_if_large().expect("compact");
+        let after = std::fs::metadata(dir.path().join(FILE_NAME))
+            .expect("meta")
+            .len();
+        assert!(after < before, "{after} < {before}");
+        // Frames written after a compaction land in the new file.
+        let (late, frame) = journal.begin(&[("t", vec![9])], &[&json]);
+        journal.write(&frame, true).expect("write");
+        drop(journal);
+        let (_, pending) = BatchJournal::open(dir.path()).expect("reopen");
+        let got: Vec<(u64, Vec<u64>)> = pending
+            .iter()
+            .map(|(id, i)| (*id, i.topics[0].from.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(ids[1], vec![1]), (ids[4], vec![4]), (late, vec![9])]
+        );
     }
 }

@@ -14,7 +14,7 @@ use crmbus::{
     StateStore, StoredEvent, TopicInfo, TopicSpec,
 };
 
-use crate::batch_journal::{self, BatchJournal, Intent};
+use crate::batch_journal::{BatchJournal, Intent};
 use crate::dedupe::{DedupeIndex, FirstAppend};
 use crate::metadata::Metadata;
 use crate::options::{Durability, EmbeddedOptions};
@@ -122,7 +122,8 @@ impl EmbeddedLog {
             let topic = open_topic(&dir, spec, &opts, &corrupt)?;
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
-        let (journal, pending) = BatchJournal::open(&dir)?;
+        let (journal, pending) =
+            BatchJournal::open_compacting_at(&dir, opts.batch_journal_compact_bytes)?;
         let journal = Arc::new(journal);
         let commit = match opts.durability {
             Durability::Fsync => Some(GroupCommit::start(opts.clone(), Arc::clone(&journal))?),
@@ -445,7 +446,6 @@ impl Inner {
         resolved: &[Arc<Topic>],
         encoded: &[(Vec<u8>, u64)],
     ) -> Result<u64, LogError> {
-        let id = self.journal.begin();
         let topics: Vec<(&str, Vec<u64>)> = resolved
             .iter()
             .map(|t| {
@@ -454,7 +454,7 @@ impl Inner {
             })
             .collect();
         let jsons: Vec<&[u8]> = encoded.iter().map(|(j, _)| j.as_slice()).collect();
-        let frame = batch_journal::encode_intent(id, &topics, &jsons);
+        let (id, frame) = self.journal.begin(&topics, &jsons);
         match &self.commit {
             Some(commit) => {
                 // Durable before any of the append's data: the group commit writes queued
@@ -473,8 +473,7 @@ impl Inner {
 
     /// Marks intent `id` done: its append is durable in every partition.
     fn write_done(&self, id: u64) -> Result<(), LogError> {
-        let frame = batch_journal::encode_done(id);
-        self.journal.finished();
+        let frame = self.journal.finished(id);
         match &self.commit {
             Some(commit) => {
                 commit.submit_done(frame);
@@ -483,7 +482,7 @@ impl Inner {
             None => self
                 .journal
                 .write(&frame, false)
-                .and_then(|()| self.journal.truncate_if_idle())
+                .and_then(|()| self.journal.compact_if_large())
                 .map_err(|e| self.fail_write(&e)),
         }
     }

@@ -202,7 +202,7 @@ fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
         let started = std::time::Instant::now();
         let journal_step = JournalStep { shared, journal };
         let result =
-            sync_items(&items, opts, Some(&journal_step)).and_then(|()| journal.truncate_if_idle());
+            sync_items(&items, opts, Some(&journal_step)).and_then(|()| journal.compact_if_large());
         shared
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
