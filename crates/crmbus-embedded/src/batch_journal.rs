@@ -105,11 +105,20 @@ fn frame(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
 /// Reads the journal's frames: the intents without a done mark, in the order written.
 /// Stops at the first torn or damaged frame.
 pub fn pending_intents(bytes: &[u8]) -> io::Result<Vec<(u64, Intent)>> {
-    read_frames(bytes).map(|(pending, _)| pending)
+    read_frames(bytes).map(|r| r.pending)
 }
 
-/// The pending intents and the highest id in any frame read.
-fn read_frames(bytes: &[u8]) -> io::Result<(Vec<(u64, Intent)>, u64)> {
+/// What reading the journal found.
+struct Frames {
+    /// The intents without a done mark.
+    pending: Vec<(u64, Intent)>,
+    /// The highest id in any frame read.
+    max_id: u64,
+    /// Where the last whole frame ends.
+    end: usize,
+}
+
+fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     let mut intents: BTreeMap<u64, &[u8]> = BTreeMap::new();
     let mut max_id = 0u64;
     let mut at = 0usize;
@@ -154,13 +163,25 @@ fn read_frames(bytes: &[u8]) -> io::Result<(Vec<(u64, Intent)>, u64)> {
                 })
         })
         .collect::<io::Result<Vec<_>>>()?;
-    Ok((pending, max_id))
+    Ok(Frames {
+        pending,
+        max_id,
+        end: at,
+    })
 }
 
 struct FileState {
     file: File,
+    /// Where the next frame goes (the end of the last frame).
     len: u64,
+    /// The file's size: zeros from `len` up to here, written ahead of time.
+    allocated: u64,
 }
+
+/// The journal grows in zero-filled steps of this size. Writing a frame then overwrites
+/// zeros inside the file, so its fdatasync does not have to commit a new file size too
+/// (on ext4 about half the cost of an appending one). A frame of zeros reads as the end.
+const GROW_BY: u64 = 4 * 1024 * 1024;
 
 /// The open journal file. Written by one writer at a time (the group-commit thread, or the
 /// appender itself with [`Durability::Os`](crate::Durability)).
@@ -174,12 +195,12 @@ pub struct BatchJournal {
     outstanding: Mutex<HashMap<u64, Vec<u8>>>,
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    // Append mode: every write lands at the end, also after the file is emptied.
+fn open_rw(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
+        .truncate(false)
         .read(true)
-        .append(true)
+        .write(true)
         .open(path)
 }
 
@@ -200,16 +221,24 @@ impl BatchJournal {
         if leftover.exists() {
             std::fs::remove_file(&leftover)?;
         }
-        let mut file = open_append(&dir.join(FILE_NAME))?;
+        let mut file = open_rw(&dir.join(FILE_NAME))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (pending, max_id) = read_frames(&bytes)?;
-        let len = bytes.len() as u64;
+        let Frames {
+            pending,
+            max_id,
+            end,
+        } = read_frames(&bytes)?;
+        let (len, allocated) = (end as u64, bytes.len() as u64);
         Ok((
             BatchJournal {
                 dir: dir.to_path_buf(),
                 compact_at,
-                state: Mutex::new(FileState { file, len }),
+                state: Mutex::new(FileState {
+                    file,
+                    len,
+                    allocated,
+                }),
                 next_id: AtomicU64::new(max_id + 1),
                 outstanding: Mutex::new(HashMap::new()),
             },
@@ -238,12 +267,20 @@ impl BatchJournal {
         encode_done(id)
     }
 
-    /// Appends frames at the end of the file; with `sync`, fdatasyncs it.
+    /// Writes frames after the last one; with `sync`, fdatasyncs the file.
     pub fn write(&self, bytes: &[u8], sync: bool) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !bytes.is_empty() {
-            s.file.write_all(bytes)?;
-            s.len += bytes.len() as u64;
+            let end = s.len + bytes.len() as u64;
+            if end > s.allocated {
+                let grown = end.div_ceil(GROW_BY) * GROW_BY;
+                let zeros = vec![0u8; (grown - s.allocated) as usize];
+                s.file.write_all_at(&zeros, s.allocated)?;
+                s.allocated = grown;
+            }
+            s.file.write_all_at(bytes, s.len)?;
+            s.len = end;
         }
         if sync {
             s.file.sync_data()?;
@@ -279,20 +316,22 @@ impl BatchJournal {
         }
         std::fs::rename(&tmp, self.dir.join(FILE_NAME))?;
         File::open(&self.dir)?.sync_all()?;
-        s.file = open_append(&self.dir.join(FILE_NAME))?;
+        s.file = open_rw(&self.dir.join(FILE_NAME))?;
         s.len = len;
+        s.allocated = len;
         Ok(())
     }
 
     /// Empties the file now (after recovery has completed every pending intent durably).
     pub fn clear(&self) -> io::Result<()> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.len == 0 {
+        if s.allocated == 0 {
             return Ok(());
         }
         s.file.set_len(0)?;
         s.file.sync_all()?;
         s.len = 0;
+        s.allocated = 0;
         Ok(())
     }
 }
