@@ -178,7 +178,8 @@ struct FileState {
     allocated: u64,
 }
 
-/// The journal grows in zero-filled steps of this size. Writing a frame then overwrites
+/// The journal grows in zero-filled steps of this size (or of the compaction threshold, if
+/// smaller, down to 64 KiB). Writing a frame then overwrites
 /// zeros inside the file, so its fdatasync does not have to commit a new file size too
 /// (on ext4 about half the cost of an appending one). A frame of zeros reads as the end.
 const GROW_BY: u64 = 4 * 1024 * 1024;
@@ -274,7 +275,8 @@ impl BatchJournal {
         if !bytes.is_empty() {
             let end = s.len + bytes.len() as u64;
             if end > s.allocated {
-                let grown = end.div_ceil(GROW_BY) * GROW_BY;
+                let step = self.compact_at.clamp(64 * 1024, GROW_BY);
+                let grown = end.div_ceil(step) * step;
                 let zeros = vec![0u8; (grown - s.allocated) as usize];
                 s.file.write_all_at(&zeros, s.allocated)?;
                 s.allocated = grown;

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! It opens the log in `<data-dir>` (fsync durability, 64 KiB segments, the batch journal
-//! compacted every 32 KiB, no background retention), creates topic `crash` with 4
+//! compacted every 64 KiB, no background retention), creates topic `crash` with 4
 //! partitions if missing, and runs `appenders` (default 4) concurrent tasks. Each appends batches of 1–20 events, with subjects spread
 //! over all partitions, and once an append returns prints one line per receipt:
 //!
@@ -36,7 +36,7 @@ const PARTITIONS: u32 = 4;
 const SUBJECTS: u64 = 16;
 const MAX_BATCH: u64 = 20;
 const SEGMENT_BYTES: u64 = 64 * 1024;
-const JOURNAL_COMPACT_BYTES: u64 = 32 * 1024;
+const JOURNAL_COMPACT_BYTES: u64 = 64 * 1024;
 
 struct Args {
     dir: PathBuf,
