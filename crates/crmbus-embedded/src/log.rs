@@ -1,6 +1,6 @@
 //! [`EmbeddedLog`]: the [`EventLog`] implementation over segment files and redb metadata.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -510,28 +510,33 @@ impl Inner {
                 }
                 // Events already in their partition (found from where the append could
                 // start, whatever the dedupe window says) are not appended again.
-                let mut present: HashMap<u32, Vec<(String, String)>> = HashMap::new();
                 let n = topic.spec.partitions;
+                let mut wanted: BTreeMap<u32, HashSet<(&str, &str)>> = BTreeMap::new();
+                for e in &intent.events {
+                    wanted
+                        .entry(partition_for(e, n))
+                        .or_default()
+                        .insert((e.source.as_str(), e.id.as_str()));
+                }
+                let mut found: HashSet<(String, String)> = HashSet::new();
+                for (&p, ids) in &wanted {
+                    let part = &topic.partitions[p as usize];
+                    let mut next = it.from[p as usize];
+                    loop {
+                        let chunk = part.read(next, 1000)?;
+                        let Some(last) = chunk.last() else { break };
+                        next = last.offset + 1;
+                        for s in chunk {
+                            if ids.contains(&(s.event.source.as_str(), s.event.id.as_str())) {
+                                found.insert((s.event.source, s.event.id));
+                            }
+                        }
+                    }
+                }
                 let mut missing_events = Vec::new();
                 let mut missing_encoded = Vec::new();
                 for (e, enc) in intent.events.iter().zip(&encoded) {
-                    let p = partition_for(e, n);
-                    let seen = match present.entry(p) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            let part = &topic.partitions[p as usize];
-                            let tail = part.read(it.from[p as usize], usize::MAX)?;
-                            v.insert(
-                                tail.into_iter()
-                                    .map(|s| (s.event.source, s.event.id))
-                                    .collect(),
-                            )
-                        }
-                    };
-                    if !seen
-                        .iter()
-                        .any(|(src, eid)| *src == e.source && *eid == e.id)
-                    {
+                    if !found.contains(&(e.source.clone(), e.id.clone())) {
                         missing_events.push(e.clone());
                         missing_encoded.push(enc.clone());
                     }
