@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! frame = body_len: u32 LE | crc32c(body): u32 LE | body
-//! body  = kind: u8 (1 intent, 2 done) | id: u64 LE | payload (intent: JSON, done: empty)
+//! body  = kind: u8 (1 intent, 2 done, 3 topic deleted) | id: u64 LE
+//!         | payload (intent: JSON, done: empty, topic deleted: the topic's name)
 //! ```
 //!
 //! A frame that is torn or fails its checksum ends the journal: nothing after it was
@@ -35,6 +36,7 @@ use serde::Deserialize;
 pub const FILE_NAME: &str = "batches.journal";
 const KIND_INTENT: u8 = 1;
 const KIND_DONE: u8 = 2;
+const KIND_TOPIC_DELETED: u8 = 3;
 const HEADER: usize = 8;
 const BODY_PREFIX: usize = 9;
 /// The journal is compacted (rewritten with only the outstanding intents) once it is this
@@ -55,6 +57,8 @@ pub struct IntentTopic {
 /// An append that was not known to be durable everywhere when the log stopped.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Intent {
+    /// When the append ran (µs since the epoch, the log's clock).
+    pub at_us: i64,
     /// The topics appended to.
     pub topics: Vec<IntentTopic>,
     /// The events, in the order given to the append.
@@ -62,12 +66,17 @@ pub struct Intent {
 }
 
 /// Encodes an intent's frame from the events' JSON (as the log already encoded them).
-pub fn encode_intent(id: u64, topics: &[(&str, Vec<u64>)], events_json: &[&[u8]]) -> Vec<u8> {
+pub fn encode_intent(
+    id: u64,
+    at_us: i64,
+    topics: &[(&str, Vec<u64>)],
+    events_json: &[&[u8]],
+) -> Vec<u8> {
     let topics: Vec<serde_json::Value> = topics
         .iter()
         .map(|(name, from)| serde_json::json!({"name": name, "from": from}))
         .collect();
-    let mut payload = b"{\"topics\":".to_vec();
+    let mut payload = format!("{{\"at_us\":{at_us},\"topics\":").into_bytes();
     payload.extend_from_slice(
         serde_json::to_string(&topics)
             .unwrap_or_else(|_| "[]".into())
@@ -82,6 +91,12 @@ pub fn encode_intent(id: u64, topics: &[(&str, Vec<u64>)], events_json: &[&[u8]]
     }
     payload.extend_from_slice(b"]}");
     frame(KIND_INTENT, id, &payload)
+}
+
+/// Encodes mark `id`: topic `name` was deleted, so intents written before the mark no
+/// longer apply to it (a topic created again under the name is another topic).
+pub fn encode_topic_deleted(id: u64, name: &str) -> Vec<u8> {
+    frame(KIND_TOPIC_DELETED, id, name.as_bytes())
 }
 
 /// Encodes the done mark of intent `id`.
@@ -119,7 +134,8 @@ struct Frames {
 }
 
 fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
-    let mut intents: BTreeMap<u64, &[u8]> = BTreeMap::new();
+    // Each pending intent's payload, with the topics deleted after it.
+    let mut intents: BTreeMap<u64, (&[u8], Vec<String>)> = BTreeMap::new();
     let mut max_id = 0u64;
     let mut at = 0usize;
     while bytes.len() - at >= HEADER {
@@ -141,7 +157,13 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
         max_id = max_id.max(id);
         match body[0] {
             KIND_INTENT => {
-                intents.insert(id, &body[BODY_PREFIX..]);
+                intents.insert(id, (&body[BODY_PREFIX..], Vec::new()));
+            }
+            KIND_TOPIC_DELETED => {
+                let name = String::from_utf8_lossy(&body[BODY_PREFIX..]).into_owned();
+                for (_, deleted) in intents.values_mut() {
+                    deleted.push(name.clone());
+                }
             }
             KIND_DONE => {
                 intents.remove(&id);
@@ -152,9 +174,12 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     }
     let pending = intents
         .into_iter()
-        .map(|(id, payload)| {
+        .map(|(id, (payload, deleted))| {
             serde_json::from_slice::<Intent>(payload)
-                .map(|intent| (id, intent))
+                .map(|mut intent| {
+                    intent.topics.retain(|t| !deleted.contains(&t.name));
+                    (id, intent)
+                })
                 .map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -176,6 +201,8 @@ struct FileState {
     len: u64,
     /// The file's size: zeros from `len` up to here, written ahead of time.
     allocated: u64,
+    /// What the last compaction kept.
+    live: u64,
 }
 
 /// The journal grows in zero-filled steps of this size (or of the compaction threshold, if
@@ -194,6 +221,9 @@ pub struct BatchJournal {
     /// Frames of the intents whose done mark is not handed over yet: what a compaction
     /// keeps.
     outstanding: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Topic deletion marks written since the journal was opened (kept by compactions: an
+    /// outstanding intent written before one must not be replayed into a new topic).
+    deletions: Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
 fn open_rw(path: &Path) -> io::Result<File> {
@@ -222,7 +252,12 @@ impl BatchJournal {
         if leftover.exists() {
             std::fs::remove_file(&leftover)?;
         }
+        let existed = dir.join(FILE_NAME).exists();
         let mut file = open_rw(&dir.join(FILE_NAME))?;
+        if !existed {
+            // The file's name must survive a power loss as surely as what is written in it.
+            File::open(dir)?.sync_all()?;
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let Frames {
@@ -239,7 +274,9 @@ impl BatchJournal {
                     file,
                     len,
                     allocated,
+                    live: 0,
                 }),
+                deletions: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(max_id + 1),
                 outstanding: Mutex::new(HashMap::new()),
             },
@@ -249,9 +286,14 @@ impl BatchJournal {
 
     /// Encodes a new intent and counts it as outstanding until [`BatchJournal::finished`];
     /// returns its id and frame, to be written before any of the append's data.
-    pub fn begin(&self, topics: &[(&str, Vec<u64>)], events_json: &[&[u8]]) -> (u64, Vec<u8>) {
+    pub fn begin(
+        &self,
+        at_us: i64,
+        topics: &[(&str, Vec<u64>)],
+        events_json: &[&[u8]],
+    ) -> (u64, Vec<u8>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
-        let frame = encode_intent(id, topics, events_json);
+        let frame = encode_intent(id, at_us, topics, events_json);
         self.outstanding
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -295,7 +337,9 @@ impl BatchJournal {
     /// whole. Called by the writer between writes.
     pub fn compact_if_large(&self) -> io::Result<()> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.len < self.compact_at {
+        // Also wait for the file to double what the last compaction kept, so a large set of
+        // outstanding intents does not make every round compact.
+        if s.len < self.compact_at.max(2 * s.live) {
             return Ok(());
         }
         let mut keep: Vec<(u64, Vec<u8>)> = self
@@ -305,23 +349,56 @@ impl BatchJournal {
             .iter()
             .map(|(id, f)| (*id, f.clone()))
             .collect();
+        keep.extend(
+            self.deletions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
         keep.sort_unstable_by_key(|(id, _)| *id);
+        let path = self.dir.join(FILE_NAME);
         let tmp = self.dir.join(format!("{FILE_NAME}.compact"));
-        let mut len = 0u64;
-        {
+        let written = (|| -> io::Result<u64> {
             let mut f = File::create(&tmp)?;
+            let mut len = 0u64;
             for (_, frame) in &keep {
                 f.write_all(frame)?;
                 len += frame.len() as u64;
             }
             f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.dir.join(FILE_NAME))?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(len)
+        })();
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                // The old file is still in place and whole: go on with it, try again later.
+                tracing::warn!(error = %e, "compacting the batch journal failed; it keeps growing");
+                let _ = std::fs::remove_file(&tmp);
+                s.live = s.len;
+                return Ok(());
+            }
+        };
+        // From here on new frames must go to the new file, and its name must be durable.
+        s.file = open_rw(&path)?;
         File::open(&self.dir)?.sync_all()?;
-        s.file = open_rw(&self.dir.join(FILE_NAME))?;
         s.len = len;
         s.allocated = len;
+        s.live = len;
         Ok(())
+    }
+
+    /// Notes that topic `name` was deleted; returns the mark to write (before the topic can
+    /// be created again). Compactions keep it, in order among the intents.
+    pub fn topic_deleted(&self, name: &str) -> Vec<u8> {
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        let frame = encode_topic_deleted(id, name);
+        self.deletions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, frame.clone()));
+        frame
     }
 
     /// Empties the file now (after recovery has completed every pending intent durably).
@@ -334,6 +411,7 @@ impl BatchJournal {
         s.file.sync_all()?;
         s.len = 0;
         s.allocated = 0;
+        s.live = 0;
         Ok(())
     }
 }
@@ -353,8 +431,13 @@ mod tests {
     fn intents_without_a_done_mark_are_pending_and_a_torn_tail_ends_the_journal() {
         let (a, b) = (event("a"), event("b"));
         let (ja, jb) = (a.to_json_vec(), b.to_json_vec());
-        let mut bytes = encode_intent(1, &[("deals", vec![0, 4])], &[&ja, &jb]);
-        bytes.extend(encode_intent(2, &[("x", vec![7]), ("y", vec![1])], &[&ja]));
+        let mut bytes = encode_intent(1, 5, &[("deals", vec![0, 4])], &[&ja, &jb]);
+        bytes.extend(encode_intent(
+            2,
+            6,
+            &[("x", vec![7]), ("y", vec![1])],
+            &[&ja],
+        ));
         bytes.extend(encode_done(1));
         let whole = pending_intents(&bytes).expect("read");
         assert_eq!(whole.len(), 1);
@@ -393,10 +476,10 @@ mod tests {
         let json = event("a").to_json_vec();
         let (journal, pending) = BatchJournal::open(dir.path()).expect("open");
         assert!(pending.is_empty());
-        let (first, frame) = journal.begin(&[("t", vec![0, 0])], &[&json]);
+        let (first, frame) = journal.begin(0, &[("t", vec![0, 0])], &[&json]);
         journal.write(&frame, true).expect("write");
         journal.clear().expect("clear");
-        let (second, frame) = journal.begin(&[("t", vec![3, 5])], &[&json]);
+        let (second, frame) = journal.begin(0, &[("t", vec![3, 5])], &[&json]);
         assert!(second > first, "ids go on after the journal is emptied");
         journal.write(&frame, true).expect("write");
         drop(journal);
@@ -405,7 +488,7 @@ mod tests {
         assert_eq!(ids, vec![second]);
         assert_eq!(pending[0].1.topics[0].from, vec![3, 5]);
         // New ids stay above every id in the file.
-        assert!(journal.begin(&[], &[]).0 > second);
+        assert!(journal.begin(0, &[], &[]).0 > second);
     }
 
     #[test]
@@ -415,7 +498,7 @@ mod tests {
         let (journal, _) = BatchJournal::open_compacting_at(dir.path(), 1).expect("open");
         let mut ids = Vec::new();
         for n in 0..5u64 {
-            let (id, frame) = journal.begin(&[("t", vec![n])], &[&json]);
+            let (id, frame) = journal.begin(0, &[("t", vec![n])], &[&json]);
             journal.write(&frame, false).expect("write");
             ids.push(id);
         }
@@ -432,7 +515,7 @@ mod tests {
             .len();
         assert!(after < before, "{after} < {before}");
         // Frames written after a compaction land in the new file.
-        let (late, frame) = journal.begin(&[("t", vec![9])], &[&json]);
+        let (late, frame) = journal.begin(0, &[("t", vec![9])], &[&json]);
         journal.write(&frame, true).expect("write");
         drop(journal);
         let (_, pending) = BatchJournal::open(dir.path()).expect("reopen");

@@ -454,7 +454,9 @@ impl Inner {
             })
             .collect();
         let jsons: Vec<&[u8]> = encoded.iter().map(|(j, _)| j.as_slice()).collect();
-        let (id, frame) = self.journal.begin(&topics, &jsons);
+        let (id, frame) = self
+            .journal
+            .begin(self.opts.clock.now_micros(), &topics, &jsons);
         match &self.commit {
             Some(commit) => {
                 // Durable before any of the append's data: the group commit writes queued
@@ -504,34 +506,29 @@ impl Inner {
                     tracing::warn!(intent = id, topic = %it.name, "batch journal: the topic no longer exists");
                     continue;
                 };
-                if topic.partitions.len() != it.from.len() {
+                // A topic shorter than when the intent was written is another topic under
+                // the same name (deletion marks catch the rest).
+                if topic.partitions.len() != it.from.len()
+                    || topic
+                        .partitions
+                        .iter()
+                        .zip(&it.from)
+                        .any(|(p, &from)| p.durable_next() < from)
+                {
                     tracing::warn!(intent = id, topic = %it.name, "batch journal: the topic was recreated; skipped");
                     continue;
                 }
-                // Events already in their partition (found from where the append could
-                // start, whatever the dedupe window says) are not appended again.
-                let n = topic.spec.partitions;
-                let mut wanted: BTreeMap<u32, HashSet<(&str, &str)>> = BTreeMap::new();
-                for e in &intent.events {
-                    wanted
-                        .entry(partition_for(e, n))
-                        .or_default()
-                        .insert((e.source.as_str(), e.id.as_str()));
-                }
+                // An event counts as stored if the topic holds it from the start of the
+                // dedupe window as it was when the append ran: then the append either
+                // stored it or found it a duplicate. Looked up by digest in every
+                // partition (dedupe is per topic), whatever the window says now.
+                let since = intent
+                    .at_us
+                    .saturating_sub(self.opts.dedupe_window.as_micros() as i64);
+                let hashes: HashSet<u64> = encoded.iter().map(|(_, h)| *h).collect();
                 let mut found: HashSet<(String, String)> = HashSet::new();
-                for (&p, ids) in &wanted {
-                    let part = &topic.partitions[p as usize];
-                    let mut next = it.from[p as usize];
-                    loop {
-                        let chunk = part.read(next, 1000)?;
-                        let Some(last) = chunk.last() else { break };
-                        next = last.offset + 1;
-                        for s in chunk {
-                            if ids.contains(&(s.event.source.as_str(), s.event.id.as_str())) {
-                                found.insert((s.event.source, s.event.id));
-                            }
-                        }
-                    }
+                for part in &topic.partitions {
+                    found.extend(part.ids_since(since, &hashes)?);
                 }
                 let mut missing_events = Vec::new();
                 let mut missing_encoded = Vec::new();
@@ -755,16 +752,40 @@ impl EventLog for EmbeddedLog {
     async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
         let inner = &self.inner;
         inner.check_open()?;
-        let mut topics = inner.topics.write().unwrap_or_else(|p| p.into_inner());
-        if !topics.contains_key(name) {
-            return Err(LogError::TopicNotFound(name.to_string()));
-        }
-        inner.meta.remove_topic(name)?;
-        topics.remove(name);
-        drop(topics);
+        let ticket = {
+            let mut topics = inner.topics.write().unwrap_or_else(|p| p.into_inner());
+            if !topics.contains_key(name) {
+                return Err(LogError::TopicNotFound(name.to_string()));
+            }
+            inner.meta.remove_topic(name)?;
+            topics.remove(name);
+            // Pending intents must not be replayed into a topic created again under this
+            // name: the deletion mark is queued before the lock lets a create in, and is
+            // durable before this returns.
+            let mark = inner.journal.topic_deleted(name);
+            match &inner.commit {
+                Some(commit) => {
+                    commit.queue_intent(mark);
+                    Some(commit.submit(Vec::new()))
+                }
+                None => {
+                    inner
+                        .journal
+                        .write(&mark, false)
+                        .map_err(|e| inner.fail_write(&e))?;
+                    None
+                }
+            }
+        };
         let tdir = topics_dir(&inner.dir).join(name);
         fs::remove_dir_all(&tdir)?;
         sync_dir(&topics_dir(&inner.dir))?;
+        if let (Some(commit), Some(ticket)) = (&inner.commit, ticket) {
+            commit
+                .wait(ticket)
+                .await
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -872,7 +893,7 @@ impl EventLog for EmbeddedLog {
         self.inner.closed.store(true, Ordering::Release);
         self.background.stop();
         if let Some(c) = &self.inner.commit {
-            c.stop();
+            c.close();
         }
         Ok(())
     }

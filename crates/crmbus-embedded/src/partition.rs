@@ -492,6 +492,34 @@ impl Partition {
         Ok(out)
     }
 
+    /// The (source, id) of every durable record appended at or after `time_us` whose
+    /// dedupe digest is in `hashes`. Damaged records and events that do not decode are
+    /// skipped (recovery must not stop at them).
+    pub fn ids_since(
+        &self,
+        time_us: i64,
+        hashes: &std::collections::HashSet<u64>,
+    ) -> Result<Vec<(String, String)>, LogError> {
+        let segments = self.segments();
+        let Some(seg) = segments
+            .iter()
+            .find(|s| !s.is_empty() && s.max_timestamp_us() >= time_us)
+        else {
+            return Ok(Vec::new());
+        };
+        let (start, _) = seg.seek_time(time_us);
+        let mut out = Vec::new();
+        self.scan(start, self.durable_next(), true, |meta, json| {
+            if meta.timestamp_us >= time_us && hashes.contains(&meta.dedupe_hash) {
+                if let Ok(e) = Event::from_json_slice(json) {
+                    out.push((e.source, e.id));
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
     fn corrupt_error(&self, offset: u64, detail: &str) -> LogError {
         LogError::Corrupt {
             topic: self.topic.clone(),

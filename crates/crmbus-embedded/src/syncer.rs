@@ -166,6 +166,17 @@ impl GroupCommit {
             let _ = t.join();
         }
     }
+
+    /// Stops the thread for good ([`crmbus::EventLog::close`]): an append that got past the
+    /// open check as the log closed gets an error instead of waiting forever.
+    pub fn close(&self) {
+        self.stop();
+        self.shared.progress.send_modify(|p| {
+            if p.failed.is_none() {
+                p.failed = Some(Arc::from("log is closed"));
+            }
+        });
+    }
 }
 
 impl Drop for GroupCommit {

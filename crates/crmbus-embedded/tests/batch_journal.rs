@@ -8,9 +8,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crmbus::clock::ManualClock;
+use crmbus::clock::{Clock, ManualClock};
 use crmbus::{partition_for, Event, EventLog, TopicSpec};
-use crmbus_embedded::batch_journal::{encode_done, encode_intent, pending_intents, FILE_NAME};
+use crmbus_embedded::batch_journal::{
+    encode_done, encode_intent, encode_topic_deleted, pending_intents, FILE_NAME,
+};
 use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
 use serde_json::json;
 
@@ -96,7 +98,7 @@ async fn a_batch_left_in_some_partitions_is_completed_on_open_once_and_only_once
         let refs: Vec<&[u8]> = jsons.iter().map(Vec::as_slice).collect();
         append_to_journal(
             dir.path(),
-            &encode_intent(7, &[("deals", from.clone())], &refs),
+            &encode_intent(7, clock.now_micros(), &[("deals", from.clone())], &refs),
         );
         // Long enough for the dedupe window to forget the part that is there.
         clock.advance(Duration::from_secs(3600));
@@ -156,7 +158,12 @@ async fn an_event_published_to_two_topics_is_completed_in_the_missing_one() {
     let json = e.to_json_vec();
     append_to_journal(
         dir.path(),
-        &encode_intent(3, &[("crm", vec![0, 0]), ("erp", vec![0, 0])], &[&json]),
+        &encode_intent(
+            3,
+            clock.now_micros(),
+            &[("crm", vec![0, 0]), ("erp", vec![0, 0])],
+            &[&json],
+        ),
     );
     let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
     for t in ["crm", "erp"] {
@@ -201,7 +208,12 @@ async fn intents_marked_done_are_left_alone_and_live_appends_leave_none_pending(
     let ghost = deal(999).to_json_vec();
     append_to_journal(
         dir.path(),
-        &encode_intent(1_000, &[("deals", vec![0, 0, 0, 0])], &[&ghost]),
+        &encode_intent(
+            1_000,
+            clock.now_micros(),
+            &[("deals", vec![0, 0, 0, 0])],
+            &[&ghost],
+        ),
     );
     append_to_journal(dir.path(), &encode_done(1_000));
     let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
@@ -218,4 +230,110 @@ async fn intents_marked_done_are_left_alone_and_live_appends_leave_none_pending(
         .flatten()
         .collect();
     assert_eq!(audit, vec!["evt-50".to_string()]);
+}
+
+#[tokio::test]
+async fn an_event_the_append_found_a_duplicate_is_not_stored_again_after_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let old = deal(1);
+    let retry = deal(2);
+    let (here, missing): (Vec<Event>, Vec<Event>) = [old.clone(), retry.clone()]
+        .into_iter()
+        .partition(|e| partition_for(e, 4) == partition_for(&old, 4));
+    let from;
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
+        log.create_topic(TopicSpec::new("deals", 4))
+            .await
+            .expect("create");
+        // The producer's first attempt stored `old`; a minute later it sends a batch that
+        // repeats `old` (a duplicate, within the window) with a new event.
+        log.append(&["deals".to_string()], std::slice::from_ref(&old))
+            .await
+            .expect("append");
+        clock.advance(Duration::from_secs(60));
+        from = log
+            .describe_topic("deals")
+            .await
+            .expect("describe")
+            .partition_info
+            .iter()
+            .map(|p| p.next_offset)
+            .collect::<Vec<u64>>();
+        // The crash left the batch's new event unwritten (when it hashes elsewhere).
+        let new_here: Vec<Event> = here.into_iter().filter(|e| e.id != old.id).collect();
+        if !new_here.is_empty() {
+            log.append(&["deals".to_string()], &new_here)
+                .await
+                .expect("append");
+        }
+    }
+    assert!(missing.len() <= 1);
+    let jsons = [old.to_json_vec(), retry.to_json_vec()];
+    append_to_journal(
+        dir.path(),
+        &encode_intent(
+            9,
+            clock.now_micros(),
+            &[("deals", from)],
+            &[jsons[0].as_slice(), jsons[1].as_slice()],
+        ),
+    );
+    // Restarted long after: the dedupe window no longer remembers `old`.
+    clock.advance(Duration::from_secs(3600));
+    let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
+    let mut ids: Vec<String> = ids_by_partition(&log, "deals")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["evt-1".to_string(), "evt-2".to_string()]);
+}
+
+#[tokio::test]
+async fn a_pending_intent_is_not_replayed_into_a_topic_deleted_and_created_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let batch: Vec<Event> = (0..8).map(deal).collect();
+    {
+        // The topic as it is after being deleted and created again: empty.
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
+        log.create_topic(TopicSpec::new("deals", 4))
+            .await
+            .expect("create");
+    }
+    // What the journal holds: an intent on the old topic whose done mark was lost, then the
+    // old topic's deletion mark.
+    let jsons: Vec<Vec<u8>> = batch.iter().map(Event::to_json_vec).collect();
+    let refs: Vec<&[u8]> = jsons.iter().map(Vec::as_slice).collect();
+    append_to_journal(
+        dir.path(),
+        &encode_intent(1, clock.now_micros(), &[("deals", vec![0; 4])], &refs),
+    );
+    append_to_journal(dir.path(), &encode_topic_deleted(2, "deals"));
+    let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
+    let ids: Vec<String> = ids_by_partition(&log, "deals")
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    assert!(
+        ids.is_empty(),
+        "the deleted topic's batch came back: {ids:?}"
+    );
+    drop(log);
+
+    // Deleting a topic writes that mark: found in the journal after a delete.
+    let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
+    log.delete_topic("deals").await.expect("delete");
+    let bytes = std::fs::read(dir.path().join(FILE_NAME)).expect("journal");
+    let mark = encode_topic_deleted(0, "deals");
+    // The frame's kind and name (its id and checksum differ).
+    let name_at = bytes
+        .windows(5)
+        .position(|w| w == b"deals")
+        .expect("a deletion mark naming the topic");
+    assert_eq!(bytes[name_at - 9], mark[8], "frame kind");
 }
