@@ -474,21 +474,8 @@ impl Partition {
     /// dedupe index on open). Damaged records are skipped: the records after them still
     /// count, and damage does not keep the log from opening.
     pub fn headers_since(&self, time_us: i64) -> Result<Vec<RecordMeta>, LogError> {
-        let segments = self.segments();
-        let Some(seg) = segments
-            .iter()
-            .find(|s| !s.is_empty() && s.max_timestamp_us() >= time_us)
-        else {
-            return Ok(Vec::new());
-        };
-        let (start, _) = seg.seek_time(time_us);
         let mut out = Vec::new();
-        self.scan(start, self.durable_next(), true, |meta, _| {
-            if meta.timestamp_us >= time_us {
-                out.push(*meta);
-            }
-            Ok(true)
-        })?;
+        self.scan_since(time_us, |meta, _| out.push(*meta))?;
         Ok(out)
     }
 
@@ -500,24 +487,37 @@ impl Partition {
         time_us: i64,
         hashes: &std::collections::HashSet<u64>,
     ) -> Result<Vec<(String, String)>, LogError> {
+        let mut out = Vec::new();
+        self.scan_since(time_us, |meta, json| {
+            if hashes.contains(&meta.dedupe_hash) {
+                if let Ok(e) = Event::from_json_slice(json) {
+                    out.push((e.source, e.id));
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every durable record whose timestamp is at or after `time_us`,
+    /// skipping damaged records.
+    fn scan_since<F>(&self, time_us: i64, mut f: F) -> Result<(), LogError>
+    where
+        F: FnMut(&RecordMeta, &[u8]),
+    {
         let segments = self.segments();
         let Some(seg) = segments
             .iter()
             .find(|s| !s.is_empty() && s.max_timestamp_us() >= time_us)
         else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let (start, _) = seg.seek_time(time_us);
-        let mut out = Vec::new();
         self.scan(start, self.durable_next(), true, |meta, json| {
-            if meta.timestamp_us >= time_us && hashes.contains(&meta.dedupe_hash) {
-                if let Ok(e) = Event::from_json_slice(json) {
-                    out.push((e.source, e.id));
-                }
+            if meta.timestamp_us >= time_us {
+                f(meta, json);
             }
             Ok(true)
-        })?;
-        Ok(out)
+        })
     }
 
     fn corrupt_error(&self, offset: u64, detail: &str) -> LogError {
