@@ -148,12 +148,7 @@ pub fn run(args: CompareBenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(run_async(&args, work.path()))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    super::emit(&report, args.json, print_table)
 }
 
 async fn run_async(

@@ -281,12 +281,7 @@ async fn measure(args: &HttpBenchArgs, base: &str, durability: &str) -> anyhow::
         event_bytes,
         data_bytes,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    super::emit(&report, args.json, print_table)
 }
 
 /// What the clients publish to, and with what.

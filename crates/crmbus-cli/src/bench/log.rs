@@ -311,12 +311,7 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
         read_events_per_sec: read as f64 / read_secs,
         rss_mb_after_events: rss_points,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    super::emit(&report, args.json, print_table)
 }
 
 fn measure_disk(path: &Path, total: u64, chunk: usize, quiet: bool) -> anyhow::Result<f64> {

@@ -70,3 +70,13 @@ pub(super) fn work_dir(
         .tempdir_in(parent)
         .with_context(|| format!("creating a directory in {}", parent.display()))
 }
+
+/// Prints a benchmark's report: one JSON object with `--json`, else its table.
+fn emit<R: serde::Serialize>(report: &R, json: bool, table: fn(&R)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        table(report);
+    }
+    Ok(())
+}
