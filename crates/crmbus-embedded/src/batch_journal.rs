@@ -23,14 +23,15 @@
 //! intents still outstanding, fsynced, and renamed over it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crmbus::Event;
 use serde::Deserialize;
+
+use crate::storage::{remove_if_exists, OpenMode, OsStorage, Storage, StorageFile};
 
 /// The journal's file name in the data directory.
 pub const FILE_NAME: &str = "batches.journal";
@@ -196,7 +197,7 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
 }
 
 struct FileState {
-    file: File,
+    file: Box<dyn StorageFile>,
     /// Where the next frame goes (the end of the last frame).
     len: u64,
     /// The file's size: zeros from `len` up to here, written ahead of time.
@@ -214,6 +215,7 @@ const GROW_BY: u64 = 4 * 1024 * 1024;
 /// The open journal file. Written by one writer at a time (the group-commit thread, or the
 /// appender itself with [`Durability::Os`](crate::Durability)).
 pub struct BatchJournal {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     compact_at: u64,
     state: Mutex<FileState>,
@@ -226,40 +228,31 @@ pub struct BatchJournal {
     deletions: Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
-fn open_rw(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-}
-
 impl BatchJournal {
     /// Opens `dir/batches.journal`, creating it empty if missing; returns the journal and
     /// the intents left pending by the last run.
     pub fn open(dir: &Path) -> io::Result<(BatchJournal, Vec<(u64, Intent)>)> {
-        BatchJournal::open_compacting_at(dir, COMPACT_AT)
+        BatchJournal::open_compacting_at(Arc::new(OsStorage), dir, COMPACT_AT)
     }
 
-    /// [`BatchJournal::open`], compacting once the file reaches `compact_at` bytes.
+    /// [`BatchJournal::open`] on `storage`, compacting once the file reaches `compact_at`
+    /// bytes.
     pub fn open_compacting_at(
+        storage: Arc<dyn Storage>,
         dir: &Path,
         compact_at: u64,
     ) -> io::Result<(BatchJournal, Vec<(u64, Intent)>)> {
         // A compaction the last run did not finish: the old file is still whole.
         let leftover = dir.join(format!("{FILE_NAME}.compact"));
-        if leftover.exists() {
-            std::fs::remove_file(&leftover)?;
-        }
-        let existed = dir.join(FILE_NAME).exists();
-        let mut file = open_rw(&dir.join(FILE_NAME))?;
+        remove_if_exists(storage.as_ref(), &leftover)?;
+        let existed = storage.exists(&dir.join(FILE_NAME));
+        let file = storage.open(&dir.join(FILE_NAME), OpenMode::OpenOrCreate)?;
         if !existed {
             // The file's name must survive a power loss as surely as what is written in it.
-            File::open(dir)?.sync_all()?;
+            storage.sync_dir(dir)?;
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let mut bytes = vec![0u8; usize::try_from(file.len()?).map_err(io::Error::other)?];
+        file.read_exact_at(&mut bytes, 0)?;
         let Frames {
             pending,
             max_id,
@@ -268,6 +261,7 @@ impl BatchJournal {
         let (len, allocated) = (end as u64, bytes.len() as u64);
         Ok((
             BatchJournal {
+                storage,
                 dir: dir.to_path_buf(),
                 compact_at,
                 state: Mutex::new(FileState {
@@ -312,7 +306,6 @@ impl BatchJournal {
 
     /// Writes frames after the last one; with `sync`, fdatasyncs the file.
     pub fn write(&self, bytes: &[u8], sync: bool) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !bytes.is_empty() {
             let end = s.len + bytes.len() as u64;
@@ -360,14 +353,14 @@ impl BatchJournal {
         let path = self.dir.join(FILE_NAME);
         let tmp = self.dir.join(format!("{FILE_NAME}.compact"));
         let written = (|| -> io::Result<u64> {
-            let mut f = File::create(&tmp)?;
+            let f = self.storage.open(&tmp, OpenMode::Truncate)?;
             let mut len = 0u64;
             for (_, frame) in &keep {
-                f.write_all(frame)?;
+                f.write_all_at(frame, len)?;
                 len += frame.len() as u64;
             }
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
+            self.storage.rename(&tmp, &path)?;
             Ok(len)
         })();
         let len = match written {
@@ -375,14 +368,14 @@ impl BatchJournal {
             Err(e) => {
                 // The old file is still in place and whole: go on with it, try again later.
                 tracing::warn!(error = %e, "compacting the batch journal failed; it keeps growing");
-                let _ = std::fs::remove_file(&tmp);
+                let _ = self.storage.remove_file(&tmp);
                 s.live = s.len;
                 return Ok(());
             }
         };
         // From here on new frames must go to the new file, and its name must be durable.
-        s.file = open_rw(&path)?;
-        File::open(&self.dir)?.sync_all()?;
+        s.file = self.storage.open(&path, OpenMode::OpenOrCreate)?;
+        self.storage.sync_dir(&self.dir)?;
         s.len = len;
         s.allocated = len;
         s.live = len;
@@ -495,7 +488,8 @@ mod tests {
     fn compaction_keeps_exactly_the_outstanding_intents() {
         let dir = tempfile::tempdir().expect("tempdir");
         let json = event("a").to_json_vec();
-        let (journal, _) = BatchJournal::open_compacting_at(dir.path(), 1).expect("open");
+        let (journal, _) =
+            BatchJournal::open_compacting_at(Arc::new(OsStorage), dir.path(), 1).expect("open");
         let mut ids = Vec::new();
         for n in 0..5u64 {
             let (id, frame) = journal.begin(0, &[("t", vec![n])], &[&json]);

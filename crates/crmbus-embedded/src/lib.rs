@@ -36,9 +36,11 @@ pub mod options;
 pub mod partition;
 pub mod record;
 pub mod segment;
+pub mod storage;
 pub mod syncer;
 
 pub use backend::open_backend;
 pub use crmbus::OpenedBackend;
 pub use log::EmbeddedLog;
 pub use options::{Durability, EmbeddedOptions};
+pub use storage::{OsStorage, SimStorage, Storage};

@@ -1,7 +1,6 @@
 //! [`EmbeddedLog`]: the [`EventLog`] implementation over segment files and redb metadata.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
@@ -20,6 +19,7 @@ use crate::metadata::Metadata;
 use crate::options::{Durability, EmbeddedOptions};
 use crate::partition::{CorruptCounter, Partition, RawRecord};
 use crate::record::{BODY_HEADER, MAX_BODY};
+use crate::storage::StorageLock;
 use crate::syncer::{self, GroupCommit, SyncItem};
 
 struct Topic {
@@ -44,7 +44,7 @@ struct Inner {
     closed: AtomicBool,
     /// Set when a page-cache write failed under `Durability::Os` (offsets may have a hole).
     write_failed: Mutex<Option<String>>,
-    _lock: File,
+    _lock: Box<dyn StorageLock>,
 }
 
 struct Background {
@@ -77,10 +77,6 @@ fn topics_dir(dir: &Path) -> PathBuf {
     dir.join("topics")
 }
 
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    File::open(path)?.sync_all()
-}
-
 impl EmbeddedLog {
     /// Opens (creating if needed) the log in `dir`, recovering every partition: torn tails
     /// are truncated, damaged records found and counted, missing indexes rebuilt, and the
@@ -89,41 +85,50 @@ impl EmbeddedLog {
     /// Fails if another process has the directory open.
     pub fn open(dir: impl AsRef<Path>, opts: EmbeddedOptions) -> Result<EmbeddedLog, LogError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(topics_dir(&dir))?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
+        let storage = Arc::clone(&opts.storage);
+        let tdir = topics_dir(&dir);
+        if !storage.exists(&tdir) {
+            storage.create_dir_all(&tdir)?;
+            storage.sync_dir(&dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                storage.sync_dir(parent)?;
+            }
+        }
+        let lock = match storage.lock(&dir.join("LOCK")) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 return Err(LogError::Unavailable(format!(
                     "data directory {} is in use by another crmbus process",
                     dir.display()
                 )))
             }
-            Err(fs::TryLockError::Error(e)) => return Err(LogError::Io(e)),
-        }
-        let meta = Metadata::open(&dir.join("meta.redb"))?;
+            Err(e) => return Err(LogError::Io(e)),
+        };
+        let meta = Metadata::open(storage.as_ref(), &dir.join("meta.redb"))?;
         let corrupt = Arc::new(CorruptCounter::default());
         let specs = meta.topics()?;
         // Directories of topics that were being created or deleted when we stopped.
-        for entry in fs::read_dir(topics_dir(&dir))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let mut removed_any = false;
+        for name in storage.list_dir(&tdir)? {
             if !specs.iter().any(|s| s.name == name) {
                 tracing::warn!(topic = %name, "removing the directory of a topic that does not exist");
-                fs::remove_dir_all(entry.path())?;
+                storage.remove_dir_all(&tdir.join(&name))?;
+                removed_any = true;
             }
+        }
+        if removed_any {
+            storage.sync_dir(&tdir)?;
         }
         let mut topics = BTreeMap::new();
         for spec in specs {
             let topic = open_topic(&dir, spec, &opts, &corrupt)?;
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
-        let (journal, pending) =
-            BatchJournal::open_compacting_at(&dir, opts.batch_journal_compact_bytes)?;
+        let (journal, pending) = BatchJournal::open_compacting_at(
+            Arc::clone(&opts.storage),
+            &dir,
+            opts.batch_journal_compact_bytes,
+        )?;
         let journal = Arc::new(journal);
         let commit = match opts.durability {
             Durability::Fsync => Some(GroupCommit::start(opts.clone(), Arc::clone(&journal))?),
@@ -724,15 +729,16 @@ impl EventLog for EmbeddedLog {
         if topics.contains_key(&spec.name) {
             return Err(LogError::TopicExists(spec.name));
         }
+        let storage = inner.opts.storage.as_ref();
         let tdir = topics_dir(&inner.dir).join(&spec.name);
-        if tdir.exists() {
-            fs::remove_dir_all(&tdir)?;
+        if storage.exists(&tdir) {
+            storage.remove_dir_all(&tdir)?;
         }
-        fs::create_dir_all(&tdir)?;
+        storage.create_dir_all(&tdir)?;
         let created =
             open_topic(&inner.dir, spec.clone(), &inner.opts, &inner.corrupt).and_then(|t| {
-                sync_dir(&tdir)?;
-                sync_dir(&topics_dir(&inner.dir))?;
+                storage.sync_dir(&tdir)?;
+                storage.sync_dir(&topics_dir(&inner.dir))?;
                 inner.meta.put_topic(&spec)?;
                 Ok(t)
             });
@@ -743,7 +749,7 @@ impl EventLog for EmbeddedLog {
                 Ok(i)
             }
             Err(e) => {
-                let _ = fs::remove_dir_all(&tdir);
+                let _ = storage.remove_dir_all(&tdir);
                 Err(e)
             }
         }
@@ -777,15 +783,17 @@ impl EventLog for EmbeddedLog {
                 }
             }
         };
-        let tdir = topics_dir(&inner.dir).join(name);
-        fs::remove_dir_all(&tdir)?;
-        sync_dir(&topics_dir(&inner.dir))?;
         if let (Some(commit), Some(ticket)) = (&inner.commit, ticket) {
             commit
                 .wait(ticket)
                 .await
                 .map_err(|e| LogError::Unavailable(e.to_string()))?;
         }
+        // The topic is gone from the metadata: if a crash comes before its files are, the
+        // next open removes them.
+        let storage = inner.opts.storage.as_ref();
+        storage.remove_dir_all(&topics_dir(&inner.dir).join(name))?;
+        storage.sync_dir(&topics_dir(&inner.dir))?;
         Ok(())
     }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 use crmbus::{LogError, TopicSpec};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::storage::{OpenMode, RedbBackend, Storage};
+
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("group_offsets");
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
@@ -20,9 +22,19 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Opens or creates the store at `path`.
-    pub fn open(path: &Path) -> Result<Metadata, LogError> {
-        let db = Database::create(path).map_err(backend)?;
+    /// Opens or creates the store at `path`, through `storage` (a new file's name is made
+    /// durable before the store is used).
+    pub fn open(storage: &dyn Storage, path: &Path) -> Result<Metadata, LogError> {
+        let existed = storage.exists(path);
+        let file = storage.open(path, OpenMode::OpenOrCreate)?;
+        let db = redb::Builder::new()
+            .create_with_backend(RedbBackend(file))
+            .map_err(backend)?;
+        if !existed {
+            if let Some(dir) = path.parent() {
+                storage.sync_dir(dir)?;
+            }
+        }
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(TOPICS).map_err(backend)?;
         tx.open_table(OFFSETS).map_err(backend)?;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crmbus::clock::{system_clock, Clock};
 
+use crate::storage::{OsStorage, Storage};
+
 /// When an append counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +56,9 @@ pub struct EmbeddedOptions {
     pub retention_interval: Option<Duration>,
     /// The clock that stamps appends and drives retention.
     pub clock: Arc<dyn Clock>,
+    /// The file system the log lives on: [`OsStorage`] (the default), or a
+    /// [`SimStorage`](crate::storage::SimStorage) in power-loss tests.
+    pub storage: Arc<dyn Storage>,
 }
 
 impl Default for EmbeddedOptions {
@@ -68,6 +73,7 @@ impl Default for EmbeddedOptions {
             batch_journal_compact_bytes: crate::batch_journal::COMPACT_AT,
             retention_interval: Some(Duration::from_secs(60)),
             clock: system_clock(),
+            storage: Arc::new(OsStorage),
         }
     }
 }

@@ -2,9 +2,7 @@
 //! last one, the reader that serves durable records, and retention.
 
 use std::collections::HashSet;
-use std::fs;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,6 +13,7 @@ use crmbus::{Event, LogError, Retention, StoredEvent};
 use crate::options::EmbeddedOptions;
 use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
 use crate::segment::{log_name, Segment};
+use crate::storage::remove_if_exists;
 use crate::syncer::SyncItem;
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -122,45 +121,50 @@ impl Partition {
         opts: &EmbeddedOptions,
         corrupt: Arc<CorruptCounter>,
     ) -> io::Result<Partition> {
-        fs::create_dir_all(dir)?;
+        let storage = opts.storage.as_ref();
+        storage.create_dir_all(dir)?;
         let now = opts.clock.now_micros();
         let mut bases = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in storage.list_dir(dir)? {
             if let Some(stem) = name.strip_suffix(".log") {
                 if let Ok(base) = stem.parse::<u64>() {
                     bases.push(base);
                 }
             } else if name.ends_with(".tmp") {
-                fs::remove_file(entry.path())?;
+                storage.remove_file(&dir.join(&name))?;
             }
         }
         bases.sort_unstable();
+        // A segment is created (empty) when the one before it rolls, and gets its first
+        // record only after that one is sealed whole on disk. So an empty last segment
+        // after a crash holds nothing, and the segment before it may still have a torn
+        // tail: drop the empty one, and recover the one before as the active segment.
+        while bases.len() > 1 {
+            let Some(&last) = bases.last() else { break };
+            let path = dir.join(log_name(last));
+            let empty = storage
+                .open(&path, crate::storage::OpenMode::Existing)
+                .and_then(|f| f.len())?
+                == 0;
+            if !empty {
+                break;
+            }
+            storage.remove_file(&path)?;
+            remove_if_exists(storage, &path.with_extension("idx"))?;
+            bases.pop();
+        }
         let mut segments: Vec<Arc<Segment>> = Vec::new();
-        let last = bases.len().saturating_sub(1);
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(log_name(base));
-            if let Some(prev) = segments.last() {
-                if prev.next_offset() != base {
-                    // A hole: the previous segment lost an unsynced tail, so everything after
-                    // it was never acknowledged either. Drop it.
-                    tracing::warn!(
-                        topic,
-                        partition = id,
-                        base,
-                        "dropping segments after a torn segment"
-                    );
-                    for &b in &bases[i..] {
-                        let p = dir.join(log_name(b));
-                        fs::remove_file(&p)?;
-                        let _ = fs::remove_file(p.with_extension("idx"));
-                    }
-                    break;
-                }
-            }
-            let (seg, outcome) =
-                Segment::open(&path, base, i == last, opts.index_interval_bytes, now)?;
+            let next_base = bases.get(i + 1).copied();
+            let (seg, outcome) = Segment::open(
+                storage,
+                &path,
+                base,
+                next_base,
+                opts.index_interval_bytes,
+                now,
+            )?;
             let lost: u64 = outcome.corrupt.iter().map(|r| r.count).sum();
             corrupt.add(topic, id, lost);
             if outcome.torn {
@@ -175,27 +179,17 @@ impl Partition {
             segments.push(Arc::new(seg));
         }
         if segments.is_empty() {
-            segments.push(Arc::new(Segment::create(dir, 0, now)?));
-            fs::File::open(dir)?.sync_all()?;
-        } else if let Some(active) = segments.last() {
-            if active.is_sealed() {
-                // Segments after a hole were dropped; append after the last kept one.
-                let seg = Segment::create(dir, active.next_offset(), now)?;
-                segments.push(Arc::new(seg));
-                fs::File::open(dir)?.sync_all()?;
-            }
+            segments.push(Arc::new(Segment::create(storage, dir, 0, now)?));
         }
         let active = segments
             .last()
             .cloned()
             .ok_or_else(|| io::Error::other("no segment"))?;
         // What survived on disk is made durable before it is served: after a crash of the
-        // process (not of the machine) the page cache may still hold unsynced tails of any
-        // recent segment, and new directory entries. Syncing a clean file costs little.
-        for seg in &segments {
-            seg.file.sync_all()?;
-        }
-        fs::File::open(dir)?.sync_all()?;
+        // process (not of the machine) the page cache may still hold unsynced tails of the
+        // active segment, and new directory entries. Sealed segments were fsynced whole.
+        active.file.sync_data()?;
+        storage.sync_dir(dir)?;
         let next_offset = active.next_offset();
         let last_ts = segments
             .iter()
@@ -272,13 +266,19 @@ impl Partition {
             .last()
             .cloned()
             .ok_or_else(|| io::Error::other("no segment"))?;
-        let mut new_dir = None;
         let has_records = !active.is_empty() || w.staged_active_bytes > 0;
         let too_big = active.len() + w.staged_active_bytes >= opts.segment_bytes;
         let too_old =
             now.saturating_sub(active.created_us) >= opts.segment_max_age.as_micros() as i64;
         if has_records && (too_big || too_old) {
-            let seg = Arc::new(Segment::create(&self.dir, w.next_offset, now)?);
+            // The new file's name becomes durable when the flusher seals the old segment,
+            // before it writes any record to the new one.
+            let seg = Arc::new(Segment::create(
+                opts.storage.as_ref(),
+                &self.dir,
+                w.next_offset,
+                now,
+            )?);
             w.staged.push(Staged::Seal(Arc::clone(&active)));
             self.segments
                 .write()
@@ -286,7 +286,6 @@ impl Partition {
                 .push(Arc::clone(&seg));
             active = seg;
             w.staged_active_bytes = 0;
-            new_dir = Some(self.dir.clone());
         }
         let ts = now.max(w.last_timestamp_us);
         let first = w.next_offset;
@@ -332,7 +331,6 @@ impl Partition {
             sync: SyncItem {
                 partition: Arc::clone(self),
                 next_offset: w.next_offset,
-                dir: new_dir,
             },
         })
     }
@@ -377,7 +375,7 @@ impl Partition {
                         touched.push(segment);
                     }
                 }
-                Staged::Seal(segment) => segment.seal()?,
+                Staged::Seal(segment) => segment.seal(opts.storage.as_ref())?,
             }
         }
         Ok((touched, taken.next))
@@ -390,7 +388,6 @@ impl Partition {
         SyncItem {
             partition: Arc::clone(self),
             next_offset: w.next_offset,
-            dir: None,
         }
     }
 
@@ -708,22 +705,35 @@ impl Partition {
                 // Writes to it are staged or being flushed: it is not all old.
                 break;
             }
+            if !is_active && !oldest.is_sealed() {
+                // Rolled, but its last writes (and its seal) are still to be flushed: the
+                // flusher would write acknowledged records into a deleted file.
+                break;
+            }
             if !(expired || over && !is_active) {
                 break;
             }
+            let storage = opts.storage.as_ref();
             let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
             if is_active {
-                oldest.seal()?;
-                list.push(Arc::new(Segment::create(&self.dir, w.next_offset, now)?));
+                oldest.seal(storage)?;
+                list.push(Arc::new(Segment::create(
+                    storage,
+                    &self.dir,
+                    w.next_offset,
+                    now,
+                )?));
+                // The replacement's name is durable before any append can reach it.
+                storage.sync_dir(&self.dir)?;
             }
             list.remove(0);
             drop(list);
-            oldest.remove_files()?;
+            oldest.remove_files(storage)?;
             removed += oldest.next_offset() - oldest.base;
             changed = true;
         }
         if changed {
-            fs::File::open(&self.dir)?.sync_all()?;
+            opts.storage.sync_dir(&self.dir)?;
         }
         Ok(removed)
     }

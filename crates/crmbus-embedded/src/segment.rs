@@ -1,14 +1,13 @@
 //! One segment file of a partition: its records, its sparse offset and time index, the
 //! index file written when it is sealed, and the scan that recovers it on open.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
+use crate::storage::{remove_if_exists, OpenMode, Storage, StorageFile};
 
 /// One sparse index point: a record's offset, its byte position, and its timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +42,7 @@ pub struct Segment {
     /// Path of the `.log` file.
     pub path: PathBuf,
     /// The open file (reads use `pread`, appends `pwrite` at `len`).
-    pub file: File,
+    pub file: Box<dyn StorageFile>,
     len: AtomicU64,
     next_offset: AtomicU64,
     max_timestamp_us: AtomicI64,
@@ -92,13 +91,13 @@ pub struct ScanOutcome {
 /// valid frame after it is a torn tail. When `whole_batches` is set, a tail that ends in
 /// the middle of an append batch is also counted as torn, back to the last batch end.
 pub fn scan_file(
-    file: &File,
+    file: &dyn StorageFile,
     base: u64,
     index_interval: u64,
     whole_batches: bool,
     keep_records: bool,
 ) -> io::Result<ScanOutcome> {
-    let file_len = file.metadata()?.len();
+    let file_len = file.len()?;
     let mut data = vec![0u8; file_len as usize];
     file.read_exact_at(&mut data, 0)?;
     Ok(scan_bytes(
@@ -110,7 +109,8 @@ pub fn scan_file(
     ))
 }
 
-fn scan_bytes(
+/// [`scan_file`] over bytes already in memory.
+pub fn scan_bytes(
     data: &[u8],
     base: u64,
     index_interval: u64,
@@ -206,14 +206,16 @@ fn resync(data: &[u8], from: usize, expected: u64) -> Option<(usize, u64)> {
 }
 
 impl Segment {
-    /// Creates a new, empty segment file (the caller makes the directory entry durable).
-    pub fn create(dir: &Path, base: u64, now_us: i64) -> io::Result<Segment> {
+    /// Creates a new, empty segment file. Its directory entry is made durable before any
+    /// record is written to it: by the caller, or by sealing the segment before it.
+    pub fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        now_us: i64,
+    ) -> io::Result<Segment> {
         let path = dir.join(log_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = storage.open(&path, OpenMode::CreateNew)?;
         Ok(Segment::from_parts(
             base,
             path,
@@ -231,7 +233,7 @@ impl Segment {
     fn from_parts(
         base: u64,
         path: PathBuf,
-        file: File,
+        file: Box<dyn StorageFile>,
         len: u64,
         next_offset: u64,
         max_ts: i64,
@@ -253,46 +255,79 @@ impl Segment {
         }
     }
 
-    /// Opens an existing segment. A sealed segment with a valid index file is trusted
-    /// (checksums are still verified on every read); otherwise the file is scanned, its
-    /// index rebuilt, and — for the active (last) segment — a torn tail truncated.
+    /// Opens an existing segment. `next_base` is the base offset of the segment after it,
+    /// or `None` for the last (active) segment.
+    ///
+    /// A sealed segment was fsynced whole before the segment after it got any record, so
+    /// nothing in it is ever a torn tail: it is trusted through a valid index file
+    /// (checksums are still verified on every read), or else scanned, and damage anywhere in
+    /// it, its end included, becomes a corrupt range that is never served and never cut
+    /// off. Only the active segment may be truncated, back to its last whole batch.
     pub fn open(
+        storage: &dyn Storage,
         path: &Path,
         base: u64,
-        active: bool,
+        next_base: Option<u64>,
         index_interval: u64,
         now_us: i64,
     ) -> io::Result<(Segment, ScanOutcome)> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let file_len = file.metadata()?.len();
-        if !active {
-            if let Some(idx) = read_index_file(&index_path(path), base, file_len) {
-                let seg = Segment::from_parts(
-                    base,
-                    path.to_path_buf(),
-                    file,
-                    file_len,
-                    idx.next_offset,
-                    idx.max_timestamp_us,
-                    idx.first_timestamp_us,
-                    idx.entries,
-                    Vec::new(),
-                );
-                seg.sealed.store(true, Ordering::Release);
-                return Ok((
-                    seg,
-                    ScanOutcome {
-                        next_offset: idx.next_offset,
-                        valid_len: file_len,
-                        ..Default::default()
-                    },
-                ));
+        let file = storage.open(path, OpenMode::Existing)?;
+        let file_len = file.len()?;
+        if let Some(next_base) = next_base {
+            if let Some(idx) = read_index_file(storage, &index_path(path), base, file_len) {
+                if idx.next_offset == next_base {
+                    let seg = Segment::from_parts(
+                        base,
+                        path.to_path_buf(),
+                        file,
+                        file_len,
+                        idx.next_offset,
+                        idx.max_timestamp_us,
+                        idx.first_timestamp_us,
+                        idx.entries,
+                        Vec::new(),
+                    );
+                    seg.sealed.store(true, Ordering::Release);
+                    return Ok((
+                        seg,
+                        ScanOutcome {
+                            next_offset: idx.next_offset,
+                            valid_len: file_len,
+                            ..Default::default()
+                        },
+                    ));
+                }
             }
         }
-        let outcome = scan_file(&file, base, index_interval, active, false)?;
-        if outcome.torn {
+        let active = next_base.is_none();
+        let mut outcome = scan_file(file.as_ref(), base, index_interval, active, false)?;
+        if let Some(next_base) = next_base {
+            if outcome.next_offset > next_base {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "segment {} holds offsets up to {} but the next segment starts at {next_base}",
+                        path.display(),
+                        outcome.next_offset
+                    ),
+                ));
+            }
+            if outcome.torn || outcome.next_offset < next_base {
+                // Damage at the end of a sealed segment: its offsets up to the next segment
+                // are lost, not a tail to cut off.
+                outcome.corrupt.push(CorruptRange {
+                    first: outcome.next_offset,
+                    count: next_base - outcome.next_offset,
+                    position: outcome.valid_len,
+                    resume_position: file_len,
+                });
+                outcome.torn = false;
+                outcome.next_offset = next_base;
+                outcome.valid_len = file_len;
+            }
+        } else if outcome.torn {
             file.set_len(outcome.valid_len)?;
-            file.sync_all()?;
+            file.sync_data()?;
         }
         let created = outcome.first_timestamp_us.unwrap_or(now_us);
         let seg = Segment::from_parts(
@@ -308,8 +343,10 @@ impl Segment {
         );
         if !active {
             seg.sealed.store(true, Ordering::Release);
-            // Best effort: a missing or stale index is rebuilt on every open until written.
-            let _ = seg.write_index_file();
+            // A missing or stale index is rebuilt on every open until one is written.
+            if let Err(e) = seg.write_index_file(storage) {
+                tracing::warn!(segment = %path.display(), error = %e, "could not write a segment index");
+            }
         }
         Ok((seg, outcome))
     }
@@ -382,12 +419,21 @@ impl Segment {
         Ok(())
     }
 
-    /// Marks the segment sealed and writes its index file (atomically, via a rename).
-    /// The index needs no fsync: on open it is checked against the segment and rebuilt if
-    /// it does not match.
-    pub fn seal(&self) -> io::Result<()> {
+    /// Seals the segment once its last write is done: fsyncs its data, writes its index
+    /// file (fsynced, then renamed into place), and fsyncs the directory, which also makes
+    /// the entry of the segment rolled to after it durable. Called before any record is
+    /// written to the next segment, so every sealed segment is whole on disk. A failure to
+    /// write the index only warns (it is rebuilt on open); the other steps must succeed.
+    pub fn seal(&self, storage: &dyn Storage) -> io::Result<()> {
         self.sealed.store(true, Ordering::Release);
-        self.write_index_file()
+        self.file.sync_data()?;
+        if let Err(e) = self.write_index_file(storage) {
+            tracing::warn!(segment = %self.path.display(), error = %e, "could not write a segment index");
+        }
+        match self.path.parent() {
+            Some(dir) => storage.sync_dir(dir),
+            None => Ok(()),
+        }
     }
 
     /// True once the segment no longer takes appends.
@@ -395,7 +441,9 @@ impl Segment {
         self.sealed.load(Ordering::Acquire)
     }
 
-    fn write_index_file(&self) -> io::Result<()> {
+    /// Writes the index file: to a temporary file, fsynced, then renamed over the old one
+    /// (the caller fsyncs the directory).
+    fn write_index_file(&self, storage: &dyn Storage) -> io::Result<()> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut buf = Vec::with_capacity(48 + index.len() * 24);
         buf.extend_from_slice(INDEX_MAGIC);
@@ -413,20 +461,17 @@ impl Segment {
         buf.extend_from_slice(&crc.to_le_bytes());
         let path = index_path(&self.path);
         let tmp = path.with_extension("idx.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-        }
-        fs::rename(&tmp, &path)
+        let f = storage.open(&tmp, OpenMode::Truncate)?;
+        f.write_all_at(&buf, 0)?;
+        f.sync_data()?;
+        drop(f);
+        storage.rename(&tmp, &path)
     }
 
-    /// Deletes the segment's files.
-    pub fn remove_files(&self) -> io::Result<()> {
-        fs::remove_file(&self.path)?;
-        match fs::remove_file(index_path(&self.path)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+    /// Deletes the segment's files (the caller fsyncs the directory).
+    pub fn remove_files(&self, storage: &dyn Storage) -> io::Result<()> {
+        storage.remove_file(&self.path)?;
+        remove_if_exists(storage, &index_path(&self.path))
     }
 
     /// The index point to start a scan for `offset` from: the last entry at or before it.
@@ -495,8 +540,13 @@ struct IndexFile {
     entries: Vec<IndexEntry>,
 }
 
-fn read_index_file(path: &Path, base: u64, file_len: u64) -> Option<IndexFile> {
-    let buf = fs::read(path).ok()?;
+fn read_index_file(
+    storage: &dyn Storage,
+    path: &Path,
+    base: u64,
+    file_len: u64,
+) -> Option<IndexFile> {
+    let buf = storage.read(path).ok()?;
     if buf.len() < 48 + 4 || (buf.len() - 52) % 24 != 0 || &buf[..8] != INDEX_MAGIC {
         return None;
     }

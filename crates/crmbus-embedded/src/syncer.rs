@@ -16,8 +16,6 @@
 //! journalled append, the append's intent is already on disk.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -27,15 +25,14 @@ use crate::batch_journal::BatchJournal;
 use crate::options::EmbeddedOptions;
 use crate::partition::{Partition, TakenStaged};
 
-/// Something an append staged: a partition whose staged writes (and maybe a new directory
-/// entry) must reach the disk before it may serve offsets below `next_offset`.
+/// Something an append staged: a partition whose staged writes must reach the disk before
+/// it may serve offsets below `next_offset`. (A new segment's directory entry is made
+/// durable when the segment before it is sealed, ahead of any write to it.)
 pub struct SyncItem {
     /// The partition written to.
     pub partition: Arc<Partition>,
     /// The partition's next offset after the append.
     pub next_offset: u64,
-    /// A directory whose entries changed (a new segment file) and must be fsynced first.
-    pub dir: Option<PathBuf>,
 }
 
 /// Progress of the group commit, as seen by waiters.
@@ -265,12 +262,6 @@ fn sync_items(
     opts: &EmbeddedOptions,
     journal: Option<&JournalStep<'_>>,
 ) -> std::io::Result<()> {
-    let mut dirs: Vec<&PathBuf> = items.iter().filter_map(|i| i.dir.as_ref()).collect();
-    dirs.sort();
-    dirs.dedup();
-    for d in dirs {
-        File::open(d)?.sync_all()?;
-    }
     let mut partitions: HashMap<*const Partition, (&Arc<Partition>, u64)> = HashMap::new();
     for i in items {
         let e = partitions
@@ -278,7 +269,8 @@ fn sync_items(
             .or_insert((&i.partition, i.next_offset));
         e.1 = e.1.max(i.next_offset);
     }
-    let partitions: Vec<(&Arc<Partition>, u64)> = partitions.into_values().collect();
+    let mut partitions: Vec<(&Arc<Partition>, u64)> = partitions.into_values().collect();
+    partitions.sort_by(|(a, _), (b, _)| (&a.topic, a.id).cmp(&(&b.topic, b.id)));
     // Take the staged data first, then the journal frames queued so far: an append queues
     // its intent before staging, so the intent of everything taken here is among them, and
     // reaches the disk before any of the data.
@@ -293,7 +285,8 @@ fn sync_items(
         }
         Ok(next)
     };
-    let results: Vec<std::io::Result<u64>> = if partitions.len() <= 1 {
+    let results: Vec<std::io::Result<u64>> = if partitions.len() <= 1 || !opts.storage.concurrent()
+    {
         partitions
             .iter()
             .zip(taken)
