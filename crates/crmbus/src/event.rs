@@ -606,6 +606,8 @@ struct Collector {
     /// `data_base64` was present and not null (even if it failed to decode).
     has_data_base64: bool,
     extensions: BTreeMap<String, ExtensionValue>,
+    /// Extensions given as `null` (unset), remembered only to report a duplicate member.
+    unset_extensions: Vec<String>,
     /// Attributes seen so far, to report duplicate members.
     seen: u16,
     /// Attributes already reported, so later checks do not pile on.
@@ -658,7 +660,7 @@ impl Collector {
             "dataschema" => self.dataschema = self.string(DATASCHEMA, "dataschema", value),
             "time" => {
                 if let Some(text) = self.string(TIME, "time", value) {
-                    match DateTime::parse_from_rfc3339(&text) {
+                    match parse_timestamp(&text) {
                         Ok(t) => self.time = Some(t),
                         Err(e) => {
                             let message = format!("must be an RFC 3339 timestamp: {e}");
@@ -696,6 +698,13 @@ impl Collector {
             Value::String(s) => ExtensionValue::String(s),
             Value::Number(n) => ExtensionValue::Number(n),
             Value::Bool(b) => ExtensionValue::Bool(b),
+            // JSON format §2.2: a `null` attribute value is decoded as unset.
+            Value::Null => {
+                if self.first_extension_sighting(&name) {
+                    self.unset_extensions.push(name);
+                }
+                return;
+            }
             other => {
                 let message = format!(
                     "extension value must be a string, number or boolean, not {}",
@@ -705,13 +714,20 @@ impl Collector {
                 return;
             }
         };
-        // Only reachable with a streaming parser: a `Value` map has unique keys.
-        if self.extensions.contains_key(&name) {
-            self.violations
-                .push(Violation::new(&name, "appears more than once"));
-            return;
+        if self.first_extension_sighting(&name) {
+            self.extensions.insert(name, value);
         }
-        self.extensions.insert(name, value);
+    }
+
+    /// False (and a violation) if extension `name` was seen before. Only reachable with a
+    /// streaming parser: a `Value` map has unique keys.
+    fn first_extension_sighting(&mut self, name: &str) -> bool {
+        if self.extensions.contains_key(name) || self.unset_extensions.iter().any(|n| n == name) {
+            self.violations
+                .push(Violation::new(name, "appears more than once"));
+            return false;
+        }
+        true
     }
 
     fn finish(mut self) -> Result<Event, InvalidEvent> {
@@ -839,6 +855,16 @@ fn check_fields(event: &Event, skip: u16, check_extensions: bool, out: &mut Vec<
             }
         }
     }
+}
+
+/// Reads a CloudEvents `Timestamp` (RFC 3339), as `time` is read in every mode. RFC 3339
+/// is ASCII; chrono's parser on its own would also take U+2212 MINUS SIGN as the sign of
+/// the offset.
+pub fn parse_timestamp(text: &str) -> Result<DateTime<FixedOffset>, String> {
+    if !text.is_ascii() {
+        return Err("not ASCII".to_owned());
+    }
+    DateTime::parse_from_rfc3339(text).map_err(|e| e.to_string())
 }
 
 /// CloudEvents attribute names: 1–20 characters of lowercase ASCII letters and digits.
@@ -1366,6 +1392,16 @@ mod tests {
     }
 
     #[test]
+    fn offset_signs_are_ascii() {
+        // U+2212 MINUS SIGN, which chrono's RFC 3339 parser accepts and RFC 3339 does not.
+        let minus = with(minimal(), "time", json!("2024-05-17T09:30:00\u{2212}05:00"));
+        assert_eq!(attributes_of(minus), ["time"]);
+        let ok =
+            Event::from_json_value(with(minimal(), "time", json!("2024-05-17T09:30:00-05:00")));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
     fn relative_dataschema_is_reported() {
         assert_eq!(
             attributes_of(with(minimal(), "dataschema", json!("schemas/deal.won"))),
@@ -1451,16 +1487,25 @@ mod tests {
 
     #[test]
     fn non_scalar_extension_values_are_reported() {
-        for (bad, kind) in [
-            (json!({"a": 1}), "an object"),
-            (json!([1]), "an array"),
-            (Value::Null, "null"),
-        ] {
+        for (bad, kind) in [(json!({"a": 1}), "an object"), (json!([1]), "an array")] {
             let found = violations_of(with(minimal(), "userid", bad));
             assert_eq!(found.len(), 1);
             assert_eq!(found[0].0, "userid");
             assert!(found[0].1.ends_with(kind), "{}", found[0].1);
         }
+    }
+
+    #[test]
+    fn null_extension_is_unset() {
+        // The JSON format's own example event carries `"unsetextension": null`.
+        let event = Event::from_json_value(with(minimal(), "unsetextension", Value::Null))
+            .expect("null means unset");
+        assert_eq!(event, Event::from_json_value(minimal()).unwrap());
+        let twice =
+            br#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","ext":null,"ext":1}"#;
+        let err = Event::from_json_slice(twice).unwrap_err();
+        assert_eq!(err.violations[0].attribute, "ext");
+        assert_eq!(err.violations[0].message, "appears more than once");
     }
 
     #[test]
