@@ -7,7 +7,11 @@ use serde_json::Value;
 use crate::event::{Event, ExtensionValue};
 
 /// Which events a subscription receives. An empty filter matches everything.
+///
+/// Unknown members are errors, here and in a condition: a misspelt `types` or `where`
+/// must not quietly become the empty filter that passes every event.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Filter {
     /// Type patterns; the event's `type` must match one of them (none given: any type).
     /// `*` matches any run of characters: `deal.*`, `*.created`, `deal.won`, `*`.
@@ -20,6 +24,7 @@ pub struct Filter {
 
 /// One predicate on a field of the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawCondition")]
 pub struct Condition {
     /// `data.<path>` (dots walk into objects), `ext.<name>` / an extension name, or a
     /// context attribute: `subject`, `source`, `type`, `id`, `datacontenttype`, `dataschema`.
@@ -50,6 +55,39 @@ pub enum Op {
     Lt(f64),
     /// … at most the value.
     Lte(f64),
+}
+
+/// A condition as written, before its operator is read: serde cannot reject unknown
+/// members of a struct with a flattened field, so [`Condition`] is read through this.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    field: String,
+    op: Value,
+    /// `Some(Value::Null)` for `"value": null`, which `Eq`/`Ne`/`In` may compare with.
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value>,
+}
+
+/// A member that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl TryFrom<RawCondition> for Condition {
+    type Error = serde_json::Error;
+
+    fn try_from(raw: RawCondition) -> Result<Self, Self::Error> {
+        let mut tagged = serde_json::Map::new();
+        tagged.insert("op".into(), raw.op);
+        if let Some(value) = raw.value {
+            tagged.insert("value".into(), value);
+        }
+        Ok(Condition {
+            field: raw.field,
+            op: serde_json::from_value(Value::Object(tagged))?,
+        })
+    }
 }
 
 /// Does `pattern` (with `*` wildcards) match `text`?
@@ -230,6 +268,19 @@ mod tests {
         assert!(f("subject", Op::Eq(json!("deal-1"))));
         assert!(f("type", Op::Eq(json!("deal.won"))));
         assert!(!f("data.owner", Op::Gt(1.0)), "objects are not numbers");
+    }
+
+    #[test]
+    fn unknown_members_are_errors() {
+        let typo = serde_json::from_str::<Filter>(r#"{"type":["deal.*"]}"#).unwrap_err();
+        assert!(typo.to_string().contains("unknown field `type`"), "{typo}");
+        let extra = serde_json::from_str::<Filter>(
+            r#"{"where":[{"field":"data.x","op":"exists","value":true,"negate":true}]}"#,
+        )
+        .unwrap_err();
+        assert!(extra.to_string().contains("negate"), "{extra}");
+        let no_value = serde_json::from_str::<Filter>(r#"{"where":[{"field":"x","op":"gt"}]}"#);
+        assert!(no_value.is_err());
     }
 
     #[test]
