@@ -401,17 +401,23 @@ impl Inner {
     }
 
     /// Stages `events` in every topic and waits until they are durable.
+    /// Sets `staged` once anything was staged in a partition (so a failure after it must
+    /// leave a journalled append to recovery).
     async fn stage_and_commit(
         &self,
         resolved: &[Arc<Topic>],
         events: &[Event],
         encoded: &[(Vec<u8>, u64)],
+        staged: &mut bool,
     ) -> Result<Vec<Receipt>, LogError> {
         let mut receipts = Vec::with_capacity(events.len() * resolved.len());
         let mut sync = Vec::new();
         for t in resolved {
-            self.append_topic(t, events, encoded, &mut receipts, &mut sync)
-                .await?;
+            let result = self
+                .append_topic(t, events, encoded, &mut receipts, &mut sync)
+                .await;
+            *staged |= !sync.is_empty();
+            result?;
         }
         match &self.commit {
             Some(commit) => {
@@ -490,6 +496,26 @@ impl Inner {
                 .journal
                 .write(&frame, false)
                 .and_then(|()| self.journal.compact_if_large())
+                .map_err(|e| self.fail_write(&e)),
+        }
+    }
+
+    /// Withdraws intent `id` whose append failed before staging anything: its mark is
+    /// durable before the caller hears of the failure, so recovery never completes it.
+    async fn abort_intent(&self, id: u64) -> Result<(), LogError> {
+        let frame = self.journal.finished(id);
+        match &self.commit {
+            Some(commit) => {
+                commit.queue_intent(frame);
+                let ticket = commit.submit(Vec::new());
+                commit
+                    .wait(ticket)
+                    .await
+                    .map_err(|e| LogError::Unavailable(e.to_string()))
+            }
+            None => self
+                .journal
+                .write(&frame, false)
                 .map_err(|e| self.fail_write(&e)),
         }
     }
@@ -832,16 +858,40 @@ impl EventLog for EmbeddedLog {
         }
         // An append that reaches several partitions is journalled first, so a crash
         // cannot leave it in some of them only (see `batch_journal`).
-        let intent = if spans_partitions(&resolved, events) {
-            Some(inner.write_intent(&resolved, &encoded)?)
-        } else {
-            None
-        };
-        let receipts = inner.stage_and_commit(&resolved, events, &encoded).await?;
-        if let Some(id) = intent {
-            inner.write_done(id)?;
+        if !spans_partitions(&resolved, events) {
+            let mut staged = false;
+            return inner
+                .stage_and_commit(&resolved, events, &encoded, &mut staged)
+                .await;
         }
-        Ok(receipts)
+        let id = inner.write_intent(&resolved, &encoded)?;
+        // From here the append runs to completion on its own task, even if the caller
+        // stops waiting (a client that disconnects): otherwise it could stop between two
+        // topics, and the second would get the events only at the next restart.
+        let inner = Arc::clone(inner);
+        let events = events.to_vec();
+        let task = tokio::spawn(async move {
+            let mut staged = false;
+            match inner
+                .stage_and_commit(&resolved, &events, &encoded, &mut staged)
+                .await
+            {
+                Ok(receipts) => {
+                    inner.write_done(id)?;
+                    Ok(receipts)
+                }
+                Err(e) => {
+                    if !staged {
+                        // Nothing reached a partition: an abort mark keeps recovery from
+                        // storing a publish that was answered with an error.
+                        inner.abort_intent(id).await?;
+                    }
+                    Err(e)
+                }
+            }
+        });
+        task.await
+            .map_err(|e| LogError::Backend(format!("append task failed: {e}")))?
     }
 
     async fn read(

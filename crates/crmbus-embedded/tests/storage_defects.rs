@@ -280,3 +280,51 @@ fn a_sealed_segment_keeps_its_index_across_a_power_cut() {
         "the index holds its header and entries ({len} bytes)"
     );
 }
+
+/// Defect 7: an append spanning topics that failed before anything was staged left its
+/// journal intent outstanding, so the next open stored a publish that had been answered
+/// with an error.
+#[test]
+fn a_multi_topic_publish_that_failed_is_not_stored_by_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = || EmbeddedOptions {
+        segment_bytes: 1,
+        retention_interval: None,
+        ..Default::default()
+    };
+    let topics = ["a".to_string(), "b".to_string()];
+    let blocker = dir.path().join("topics/a/0").join(format!("{:020}.log", 1));
+    block_on(async {
+        let log = EmbeddedLog::open(dir.path(), opts()).expect("open");
+        for t in &topics {
+            log.create_topic(TopicSpec::new(t.as_str(), 1))
+                .await
+                .expect("create");
+        }
+        log.append(&topics[..1], &[event("first", "k", 0)])
+            .await
+            .expect("append to a");
+        // The next append to `a` must roll to segment 1, whose file is in the way.
+        std::fs::write(&blocker, b"").expect("block the roll");
+        let failed = log.append(&topics, &[event("second", "k", 1)]).await;
+        assert!(failed.is_err(), "the publish fails: {failed:?}");
+        log.close().await.expect("close");
+    });
+    std::fs::remove_file(&blocker).expect("unblock");
+    block_on(async {
+        let log = EmbeddedLog::open(dir.path(), opts()).expect("reopen");
+        let a: Vec<String> = read_all(&log, "a", 0, 0)
+            .await
+            .expect("read a")
+            .into_iter()
+            .map(|e| e.event.id)
+            .collect();
+        let b = read_all(&log, "b", 0, 0).await.expect("read b");
+        assert_eq!(
+            a,
+            vec!["first".to_string()],
+            "a holds only what was acknowledged"
+        );
+        assert!(b.is_empty(), "b holds the failed publish: {b:?}");
+    });
+}
