@@ -4,8 +4,9 @@
 //! structured JSON format: context attributes are top-level members, the payload is
 //! `data` (any JSON value) or `data_base64` (binary), and extension attributes are
 //! flattened next to the context attributes. Parsing ([`Event::from_json_slice`],
-//! [`Event::from_json_value`] and the [`serde::Deserialize`] impl) validates the event
-//! and reports every rule it breaks at once, each [`Violation`] naming its attribute.
+//! [`Event::from_json_value`], [`Event::batch_from_json_slice`] and the
+//! [`serde::Deserialize`] impl) validates the event and reports every rule it breaks at
+//! once, each [`Violation`] naming its attribute.
 //! [`Event::new`] is the builder for business events: it fills in `id` (a UUIDv7),
 //! `time` and `source` for the caller.
 
@@ -290,6 +291,26 @@ impl Event {
         }
     }
 
+    /// Reads a batch of structured-mode CloudEvents (the JSON batch format: an array of
+    /// events), each element read and validated exactly as [`Event::from_json_slice`] reads
+    /// one event, so that a member given twice is reported in a batch too. Bytes that are
+    /// not JSON, or JSON that is not an array, give one violation on attribute `(body)`.
+    pub fn batch_from_json_slice(
+        bytes: &[u8],
+    ) -> Result<Vec<Result<Event, InvalidEvent>>, InvalidEvent> {
+        match serde_json::from_slice::<ParsedBatch>(bytes) {
+            Ok(ParsedBatch(Ok(items))) => Ok(items.into_iter().map(|Parsed(r)| r).collect()),
+            Ok(ParsedBatch(Err(kind))) => Err(InvalidEvent::single(
+                "(body)",
+                format!("a batch must be a JSON array of events, not {kind}"),
+            )),
+            Err(e) => Err(InvalidEvent::single(
+                "(body)",
+                format!("malformed JSON: {e}"),
+            )),
+        }
+    }
+
     /// The event in the structured JSON format, as a JSON value.
     pub fn to_json_value(&self) -> Value {
         let mut map = Map::new();
@@ -536,6 +557,65 @@ impl<'de> Visitor<'de> for ParsedVisitor {
 
     fn visit_none<E: de::Error>(self) -> Result<Parsed, E> {
         Ok(Self::not_object("null"))
+    }
+}
+
+/// A parsed batch document: its elements, each a [`Parsed`] event, or what kind of JSON
+/// value it was instead of an array.
+struct ParsedBatch(Result<Vec<Parsed>, &'static str>);
+
+impl<'de> Deserialize<'de> for ParsedBatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BatchVisitor)
+    }
+}
+
+/// Streams the elements of a batch into [`Parsed`] events; any other JSON value is noted
+/// by its kind.
+struct BatchVisitor;
+
+impl<'de> Visitor<'de> for BatchVisitor {
+    type Value = ParsedBatch;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of CloudEvents")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ParsedBatch, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Parsed>()? {
+            items.push(item);
+        }
+        Ok(ParsedBatch(Ok(items)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ParsedBatch, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(ParsedBatch(Err("an object")))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<ParsedBatch, E> {
+        Ok(ParsedBatch(Err("a boolean")))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<ParsedBatch, E> {
+        Ok(ParsedBatch(Err("a number")))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<ParsedBatch, E> {
+        Ok(ParsedBatch(Err("a number")))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<ParsedBatch, E> {
+        Ok(ParsedBatch(Err("a number")))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<ParsedBatch, E> {
+        Ok(ParsedBatch(Err("a string")))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<ParsedBatch, E> {
+        Ok(ParsedBatch(Err("null")))
     }
 }
 
@@ -1506,6 +1586,28 @@ mod tests {
         let err = Event::from_json_slice(twice).unwrap_err();
         assert_eq!(err.violations[0].attribute, "ext");
         assert_eq!(err.violations[0].message, "appears more than once");
+    }
+
+    #[test]
+    fn batch_elements_are_read_like_single_events() {
+        let bytes = br#"[{"specversion":"1.0","id":"1","source":"urn:x","type":"t"},
+            {"specversion":"1.0","id":"1","id":"2","source":"urn:x","type":"t"}, 7]"#;
+        let items = Event::batch_from_json_slice(bytes).unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].as_ref().unwrap().id, "1");
+        let twice = items[1].as_ref().unwrap_err();
+        assert_eq!(twice.violations[0].attribute, "id");
+        assert_eq!(twice.violations[0].message, "appears more than once");
+        assert_eq!(
+            items[2].as_ref().unwrap_err().violations[0].attribute,
+            "(event)"
+        );
+        assert_eq!(Event::batch_from_json_slice(b"[]").unwrap(), []);
+        for (bad, what) in [(&b"{}"[..], "not an object"), (b"[1,", "malformed JSON")] {
+            let err = Event::batch_from_json_slice(bad).unwrap_err();
+            assert_eq!(err.violations[0].attribute, "(body)");
+            assert!(err.violations[0].message.contains(what), "{err}");
+        }
     }
 
     #[test]
