@@ -5,6 +5,31 @@
 //! from the records of the last window. Nothing here needs its own durability.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The bound on dedupe entries across every topic of a log, shared by their indexes: with
+/// topics created on first publish, a per-topic cap alone bounds nothing.
+#[derive(Debug)]
+pub struct DedupeBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl DedupeBudget {
+    /// A budget of `max` entries (at least 1).
+    pub fn new(max: usize) -> Arc<DedupeBudget> {
+        Arc::new(DedupeBudget {
+            used: AtomicUsize::new(0),
+            max: max.max(1),
+        })
+    }
+
+    /// Entries held now, across all topics.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
 
 /// Where an event was first appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,22 +41,24 @@ pub struct FirstAppend {
 }
 
 /// Digest → first append, with expiry by time and a size cap.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DedupeIndex {
     map: HashMap<u64, FirstAppend>,
     order: VecDeque<(i64, u64, FirstAppend)>,
     window_us: i64,
     max_entries: usize,
+    budget: Arc<DedupeBudget>,
 }
 
 impl DedupeIndex {
-    /// An empty index.
-    pub fn new(window_us: i64, max_entries: usize) -> Self {
+    /// An empty index holding at most `max_entries`, drawing on the log-wide `budget`.
+    pub fn new(window_us: i64, max_entries: usize, budget: Arc<DedupeBudget>) -> Self {
         DedupeIndex {
             map: HashMap::new(),
             order: VecDeque::new(),
             window_us,
             max_entries: max_entries.max(1),
+            budget,
         }
     }
 
@@ -48,6 +75,7 @@ impl DedupeIndex {
 
     fn pop_oldest(&mut self) {
         if let Some((_, hash, at)) = self.order.pop_front() {
+            self.budget.used.fetch_sub(1, Ordering::Relaxed);
             if self.map.get(&hash) == Some(&at) {
                 self.map.remove(&hash);
             }
@@ -60,13 +88,18 @@ impl DedupeIndex {
     }
 
     /// Remembers a new first append.
+    /// When this topic or the whole log is at its cap, this topic's oldest entry goes
+    /// first (counted in `crmbus_dedupe_evicted_early_total`).
     pub fn insert(&mut self, hash: u64, at: FirstAppend, ts_us: i64) {
-        if self.order.len() >= self.max_entries {
+        if self.order.len() >= self.max_entries
+            || self.budget.used.load(Ordering::Relaxed) >= self.budget.max && !self.order.is_empty()
+        {
             self.pop_oldest();
             metrics::counter!("crmbus_dedupe_evicted_early_total").increment(1);
         }
         self.map.insert(hash, at);
         self.order.push_back((ts_us, hash, at));
+        self.budget.used.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Number of remembered entries.
@@ -77,6 +110,14 @@ impl DedupeIndex {
     /// True when nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+impl Drop for DedupeIndex {
+    fn drop(&mut self) {
+        self.budget
+            .used
+            .fetch_sub(self.order.len(), Ordering::Relaxed);
     }
 }
 
@@ -93,7 +134,7 @@ mod tests {
 
     #[test]
     fn expires_by_time_and_caps_size() {
-        let mut d = DedupeIndex::new(1_000, 3);
+        let mut d = DedupeIndex::new(1_000, 3, DedupeBudget::new(100));
         d.insert(1, at(0), 100);
         d.insert(2, at(1), 600);
         assert_eq!(d.get(1), Some(at(0)));
@@ -114,10 +155,33 @@ mod tests {
 
     #[test]
     fn overwritten_entry_survives_expiry_of_the_old_one() {
-        let mut d = DedupeIndex::new(1_000, 10);
+        let mut d = DedupeIndex::new(1_000, 10, DedupeBudget::new(100));
         d.insert(7, at(0), 0);
         d.insert(7, at(5), 900);
         d.expire(1_500);
         assert_eq!(d.get(7), Some(at(5)));
+    }
+
+    #[test]
+    fn topics_share_one_bound_and_give_entries_back_when_dropped() {
+        let budget = DedupeBudget::new(4);
+        let mut a = DedupeIndex::new(1_000_000, 100, Arc::clone(&budget));
+        let mut b = DedupeIndex::new(1_000_000, 100, Arc::clone(&budget));
+        for i in 0..3 {
+            a.insert(i, at(i), 10);
+        }
+        for i in 10..13 {
+            b.insert(i, at(i), 20);
+        }
+        assert_eq!(budget.used(), 4, "the log-wide bound holds");
+        assert_eq!(a.len() + b.len(), 4);
+        assert_eq!(
+            b.get(10),
+            None,
+            "the topic over the bound gave up its oldest"
+        );
+        assert_eq!(b.get(12), Some(at(12)));
+        drop(a);
+        assert_eq!(budget.used(), b.len());
     }
 }

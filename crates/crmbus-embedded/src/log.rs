@@ -14,7 +14,7 @@ use crmbus::{
 };
 
 use crate::batch_journal::{BatchJournal, Intent};
-use crate::dedupe::{DedupeIndex, FirstAppend};
+use crate::dedupe::{DedupeBudget, DedupeIndex, FirstAppend};
 use crate::metadata::Metadata;
 use crate::options::{Durability, EmbeddedOptions};
 use crate::partition::{CorruptCounter, Partition, RawRecord};
@@ -41,6 +41,8 @@ struct Inner {
     /// Intents of appends that span partitions (see [`crate::batch_journal`]).
     journal: Arc<BatchJournal>,
     corrupt: Arc<CorruptCounter>,
+    /// The bound on dedupe entries across all topics.
+    dedupe_budget: Arc<DedupeBudget>,
     closed: AtomicBool,
     /// Set when a page-cache write failed under `Durability::Os` (offsets may have a hole).
     write_failed: Mutex<Option<String>>,
@@ -106,6 +108,7 @@ impl EmbeddedLog {
         };
         let meta = Metadata::open(storage.as_ref(), &dir.join("meta.redb"))?;
         let corrupt = Arc::new(CorruptCounter::default());
+        let dedupe_budget = DedupeBudget::new(opts.dedupe_max_entries_total);
         let specs = meta.topics()?;
         // Directories of topics that were being created or deleted when we stopped.
         let mut removed_any = false;
@@ -121,7 +124,7 @@ impl EmbeddedLog {
         }
         let mut topics = BTreeMap::new();
         for spec in specs {
-            let topic = open_topic(&dir, spec, &opts, &corrupt)?;
+            let topic = open_topic(&dir, spec, &opts, &corrupt, &dedupe_budget)?;
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
         let (journal, pending) = BatchJournal::open_compacting_at(
@@ -142,6 +145,7 @@ impl EmbeddedLog {
             commit,
             journal,
             corrupt,
+            dedupe_budget,
             closed: AtomicBool::new(false),
             write_failed: Mutex::new(None),
             _lock: lock,
@@ -233,6 +237,7 @@ fn open_topic(
     spec: TopicSpec,
     opts: &EmbeddedOptions,
     corrupt: &Arc<CorruptCounter>,
+    budget: &Arc<DedupeBudget>,
 ) -> Result<Topic, LogError> {
     let tdir = topics_dir(dir).join(&spec.name);
     let mut partitions = Vec::with_capacity(spec.partitions as usize);
@@ -259,6 +264,7 @@ fn open_topic(
     let mut dedupe = DedupeIndex::new(
         opts.dedupe_window.as_micros() as i64,
         opts.dedupe_max_entries,
+        Arc::clone(budget),
     );
     for (ts, offset, partition, hash) in recent {
         if dedupe.get(hash).is_none() {
@@ -607,20 +613,24 @@ impl Inner {
         let Some(part) = topic.partitions.get(at.partition as usize) else {
             return Ok(false);
         };
-        let raw = match part.read_raw(at.offset)? {
-            RawRecord::Json(raw) => raw,
+        let raw = match part.read_raw(at.offset) {
+            Ok(RawRecord::Json(raw)) => raw,
+            // The original is damaged and never served: storing the event again is the
+            // only way it reaches a consumer (refusing would fail every retry for ever).
+            Err(LogError::Corrupt { .. }) => {
+                tracing::warn!(topic = %topic.spec.name, partition = at.partition, offset = at.offset,
+                    "the original of a retried event is damaged; storing the event again");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
             // Being written this very moment: a 64-bit digest match on an event appended
             // milliseconds ago is taken as the same event.
-            RawRecord::InFlight => return Ok(true),
-            RawRecord::Missing => return Ok(false),
+            Ok(RawRecord::InFlight) => return Ok(true),
+            Ok(RawRecord::Missing) => return Ok(false),
         };
-        let stored = Event::from_json_slice(&raw).map_err(|e| LogError::Corrupt {
-            topic: topic.spec.name.clone(),
-            partition: at.partition,
-            offset: at.offset,
-            detail: e.to_string(),
-        })?;
-        Ok(stored.source == event.source && stored.id == event.id)
+        // A record that passed its checksum but does not decode cannot be the same event.
+        Ok(Event::from_json_slice(&raw)
+            .is_ok_and(|stored| stored.source == event.source && stored.id == event.id))
     }
 
     /// Appends to one topic under its lock; returns receipts and what must be synced.
@@ -761,13 +771,19 @@ impl EventLog for EmbeddedLog {
             storage.remove_dir_all(&tdir)?;
         }
         storage.create_dir_all(&tdir)?;
-        let created =
-            open_topic(&inner.dir, spec.clone(), &inner.opts, &inner.corrupt).and_then(|t| {
-                storage.sync_dir(&tdir)?;
-                storage.sync_dir(&topics_dir(&inner.dir))?;
-                inner.meta.put_topic(&spec)?;
-                Ok(t)
-            });
+        let created = open_topic(
+            &inner.dir,
+            spec.clone(),
+            &inner.opts,
+            &inner.corrupt,
+            &inner.dedupe_budget,
+        )
+        .and_then(|t| {
+            storage.sync_dir(&tdir)?;
+            storage.sync_dir(&topics_dir(&inner.dir))?;
+            inner.meta.put_topic(&spec)?;
+            Ok(t)
+        });
         match created {
             Ok(t) => {
                 let i = info(&t);

@@ -48,6 +48,10 @@ pub struct EmbeddedOptions {
     /// At most this many dedupe entries per topic; the oldest go first when it is full
     /// (a metric counts entries dropped before their window ended). Default 1,000,000.
     pub dedupe_max_entries: usize,
+    /// At most this many dedupe entries across all topics of the log (topics may be
+    /// created on first publish, so the per-topic cap alone bounds nothing); a topic adding
+    /// one at the bound drops its own oldest. Default 4,000,000 (roughly 400 MB).
+    pub dedupe_max_entries_total: usize,
     /// Once the batch journal (see [`crate::batch_journal`]) holds this many bytes, it is
     /// rewritten with only the intents still outstanding. Default 64 MiB.
     pub batch_journal_compact_bytes: u64,
@@ -70,6 +74,7 @@ impl Default for EmbeddedOptions {
             index_interval_bytes: 64 * 1024,
             dedupe_window: crmbus::DEFAULT_DEDUPE_WINDOW,
             dedupe_max_entries: 1_000_000,
+            dedupe_max_entries_total: 4_000_000,
             batch_journal_compact_bytes: crate::batch_journal::COMPACT_AT,
             retention_interval: Some(Duration::from_secs(60)),
             clock: system_clock(),

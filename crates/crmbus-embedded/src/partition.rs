@@ -59,6 +59,10 @@ pub struct Partition {
     pub dir: PathBuf,
     segments: RwLock<Vec<Arc<Segment>>>,
     durable_next: AtomicU64,
+    /// Offset after the last record written to a segment file (durable or not). Records
+    /// from here to the writer's next offset are staged, or taken by a flush and being
+    /// written right now.
+    written_next: AtomicU64,
     writer: Mutex<WriterState>,
     /// Held while staged writes are taken and written, so flushes apply in order.
     flush: Mutex<()>,
@@ -202,6 +206,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             segments: RwLock::new(segments),
             durable_next: AtomicU64::new(next_offset),
+            written_next: AtomicU64::new(next_offset),
             writer: Mutex::new(WriterState {
                 next_offset,
                 last_timestamp_us: last_ts,
@@ -371,6 +376,10 @@ impl Partition {
                     lens,
                 } => {
                     segment.append(&frames, &lens, opts.index_interval_bytes)?;
+                    if let Some((last, _)) = lens.last() {
+                        self.written_next
+                            .fetch_max(last.offset + 1, Ordering::AcqRel);
+                    }
                     if !touched.iter().any(|s| Arc::ptr_eq(s, &segment)) {
                         touched.push(segment);
                     }
@@ -431,7 +440,9 @@ impl Partition {
                 }
             }
         }
-        let written = self.segments().last().map(|s| s.next_offset()).unwrap_or(0);
+        // Not the last segment's end: right after a roll that is the new segment's base,
+        // while the old segment's last records are still being written.
+        let written = self.written_next.load(Ordering::Acquire);
         if offset >= written {
             return Ok(RawRecord::InFlight);
         }

@@ -328,3 +328,69 @@ fn a_multi_topic_publish_that_failed_is_not_stored_by_the_next_open() {
         assert!(b.is_empty(), "b holds the failed publish: {b:?}");
     });
 }
+
+/// Defect 8 (a): right after a roll, while a flush was writing the old segment's last
+/// records, the dedupe check read them as missing (it took the new segment's start as the
+/// end of what was written), so a retry in that moment was stored twice.
+#[test]
+fn a_record_being_written_around_a_roll_reads_as_in_flight() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = SimPartition::json;
+    let opts = EmbeddedOptions {
+        segment_bytes: json(0).len() as u64 * 3 / 2 + 50,
+        retention_interval: None,
+        ..Default::default()
+    };
+    let p = Arc::new(
+        Partition::open(
+            "t",
+            0,
+            &dir.path().join("p"),
+            &opts,
+            Arc::new(CorruptCounter::default()),
+        )
+        .expect("open partition"),
+    );
+    p.append(&[(&json(0), 0)], &opts).expect("append 0");
+    p.flush_staged(&opts).expect("flush 0");
+    p.append(&[(&json(1), 1)], &opts).expect("append 1");
+    p.append(&[(&json(2), 2)], &opts).expect("append 2 (rolls)");
+    // A flush has taken records 1 and 2 and not written them yet.
+    let taken = p.take_staged();
+    assert!(
+        matches!(p.read_raw(1).expect("read 1"), RawRecord::InFlight),
+        "record 1 is being written, not missing"
+    );
+    p.write_taken(taken, &opts).expect("write");
+    assert!(matches!(p.read_raw(1).expect("read 1"), RawRecord::Json(j) if j == json(1)));
+}
+
+/// Defect 8 (b): a retry whose original record is damaged failed for ever (the dedupe check
+/// returned the corruption error). The original is never served, so the retry is stored.
+#[test]
+fn a_retry_whose_original_is_damaged_is_stored_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = event("damaged-original", "k", 0);
+    block_on(async {
+        let log = EmbeddedLog::open(dir.path(), small_segments()).expect("open");
+        log.create_topic(TopicSpec::new("t", 1))
+            .await
+            .expect("create");
+        let topic = ["t".to_string()];
+        let first = log.append(&topic, &[e.clone()]).await.expect("append");
+        assert_eq!(first[0].offset, 0);
+        let (_, seg) = segment_files(dir.path(), "t", 0).remove(0);
+        let mut bytes = std::fs::read(&seg).expect("read segment");
+        let at = bytes.len() - 5;
+        bytes[at] ^= 0x01;
+        std::fs::write(&seg, &bytes).expect("damage the record");
+        let retry = log
+            .append(&topic, &[e.clone()])
+            .await
+            .expect("the retry is stored");
+        assert!(!retry[0].duplicate);
+        assert_eq!(retry[0].offset, 1);
+        let again = log.read("t", 0, 1, 10).await.expect("read the retry");
+        assert_eq!(again[0].event.id, e.id);
+    });
+}
