@@ -377,7 +377,10 @@ fn a_retry_whose_original_is_damaged_is_stored_again() {
             .await
             .expect("create");
         let topic = ["t".to_string()];
-        let first = log.append(&topic, &[e.clone()]).await.expect("append");
+        let first = log
+            .append(&topic, std::slice::from_ref(&e))
+            .await
+            .expect("append");
         assert_eq!(first[0].offset, 0);
         let (_, seg) = segment_files(dir.path(), "t", 0).remove(0);
         let mut bytes = std::fs::read(&seg).expect("read segment");
@@ -385,7 +388,7 @@ fn a_retry_whose_original_is_damaged_is_stored_again() {
         bytes[at] ^= 0x01;
         std::fs::write(&seg, &bytes).expect("damage the record");
         let retry = log
-            .append(&topic, &[e.clone()])
+            .append(&topic, std::slice::from_ref(&e))
             .await
             .expect("the retry is stored");
         assert!(!retry[0].duplicate);
