@@ -30,6 +30,7 @@
 mod backend;
 pub mod batch_journal;
 pub mod dedupe;
+pub mod handles;
 mod log;
 pub mod metadata;
 pub mod options;

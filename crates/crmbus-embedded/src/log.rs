@@ -15,6 +15,7 @@ use crmbus::{
 
 use crate::batch_journal::{BatchJournal, Intent};
 use crate::dedupe::{DedupeBudget, DedupeIndex, FirstAppend};
+use crate::handles::HandleCache;
 use crate::metadata::Metadata;
 use crate::options::{Durability, EmbeddedOptions};
 use crate::partition::{CorruptCounter, Partition, RawRecord};
@@ -43,6 +44,8 @@ struct Inner {
     corrupt: Arc<CorruptCounter>,
     /// The bound on dedupe entries across all topics.
     dedupe_budget: Arc<DedupeBudget>,
+    /// The bound on open segment files.
+    handles: Arc<HandleCache>,
     closed: AtomicBool,
     /// Set when a page-cache write failed under `Durability::Os` (offsets may have a hole).
     write_failed: Mutex<Option<String>>,
@@ -109,6 +112,7 @@ impl EmbeddedLog {
         let meta = Metadata::open(storage.as_ref(), &dir.join("meta.redb"))?;
         let corrupt = Arc::new(CorruptCounter::default());
         let dedupe_budget = DedupeBudget::new(opts.dedupe_max_entries_total);
+        let handles = HandleCache::new(opts.max_open_segments);
         let specs = meta.topics()?;
         // Directories of topics that were being created or deleted when we stopped.
         let mut removed_any = false;
@@ -124,7 +128,7 @@ impl EmbeddedLog {
         }
         let mut topics = BTreeMap::new();
         for spec in specs {
-            let topic = open_topic(&dir, spec, &opts, &corrupt, &dedupe_budget)?;
+            let topic = open_topic(&dir, spec, &opts, &corrupt, &dedupe_budget, &handles)?;
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
         let (journal, pending) = BatchJournal::open_compacting_at(
@@ -146,6 +150,7 @@ impl EmbeddedLog {
             journal,
             corrupt,
             dedupe_budget,
+            handles,
             closed: AtomicBool::new(false),
             write_failed: Mutex::new(None),
             _lock: lock,
@@ -238,6 +243,7 @@ fn open_topic(
     opts: &EmbeddedOptions,
     corrupt: &Arc<CorruptCounter>,
     budget: &Arc<DedupeBudget>,
+    handles: &Arc<HandleCache>,
 ) -> Result<Topic, LogError> {
     let tdir = topics_dir(dir).join(&spec.name);
     let mut partitions = Vec::with_capacity(spec.partitions as usize);
@@ -248,6 +254,7 @@ fn open_topic(
             &tdir.join(p.to_string()),
             opts,
             Arc::clone(corrupt),
+            Arc::clone(handles),
         )?;
         partitions.push(Arc::new(part));
     }
@@ -777,6 +784,7 @@ impl EventLog for EmbeddedLog {
             &inner.opts,
             &inner.corrupt,
             &inner.dedupe_budget,
+            &inner.handles,
         )
         .and_then(|t| {
             storage.sync_dir(&tdir)?;

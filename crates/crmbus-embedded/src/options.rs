@@ -55,6 +55,10 @@ pub struct EmbeddedOptions {
     /// Once the batch journal (see [`crate::batch_journal`]) holds this many bytes, it is
     /// rewritten with only the intents still outstanding. Default 64 MiB.
     pub batch_journal_compact_bytes: u64,
+    /// At most this many sealed segment files are held open at once; others are opened
+    /// when a read needs them (every partition's active segment stays open besides).
+    /// Default 512.
+    pub max_open_segments: usize,
     /// How often retention runs in the background; `None` runs it only on request.
     /// Default every 60 s.
     pub retention_interval: Option<Duration>,
@@ -76,6 +80,7 @@ impl Default for EmbeddedOptions {
             dedupe_max_entries: 1_000_000,
             dedupe_max_entries_total: 4_000_000,
             batch_journal_compact_bytes: crate::batch_journal::COMPACT_AT,
+            max_open_segments: 512,
             retention_interval: Some(Duration::from_secs(60)),
             clock: system_clock(),
             storage: Arc::new(OsStorage),

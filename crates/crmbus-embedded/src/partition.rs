@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 use crmbus::{Event, LogError, Retention, StoredEvent};
 
+use crate::handles::HandleCache;
 use crate::options::EmbeddedOptions;
 use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
 use crate::segment::{log_name, Segment};
@@ -67,6 +68,8 @@ pub struct Partition {
     /// Held while staged writes are taken and written, so flushes apply in order.
     flush: Mutex<()>,
     corrupt: Arc<CorruptCounter>,
+    /// The log's bound on open segment files.
+    handles: Arc<HandleCache>,
     /// Damage found by reads (segment base, byte position), so each is counted once.
     counted_damage: Mutex<HashSet<(u64, u64)>>,
 }
@@ -124,6 +127,7 @@ impl Partition {
         dir: &Path,
         opts: &EmbeddedOptions,
         corrupt: Arc<CorruptCounter>,
+        handles: Arc<HandleCache>,
     ) -> io::Result<Partition> {
         let storage = opts.storage.as_ref();
         storage.create_dir_all(dir)?;
@@ -162,7 +166,8 @@ impl Partition {
             let path = dir.join(log_name(base));
             let next_base = bases.get(i + 1).copied();
             let (seg, outcome) = Segment::open(
-                storage,
+                &opts.storage,
+                &handles,
                 &path,
                 base,
                 next_base,
@@ -183,7 +188,13 @@ impl Partition {
             segments.push(Arc::new(seg));
         }
         if segments.is_empty() {
-            segments.push(Arc::new(Segment::create(storage, dir, 0, now)?));
+            segments.push(Arc::new(Segment::create(
+                &opts.storage,
+                &handles,
+                dir,
+                0,
+                now,
+            )?));
         }
         let active = segments
             .last()
@@ -192,7 +203,7 @@ impl Partition {
         // What survived on disk is made durable before it is served: after a crash of the
         // process (not of the machine) the page cache may still hold unsynced tails of the
         // active segment, and new directory entries. Sealed segments were fsynced whole.
-        active.file.sync_data()?;
+        active.file()?.sync_data()?;
         storage.sync_dir(dir)?;
         let next_offset = active.next_offset();
         let last_ts = segments
@@ -215,6 +226,7 @@ impl Partition {
             }),
             flush: Mutex::new(()),
             corrupt,
+            handles,
             counted_damage: Mutex::new(HashSet::new()),
         })
     }
@@ -279,7 +291,8 @@ impl Partition {
             // The new file's name becomes durable when the flusher seals the old segment,
             // before it writes any record to the new one.
             let seg = Arc::new(Segment::create(
-                opts.storage.as_ref(),
+                &opts.storage,
+                &self.handles,
                 &self.dir,
                 w.next_offset,
                 now,
@@ -384,7 +397,7 @@ impl Partition {
                         touched.push(segment);
                     }
                 }
-                Staged::Seal(segment) => segment.seal(opts.storage.as_ref())?,
+                Staged::Seal(segment) => segment.seal()?,
             }
         }
         Ok((touched, taken.next))
@@ -588,8 +601,8 @@ impl Partition {
                     Parsed::Incomplete(needed) if pos + ((buf.len() - rel) as u64) < end => {
                         let want = needed.unwrap_or(0).max(READ_CHUNK) as u64;
                         buf.resize(want.min(end - pos) as usize, 0);
-                        seg.file
-                            .read_exact_at(&mut buf, pos)
+                        seg.file()
+                            .and_then(|f| f.read_exact_at(&mut buf, pos))
                             .map_err(LogError::Io)?;
                         buf_start = pos;
                         continue;
@@ -727,9 +740,10 @@ impl Partition {
             let storage = opts.storage.as_ref();
             let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
             if is_active {
-                oldest.seal(storage)?;
+                oldest.seal()?;
                 list.push(Arc::new(Segment::create(
-                    storage,
+                    &opts.storage,
+                    &self.handles,
                     &self.dir,
                     w.next_offset,
                     now,
@@ -739,7 +753,7 @@ impl Partition {
             }
             list.remove(0);
             drop(list);
-            oldest.remove_files(storage)?;
+            oldest.remove_files()?;
             removed += oldest.next_offset() - oldest.base;
             changed = true;
         }

@@ -4,8 +4,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
+use crate::handles::{HandleCache, HandleSlot};
 use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
 use crate::storage::{remove_if_exists, OpenMode, Storage, StorageFile};
 
@@ -41,8 +42,11 @@ pub struct Segment {
     pub base: u64,
     /// Path of the `.log` file.
     pub path: PathBuf,
-    /// The open file (reads use `pread`, appends `pwrite` at `len`).
-    pub file: Box<dyn StorageFile>,
+    /// The file, open while active and opened on demand once sealed (see
+    /// [`crate::handles`]); reads use `pread`, appends `pwrite` at `len`.
+    handle: Arc<HandleSlot>,
+    storage: Arc<dyn Storage>,
+    cache: Arc<HandleCache>,
     len: AtomicU64,
     next_offset: AtomicU64,
     max_timestamp_us: AtomicI64,
@@ -209,17 +213,20 @@ impl Segment {
     /// Creates a new, empty segment file. Its directory entry is made durable before any
     /// record is written to it: by the caller, or by sealing the segment before it.
     pub fn create(
-        storage: &dyn Storage,
+        storage: &Arc<dyn Storage>,
+        cache: &Arc<HandleCache>,
         dir: &Path,
         base: u64,
         now_us: i64,
     ) -> io::Result<Segment> {
         let path = dir.join(log_name(base));
         let file = storage.open(&path, OpenMode::CreateNew)?;
+        let handle = HandleSlot::pinned(file);
+        cache.track(&handle);
         Ok(Segment::from_parts(
+            (storage, cache, handle),
             base,
             path,
-            file,
             0,
             base,
             now_us,
@@ -231,9 +238,9 @@ impl Segment {
 
     #[allow(clippy::too_many_arguments)]
     fn from_parts(
+        (storage, cache, handle): (&Arc<dyn Storage>, &Arc<HandleCache>, Arc<HandleSlot>),
         base: u64,
         path: PathBuf,
-        file: Box<dyn StorageFile>,
         len: u64,
         next_offset: u64,
         max_ts: i64,
@@ -244,7 +251,9 @@ impl Segment {
         Segment {
             base,
             path,
-            file,
+            handle,
+            storage: Arc::clone(storage),
+            cache: Arc::clone(cache),
             len: AtomicU64::new(len),
             next_offset: AtomicU64::new(next_offset),
             max_timestamp_us: AtomicI64::new(max_ts),
@@ -264,7 +273,8 @@ impl Segment {
     /// it, its end included, becomes a corrupt range that is never served and never cut
     /// off. Only the active segment may be truncated, back to its last whole batch.
     pub fn open(
-        storage: &dyn Storage,
+        storage: &Arc<dyn Storage>,
+        cache: &Arc<HandleCache>,
         path: &Path,
         base: u64,
         next_base: Option<u64>,
@@ -274,12 +284,15 @@ impl Segment {
         let file = storage.open(path, OpenMode::Existing)?;
         let file_len = file.len()?;
         if let Some(next_base) = next_base {
-            if let Some(idx) = read_index_file(storage, &index_path(path), base, file_len) {
+            if let Some(idx) = read_index_file(storage.as_ref(), &index_path(path), base, file_len)
+            {
                 if idx.next_offset == next_base {
+                    // Sealed: its file is opened again when a read needs it.
+                    drop(file);
                     let seg = Segment::from_parts(
+                        (storage, cache, HandleSlot::closed()),
                         base,
                         path.to_path_buf(),
-                        file,
                         file_len,
                         idx.next_offset,
                         idx.max_timestamp_us,
@@ -330,10 +343,18 @@ impl Segment {
             file.sync_data()?;
         }
         let created = outcome.first_timestamp_us.unwrap_or(now_us);
+        let handle = if active {
+            let h = HandleSlot::pinned(file);
+            cache.track(&h);
+            h
+        } else {
+            drop(file);
+            HandleSlot::closed()
+        };
         let seg = Segment::from_parts(
+            (storage, cache, handle),
             base,
             path.to_path_buf(),
-            file,
             outcome.valid_len,
             outcome.next_offset,
             outcome.max_timestamp_us,
@@ -344,11 +365,17 @@ impl Segment {
         if !active {
             seg.sealed.store(true, Ordering::Release);
             // A missing or stale index is rebuilt on every open until one is written.
-            if let Err(e) = seg.write_index_file(storage) {
+            if let Err(e) = seg.write_index_file() {
                 tracing::warn!(segment = %path.display(), error = %e, "could not write a segment index");
             }
         }
         Ok((seg, outcome))
+    }
+
+    /// The segment's open file (opened again if the handle cache closed it).
+    pub fn file(&self) -> io::Result<Arc<dyn StorageFile>> {
+        self.cache
+            .file(&self.handle, self.storage.as_ref(), &self.path)
     }
 
     /// Bytes of valid data in the file.
@@ -386,8 +413,9 @@ impl Segment {
         index_interval: u64,
     ) -> io::Result<()> {
         let start = self.len();
-        if let Err(e) = self.file.write_all_at(frames, start) {
-            let _ = self.file.set_len(start);
+        let file = self.file()?;
+        if let Err(e) = file.write_all_at(frames, start) {
+            let _ = file.set_len(start);
             return Err(e);
         }
         let mut pos = start;
@@ -424,16 +452,18 @@ impl Segment {
     /// the entry of the segment rolled to after it durable. Called before any record is
     /// written to the next segment, so every sealed segment is whole on disk. A failure to
     /// write the index only warns (it is rebuilt on open); the other steps must succeed.
-    pub fn seal(&self, storage: &dyn Storage) -> io::Result<()> {
+    pub fn seal(&self) -> io::Result<()> {
         self.sealed.store(true, Ordering::Release);
-        self.file.sync_data()?;
-        if let Err(e) = self.write_index_file(storage) {
+        self.file()?.sync_data()?;
+        if let Err(e) = self.write_index_file() {
             tracing::warn!(segment = %self.path.display(), error = %e, "could not write a segment index");
         }
-        match self.path.parent() {
-            Some(dir) => storage.sync_dir(dir),
+        let synced = match self.path.parent() {
+            Some(dir) => self.storage.sync_dir(dir),
             None => Ok(()),
-        }
+        };
+        self.handle.unpin();
+        synced
     }
 
     /// True once the segment no longer takes appends.
@@ -443,7 +473,8 @@ impl Segment {
 
     /// Writes the index file: to a temporary file, fsynced, then renamed over the old one
     /// (the caller fsyncs the directory).
-    fn write_index_file(&self, storage: &dyn Storage) -> io::Result<()> {
+    fn write_index_file(&self) -> io::Result<()> {
+        let storage = self.storage.as_ref();
         let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut buf = Vec::with_capacity(48 + index.len() * 24);
         buf.extend_from_slice(INDEX_MAGIC);
@@ -469,9 +500,9 @@ impl Segment {
     }
 
     /// Deletes the segment's files (the caller fsyncs the directory).
-    pub fn remove_files(&self, storage: &dyn Storage) -> io::Result<()> {
-        storage.remove_file(&self.path)?;
-        remove_if_exists(storage, &index_path(&self.path))
+    pub fn remove_files(&self) -> io::Result<()> {
+        self.storage.remove_file(&self.path)?;
+        remove_if_exists(self.storage.as_ref(), &index_path(&self.path))
     }
 
     /// The index point to start a scan for `offset` from: the last entry at or before it.
@@ -515,7 +546,7 @@ impl Segment {
             return Ok(None);
         }
         let mut data = vec![0u8; (end - position) as usize];
-        self.file.read_exact_at(&mut data, position)?;
+        self.file()?.read_exact_at(&mut data, position)?;
         let found = resync(&data, 1, expected).map(|(p, off)| CorruptRange {
             first: expected,
             count: off - expected,

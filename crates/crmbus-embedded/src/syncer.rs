@@ -281,7 +281,7 @@ fn sync_items(
     let write_and_sync = |p: &Partition, t: TakenStaged| -> std::io::Result<u64> {
         let (segments, next) = p.write_taken(t, opts)?;
         for s in segments {
-            s.file.sync_data()?;
+            s.file()?.sync_data()?;
         }
         Ok(next)
     };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{block_on, event, read_all, segment_files};
 use crmbus::clock::ManualClock;
 use crmbus::{EventLog, LogError, Retention, TopicSpec};
+use crmbus_embedded::handles::HandleCache;
 use crmbus_embedded::partition::{CorruptCounter, Partition, RawRecord};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
 
@@ -118,6 +119,7 @@ fn retention_never_deletes_a_segment_with_staged_writes() {
             &dir.path().join("p"),
             &opts,
             Arc::new(CorruptCounter::default()),
+            HandleCache::new(16),
         )
         .expect("open partition"),
     );
@@ -174,6 +176,7 @@ fn sim_partition(sim: &crmbus_embedded::SimStorage, segment_bytes: u64) -> SimPa
             std::path::Path::new(SIM_DIR),
             &opts,
             Arc::new(CorruptCounter::default()),
+            HandleCache::new(16),
         )
         .expect("open partition"),
     );
@@ -348,6 +351,7 @@ fn a_record_being_written_around_a_roll_reads_as_in_flight() {
             &dir.path().join("p"),
             &opts,
             Arc::new(CorruptCounter::default()),
+            HandleCache::new(16),
         )
         .expect("open partition"),
     );
@@ -395,5 +399,56 @@ fn a_retry_whose_original_is_damaged_is_stored_again() {
         assert_eq!(retry[0].offset, 1);
         let again = log.read("t", 0, 1, 10).await.expect("read the retry");
         assert_eq!(again[0].event.id, e.id);
+    });
+}
+
+/// Segment files of `dir` this process holds open, from `/proc/self/fd`.
+fn open_files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir) && target.extension().is_some_and(|x| x == "log"))
+        .count()
+}
+
+/// Defect 5: every segment of every partition stayed open, so a long retention reached
+/// the process's descriptor limit. Sealed segments are now opened on demand, at most
+/// `max_open_segments` (default 512) at a time besides the active ones.
+#[test]
+fn sealed_segments_do_not_hold_a_descriptor_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = || EmbeddedOptions {
+        segment_bytes: 1,
+        retention_interval: None,
+        ..Default::default()
+    };
+    let total = 600usize;
+    block_on(async {
+        let log = EmbeddedLog::open(dir.path(), opts()).expect("open");
+        log.create_topic(TopicSpec::new("t", 1))
+            .await
+            .expect("create");
+        let topic = ["t".to_string()];
+        for n in 0..total {
+            log.append(&topic, &[event(&format!("e-{n}"), "k", n)])
+                .await
+                .expect("append");
+        }
+        let read = read_all(&log, "t", 0, 0).await.expect("read all");
+        assert_eq!(read.len(), total);
+        let open = open_files_under(dir.path());
+        assert!(
+            open <= 513,
+            "{open} segment files open for {total} segments"
+        );
+        log.close().await.expect("close");
+    });
+    assert!(segment_files(dir.path(), "t", 0).len() >= total);
+    block_on(async {
+        let log = EmbeddedLog::open(dir.path(), opts()).expect("reopen");
+        let open = open_files_under(dir.path());
+        assert!(open <= 513, "{open} segment files open after a reopen");
+        let read = read_all(&log, "t", 0, 0).await.expect("read all");
+        assert_eq!(read.len(), total);
     });
 }
