@@ -5,12 +5,16 @@
 //!   same way, for convenience.
 //! - **Binary** (`ce-specversion` and the other `ce-*` headers carry the attributes): a JSON
 //!   body becomes `data`; any other content type becomes binary data (`data_base64` in the
-//!   JSON format) with `datacontenttype` kept. Header values are percent-decoded.
+//!   JSON format) with `datacontenttype` kept. Header values are unquoted if they are a
+//!   quoted string, then percent-decoded once; decoded bytes that are not UTF-8 are an
+//!   error.
 //! - **Batch** (`application/cloudevents-batch+json`): a JSON array of events; the whole
 //!   batch is rejected, with every bad element's violations, if any element is invalid.
 
+use std::borrow::Cow;
+
 use axum::http::HeaderMap;
-use chrono::DateTime;
+use crmbus::event::parse_timestamp;
 use crmbus::{Event, EventData, ExtensionValue, InvalidEvent, Violation};
 use serde_json::Value;
 
@@ -63,16 +67,10 @@ pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event
 }
 
 fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
-    let items: Vec<Value> = match serde_json::from_slice(body) {
-        Ok(Value::Array(items)) => items,
-        Ok(_) => {
-            return Err(ApiError::invalid(
-                "(body)",
-                "a batch must be a JSON array of events",
-            ))
-        }
-        Err(e) => return Err(ApiError::invalid("(body)", format!("malformed JSON: {e}"))),
-    };
+    let items = Event::batch_from_json_slice(body).map_err(|e| {
+        let message = e.violations.first().map(|v| v.message.clone());
+        ApiError::invalid("(body)", message.unwrap_or_default())
+    })?;
     if items.is_empty() {
         return Err(ApiError::invalid(
             "(body)",
@@ -82,7 +80,7 @@ fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        match Event::from_json_value(item) {
+        match item {
             Ok(e) => events.push(e),
             Err(inv) => errors.extend(ApiError::invalid_event(&inv, &format!("[{i}].")).errors),
         }
@@ -110,30 +108,53 @@ pub fn batch_error(errors: Vec<FieldError>) -> ApiError {
 fn header_text(headers: &HeaderMap, name: &str, violations: &mut Vec<Violation>) -> Option<String> {
     let value = headers.get(name)?;
     let attribute = name.trim_start_matches("ce-").to_string();
-    match value.to_str() {
-        Ok(s) => Some(percent_decode(s)),
-        Err(_) => {
+    let decoded = match value.to_str() {
+        Ok(s) => percent_decode(&unquote(s)),
+        Err(_) => Err("header value is not visible ASCII"),
+    };
+    match decoded {
+        Ok(s) => Some(s),
+        Err(message) => {
             violations.push(Violation {
                 attribute,
-                message: "header value is not visible ASCII".into(),
+                message: message.into(),
             });
             None
         }
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
+/// Undoes an HTTP quoted-string (`"a \"b\""` is `a "b"`): the binding's own encoding never
+/// quotes, but a receiver must accept the quoted values older senders write.
+fn unquote(s: &str) -> Cow<'_, str> {
+    let Some(inner) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return Cow::Borrowed(s);
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().unwrap_or('\\')),
+            c => out.push(c),
+        }
     }
+    Cow::Owned(out)
+}
+
+/// One round of percent-decoding: `%` and two hex digits is a byte, anything else stands
+/// for itself; the bytes must be UTF-8 (the binding says to reject them otherwise).
+fn percent_decode(s: &str) -> Result<String, &'static str> {
+    if !s.contains('%') {
+        return Ok(s.to_string());
+    }
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
+        if bytes[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                out.extend(u8::try_from(hi * 16 + lo).ok());
                 i += 3;
                 continue;
             }
@@ -141,7 +162,7 @@ fn percent_decode(s: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).map_err(|_| "percent-encoded bytes are not UTF-8")
 }
 
 fn binary_event(headers: &HeaderMap, media: Option<&str>, body: &[u8]) -> Result<Event, ApiError> {
@@ -167,7 +188,7 @@ fn binary_event(headers: &HeaderMap, media: Option<&str>, body: &[u8]) -> Result
     let subject = header_text(headers, "ce-subject", &mut violations);
     let dataschema = header_text(headers, "ce-dataschema", &mut violations);
     let time = match header_text(headers, "ce-time", &mut violations) {
-        Some(t) => match DateTime::parse_from_rfc3339(&t) {
+        Some(t) => match parse_timestamp(&t) {
             Ok(t) => Some(t),
             Err(e) => {
                 violations.push(Violation {
@@ -295,6 +316,31 @@ mod tests {
     }
 
     #[test]
+    fn binary_mode_header_values_are_unquoted_then_percent_decoded_once() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "\"a \\\"b\\\" %25\""),
+            ("ce-source", "urn:crm"),
+            ("ce-type", "deal.won"),
+            ("ce-subject", "50%+1%zz%2541%E2%82%AC"),
+        ]);
+        let e = &events_from_request(&h, b"").expect("event")[0];
+        assert_eq!(e.id, "a \"b\" %");
+        assert_eq!(e.subject.as_deref(), Some("50%+1%zz%41€"));
+        for bad in ["%FF", "%C0%A0", "%E2%82"] {
+            let h = headers(&[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "urn:crm"),
+                ("ce-type", "deal.won"),
+                ("ce-subject", bad),
+            ]);
+            let err = events_from_request(&h, b"").expect_err("not UTF-8");
+            assert_eq!(err.errors[0].field, "subject", "{bad}");
+        }
+    }
+
+    #[test]
     fn batch_names_the_bad_element() {
         let h = headers(&[("content-type", BATCH)]);
         let body = br#"[{"specversion":"1.0","id":"1","source":"s","type":"t"},{"specversion":"1.0","source":"s","type":"t"}]"#;
@@ -306,6 +352,9 @@ mod tests {
         );
         let err = events_from_request(&h, b"{}").expect_err("not an array");
         assert_eq!(err.status.as_u16(), 400);
+        let twice = br#"[{"specversion":"1.0","id":"1","id":"2","source":"s","type":"t"}]"#;
+        let err = events_from_request(&h, twice).expect_err("duplicate member");
+        assert_eq!(err.errors[0].field, "[0].id");
     }
 
     #[test]
