@@ -203,11 +203,35 @@ impl Config {
             ),
             None => (String::new(), String::new()),
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        Config::parse(&text, origin, env)
+    }
+
+    /// Reads the configuration from TOML text (what [`Config::load`] reads from the file),
+    /// then the `CRMBUS_<SECTION>_<KEY>` variables of `env`.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse(text, String::new(), env)
+    }
+
+    /// [`Config::from_toml`], with `origin` (` in <file>`) for the error messages.
+    fn parse(
+        text: &str,
+        origin: String,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             origin: origin.clone(),
             message: e.to_string(),
         })?;
         let overrides = env_overrides(env)?;
+        // The defaults say which keys hold text: their variables are taken verbatim.
+        let defaults =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                origin: origin.clone(),
+                message: e.to_string(),
+            })?;
         let mut applied = Vec::new();
         for ((section, key), (var, raw)) in overrides {
             let entry = table
@@ -219,7 +243,16 @@ impl Config {
                     message: format!("'{section}' must be a table"),
                 });
             };
-            t.insert(key.clone(), env_value(&raw));
+            let is_text = matches!(
+                defaults.get(&section).and_then(|s| s.get(&key)),
+                Some(toml::Value::String(_))
+            );
+            let value = if is_text {
+                toml::Value::String(raw)
+            } else {
+                env_value(&raw)
+            };
+            t.insert(key.clone(), value);
             applied.push(var);
         }
         let origin = if applied.is_empty() {
@@ -323,7 +356,8 @@ fn env_overrides(
     Ok(out)
 }
 
-/// An environment value as TOML: a number or boolean when it reads as one, else a string.
+/// An environment value for a key that is not text, as TOML: a number or boolean when it
+/// reads as one, else a string (which the type check then reports, naming the key).
 fn env_value(raw: &str) -> toml::Value {
     if let Ok(i) = raw.parse::<i64>() {
         return toml::Value::Integer(i);
@@ -397,6 +431,24 @@ mod tests {
         let e = Config::load(None, env(&[("CRMBUS_SERVER_LISTN", "x")])).expect_err("env");
         assert!(e.to_string().contains("server.listn"), "{e}");
         assert!(e.to_string().contains("CRMBUS_SERVER_LISTN"), "{e}");
+    }
+
+    #[test]
+    fn text_keys_take_environment_values_verbatim() {
+        let c = Config::from_toml(
+            "",
+            env(&[
+                ("CRMBUS_STORAGE_PREFIX", "2024"),
+                ("CRMBUS_STORAGE_DATA_DIR", "-1"),
+                ("CRMBUS_SCHEMAS_CATALOG_DIR", "true"),
+                ("CRMBUS_SERVER_STREAM_BUFFER", "7"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.storage.prefix, "2024");
+        assert_eq!(c.storage.data_dir, PathBuf::from("-1"));
+        assert_eq!(c.schemas.catalog_dir, PathBuf::from("true"));
+        assert_eq!(c.server.stream_buffer, 7);
     }
 
     #[test]
