@@ -212,6 +212,10 @@ struct FileState {
 /// (on ext4 about half the cost of an appending one). A frame of zeros reads as the end.
 const GROW_BY: u64 = 4 * 1024 * 1024;
 
+/// Room kept free after the last frame when an appender makes room (frames of other
+/// appends may be queued between its check and the write).
+const ROOM_SLACK: u64 = 64 * 1024;
+
 /// The open journal file. Written by one writer at a time (the group-commit thread, or the
 /// appender itself with [`Durability::Os`](crate::Durability)).
 pub struct BatchJournal {
@@ -304,17 +308,35 @@ impl BatchJournal {
         encode_done(id)
     }
 
+    /// Grows the file (with zeros) so that at least `extra` bytes, plus some slack for
+    /// frames queued meanwhile, fit after the last frame without growing it at write time.
+    /// Called by an appender before it queues an intent: a full disk fails that append,
+    /// not the group commit's write.
+    pub fn ensure_room(&self, extra: u64) -> io::Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let end = s.len + extra + ROOM_SLACK;
+        if end <= s.allocated {
+            return Ok(());
+        }
+        self.grow(&mut s, end)
+    }
+
+    fn grow(&self, s: &mut FileState, end: u64) -> io::Result<()> {
+        let step = self.compact_at.clamp(64 * 1024, GROW_BY);
+        let grown = end.div_ceil(step) * step;
+        let zeros = vec![0u8; (grown - s.allocated) as usize];
+        s.file.write_all_at(&zeros, s.allocated)?;
+        s.allocated = grown;
+        Ok(())
+    }
+
     /// Writes frames after the last one; with `sync`, fdatasyncs the file.
     pub fn write(&self, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !bytes.is_empty() {
             let end = s.len + bytes.len() as u64;
             if end > s.allocated {
-                let step = self.compact_at.clamp(64 * 1024, GROW_BY);
-                let grown = end.div_ceil(step) * step;
-                let zeros = vec![0u8; (grown - s.allocated) as usize];
-                s.file.write_all_at(&zeros, s.allocated)?;
-                s.allocated = grown;
+                self.grow(&mut s, end)?;
             }
             s.file.write_all_at(bytes, s.len)?;
             s.len = end;

@@ -23,6 +23,17 @@
 //!   some partitions only, so a batch is stored whole or, if its intent never became
 //!   durable, not at all.
 //! - **Retention** by age and size deletes whole segments.
+//! - **A full disk** fails only the append that does not fit, with
+//!   [`LogError::StorageFull`](crmbus::LogError) (HTTP 507): space for segment data and
+//!   journal frames is reserved when an append is staged, before any offset is given out,
+//!   and appends succeed again once space is freed, without a restart. A failed write or
+//!   fsync inside the group commit (an I/O error, or a file system that reports a full
+//!   disk only then) stops the log until a restart, because the kernel may have dropped the
+//!   dirty pages: nothing written after could be acknowledged honestly. The restart
+//!   recovers every acknowledged event.
+//! - **Storage** goes through the [`storage::Storage`] seam: the real file system, or a
+//!   simulated disk that loses unsynced writes at a simulated power cut (the power-loss
+//!   tests).
 //! - **Metadata** (topics, group offsets) lives in redb, whose commits are durable.
 //! - **Producer dedupe** remembers (topic, source, id) digests for a window; the digests are
 //!   stored in the records, so the window is rebuilt on open and survives restarts.

@@ -325,6 +325,15 @@ fn info(t: &Topic) -> TopicInfo {
     }
 }
 
+/// A storage error as the log reports it: a full disk is [`LogError::StorageFull`].
+fn storage_error(e: std::io::Error) -> LogError {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::ENOSPC) {
+        LogError::StorageFull(e.to_string())
+    } else {
+        LogError::Io(e)
+    }
+}
+
 /// Whether an append to `topics` touches more than one partition in all.
 fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
     if topics.len() > 1 {
@@ -483,6 +492,13 @@ impl Inner {
             .begin(self.opts.clock.now_micros(), &topics, &jsons);
         match &self.commit {
             Some(commit) => {
+                // Room in the journal for what is queued and this frame, so a full disk
+                // fails this append here, not the group commit's write.
+                let room = commit.queued_journal_bytes() + frame.len() as u64;
+                if let Err(e) = self.journal.ensure_room(room) {
+                    self.journal.finished(id);
+                    return Err(storage_error(e));
+                }
                 // Durable before any of the append's data: the group commit writes queued
                 // intents ahead of the data it takes.
                 commit.queue_intent(frame);
@@ -700,7 +716,7 @@ impl Inner {
                 .iter()
                 .map(|&i| (encoded[i].0.as_slice(), encoded[i].1))
                 .collect();
-            let appended = part.append(&batch, &self.opts)?;
+            let appended = part.append(&batch, &self.opts).map_err(storage_error)?;
             for (k, &i) in idxs.iter().enumerate() {
                 let at = FirstAppend {
                     partition: p,

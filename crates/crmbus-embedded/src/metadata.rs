@@ -6,14 +6,28 @@ use std::path::Path;
 use crmbus::{LogError, TopicSpec};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::storage::{OpenMode, RedbBackend, Storage};
+use crate::storage::{remove_if_exists, OpenMode, RedbBackend, Storage};
 
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("group_offsets");
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
 
 fn backend<E: std::fmt::Display>(e: E) -> LogError {
-    LogError::Backend(format!("metadata store: {e}"))
+    let msg = format!("metadata store: {e}");
+    // redb's errors carry the io::Error only as text through its several error types.
+    if msg.contains(&format!("(os error {})", libc::ENOSPC)) {
+        LogError::StorageFull(msg)
+    } else {
+        LogError::Backend(msg)
+    }
+}
+
+fn create_tables(db: &Database) -> Result<(), LogError> {
+    let tx = db.begin_write().map_err(backend)?;
+    tx.open_table(TOPICS).map_err(backend)?;
+    tx.open_table(OFFSETS).map_err(backend)?;
+    tx.open_table(STATE).map_err(backend)?;
+    tx.commit().map_err(backend)
 }
 
 /// Topics and group offsets.
@@ -22,24 +36,29 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Opens or creates the store at `path`, through `storage` (a new file's name is made
-    /// durable before the store is used).
+    /// Opens or creates the store at `path`, through `storage`. A new store is built under
+    /// a temporary name and renamed into place once initialised (and its name fsynced), so
+    /// a crash while creating it never leaves a half-written file that later opens refuse.
     pub fn open(storage: &dyn Storage, path: &Path) -> Result<Metadata, LogError> {
-        let existed = storage.exists(path);
-        let file = storage.open(path, OpenMode::OpenOrCreate)?;
-        let db = redb::Builder::new()
-            .create_with_backend(RedbBackend(file))
-            .map_err(backend)?;
-        if !existed {
+        if !storage.exists(path) {
+            let tmp = path.with_extension("redb.new");
+            remove_if_exists(storage, &tmp)?;
+            let file = storage.open(&tmp, OpenMode::Truncate)?;
+            let db = redb::Builder::new()
+                .create_with_backend(RedbBackend(file))
+                .map_err(backend)?;
+            create_tables(&db)?;
+            drop(db);
+            storage.rename(&tmp, path)?;
             if let Some(dir) = path.parent() {
                 storage.sync_dir(dir)?;
             }
         }
-        let tx = db.begin_write().map_err(backend)?;
-        tx.open_table(TOPICS).map_err(backend)?;
-        tx.open_table(OFFSETS).map_err(backend)?;
-        tx.open_table(STATE).map_err(backend)?;
-        tx.commit().map_err(backend)?;
+        let file = storage.open(path, OpenMode::Existing)?;
+        let db = redb::Builder::new()
+            .create_with_backend(RedbBackend(file))
+            .map_err(backend)?;
+        create_tables(&db)?;
         Ok(Metadata { db })
     }
 

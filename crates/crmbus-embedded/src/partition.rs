@@ -305,6 +305,16 @@ impl Partition {
             active = seg;
             w.staged_active_bytes = 0;
         }
+        let bytes: u64 = events
+            .iter()
+            .map(|(json, _)| (record::FRAME_HEADER + record::BODY_HEADER + json.len()) as u64)
+            .sum();
+        // Space for what this append adds, reserved before any offset is given out: a full
+        // disk fails this append cleanly (see `Segment::reserve`).
+        active.reserve(
+            active.len() + w.staged_active_bytes + bytes,
+            opts.segment_bytes.min(1 << 20),
+        )?;
         let ts = now.max(w.last_timestamp_us);
         let first = w.next_offset;
         let extend = matches!(w.staged.last(), Some(Staged::Write { segment, .. }) if Arc::ptr_eq(segment, &active));
@@ -317,11 +327,7 @@ impl Partition {
         }
         let mut added = 0u64;
         if let Some(Staged::Write { frames, lens, .. }) = w.staged.last_mut() {
-            let bytes: usize = events
-                .iter()
-                .map(|(json, _)| record::FRAME_HEADER + record::BODY_HEADER + json.len())
-                .sum();
-            frames.reserve(bytes);
+            frames.reserve(bytes as usize);
             lens.reserve(events.len());
             for (i, (json, hash)) in events.iter().enumerate() {
                 let meta = RecordMeta {

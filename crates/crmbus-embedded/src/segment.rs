@@ -48,6 +48,8 @@ pub struct Segment {
     storage: Arc<dyn Storage>,
     cache: Arc<HandleCache>,
     len: AtomicU64,
+    /// Bytes of disk space reserved for the file (see [`Segment::reserve`]).
+    reserved: AtomicU64,
     next_offset: AtomicU64,
     max_timestamp_us: AtomicI64,
     /// Append time of the first record (µs), or creation time while empty.
@@ -255,6 +257,7 @@ impl Segment {
             storage: Arc::clone(storage),
             cache: Arc::clone(cache),
             len: AtomicU64::new(len),
+            reserved: AtomicU64::new(len),
             next_offset: AtomicU64::new(next_offset),
             max_timestamp_us: AtomicI64::new(max_ts),
             created_us,
@@ -376,6 +379,20 @@ impl Segment {
     pub fn file(&self) -> io::Result<Arc<dyn StorageFile>> {
         self.cache
             .file(&self.handle, self.storage.as_ref(), &self.path)
+    }
+
+    /// Makes sure disk space is reserved for the file up to `end` bytes, reserving `slack`
+    /// more when it must reserve at all. Called when writes are staged, so a full disk
+    /// fails the append that would not fit, before any offset is given out, instead of
+    /// failing the group commit's write (which would stop the log until a restart).
+    pub fn reserve(&self, end: u64, slack: u64) -> io::Result<()> {
+        if end <= self.reserved.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let target = (end + slack).div_ceil(RESERVE_ALIGN) * RESERVE_ALIGN;
+        self.file()?.allocate(target)?;
+        self.reserved.fetch_max(target, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Bytes of valid data in the file.
@@ -563,6 +580,9 @@ impl Segment {
 }
 
 const INDEX_MAGIC: &[u8; 8] = b"CRMBIDX1";
+
+/// Reservations are made in multiples of this.
+const RESERVE_ALIGN: u64 = 64 * 1024;
 
 struct IndexFile {
     next_offset: u64,

@@ -117,6 +117,12 @@ impl GroupCommit {
         q.journal_sync = true;
     }
 
+    /// Journal bytes queued and not yet written.
+    pub fn queued_journal_bytes(&self) -> u64 {
+        let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.journal.len() as u64
+    }
+
     /// Queues a batch journal done mark: written with the next round (or at stop), and
     /// never waited for — a lost mark only makes recovery look at a complete batch again.
     pub fn submit_done(&self, frame: Vec<u8>) {

@@ -452,3 +452,80 @@ fn sealed_segments_do_not_hold_a_descriptor_each() {
         assert_eq!(read.len(), total);
     });
 }
+
+/// Defect 9: a full disk failed the group commit's write and stopped the log until a
+/// restart. Space is now reserved when an append is staged: the append that does not fit
+/// fails with `StorageFull` (HTTP 507) before any offset is given out, nothing
+/// acknowledged is lost, and appends succeed again once space is freed, without a restart.
+#[test]
+fn a_full_disk_fails_the_append_that_does_not_fit_and_recovers_when_space_is_freed() {
+    let sim = crmbus_embedded::SimStorage::new();
+    let data = std::path::Path::new("/data");
+    let opts = || EmbeddedOptions {
+        segment_bytes: 64 * 1024,
+        batch_journal_compact_bytes: 64 * 1024,
+        retention_interval: None,
+        storage: Arc::new(sim.mount()),
+        ..Default::default()
+    };
+    let topic = ["t".to_string()];
+    let mut acked = Vec::new();
+    block_on(async {
+        let log = EmbeddedLog::open(data, opts()).expect("open");
+        log.create_topic(TopicSpec::new("t", 2))
+            .await
+            .expect("create");
+        sim.set_capacity(Some(sim.used_bytes() + 600 * 1024));
+        let mut full = None;
+        for n in 0..100_000usize {
+            // Single events and batches across both partitions (through the journal).
+            let events: Vec<crmbus::Event> = (0..1 + n % 5)
+                .map(|k| event(&format!("e-{n}-{k}"), &format!("deal-{k}"), n))
+                .collect();
+            match log.append(&topic, &events).await {
+                Ok(receipts) => acked.extend(receipts),
+                Err(e) => {
+                    full = Some(e);
+                    break;
+                }
+            }
+        }
+        match full {
+            Some(LogError::StorageFull(_)) => {}
+            other => panic!("expected the disk to fill up with StorageFull, got {other:?}"),
+        }
+        assert!(acked.len() > 100, "{} events fitted", acked.len());
+        // Still full: still refused, and the log is not poisoned.
+        assert!(matches!(
+            log.append(&topic, &[event("still-full", "deal-0", 0)])
+                .await,
+            Err(LogError::StorageFull(_))
+        ));
+        // Space is freed: the same log takes appends again.
+        sim.set_capacity(None);
+        let after = log
+            .append(
+                &topic,
+                &[event("after", "deal-0", 0), event("after-2", "deal-3", 0)],
+            )
+            .await
+            .expect("append once space is freed");
+        acked.extend(after);
+        for r in &acked {
+            let got = log
+                .read("t", r.partition, r.offset, 1)
+                .await
+                .expect("read an acknowledged event");
+            assert_eq!(got[0].event.id, r.id);
+        }
+    });
+    // And everything acknowledged survives a power cut.
+    sim.crash(crmbus_embedded::storage::CrashMode::KeepNone, 7);
+    block_on(async {
+        let log = EmbeddedLog::open(data, opts()).expect("reopen");
+        for r in &acked {
+            let got = log.read("t", r.partition, r.offset, 1).await.expect("read");
+            assert_eq!(got[0].event.id, r.id, "acknowledged {} survives", r.id);
+        }
+    });
+}

@@ -65,6 +65,7 @@ pub fn status_for_code(code: &str) -> StatusCode {
         "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unavailable" | "shutting_down" => StatusCode::SERVICE_UNAVAILABLE,
+        "storage_full" => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -194,6 +195,10 @@ mod tests {
         assert_eq!(
             status_for_code("unavailable"),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_for_code("storage_full"),
+            StatusCode::INSUFFICIENT_STORAGE
         );
         assert_eq!(
             status_for_code("io_error"),

@@ -46,6 +46,10 @@ pub enum LogError {
     /// the page cache, so continuing would acknowledge writes that are not durable).
     #[error("log is unavailable: {0}")]
     Unavailable(String),
+    /// The disk is full: nothing of the request was written, and what was acknowledged
+    /// before is safe. Writes succeed again once space is freed.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
     /// An I/O error from the storage.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -65,6 +69,7 @@ impl LogError {
             LogError::InvalidEvent(_) => "invalid_event",
             LogError::Corrupt { .. } => "corrupt_record",
             LogError::Unavailable(_) => "unavailable",
+            LogError::StorageFull(_) => "storage_full",
             LogError::Io(_) => "io_error",
             LogError::Backend(_) => "backend_error",
         }

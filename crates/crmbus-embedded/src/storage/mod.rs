@@ -52,6 +52,11 @@ pub trait StorageFile: Debug + Send + Sync {
     fn write_all_at(&self, data: &[u8], pos: u64) -> io::Result<()>;
     /// Cuts or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves disk space for the file's first `len` bytes without changing its size
+    /// (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so later writes below `len` cannot fail
+    /// for want of space. Fails with `ENOSPC` when the disk is full. A file system that
+    /// cannot reserve space reserves nothing and succeeds.
+    fn allocate(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data (and the size needed to read it) durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable (`fsync`).

@@ -108,6 +108,14 @@ struct FileNode {
     current: Vec<u8>,
     synced: Vec<u8>,
     pending: Vec<FileOp>,
+    /// Bytes reserved by `allocate` (counted against the capacity like written ones).
+    reserved: u64,
+}
+
+impl FileNode {
+    fn footprint(&self) -> u64 {
+        (self.current.len() as u64).max(self.reserved)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -225,7 +233,7 @@ impl State {
         self.nodes
             .values()
             .map(|n| match n {
-                Node::File(f) => f.current.len() as u64,
+                Node::File(f) => f.footprint(),
                 Node::Dir(_) => 0,
             })
             .sum()
@@ -602,7 +610,7 @@ impl SimFile {
             FileOp::SetLen(n) => *n,
         };
         if let Some(cap) = s.capacity {
-            let now = s.file_mut(self.ino)?.current.len() as u64;
+            let now = s.file_mut(self.ino)?.footprint();
             if grows_to > now && s.total_bytes() + (grows_to - now) > cap {
                 return Err(err(ENOSPC));
             }
@@ -699,6 +707,21 @@ impl StorageFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|s| self.write_op(s, FileOp::SetLen(len)))
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.with(|s| {
+            s.fault(FaultOp::Write, &self.path)?;
+            let now = s.file_mut(self.ino)?.footprint();
+            if let Some(cap) = s.capacity {
+                if len > now && s.total_bytes() + (len - now) > cap {
+                    return Err(err(ENOSPC));
+                }
+            }
+            let f = s.file_mut(self.ino)?;
+            f.reserved = f.reserved.max(len);
+            Ok(())
+        })
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -89,6 +89,8 @@ async fn publish_to(
         (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a CloudEvents content type", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log stopped accepting writes (a failed fsync); restart needed", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The disk is full; nothing written, retry once space is freed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn publish(
@@ -128,6 +130,8 @@ pub fn query_values(raw: Option<&str>, name: &str) -> Vec<String> {
         (status = 400, description = "Invalid event(s) or no topic", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A topic does not exist; nothing written", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log stopped accepting writes (a failed fsync); restart needed", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The disk is full; nothing written, retry once space is freed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn publish_multi(
