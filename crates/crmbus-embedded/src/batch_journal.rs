@@ -13,9 +13,17 @@
 //!
 //! ```text
 //! frame = body_len: u32 LE | crc32c(body): u32 LE | body
-//! body  = kind: u8 (1 intent, 2 done, 3 topic deleted) | id: u64 LE
-//!         | payload (intent: JSON, done: empty, topic deleted: the topic's name)
+//! body  = kind: u8 (1 intent, 2 done, 3 topic deleted, 4 recovery point) | id: u64 LE
+//!         | payload (intent: JSON, done: empty, topic deleted: the topic's name,
+//!           recovery point: partition u32 | segment base u64 | length u64 | next offset u64
+//!           | the topic's name, all LE)
 //! ```
+//!
+//! The journal also keeps each partition's *recovery point*: the active segment's length
+//! and next offset as of a group-commit round that fsynced them (see
+//! [`RecoveryPoint`]). They ride along with the next round's journal write and never cost
+//! an fsync of their own; recovery treats damage before a partition's point as corruption
+//! and everything after it as a tail that may be torn.
 //!
 //! A frame that is torn or fails its checksum ends the journal: nothing after it was
 //! acknowledged, because an intent is durable before any of its append's data is written.
@@ -38,6 +46,7 @@ pub const FILE_NAME: &str = "batches.journal";
 const KIND_INTENT: u8 = 1;
 const KIND_DONE: u8 = 2;
 const KIND_TOPIC_DELETED: u8 = 3;
+const KIND_RECOVERY_POINT: u8 = 4;
 const HEADER: usize = 8;
 const BODY_PREFIX: usize = 9;
 /// The journal is compacted (rewritten with only the outstanding intents) once it is this
@@ -100,6 +109,49 @@ pub fn encode_topic_deleted(id: u64, name: &str) -> Vec<u8> {
     frame(KIND_TOPIC_DELETED, id, name.as_bytes())
 }
 
+/// Where a partition's data was known durable: its active segment (by base offset) held
+/// `len` bytes of whole batches, up to offset `next`. Recovery never cuts the segment
+/// before `len`; what follows may be a torn tail and is cut at the first damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPoint {
+    /// Base offset of the segment the point is in.
+    pub base: u64,
+    /// Bytes of the segment known durable.
+    pub len: u64,
+    /// The offset after the last record in those bytes.
+    pub next: u64,
+}
+
+/// Encodes recovery point `id` of `topic`/`partition`.
+pub fn encode_recovery_point(id: u64, topic: &str, partition: u32, p: &RecoveryPoint) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(28 + topic.len());
+    payload.extend_from_slice(&partition.to_le_bytes());
+    payload.extend_from_slice(&p.base.to_le_bytes());
+    payload.extend_from_slice(&p.len.to_le_bytes());
+    payload.extend_from_slice(&p.next.to_le_bytes());
+    payload.extend_from_slice(topic.as_bytes());
+    frame(KIND_RECOVERY_POINT, id, &payload)
+}
+
+fn decode_recovery_point(payload: &[u8]) -> Option<(String, u32, RecoveryPoint)> {
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            payload.get(at..at + 8)?.try_into().ok()?,
+        ))
+    };
+    let partition = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
+    let point = RecoveryPoint {
+        base: u64_at(4)?,
+        len: u64_at(12)?,
+        next: u64_at(20)?,
+    };
+    let topic = String::from_utf8(payload.get(28..)?.to_vec()).ok()?;
+    Some((topic, partition, point))
+}
+
+/// The recovery points found in a journal, by (topic, partition).
+pub type RecoveryPoints = HashMap<(String, u32), RecoveryPoint>;
+
 /// Encodes the done mark of intent `id`.
 pub fn encode_done(id: u64) -> Vec<u8> {
     frame(KIND_DONE, id, &[])
@@ -128,6 +180,8 @@ pub fn pending_intents(bytes: &[u8]) -> io::Result<Vec<(u64, Intent)>> {
 struct Frames {
     /// The intents without a done mark.
     pending: Vec<(u64, Intent)>,
+    /// The last recovery point of each partition (of topics not deleted after it).
+    points: RecoveryPoints,
     /// The highest id in any frame read.
     max_id: u64,
     /// Where the last whole frame ends.
@@ -137,6 +191,7 @@ struct Frames {
 fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     // Each pending intent's payload, with the topics deleted after it.
     let mut intents: BTreeMap<u64, (&[u8], Vec<String>)> = BTreeMap::new();
+    let mut points = RecoveryPoints::new();
     let mut max_id = 0u64;
     let mut at = 0usize;
     while bytes.len() - at >= HEADER {
@@ -160,8 +215,15 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
             KIND_INTENT => {
                 intents.insert(id, (&body[BODY_PREFIX..], Vec::new()));
             }
+            KIND_RECOVERY_POINT => {
+                if let Some((topic, partition, point)) = decode_recovery_point(&body[BODY_PREFIX..])
+                {
+                    points.insert((topic, partition), point);
+                }
+            }
             KIND_TOPIC_DELETED => {
                 let name = String::from_utf8_lossy(&body[BODY_PREFIX..]).into_owned();
+                points.retain(|(t, _), _| t != &name);
                 for (_, deleted) in intents.values_mut() {
                     deleted.push(name.clone());
                 }
@@ -191,6 +253,7 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
         .collect::<io::Result<Vec<_>>>()?;
     Ok(Frames {
         pending,
+        points,
         max_id,
         end: at,
     })
@@ -230,6 +293,10 @@ pub struct BatchJournal {
     /// Topic deletion marks written since the journal was opened (kept by compactions: an
     /// outstanding intent written before one must not be replayed into a new topic).
     deletions: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// The last recovery point frame written for each partition (kept by compactions).
+    points: Mutex<HashMap<(String, u32), (u64, Vec<u8>)>>,
+    /// The recovery points found when the journal was opened.
+    found_points: RecoveryPoints,
 }
 
 impl BatchJournal {
@@ -259,6 +326,7 @@ impl BatchJournal {
         file.read_exact_at(&mut bytes, 0)?;
         let Frames {
             pending,
+            points: found_points,
             max_id,
             end,
         } = read_frames(&bytes)?;
@@ -275,6 +343,8 @@ impl BatchJournal {
                     live: 0,
                 }),
                 deletions: Mutex::new(Vec::new()),
+                points: Mutex::new(HashMap::new()),
+                found_points,
                 next_id: AtomicU64::new(max_id + 1),
                 outstanding: Mutex::new(HashMap::new()),
             },
@@ -371,6 +441,13 @@ impl BatchJournal {
                 .iter()
                 .cloned(),
         );
+        keep.extend(
+            self.points
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned(),
+        );
         keep.sort_unstable_by_key(|(id, _)| *id);
         let path = self.dir.join(FILE_NAME);
         let tmp = self.dir.join(format!("{FILE_NAME}.compact"));
@@ -404,11 +481,32 @@ impl BatchJournal {
         Ok(())
     }
 
+    /// The recovery points the journal held when it was opened.
+    pub fn recovery_points(&self) -> &RecoveryPoints {
+        &self.found_points
+    }
+
+    /// Encodes `topic`/`partition`'s recovery point `point`, to be written with the next
+    /// journal write (it needs no fsync of its own). Compactions keep the latest of each.
+    pub fn recovery_point(&self, topic: &str, partition: u32, point: &RecoveryPoint) -> Vec<u8> {
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        let frame = encode_recovery_point(id, topic, partition, point);
+        self.points
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.to_string(), partition), (id, frame.clone()));
+        frame
+    }
+
     /// Notes that topic `name` was deleted; returns the mark to write (before the topic can
     /// be created again). Compactions keep it, in order among the intents.
     pub fn topic_deleted(&self, name: &str) -> Vec<u8> {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let frame = encode_topic_deleted(id, name);
+        self.points
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(t, _), _| t != name);
         self.deletions
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -13,7 +13,7 @@ use crmbus::{
     StateStore, StoredEvent, TopicInfo, TopicSpec,
 };
 
-use crate::batch_journal::{BatchJournal, Intent};
+use crate::batch_journal::{BatchJournal, Intent, RecoveryPoints};
 use crate::dedupe::{DedupeBudget, DedupeIndex, FirstAppend};
 use crate::handles::HandleCache;
 use crate::metadata::Metadata;
@@ -126,17 +126,24 @@ impl EmbeddedLog {
         if removed_any {
             storage.sync_dir(&tdir)?;
         }
-        let mut topics = BTreeMap::new();
-        for spec in specs {
-            let topic = open_topic(&dir, spec, &opts, &corrupt, &dedupe_budget, &handles)?;
-            topics.insert(topic.spec.name.clone(), Arc::new(topic));
-        }
+        // The journal first: it holds the partitions' recovery points.
         let (journal, pending) = BatchJournal::open_compacting_at(
             Arc::clone(&opts.storage),
             &dir,
             opts.batch_journal_compact_bytes,
         )?;
         let journal = Arc::new(journal);
+        let shared = TopicShared {
+            corrupt: &corrupt,
+            budget: &dedupe_budget,
+            handles: &handles,
+            points: journal.recovery_points(),
+        };
+        let mut topics = BTreeMap::new();
+        for spec in specs {
+            let topic = open_topic(&dir, spec, &opts, &shared)?;
+            topics.insert(topic.spec.name.clone(), Arc::new(topic));
+        }
         let commit = match opts.durability {
             Durability::Fsync => Some(GroupCommit::start(opts.clone(), Arc::clone(&journal))?),
             Durability::Os => None,
@@ -159,8 +166,10 @@ impl EmbeddedLog {
             inner.complete_intents(pending)?;
         }
         // Everything in the journal is now complete (and a torn tail must not stay in front
-        // of new frames): start it empty.
+        // of new frames): start it empty, with every partition's recovery point as of now
+        // (all of what open kept is durable).
         inner.journal.clear()?;
+        inner.write_recovery_points()?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = match inner.opts.retention_interval {
             Some(every) => {
@@ -237,13 +246,20 @@ impl Drop for EmbeddedLog {
     }
 }
 
+/// What every topic of a log shares, for [`open_topic`].
+struct TopicShared<'a> {
+    corrupt: &'a Arc<CorruptCounter>,
+    budget: &'a Arc<DedupeBudget>,
+    handles: &'a Arc<HandleCache>,
+    /// The recovery points found in the journal on open (none for a new topic).
+    points: &'a RecoveryPoints,
+}
+
 fn open_topic(
     dir: &Path,
     spec: TopicSpec,
     opts: &EmbeddedOptions,
-    corrupt: &Arc<CorruptCounter>,
-    budget: &Arc<DedupeBudget>,
-    handles: &Arc<HandleCache>,
+    shared: &TopicShared<'_>,
 ) -> Result<Topic, LogError> {
     let tdir = topics_dir(dir).join(&spec.name);
     let mut partitions = Vec::with_capacity(spec.partitions as usize);
@@ -253,8 +269,9 @@ fn open_topic(
             p,
             &tdir.join(p.to_string()),
             opts,
-            Arc::clone(corrupt),
-            Arc::clone(handles),
+            Arc::clone(shared.corrupt),
+            Arc::clone(shared.handles),
+            shared.points.get(&(spec.name.clone(), p)).copied(),
         )?;
         partitions.push(Arc::new(part));
     }
@@ -271,7 +288,7 @@ fn open_topic(
     let mut dedupe = DedupeIndex::new(
         opts.dedupe_window.as_micros() as i64,
         opts.dedupe_max_entries,
-        Arc::clone(budget),
+        Arc::clone(shared.budget),
     );
     for (ts, offset, partition, hash) in recent {
         if dedupe.get(hash).is_none() {
@@ -527,6 +544,34 @@ impl Inner {
                 .and_then(|()| self.journal.compact_if_large())
                 .map_err(|e| self.fail_write(&e)),
         }
+    }
+
+    /// Writes every partition's recovery point to the journal and fsyncs it (on open,
+    /// after recovery, when all of every partition is durable).
+    fn write_recovery_points(&self) -> Result<(), LogError> {
+        if self.commit.is_none() {
+            // Page-cache durability promises nothing across a power loss: no points.
+            return Ok(());
+        }
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut frames = Vec::new();
+        for t in &topics {
+            for p in &t.partitions {
+                if let Some(point) = p.recovery_point() {
+                    frames.extend(self.journal.recovery_point(&t.spec.name, p.id, &point));
+                }
+            }
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.journal.write(&frames, true).map_err(storage_error)
     }
 
     /// Withdraws intent `id` whose append failed before staging anything: its mark is
@@ -794,15 +839,14 @@ impl EventLog for EmbeddedLog {
             storage.remove_dir_all(&tdir)?;
         }
         storage.create_dir_all(&tdir)?;
-        let created = open_topic(
-            &inner.dir,
-            spec.clone(),
-            &inner.opts,
-            &inner.corrupt,
-            &inner.dedupe_budget,
-            &inner.handles,
-        )
-        .and_then(|t| {
+        let no_points = RecoveryPoints::new();
+        let shared = TopicShared {
+            corrupt: &inner.corrupt,
+            budget: &inner.dedupe_budget,
+            handles: &inner.handles,
+            points: &no_points,
+        };
+        let created = open_topic(&inner.dir, spec.clone(), &inner.opts, &shared).and_then(|t| {
             storage.sync_dir(&tdir)?;
             storage.sync_dir(&topics_dir(&inner.dir))?;
             inner.meta.put_topic(&spec)?;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 use crmbus::{Event, LogError, Retention, StoredEvent};
 
+use crate::batch_journal::RecoveryPoint;
 use crate::handles::HandleCache;
 use crate::options::EmbeddedOptions;
 use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
@@ -128,6 +129,7 @@ impl Partition {
         opts: &EmbeddedOptions,
         corrupt: Arc<CorruptCounter>,
         handles: Arc<HandleCache>,
+        point: Option<RecoveryPoint>,
     ) -> io::Result<Partition> {
         let storage = opts.storage.as_ref();
         storage.create_dir_all(dir)?;
@@ -165,12 +167,30 @@ impl Partition {
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(log_name(base));
             let next_base = bases.get(i + 1).copied();
+            // The active segment's recovery point: all of it is tail when none is known or
+            // the point is in an earlier segment (it rolled since; the roll sealed that
+            // one whole).
+            let durable = match point {
+                Some(p) if p.base == base => (p.len, p.next),
+                Some(p) if p.base > base => {
+                    tracing::warn!(
+                        topic,
+                        partition = id,
+                        base,
+                        point = p.base,
+                        "the recovery point is past the last segment"
+                    );
+                    (0, base)
+                }
+                _ => (0, base),
+            };
             let (seg, outcome) = Segment::open(
                 &opts.storage,
                 &handles,
                 &path,
                 base,
                 next_base,
+                durable,
                 opts.index_interval_bytes,
                 now,
             )?;
@@ -251,6 +271,19 @@ impl Partition {
     /// Offset the next durable record will have; readers see offsets below it.
     pub fn durable_next(&self) -> u64 {
         self.durable_next.load(Ordering::Acquire)
+    }
+
+    /// The recovery point of the partition as of now: the active segment's length and next
+    /// offset. Only meaningful right after a flush fsynced everything written (the group
+    /// commit calls it then, from the one thread that writes the partition).
+    pub fn recovery_point(&self) -> Option<RecoveryPoint> {
+        let segments = self.segments();
+        let last_written = segments.iter().rev().find(|s| s.len() > 0)?;
+        Some(RecoveryPoint {
+            base: last_written.base,
+            len: last_written.len(),
+            next: last_written.next_offset(),
+        })
     }
 
     /// Called by the group commit once data up to `next_offset` is on disk.

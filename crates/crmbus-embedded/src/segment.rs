@@ -123,6 +123,50 @@ pub fn scan_bytes(
     whole_batches: bool,
     keep_records: bool,
 ) -> ScanOutcome {
+    scan(
+        data,
+        base,
+        index_interval,
+        whole_batches,
+        keep_records,
+        None,
+    )
+}
+
+/// Scans the active segment of a partition whose data was known durable up to
+/// `durable` = (byte length, next offset), its recovery point (see
+/// [`crate::batch_journal::RecoveryPoint`]; `(0, base)` when none is known).
+///
+/// Damage before the point is corruption: a corrupt range, never cut off. From the point
+/// on the data may be a torn tail of a round that never completed (pages of it can be
+/// missing while later ones reached the disk): the first damage there ends the segment,
+/// and the segment is cut back to the last whole batch, so a torn batch never survives,
+/// whatever valid frames follow.
+pub fn scan_active(
+    data: &[u8],
+    base: u64,
+    index_interval: u64,
+    durable: (u64, u64),
+    keep_records: bool,
+) -> ScanOutcome {
+    scan(
+        data,
+        base,
+        index_interval,
+        true,
+        keep_records,
+        Some(durable),
+    )
+}
+
+fn scan(
+    data: &[u8],
+    base: u64,
+    index_interval: u64,
+    whole_batches: bool,
+    keep_records: bool,
+    durable: Option<(u64, u64)>,
+) -> ScanOutcome {
     let mut out = ScanOutcome {
         next_offset: base,
         ..Default::default()
@@ -162,7 +206,34 @@ pub fn scan_bytes(
                     );
                 }
             }
-            _ => match resync(data, pos + 1, expected) {
+            _ if durable.is_some_and(|(len, _)| pos as u64 >= len) => {
+                // Damage in the tail after the recovery point: the tail ends here.
+                out.torn = true;
+                break;
+            }
+            _ => match resync(data, pos + 1, expected)
+                .filter(|&(next_pos, _)| durable.is_none_or(|(len, _)| (next_pos as u64) < len))
+            {
+                None if durable.is_some() => {
+                    // Damage inside the durable part with nothing valid after it there:
+                    // its offsets up to the recovery point are lost; the tail follows.
+                    let (len, next) = durable.unwrap_or_default();
+                    out.corrupt.push(CorruptRange {
+                        first: expected,
+                        count: next.saturating_sub(expected),
+                        position: pos as u64,
+                        resume_position: len,
+                    });
+                    pos = len as usize;
+                    expected = next.max(expected);
+                    batch_end = (
+                        len,
+                        expected,
+                        out.index.len(),
+                        out.records.len(),
+                        out.max_timestamp_us,
+                    );
+                }
                 Some((next_pos, next_offset)) => {
                     out.corrupt.push(CorruptRange {
                         first: expected,
@@ -180,9 +251,27 @@ pub fn scan_bytes(
             },
         }
     }
-    out.valid_len = pos as u64;
+    out.valid_len = (pos as u64).min(data.len() as u64);
     out.next_offset = expected;
-    if whole_batches && batch_end.0 < out.valid_len && out.corrupt.is_empty() {
+    if let Some((len, next)) = durable {
+        if (data.len() as u64) < len && expected < next {
+            // Shorter than what was known durable: those offsets are lost, not reusable.
+            out.corrupt.push(CorruptRange {
+                first: expected,
+                count: next - expected,
+                position: out.valid_len,
+                resume_position: out.valid_len,
+            });
+            out.next_offset = next;
+            return out;
+        }
+    }
+    let cut_torn_batch = match durable {
+        // With a recovery point, damage before it is accounted for above.
+        Some(_) => batch_end.0 < out.valid_len,
+        None => whole_batches && batch_end.0 < out.valid_len && out.corrupt.is_empty(),
+    };
+    if cut_torn_batch {
         // The last batch never finished reaching the disk: drop its records.
         out.torn = true;
         out.valid_len = batch_end.0;
@@ -268,7 +357,8 @@ impl Segment {
     }
 
     /// Opens an existing segment. `next_base` is the base offset of the segment after it,
-    /// or `None` for the last (active) segment.
+    /// or `None` for the last (active) segment, whose recovery point (byte length, next
+    /// offset) is `durable` (see [`scan_active`]).
     ///
     /// A sealed segment was fsynced whole before the segment after it got any record, so
     /// nothing in it is ever a torn tail: it is trusted through a valid index file
@@ -281,6 +371,7 @@ impl Segment {
         path: &Path,
         base: u64,
         next_base: Option<u64>,
+        durable: (u64, u64),
         index_interval: u64,
         now_us: i64,
     ) -> io::Result<(Segment, ScanOutcome)> {
@@ -316,7 +407,14 @@ impl Segment {
             }
         }
         let active = next_base.is_none();
-        let mut outcome = scan_file(file.as_ref(), base, index_interval, active, false)?;
+        let mut outcome = if active {
+            let len = usize::try_from(file_len).map_err(io::Error::other)?;
+            let mut data = vec![0u8; len];
+            file.read_exact_at(&mut data, 0)?;
+            scan_active(&data, base, index_interval, durable, false)
+        } else {
+            scan_file(file.as_ref(), base, index_interval, false, false)?
+        };
         if let Some(next_base) = next_base {
             if outcome.next_offset > next_base {
                 return Err(io::Error::new(

@@ -55,6 +55,9 @@ struct Queue {
 }
 
 struct Shared {
+    /// Partitions the last successful round made durable: the next round writes their
+    /// recovery points with its journal frames.
+    touched: Mutex<Vec<Arc<Partition>>>,
     rounds: std::sync::atomic::AtomicU64,
     sync_micros: std::sync::atomic::AtomicU64,
     queue: Mutex<Queue>,
@@ -76,6 +79,7 @@ impl GroupCommit {
     ) -> std::io::Result<GroupCommit> {
         let (tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
+            touched: Mutex::new(Vec::new()),
             rounds: std::sync::atomic::AtomicU64::new(0),
             sync_micros: std::sync::atomic::AtomicU64::new(0),
             queue: Mutex::new(Queue {
@@ -247,17 +251,50 @@ struct JournalStep<'a> {
 
 impl JournalStep<'_> {
     fn run(&self) -> std::io::Result<()> {
-        let (frames, sync) = {
+        let (mut frames, sync) = {
             let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             (
                 std::mem::take(&mut q.journal),
                 std::mem::take(&mut q.journal_sync),
             )
         };
+        // Recovery points of what the last round made durable. Read now, between taking
+        // this round's data and writing it, a partition's length is exactly what earlier
+        // rounds wrote and fsynced. They need no fsync: a lost point is only an older one.
+        let touched = std::mem::take(
+            &mut *self
+                .shared
+                .touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut points = Vec::new();
+        for p in touched {
+            if let Some(point) = p.recovery_point() {
+                points.extend(self.journal.recovery_point(&p.topic, p.id, &point));
+            }
+        }
         if frames.is_empty() {
+            // Points alone are best effort: failing to write one (a full disk) must not
+            // stop the log, it only leaves an older point in place.
+            if !points.is_empty() {
+                if let Err(e) = self.journal.write(&points, false) {
+                    tracing::warn!(error = %e, "could not write recovery points");
+                }
+            }
             return Ok(());
         }
+        frames.extend(points);
         self.journal.write(&frames, sync)
+    }
+
+    /// Notes the partitions a round made durable.
+    fn made_durable(&self, partitions: Vec<Arc<Partition>>) {
+        *self
+            .shared
+            .touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = partitions;
     }
 }
 
@@ -319,6 +356,9 @@ fn sync_items(
     for ((p, wanted), r) in partitions.iter().zip(results) {
         let flushed = r?;
         p.mark_durable(flushed.max(*wanted));
+    }
+    if let Some(j) = journal {
+        j.made_durable(partitions.iter().map(|(p, _)| Arc::clone(p)).collect());
     }
     Ok(())
 }

@@ -120,6 +120,7 @@ fn retention_never_deletes_a_segment_with_staged_writes() {
             &opts,
             Arc::new(CorruptCounter::default()),
             HandleCache::new(16),
+            None,
         )
         .expect("open partition"),
     );
@@ -177,6 +178,7 @@ fn sim_partition(sim: &crmbus_embedded::SimStorage, segment_bytes: u64) -> SimPa
             &opts,
             Arc::new(CorruptCounter::default()),
             HandleCache::new(16),
+            None,
         )
         .expect("open partition"),
     );
@@ -352,6 +354,7 @@ fn a_record_being_written_around_a_roll_reads_as_in_flight() {
             &opts,
             Arc::new(CorruptCounter::default()),
             HandleCache::new(16),
+            None,
         )
         .expect("open partition"),
     );
@@ -527,5 +530,102 @@ fn a_full_disk_fails_the_append_that_does_not_fit_and_recovers_when_space_is_fre
             let got = log.read("t", r.partition, r.offset, 1).await.expect("read");
             assert_eq!(got[0].event.id, r.id, "acknowledged {} survives", r.id);
         }
+    });
+}
+
+/// Ten events acknowledged one at a time into one partition, then a clean stop and a
+/// reopen (which records the partition's recovery point); returns the active segment.
+fn ten_acknowledged(dir: &std::path::Path) -> std::path::PathBuf {
+    let opts = || EmbeddedOptions {
+        retention_interval: None,
+        ..Default::default()
+    };
+    block_on(async {
+        let log = EmbeddedLog::open(dir, opts()).expect("open");
+        log.create_topic(TopicSpec::new("t", 1))
+            .await
+            .expect("create");
+        for n in 0..10 {
+            log.append(&["t".to_string()], &[event(&format!("e-{n}"), "k", n)])
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+    });
+    drop(EmbeddedLog::open(dir, opts()).expect("reopen"));
+    segment_files(dir, "t", 0).pop().expect("a segment").1
+}
+
+/// Defect 2 (a): damage at the end of the active segment was taken for a torn tail and
+/// cut off, though those records were acknowledged: they were lost and their offsets
+/// given out again. Before the recovery point, damage is corruption.
+#[test]
+fn damage_before_the_recovery_point_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let active = ten_acknowledged(dir.path());
+    let mut bytes = std::fs::read(&active).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    std::fs::write(&active, &bytes).expect("damage the last record");
+    block_on(async {
+        let log = EmbeddedLog::open(dir.path(), small_segments()).expect("reopen");
+        let info = log.describe_topic("t").await.expect("describe");
+        assert_eq!(info.partition_info[0].next_offset, 10, "nothing is cut off");
+        assert!(matches!(
+            log.read("t", 0, 9, 1).await,
+            Err(LogError::Corrupt { offset: 9, .. })
+        ));
+        let r = log
+            .append(&["t".to_string()], &[event("new", "k", 0)])
+            .await
+            .expect("append");
+        assert_eq!(r[0].offset, 10, "offset 9 is not given out again");
+    });
+}
+
+/// Defect 2 (b): after a power cut, a round's pages may be missing in the middle while
+/// later ones reached the disk. The scan took the hole for corruption and kept the valid
+/// frames after it: half of an unacknowledged batch survived. After the recovery point,
+/// the first damage ends the segment, back to the last whole batch.
+#[test]
+fn a_torn_batch_after_the_recovery_point_never_survives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let active = ten_acknowledged(dir.path());
+    let mut bytes = std::fs::read(&active).expect("read");
+    // An unacknowledged batch of three (offsets 10-12) whose middle page never arrived.
+    let frame = |offset: u64, last: bool| {
+        let mut out = Vec::new();
+        let meta = crmbus_embedded::record::RecordMeta {
+            offset,
+            timestamp_us: 1_800_000_000_000_000,
+            dedupe_hash: offset,
+            flags: if last {
+                crmbus_embedded::record::FLAG_BATCH_END
+            } else {
+                0
+            },
+        };
+        crmbus_embedded::record::encode(
+            &mut out,
+            &meta,
+            &event(&format!("torn-{offset}"), "k", 0).to_json_vec(),
+        );
+        out
+    };
+    let (a, b, c) = (frame(10, false), frame(11, false), frame(12, true));
+    bytes.extend(&a);
+    bytes.extend(vec![0u8; b.len()]);
+    bytes.extend(&c);
+    std::fs::write(&active, &bytes).expect("write the torn batch");
+    block_on(async {
+        let log = EmbeddedLog::open(dir.path(), small_segments()).expect("reopen");
+        let info = log.describe_topic("t").await.expect("describe");
+        assert_eq!(
+            info.partition_info[0].next_offset, 10,
+            "the torn batch is cut off whole"
+        );
+        let all = read_all(&log, "t", 0, 0).await.expect("read");
+        assert_eq!(all.len(), 10);
+        assert!(all.iter().all(|e| !e.event.id.starts_with("torn")));
     });
 }
