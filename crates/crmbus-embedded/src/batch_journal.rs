@@ -149,6 +149,9 @@ fn decode_recovery_point(payload: &[u8]) -> Option<(String, u32, RecoveryPoint)>
     Some((topic, partition, point))
 }
 
+/// A frame with its id (compactions keep frames in id order).
+type IdFrame = (u64, Vec<u8>);
+
 /// The recovery points found in a journal, by (topic, partition).
 pub type RecoveryPoints = HashMap<(String, u32), RecoveryPoint>;
 
@@ -294,7 +297,7 @@ pub struct BatchJournal {
     /// outstanding intent written before one must not be replayed into a new topic).
     deletions: Mutex<Vec<(u64, Vec<u8>)>>,
     /// The last recovery point frame written for each partition (kept by compactions).
-    points: Mutex<HashMap<(String, u32), (u64, Vec<u8>)>>,
+    points: Mutex<HashMap<(String, u32), IdFrame>>,
     /// The recovery points found when the journal was opened.
     found_points: RecoveryPoints,
 }

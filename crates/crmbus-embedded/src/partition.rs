@@ -14,7 +14,7 @@ use crate::batch_journal::RecoveryPoint;
 use crate::handles::HandleCache;
 use crate::options::EmbeddedOptions;
 use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
-use crate::segment::{log_name, Segment};
+use crate::segment::{log_name, Segment, SegmentRole};
 use crate::storage::remove_if_exists;
 use crate::syncer::SyncItem;
 
@@ -189,8 +189,10 @@ impl Partition {
                 &handles,
                 &path,
                 base,
-                next_base,
-                durable,
+                match next_base {
+                    Some(next_base) => SegmentRole::Sealed { next_base },
+                    None => SegmentRole::Active { durable },
+                },
                 opts.index_interval_bytes,
                 now,
             )?;
@@ -278,7 +280,7 @@ impl Partition {
     /// commit calls it then, from the one thread that writes the partition).
     pub fn recovery_point(&self) -> Option<RecoveryPoint> {
         let segments = self.segments();
-        let last_written = segments.iter().rev().find(|s| s.len() > 0)?;
+        let last_written = segments.iter().rev().find(|s| !s.is_empty())?;
         Some(RecoveryPoint {
             base: last_written.base,
             len: last_written.len(),

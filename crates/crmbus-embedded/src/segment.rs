@@ -35,6 +35,22 @@ pub struct CorruptRange {
     pub resume_position: u64,
 }
 
+/// What a segment is to its partition when it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentRole {
+    /// Sealed: whole on disk; the next segment starts at `next_base`.
+    Sealed {
+        /// Base offset of the segment after it.
+        next_base: u64,
+    },
+    /// The last segment, taking appends; `durable` is its recovery point (byte length,
+    /// next offset).
+    Active {
+        /// The recovery point.
+        durable: (u64, u64),
+    },
+}
+
 /// A segment: a file of framed records whose offsets start at `base`.
 #[derive(Debug)]
 pub struct Segment {
@@ -356,9 +372,8 @@ impl Segment {
         }
     }
 
-    /// Opens an existing segment. `next_base` is the base offset of the segment after it,
-    /// or `None` for the last (active) segment, whose recovery point (byte length, next
-    /// offset) is `durable` (see [`scan_active`]).
+    /// Opens an existing segment as `role` says: sealed (with the base offset of the
+    /// segment after it) or active (with its recovery point, see [`scan_active`]).
     ///
     /// A sealed segment was fsynced whole before the segment after it got any record, so
     /// nothing in it is ever a torn tail: it is trusted through a valid index file
@@ -370,11 +385,14 @@ impl Segment {
         cache: &Arc<HandleCache>,
         path: &Path,
         base: u64,
-        next_base: Option<u64>,
-        durable: (u64, u64),
+        role: SegmentRole,
         index_interval: u64,
         now_us: i64,
     ) -> io::Result<(Segment, ScanOutcome)> {
+        let (next_base, durable) = match role {
+            SegmentRole::Sealed { next_base } => (Some(next_base), (0, base)),
+            SegmentRole::Active { durable } => (None, durable),
+        };
         let file = storage.open(path, OpenMode::Existing)?;
         let file_len = file.len()?;
         if let Some(next_base) = next_base {
