@@ -337,6 +337,7 @@ fn info(t: &Topic) -> TopicInfo {
                 partition: p.id,
                 first_offset: p.first_offset(),
                 next_offset: p.durable_next(),
+                corrupt: p.corrupt_ranges(),
             })
             .collect(),
     }

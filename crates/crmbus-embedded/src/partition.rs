@@ -288,6 +288,23 @@ impl Partition {
         })
     }
 
+    /// Offsets known damaged (found on open, or by reads since): never served.
+    pub fn corrupt_ranges(&self) -> Vec<crmbus::OffsetRange> {
+        let mut out: Vec<crmbus::OffsetRange> = self
+            .segments()
+            .iter()
+            .flat_map(|s| s.corrupt_ranges())
+            .filter(|r| r.count > 0)
+            .map(|r| crmbus::OffsetRange {
+                first: r.first,
+                count: r.count,
+            })
+            .collect();
+        out.sort_by_key(|r| r.first);
+        out.dedup();
+        out
+    }
+
     /// Called by the group commit once data up to `next_offset` is on disk.
     pub fn mark_durable(&self, next_offset: u64) {
         self.durable_next.fetch_max(next_offset, Ordering::AcqRel);

@@ -66,6 +66,13 @@ fn damage_at_the_end_of_a_sealed_segment_loses_nothing_after_it() {
             info.partition_info[0].next_offset, total as u64,
             "the partition still ends where it ended"
         );
+        let damaged = &info.partition_info[0].corrupt;
+        assert!(
+            damaged
+                .iter()
+                .any(|r| r.first < second_base && second_base - 1 < r.first + r.count),
+            "the topic's description names the damaged offsets: {damaged:?}"
+        );
         let after = read_all(&log, "deals", 0, second_base)
             .await
             .expect("read after the damage");
@@ -571,6 +578,11 @@ fn damage_before_the_recovery_point_is_corruption_not_a_torn_tail() {
         let log = EmbeddedLog::open(dir.path(), small_segments()).expect("reopen");
         let info = log.describe_topic("t").await.expect("describe");
         assert_eq!(info.partition_info[0].next_offset, 10, "nothing is cut off");
+        assert_eq!(
+            info.partition_info[0].corrupt,
+            vec![crmbus::OffsetRange { first: 9, count: 1 }],
+            "the topic's description names the damaged offset"
+        );
         assert!(matches!(
             log.read("t", 0, 9, 1).await,
             Err(LogError::Corrupt { offset: 9, .. })

@@ -463,6 +463,7 @@ fn partition_info(partition: u32, state: &stream::State) -> PartitionInfo {
         partition,
         first_offset,
         next_offset,
+        corrupt: Vec::new(),
     }
 }
 
@@ -525,6 +526,7 @@ impl EventLog for NatsLog {
                     partition: p,
                     first_offset: 0,
                     next_offset: 0,
+                    corrupt: Vec::new(),
                 })
                 .collect(),
         })

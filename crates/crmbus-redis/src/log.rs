@@ -222,6 +222,7 @@ impl RedisLog {
                     partition: p as u32,
                     first_offset: first.min(next),
                     next_offset: next,
+                    corrupt: Vec::new(),
                 }
             })
             .collect();

@@ -49,6 +49,18 @@ pub struct PartitionView {
     pub next_offset: u64,
     /// Events kept.
     pub events: u64,
+    /// Offsets whose records are damaged: never served, never given out again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt: Vec<OffsetRangeView>,
+}
+
+/// A run of offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OffsetRangeView {
+    /// The first offset.
+    pub first: u64,
+    /// How many offsets.
+    pub count: u64,
 }
 
 /// A topic.

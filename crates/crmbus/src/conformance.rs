@@ -815,7 +815,7 @@ async fn retention(f: &dyn LogFactory, name: &str) -> Result<(), String> {
     }
     let removed = log.enforce_retention().await.check("enforce")?;
     let info = log.describe_topic("deals").await.check("describe")?;
-    let p = info.partition_info[0];
+    let p = &info.partition_info[0];
     ensure!(
         p.next_offset == 1000,
         "next offset {} after retention",

@@ -28,8 +28,8 @@ pub use event::{
     default_source, set_default_source, Event, EventData, ExtensionValue, InvalidEvent, Violation,
 };
 pub use log::{
-    validate_topic_name, EventLog, PartitionInfo, Receipt, Retention, StoredEvent, TopicInfo,
-    TopicSpec, DEFAULT_DEDUPE_WINDOW,
+    validate_topic_name, EventLog, OffsetRange, PartitionInfo, Receipt, Retention, StoredEvent,
+    TopicInfo, TopicSpec, DEFAULT_DEDUPE_WINDOW,
 };
 pub use memory::MemoryLog;
 pub use partition::{dedupe_hash, partition_for};

@@ -92,7 +92,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
 }
 
 /// The state of one partition: the offsets it serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionInfo {
     /// Partition number.
     pub partition: u32,
@@ -100,6 +100,18 @@ pub struct PartitionInfo {
     pub first_offset: u64,
     /// Offset the next appended event will get.
     pub next_offset: u64,
+    /// Offsets whose records are known damaged: never served, never given out again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt: Vec<OffsetRange>,
+}
+
+/// A run of offsets: `first` and the `count` after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    /// The first offset.
+    pub first: u64,
+    /// How many offsets.
+    pub count: u64,
 }
 
 /// A topic as it stands: its spec and the offsets of each partition.

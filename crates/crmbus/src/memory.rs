@@ -135,6 +135,7 @@ fn info(t: &MemTopic) -> TopicInfo {
                 partition: i as u32,
                 first_offset: p.first_offset,
                 next_offset: p.next_offset(),
+                corrupt: Vec::new(),
             })
             .collect(),
     }

@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use crmbus::{Retention, TopicInfo, TopicSpec};
 
-use crate::api::{CreateTopicRequest, PartitionView, RetentionBody, TopicList, TopicView};
+use crate::api::{
+    CreateTopicRequest, OffsetRangeView, PartitionView, RetentionBody, TopicList, TopicView,
+};
 use crate::app::{json_body, Shared};
 use crate::problem::{ApiError, Problem};
 
@@ -44,6 +46,14 @@ pub fn topic_view(app: &Shared, info: &TopicInfo) -> TopicView {
                 first_offset: p.first_offset,
                 next_offset: p.next_offset,
                 events: p.next_offset - p.first_offset,
+                corrupt: p
+                    .corrupt
+                    .iter()
+                    .map(|r| OffsetRangeView {
+                        first: r.first,
+                        count: r.count,
+                    })
+                    .collect(),
             })
             .collect(),
     }

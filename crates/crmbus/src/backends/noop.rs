@@ -54,6 +54,7 @@ fn empty_info(name: &str, partitions: u32) -> TopicInfo {
                 partition: p,
                 first_offset: 0,
                 next_offset: 0,
+                corrupt: Vec::new(),
             })
             .collect(),
     }
