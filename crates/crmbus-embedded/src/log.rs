@@ -875,7 +875,11 @@ impl EventLog for EmbeddedLog {
                 return Err(LogError::TopicNotFound(name.to_string()));
             }
             inner.meta.remove_topic(name)?;
-            topics.remove(name);
+            if let Some(t) = topics.remove(name) {
+                for p in &t.partitions {
+                    p.mark_deleted();
+                }
+            }
             // Pending intents must not be replayed into a topic created again under this
             // name: the deletion mark is queued before the lock lets a create in, and is
             // durable before this returns.

@@ -71,6 +71,8 @@ pub struct Partition {
     corrupt: Arc<CorruptCounter>,
     /// The log's bound on open segment files.
     handles: Arc<HandleCache>,
+    /// Set when its topic is deleted.
+    deleted: std::sync::atomic::AtomicBool,
     /// Damage found by reads (segment base, byte position), so each is counted once.
     counted_damage: Mutex<HashSet<(u64, u64)>>,
 }
@@ -249,6 +251,7 @@ impl Partition {
             flush: Mutex::new(()),
             corrupt,
             handles,
+            deleted: std::sync::atomic::AtomicBool::new(false),
             counted_damage: Mutex::new(HashSet::new()),
         })
     }
@@ -286,6 +289,16 @@ impl Partition {
             len: last_written.len(),
             next: last_written.next_offset(),
         })
+    }
+
+    /// Marks the partition's topic deleted (it gets no recovery point any more).
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// Whether its topic was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Offsets known damaged (found on open, or by reads since): never served.

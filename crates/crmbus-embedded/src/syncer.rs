@@ -251,7 +251,7 @@ struct JournalStep<'a> {
 
 impl JournalStep<'_> {
     fn run(&self) -> std::io::Result<()> {
-        let (mut frames, sync) = {
+        let (frames, sync) = {
             let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             (
                 std::mem::take(&mut q.journal),
@@ -270,6 +270,11 @@ impl JournalStep<'_> {
         );
         let mut points = Vec::new();
         for p in touched {
+            // A deleted topic's partition has no point: it would apply to a topic created
+            // again under the name.
+            if p.is_deleted() {
+                continue;
+            }
             if let Some(point) = p.recovery_point() {
                 points.extend(self.journal.recovery_point(&p.topic, p.id, &point));
             }
@@ -284,8 +289,10 @@ impl JournalStep<'_> {
             }
             return Ok(());
         }
-        frames.extend(points);
-        self.journal.write(&frames, sync)
+        // The points go first: a topic deletion mark queued for this round must come after
+        // any point of the topic it deletes.
+        points.extend(frames);
+        self.journal.write(&points, sync)
     }
 
     /// Notes the partitions a round made durable.

@@ -401,10 +401,10 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
         }
         if found != vec![(*p, *off)] {
             let near = log.read(topic, *p, off.saturating_sub(3), 12).await;
-            let near: Vec<(u64, String)> = near
-                .map(|v| v.into_iter().map(|e| (e.offset, e.event.id)).collect())
-                .unwrap_or_default();
-            panic!("{context}: acknowledged {id} must be exactly at {topic}/{p}@{off}, found at {found:?}; around it: {near:?}");
+            let near: Result<Vec<(u64, String)>, _> =
+                near.map(|v| v.into_iter().map(|e| (e.offset, e.event.id)).collect());
+            let info = log.describe_topic(topic).await;
+            panic!("{context}: acknowledged {id} must be exactly at {topic}/{p}@{off}, found at {found:?}; around it: {near:?}; topic: {info:?}");
         }
     }
     for ((topic, p, off), (np, noff), id) in moved {
