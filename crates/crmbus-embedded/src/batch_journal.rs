@@ -300,6 +300,9 @@ pub struct BatchJournal {
     points: Mutex<HashMap<(String, u32), IdFrame>>,
     /// The recovery points found when the journal was opened.
     found_points: RecoveryPoints,
+    /// Bytes free after the last frame as of the last write (read without the file's lock,
+    /// which the writer holds through its fsync).
+    room: AtomicU64,
 }
 
 impl BatchJournal {
@@ -348,6 +351,7 @@ impl BatchJournal {
                 deletions: Mutex::new(Vec::new()),
                 points: Mutex::new(HashMap::new()),
                 found_points,
+                room: AtomicU64::new(allocated - len),
                 next_id: AtomicU64::new(max_id + 1),
                 outstanding: Mutex::new(HashMap::new()),
             },
@@ -386,6 +390,9 @@ impl BatchJournal {
     /// Called by an appender before it queues an intent: a full disk fails that append,
     /// not the group commit's write.
     pub fn ensure_room(&self, extra: u64) -> io::Result<()> {
+        if self.room.load(Ordering::Acquire) >= extra + ROOM_SLACK {
+            return Ok(());
+        }
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let end = s.len + extra + ROOM_SLACK;
         if end <= s.allocated {
@@ -400,6 +407,7 @@ impl BatchJournal {
         let zeros = vec![0u8; (grown - s.allocated) as usize];
         s.file.write_all_at(&zeros, s.allocated)?;
         s.allocated = grown;
+        self.room.store(s.allocated - s.len, Ordering::Release);
         Ok(())
     }
 
@@ -413,6 +421,7 @@ impl BatchJournal {
             }
             s.file.write_all_at(bytes, s.len)?;
             s.len = end;
+            self.room.store(s.allocated - s.len, Ordering::Release);
         }
         if sync {
             s.file.sync_data()?;
@@ -480,6 +489,7 @@ impl BatchJournal {
         self.storage.sync_dir(&self.dir)?;
         s.len = len;
         s.allocated = len;
+        self.room.store(0, Ordering::Release);
         s.live = len;
         Ok(())
     }
@@ -527,6 +537,7 @@ impl BatchJournal {
         s.file.sync_all()?;
         s.len = 0;
         s.allocated = 0;
+        self.room.store(0, Ordering::Release);
         s.live = 0;
         Ok(())
     }

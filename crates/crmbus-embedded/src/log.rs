@@ -441,23 +441,55 @@ impl Inner {
     }
 
     /// Stages `events` in every topic and waits until they are durable.
-    /// Sets `staged` once anything was staged in a partition (so a failure after it must
-    /// leave a journalled append to recovery).
+    /// Stages `events` in every topic and waits until they are durable. An append that
+    /// spans partitions (`journalled`) writes its intent first and its done mark after.
+    ///
+    /// Cancellation-safe: every topic's lock is taken first (in name order, so appends do
+    /// not deadlock), and from the intent to the submission to the group commit nothing
+    /// awaits, so a caller that goes away (a client that disconnects) cannot leave the
+    /// append staged in some topics only. An append that fails before anything was staged
+    /// withdraws its intent durably before the error is returned.
     async fn stage_and_commit(
         &self,
         resolved: &[Arc<Topic>],
         events: &[Event],
         encoded: &[(Vec<u8>, u64)],
-        staged: &mut bool,
+        journalled: bool,
     ) -> Result<Vec<Receipt>, LogError> {
+        let mut by_name: Vec<&Arc<Topic>> = resolved.iter().collect();
+        by_name.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        by_name.dedup_by(|a, b| a.spec.name == b.spec.name);
+        let mut guards = Vec::with_capacity(by_name.len());
+        for t in &by_name {
+            guards.push(t.append.lock().await);
+        }
+        // No await from here until the staged data is handed to the group commit.
+        let intent = if journalled {
+            Some(self.write_intent(resolved, encoded)?)
+        } else {
+            None
+        };
         let mut receipts = Vec::with_capacity(events.len() * resolved.len());
         let mut sync = Vec::new();
+        let mut staged = Ok(());
         for t in resolved {
-            let result = self
-                .append_topic(t, events, encoded, &mut receipts, &mut sync)
-                .await;
-            *staged |= !sync.is_empty();
-            result?;
+            let Some(i) = by_name.iter().position(|b| b.spec.name == t.spec.name) else {
+                continue;
+            };
+            staged = self.stage_topic(t, &mut guards[i], events, encoded, &mut receipts, &mut sync);
+            if staged.is_err() {
+                break;
+            }
+        }
+        drop(guards);
+        if let Err(e) = staged {
+            if let (Some(id), true) = (intent, sync.is_empty()) {
+                // Nothing reached a partition: an abort mark keeps recovery from storing a
+                // publish that was answered with an error.
+                self.abort_intent(id).await?;
+            }
+            // Otherwise the intent stays: the next open completes the append.
+            return Err(e);
         }
         match &self.commit {
             Some(commit) => {
@@ -478,6 +510,9 @@ impl Inner {
                     }
                 }
             }
+        }
+        if let Some(id) = intent {
+            self.write_done(id)?;
         }
         Ok(receipts)
     }
@@ -700,19 +735,6 @@ impl Inner {
         // A record that passed its checksum but does not decode cannot be the same event.
         Ok(Event::from_json_slice(&raw)
             .is_ok_and(|stored| stored.source == event.source && stored.id == event.id))
-    }
-
-    /// Appends to one topic under its lock; returns receipts and what must be synced.
-    async fn append_topic(
-        &self,
-        topic: &Topic,
-        events: &[Event],
-        encoded: &[(Vec<u8>, u64)],
-        receipts: &mut Vec<Receipt>,
-        sync: &mut Vec<SyncItem>,
-    ) -> Result<(), LogError> {
-        let mut dedupe = topic.append.lock().await;
-        self.stage_topic(topic, &mut dedupe, events, encoded, receipts, sync)
     }
 
     /// Decides, under the topic's lock (`dedupe`), which events are new and which are
@@ -947,40 +969,10 @@ impl EventLog for EmbeddedLog {
         }
         // An append that reaches several partitions is journalled first, so a crash
         // cannot leave it in some of them only (see `batch_journal`).
-        if !spans_partitions(&resolved, events) {
-            let mut staged = false;
-            return inner
-                .stage_and_commit(&resolved, events, &encoded, &mut staged)
-                .await;
-        }
-        let id = inner.write_intent(&resolved, &encoded)?;
-        // From here the append runs to completion on its own task, even if the caller
-        // stops waiting (a client that disconnects): otherwise it could stop between two
-        // topics, and the second would get the events only at the next restart.
-        let inner = Arc::clone(inner);
-        let events = events.to_vec();
-        let task = tokio::spawn(async move {
-            let mut staged = false;
-            match inner
-                .stage_and_commit(&resolved, &events, &encoded, &mut staged)
-                .await
-            {
-                Ok(receipts) => {
-                    inner.write_done(id)?;
-                    Ok(receipts)
-                }
-                Err(e) => {
-                    if !staged {
-                        // Nothing reached a partition: an abort mark keeps recovery from
-                        // storing a publish that was answered with an error.
-                        inner.abort_intent(id).await?;
-                    }
-                    Err(e)
-                }
-            }
-        });
-        task.await
-            .map_err(|e| LogError::Backend(format!("append task failed: {e}")))?
+        let journalled = spans_partitions(&resolved, events);
+        inner
+            .stage_and_commit(&resolved, events, &encoded, journalled)
+            .await
     }
 
     async fn read(
