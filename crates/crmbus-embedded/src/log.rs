@@ -423,14 +423,18 @@ impl Inner {
             })
     }
 
-    fn enforce_retention(&self) -> Result<u64, LogError> {
-        let topics: Vec<Arc<Topic>> = self
-            .topics
+    /// Every topic, as it stands now.
+    fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    fn enforce_retention(&self) -> Result<u64, LogError> {
+        let topics = self.all_topics();
         let mut removed = 0;
         for t in topics {
             for p in &t.partitions {
@@ -589,13 +593,7 @@ impl Inner {
             // Page-cache durability promises nothing across a power loss: no points.
             return Ok(());
         }
-        let topics: Vec<Arc<Topic>> = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let topics = self.all_topics();
         let mut frames = Vec::new();
         for t in &topics {
             for p in &t.partitions {

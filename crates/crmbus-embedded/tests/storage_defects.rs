@@ -14,6 +14,22 @@ use crmbus_embedded::handles::HandleCache;
 use crmbus_embedded::partition::{CorruptCounter, Partition, RawRecord};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
 
+/// Opens partition 0 of topic `t` in `dir` on its own (no recovery point).
+fn open_partition(dir: &std::path::Path, opts: &EmbeddedOptions) -> Arc<Partition> {
+    Arc::new(
+        Partition::open(
+            "t",
+            0,
+            dir,
+            opts,
+            Arc::new(CorruptCounter::default()),
+            HandleCache::new(16),
+            None,
+        )
+        .expect("open partition"),
+    )
+}
+
 fn small_segments() -> EmbeddedOptions {
     EmbeddedOptions {
         segment_bytes: 8 * 1024,
@@ -119,18 +135,7 @@ fn retention_never_deletes_a_segment_with_staged_writes() {
         clock: clock.clone(),
         ..Default::default()
     };
-    let p = Arc::new(
-        Partition::open(
-            "t",
-            0,
-            &dir.path().join("p"),
-            &opts,
-            Arc::new(CorruptCounter::default()),
-            HandleCache::new(16),
-            None,
-        )
-        .expect("open partition"),
-    );
+    let p = open_partition(&dir.path().join("p"), &opts);
     // One record written to the first segment, one more staged into it (still under the
     // roll size), then a third that rolls to a new segment.
     let a = p.append(&[(&json(0), 0)], &opts).expect("append 0");
@@ -177,18 +182,7 @@ fn sim_partition(sim: &crmbus_embedded::SimStorage, segment_bytes: u64) -> SimPa
         storage: Arc::new(sim.mount()),
         ..Default::default()
     };
-    let partition = Arc::new(
-        Partition::open(
-            "t",
-            0,
-            std::path::Path::new(SIM_DIR),
-            &opts,
-            Arc::new(CorruptCounter::default()),
-            HandleCache::new(16),
-            None,
-        )
-        .expect("open partition"),
-    );
+    let partition = open_partition(std::path::Path::new(SIM_DIR), &opts);
     let (journal, _) = crmbus_embedded::batch_journal::BatchJournal::open_compacting_at(
         Arc::clone(&opts.storage),
         std::path::Path::new("/data"),
@@ -353,18 +347,7 @@ fn a_record_being_written_around_a_roll_reads_as_in_flight() {
         retention_interval: None,
         ..Default::default()
     };
-    let p = Arc::new(
-        Partition::open(
-            "t",
-            0,
-            &dir.path().join("p"),
-            &opts,
-            Arc::new(CorruptCounter::default()),
-            HandleCache::new(16),
-            None,
-        )
-        .expect("open partition"),
-    );
+    let p = open_partition(&dir.path().join("p"), &opts);
     p.append(&[(&json(0), 0)], &opts).expect("append 0");
     p.flush_staged(&opts).expect("flush 0");
     p.append(&[(&json(1), 1)], &opts).expect("append 1");
