@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -665,4 +666,100 @@ fn a_topic_created_again_does_not_inherit_the_old_recovery_point() {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].event.id, "new-0");
     });
+}
+
+/// Defect 7 (a): an append to several topics awaited each topic's lock in turn, so a
+/// caller that went away (a client that disconnected) while it waited for the second
+/// topic left the events staged in the first only, until the next restart. The locks are
+/// now all taken first and nothing awaits between staging and submitting. Appends are
+/// polled once and dropped while another task keeps the second topic's lock busy; every
+/// dropped event must end up in both topics or in neither.
+#[test]
+fn a_cancelled_multi_topic_append_is_in_every_topic_or_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let seed = rand::random::<u64>();
+    println!("seed {seed}");
+    let log = Arc::new(
+        EmbeddedLog::open(
+            dir.path(),
+            EmbeddedOptions {
+                retention_interval: None,
+                durability: crmbus_embedded::Durability::Os,
+                ..Default::default()
+            },
+        )
+        .expect("open"),
+    );
+    let both = ["a".to_string(), "b".to_string()];
+    let cancelled = runtime.block_on(async {
+        for t in &both {
+            log.create_topic(TopicSpec::new(t.as_str(), 1))
+                .await
+                .expect("create");
+        }
+        // Keeps topic b's lock busy with large batches.
+        let busy = {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                for round in 0..200 {
+                    let batch: Vec<crmbus::Event> = (0..500)
+                        .map(|k| event(&format!("busy-{round}-{k}"), "k", k))
+                        .collect();
+                    if log.append(&["b".to_string()], &batch).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        let mut cancelled = Vec::new();
+        for n in 0..400 {
+            let e = event(&format!("both-{n}"), "k", n);
+            // Polled once, then dropped if it did not finish: the caller went away.
+            let mut append = Box::pin(log.append(&both, std::slice::from_ref(&e)));
+            let finished = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(append.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            drop(append);
+            if !finished {
+                cancelled.push(e.id);
+            }
+            // Let the busy task take the lock again now and then.
+            if rand::RngExt::random_bool(&mut rng, 0.5) {
+                tokio::task::yield_now().await;
+            }
+        }
+        busy.await.expect("busy task");
+        // One more append to each topic flushes whatever a cancelled append staged.
+        log.append(&both, &[event("last", "k", 0)])
+            .await
+            .expect("append");
+        cancelled
+    });
+    assert!(!cancelled.is_empty(), "some appends were cancelled");
+    let ids = |t: &str| -> std::collections::HashSet<String> {
+        runtime
+            .block_on(read_all(&log, t, 0, 0))
+            .expect("read")
+            .into_iter()
+            .map(|e| e.event.id)
+            .collect()
+    };
+    let (a, b) = (ids("a"), ids("b"));
+    for id in &cancelled {
+        assert_eq!(
+            a.contains(id),
+            b.contains(id),
+            "seed {seed}: cancelled {id} is in a: {}, in b: {}",
+            a.contains(id),
+            b.contains(id)
+        );
+    }
+    println!("{} of 400 appends dropped unfinished", cancelled.len());
 }
