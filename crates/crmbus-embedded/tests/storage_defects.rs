@@ -277,7 +277,8 @@ fn a_sealed_segment_keeps_its_index_across_a_power_cut() {
     p.commit(vec![first]);
     let rolling = p.stage(1);
     p.commit(vec![rolling]);
-    let _ = p.crash_and_reopen();
+    // Looked at right after the cut, before an open could write it again.
+    sim.crash(crmbus_embedded::storage::CrashMode::KeepNone, 0);
     let idx = std::path::Path::new(SIM_DIR).join("00000000000000000000.idx");
     let len = sim
         .file_len(&idx)
@@ -286,6 +287,11 @@ fn a_sealed_segment_keeps_its_index_across_a_power_cut() {
         len > 52,
         "the index holds its header and entries ({len} bytes)"
     );
+    let reopened = p.crash_and_reopen();
+    assert!(matches!(
+        reopened.read_raw(1).expect("read"),
+        RawRecord::Json(_)
+    ));
 }
 
 /// Defect 7: an append spanning topics that failed before anything was staged left its
