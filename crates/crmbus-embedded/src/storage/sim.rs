@@ -490,6 +490,17 @@ impl SimStorage {
         s.power_cut(mode, seed);
     }
 
+    /// Kills the process without cutting the power: handles of the current boot go stale,
+    /// but what it wrote stays in the (simulated) page cache, still not durable: a power
+    /// cut later can still lose it.
+    pub fn kill_process(&self) {
+        let mut s = self.lock_state();
+        s.crash_at = None;
+        s.generation += 1;
+        s.open_handles.clear();
+        s.locks.clear();
+    }
+
     /// Cuts the power just before the operation numbered `op` (counting every call into
     /// the storage since it was created; see [`SimStorage::ops`]).
     pub fn crash_at_op(&self, op: u64, mode: CrashMode, seed: u64) {
