@@ -854,3 +854,57 @@ fn what_open_serves_after_a_process_crash_survives_a_later_power_cut() {
         assert_eq!(seen.len(), 1, "what was served survives the power cut");
     });
 }
+
+/// A compaction of the batch journal keeps the outstanding intents across a power cut:
+/// the rewritten file is fsynced before it is renamed over the old one, and its name after.
+#[test]
+fn a_journal_compaction_keeps_outstanding_intents_across_a_power_cut() {
+    use crmbus_embedded::batch_journal::BatchJournal;
+    let sim = crmbus_embedded::SimStorage::new();
+    let dir = std::path::Path::new("/data");
+    crmbus_embedded::Storage::create_dir_all(&sim, dir).expect("mkdir");
+    crmbus_embedded::Storage::sync_dir(&sim, std::path::Path::new("/")).expect("sync /");
+    let json = SimPartition::json(0);
+    let (journal, _) =
+        BatchJournal::open_compacting_at(Arc::new(sim.mount()), dir, 1).expect("open");
+    let (kept, frame) = journal.begin(0, &[("t", vec![0, 0])], &[&json]);
+    journal.write(&frame, true).expect("write");
+    for _ in 0..4 {
+        let (id, frame) = journal.begin(0, &[("t", vec![0, 0])], &[&json]);
+        journal.write(&frame, true).expect("write");
+        let done = journal.finished(id);
+        journal.write(&done, true).expect("write");
+    }
+    journal.compact_if_large().expect("compact");
+    sim.crash(crmbus_embedded::storage::CrashMode::KeepNone, 0);
+    drop(journal);
+    let (_, pending) =
+        BatchJournal::open_compacting_at(Arc::new(sim.mount()), dir, 1).expect("reopen");
+    let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        vec![kept],
+        "the outstanding intent survives the compaction"
+    );
+}
+
+/// A new batch journal's name is durable before an intent written to it is relied on.
+#[test]
+fn an_intent_in_a_new_journal_survives_a_power_cut() {
+    use crmbus_embedded::batch_journal::{BatchJournal, COMPACT_AT};
+    let sim = crmbus_embedded::SimStorage::new();
+    let dir = std::path::Path::new("/data");
+    crmbus_embedded::Storage::create_dir_all(&sim, dir).expect("mkdir");
+    crmbus_embedded::Storage::sync_dir(&sim, std::path::Path::new("/")).expect("sync /");
+    let json = SimPartition::json(0);
+    let (journal, _) =
+        BatchJournal::open_compacting_at(Arc::new(sim.mount()), dir, COMPACT_AT).expect("open");
+    let (id, frame) = journal.begin(0, &[("t", vec![0])], &[&json]);
+    journal.write(&frame, true).expect("write");
+    sim.crash(crmbus_embedded::storage::CrashMode::KeepNone, 0);
+    drop(journal);
+    let (_, pending) =
+        BatchJournal::open_compacting_at(Arc::new(sim.mount()), dir, COMPACT_AT).expect("reopen");
+    assert_eq!(pending.len(), 1, "the intent survives");
+    assert_eq!(pending[0].0, id);
+}
