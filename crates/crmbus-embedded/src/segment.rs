@@ -105,33 +105,21 @@ pub struct ScanOutcome {
     pub records: Vec<RecordMeta>,
 }
 
-/// Scans a whole segment file: verifies every checksum, builds the sparse index, finds
+/// Reads a whole segment file into memory, for a scan.
+fn read_whole(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.len()?).map_err(io::Error::other)?;
+    let mut data = vec![0u8; len];
+    file.read_exact_at(&mut data, 0)?;
+    Ok(data)
+}
+
+/// Scans a whole segment's bytes: verifies every checksum, builds the sparse index, finds
 /// damage, and finds where the valid data ends.
 ///
 /// A bad frame followed somewhere by a valid frame with a later offset is damage (those
 /// offsets are reported corrupt and never served). A bad or incomplete frame with no
 /// valid frame after it is a torn tail. When `whole_batches` is set, a tail that ends in
 /// the middle of an append batch is also counted as torn, back to the last batch end.
-pub fn scan_file(
-    file: &dyn StorageFile,
-    base: u64,
-    index_interval: u64,
-    whole_batches: bool,
-    keep_records: bool,
-) -> io::Result<ScanOutcome> {
-    let file_len = file.len()?;
-    let mut data = vec![0u8; file_len as usize];
-    file.read_exact_at(&mut data, 0)?;
-    Ok(scan_bytes(
-        &data,
-        base,
-        index_interval,
-        whole_batches,
-        keep_records,
-    ))
-}
-
-/// [`scan_file`] over bytes already in memory.
 pub fn scan_bytes(
     data: &[u8],
     base: u64,
@@ -425,14 +413,13 @@ impl Segment {
             }
         }
         let active = next_base.is_none();
+        let data = read_whole(file.as_ref())?;
         let mut outcome = if active {
-            let len = usize::try_from(file_len).map_err(io::Error::other)?;
-            let mut data = vec![0u8; len];
-            file.read_exact_at(&mut data, 0)?;
             scan_active(&data, base, index_interval, durable, false)
         } else {
-            scan_file(file.as_ref(), base, index_interval, false, false)?
+            scan_bytes(&data, base, index_interval, false, false)
         };
+        drop(data);
         if let Some(next_base) = next_base {
             if outcome.next_offset > next_base {
                 return Err(io::Error::new(
