@@ -304,17 +304,21 @@ impl State {
         }
     }
 
-    fn dir_mut(&mut self, ino: u64) -> &mut DirNode {
+    fn dir_mut(&mut self, ino: u64) -> io::Result<&mut DirNode> {
         match self.nodes.get_mut(&ino) {
-            Some(Node::Dir(d)) => d,
-            _ => unreachable_dir(),
+            Some(Node::Dir(d)) => Ok(d),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "simulated storage: not a directory",
+            )),
         }
     }
 
-    fn link(&mut self, dir: u64, name: String, ino: u64) {
-        let d = self.dir_mut(dir);
+    fn link(&mut self, dir: u64, name: String, ino: u64) -> io::Result<()> {
+        let d = self.dir_mut(dir)?;
         d.entries.insert(name.clone(), ino);
         d.pending.push(DirOp::Link(name, ino));
+        Ok(())
     }
 
     fn new_node(&mut self, node: Node) -> u64 {
@@ -427,11 +431,6 @@ impl State {
         self.nodes
             .retain(|ino, _| seen.contains(ino) || open.contains(ino));
     }
-}
-
-fn unreachable_dir() -> ! {
-    // Only called with inode numbers just checked to be directories.
-    panic!("simulated storage: inode is not a directory")
 }
 
 impl SimStorage {
@@ -791,7 +790,7 @@ impl Storage for SimStorage {
             (None, _) => {
                 let (dir, name) = s.parent(path)?;
                 let ino = s.new_node(Node::File(FileNode::default()));
-                s.link(dir, name, ino);
+                s.link(dir, name, ino)?;
                 ino
             }
         };
@@ -821,7 +820,7 @@ impl Storage for SimStorage {
                 Some(i) => i,
                 None => {
                     let child = s.new_node(Node::Dir(DirNode::default()));
-                    s.link(ino, c, child);
+                    s.link(ino, c, child)?;
                     child
                 }
             };
@@ -861,7 +860,7 @@ impl Storage for SimStorage {
                 "the simulated disk renames within one directory only",
             ));
         }
-        let d = s.dir_mut(from_dir);
+        let d = s.dir_mut(from_dir)?;
         let ino = d
             .entries
             .get(&from_name)
@@ -880,7 +879,7 @@ impl Storage for SimStorage {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.begin()?;
         let (dir, name) = s.parent(path)?;
-        let d = s.dir_mut(dir);
+        let d = s.dir_mut(dir)?;
         let Some(&ino) = d.entries.get(&name) else {
             return Err(not_found(path));
         };
@@ -890,7 +889,7 @@ impl Storage for SimStorage {
                 format!("{}: is a directory", path.display()),
             ));
         }
-        let d = s.dir_mut(dir);
+        let d = s.dir_mut(dir)?;
         d.entries.remove(&name);
         d.pending.push(DirOp::Unlink(name));
         Ok(())
@@ -899,7 +898,7 @@ impl Storage for SimStorage {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut s = self.begin()?;
         let (dir, name) = s.parent(path)?;
-        let d = s.dir_mut(dir);
+        let d = s.dir_mut(dir)?;
         if d.entries.remove(&name).is_none() {
             return Err(not_found(path));
         }
