@@ -769,6 +769,11 @@ impl Partition {
     /// Deletes whole segments that retention no longer keeps; returns how many records
     /// were removed. The active segment is removed only when all of it is older than
     /// `max_age` (it is replaced by an empty one first).
+    ///
+    /// Once anything changed, the directory is fsynced before this returns, on success or
+    /// failure: what was removed stays removed after a power cut, and a replacement
+    /// segment's name is durable before an append (which waits for the writer lock held
+    /// here) can be acknowledged in it.
     pub fn enforce_retention(
         &self,
         retention: &Retention,
@@ -778,60 +783,70 @@ impl Partition {
             return Ok(0);
         }
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut removed = 0;
+        let mut changed = false;
+        let outcome = self.remove_old_segments(&w, retention, opts, &mut removed, &mut changed);
+        if changed {
+            opts.storage.sync_dir(&self.dir)?;
+        }
+        drop(w);
+        outcome.map(|()| removed)
+    }
+
+    /// The loop of [`Partition::enforce_retention`]: removes the oldest segment while
+    /// retention does not keep it, counting records into `removed` and setting `changed`
+    /// once the directory was touched (before the step that may fail after it).
+    fn remove_old_segments(
+        &self,
+        w: &WriterState,
+        retention: &Retention,
+        opts: &EmbeddedOptions,
+        removed: &mut u64,
+        changed: &mut bool,
+    ) -> io::Result<()> {
         let now = opts.clock.now_micros();
         let cutoff = retention
             .max_age
             .map(|a| now.saturating_sub(a.as_micros() as i64));
-        let mut removed = 0;
-        let mut changed = false;
         loop {
             let segments = self.segments();
             let total: u64 = segments.iter().map(|s| s.len()).sum();
             let Some(oldest) = segments.first().cloned() else {
-                break;
+                return Ok(());
             };
             if oldest.is_empty() {
-                break;
+                return Ok(());
             }
             let expired = cutoff.is_some_and(|c| oldest.max_timestamp_us() < c);
             let over = retention.max_bytes.is_some_and(|m| total > m);
             let is_active = segments.len() == 1;
             if is_active && (oldest.next_offset() != w.next_offset || !w.staged.is_empty()) {
                 // Writes to it are staged or being flushed: it is not all old.
-                break;
+                return Ok(());
             }
             if !is_active && !oldest.is_sealed() {
                 // Rolled, but its last writes (and its seal) are still to be flushed: the
                 // flusher would write acknowledged records into a deleted file.
-                break;
+                return Ok(());
             }
             if !(expired || over && !is_active) {
-                break;
+                return Ok(());
             }
-            let storage = opts.storage.as_ref();
             let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
             if is_active {
                 oldest.seal()?;
-                list.push(Arc::new(Segment::create(
-                    &opts.storage,
-                    &self.handles,
-                    &self.dir,
-                    w.next_offset,
-                    now,
-                )?));
-                // The replacement's name is durable before any append can reach it.
-                storage.sync_dir(&self.dir)?;
+                let replacement =
+                    Segment::create(&opts.storage, &self.handles, &self.dir, w.next_offset, now);
+                // Created or not, the directory changed (the caller fsyncs it).
+                *changed = true;
+                list.push(Arc::new(replacement?));
             }
             list.remove(0);
             drop(list);
+            *changed = true;
             oldest.remove_files()?;
-            removed += oldest.next_offset() - oldest.base;
-            changed = true;
+            *removed += oldest.next_offset() - oldest.base;
         }
-        if changed {
-            opts.storage.sync_dir(&self.dir)?;
-        }
-        Ok(removed)
     }
 }
 

@@ -58,6 +58,8 @@ pub enum FaultOp {
     Write,
     /// `sync_data`, `sync_all` and `sync_dir`.
     Sync,
+    /// `remove_file` (unlinking a file).
+    Remove,
 }
 
 /// A planned failure: the `skip`+1-th matching operation on a path containing
@@ -878,6 +880,7 @@ impl Storage for SimStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.begin()?;
+        s.fault(FaultOp::Remove, path)?;
         let (dir, name) = s.parent(path)?;
         let d = s.dir_mut(dir)?;
         let Some(&ino) = d.entries.get(&name) else {
