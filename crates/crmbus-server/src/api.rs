@@ -12,10 +12,18 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct RetentionBody {
     /// Events older than this many milliseconds may be deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_age_ms: Option<u64>,
     /// A partition holding more bytes than this may lose its oldest events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_bytes: Option<u64>,
 }
 
@@ -27,11 +35,19 @@ pub struct CreateTopicRequest {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,200}$")]
     pub name: String,
     /// Partition count (default: the server's `default_partitions`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 4096)]
     pub partitions: Option<u32>,
     /// Retention (default: keep everything).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retention: Option<RetentionBody>,
     /// Every event must have a registered schema for its type.
     #[serde(default)]
@@ -155,21 +171,37 @@ pub struct ReadResponse {
 #[serde(deny_unknown_fields)]
 pub struct RetryBody {
     /// Deliveries at most, the first included (default 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1)]
     pub max_attempts: Option<u32>,
     /// Backoff before the first retry, ms (default 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub initial_backoff_ms: Option<u64>,
     /// Backoff cap, ms (default 300000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_backoff_ms: Option<u64>,
     /// Backoff growth per attempt (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100)]
     pub multiplier: Option<f64>,
     /// Give up this long after the first failure, ms (default one day).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_age_ms: Option<u64>,
 }
 
@@ -189,7 +221,11 @@ pub struct CreateSubscriptionRequest {
     #[schema(value_type = Option<Object>)]
     pub start: Option<Value>,
     /// Retry policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retry: Option<RetryBody>,
     /// `"key"` (default: per-subject order) or `"none"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,11 +234,19 @@ pub struct CreateSubscriptionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_exhausted: Option<String>,
     /// How long a pulled delivery is leased before it is delivered again, ms (default 30000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 3600000)]
     pub ack_timeout_ms: Option<u64>,
     /// Deliveries queued or leased at once (default 256).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_usize",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 10000)]
     pub max_in_flight: Option<usize>,
 }
@@ -270,11 +314,19 @@ pub struct SubscriptionList {
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {
     /// Deliveries at most (default 10, at most 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_usize",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_events: Option<usize>,
     /// Wait up to this long for the first delivery, ms (default 0, at most 30000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 0, maximum = 30000)]
     pub wait_ms: Option<u64>,
 }
@@ -317,7 +369,11 @@ pub struct NackRequest {
     /// Ack ids from a pull.
     pub ack_ids: Vec<String>,
     /// Deliver again after this long, ms (default: the retry policy's backoff).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_ms: Option<u64>,
     /// Why it failed; kept as the dead letter's last error if retries run out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -415,7 +471,11 @@ pub struct RedriveRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<String>>,
     /// Every entry this filter selects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filter: Option<DlqQuery>,
     /// Every entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,4 +540,63 @@ pub struct CloudEventDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(format = Byte)]
     pub data_base64: Option<String>,
+}
+
+/// Reading JSON integers the way JSON Schema counts them: `5` and `5.0` are both the
+/// integer 5 (a number with a zero fractional part), so an integral float is taken where
+/// the document says `integer`; `5.5`, a negative number or one out of range is not.
+pub mod whole {
+    use serde::de::{Deserialize, Deserializer, Error};
+    use serde_json::Number;
+
+    fn read<'de, D: Deserializer<'de>>(d: D, max: u64) -> Result<Option<u64>, D::Error> {
+        let Some(n) = Option::<Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let value = match n.as_u64() {
+            Some(v) => Some(v),
+            // 2^64 is the first float above u64::MAX; every integral float below it is exact.
+            None => n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+                .map(|f| f as u64),
+        };
+        match value {
+            Some(v) if v <= max => Ok(Some(v)),
+            _ => Err(D::Error::custom(format!(
+                "invalid value: {n}, expected an integer between 0 and {max}"
+            ))),
+        }
+    }
+
+    /// An optional `u64`.
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        read(d, u64::MAX)
+    }
+
+    /// An optional `u32`.
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        read(d, u64::from(u32::MAX)).map(|v| v.map(|v| v as u32))
+    }
+
+    /// An optional member that must be a JSON object (or `null`): serde would also read a
+    /// struct from an array, member by position.
+    pub fn opt_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: serde::de::DeserializeOwned,
+    {
+        match Option::<serde_json::Value>::deserialize(d)? {
+            None => Ok(None),
+            Some(v @ serde_json::Value::Object(_)) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(D::Error::custom),
+            Some(_) => Err(D::Error::custom("invalid type: expected a JSON object")),
+        }
+    }
+
+    /// An optional `usize`.
+    pub fn opt_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        read(d, usize::MAX as u64).map(|v| v.map(|v| v as usize))
+    }
 }

@@ -76,7 +76,7 @@ pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError
     })
 }
 
-/// Parses a JSON request body; an empty body reads as `{}`.
+/// Parses a JSON request body, which must be an object; an empty body reads as `{}`.
 pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body_bytes(body)?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -84,6 +84,12 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
     } else {
         &bytes
     };
+    // serde reads a struct from a JSON array too (member by position); the API's bodies
+    // are objects only.
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Object(_)) | Err(_) => {}
+        Ok(_) => return Err(ApiError::invalid("(body)", "must be a JSON object")),
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         let msg = e.to_string();
         let field = msg

@@ -3,7 +3,9 @@
 //! - **Structured** (`Content-Type: application/cloudevents+json`): the body is one event
 //!   in the JSON format. A plain `application/json` body without `ce-` headers is read the
 //!   same way, for convenience.
-//! - **Binary** (`ce-specversion` and the other `ce-*` headers carry the attributes): a JSON
+//! - **Binary** (any other content type, with `ce-specversion` and the other `ce-*` headers
+//!   carrying the attributes; a structured or batch content type means that mode even
+//!   when `ce-*` headers come along): a JSON
 //!   body becomes `data`; any other content type becomes binary data (`data_base64` in the
 //!   JSON format) with `datacontenttype` kept. Header values are unquoted if they are a
 //!   quoted string, then percent-decoded once; decoded bytes that are not UTF-8 are an
@@ -47,12 +49,23 @@ fn is_json(media: &str) -> bool {
 /// Reads the events of a publish request in whichever mode its headers say.
 pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, ApiError> {
     let media = media_type(headers);
+    // The content type decides the mode (CloudEvents HTTP binding §3): a structured or batch
+    // content type means that mode, whatever ce-* headers came along; binary mode is any
+    // other content type with ce-specversion.
+    match media.as_deref() {
+        Some(BATCH) => return batch(body),
+        Some(STRUCTURED) => {
+            return Event::from_json_slice(body)
+                .map(|e| vec![e])
+                .map_err(|e| ApiError::invalid_event(&e, ""))
+        }
+        _ => {}
+    }
     if headers.contains_key("ce-specversion") {
         return binary_event(headers, media.as_deref(), body).map(|e| vec![e]);
     }
     match media.as_deref() {
-        Some(BATCH) => batch(body),
-        Some(STRUCTURED) | Some("application/json") | None => {
+        Some("application/json") | None => {
             Event::from_json_slice(body)
                 .map(|e| vec![e])
                 .map_err(|e| ApiError::invalid_event(&e, ""))

@@ -319,7 +319,7 @@ pub async fn check_schema(
 /// Validates an event (any CloudEvents HTTP mode) as a publish would, writing nothing.
 #[utoipa::path(
     post, path = "/v1/schemas/validate", tag = "schemas",
-    request_body(description = "A CloudEvent", content((crate::api::CloudEventDoc = "application/cloudevents+json"))),
+    request_body(description = "A candidate CloudEvent (any JSON object): every way it falls short is reported", content((Object = "application/cloudevents+json"))),
     responses(
         (status = 200, description = "Whether it validates, and every violation", body = ValidationView),
         (status = 400, description = "Not a CloudEvent at all", body = Problem, content_type = "application/problem+json"),
@@ -349,7 +349,23 @@ pub async fn validate_event(
                 }
             }
         }
-        Err(e) if e.code == "invalid_event" => errors = e.errors,
+        // A body that is not JSON, or not an object (or batch of them), is no event at all.
+        Err(e)
+            if e.code == "invalid_event"
+                && e.errors
+                    .iter()
+                    .all(|f| f.field != "(body)" && f.field != "(event)") =>
+        {
+            errors = e.errors
+        }
+        Err(e) if e.code == "invalid_event" => {
+            let message = e
+                .errors
+                .first()
+                .map(|f| f.message.clone())
+                .unwrap_or_default();
+            return Err(ApiError::invalid("(body)", message));
+        }
         Err(e) => return Err(e),
     }
     Ok(Json(ValidationView {
