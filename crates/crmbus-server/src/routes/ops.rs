@@ -5,11 +5,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use utoipa::OpenApi;
 
 use crate::api::Health;
 use crate::app::Shared;
-use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 
 /// Liveness: the process answers.
@@ -94,7 +92,7 @@ pub async fn openapi() -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_json().unwrap_or_default(),
+        crate::openapi::document().to_string(),
     )
         .into_response()
 }
