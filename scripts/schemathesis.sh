@@ -34,10 +34,33 @@ validate(doc)
 print(f"openapi: valid OpenAPI {doc['openapi']}, {len(doc['paths'])} paths")
 PY
 
-st run "$url/openapi.json" \
-    --max-examples 20 \
+python3 scripts/schemathesis_seed.py "$url"
+
+# Every phase (examples from the document, boundary coverage, random fuzzing, and stateful
+# sequences that follow the document's links) with every data check: valid requests must be
+# accepted (positive_data_acceptance) and invalid ones rejected (negative_data_rejection).
+# The seed is fixed so a run replays; the cassette records every request and answer.
+exclude='/stream$|/ws$'
+set +e
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts st --config-file scripts/schemathesis.toml run "$url/openapi.json" \
+    --phases examples,coverage,fuzzing,stateful \
+    --max-examples 15 \
     --seed 7480 \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-    --exclude-path-regex '/stream$|/ws$' \
-    --no-color 2>&1 | tee "$work/st.out" | tail -25
-grep -qE '[0-9]+ generated, [0-9]+ passed' "$work/st.out"
+    --generation-database none \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,positive_data_acceptance,negative_data_rejection \
+    --exclude-path-regex "$exclude" \
+    --report vcr --report-vcr-path "$work/cassette.yaml" \
+    --no-color >"$work/st.out" 2>&1
+st_status=$?
+set -e
+# Kept for reading after the run (target/ is ignored by git).
+mkdir -p target/schemathesis
+cp "$work/st.out" "$work/cassette.yaml" target/schemathesis/
+tail -40 "$work/st.out"
+echo "(full output and cassette: target/schemathesis/)"
+echo "== schemathesis: status counts per operation (from the cassette)"
+python3 scripts/schemathesis_summary.py "$url/openapi.json" "$work/cassette.yaml" "$exclude"
+if [ "$st_status" -ne 0 ]; then
+    echo "schemathesis.sh: st run failed (exit $st_status); see the failures above" >&2
+    exit "$st_status"
+fi

@@ -1,0 +1,82 @@
+"""Fixtures for scripts/schemathesis.sh: the resources the OpenAPI document's examples name.
+
+The examples in /openapi.json name topics `orders` (with events) and `orders-archive`, subscriptions
+`orders-workers` (events to pull) and `orders-dlq` (three dead letters, `0-0`, `0-1`,
+`0-2`), and a topic `doomed` and a subscription `doomed-sub` that the delete examples
+remove. This creates them through the public API before schemathesis runs, so that the
+requests schemathesis generates from those examples find them. Nothing here is counted in
+the per-operation summary: that comes from schemathesis's own cassette.
+
+Usage: python3 scripts/schemathesis_seed.py BASE_URL
+"""
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+BASE = sys.argv[1].rstrip("/")
+
+
+def call(method, path, body=None, content_type="application/json", expect=(200, 201)):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    if data is not None:
+        req.add_header("content-type", content_type)
+    try:
+        with urllib.request.urlopen(req) as r:
+            status, text = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read()
+    if status not in expect:
+        sys.exit(f"seed: {method} {path} -> {status}: {text.decode(errors='replace')}")
+    return json.loads(text) if text else None
+
+
+def event(i):
+    return {
+        "specversion": "1.0",
+        "id": f"seed-{i}",
+        "source": "urn:acme:crm",
+        "type": "order.placed",
+        "subject": f"order-{i}",
+        "data": {"amount": i},
+    }
+
+
+call("POST", "/v1/topics", {"name": "orders", "partitions": 1})
+call("POST", "/v1/topics", {"name": "orders-archive", "partitions": 1})
+call("POST", "/v1/topics", {"name": "doomed", "partitions": 1})
+call(
+    "POST",
+    "/v1/topics/orders/events",
+    [event(i) for i in range(6)],
+    content_type="application/cloudevents-batch+json",
+)
+# Leases of two seconds: deliveries schemathesis pulls and never acks come back soon, so
+# later pulls (and the ack and nack links that follow them) find deliveries too.
+call("POST", "/v1/topics/orders/subscriptions", {"name": "orders-workers", "ack_timeout_ms": 2000})
+call("POST", "/v1/topics/orders/subscriptions", {"name": "doomed-sub"})
+call(
+    "POST",
+    "/v1/topics/orders/subscriptions",
+    {"name": "orders-dlq", "retry": {"max_attempts": 1}},
+)
+
+# Three dead letters in orders-dlq: pull the first three events and nack them (one attempt
+# allowed, so each goes straight to the DLQ).
+pulled = call("POST", "/v1/subscriptions/orders-dlq/pull", {"max_events": 3, "wait_ms": 5000})
+ids = [d["ack_id"] for d in pulled["deliveries"]]
+if len(ids) != 3:
+    sys.exit(f"seed: expected 3 deliveries from orders-dlq, got {pulled}")
+call("POST", "/v1/subscriptions/orders-dlq/nack", {"ack_ids": ids, "error": "seeded failure"})
+call("POST", "/v1/schemas/fixture.noted/versions", {"schema": {"type": "object"}})
+for _ in range(100):
+    entries = call("GET", "/v1/subscriptions/orders-dlq/dlq")["entries"]
+    if len(entries) >= 3:
+        break
+    time.sleep(0.1)
+else:
+    sys.exit(f"seed: orders-dlq has {len(entries)} dead letters, expected 3")
+print("seed: topics orders, orders-archive, doomed; subscriptions orders-workers, orders-dlq (3 dead letters), doomed-sub; schema fixture.noted v1")
