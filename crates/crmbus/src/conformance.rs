@@ -522,6 +522,22 @@ async fn multi_topic_append(f: &dyn LogFactory, name: &str) -> Result<(), String
     log.close().await.check("close")
 }
 
+/// Waits until the wall clock reaches `t` (at most ten seconds: the stamps this waits past
+/// are the backend's own, moments old, unless its clock is off).
+async fn wait_for_clock(t: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+    let limit = std::time::Instant::now() + Duration::from_secs(10);
+    while chrono::Utc::now() < t {
+        if std::time::Instant::now() > limit {
+            return Err(format!(
+                "the clock did not reach {t} in 10 s (now {}): a backend stamps events in the future",
+                chrono::Utc::now()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
 async fn read_from_time(f: &dyn LogFactory, name: &str) -> Result<(), String> {
     let log = f.open(name).await.check("open")?;
     log.create_topic(TopicSpec::new("deals", 1))
@@ -532,10 +548,18 @@ async fn read_from_time(f: &dyn LogFactory, name: &str) -> Result<(), String> {
     log.append(&topics(&["deals"]), &first)
         .await
         .check("append 1")?;
-    // Backends stamp with millisecond or finer clocks: leave clear gaps around the cut.
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let cut = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Backends stamp with millisecond or finer clocks: the cut is a millisecond boundary
+    // after the first batch's newest stamp, and the second batch is appended only once
+    // the clock has passed the millisecond after the cut.
+    let stamped = log.read("deals", 0, 0, 100).await.check("read 1")?;
+    let newest = stamped
+        .iter()
+        .map(|s| s.timestamp)
+        .max()
+        .ok_or("the first batch reads back empty")?;
+    let cut_ms = newest.timestamp_millis() + 2;
+    let cut = chrono::DateTime::from_timestamp_millis(cut_ms).ok_or("cut out of range")?;
+    wait_for_clock(cut + chrono::Duration::milliseconds(1)).await?;
     let second: Vec<Event> = (5..9).map(|i| ev("deal.updated", "deal-1", i)).collect();
     log.append(&topics(&["deals"]), &second)
         .await
@@ -825,9 +849,20 @@ async fn retention(f: &dyn LogFactory, name: &str) -> Result<(), String> {
         p.first_offset > 0,
         "nothing removed from ~300 KiB with a 32 KiB limit"
     );
+    // Nothing but this call removed anything, so it removed exactly the events before the
+    // first kept offset.
     ensure!(
-        removed >= p.first_offset.min(1),
-        "enforce_retention reported {removed} removed"
+        removed == p.first_offset,
+        "enforce_retention reported {removed} removed, but the first kept offset is {}",
+        p.first_offset
+    );
+    let again = log.enforce_retention().await.check("enforce again")?;
+    let info = log.describe_topic("deals").await.check("describe")?;
+    let p = &info.partition_info[0];
+    ensure!(
+        again == 0 && p.first_offset == removed,
+        "a second enforce_retention with nothing new removed {again} more (first kept offset {})",
+        p.first_offset
     );
     let got = read_all(log.as_ref(), "deals", 0).await?;
     ensure!(

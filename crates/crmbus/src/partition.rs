@@ -37,14 +37,40 @@ pub fn dedupe_hash(source: &str, id: &str) -> u64 {
 mod tests {
     use super::*;
 
+    /// Pinned values, computed with the reference C implementation (libxxhash 0.8,
+    /// `XXH3_64bits`): a change of hash function or of its input would move every key to
+    /// another partition and break producer dedupe across a release.
     #[test]
-    fn same_key_same_partition_and_known_values() {
-        let a = partition_for_key("deal-42", 8);
-        assert_eq!(a, partition_for_key("deal-42", 8));
-        assert!(a < 8);
-        // Pinned: a change of hash function would move every key to another partition.
-        assert_eq!(xxh3_64(b"deal-42") % 8, u64::from(a));
-        assert_eq!(partition_for_key("anything", 1), 0);
+    fn hashes_and_partitions_are_pinned_to_known_values() {
+        // The XXH3-64 of the empty input, as its specification gives it.
+        assert_eq!(xxh3_64(b""), 0x2D06_8005_38D3_94C2);
+        assert_eq!(xxh3_64(b"deal-42"), 0x3AE0_2058_3540_9C2B);
+        assert_eq!(xxh3_64(b"contact-1001"), 0x26DE_4386_27FE_5CE6);
+        for (key, partitions, want) in [
+            ("deal-42", 8, 3),
+            ("deal-42", 4, 3),
+            ("deal-42", 16, 11),
+            ("deal-42", 3, 1),
+            ("deal-7", 8, 6),
+            ("lead-0", 8, 7),
+            ("lead-1", 4, 2),
+            ("contact-1001", 16, 6),
+            ("anything", 3, 2),
+            ("anything", 1, 0),
+            ("", 8, 2),
+        ] {
+            assert_eq!(
+                partition_for_key(key, partitions),
+                want,
+                "partition of '{key}' among {partitions}"
+            );
+        }
+        assert_eq!(partition_for_key("deal-42", 0), 0, "no partitions");
+        // The subject is the key; without one, the id.
+        let with_subject = Event::new("deal.won", serde_json::json!({})).subject("deal-42");
+        assert_eq!(partition_for(&with_subject, 16), 11);
+        let without = Event::new("deal.won", serde_json::json!({})).id("lead-0");
+        assert_eq!(partition_for(&without, 8), 7);
     }
 
     #[test]
@@ -59,8 +85,12 @@ mod tests {
     }
 
     #[test]
-    fn dedupe_hash_separates_parts() {
-        assert_ne!(dedupe_hash("ab", "c"), dedupe_hash("a", "bc"));
-        assert_eq!(dedupe_hash("s", "1"), dedupe_hash("s", "1"));
+    fn dedupe_hash_separates_parts_and_is_pinned() {
+        // Pinned (reference XXH3-64 of the length-prefixed parts): the dedupe index on
+        // disk and in Redis is keyed by these values.
+        assert_eq!(dedupe_hash("ab", "c"), 0x642D_4DEB_FEBF_33AE);
+        assert_eq!(dedupe_hash("a", "bc"), 0xF42E_E0DF_2A02_3EF1);
+        assert_eq!(dedupe_hash("s", "1"), 0x700B_3F53_C5CA_DAAC);
+        assert_eq!(dedupe_hash("urn:crm", "evt-1"), 0xF044_54A5_F290_E26E);
     }
 }
