@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crmbus::delivery::engine::state_namespace;
 use crmbus::delivery::{handler_fn, Delivery, Engine, Handler, SubscribeOptions};
+use crmbus::delivery::{GroupState, StateKind};
 use crmbus::{Event, EventLog, ManualClock, TopicSpec};
 use crmbus_redis::RedisLog;
 use serde_json::json;
@@ -59,7 +59,10 @@ async fn persisted_done(log: &RedisLog, partitions: u32) -> BTreeSet<(u32, u64)>
     }
     let done = log
         .state_store()
-        .scan(&state_namespace("deals", "erp-sync", "done"), "")
+        .scan(
+            &GroupState::new("deals", "erp-sync").namespace(StateKind::Done),
+            "",
+        )
         .await
         .expect("scan done");
     for (k, _) in done {

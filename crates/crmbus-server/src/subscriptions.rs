@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crmbus::delivery::{
-    seek_group, DeadLetter, DlqFilter, Filter, OnExhausted, Ordering, RetryPolicy, SeekTo, StartAt,
-    SubscribeOptions, Subscription,
+    seek_group, DeadLetter, DlqFilter, Filter, GroupState, OnExhausted, Ordering, RetryPolicy,
+    SeekTo, StartAt, StateKind, SubscribeOptions, Subscription,
 };
 use crmbus::{EventBus, LogError};
 use serde_json::Value;
@@ -406,7 +406,8 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Stops and deletes a subscription with its state (retry schedule, dead letters).
+    /// Stops and deletes a subscription with every kind of state its group kept (retry
+    /// schedule, done markers, dead letters, dedupe, the DLQ audit log), in one batch.
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let mut running = self.running.lock().await;
         let mut r = running.remove(name).ok_or_else(|| not_found(name))?;
@@ -416,15 +417,11 @@ impl Subscriptions {
             namespace: NAMESPACE.to_string(),
             key: name.to_string(),
         }];
-        for kind in ["retry", "done", "dlq", "dedupe"] {
-            let ns = crmbus::delivery::engine::state_namespace(&r.topic, name, kind);
-            for (key, _) in state.scan(&ns, "").await? {
-                ops.push(crmbus::StateOp::Delete {
-                    namespace: ns.clone(),
-                    key,
-                });
-            }
-        }
+        ops.extend(
+            GroupState::new(&r.topic, name)
+                .purge_ops(state.as_ref(), &StateKind::ALL)
+                .await?,
+        );
         state.apply(ops).await?;
         Ok(())
     }

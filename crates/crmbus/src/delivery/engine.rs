@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::breaker::CircuitBreaker;
+use super::group_state::{GroupState, StateKind};
 use super::handler::{Delivery, Handler, HandlerError};
 use super::options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
 use crate::clock::Clock;
@@ -167,11 +168,6 @@ pub struct StatsSnapshot {
     pub breaker: u8,
 }
 
-/// Namespace of a subscription's state of one kind.
-pub fn state_namespace(topic: &str, group: &str, kind: &str) -> String {
-    format!("sub/{topic}/{group}/{kind}")
-}
-
 fn pos_key(partition: u32, offset: u64) -> String {
     format!("{partition:010}/{offset:020}")
 }
@@ -236,6 +232,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     topic: String,
     group: String,
+    /// Where the group's retries, done markers, dead letters, dedupe and audit live.
+    stored: GroupState,
     handler: Arc<dyn Handler>,
     opts: SubscribeOptions,
     parts: Vec<PartCursor>,
@@ -279,6 +277,7 @@ impl Engine {
                 "max_in_flight and read_ahead must be at least 1".into(),
             ));
         }
+        let stored = GroupState::new(topic, group);
         let info = log.describe_topic(topic).await?;
         let mut parts = Vec::with_capacity(info.partition_info.len());
         for p in &info.partition_info {
@@ -307,18 +306,12 @@ impl Engine {
             });
         }
         let mut retries = HashMap::new();
-        for (k, v) in state
-            .scan(&state_namespace(topic, group, "retry"), "")
-            .await?
-        {
+        for (k, v) in state.scan(&stored.namespace(StateKind::Retry), "").await? {
             if let Some(pos) = parse_pos_key(&k) {
                 retries.insert(pos, decode::<RetryRecord>(&v)?);
             }
         }
-        for (k, _) in state
-            .scan(&state_namespace(topic, group, "done"), "")
-            .await?
-        {
+        for (k, _) in state.scan(&stored.namespace(StateKind::Done), "").await? {
             if let Some((p, o)) = parse_pos_key(&k) {
                 if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
                     part.done.insert(o);
@@ -329,7 +322,7 @@ impl Engine {
         let mut held = HashSet::new();
         let mut redriving = Vec::new();
         for (_, v) in state
-            .scan(&state_namespace(topic, group, "dlq"), "")
+            .scan(&stored.namespace(StateKind::DeadLetter), "")
             .await?
         {
             let d: DeadLetter = decode(&v)?;
@@ -341,7 +334,7 @@ impl Engine {
         }
         let mut processed = HashMap::new();
         if opts.dedupe_ttl.is_some() {
-            let ns = state_namespace(topic, group, "dedupe");
+            let ns = stored.namespace(StateKind::Dedupe);
             let now = clock.now_micros();
             let mut expired = Vec::new();
             for (k, v) in state.scan(&ns, "").await? {
@@ -367,6 +360,7 @@ impl Engine {
             clock,
             topic: topic.to_string(),
             group: group.to_string(),
+            stored,
             handler,
             breaker: opts.breaker.map(CircuitBreaker::new),
             opts,
@@ -420,7 +414,7 @@ impl Engine {
         metrics::gauge!("crmbus_subscription_lag", &labels).set(lag as f64);
         let dlq = self
             .state
-            .scan(&state_namespace(&self.topic, &self.group, "dlq"), "")
+            .scan(&self.stored.namespace(StateKind::DeadLetter), "")
             .await?
             .len();
         metrics::gauge!("crmbus_subscription_dlq_size", &labels).set(dlq as f64);
@@ -668,7 +662,7 @@ impl Engine {
                     self.pop_head(p, &key);
                     if self.retries.remove(&(p, offset)).is_some() {
                         self.ops.push(StateOp::Delete {
-                            namespace: state_namespace(&self.topic, &self.group, "retry"),
+                            namespace: self.stored.namespace(StateKind::Retry),
                             key: pos_key(p, offset),
                         });
                     }
@@ -723,7 +717,7 @@ impl Engine {
     fn complete(&mut self, c: Completion) {
         let now = self.clock.now_micros();
         let (p, offset, key) = (c.partition, c.offset, c.key.clone());
-        let retry_ns = state_namespace(&self.topic, &self.group, "retry");
+        let retry_ns = self.stored.namespace(StateKind::Retry);
         if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
             ks.in_flight = false;
         }
@@ -743,7 +737,7 @@ impl Engine {
                 self.remember_processed(c.dedupe_hash, now);
                 if c.redrive {
                     self.ops.push(StateOp::Delete {
-                        namespace: state_namespace(&self.topic, &self.group, "dlq"),
+                        namespace: self.stored.namespace(StateKind::DeadLetter),
                         key: format!("{p}-{offset}"),
                     });
                 } else {
@@ -797,7 +791,7 @@ impl Engine {
         self.processed.insert(hash, expiry);
         match encode(&expiry) {
             Ok(value) => self.ops.push(StateOp::Put {
-                namespace: state_namespace(&self.topic, &self.group, "dedupe"),
+                namespace: self.stored.namespace(StateKind::Dedupe),
                 key: format!("{hash:016x}"),
                 value,
             }),
@@ -842,7 +836,7 @@ impl Engine {
         };
         match encode(&entry) {
             Ok(bytes) => self.ops.push(StateOp::Put {
-                namespace: state_namespace(&self.topic, &self.group, "dlq"),
+                namespace: self.stored.namespace(StateKind::DeadLetter),
                 key: entry.id.clone(),
                 value: bytes,
             }),
@@ -850,7 +844,7 @@ impl Engine {
         }
         if self.retries.remove(&(p, offset)).is_some() {
             self.ops.push(StateOp::Delete {
-                namespace: state_namespace(&self.topic, &self.group, "retry"),
+                namespace: self.stored.namespace(StateKind::Retry),
                 key: pos_key(p, offset),
             });
         }
@@ -875,7 +869,7 @@ impl Engine {
     /// Writes the step's state changes in one batch, then commits each partition's
     /// contiguous low-water mark.
     async fn persist(&mut self) -> Result<(), LogError> {
-        let done_ns = state_namespace(&self.topic, &self.group, "done");
+        let done_ns = self.stored.namespace(StateKind::Done);
         let mut commits = Vec::new();
         for part in &mut self.parts {
             let mut lwm = part.committed;
@@ -1001,7 +995,7 @@ impl Engine {
 
     /// Dead letters matching `filter`, by partition and offset.
     pub async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>, LogError> {
-        let ns = state_namespace(&self.topic, &self.group, "dlq");
+        let ns = self.stored.namespace(StateKind::DeadLetter);
         let mut out = Vec::new();
         for (_, v) in self.state.scan(&ns, "").await? {
             let d: DeadLetter = decode(&v)?;
@@ -1015,7 +1009,7 @@ impl Engine {
 
     /// One dead letter by entry id.
     pub async fn dead_letter_entry(&self, id: &str) -> Result<Option<DeadLetter>, LogError> {
-        let ns = state_namespace(&self.topic, &self.group, "dlq");
+        let ns = self.stored.namespace(StateKind::DeadLetter);
         match self.state.get(&ns, id).await? {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
@@ -1034,7 +1028,7 @@ impl Engine {
         };
         match encode(&rec) {
             Ok(value) => self.ops.push(StateOp::Put {
-                namespace: state_namespace(&self.topic, &self.group, "audit"),
+                namespace: self.stored.namespace(StateKind::Audit),
                 key: format!("{at_us:020}-{}-{action}", d.id),
                 value,
             }),
@@ -1045,7 +1039,7 @@ impl Engine {
 
     /// The audit log of DLQ actions, oldest first.
     pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, LogError> {
-        let ns = state_namespace(&self.topic, &self.group, "audit");
+        let ns = self.stored.namespace(StateKind::Audit);
         self.state
             .scan(&ns, "")
             .await?
@@ -1099,7 +1093,7 @@ impl Engine {
             .filter(|d| !d.redriving && ids.is_none_or(|ids| ids.contains(&d.id)))
             .collect();
         selected.sort_by_key(|d| (d.partition, d.offset));
-        let ns = state_namespace(&self.topic, &self.group, "dlq");
+        let ns = self.stored.namespace(StateKind::DeadLetter);
         for d in &selected {
             self.audit(who, "redrive", d);
             let pos = (d.partition, d.offset);
@@ -1133,7 +1127,7 @@ impl Engine {
         };
         self.audit(who, "discard", &d);
         self.ops.push(StateOp::Delete {
-            namespace: state_namespace(&self.topic, &self.group, "dlq"),
+            namespace: self.stored.namespace(StateKind::DeadLetter),
             key: d.id.clone(),
         });
         let pos = (d.partition, d.offset);

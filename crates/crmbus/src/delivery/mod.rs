@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod engine;
 pub mod filter;
+pub mod group_state;
 pub mod handler;
 pub mod options;
 pub mod retry;
@@ -15,6 +16,7 @@ pub use engine::{
     AuditRecord, DeadLetter, DlqFilter, Engine, RetryRecord, StatsSnapshot, SubscriptionStats,
 };
 pub use filter::{glob_match, Condition, Filter, Op};
+pub use group_state::{GroupState, StateKind};
 pub use handler::{handler_fn, Delivery, Handler, HandlerError};
 pub use options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
 pub use retry::RetryPolicy;

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::engine::state_namespace;
+use super::group_state::{GroupState, StateKind};
 use crate::error::LogError;
 use crate::log::EventLog;
-use crate::state::{StateOp, StateStore};
+use crate::state::StateStore;
 
 /// Where [`seek_group`] moves a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,16 +67,9 @@ pub async fn seek_group(
         };
         positions.push((p.partition, target));
     }
-    let mut ops = Vec::new();
-    for kind in ["retry", "done"] {
-        let ns = state_namespace(topic, group, kind);
-        for (key, _) in state.scan(&ns, "").await? {
-            ops.push(StateOp::Delete {
-                namespace: ns.clone(),
-                key,
-            });
-        }
-    }
+    let ops = GroupState::new(topic, group)
+        .purge_ops(state, &[StateKind::Retry, StateKind::Done])
+        .await?;
     if !ops.is_empty() {
         state.apply(ops).await?;
     }
@@ -109,7 +102,7 @@ mod tests {
             .await
             .expect("append");
         let info = log.describe_topic("deals").await.expect("describe");
-        let ns = state_namespace("deals", "g", "retry");
+        let ns = GroupState::new("deals", "g").namespace(StateKind::Retry);
         state
             .put(&ns, "0000000000/00000000000000000001", b"{}".to_vec())
             .await
