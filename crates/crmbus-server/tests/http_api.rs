@@ -320,6 +320,32 @@ async fn one_event_to_several_topics_all_or_nothing() {
     s.stop().await;
 }
 
+/// A time (RFC 3339, microseconds) strictly after every event appended before the call
+/// and strictly before every event appended after it: the embedded log stamps events with
+/// the wall clock in microseconds, so this waits (bounded) for the clock to pass the
+/// microsecond of the call, takes that as the cut, and waits for it to pass the cut too.
+async fn cut_between_appends() -> String {
+    async fn past(us: i64) -> i64 {
+        let limit = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = chrono::Utc::now().timestamp_micros();
+            if now > us {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < limit,
+                "the wall clock did not pass {us} µs in 5 s"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+    let cut = past(chrono::Utc::now().timestamp_micros()).await;
+    past(cut).await;
+    chrono::DateTime::from_timestamp_micros(cut)
+        .expect("a time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_from_a_time() {
     let s = TestServer::start("embedded", &[]).await;
@@ -338,9 +364,7 @@ async fn read_from_a_time() {
             .await;
         assert_eq!(st, 201, "{body}");
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = cut_between_appends().await;
     for i in 0..3 {
         let (st, _) = s
             .publish(
@@ -659,9 +683,7 @@ async fn seek_to_a_time_and_to_earliest_replays() {
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = cut_between_appends().await;
     for i in 0..2 {
         s.publish(
             "deals",
@@ -701,34 +723,59 @@ async fn seek_to_a_time_and_to_earliest_replays() {
 }
 
 /// Reads SSE messages until `n` have arrived: (id, data).
-async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, Value)> {
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("an SSE message within 10 s")
-            .expect("stream open")
-            .expect("chunk");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let mut id = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !data.is_empty() {
-                out.push((id, serde_json::from_str(&data).expect("data is JSON")));
-            }
+/// Reads an SSE response as (id, data) messages, each as soon as it arrives.
+struct SseReader {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buf: String,
+    ready: std::collections::VecDeque<(String, Value)>,
+}
+
+impl SseReader {
+    fn new(resp: reqwest::Response) -> SseReader {
+        SseReader {
+            stream: resp.bytes_stream().map(|c| c.map(|b| b.to_vec())).boxed(),
+            buf: String::new(),
+            ready: std::collections::VecDeque::new(),
         }
     }
-    out
+
+    /// The next `n` messages, each within 10 s.
+    async fn next(&mut self, n: usize) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            if let Some(m) = self.ready.pop_front() {
+                out.push(m);
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
+                .await
+                .expect("an SSE message within 10 s")
+                .expect("stream open")
+                .expect("chunk");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut id = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if !data.is_empty() {
+                    self.ready
+                        .push_back((id, serde_json::from_str(&data).expect("data is JSON")));
+                }
+            }
+        }
+        out
+    }
+}
+
+async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, Value)> {
+    SseReader::new(resp).next(n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,14 +812,16 @@ async fn server_sent_events_resume_from_last_event_id() {
         .send()
         .await
         .expect("resume");
-    let pending = tokio::spawn(read_sse(r, 3));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The backlog first; once it has arrived the stream has caught up with the log, and
+    // e-5, published only then, must come through the live wait.
+    let mut reader = SseReader::new(r);
+    let mut rest = reader.next(2).await;
     s.publish(
         "deals",
         &event("e-5", "deal.won", "deal-1", json!({"n": 5})),
     )
     .await;
-    let rest = pending.await.expect("task");
+    rest.extend(reader.next(1).await);
     let ids: Vec<&str> = rest
         .iter()
         .map(|(_, v)| v["event"]["id"].as_str().expect("id"))
@@ -804,7 +853,8 @@ async fn websocket_streams_matching_events() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("ws connect");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No wait needed: the server places the stream's cursors ("latest") before it answers
+    // the upgrade, so everything published from here on is streamed.
     s.publish("crm", &event("l-1", "lead.created", "lead-1", json!({})))
         .await;
     s.publish(
@@ -926,6 +976,23 @@ async fn subscriptions_and_events_survive_a_restart() {
     s.stop().await;
 }
 
+/// `crmbus_live_slow_disconnects_total` on /metrics (0 before the first).
+async fn slow_disconnects(s: &TestServer) -> f64 {
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("crmbus_live_slow_disconnects_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_client_that_stops_reading_is_disconnected_with_a_reason() {
     let s = TestServer::start(
@@ -937,6 +1004,7 @@ async fn a_live_client_that_stops_reading_is_disconnected_with_a_reason() {
     )
     .await;
     s.create_topic("bulk", 1).await;
+    let disconnects_before = slow_disconnects(&s).await;
     let resp = s
         .client
         .get(s.url("/v1/topics/bulk/stream?from=earliest"))
@@ -955,7 +1023,15 @@ async fn a_live_client_that_stops_reading_is_disconnected_with_a_reason() {
             .await;
         assert_eq!(st, 201, "{body}");
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait (bounded) until the server has given up on the client, which it counts.
+    let limit = std::time::Instant::now() + Duration::from_secs(30);
+    while slow_disconnects(&s).await <= disconnects_before {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the server did not disconnect the stalled client within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Now read what was sent: some events, then the reason, then the end of the stream.
     let mut stream = resp.bytes_stream();
     let mut text = Vec::new();
