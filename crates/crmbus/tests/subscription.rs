@@ -83,14 +83,20 @@ async fn background_subscription_delivers_redrives_and_resumes() {
         .collect();
     assert_eq!(l1, ["lead.created", "lead.qualified", "lead.converted"]);
     // The permanent failure is in the DLQ; fix the consumer and redrive through the handle.
-    let mut dl = Vec::new();
-    for _ in 0..1000 {
-        dl = sub.dead_letters(DlqFilter::default()).await.expect("list");
+    // The handler reported the failure before the engine stored the dead letter: poll for
+    // it, bounded by the hang guard.
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    let dl = loop {
+        let dl = sub.dead_letters(DlqFilter::default()).await.expect("list");
         if !dl.is_empty() {
-            break;
+            break dl;
         }
-        tokio::task::yield_now().await;
-    }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the permanent failure did not reach the DLQ within {HANG_GUARD:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].last_error, "invalid phone number");
     *broken.lock().expect("flag") = false;
