@@ -577,8 +577,10 @@ async fn dead_letters_listed_shown_redriven_and_discarded_over_http() {
             .await;
         assert_eq!(st, 200);
     }
+    // Polls (the subscription's engine stores the result in the background), for at most
+    // 30 s.
     let mut entries = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         let (st, body) = s.get("/v1/subscriptions/erp/dlq").await;
         assert_eq!(st, 200);
         entries = body["entries"].as_array().expect("entries").clone();
@@ -587,14 +589,18 @@ async fn dead_letters_listed_shown_redriven_and_discarded_over_http() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries.len(),
+        2,
+        "the two exhausted events did not reach the DLQ within 30 s: {entries:?}"
+    );
     assert_eq!(entries[0]["last_error"], "ERP returned 500");
     let (_, body) = s.get("/v1/subscriptions/erp").await;
     assert_eq!(body["status"]["dlq_size"], 2);
     // The DLQ size and lag reach /metrics too (exported about once a second).
     let gauge = "crmbus_subscription_dlq_size{topic=\"billing\",group=\"erp\"} 2";
     let mut text = String::new();
-    for _ in 0..50 {
+    for _ in 0..300 {
         text = s
             .client
             .get(s.url("/metrics"))
@@ -609,7 +615,10 @@ async fn dead_letters_listed_shown_redriven_and_discarded_over_http() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(text.contains(gauge), "{text}");
+    assert!(
+        text.contains(gauge),
+        "/metrics did not show {gauge} within 30 s:\n{text}"
+    );
     assert!(text.contains("crmbus_subscription_lag{topic=\"billing\",group=\"erp\"}"));
     assert!(text.contains("crmbus_deliveries_total"));
 
@@ -655,8 +664,10 @@ async fn dead_letters_listed_shown_redriven_and_discarded_over_http() {
         .delete(&format!("/v1/subscriptions/erp/dlq/{second}"))
         .await;
     assert_eq!(st, 404);
+    // Polls (the subscription's engine stores the result in the background), for at most
+    // 30 s.
     let mut left = usize::MAX;
-    for _ in 0..100 {
+    for _ in 0..600 {
         let (_, body) = s.get("/v1/subscriptions/erp/dlq").await;
         left = body["entries"].as_array().expect("entries").len();
         if left == 0 {
@@ -664,7 +675,10 @@ async fn dead_letters_listed_shown_redriven_and_discarded_over_http() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(left, 0);
+    assert_eq!(
+        left, 0,
+        "the DLQ did not drain within 30 s of the redrive and the discard"
+    );
     s.stop().await;
 }
 

@@ -105,8 +105,10 @@ async fn core_flow(s: &TestServer) {
         .await;
     assert_eq!(st, 200);
 
+    // Polls (the subscription's engine stores the result in the background), for at most
+    // 30 s.
     let mut entries = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         let (_, body) = s.get("/v1/subscriptions/erp/dlq").await;
         entries = body["entries"].as_array().expect("entries").clone();
         if !entries.is_empty() {
@@ -114,7 +116,11 @@ async fn core_flow(s: &TestServer) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries.len(),
+        1,
+        "the nacked event did not reach the DLQ within 30 s: {entries:?}"
+    );
     assert_eq!(entries[0]["event"]["id"], "e-1");
     let (st, body) = s
         .post("/v1/subscriptions/erp/dlq/redrive", json!({"all": true}))
@@ -131,7 +137,7 @@ async fn core_flow(s: &TestServer) {
         .await;
     assert_eq!(st, 200);
     let mut lag = u64::MAX;
-    for _ in 0..100 {
+    for _ in 0..600 {
         let (_, body) = s.get("/v1/subscriptions/erp").await;
         lag = body["status"]["lag"].as_u64().expect("lag");
         if lag == 0 && body["status"]["dlq_size"] == 0 {
@@ -139,7 +145,10 @@ async fn core_flow(s: &TestServer) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(lag, 0);
+    assert_eq!(
+        lag, 0,
+        "the subscription did not catch up (lag 0, DLQ empty) within 30 s of the ack"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
