@@ -193,7 +193,9 @@ fn order_case() -> impl Strategy<Value = OrderCase> {
             prop::option::weighted(0.6, (2u32..6, 100u64..5_000)),
             prop::collection::vec(0usize..8, 0..3),
             any::<bool>(),
-            1usize..16,
+            // One in flight at a time half the time: then the breaker is checked
+            // against a model of it (see `check_breaker`).
+            prop_oneof![Just(1usize), 2usize..16],
             any::<u64>(),
         ),
     )
@@ -240,6 +242,8 @@ struct Reach {
     restarts_with_work: u64,
     /// Restarts between a redrive and its delivery.
     restarts_after_redrive: u64,
+    /// Breaker openings replayed by the model in `check_breaker`.
+    breaker_modelled: u64,
 }
 
 impl Reach {
@@ -255,6 +259,7 @@ impl Reach {
         self.breaker_open += o.breaker_open;
         self.restarts_with_work += o.restarts_with_work;
         self.restarts_after_redrive += o.restarts_after_redrive;
+        self.breaker_modelled += o.breaker_modelled;
     }
 }
 
@@ -281,9 +286,30 @@ fn order_handler(
     c: &OrderCase,
     calls: Calls,
     phase: Arc<std::sync::atomic::AtomicU8>,
+    timeline: Timeline,
+    clock: ManualClock,
 ) -> Arc<dyn crmbus::delivery::Handler> {
     let c = c.clone();
     recording_handler(calls, move |d| {
+        let outcome = order_outcome(&c, &phase, d);
+        timeline
+            .lock()
+            .expect("timeline")
+            .push(Some((clock.now_micros(), outcome.is_none())));
+        outcome
+    })
+}
+
+/// Handler calls in order, (clock time, success), and `None` where the consumer restarted.
+type Timeline = Arc<Mutex<Vec<Option<(i64, bool)>>>>;
+
+/// What a case's handler answers to `d`.
+fn order_outcome(
+    c: &OrderCase,
+    phase: &std::sync::atomic::AtomicU8,
+    d: &Delivery,
+) -> Option<HandlerError> {
+    {
         let key: u64 = d
             .event
             .subject
@@ -309,7 +335,48 @@ fn order_handler(
             });
         }
         (roll < c.fail_percent).then(|| HandlerError::transient("flaky"))
-    })
+    }
+}
+
+/// With one delivery in flight at a time, calls complete in the order they are made, so
+/// the breaker's state follows from the timeline: it opens after `consecutive` failures in
+/// a row (or a failed probe) for `open_for`; no call may start before that has passed; the
+/// first call after it is the probe, which closes it on success; a restart closes it.
+/// Returns how many times it opened.
+fn check_breaker(
+    timeline: &Timeline,
+    consecutive: u32,
+    open_for: Duration,
+) -> Result<u64, TestCaseError> {
+    let open_for = open_for.as_micros() as i64;
+    let (mut failures, mut open_until, mut probing, mut opened) = (0u32, None::<i64>, false, 0);
+    for (i, entry) in timeline.lock().expect("timeline").iter().enumerate() {
+        let Some((t, ok)) = *entry else {
+            (failures, open_until, probing) = (0, None, false);
+            continue;
+        };
+        if let Some(until) = open_until.take() {
+            prop_assert!(
+                t >= until,
+                "call {} at {} µs went through a breaker open until {} µs",
+                i,
+                t,
+                until
+            );
+            probing = true;
+        }
+        if ok {
+            (failures, probing) = (0, false);
+        } else {
+            failures += 1;
+            if probing || failures >= consecutive {
+                open_until = Some(t + open_for);
+                (failures, probing) = (0, false);
+                opened += 1;
+            }
+        }
+    }
+    Ok(opened)
 }
 
 /// Drives `engine` until nothing is left to do now or later: after each idle point it
@@ -319,12 +386,11 @@ fn order_handler(
 async fn drive_case(
     world: &World,
     engine: &mut Engine,
-    handler: &Arc<dyn crmbus::delivery::Handler>,
-    opts: &SubscribeOptions,
-    calls: &Calls,
+    run: &CaseRun,
     restart_rounds: &[usize],
     reach: &mut Reach,
 ) -> Result<(), TestCaseError> {
+    let (opts, calls) = (&run.opts, &run.calls);
     let open_for = opts.breaker.map(|b| b.open_for).unwrap_or(Duration::ZERO);
     let n_calls = || calls.lock().expect("calls").len();
     let mut waited_out_breaker = false;
@@ -336,7 +402,7 @@ async fn drive_case(
             if !engine.pending_retries().is_empty() || engine.stats().parked_keys > 0 {
                 reach.restarts_with_work += 1;
             }
-            *engine = world.engine(Arc::clone(handler), opts.clone()).await;
+            *engine = run.restart(world).await;
             waited_out_breaker = false;
             // A new engine knows its retry times only once it has read its partitions.
             continue;
@@ -366,6 +432,24 @@ async fn drive_case(
     Err(TestCaseError::fail(
         "the engine did not finish in 20000 rounds",
     ))
+}
+
+/// What the rounds of a case share: its handler, options and records.
+struct CaseRun {
+    handler: Arc<dyn crmbus::delivery::Handler>,
+    opts: SubscribeOptions,
+    calls: Calls,
+    timeline: Timeline,
+}
+
+impl CaseRun {
+    /// A new engine over the same log and state (the consumer restarted).
+    async fn restart(&self, world: &World) -> Engine {
+        self.timeline.lock().expect("timeline").push(None);
+        world
+            .engine(Arc::clone(&self.handler), self.opts.clone())
+            .await
+    }
 }
 
 /// Successful handler calls per key, from `calls[from..]`.
@@ -414,7 +498,14 @@ async fn per_key_order_case(c: OrderCase) -> Result<Reach, TestCaseError> {
     world.publish(batch).await;
     let calls: Calls = Arc::default();
     let phase = Arc::new(std::sync::atomic::AtomicU8::new(1));
-    let handler = order_handler(&c, Arc::clone(&calls), Arc::clone(&phase));
+    let timeline: Timeline = Arc::default();
+    let handler = order_handler(
+        &c,
+        Arc::clone(&calls),
+        Arc::clone(&phase),
+        Arc::clone(&timeline),
+        world.clock.clone(),
+    );
     let opts = SubscribeOptions {
         retry: quick_retry(c.max_attempts),
         on_exhausted: if c.hold {
@@ -435,16 +526,13 @@ async fn per_key_order_case(c: OrderCase) -> Result<Reach, TestCaseError> {
         ..SubscribeOptions::default()
     };
     let mut engine = world.engine(Arc::clone(&handler), opts.clone()).await;
-    drive_case(
-        &world,
-        &mut engine,
-        &handler,
-        &opts,
-        &calls,
-        &c.restart_rounds,
-        &mut reach,
-    )
-    .await?;
+    let run = CaseRun {
+        handler,
+        opts,
+        calls: Arc::clone(&calls),
+        timeline: Arc::clone(&timeline),
+    };
+    drive_case(&world, &mut engine, &run, &c.restart_rounds, &mut reach).await?;
 
     // Phase 1's end state.
     let phase1 = calls.lock().expect("calls").len();
@@ -539,18 +627,9 @@ async fn per_key_order_case(c: OrderCase) -> Result<Reach, TestCaseError> {
         if redriven > 0 {
             reach.restarts_after_redrive += 1;
         }
-        engine = world.engine(Arc::clone(&handler), opts.clone()).await;
+        engine = run.restart(&world).await;
     }
-    drive_case(
-        &world,
-        &mut engine,
-        &handler,
-        &opts,
-        &calls,
-        &[],
-        &mut reach,
-    )
-    .await?;
+    drive_case(&world, &mut engine, &run, &[], &mut reach).await?;
     let second = successes_since(&calls, phase1);
     for ((k, n), attempts) in attempts_since(&calls, phase1) {
         prop_assert_eq!(
@@ -610,6 +689,10 @@ async fn per_key_order_case(c: OrderCase) -> Result<Reach, TestCaseError> {
         redriven,
         "one audit record per redrive"
     );
+    if let (1, Some((consecutive, open_ms))) = (c.max_in_flight, c.breaker) {
+        reach.breaker_modelled +=
+            check_breaker(&timeline, consecutive, Duration::from_millis(open_ms))?;
+    }
     Ok(reach)
 }
 
@@ -671,6 +754,10 @@ fn per_key_order_holds_under_random_failures() {
         ("a redrive of skipped dead letters", r.redriven_skip),
         ("a redrive of a held dead letter", r.redriven_held),
         ("an open breaker", r.breaker_open),
+        (
+            "a breaker opening checked against its model",
+            r.breaker_modelled,
+        ),
         (
             "a restart with retries or holds pending",
             r.restarts_with_work,
