@@ -9,8 +9,9 @@
 # test that killed it) and a summary; exits 1 if any mutant survives or a patch no longer
 # applies (a patch goes stale when the code it mutates changes: make it again).
 #
-# A call that cannot matter is marked `// mutants: equivalent` with the reason beside it:
-# it is listed, not mutated.
+# A call that cannot matter is marked `// mutants: equivalent` with the reason beside it,
+# and an ordering patch that cannot matter has an `# Equivalent:` line saying why: both
+# are listed, not run.
 #
 #   bash scripts/mutants.sh                 # every mutant, 500 power cuts each
 #   CRMBUS_SIM_CRASHES=2000 bash scripts/mutants.sh
@@ -101,6 +102,11 @@ current=""
 for patch in scripts/mutants/*.patch; do
     name=$(basename "$patch" .patch)
     what=$(sed -n '1s/^# //p' "$patch")
+    # A patch whose header says why it cannot matter is listed, not run.
+    if grep -q '^# Equivalent:' "$patch"; then
+        echo "equivalent $name: $what"
+        continue
+    fi
     if ! patch -s -p1 --dry-run <"$patch" >/dev/null 2>&1; then
         stale=$((stale + 1))
         echo "STALE    $name: the patch no longer applies"
