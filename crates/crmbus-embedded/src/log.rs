@@ -1,6 +1,7 @@
 //! [`EmbeddedLog`]: the [`EventLog`] implementation over segment files and redb metadata.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
@@ -261,6 +262,9 @@ struct TopicShared<'a> {
     points: &'a RecoveryPoints,
 }
 
+/// At most this many threads open a topic's partitions.
+const OPEN_THREADS: u32 = 16;
+
 fn open_topic(
     dir: &Path,
     spec: TopicSpec,
@@ -268,19 +272,55 @@ fn open_topic(
     shared: &TopicShared<'_>,
 ) -> Result<Topic, LogError> {
     let tdir = topics_dir(dir).join(&spec.name);
-    let mut partitions = Vec::with_capacity(spec.partitions as usize);
-    for p in 0..spec.partitions {
-        let part = Partition::open(
-            &spec.name,
-            p,
-            &tdir.join(p.to_string()),
-            opts,
-            Arc::clone(shared.corrupt),
-            Arc::clone(shared.handles),
-            shared.points.get(&(spec.name.clone(), p)).copied(),
-        )?;
-        partitions.push(Arc::new(part));
-    }
+    let open_range = |range: std::ops::Range<u32>| -> io::Result<Vec<Arc<Partition>>> {
+        range
+            .map(|p| {
+                Partition::open(
+                    &spec.name,
+                    p,
+                    &tdir.join(p.to_string()),
+                    opts,
+                    Arc::clone(shared.corrupt),
+                    Arc::clone(shared.handles),
+                    shared.points.get(&(spec.name.clone(), p)).copied(),
+                )
+                .map(Arc::new)
+            })
+            .collect()
+    };
+    // Each partition's open ends with two fsyncs; with many partitions, they run on several
+    // threads so the file system can batch them (thousands one after another took seconds).
+    let threads = if opts.storage.concurrent() {
+        spec.partitions.min(OPEN_THREADS)
+    } else {
+        1
+    };
+    let partitions: Vec<Arc<Partition>> = if threads <= 1 {
+        open_range(0..spec.partitions)?
+    } else {
+        let per = spec.partitions.div_ceil(threads);
+        let chunks: Vec<io::Result<Vec<Arc<Partition>>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let range =
+                        (i * per).min(spec.partitions)..((i + 1) * per).min(spec.partitions);
+                    scope.spawn(move || open_range(range))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("partition open thread panicked")))
+                })
+                .collect()
+        });
+        let mut all = Vec::with_capacity(spec.partitions as usize);
+        for chunk in chunks {
+            all.extend(chunk?);
+        }
+        all
+    };
     // Rebuild the dedupe window from the records' own digests.
     let now = opts.clock.now_micros();
     let since = now.saturating_sub(opts.dedupe_window.as_micros() as i64);
