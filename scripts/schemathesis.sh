@@ -40,11 +40,13 @@ python3 scripts/schemathesis_seed.py "$url"
 # sequences that follow the document's links) with every data check: valid requests must be
 # accepted (positive_data_acceptance) and invalid ones rejected (negative_data_rejection).
 # The seed is fixed so a run replays; the cassette records every request and answer.
+# A pull may long-poll for up to 30 s (wait_ms ≤ 30000), so a request gets 40 s.
 exclude='/stream$|/ws$'
 set +e
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts st --config-file scripts/schemathesis.toml run "$url/openapi.json" \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples 15 \
+    --request-timeout 40 \
     --seed 7480 \
     --generation-database none \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,positive_data_acceptance,negative_data_rejection \

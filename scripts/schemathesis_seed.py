@@ -1,8 +1,9 @@
 """Fixtures for scripts/schemathesis.sh: the resources the OpenAPI document's examples name.
 
 The examples in /openapi.json name topics `orders` (with events) and `orders-archive`, subscriptions
-`orders-workers` (events to pull) and `orders-dlq` (three dead letters, `0-0`, `0-1`,
-`0-2`), and a topic `doomed` and a subscription `doomed-sub` that the delete examples
+`orders-workers` (events to pull), `orders-dlq` (three dead letters, `0-0`, `0-1`, `0-2`,
+for listing and redrive) and `orders-review` (three more, for showing and discarding: a
+redrive of all of orders-dlq cannot take them away first), and a topic `doomed` and a subscription `doomed-sub` that the delete examples
 remove. This creates them through the public API before schemathesis runs, so that the
 requests schemathesis generates from those examples find them. Nothing here is counted in
 the per-operation summary: that comes from schemathesis's own cassette.
@@ -64,19 +65,30 @@ call(
     {"name": "orders-dlq", "retry": {"max_attempts": 1}},
 )
 
-# Three dead letters in orders-dlq: pull the first three events and nack them (one attempt
-# allowed, so each goes straight to the DLQ).
-pulled = call("POST", "/v1/subscriptions/orders-dlq/pull", {"max_events": 3, "wait_ms": 5000})
-ids = [d["ack_id"] for d in pulled["deliveries"]]
-if len(ids) != 3:
-    sys.exit(f"seed: expected 3 deliveries from orders-dlq, got {pulled}")
-call("POST", "/v1/subscriptions/orders-dlq/nack", {"ack_ids": ids, "error": "seeded failure"})
+call(
+    "POST",
+    "/v1/topics/orders/subscriptions",
+    {"name": "orders-review", "retry": {"max_attempts": 1}},
+)
+
+
+def dead_letters(sub):
+    """Three dead letters in `sub`: pulls the first three events and nacks them (one
+    attempt allowed, so each goes straight to the DLQ), then waits until all are there."""
+    pulled = call("POST", f"/v1/subscriptions/{sub}/pull", {"max_events": 3, "wait_ms": 5000})
+    ids = [d["ack_id"] for d in pulled["deliveries"]]
+    if len(ids) != 3:
+        sys.exit(f"seed: expected 3 deliveries from {sub}, got {pulled}")
+    call("POST", f"/v1/subscriptions/{sub}/nack", {"ack_ids": ids, "error": "seeded failure"})
+    for _ in range(100):
+        entries = call("GET", f"/v1/subscriptions/{sub}/dlq")["entries"]
+        if len(entries) >= 3:
+            return
+        time.sleep(0.1)
+    sys.exit(f"seed: {sub} has {len(entries)} dead letters, expected 3")
+
+
+dead_letters("orders-dlq")
+dead_letters("orders-review")
 call("POST", "/v1/schemas/fixture.noted/versions", {"schema": {"type": "object"}})
-for _ in range(100):
-    entries = call("GET", "/v1/subscriptions/orders-dlq/dlq")["entries"]
-    if len(entries) >= 3:
-        break
-    time.sleep(0.1)
-else:
-    sys.exit(f"seed: orders-dlq has {len(entries)} dead letters, expected 3")
-print("seed: topics orders, orders-archive, doomed; subscriptions orders-workers, orders-dlq (3 dead letters), doomed-sub; schema fixture.noted v1")
+print("seed: topics orders, orders-archive, doomed; subscriptions orders-workers, orders-dlq and orders-review (3 dead letters each), doomed-sub; schema fixture.noted v1")

@@ -549,19 +549,23 @@ pub mod whole {
     use serde::de::{Deserialize, Deserializer, Error};
     use serde_json::Number;
 
-    fn read<'de, D: Deserializer<'de>>(d: D, max: u64) -> Result<Option<u64>, D::Error> {
-        let Some(n) = Option::<Number>::deserialize(d)? else {
-            return Ok(None);
-        };
-        let value = match n.as_u64() {
+    /// `n` as a `u64` if it is a whole number from 0 to `u64::MAX`, written either way.
+    pub fn number_u64(n: &Number) -> Option<u64> {
+        match n.as_u64() {
             Some(v) => Some(v),
             // 2^64 is the first float above u64::MAX; every integral float below it is exact.
             None => n
                 .as_f64()
                 .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
                 .map(|f| f as u64),
+        }
+    }
+
+    fn read<'de, D: Deserializer<'de>>(d: D, max: u64) -> Result<Option<u64>, D::Error> {
+        let Some(n) = Option::<Number>::deserialize(d)? else {
+            return Ok(None);
         };
-        match value {
+        match number_u64(&n) {
             Some(v) if v <= max => Ok(Some(v)),
             _ => Err(D::Error::custom(format!(
                 "invalid value: {n}, expected an integer between 0 and {max}"

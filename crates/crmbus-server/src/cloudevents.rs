@@ -49,6 +49,27 @@ fn is_json(media: &str) -> bool {
 /// Reads the events of a publish request in whichever mode its headers say.
 pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, ApiError> {
     let media = media_type(headers);
+    // A ce-specversion header names the version of the whole request, in any mode.
+    if let Some(v) = headers.get("ce-specversion") {
+        if v.as_bytes() != b"1.0" {
+            return Err(ApiError::new(
+                "invalid_request",
+                format!(
+                    "ce-specversion '{}' is not a CloudEvents version this server speaks (1.0)",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+            ));
+        }
+    }
+    // So does any other ce-* attribute header: present, it must not be empty.
+    for name in ["ce-id", "ce-source", "ce-type", "ce-subject"] {
+        if headers.get(name).is_some_and(|v| v.is_empty()) {
+            return Err(ApiError::new(
+                "invalid_request",
+                format!("the {name} header is empty"),
+            ));
+        }
+    }
     // The content type decides the mode (CloudEvents HTTP binding §3): a structured or batch
     // content type means that mode, whatever ce-* headers came along; binary mode is any
     // other content type with ce-specversion.

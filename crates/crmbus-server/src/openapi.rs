@@ -266,10 +266,10 @@ fn path_examples(doc: &mut Value) {
                     ("topic", "delete_topic") => (NAME_PATTERN, "doomed"),
                     ("topic", _) => (NAME_PATTERN, "orders"),
                     ("name", "delete_subscription") => (NAME_PATTERN, "doomed-sub"),
-                    (
-                        "name",
-                        "list_dlq" | "get_dlq_entry" | "redrive_dlq" | "discard_dlq_entry",
-                    ) => (NAME_PATTERN, "orders-dlq"),
+                    ("name", "list_dlq" | "redrive_dlq") => (NAME_PATTERN, "orders-dlq"),
+                    ("name", "get_dlq_entry" | "discard_dlq_entry") => {
+                        (NAME_PATTERN, "orders-review")
+                    }
                     ("name", _) => (NAME_PATTERN, "orders-workers"),
                     ("entry", "discard_dlq_entry") => ("^[0-9]+-[0-9]+$", "0-1"),
                     ("entry", _) => ("^[0-9]+-[0-9]+$", "0-0"),
@@ -312,9 +312,15 @@ fn publish_modes(doc: &mut Value) {
             continue;
         }
         content["application/json"] = json!({
-            "schema": {"description": "With the ce-* headers: the event's data (any JSON). Without them: a structured event.", "$ref": "#/components/schemas/CloudEventDoc"},
+            // Any JSON: the data of a binary-mode event, or (without the ce-* headers) a
+            // structured event, which the server checks as such.
+            "schema": {"description": "With the ce-* headers: the event's data (any JSON). Without them: a structured event (see CloudEventDoc)."},
             "example": {"amount": "99.50", "currency": "EUR"}
         });
+        // Binary mode carries an event without data as headers alone (CloudEvents: data
+        // is optional); structured and batch requests need their body.
+        o["requestBody"]["required"] = json!(false);
+        o["requestBody"]["description"] = json!("The event(s). Required except in binary mode, where an event without data has no body.");
         let header = |name: &str, required: &str, schema: Value, example: &str| {
             json!({
                 "name": name,
@@ -336,25 +342,25 @@ fn publish_modes(doc: &mut Value) {
                 header(
                     "ce-id",
                     "the event's id.",
-                    json!({"type": "string"}),
+                    json!({"type": "string", "minLength": 1}),
                     "evt-2001",
                 ),
                 header(
                     "ce-source",
                     "the event's source.",
-                    json!({"type": "string"}),
+                    json!({"type": "string", "minLength": 1}),
                     "urn:acme:crm",
                 ),
                 header(
                     "ce-type",
                     "the event's type.",
-                    json!({"type": "string"}),
+                    json!({"type": "string", "minLength": 1}),
                     "order.placed",
                 ),
                 header(
                     "ce-subject",
                     "the event's subject.",
-                    json!({"type": "string"}),
+                    json!({"type": "string", "minLength": 1}),
                     "order-2001",
                 ),
             ]);

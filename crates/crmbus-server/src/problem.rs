@@ -57,9 +57,11 @@ pub fn status_for_code(code: &str) -> StatusCode {
         | "dlq_entry_not_found"
         | "schema_not_found"
         | "not_found" => StatusCode::NOT_FOUND,
-        "topic_exists" | "subscription_exists" | "schema_incompatible" | "conflict" => {
-            StatusCode::CONFLICT
-        }
+        "topic_exists"
+        | "subscription_exists"
+        | "schema_incompatible"
+        | "conflict"
+        | "offset_out_of_range" => StatusCode::CONFLICT,
         "invalid_argument" | "invalid_event" | "invalid_request" | "schema_violation"
         | "invalid_schema" => StatusCode::BAD_REQUEST,
         "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,

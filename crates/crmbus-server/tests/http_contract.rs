@@ -136,3 +136,146 @@ async fn bodies_and_nested_members_must_be_objects() {
         .await;
     assert_eq!(st, 200, "{body}");
 }
+
+/// CloudEvents `dataschema` is a URI (RFC 3986): ASCII only, no spaces or control
+/// characters. The WHATWG URL parser accepted such a value (and percent-encoded it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataschema_that_is_not_an_rfc_3986_uri_is_rejected() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("orders", 1).await;
+    let ct = [("content-type", "application/cloudevents+json")];
+    for bad in [
+        "urn:x:\u{8b}+0",
+        "https://schemas.example/a b",
+        "https://x/\u{e9}",
+        "no-scheme",
+    ] {
+        let event = json!({"specversion": "1.0", "id": "e-1", "source": "urn:acme:crm", "type": "order.placed", "dataschema": bad});
+        let (st, problem) = post_raw(&s, "/v1/topics/orders/events", &ct, &event.to_string()).await;
+        assert_eq!(st, 400, "{bad:?}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], "dataschema", "{problem}");
+    }
+    let event = json!({"specversion": "1.0", "id": "e-2", "source": "urn:acme:crm", "type": "order.placed", "dataschema": "https://schemas.example/order.placed/1?v=%20#x"});
+    let (st, body) = post_raw(&s, "/v1/topics/orders/events", &ct, &event.to_string()).await;
+    assert_eq!(st, 201, "{body}");
+}
+
+/// A seek to an offset past a partition's end conflicts with the partition as it is now
+/// (409, `offset_out_of_range`): the request itself is well formed, so not a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeking_past_the_end_of_a_partition_is_a_conflict() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("orders", 1).await;
+    let (st, body) = s
+        .post("/v1/topics/orders/subscriptions", json!({"name": "w"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, problem) = s
+        .post(
+            "/v1/subscriptions/w/seek",
+            json!({"to": {"offsets": {"0": 18446744073709551614u64}}}),
+        )
+        .await;
+    assert_eq!(st, 409, "{problem}");
+    assert_eq!(problem["code"], "offset_out_of_range", "{problem}");
+    let (st, body) = s
+        .post(
+            "/v1/subscriptions/w/seek",
+            json!({"to": {"offsets": {"0": 0}}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+}
+
+/// A `ce-specversion` header names the CloudEvents version of the request; one this server
+/// does not speak is refused in every mode (a structured request ignored it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ce_specversion_header_other_than_1_0_is_refused_in_every_mode() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("orders", 1).await;
+    let event = json!({"specversion": "1.0", "id": "e-1", "source": "urn:acme:crm", "type": "order.placed"});
+    for ct in [
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
+    ] {
+        let body = if ct.contains("batch") {
+            json!([event]).to_string()
+        } else {
+            event.to_string()
+        };
+        let headers = [("content-type", ct), ("ce-specversion", "{}")];
+        let (st, problem) = post_raw(&s, "/v1/topics/orders/events", &headers, &body).await;
+        assert_eq!(st, 400, "{ct}: {problem}");
+    }
+    assert_eq!(s.event_count("orders").await, 0);
+}
+
+/// The document says what the server checks of the binary-mode headers: ce-id, ce-source
+/// and ce-type must not be empty (the server refuses an empty one with 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_mode_headers_are_documented_as_non_empty() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("orders", 1).await;
+    let (_, doc) = s.get("/openapi.json").await;
+    let params = doc["paths"]["/v1/topics/{topic}/events"]["post"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .clone();
+    for name in ["ce-id", "ce-source", "ce-type", "ce-subject"] {
+        let p = params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is documented"));
+        assert_eq!(p["schema"]["minLength"], 1, "{name}: {p}");
+    }
+    let headers = [
+        ("content-type", "application/json"),
+        ("ce-specversion", "1.0"),
+        ("ce-id", "e-1"),
+        ("ce-source", ""),
+        ("ce-type", "order.placed"),
+    ];
+    let (st, problem) = post_raw(&s, "/v1/topics/orders/events", &headers, "{}").await;
+    assert_eq!(st, 400, "{problem}");
+}
+
+/// Seek offsets are integers as JSON Schema counts them: `3.0` is the offset 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_offset_written_as_an_integral_float_is_an_offset() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("orders", 1).await;
+    let (st, body) = s
+        .post("/v1/topics/orders/subscriptions", json!({"name": "w"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = s
+        .post(
+            "/v1/subscriptions/w/seek",
+            json!({"to": {"offsets": {"0": 0.0}}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, problem) = s
+        .post(
+            "/v1/subscriptions/w/seek",
+            json!({"to": {"offsets": {"0": 0.5}}}),
+        )
+        .await;
+    assert_eq!(st, 400, "{problem}");
+}
+
+/// An empty ce-id, ce-source, ce-type or ce-subject header is refused in every mode, as
+/// the document says (a structured request ignored them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_ce_attribute_header_is_refused_in_every_mode() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("orders", 1).await;
+    let event = json!({"specversion": "1.0", "id": "e-1", "source": "urn:acme:crm", "type": "order.placed"});
+    for name in ["ce-id", "ce-source", "ce-type", "ce-subject"] {
+        let headers = [("content-type", "application/cloudevents+json"), (name, "")];
+        let (st, problem) =
+            post_raw(&s, "/v1/topics/orders/events", &headers, &event.to_string()).await;
+        assert_eq!(st, 400, "{name}: {problem}");
+    }
+    assert_eq!(s.event_count("orders").await, 0);
+}

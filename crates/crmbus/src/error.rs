@@ -22,6 +22,10 @@ pub enum LogError {
         /// The partition asked for.
         partition: u32,
     },
+    /// An offset past what a partition holds (a seek beyond its end): the request is well
+    /// formed but does not fit the partition as it is now.
+    #[error("offset out of range: {0}")]
+    OffsetOutOfRange(String),
     /// The request itself is malformed (bad topic name, zero partitions, empty topic list…).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -65,6 +69,7 @@ impl LogError {
             LogError::TopicNotFound(_) => "topic_not_found",
             LogError::TopicExists(_) => "topic_exists",
             LogError::PartitionNotFound { .. } => "partition_not_found",
+            LogError::OffsetOutOfRange(_) => "offset_out_of_range",
             LogError::InvalidArgument(_) => "invalid_argument",
             LogError::InvalidEvent(_) => "invalid_event",
             LogError::Corrupt { .. } => "corrupt_record",

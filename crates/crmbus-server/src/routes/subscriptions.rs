@@ -12,8 +12,8 @@ use crmbus::delivery::SeekTo;
 use serde_json::Value;
 
 use crate::api::{
-    AckRequest, AckResponse, CreateSubscriptionRequest, DeliveryView, NackRequest, PullRequest,
-    PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
+    whole, AckRequest, AckResponse, CreateSubscriptionRequest, DeliveryView, NackRequest,
+    PullRequest, PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
 };
 use crate::app::{json_body, Shared};
 use crate::problem::{ApiError, Problem};
@@ -217,7 +217,7 @@ pub fn seek_target(to: &Value) -> Result<SeekTo, ApiError> {
                 let p: u32 = p.parse().map_err(|_| {
                     ApiError::invalid("to.offsets", format!("'{p}' is not a partition number"))
                 })?;
-                let o = o.as_u64().ok_or_else(|| {
+                let o = o.as_number().and_then(whole::number_u64).ok_or_else(|| {
                     ApiError::invalid(
                         &format!("to.offsets.{p}"),
                         "must be an offset (integer ≥ 0)",
@@ -241,6 +241,7 @@ pub fn seek_target(to: &Value) -> Result<SeekTo, ApiError> {
         (status = 200, description = "The new cursor", body = SeekResponse),
         (status = 400, description = "Invalid target", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such subscription or partition", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An offset past the end of its partition (`offset_out_of_range`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn seek(

@@ -53,7 +53,7 @@ pub async fn seek_group(
             SeekTo::Time(t) => log.offset_for_time(topic, p.partition, *t).await?,
             SeekTo::Offsets(offsets) => match offsets.get(&p.partition) {
                 Some(&o) if o > p.next_offset => {
-                    return Err(LogError::InvalidArgument(format!(
+                    return Err(LogError::OffsetOutOfRange(format!(
                         "offset {o} is past the end of partition {} (next offset {})",
                         p.partition, p.next_offset
                     )))
