@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=${1:-target/debug/crmbus}
+# The tools live in the virtualenv scripts/services.sh installs them into.
+venv=.venv
+if [ ! -x "$venv/bin/st" ]; then
+    echo "schemathesis.sh: $venv/bin/st is missing: run scripts/services.sh first" >&2
+    exit 1
+fi
 work=$(mktemp -d)
 "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" 2>"$work/serve.log" &
 pid=$!
@@ -26,7 +32,7 @@ if [ -z "$url" ]; then
     exit 1
 fi
 
-python3 - "$url/openapi.json" <<'PY'
+"$venv/bin/python" - "$url/openapi.json" <<'PY'
 import json, sys, urllib.request
 from openapi_spec_validator import validate
 doc = json.load(urllib.request.urlopen(sys.argv[1]))
@@ -34,7 +40,7 @@ validate(doc)
 print(f"openapi: valid OpenAPI {doc['openapi']}, {len(doc['paths'])} paths")
 PY
 
-python3 scripts/schemathesis_seed.py "$url"
+"$venv/bin/python" scripts/schemathesis_seed.py "$url"
 
 # Every phase (examples from the document, boundary coverage, random fuzzing, and stateful
 # sequences that follow the document's links) with every data check: valid requests must be
@@ -43,7 +49,7 @@ python3 scripts/schemathesis_seed.py "$url"
 # A pull may long-poll for up to 30 s (wait_ms ≤ 30000), so a request gets 40 s.
 exclude='/stream$|/ws$'
 set +e
-SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts st --config-file scripts/schemathesis.toml run "$url/openapi.json" \
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts "$venv/bin/st" --config-file scripts/schemathesis.toml run "$url/openapi.json" \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples 15 \
     --request-timeout 40 \
@@ -61,7 +67,7 @@ cp "$work/st.out" "$work/cassette.yaml" target/schemathesis/
 tail -40 "$work/st.out"
 echo "(full output and cassette: target/schemathesis/)"
 echo "== schemathesis: status counts per operation (from the cassette)"
-python3 scripts/schemathesis_summary.py "$url/openapi.json" "$work/cassette.yaml" "$exclude"
+"$venv/bin/python" scripts/schemathesis_summary.py "$url/openapi.json" "$work/cassette.yaml" "$exclude"
 if [ "$st_status" -ne 0 ]; then
     echo "schemathesis.sh: st run failed (exit $st_status); see the failures above" >&2
     exit "$st_status"

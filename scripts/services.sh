@@ -4,6 +4,7 @@
 # 127.0.0.1:4222. Each step is idempotent: check -> install from Debian's packages if
 # missing (`apt-get update`, then `apt-get install -y`) -> start if not answering.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_cmd() {
     command -v "$1" >/dev/null 2>&1
@@ -65,11 +66,15 @@ if ! port_open 4222; then
     wait_port 4222 nats-server
 fi
 
-# Test tools from PyPI: schemathesis (property-based tests from the OpenAPI document) and
-# openapi-spec-validator (the document is valid OpenAPI 3.x).
-if ! need_cmd st || ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
-    echo "services.sh: installing schemathesis and openapi-spec-validator from PyPI" >&2
-    python3 -m pip install -q --disable-pip-version-check "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
+# Test tools from PyPI, in a virtualenv under the repository (.venv/, ignored by git):
+# schemathesis (property-based tests from the OpenAPI document) and openapi-spec-validator
+# (the document is valid OpenAPI 3.x). scripts/schemathesis.sh runs them from there.
+venv=.venv
+if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/python" -c "import openapi_spec_validator" 2>/dev/null; then
+    echo "services.sh: installing schemathesis and openapi-spec-validator into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 
 echo "services.sh: redis on 127.0.0.1:6379 and nats (JetStream) on 127.0.0.1:4222 are up"
