@@ -196,7 +196,7 @@ fn cloud_event_schema() -> Value {
             "datacontenttype": {"type": ["string", "null"], "pattern": MEDIA_TYPE_PATTERN, "description": "The media type of `data`."},
             "dataschema": {"type": ["string", "null"], "format": "uri", "pattern": "^[A-Za-z][A-Za-z0-9+.-]*:[^\\s]+$", "description": "The schema version `data` follows (an absolute URI)."},
             "data": {"description": "The payload: any JSON value."},
-            "data_base64": {"type": ["string", "null"], "contentEncoding": "base64", "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$", "description": "Binary payload, standard base64 (instead of `data`)."}
+            "data_base64": {"type": ["string", "null"], "contentEncoding": "base64", "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$", "description": "Binary payload, canonical standard base64 (unused bits of the last symbol zero), instead of `data`."}
         },
         "not": {"required": ["data", "data_base64"]},
         "propertyNames": {"pattern": "^([a-z0-9]{1,20}|data_base64)$"},
