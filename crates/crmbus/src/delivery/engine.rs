@@ -14,10 +14,12 @@
 //! Time comes from a [`Clock`], so tests drive retries with a manual clock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -168,6 +170,22 @@ pub struct StatsSnapshot {
     pub breaker: u8,
 }
 
+/// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// True for the put of a done marker (rebuilt from the acks when a persist is retried).
+fn is_done_put(op: &StateOp, done_ns: &str) -> bool {
+    matches!(op, StateOp::Put { namespace, .. } if namespace == done_ns)
+}
+
 fn pos_key(partition: u32, offset: u64) -> String {
     format!("{partition:010}/{offset:020}")
 }
@@ -314,7 +332,11 @@ impl Engine {
         for (k, _) in state.scan(&stored.namespace(StateKind::Done), "").await? {
             if let Some((p, o)) = parse_pos_key(&k) {
                 if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
-                    part.done.insert(o);
+                    // A marker below the committed offset was left by a crash between the
+                    // commit and its deletion: only deleted (by the next persist).
+                    if o >= part.committed {
+                        part.done.insert(o);
+                    }
                     part.marked.insert(o);
                 }
             }
@@ -692,7 +714,19 @@ impl Engine {
             let dedupe_hash =
                 crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id);
             self.in_flight.spawn(async move {
-                let result = handler.handle(delivery).await;
+                // A handler that panics fails this attempt like a transient error, with the
+                // panic's message: its completion must come back, or its key and its
+                // partition's commit would wait for ever.
+                let result = match AssertUnwindSafe(handler.handle(delivery))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(panic) => Err(HandlerError::transient(format!(
+                        "the handler panicked: {}",
+                        panic_message(panic.as_ref())
+                    ))),
+                };
                 Completion {
                     partition: p,
                     offset,
@@ -869,44 +903,67 @@ impl Engine {
     /// Writes the step's state changes in one batch, then commits each partition's
     /// contiguous low-water mark.
     async fn persist(&mut self) -> Result<(), LogError> {
-        let done_ns = self.stored.namespace(StateKind::Done);
-        let mut commits = Vec::new();
-        for part in &mut self.parts {
-            let mut lwm = part.committed;
-            while part.done.remove(&lwm) {
-                lwm += 1;
-            }
-            let passed: Vec<u64> = part.marked.range(..lwm).copied().collect();
-            for o in passed {
-                part.marked.remove(&o);
-                self.ops.push(StateOp::Delete {
-                    namespace: done_ns.clone(),
-                    key: pos_key(part.id, o),
-                });
-            }
-            if lwm != part.committed {
-                commits.push((part.id, lwm));
-                part.committed = lwm;
-            }
-        }
-        for (p, o) in std::mem::take(&mut self.acked_since_persist) {
-            if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
-                if o >= part.committed && part.marked.insert(o) {
-                    self.ops.push(StateOp::Put {
-                        namespace: done_ns.clone(),
-                        key: pos_key(p, o),
-                        value: Vec::new(),
-                    });
+        // In this order, so that a crash or a failure between two steps loses nothing:
+        // 1. the pending operations and a done marker for each new ack at or above the
+        //    committed offset, in one batch (restored to be tried again if it fails);
+        // 2. the new committed offsets;
+        // 3. only then the markers the committed offsets passed.
+        let mut ops = std::mem::take(&mut self.ops);
+        let acked = std::mem::take(&mut self.acked_since_persist);
+        let mut new_marks = Vec::new();
+        for &(p, o) in &acked {
+            if let Some(part) = self.parts.iter().find(|c| c.id == p) {
+                if o >= part.committed && !part.marked.contains(&o) {
+                    new_marks.push((p, o));
+                    ops.push(self.stored.put(StateKind::Done, pos_key(p, o), Vec::new()));
                 }
             }
         }
-        if !self.ops.is_empty() {
-            self.state.apply(std::mem::take(&mut self.ops)).await?;
+        if !ops.is_empty() {
+            if let Err(e) = self.state.apply(ops.clone()).await {
+                // Nothing of the batch was applied: keep it (dead letters and retry
+                // schedules among it) and the acks for the next persist.
+                let done_ns = self.stored.namespace(StateKind::Done);
+                let later = std::mem::replace(&mut self.ops, ops);
+                self.ops.extend(later);
+                self.ops.retain(|op| !is_done_put(op, &done_ns));
+                let mut acks = acked;
+                acks.append(&mut self.acked_since_persist);
+                self.acked_since_persist = acks;
+                return Err(e);
+            }
         }
-        for (p, lwm) in commits {
+        for (p, o) in new_marks {
+            if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
+                part.marked.insert(o);
+            }
+        }
+        for part in &mut self.parts {
+            let mut lwm = part.committed;
+            while part.done.contains(&lwm) {
+                lwm += 1;
+            }
+            if lwm == part.committed {
+                continue;
+            }
             self.log
-                .commit_offset(&self.group, &self.topic, p, lwm)
+                .commit_offset(&self.group, &self.topic, part.id, lwm)
                 .await?;
+            part.done = part.done.split_off(&lwm);
+            part.committed = lwm;
+        }
+        let mut deletes = Vec::new();
+        for part in &self.parts {
+            for &o in part.marked.range(..part.committed) {
+                deletes.push(self.stored.delete(StateKind::Done, pos_key(part.id, o)));
+            }
+        }
+        if !deletes.is_empty() {
+            // A failure leaves the markers in place and marked: the next persist tries again.
+            self.state.apply(deletes).await?;
+            for part in &mut self.parts {
+                part.marked = part.marked.split_off(&part.committed);
+            }
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ mod tests {
         let err = seek_group(&log, &state, "deals", "g", &past)
             .await
             .expect_err("past end");
-        assert_eq!(err.code(), "invalid_argument");
+        assert_eq!(err.code(), "offset_out_of_range");
         let bad = SeekTo::Offsets(BTreeMap::from([(7, 0)]));
         let err = seek_group(&log, &state, "deals", "g", &bad)
             .await
