@@ -904,19 +904,32 @@ impl Engine {
     /// contiguous low-water mark.
     async fn persist(&mut self) -> Result<(), LogError> {
         // In this order, so that a crash or a failure between two steps loses nothing:
-        // 1. the pending operations and a done marker for each new ack at or above the
-        //    committed offset, in one batch (restored to be tried again if it fails);
-        // 2. the new committed offsets;
+        // 1. the pending operations and a done marker for each new ack the new committed
+        //    offset will not cover, in one batch (kept to be tried again if it fails);
+        // 2. the new committed offsets (if one fails, the acks it would have covered get
+        //    their markers instead);
         // 3. only then the markers the committed offsets passed.
+        let lwms: Vec<u64> = self
+            .parts
+            .iter()
+            .map(|part| {
+                let mut lwm = part.committed;
+                while part.done.contains(&lwm) {
+                    lwm += 1;
+                }
+                lwm
+            })
+            .collect();
         let mut ops = std::mem::take(&mut self.ops);
         let acked = std::mem::take(&mut self.acked_since_persist);
         let mut new_marks = Vec::new();
         for &(p, o) in &acked {
-            if let Some(part) = self.parts.iter().find(|c| c.id == p) {
-                if o >= part.committed && !part.marked.contains(&o) {
-                    new_marks.push((p, o));
-                    ops.push(self.stored.put(StateKind::Done, pos_key(p, o), Vec::new()));
-                }
+            let Some(i) = self.parts.iter().position(|c| c.id == p) else {
+                continue;
+            };
+            if o >= lwms[i] && !self.parts[i].marked.contains(&o) {
+                new_marks.push((i, o));
+                ops.push(self.stored.put(StateKind::Done, pos_key(p, o), Vec::new()));
             }
         }
         if !ops.is_empty() {
@@ -933,22 +946,39 @@ impl Engine {
                 return Err(e);
             }
         }
-        for (p, o) in new_marks {
-            if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
-                part.marked.insert(o);
-            }
+        for (i, o) in new_marks {
+            self.parts[i].marked.insert(o);
         }
-        for part in &mut self.parts {
-            let mut lwm = part.committed;
-            while part.done.contains(&lwm) {
-                lwm += 1;
-            }
+        for (i, &lwm) in lwms.iter().enumerate() {
+            let part = &self.parts[i];
             if lwm == part.committed {
                 continue;
             }
-            self.log
-                .commit_offset(&self.group, &self.topic, part.id, lwm)
-                .await?;
+            let (id, committed) = (part.id, part.committed);
+            if let Err(e) = self
+                .log
+                .commit_offset(&self.group, &self.topic, id, lwm)
+                .await
+            {
+                // What this commit would have covered is not forgotten: mark it done
+                // (best effort; the next persist tries the commit again).
+                let part = &mut self.parts[i];
+                let unmarked: Vec<u64> = part
+                    .done
+                    .range(committed..lwm)
+                    .filter(|o| !part.marked.contains(o))
+                    .copied()
+                    .collect();
+                let marks = unmarked
+                    .iter()
+                    .map(|&o| self.stored.put(StateKind::Done, pos_key(id, o), Vec::new()))
+                    .collect();
+                if self.state.apply(marks).await.is_ok() {
+                    self.parts[i].marked.extend(unmarked);
+                }
+                return Err(e);
+            }
+            let part = &mut self.parts[i];
             part.done = part.done.split_off(&lwm);
             part.committed = lwm;
         }
