@@ -717,11 +717,16 @@ fn a_cancelled_multi_topic_append_is_in_every_topic_or_none() {
                 .await
                 .expect("create");
         }
-        // Keeps topic b's lock busy with large batches.
+        // Keeps topic b's lock busy with large batches until told to stop.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let busy = {
             let log = Arc::clone(&log);
+            let stop = Arc::clone(&stop);
             tokio::spawn(async move {
-                for round in 0..200 {
+                for round in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
                     let batch: Vec<crmbus::Event> = (0..500)
                         .map(|k| event(&format!("busy-{round}-{k}"), "k", k))
                         .collect();
@@ -733,7 +738,12 @@ fn a_cancelled_multi_topic_append_is_in_every_topic_or_none() {
         };
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let mut cancelled = Vec::new();
-        for n in 0..400 {
+        // At least 400 tries, and on until 20 were cancelled (how many are depends on
+        // how the two tasks interleave on this machine), 20,000 at most.
+        for n in 0..20_000 {
+            if n >= 400 && cancelled.len() >= 20 {
+                break;
+            }
             let e = event(&format!("both-{n}"), "k", n);
             // Polled once, then dropped if it did not finish: the caller went away.
             let mut append = Box::pin(log.append(&both, std::slice::from_ref(&e)));
@@ -750,6 +760,7 @@ fn a_cancelled_multi_topic_append_is_in_every_topic_or_none() {
                 tokio::task::yield_now().await;
             }
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         busy.await.expect("busy task");
         // One more append to each topic flushes whatever a cancelled append staged.
         log.append(&both, &[event("last", "k", 0)])
@@ -776,7 +787,7 @@ fn a_cancelled_multi_topic_append_is_in_every_topic_or_none() {
             b.contains(id)
         );
     }
-    println!("{} of 400 appends dropped unfinished", cancelled.len());
+    println!("{} appends dropped unfinished", cancelled.len());
 }
 
 /// A power cut alone never shows as corruption. In the round that rolls a segment, the
@@ -1015,4 +1026,55 @@ fn a_new_metadata_store_and_what_it_holds_survive_a_power_cut() {
         vec!["deals".to_string()],
         "the stored topic survives"
     );
+}
+
+/// A power cut at any operation of a journal compaction keeps the outstanding intents: the
+/// rewritten file is durable before it replaces the old one, and the old one stays whole
+/// until then.
+#[test]
+fn a_power_cut_anywhere_in_a_journal_compaction_keeps_outstanding_intents() {
+    use crmbus_embedded::batch_journal::BatchJournal;
+    use crmbus_embedded::storage::CrashMode;
+    let json = SimPartition::json(0);
+    let dir = std::path::Path::new("/data");
+    let mut cuts = 0;
+    for k in 1..16u64 {
+        for (mode, seed) in [
+            (CrashMode::KeepNone, 0),
+            (CrashMode::TornTail, 1),
+            (CrashMode::Mixed, 2),
+            (CrashMode::Mixed, 3),
+            (CrashMode::RandomPages, 4),
+        ] {
+            let sim = crmbus_embedded::SimStorage::new();
+            crmbus_embedded::Storage::create_dir_all(&sim, dir).expect("mkdir");
+            crmbus_embedded::Storage::sync_dir(&sim, std::path::Path::new("/")).expect("sync /");
+            let (journal, _) =
+                BatchJournal::open_compacting_at(Arc::new(sim.mount()), dir, 1).expect("open");
+            let (kept, frame) = journal.begin(0, &[("t", vec![0, 0])], &[&json]);
+            journal.write(&frame, true).expect("write");
+            for _ in 0..4 {
+                let (id, frame) = journal.begin(0, &[("t", vec![0, 0])], &[&json]);
+                journal.write(&frame, true).expect("write");
+                let done = journal.finished(id);
+                journal.write(&done, true).expect("write");
+            }
+            sim.crash_at_op(sim.ops() + k, mode, seed);
+            let _ = journal.compact_if_large();
+            if !sim.crash_pending() {
+                cuts += 1;
+            }
+            sim.crash(mode, seed);
+            drop(journal);
+            let (_, pending) =
+                BatchJournal::open_compacting_at(Arc::new(sim.mount()), dir, 1).expect("reopen");
+            let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
+            assert_eq!(
+                ids,
+                vec![kept],
+                "cut at operation {k} of the compaction ({mode:?}, seed {seed})"
+            );
+        }
+    }
+    assert!(cuts > 0, "the compaction was cut somewhere");
 }
