@@ -46,39 +46,46 @@ fn is_json(media: &str) -> bool {
     media == "application/json" || media.ends_with("+json") || media == "text/json"
 }
 
-/// Reads the events of a publish request in whichever mode its headers say.
-pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, ApiError> {
-    let media = media_type(headers);
-    // A ce-specversion header names the version of the whole request, in any mode.
+/// Outside binary mode the `ce-*` headers carry no attributes, but those the API documents
+/// must still be well formed: `ce-specversion` (the CloudEvents version of the request) must
+/// be `1.0`, and `ce-id`, `ce-source`, `ce-type` and `ce-subject` must not be empty. (In
+/// binary mode the event's own validation names them.)
+fn check_other_mode_ce_headers(headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(v) = headers.get("ce-specversion") {
         if v.as_bytes() != b"1.0" {
-            return Err(ApiError::new(
-                "invalid_request",
+            return Err(ApiError::invalid(
+                "ce-specversion",
                 format!(
-                    "ce-specversion '{}' is not a CloudEvents version this server speaks (1.0)",
+                    "'{}' is not a CloudEvents version this server speaks (1.0)",
                     String::from_utf8_lossy(v.as_bytes())
                 ),
             ));
         }
     }
-    // So does any other ce-* attribute header: present, it must not be empty.
     for name in ["ce-id", "ce-source", "ce-type", "ce-subject"] {
         if headers.get(name).is_some_and(|v| v.is_empty()) {
-            return Err(ApiError::new(
-                "invalid_request",
-                format!("the {name} header is empty"),
-            ));
+            return Err(ApiError::invalid(name, "must not be empty"));
         }
     }
+    Ok(())
+}
+
+/// Reads the events of a publish request in whichever mode its headers say.
+pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, ApiError> {
+    let media = media_type(headers);
     // The content type decides the mode (CloudEvents HTTP binding §3): a structured or batch
     // content type means that mode, whatever ce-* headers came along; binary mode is any
     // other content type with ce-specversion.
     match media.as_deref() {
-        Some(BATCH) => return batch(body),
+        Some(BATCH) => {
+            check_other_mode_ce_headers(headers)?;
+            return batch(body);
+        }
         Some(STRUCTURED) => {
+            check_other_mode_ce_headers(headers)?;
             return Event::from_json_slice(body)
                 .map(|e| vec![e])
-                .map_err(|e| ApiError::invalid_event(&e, ""))
+                .map_err(|e| ApiError::invalid_event(&e, ""));
         }
         _ => {}
     }
@@ -87,6 +94,7 @@ pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event
     }
     match media.as_deref() {
         Some("application/json") | None => {
+            check_other_mode_ce_headers(headers)?;
             Event::from_json_slice(body)
                 .map(|e| vec![e])
                 .map_err(|e| ApiError::invalid_event(&e, ""))
