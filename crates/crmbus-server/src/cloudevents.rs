@@ -113,12 +113,6 @@ fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
         let message = e.violations.first().map(|v| v.message.clone());
         ApiError::invalid("(body)", message.unwrap_or_default())
     })?;
-    if items.is_empty() {
-        return Err(ApiError::invalid(
-            "(body)",
-            "a batch must hold at least one event",
-        ));
-    }
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, item) in items.into_iter().enumerate() {

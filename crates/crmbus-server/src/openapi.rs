@@ -298,7 +298,6 @@ fn publish_modes(doc: &mut Value) {
     ] {
         let o = &mut doc["paths"][path][op];
         let content = &mut o["requestBody"]["content"];
-        content["application/cloudevents-batch+json"]["schema"]["minItems"] = json!(1);
         content["application/cloudevents-batch+json"]["example"] = json!([event, second]);
         content["application/cloudevents+json"]["example"] = event.clone();
         if path == "/v1/events" {

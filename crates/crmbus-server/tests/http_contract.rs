@@ -279,3 +279,23 @@ async fn an_empty_ce_attribute_header_is_refused_in_every_mode() {
     }
     assert_eq!(s.event_count("orders").await, 0);
 }
+
+/// An empty batch is a valid batch (CloudEvents JSON format §4): 201 with no receipts and
+/// nothing stored; the topics must still exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_batch_is_a_valid_batch() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("orders", 1).await;
+    s.create_topic("audit", 1).await;
+    let ct = [("content-type", "application/cloudevents-batch+json")];
+    let (st, body) = post_raw(&s, "/v1/topics/orders/events", &ct, "[]").await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(body["receipts"], json!([]), "{body}");
+    let (st, body) = post_raw(&s, "/v1/events?topic=orders&topic=audit", &ct, "[]").await;
+    assert_eq!(st, 201, "{body}");
+    let (st, problem) = post_raw(&s, "/v1/topics/missing/events", &ct, "[]").await;
+    assert_eq!(st, 404, "{problem}");
+    let (st, problem) = post_raw(&s, "/v1/events?topic=orders&topic=missing", &ct, "[]").await;
+    assert_eq!(st, 404, "{problem}");
+    assert_eq!(s.event_count("orders").await, 0);
+}
