@@ -1,9 +1,10 @@
 """Fixtures for scripts/schemathesis.sh: the resources the OpenAPI document's examples name.
 
 The examples in /openapi.json name topics `orders` (with events) and `orders-archive`, subscriptions
-`orders-workers` (events to pull), `orders-dlq` (three dead letters, `0-0`, `0-1`, `0-2`,
-for listing and redrive) and `orders-review` (three more, for showing and discarding: a
-redrive of all of orders-dlq cannot take them away first), and a topic `doomed` and a subscription `doomed-sub` that the delete examples
+`orders-workers` (events to pull), `orders-dlq` (three dead letters, for listing and
+redrive) and `orders-review` (on `orders-archive`: its three events are its dead letters
+`0-0`, `0-1` and `0-2`, for showing and discarding; a redrive of all of orders-dlq cannot
+take them away first), and a topic `doomed` and a subscription `doomed-sub` that the delete examples
 remove. This creates them through the public API before schemathesis runs, so that the
 requests schemathesis generates from those examples find them. Nothing here is counted in
 the per-operation summary: that comes from schemathesis's own cassette.
@@ -65,9 +66,18 @@ call(
     {"name": "orders-dlq", "retry": {"max_attempts": 1}},
 )
 
+# orders-review reads orders-archive, which holds exactly three events when it is pulled
+# below: its dead letters are then 0-0, 0-1 and 0-2 whatever order the three are
+# delivered in (the examples of showing and discarding name 0-0 and 0-1).
 call(
     "POST",
-    "/v1/topics/orders/subscriptions",
+    "/v1/topics/orders-archive/events",
+    [dict(event(i), id=f"review-{i}") for i in range(3)],
+    content_type="application/cloudevents-batch+json",
+)
+call(
+    "POST",
+    "/v1/topics/orders-archive/subscriptions",
     {"name": "orders-review", "retry": {"max_attempts": 1}},
 )
 
