@@ -3,6 +3,7 @@
 //! durable state store.
 
 use super::bar;
+use crate::rss::rss_bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +39,10 @@ pub struct DeliverBenchArgs {
     /// Duration of the latency phase, seconds.
     #[arg(long, default_value_t = 3)]
     seconds: u64,
+    /// Turn consumer dedupe on, remembering each processed event for this many
+    /// milliseconds (off when not given).
+    #[arg(long)]
+    dedupe_window_ms: Option<u64>,
     /// Directory to run in. Default: a temporary directory under the current one.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -58,6 +63,20 @@ struct DeliverReport {
     e2e_p50_us: u64,
     e2e_p99_us: u64,
     e2e_max_us: u64,
+    dedupe_window_ms: Option<u64>,
+    /// Resident memory before the throughput phase's subscription started.
+    rss_start_bytes: Option<u64>,
+    /// Highest resident memory seen (sampled every 100 ms) during the throughput phase.
+    rss_peak_bytes: Option<u64>,
+    /// Resident memory after every tenth of the throughput phase's deliveries.
+    rss_by_tenth_bytes: Vec<u64>,
+    /// Resident memory once the throughput phase's deliveries were all made.
+    rss_final_bytes: Option<u64>,
+    /// The engine's in-memory entries at the end of the throughput phase.
+    dedupe_entries: u64,
+    dedupe_entries_peak: u64,
+    done_entries: u64,
+    done_markers: u64,
 }
 
 /// Runs the benchmark.
@@ -118,8 +137,13 @@ async fn run_async(args: &DeliverBenchArgs, dir: &std::path::Path) -> anyhow::Re
     let sub_opts = SubscribeOptions {
         max_in_flight: args.max_in_flight,
         breaker: None,
+        dedupe_ttl: args.dedupe_window_ms.map(Duration::from_millis),
         ..SubscribeOptions::default()
     };
+    let rss_start_bytes = rss_bytes();
+    let mut rss_peak_bytes = rss_start_bytes;
+    let mut rss_by_tenth_bytes = Vec::new();
+    let mut dedupe_entries_peak = 0u64;
     let pb = bar(args.events, "deliver", quiet);
     let started = Instant::now();
     let sub = bus
@@ -129,13 +153,34 @@ async fn run_async(args: &DeliverBenchArgs, dir: &std::path::Path) -> anyhow::Re
         tokio::select! {
             _ = all_done.notified() => break,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                pb.set_position(count.load(Ordering::Relaxed));
-                if count.load(Ordering::Relaxed) >= args.events { break; }
+                let done = count.load(Ordering::Relaxed);
+                pb.set_position(done);
+                let rss = rss_bytes();
+                rss_peak_bytes = rss_peak_bytes.max(rss);
+                while (rss_by_tenth_bytes.len() as u64 + 1) * args.events / 10 <= done
+                    && rss_by_tenth_bytes.len() < 10
+                {
+                    rss_by_tenth_bytes.push(rss.unwrap_or(0));
+                }
+                dedupe_entries_peak = dedupe_entries_peak.max(sub.stats().await?.dedupe_entries);
+                if done >= args.events { break; }
             }
         }
     }
     let secs = started.elapsed().as_secs_f64();
     pb.finish_and_clear();
+    // Once every delivery was made: let the dedupe window pass (entries expire) and the
+    // engine persist, then measure.
+    if let Some(ms) = args.dedupe_window_ms {
+        tokio::time::sleep(Duration::from_millis(ms.saturating_add(300))).await;
+    }
+    let end_stats = sub.stats().await?;
+    let rss_final_bytes = rss_bytes();
+    rss_peak_bytes = rss_peak_bytes.max(rss_final_bytes);
+    while rss_by_tenth_bytes.len() < 10 {
+        rss_by_tenth_bytes.push(rss_final_bytes.unwrap_or(0));
+    }
+    dedupe_entries_peak = dedupe_entries_peak.max(end_stats.dedupe_entries);
     sub.unsubscribe().await?;
     let deliver_events_per_sec = args.events as f64 / secs;
 
@@ -218,6 +263,15 @@ async fn run_async(args: &DeliverBenchArgs, dir: &std::path::Path) -> anyhow::Re
         e2e_p50_us: h.value_at_quantile(0.5),
         e2e_p99_us: h.value_at_quantile(0.99),
         e2e_max_us: h.max(),
+        dedupe_window_ms: args.dedupe_window_ms,
+        rss_start_bytes,
+        rss_peak_bytes,
+        rss_by_tenth_bytes,
+        rss_final_bytes,
+        dedupe_entries: end_stats.dedupe_entries,
+        dedupe_entries_peak,
+        done_entries: end_stats.done_entries,
+        done_markers: end_stats.done_markers,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -234,6 +288,33 @@ async fn run_async(args: &DeliverBenchArgs, dir: &std::path::Path) -> anyhow::Re
             report.e2e_p99_us,
             report.e2e_max_us,
             report.latency_events
+        );
+        let mb = |b: Option<u64>| {
+            b.map(|b| format!("{:.1} MB", b as f64 / 1e6))
+                .unwrap_or_else(|| "?".into())
+        };
+        println!(
+            "  throughput phase RSS          start {}   peak {}   final {} (dedupe window {})",
+            mb(report.rss_start_bytes),
+            mb(report.rss_peak_bytes),
+            mb(report.rss_final_bytes),
+            report
+                .dedupe_window_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "off".into())
+        );
+        let tenths: Vec<String> = report
+            .rss_by_tenth_bytes
+            .iter()
+            .map(|b| format!("{:.0}", *b as f64 / 1e6))
+            .collect();
+        println!("  RSS (MB) after each tenth     {}", tenths.join(" "));
+        println!(
+            "  engine entries at the end     dedupe {} (peak {})   done {}   done markers {}",
+            report.dedupe_entries,
+            report.dedupe_entries_peak,
+            report.done_entries,
+            report.done_markers
         );
     }
     Ok(())

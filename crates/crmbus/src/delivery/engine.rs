@@ -168,6 +168,12 @@ pub struct StatsSnapshot {
     pub committed: Vec<u64>,
     /// Circuit breaker: 0 closed, 1 open, 2 half-open (0 without a breaker).
     pub breaker: u8,
+    /// Consumer dedupe entries held in memory now.
+    pub dedupe_entries: u64,
+    /// Finished offsets above the committed offset held in memory now (all partitions).
+    pub done_entries: u64,
+    /// Persisted done markers the engine tracks now (all partitions).
+    pub done_markers: u64,
 }
 
 /// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
@@ -466,6 +472,9 @@ impl Engine {
                 .as_ref()
                 .map(|b| b.current().gauge() as u8)
                 .unwrap_or(0),
+            dedupe_entries: self.processed.len() as u64,
+            done_entries: self.parts.iter().map(|p| p.done.len() as u64).sum(),
+            done_markers: self.parts.iter().map(|p| p.marked.len() as u64).sum(),
         }
     }
 
