@@ -90,11 +90,17 @@ pub enum EventData {
 }
 
 /// The value of an extension attribute: the JSON scalars CloudEvents allows there.
+///
+/// CloudEvents Binary, URI, URI-reference and Timestamp values are strings in the JSON
+/// format, so they are [`ExtensionValue::String`] here.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExtensionValue {
-    /// A string value.
+    /// A CloudEvents String: no control characters or Unicode noncharacters (validation
+    /// reports them).
     String(String),
-    /// A (finite) JSON number.
+    /// A CloudEvents Integer: a whole number from -2147483648 to 2147483647 (validation
+    /// reports any other number; an integral float such as `3.0` counts as the integer and
+    /// is written as one).
     Number(Number),
     /// A boolean value.
     Bool(bool),
@@ -337,7 +343,7 @@ impl Event {
         for (name, value) in self.serialized_extensions() {
             let v = match value {
                 ExtensionValue::String(s) => Value::String(s.clone()),
-                ExtensionValue::Number(n) => Value::Number(n.clone()),
+                ExtensionValue::Number(n) => Value::Number(canonical_number(n)),
                 ExtensionValue::Bool(b) => Value::Bool(*b),
             };
             map.insert(name.clone(), v);
@@ -469,7 +475,10 @@ impl Serialize for ExtensionValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             ExtensionValue::String(s) => serializer.serialize_str(s),
-            ExtensionValue::Number(n) => n.serialize(serializer),
+            ExtensionValue::Number(n) => match integer_value(n) {
+                Some(i) => serializer.serialize_i32(i),
+                None => n.serialize(serializer),
+            },
             ExtensionValue::Bool(b) => serializer.serialize_bool(*b),
         }
     }
@@ -740,6 +749,10 @@ impl Collector {
             "dataschema" => self.dataschema = self.string(DATASCHEMA, "dataschema", value),
             "time" => {
                 if let Some(text) = self.string(TIME, "time", value) {
+                    if let Some(message) = forbidden_char_message(&text) {
+                        self.violation(TIME, "time", message);
+                        return;
+                    }
                     match parse_timestamp(&text) {
                         Ok(t) => self.time = Some(t),
                         Err(e) => {
@@ -776,7 +789,9 @@ impl Collector {
         }
         let value = match value {
             Value::String(s) => ExtensionValue::String(s),
-            Value::Number(n) => ExtensionValue::Number(n),
+            // An integral float is the integer it stands for; `check_fields` reports numbers
+            // that are no CloudEvents Integer.
+            Value::Number(n) => ExtensionValue::Number(canonical_number(&n)),
             Value::Bool(b) => ExtensionValue::Bool(b),
             // JSON format §2.2: a `null` attribute value is decoded as unset.
             Value::Null => {
@@ -865,6 +880,31 @@ const BAD_NAME: &str = "attribute names must be 1 to 20 characters of lowercase 
 /// Checks the typed fields of `event`, skipping the required attributes flagged in `skip`
 /// (already reported as missing or mistyped).
 fn check_fields(event: &Event, skip: u16, check_extensions: bool, out: &mut Vec<Violation>) {
+    // CloudEvents String values: no control characters or noncharacters. An attribute
+    // reported here is not checked further.
+    let mut bad_text = 0;
+    for (flag, attribute, value) in [
+        (ID, "id", Some(&event.id)),
+        (SOURCE, "source", Some(&event.source)),
+        (SPECVERSION, "specversion", Some(&event.specversion)),
+        (TYPE, "type", Some(&event.ty)),
+        (SUBJECT, "subject", event.subject.as_ref()),
+        (
+            DATACONTENTTYPE,
+            "datacontenttype",
+            event.datacontenttype.as_ref(),
+        ),
+        (DATASCHEMA, "dataschema", event.dataschema.as_ref()),
+    ] {
+        if skip & flag != 0 {
+            continue;
+        }
+        if let Some(message) = value.and_then(|v| forbidden_char_message(v)) {
+            bad_text |= flag;
+            out.push(Violation::new(attribute, message));
+        }
+    }
+    let skip = skip | bad_text;
     if skip & ID == 0 && event.id.is_empty() {
         out.push(Violation::new("id", "must not be empty"));
     }
@@ -891,7 +931,7 @@ fn check_fields(event: &Event, skip: u16, check_extensions: bool, out: &mut Vec<
     if skip & TYPE == 0 && event.ty.is_empty() {
         out.push(Violation::new("type", "must not be empty"));
     }
-    if event.subject.as_deref() == Some("") {
+    if skip & SUBJECT == 0 && event.subject.as_deref() == Some("") {
         out.push(Violation::new("subject", "must not be empty"));
     }
     if let Some(t) = &event.time {
@@ -907,7 +947,11 @@ fn check_fields(event: &Event, skip: u16, check_extensions: bool, out: &mut Vec<
             ));
         }
     }
-    if let Some(ct) = &event.datacontenttype {
+    if let Some(ct) = event
+        .datacontenttype
+        .as_ref()
+        .filter(|_| skip & DATACONTENTTYPE == 0)
+    {
         if !is_media_type(ct) {
             out.push(Violation::new(
                 "datacontenttype",
@@ -915,7 +959,7 @@ fn check_fields(event: &Event, skip: u16, check_extensions: bool, out: &mut Vec<
             ));
         }
     }
-    if let Some(schema) = &event.dataschema {
+    if let Some(schema) = event.dataschema.as_ref().filter(|_| skip & DATASCHEMA == 0) {
         // The URL parser is lenient (it percent-encodes what RFC 3986 forbids), so the
         // characters are checked first.
         if let Some(c) = schema.chars().find(|c| !is_uri_char(*c)) {
@@ -941,6 +985,69 @@ fn check_fields(event: &Event, skip: u16, check_extensions: bool, out: &mut Vec<
                 out.push(Violation::new(name, BAD_NAME));
             }
         }
+    }
+    for (name, value) in &event.extensions {
+        match value {
+            ExtensionValue::String(s) => {
+                if let Some(message) = forbidden_char_message(s) {
+                    out.push(Violation::new(name, message));
+                }
+            }
+            ExtensionValue::Number(n) => {
+                if integer_value(n).is_none() {
+                    out.push(Violation::new(
+                        name,
+                        format!(
+                            "a number extension must be a CloudEvents Integer (a whole number \
+                             from {} to {}), not {n}",
+                            i32::MIN,
+                            i32::MAX
+                        ),
+                    ));
+                }
+            }
+            ExtensionValue::Bool(_) => {}
+        }
+    }
+}
+
+/// A character a CloudEvents String must not contain: a control character (U+0000-U+001F,
+/// U+007F-U+009F) or a Unicode noncharacter (U+FDD0-U+FDEF and every code point ending in
+/// FFFE or FFFF). Surrogates cannot occur in a Rust `str`.
+pub fn is_forbidden_char(c: char) -> bool {
+    let n = u32::from(c);
+    c.is_control() || (0xFDD0..=0xFDEF).contains(&n) || n & 0xFFFE == 0xFFFE
+}
+
+/// The violation message for text holding a character [`is_forbidden_char`] refuses.
+fn forbidden_char_message(text: &str) -> Option<String> {
+    let c = text.chars().find(|c| is_forbidden_char(*c))?;
+    Some(format!(
+        "must not contain control characters or Unicode noncharacters (found U+{:04X})",
+        u32::from(c)
+    ))
+}
+
+/// The CloudEvents Integer a JSON number stands for: an integer, or an integral float
+/// (integral floats count as integers), from -2147483648 to 2147483647.
+fn integer_value(n: &Number) -> Option<i32> {
+    if let Some(i) = n.as_i64() {
+        return i32::try_from(i).ok();
+    }
+    if n.is_u64() {
+        return None;
+    }
+    let f = n.as_f64()?;
+    let in_range = (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&f);
+    // In range and without a fraction, so the conversion is exact.
+    (in_range && f.fract() == 0.0).then_some(f as i32)
+}
+
+/// `n` as the integer it stands for when it is a CloudEvents Integer, else unchanged.
+fn canonical_number(n: &Number) -> Number {
+    match integer_value(n) {
+        Some(i) => Number::from(i),
+        None => n.clone(),
     }
 }
 
@@ -1072,7 +1179,10 @@ impl fmt::Display for ExtensionValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExtensionValue::String(s) => f.write_str(s),
-            ExtensionValue::Number(n) => write!(f, "{n}"),
+            ExtensionValue::Number(n) => match integer_value(n) {
+                Some(i) => write!(f, "{i}"),
+                None => write!(f, "{n}"),
+            },
             ExtensionValue::Bool(b) => write!(f, "{b}"),
         }
     }
@@ -1180,7 +1290,7 @@ mod tests {
         }
         .extension("userid", "u-7")
         .extension("attempt", 3_i64)
-        .extension("ratio", 0.25)
+        .extension("ratio", "0.25")
         .extension("vip", true)
     }
 
@@ -1238,7 +1348,7 @@ mod tests {
         );
         assert_eq!(
             back.extension_value("ratio"),
-            Some(&ExtensionValue::from(0.25))
+            Some(&ExtensionValue::from("0.25"))
         );
         assert_eq!(
             back.extension_value("vip"),
@@ -1270,7 +1380,7 @@ mod tests {
                 "dataschema": "https://schemas.example/deal.won/1",
                 "userid": "u-7",
                 "attempt": 3,
-                "ratio": 0.25,
+                "ratio": "0.25",
                 "vip": true,
                 "data": {"amount": 1200.5, "currency": "EUR", "lines": [1, 2, {"x": null}]}
             })
@@ -1774,6 +1884,154 @@ mod tests {
         assert!(event.validate().is_err());
     }
 
+    /// CloudEvents 1.0.2 type system: an Integer is a signed 32-bit whole number; a JSON
+    /// number extension that is not one is a violation naming the extension. An integral
+    /// float (`3.0`) counts as the integer.
+    #[test]
+    fn extension_numbers_must_be_32_bit_integers() {
+        for bad in [
+            "1.5",
+            "2147483648",
+            "-2147483649",
+            "1e10",
+            "-0.5",
+            "18446744073709551615",
+        ] {
+            let text = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"urn:x","type":"t","n":{bad}}}"#
+            );
+            let err = Event::from_json_slice(text.as_bytes()).expect_err(bad);
+            let attributes: Vec<_> = err
+                .violations
+                .iter()
+                .map(|v| v.attribute.as_str())
+                .collect();
+            assert_eq!(attributes, ["n"], "{bad}: {err}");
+            assert!(err.violations[0].message.contains("Integer"), "{err}");
+        }
+        for (good, want) in [
+            ("3", 3),
+            ("3.0", 3),
+            ("-0.0", 0),
+            ("1e2", 100),
+            ("2147483647", i32::MAX),
+            ("-2147483648", i32::MIN),
+            ("-2147483648.0", i32::MIN),
+        ] {
+            let text = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"urn:x","type":"t","n":{good}}}"#
+            );
+            let event = Event::from_json_slice(text.as_bytes()).expect(good);
+            assert_eq!(
+                event.extension_value("n"),
+                Some(&ExtensionValue::Number(want.into())),
+                "{good}"
+            );
+            let stored: Value = serde_json::from_slice(&event.to_json_vec()).unwrap();
+            assert_eq!(stored["n"], json!(want), "{good}");
+        }
+        // Events built through the API are held to the same rule by `validate`.
+        for (name, value) in [
+            ("big", ExtensionValue::from(2_147_483_648_i64)),
+            ("small", ExtensionValue::from(-2_147_483_649_i64)),
+            ("huge", ExtensionValue::from(u64::MAX)),
+            ("half", ExtensionValue::from(1.5)),
+        ] {
+            let event = full_event().extension(name, value);
+            assert_eq!(validate_attributes(&event), [name]);
+        }
+        let three = full_event().extension("three", 3.0);
+        three.validate().unwrap();
+        let stored: Value = serde_json::from_slice(&three.to_json_vec()).unwrap();
+        assert_eq!(stored["three"], json!(3));
+        assert_eq!(three.to_json_value()["three"], json!(3));
+    }
+
+    /// CloudEvents 1.0.2 type system: a String must not contain control characters
+    /// (U+0000-U+001F, U+007F-U+009F) or noncharacters; every string attribute and every
+    /// string extension value is checked, naming the attribute.
+    #[test]
+    fn control_characters_and_noncharacters_are_reported() {
+        let bad_chars = [
+            '\u{0}',
+            '\u{7}',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{85}',
+            '\u{9f}',
+            '\u{fdd0}',
+            '\u{fdef}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{1fffe}',
+            '\u{2ffff}',
+            '\u{10fffe}',
+            '\u{10ffff}',
+        ];
+        for c in bad_chars {
+            for (name, valid) in [
+                ("id", "e-1"),
+                ("source", "urn:x"),
+                ("type", "deal.won"),
+                ("subject", "deal-42"),
+                ("datacontenttype", "text/plain; charset=utf-8"),
+                ("dataschema", "https://schemas.example/x"),
+                ("time", "2024-05-17T09:30:00Z"),
+                ("userid", "u-7"),
+            ] {
+                let value = format!("{valid}{c}");
+                assert_eq!(
+                    attributes_of(with(minimal(), name, json!(value))),
+                    [name],
+                    "{name} with {c:?}"
+                );
+            }
+            // The same through the library API.
+            let mut event = full_event().extension("userid", format!("u{c}"));
+            event.id = format!("e{c}");
+            event.subject = Some(format!("s{c}"));
+            let mut found = validate_attributes(&event);
+            found.sort();
+            assert_eq!(found, ["id", "subject", "userid"], "{c:?}");
+        }
+        // Neighbours of the forbidden ranges are fine.
+        for c in [
+            '\u{a0}',
+            '\u{fdcf}',
+            '\u{fdf0}',
+            '\u{fffd}',
+            '\u{1fffd}',
+            '\u{e000}',
+        ] {
+            let value = format!("x{c}");
+            let event = Event::from_json_value(with(
+                with(minimal(), "subject", json!(value)),
+                "userid",
+                json!(value),
+            ))
+            .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            event.validate().unwrap();
+        }
+    }
+
+    /// serde_json refuses a lone surrogate escape when it reads a string, so `\ud800`
+    /// anywhere in a document is malformed JSON (one `(body)` violation), not a panic.
+    #[test]
+    fn lone_surrogate_escapes_are_malformed_json() {
+        for text in [
+            r#"{"specversion":"1.0","id":"\ud800","source":"urn:x","type":"t"}"#,
+            r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","ext":"a\udc00"}"#,
+            r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","data":{"k":"\ud800x"}}"#,
+        ] {
+            let err = Event::from_json_slice(text.as_bytes()).expect_err(text);
+            assert_eq!(err.violations.len(), 1, "{err}");
+            assert_eq!(err.violations[0].attribute, "(body)", "{err}");
+            let batch = format!("[{text}]");
+            let err = Event::batch_from_json_slice(batch.as_bytes()).expect_err(text);
+            assert_eq!(err.violations[0].attribute, "(body)", "{err}");
+        }
+    }
+
     #[test]
     fn extension_value_conversions() {
         assert_eq!(
@@ -1828,12 +2086,18 @@ mod tests {
         })
     }
 
+    /// CloudEvents String text (letters, digits, punctuation, symbols and spaces): no
+    /// control characters or noncharacters.
+    macro_rules! text {
+        ($n:literal) => {
+            concat!("[\\p{L}\\p{N}\\p{P}\\p{S} ]", $n)
+        };
+    }
+
     fn extension_value() -> impl Strategy<Value = ExtensionValue> {
         prop_oneof![
-            ".{0,16}".prop_map(ExtensionValue::String),
-            any::<i64>().prop_map(ExtensionValue::from),
-            any::<u64>().prop_map(ExtensionValue::from),
-            exact_float().prop_map(ExtensionValue::from),
+            text!("{0,16}").prop_map(ExtensionValue::String),
+            any::<i32>().prop_map(ExtensionValue::from),
             any::<bool>().prop_map(ExtensionValue::Bool),
         ]
     }
@@ -1862,12 +2126,12 @@ mod tests {
         ];
         (
             (
-                ".{1,24}",
+                text!("{1,24}"),
                 "[\\p{L}\\p{N}:/._~%#?=&\"\\\\-]{1,32}",
-                ".{1,24}",
+                text!("{1,24}"),
             ),
             (
-                prop::option::of(".{1,24}"),
+                prop::option::of(text!("{1,24}")),
                 prop::option::of(time()),
                 prop::option::of("(application|text)/[a-z0-9.+-]{1,16}"),
                 prop::option::of("https://[a-z]{1,10}\\.example/[a-z0-9/]{0,16}"),

@@ -310,11 +310,10 @@ fn rfc3339_reference(s: &str) -> Option<(String, String, i32, u32)> {
 fn valid_doc() -> impl Strategy<Value = Map<String, Value>> {
     let ext_name =
         "[a-z0-9]{1,20}".prop_filter("not a member name", |n| !MEMBERS.contains(&n.as_str()));
+    // CloudEvents extension types: String, Integer (signed 32-bit), Boolean.
     let ext_value = prop_oneof![
         attr_text().prop_map(Value::String),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any_float().prop_map(Value::from),
+        any::<i32>().prop_map(Value::from),
         any::<bool>().prop_map(Value::Bool),
     ];
     let data = prop_oneof![
@@ -647,16 +646,40 @@ proptest! {
         }
     }
 
-    /// Extension values must be JSON scalars: arrays and objects are errors naming the
-    /// extension; null is unset.
+    /// Extension values must be JSON scalars of a CloudEvents type: arrays and objects are
+    /// errors naming the extension, and so are numbers that are no signed 32-bit Integer
+    /// and strings holding control characters or noncharacters; null is unset; an integral
+    /// float is read as the integer.
     #[test]
     fn extension_values_are_checked(doc in valid_doc(), value in json_value()) {
         let mut doc = doc;
         doc.insert("myext".into(), value.clone());
         let result = Event::from_json_value(Value::Object(doc));
+        let forbidden = |c: char| {
+            c.is_control() || ('\u{fdd0}'..='\u{fdef}').contains(&c) || u32::from(c) & 0xfffe == 0xfffe
+        };
+        let integer = |n: &serde_json::Number| match n.as_i64() {
+            Some(i) => i32::try_from(i).ok(),
+            None if n.is_u64() => None,
+            None => n.as_f64().filter(|f| {
+                f.fract() == 0.0 && (-2_147_483_648.0..=2_147_483_647.0).contains(f)
+            }).map(|f| f as i32),
+        };
         match value {
             Value::Array(_) | Value::Object(_) => {
                 prop_assert_eq!(result.err().as_ref().map(attributes), Some(set(&["myext"])));
+            }
+            Value::String(s) if s.chars().any(forbidden) => {
+                prop_assert_eq!(result.err().as_ref().map(attributes), Some(set(&["myext"])));
+            }
+            Value::Number(n) if integer(&n).is_none() => {
+                prop_assert_eq!(result.err().as_ref().map(attributes), Some(set(&["myext"])));
+            }
+            Value::Number(n) => {
+                let event = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let want = integer(&n).map(|i| ExtensionValue::Number(i.into()));
+                prop_assert_eq!(event.extension_value("myext"), want.as_ref());
+                check_accepted(&event)?;
             }
             Value::Null => {
                 let event = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
