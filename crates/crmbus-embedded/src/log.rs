@@ -376,6 +376,7 @@ fn info(t: &Topic) -> TopicInfo {
         name: t.spec.name.clone(),
         partitions: t.spec.partitions,
         retention: t.spec.retention,
+        require_schemas: t.spec.require_schemas,
         partition_info: t
             .partitions
             .iter()

@@ -350,6 +350,7 @@ impl Inner {
             name: spec.name.clone(),
             partitions: spec.partitions,
             retention: spec.retention,
+            require_schemas: spec.require_schemas,
             partition_info,
         })
     }
@@ -521,6 +522,7 @@ impl EventLog for NatsLog {
             name: spec.name.clone(),
             partitions: spec.partitions,
             retention: spec.retention,
+            require_schemas: spec.require_schemas,
             partition_info: (0..spec.partitions)
                 .map(|p| PartitionInfo {
                     partition: p,

@@ -230,6 +230,7 @@ impl RedisLog {
             name: spec.name,
             partitions: spec.partitions,
             retention: spec.retention,
+            require_schemas: spec.require_schemas,
             partition_info,
         })
     }

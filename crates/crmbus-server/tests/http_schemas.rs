@@ -131,6 +131,74 @@ async fn a_deal_won_with_two_violations_is_400_listing_both_and_stores_nothing()
     s.stop().await;
 }
 
+/// `require_schemas` is part of the topic's spec, written with the topic in one step: a
+/// topic whose spec says so is enforced even if nothing else was recorded about it (as
+/// when a server stopped right after creating it), and the flag is reported from the spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_schemas_is_read_from_the_topic_spec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = crmbus_embedded::EmbeddedLog::open(
+            dir.path().join("data"),
+            crmbus_embedded::EmbeddedOptions::default(),
+        )
+        .expect("open the log");
+        let mut spec = crmbus::TopicSpec::new("strict", 1);
+        spec.require_schemas = true;
+        crmbus::EventLog::create_topic(&log, spec)
+            .await
+            .expect("create");
+        crmbus::EventLog::close(&log).await.expect("close");
+    }
+    let s = TestServer::start_in(dir, "embedded", CATALOG).await;
+    let (st, body) = s.get("/v1/topics/strict").await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["require_schemas"], true, "{body}");
+    let (st, body) = s
+        .publish(
+            "strict",
+            &event("x-1", "com.acme.custom", "k", json!({"any": 1})),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(error_fields(&body), ["type"]);
+    assert_eq!(s.event_count("strict").await, 0);
+    s.stop().await;
+}
+
+/// A data directory from before the flag was part of the spec (a topic without it, and
+/// the flag recorded in the state store) keeps its enforcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_schemas_recorded_the_old_way_is_still_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = crmbus_embedded::EmbeddedLog::open(
+            dir.path().join("data"),
+            crmbus_embedded::EmbeddedOptions::default(),
+        )
+        .expect("open the log");
+        crmbus::EventLog::create_topic(&log, crmbus::TopicSpec::new("strict", 1))
+            .await
+            .expect("create");
+        log.state_store()
+            .put("server/require_schemas", "strict", b"true".to_vec())
+            .await
+            .expect("legacy record");
+        crmbus::EventLog::close(&log).await.expect("close");
+    }
+    let s = TestServer::start_in(dir, "embedded", CATALOG).await;
+    let (_, body) = s.get("/v1/topics/strict").await;
+    assert_eq!(body["require_schemas"], true, "{body}");
+    let (st, body) = s
+        .publish(
+            "strict",
+            &event("x-1", "com.acme.custom", "k", json!({"any": 1})),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    s.stop().await;
+}
+
 fn v1() -> Value {
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",

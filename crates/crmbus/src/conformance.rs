@@ -240,17 +240,28 @@ async fn topic_lifecycle(f: &dyn LogFactory, name: &str) -> Result<(), String> {
             ))
         }
     }
-    log.create_topic(TopicSpec::new("accounts", 1))
-        .await
-        .check("create accounts")?;
-    let names: Vec<String> = log
+    let mut accounts = TopicSpec::new("accounts", 1);
+    accounts.require_schemas = true;
+    let created = log.create_topic(accounts).await.check("create accounts")?;
+    ensure!(created.require_schemas, "create lost require_schemas");
+    let listed: Vec<(String, bool)> = log
         .list_topics()
         .await
         .check("list")?
         .into_iter()
-        .map(|t| t.name)
+        .map(|t| (t.name, t.require_schemas))
         .collect();
-    ensure!(names == ["accounts", "deals"], "list gave {names:?}");
+    ensure!(
+        listed == [("accounts".to_string(), true), ("deals".to_string(), false)],
+        "list gave {listed:?} (name, require_schemas)"
+    );
+    ensure!(
+        log.describe_topic("accounts")
+            .await
+            .check("describe accounts")?
+            .require_schemas,
+        "describe lost require_schemas"
+    );
     match log.describe_topic("nope").await {
         Err(LogError::TopicNotFound(_)) => {}
         other => {

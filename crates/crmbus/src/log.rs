@@ -123,6 +123,10 @@ pub struct TopicInfo {
     pub partitions: u32,
     /// Retention limits.
     pub retention: Retention,
+    /// Whether every event published to the topic needs a registered schema for its type,
+    /// as its spec says ([`TopicSpec::require_schemas`]).
+    #[serde(default)]
+    pub require_schemas: bool,
     /// One entry per partition, in partition order.
     pub partition_info: Vec<PartitionInfo>,
 }

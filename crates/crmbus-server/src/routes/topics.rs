@@ -15,13 +15,21 @@ use crate::api::{
 use crate::app::{json_body, Shared};
 use crate::problem::{ApiError, Problem};
 
-/// State-store namespace of the topics that require schemas (the backends keep the
-/// topic spec, but `TopicInfo` does not carry the flag back).
-const REQUIRE_SCHEMAS: &str = "server/require_schemas";
+/// State-store namespace where servers before `require_schemas` became part of the topic
+/// spec recorded the flag, in a second write after the topic's. Still read at start (a
+/// data directory written then keeps its enforcement) and cleared when the topic goes;
+/// never written.
+const LEGACY_REQUIRE_SCHEMAS: &str = "server/require_schemas";
 
-/// Tells the bus which topics require schemas (at server start).
+/// Tells the bus which topics require schemas (at server start): those whose spec says
+/// so, and those recorded the old way.
 pub async fn load_require_schemas(bus: &crmbus::EventBus) -> Result<(), crmbus::LogError> {
-    for (topic, _) in bus.state().scan(REQUIRE_SCHEMAS, "").await? {
+    for info in bus.log().list_topics().await? {
+        if info.require_schemas {
+            bus.set_require_schemas(&info.name, true);
+        }
+    }
+    for (topic, _) in bus.state().scan(LEGACY_REQUIRE_SCHEMAS, "").await? {
         bus.set_require_schemas(&topic, true);
     }
     Ok(())
@@ -32,7 +40,8 @@ pub fn topic_view(app: &Shared, info: &TopicInfo) -> TopicView {
     TopicView {
         name: info.name.clone(),
         partitions: info.partitions,
-        require_schemas: app.bus.requires_schemas(&info.name),
+        // The spec says so, or (data written by older servers) the legacy record did.
+        require_schemas: info.require_schemas || app.bus.requires_schemas(&info.name),
         retention: RetentionBody {
             max_age_ms: info.retention.max_age.map(|d| d.as_millis() as u64),
             max_bytes: info.retention.max_bytes,
@@ -91,15 +100,11 @@ pub async fn create_topic(
         max_age: retention.max_age_ms.map(Duration::from_millis),
         max_bytes: retention.max_bytes,
     });
+    // Part of the spec: written with the topic, in one step.
     spec.require_schemas = req.require_schemas;
     let info = app.bus.log().create_topic(spec).await?;
-    if req.require_schemas {
-        app.bus
-            .state()
-            .put(REQUIRE_SCHEMAS, &info.name, b"true".to_vec())
-            .await?;
-    }
-    app.bus.set_require_schemas(&info.name, req.require_schemas);
+    app.bus
+        .set_require_schemas(&info.name, info.require_schemas);
     Ok((StatusCode::CREATED, Json(topic_view(&app, &info))))
 }
 
@@ -148,7 +153,10 @@ pub async fn delete_topic(
     app.bus.log().describe_topic(&topic).await?;
     app.subs.delete_topic(&topic).await?;
     app.bus.log().delete_topic(&topic).await?;
-    app.bus.state().delete(REQUIRE_SCHEMAS, &topic).await?;
+    app.bus
+        .state()
+        .delete(LEGACY_REQUIRE_SCHEMAS, &topic)
+        .await?;
     app.bus.set_require_schemas(&topic, false);
     Ok(StatusCode::NO_CONTENT)
 }

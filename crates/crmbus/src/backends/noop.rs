@@ -49,6 +49,7 @@ fn empty_info(name: &str, partitions: u32) -> TopicInfo {
         name: name.to_string(),
         partitions,
         retention: Retention::default(),
+        require_schemas: false,
         partition_info: (0..partitions)
             .map(|p| PartitionInfo {
                 partition: p,
@@ -100,7 +101,9 @@ impl<const LOG: bool> EventLog for DiscardingLog<LOG> {
 
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
         spec.validate()?;
-        Ok(empty_info(&spec.name, spec.partitions))
+        let mut info = empty_info(&spec.name, spec.partitions);
+        info.require_schemas = spec.require_schemas;
+        Ok(info)
     }
 
     async fn delete_topic(&self, _name: &str) -> Result<(), LogError> {
