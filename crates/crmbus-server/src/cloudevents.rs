@@ -8,15 +8,16 @@
 //!   when `ce-*` headers come along): a JSON
 //!   body becomes `data`; any other content type becomes binary data (`data_base64` in the
 //!   JSON format) with `datacontenttype` kept. Header values are unquoted if they are a
-//!   quoted string, then percent-decoded once; decoded bytes that are not UTF-8 are an
-//!   error.
+//!   quoted string, then percent-decoded once; a `%` not followed by two hex digits,
+//!   decoded bytes that are not UTF-8, and control characters or noncharacters in the
+//!   decoded text are errors naming the attribute (the message names the header).
 //! - **Batch** (`application/cloudevents-batch+json`): a JSON array of events; the whole
 //!   batch is rejected, with every bad element's violations, if any element is invalid.
 
 use std::borrow::Cow;
 
 use axum::http::HeaderMap;
-use crmbus::event::parse_timestamp;
+use crmbus::event::{is_forbidden_char, parse_timestamp};
 use crmbus::{Event, EventData, ExtensionValue, InvalidEvent, Violation};
 use serde_json::Value;
 
@@ -141,19 +142,30 @@ pub fn batch_error(errors: Vec<FieldError>) -> ApiError {
     .with_errors(errors)
 }
 
+/// The attribute value header `name` carries: unquoted, percent-decoded, and a CloudEvents
+/// String (no control characters or noncharacters). A value that is none of these is a
+/// violation naming the attribute, its message naming the header.
 fn header_text(headers: &HeaderMap, name: &str, violations: &mut Vec<Violation>) -> Option<String> {
     let value = headers.get(name)?;
     let attribute = name.trim_start_matches("ce-").to_string();
     let decoded = match value.to_str() {
         Ok(s) => percent_decode(&unquote(s)),
-        Err(_) => Err("header value is not visible ASCII"),
+        Err(_) => Err("the value is not visible ASCII".to_string()),
     };
-    match decoded {
+    let checked = decoded.and_then(|s| match s.chars().find(|c| is_forbidden_char(*c)) {
+        Some(c) => Err(format!(
+            "the decoded value must not contain control characters or Unicode noncharacters \
+             (found U+{:04X})",
+            u32::from(c)
+        )),
+        None => Ok(s),
+    });
+    match checked {
         Ok(s) => Some(s),
         Err(message) => {
             violations.push(Violation {
                 attribute,
-                message: message.into(),
+                message: format!("header {name}: {message}"),
             });
             None
         }
@@ -177,9 +189,10 @@ fn unquote(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// One round of percent-decoding: `%` and two hex digits is a byte, anything else stands
-/// for itself; the bytes must be UTF-8 (the binding says to reject them otherwise).
-fn percent_decode(s: &str) -> Result<String, &'static str> {
+/// One round of percent-decoding: `%` and two hex digits is a byte, any other byte stands
+/// for itself. A `%` not followed by two hex digits is a malformed escape (RFC 3986 §2.1)
+/// and an error, and the bytes must be UTF-8 (the binding says to reject them otherwise).
+fn percent_decode(s: &str) -> Result<String, String> {
     if !s.contains('%') {
         return Ok(s.to_string());
     }
@@ -189,16 +202,20 @@ fn percent_decode(s: &str) -> Result<String, &'static str> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            if let (Some(hi), Some(lo)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-                out.extend(u8::try_from(hi * 16 + lo).ok());
-                i += 3;
-                continue;
-            }
+            let (Some(hi), Some(lo)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) else {
+                return Err(format!(
+                    "malformed percent escape at byte {i}: '%' must be followed by two hex \
+                     digits (write a literal '%' as %25)"
+                ));
+            };
+            out.extend(u8::try_from(hi * 16 + lo).ok());
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| "percent-encoded bytes are not UTF-8")
+    String::from_utf8(out).map_err(|_| "percent-encoded bytes are not UTF-8".to_string())
 }
 
 fn binary_event(headers: &HeaderMap, media: Option<&str>, body: &[u8]) -> Result<Event, ApiError> {
@@ -358,11 +375,11 @@ mod tests {
             ("ce-id", "\"a \\\"b\\\" %25\""),
             ("ce-source", "urn:crm"),
             ("ce-type", "deal.won"),
-            ("ce-subject", "50%+1%zz%2541%E2%82%AC"),
+            ("ce-subject", "50%25+1%2541%E2%82%AC%e2%82%ac"),
         ]);
         let e = &events_from_request(&h, b"").expect("event")[0];
         assert_eq!(e.id, "a \"b\" %");
-        assert_eq!(e.subject.as_deref(), Some("50%+1%zz%41€"));
+        assert_eq!(e.subject.as_deref(), Some("50%+1%41€€"));
         for bad in ["%FF", "%C0%A0", "%E2%82"] {
             let h = headers(&[
                 ("ce-specversion", "1.0"),
@@ -373,6 +390,72 @@ mod tests {
             ]);
             let err = events_from_request(&h, b"").expect_err("not UTF-8");
             assert_eq!(err.errors[0].field, "subject", "{bad}");
+        }
+    }
+
+    fn binary_with(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "urn:crm"),
+            ("ce-type", "deal.won"),
+        ]);
+        h.insert(name, HeaderValue::from_str(value).expect("header"));
+        h
+    }
+
+    /// RFC 3986 §2.1: a percent-encoding is `%` and two hex digits. Any other `%` is a
+    /// malformed escape: a 400 naming the header, not a value passed through.
+    #[test]
+    fn malformed_percent_escapes_are_rejected_naming_the_header() {
+        for (name, bad) in [
+            ("ce-subject", "50%off"),
+            ("ce-subject", "%zz"),
+            ("ce-subject", "trailing%4"),
+            ("ce-subject", "%"),
+            ("ce-subject", "%4g"),
+            ("ce-subject", "\"quoted 100%\""),
+            ("ce-id", "a%+1"),
+            ("ce-companyid", "acme%2"),
+        ] {
+            let err = events_from_request(&binary_with(name, bad), b"").expect_err(bad);
+            assert_eq!(err.status.as_u16(), 400, "{bad}");
+            let attribute = name.trim_start_matches("ce-");
+            assert_eq!(err.errors.len(), 1, "{bad}: {:?}", err.errors);
+            assert_eq!(err.errors[0].field, attribute, "{bad}");
+            assert!(
+                err.errors[0].message.contains(name),
+                "{bad}: {}",
+                err.errors[0].message
+            );
+        }
+    }
+
+    /// CloudEvents String values hold no control characters or noncharacters, whether they
+    /// arrive percent-encoded or quoted.
+    #[test]
+    fn decoded_control_characters_and_noncharacters_are_rejected() {
+        for (name, bad) in [
+            ("ce-subject", "a%07"),
+            ("ce-subject", "%00"),
+            ("ce-subject", "%C2%85"),
+            ("ce-subject", "%EF%BF%BE"),
+            ("ce-subject", "%EF%B7%90"),
+            ("ce-id", "%7F"),
+            ("ce-type", "%1B"),
+            ("ce-source", "urn:x%0A"),
+            ("ce-companyid", "%F4%8F%BF%BF"),
+            ("ce-time", "2024-05-17T09:30:00Z%00"),
+        ] {
+            let err = events_from_request(&binary_with(name, bad), b"").expect_err(bad);
+            let attribute = name.trim_start_matches("ce-");
+            let fields: Vec<&str> = err.errors.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(fields, [attribute], "{bad}");
+            assert!(
+                err.errors[0].message.contains("control characters"),
+                "{bad}: {}",
+                err.errors[0].message
+            );
         }
     }
 
