@@ -20,11 +20,13 @@
 //!
 //! Validation at publish ([`SchemaRegistry::validate_event`], also the
 //! [`crmbus::PublishValidator`] impl): an event whose type has a schema is checked against
-//! the version its `dataschema` names (`urn:crmbus:schema:<type>:<version>`) or the latest;
-//! every violation is reported as attribute `data/<JSON pointer>` with a reason; an
-//! accepted event gets `dataschema` set to the version's URI. Formats (`date-time`,
-//! `email`, `uri`, ...) are asserted. Compiled validators are cached per type and version,
-//! so a validation is a map lookup plus the validator run.
+//! the registered version its `dataschema` names (`urn:crmbus:schema:<type>:<version>`),
+//! otherwise against the type's latest version; every violation is reported as attribute
+//! `data/<JSON pointer>` with a reason. An accepted event without a `dataschema` gets the
+//! version's URI; a producer's own `dataschema` (any other absolute URI) is kept unchanged,
+//! while a registry URI naming a version that is not registered is refused. Formats
+//! (`date-time`, `email`, `uri`, ...) are asserted. Compiled validators are cached per
+//! type and version, so a validation is a map lookup plus the validator run.
 
 pub mod catalog;
 pub mod compat;

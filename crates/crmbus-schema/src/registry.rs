@@ -14,7 +14,10 @@
 //! # Schema URIs
 //!
 //! Version `n` of type `t` is named `urn:crmbus:schema:<t>:<n>` (see [`schema_uri`] and
-//! [`parse_schema_uri`]); that is what accepted events get as `dataschema`. Event types
+//! [`parse_schema_uri`]); that is what accepted events without a `dataschema` get as
+//! theirs. A producer's own `dataschema` (any URI outside `urn:crmbus:schema:`) is kept,
+//! and the type's latest version validates the event (see
+//! [`SchemaRegistry::validate_event`]). Event types
 //! that can have a schema are 1–200 characters of `A–Z a–z 0–9 . _ -`, starting with a
 //! letter or digit (so they fit in keys, URIs and catalog paths unescaped).
 
@@ -456,12 +459,19 @@ impl SchemaRegistry {
         Ok(v)
     }
 
-    /// Validates an event for publishing: if its type has a schema, `data` is checked
-    /// against the version its `dataschema` names (the latest when absent) and, when it
-    /// passes, `dataschema` is set to that version's URI. A type without a schema passes
-    /// unless `require_schema` is set. Every violation is returned; attributes are `type`,
-    /// `dataschema`, `data`, or `data` followed by the JSON Pointer into it
-    /// (`data/amount`).
+    /// Validates an event for publishing. If its type has a schema, `data` is checked
+    /// against:
+    ///
+    /// - the registered version its `dataschema` names, when that is one of this registry's
+    ///   URIs (`urn:crmbus:schema:<type>:<n>`); a registry URI naming a version that is not
+    ///   registered, another type's schema, or no version at all is a `dataschema`
+    ///   violation;
+    /// - otherwise the type's latest version: when `dataschema` is absent it is then set to
+    ///   that version's URI, and any other URI (the producer's own schema) is kept as it is.
+    ///
+    /// A type without a schema passes unless `require_schema` is set. Every violation is
+    /// returned; attributes are `type`, `dataschema`, `data`, or `data` followed by the JSON
+    /// Pointer into it (`data/amount`).
     pub fn validate_event(
         &self,
         event: &mut Event,
@@ -491,6 +501,20 @@ impl SchemaRegistry {
                 });
             (latest, named)
         };
+        // A URI in this registry's namespace that names no version is a mistake, not the
+        // producer's own schema.
+        if let Some(uri) = event.dataschema.as_deref() {
+            if named.is_none() && uri.starts_with(URI_PREFIX) {
+                return fail(
+                    "dataschema",
+                    format!(
+                        "'{uri}' is in this registry's namespace but names no schema version: \
+                         use {URI_PREFIX}<type>:<version> (versions count from 1), a URI of \
+                         your own, or none"
+                    ),
+                );
+            }
+        }
         let Some(latest) = latest else {
             if let Some((ty, n, _)) = named {
                 return fail(
@@ -509,6 +533,9 @@ impl SchemaRegistry {
             }
             return Ok(());
         };
+        // Whether an accepted event gets the version's URI as its `dataschema`: not when it
+        // carries the producer's own schema URI.
+        let mut stamp = true;
         let version = match (&event.dataschema, named) {
             (None, _) => latest,
             (Some(_), Some((_, _, Some(v)))) => v,
@@ -530,16 +557,10 @@ impl SchemaRegistry {
                     ),
                 )
             }
-            (Some(uri), None) => {
-                return fail(
-                    "dataschema",
-                    format!(
-                        "'{uri}' is not a schema of this registry: type '{}' has schemas, so \
-                         dataschema must be {URI_PREFIX}{}:<version> or absent (then the \
-                         latest, {}, is used)",
-                        event.ty, event.ty, latest.uri
-                    ),
-                )
+            // The producer's own schema URI: kept, and the latest version decides.
+            (Some(_), None) => {
+                stamp = false;
+                latest
             }
         };
         let data = match &event.data {
@@ -562,7 +583,9 @@ impl SchemaRegistry {
         };
         match version.violations(data) {
             Ok(found) if found.is_empty() => {
-                event.dataschema = Some(version.uri.clone());
+                if stamp {
+                    event.dataschema = Some(version.uri.clone());
+                }
                 Ok(())
             }
             Ok(found) => Err(InvalidEvent {

@@ -80,7 +80,7 @@ async fn an_accepted_event_names_its_schema_version() {
 }
 
 #[tokio::test]
-async fn dataschema_picks_the_version_and_must_be_a_registry_uri() {
+async fn dataschema_picks_the_registered_version_it_names() {
     let (bus, log, registry) = setup().await;
     let mut v2 = registry.latest("deal.won").expect("v1").schema.clone();
     v2["$id"] = json!("urn:crmbus:schema:deal.won:2");
@@ -100,7 +100,9 @@ async fn dataschema_picks_the_version_and_must_be_a_registry_uri() {
         ("urn:crmbus:schema:deal.won:1", "data/region"),
         ("urn:crmbus:schema:deal.won:7", "dataschema"),
         ("urn:crmbus:schema:deal.lost:1", "dataschema"),
-        ("https://schemas.example/deal.won/1", "dataschema"),
+        // This registry's prefix with no version in it names nothing it holds.
+        ("urn:crmbus:schema:deal.won:latest", "dataschema"),
+        ("urn:crmbus:schema:deal.won:01", "dataschema"),
     ];
     for (uri, attribute) in cases {
         let e = event("deal.won", data.clone()).dataschema(uri);
@@ -108,6 +110,45 @@ async fn dataschema_picks_the_version_and_must_be_a_registry_uri() {
         assert_eq!(attributes(&found), [attribute], "{uri}: {found:?}");
     }
     assert_eq!(log.events().len(), 1);
+}
+
+/// Issue 13 (CloudEvents `dataschema` belongs to the producer): a `dataschema` that is not
+/// one of this registry's URIs is the producer's own; the event is validated against the
+/// type's latest version and the producer's URI is stored unchanged. (It used to be
+/// refused.)
+#[tokio::test]
+async fn a_producers_own_dataschema_is_kept_and_the_latest_version_decides() {
+    let (bus, log, registry) = setup().await;
+    let mut v2 = registry.latest("deal.won").expect("v1").schema.clone();
+    v2["$id"] = json!("urn:crmbus:schema:deal.won:2");
+    v2["properties"]["region"] = json!({"type": "string", "description": "Sales region."});
+    registry.register("deal.won", v2).await.expect("v2");
+    let own = "https://schemas.acme.example/deal-won.json";
+    let data = json!({"deal_id": "d", "amount": "1", "currency": "EUR", "region": "EMEA"});
+
+    bus.publish(event("deal.won", data).dataschema(own), &["deals"])
+        .await
+        .expect("validated against the latest (v2 knows region)");
+    assert_eq!(log.events()[0].dataschema.as_deref(), Some(own));
+
+    // The latest version still decides: data it refuses is refused.
+    let bad = json!({"deal_id": "d", "amount": 5, "currency": "EUR"});
+    let found = violations(
+        bus.publish(event("deal.won", bad).dataschema(own), &["deals"])
+            .await
+            .expect_err("amount must be a decimal string"),
+    );
+    assert_eq!(attributes(&found), ["data/amount"], "{found:?}");
+    assert_eq!(log.events().len(), 1);
+
+    // A type without a schema keeps the producer's URI too.
+    bus.publish(
+        event("com.acme.custom", json!({"a": 1})).dataschema(own),
+        &["deals"],
+    )
+    .await
+    .expect("no schema");
+    assert_eq!(log.events()[1].dataschema.as_deref(), Some(own));
 }
 
 #[tokio::test]
