@@ -7,13 +7,13 @@
 //! fails it, and the engine's retry policy delivers it again with `attempt` + 1 — so key
 //! ordering, retries, the DLQ and the persisted state all come from the engine.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use crmbus::delivery::{Delivery, Handler, HandlerError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 type Reply = oneshot::Sender<Result<(), HandlerError>>;
 
@@ -37,12 +37,32 @@ pub struct Leased {
     pub delivery: Delivery,
 }
 
+/// Deliveries waiting for a puller.
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<Pending>,
+    /// Set by [`PullQueue::close`]: nothing is queued any more.
+    closed: bool,
+}
+
 /// The queue between a subscription's engine and its HTTP pullers.
+///
+/// Any number of pullers wait at once, each on its own deadline: a long poll holds no
+/// lock while it waits, so a pull that does not wait answers at once whatever other
+/// pulls are doing. The queue needs no bound of its own: the engine never has more than
+/// the subscription's `max_in_flight` handler calls, so never more deliveries queued.
 pub struct PullQueue {
-    tx: mpsc::Sender<Pending>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
+    waiting: Mutex<Waiting>,
+    /// Notified when a delivery is queued (and, for every waiter, when the queue closes).
+    queued: Notify,
     leases: Mutex<HashMap<String, Lease>>,
     ack_timeout: Duration,
+}
+
+/// A mutex's contents even if a thread panicked while holding it: every critical
+/// section here leaves the data consistent at each step.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn stopped() -> HandlerError {
@@ -52,13 +72,15 @@ fn stopped() -> HandlerError {
 }
 
 impl PullQueue {
-    /// A queue holding up to `capacity` deliveries (the subscription's `max_in_flight`),
-    /// leasing each for `ack_timeout`.
+    /// A queue for up to `capacity` deliveries at once (the subscription's
+    /// `max_in_flight`), leasing each for `ack_timeout`.
     pub fn new(capacity: usize, ack_timeout: Duration) -> Arc<PullQueue> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let queue = Arc::new(PullQueue {
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
+            waiting: Mutex::new(Waiting {
+                queue: VecDeque::with_capacity(capacity.clamp(1, 1024)),
+                closed: false,
+            }),
+            queued: Notify::new(),
             leases: Mutex::new(HashMap::new()),
             ack_timeout,
         });
@@ -80,16 +102,14 @@ impl PullQueue {
 
     /// Fails every lease whose deadline has passed: the engine delivers it again.
     fn expire(&self, now: tokio::time::Instant) {
-        let expired: Vec<Lease> = match self.leases.lock() {
-            Ok(mut leases) => {
-                let ids: Vec<String> = leases
-                    .iter()
-                    .filter(|(_, l)| l.deadline <= now)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                ids.iter().filter_map(|id| leases.remove(id)).collect()
-            }
-            Err(_) => Vec::new(),
+        let expired: Vec<Lease> = {
+            let mut leases = locked(&self.leases);
+            let ids: Vec<String> = leases
+                .iter()
+                .filter(|(_, l)| l.deadline <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| leases.remove(id)).collect()
         };
         for lease in expired {
             let _ = lease.reply.send(Err(HandlerError::transient(format!(
@@ -107,42 +127,53 @@ impl PullQueue {
         })
     }
 
-    /// Up to `max` deliveries; waits up to `wait` for the first one (long poll).
+    /// Up to `max` deliveries; waits up to `wait` for the first one (long poll). Empty
+    /// when none came in time or the queue is closed.
     pub async fn pull(self: &Arc<Self>, max: usize, wait: Duration) -> Vec<Leased> {
-        let mut rx = self.rx.lock().await;
-        let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + wait;
-        while out.len() < max {
-            let next = if out.is_empty() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => p,
-                    Ok(None) | Err(_) => break,
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(p) => p,
-                    Err(_) => break,
-                }
-            };
-            if next.reply.is_closed() {
-                continue;
+        loop {
+            // Registered before looking, so a delivery queued in between still wakes us.
+            let queued = self.queued.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
+            let (taken, closed) = self.take(max);
+            if !taken.is_empty() {
+                return taken.into_iter().map(|p| self.lease(p)).collect();
             }
-            out.push(self.lease(next));
+            if closed || tokio::time::timeout_at(deadline, queued).await.is_err() {
+                return Vec::new();
+            }
         }
-        out
+    }
+
+    /// Takes up to `max` queued deliveries whose handler call is still waiting (the
+    /// engine drops the others), and whether the queue is closed. When some are left, the
+    /// next waiting puller is woken for them.
+    fn take(&self, max: usize) -> (Vec<Pending>, bool) {
+        let mut waiting = locked(&self.waiting);
+        let mut out = Vec::new();
+        while out.len() < max {
+            match waiting.queue.pop_front() {
+                Some(p) if p.reply.is_closed() => {}
+                Some(p) => out.push(p),
+                None => break,
+            }
+        }
+        if !out.is_empty() && !waiting.queue.is_empty() {
+            self.queued.notify_one();
+        }
+        (out, waiting.closed)
     }
 
     fn lease(&self, p: Pending) -> Leased {
         let ack_id = uuid::Uuid::now_v7().simple().to_string();
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.insert(
-                ack_id.clone(),
-                Lease {
-                    reply: p.reply,
-                    deadline: tokio::time::Instant::now() + self.ack_timeout,
-                },
-            );
-        }
+        locked(&self.leases).insert(
+            ack_id.clone(),
+            Lease {
+                reply: p.reply,
+                deadline: tokio::time::Instant::now() + self.ack_timeout,
+            },
+        );
         Leased {
             ack_id,
             delivery: p.delivery,
@@ -150,7 +181,7 @@ impl PullQueue {
     }
 
     fn resolve(&self, ack_id: &str, result: Result<(), HandlerError>) -> bool {
-        let lease = self.leases.lock().ok().and_then(|mut l| l.remove(ack_id));
+        let lease = locked(&self.leases).remove(ack_id);
         match lease {
             Some(l) => l.reply.send(result).is_ok(),
             None => false,
@@ -182,25 +213,29 @@ impl PullQueue {
 
     /// Leases outstanding now.
     pub fn leased(&self) -> usize {
-        self.leases.lock().map(|l| l.len()).unwrap_or(0)
+        locked(&self.leases).len()
     }
 
     /// Fails every leased and queued delivery so that the engine can stop at once; they
     /// are delivered again when the subscription runs next.
     pub async fn close(&self) {
-        let leases: Vec<Lease> = self
-            .leases
-            .lock()
-            .map(|mut l| l.drain().map(|(_, lease)| lease).collect())
-            .unwrap_or_default();
+        let leases: Vec<Lease> = locked(&self.leases)
+            .drain()
+            .map(|(_, lease)| lease)
+            .collect();
         for lease in leases {
             let _ = lease.reply.send(Err(stopped()));
         }
-        let mut rx = self.rx.lock().await;
-        rx.close();
-        while let Ok(p) = rx.try_recv() {
+        let queued: Vec<Pending> = {
+            let mut waiting = locked(&self.waiting);
+            waiting.closed = true;
+            waiting.queue.drain(..).collect()
+        };
+        for p in queued {
             let _ = p.reply.send(Err(stopped()));
         }
+        // Pullers waiting now return empty-handed.
+        self.queued.notify_waiters();
     }
 }
 
@@ -213,15 +248,14 @@ struct PullHandler {
 impl Handler for PullHandler {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let (reply, result) = oneshot::channel();
-        if self
-            .queue
-            .tx
-            .send(Pending { delivery, reply })
-            .await
-            .is_err()
         {
-            return Err(stopped());
+            let mut waiting = locked(&self.queue.waiting);
+            if waiting.closed {
+                return Err(stopped());
+            }
+            waiting.queue.push_back(Pending { delivery, reply });
         }
+        self.queue.queued.notify_one();
         result.await.unwrap_or_else(|_| Err(stopped()))
     }
 }

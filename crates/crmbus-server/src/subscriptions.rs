@@ -2,7 +2,7 @@
 //! so they survive restarts, and the running engine and pull queue of each.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +12,7 @@ use crmbus::delivery::{
 };
 use crmbus::{EventBus, LogError};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 use crate::api::{
     CreateSubscriptionRequest, CursorView, DlqEntryView, DlqQuery, RetryBody, SubscriptionStatus,
@@ -34,12 +34,32 @@ struct Running {
     options: SubscribeOptions,
     sub: Option<Subscription>,
     queue: Arc<PullQueue>,
+    /// Set when the subscription was deleted, or its creation failed, while someone
+    /// waited for it: they answer "not found".
+    gone: bool,
+}
+
+/// One subscription: its topic (fixed for its life) and its running state behind a lock
+/// of its own, so that a subscription busy with a slow call (an engine round trip, a
+/// seek, a stop) holds up no other.
+struct Entry {
+    topic: String,
+    running: Arc<RwLock<Running>>,
 }
 
 /// Every pull subscription of the server.
 pub struct Subscriptions {
     bus: EventBus,
-    running: Mutex<BTreeMap<String, Running>>,
+    /// Held only to look up, insert or remove an entry, never across an await.
+    entries: Mutex<BTreeMap<String, Arc<Entry>>>,
+}
+
+fn entries_of(
+    m: &Mutex<BTreeMap<String, Arc<Entry>>>,
+) -> MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
+    // Every critical section is a single map operation: the map is whole even if a
+    // thread panicked while holding the lock.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -209,8 +229,40 @@ impl Subscriptions {
     pub fn new(bus: EventBus) -> Subscriptions {
         Subscriptions {
             bus,
-            running: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The entry of subscription `name`.
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, ApiError> {
+        entries_of(&self.entries)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Every entry, in name order.
+    fn all(&self) -> Vec<(String, Arc<Entry>)> {
+        entries_of(&self.entries)
+            .iter()
+            .map(|(n, e)| (n.clone(), Arc::clone(e)))
+            .collect()
+    }
+
+    /// Removes `name`'s entry if it is still `entry`.
+    fn forget(&self, name: &str, entry: &Arc<Entry>) {
+        let mut entries = entries_of(&self.entries);
+        if entries.get(name).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            entries.remove(name);
+        }
+    }
+
+    fn insert(&self, name: String, topic: String, running: Running) {
+        let entry = Arc::new(Entry {
+            topic,
+            running: Arc::new(RwLock::new(running)),
+        });
+        entries_of(&self.entries).insert(name, entry);
     }
 
     async fn start(&self, topic: &str, name: &str, r: &mut Running) -> Result<(), ApiError> {
@@ -228,7 +280,7 @@ impl Subscriptions {
     /// listed, not running, with a warning.
     pub async fn start_saved(&self) -> Result<usize, LogError> {
         let saved = self.bus.state().scan(NAMESPACE, "").await?;
-        let mut running = self.running.lock().await;
+        let mut started = 0;
         for (name, bytes) in saved {
             let (topic, config) = match saved_subscription(&bytes) {
                 Ok(c) => c,
@@ -250,10 +302,12 @@ impl Subscriptions {
                 options,
                 sub: None,
                 queue: PullQueue::new(1, Duration::from_secs(1)),
+                gone: false,
             };
             match self.start(&topic, &name, &mut r).await {
                 Ok(()) => {
-                    running.insert(name, r);
+                    self.insert(name, topic, r);
+                    started += 1;
                 }
                 Err(e) if e.code == "topic_not_found" => {
                     // The topic was deleted while the server was down: so is the group.
@@ -262,11 +316,12 @@ impl Subscriptions {
                 }
                 Err(e) => {
                     tracing::warn!(subscription = %name, topic = %topic, error = %e.detail, "saved subscription not started");
-                    running.insert(name, r);
+                    self.insert(name, topic.clone(), r);
+                    started += 1;
                 }
             }
         }
-        Ok(running.len())
+        Ok(started)
     }
 
     /// Creates and starts a subscription on `topic`.
@@ -279,13 +334,49 @@ impl Subscriptions {
         req.ack_timeout_ms = Some(req.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS));
         req.max_in_flight = Some(options.max_in_flight);
         let name = req.name.clone();
-        let mut running = self.running.lock().await;
-        if running.contains_key(&name) {
-            return Err(ApiError::new(
-                "subscription_exists",
-                format!("subscription '{name}' already exists"),
-            ));
+        // The entry is claimed first, locked, so that a second create of the same name is
+        // refused at once and other calls on it wait for the outcome.
+        let entry = Arc::new(Entry {
+            topic: topic.to_string(),
+            running: Arc::new(RwLock::new(Running {
+                topic: topic.to_string(),
+                config: req.clone(),
+                options: options.clone(),
+                sub: None,
+                queue: PullQueue::new(1, Duration::from_secs(1)),
+                gone: false,
+            })),
+        });
+        let Ok(mut r) = Arc::clone(&entry.running).try_write_owned() else {
+            return Err(ApiError::new("internal", "a new entry was already locked"));
+        };
+        {
+            let mut entries = entries_of(&self.entries);
+            if entries.contains_key(&name) {
+                return Err(ApiError::new(
+                    "subscription_exists",
+                    format!("subscription '{name}' already exists"),
+                ));
+            }
+            entries.insert(name.clone(), Arc::clone(&entry));
         }
+        let result = self.create_claimed(topic, &name, &req, &mut r).await;
+        if result.is_err() {
+            r.gone = true;
+            self.forget(&name, &entry);
+        }
+        result
+    }
+
+    /// The rest of [`Subscriptions::create`], with the new entry claimed and locked.
+    async fn create_claimed(
+        &self,
+        topic: &str,
+        name: &str,
+        req: &CreateSubscriptionRequest,
+        r: &mut OwnedRwLockWriteGuard<Running>,
+    ) -> Result<SubscriptionView, ApiError> {
+        let options = r.options.clone();
         self.bus.log().describe_topic(topic).await?;
         // A group of this name may have left offsets behind (a deleted subscription):
         // place the cursor where this one asks to start.
@@ -300,32 +391,23 @@ impl Subscriptions {
             self.bus.log().as_ref(),
             self.bus.state().as_ref(),
             topic,
-            &name,
+            name,
             &to,
         )
         .await?;
-        let mut r = Running {
-            topic: topic.to_string(),
-            config: req.clone(),
-            options,
-            sub: None,
-            queue: PullQueue::new(1, Duration::from_secs(1)),
-        };
-        self.start(topic, &name, &mut r).await?;
-        let mut saved = serde_json::to_value(&req).unwrap_or(Value::Null);
+        self.start(topic, name, r).await?;
+        let mut saved = serde_json::to_value(req).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut saved {
             m.insert("topic".into(), Value::String(topic.to_string()));
         }
         let bytes = serde_json::to_vec(&saved).unwrap_or_default();
-        if let Err(e) = self.bus.state().put(NAMESPACE, &name, bytes).await {
+        if let Err(e) = self.bus.state().put(NAMESPACE, name, bytes).await {
             if let Some(sub) = r.sub.take() {
                 let _ = sub.unsubscribe().await;
             }
             return Err(e.into());
         }
-        let view = self.view(&name, &r).await?;
-        running.insert(name, r);
-        Ok(view)
+        self.view(name, r).await
     }
 
     async fn view(&self, name: &str, r: &Running) -> Result<SubscriptionView, ApiError> {
@@ -379,17 +461,22 @@ impl Subscriptions {
 
     /// One subscription.
     pub async fn get(&self, name: &str) -> Result<SubscriptionView, ApiError> {
-        let running = self.running.lock().await;
-        let r = running.get(name).ok_or_else(|| not_found(name))?;
-        self.view(name, r).await
+        let entry = self.entry(name)?;
+        let r = entry.running.read().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
+        self.view(name, &r).await
     }
 
     /// Every subscription.
     pub async fn list(&self) -> Result<Vec<SubscriptionView>, ApiError> {
-        let running = self.running.lock().await;
-        let mut out = Vec::with_capacity(running.len());
-        for (name, r) in running.iter() {
-            out.push(self.view(name, r).await?);
+        let mut out = Vec::new();
+        for (name, entry) in self.all() {
+            let r = entry.running.read().await;
+            if !r.gone {
+                out.push(self.view(&name, &r).await?);
+            }
         }
         Ok(out)
     }
@@ -408,9 +495,14 @@ impl Subscriptions {
 
     /// Stops and deletes a subscription with every kind of state its group kept (retry
     /// schedule, done markers, dead letters, dedupe, the DLQ audit log), in one batch.
+    /// If the state cannot be deleted, the subscription stays listed, stopped, and the
+    /// delete can be tried again.
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
-        let mut running = self.running.lock().await;
-        let mut r = running.remove(name).ok_or_else(|| not_found(name))?;
+        let entry = self.entry(name)?;
+        let mut r = entry.running.write().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
         Self::stop(&mut r).await?;
         let state = self.bus.state();
         let mut ops = vec![crmbus::StateOp::Delete {
@@ -423,15 +515,17 @@ impl Subscriptions {
                 .await?,
         );
         state.apply(ops).await?;
+        r.gone = true;
+        self.forget(name, &entry);
         Ok(())
     }
 
     /// Stops every subscription (server shutdown): leased deliveries are released to be
     /// delivered again next time, state is persisted and offsets committed.
     pub async fn stop_all(&self) {
-        let mut running = self.running.lock().await;
-        for (name, r) in running.iter_mut() {
-            if let Err(e) = Self::stop(r).await {
+        for (name, entry) in self.all() {
+            let mut r = entry.running.write().await;
+            if let Err(e) = Self::stop(&mut r).await {
                 tracing::warn!(subscription = %name, error = %e.detail, "stopping subscription");
             }
         }
@@ -439,8 +533,11 @@ impl Subscriptions {
 
     /// The pull queue of a running subscription.
     pub async fn queue(&self, name: &str) -> Result<Arc<PullQueue>, ApiError> {
-        let running = self.running.lock().await;
-        let r = running.get(name).ok_or_else(|| not_found(name))?;
+        let entry = self.entry(name)?;
+        let r = entry.running.read().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
         if r.sub.is_none() {
             return Err(stopped(name));
         }
@@ -449,9 +546,12 @@ impl Subscriptions {
 
     /// Moves the subscription's cursor; leased deliveries are released.
     pub async fn seek(&self, name: &str, to: SeekTo) -> Result<Vec<CursorView>, ApiError> {
-        let mut running = self.running.lock().await;
-        let r = running.get_mut(name).ok_or_else(|| not_found(name))?;
-        Self::stop(r).await?;
+        let entry = self.entry(name)?;
+        let mut r = entry.running.write().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
+        Self::stop(&mut r).await?;
         let topic = r.topic.clone();
         let result = seek_group(
             self.bus.log().as_ref(),
@@ -462,7 +562,7 @@ impl Subscriptions {
         )
         .await;
         // Start again whatever the seek did, so a bad request does not stop delivery.
-        let restarted = self.start(&topic, name, r).await;
+        let restarted = self.start(&topic, name, &mut r).await;
         let positions = result?;
         restarted?;
         let info = self.bus.log().describe_topic(&topic).await?;
@@ -484,8 +584,11 @@ impl Subscriptions {
         name: &str,
         f: impl AsyncFnOnce(&Subscription) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let running = self.running.lock().await;
-        let r = running.get(name).ok_or_else(|| not_found(name))?;
+        let entry = self.entry(name)?;
+        let r = entry.running.read().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
         let sub = r.sub.as_ref().ok_or_else(|| stopped(name))?;
         f(sub).await
     }
@@ -521,14 +624,12 @@ impl Subscriptions {
     /// Deletes every subscription of `topic` with its state (the topic is being deleted:
     /// its groups go with it, as its events do).
     pub async fn delete_topic(&self, topic: &str) -> Result<(), ApiError> {
-        let names: Vec<String> = {
-            let running = self.running.lock().await;
-            running
-                .iter()
-                .filter(|(_, r)| r.topic == topic)
-                .map(|(n, _)| n.clone())
-                .collect()
-        };
+        let names: Vec<String> = self
+            .all()
+            .into_iter()
+            .filter(|(_, e)| e.topic == topic)
+            .map(|(n, _)| n)
+            .collect();
         for name in names {
             self.delete(&name).await?;
         }
