@@ -484,13 +484,24 @@ impl Partition {
         }
     }
 
-    /// Reads up to `max` durable records from `from`, decoding each event.
+    /// Reads up to `max` durable records from `from`, decoding each event. A record that
+    /// passed its checksum but does not decode is treated like a damaged one: the read
+    /// stops before it, or fails with [`LogError::Corrupt`] naming its offset when it is
+    /// the first one asked for (so a consumer can deliver up to it and then pass it).
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
         let limit = self.durable_next();
         self.scan(from, limit, false, |meta, json| {
-            let event = Event::from_json_slice(json)
-                .map_err(|e| self.corrupt_error(meta.offset, &e.to_string()))?;
+            let event = match Event::from_json_slice(json) {
+                Ok(event) => event,
+                Err(_) if !out.is_empty() => return Ok(false),
+                Err(e) => {
+                    return Err(self.corrupt_error(
+                        meta.offset,
+                        &format!("the record does not decode as an event: {e}"),
+                    ))
+                }
+            };
             out.push(StoredEvent {
                 partition: self.id,
                 offset: meta.offset,

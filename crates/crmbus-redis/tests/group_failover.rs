@@ -45,8 +45,8 @@ async fn engine(
     .await
 }
 
-/// Offsets the group has durably finished: below the committed offset, or with a `done`
-/// marker in the state store.
+/// Offsets the group has durably finished: below the committed offset, or in a `done`
+/// entry's ranges in the state store.
 async fn persisted_done(log: &RedisLog, partitions: u32) -> BTreeSet<(u32, u64)> {
     let mut out = BTreeSet::new();
     for p in 0..partitions {
@@ -65,9 +65,13 @@ async fn persisted_done(log: &RedisLog, partitions: u32) -> BTreeSet<(u32, u64)>
         )
         .await
         .expect("scan done");
-    for (k, _) in done {
-        let (p, o) = k.split_once('/').expect("position key");
-        out.insert((p.parse().expect("p"), o.parse().expect("o")));
+    // One entry per partition: the ranges finished above the committed offset.
+    for (k, v) in done {
+        let p: u32 = k.parse().expect("partition key");
+        let ranges: Vec<(u64, u64)> = serde_json::from_slice(&v).expect("done ranges");
+        for (a, b) in ranges {
+            out.extend((a..b).map(|o| (p, o)));
+        }
     }
     out
 }

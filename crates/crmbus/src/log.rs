@@ -196,8 +196,12 @@ pub struct StoredEvent {
 /// - **Read** returns events of one partition in offset order, starting at `from` (or at the
 ///   partition's first offset if `from` is older than retention kept), at most `max`,
 ///   and only events that are durable. An empty result means nothing at or after `from`.
-///   A record that fails its checksum is never returned as data: the read stops before it,
-///   or fails with [`LogError::Corrupt`] if it is the first one asked for.
+///   A record that fails its checksum, or passes it but does not decode as an event, is
+///   never returned as data: the read stops before it, or fails with [`LogError::Corrupt`]
+///   if it is the first one asked for; that error's `offset` is the unreadable offset, so
+///   a consumer can pass over that record alone (the delivery engine dead-letters it).
+///   A backend that can only fail a whole batch names the bad record's offset all the
+///   same; the engine then reads up to it first.
 /// - **Time**: [`EventLog::offset_for_time`] gives the first offset whose append timestamp
 ///   is at or after a time (the next offset if none is).
 /// - **Group offsets**: a committed offset is the next offset the group will read; it is

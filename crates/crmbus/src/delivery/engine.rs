@@ -6,8 +6,9 @@
 //!
 //! Durable state, in the [`StateStore`] under `sub/<topic>/<group>/…`:
 //! - `retry`: the retry schedule of each failing event (attempts, next due time, error);
-//! - `done`: events acknowledged above the committed offset, so a restart does not
-//!   deliver them again;
+//! - `done`: per partition, one entry `<partition>` holding the ranges of offsets finished
+//!   above the committed offset, so a restart does not deliver them again (see
+//!   [`Engine`]'s persist for why ranges);
 //! - `dlq`: dead letters ([`DeadLetter`]), including held ones that park their key.
 //!
 //! Each step writes its changes in one state batch, then commits the group offset.
@@ -27,6 +28,7 @@ use super::breaker::CircuitBreaker;
 use super::group_state::{GroupState, StateKind};
 use super::handler::{Delivery, Handler, HandlerError};
 use super::options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
+use super::ranges::OffsetRanges;
 use crate::clock::Clock;
 use crate::error::LogError;
 use crate::event::Event;
@@ -79,7 +81,15 @@ pub struct DeadLetter {
     /// True while a redrive of this entry is under way (it is removed once delivered).
     #[serde(default)]
     pub redriving: bool,
+    /// True when the log could not serve the record (it failed its checksum or does not
+    /// decode): `event` is then a placeholder of type [`UNREADABLE_TYPE`] naming the
+    /// position, `last_error` says why, and the entry cannot be redriven, only discarded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
+
+/// The type of the placeholder event a dead letter of an unreadable record carries.
+pub const UNREADABLE_TYPE: &str = "crmbus.record.unreadable";
 
 /// Which dead letters a list or a redrive selects. Every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -170,10 +180,13 @@ pub struct StatsSnapshot {
     pub breaker: u8,
     /// Consumer dedupe entries held in memory now.
     pub dedupe_entries: u64,
-    /// Finished offsets above the committed offset held in memory now (all partitions).
+    /// Ranges of finished offsets above the committed offset held in memory now (all
+    /// partitions).
     pub done_entries: u64,
-    /// Persisted done markers the engine tracks now (all partitions).
+    /// Ranges of finished offsets in the stored done entries (all partitions).
     pub done_markers: u64,
+    /// Entries in the group's dead-letter queue.
+    pub dlq_entries: u64,
 }
 
 /// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
@@ -187,13 +200,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// True for the put of a done marker (rebuilt from the acks when a persist is retried).
+/// True for the put of a done entry (rebuilt from the done set when a persist is retried).
 fn is_done_put(op: &StateOp, done_ns: &str) -> bool {
     matches!(op, StateOp::Put { namespace, .. } if namespace == done_ns)
 }
 
 fn pos_key(partition: u32, offset: u64) -> String {
     format!("{partition:010}/{offset:020}")
+}
+
+/// The key of a partition's done ranges.
+fn done_key(partition: u32) -> String {
+    format!("{partition:010}")
 }
 
 fn parse_pos_key(k: &str) -> Option<(u32, u64)> {
@@ -213,12 +231,26 @@ struct PartCursor {
     id: u32,
     next_read: u64,
     committed: u64,
-    /// Finished offsets above `committed`.
-    done: BTreeSet<u64>,
-    /// Offsets with a persisted `done` marker.
-    marked: BTreeSet<u64>,
+    /// Finished offsets above `committed`, as ranges.
+    done: OffsetRanges,
+    /// `done` changed since it was last stored.
+    dirty: bool,
+    /// A done entry is stored for this partition (and how many ranges it holds).
+    stored_done: Option<usize>,
     /// Events read and not finished.
     buffered: usize,
+}
+
+impl PartCursor {
+    fn mark_done(&mut self, offset: u64) {
+        self.done.insert(offset);
+        self.dirty = true;
+    }
+
+    /// The contiguous low-water mark: the first offset from `committed` not finished.
+    fn lwm(&self) -> u64 {
+        self.done.first_missing_from(self.committed)
+    }
 }
 
 /// An event waiting in its key's queue.
@@ -250,6 +282,21 @@ type KeyId = (u32, String);
 
 /// The engine of one subscription. Drive it with [`Engine::run_until_idle`] (tests, with
 /// a manual clock) or let a [`super::Subscription`] run it in the background.
+///
+/// Memory stays bounded while it runs:
+/// - finished offsets above the committed offset are kept as ranges ([`OffsetRanges`]),
+///   in memory and in the state store (one `done` entry per partition, rewritten when it
+///   changes and only while something is finished past a gap). A held key (its head
+///   event parked in the DLQ, its later events waiting behind it) keeps the commit at its
+///   head, but the others' acknowledgements between its waiting events are a few ranges,
+///   never one entry per event: the number of ranges is at most the number of unfinished
+///   offsets, which `read_ahead` bounds. (Letting the commit pass held events instead
+///   would not help: the held key's own later events are not finished either.)
+/// - consumer dedupe entries expire as time passes: each is queued by expiry when it is
+///   recorded and dropped (in memory and in the store) once expired, a few at a time, at
+///   each persist;
+/// - the DLQ size is a counter, counted once at open and kept by every dead letter,
+///   redrive and discard.
 pub struct Engine {
     log: Arc<dyn EventLog>,
     state: Arc<dyn StateStore>,
@@ -270,9 +317,16 @@ pub struct Engine {
     breaker: Option<CircuitBreaker>,
     rng: u64,
     ops: Vec<StateOp>,
-    acked_since_persist: Vec<(u32, u64)>,
     /// Consumer dedupe: digest of (source, id) → expiry (µs), when enabled.
     processed: HashMap<u64, i64>,
+    /// The entries of `processed` in the order they expire (an entry may be listed again
+    /// with a later expiry; only the one matching `processed` counts).
+    expiries: VecDeque<(i64, u64)>,
+    /// Entries in the DLQ.
+    dlq_count: u64,
+    /// Positions of dead letters being redriven (their entries are removed once
+    /// delivered; a discard in between takes them out).
+    redriving_pos: HashSet<(u32, u64)>,
     stats: Arc<SubscriptionStats>,
     finished_since_persist: usize,
     last_persist: std::time::Instant,
@@ -305,27 +359,40 @@ impl Engine {
         let info = log.describe_topic(topic).await?;
         let mut parts = Vec::with_capacity(info.partition_info.len());
         for p in &info.partition_info {
-            let committed = match log.committed_offset(group, topic, p.partition).await? {
-                Some(c) => c,
-                None => {
-                    let start = match opts.start {
-                        StartAt::Earliest => p.first_offset,
-                        StartAt::Latest => p.next_offset,
-                        StartAt::Time(us) => {
-                            let t = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
-                            log.offset_for_time(topic, p.partition, t).await?
-                        }
-                    };
-                    log.commit_offset(group, topic, p.partition, start).await?;
-                    start
-                }
-            };
+            let committed =
+                match log.committed_offset(group, topic, p.partition).await? {
+                    Some(c) if c > p.next_offset => {
+                        // The log lost its tail, or the topic was made again: a cursor past the
+                        // end would pass over every event appended below it.
+                        tracing::warn!(topic, group, partition = p.partition, committed = c,
+                        next_offset = p.next_offset,
+                        "the group's offset is past the end of the partition; clamped to the end");
+                        log.commit_offset(group, topic, p.partition, p.next_offset)
+                            .await?;
+                        p.next_offset
+                    }
+                    Some(c) => c,
+                    None => {
+                        let start = match opts.start {
+                            StartAt::Earliest => p.first_offset,
+                            StartAt::Latest => p.next_offset,
+                            StartAt::Time(us) => {
+                                let t =
+                                    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+                                log.offset_for_time(topic, p.partition, t).await?
+                            }
+                        };
+                        log.commit_offset(group, topic, p.partition, start).await?;
+                        start
+                    }
+                };
             parts.push(PartCursor {
                 id: p.partition,
                 next_read: committed,
                 committed,
-                done: BTreeSet::new(),
-                marked: BTreeSet::new(),
+                done: OffsetRanges::default(),
+                dirty: false,
+                stored_done: None,
                 buffered: 0,
             });
         }
@@ -335,25 +402,57 @@ impl Engine {
                 retries.insert(pos, decode::<RetryRecord>(&v)?);
             }
         }
-        for (k, _) in state.scan(&stored.namespace(StateKind::Done), "").await? {
+        // Done entries: one per partition, the ranges finished above the committed offset
+        // (ranges below it are what a later commit passed). One marker per offset
+        // (`<partition>/<offset>`) is how older versions stored them: folded in and
+        // rewritten as ranges here.
+        let done_ns = stored.namespace(StateKind::Done);
+        let mut legacy = Vec::new();
+        for (k, v) in state.scan(&done_ns, "").await? {
             if let Some((p, o)) = parse_pos_key(&k) {
                 if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
-                    // A marker below the committed offset was left by a crash between the
-                    // commit and its deletion: only deleted (by the next persist).
                     if o >= part.committed {
                         part.done.insert(o);
+                        part.dirty = true;
                     }
-                    part.marked.insert(o);
+                }
+                legacy.push(StateOp::Delete {
+                    namespace: done_ns.clone(),
+                    key: k,
+                });
+            } else if let Ok(p) = k.parse::<u32>() {
+                let ranges: Vec<(u64, u64)> = decode(&v)?;
+                if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
+                    for (a, b) in ranges {
+                        part.done.insert_range(a.max(part.committed), b);
+                    }
+                    part.stored_done = Some(part.done.range_count());
                 }
             }
         }
+        if !legacy.is_empty() {
+            let mut ops = Vec::new();
+            for part in parts.iter_mut().filter(|p| p.dirty) {
+                ops.push(StateOp::Put {
+                    namespace: done_ns.clone(),
+                    key: done_key(part.id),
+                    value: encode(&part.done.to_pairs())?,
+                });
+                part.stored_done = Some(part.done.range_count());
+                part.dirty = false;
+            }
+            ops.extend(legacy);
+            state.apply(ops).await?;
+        }
         let mut held = HashSet::new();
         let mut redriving = Vec::new();
+        let mut dlq_count = 0u64;
         for (_, v) in state
             .scan(&stored.namespace(StateKind::DeadLetter), "")
             .await?
         {
             let d: DeadLetter = decode(&v)?;
+            dlq_count += 1;
             if d.redriving {
                 redriving.push(d);
             } else if d.held {
@@ -361,6 +460,7 @@ impl Engine {
             }
         }
         let mut processed = HashMap::new();
+        let mut expiries = Vec::new();
         if opts.dedupe_ttl.is_some() {
             let ns = stored.namespace(StateKind::Dedupe);
             let now = clock.now_micros();
@@ -370,6 +470,7 @@ impl Engine {
                 match u64::from_str_radix(&k, 16) {
                     Ok(h) if expiry > now => {
                         processed.insert(h, expiry);
+                        expiries.push((expiry, h));
                     }
                     _ => expired.push(StateOp::Delete {
                         namespace: ns.clone(),
@@ -381,6 +482,7 @@ impl Engine {
                 state.apply(expired).await?;
             }
         }
+        expiries.sort_unstable();
         let seed = clock.now_micros() as u64 ^ 0x9E37_79B9_7F4A_7C15;
         let mut engine = Engine {
             log,
@@ -401,8 +503,10 @@ impl Engine {
             in_flight: JoinSet::new(),
             rng: seed | 1,
             ops: Vec::new(),
-            acked_since_persist: Vec::new(),
             processed,
+            expiries: expiries.into(),
+            dlq_count,
+            redriving_pos: redriving.iter().map(|d| (d.partition, d.offset)).collect(),
             stats: Arc::new(SubscriptionStats::default()),
             finished_since_persist: 0,
             last_persist: std::time::Instant::now(),
@@ -440,12 +544,7 @@ impl Engine {
             .map(|(p, c)| p.next_offset.saturating_sub(*c))
             .sum();
         metrics::gauge!("crmbus_subscription_lag", &labels).set(lag as f64);
-        let dlq = self
-            .state
-            .scan(&self.stored.namespace(StateKind::DeadLetter), "")
-            .await?
-            .len();
-        metrics::gauge!("crmbus_subscription_dlq_size", &labels).set(dlq as f64);
+        metrics::gauge!("crmbus_subscription_dlq_size", &labels).set(self.dlq_count as f64);
         Ok(())
     }
 
@@ -473,8 +572,13 @@ impl Engine {
                 .map(|b| b.current().gauge() as u8)
                 .unwrap_or(0),
             dedupe_entries: self.processed.len() as u64,
-            done_entries: self.parts.iter().map(|p| p.done.len() as u64).sum(),
-            done_markers: self.parts.iter().map(|p| p.marked.len() as u64).sum(),
+            done_entries: self.parts.iter().map(|p| p.done.range_count() as u64).sum(),
+            done_markers: self
+                .parts
+                .iter()
+                .map(|p| p.stored_done.unwrap_or(0) as u64)
+                .sum(),
+            dlq_entries: self.dlq_count,
         }
     }
 
@@ -549,8 +653,15 @@ impl Engine {
     }
 
     /// Reads more events into the key queues, up to `read_ahead` per partition.
+    ///
+    /// A record the log cannot serve ([`LogError::Corrupt`]) costs only itself: when the
+    /// error names an offset past `from` (a backend that fails a whole batch), the events
+    /// before it are read first; the record is then dead-lettered with the reason
+    /// (see [`DeadLetter::unreadable`]) and the group moves past it.
     async fn fill(&mut self) -> Result<(), LogError> {
         for i in 0..self.parts.len() {
+            // An unreadable offset met in this partition: read only up to it.
+            let mut stop_at: Option<u64> = None;
             loop {
                 let part = &self.parts[i];
                 let room = self.opts.read_ahead.saturating_sub(part.buffered);
@@ -558,14 +669,44 @@ impl Engine {
                     break;
                 }
                 let (p, from) = (part.id, part.next_read);
-                let batch = match self.log.read(&self.topic, p, from, room.min(512)).await {
+                let mut max = room.min(512);
+                if let Some(bad) = stop_at.filter(|b| *b > from) {
+                    max = max.min(usize::try_from(bad - from).unwrap_or(usize::MAX));
+                }
+                let batch = match self.log.read(&self.topic, p, from, max).await {
                     Ok(b) => b,
                     Err(LogError::Corrupt { offset, detail, .. }) => {
-                        tracing::error!(topic = %self.topic, group = %self.group, partition = p, offset, %detail,
-                            "skipping a corrupt record");
-                        let part = &mut self.parts[i];
-                        part.done.insert(offset);
-                        part.next_read = offset + 1;
+                        let bad = offset.max(from);
+                        if bad > from && stop_at != Some(bad) {
+                            // Deliver up to it first.
+                            stop_at = Some(bad);
+                            continue;
+                        }
+                        let bad = if bad > from {
+                            // Even the offsets before it cannot be read: those that
+                            // retention removed are gone; any other is unreadable too.
+                            let first = self
+                                .log
+                                .describe_topic(&self.topic)
+                                .await?
+                                .partition_info
+                                .iter()
+                                .find(|x| x.partition == p)
+                                .map(|x| x.first_offset)
+                                .unwrap_or(0);
+                            if first > from {
+                                let part = &mut self.parts[i];
+                                part.done.insert_range(from, first.min(bad));
+                                part.dirty = true;
+                                part.next_read = first.min(bad);
+                                continue;
+                            }
+                            from
+                        } else {
+                            bad
+                        };
+                        self.dead_letter_unreadable(i, bad, &detail).await?;
+                        stop_at = None;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -584,7 +725,7 @@ impl Engine {
                         part.committed = offset;
                     }
                     part.next_read = offset + 1;
-                    if offset < part.committed || part.done.contains(&offset) {
+                    if offset < part.committed || part.done.contains(offset) {
                         continue;
                     }
                     if self.opts.dedupe_ttl.is_some() {
@@ -595,13 +736,13 @@ impl Engine {
                             .get(&h)
                             .is_some_and(|exp| *exp > self.clock.now_micros())
                         {
-                            part.done.insert(offset);
+                            part.mark_done(offset);
                             self.count_deduped();
                             continue;
                         }
                     }
                     if !self.opts.filter.matches(&stored.event) {
-                        part.done.insert(offset);
+                        part.mark_done(offset);
                         self.count_filtered();
                         continue;
                     }
@@ -620,6 +761,59 @@ impl Engine {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Dead-letters the record at `offset` of partition index `i`, which the log cannot
+    /// serve, with the reason; the group moves past it.
+    async fn dead_letter_unreadable(
+        &mut self,
+        i: usize,
+        offset: u64,
+        detail: &str,
+    ) -> Result<(), LogError> {
+        let p = self.parts[i].id;
+        let now = self.clock.now_micros();
+        let id = format!("{p}-{offset}");
+        let ns = self.stored.namespace(StateKind::DeadLetter);
+        // A crash before the commit reads it again: the entry is then already there.
+        let existed = self.state.get(&ns, &id).await?.is_some();
+        let event = Event::new(
+            UNREADABLE_TYPE,
+            serde_json::json!({"topic": self.topic, "partition": p, "offset": offset}),
+        )
+        .id(format!("{}-{id}", self.topic))
+        .source("urn:crmbus:unreadable");
+        let entry = DeadLetter {
+            id: id.clone(),
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            partition: p,
+            offset,
+            key: String::new(),
+            event,
+            attempts: 0,
+            first_failure_us: now,
+            last_failure_us: now,
+            last_error: format!("the log cannot serve this record: {detail}"),
+            held: false,
+            redriving: false,
+            unreadable: true,
+        };
+        self.ops.push(StateOp::Put {
+            namespace: ns,
+            key: id,
+            value: encode(&entry)?,
+        });
+        if !existed {
+            self.dlq_count += 1;
+        }
+        self.count_dead_lettered();
+        tracing::error!(topic = %self.topic, group = %self.group, partition = p, offset, %detail,
+            "an unreadable record was dead-lettered");
+        let part = &mut self.parts[i];
+        part.mark_done(offset);
+        part.next_read = part.next_read.max(offset + 1);
         Ok(())
     }
 
@@ -751,10 +945,9 @@ impl Engine {
 
     fn finish_offset(&mut self, p: u32, offset: u64) {
         if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
-            part.done.insert(offset);
+            part.mark_done(offset);
             part.buffered = part.buffered.saturating_sub(1);
         }
-        self.acked_since_persist.push((p, offset));
     }
 
     fn complete(&mut self, c: Completion) {
@@ -779,10 +972,14 @@ impl Engine {
                 }
                 self.remember_processed(c.dedupe_hash, now);
                 if c.redrive {
-                    self.ops.push(StateOp::Delete {
-                        namespace: self.stored.namespace(StateKind::DeadLetter),
-                        key: format!("{p}-{offset}"),
-                    });
+                    // Unless it was discarded while the redrive was under way.
+                    if self.redriving_pos.remove(&(p, offset)) {
+                        self.ops.push(StateOp::Delete {
+                            namespace: self.stored.namespace(StateKind::DeadLetter),
+                            key: format!("{p}-{offset}"),
+                        });
+                        self.dlq_count = self.dlq_count.saturating_sub(1);
+                    }
                 } else {
                     self.finish_offset(p, offset);
                 }
@@ -808,7 +1005,9 @@ impl Engine {
                 } else {
                     let r = self.random();
                     let delay = self.opts.retry.next_delay(rec.attempts, r, e.retry_after);
-                    rec.next_due_us = now.saturating_add(delay.as_micros() as i64);
+                    // `next_delay` caps the delay; convert without truncating all the same.
+                    let delay_us = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
+                    rec.next_due_us = now.saturating_add(delay_us);
                     match encode(&rec) {
                         Ok(bytes) => self.ops.push(StateOp::Put {
                             namespace: retry_ns,
@@ -830,8 +1029,10 @@ impl Engine {
         let Some(ttl) = self.opts.dedupe_ttl else {
             return;
         };
-        let expiry = now.saturating_add(ttl.as_micros() as i64);
+        let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let expiry = now.saturating_add(ttl_us);
         self.processed.insert(hash, expiry);
+        self.expiries.push_back((expiry, hash));
         match encode(&expiry) {
             Ok(value) => self.ops.push(StateOp::Put {
                 namespace: self.stored.namespace(StateKind::Dedupe),
@@ -839,6 +1040,26 @@ impl Engine {
                 value,
             }),
             Err(err) => tracing::error!(error = %err, "cannot record a processed event"),
+        }
+    }
+
+    /// Drops the dedupe entries that expired by `now`, from memory and from the store.
+    /// Each entry is looked at once when it expires: the cost follows the rate of new
+    /// entries, not the size of the window.
+    fn prune_processed(&mut self, now: i64) {
+        let ns = self.stored.namespace(StateKind::Dedupe);
+        while let Some(&(expiry, hash)) = self.expiries.front() {
+            if expiry > now {
+                break;
+            }
+            self.expiries.pop_front();
+            if self.processed.get(&hash) == Some(&expiry) {
+                self.processed.remove(&hash);
+                self.ops.push(StateOp::Delete {
+                    namespace: ns.clone(),
+                    key: format!("{hash:016x}"),
+                });
+            }
         }
     }
 
@@ -876,6 +1097,7 @@ impl Engine {
             last_error: rec.last_error.clone(),
             held,
             redriving: false,
+            unreadable: false,
         };
         match encode(&entry) {
             Ok(bytes) => self.ops.push(StateOp::Put {
@@ -899,6 +1121,11 @@ impl Engine {
             .get(&(p, key.to_string()))
             .and_then(|ks| ks.queue.front())
             .is_some_and(|q| q.redrive);
+        // A redriven event's entry is still there (it is put back), unless a discard took
+        // it out meanwhile.
+        if !(redriven && self.redriving_pos.remove(&(p, offset))) {
+            self.dlq_count += 1;
+        }
         if held {
             self.held.insert((p, offset));
         } else {
@@ -913,95 +1140,88 @@ impl Engine {
     /// contiguous low-water mark.
     async fn persist(&mut self) -> Result<(), LogError> {
         // In this order, so that a crash or a failure between two steps loses nothing:
-        // 1. the pending operations and a done marker for each new ack the new committed
-        //    offset will not cover, in one batch (kept to be tried again if it fails);
-        // 2. the new committed offsets (if one fails, the acks it would have covered get
-        //    their markers instead);
-        // 3. only then the markers the committed offsets passed.
-        let lwms: Vec<u64> = self
-            .parts
-            .iter()
-            .map(|part| {
-                let mut lwm = part.committed;
-                while part.done.contains(&lwm) {
-                    lwm += 1;
-                }
-                lwm
-            })
-            .collect();
+        // 1. the pending operations and, for each partition with something finished past
+        //    its new low-water mark (or with a done entry stored already), its whole done
+        //    set as ranges, in one batch (kept to be tried again if it fails);
+        // 2. the new committed offsets (if one fails, its done set is stored instead);
+        // 3. only then the done entries the committed offsets passed entirely.
+        // Without a gap nothing is stored but the offset: no extra state write per event.
+        self.prune_processed(self.clock.now_micros());
+        let lwms: Vec<u64> = self.parts.iter().map(PartCursor::lwm).collect();
+        let done_ns = self.stored.namespace(StateKind::Done);
         let mut ops = std::mem::take(&mut self.ops);
-        let acked = std::mem::take(&mut self.acked_since_persist);
-        let mut new_marks = Vec::new();
-        for &(p, o) in &acked {
-            let Some(i) = self.parts.iter().position(|c| c.id == p) else {
-                continue;
-            };
-            if o >= lwms[i] && !self.parts[i].marked.contains(&o) {
-                new_marks.push((i, o));
-                ops.push(self.stored.put(StateKind::Done, pos_key(p, o), Vec::new()));
+        let mut written = Vec::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            if part.dirty && (part.done.any_from(lwms[i]) || part.stored_done.is_some()) {
+                ops.push(StateOp::Put {
+                    namespace: done_ns.clone(),
+                    key: done_key(part.id),
+                    value: encode(&part.done.to_pairs())?,
+                });
+                written.push(i);
             }
         }
         if !ops.is_empty() {
             if let Err(e) = self.state.apply(ops.clone()).await {
                 // Nothing of the batch was applied: keep it (dead letters and retry
-                // schedules among it) and the acks for the next persist.
-                let done_ns = self.stored.namespace(StateKind::Done);
+                // schedules among it) for the next persist; done entries are rebuilt.
                 let later = std::mem::replace(&mut self.ops, ops);
                 self.ops.extend(later);
                 self.ops.retain(|op| !is_done_put(op, &done_ns));
-                let mut acks = acked;
-                acks.append(&mut self.acked_since_persist);
-                self.acked_since_persist = acks;
                 return Err(e);
             }
         }
-        for (i, o) in new_marks {
-            self.parts[i].marked.insert(o);
+        for i in written {
+            let part = &mut self.parts[i];
+            part.stored_done = Some(part.done.range_count());
+            part.dirty = false;
         }
         for (i, &lwm) in lwms.iter().enumerate() {
             let part = &self.parts[i];
             if lwm == part.committed {
                 continue;
             }
-            let (id, committed) = (part.id, part.committed);
+            let id = part.id;
             if let Err(e) = self
                 .log
                 .commit_offset(&self.group, &self.topic, id, lwm)
                 .await
             {
-                // What this commit would have covered is not forgotten: mark it done
-                // (best effort; the next persist tries the commit again).
-                let part = &mut self.parts[i];
-                let unmarked: Vec<u64> = part
-                    .done
-                    .range(committed..lwm)
-                    .filter(|o| !part.marked.contains(o))
-                    .copied()
-                    .collect();
-                let marks = unmarked
-                    .iter()
-                    .map(|&o| self.stored.put(StateKind::Done, pos_key(id, o), Vec::new()))
-                    .collect();
-                if self.state.apply(marks).await.is_ok() {
-                    self.parts[i].marked.extend(unmarked);
+                // What this commit would have covered is not forgotten: store the done
+                // set (best effort; the next persist tries the commit again).
+                let part = &self.parts[i];
+                if part.dirty || part.stored_done.is_none() {
+                    let put = StateOp::Put {
+                        namespace: done_ns.clone(),
+                        key: done_key(id),
+                        value: encode(&part.done.to_pairs())?,
+                    };
+                    if self.state.apply(vec![put]).await.is_ok() {
+                        let part = &mut self.parts[i];
+                        part.stored_done = Some(part.done.range_count());
+                        part.dirty = false;
+                    }
                 }
                 return Err(e);
             }
             let part = &mut self.parts[i];
-            part.done = part.done.split_off(&lwm);
+            part.done.remove_below(lwm);
             part.committed = lwm;
         }
         let mut deletes = Vec::new();
         for part in &self.parts {
-            for &o in part.marked.range(..part.committed) {
-                deletes.push(self.stored.delete(StateKind::Done, pos_key(part.id, o)));
+            if part.stored_done.is_some() && part.done.is_empty() {
+                deletes.push(self.stored.delete(StateKind::Done, done_key(part.id)));
             }
         }
         if !deletes.is_empty() {
-            // A failure leaves the markers in place and marked: the next persist tries again.
+            // A failure leaves the entries in place: the next persist tries again.
             self.state.apply(deletes).await?;
             for part in &mut self.parts {
-                part.marked = part.marked.split_off(&part.committed);
+                if part.done.is_empty() {
+                    part.stored_done = None;
+                    part.dirty = false;
+                }
             }
         }
         Ok(())
@@ -1173,9 +1393,19 @@ impl Engine {
     }
 
     /// Redrives the given dead letters (all matching entries when `ids` is `None` and
-    /// `filter` selects them): a held entry releases its key, which delivers it again from
-    /// attempt 1; a skipped entry is delivered again in its key's order. Each redrive is
-    /// audited. Returns how many entries were redriven.
+    /// `filter` selects them), each audited:
+    /// - a held entry whose event waits in its key's queue releases its key, which
+    ///   delivers it again from attempt 1;
+    /// - a held entry whose offset is no longer queued (the group sought past it, or
+    ///   retention removed it) and a skipped entry are delivered again from the entry's
+    ///   copy of the event, in their key's order; the entry goes once delivered;
+    /// - a held entry the group has not read yet (it sought back before it) is released:
+    ///   its event is delivered when the group reads it.
+    ///
+    /// Entries of records the log could not read ([`DeadLetter::unreadable`]) have no
+    /// event to deliver: a filter passes over them, and naming one in `ids` is an
+    /// [`LogError::InvalidArgument`] (nothing is redriven). Returns how many entries were
+    /// redriven.
     pub async fn redrive(
         &mut self,
         ids: Option<&[String]>,
@@ -1188,35 +1418,79 @@ impl Engine {
             .into_iter()
             .filter(|d| !d.redriving && ids.is_none_or(|ids| ids.contains(&d.id)))
             .collect();
+        if ids.is_some() {
+            if let Some(d) = selected.iter().find(|d| d.unreadable) {
+                return Err(LogError::InvalidArgument(format!(
+                    "dead letter {} is a record the log cannot read; it can be discarded, not redriven",
+                    d.id
+                )));
+            }
+        }
+        selected.retain(|d| !d.unreadable);
         selected.sort_by_key(|d| (d.partition, d.offset));
         let ns = self.stored.namespace(StateKind::DeadLetter);
         for d in &selected {
             self.audit(who, "redrive", d);
             let pos = (d.partition, d.offset);
-            if d.held && self.held.remove(&pos) {
-                self.ops.push(StateOp::Delete {
-                    namespace: ns.clone(),
-                    key: d.id.clone(),
-                });
-                self.schedule(d.partition, d.key.clone());
-            } else {
-                let mut marked = d.clone();
-                marked.redriving = true;
-                marked.held = false;
-                self.ops.push(StateOp::Put {
-                    namespace: ns.clone(),
-                    key: d.id.clone(),
-                    value: encode(&marked)?,
-                });
-                self.enqueue_redrive(marked);
+            let k = (d.partition, d.key.clone());
+            // Is the event in its key's queue, and is it a redriven copy there?
+            let queued = self
+                .keys
+                .get(&k)
+                .and_then(|ks| ks.queue.iter().find(|q| q.offset == d.offset))
+                .map(|q| q.redrive);
+            let unread = self
+                .parts
+                .iter()
+                .find(|c| c.id == d.partition)
+                .is_some_and(|c| d.offset >= c.next_read);
+            let held = d.held && self.held.remove(&pos);
+            match (held, queued) {
+                // The event itself waits in its key's queue, or will be read: release it.
+                (true, Some(false)) | (true, None) if queued.is_some() || unread => {
+                    self.ops.push(StateOp::Delete {
+                        namespace: ns.clone(),
+                        key: d.id.clone(),
+                    });
+                    self.dlq_count = self.dlq_count.saturating_sub(1);
+                    self.schedule(d.partition, d.key.clone());
+                }
+                (true, Some(true)) => {
+                    // Its redriven copy waits at the key's head: deliver that.
+                    let mut marked = d.clone();
+                    marked.redriving = true;
+                    marked.held = false;
+                    self.ops.push(StateOp::Put {
+                        namespace: ns.clone(),
+                        key: d.id.clone(),
+                        value: encode(&marked)?,
+                    });
+                    self.redriving_pos.insert(pos);
+                    self.schedule(d.partition, d.key.clone());
+                }
+                _ => {
+                    let mut marked = d.clone();
+                    marked.redriving = true;
+                    marked.held = false;
+                    self.ops.push(StateOp::Put {
+                        namespace: ns.clone(),
+                        key: d.id.clone(),
+                        value: encode(&marked)?,
+                    });
+                    self.redriving_pos.insert(pos);
+                    self.enqueue_redrive(marked);
+                }
             }
         }
         self.persist().await?;
         Ok(selected.len())
     }
 
-    /// Discards a dead letter (audited). A held entry's key moves on past the event.
-    /// Returns false if there is no such entry.
+    /// Discards a dead letter (audited). Its event is not delivered again: a held entry's
+    /// key moves on past it (if it waits behind an earlier event of its key, it is taken
+    /// out of the queue and the key's hold stays with that earlier event), and a redrive
+    /// under way that has not started is dropped. Returns false if there is no such
+    /// entry.
     pub async fn discard(&mut self, id: &str, who: &str) -> Result<bool, LogError> {
         let Some(d) = self.dead_letter_entry(id).await? else {
             return Ok(false);
@@ -1226,16 +1500,35 @@ impl Engine {
             namespace: self.stored.namespace(StateKind::DeadLetter),
             key: d.id.clone(),
         });
+        self.dlq_count = self.dlq_count.saturating_sub(1);
         let pos = (d.partition, d.offset);
-        if self.held.remove(&pos) {
-            let head = self
-                .keys
-                .get(&(d.partition, d.key.clone()))
-                .and_then(|ks| ks.queue.front())
-                .map(|q| q.offset);
-            if head == Some(d.offset) {
-                self.pop_head(d.partition, &d.key);
-                self.finish_offset(d.partition, d.offset);
+        let was_held = self.held.remove(&pos);
+        let was_redriving = self.redriving_pos.remove(&pos);
+        if was_held || was_redriving {
+            let k = (d.partition, d.key.clone());
+            let mut removed = None;
+            if let Some(ks) = self.keys.get_mut(&k) {
+                // The head is in flight (a redrive under way): its completion sees the
+                // discard. Otherwise take the event out wherever it waits.
+                let skip = usize::from(ks.in_flight);
+                let at = ks
+                    .queue
+                    .iter()
+                    .enumerate()
+                    .skip(skip)
+                    .find(|(_, q)| q.offset == d.offset && (was_held || q.redrive))
+                    .map(|(i, _)| i);
+                if let Some(i) = at {
+                    removed = ks.queue.remove(i);
+                }
+                if ks.queue.is_empty() && !ks.in_flight {
+                    self.keys.remove(&k);
+                }
+            }
+            if let Some(q) = removed {
+                if !q.redrive {
+                    self.finish_offset(d.partition, d.offset);
+                }
             }
             self.schedule(d.partition, d.key.clone());
         }

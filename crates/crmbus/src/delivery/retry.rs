@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The longest a retry is ever put off: backoffs and the delays handlers (or pull
+/// clients' nacks) ask for are capped at it.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
+
 /// How a subscription retries a failed delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -36,17 +40,26 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The upper bound of the backoff after `failures` failed attempts (1 = after the
-    /// first failure): `initial * multiplier^(failures-1)`, capped at `max_backoff`.
+    /// first failure): `initial * multiplier^(failures-1)`, capped at `max_backoff` and
+    /// at [`MAX_RETRY_DELAY`]. Never panics, whatever the policy's numbers.
     pub fn backoff_cap(&self, failures: u32) -> Duration {
+        let cap = self.max_backoff.min(MAX_RETRY_DELAY);
+        if self.initial_backoff.is_zero() {
+            return Duration::ZERO;
+        }
         let exp = failures.saturating_sub(1).min(64) as i32;
+        // `max` passes over NaN: a NaN multiplier counts as 1.
         let secs = self.initial_backoff.as_secs_f64() * self.multiplier.max(1.0).powi(exp);
-        let capped = secs.min(self.max_backoff.as_secs_f64()).max(0.0);
-        Duration::from_secs_f64(capped)
+        if secs.is_nan() || secs >= cap.as_secs_f64() {
+            return cap;
+        }
+        Duration::try_from_secs_f64(secs.max(0.0)).map_or(cap, |d| d.min(cap))
     }
 
     /// The delay before the next attempt after `failures` failures, with full jitter:
     /// `random` in `[0, 1)` picks a point in `[0, cap]`. A delay the handler asked for
-    /// (`retry_after`) is used as given instead.
+    /// (`retry_after`, or a pull client's nack `delay_ms`) is used instead, capped at
+    /// [`MAX_RETRY_DELAY`].
     pub fn next_delay(
         &self,
         failures: u32,
@@ -54,7 +67,7 @@ impl RetryPolicy {
         retry_after: Option<Duration>,
     ) -> Duration {
         if let Some(d) = retry_after {
-            return d;
+            return d.min(MAX_RETRY_DELAY);
         }
         self.backoff_cap(failures).mul_f64(random.clamp(0.0, 1.0))
     }
@@ -119,6 +132,27 @@ mod tests {
             p.next_delay(3, 0.9, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn backoff_never_panics_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::MAX,
+            multiplier: 1e300,
+            max_age: None,
+        };
+        for failures in [1, 2, 10, 64, u32::MAX] {
+            assert!(p.backoff_cap(failures) <= MAX_RETRY_DELAY, "{failures}");
+            assert!(p.next_delay(failures, 0.999, None) <= MAX_RETRY_DELAY);
+        }
+        assert_eq!(p.next_delay(1, 0.5, Some(Duration::MAX)), MAX_RETRY_DELAY);
+        let f = RetryPolicy {
+            multiplier: f64::NAN,
+            ..p
+        };
+        assert!(f.backoff_cap(3) <= MAX_RETRY_DELAY);
     }
 
     #[test]
