@@ -6,6 +6,8 @@
 //! events stored (read back and compared attribute by attribute, `null` meaning absent) or
 //! a 400 whose problem document names the attribute (and, where the rule says so, the
 //! header) with nothing stored. Every case runs; the failures are reported together by name.
+//! The server runs with the built-in schema catalog, so the `dataschema` cases meet a type
+//! (`deal.won`) that has a schema; the other cases use a type without one.
 
 mod common;
 
@@ -40,8 +42,7 @@ struct Case {
 
 /// The minimal valid event, with `changes` applied (`null` removes a member).
 fn event(changes: Value) -> Value {
-    let mut e =
-        json!({"specversion": "1.0", "id": "e-1", "source": "urn:acme:crm", "type": "deal.won"});
+    let mut e = json!({"specversion": "1.0", "id": "e-1", "source": "urn:acme:crm", "type": "acme.deal.closed"});
     if let (Some(map), Some(changes)) = (e.as_object_mut(), changes.as_object()) {
         for (k, v) in changes {
             map.insert(k.clone(), v.clone());
@@ -85,7 +86,7 @@ fn binary_with_body(extra: &[(&'static str, &'static str)], body: &[u8]) -> Requ
         ("ce-specversion", "1.0"),
         ("ce-id", "e-1"),
         ("ce-source", "urn:acme:crm"),
-        ("ce-type", "deal.won"),
+        ("ce-type", "acme.deal.closed"),
     ];
     for &(k, v) in extra {
         headers.retain(|(name, _)| *name != k);
@@ -308,7 +309,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "core type system String MUST NOT contain U+007F-U+009F: type with U+009F",
-            structured(event(json!({"type": "deal.won\u{9f}"}))),
+            structured(event(json!({"type": "acme.deal.closed\u{9f}"}))),
             refused(&["type"]),
         ),
         case(
@@ -359,7 +360,7 @@ fn cases() -> Vec<Case> {
         case(
             "core type system String MUST NOT contain surrogates: a lone \\ud800 is refused",
             Request::Structured(
-                r#"{"specversion":"1.0","id":"e-\ud800","source":"urn:acme:crm","type":"deal.won"}"#
+                r#"{"specversion":"1.0","id":"e-\ud800","source":"urn:acme:crm","type":"acme.deal.closed"}"#
                     .to_string(),
                 Vec::new(),
             ),
@@ -440,6 +441,42 @@ fn cases() -> Vec<Case> {
             "core §3.1.3 dataschema: the producer's own absolute URI is kept",
             structured(event(json!({"dataschema": "https://schemas.acme.example/deal-won.json"}))),
             stored(json!({"dataschema": "https://schemas.acme.example/deal-won.json"})),
+        ),
+        // --- dataschema and the schema registry (issue 13) ----------------------------
+        case(
+            "issue 13 dataschema absent: the type's latest version validates and is named",
+            structured(json!({
+                "specversion": "1.0", "id": "w-1", "source": "urn:acme:crm", "type": "deal.won",
+                "data": {"deal_id": "d-1", "amount": "10.00", "currency": "EUR"},
+            })),
+            stored(json!({"dataschema": "urn:crmbus:schema:deal.won:1"})),
+        ),
+        case(
+            "issue 13 dataschema: a producer's own URI is kept, the latest version validates",
+            structured(json!({
+                "specversion": "1.0", "id": "w-1", "source": "urn:acme:crm", "type": "deal.won",
+                "dataschema": "https://schemas.acme.example/deal-won.json",
+                "data": {"deal_id": "d-1", "amount": "10.00", "currency": "EUR"},
+            })),
+            stored(json!({"dataschema": "https://schemas.acme.example/deal-won.json"})),
+        ),
+        case(
+            "issue 13 dataschema: with a producer's own URI, data the latest refuses is refused",
+            structured(json!({
+                "specversion": "1.0", "id": "w-1", "source": "urn:acme:crm", "type": "deal.won",
+                "dataschema": "https://schemas.acme.example/deal-won.json",
+                "data": {"deal_id": "d-1", "amount": 10, "currency": "EUR"},
+            })),
+            refused(&["data/amount"]),
+        ),
+        case(
+            "issue 13 dataschema: a registry URI naming an unregistered version is refused",
+            structured(json!({
+                "specversion": "1.0", "id": "w-1", "source": "urn:acme:crm", "type": "deal.won",
+                "dataschema": "urn:crmbus:schema:deal.won:99",
+                "data": {"deal_id": "d-1", "amount": "10.00", "currency": "EUR"},
+            })),
+            refused(&["dataschema"]),
         ),
         // --- subject ----------------------------------------------------------------
         case(
@@ -523,7 +560,7 @@ fn cases() -> Vec<Case> {
                     ("ce-type", "header.type"),
                 ],
             ),
-            stored(json!({"id": "e-1", "source": "urn:acme:crm", "type": "deal.won", "data": {"n": 1}})),
+            stored(json!({"id": "e-1", "source": "urn:acme:crm", "type": "acme.deal.closed", "data": {"n": 1}})),
         ),
         case(
             "JSON §4 batch format: an empty batch is a valid batch",
@@ -637,7 +674,9 @@ async fn run(s: &TestServer, topic: &str, case: &Case) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_edge_keeps_every_rule_of_cloudevents_1_0_2() {
-    let s = TestServer::start("embedded", &[]).await;
+    // The built-in catalog is on for the dataschema cases (`deal.won` has a schema); the
+    // other cases use a type without one.
+    let s = TestServer::start("embedded", &[("CRMBUS_SCHEMAS_CATALOG", "true")]).await;
     let cases = cases();
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
