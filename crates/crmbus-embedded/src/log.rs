@@ -50,7 +50,23 @@ struct Inner {
     closed: AtomicBool,
     /// Set when a page-cache write failed under `Durability::Os` (offsets may have a hole).
     write_failed: Mutex<Option<String>>,
+    /// Held for the whole of a topic's creation or deletion, so those run one at a time
+    /// while the topic map itself is locked only to look up, insert or remove.
+    admin: Arc<tokio::sync::Mutex<()>>,
     _lock: Box<dyn StorageLock>,
+}
+
+/// Runs `work`, which does disk I/O, on tokio's blocking threads so that no async worker
+/// thread waits on the disk. Once started it runs to its end even if the caller goes away,
+/// so a cancelled call never leaves its work half done.
+async fn off_runtime<T, F>(work: F) -> Result<T, LogError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, LogError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| LogError::Unavailable(format!("storage task failed: {e}")))?
 }
 
 struct Background {
@@ -76,7 +92,7 @@ impl Background {
 /// files. See the crate documentation for the guarantees.
 pub struct EmbeddedLog {
     inner: Arc<Inner>,
-    background: Background,
+    background: Arc<Background>,
 }
 
 fn topics_dir(dir: &Path) -> PathBuf {
@@ -167,6 +183,7 @@ impl EmbeddedLog {
             handles,
             closed: AtomicBool::new(false),
             write_failed: Mutex::new(None),
+            admin: Arc::new(tokio::sync::Mutex::new(())),
             _lock: lock,
         });
         if !pending.is_empty() {
@@ -192,10 +209,10 @@ impl EmbeddedLog {
         };
         Ok(EmbeddedLog {
             inner,
-            background: Background {
+            background: Arc::new(Background {
                 stop,
                 thread: Mutex::new(thread),
-            },
+            }),
         })
     }
 
@@ -432,6 +449,94 @@ enum Slot {
 }
 
 impl Inner {
+    /// Creates a topic: its directories, fsynced, then its spec in the metadata. Blocking;
+    /// the caller holds `admin`. The topic map is locked only to check and to insert, so
+    /// appends and reads of other topics go on during the I/O.
+    fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
+        if self.topic(&spec.name).is_ok() {
+            return Err(LogError::TopicExists(spec.name));
+        }
+        let storage = self.opts.storage.as_ref();
+        let tdir = topics_dir(&self.dir).join(&spec.name);
+        if storage.exists(&tdir) {
+            storage.remove_dir_all(&tdir)?;
+        }
+        storage.create_dir_all(&tdir)?;
+        let no_points = RecoveryPoints::new();
+        let shared = TopicShared {
+            corrupt: &self.corrupt,
+            budget: &self.dedupe_budget,
+            handles: &self.handles,
+            points: &no_points,
+        };
+        let created = open_topic(&self.dir, spec.clone(), &self.opts, &shared).and_then(|t| {
+            storage.sync_dir(&tdir)?;
+            storage.sync_dir(&topics_dir(&self.dir))?;
+            self.meta.put_topic(&spec)?;
+            Ok(t)
+        });
+        match created {
+            Ok(t) => {
+                let i = info(&t);
+                self.topics
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(spec.name, Arc::new(t));
+                Ok(i)
+            }
+            Err(e) => {
+                let _ = storage.remove_dir_all(&tdir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a topic: from the metadata, from the map (its partitions refuse appends
+    /// from then on), a deletion mark in the journal, durable, then its files. Blocking
+    /// (`runtime` waits for the group commit); the caller holds `admin`.
+    fn delete_topic(&self, name: &str, runtime: &tokio::runtime::Handle) -> Result<(), LogError> {
+        if self.topic(name).is_err() {
+            return Err(LogError::TopicNotFound(name.to_string()));
+        }
+        self.meta.remove_topic(name)?;
+        let ticket = {
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = topics.remove(name) {
+                for p in &t.partitions {
+                    p.mark_deleted();
+                }
+            }
+            // Pending intents must not be replayed into a topic created again under this
+            // name: the deletion mark is queued before a create can run (`admin` is held),
+            // and is durable before this returns.
+            let mark = self.journal.topic_deleted(name);
+            match &self.commit {
+                Some(commit) => {
+                    commit.queue_intent(mark);
+                    Some(commit.submit(Vec::new()))
+                }
+                None => {
+                    self.journal
+                        .write(&mark, false)
+                        .map_err(|e| self.fail_write(&e))?;
+                    None
+                }
+            }
+        };
+        if let (Some(commit), Some(ticket)) = (&self.commit, ticket) {
+            runtime
+                .block_on(commit.wait(ticket))
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        }
+        // The topic is gone from the metadata: if a crash comes before its files are, the
+        // next open removes them.
+        let storage = self.opts.storage.as_ref();
+        storage.remove_dir_all(&topics_dir(&self.dir).join(name))?;
+        // Not needed for correctness, for the same reasons as the removals in `open`.
+        storage.sync_dir(&topics_dir(&self.dir))?; // mutants: equivalent (see above)
+        Ok(())
+    }
+
     fn check_open(&self) -> Result<(), LogError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Unavailable("log is closed".into()));
@@ -894,90 +999,28 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
-        let inner = &self.inner;
-        inner.check_open()?;
+        self.inner.check_open()?;
         spec.validate()?;
-        let mut topics = inner.topics.write().unwrap_or_else(|p| p.into_inner());
-        if topics.contains_key(&spec.name) {
-            return Err(LogError::TopicExists(spec.name));
-        }
-        let storage = inner.opts.storage.as_ref();
-        let tdir = topics_dir(&inner.dir).join(&spec.name);
-        if storage.exists(&tdir) {
-            storage.remove_dir_all(&tdir)?;
-        }
-        storage.create_dir_all(&tdir)?;
-        let no_points = RecoveryPoints::new();
-        let shared = TopicShared {
-            corrupt: &inner.corrupt,
-            budget: &inner.dedupe_budget,
-            handles: &inner.handles,
-            points: &no_points,
-        };
-        let created = open_topic(&inner.dir, spec.clone(), &inner.opts, &shared).and_then(|t| {
-            storage.sync_dir(&tdir)?;
-            storage.sync_dir(&topics_dir(&inner.dir))?;
-            inner.meta.put_topic(&spec)?;
-            Ok(t)
-        });
-        match created {
-            Ok(t) => {
-                let i = info(&t);
-                topics.insert(spec.name, Arc::new(t));
-                Ok(i)
-            }
-            Err(e) => {
-                let _ = storage.remove_dir_all(&tdir);
-                Err(e)
-            }
-        }
+        let admin = Arc::clone(&self.inner.admin).lock_owned().await;
+        let inner = Arc::clone(&self.inner);
+        off_runtime(move || {
+            let _admin = admin;
+            inner.create_topic(spec)
+        })
+        .await
     }
 
     async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
-        let inner = &self.inner;
-        inner.check_open()?;
-        let ticket = {
-            let mut topics = inner.topics.write().unwrap_or_else(|p| p.into_inner());
-            if !topics.contains_key(name) {
-                return Err(LogError::TopicNotFound(name.to_string()));
-            }
-            inner.meta.remove_topic(name)?;
-            if let Some(t) = topics.remove(name) {
-                for p in &t.partitions {
-                    p.mark_deleted();
-                }
-            }
-            // Pending intents must not be replayed into a topic created again under this
-            // name: the deletion mark is queued before the lock lets a create in, and is
-            // durable before this returns.
-            let mark = inner.journal.topic_deleted(name);
-            match &inner.commit {
-                Some(commit) => {
-                    commit.queue_intent(mark);
-                    Some(commit.submit(Vec::new()))
-                }
-                None => {
-                    inner
-                        .journal
-                        .write(&mark, false)
-                        .map_err(|e| inner.fail_write(&e))?;
-                    None
-                }
-            }
-        };
-        if let (Some(commit), Some(ticket)) = (&inner.commit, ticket) {
-            commit
-                .wait(ticket)
-                .await
-                .map_err(|e| LogError::Unavailable(e.to_string()))?;
-        }
-        // The topic is gone from the metadata: if a crash comes before its files are, the
-        // next open removes them.
-        let storage = inner.opts.storage.as_ref();
-        storage.remove_dir_all(&topics_dir(&inner.dir).join(name))?;
-        // Not needed for correctness, for the same reasons as the removals in `open`.
-        storage.sync_dir(&topics_dir(&inner.dir))?; // mutants: equivalent (see above)
-        Ok(())
+        self.inner.check_open()?;
+        let admin = Arc::clone(&self.inner.admin).lock_owned().await;
+        let inner = Arc::clone(&self.inner);
+        let name = name.to_string();
+        let runtime = tokio::runtime::Handle::current();
+        off_runtime(move || {
+            let _admin = admin;
+            inner.delete_topic(&name, &runtime)
+        })
+        .await
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
@@ -1028,7 +1071,8 @@ impl EventLog for EmbeddedLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        self.inner.partition(topic, partition)?.read(from, max)
+        let p = self.inner.partition(topic, partition)?;
+        off_runtime(move || p.read(from, max)).await
     }
 
     async fn offset_for_time(
@@ -1037,9 +1081,8 @@ impl EventLog for EmbeddedLog {
         partition: u32,
         time: DateTime<Utc>,
     ) -> Result<u64, LogError> {
-        self.inner
-            .partition(topic, partition)?
-            .offset_for_time(time.timestamp_micros())
+        let p = self.inner.partition(topic, partition)?;
+        off_runtime(move || p.offset_for_time(time.timestamp_micros())).await
     }
 
     async fn commit_offset(
@@ -1054,9 +1097,9 @@ impl EventLog for EmbeddedLog {
         if group.is_empty() {
             return Err(LogError::InvalidArgument("group name is empty".into()));
         }
-        self.inner
-            .meta
-            .commit_offset(group, topic, partition, offset)
+        let inner = Arc::clone(&self.inner);
+        let (group, topic) = (group.to_string(), topic.to_string());
+        off_runtime(move || inner.meta.commit_offset(&group, &topic, partition, offset)).await
     }
 
     async fn committed_offset(
@@ -1066,17 +1109,26 @@ impl EventLog for EmbeddedLog {
         partition: u32,
     ) -> Result<Option<u64>, LogError> {
         self.inner.partition(topic, partition)?;
-        self.inner.meta.committed_offset(group, topic, partition)
+        let inner = Arc::clone(&self.inner);
+        let (group, topic) = (group.to_string(), topic.to_string());
+        off_runtime(move || inner.meta.committed_offset(&group, &topic, partition)).await
     }
 
     async fn enforce_retention(&self) -> Result<u64, LogError> {
         self.inner.check_open()?;
-        self.inner.enforce_retention()
+        let inner = Arc::clone(&self.inner);
+        off_runtime(move || inner.enforce_retention()).await
     }
 
     async fn close(&self) -> Result<(), LogError> {
         self.inner.closed.store(true, Ordering::Release);
-        self.background.stop();
+        // Stopping joins the retention thread, which may be in the middle of a pass.
+        let background = Arc::clone(&self.background);
+        off_runtime(move || {
+            background.stop();
+            Ok(())
+        })
+        .await?;
         if let Some(c) = &self.inner.commit {
             c.close();
         }
@@ -1092,7 +1144,9 @@ struct EmbeddedState {
 #[async_trait]
 impl StateStore for EmbeddedState {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
-        self.inner.meta.state_get(namespace, key)
+        let inner = Arc::clone(&self.inner);
+        let (namespace, key) = (namespace.to_string(), key.to_string());
+        off_runtime(move || inner.meta.state_get(&namespace, &key)).await
     }
 
     async fn scan(
@@ -1100,11 +1154,14 @@ impl StateStore for EmbeddedState {
         namespace: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, LogError> {
-        self.inner.meta.state_scan(namespace, prefix)
+        let inner = Arc::clone(&self.inner);
+        let (namespace, prefix) = (namespace.to_string(), prefix.to_string());
+        off_runtime(move || inner.meta.state_scan(&namespace, &prefix)).await
     }
 
     async fn apply(&self, ops: Vec<StateOp>) -> Result<(), LogError> {
         self.inner.check_open()?;
-        self.inner.meta.state_apply(&ops)
+        let inner = Arc::clone(&self.inner);
+        off_runtime(move || inner.meta.state_apply(&ops)).await
     }
 }
