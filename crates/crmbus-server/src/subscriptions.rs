@@ -412,13 +412,12 @@ impl Subscriptions {
 
     async fn view(&self, name: &str, r: &Running) -> Result<SubscriptionView, ApiError> {
         let info = self.bus.log().describe_topic(&r.topic).await.ok();
-        let (stats, dlq_size) = match &r.sub {
-            Some(sub) => (
-                Some(sub.stats().await?),
-                sub.dead_letters(DlqFilter::default()).await?.len() as u64,
-            ),
-            None => (None, 0),
+        // The engine counts its dead letters; no scan of the DLQ per view.
+        let stats = match &r.sub {
+            Some(sub) => Some(sub.stats().await?),
+            None => None,
         };
+        let dlq_size = stats.as_ref().map_or(0, |s| s.dlq_entries);
         let mut partitions = Vec::new();
         if let Some(info) = &info {
             for p in &info.partition_info {
