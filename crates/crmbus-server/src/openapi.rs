@@ -68,10 +68,14 @@ const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,200}$";
 const TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$";
 /// A media type: `type/subtype` of RFC 9110 tokens, then `; name=value` parameters.
 const MEDIA_TYPE_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+( *; *[A-Za-z0-9!#$%&'*+.^_`|~-]+=[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$";
-/// A URI-reference as `source` is checked: no whitespace, no control characters.
+/// A URI-reference as `source` is checked: no whitespace, no control characters, no
+/// noncharacters.
 const SOURCE_PATTERN: &str =
-    "^[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$";
-
+    "^[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufdd0-\\ufdef\\ufffe\\uffff]+$";
+/// A CloudEvents String: no control characters (U+0000–U+001F, U+007F–U+009F) and no
+/// noncharacters. The pattern language (ECMA-262 without the `u` flag) cannot name the
+/// noncharacters above U+FFFF (U+1FFFE, U+1FFFF, …), which the server refuses too.
+const STRING_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f\\ufdd0-\\ufdef\\ufffe\\uffff]*$";
 /// The OpenAPI document as served at `/openapi.json`: the generated one, with what the
 /// annotations cannot say added — the exact constraints of the CloudEvent body and of the
 /// JSON members that are read by hand (`start`, `filter`, `to`, redrive's one-of), integer
@@ -184,14 +188,14 @@ fn unsigned_ranges(v: &mut Value) {
 fn cloud_event_schema() -> Value {
     json!({
         "type": "object",
-        "description": "A CloudEvent in the structured JSON format. Extension attributes are further top-level members named with 1–20 lower-case letters and digits, whose values are strings, numbers or booleans (`null` unsets one).",
+        "description": "A CloudEvent in the structured JSON format. Extension attributes are further top-level members named with 1–20 lower-case letters and digits, whose values are strings, 32-bit signed integers or booleans (`null` unsets one). No string value may contain control characters (U+0000–U+001F, U+007F–U+009F) or Unicode noncharacters.",
         "required": ["specversion", "id", "source", "type"],
         "properties": {
             "specversion": {"type": "string", "enum": ["1.0"], "description": "Always `1.0`."},
-            "id": {"type": "string", "minLength": 1, "description": "Unique per `source`; with it, the dedupe key."},
+            "id": {"type": "string", "minLength": 1, "pattern": STRING_PATTERN, "description": "Unique per `source`; with it, the dedupe key."},
             "source": {"type": "string", "pattern": SOURCE_PATTERN, "description": "Where the event happened, a URI-reference such as `urn:acme:crm`."},
-            "type": {"type": "string", "minLength": 1, "description": "The event type, such as `deal.won`."},
-            "subject": {"type": ["string", "null"], "minLength": 1, "description": "The business key (`deal-42`): it decides the partition and the ordering."},
+            "type": {"type": "string", "minLength": 1, "pattern": STRING_PATTERN, "description": "The event type, such as `deal.won`."},
+            "subject": {"type": ["string", "null"], "minLength": 1, "pattern": STRING_PATTERN, "description": "The business key (`deal-42`): it decides the partition and the ordering."},
             "time": {"type": ["string", "null"], "format": "date-time", "pattern": "^[0-9]{4}-", "description": "When it happened (RFC 3339)."},
             "datacontenttype": {"type": ["string", "null"], "pattern": MEDIA_TYPE_PATTERN, "description": "The media type of `data`."},
             "dataschema": {"type": ["string", "null"], "format": "uri", "pattern": "^[A-Za-z][A-Za-z0-9+.-]*:[^\\s]+$", "description": "The schema version `data` follows (an absolute URI)."},
@@ -200,7 +204,12 @@ fn cloud_event_schema() -> Value {
         },
         "not": {"required": ["data", "data_base64"]},
         "propertyNames": {"pattern": "^([a-z0-9]{1,20}|data_base64)$"},
-        "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+        "additionalProperties": {"anyOf": [
+            {"type": "string", "pattern": STRING_PATTERN},
+            {"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX},
+            {"type": "boolean"},
+            {"type": "null"}
+        ]},
         "example": {
             "specversion": "1.0",
             "id": "evt-1001",
@@ -325,7 +334,7 @@ fn publish_modes(doc: &mut Value) {
                 "name": name,
                 "in": "header",
                 "required": false,
-                "description": format!("Binary mode (a content type other than application/cloudevents+json and application/cloudevents-batch+json): {required}"),
+                "description": format!("Binary mode (a content type other than application/cloudevents+json and application/cloudevents-batch+json): {required} A value in double quotes is an HTTP quoted-string and is unquoted; then `%` and two hex digits is an escaped byte (a `%` without them is malformed), and the decoded bytes must be UTF-8 without control characters or noncharacters."),
                 "schema": schema,
                 "example": example
             })
