@@ -69,7 +69,7 @@ pub enum SchemaError {
         reason: String,
     },
     /// An argument is malformed (an event type the registry cannot key, an unknown
-    /// compatibility mode, a `dataschema` that is not a registry URI).
+    /// compatibility mode, more versions than a type can hold).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// Data does not validate against its schema; every violation is listed.

@@ -113,7 +113,9 @@ pub struct CheckView {
 pub struct ValidationView {
     /// The event would be accepted by a publish.
     pub valid: bool,
-    /// The schema version it was checked against, when its type has one.
+    /// The event's `dataschema` as a publish would store it, when its type has a schema:
+    /// the registry URI of the version it was checked against, or the producer's own URI
+    /// (kept as sent; the type's latest version was checked).
     pub dataschema: Option<String>,
     /// Every violation (CloudEvents attributes and `data/...` paths).
     pub errors: Vec<FieldError>,
