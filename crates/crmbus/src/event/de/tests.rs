@@ -1,0 +1,195 @@
+//! Tests of reading the structured JSON form, one event or a batch.
+
+use super::super::tests::{attributes_of, minimal, violations_of, with, without};
+use super::*;
+use serde_json::json;
+
+#[test]
+fn null_optionals_count_as_absent() {
+    let input = json!({
+        "specversion": "1.0", "id": "1", "source": "urn:test", "type": "t.x",
+        "subject": null, "time": null, "datacontenttype": null, "dataschema": null,
+        "data_base64": null
+    });
+    let event = Event::from_json_value(input).unwrap();
+    assert_eq!(event, Event::from_json_value(minimal()).unwrap());
+}
+
+#[test]
+fn missing_required_attributes_are_reported() {
+    for name in ["id", "source", "specversion", "type"] {
+        assert_eq!(
+            violations_of(without(minimal(), name)),
+            vec![(name.to_owned(), "is required".to_owned())]
+        );
+        // JSON null counts as absent.
+        assert_eq!(
+            violations_of(with(minimal(), name, Value::Null)),
+            vec![(name.to_owned(), "is required".to_owned())]
+        );
+    }
+}
+
+#[test]
+fn non_string_required_attribute_is_reported() {
+    assert_eq!(
+        violations_of(with(minimal(), "id", json!(42))),
+        vec![("id".to_owned(), "must be a string, not a number".to_owned())]
+    );
+    assert_eq!(
+        attributes_of(with(minimal(), "type", json!(["a"]))),
+        ["type"]
+    );
+}
+
+#[test]
+fn non_string_optional_attributes_are_reported() {
+    for name in ["subject", "time", "datacontenttype", "dataschema"] {
+        assert_eq!(
+            violations_of(with(minimal(), name, json!(true))),
+            vec![(
+                name.to_owned(),
+                "must be a string, not a boolean".to_owned()
+            )]
+        );
+    }
+}
+
+#[test]
+fn data_and_data_base64_together_are_reported() {
+    let v = with(
+        with(minimal(), "data", json!({"a": 1})),
+        "data_base64",
+        json!("AAEC"),
+    );
+    assert_eq!(
+        violations_of(v),
+        vec![(
+            "data_base64".to_owned(),
+            "must not be present together with data".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn invalid_base64_is_reported() {
+    assert_eq!(
+        attributes_of(with(minimal(), "data_base64", json!("not base64!"))),
+        ["data_base64"]
+    );
+    assert_eq!(
+        violations_of(with(minimal(), "data_base64", json!(12))),
+        vec![(
+            "data_base64".to_owned(),
+            "must be a string, not a number".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn non_scalar_extension_values_are_reported() {
+    for (bad, kind) in [(json!({"a": 1}), "an object"), (json!([1]), "an array")] {
+        let found = violations_of(with(minimal(), "userid", bad));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "userid");
+        assert!(found[0].1.ends_with(kind), "{}", found[0].1);
+    }
+}
+
+#[test]
+fn null_extension_is_unset() {
+    // The JSON format's own example event carries `"unsetextension": null`.
+    let event = Event::from_json_value(with(minimal(), "unsetextension", Value::Null))
+        .expect("null means unset");
+    assert_eq!(event, Event::from_json_value(minimal()).unwrap());
+    let twice = br#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","ext":null,"ext":1}"#;
+    let err = Event::from_json_slice(twice).unwrap_err();
+    assert_eq!(err.violations[0].attribute, "ext");
+    assert_eq!(err.violations[0].message, "appears more than once");
+}
+
+#[test]
+fn batch_elements_are_read_like_single_events() {
+    let bytes = br#"[{"specversion":"1.0","id":"1","source":"urn:x","type":"t"},
+        {"specversion":"1.0","id":"1","id":"2","source":"urn:x","type":"t"}, 7]"#;
+    let items = Event::batch_from_json_slice(bytes).unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].as_ref().unwrap().id, "1");
+    let twice = items[1].as_ref().unwrap_err();
+    assert_eq!(twice.violations[0].attribute, "id");
+    assert_eq!(twice.violations[0].message, "appears more than once");
+    assert_eq!(
+        items[2].as_ref().unwrap_err().violations[0].attribute,
+        "(event)"
+    );
+    assert_eq!(Event::batch_from_json_slice(b"[]").unwrap(), []);
+    for (bad, what) in [(&b"{}"[..], "not an object"), (b"[1,", "malformed JSON")] {
+        let err = Event::batch_from_json_slice(bad).unwrap_err();
+        assert_eq!(err.violations[0].attribute, "(body)");
+        assert!(err.violations[0].message.contains(what), "{err}");
+    }
+}
+
+#[test]
+fn non_object_top_level_is_reported() {
+    for v in [
+        json!([]),
+        json!("event"),
+        json!(1),
+        Value::Null,
+        json!(true),
+    ] {
+        assert_eq!(attributes_of(v), ["(event)"]);
+    }
+}
+
+#[test]
+fn malformed_json_is_reported_as_body() {
+    for bad in [&b"{\"id\": "[..], b"", b"{} trailing", b"\xff"] {
+        let err = Event::from_json_slice(bad).unwrap_err();
+        assert_eq!(err.violations.len(), 1);
+        assert_eq!(err.violations[0].attribute, "(body)");
+    }
+}
+
+#[test]
+fn duplicate_members_are_reported() {
+    let bytes =
+        br#"{"specversion":"1.0","id":"1","id":"2","source":"urn:x","type":"t","ext":1,"ext":2}"#;
+    let err = Event::from_json_slice(bytes).unwrap_err();
+    let attributes: Vec<_> = err
+        .violations
+        .iter()
+        .map(|v| v.attribute.as_str())
+        .collect();
+    assert_eq!(attributes, ["id", "ext"]);
+}
+
+#[test]
+fn deserialize_error_lists_violations() {
+    let err = serde_json::from_value::<Event>(json!({"specversion": "1.0", "type": ""}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid event:"), "{err}");
+    assert!(err.contains("id: is required"), "{err}");
+    assert!(err.contains("source: is required"), "{err}");
+    assert!(err.contains("type: must not be empty"), "{err}");
+}
+
+/// serde_json refuses a lone surrogate escape when it reads a string, so `\ud800`
+/// anywhere in a document is malformed JSON (one `(body)` violation), not a panic.
+#[test]
+fn lone_surrogate_escapes_are_malformed_json() {
+    for text in [
+        r#"{"specversion":"1.0","id":"\ud800","source":"urn:x","type":"t"}"#,
+        r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","ext":"a\udc00"}"#,
+        r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","data":{"k":"\ud800x"}}"#,
+    ] {
+        let err = Event::from_json_slice(text.as_bytes()).expect_err(text);
+        assert_eq!(err.violations.len(), 1, "{err}");
+        assert_eq!(err.violations[0].attribute, "(body)", "{err}");
+        let batch = format!("[{text}]");
+        let err = Event::batch_from_json_slice(batch.as_bytes()).expect_err(text);
+        assert_eq!(err.violations[0].attribute, "(body)", "{err}");
+    }
+}
