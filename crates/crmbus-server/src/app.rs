@@ -1,41 +1,18 @@
-//! The server: shared state, the router, and starting and stopping it.
+//! The server: starting it (backend, schema registry, bus, saved subscriptions, listener)
+//! and stopping it gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::Router;
 use crmbus::{EventBus, LogError};
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::problem::ApiError;
-use crate::routes;
+use crate::router::router;
+use crate::state::AppState;
 use crate::subscriptions::Subscriptions;
-
-/// What every handler shares.
-pub struct AppState {
-    /// The bus publishing goes through.
-    pub bus: EventBus,
-    /// Pull subscriptions.
-    pub subs: Subscriptions,
-    /// The schema registry (validation at publish when `schemas.validate` is on).
-    pub schemas: Arc<crmbus_schema::SchemaRegistry>,
-    /// The configuration the server runs with.
-    pub config: Config,
-    /// Turns true when the server begins to stop; live streams and long polls end.
-    pub stopping: watch::Receiver<bool>,
-}
-
-/// The shared state as handlers receive it.
-pub type Shared = Arc<AppState>;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -60,134 +37,6 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
-}
-
-/// The request body, or 413 / 400 as a problem.
-pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                "payload_too_large",
-                "the request body is larger than server.max_body_bytes",
-            )
-        } else {
-            ApiError::invalid("(body)", e.body_text())
-        }
-    })
-}
-
-/// Parses a JSON request body, which must be an object; an empty body reads as `{}`.
-pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body_bytes(body)?;
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
-    };
-    // serde reads a struct from a JSON array too (member by position); the API's bodies
-    // are objects only.
-    match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(serde_json::Value::Object(_)) | Err(_) => {}
-        Ok(_) => return Err(ApiError::invalid("(body)", "must be a JSON object")),
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-            .unwrap_or("(body)")
-            .to_string();
-        ApiError::invalid(&field, msg)
-    })
-}
-
-/// The router of every route, over `state`.
-pub fn router(state: Shared) -> Router {
-    let limit = state.config.server.max_body_bytes;
-    Router::new()
-        .route(
-            "/v1/topics",
-            post(routes::topics::create_topic).get(routes::topics::list_topics),
-        )
-        .route(
-            "/v1/topics/{topic}",
-            get(routes::topics::get_topic).delete(routes::topics::delete_topic),
-        )
-        .route(
-            "/v1/topics/{topic}/events",
-            post(routes::events::publish).get(routes::events::read_events),
-        )
-        .route("/v1/events", post(routes::events::publish_multi))
-        .route(
-            "/v1/topics/{topic}/subscriptions",
-            post(routes::subscriptions::create_subscription),
-        )
-        .route(
-            "/v1/subscriptions",
-            get(routes::subscriptions::list_subscriptions),
-        )
-        .route(
-            "/v1/subscriptions/{name}",
-            get(routes::subscriptions::get_subscription)
-                .delete(routes::subscriptions::delete_subscription),
-        )
-        .route(
-            "/v1/subscriptions/{name}/pull",
-            post(routes::subscriptions::pull),
-        )
-        .route(
-            "/v1/subscriptions/{name}/ack",
-            post(routes::subscriptions::ack),
-        )
-        .route(
-            "/v1/subscriptions/{name}/nack",
-            post(routes::subscriptions::nack),
-        )
-        .route(
-            "/v1/subscriptions/{name}/seek",
-            post(routes::subscriptions::seek),
-        )
-        .route("/v1/subscriptions/{name}/dlq", get(routes::dlq::list_dlq))
-        .route(
-            "/v1/subscriptions/{name}/dlq/redrive",
-            post(routes::dlq::redrive_dlq),
-        )
-        .route(
-            "/v1/subscriptions/{name}/dlq/{entry}",
-            get(routes::dlq::get_dlq_entry).delete(routes::dlq::discard_dlq_entry),
-        )
-        .route("/v1/topics/{topic}/stream", get(routes::live::stream_sse))
-        .route("/v1/topics/{topic}/ws", get(routes::live::stream_ws))
-        .route("/v1/schemas", get(routes::schemas::list_schemas))
-        .route(
-            "/v1/schemas/validate",
-            post(routes::schemas::validate_event),
-        )
-        .route(
-            "/v1/schemas/{type}/versions",
-            post(routes::schemas::register_schema),
-        )
-        .route(
-            "/v1/schemas/{type}/versions/{version}",
-            get(routes::schemas::get_schema_version),
-        )
-        .route(
-            "/v1/schemas/{type}/compatibility",
-            put(routes::schemas::set_compatibility),
-        )
-        .route(
-            "/v1/schemas/{type}/check",
-            post(routes::schemas::check_schema),
-        )
-        .route("/healthz", get(routes::ops::healthz))
-        .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics))
-        .route("/openapi.json", get(routes::ops::openapi))
-        .fallback(routes::ops::not_found)
-        .layer(axum::middleware::from_fn(crate::metrics::track_requests))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
 }
 
 /// A running server.

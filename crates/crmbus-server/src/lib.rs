@@ -8,6 +8,12 @@
 //! The server is a thin layer: every handler calls the same library functions as the
 //! application code does ([`crmbus::EventBus`], the delivery engine, `seek_group`).
 //!
+//! Its modules import downward only: [`app`] starts and stops the [`Server`] and uses
+//! [`router`], which wires the [`routes`] and the [`openapi`] document's own route; each
+//! route file uses [`state`] (what handlers share), [`extract`] (reading bodies, queries,
+//! times and enum names), [`problem`] and [`api`], never another route file, the router or
+//! the app.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), crmbus_server::ServerError> {
 //! let config = crmbus_server::Config::load(None, std::env::vars())?;
@@ -22,11 +28,14 @@ pub mod app;
 pub mod backend;
 pub mod cloudevents;
 pub mod config;
+pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod pull;
+pub mod router;
 pub mod routes;
+pub mod state;
 pub mod subscriptions;
 
 pub use app::{Server, ServerError};

@@ -1,5 +1,8 @@
-//! The OpenAPI document, generated from the handlers' annotations and the API types.
+//! The OpenAPI document, generated from the handlers' annotations and the API types, and
+//! its own route, `/openapi.json`.
 
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
@@ -43,7 +46,7 @@ use crate::routes;
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
-        routes::ops::openapi,
+        openapi,
     ),
     tags(
         (name = "topics", description = "Create, list, describe and delete topics"),
@@ -147,6 +150,20 @@ pub fn document() -> Value {
     publish_modes(&mut doc);
     links(&mut doc);
     doc
+}
+
+/// The OpenAPI 3.1 document of this API, generated from the code.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object))
+)]
+pub async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        document().to_string(),
+    )
+        .into_response()
 }
 
 /// `u64`, `u32` and `usize` fields are generated as `int64`/`int32` with `minimum: 0`; the

@@ -18,6 +18,7 @@ use crate::api::{
     CreateSubscriptionRequest, CursorView, DlqEntryView, DlqQuery, RetryBody, SubscriptionStatus,
     SubscriptionView,
 };
+use crate::extract::{parse_time, variant};
 use crate::problem::ApiError;
 use crate::pull::PullQueue;
 
@@ -69,13 +70,6 @@ fn not_found(name: &str) -> ApiError {
     )
 }
 
-/// Parses an RFC 3339 time of field `field`.
-pub fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| ApiError::invalid(field, format!("'{text}' is not an RFC 3339 time ({e})")))
-}
-
 fn rfc3339_us(us: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(us)
         .unwrap_or_default()
@@ -106,25 +100,13 @@ fn options_from(req: &CreateSubscriptionRequest) -> Result<SubscribeOptions, Api
             ))
         }
     };
-    o.ordering = match req.ordering.as_deref() {
-        None | Some("key") => Ordering::Key,
-        Some("none") => Ordering::None,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "ordering",
-                format!("'{other}' is not key or none"),
-            ))
-        }
+    o.ordering = match &req.ordering {
+        None => Ordering::default(),
+        Some(text) => variant("ordering", text, "key or none")?,
     };
-    o.on_exhausted = match req.on_exhausted.as_deref() {
-        None | Some("skip") => OnExhausted::Skip,
-        Some("hold") => OnExhausted::Hold,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "on_exhausted",
-                format!("'{other}' is not skip or hold"),
-            ))
-        }
+    o.on_exhausted = match &req.on_exhausted {
+        None => OnExhausted::default(),
+        Some(text) => variant("on_exhausted", text, "skip or hold")?,
     };
     if let Some(r) = &req.retry {
         o.retry = retry_from(r)?;

@@ -8,8 +8,9 @@ use axum::Json;
 use crmbus::delivery::DlqFilter;
 
 use crate::api::{DlqEntryView, DlqList, DlqQuery, RedriveRequest, RedriveResponse};
-use crate::app::{json_body, Shared};
+use crate::extract::json_body;
 use crate::problem::{ApiError, Problem};
+use crate::state::Shared;
 use crate::subscriptions::{dlq_filter, dlq_view};
 
 /// Who an operator action is audited as: the `x-crmbus-actor` header, else `http`.

@@ -14,10 +14,10 @@ use crmbus::Receipt;
 use crate::api::{
     CloudEventDoc, PublishResponse, ReadQuery, ReadResponse, ReceiptView, StoredView,
 };
-use crate::app::{body_bytes, Shared};
 use crate::cloudevents::events_from_request;
+use crate::extract::{body_bytes, parse_time, query_values};
 use crate::problem::{ApiError, Problem};
-use crate::subscriptions::parse_time;
+use crate::state::Shared;
 
 /// Default and largest `limit` of a read.
 const DEFAULT_READ_LIMIT: usize = 100;
@@ -113,17 +113,6 @@ pub async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     publish_to(&app, vec![topic], &headers, body).await
-}
-
-/// Every value of a repeated query parameter.
-pub fn query_values(raw: Option<&str>, name: &str) -> Vec<String> {
-    raw.map(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 /// Publishes one event (or batch) to several topics at once: `?topic=a&topic=b`.

@@ -25,10 +25,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::api::StoredView;
-use crate::app::Shared;
+use crate::extract::{parse_time, query_values};
 use crate::problem::{ApiError, Problem};
-use crate::routes::events::query_values;
-use crate::subscriptions::parse_time;
+use crate::state::Shared;
 
 /// Events read per partition per round.
 const READ_BATCH: usize = 256;

@@ -1,5 +1,5 @@
-//! Operations: liveness, readiness, Prometheus metrics, the OpenAPI document, and the
-//! problem answer for unknown routes.
+//! Operations: liveness, readiness, Prometheus metrics, and the problem answer for unknown
+//! routes. (`/openapi.json` is served by the module that builds the document.)
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::api::Health;
-use crate::app::Shared;
 use crate::problem::ApiError;
+use crate::state::Shared;
 
 /// Liveness: the process answers.
 #[utoipa::path(
@@ -81,20 +81,6 @@ pub async fn metrics() -> Response {
         )
         .into_response(),
     }
-}
-
-/// The OpenAPI 3.1 document of this API, generated from the code.
-#[utoipa::path(
-    get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object))
-)]
-pub async fn openapi() -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document().to_string(),
-    )
-        .into_response()
 }
 
 /// Unknown routes: a problem document.

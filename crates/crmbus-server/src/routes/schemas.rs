@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::{body_bytes, json_body, Shared};
 use crate::cloudevents::events_from_request;
+use crate::extract::{body_bytes, json_body, variant};
 use crate::problem::{ApiError, FieldError, Problem};
+use crate::state::Shared;
 
 /// One event type in the registry.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -263,13 +264,7 @@ pub async fn set_compatibility(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CompatibilityView>, ApiError> {
     let req: CompatibilityRequest = json_body(body)?;
-    let mode: CompatibilityMode =
-        serde_json::from_value(Value::String(req.mode.clone())).map_err(|_| {
-            ApiError::invalid(
-                "mode",
-                format!("'{}' is not backward, forward, full or none", req.mode),
-            )
-        })?;
+    let mode: CompatibilityMode = variant("mode", &req.mode, "backward, forward, full or none")?;
     registry(&app)
         .set_compatibility(&ty, mode)
         .await

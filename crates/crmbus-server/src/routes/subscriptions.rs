@@ -15,9 +15,9 @@ use crate::api::{
     whole, AckRequest, AckResponse, CreateSubscriptionRequest, DeliveryView, NackRequest,
     PullRequest, PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
 };
-use crate::app::{json_body, Shared};
+use crate::extract::{json_body, parse_time};
 use crate::problem::{ApiError, Problem};
-use crate::subscriptions::parse_time;
+use crate::state::Shared;
 
 /// Largest `max_events` and `wait_ms` of a pull.
 const MAX_PULL_EVENTS: usize = 1000;

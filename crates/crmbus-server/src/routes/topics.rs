@@ -12,8 +12,9 @@ use crmbus::{Retention, TopicInfo, TopicSpec};
 use crate::api::{
     CreateTopicRequest, OffsetRangeView, PartitionView, RetentionBody, TopicList, TopicView,
 };
-use crate::app::{json_body, Shared};
+use crate::extract::json_body;
 use crate::problem::{ApiError, Problem};
+use crate::state::Shared;
 
 /// State-store namespace where servers before `require_schemas` became part of the topic
 /// spec recorded the flag, in a second write after the topic's. Still read at start (a
