@@ -30,6 +30,7 @@
 //! Once the file is large it is compacted: rewritten beside the old one with only the
 //! intents still outstanding, fsynced, and renamed over it.
 
+use crmbus::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -369,19 +370,13 @@ impl BatchJournal {
     ) -> (u64, Vec<u8>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let frame = encode_intent(id, at_us, topics, events_json);
-        self.outstanding
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, frame.clone());
+        self.outstanding.locked().insert(id, frame.clone());
         (id, frame)
     }
 
     /// Intent `id`'s append is durable everywhere; returns its done mark to write.
     pub fn finished(&self, id: u64) -> Vec<u8> {
-        self.outstanding
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.outstanding.locked().remove(&id);
         encode_done(id)
     }
 
@@ -393,7 +388,7 @@ impl BatchJournal {
         if self.room.load(Ordering::Acquire) >= extra + ROOM_SLACK {
             return Ok(());
         }
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         let end = s.len + extra + ROOM_SLACK;
         if end <= s.allocated {
             return Ok(());
@@ -413,7 +408,7 @@ impl BatchJournal {
 
     /// Writes frames after the last one; with `sync`, fdatasyncs the file.
     pub fn write(&self, bytes: &[u8], sync: bool) -> io::Result<()> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         if !bytes.is_empty() {
             let end = s.len + bytes.len() as u64;
             if end > s.allocated {
@@ -433,7 +428,7 @@ impl BatchJournal {
     /// new file, fsynced and renamed over the old one, so a crash leaves one or the other
     /// whole. Called by the writer between writes.
     pub fn compact_if_large(&self) -> io::Result<()> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         // Also wait for the file to double what the last compaction kept, so a large set of
         // outstanding intents does not make every round compact.
         if s.len < self.compact_at.max(2 * s.live) {
@@ -441,25 +436,12 @@ impl BatchJournal {
         }
         let mut keep: Vec<(u64, Vec<u8>)> = self
             .outstanding
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .map(|(id, f)| (*id, f.clone()))
             .collect();
-        keep.extend(
-            self.deletions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned(),
-        );
-        keep.extend(
-            self.points
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned(),
-        );
+        keep.extend(self.deletions.locked().iter().cloned());
+        keep.extend(self.points.locked().values().cloned());
         keep.sort_unstable_by_key(|(id, _)| *id);
         let path = self.dir.join(FILE_NAME);
         let tmp = self.dir.join(format!("{FILE_NAME}.compact"));
@@ -505,8 +487,7 @@ impl BatchJournal {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let frame = encode_recovery_point(id, topic, partition, point);
         self.points
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .insert((topic.to_string(), partition), (id, frame.clone()));
         frame
     }
@@ -516,20 +497,14 @@ impl BatchJournal {
     pub fn topic_deleted(&self, name: &str) -> Vec<u8> {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let frame = encode_topic_deleted(id, name);
-        self.points
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(t, _), _| t != name);
-        self.deletions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, frame.clone()));
+        self.points.locked().retain(|(t, _), _| t != name);
+        self.deletions.locked().push((id, frame.clone()));
         frame
     }
 
     /// Empties the file now (after recovery has completed every pending intent durably).
     pub fn clear(&self) -> io::Result<()> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         if s.allocated == 0 {
             return Ok(());
         }

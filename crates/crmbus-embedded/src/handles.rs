@@ -6,6 +6,7 @@
 //! it, a log with long retention kept a descriptor per segment, until the process limit
 //! made a seal fail (and poisoned the log) or a restart fail to open.
 
+use crmbus::sync::LockExt;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,7 +52,7 @@ impl HandleSlot {
         if self.pinned.load(Ordering::Acquire) {
             return false;
         }
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.file.locked();
         match f.as_ref() {
             Some(h) if Arc::strong_count(h) == 1 => {
                 *f = None;
@@ -91,7 +92,7 @@ impl HandleCache {
         slot.last_used
             .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         let opened = {
-            let mut f = slot.file.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = slot.file.locked();
             if let Some(h) = f.as_ref() {
                 return Ok(Arc::clone(h));
             }
@@ -105,7 +106,7 @@ impl HandleCache {
 
     /// Counts `slot` among the open files, closing idle ones beyond the bound.
     pub fn track(&self, slot: &Arc<HandleSlot>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = self.slots.locked();
         slots.push(Arc::downgrade(slot));
         slots.retain(|w| w.upgrade().is_some_and(|s| s.is_open()));
         let mut open = slots.len();
@@ -132,7 +133,7 @@ impl HandleCache {
 
     /// Segment files open now (as far as the cache knows).
     pub fn open_files(&self) -> usize {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = self.slots.locked();
         slots
             .iter()
             .filter(|w| w.upgrade().is_some_and(|s| s.is_open()))

@@ -1,5 +1,6 @@
 //! [`EmbeddedLog`]: the [`EventLog`] implementation over segment files and redb metadata.
 
+use crmbus::sync::{LockExt, RwLockExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -77,9 +78,9 @@ struct Background {
 impl Background {
     fn stop(&self) {
         let (flag, cv) = &*self.stop;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *flag.locked() = true;
         cv.notify_all();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = self.thread.locked().take() {
             let _ = t.join();
         }
     }
@@ -229,7 +230,7 @@ impl EmbeddedLog {
 
     /// Bytes the log holds on disk across all segment files.
     pub fn size_bytes(&self) -> u64 {
-        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.inner.topics.read_locked();
         topics
             .values()
             .flat_map(|t| t.partitions.iter())
@@ -369,7 +370,7 @@ fn retention_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: std
     let (flag, cv) = stop;
     loop {
         {
-            let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = flag.locked();
             // Checked under the lock before waiting, so a stop that came first is not missed.
             if *guard {
                 return;
@@ -478,10 +479,7 @@ impl Inner {
         match created {
             Ok(t) => {
                 let i = info(&t);
-                self.topics
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(spec.name, Arc::new(t));
+                self.topics.write_locked().insert(spec.name, Arc::new(t));
                 Ok(i)
             }
             Err(e) => {
@@ -500,7 +498,7 @@ impl Inner {
         }
         self.meta.remove_topic(name)?;
         let ticket = {
-            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            let mut topics = self.topics.write_locked();
             if let Some(t) = topics.remove(name) {
                 for p in &t.partitions {
                     p.mark_deleted();
@@ -544,12 +542,7 @@ impl Inner {
         if let Some(f) = self.commit.as_ref().and_then(|c| c.failure()) {
             return Err(LogError::Unavailable(f.to_string()));
         }
-        if let Some(f) = self
-            .write_failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(f) = self.write_failed.locked().as_ref() {
             return Err(LogError::Unavailable(f.clone()));
         }
         Ok(())
@@ -557,8 +550,7 @@ impl Inner {
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_locked()
             .get(name)
             .cloned()
             .ok_or_else(|| LogError::TopicNotFound(name.to_string()))
@@ -577,12 +569,7 @@ impl Inner {
 
     /// Every topic, as it stands now.
     fn all_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.topics.read_locked().values().cloned().collect()
     }
 
     fn enforce_retention(&self) -> Result<u64, LogError> {
@@ -677,7 +664,7 @@ impl Inner {
     fn fail_write(&self, e: &std::io::Error) -> LogError {
         tracing::error!(error = %e, "write failed; the embedded log stops accepting writes");
         let msg = format!("write failed: {e}");
-        *self.write_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+        *self.write_failed.locked() = Some(msg.clone());
         LogError::Unavailable(msg)
     }
 
@@ -1024,7 +1011,7 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
-        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.inner.topics.read_locked();
         Ok(topics.values().map(|t| info(t)).collect())
     }
 

@@ -1,6 +1,7 @@
 //! One partition of a topic: an ordered list of segments, the writer that appends to the
 //! last one, the reader that serves durable records, and retention.
 
+use crmbus::sync::{LockExt, RwLockExt};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -257,17 +258,13 @@ impl Partition {
     }
 
     fn segments(&self) -> Vec<Arc<Segment>> {
-        self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.segments.read_locked().clone()
     }
 
     /// Offset of the oldest record held.
     pub fn first_offset(&self) -> u64 {
         self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_locked()
             .first()
             .map(|s| s.base)
             .unwrap_or(0)
@@ -341,7 +338,7 @@ impl Partition {
         events: &[(&[u8], u64)],
         opts: &EmbeddedOptions,
     ) -> io::Result<Appended> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writer.locked();
         let now = opts.clock.now_micros();
         let mut active = self
             .segments()
@@ -363,10 +360,7 @@ impl Partition {
                 now,
             )?);
             w.staged.push(Staged::Seal(Arc::clone(&active)));
-            self.segments
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Arc::clone(&seg));
+            self.segments.write_locked().push(Arc::clone(&seg));
             active = seg;
             w.staged_active_bytes = 0;
         }
@@ -429,7 +423,7 @@ impl Partition {
     /// after the last record written. On error the partition's files are as the failed
     /// write left them; the caller poisons the log.
     pub fn flush_staged(&self, opts: &EmbeddedOptions) -> io::Result<(Vec<Arc<Segment>>, u64)> {
-        let _flush = self.flush.lock().unwrap_or_else(|p| p.into_inner());
+        let _flush = self.flush.locked();
         self.write_taken(self.take_staged(), opts)
     }
 
@@ -437,7 +431,7 @@ impl Partition {
     /// and writing in two steps is for the partition's only flusher (the group-commit
     /// thread), which writes what it took, in order, before it takes again.
     pub fn take_staged(&self) -> TakenStaged {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writer.locked();
         w.staged_active_bytes = 0;
         TakenStaged {
             staged: std::mem::take(&mut w.staged),
@@ -477,7 +471,7 @@ impl Partition {
     /// A [`SyncItem`] that covers everything staged so far (used when an append only
     /// returns duplicates whose originals may not be durable yet).
     pub fn sync_item_for_current(self: &Arc<Self>) -> SyncItem {
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let w = self.writer.locked();
         SyncItem {
             partition: Arc::clone(self),
             next_offset: w.next_offset,
@@ -517,7 +511,7 @@ impl Partition {
     /// under the append lock).
     pub fn read_raw(&self, offset: u64) -> Result<RawRecord, LogError> {
         {
-            let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let w = self.writer.locked();
             for item in &w.staged {
                 let Staged::Write { frames, lens, .. } = item else {
                     continue;
@@ -767,11 +761,7 @@ impl Partition {
         if seg.known_corruption_at(pos).is_some() {
             return;
         }
-        let first_time = self
-            .counted_damage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((seg.base, pos));
+        let first_time = self.counted_damage.locked().insert((seg.base, pos));
         if first_time {
             self.corrupt.add(&self.topic, self.id, 1);
         }
@@ -793,7 +783,7 @@ impl Partition {
         if retention.max_age.is_none() && retention.max_bytes.is_none() {
             return Ok(0);
         }
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let w = self.writer.locked();
         let mut removed = 0;
         let mut changed = false;
         let outcome = self.remove_old_segments(&w, retention, opts, &mut removed, &mut changed);
@@ -843,7 +833,7 @@ impl Partition {
             if !(expired || over && !is_active) {
                 return Ok(());
             }
-            let mut list = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            let mut list = self.segments.write_locked();
             if is_active {
                 oldest.seal()?;
                 let replacement =

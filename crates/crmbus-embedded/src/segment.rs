@@ -1,6 +1,7 @@
 //! One segment file of a partition: its records, its sparse offset and time index, the
 //! index file written when it is sealed, and the scan that recovers it on open.
 
+use crmbus::sync::RwLockExt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -543,7 +544,7 @@ impl Segment {
         }
         let mut pos = start;
         {
-            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut index = self.index.write_locked();
             let mut next_index_at = index
                 .last()
                 .map(|e| e.position + index_interval)
@@ -598,7 +599,7 @@ impl Segment {
     /// (the caller fsyncs the directory).
     fn write_index_file(&self) -> io::Result<()> {
         let storage = self.storage.as_ref();
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let index = self.index.read_locked().clone();
         let mut buf = Vec::with_capacity(48 + index.len() * 24);
         buf.extend_from_slice(INDEX_MAGIC);
         buf.extend_from_slice(&self.base.to_le_bytes());
@@ -630,7 +631,7 @@ impl Segment {
 
     /// The index point to start a scan for `offset` from: the last entry at or before it.
     pub fn seek_offset(&self, offset: u64) -> (u64, u64) {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let index = self.index.read_locked();
         let i = index.partition_point(|e| e.offset <= offset);
         if i == 0 {
             (self.base, 0)
@@ -641,7 +642,7 @@ impl Segment {
 
     /// The index point to start a scan for the first record at or after `time_us`.
     pub fn seek_time(&self, time_us: i64) -> (u64, u64) {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let index = self.index.read_locked();
         let i = index.partition_point(|e| e.timestamp_us < time_us);
         if i == 0 {
             (self.base, 0)

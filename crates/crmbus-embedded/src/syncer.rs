@@ -15,6 +15,7 @@
 //! journal before it writes any of that data. So whenever a round writes part of a
 //! journalled append, the append's intent is already on disk.
 
+use crmbus::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -104,7 +105,7 @@ impl GroupCommit {
 
     /// Queues dirtied segments; returns the ticket to wait for.
     pub fn submit(&self, items: Vec<SyncItem>) -> u64 {
-        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.shared.queue.locked();
         q.items.extend(items);
         q.ticket += 1;
         let t = q.ticket;
@@ -116,21 +117,21 @@ impl GroupCommit {
     /// Queues a batch journal intent. Call it before staging the append's data: any round
     /// that writes that data writes and fsyncs the intent first.
     pub fn queue_intent(&self, frame: Vec<u8>) {
-        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.shared.queue.locked();
         q.journal.extend_from_slice(&frame);
         q.journal_sync = true;
     }
 
     /// Journal bytes queued and not yet written.
     pub fn queued_journal_bytes(&self) -> u64 {
-        let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let q = self.shared.queue.locked();
         q.journal.len() as u64
     }
 
     /// Queues a batch journal done mark: written with the next round (or at stop), and
     /// never waited for — a lost mark only makes recovery look at a complete batch again.
     pub fn submit_done(&self, frame: Vec<u8>) {
-        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.shared.queue.locked();
         q.journal.extend_from_slice(&frame);
     }
 
@@ -165,11 +166,11 @@ impl GroupCommit {
     /// Syncs what is queued, then stops the thread.
     pub fn stop(&self) {
         {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.shared.queue.locked();
             q.shutdown = true;
         }
         self.shared.wake.notify_one();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = self.thread.locked().take() {
             let _ = t.join();
         }
     }
@@ -195,7 +196,7 @@ impl Drop for GroupCommit {
 fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
     loop {
         let (items, ticket) = {
-            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = shared.queue.locked();
             while q.items.is_empty() && q.ticket == shared.progress.borrow().synced && !q.shutdown {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
@@ -210,7 +211,7 @@ fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
         };
         if shared.progress.borrow().failed.is_some() {
             // Poisoned: nothing more is ever acknowledged; wait for the log to close.
-            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = shared.queue.locked();
             while !q.shutdown {
                 q.items.clear();
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -252,7 +253,7 @@ struct JournalStep<'a> {
 impl JournalStep<'_> {
     fn run(&self) -> std::io::Result<()> {
         let (frames, sync) = {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.shared.queue.locked();
             (
                 std::mem::take(&mut q.journal),
                 std::mem::take(&mut q.journal_sync),
@@ -261,13 +262,7 @@ impl JournalStep<'_> {
         // Recovery points of what the last round made durable. Read now, between taking
         // this round's data and writing it, a partition's length is exactly what earlier
         // rounds wrote and fsynced. They need no fsync: a lost point is only an older one.
-        let touched = std::mem::take(
-            &mut *self
-                .shared
-                .touched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let touched = std::mem::take(&mut *self.shared.touched.locked());
         let mut points = Vec::new();
         for p in touched {
             // A deleted topic's partition has no point: it would apply to a topic created
@@ -297,11 +292,7 @@ impl JournalStep<'_> {
 
     /// Notes the partitions a round made durable.
     fn made_durable(&self, partitions: Vec<Arc<Partition>>) {
-        *self
-            .shared
-            .touched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = partitions;
+        *self.shared.touched.locked() = partitions;
     }
 }
 

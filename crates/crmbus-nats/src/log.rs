@@ -1,5 +1,6 @@
 //! [`NatsLog`]: the [`EventLog`] on JetStream. See the crate docs for the mapping.
 
+use crmbus::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -356,7 +357,7 @@ impl Inner {
     }
 
     fn append_lock(&self, topic: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.append_locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = self.append_locks.locked();
         Arc::clone(locks.entry(topic.to_string()).or_default())
     }
 
@@ -562,8 +563,7 @@ impl EventLog for NatsLog {
         }
         inner
             .seen_first
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .retain(|s, _| !(0..spec.partitions).any(|p| *s == self.stream_name(name, p)));
         Ok(())
     }
@@ -782,7 +782,7 @@ impl EventLog for NatsLog {
         for t in self.list_topics().await? {
             for p in &t.partition_info {
                 let name = self.stream_name(&t.name, p.partition);
-                let mut seen = inner.seen_first.lock().unwrap_or_else(|e| e.into_inner());
+                let mut seen = inner.seen_first.locked();
                 let before = seen.insert(name, p.first_offset).unwrap_or(0);
                 removed += p.first_offset.saturating_sub(before);
             }

@@ -1,5 +1,6 @@
 //! [`RedisLog`]: the [`EventLog`] implementation on Redis Streams.
 
+use crmbus::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -249,20 +250,12 @@ impl RedisLog {
     async fn partition_counts(&self, topics: &[String]) -> Result<Vec<u32>, LogError> {
         let mut counts = Vec::with_capacity(topics.len());
         for t in topics {
-            let cached = self
-                .counts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(t)
-                .copied();
+            let cached = self.counts.locked().get(t).copied();
             let n = match cached {
                 Some(n) => n,
                 None => {
                     let n = self.spec(t).await?.partitions;
-                    self.counts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(t.clone(), n);
+                    self.counts.locked().insert(t.clone(), n);
                     n
                 }
             };
@@ -272,7 +265,7 @@ impl RedisLog {
     }
 
     fn forget_counts(&self, topics: &[String]) {
-        let mut cache = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.counts.locked();
         for t in topics {
             cache.remove(t);
         }

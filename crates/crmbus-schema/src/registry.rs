@@ -21,6 +21,7 @@
 //! that can have a schema are 1–200 characters of `A–Z a–z 0–9 . _ -`, starting with a
 //! letter or digit (so they fit in keys, URIs and catalog paths unescaped).
 
+use crmbus::sync::RwLockExt;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -283,11 +284,11 @@ impl SchemaRegistry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, TypeEntry>> {
-        self.types.read().unwrap_or_else(|p| p.into_inner())
+        self.types.read_locked()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, TypeEntry>> {
-        self.types.write().unwrap_or_else(|p| p.into_inner())
+        self.types.write_locked()
     }
 
     /// Says whether `schema` would be accepted as the next version of `event_type`, without

@@ -8,11 +8,12 @@
 //! ordering, retries, the DLQ and the persisted state all come from the engine.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use crmbus::delivery::{Delivery, Handler, HandlerError};
+use crmbus::sync::LockExt;
 use tokio::sync::{oneshot, Notify};
 
 type Reply = oneshot::Sender<Result<(), HandlerError>>;
@@ -59,12 +60,6 @@ pub struct PullQueue {
     ack_timeout: Duration,
 }
 
-/// A mutex's contents even if a thread panicked while holding it: every critical
-/// section here leaves the data consistent at each step.
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn stopped() -> HandlerError {
     // Not zero: while the engine is being stopped it must not spin on instant failures.
     HandlerError::transient("the pull subscription stopped before the delivery was acked")
@@ -103,7 +98,7 @@ impl PullQueue {
     /// Fails every lease whose deadline has passed: the engine delivers it again.
     fn expire(&self, now: tokio::time::Instant) {
         let expired: Vec<Lease> = {
-            let mut leases = locked(&self.leases);
+            let mut leases = self.leases.locked();
             let ids: Vec<String> = leases
                 .iter()
                 .filter(|(_, l)| l.deadline <= now)
@@ -150,7 +145,7 @@ impl PullQueue {
     /// engine drops the others), and whether the queue is closed. When some are left, the
     /// next waiting puller is woken for them.
     fn take(&self, max: usize) -> (Vec<Pending>, bool) {
-        let mut waiting = locked(&self.waiting);
+        let mut waiting = self.waiting.locked();
         let mut out = Vec::new();
         while out.len() < max {
             match waiting.queue.pop_front() {
@@ -167,7 +162,7 @@ impl PullQueue {
 
     fn lease(&self, p: Pending) -> Leased {
         let ack_id = uuid::Uuid::now_v7().simple().to_string();
-        locked(&self.leases).insert(
+        self.leases.locked().insert(
             ack_id.clone(),
             Lease {
                 reply: p.reply,
@@ -181,7 +176,7 @@ impl PullQueue {
     }
 
     fn resolve(&self, ack_id: &str, result: Result<(), HandlerError>) -> bool {
-        let lease = locked(&self.leases).remove(ack_id);
+        let lease = self.leases.locked().remove(ack_id);
         match lease {
             Some(l) => l.reply.send(result).is_ok(),
             None => false,
@@ -213,13 +208,15 @@ impl PullQueue {
 
     /// Leases outstanding now.
     pub fn leased(&self) -> usize {
-        locked(&self.leases).len()
+        self.leases.locked().len()
     }
 
     /// Fails every leased and queued delivery so that the engine can stop at once; they
     /// are delivered again when the subscription runs next.
     pub async fn close(&self) {
-        let leases: Vec<Lease> = locked(&self.leases)
+        let leases: Vec<Lease> = self
+            .leases
+            .locked()
             .drain()
             .map(|(_, lease)| lease)
             .collect();
@@ -227,7 +224,7 @@ impl PullQueue {
             let _ = lease.reply.send(Err(stopped()));
         }
         let queued: Vec<Pending> = {
-            let mut waiting = locked(&self.waiting);
+            let mut waiting = self.waiting.locked();
             waiting.closed = true;
             waiting.queue.drain(..).collect()
         };
@@ -249,7 +246,7 @@ impl Handler for PullHandler {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let (reply, result) = oneshot::channel();
         {
-            let mut waiting = locked(&self.queue.waiting);
+            let mut waiting = self.queue.waiting.locked();
             if waiting.closed {
                 return Err(stopped());
             }

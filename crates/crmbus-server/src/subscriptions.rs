@@ -2,7 +2,7 @@
 //! so they survive restarts, and the running engine and pull queue of each.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use crmbus::delivery::{
     seek_group, DeadLetter, DlqFilter, Filter, GroupState, OnExhausted, Ordering, RetryPolicy,
     SeekTo, StartAt, StateKind, SubscribeOptions, Subscription,
 };
+use crmbus::sync::LockExt;
 use crmbus::{EventBus, LogError};
 use serde_json::Value;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
@@ -53,14 +54,6 @@ pub struct Subscriptions {
     bus: EventBus,
     /// Held only to look up, insert or remove an entry, never across an await.
     entries: Mutex<BTreeMap<String, Arc<Entry>>>,
-}
-
-fn entries_of(
-    m: &Mutex<BTreeMap<String, Arc<Entry>>>,
-) -> MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
-    // Every critical section is a single map operation: the map is whole even if a
-    // thread panicked while holding the lock.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -217,7 +210,8 @@ impl Subscriptions {
 
     /// The entry of subscription `name`.
     fn entry(&self, name: &str) -> Result<Arc<Entry>, ApiError> {
-        entries_of(&self.entries)
+        self.entries
+            .locked()
             .get(name)
             .cloned()
             .ok_or_else(|| not_found(name))
@@ -225,7 +219,8 @@ impl Subscriptions {
 
     /// Every entry, in name order.
     fn all(&self) -> Vec<(String, Arc<Entry>)> {
-        entries_of(&self.entries)
+        self.entries
+            .locked()
             .iter()
             .map(|(n, e)| (n.clone(), Arc::clone(e)))
             .collect()
@@ -233,7 +228,7 @@ impl Subscriptions {
 
     /// Removes `name`'s entry if it is still `entry`.
     fn forget(&self, name: &str, entry: &Arc<Entry>) {
-        let mut entries = entries_of(&self.entries);
+        let mut entries = self.entries.locked();
         if entries.get(name).is_some_and(|e| Arc::ptr_eq(e, entry)) {
             entries.remove(name);
         }
@@ -244,7 +239,7 @@ impl Subscriptions {
             topic,
             running: Arc::new(RwLock::new(running)),
         });
-        entries_of(&self.entries).insert(name, entry);
+        self.entries.locked().insert(name, entry);
     }
 
     async fn start(&self, topic: &str, name: &str, r: &mut Running) -> Result<(), ApiError> {
@@ -333,7 +328,7 @@ impl Subscriptions {
             return Err(ApiError::new("internal", "a new entry was already locked"));
         };
         {
-            let mut entries = entries_of(&self.entries);
+            let mut entries = self.entries.locked();
             if entries.contains_key(&name) {
                 return Err(ApiError::new(
                     "subscription_exists",

@@ -2,6 +2,7 @@
 //! log, with optional taps beside it — and the optional process-wide default bus behind
 //! [`publish_event`] for code that wants the seed's `publish_event(...)` style.
 
+use crate::sync::RwLockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -180,21 +181,13 @@ impl EventBus {
     /// flag, so the bus cannot read it back from the log. Unrecorded topics (including
     /// auto-created ones) do not require schemas.
     pub fn set_require_schemas(&self, topic: &str, require: bool) {
-        let mut map = self
-            .inner
-            .require_schemas
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.inner.require_schemas.write_locked();
         map.insert(topic.to_string(), require);
     }
 
     /// Whether `topic` requires schemas, as recorded with [`EventBus::set_require_schemas`].
     pub fn requires_schemas(&self, topic: &str) -> bool {
-        let map = self
-            .inner
-            .require_schemas
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = self.inner.require_schemas.read_locked();
         map.get(topic).copied().unwrap_or(false)
     }
 
@@ -315,15 +308,12 @@ static DEFAULT_BUS: RwLock<Option<EventBus>> = RwLock::new(None);
 
 /// Makes `bus` the process-wide default used by [`publish_event`] and [`get_event_bus`].
 pub fn set_event_bus(bus: EventBus) {
-    *DEFAULT_BUS.write().unwrap_or_else(|p| p.into_inner()) = Some(bus);
+    *DEFAULT_BUS.write_locked() = Some(bus);
 }
 
 /// The process-wide default bus, if one was set.
 pub fn get_event_bus() -> Option<EventBus> {
-    DEFAULT_BUS
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
+    DEFAULT_BUS.read_locked().clone()
 }
 
 /// Publishes a new business event (`Event::new(event_type, data)`) to `topics` on the
@@ -475,10 +465,7 @@ mod validator_tests {
             event: &mut Event,
             require_schema: bool,
         ) -> Result<(), InvalidEvent> {
-            self.seen_require
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(require_schema);
+            self.seen_require.lock().expect("seen").push(require_schema);
             let mut violations = Vec::new();
             if require_schema && event.ty != "deal.won" {
                 violations.push(Violation {

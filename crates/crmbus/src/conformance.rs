@@ -8,6 +8,7 @@
 //! crmbus::conformance_tests!(my_backend::TestFactory::new());
 //! ```
 
+use crate::sync::LockExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -1063,7 +1064,7 @@ pub struct MemoryFactory {
 #[async_trait]
 impl LogFactory for MemoryFactory {
     async fn open(&self, name: &str) -> Result<Arc<dyn EventLog>, LogError> {
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut logs = self.logs.locked();
         let log = logs.entry(name.to_string()).or_default().clone();
         Ok(Arc::new(log))
     }

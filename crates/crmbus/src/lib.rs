@@ -18,6 +18,7 @@ pub mod log;
 pub mod memory;
 pub mod partition;
 pub mod state;
+pub mod sync;
 pub mod validate;
 
 pub use backends::{BackendKind, DiscardingLog, LoggingLog, NoopLog};

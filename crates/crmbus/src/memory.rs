@@ -4,6 +4,7 @@
 //! Like the seed's in-memory backend it also records every published event for
 //! assertions: [`MemoryLog::events`], [`MemoryLog::events_of_type`], [`MemoryLog::clear`].
 
+use crate::sync::LockExt;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -89,7 +90,7 @@ impl MemoryLog {
     fn lock(&self) -> MutexGuard<'_, MemState> {
         // A panic while holding the lock cannot leave the state half-changed in a way that
         // matters for a test log, so a poisoned lock is simply taken over.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// Every event appended (once per append call, whatever the number of topics), oldest first.

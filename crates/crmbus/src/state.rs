@@ -1,6 +1,7 @@
 //! [`StateStore`]: the small durable key-value store the delivery engine keeps its state in
 //! (retry schedules, parked keys, dead letters, consumer dedupe), beside the event log.
 
+use crate::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -96,7 +97,7 @@ impl MemoryStateStore {
 #[async_trait]
 impl StateStore for MemoryStateStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.locked();
         Ok(entries
             .get(&(namespace.to_string(), key.to_string()))
             .cloned())
@@ -107,7 +108,7 @@ impl StateStore for MemoryStateStore {
         namespace: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, LogError> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.locked();
         let start = (namespace.to_string(), prefix.to_string());
         Ok(entries
             .range(start..)
@@ -117,7 +118,7 @@ impl StateStore for MemoryStateStore {
     }
 
     async fn apply(&self, ops: Vec<StateOp>) -> Result<(), LogError> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.locked();
         for op in ops {
             match op {
                 StateOp::Put {

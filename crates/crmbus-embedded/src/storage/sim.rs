@@ -18,6 +18,7 @@
 //!
 //! Every random choice comes from a seed, so a run can be replayed exactly.
 
+use crmbus::sync::LockExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -460,7 +461,7 @@ impl SimStorage {
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// A handle for one "boot" of a log: it stops working at the next power cut.
@@ -607,7 +608,7 @@ struct SimFile {
 impl SimFile {
     /// Runs `f` on the file's node if the handle is still live (not from before a crash).
     fn with<T>(&self, f: impl FnOnce(&mut State) -> io::Result<T>) -> io::Result<T> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         s.tick();
         if s.generation != self.generation {
             return Err(err(EIO));
@@ -669,7 +670,7 @@ impl SimFile {
 
 impl Drop for SimFile {
     fn drop(&mut self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         if s.generation != self.generation {
             return;
         }
@@ -756,7 +757,7 @@ impl StorageLock for SimLock {}
 
 impl Drop for SimLock {
     fn drop(&mut self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         if s.generation == self.generation {
             s.locks.remove(&self.path);
         }
