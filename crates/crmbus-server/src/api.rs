@@ -385,8 +385,14 @@ pub struct NackRequest {
 pub struct AckResponse {
     /// How many ack ids were settled.
     pub settled: usize,
-    /// Ack ids that were unknown or whose lease had expired.
+    /// Ack ids that settled nothing: unknown, already settled, or whose lease had
+    /// expired.
     pub unknown: Vec<String>,
+    /// Those of `unknown` whose lease had expired before this call: the event was (or
+    /// will be) delivered again as a later `attempt`, which a late answer never settles.
+    /// A sink that must not apply an event twice fences its side effects by partition,
+    /// offset and attempt.
+    pub stale: Vec<String>,
 }
 
 /// `POST /v1/subscriptions/{name}/seek`.

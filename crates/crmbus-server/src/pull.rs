@@ -7,7 +7,7 @@
 //! fails it, and the engine's retry policy delivers it again with `attempt` + 1 — so key
 //! ordering, retries, the DLQ and the persisted state all come from the engine.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,7 +57,42 @@ pub struct PullQueue {
     /// Notified when a delivery is queued (and, for every waiter, when the queue closes).
     queued: Notify,
     leases: Mutex<HashMap<String, Lease>>,
+    /// Ack ids whose lease expired, so that a late ack or nack is told it was stale.
+    expired: Mutex<ExpiredLeases>,
     ack_timeout: Duration,
+}
+
+/// How many expired ack ids a queue remembers (the oldest are forgotten first; a late
+/// ack of a forgotten one is reported unknown, not stale).
+const EXPIRED_REMEMBERED: usize = 65_536;
+
+/// The ack ids of expired leases, most recent last, at most [`EXPIRED_REMEMBERED`].
+#[derive(Default)]
+struct ExpiredLeases {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl ExpiredLeases {
+    fn remember(&mut self, id: String) {
+        if self.order.len() == EXPIRED_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        self.ids.insert(id.clone());
+        self.order.push_back(id);
+    }
+}
+
+/// What became of the ack ids of an ack or a nack.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// The ids that settled nothing: never leased, already settled, or expired.
+    pub unknown: Vec<String>,
+    /// Those of `unknown` whose lease had expired: the delivery was (or will be) handed
+    /// out again as a later attempt, which this late answer does not settle.
+    pub stale: Vec<String>,
 }
 
 fn stopped() -> HandlerError {
@@ -77,6 +112,7 @@ impl PullQueue {
             }),
             queued: Notify::new(),
             leases: Mutex::new(HashMap::new()),
+            expired: Mutex::new(ExpiredLeases::default()),
             ack_timeout,
         });
         // One reaper per queue expires leases, checking a few times per ack timeout (at
@@ -104,6 +140,12 @@ impl PullQueue {
                 .filter(|(_, l)| l.deadline <= now)
                 .map(|(id, _)| id.clone())
                 .collect();
+            if !ids.is_empty() {
+                let mut remembered = self.expired.locked();
+                for id in &ids {
+                    remembered.remember(id.clone());
+                }
+            }
             ids.iter().filter_map(|id| leases.remove(id)).collect()
         };
         for lease in expired {
@@ -183,27 +225,33 @@ impl PullQueue {
         }
     }
 
-    /// Acks deliveries; returns the ack ids that were not (or no longer) leased.
-    pub fn ack(&self, ack_ids: &[String]) -> Vec<String> {
-        ack_ids
-            .iter()
-            .filter(|id| !self.resolve(id, Ok(())))
-            .cloned()
-            .collect()
+    /// Sorts the ids `settle` did not settle into unknown and stale.
+    fn settle(&self, ack_ids: &[String], settle: impl Fn(&str) -> bool) -> Settlement {
+        let mut out = Settlement::default();
+        for id in ack_ids {
+            if !settle(id) {
+                if self.expired.locked().ids.contains(id) {
+                    out.stale.push(id.clone());
+                }
+                out.unknown.push(id.clone());
+            }
+        }
+        out
+    }
+
+    /// Acks deliveries; the ids that were not (or no longer) leased come back.
+    pub fn ack(&self, ack_ids: &[String]) -> Settlement {
+        self.settle(ack_ids, |id| self.resolve(id, Ok(())))
     }
 
     /// Nacks deliveries: each is delivered again after `delay` (or the retry policy's
-    /// backoff when `None`), counting an attempt; returns the unknown ack ids.
-    pub fn nack(&self, ack_ids: &[String], delay: Option<Duration>, error: &str) -> Vec<String> {
-        ack_ids
-            .iter()
-            .filter(|id| {
-                let mut e = HandlerError::transient(error.to_string());
-                e.retry_after = delay;
-                !self.resolve(id, Err(e))
-            })
-            .cloned()
-            .collect()
+    /// backoff when `None`), counting an attempt; the ids that were not leased come back.
+    pub fn nack(&self, ack_ids: &[String], delay: Option<Duration>, error: &str) -> Settlement {
+        self.settle(ack_ids, |id| {
+            let mut e = HandlerError::transient(error.to_string());
+            e.retry_after = delay;
+            self.resolve(id, Err(e))
+        })
     }
 
     /// Leases outstanding now.

@@ -158,10 +158,11 @@ pub async fn ack(
 ) -> Result<Json<AckResponse>, ApiError> {
     let req: AckRequest = json_body(body)?;
     let queue = app.subs.queue(&name).await?;
-    let unknown = queue.ack(&req.ack_ids);
+    let s = queue.ack(&req.ack_ids);
     Ok(Json(AckResponse {
-        settled: req.ack_ids.len() - unknown.len(),
-        unknown,
+        settled: req.ack_ids.len() - s.unknown.len(),
+        unknown: s.unknown,
+        stale: s.stale,
     }))
 }
 
@@ -185,10 +186,11 @@ pub async fn nack(
     let req: NackRequest = json_body(body)?;
     let queue = app.subs.queue(&name).await?;
     let error = req.error.as_deref().unwrap_or("nacked by the client");
-    let unknown = queue.nack(&req.ack_ids, req.delay_ms.map(Duration::from_millis), error);
+    let s = queue.nack(&req.ack_ids, req.delay_ms.map(Duration::from_millis), error);
     Ok(Json(AckResponse {
-        settled: req.ack_ids.len() - unknown.len(),
-        unknown,
+        settled: req.ack_ids.len() - s.unknown.len(),
+        unknown: s.unknown,
+        stale: s.stale,
     }))
 }
 
