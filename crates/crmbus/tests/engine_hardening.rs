@@ -25,6 +25,8 @@ struct FlakyLog {
     inner: MemoryLog,
     fail_commits: AtomicBool,
     unreadable: Mutex<Option<u64>>,
+    /// Offsets `[a, b)` retention removed: a read from one of them is served from `b`.
+    removed: Mutex<Option<(u64, u64)>>,
 }
 
 #[async_trait]
@@ -67,6 +69,11 @@ impl EventLog for FlakyLog {
                 });
             }
         }
+        let removed = *self.removed.lock().expect("removed");
+        let from = match removed {
+            Some((a, b)) if (a..b).contains(&from) => b,
+            _ => from,
+        };
         self.inner.read(topic, partition, from, max).await
     }
     async fn offset_for_time(
@@ -150,6 +157,7 @@ impl World {
             inner: MemoryLog::new(),
             fail_commits: AtomicBool::new(false),
             unreadable: Mutex::new(None),
+            removed: Mutex::new(None),
         });
         log.create_topic(TopicSpec::new("deals", 1))
             .await
@@ -755,4 +763,43 @@ async fn a_huge_retry_after_is_capped_not_truncated() {
         "and capped"
     );
     assert_eq!(seen.lock().expect("seen").len(), 1);
+}
+
+/// Retention removing offsets the group has not read yet, while it still has events
+/// buffered (a key waiting for its retry), leaves a gap in what the log serves: those
+/// offsets can never be delivered, so they count as done, or the commit would wait for
+/// them for ever.
+#[tokio::test]
+async fn offsets_removed_by_retention_behind_buffered_events_do_not_stall_the_commit() {
+    let w = World::new().await;
+    let keyed: Vec<(String, u64)> = (0..20).map(|n| (format!("deal-{n}"), n)).collect();
+    let keyed: Vec<(&str, u64)> = keyed.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    w.publish(&keyed).await;
+    *w.log.removed.lock().expect("removed") = Some((5, 8));
+    let seen: Seen = Arc::default();
+    // deal-0 fails once: it stays buffered, waiting for its retry, while the engine reads
+    // on past offset 5 into the removed range.
+    let handler = recording(&seen, |n, attempt| {
+        (n == 0 && attempt == 1).then(|| HandlerError::transient("ERP timeout"))
+    });
+    let opts = SubscribeOptions {
+        retry: quick_retry(3),
+        read_ahead: 5,
+        ..SubscribeOptions::default()
+    };
+    let mut engine = w.engine(handler, opts).await;
+    w.run(&mut engine, 20).await.expect("run");
+    let mut got = ns(&seen);
+    got.sort_unstable();
+    got.dedup();
+    let expected: Vec<u64> = (0..20).filter(|n| !(5..8).contains(n)).collect();
+    assert_eq!(
+        got, expected,
+        "every event the log still serves is delivered"
+    );
+    assert_eq!(
+        w.committed().await,
+        Some(20),
+        "the commit passes the removed offsets"
+    );
 }

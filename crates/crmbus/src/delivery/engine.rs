@@ -717,12 +717,16 @@ impl Engine {
                 for stored in batch {
                     let offset = stored.offset;
                     let part = &mut self.parts[i];
-                    if offset > part.next_read
-                        && part.next_read == part.committed
-                        && part.buffered == 0
-                    {
-                        // Retention removed what the group had not read: start after it.
-                        part.committed = offset;
+                    if offset > part.next_read {
+                        // The log served nothing in between: retention removed those
+                        // offsets before the group read them. Nothing can deliver them,
+                        // so they count as done, or the commit would wait for ever.
+                        if part.next_read == part.committed && part.buffered == 0 {
+                            part.committed = offset;
+                        } else {
+                            part.done.insert_range(part.next_read, offset);
+                            part.dirty = true;
+                        }
                     }
                     part.next_read = offset + 1;
                     if offset < part.committed || part.done.contains(offset) {
