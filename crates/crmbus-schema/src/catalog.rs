@@ -22,7 +22,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::SchemaError;
-use crate::registry::{schema_uri, validate_event_type, Registration};
+use crate::registry::{schema_uri, validate_event_type, Registration, SchemaRegistry};
 
 /// One catalog file, parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +53,40 @@ pub struct SkippedSchema {
     pub file: String,
     /// Why (a [`SchemaError::Incompatible`] listing the breaking changes).
     pub error: SchemaError,
+}
+
+/// Loading a catalog into a registry: each entry goes through [`SchemaRegistry::register`].
+impl SchemaRegistry {
+    /// Registers every schema of the catalog in `dir` (`<dir>/<type>/<n>.json`), each
+    /// type's versions in order; see [`crate::catalog`] for what is skipped.
+    pub async fn load_catalog(&self, dir: &Path) -> Result<CatalogLoad, SchemaError> {
+        let entries = read_dir(dir)?;
+        self.load_entries(entries).await
+    }
+
+    /// Registers the catalog built into this crate (the repository's `schemas/` at build
+    /// time); see [`crate::catalog`].
+    pub async fn load_builtin_catalog(&self) -> Result<CatalogLoad, SchemaError> {
+        self.load_entries(builtin()?).await
+    }
+
+    async fn load_entries(&self, entries: Vec<CatalogEntry>) -> Result<CatalogLoad, SchemaError> {
+        let mut load = CatalogLoad::default();
+        for entry in entries {
+            match self.register(&entry.event_type, entry.schema).await {
+                Ok(r) => load.registrations.push(r),
+                Err(error @ SchemaError::Incompatible { .. }) => {
+                    tracing::warn!(file = %entry.file, %error, "catalog schema skipped");
+                    load.skipped.push(SkippedSchema {
+                        file: entry.file,
+                        error,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(load)
+    }
 }
 
 macro_rules! embedded {

@@ -55,48 +55,17 @@
 //! rejection, never a false acceptance.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use crate::error::BreakingChange;
 use crate::error::SchemaError;
+pub use crate::mode::CompatibilityMode;
 
-/// How a new schema version must relate to the previous one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CompatibilityMode {
-    /// The new schema accepts all data valid under the previous version (the default).
-    #[default]
-    Backward,
-    /// The previous version accepts all data valid under the new schema.
-    Forward,
-    /// Both backward and forward.
-    Full,
-    /// No check.
-    None,
-}
-
-impl CompatibilityMode {
-    /// The mode's name as used in the API and the store (`backward`, `forward`, `full`,
-    /// `none`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CompatibilityMode::Backward => "backward",
-            CompatibilityMode::Forward => "forward",
-            CompatibilityMode::Full => "full",
-            CompatibilityMode::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for CompatibilityMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
+/// Parses a mode's name (`backward`, `forward`, `full`, `none`; case and surrounding
+/// white space are ignored); anything else is [`SchemaError::InvalidArgument`].
 impl FromStr for CompatibilityMode {
     type Err = SchemaError;
 
@@ -110,21 +79,6 @@ impl FromStr for CompatibilityMode {
                 "unknown compatibility mode '{other}' (expected backward, forward, full or none)"
             ))),
         }
-    }
-}
-
-/// One change that breaks compatibility: where in the schema, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BreakingChange {
-    /// JSON Pointer into the schema, e.g. `/properties/amount/type`.
-    pub path: String,
-    /// Why it breaks compatibility, for people.
-    pub reason: String,
-}
-
-impl fmt::Display for BreakingChange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.reason)
     }
 }
 

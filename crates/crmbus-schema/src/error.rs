@@ -1,10 +1,11 @@
-//! [`SchemaError`]: the one error enum of the crate, each variant with a stable code.
+//! [`SchemaError`]: the one error enum of the crate, each variant with a stable code, and
+//! the details its variants list ([`DataViolation`], [`BreakingChange`]).
 
 use std::fmt;
 
 use crmbus::LogError;
 
-use crate::compat::{BreakingChange, CompatibilityMode};
+use crate::mode::CompatibilityMode;
 
 /// One place in an event's `data` that breaks its schema.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -27,6 +28,21 @@ impl fmt::Display for DataViolation {
             &self.path
         };
         write!(f, "{path}: {}", self.message)
+    }
+}
+
+/// One change that breaks compatibility: where in the schema, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BreakingChange {
+    /// JSON Pointer into the schema, e.g. `/properties/amount/type`.
+    pub path: String,
+    /// Why it breaks compatibility, for people.
+    pub reason: String,
+}
+
+impl fmt::Display for BreakingChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
     }
 }
 

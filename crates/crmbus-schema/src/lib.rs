@@ -33,6 +33,8 @@ pub mod compat;
 pub mod error;
 pub mod registry;
 
+mod mode;
+
 pub use catalog::{CatalogEntry, CatalogLoad, SkippedSchema};
 pub use compat::{check_compatibility, BreakingChange, CompatibilityMode, CompatibilityReport};
 pub use error::{DataViolation, SchemaError};

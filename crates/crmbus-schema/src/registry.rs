@@ -20,10 +20,12 @@
 //! [`SchemaRegistry::validate_event`]). Event types
 //! that can have a schema are 1–200 characters of `A–Z a–z 0–9 . _ -`, starting with a
 //! letter or digit (so they fit in keys, URIs and catalog paths unescaped).
+//!
+//! Loading a catalog ([`SchemaRegistry::load_catalog`],
+//! [`SchemaRegistry::load_builtin_catalog`]) lives beside the catalog, in [`crate::catalog`].
 
 use crmbus::sync::RwLockExt;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
@@ -32,7 +34,6 @@ use jsonschema::error::ValidationErrorKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::catalog::{self, CatalogEntry, CatalogLoad, SkippedSchema};
 use crate::compat::{check_compatibility, CompatibilityMode, CompatibilityReport};
 use crate::error::{DataViolation, SchemaError};
 
@@ -600,37 +601,6 @@ impl SchemaRegistry {
             }),
             Err(e) => fail("dataschema", e.to_string()),
         }
-    }
-
-    /// Registers every schema of the catalog in `dir` (`<dir>/<type>/<n>.json`), each
-    /// type's versions in order; see [`crate::catalog`] for what is skipped.
-    pub async fn load_catalog(&self, dir: &Path) -> Result<CatalogLoad, SchemaError> {
-        let entries = catalog::read_dir(dir)?;
-        self.load_entries(entries).await
-    }
-
-    /// Registers the catalog built into this crate (the repository's `schemas/` at build
-    /// time); see [`crate::catalog`].
-    pub async fn load_builtin_catalog(&self) -> Result<CatalogLoad, SchemaError> {
-        self.load_entries(catalog::builtin()?).await
-    }
-
-    async fn load_entries(&self, entries: Vec<CatalogEntry>) -> Result<CatalogLoad, SchemaError> {
-        let mut load = CatalogLoad::default();
-        for entry in entries {
-            match self.register(&entry.event_type, entry.schema).await {
-                Ok(r) => load.registrations.push(r),
-                Err(error @ SchemaError::Incompatible { .. }) => {
-                    tracing::warn!(file = %entry.file, %error, "catalog schema skipped");
-                    load.skipped.push(SkippedSchema {
-                        file: entry.file,
-                        error,
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(load)
     }
 }
 
