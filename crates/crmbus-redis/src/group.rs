@@ -15,14 +15,14 @@ use std::time::Duration;
 use crmbus::{LogError, StoredEvent};
 use redis::Value;
 
+use crate::conn::Conn;
 use crate::conv;
-use crate::keys::{stream_id, stream_key};
-use crate::log::Shared;
+use crate::naming::{stream_id, stream_key};
 
 /// One member (`consumer`) of the native consumer group `group` on every partition stream
 /// of a topic.
 pub struct RedisGroupConsumer {
-    shared: Arc<Shared>,
+    conn: Arc<Conn>,
     topic: String,
     group: String,
     consumer: String,
@@ -31,7 +31,7 @@ pub struct RedisGroupConsumer {
 
 impl RedisGroupConsumer {
     pub(crate) async fn open(
-        shared: Arc<Shared>,
+        conn: Arc<Conn>,
         topic: &str,
         group: &str,
         consumer: &str,
@@ -41,18 +41,18 @@ impl RedisGroupConsumer {
                 "group and consumer names must not be empty".into(),
             ));
         }
-        let mut conn = shared.conn();
-        let partitions: i64 = shared
+        let mut manager = conn.manager();
+        let partitions: i64 = conn
             .scripts
             .ensure_group
-            .arg(&shared.prefix)
+            .arg(&conn.prefix)
             .arg(topic)
             .arg(group)
-            .invoke_async(&mut conn)
+            .invoke_async(&mut manager)
             .await
-            .map_err(|e| shared.err(e))?;
+            .map_err(|e| conn.err(e))?;
         Ok(RedisGroupConsumer {
-            shared,
+            conn,
             topic: topic.to_string(),
             group: group.to_string(),
             consumer: consumer.to_string(),
@@ -71,7 +71,7 @@ impl RedisGroupConsumer {
     }
 
     fn key(&self, partition: u32) -> String {
-        stream_key(&self.shared.prefix, &self.topic, partition)
+        stream_key(&self.conn.prefix, &self.topic, partition)
     }
 
     fn decode(&self, partition: u32, reply: &Value, out: &mut Vec<StoredEvent>) {
@@ -103,11 +103,11 @@ impl RedisGroupConsumer {
         for _ in 0..self.partitions {
             cmd.arg(">");
         }
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let reply: Value = cmd
             .query_async(&mut conn)
             .await
-            .map_err(|e| self.shared.err(e))?;
+            .map_err(|e| self.conn.err(e))?;
         let mut out = Vec::new();
         // RESP2: [[key, entries], ...]; RESP3 may give a map.
         let streams: Vec<(Value, Value)> = match &reply {
@@ -140,11 +140,11 @@ impl RedisGroupConsumer {
                 .arg(&self.group)
                 .arg(stream_id(*offset));
         }
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let counts: Vec<i64> = pipe
             .query_async(&mut conn)
             .await
-            .map_err(|e| self.shared.err(e))?;
+            .map_err(|e| self.conn.err(e))?;
         Ok(counts.into_iter().map(|c| c.max(0) as u64).sum())
     }
 
@@ -157,7 +157,7 @@ impl RedisGroupConsumer {
         max: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         for p in 0..self.partitions {
             let mut cursor = "0-0".to_string();
             let mut taken = 0usize;
@@ -172,7 +172,7 @@ impl RedisGroupConsumer {
                     .arg((max - taken).max(1))
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| self.shared.err(e))?;
+                    .map_err(|e| self.conn.err(e))?;
                 let parts = conv::items(&reply);
                 if let Some(entries) = parts.get(1) {
                     taken += conv::items(entries).len();
@@ -196,11 +196,11 @@ impl RedisGroupConsumer {
         for p in 0..self.partitions {
             pipe.cmd("XPENDING").arg(self.key(p)).arg(&self.group);
         }
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let replies: Vec<Value> = pipe
             .query_async(&mut conn)
             .await
-            .map_err(|e| self.shared.err(e))?;
+            .map_err(|e| self.conn.err(e))?;
         Ok(replies
             .iter()
             .filter_map(|r| conv::items(r).first().and_then(conv::int))

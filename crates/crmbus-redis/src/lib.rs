@@ -14,7 +14,7 @@
 //! the fields `event` (the structured CloudEvent JSON, exactly as appended) and `ts` (the
 //! append time in µs from the Redis server's clock, never decreasing in a partition);
 //! `<prefix>:seq:<t>` keeps each partition's next offset, last timestamp and byte count.
-//! The full table is in [`keys`].
+//! The full table is in [`naming`].
 //!
 //! ## Offsets and stream ids
 //!
@@ -77,19 +77,29 @@
 
 #![warn(missing_docs)]
 
+mod conn;
 mod conv;
 mod group;
-pub mod keys;
 mod log;
+pub mod naming;
 mod scripts;
 mod state;
 
 use std::sync::Arc;
 
+pub use conn::RedisOptions;
 pub use crmbus::OpenedBackend;
 pub use group::RedisGroupConsumer;
-pub use log::{RedisLog, RedisOptions};
+pub use log::RedisLog;
 pub use state::RedisStateStore;
+
+/// The former name of [`naming`] (the key layout and the offset ↔ stream id mapping),
+/// kept so that code written against it still builds.
+#[deprecated(note = "renamed to `crmbus_redis::naming`, the name crmbus-nats uses too")]
+pub mod keys {
+    pub use crate::conn::redact_url;
+    pub use crate::naming::*;
+}
 
 use crmbus::LogError;
 
@@ -106,10 +116,12 @@ pub async fn open_with(
     prefix: &str,
     opts: RedisOptions,
 ) -> Result<OpenedBackend, LogError> {
-    let log = RedisLog::open_with(url, prefix, opts).await?;
+    let conn = Arc::new(conn::Conn::connect(url, prefix, &opts).await?);
+    let log = RedisLog::with_conn(Arc::clone(&conn), &opts);
+    let state = RedisStateStore::with_conn(conn);
     Ok(OpenedBackend {
-        state: log.state_store(),
         log: Arc::new(log),
+        state: Arc::new(state),
     })
 }
 
@@ -117,8 +129,8 @@ pub async fn open_with(
 /// `"appendonly=yes appendfsync=everysec (an acknowledged write may be lost: up to ~1 s)"`;
 /// says so when the server cannot be asked (unreachable, or `CONFIG` disabled).
 pub async fn durability_setting(url: &str) -> String {
-    let shown = keys::redact_url(url);
-    let mut conn = match log::connect(url, &RedisOptions::default()).await {
+    let shown = conn::redact_url(url);
+    let mut conn = match conn::connect(url, &RedisOptions::default()).await {
         Ok((c, _)) => c,
         Err(e) => return format!("unknown ({e})"),
     };
@@ -154,8 +166,8 @@ async fn config_get(
 /// Deletes every key under `prefix` (`SCAN MATCH <prefix>:*` + `UNLINK`): a namespace's
 /// topics, events, group offsets, dedupe entries and state. Returns how many keys went.
 pub async fn purge(url: &str, prefix: &str) -> Result<u64, LogError> {
-    let (mut conn, shown) = log::connect(url, &RedisOptions::default()).await?;
-    let pattern = format!("{}:*", keys::glob_escape(prefix));
+    let (mut conn, shown) = conn::connect(url, &RedisOptions::default()).await?;
+    let pattern = format!("{}:*", naming::glob_escape(prefix));
     let mut cursor: u64 = 0;
     let mut removed = 0u64;
     loop {

@@ -10,59 +10,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmbus::{
     dedupe_hash, partition_for, Event, EventLog, LogError, PartitionInfo, Receipt, StateStore,
-    StoredEvent, TopicInfo, TopicSpec, DEFAULT_DEDUPE_WINDOW,
+    StoredEvent, TopicInfo, TopicSpec,
 };
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 
-use crate::conv::{self, redis_err};
+use crate::conn::{Conn, RedisOptions};
+use crate::conv;
 use crate::group::RedisGroupConsumer;
-use crate::keys::{self, group_position, offset_of_position, stream_id, topics_key};
-use crate::scripts::Scripts;
+use crate::naming::{group_position, offset_of_position, stream_id, topics_key};
 use crate::state::RedisStateStore;
-
-/// How a [`RedisLog`] connects and behaves.
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    /// How long an appended `source` + `id` is remembered for producer dedupe
-    /// (`Duration::ZERO` turns dedupe across calls off; duplicates inside one call are
-    /// still folded).
-    pub dedupe_window: Duration,
-    /// How long to wait for a reply before the call fails with
-    /// [`LogError::Unavailable`]. Large batches run as one script, so keep this generous.
-    pub response_timeout: Duration,
-    /// How long to wait for a connection to be established.
-    pub connect_timeout: Duration,
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        RedisOptions {
-            dedupe_window: DEFAULT_DEDUPE_WINDOW,
-            response_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What every handle on one namespace shares: the connection, the scripts, the names.
-pub(crate) struct Shared {
-    pub(crate) conn: ConnectionManager,
-    pub(crate) prefix: String,
-    /// The server URL without its password, for error messages.
-    pub(crate) url: String,
-    pub(crate) scripts: Scripts,
-}
-
-impl Shared {
-    pub(crate) fn err(&self, e: redis::RedisError) -> LogError {
-        redis_err(&self.url, e)
-    }
-
-    pub(crate) fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-}
 
 /// crmbus's event log on Redis Streams: one stream per topic partition under a key prefix.
 ///
@@ -71,45 +27,11 @@ impl Shared {
 /// its own after a network failure).
 #[derive(Clone)]
 pub struct RedisLog {
-    shared: Arc<Shared>,
+    conn: Arc<Conn>,
     dedupe_window: Duration,
     /// Partition counts of topics appended to (checked by the append script every time).
     counts: Arc<Mutex<HashMap<String, u32>>>,
     closed: Arc<AtomicBool>,
-}
-
-/// Connects to `url` with `opts`; an unreachable server is [`LogError::Unavailable`] naming
-/// the URL.
-pub(crate) async fn connect(
-    url: &str,
-    opts: &RedisOptions,
-) -> Result<(ConnectionManager, String), LogError> {
-    let shown = keys::redact_url(url);
-    let client = redis::Client::open(url)
-        .map_err(|e| LogError::InvalidArgument(format!("redis URL '{shown}': {e}")))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(opts.connect_timeout))
-        .set_response_timeout(Some(opts.response_timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    let mut conn = client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(|e| LogError::Unavailable(format!("cannot connect to redis at {shown}: {e}")))?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| LogError::Unavailable(format!("redis at {shown} does not answer: {e}")))?;
-    Ok((conn, shown))
-}
-
-pub(crate) fn check_prefix(prefix: &str) -> Result<(), LogError> {
-    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(LogError::InvalidArgument(format!(
-            "redis key prefix '{prefix}' must be non-empty, without spaces or control characters"
-        )));
-    }
-    Ok(())
 }
 
 /// Identity of an event for the dedupe check (length-prefixed, unambiguous).
@@ -130,29 +52,27 @@ impl RedisLog {
         prefix: &str,
         opts: RedisOptions,
     ) -> Result<RedisLog, LogError> {
-        check_prefix(prefix)?;
-        let (conn, shown) = connect(url, &opts).await?;
-        Ok(RedisLog {
-            shared: Arc::new(Shared {
-                conn,
-                prefix: prefix.to_string(),
-                url: shown,
-                scripts: Scripts::new(),
-            }),
+        let conn = Conn::connect(url, prefix, &opts).await?;
+        Ok(Self::with_conn(Arc::new(conn), &opts))
+    }
+
+    pub(crate) fn with_conn(conn: Arc<Conn>, opts: &RedisOptions) -> RedisLog {
+        RedisLog {
+            conn,
             dedupe_window: opts.dedupe_window,
             counts: Arc::default(),
             closed: Arc::new(AtomicBool::new(false)),
-        })
+        }
     }
 
     /// The key prefix this log's data lives under.
     pub fn prefix(&self) -> &str {
-        &self.shared.prefix
+        &self.conn.prefix
     }
 
     /// The state store kept under the same prefix on the same server.
     pub fn state_store(&self) -> Arc<dyn StateStore> {
-        Arc::new(RedisStateStore::from_shared(Arc::clone(&self.shared)))
+        Arc::new(RedisStateStore::with_conn(Arc::clone(&self.conn)))
     }
 
     /// A member `consumer` of the native Redis consumer group `group` on every partition
@@ -165,7 +85,7 @@ impl RedisLog {
         consumer: &str,
     ) -> Result<RedisGroupConsumer, LogError> {
         self.check_open()?;
-        RedisGroupConsumer::open(Arc::clone(&self.shared), topic, group, consumer).await
+        RedisGroupConsumer::open(Arc::clone(&self.conn), topic, group, consumer).await
     }
 
     fn check_open(&self) -> Result<(), LogError> {
@@ -176,13 +96,13 @@ impl RedisLog {
     }
 
     fn err(&self, e: redis::RedisError) -> LogError {
-        self.shared.err(e)
+        self.conn.err(e)
     }
 
     async fn specs(&self) -> Result<Vec<(String, String)>, LogError> {
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let mut all: Vec<(String, String)> = conn
-            .hgetall(topics_key(&self.shared.prefix))
+            .hgetall(topics_key(&self.conn.prefix))
             .await
             .map_err(|e| self.err(e))?;
         all.sort();
@@ -190,9 +110,9 @@ impl RedisLog {
     }
 
     async fn spec(&self, name: &str) -> Result<TopicSpec, LogError> {
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let raw: Option<String> = conn
-            .hget(topics_key(&self.shared.prefix), name)
+            .hget(topics_key(&self.conn.prefix), name)
             .await
             .map_err(|e| self.err(e))?;
         let raw = raw.ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
@@ -200,12 +120,12 @@ impl RedisLog {
     }
 
     async fn info(&self, name: &str) -> Result<TopicInfo, LogError> {
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let reply: Value = self
-            .shared
+            .conn
             .scripts
             .info
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(name)
             .invoke_async(&mut conn)
             .await
@@ -287,9 +207,9 @@ impl RedisLog {
         } else {
             self.dedupe_window.as_millis().max(1) as u64
         };
-        let script = &self.shared.scripts.append;
+        let script = &self.conn.scripts.append;
         let mut inv = script.prepare_invoke();
-        inv.arg(&self.shared.prefix)
+        inv.arg(&self.conn.prefix)
             .arg(window_ms)
             .arg(topics.len())
             .arg(events.len());
@@ -304,7 +224,7 @@ impl RedisLog {
                 inv.arg(partition_for(e, n));
             }
         }
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let reply: Value = match inv.invoke_async(&mut conn).await {
             Ok(v) => v,
             Err(e) if conv::is_stale(&e) => {
@@ -357,12 +277,12 @@ impl EventLog for RedisLog {
         spec.validate()?;
         let json = serde_json::to_string(&spec)
             .map_err(|e| LogError::Backend(format!("encoding topic spec: {e}")))?;
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let _: Value = self
-            .shared
+            .conn
             .scripts
             .create
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(&spec.name)
             .arg(json)
             .arg(spec.partitions)
@@ -374,12 +294,12 @@ impl EventLog for RedisLog {
 
     async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
         self.check_open()?;
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let _: Value = self
-            .shared
+            .conn
             .scripts
             .delete
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(name)
             .invoke_async(&mut conn)
             .await
@@ -447,12 +367,12 @@ impl EventLog for RedisLog {
             self.describe_partition(topic, partition).await?;
             return Ok(Vec::new());
         }
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let reply: Value = self
-            .shared
+            .conn
             .scripts
             .read
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(topic)
             .arg(partition)
             .arg(stream_id(from))
@@ -487,12 +407,12 @@ impl EventLog for RedisLog {
         partition: u32,
         time: DateTime<Utc>,
     ) -> Result<u64, LogError> {
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let reply: i64 = self
-            .shared
+            .conn
             .scripts
             .offset_for_time
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(topic)
             .arg(partition)
             .arg(time.timestamp_micros())
@@ -513,12 +433,12 @@ impl EventLog for RedisLog {
         if group.is_empty() {
             return Err(LogError::InvalidArgument("group name is empty".into()));
         }
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let _: Value = self
-            .shared
+            .conn
             .scripts
             .commit
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(topic)
             .arg(partition)
             .arg(group)
@@ -535,12 +455,12 @@ impl EventLog for RedisLog {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, LogError> {
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let reply: Option<String> = self
-            .shared
+            .conn
             .scripts
             .committed
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(topic)
             .arg(partition)
             .arg(group)
@@ -575,12 +495,12 @@ impl EventLog for RedisLog {
                 .max_age
                 .map(|d| d.as_micros().min(i64::MAX as u128) as i64)
                 .unwrap_or(-1);
-            let mut conn = self.shared.conn();
+            let mut conn = self.conn.manager();
             let n: i64 = self
-                .shared
+                .conn
                 .scripts
                 .retain
-                .arg(&self.shared.prefix)
+                .arg(&self.conn.prefix)
                 .arg(&name)
                 .arg(max_bytes)
                 .arg(max_age)

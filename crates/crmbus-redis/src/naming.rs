@@ -1,5 +1,5 @@
-//! The key layout under a namespace prefix, and the mapping between crmbus offsets and
-//! Redis stream ids.
+//! How crmbus names map to Redis names: the key layout under a namespace prefix, and the
+//! mapping between crmbus offsets and Redis stream ids.
 //!
 //! Every key of one crmbus namespace starts with `<prefix>:`:
 //!
@@ -21,6 +21,8 @@
 //! offsets contiguous (each entry is added with an explicit id), and makes a consumer
 //! group's `last-delivered-id` equal to `0-<committed offset>`: a group that will next read
 //! offset `n` has delivered up to `0-<n>`, and a new group at offset 0 sits at `0-0`.
+
+use crmbus::LogError;
 
 /// Stream id of `offset`.
 pub fn stream_id(offset: u64) -> String {
@@ -53,6 +55,11 @@ pub fn topics_key(prefix: &str) -> String {
     format!("{prefix}:topics")
 }
 
+/// The hash of the state store's values of one namespace.
+pub fn state_vals_key(prefix: &str, namespace: &str) -> String {
+    format!("{prefix}:state:vals:{namespace}")
+}
+
 /// Escapes glob characters so that `s` matches itself in `SCAN MATCH`.
 pub fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -65,16 +72,14 @@ pub fn glob_escape(s: &str) -> String {
     out
 }
 
-/// A Redis URL without its password, for error messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***@{}", &url[..scheme_end + 3], user, &url[at + 1..])
-        }
-        _ => url.to_string(),
+/// Checks a namespace prefix: non-empty, without spaces or control characters.
+pub fn validate_prefix(prefix: &str) -> Result<(), LogError> {
+    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(LogError::InvalidArgument(format!(
+            "redis key prefix '{prefix}' must be non-empty, without spaces or control characters"
+        )));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -95,15 +100,9 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_redacted_and_globs_escaped() {
-        assert_eq!(
-            redact_url("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+    fn globs_are_escaped_and_prefixes_checked() {
         assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+        assert!(validate_prefix("crmbus-test:a").is_ok());
+        assert!(validate_prefix("").is_err() && validate_prefix("a b").is_err());
     }
 }

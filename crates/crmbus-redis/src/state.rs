@@ -11,48 +11,40 @@ use async_trait::async_trait;
 use crmbus::{LogError, StateOp, StateStore};
 use redis::{AsyncCommands, Value};
 
+use crate::conn::{Conn, RedisOptions};
 use crate::conv;
-use crate::log::{check_prefix, connect, RedisOptions, Shared};
-use crate::scripts::Scripts;
+use crate::naming;
 
 /// The crmbus [`StateStore`] kept in Redis under a key prefix.
 #[derive(Clone)]
 pub struct RedisStateStore {
-    shared: Arc<Shared>,
+    conn: Arc<Conn>,
 }
 
 impl RedisStateStore {
     /// Connects to the Redis at `url` and keeps the state under `prefix` (the same prefix
     /// as the [`crate::RedisLog`] it goes with).
     pub async fn open(url: &str, prefix: &str) -> Result<RedisStateStore, LogError> {
-        check_prefix(prefix)?;
-        let (conn, shown) = connect(url, &RedisOptions::default()).await?;
-        Ok(RedisStateStore {
-            shared: Arc::new(Shared {
-                conn,
-                prefix: prefix.to_string(),
-                url: shown,
-                scripts: Scripts::new(),
-            }),
-        })
+        let conn = Conn::connect(url, prefix, &RedisOptions::default()).await?;
+        Ok(Self::with_conn(Arc::new(conn)))
     }
 
-    pub(crate) fn from_shared(shared: Arc<Shared>) -> RedisStateStore {
-        RedisStateStore { shared }
+    pub(crate) fn with_conn(conn: Arc<Conn>) -> RedisStateStore {
+        RedisStateStore { conn }
     }
 
     fn vals_key(&self, namespace: &str) -> String {
-        format!("{}:state:vals:{namespace}", self.shared.prefix)
+        naming::state_vals_key(&self.conn.prefix, namespace)
     }
 }
 
 #[async_trait]
 impl StateStore for RedisStateStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         conn.hget(self.vals_key(namespace), key)
             .await
-            .map_err(|e| self.shared.err(e))
+            .map_err(|e| self.conn.err(e))
     }
 
     async fn scan(
@@ -60,17 +52,17 @@ impl StateStore for RedisStateStore {
         namespace: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, LogError> {
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let reply: Value = self
-            .shared
+            .conn
             .scripts
             .state_scan
-            .arg(&self.shared.prefix)
+            .arg(&self.conn.prefix)
             .arg(namespace)
             .arg(prefix)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.shared.err(e))?;
+            .map_err(|e| self.conn.err(e))?;
         let mut out = Vec::new();
         for pair in conv::items(&reply).chunks(2) {
             if let [k, v] = pair {
@@ -86,8 +78,8 @@ impl StateStore for RedisStateStore {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut inv = self.shared.scripts.state_apply.prepare_invoke();
-        inv.arg(&self.shared.prefix);
+        let mut inv = self.conn.scripts.state_apply.prepare_invoke();
+        inv.arg(&self.conn.prefix);
         for op in &ops {
             match op {
                 StateOp::Put {
@@ -98,11 +90,11 @@ impl StateStore for RedisStateStore {
                 StateOp::Delete { namespace, key } => inv.arg("D").arg(namespace).arg(key).arg(""),
             };
         }
-        let mut conn = self.shared.conn();
+        let mut conn = self.conn.manager();
         let _: Value = inv
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.shared.err(e))?;
+            .map_err(|e| self.conn.err(e))?;
         Ok(())
     }
 }

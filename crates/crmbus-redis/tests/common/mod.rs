@@ -47,7 +47,7 @@ pub fn count_keys(prefix: &str) -> usize {
 fn scan(prefix: &str) -> Vec<String> {
     let client = redis::Client::open(url()).expect("redis url");
     let mut conn = client.get_connection().expect("redis connection");
-    let pattern = format!("{}:*", crmbus_redis::keys::glob_escape(prefix));
+    let pattern = format!("{}:*", crmbus_redis::naming::glob_escape(prefix));
     let mut cursor = 0u64;
     let mut out = Vec::new();
     loop {
