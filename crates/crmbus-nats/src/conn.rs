@@ -1,13 +1,30 @@
-//! The connection shared by the log, the state store and group consumers, and the
+//! The connection shared by the log, the state store and group consumers: the options a
+//! namespace is opened with ([`NatsOptions`]), the handle they share ([`Conn`]), and the
 //! helpers that turn async-nats errors into [`LogError`]s.
 
 use std::fmt::Display;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use crmbus::LogError;
+use crmbus::{LogError, DEFAULT_DEDUPE_WINDOW};
 
 use crate::naming;
+
+/// Options of a [`NatsLog`](crate::NatsLog).
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Producer dedupe window: the `duplicate_window` of every partition stream (capped by
+    /// the topic's `max_age`). Zero turns producer dedupe off: no `Nats-Msg-Id` is sent.
+    pub dedupe_window: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+        }
+    }
+}
 
 /// A connected JetStream context and the namespace it works in.
 #[derive(Clone)]

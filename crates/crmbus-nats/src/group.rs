@@ -9,7 +9,8 @@ use crmbus::{LogError, StoredEvent};
 use futures_util::StreamExt;
 
 use crate::conn::{backend, FETCH_EXPIRES};
-use crate::log::{stored_event, NatsLog};
+use crate::log::read::stored_event;
+use crate::log::NatsLog;
 use crate::naming;
 
 /// Where a new group starts reading.

@@ -111,8 +111,9 @@ mod state;
 
 use std::sync::Arc;
 
+pub use conn::NatsOptions;
 pub use group::{GroupBacklog, GroupConsumerOptions, GroupMessage, GroupStart, NatsGroupConsumer};
-pub use log::{NatsLog, NatsOptions};
+pub use log::NatsLog;
 pub use state::NatsStateStore;
 
 use crmbus::{LogError, OpenedBackend};
