@@ -23,140 +23,39 @@
 //!
 //! Loading a catalog ([`SchemaRegistry::load_catalog`],
 //! [`SchemaRegistry::load_builtin_catalog`]) lives beside the catalog, in [`crate::catalog`].
+//!
+//! # Layout
+//!
+//! This file holds the registry, its stored records and what its calls return;
+//! `naming.rs` schema URIs and event-type names; `version.rs` a [`SchemaVersion`], its
+//! validator and the checks a schema passes before it is registered; `publish.rs`
+//! validation at publish.
 
 use crmbus::sync::RwLockExt;
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
-use crmbus::{Event, EventData, InvalidEvent, PublishValidator, StateOp, StateStore, Violation};
-use jsonschema::error::ValidationErrorKind;
+use crmbus::{StateOp, StateStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::compat::{check_compatibility, CompatibilityMode, CompatibilityReport};
-use crate::error::{DataViolation, SchemaError};
+use crate::error::SchemaError;
+pub use naming::{parse_schema_uri, schema_uri, validate_event_type, URI_PREFIX};
+use version::prepare;
+pub use version::{SchemaVersion, DRAFT_2020_12};
+
+mod naming;
+mod publish;
+#[cfg(test)]
+mod tests;
+mod version;
 
 /// The state-store namespace the registry keeps its records in.
 pub const NAMESPACE: &str = "schemas";
-/// The prefix of every schema URI: `urn:crmbus:schema:<type>:<version>`.
-pub const URI_PREFIX: &str = "urn:crmbus:schema:";
-/// The only `$schema` a registered schema may declare (it may also declare none).
-pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
 const VERSION_PREFIX: &str = "v/";
 const MODE_PREFIX: &str = "mode/";
-
-/// The URI naming version `version` of `event_type`'s schema:
-/// `urn:crmbus:schema:<event_type>:<version>`.
-pub fn schema_uri(event_type: &str, version: u32) -> String {
-    format!("{URI_PREFIX}{event_type}:{version}")
-}
-
-/// The event type and version a schema URI names, or `None` if `uri` is not one of this
-/// registry's URIs (see [`schema_uri`]).
-pub fn parse_schema_uri(uri: &str) -> Option<(String, u32)> {
-    let rest = uri.strip_prefix(URI_PREFIX)?;
-    let (ty, version) = rest.rsplit_once(':')?;
-    if validate_event_type(ty).is_err() || version.starts_with('0') {
-        return None;
-    }
-    let version: u32 = version.parse().ok()?;
-    (version >= 1).then(|| (ty.to_string(), version))
-}
-
-/// Checks that `event_type` can be keyed by the registry (1–200 characters of
-/// `A–Z a–z 0–9 . _ -`, starting with a letter or digit).
-pub fn validate_event_type(event_type: &str) -> Result<(), SchemaError> {
-    let ok = !event_type.is_empty()
-        && event_type.len() <= 200
-        && event_type
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && event_type
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(SchemaError::InvalidArgument(format!(
-            "event type '{event_type}' cannot have a schema: use 1-200 characters of \
-             A-Z a-z 0-9 . _ - starting with a letter or digit"
-        )))
-    }
-}
-
-/// One registered version of a type's schema, with its compiled validator (compiled on
-/// first use and cached for the life of the registry).
-pub struct SchemaVersion {
-    /// The event type.
-    pub event_type: String,
-    /// The version number, from 1.
-    pub version: u32,
-    /// Its URI, `urn:crmbus:schema:<type>:<version>`.
-    pub uri: String,
-    /// The JSON Schema document.
-    pub schema: Value,
-    compiled: OnceLock<Result<jsonschema::Validator, String>>,
-}
-
-impl std::fmt::Debug for SchemaVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SchemaVersion")
-            .field("event_type", &self.event_type)
-            .field("version", &self.version)
-            .field("uri", &self.uri)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SchemaVersion {
-    fn new(event_type: &str, version: u32, schema: Value) -> Self {
-        SchemaVersion {
-            event_type: event_type.to_string(),
-            version,
-            uri: schema_uri(event_type, version),
-            schema,
-            compiled: OnceLock::new(),
-        }
-    }
-
-    fn with_validator(mut self, validator: jsonschema::Validator) -> Self {
-        self.compiled = OnceLock::from(Ok(validator));
-        self
-    }
-
-    fn validator(&self) -> Result<&jsonschema::Validator, SchemaError> {
-        self.compiled
-            .get_or_init(|| compile(&self.schema).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|reason| SchemaError::InvalidSchema {
-                event_type: Some(self.event_type.clone()),
-                reason: reason.clone(),
-            })
-    }
-
-    /// Every place where `data` breaks this schema (empty when it validates). Format
-    /// keywords (`date-time`, `email`, ...) are asserted, not just annotated.
-    pub fn violations(&self, data: &Value) -> Result<Vec<DataViolation>, SchemaError> {
-        Ok(collect_violations(self.validator()?, data))
-    }
-
-    /// Validates `data`: `Ok` or [`SchemaError::Violation`] listing every violation.
-    pub fn validate(&self, data: &Value) -> Result<(), SchemaError> {
-        let violations = self.violations(data)?;
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(SchemaError::Violation {
-                event_type: self.event_type.clone(),
-                version: self.version,
-                violations,
-            })
-        }
-    }
-}
 
 /// What [`SchemaRegistry::register`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -460,314 +359,8 @@ impl SchemaRegistry {
         v.validate(data)?;
         Ok(v)
     }
-
-    /// Validates an event for publishing. If its type has a schema, `data` is checked
-    /// against:
-    ///
-    /// - the registered version its `dataschema` names, when that is one of this registry's
-    ///   URIs (`urn:crmbus:schema:<type>:<n>`); a registry URI naming a version that is not
-    ///   registered, another type's schema, or no version at all is a `dataschema`
-    ///   violation;
-    /// - otherwise the type's latest version: when `dataschema` is absent it is then set to
-    ///   that version's URI, and any other URI (the producer's own schema) is kept as it is.
-    ///
-    /// A type without a schema passes unless `require_schema` is set. Every violation is
-    /// returned; attributes are `type`, `dataschema`, `data`, or `data` followed by the JSON
-    /// Pointer into it (`data/amount`).
-    pub fn validate_event(
-        &self,
-        event: &mut Event,
-        require_schema: bool,
-    ) -> Result<(), InvalidEvent> {
-        let fail = |attribute: &str, message: String| {
-            Err(InvalidEvent {
-                violations: vec![Violation {
-                    attribute: attribute.to_string(),
-                    message,
-                }],
-            })
-        };
-        let (latest, named) = {
-            let types = self.read();
-            let entry = types.get(&event.ty);
-            let latest = entry.and_then(|e| e.versions.last()).cloned();
-            let named = event
-                .dataschema
-                .as_deref()
-                .and_then(parse_schema_uri)
-                .map(|(ty, n)| {
-                    let v = (ty == event.ty)
-                        .then(|| entry.and_then(|e| e.get(n)).cloned())
-                        .flatten();
-                    (ty, n, v)
-                });
-            (latest, named)
-        };
-        // A URI in this registry's namespace that names no version is a mistake, not the
-        // producer's own schema.
-        if let Some(uri) = event.dataschema.as_deref() {
-            if named.is_none() && uri.starts_with(URI_PREFIX) {
-                return fail(
-                    "dataschema",
-                    format!(
-                        "'{uri}' is in this registry's namespace but names no schema version: \
-                         use {URI_PREFIX}<type>:<version> (versions count from 1), a URI of \
-                         your own, or none"
-                    ),
-                );
-            }
-        }
-        let Some(latest) = latest else {
-            if let Some((ty, n, _)) = named {
-                return fail(
-                    "dataschema",
-                    format!("names schema '{ty}' version {n}, which is not registered"),
-                );
-            }
-            if require_schema {
-                return fail(
-                    "type",
-                    format!(
-                        "no schema is registered for type '{}', and a target topic requires one",
-                        event.ty
-                    ),
-                );
-            }
-            return Ok(());
-        };
-        // Whether an accepted event gets the version's URI as its `dataschema`: not when it
-        // carries the producer's own schema URI.
-        let mut stamp = true;
-        let version = match (&event.dataschema, named) {
-            (None, _) => latest,
-            (Some(_), Some((_, _, Some(v)))) => v,
-            (Some(_), Some((ty, n, None))) if ty == event.ty => {
-                return fail(
-                    "dataschema",
-                    format!(
-                        "version {n} of '{ty}' is not registered (the latest is {})",
-                        latest.version
-                    ),
-                )
-            }
-            (Some(_), Some((ty, _, None))) => {
-                return fail(
-                    "dataschema",
-                    format!(
-                        "names a schema of type '{ty}', but the event's type is '{}'",
-                        event.ty
-                    ),
-                )
-            }
-            // The producer's own schema URI: kept, and the latest version decides.
-            (Some(_), None) => {
-                stamp = false;
-                latest
-            }
-        };
-        let data = match &event.data {
-            Some(EventData::Json(v)) => v,
-            Some(EventData::Binary(_)) => {
-                return fail(
-                    "data",
-                    format!(
-                        "is binary (data_base64), but type '{}' has a JSON schema",
-                        event.ty
-                    ),
-                )
-            }
-            None => {
-                return fail(
-                    "data",
-                    format!("is missing, but type '{}' has a schema", event.ty),
-                )
-            }
-        };
-        match version.violations(data) {
-            Ok(found) if found.is_empty() => {
-                if stamp {
-                    event.dataschema = Some(version.uri.clone());
-                }
-                Ok(())
-            }
-            Ok(found) => Err(InvalidEvent {
-                violations: found
-                    .into_iter()
-                    .map(|v| Violation {
-                        attribute: format!("data{}", v.path),
-                        message: v.message,
-                    })
-                    .collect(),
-            }),
-            Err(e) => fail("dataschema", e.to_string()),
-        }
-    }
-}
-
-#[async_trait]
-impl PublishValidator for SchemaRegistry {
-    async fn validate(&self, event: &mut Event, require_schema: bool) -> Result<(), InvalidEvent> {
-        self.validate_event(event, require_schema)
-    }
 }
 
 fn version_key(event_type: &str, version: u32) -> String {
     format!("{VERSION_PREFIX}{event_type}/{version:010}")
-}
-
-fn compile(schema: &Value) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(schema)
-}
-
-/// Checks that `schema` is a usable 2020-12 schema whose examples validate, and compiles it.
-fn prepare(event_type: &str, schema: &Value) -> Result<jsonschema::Validator, SchemaError> {
-    let invalid = |reason: String| SchemaError::InvalidSchema {
-        event_type: Some(event_type.to_string()),
-        reason,
-    };
-    let Value::Object(map) = schema else {
-        return Err(invalid("a schema must be a JSON object".into()));
-    };
-    match map.get("$schema") {
-        None => {}
-        Some(Value::String(s)) if s.trim_end_matches('#') == DRAFT_2020_12 => {}
-        Some(other) => {
-            return Err(invalid(format!(
-                "/$schema: {other} is not supported; use {DRAFT_2020_12}"
-            )))
-        }
-    }
-    let validator = compile(schema).map_err(|e| {
-        let at = e.instance_path().as_str();
-        invalid(if at.is_empty() {
-            e.to_string()
-        } else {
-            format!("{at}: {e}")
-        })
-    })?;
-    if let Some(examples) = map.get("examples") {
-        let Value::Array(examples) = examples else {
-            return Err(invalid("/examples: must be an array".into()));
-        };
-        for (i, example) in examples.iter().enumerate() {
-            let found = collect_violations(&validator, example);
-            if let Some(first) = found.first() {
-                return Err(invalid(format!(
-                    "/examples/{i} does not validate against the schema: {first}"
-                )));
-            }
-        }
-    }
-    Ok(validator)
-}
-
-fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
-}
-
-/// Every violation of `data`, with paths that point at the offending property.
-fn collect_violations(validator: &jsonschema::Validator, data: &Value) -> Vec<DataViolation> {
-    let mut out = Vec::new();
-    // The common case, valid data, takes the validator's short-circuiting path.
-    if validator.is_valid(data) {
-        return out;
-    }
-    for e in validator.iter_errors(data) {
-        let base = e.instance_path().as_str().to_string();
-        let keyword = e.kind().keyword().to_string();
-        match e.kind() {
-            ValidationErrorKind::Required { property } => {
-                let name = property
-                    .as_str()
-                    .map_or_else(|| property.to_string(), str::to_string);
-                out.push(DataViolation {
-                    path: format!("{base}/{}", escape(&name)),
-                    keyword,
-                    message: format!("required property \"{name}\" is missing"),
-                });
-            }
-            ValidationErrorKind::AdditionalProperties { unexpected }
-            | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                for name in unexpected {
-                    out.push(DataViolation {
-                        path: format!("{base}/{}", escape(name)),
-                        keyword: keyword.clone(),
-                        message: format!(
-                            "property \"{name}\" is not allowed (the schema forbids additional \
-                             properties)"
-                        ),
-                    });
-                }
-            }
-            _ => out.push(DataViolation {
-                path: base,
-                keyword,
-                message: e.masked().to_string(),
-            }),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schema_uris_round_trip() {
-        let uri = schema_uri("deal.won", 3);
-        assert_eq!(uri, "urn:crmbus:schema:deal.won:3");
-        assert_eq!(parse_schema_uri(&uri), Some(("deal.won".into(), 3)));
-        for bad in [
-            "urn:crmbus:schema:deal.won:0",
-            "urn:crmbus:schema:deal.won:01",
-            "urn:crmbus:schema:deal.won:x",
-            "urn:crmbus:schema:deal.won",
-            "urn:crmbus:schema::1",
-            "https://schemas.example/deal.won/1",
-            "urn:crmbus:schema:deal/won:1",
-        ] {
-            assert_eq!(parse_schema_uri(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn event_types_are_checked() {
-        for ok in ["deal.won", "com.acme.order.v2", "a", "x_y-z.1"] {
-            assert!(validate_event_type(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            ".deal",
-            "deal/won",
-            "deal:won",
-            "déal",
-            &"x".repeat(201),
-        ] {
-            assert!(validate_event_type(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn prepare_rejects_unusable_schemas() {
-        let cases = [
-            serde_json::json!("string"),
-            serde_json::json!({"type": "strin"}),
-            serde_json::json!({"$schema": "http://json-schema.org/draft-07/schema#"}),
-            serde_json::json!({"$ref": "https://example.invalid/other.json"}),
-            serde_json::json!({"type": "string", "pattern": "(("}),
-            serde_json::json!({"type": "integer", "examples": ["x"]}),
-        ];
-        for schema in cases {
-            let err = prepare("t", &schema).expect_err("invalid");
-            assert_eq!(err.code(), "invalid_schema", "{schema}");
-        }
-        prepare(
-            "t",
-            &serde_json::json!({"$schema": DRAFT_2020_12, "type": "integer", "examples": [1]}),
-        )
-        .expect("valid");
-    }
 }
