@@ -101,7 +101,7 @@
 //! creators cannot both win), then creates its streams. Deleting removes the name first,
 //! then the streams and the group offsets. Opening a [`NatsLog`] repairs what a crash
 //! between those steps left: missing streams of a listed topic are created, streams of a
-//! topic that is no longer listed are removed.
+//! topic that is no longer listed are removed. [`purge`] deletes a whole namespace.
 
 mod conn;
 mod group;
@@ -143,8 +143,9 @@ pub async fn open_with(
 
 /// Deletes everything namespace `prefix` holds on the server at `url`: every partition
 /// stream, the journal, and the KV buckets of topics, offsets and state. Returns how many
-/// streams were deleted. For tests and for decommissioning; nothing asks twice.
-pub async fn destroy_namespace(url: &str, prefix: &str) -> Result<usize, LogError> {
+/// streams were deleted. For tests and for decommissioning; nothing asks twice. The same
+/// verb as `crmbus_redis::purge`.
+pub async fn purge(url: &str, prefix: &str) -> Result<usize, LogError> {
     use futures_util::TryStreamExt;
     let conn = conn::Conn::connect(url, prefix).await?;
     let names: Vec<String> = conn
@@ -162,6 +163,13 @@ pub async fn destroy_namespace(url: &str, prefix: &str) -> Result<usize, LogErro
         deleted += 1;
     }
     Ok(deleted)
+}
+
+/// The former name of [`purge`], kept so that callers written against it still build;
+/// new code calls [`purge`]. (Not yet marked `#[deprecated]`: crates of this workspace
+/// still call it and build with warnings as errors.)
+pub async fn destroy_namespace(url: &str, prefix: &str) -> Result<usize, LogError> {
+    purge(url, prefix).await
 }
 
 /// Describes, in one line, the durability the server at `url` gives an acknowledged

@@ -1,6 +1,6 @@
 //! [`NatsLog`]: the [`EventLog`] on JetStream. See the crate docs for the mapping.
 //!
-//! The trait's methods only hand over to [`Inner`], whose methods live with their concern:
+//! The trait's methods only hand over to `Inner`, whose methods live with their concern:
 //! `topics.rs` (specs, partition streams, repair at open, retention), `append.rs`
 //! (publishing with dedupe), `read.rs` (reads by offset and by time) and `offsets.rs`
 //! (group offsets).
@@ -22,6 +22,8 @@ mod offsets;
 pub(crate) mod read;
 mod topics;
 
+/// What every clone of one [`NatsLog`] shares: the connection, the buckets, and the
+/// process-local bookkeeping of appends and retention.
 pub(crate) struct Inner {
     pub conn: Conn,
     opts: NatsOptions,

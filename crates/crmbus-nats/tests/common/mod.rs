@@ -61,7 +61,7 @@ impl Drop for Cleanup {
                 .expect("runtime");
             rt.block_on(async {
                 for p in prefixes {
-                    if let Err(e) = crmbus_nats::destroy_namespace(&url, &p).await {
+                    if let Err(e) = crmbus_nats::purge(&url, &p).await {
                         eprintln!("cleanup of namespace {p} failed: {e}");
                     }
                 }
