@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::checker::Checker;
-use super::keywords::{escape, is_trivially_true, lower_bound, show_bound, upper_bound};
+use super::keywords::{escape, is_trivially_true, Side};
 
 impl Checker {
     /// Objects: `required`, `properties`, `additionalProperties` (absent = open),
@@ -206,44 +206,19 @@ impl Checker {
 
     /// Numbers: `minimum`/`maximum`, `exclusiveMinimum`/`exclusiveMaximum`, `multipleOf`.
     pub(super) fn numbers(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str) {
-        if let Some(rl) = lower_bound(r) {
-            let ok = lower_bound(w).is_some_and(|wl| {
-                wl.value > rl.value || (wl.value == rl.value && (wl.exclusive || !rl.exclusive))
-            });
-            if !ok {
-                let key = if rl.exclusive {
-                    "exclusiveMinimum"
-                } else {
-                    "minimum"
-                };
+        for side in [Side::Lower, Side::Upper] {
+            let Some(rb) = side.bound(r) else {
+                continue;
+            };
+            if !side.bound(w).is_some_and(|wb| side.within(wb, rb)) {
                 self.brk(
-                    &format!("{path}/{key}"),
+                    &format!("{path}/{}", side.key(rb)),
                     format!(
-                        "{} requires numbers {} but {} allows smaller ones",
+                        "{} requires numbers {} but {} allows {} ones",
                         self.reader,
-                        show_bound(rl, true),
-                        self.writer
-                    ),
-                );
-            }
-        }
-        if let Some(ru) = upper_bound(r) {
-            let ok = upper_bound(w).is_some_and(|wu| {
-                wu.value < ru.value || (wu.value == ru.value && (wu.exclusive || !ru.exclusive))
-            });
-            if !ok {
-                let key = if ru.exclusive {
-                    "exclusiveMaximum"
-                } else {
-                    "maximum"
-                };
-                self.brk(
-                    &format!("{path}/{key}"),
-                    format!(
-                        "{} requires numbers {} but {} allows larger ones",
-                        self.reader,
-                        show_bound(ru, false),
-                        self.writer
+                        side.show(rb),
+                        self.writer,
+                        side.beyond()
                     ),
                 );
             }

@@ -196,52 +196,83 @@ pub(super) fn compile(schema: &Value) -> Option<jsonschema::Validator> {
 /// A numeric bound: the value and whether it is exclusive.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bound {
-    pub(super) value: f64,
-    pub(super) exclusive: bool,
+    value: f64,
+    exclusive: bool,
 }
 
-pub(super) fn lower_bound(s: &Map<String, Value>) -> Option<Bound> {
-    let inclusive = s.get("minimum").and_then(Value::as_f64).map(|value| Bound {
-        value,
-        exclusive: false,
-    });
-    let exclusive = s
-        .get("exclusiveMinimum")
-        .and_then(Value::as_f64)
-        .map(|value| Bound {
-            value,
-            exclusive: true,
-        });
-    match (inclusive, exclusive) {
-        (Some(i), Some(e)) => Some(if e.value >= i.value { e } else { i }),
-        (a, b) => a.or(b),
+/// Which end of the number line a bound limits.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Side {
+    /// `minimum`/`exclusiveMinimum`.
+    Lower,
+    /// `maximum`/`exclusiveMaximum`.
+    Upper,
+}
+
+impl Side {
+    /// This side's inclusive and exclusive keyword.
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Side::Lower => ("minimum", "exclusiveMinimum"),
+            Side::Upper => ("maximum", "exclusiveMaximum"),
+        }
     }
-}
 
-pub(super) fn upper_bound(s: &Map<String, Value>) -> Option<Bound> {
-    let inclusive = s.get("maximum").and_then(Value::as_f64).map(|value| Bound {
-        value,
-        exclusive: false,
-    });
-    let exclusive = s
-        .get("exclusiveMaximum")
-        .and_then(Value::as_f64)
-        .map(|value| Bound {
-            value,
-            exclusive: true,
-        });
-    match (inclusive, exclusive) {
-        (Some(i), Some(e)) => Some(if e.value <= i.value { e } else { i }),
-        (a, b) => a.or(b),
+    /// The keyword that sets bound `b` on this side.
+    pub(super) fn key(self, b: Bound) -> &'static str {
+        let (inclusive, exclusive) = self.keys();
+        if b.exclusive {
+            exclusive
+        } else {
+            inclusive
+        }
     }
-}
 
-pub(super) fn show_bound(b: Bound, lower: bool) -> String {
-    match (lower, b.exclusive) {
-        (true, false) => format!("≥ {}", b.value),
-        (true, true) => format!("> {}", b.value),
-        (false, false) => format!("≤ {}", b.value),
-        (false, true) => format!("< {}", b.value),
+    /// True when `a` lies strictly inside `b` on this side (greater for a lower bound,
+    /// smaller for an upper one).
+    fn inside(self, a: f64, b: f64) -> bool {
+        match self {
+            Side::Lower => a > b,
+            Side::Upper => a < b,
+        }
+    }
+
+    /// A schema's bound on this side: the tighter of its inclusive and exclusive keyword.
+    pub(super) fn bound(self, s: &Map<String, Value>) -> Option<Bound> {
+        let (inclusive, exclusive) = self.keys();
+        let get = |key: &str, exclusive: bool| {
+            s.get(key)
+                .and_then(Value::as_f64)
+                .map(|value| Bound { value, exclusive })
+        };
+        match (get(inclusive, false), get(exclusive, true)) {
+            (Some(i), Some(e)) => Some(if self.inside(i.value, e.value) { i } else { e }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True when every number within `writer` is within `reader` on this side.
+    pub(super) fn within(self, writer: Bound, reader: Bound) -> bool {
+        self.inside(writer.value, reader.value)
+            || (writer.value == reader.value && (writer.exclusive || !reader.exclusive))
+    }
+
+    /// The bound for people: `≥ 3`, `< 10`.
+    pub(super) fn show(self, b: Bound) -> String {
+        match (self, b.exclusive) {
+            (Side::Lower, false) => format!("≥ {}", b.value),
+            (Side::Lower, true) => format!("> {}", b.value),
+            (Side::Upper, false) => format!("≤ {}", b.value),
+            (Side::Upper, true) => format!("< {}", b.value),
+        }
+    }
+
+    /// The numbers beyond this side: `smaller` or `larger`.
+    pub(super) fn beyond(self) -> &'static str {
+        match self {
+            Side::Lower => "smaller",
+            Side::Upper => "larger",
+        }
     }
 }
 
