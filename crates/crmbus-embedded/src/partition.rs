@@ -17,7 +17,6 @@ use crate::options::EmbeddedOptions;
 use crate::record::{self, Parsed, RecordMeta, FLAG_BATCH_END};
 use crate::segment::{log_name, Segment, SegmentRole};
 use crate::storage::remove_if_exists;
-use crate::syncer::SyncItem;
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -113,6 +112,18 @@ pub enum RawRecord {
     InFlight,
     /// No such record (removed by retention, or never written).
     Missing,
+}
+
+/// Something an append staged: a partition whose staged writes must reach the disk before
+/// it may serve offsets below `next_offset`. (A new segment's directory entry is made
+/// durable when the segment before it is sealed, ahead of any write to it.) The group
+/// commit ([`crate::syncer`]) takes these; it is defined here so that the partition, which
+/// makes them, does not import the group commit that imports the partition.
+pub struct SyncItem {
+    /// The partition written to.
+    pub partition: Arc<Partition>,
+    /// The partition's next offset after the append.
+    pub next_offset: u64,
 }
 
 /// The result of appending a batch to a partition.

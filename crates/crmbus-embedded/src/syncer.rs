@@ -24,17 +24,9 @@ use tokio::sync::watch;
 
 use crate::batch_journal::BatchJournal;
 use crate::options::EmbeddedOptions;
+/// What an append hands the group commit; defined beside [`Partition`], which makes it.
+pub use crate::partition::SyncItem;
 use crate::partition::{Partition, TakenStaged};
-
-/// Something an append staged: a partition whose staged writes must reach the disk before
-/// it may serve offsets below `next_offset`. (A new segment's directory entry is made
-/// durable when the segment before it is sealed, ahead of any write to it.)
-pub struct SyncItem {
-    /// The partition written to.
-    pub partition: Arc<Partition>,
-    /// The partition's next offset after the append.
-    pub next_offset: u64,
-}
 
 /// Progress of the group commit, as seen by waiters.
 #[derive(Debug, Clone, Default)]
