@@ -40,6 +40,7 @@
 
 mod backend;
 pub mod batch_journal;
+mod committer;
 pub mod dedupe;
 pub mod handles;
 mod log;

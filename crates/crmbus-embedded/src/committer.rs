@@ -1,0 +1,235 @@
+//! [`Committer`]: how the embedded log makes what it writes durable, decided once.
+//!
+//! With [`Durability::Fsync`] every step goes through the [`GroupCommit`] thread: journal
+//! frames are queued for its next round, staged data is handed to it, and a caller that
+//! must not go on before something is on disk waits for the round's ticket. With
+//! [`Durability::Os`] every step writes to the page cache at once and nothing is fsynced or
+//! waited for; a failed write stops the log until a restart (offsets may have a hole).
+//!
+//! The log calls the same steps in the same order in both modes; only this file knows which
+//! of the two it runs.
+
+use crmbus::sync::LockExt;
+use std::sync::{Arc, Mutex};
+
+use crmbus::LogError;
+
+use crate::batch_journal::BatchJournal;
+use crate::options::{Durability, EmbeddedOptions};
+use crate::partition::SyncItem;
+use crate::syncer::GroupCommit;
+
+/// A storage error as the log reports it: a full disk is [`LogError::StorageFull`].
+pub(crate) fn storage_error(e: std::io::Error) -> LogError {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::ENOSPC) {
+        LogError::StorageFull(e.to_string())
+    } else {
+        LogError::Io(e)
+    }
+}
+
+/// Makes the log's journal frames and staged data durable, by group commit or not at all.
+pub(crate) struct Committer {
+    journal: Arc<BatchJournal>,
+    how: How,
+}
+
+enum How {
+    /// [`Durability::Fsync`]: the group-commit thread writes and fsyncs.
+    Group(GroupCommit),
+    /// [`Durability::Os`]: written to the page cache now, never fsynced.
+    PageCache {
+        /// Set when a page-cache write failed (offsets may have a hole).
+        failed: Mutex<Option<String>>,
+    },
+}
+
+/// What a caller waits for before it goes on: a queued frame on disk (group commit), or
+/// nothing (page cache, where the frame is already written).
+#[must_use = "wait for the barrier before going on"]
+pub(crate) struct Barrier(Option<u64>);
+
+impl Committer {
+    /// The committer `opts.durability` asks for; starts the group-commit thread if any. It
+    /// writes `journal`'s frames.
+    pub fn start(opts: &EmbeddedOptions, journal: Arc<BatchJournal>) -> std::io::Result<Self> {
+        let how = match opts.durability {
+            Durability::Fsync => {
+                How::Group(GroupCommit::start(opts.clone(), Arc::clone(&journal))?)
+            }
+            Durability::Os => How::PageCache {
+                failed: Mutex::new(None),
+            },
+        };
+        Ok(Committer { journal, how })
+    }
+
+    /// Queues the intent `frame` of an append (`id`) that spans partitions. Call it before
+    /// staging the append's data: the group commit writes and fsyncs queued intents ahead
+    /// of any data it takes; the page cache gets the frame now. On failure the intent stays
+    /// outstanding (the next open completes the append) unless the journal had no room.
+    pub fn queue_intent(&self, id: u64, frame: Vec<u8>) -> Result<(), LogError> {
+        match &self.how {
+            How::Group(commit) => {
+                // Room in the journal for what is queued and this frame, so a full disk
+                // fails this append here, not the group commit's write.
+                let room = commit.queued_journal_bytes() + frame.len() as u64;
+                if let Err(e) = self.journal.ensure_room(room) {
+                    self.journal.finished(id);
+                    return Err(storage_error(e));
+                }
+                // Durable before any of the append's data: the group commit writes queued
+                // intents ahead of the data it takes.
+                commit.queue_intent(frame);
+                Ok(())
+            }
+            How::PageCache { .. } => self
+                .journal
+                .write(&frame, false)
+                .map_err(|e| self.fail_write(&e)),
+        }
+    }
+
+    /// Queues a journal `frame` that must be durable before the caller goes on (an abort
+    /// mark, a topic deletion mark); returns the barrier to wait for.
+    pub fn queue_mark(&self, frame: Vec<u8>) -> Result<Barrier, LogError> {
+        match &self.how {
+            How::Group(commit) => {
+                commit.queue_intent(frame);
+                Ok(Barrier(Some(commit.submit(Vec::new()))))
+            }
+            How::PageCache { .. } => {
+                self.journal
+                    .write(&frame, false)
+                    .map_err(|e| self.fail_write(&e))?;
+                Ok(Barrier(None))
+            }
+        }
+    }
+
+    /// Writes the done `frame` of a journalled append whose data is durable. The group
+    /// commit writes it with its next round and never waits for it (a lost mark only makes
+    /// recovery look at a complete batch again).
+    pub fn finish_intent(&self, frame: Vec<u8>) -> Result<(), LogError> {
+        match &self.how {
+            How::Group(commit) => {
+                commit.submit_done(frame);
+                Ok(())
+            }
+            How::PageCache { .. } => self
+                .journal
+                .write(&frame, false)
+                .and_then(|()| self.journal.compact_if_large())
+                .map_err(|e| self.fail_write(&e)),
+        }
+    }
+
+    /// Makes what `sync` staged durable (group commit) or writes it to the page cache now,
+    /// and raises the partitions' durable offsets.
+    pub async fn make_durable(
+        &self,
+        sync: Vec<SyncItem>,
+        opts: &EmbeddedOptions,
+    ) -> Result<(), LogError> {
+        match &self.how {
+            How::Group(commit) => {
+                if !sync.is_empty() {
+                    let ticket = commit.submit(sync);
+                    commit
+                        .wait(ticket)
+                        .await
+                        .map_err(|e| LogError::Unavailable(e.to_string()))?;
+                }
+            }
+            How::PageCache { .. } => {
+                // Page-cache durability: write now, without fsync.
+                for item in sync {
+                    match item.partition.flush_staged(opts) {
+                        Ok((_, next)) => item.partition.mark_durable(next.max(item.next_offset)),
+                        Err(e) => return Err(self.fail_write(&e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until what `barrier` stands for is durable.
+    pub async fn wait(&self, barrier: Barrier) -> Result<(), LogError> {
+        match (&self.how, barrier.0) {
+            (How::Group(commit), Some(ticket)) => commit
+                .wait(ticket)
+                .await
+                .map_err(|e| LogError::Unavailable(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Committer::wait`] from a blocking thread, on `runtime`.
+    pub fn wait_blocking(
+        &self,
+        barrier: Barrier,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(), LogError> {
+        if barrier.0.is_none() {
+            return Ok(());
+        }
+        runtime.block_on(self.wait(barrier))
+    }
+
+    /// Writes and fsyncs the recovery points that `frames` makes (on open, once all of
+    /// every partition is durable). Page-cache durability promises nothing across a power
+    /// loss: it writes no points, and `frames` is not called.
+    pub fn write_recovery_points(&self, frames: impl FnOnce() -> Vec<u8>) -> Result<(), LogError> {
+        if let How::PageCache { .. } = self.how {
+            return Ok(());
+        }
+        let frames = frames();
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.journal.write(&frames, true).map_err(storage_error)
+    }
+
+    /// Why the log accepts no more writes, if it does not: a failed group commit round or
+    /// a failed page-cache write.
+    pub fn failure(&self) -> Option<String> {
+        match &self.how {
+            How::Group(commit) => commit.failure().map(|f| f.to_string()),
+            How::PageCache { failed } => failed.locked().clone(),
+        }
+    }
+
+    /// Group-commit rounds run so far and the time they spent syncing (µs); zero without
+    /// group commit.
+    pub fn stats(&self) -> (u64, u64) {
+        match &self.how {
+            How::Group(commit) => commit.stats(),
+            How::PageCache { .. } => (0, 0),
+        }
+    }
+
+    /// Syncs what is queued and stops the group-commit thread (on drop of the log).
+    pub fn stop(&self) {
+        if let How::Group(commit) = &self.how {
+            commit.stop();
+        }
+    }
+
+    /// Stops for good ([`crmbus::EventLog::close`]): a waiting append gets an error.
+    pub fn close(&self) {
+        if let How::Group(commit) = &self.how {
+            commit.close();
+        }
+    }
+
+    /// Records a page-cache write failure: the log stops accepting writes.
+    fn fail_write(&self, e: &std::io::Error) -> LogError {
+        tracing::error!(error = %e, "write failed; the embedded log stops accepting writes");
+        let msg = format!("write failed: {e}");
+        if let How::PageCache { failed } = &self.how {
+            *failed.locked() = Some(msg.clone());
+        }
+        LogError::Unavailable(msg)
+    }
+}

@@ -1,0 +1,269 @@
+//! The append path: which events are new and which are duplicates, staging them in their
+//! partitions, the batch journal's intent and done marks around an append that spans
+//! partitions, and the commit that makes the append durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crmbus::{partition_for, Event, LogError, Receipt};
+
+use super::{Inner, Topic};
+use crate::committer::storage_error;
+use crate::dedupe::{DedupeIndex, FirstAppend};
+use crate::partition::{RawRecord, SyncItem};
+
+/// Whether an append to `topics` touches more than one partition in all.
+pub(super) fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
+    if topics.len() > 1 {
+        return !events.is_empty();
+    }
+    let Some(t) = topics.first() else {
+        return false;
+    };
+    let n = t.spec.partitions;
+    let mut first = None;
+    for e in events {
+        let p = partition_for(e, n);
+        match first {
+            None => first = Some(p),
+            Some(f) if f != p => return true,
+            Some(_) => {}
+        }
+    }
+    false
+}
+
+/// What an append decided for one event in one topic.
+#[derive(Clone, Copy)]
+enum Slot {
+    New {
+        partition: u32,
+        index_in_partition: usize,
+    },
+    Duplicate(FirstAppend),
+    SameAs(usize),
+}
+
+impl Inner {
+    /// Stages `events` in every topic and waits until they are durable. An append that
+    /// spans partitions (`journalled`) writes its intent first and its done mark after.
+    ///
+    /// Cancellation-safe: every topic's lock is taken first (in name order, so appends do
+    /// not deadlock), and from the intent to the submission to the group commit nothing
+    /// awaits, so a caller that goes away (a client that disconnects) cannot leave the
+    /// append staged in some topics only. An append that fails before anything was staged
+    /// withdraws its intent durably before the error is returned.
+    pub(super) async fn stage_and_commit(
+        &self,
+        resolved: &[Arc<Topic>],
+        events: &[Event],
+        encoded: &[(Vec<u8>, u64)],
+        journalled: bool,
+    ) -> Result<Vec<Receipt>, LogError> {
+        let mut by_name: Vec<&Arc<Topic>> = resolved.iter().collect();
+        by_name.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        by_name.dedup_by(|a, b| a.spec.name == b.spec.name);
+        let mut guards = Vec::with_capacity(by_name.len());
+        for t in &by_name {
+            guards.push(t.append.lock().await);
+        }
+        // No await from here until the staged data is handed to the group commit.
+        let intent = if journalled {
+            Some(self.write_intent(resolved, encoded)?)
+        } else {
+            None
+        };
+        let mut receipts = Vec::with_capacity(events.len() * resolved.len());
+        let mut sync = Vec::new();
+        let mut staged = Ok(());
+        for t in resolved {
+            let Some(i) = by_name.iter().position(|b| b.spec.name == t.spec.name) else {
+                continue;
+            };
+            staged = self.stage_topic(t, &mut guards[i], events, encoded, &mut receipts, &mut sync);
+            if staged.is_err() {
+                break;
+            }
+        }
+        drop(guards);
+        if let Err(e) = staged {
+            if let (Some(id), true) = (intent, sync.is_empty()) {
+                // Nothing reached a partition: an abort mark keeps recovery from storing a
+                // publish that was answered with an error.
+                self.abort_intent(id).await?;
+            }
+            // Otherwise the intent stays: the next open completes the append.
+            return Err(e);
+        }
+        self.commit.make_durable(sync, &self.opts).await?;
+        if let Some(id) = intent {
+            self.write_done(id)?;
+        }
+        Ok(receipts)
+    }
+
+    /// Writes (or, with group commit, queues) the intent of an append that spans
+    /// partitions, ahead of its data; returns its id.
+    fn write_intent(
+        &self,
+        resolved: &[Arc<Topic>],
+        encoded: &[(Vec<u8>, u64)],
+    ) -> Result<u64, LogError> {
+        let topics: Vec<(&str, Vec<u64>)> = resolved
+            .iter()
+            .map(|t| {
+                let from = t.partitions.iter().map(|p| p.durable_next()).collect();
+                (t.spec.name.as_str(), from)
+            })
+            .collect();
+        let jsons: Vec<&[u8]> = encoded.iter().map(|(j, _)| j.as_slice()).collect();
+        let (id, frame) = self
+            .journal
+            .begin(self.opts.clock.now_micros(), &topics, &jsons);
+        // Durable before any of the append's data. On failure the intent stays
+        // outstanding: the next open completes the append.
+        self.commit.queue_intent(id, frame).map(|()| id)
+    }
+
+    /// Marks intent `id` done: its append is durable in every partition.
+    fn write_done(&self, id: u64) -> Result<(), LogError> {
+        self.commit.finish_intent(self.journal.finished(id))
+    }
+
+    /// Withdraws intent `id` whose append failed before staging anything: its mark is
+    /// durable before the caller hears of the failure, so recovery never completes it.
+    async fn abort_intent(&self, id: u64) -> Result<(), LogError> {
+        let barrier = self.commit.queue_mark(self.journal.finished(id))?;
+        self.commit.wait(barrier).await
+    }
+
+    /// Is the remembered first append really the same (source, id)? Guards against digest
+    /// collisions; costs a read only when a digest matches.
+    fn same_event(&self, topic: &Topic, at: FirstAppend, event: &Event) -> Result<bool, LogError> {
+        let Some(part) = topic.partitions.get(at.partition as usize) else {
+            return Ok(false);
+        };
+        let raw = match part.read_raw(at.offset) {
+            Ok(RawRecord::Json(raw)) => raw,
+            // The original is damaged and never served: storing the event again is the
+            // only way it reaches a consumer (refusing would fail every retry for ever).
+            Err(LogError::Corrupt { .. }) => {
+                tracing::warn!(topic = %topic.spec.name, partition = at.partition, offset = at.offset,
+                    "the original of a retried event is damaged; storing the event again");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+            // Being written this very moment: a 64-bit digest match on an event appended
+            // milliseconds ago is taken as the same event.
+            Ok(RawRecord::InFlight) => return Ok(true),
+            Ok(RawRecord::Missing) => return Ok(false),
+        };
+        // A record that passed its checksum but does not decode cannot be the same event.
+        Ok(Event::from_json_slice(&raw)
+            .is_ok_and(|stored| stored.source == event.source && stored.id == event.id))
+    }
+
+    /// Decides, under the topic's lock (`dedupe`), which events are new and which are
+    /// duplicates, and stages the new ones in their partitions.
+    pub(super) fn stage_topic(
+        &self,
+        topic: &Topic,
+        dedupe: &mut DedupeIndex,
+        events: &[Event],
+        encoded: &[(Vec<u8>, u64)],
+        receipts: &mut Vec<Receipt>,
+        sync: &mut Vec<SyncItem>,
+    ) -> Result<(), LogError> {
+        let now = self.opts.clock.now_micros();
+        dedupe.expire(now);
+        let n = topic.spec.partitions;
+        let mut slots = Vec::with_capacity(events.len());
+        let mut in_batch: HashMap<u64, usize> = HashMap::new();
+        let mut per_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            let hash = encoded[i].1;
+            if let Some(&first) = in_batch.get(&hash) {
+                if events[first].source == e.source && events[first].id == e.id {
+                    slots.push(Slot::SameAs(first));
+                    continue;
+                }
+            }
+            if let Some(at) = dedupe.get(hash) {
+                if self.same_event(topic, at, e)? {
+                    slots.push(Slot::Duplicate(at));
+                    continue;
+                }
+            }
+            in_batch.insert(hash, i);
+            let p = partition_for(e, n);
+            let list = per_partition.entry(p).or_default();
+            slots.push(Slot::New {
+                partition: p,
+                index_in_partition: list.len(),
+            });
+            list.push(i);
+        }
+        let mut first_offsets: HashMap<u32, u64> = HashMap::new();
+        for (&p, idxs) in &per_partition {
+            let part = &topic.partitions[p as usize];
+            let batch: Vec<(&[u8], u64)> = idxs
+                .iter()
+                .map(|&i| (encoded[i].0.as_slice(), encoded[i].1))
+                .collect();
+            let appended = part.append(&batch, &self.opts).map_err(storage_error)?;
+            for (k, &i) in idxs.iter().enumerate() {
+                let at = FirstAppend {
+                    partition: p,
+                    offset: appended.first_offset + k as u64,
+                };
+                dedupe.insert(encoded[i].1, at, now);
+            }
+            first_offsets.insert(p, appended.first_offset);
+            sync.push(appended.sync);
+        }
+        let resolve = |slot: Slot| -> (FirstAppend, bool) {
+            match slot {
+                Slot::New {
+                    partition,
+                    index_in_partition,
+                } => (
+                    FirstAppend {
+                        partition,
+                        offset: first_offsets.get(&partition).copied().unwrap_or(0)
+                            + index_in_partition as u64,
+                    },
+                    false,
+                ),
+                Slot::Duplicate(at) => (at, true),
+                Slot::SameAs(_) => (
+                    FirstAppend {
+                        partition: 0,
+                        offset: 0,
+                    },
+                    true,
+                ),
+            }
+        };
+        for (i, &slot) in slots.iter().enumerate() {
+            let (at, duplicate) = match slot {
+                Slot::SameAs(first) => (resolve(slots[first]).0, true),
+                other => resolve(other),
+            };
+            if duplicate && !per_partition.contains_key(&at.partition) {
+                let part = &topic.partitions[at.partition as usize];
+                if at.offset >= part.durable_next() {
+                    // The first append is not durable yet: wait for it too.
+                    sync.push(part.sync_item_for_current());
+                }
+            }
+            receipts.push(Receipt {
+                id: events[i].id.clone(),
+                topic: topic.spec.name.clone(),
+                partition: at.partition,
+                offset: at.offset,
+                duplicate,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! Opening an [`EmbeddedLog`]: recovery of every topic and partition, completion of the
+//! appends the batch journal holds intents of, and the retention thread.
+
+use crmbus::sync::LockExt;
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+
+use crmbus::{dedupe_hash, LogError, TopicSpec};
+
+use super::{topics_dir, Background, EmbeddedLog, Inner, Topic};
+use crate::batch_journal::{BatchJournal, Intent, RecoveryPoints};
+use crate::committer::Committer;
+use crate::dedupe::{DedupeBudget, DedupeIndex, FirstAppend};
+use crate::handles::HandleCache;
+use crate::metadata::Metadata;
+use crate::options::EmbeddedOptions;
+use crate::partition::{CorruptCounter, Partition};
+use crate::syncer;
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log in `dir`, recovering every partition: torn tails
+    /// are truncated, damaged records found and counted, missing indexes rebuilt, and the
+    /// producer dedupe window rebuilt from the records themselves.
+    ///
+    /// Fails if another process has the directory open.
+    pub fn open(dir: impl AsRef<Path>, opts: EmbeddedOptions) -> Result<EmbeddedLog, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let storage = Arc::clone(&opts.storage);
+        let tdir = topics_dir(&dir);
+        if !storage.exists(&tdir) {
+            storage.create_dir_all(&tdir)?;
+            // Not needed for correctness while `Metadata::open` below fsyncs this same
+            // directory when it creates meta.redb (which a new log always does), before
+            // anything can be acknowledged; kept so the order of the two never matters.
+            storage.sync_dir(&dir)?; // mutants: equivalent (see above)
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                storage.sync_dir(parent)?;
+            }
+        }
+        let lock = match storage.lock(&dir.join("LOCK")) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(LogError::Unavailable(format!(
+                    "data directory {} is in use by another crmbus process",
+                    dir.display()
+                )))
+            }
+            Err(e) => return Err(LogError::Io(e)),
+        };
+        let meta = Metadata::open(storage.as_ref(), &dir.join("meta.redb"))?;
+        let corrupt = Arc::new(CorruptCounter::default());
+        let dedupe_budget = DedupeBudget::new(opts.dedupe_max_entries_total);
+        let handles = HandleCache::new(opts.max_open_segments);
+        let specs = meta.topics()?;
+        // Directories of topics that were being created or deleted when we stopped.
+        let mut removed_any = false;
+        for name in storage.list_dir(&tdir)? {
+            if !specs.iter().any(|s| s.name == name) {
+                tracing::warn!(topic = %name, "removing the directory of a topic that does not exist");
+                storage.remove_dir_all(&tdir.join(&name))?;
+                removed_any = true;
+            }
+        }
+        if removed_any {
+            // Not needed for correctness: a removal the power cut takes back is done again
+            // by the next open, and creating a topic of the same name fsyncs this
+            // directory before the topic holds anything.
+            storage.sync_dir(&tdir)?; // mutants: equivalent (see above)
+        }
+        // The journal first: it holds the partitions' recovery points.
+        let (journal, pending) = BatchJournal::open_compacting_at(
+            Arc::clone(&opts.storage),
+            &dir,
+            opts.batch_journal_compact_bytes,
+        )?;
+        let journal = Arc::new(journal);
+        let shared = TopicShared {
+            corrupt: &corrupt,
+            budget: &dedupe_budget,
+            handles: &handles,
+            points: journal.recovery_points(),
+        };
+        let mut topics = BTreeMap::new();
+        for spec in specs {
+            let topic = open_topic(&dir, spec, &opts, &shared)?;
+            topics.insert(topic.spec.name.clone(), Arc::new(topic));
+        }
+        let commit = Committer::start(&opts, Arc::clone(&journal))?;
+        let inner = Arc::new(Inner {
+            dir,
+            opts,
+            meta,
+            topics: RwLock::new(topics),
+            commit,
+            journal,
+            corrupt,
+            dedupe_budget,
+            handles,
+            closed: AtomicBool::new(false),
+            admin: Arc::new(tokio::sync::Mutex::new(())),
+            _lock: lock,
+        });
+        if !pending.is_empty() {
+            inner.complete_intents(pending)?;
+        }
+        // Everything in the journal is now complete (and a torn tail must not stay in front
+        // of new frames): start it empty, with every partition's recovery point as of now
+        // (all of what open kept is durable).
+        inner.journal.clear()?;
+        inner.write_recovery_points()?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = match inner.opts.retention_interval {
+            Some(every) => {
+                let weak = Arc::downgrade(&inner);
+                let stop = Arc::clone(&stop);
+                Some(
+                    std::thread::Builder::new()
+                        .name("crmbus-retention".into())
+                        .spawn(move || retention_loop(&weak, &stop, every))?,
+                )
+            }
+            None => None,
+        };
+        Ok(EmbeddedLog {
+            inner,
+            background: Arc::new(Background {
+                stop,
+                thread: Mutex::new(thread),
+            }),
+        })
+    }
+}
+
+/// What every topic of a log shares, for [`open_topic`].
+pub(super) struct TopicShared<'a> {
+    pub(super) corrupt: &'a Arc<CorruptCounter>,
+    pub(super) budget: &'a Arc<DedupeBudget>,
+    pub(super) handles: &'a Arc<HandleCache>,
+    /// The recovery points found in the journal on open (none for a new topic).
+    pub(super) points: &'a RecoveryPoints,
+}
+
+/// At most this many threads open a topic's partitions.
+const OPEN_THREADS: u32 = 16;
+
+pub(super) fn open_topic(
+    dir: &Path,
+    spec: TopicSpec,
+    opts: &EmbeddedOptions,
+    shared: &TopicShared<'_>,
+) -> Result<Topic, LogError> {
+    let tdir = topics_dir(dir).join(&spec.name);
+    let open_range = |range: std::ops::Range<u32>| -> io::Result<Vec<Arc<Partition>>> {
+        range
+            .map(|p| {
+                Partition::open(
+                    &spec.name,
+                    p,
+                    &tdir.join(p.to_string()),
+                    opts,
+                    Arc::clone(shared.corrupt),
+                    Arc::clone(shared.handles),
+                    shared.points.get(&(spec.name.clone(), p)).copied(),
+                )
+                .map(Arc::new)
+            })
+            .collect()
+    };
+    // Each partition's open ends with two fsyncs; with many partitions, they run on several
+    // threads so the file system can batch them (thousands one after another took seconds).
+    let threads = if opts.storage.concurrent() {
+        spec.partitions.min(OPEN_THREADS)
+    } else {
+        1
+    };
+    let partitions: Vec<Arc<Partition>> = if threads <= 1 {
+        open_range(0..spec.partitions)?
+    } else {
+        let per = spec.partitions.div_ceil(threads);
+        let chunks: Vec<io::Result<Vec<Arc<Partition>>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let range =
+                        (i * per).min(spec.partitions)..((i + 1) * per).min(spec.partitions);
+                    scope.spawn(move || open_range(range))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("partition open thread panicked")))
+                })
+                .collect()
+        });
+        let mut all = Vec::with_capacity(spec.partitions as usize);
+        for chunk in chunks {
+            all.extend(chunk?);
+        }
+        all
+    };
+    // Rebuild the dedupe window from the records' own digests.
+    let now = opts.clock.now_micros();
+    let since = now.saturating_sub(opts.dedupe_window.as_micros() as i64);
+    let mut recent = Vec::new();
+    for part in &partitions {
+        for h in part.headers_since(since)? {
+            recent.push((h.timestamp_us, h.offset, part.id, h.dedupe_hash));
+        }
+    }
+    recent.sort_unstable();
+    let mut dedupe = DedupeIndex::new(
+        opts.dedupe_window.as_micros() as i64,
+        opts.dedupe_max_entries,
+        Arc::clone(shared.budget),
+    );
+    for (ts, offset, partition, hash) in recent {
+        if dedupe.get(hash).is_none() {
+            dedupe.insert(hash, FirstAppend { partition, offset }, ts);
+        }
+    }
+    Ok(Topic {
+        spec,
+        partitions,
+        append: tokio::sync::Mutex::new(dedupe),
+    })
+}
+
+fn retention_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: std::time::Duration) {
+    let (flag, cv) = stop;
+    loop {
+        {
+            let guard = flag.locked();
+            // Checked under the lock before waiting, so a stop that came first is not missed.
+            if *guard {
+                return;
+            }
+            let (guard, _) = cv
+                .wait_timeout(guard, every)
+                .unwrap_or_else(|p| p.into_inner());
+            if *guard {
+                return;
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.enforce_retention() {
+            tracing::warn!(error = %e, "retention failed");
+        }
+    }
+}
+
+impl Inner {
+    /// Completes the appends whose intents the last run left without a done mark: every
+    /// event not yet in its partition is appended and made durable, so each such append
+    /// ends up whole. Runs on open, before anything is served.
+    pub(super) fn complete_intents(&self, pending: Vec<(u64, Intent)>) -> Result<(), LogError> {
+        for (id, intent) in pending {
+            let encoded: Vec<(Vec<u8>, u64)> = intent
+                .events
+                .iter()
+                .map(|e| (e.to_json_vec(), dedupe_hash(&e.source, &e.id)))
+                .collect();
+            let mut appended = 0usize;
+            let mut sync = Vec::new();
+            for it in &intent.topics {
+                let Ok(topic) = self.topic(&it.name) else {
+                    tracing::warn!(intent = id, topic = %it.name, "batch journal: the topic no longer exists");
+                    continue;
+                };
+                // A topic shorter than when the intent was written is another topic under
+                // the same name (deletion marks catch the rest).
+                if topic.partitions.len() != it.from.len()
+                    || topic
+                        .partitions
+                        .iter()
+                        .zip(&it.from)
+                        .any(|(p, &from)| p.durable_next() < from)
+                {
+                    tracing::warn!(intent = id, topic = %it.name, "batch journal: the topic was recreated; skipped");
+                    continue;
+                }
+                // An event counts as stored if the topic holds it from the start of the
+                // dedupe window as it was when the append ran: then the append either
+                // stored it or found it a duplicate. Looked up by digest in every
+                // partition (dedupe is per topic), whatever the window says now.
+                let since = intent
+                    .at_us
+                    .saturating_sub(self.opts.dedupe_window.as_micros() as i64);
+                let hashes: HashSet<u64> = encoded.iter().map(|(_, h)| *h).collect();
+                let mut found: HashSet<(String, String)> = HashSet::new();
+                for part in &topic.partitions {
+                    found.extend(part.ids_since(since, &hashes)?);
+                }
+                let mut missing_events = Vec::new();
+                let mut missing_encoded = Vec::new();
+                for (e, enc) in intent.events.iter().zip(&encoded) {
+                    if !found.contains(&(e.source.clone(), e.id.clone())) {
+                        missing_events.push(e.clone());
+                        missing_encoded.push(enc.clone());
+                    }
+                }
+                if missing_events.is_empty() {
+                    continue;
+                }
+                let Ok(mut dedupe) = topic.append.try_lock() else {
+                    return Err(LogError::Unavailable(
+                        "batch journal recovery raced an append".into(),
+                    ));
+                };
+                let mut receipts = Vec::new();
+                self.stage_topic(
+                    &topic,
+                    &mut dedupe,
+                    &missing_events,
+                    &missing_encoded,
+                    &mut receipts,
+                    &mut sync,
+                )?;
+                appended += receipts.iter().filter(|r| !r.duplicate).count();
+            }
+            syncer::sync_recovered(&sync, &self.opts)?;
+            if appended > 0 {
+                tracing::warn!(
+                    intent = id,
+                    events = appended,
+                    "completed an append the last run left in only some partitions"
+                );
+                metrics::counter!("crmbus_log_batches_completed_on_recovery_total").increment(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every partition's recovery point to the journal and fsyncs it (on open,
+    /// after recovery, when all of every partition is durable).
+    pub(super) fn write_recovery_points(&self) -> Result<(), LogError> {
+        // Page-cache durability promises nothing across a power loss: no points.
+        self.commit.write_recovery_points(|| {
+            let mut frames = Vec::new();
+            for t in &self.all_topics() {
+                for p in &t.partitions {
+                    if let Some(point) = p.recovery_point() {
+                        frames.extend(self.journal.recovery_point(&t.spec.name, p.id, &point));
+                    }
+                }
+            }
+            frames
+        })
+    }
+}
