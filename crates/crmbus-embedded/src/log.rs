@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmbus::{
-    dedupe_hash, Event, EventLog, LogError, PartitionInfo, Receipt, StateOp, StateStore,
-    StoredEvent, TopicInfo, TopicSpec,
+    Event, EventLog, LogError, PartitionInfo, Receipt, StateOp, StateStore, StoredEvent, TopicInfo,
+    TopicSpec,
 };
 
 use crate::batch_journal::BatchJournal;
@@ -26,7 +26,6 @@ use crate::handles::HandleCache;
 use crate::metadata::Metadata;
 use crate::options::EmbeddedOptions;
 use crate::partition::{CorruptCounter, Partition};
-use crate::record::{BODY_HEADER, MAX_BODY};
 use crate::storage::StorageLock;
 
 mod admin;
@@ -263,35 +262,7 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn append(&self, topics: &[String], events: &[Event]) -> Result<Vec<Receipt>, LogError> {
-        let inner = &self.inner;
-        inner.check_open()?;
-        if topics.is_empty() {
-            return Err(LogError::InvalidArgument("no topic given".into()));
-        }
-        let resolved: Vec<Arc<Topic>> = topics
-            .iter()
-            .map(|t| inner.topic(t))
-            .collect::<Result<_, _>>()?;
-        let mut encoded = Vec::with_capacity(events.len());
-        for e in events {
-            e.validate()?;
-            let json = e.to_json_vec();
-            if json.len() + BODY_HEADER > MAX_BODY {
-                return Err(LogError::InvalidArgument(format!(
-                    "event {} is {} bytes; the limit is {} bytes",
-                    e.id,
-                    json.len(),
-                    MAX_BODY - BODY_HEADER
-                )));
-            }
-            encoded.push((json, dedupe_hash(&e.source, &e.id)));
-        }
-        // An append that reaches several partitions is journalled first, so a crash
-        // cannot leave it in some of them only (see `batch_journal`).
-        let journalled = append::spans_partitions(&resolved, events);
-        inner
-            .stage_and_commit(&resolved, events, &encoded, journalled)
-            .await
+        self.inner.append(topics, events).await
     }
 
     async fn read(

@@ -5,15 +5,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crmbus::{partition_for, Event, LogError, Receipt};
+use crmbus::{dedupe_hash, partition_for, Event, LogError, Receipt};
 
 use super::{Inner, Topic};
 use crate::committer::storage_error;
 use crate::dedupe::{DedupeIndex, FirstAppend};
 use crate::partition::{RawRecord, SyncItem};
+use crate::record::{BODY_HEADER, MAX_BODY};
 
 /// Whether an append to `topics` touches more than one partition in all.
-pub(super) fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
+fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
     if topics.len() > 1 {
         return !events.is_empty();
     }
@@ -45,6 +46,42 @@ enum Slot {
 }
 
 impl Inner {
+    /// Appends `events` to every topic in `topics` ([`crmbus::EventLog::append`]): checks
+    /// and encodes every event before anything is written, then stages and commits them.
+    pub(super) async fn append(
+        &self,
+        topics: &[String],
+        events: &[Event],
+    ) -> Result<Vec<Receipt>, LogError> {
+        self.check_open()?;
+        if topics.is_empty() {
+            return Err(LogError::InvalidArgument("no topic given".into()));
+        }
+        let resolved: Vec<Arc<Topic>> = topics
+            .iter()
+            .map(|t| self.topic(t))
+            .collect::<Result<_, _>>()?;
+        let mut encoded = Vec::with_capacity(events.len());
+        for e in events {
+            e.validate()?;
+            let json = e.to_json_vec();
+            if json.len() + BODY_HEADER > MAX_BODY {
+                return Err(LogError::InvalidArgument(format!(
+                    "event {} is {} bytes; the limit is {} bytes",
+                    e.id,
+                    json.len(),
+                    MAX_BODY - BODY_HEADER
+                )));
+            }
+            encoded.push((json, dedupe_hash(&e.source, &e.id)));
+        }
+        // An append that reaches several partitions is journalled first, so a crash
+        // cannot leave it in some of them only (see `batch_journal`).
+        let journalled = spans_partitions(&resolved, events);
+        self.stage_and_commit(&resolved, events, &encoded, journalled)
+            .await
+    }
+
     /// Stages `events` in every topic and waits until they are durable. An append that
     /// spans partitions (`journalled`) writes its intent first and its done mark after.
     ///
@@ -53,7 +90,7 @@ impl Inner {
     /// awaits, so a caller that goes away (a client that disconnects) cannot leave the
     /// append staged in some topics only. An append that fails before anything was staged
     /// withdraws its intent durably before the error is returned.
-    pub(super) async fn stage_and_commit(
+    async fn stage_and_commit(
         &self,
         resolved: &[Arc<Topic>],
         events: &[Event],

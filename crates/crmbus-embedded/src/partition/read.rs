@@ -1,0 +1,304 @@
+//! Reading a partition: the walk over its segments' records that serves reads, dedupe
+//! checks and recovery, and how it meets damaged records (never served, counted once).
+
+use crmbus::sync::LockExt;
+use std::sync::atomic::Ordering;
+
+use crmbus::{Event, LogError, StoredEvent};
+
+use super::{micros_to_time, Partition, RawRecord, Staged};
+use crate::record::{self, Parsed, RecordMeta};
+use crate::segment::Segment;
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl Partition {
+    /// Reads up to `max` durable records from `from`, decoding each event. A record that
+    /// passed its checksum but does not decode is treated like a damaged one: the read
+    /// stops before it, or fails with [`LogError::Corrupt`] naming its offset when it is
+    /// the first one asked for (so a consumer can deliver up to it and then pass it).
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::new();
+        let limit = self.durable_next();
+        self.scan(from, limit, false, |meta, json| {
+            let event = match Event::from_json_slice(json) {
+                Ok(event) => event,
+                Err(_) if !out.is_empty() => return Ok(false),
+                Err(e) => {
+                    return Err(self.corrupt_error(
+                        meta.offset,
+                        &format!("the record does not decode as an event: {e}"),
+                    ))
+                }
+            };
+            out.push(StoredEvent {
+                partition: self.id,
+                offset: meta.offset,
+                timestamp: micros_to_time(meta.timestamp_us),
+                event,
+            });
+            Ok(out.len() < max)
+        })?;
+        Ok(out)
+    }
+
+    /// The raw event JSON at `offset`, durable or not, staged or written (for dedupe checks
+    /// under the append lock).
+    pub fn read_raw(&self, offset: u64) -> Result<RawRecord, LogError> {
+        {
+            let w = self.writer.locked();
+            for item in &w.staged {
+                let Staged::Write { frames, lens, .. } = item else {
+                    continue;
+                };
+                let mut pos = 0usize;
+                for (meta, len) in lens {
+                    if meta.offset == offset {
+                        let end = pos + *len as usize;
+                        return match frames.get(pos..end).map(record::parse) {
+                            Some(Parsed::Record(_, json, _)) => Ok(RawRecord::Json(json.to_vec())),
+                            _ => Ok(RawRecord::Missing),
+                        };
+                    }
+                    pos += *len as usize;
+                }
+            }
+        }
+        // Not the last segment's end: right after a roll that is the new segment's base,
+        // while the old segment's last records are still being written.
+        let written = self.written_next.load(Ordering::Acquire);
+        if offset >= written {
+            return Ok(RawRecord::InFlight);
+        }
+        let mut found = RawRecord::Missing;
+        self.scan(offset, written, false, |meta, json| {
+            if meta.offset == offset {
+                found = RawRecord::Json(json.to_vec());
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// The first durable offset whose timestamp is at or after `time_us`.
+    pub fn offset_for_time(&self, time_us: i64) -> Result<u64, LogError> {
+        let limit = self.durable_next();
+        let segments = self.segments();
+        let Some(seg) = segments
+            .iter()
+            .find(|s| !s.is_empty() && s.max_timestamp_us() >= time_us)
+        else {
+            return Ok(limit);
+        };
+        let (start, _) = seg.seek_time(time_us);
+        let mut found = limit;
+        self.scan(start, limit, false, |meta, _| {
+            if meta.timestamp_us >= time_us {
+                found = meta.offset;
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
+    /// Every record header with a timestamp at or after `time_us` (for rebuilding the
+    /// dedupe index on open). Damaged records are skipped: the records after them still
+    /// count, and damage does not keep the log from opening.
+    pub fn headers_since(&self, time_us: i64) -> Result<Vec<RecordMeta>, LogError> {
+        let mut out = Vec::new();
+        self.scan_since(time_us, |meta, _| out.push(*meta))?;
+        Ok(out)
+    }
+
+    /// The (source, id) of every durable record appended at or after `time_us` whose
+    /// dedupe digest is in `hashes`. Damaged records and events that do not decode are
+    /// skipped (recovery must not stop at them).
+    pub fn ids_since(
+        &self,
+        time_us: i64,
+        hashes: &std::collections::HashSet<u64>,
+    ) -> Result<Vec<(String, String)>, LogError> {
+        let mut out = Vec::new();
+        self.scan_since(time_us, |meta, json| {
+            if hashes.contains(&meta.dedupe_hash) {
+                if let Ok(e) = Event::from_json_slice(json) {
+                    out.push((e.source, e.id));
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every durable record whose timestamp is at or after `time_us`,
+    /// skipping damaged records.
+    fn scan_since<F>(&self, time_us: i64, mut f: F) -> Result<(), LogError>
+    where
+        F: FnMut(&RecordMeta, &[u8]),
+    {
+        let segments = self.segments();
+        let Some(seg) = segments
+            .iter()
+            .find(|s| !s.is_empty() && s.max_timestamp_us() >= time_us)
+        else {
+            return Ok(());
+        };
+        let (start, _) = seg.seek_time(time_us);
+        self.scan(start, self.durable_next(), true, |meta, json| {
+            if meta.timestamp_us >= time_us {
+                f(meta, json);
+            }
+            Ok(true)
+        })
+    }
+
+    fn corrupt_error(&self, offset: u64, detail: &str) -> LogError {
+        LogError::Corrupt {
+            topic: self.topic.clone(),
+            partition: self.id,
+            offset,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Walks valid records with offsets in `[from, limit)` in order, calling `f` for each
+    /// until it returns `Ok(false)`. Damaged records are never passed to `f`: if damage is
+    /// met before any record was passed, and `from` falls inside it, the walk fails with
+    /// [`LogError::Corrupt`]; if records were already passed, the walk stops before it.
+    /// With `skip_damage`, the walk instead goes on after damage.
+    fn scan<F>(&self, from: u64, limit: u64, skip_damage: bool, mut f: F) -> Result<(), LogError>
+    where
+        F: FnMut(&RecordMeta, &[u8]) -> Result<bool, LogError>,
+    {
+        let segments = self.segments();
+        let from = from.max(segments.first().map(|s| s.base).unwrap_or(0));
+        if from >= limit {
+            return Ok(());
+        }
+        let start = segments
+            .partition_point(|s| s.base <= from)
+            .saturating_sub(1);
+        let mut passed = 0usize;
+        let mut buf: Vec<u8> = Vec::new();
+        for seg in &segments[start..] {
+            if seg.base >= limit {
+                break;
+            }
+            let (mut expected, mut pos) = if seg.base <= from {
+                seg.seek_offset(from)
+            } else {
+                (seg.base, 0)
+            };
+            let end = seg.len();
+            let mut buf_start = pos;
+            buf.clear();
+            loop {
+                if expected >= limit || pos >= end {
+                    break;
+                }
+                let rel = ((pos - buf_start) as usize).min(buf.len());
+                let detail = match record::parse(&buf[rel..]) {
+                    Parsed::Record(meta, json, len) if meta.offset == expected => {
+                        if meta.offset >= from {
+                            if !f(&meta, json)? {
+                                return Ok(());
+                            }
+                            passed += 1;
+                        }
+                        pos += len as u64;
+                        expected += 1;
+                        continue;
+                    }
+                    Parsed::Incomplete(needed) if pos + ((buf.len() - rel) as u64) < end => {
+                        let want = needed.unwrap_or(0).max(READ_CHUNK) as u64;
+                        buf.resize(want.min(end - pos) as usize, 0);
+                        seg.file()
+                            .and_then(|f| f.read_exact_at(&mut buf, pos))
+                            .map_err(LogError::Io)?;
+                        buf_start = pos;
+                        continue;
+                    }
+                    Parsed::Incomplete(_) => "record runs past the end of its segment",
+                    Parsed::Invalid(why) => why,
+                    Parsed::Record(..) => "record holds an unexpected offset",
+                };
+                if skip_damage {
+                    self.count_damage(seg, pos);
+                    match seg.find_resume(pos, expected).map_err(LogError::Io)? {
+                        Some(r) => {
+                            expected = r.first + r.count;
+                            pos = r.resume_position;
+                            buf.clear();
+                            buf_start = pos;
+                            continue;
+                        }
+                        // Nothing valid follows in this segment: go on with the next one.
+                        None => break,
+                    }
+                }
+                match self.damage(seg, pos, expected, from, passed, detail)? {
+                    Some((next_expected, next_pos)) => {
+                        expected = next_expected;
+                        pos = next_pos;
+                        buf.clear();
+                        buf_start = pos;
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles damage at `pos` (where offset `expected` should start). Returns where to
+    /// continue (next offset, position) when `from` lies after the damaged offsets,
+    /// `Ok(None)` to stop the walk cleanly when records were already passed, or the
+    /// corrupt-record error.
+    fn damage(
+        &self,
+        seg: &Segment,
+        pos: u64,
+        expected: u64,
+        from: u64,
+        passed: usize,
+        detail: &str,
+    ) -> Result<Option<(u64, u64)>, LogError> {
+        self.count_damage(seg, pos);
+        if passed > 0 {
+            return Ok(None);
+        }
+        let range = seg.find_resume(pos, expected).map_err(LogError::Io)?;
+        match range {
+            Some(r) if r.first + r.count <= from => {
+                Ok(Some((r.first + r.count, r.resume_position)))
+            }
+            Some(r) => Err(self.corrupt_error(
+                from.max(r.first),
+                &format!(
+                    "{detail}; offsets {}..{} are unreadable",
+                    r.first,
+                    r.first + r.count
+                ),
+            )),
+            None => Err(self.corrupt_error(
+                from.max(expected),
+                &format!(
+                    "{detail}; offsets from {expected} to the end of segment {} are unreadable",
+                    seg.base
+                ),
+            )),
+        }
+    }
+
+    /// Counts the damage at `pos` in `seg` as one corrupt record, once: damage found on
+    /// open was counted then, damage first met by a walk is counted the first time.
+    fn count_damage(&self, seg: &Segment, pos: u64) {
+        if seg.known_corruption_at(pos).is_some() {
+            return;
+        }
+        let first_time = self.counted_damage.locked().insert((seg.base, pos));
+        if first_time {
+            self.corrupt.add(&self.topic, self.id, 1);
+        }
+    }
+}
