@@ -37,6 +37,14 @@
 //! - **Metadata** (topics, group offsets) lives in redb, whose commits are durable.
 //! - **Producer dedupe** remembers (topic, source, id) digests for a window; the digests are
 //!   stored in the records, so the window is rebuilt on open and survives restarts.
+//!
+//! Layout, from the top down: the log itself (`log.rs`: its state and the `EventLog`
+//! methods; `log/open.rs`: open and recovery; `log/admin.rs`: creating and deleting topics;
+//! `log/append.rs`: the append path), the committer (`committer.rs`: group commit or page
+//! cache, decided once), [`syncer`] (the group-commit thread), [`partition`] (the writer and
+//! retention; reads in `partition/read.rs`), [`segment`] (one file and its index; the
+//! recovery scan in `segment/scan.rs`), [`batch_journal`], [`metadata`], [`storage`] (the
+//! I/O seam; the simulated disk's file model and faults in `storage/sim/`), [`record`].
 
 mod backend;
 pub mod batch_journal;

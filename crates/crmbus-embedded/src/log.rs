@@ -129,7 +129,7 @@ impl EmbeddedLog {
     }
 
     /// Group-commit rounds run since open and the total microseconds they spent in
-    /// fsync calls (both zero with [`Durability::Os`]).
+    /// fsync calls (both zero with [`Durability::Os`](crate::Durability::Os)).
     pub fn group_commit_stats(&self) -> (u64, u64) {
         self.inner.commit.stats()
     }
