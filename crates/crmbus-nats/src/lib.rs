@@ -165,13 +165,6 @@ pub async fn purge(url: &str, prefix: &str) -> Result<usize, LogError> {
     Ok(deleted)
 }
 
-/// The former name of [`purge`], kept so that callers written against it still build;
-/// new code calls [`purge`]. (Not yet marked `#[deprecated]`: crates of this workspace
-/// still call it and build with warnings as errors.)
-pub async fn destroy_namespace(url: &str, prefix: &str) -> Result<usize, LogError> {
-    purge(url, prefix).await
-}
-
 /// Describes, in one line, the durability the server at `url` gives an acknowledged
 /// publish (server version, storage, whether per-write fsync is available) — for the
 /// benchmark's report. Never fails: an unreachable server is described as such.

@@ -186,7 +186,7 @@ async fn http_api_on_nats_jetstream() {
     assert_eq!(health["backend"], "nats");
     core_flow(&s).await;
     s.stop().await;
-    crmbus_nats::destroy_namespace(NATS_URL, &prefix)
+    crmbus_nats::purge(NATS_URL, &prefix)
         .await
         .expect("cleanup");
 }

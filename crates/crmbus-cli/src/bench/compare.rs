@@ -265,14 +265,14 @@ async fn run_nats(
         Ok(o) => o,
         Err(e) => {
             // Opening may have created the namespace's buckets before failing.
-            let _ = crmbus_nats::destroy_namespace(url, prefix).await;
+            let _ = crmbus_nats::purge(url, prefix).await;
             return Ok(unavailable(durability, e.to_string()));
         }
     };
     let outcome = interruptible(measure(Arc::clone(&opened.log), args, "nats", quiet)).await;
     let _ = opened.log.close().await;
     drop(opened);
-    let cleanup = crmbus_nats::destroy_namespace(url, prefix)
+    let cleanup = crmbus_nats::purge(url, prefix)
         .await
         .map(|_| ())
         .map_err(|e| format!("destroying NATS namespace '{prefix}': {e}"));
