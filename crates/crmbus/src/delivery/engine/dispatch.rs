@@ -1,0 +1,132 @@
+//! Dispatching: starting deliveries for ready keys (due retries, the breaker, consumer
+//! dedupe), each on a task whose panic fails only its own attempt.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use super::records::pos_key;
+use super::run::{Completion, Engine, Queued};
+use crate::delivery::group_state::StateKind;
+use crate::delivery::handler::{Delivery, HandlerError};
+use crate::state::StateOp;
+
+/// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+impl Engine {
+    /// Starts deliveries for ready keys, up to `max_in_flight`.
+    pub(super) fn dispatch(&mut self) {
+        let now = self.clock.now_micros();
+        while let Some(first) = self.timers.iter().next().cloned() {
+            if first.0 > now {
+                break;
+            }
+            self.timers.remove(&first);
+            self.ready.push_back((first.1, first.2));
+        }
+        while self.in_flight.len() < self.opts.max_in_flight {
+            let Some((p, key)) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(ks) = self.keys.get(&(p, key.clone())) else {
+                continue;
+            };
+            let Some(Queued {
+                offset,
+                event,
+                redrive,
+            }) = ks.queue.front()
+            else {
+                continue;
+            };
+            let (offset, redrive) = (*offset, *redrive);
+            if ks.in_flight || self.held.contains(&(p, offset)) {
+                continue;
+            }
+            if self
+                .retries
+                .get(&(p, offset))
+                .is_some_and(|r| r.next_due_us > now)
+            {
+                continue;
+            }
+            if let Some(b) = self.breaker.as_mut() {
+                if !b.try_acquire(now) {
+                    self.ready.push_front((p, key));
+                    break;
+                }
+            }
+            if !redrive && self.opts.dedupe_ttl.is_some() {
+                let h = crate::partition::dedupe_hash(&event.source, &event.id);
+                if self.processed.get(&h).is_some_and(|exp| *exp > now) {
+                    // Processed already (a duplicate read before its twin was acked).
+                    self.count_deduped();
+                    self.pop_head(p, &key);
+                    if self.retries.remove(&(p, offset)).is_some() {
+                        self.ops.push(StateOp::Delete {
+                            namespace: self.stored.namespace(StateKind::Retry),
+                            key: pos_key(p, offset),
+                        });
+                    }
+                    self.finish_offset(p, offset);
+                    self.schedule(p, key);
+                    continue;
+                }
+            }
+            let attempt = self
+                .retries
+                .get(&(p, offset))
+                .map(|r| r.attempts + 1)
+                .unwrap_or(1);
+            let delivery = Delivery {
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                partition: p,
+                offset,
+                attempt,
+                event: event.clone(),
+            };
+            if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
+                ks.in_flight = true;
+            }
+            self.count_delivered();
+            let handler = Arc::clone(&self.handler);
+            let dedupe_hash =
+                crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id);
+            self.in_flight.spawn(async move {
+                // A handler that panics fails this attempt like a transient error, with the
+                // panic's message: its completion must come back, or its key and its
+                // partition's commit would wait for ever.
+                let result = match AssertUnwindSafe(handler.handle(delivery))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(panic) => Err(HandlerError::transient(format!(
+                        "the handler panicked: {}",
+                        panic_message(panic.as_ref())
+                    ))),
+                };
+                Completion {
+                    partition: p,
+                    offset,
+                    key,
+                    attempt,
+                    redrive,
+                    dedupe_hash,
+                    result,
+                }
+            });
+        }
+    }
+}

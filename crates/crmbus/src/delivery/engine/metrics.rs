@@ -1,0 +1,113 @@
+//! The engine's counters and gauges: the snapshot [`Engine::stats`], the counters it bumps
+//! as it delivers, and the gauges [`Engine::export_metrics`] sets.
+
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use super::run::Engine;
+use super::stats::{StatsSnapshot, SubscriptionStats};
+use crate::error::LogError;
+
+impl Engine {
+    /// Exports the subscription's gauges, its lag (events not yet committed) and its DLQ
+    /// size as metrics.
+    pub async fn export_metrics(&self) -> Result<(), LogError> {
+        let s = self.stats();
+        let labels = [("topic", self.topic.clone()), ("group", self.group.clone())];
+        metrics::gauge!("crmbus_subscription_in_flight", &labels).set(s.in_flight as f64);
+        metrics::gauge!("crmbus_subscription_parked_keys", &labels).set(s.parked_keys as f64);
+        metrics::gauge!("crmbus_subscription_breaker_state", &labels).set(f64::from(s.breaker));
+        let info = self.log.describe_topic(&self.topic).await?;
+        let lag: u64 = info
+            .partition_info
+            .iter()
+            .zip(&s.committed)
+            .map(|(p, c)| p.next_offset.saturating_sub(*c))
+            .sum();
+        metrics::gauge!("crmbus_subscription_lag", &labels).set(lag as f64);
+        metrics::gauge!("crmbus_subscription_dlq_size", &labels).set(self.dlq_count as f64);
+        Ok(())
+    }
+
+    /// The subscription's counters (shared; they keep counting).
+    pub fn stats_handle(&self) -> Arc<SubscriptionStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// A snapshot of the counters and the current state.
+    pub fn stats(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(AtomicOrdering::Relaxed);
+        StatsSnapshot {
+            delivered: g(&self.stats.delivered),
+            acked: g(&self.stats.acked),
+            retried: g(&self.stats.retried),
+            dead_lettered: g(&self.stats.dead_lettered),
+            filtered: g(&self.stats.filtered),
+            deduped: g(&self.stats.deduped),
+            in_flight: self.in_flight.len() as u64,
+            parked_keys: self.parked_keys() as u64,
+            committed: self.parts.iter().map(|p| p.committed).collect(),
+            breaker: self
+                .breaker
+                .as_ref()
+                .map(|b| b.current().gauge() as u8)
+                .unwrap_or(0),
+            dedupe_entries: self.processed.len() as u64,
+            done_entries: self.parts.iter().map(|p| p.done.range_count() as u64).sum(),
+            done_markers: self
+                .parts
+                .iter()
+                .map(|p| p.stored_done.unwrap_or(0) as u64)
+                .sum(),
+            dlq_entries: self.dlq_count,
+        }
+    }
+
+    fn parked_keys(&self) -> usize {
+        self.keys
+            .iter()
+            .filter(|((p, _), ks)| {
+                ks.queue.front().is_some_and(|q| {
+                    self.retries.contains_key(&(*p, q.offset))
+                        || self.held.contains(&(*p, q.offset))
+                })
+            })
+            .count()
+    }
+
+    fn counter(&self, name: &'static str) {
+        metrics::counter!(name, "topic" => self.topic.clone(), "group" => self.group.clone())
+            .increment(1);
+    }
+
+    pub(super) fn count_delivered(&self) {
+        self.stats.delivered.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_deliveries_total");
+    }
+
+    pub(super) fn count_acked(&self) {
+        self.stats.acked.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_acks_total");
+    }
+
+    pub(super) fn count_retried(&self) {
+        self.stats.retried.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_retries_total");
+    }
+
+    pub(super) fn count_dead_lettered(&self) {
+        self.stats
+            .dead_lettered
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_dead_lettered_total");
+    }
+
+    pub(super) fn count_filtered(&self) {
+        self.stats.filtered.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    pub(super) fn count_deduped(&self) {
+        self.stats.deduped.fetch_add(1, AtomicOrdering::Relaxed);
+        self.counter("crmbus_deduped_total");
+    }
+}

@@ -1,0 +1,207 @@
+//! Opening an engine: the group's cursor, retry schedule, done markers, dead letters and
+//! dedupe entries, loaded from the log and the state store.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::records::{decode, done_key, encode, parse_pos_key, DeadLetter, RetryRecord};
+use super::run::{Engine, PartCursor};
+use super::stats::SubscriptionStats;
+use crate::clock::Clock;
+use crate::delivery::breaker::CircuitBreaker;
+use crate::delivery::group_state::{GroupState, StateKind};
+use crate::delivery::handler::Handler;
+use crate::delivery::options::{StartAt, SubscribeOptions};
+use crate::delivery::ranges::OffsetRanges;
+use crate::error::LogError;
+use crate::log::EventLog;
+use crate::state::{StateOp, StateStore};
+
+impl Engine {
+    /// Opens the engine of (`topic`, `group`): loads the group's cursor (or places a new
+    /// group per `opts.start` and commits it), its retry schedule, done markers and held
+    /// dead letters.
+    pub async fn open(
+        log: Arc<dyn EventLog>,
+        state: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        topic: &str,
+        group: &str,
+        handler: Arc<dyn Handler>,
+        opts: SubscribeOptions,
+    ) -> Result<Engine, LogError> {
+        if group.is_empty() || group.contains('/') {
+            return Err(LogError::InvalidArgument(format!(
+                "group name '{group}' must be non-empty and without '/'"
+            )));
+        }
+        if opts.max_in_flight == 0 || opts.read_ahead == 0 {
+            return Err(LogError::InvalidArgument(
+                "max_in_flight and read_ahead must be at least 1".into(),
+            ));
+        }
+        let stored = GroupState::new(topic, group);
+        let info = log.describe_topic(topic).await?;
+        let mut parts = Vec::with_capacity(info.partition_info.len());
+        for p in &info.partition_info {
+            let committed =
+                match log.committed_offset(group, topic, p.partition).await? {
+                    Some(c) if c > p.next_offset => {
+                        // The log lost its tail, or the topic was made again: a cursor past the
+                        // end would pass over every event appended below it.
+                        tracing::warn!(topic, group, partition = p.partition, committed = c,
+                        next_offset = p.next_offset,
+                        "the group's offset is past the end of the partition; clamped to the end");
+                        log.commit_offset(group, topic, p.partition, p.next_offset)
+                            .await?;
+                        p.next_offset
+                    }
+                    Some(c) => c,
+                    None => {
+                        let start = match opts.start {
+                            StartAt::Earliest => p.first_offset,
+                            StartAt::Latest => p.next_offset,
+                            StartAt::Time(us) => {
+                                let t =
+                                    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+                                log.offset_for_time(topic, p.partition, t).await?
+                            }
+                        };
+                        log.commit_offset(group, topic, p.partition, start).await?;
+                        start
+                    }
+                };
+            parts.push(PartCursor {
+                id: p.partition,
+                next_read: committed,
+                committed,
+                done: OffsetRanges::default(),
+                dirty: false,
+                stored_done: None,
+                buffered: 0,
+            });
+        }
+        let mut retries = HashMap::new();
+        for (k, v) in state.scan(&stored.namespace(StateKind::Retry), "").await? {
+            if let Some(pos) = parse_pos_key(&k) {
+                retries.insert(pos, decode::<RetryRecord>(&v)?);
+            }
+        }
+        // Done entries: one per partition, the ranges finished above the committed offset
+        // (ranges below it are what a later commit passed). One marker per offset
+        // (`<partition>/<offset>`) is how older versions stored them: folded in and
+        // rewritten as ranges here.
+        let done_ns = stored.namespace(StateKind::Done);
+        let mut legacy = Vec::new();
+        for (k, v) in state.scan(&done_ns, "").await? {
+            if let Some((p, o)) = parse_pos_key(&k) {
+                if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
+                    if o >= part.committed {
+                        part.done.insert(o);
+                        part.dirty = true;
+                    }
+                }
+                legacy.push(StateOp::Delete {
+                    namespace: done_ns.clone(),
+                    key: k,
+                });
+            } else if let Ok(p) = k.parse::<u32>() {
+                let ranges: Vec<(u64, u64)> = decode(&v)?;
+                if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
+                    for (a, b) in ranges {
+                        part.done.insert_range(a.max(part.committed), b);
+                    }
+                    part.stored_done = Some(part.done.range_count());
+                }
+            }
+        }
+        if !legacy.is_empty() {
+            let mut ops = Vec::new();
+            for part in parts.iter_mut().filter(|p| p.dirty) {
+                ops.push(StateOp::Put {
+                    namespace: done_ns.clone(),
+                    key: done_key(part.id),
+                    value: encode(&part.done.to_pairs())?,
+                });
+                part.stored_done = Some(part.done.range_count());
+                part.dirty = false;
+            }
+            ops.extend(legacy);
+            state.apply(ops).await?;
+        }
+        let mut held = HashSet::new();
+        let mut redriving = Vec::new();
+        let mut dlq_count = 0u64;
+        for (_, v) in state
+            .scan(&stored.namespace(StateKind::DeadLetter), "")
+            .await?
+        {
+            let d: DeadLetter = decode(&v)?;
+            dlq_count += 1;
+            if d.redriving {
+                redriving.push(d);
+            } else if d.held {
+                held.insert((d.partition, d.offset));
+            }
+        }
+        let mut processed = HashMap::new();
+        let mut expiries = Vec::new();
+        if opts.dedupe_ttl.is_some() {
+            let ns = stored.namespace(StateKind::Dedupe);
+            let now = clock.now_micros();
+            let mut expired = Vec::new();
+            for (k, v) in state.scan(&ns, "").await? {
+                let expiry: i64 = decode(&v)?;
+                match u64::from_str_radix(&k, 16) {
+                    Ok(h) if expiry > now => {
+                        processed.insert(h, expiry);
+                        expiries.push((expiry, h));
+                    }
+                    _ => expired.push(StateOp::Delete {
+                        namespace: ns.clone(),
+                        key: k,
+                    }),
+                }
+            }
+            if !expired.is_empty() {
+                state.apply(expired).await?;
+            }
+        }
+        expiries.sort_unstable();
+        let seed = clock.now_micros() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+        let mut engine = Engine {
+            log,
+            state,
+            clock,
+            topic: topic.to_string(),
+            group: group.to_string(),
+            stored,
+            handler,
+            breaker: opts.breaker.map(CircuitBreaker::new),
+            opts,
+            parts,
+            keys: HashMap::new(),
+            ready: VecDeque::new(),
+            timers: BTreeSet::new(),
+            retries,
+            held,
+            in_flight: JoinSet::new(),
+            rng: seed | 1,
+            ops: Vec::new(),
+            processed,
+            expiries: expiries.into(),
+            dlq_count,
+            redriving_pos: redriving.iter().map(|d| (d.partition, d.offset)).collect(),
+            stats: Arc::new(SubscriptionStats::default()),
+            finished_since_persist: 0,
+            last_persist: std::time::Instant::now(),
+        };
+        // Redrives that were under way when the engine stopped start again.
+        for d in redriving {
+            engine.enqueue_redrive(d);
+        }
+        Ok(engine)
+    }
+}

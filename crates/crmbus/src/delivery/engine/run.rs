@@ -1,0 +1,232 @@
+//! The engine's state (partition cursors, key queues, deliveries in flight) and its run
+//! loop: [`Engine::pump`], [`Engine::finish_one`], [`Engine::run_until_idle`],
+//! [`Engine::drain`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::records::RetryRecord;
+use super::stats::SubscriptionStats;
+use crate::clock::Clock;
+use crate::delivery::breaker::CircuitBreaker;
+use crate::delivery::group_state::GroupState;
+use crate::delivery::handler::{Handler, HandlerError};
+use crate::delivery::options::SubscribeOptions;
+use crate::delivery::ranges::OffsetRanges;
+use crate::error::LogError;
+use crate::event::Event;
+use crate::log::EventLog;
+use crate::state::{StateOp, StateStore};
+
+pub(super) struct PartCursor {
+    pub(super) id: u32,
+    pub(super) next_read: u64,
+    pub(super) committed: u64,
+    /// Finished offsets above `committed`, as ranges.
+    pub(super) done: OffsetRanges,
+    /// `done` changed since it was last stored.
+    pub(super) dirty: bool,
+    /// A done entry is stored for this partition (and how many ranges it holds).
+    pub(super) stored_done: Option<usize>,
+    /// Events read and not finished.
+    pub(super) buffered: usize,
+}
+
+impl PartCursor {
+    pub(super) fn mark_done(&mut self, offset: u64) {
+        self.done.insert(offset);
+        self.dirty = true;
+    }
+
+    /// The contiguous low-water mark: the first offset from `committed` not finished.
+    pub(super) fn lwm(&self) -> u64 {
+        self.done.first_missing_from(self.committed)
+    }
+}
+
+/// An event waiting in its key's queue.
+pub(super) struct Queued {
+    pub(super) offset: u64,
+    pub(super) event: Event,
+    /// Redriven from the DLQ after its offset was already passed: finishing it does not
+    /// move the cursor.
+    pub(super) redrive: bool,
+}
+
+#[derive(Default)]
+pub(super) struct KeyState {
+    pub(super) queue: VecDeque<Queued>,
+    pub(super) in_flight: bool,
+}
+
+pub(super) struct Completion {
+    pub(super) partition: u32,
+    pub(super) offset: u64,
+    pub(super) key: String,
+    pub(super) attempt: u32,
+    pub(super) redrive: bool,
+    pub(super) dedupe_hash: u64,
+    pub(super) result: Result<(), HandlerError>,
+}
+
+pub(super) type KeyId = (u32, String);
+
+/// The engine of one subscription. Drive it with [`Engine::run_until_idle`] (tests, with
+/// a manual clock) or let a [`Subscription`](crate::delivery::Subscription) run it in the
+/// background.
+///
+/// Memory stays bounded while it runs:
+/// - finished offsets above the committed offset are kept as ranges ([`OffsetRanges`]),
+///   in memory and in the state store (one `done` entry per partition, rewritten when it
+///   changes and only while something is finished past a gap). A held key (its head
+///   event parked in the DLQ, its later events waiting behind it) keeps the commit at its
+///   head, but the others' acknowledgements between its waiting events are a few ranges,
+///   never one entry per event: the number of ranges is at most the number of unfinished
+///   offsets, which `read_ahead` bounds. (Letting the commit pass held events instead
+///   would not help: the held key's own later events are not finished either.)
+/// - consumer dedupe entries expire as time passes: each is queued by expiry when it is
+///   recorded and dropped (in memory and in the store) once expired, a few at a time, at
+///   each persist;
+/// - the DLQ size is a counter, counted once at open and kept by every dead letter,
+///   redrive and discard.
+pub struct Engine {
+    pub(super) log: Arc<dyn EventLog>,
+    pub(super) state: Arc<dyn StateStore>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) topic: String,
+    pub(super) group: String,
+    /// Where the group's retries, done markers, dead letters, dedupe and audit live.
+    pub(super) stored: GroupState,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) opts: SubscribeOptions,
+    pub(super) parts: Vec<PartCursor>,
+    pub(super) keys: HashMap<KeyId, KeyState>,
+    pub(super) ready: VecDeque<KeyId>,
+    pub(super) timers: BTreeSet<(i64, u32, String)>,
+    pub(super) retries: HashMap<(u32, u64), RetryRecord>,
+    pub(super) held: HashSet<(u32, u64)>,
+    pub(super) in_flight: JoinSet<Completion>,
+    pub(super) breaker: Option<CircuitBreaker>,
+    pub(super) rng: u64,
+    pub(super) ops: Vec<StateOp>,
+    /// Consumer dedupe: digest of (source, id) → expiry (µs), when enabled.
+    pub(super) processed: HashMap<u64, i64>,
+    /// The entries of `processed` in the order they expire (an entry may be listed again
+    /// with a later expiry; only the one matching `processed` counts).
+    pub(super) expiries: VecDeque<(i64, u64)>,
+    /// Entries in the DLQ.
+    pub(super) dlq_count: u64,
+    /// Positions of dead letters being redriven (their entries are removed once
+    /// delivered; a discard in between takes them out).
+    pub(super) redriving_pos: HashSet<(u32, u64)>,
+    pub(super) stats: Arc<SubscriptionStats>,
+    pub(super) finished_since_persist: usize,
+    pub(super) last_persist: std::time::Instant,
+}
+
+impl Engine {
+    /// The topic this engine reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The earliest time (µs) a parked retry is due, if any.
+    pub fn next_due_us(&self) -> Option<i64> {
+        self.timers.iter().next().map(|(t, _, _)| *t)
+    }
+
+    /// Does whatever needs no waiting on handlers: reads, dispatches ready keys, takes in
+    /// finished deliveries, and persists when nothing is in flight or enough has finished
+    /// since the last time. A background subscription calls it between
+    /// [`Engine::finish_one`] and its commands, so slow handlers never block commands.
+    pub async fn pump(&mut self) -> Result<(), LogError> {
+        self.fill().await?;
+        self.dispatch();
+        while let Some(joined) = self.in_flight.try_join_next() {
+            self.absorb(joined);
+            self.finished_since_persist += 1;
+        }
+        // Finished deliveries may have released keys.
+        self.dispatch();
+        if self.in_flight.is_empty()
+            || self.finished_since_persist >= 64
+            || (self.finished_since_persist > 0
+                && self.last_persist.elapsed() >= Duration::from_millis(100))
+        {
+            self.persist().await?;
+            self.finished_since_persist = 0;
+            self.last_persist = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Waits until one delivery in flight finishes and takes its result in; returns
+    /// false at once when nothing is in flight. Cancel-safe.
+    pub async fn finish_one(&mut self) -> bool {
+        match self.in_flight.join_next().await {
+            Some(joined) => {
+                self.absorb(joined);
+                self.finished_since_persist += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether any delivery is in flight.
+    pub fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Delivers everything that can be delivered now: reads, dispatches, and waits for
+    /// handlers until no delivery is in flight and none is ready (what remains waits for
+    /// a retry time, a held dead letter, or new events). Persists state and commits
+    /// offsets before returning.
+    pub async fn run_until_idle(&mut self) -> Result<(), LogError> {
+        let mut since_persist = 0usize;
+        loop {
+            self.fill().await?;
+            self.dispatch();
+            let Some(joined) = self.in_flight.join_next().await else {
+                return self.persist().await;
+            };
+            self.absorb(joined);
+            while let Some(joined) = self.in_flight.try_join_next() {
+                self.absorb(joined);
+            }
+            since_persist += 1;
+            if since_persist >= 64 {
+                self.persist().await?;
+                since_persist = 0;
+            }
+        }
+    }
+
+    fn absorb(&mut self, joined: Result<Completion, tokio::task::JoinError>) {
+        match joined {
+            Ok(c) => self.complete(c),
+            Err(e) => tracing::error!(error = %e, "a handler task failed to join"),
+        }
+    }
+
+    /// Waits for in-flight deliveries and persists; used before stopping.
+    pub async fn drain(&mut self) -> Result<(), LogError> {
+        while let Some(joined) = self.in_flight.join_next().await {
+            self.absorb(joined);
+        }
+        self.persist().await
+    }
+
+    /// The retry schedule the engine holds now, by (partition, offset).
+    pub fn pending_retries(&self) -> BTreeMap<(u32, u64), RetryRecord> {
+        self.retries.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+}

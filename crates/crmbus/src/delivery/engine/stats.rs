@@ -1,0 +1,56 @@
+//! The counters of a subscription and their point-in-time copy with the engine's state.
+
+use std::sync::atomic::AtomicU64;
+
+use serde::Serialize;
+
+/// Counters of a subscription since it started.
+#[derive(Debug, Default)]
+pub struct SubscriptionStats {
+    /// Handler calls made.
+    pub delivered: AtomicU64,
+    /// Deliveries acknowledged.
+    pub acked: AtomicU64,
+    /// Failed deliveries scheduled for a retry.
+    pub retried: AtomicU64,
+    /// Events dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Events passed over by the filter.
+    pub filtered: AtomicU64,
+    /// Events passed over because the group already processed their (source, id).
+    pub deduped: AtomicU64,
+}
+
+/// A point-in-time copy of [`SubscriptionStats`] plus the engine's current state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Handler calls made.
+    pub delivered: u64,
+    /// Deliveries acknowledged.
+    pub acked: u64,
+    /// Failed deliveries scheduled for a retry.
+    pub retried: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Events passed over by the filter.
+    pub filtered: u64,
+    /// Events passed over as already processed.
+    pub deduped: u64,
+    /// Deliveries in flight now.
+    pub in_flight: u64,
+    /// Keys waiting for a retry or held by a dead letter.
+    pub parked_keys: u64,
+    /// Committed offset per partition.
+    pub committed: Vec<u64>,
+    /// Circuit breaker: 0 closed, 1 open, 2 half-open (0 without a breaker).
+    pub breaker: u8,
+    /// Consumer dedupe entries held in memory now.
+    pub dedupe_entries: u64,
+    /// Ranges of finished offsets above the committed offset held in memory now (all
+    /// partitions).
+    pub done_entries: u64,
+    /// Ranges of finished offsets in the stored done entries (all partitions).
+    pub done_markers: u64,
+    /// Entries in the group's dead-letter queue.
+    pub dlq_entries: u64,
+}
