@@ -136,20 +136,37 @@ async fn a_deal_won_with_two_violations_is_400_listing_both_and_stores_nothing()
 /// when a server stopped right after creating it), and the flag is reported from the spec.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_schemas_is_read_from_the_topic_spec() {
+    let mut spec = crmbus::TopicSpec::new("strict", 1);
+    spec.require_schemas = true;
+    let dir = data_dir_with(spec, None).await;
+    assert_strict_topic_enforced(dir).await;
+}
+
+/// A data directory with topic `spec` written straight to the embedded log (as a server
+/// would leave it), and `legacy_flag` recorded under the state key older servers used.
+async fn data_dir_with(spec: crmbus::TopicSpec, legacy_flag: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let log = crmbus_embedded::EmbeddedLog::open(
-            dir.path().join("data"),
-            crmbus_embedded::EmbeddedOptions::default(),
-        )
-        .expect("open the log");
-        let mut spec = crmbus::TopicSpec::new("strict", 1);
-        spec.require_schemas = true;
-        crmbus::EventLog::create_topic(&log, spec)
+    let log = crmbus_embedded::EmbeddedLog::open(
+        dir.path().join("data"),
+        crmbus_embedded::EmbeddedOptions::default(),
+    )
+    .expect("open the log");
+    crmbus::EventLog::create_topic(&log, spec)
+        .await
+        .expect("create");
+    if let Some(topic) = legacy_flag {
+        log.state_store()
+            .put("server/require_schemas", topic, b"true".to_vec())
             .await
-            .expect("create");
-        crmbus::EventLog::close(&log).await.expect("close");
+            .expect("legacy record");
     }
+    crmbus::EventLog::close(&log).await.expect("close");
+    dir
+}
+
+/// Starts a server on `dir` and checks that topic `strict` reports and enforces
+/// `require_schemas`.
+async fn assert_strict_topic_enforced(dir: tempfile::TempDir) {
     let s = TestServer::start_in(dir, "embedded", CATALOG).await;
     let (st, body) = s.get("/v1/topics/strict").await;
     assert_eq!(st, 200, "{body}");
@@ -170,33 +187,8 @@ async fn require_schemas_is_read_from_the_topic_spec() {
 /// the flag recorded in the state store) keeps its enforcement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_schemas_recorded_the_old_way_is_still_enforced() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let log = crmbus_embedded::EmbeddedLog::open(
-            dir.path().join("data"),
-            crmbus_embedded::EmbeddedOptions::default(),
-        )
-        .expect("open the log");
-        crmbus::EventLog::create_topic(&log, crmbus::TopicSpec::new("strict", 1))
-            .await
-            .expect("create");
-        log.state_store()
-            .put("server/require_schemas", "strict", b"true".to_vec())
-            .await
-            .expect("legacy record");
-        crmbus::EventLog::close(&log).await.expect("close");
-    }
-    let s = TestServer::start_in(dir, "embedded", CATALOG).await;
-    let (_, body) = s.get("/v1/topics/strict").await;
-    assert_eq!(body["require_schemas"], true, "{body}");
-    let (st, body) = s
-        .publish(
-            "strict",
-            &event("x-1", "com.acme.custom", "k", json!({"any": 1})),
-        )
-        .await;
-    assert_eq!(st, 400, "{body}");
-    s.stop().await;
+    let dir = data_dir_with(crmbus::TopicSpec::new("strict", 1), Some("strict")).await;
+    assert_strict_topic_enforced(dir).await;
 }
 
 fn v1() -> Value {
