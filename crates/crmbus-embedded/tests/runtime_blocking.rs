@@ -182,14 +182,37 @@ async fn world(dir: &Path) -> (Arc<EmbeddedLog>, Arc<Gate>) {
 /// checks that `other` runs to its end on the same single-threaded runtime meanwhile.
 fn other_work_runs_while<H, O>(what: &str, op: Op, path_part: &str, held: H, other: O)
 where
-    H: FnOnce(Arc<EmbeddedLog>) -> BoxFuture,
-    O: FnOnce(Arc<EmbeddedLog>) -> BoxFuture,
+    H: Fn(Arc<EmbeddedLog>) -> BoxFuture,
+    O: Fn(Arc<EmbeddedLog>) -> BoxFuture,
+{
+    // Both kinds of runtime the log may be used on. The multi-threaded one has a single
+    // worker, so a call that blocked it would stop everything else too.
+    other_work_runs_on(
+        what,
+        op,
+        path_part,
+        &held,
+        &other,
+        tokio::runtime::Builder::new_current_thread(),
+    );
+    let mut multi = tokio::runtime::Builder::new_multi_thread();
+    multi.worker_threads(1);
+    other_work_runs_on(what, op, path_part, &held, &other, multi);
+}
+
+fn other_work_runs_on<H, O>(
+    what: &str,
+    op: Op,
+    path_part: &str,
+    held: &H,
+    other: &O,
+    mut builder: tokio::runtime::Builder,
+) where
+    H: Fn(Arc<EmbeddedLog>) -> BoxFuture,
+    O: Fn(Arc<EmbeddedLog>) -> BoxFuture,
 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = builder.enable_all().build().expect("runtime");
     let (log, gate) = rt.block_on(world(dir.path()));
     gate.arm(op, path_part);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -204,7 +227,10 @@ where
     rt.block_on(async {
         let held_task = tokio::spawn(held(Arc::clone(&log)));
         gate.entered.notified().await;
-        other(Arc::clone(&log)).await;
+        // A task of the runtime's own, like any other request the server is serving.
+        tokio::spawn(other(Arc::clone(&log)))
+            .await
+            .expect("the other work panicked");
         let _ = done_tx.send(());
         held_task.await.expect("the held call panicked");
     });
