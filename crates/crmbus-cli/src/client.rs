@@ -1,9 +1,11 @@
-//! The HTTP client the CLI's server commands share: the base URL (`--url`, `CRMBUS_URL`),
-//! `--json`, and errors turned into messages people can act on.
+//! What the CLI's server commands share: the server (`--url`, `CRMBUS_URL`) reached
+//! through `crmbus-client`, `--json`, and printing tables.
 
-use anyhow::{anyhow, bail};
+use std::fmt::Display;
+
 use clap::Args;
-use serde_json::Value;
+pub use crmbus_client::Client;
+use serde::Serialize;
 
 /// Options every command that talks to a server takes.
 #[derive(Args, Debug, Clone)]
@@ -16,95 +18,10 @@ pub struct Remote {
     pub json: bool,
 }
 
-/// A client of one server.
-pub struct Client {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    /// A client of the server `remote` names.
-    pub fn new(remote: &Remote) -> anyhow::Result<Client> {
-        let base = remote.url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            bail!("--url {base:?} must start with http:// or https://");
-        }
-        Ok(Client {
-            base,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    /// The full URL of `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The underlying HTTP client.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// Sends a request and returns its JSON body (or `null`), or an error that says what
-    /// the server answered, or that it could not be reached.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
-        Self::answer(resp).await
-    }
-
-    /// The error for a request that never got an answer.
-    pub fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
-        if e.is_connect() || e.is_timeout() {
-            anyhow!(
-                "cannot reach the crmbus server at {}: is `crmbus serve` running there? (set --url or CRMBUS_URL)",
-                self.base
-            )
-        } else {
-            anyhow!("request to {} failed: {e}", self.base)
-        }
-    }
-
-    /// A response's JSON body, or its problem document as an error message.
-    pub async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let body: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if status.is_success() {
-            return Ok(body);
-        }
-        let mut msg = match body.get("detail").and_then(Value::as_str) {
-            Some(d) => format!("{d} (HTTP {})", status.as_u16()),
-            None => format!("the server answered HTTP {}: {body}", status.as_u16()),
-        };
-        if let Some(errors) = body.get("errors").and_then(Value::as_array) {
-            for e in errors {
-                msg.push_str(&format!(
-                    "\n  {}: {}",
-                    e.get("field").and_then(Value::as_str).unwrap_or("?"),
-                    e.get("message").and_then(Value::as_str).unwrap_or("?")
-                ));
-            }
-        }
-        Err(anyhow!(msg))
-    }
-
-    /// GET `path`.
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(self.url(path))).await
-    }
-
-    /// POST `body` as JSON to `path`.
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(self.url(path)).json(body)).await
-    }
-
-    /// DELETE `path`.
-    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.delete(self.url(path))).await
+impl Remote {
+    /// A typed client of the server `--url` names.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.url)?)
     }
 }
 
@@ -116,9 +33,10 @@ pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> an
         .block_on(f)
 }
 
-/// Prints a JSON value on one line.
-pub fn print_json(v: &Value) {
-    println!("{v}");
+/// Prints an answer as JSON on one line.
+pub fn print_json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
 }
 
 /// Prints rows as a table with a header, columns padded to their widest cell.
@@ -148,39 +66,23 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Table rows from a JSON array of objects: one row per object, one cell per field.
-pub fn rows(list: &Value, fields: &[&str]) -> Vec<Vec<String>> {
-    list.as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| fields.iter().map(|f| cell(&item[*f])).collect())
-                .collect()
+/// Prints a subscription cursor as a table.
+pub fn print_cursors(partitions: &[crmbus_client::api::CursorView]) {
+    let rows: Vec<Vec<String>> = partitions
+        .iter()
+        .map(|c| {
+            vec![
+                c.partition.to_string(),
+                c.committed.to_string(),
+                c.next_offset.to_string(),
+                c.lag.to_string(),
+            ]
         })
-        .unwrap_or_default()
+        .collect();
+    print_table(&["PARTITION", "COMMITTED", "NEXT_OFFSET", "LAG"], &rows);
 }
 
-/// Prints a subscription cursor (`[{partition, committed, next_offset, lag}]`) as a table.
-pub fn print_cursors(partitions: &Value) {
-    print_table(
-        &["PARTITION", "COMMITTED", "NEXT_OFFSET", "LAG"],
-        &rows(
-            partitions,
-            &["partition", "committed", "next_offset", "lag"],
-        ),
-    );
-}
-
-/// A JSON value as a table cell.
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Percent-encodes a path segment or query value.
-pub fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+/// An optional value as a table cell (`-` when absent).
+pub fn opt<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }

@@ -1,9 +1,10 @@
 //! `crmbus dlq (list|show|redrive|discard)`: a subscription's dead letters.
 
 use clap::Subcommand;
+use crmbus_client::api::{DlqQuery, RedriveRequest};
 use serde_json::json;
 
-use crate::client::{block_on, cell, enc, print_json, print_table, Client, Remote};
+use crate::client::{block_on, print_json, print_table, Remote};
 
 /// Dead-letter commands.
 #[derive(Subcommand, Debug)]
@@ -72,40 +73,29 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 error,
                 remote,
             } => {
-                let mut q = Vec::new();
-                if let Some(t) = ty {
-                    q.push(format!("type={}", enc(&t)));
-                }
-                if let Some(e) = error {
-                    q.push(format!("error={}", enc(&e)));
-                }
-                let body = Client::new(&remote)?
-                    .get(&format!(
-                        "/v1/subscriptions/{}/dlq?{}",
-                        enc(&subscription),
-                        q.join("&")
-                    ))
-                    .await?;
+                let query = DlqQuery {
+                    ty,
+                    error,
+                    ..DlqQuery::default()
+                };
+                let list = remote.client()?.dead_letters(&subscription, &query).await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&list)?;
                 } else {
-                    let rows: Vec<Vec<String>> = body["entries"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|d| {
-                                    vec![
-                                        cell(&d["id"]),
-                                        cell(&d["event"]["type"]),
-                                        cell(&d["key"]),
-                                        cell(&d["attempts"]),
-                                        cell(&d["last_failure"]),
-                                        cell(&d["last_error"]),
-                                    ]
-                                })
-                                .collect()
+                    let rows: Vec<Vec<String>> = list
+                        .entries
+                        .iter()
+                        .map(|d| {
+                            vec![
+                                d.id.clone(),
+                                d.event["type"].as_str().unwrap_or("-").to_string(),
+                                d.key.clone(),
+                                d.attempts.to_string(),
+                                d.last_failure.clone(),
+                                d.last_error.clone(),
+                            ]
                         })
-                        .unwrap_or_default();
+                        .collect();
                     print_table(
                         &[
                             "ENTRY",
@@ -124,17 +114,11 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 entry,
                 remote,
             } => {
-                let body = Client::new(&remote)?
-                    .get(&format!(
-                        "/v1/subscriptions/{}/dlq/{}",
-                        enc(&subscription),
-                        enc(&entry)
-                    ))
-                    .await?;
+                let shown = remote.client()?.dead_letter(&subscription, &entry).await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&shown)?;
                 } else {
-                    println!("{}", serde_json::to_string_pretty(&body)?);
+                    println!("{}", serde_json::to_string_pretty(&shown)?);
                 }
             }
             DlqCommand::Redrive {
@@ -146,28 +130,31 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 remote,
             } => {
                 let req = match (entries.is_empty(), ty, all) {
-                    (false, None, false) => json!({ "entries": entries }),
-                    (true, Some(t), false) => json!({ "filter": { "type": t } }),
-                    (true, None, true) => json!({ "all": true }),
+                    (false, None, false) => RedriveRequest {
+                        entries: Some(entries),
+                        ..RedriveRequest::default()
+                    },
+                    (true, Some(t), false) => RedriveRequest {
+                        filter: Some(DlqQuery {
+                            ty: Some(t),
+                            ..DlqQuery::default()
+                        }),
+                        ..RedriveRequest::default()
+                    },
+                    (true, None, true) => RedriveRequest {
+                        all: Some(true),
+                        ..RedriveRequest::default()
+                    },
                     _ => anyhow::bail!("give entry ids, --type, or --all (exactly one of them)"),
                 };
-                let client = Client::new(&remote)?;
-                let body = client
-                    .send(
-                        client
-                            .http()
-                            .post(client.url(&format!(
-                                "/v1/subscriptions/{}/dlq/redrive",
-                                enc(&subscription)
-                            )))
-                            .header("x-crmbus-actor", actor)
-                            .json(&req),
-                    )
+                let answer = remote
+                    .client()?
+                    .redrive(&subscription, &req, Some(&actor))
                     .await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&answer)?;
                 } else {
-                    println!("redrove {} dead letters", cell(&body["redriven"]));
+                    println!("redrove {} dead letters", answer.redriven);
                 }
             }
             DlqCommand::Discard {
@@ -176,21 +163,12 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 actor,
                 remote,
             } => {
-                let client = Client::new(&remote)?;
-                client
-                    .send(
-                        client
-                            .http()
-                            .delete(client.url(&format!(
-                                "/v1/subscriptions/{}/dlq/{}",
-                                enc(&subscription),
-                                enc(&entry)
-                            )))
-                            .header("x-crmbus-actor", actor),
-                    )
+                remote
+                    .client()?
+                    .discard(&subscription, &entry, Some(&actor))
                     .await?;
                 if remote.json {
-                    print_json(&json!({ "discarded": entry }));
+                    print_json(&json!({ "discarded": entry }))?;
                 } else {
                     println!("discarded {entry}");
                 }

@@ -1,12 +1,10 @@
 //! `crmbus`: the command-line tool of crmbus.
 
-mod bench;
 mod client;
 mod demo;
 mod dlq;
 mod publish;
 mod replay;
-mod rss;
 mod schema;
 mod serve;
 mod subs;
@@ -55,7 +53,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure crmbus on this machine (prints figures; `--json` for one JSON object).
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(crmbus_bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,7 +72,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(cmd) => crmbus_bench::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Topics(cmd) => topics::run(cmd),
         Command::Publish(args) => publish::run(args),

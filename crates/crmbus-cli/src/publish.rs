@@ -6,9 +6,11 @@ use std::io::BufRead;
 use anyhow::{bail, Context};
 use clap::Args;
 use crmbus::Event;
+use crmbus_client::api::PublishResponse;
+use crmbus_client::{Client, Encoded};
 use serde_json::{json, Value};
 
-use crate::client::{block_on, enc, print_json, Client, Remote};
+use crate::client::{block_on, print_json, Remote};
 
 /// Events per HTTP request in bulk mode.
 const BULK_BATCH: usize = 500;
@@ -58,19 +60,14 @@ fn default_source(args: &PublishArgs) -> String {
         .unwrap_or_else(|| "urn:crmbus:cli".to_string())
 }
 
-fn path(topics: &[String]) -> String {
-    if topics.len() == 1 {
-        format!("/v1/topics/{}/events", enc(&topics[0]))
-    } else {
-        let q: Vec<String> = topics.iter().map(|t| format!("topic={}", enc(t))).collect();
-        format!("/v1/events?{}", q.join("&"))
-    }
+fn topic_refs(args: &PublishArgs) -> Vec<&str> {
+    args.topics.iter().map(String::as_str).collect()
 }
 
 /// Runs `crmbus publish`.
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     block_on(async move {
-        let client = Client::new(&args.remote)?;
+        let client = args.remote.client()?;
         match &args.ty {
             Some(ty) => publish_one(&client, &args, ty).await,
             None => publish_bulk(&client, &args).await,
@@ -93,28 +90,23 @@ async fn publish_one(client: &Client, args: &PublishArgs, ty: &str) -> anyhow::R
         event = event.extension(name, value);
     }
     event.validate()?;
-    let req = client
-        .http()
-        .post(client.url(&path(&args.topics)))
-        .header("content-type", "application/cloudevents+json")
-        .body(event.to_json_vec());
-    let body = client.send(req).await?;
+    let body = Encoded {
+        content_type: "application/cloudevents+json",
+        body: event.to_json_vec().into(),
+    };
+    let answer: PublishResponse = client.publish_encoded(&topic_refs(args), &body).await?;
     if args.remote.json {
-        print_json(&body);
-        return Ok(());
+        return print_json(&answer);
     }
-    for r in body["receipts"].as_array().into_iter().flatten() {
-        let dup = if r["duplicate"] == true {
+    for r in &answer.receipts {
+        let dup = if r.duplicate {
             "  (duplicate: already stored)"
         } else {
             ""
         };
         println!(
             "published {} to {} partition {} offset {}{dup}",
-            r["id"].as_str().unwrap_or("?"),
-            r["topic"].as_str().unwrap_or("?"),
-            r["partition"],
-            r["offset"]
+            r.id, r.topic, r.partition, r.offset
         );
     }
     Ok(())
@@ -159,17 +151,12 @@ async fn publish_bulk(client: &Client, args: &PublishArgs) -> anyhow::Result<()>
             batch.push(v);
         }
         if batch.len() >= BULK_BATCH || (line.is_none() && !batch.is_empty()) {
-            let req = client
-                .http()
-                .post(client.url(&path(&args.topics)))
-                .header("content-type", "application/cloudevents-batch+json")
-                .body(Value::Array(std::mem::take(&mut batch)).to_string());
-            let body = client
-                .send(req)
+            let answer = client
+                .publish_batch(&topic_refs(args), &std::mem::take(&mut batch))
                 .await
                 .with_context(|| format!("publishing the batch ending at line {line_no}"))?;
-            for r in body["receipts"].as_array().into_iter().flatten() {
-                if r["duplicate"] == true {
+            for r in &answer.receipts {
+                if r.duplicate {
                     duplicates += 1;
                 } else {
                     published += 1;
@@ -184,7 +171,7 @@ async fn publish_bulk(client: &Client, args: &PublishArgs) -> anyhow::Result<()>
     }
     bar.finish_and_clear();
     if args.remote.json {
-        print_json(&json!({"published": published, "duplicates": duplicates}));
+        print_json(&json!({"published": published, "duplicates": duplicates}))?;
     } else {
         println!("published {published} events ({duplicates} duplicates already stored)");
     }

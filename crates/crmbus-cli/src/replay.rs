@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use crmbus_client::api::SeekRequest;
 use serde_json::{json, Map, Value};
 
-use crate::client::{block_on, enc, print_cursors, print_json, Client, Remote};
+use crate::client::{block_on, print_cursors, print_json, Remote};
 use crate::subs::position;
 
 /// Options of `crmbus replay`.
@@ -42,16 +43,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         _ => bail!("give --to earliest|latest|<time>, or --offset PARTITION:OFFSET"),
     };
     block_on(async move {
-        let body = Client::new(&args.remote)?
-            .post(
-                &format!("/v1/subscriptions/{}/seek", enc(&args.subscription)),
-                &json!({ "to": to }),
-            )
+        let cursor = args
+            .remote
+            .client()?
+            .seek(&args.subscription, &SeekRequest { to })
             .await?;
         if args.remote.json {
-            print_json(&body);
+            print_json(&cursor)?;
         } else {
-            print_cursors(&body["partitions"]);
+            print_cursors(&cursor.partitions);
         }
         Ok(())
     })

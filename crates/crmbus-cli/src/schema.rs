@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use serde_json::{json, Value};
+use crmbus_client::api::{FieldError, SchemaRequest};
+use serde_json::Value;
 
-use crate::client::{block_on, cell, enc, print_json, print_table, Client, Remote};
+use crate::client::{block_on, opt, print_json, print_table, Remote};
 
 /// Schema commands.
 #[derive(Subcommand, Debug)]
@@ -60,9 +61,9 @@ fn read_json(file: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{file} is not JSON"))
 }
 
-fn print_errors(list: &Value) {
-    for e in list.as_array().into_iter().flatten() {
-        println!("  {}: {}", cell(&e["field"]), cell(&e["message"]));
+fn print_errors(list: &[FieldError]) {
+    for e in list {
+        println!("  {}: {}", e.field, e.message);
     }
 }
 
@@ -74,25 +75,22 @@ pub fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
     block_on(async move {
         match cmd {
             SchemaCommand::List { remote } => {
-                let body = Client::new(&remote)?.get("/v1/schemas").await?;
+                let list = remote.client()?.schemas().await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&list)?;
                 } else {
-                    let rows: Vec<Vec<String>> = body["types"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|t| {
-                                    vec![
-                                        cell(&t["event_type"]),
-                                        cell(&t["mode"]),
-                                        cell(&t["versions"]),
-                                        cell(&t["latest"]),
-                                    ]
-                                })
-                                .collect()
+                    let rows: Vec<Vec<String>> = list
+                        .types
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.event_type.clone(),
+                                t.mode.clone(),
+                                serde_json::to_string(&t.versions).unwrap_or_default(),
+                                opt(t.latest),
+                            ]
                         })
-                        .unwrap_or_default();
+                        .collect();
                     print_table(&["TYPE", "MODE", "VERSIONS", "LATEST"], &rows);
                 }
             }
@@ -101,23 +99,15 @@ pub fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
                 version,
                 remote,
             } => {
-                let body = Client::new(&remote)?
-                    .get(&format!(
-                        "/v1/schemas/{}/versions/{}",
-                        enc(&event_type),
-                        enc(&version)
-                    ))
+                let shown = remote
+                    .client()?
+                    .schema_version(&event_type, &version)
                     .await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&shown)?;
                 } else {
-                    println!(
-                        "# {} version {} ({})",
-                        event_type,
-                        body["version"],
-                        cell(&body["uri"])
-                    );
-                    println!("{}", serde_json::to_string_pretty(&body["schema"])?);
+                    println!("# {} version {} ({})", event_type, shown.version, shown.uri);
+                    println!("{}", serde_json::to_string_pretty(&shown.schema)?);
                 }
             }
             SchemaCommand::Register {
@@ -126,24 +116,21 @@ pub fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
                 remote,
             } => {
                 let schema = read_json(&file)?;
-                let body = Client::new(&remote)?
-                    .post(
-                        &format!("/v1/schemas/{}/versions", enc(&event_type)),
-                        &json!({ "schema": schema }),
-                    )
+                let reg = remote
+                    .client()?
+                    .register_schema(&event_type, &SchemaRequest { schema })
                     .await?;
                 if remote.json {
-                    print_json(&body);
-                } else if body["created"] == true {
+                    print_json(&reg)?;
+                } else if reg.created {
                     println!(
                         "registered {event_type} version {} ({})",
-                        body["version"],
-                        cell(&body["uri"])
+                        reg.version, reg.uri
                     );
                 } else {
                     println!(
                         "{event_type} version {} is already this schema; nothing registered",
-                        body["version"]
+                        reg.version
                     );
                 }
             }
@@ -153,53 +140,42 @@ pub fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
                 remote,
             } => {
                 let schema = read_json(&file)?;
-                let body = Client::new(&remote)?
-                    .post(
-                        &format!("/v1/schemas/{}/check", enc(&event_type)),
-                        &json!({ "schema": schema }),
-                    )
+                let check = remote
+                    .client()?
+                    .check_schema(&event_type, &SchemaRequest { schema })
                     .await?;
                 if remote.json {
-                    print_json(&body);
-                } else if body["compatible"] == true {
+                    print_json(&check)?;
+                } else if check.compatible {
                     println!(
                         "compatible ({} mode, against version {})",
-                        cell(&body["mode"]),
-                        cell(&body["against"])
+                        check.mode,
+                        opt(check.against)
                     );
                 } else {
                     println!(
                         "incompatible with version {} under {} compatibility:",
-                        cell(&body["against"]),
-                        cell(&body["mode"])
+                        opt(check.against),
+                        check.mode
                     );
-                    print_errors(&body["breaking"]);
+                    print_errors(&check.breaking);
                 }
-                if body["compatible"] != true {
+                if !check.compatible {
                     bail!("the schema would be rejected");
                 }
             }
             SchemaCommand::Validate { file, remote } => {
                 let event = read_json(&file)?;
-                let client = Client::new(&remote)?;
-                let body = client
-                    .send(
-                        client
-                            .http()
-                            .post(client.url("/v1/schemas/validate"))
-                            .header("content-type", "application/cloudevents+json")
-                            .body(event.to_string()),
-                    )
-                    .await?;
+                let answer = remote.client()?.validate(&event).await?;
                 if remote.json {
-                    print_json(&body);
-                } else if body["valid"] == true {
-                    println!("valid ({})", cell(&body["dataschema"]));
+                    print_json(&answer)?;
+                } else if answer.valid {
+                    println!("valid ({})", opt(answer.dataschema.as_deref()));
                 } else {
                     println!("invalid:");
-                    print_errors(&body["errors"]);
+                    print_errors(&answer.errors);
                 }
-                if body["valid"] != true {
+                if !answer.valid {
                     bail!("{file} does not validate");
                 }
             }

@@ -1,9 +1,10 @@
 //! `crmbus subs (create|list|show|delete)`: pull subscriptions (consumer groups).
 
 use clap::Subcommand;
+use crmbus_client::api::{CreateSubscriptionRequest, RetryBody, SubscriptionView};
 use serde_json::{json, Value};
 
-use crate::client::{block_on, cell, enc, print_cursors, print_json, print_table, Client, Remote};
+use crate::client::{block_on, print_cursors, print_json, print_table, Remote};
 
 /// Subscription commands.
 #[derive(Subcommand, Debug)]
@@ -64,15 +65,15 @@ pub fn position(text: &str) -> Value {
     }
 }
 
-fn row(s: &Value) -> Vec<String> {
-    let st = &s["status"];
+fn row(s: &SubscriptionView) -> Vec<String> {
+    let st = &s.status;
     vec![
-        cell(&s["name"]),
-        cell(&s["topic"]),
-        cell(&st["lag"]),
-        cell(&st["in_flight"]),
-        cell(&st["parked_keys"]),
-        cell(&st["dlq_size"]),
+        s.name.clone(),
+        s.topic.clone(),
+        st.lag.to_string(),
+        st.in_flight.to_string(),
+        st.parked_keys.to_string(),
+        st.dlq_size.to_string(),
     ]
 }
 
@@ -93,62 +94,53 @@ pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                 ack_timeout_ms,
                 remote,
             } => {
-                let mut req = json!({ "name": name, "start": position(&start) });
-                if !types.is_empty() {
-                    req["filter"] = json!({ "types": types });
-                }
-                if let Some(n) = max_attempts {
-                    req["retry"] = json!({ "max_attempts": n });
-                }
-                if let Some(o) = ordering {
-                    req["ordering"] = json!(o);
-                }
-                if let Some(o) = on_exhausted {
-                    req["on_exhausted"] = json!(o);
-                }
-                if let Some(a) = ack_timeout_ms {
-                    req["ack_timeout_ms"] = json!(a);
-                }
-                let body = Client::new(&remote)?
-                    .post(&format!("/v1/topics/{}/subscriptions", enc(&topic)), &req)
-                    .await?;
+                let req = CreateSubscriptionRequest {
+                    name: name.clone(),
+                    filter: (!types.is_empty()).then(|| json!({ "types": types })),
+                    start: Some(position(&start)),
+                    retry: max_attempts.map(|n| RetryBody {
+                        max_attempts: Some(n),
+                        initial_backoff_ms: None,
+                        max_backoff_ms: None,
+                        multiplier: None,
+                        max_age_ms: None,
+                    }),
+                    ordering,
+                    on_exhausted,
+                    ack_timeout_ms,
+                    max_in_flight: None,
+                };
+                let sub = remote.client()?.create_subscription(&topic, &req).await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&sub)?;
                 } else {
                     println!("created subscription {name} on {topic}");
                 }
             }
             SubsCommand::List { remote } => {
-                let body = Client::new(&remote)?.get("/v1/subscriptions").await?;
+                let list = remote.client()?.list_subscriptions().await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&list)?;
                 } else {
-                    let rows: Vec<Vec<String>> = body["subscriptions"]
-                        .as_array()
-                        .map(|a| a.iter().map(row).collect())
-                        .unwrap_or_default();
+                    let rows: Vec<Vec<String>> = list.subscriptions.iter().map(row).collect();
                     print_table(&HEADER, &rows);
                 }
             }
             SubsCommand::Show { name, remote } => {
-                let body = Client::new(&remote)?
-                    .get(&format!("/v1/subscriptions/{}", enc(&name)))
-                    .await?;
+                let sub = remote.client()?.subscription(&name).await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&sub)?;
                 } else {
-                    print_table(&HEADER, &[row(&body)]);
+                    print_table(&HEADER, &[row(&sub)]);
                     println!();
-                    print_cursors(&body["status"]["partitions"]);
-                    println!("\nconfig: {}", body["config"]);
+                    print_cursors(&sub.status.partitions);
+                    println!("\nconfig: {}", serde_json::to_string(&sub.config)?);
                 }
             }
             SubsCommand::Delete { name, remote } => {
-                Client::new(&remote)?
-                    .delete(&format!("/v1/subscriptions/{}", enc(&name)))
-                    .await?;
+                remote.client()?.delete_subscription(&name).await?;
                 if remote.json {
-                    print_json(&json!({ "deleted": name }));
+                    print_json(&json!({ "deleted": name }))?;
                 } else {
                     println!("deleted subscription {name}");
                 }

@@ -1,11 +1,9 @@
 //! `crmbus tail`: follow a topic live (Server-Sent Events), with a filter and a start.
 
-use anyhow::Context;
 use clap::Args;
-use futures_util::StreamExt;
-use serde_json::Value;
+use crmbus_client::api::{LiveQuery, StoredView};
 
-use crate::client::{block_on, enc, Client, Remote};
+use crate::client::{block_on, print_json, Remote};
 
 /// Options of `crmbus tail`.
 #[derive(Args, Debug)]
@@ -31,74 +29,33 @@ pub struct TailArgs {
 /// Runs `crmbus tail` until interrupted (or `--limit` events).
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
     block_on(async move {
-        let client = Client::new(&args.remote)?;
-        let mut query = vec![format!("from={}", enc(&args.from))];
-        query.extend(args.types.iter().map(|t| format!("type={}", enc(t))));
-        if let Some(f) = &args.filter {
-            query.push(format!("filter={}", enc(f)));
-        }
-        let url = client.url(&format!(
-            "/v1/topics/{}/stream?{}",
-            enc(&args.topic),
-            query.join("&")
-        ));
-        let resp = client
-            .http()
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| client.unreachable(e))?;
-        if !resp.status().is_success() {
-            Client::answer(resp).await?;
-            return Ok(());
-        }
+        let query = LiveQuery {
+            from: Some(args.from.clone()),
+            types: args.types.clone(),
+            filter: args.filter.clone(),
+            last_event_id: None,
+        };
+        let mut stream = args.remote.client()?.stream(&args.topic, &query).await?;
         if !args.remote.json {
             eprintln!("following {} (Ctrl-C to stop)", args.topic);
         }
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
         let mut seen = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.context("the stream broke")?;
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let block: String = buf.drain(..end + 2).collect();
-                let mut kind = "message".to_string();
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        kind = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                if kind == "error" {
-                    anyhow::bail!("the server ended the stream: {data}");
-                }
-                print_message(&data, args.remote.json);
-                seen += 1;
-                if args.limit.is_some_and(|l| seen >= l) {
-                    return Ok(());
-                }
+        while let Some(message) = stream.next().await {
+            print_message(&message?, args.remote.json)?;
+            seen += 1;
+            if args.limit.is_some_and(|l| seen >= l) {
+                return Ok(());
             }
         }
         Ok(())
     })
 }
 
-fn print_message(data: &str, json: bool) {
+fn print_message(v: &StoredView, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{data}");
-        return;
+        return print_json(v);
     }
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        println!("{data}");
-        return;
-    };
-    let e = &v["event"];
+    let e = &v.event;
     let payload = e
         .get("data")
         .map(|d| d.to_string())
@@ -106,11 +63,12 @@ fn print_message(data: &str, json: bool) {
         .unwrap_or_default();
     println!(
         "{}-{}  {}  {}  {}  {}",
-        v["partition"],
-        v["offset"],
+        v.partition,
+        v.offset,
         e["type"].as_str().unwrap_or("?"),
         e["subject"].as_str().unwrap_or("-"),
         e["id"].as_str().unwrap_or("?"),
         payload
     );
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! `crmbus topics (list|create|delete|show)`.
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use crmbus_client::api::{CreateTopicRequest, RetentionBody, TopicView};
+use serde_json::json;
 
-use crate::client::{self, block_on, cell, enc, print_json, print_table, Client, Remote};
+use crate::client::{block_on, opt, print_json, print_table, Remote};
 
 /// Topic commands.
 #[derive(Subcommand, Debug)]
@@ -45,13 +46,13 @@ pub enum TopicsCommand {
     },
 }
 
-fn topic_row(t: &Value) -> Vec<String> {
+fn topic_row(t: &TopicView) -> Vec<String> {
     vec![
-        cell(&t["name"]),
-        cell(&t["partitions"]),
-        cell(&t["events"]),
-        cell(&t["retention"]["max_age_ms"]),
-        cell(&t["retention"]["max_bytes"]),
+        t.name.clone(),
+        t.partitions.to_string(),
+        t.events.to_string(),
+        opt(t.retention.max_age_ms),
+        opt(t.retention.max_bytes),
     ]
 }
 
@@ -62,14 +63,11 @@ pub fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
     block_on(async move {
         match cmd {
             TopicsCommand::List { remote } => {
-                let body = Client::new(&remote)?.get("/v1/topics").await?;
+                let list = remote.client()?.list_topics().await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&list)?;
                 } else {
-                    let rows: Vec<Vec<String>> = body["topics"]
-                        .as_array()
-                        .map(|a| a.iter().map(topic_row).collect())
-                        .unwrap_or_default();
+                    let rows: Vec<Vec<String>> = list.topics.iter().map(topic_row).collect();
                     print_table(&HEADER, &rows);
                 }
             }
@@ -80,52 +78,59 @@ pub fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
                 retention_bytes,
                 remote,
             } => {
-                let mut req = json!({ "name": name });
-                if let Some(p) = partitions {
-                    req["partitions"] = json!(p);
-                }
-                if retention_hours.is_some() || retention_bytes.is_some() {
-                    req["retention"] = json!({
-                        "max_age_ms": retention_hours.map(|h| h * 3_600_000),
-                        "max_bytes": retention_bytes,
+                let retention =
+                    (retention_hours.is_some() || retention_bytes.is_some()).then(|| {
+                        RetentionBody {
+                            max_age_ms: retention_hours.map(|h| h.saturating_mul(3_600_000)),
+                            max_bytes: retention_bytes,
+                        }
                     });
-                }
-                let body = Client::new(&remote)?.post("/v1/topics", &req).await?;
+                let req = CreateTopicRequest {
+                    name,
+                    partitions,
+                    retention,
+                    require_schemas: false,
+                };
+                let topic = remote.client()?.create_topic(&req).await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&topic)?;
                 } else {
                     println!(
                         "created topic {} with {} partitions",
-                        cell(&body["name"]),
-                        cell(&body["partitions"])
+                        topic.name, topic.partitions
                     );
                 }
             }
             TopicsCommand::Delete { name, remote } => {
-                Client::new(&remote)?
-                    .delete(&format!("/v1/topics/{}", enc(&name)))
-                    .await?;
+                remote.client()?.delete_topic(&name).await?;
                 if remote.json {
-                    print_json(&json!({ "deleted": name }));
+                    print_json(&json!({ "deleted": name }))?;
                 } else {
                     println!("deleted topic {name}");
                 }
             }
             TopicsCommand::Show { name, remote } => {
-                let body = Client::new(&remote)?
-                    .get(&format!("/v1/topics/{}", enc(&name)))
-                    .await?;
+                let topic = remote.client()?.topic(&name).await?;
                 if remote.json {
-                    print_json(&body);
+                    print_json(&topic)?;
                 } else {
-                    print_table(&HEADER, &[topic_row(&body)]);
+                    print_table(&HEADER, &[topic_row(&topic)]);
                     println!();
+                    let rows: Vec<Vec<String>> = topic
+                        .partition_info
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.partition.to_string(),
+                                p.first_offset.to_string(),
+                                p.next_offset.to_string(),
+                                p.events.to_string(),
+                            ]
+                        })
+                        .collect();
                     print_table(
                         &["PARTITION", "FIRST_OFFSET", "NEXT_OFFSET", "EVENTS"],
-                        &client::rows(
-                            &body["partition_info"],
-                            &["partition", "first_offset", "next_offset", "events"],
-                        ),
+                        &rows,
                     );
                 }
             }

@@ -33,6 +33,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crmbus::partition::partition_for_key;
+use crmbus_client::api::{CreateTopicRequest, ReadQuery, StoredView};
+use crmbus_client::{Client, Encoded};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
@@ -208,9 +210,8 @@ struct Receipt {
 /// How a request ended.
 #[derive(Debug)]
 enum Outcome {
-    /// 201 or 200 with one receipt per event, in order.
+    /// A 2xx with one receipt per event, in order.
     Acked {
-        status: u16,
         receipts: Vec<Receipt>,
         /// When the request was sent and when its answer was read.
         sent: Instant,
@@ -267,76 +268,51 @@ fn make_request(key: String, rng: &mut StdRng) -> Sent {
     }
 }
 
-async fn send(client: &reqwest::Client, url: &str, req: &Sent) -> Outcome {
+async fn send(client: &Client, req: &Sent) -> Outcome {
     let sent = Instant::now();
-    let content_type = if req.batch {
-        "application/cloudevents-batch+json"
-    } else {
-        "application/cloudevents+json"
+    let body = Encoded {
+        content_type: if req.batch {
+            "application/cloudevents-batch+json"
+        } else {
+            "application/cloudevents+json"
+        },
+        body: req.body.clone().into(),
     };
-    let resp = client
-        .post(format!("{url}/v1/topics/{TOPIC}/events"))
-        .header("content-type", content_type)
-        .body(req.body.clone())
-        .send()
-        .await;
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) => return Outcome::Unknown(format!("{e:?}")),
-    };
-    let status = resp.status().as_u16();
-    let body = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => return Outcome::Unknown(format!("status {status}, body cut off: {e:?}")),
+    let answer = match client.publish_encoded(&[TOPIC], &body).await {
+        Ok(answer) => answer,
+        // A refusal other than a 5xx means the request itself is wrong.
+        Err(e) => match e.status() {
+            Some(status) if status < 500 => return Outcome::Rejected(status, e.to_string()),
+            _ => return Outcome::Unknown(format!("{e:?}")),
+        },
     };
     let at = Instant::now();
-    let text = String::from_utf8_lossy(&body).to_string();
-    if status >= 500 {
-        return Outcome::Unknown(format!("status {status}: {text}"));
-    }
-    if !(status == 200 || status == 201) {
-        return Outcome::Rejected(status, text);
-    }
-    let v: Value = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("request {}: receipts are not JSON ({e}): {text}", req.key));
-    let list = v["receipts"]
-        .as_array()
-        .unwrap_or_else(|| panic!("request {}: no receipts: {text}", req.key));
     assert_eq!(
-        list.len(),
+        answer.receipts.len(),
         req.ids.len(),
-        "request {}: one receipt per event: {text}",
+        "request {}: one receipt per event: {answer:?}",
         req.key
     );
-    let receipts = list
+    let receipts = answer
+        .receipts
         .iter()
         .zip(&req.ids)
         .map(|(r, id)| {
-            assert_eq!(r["id"], id.as_str(), "request {}: receipt order", req.key);
-            assert_eq!(r["topic"], TOPIC, "request {}", req.key);
+            assert_eq!(&r.id, id, "request {}: receipt order", req.key);
+            assert_eq!(r.topic, TOPIC, "request {}", req.key);
             Receipt {
-                partition: r["partition"].as_u64().expect("partition") as u32,
-                offset: r["offset"].as_u64().expect("offset"),
-                duplicate: r["duplicate"].as_bool().expect("duplicate"),
+                partition: r.partition,
+                offset: r.offset,
+                duplicate: r.duplicate,
             }
         })
         .collect();
-    Outcome::Acked {
-        status,
-        receipts,
-        sent,
-        at,
-    }
+    Outcome::Acked { receipts, sent, at }
 }
 
 /// Publishes as fast as the server answers until a request goes unanswered (the server is
 /// gone) or the time limit passes. Returns every request in order with its outcome.
-async fn publisher(
-    client: reqwest::Client,
-    url: String,
-    prefix: String,
-    seed: u64,
-) -> Vec<(Sent, Outcome)> {
+async fn publisher(client: Client, prefix: String, seed: u64) -> Vec<(Sent, Outcome)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let mut done = Vec::new();
@@ -345,7 +321,7 @@ async fn publisher(
             break;
         }
         let req = make_request(format!("{prefix}-r{r}"), &mut rng);
-        let outcome = send(&client, &url, &req).await;
+        let outcome = send(&client, &req).await;
         let stop = !matches!(outcome, Outcome::Acked { .. });
         done.push((req, outcome));
         if stop {
@@ -355,11 +331,12 @@ async fn publisher(
     done
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+fn client(url: &str) -> Client {
+    let http = reqwest::Client::builder()
         .timeout(REQUEST_LIMIT)
         .build()
-        .expect("HTTP client")
+        .expect("HTTP client");
+    Client::with_http(url, http).expect("server URL")
 }
 
 /// Starts `PUBLISHERS` publishers of cycle `cycle` against `url`.
@@ -369,12 +346,11 @@ fn start_publishers(
     cycle: usize,
     seed: u64,
 ) -> Vec<tokio::task::JoinHandle<Vec<(Sent, Outcome)>>> {
-    let client = client();
+    let client = client(url);
     (0..PUBLISHERS)
         .map(|p| {
             rt.spawn(publisher(
                 client.clone(),
-                url.to_string(),
                 format!("c{cycle}-p{p}"),
                 seed ^ ((cycle as u64) << 32) ^ p as u64,
             ))
@@ -396,15 +372,15 @@ fn join_publishers(
 }
 
 async fn create_topic(url: &str) {
-    let resp = client()
-        .post(format!("{url}/v1/topics"))
-        .json(&json!({"name": TOPIC, "partitions": PARTITIONS}))
-        .send()
+    client(url)
+        .create_topic(&CreateTopicRequest {
+            name: TOPIC.to_string(),
+            partitions: Some(PARTITIONS),
+            retention: None,
+            require_schemas: false,
+        })
         .await
         .expect("create topic");
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    assert_eq!(status.as_u16(), 201, "create topic: {text}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,13 +435,7 @@ impl Ledger {
                 let key = req.key.clone();
                 let i = self.add(req);
                 match outcome {
-                    Outcome::Acked {
-                        status,
-                        receipts,
-                        sent,
-                        at,
-                    } => {
-                        assert_eq!(status, 201, "{what}: request {key} of fresh events");
+                    Outcome::Acked { receipts, sent, at } => {
                         for r in &receipts {
                             assert!(
                                 !r.duplicate,
@@ -511,31 +481,16 @@ impl Ledger {
     /// Sends every request of unknown outcome again. Where the first attempt was stored
     /// (`stored` says so), the producer dedupe must answer with the first receipts.
     async fn retry_pending(&mut self, url: &str, stored: &HashMap<String, (u32, u64)>, what: &str) {
-        let client = client();
+        let client = client(url);
         for i in std::mem::take(&mut self.pending) {
             let req = self.requests[i].clone();
-            let outcome = send(&client, url, &req).await;
-            let Outcome::Acked {
-                status, receipts, ..
-            } = outcome
-            else {
+            let outcome = send(&client, &req).await;
+            let Outcome::Acked { receipts, .. } = outcome else {
                 panic!(
                     "{what}: retry of request {} failed: {outcome:?}; server up",
                     req.key
                 );
             };
-            let stored_before = req.ids.iter().filter(|id| stored.contains_key(*id)).count();
-            assert_eq!(
-                status,
-                if stored_before == req.ids.len() {
-                    200
-                } else {
-                    201
-                },
-                "{what}: retry of request {} ({stored_before} of {} events stored before)",
-                req.key,
-                req.ids.len()
-            );
             for (id, r) in req.ids.iter().zip(&receipts) {
                 match stored.get(id) {
                     Some(&at) => assert_eq!(
@@ -563,56 +518,43 @@ struct RoundStats {
 }
 
 /// Reads one partition from offset 0 to its end.
-async fn read_partition(client: &reqwest::Client, url: &str, p: u32) -> Vec<Value> {
+async fn read_partition(client: &Client, p: u32) -> Vec<StoredView> {
     let mut events = Vec::new();
     let mut from = 0u64;
     loop {
-        let resp = client
-            .get(format!("{url}/v1/topics/{TOPIC}/events"))
-            .query(&[
-                ("partition", p.to_string()),
-                ("from", from.to_string()),
-                ("limit", "1000".to_string()),
-            ])
-            .send()
+        let query = ReadQuery {
+            partition: Some(p),
+            from: Some(from),
+            from_time: None,
+            limit: Some(1000),
+        };
+        let read = client
+            .read(TOPIC, &query)
             .await
-            .expect("read events");
-        let status = resp.status();
-        let text = resp.text().await.expect("read body");
-        assert_eq!(
-            status.as_u16(),
-            200,
-            "read partition {p} from {from}: {text}"
-        );
-        let v: Value = serde_json::from_str(&text).expect("read response is JSON");
-        let batch = v["events"].as_array().expect("events").clone();
-        if batch.is_empty() {
+            .unwrap_or_else(|e| panic!("read partition {p} from {from}: {e}"));
+        let Some(last) = read.events.last() else {
             return events;
-        }
-        from = batch
-            .last()
-            .and_then(|e| e["offset"].as_u64())
-            .expect("offset")
-            + 1;
-        events.extend(batch);
+        };
+        from = last.offset + 1;
+        events.extend(read.events);
     }
 }
 
 /// Reads the whole topic and checks it against the ledger. Returns where each stored
 /// event is.
 async fn verify(url: &str, ledger: &Ledger, what: &str) -> Verified {
-    let client = client();
+    let client = client(url);
     let mut stored: HashMap<String, (u32, u64)> = HashMap::new();
     for p in 0..PARTITIONS {
-        let events = read_partition(&client, url, p).await;
+        let events = read_partition(&client, p).await;
         for (i, e) in events.iter().enumerate() {
-            let offset = e["offset"].as_u64().expect("offset");
+            let offset = e.offset;
             assert_eq!(
                 offset, i as u64,
                 "{what}: partition {p}: offsets are not contiguous from 0"
             );
-            assert_eq!(e["partition"], p, "{what}: partition {p} offset {offset}");
-            let ev = &e["event"];
+            assert_eq!(e.partition, p, "{what}: partition {p} offset {offset}");
+            let ev = &e.event;
             let id = ev["id"].as_str().expect("event id");
             let Some(&(r, j)) = ledger.by_id.get(id) else {
                 panic!("{what}: partition {p} offset {offset} holds {id}, which was never sent")

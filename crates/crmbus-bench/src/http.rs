@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
+use bytes::Bytes;
 use clap::Args;
+use crmbus_client::api::CreateTopicRequest;
+use crmbus_client::{Client, Encoded};
 use crmbus_server::{Config, Server};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use serde_json::json;
 
 /// Options of `crmbus bench http`.
 #[derive(Args, Debug)]
@@ -203,18 +205,16 @@ impl EventWriter {
 async fn measure(args: &HttpBenchArgs, base: &str, durability: &str) -> anyhow::Result<()> {
     let quiet = args.json;
     let topic = format!("bench-http-{}", uuid::Uuid::now_v7().simple());
-    let admin = reqwest::Client::new();
-    let resp = admin
-        .post(format!("{base}/v1/topics"))
-        .json(&json!({"name": topic, "partitions": args.partitions}))
-        .send()
+    let admin = Client::new(base)?;
+    admin
+        .create_topic(&CreateTopicRequest {
+            name: topic.clone(),
+            partitions: Some(args.partitions),
+            retention: None,
+            require_schemas: false,
+        })
         .await
-        .with_context(|| format!("cannot reach the crmbus server at {base}"))?;
-    if resp.status().as_u16() != 201 {
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        bail!("creating topic {topic}: {status}: {text}");
-    }
+        .with_context(|| format!("creating topic {topic}"))?;
     let writer = EventWriter::new();
     let mut sample = String::new();
     writer.event(&mut sample, 0);
@@ -225,7 +225,7 @@ async fn measure(args: &HttpBenchArgs, base: &str, durability: &str) -> anyhow::
 
     let target = Arc::new(Target {
         clients: connect(args.clients, base)?,
-        url: format!("{base}/v1/topics/{topic}/events"),
+        topic: topic.clone(),
         writer,
     });
     // Warm-up: every connection opened and used, not measured.
@@ -248,23 +248,16 @@ async fn measure(args: &HttpBenchArgs, base: &str, durability: &str) -> anyhow::
     pb.finish_and_clear();
 
     // Everything acknowledged is in the topic.
-    let info: serde_json::Value = admin
-        .get(format!("{base}/v1/topics/{topic}"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let info = admin.topic(&topic).await?;
     let expected = args.clients * 4 + single_events + args.events;
-    let stored = info["events"].as_u64().unwrap_or(0);
-    if stored != expected {
-        bail!("topic {topic} holds {stored} events, expected {expected}");
+    if info.events != expected {
+        bail!(
+            "topic {topic} holds {} events, expected {expected}",
+            info.events
+        );
     }
     if args.url.is_some() {
-        let _ = admin
-            .delete(format!("{base}/v1/topics/{topic}"))
-            .send()
-            .await;
+        let _ = admin.delete_topic(&topic).await;
     }
 
     let report = HttpBenchReport {
@@ -286,25 +279,24 @@ async fn measure(args: &HttpBenchArgs, base: &str, durability: &str) -> anyhow::
 
 /// What the clients publish to, and with what.
 struct Target {
-    /// One HTTP client per simulated client.
-    clients: Vec<reqwest::Client>,
-    /// The topic's events URL.
-    url: String,
+    /// One client (with a connection of its own) per simulated client.
+    clients: Vec<Client>,
+    /// The topic published to.
+    topic: String,
     writer: EventWriter,
 }
 
 /// One HTTP client per simulated client, so that each has a connection of its own.
-fn connect(n: u64, base: &str) -> anyhow::Result<Vec<reqwest::Client>> {
+fn connect(n: u64, base: &str) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::new();
     for _ in 0..n {
-        clients.push(
-            reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .pool_max_idle_per_host(1)
-                .tcp_nodelay(true)
-                .build()
-                .with_context(|| format!("HTTP client for {base}"))?,
-        );
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(1)
+            .tcp_nodelay(true)
+            .build()
+            .with_context(|| format!("HTTP client for {base}"))?;
+        clients.push(Client::with_http(base, http)?);
     }
     Ok(clients)
 }
@@ -334,36 +326,26 @@ async fn phase(
             "application/cloudevents+json"
         };
         tasks.push(tokio::spawn(async move {
-            let (client, url, writer) = (&target.clients[c], &target.url, &target.writer);
+            let (client, topic, writer) = (&target.clients[c], &target.topic, &target.writer);
             let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-            let mut body = String::new();
+            let mut text = String::new();
             loop {
                 let start = next.fetch_add(batch, Ordering::Relaxed);
                 if start >= events {
                     return Ok::<_, anyhow::Error>(hist);
                 }
                 let count = batch.min(events - start);
-                writer.request(&mut body, first + start, count, batch_mode);
+                writer.request(&mut text, first + start, count, batch_mode);
+                let body = Encoded {
+                    content_type,
+                    body: Bytes::copy_from_slice(text.as_bytes()),
+                };
                 let t = Instant::now();
-                let resp = client
-                    .post(url.as_str())
-                    .header("content-type", content_type)
-                    .body(body.clone())
-                    .send()
+                client
+                    .publish_encoded(&[topic.as_str()], &body)
                     .await
-                    .map_err(|e| anyhow!("publishing to {url}: {e}"))?;
-                let status = resp.status();
-                let answer = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| anyhow!("reading the answer of {url}: {e}"))?;
+                    .with_context(|| format!("publishing to {topic}"))?;
                 hist.saturating_record(t.elapsed().as_micros() as u64);
-                if status.as_u16() != 201 {
-                    bail!(
-                        "publishing to {url}: {status}: {}",
-                        String::from_utf8_lossy(&answer)
-                    );
-                }
                 done.fetch_add(count, Ordering::Relaxed);
                 requests.fetch_add(1, Ordering::Relaxed);
             }

@@ -1,9 +1,15 @@
-//! `crmbus bench …`: benchmarks that print figures (never pass/fail).
+//! `crmbus bench …`: benchmarks that print figures (never pass/fail). The `crmbus`
+//! binary dispatches to [`run`]; each benchmark is a module (`log`, `deliver`, `http`,
+//! `compare`, `schema`), and [`rss`] reads the process's memory and CPU time.
+//!
+//! This crate is the benchmark commands, not a library to build on: its functions
+//! return `anyhow` errors, which the binary prints.
 
 mod compare;
 mod deliver;
 mod http;
 mod log;
+pub mod rss;
 mod schema;
 
 use clap::Subcommand;
@@ -41,7 +47,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 /// A progress bar for `len` steps labelled `what` (hidden with `--json`).
-pub(super) fn bar(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
+pub(crate) fn bar(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
     use indicatif::{ProgressBar, ProgressStyle};
     if quiet {
         return ProgressBar::hidden();
@@ -58,7 +64,7 @@ pub(super) fn bar(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
 
 /// A temporary directory `crmbus-bench-<name>-*` under `parent` (default: the current
 /// directory), removed when dropped.
-pub(super) fn work_dir(
+pub(crate) fn work_dir(
     parent: Option<&std::path::Path>,
     name: &str,
 ) -> anyhow::Result<tempfile::TempDir> {

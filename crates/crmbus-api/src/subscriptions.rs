@@ -1,0 +1,265 @@
+//! Pull subscriptions: create, describe, pull, ack, nack and seek.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::whole;
+
+/// A retry policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Deliveries at most, the first included (default 5).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub max_attempts: Option<u32>,
+    /// Backoff before the first retry, ms (default 1000).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub initial_backoff_ms: Option<u64>,
+    /// Backoff cap, ms (default 300000).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_backoff_ms: Option<u64>,
+    /// Backoff growth per attempt (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    pub multiplier: Option<f64>,
+    /// Give up this long after the first failure, ms (default one day).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age_ms: Option<u64>,
+}
+
+/// `POST /v1/topics/{topic}/subscriptions`: a pull subscription (consumer group).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscriptionRequest {
+    /// Name, also the consumer group: 1–200 characters of `A–Z a–z 0–9 . _ -`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,200}$"))]
+    pub name: String,
+    /// `{"types": ["deal.*"], "where": [{"field": "data.amount", "op": "gt", "value": 1000}]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub filter: Option<Value>,
+    /// `"earliest"` (default), `"latest"`, or `{"time": "<RFC 3339>"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub start: Option<Value>,
+    /// Retry policy.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_object",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry: Option<RetryBody>,
+    /// `"key"` (default: per-subject order) or `"none"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<String>,
+    /// `"skip"` (default) or `"hold"` (the key waits for an operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exhausted: Option<String>,
+    /// How long a pulled delivery is leased before it is delivered again, ms (default 30000).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600000))]
+    pub ack_timeout_ms: Option<u64>,
+    /// Deliveries queued or leased at once (default 256).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_usize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    pub max_in_flight: Option<usize>,
+}
+
+/// One partition of a subscription's cursor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CursorView {
+    /// Partition.
+    pub partition: u32,
+    /// Next offset the group will finish.
+    pub committed: u64,
+    /// The partition's next offset.
+    pub next_offset: u64,
+    /// Events not yet finished.
+    pub lag: u64,
+}
+
+/// A subscription's live state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionStatus {
+    /// Events behind the end of the topic, summed over partitions.
+    pub lag: u64,
+    /// Per partition.
+    pub partitions: Vec<CursorView>,
+    /// Deliveries started and not finished (queued, leased or waiting).
+    pub in_flight: u64,
+    /// Deliveries pulled and not yet acked.
+    pub leased: u64,
+    /// Keys waiting on a retry or a held dead letter.
+    pub parked_keys: u64,
+    /// Dead letters.
+    pub dlq_size: u64,
+    /// Deliveries since the server started.
+    pub delivered: u64,
+    /// Acks since the server started.
+    pub acked: u64,
+    /// Retries scheduled since the server started.
+    pub retried: u64,
+    /// Dead letters since the server started.
+    pub dead_lettered: u64,
+}
+
+/// A subscription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionView {
+    /// Name (and consumer group).
+    pub name: String,
+    /// Topic.
+    pub topic: String,
+    /// The request it was created with, defaults filled in.
+    pub config: CreateSubscriptionRequest,
+    /// Live state.
+    pub status: SubscriptionStatus,
+}
+
+/// `GET /v1/subscriptions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionList {
+    /// Every subscription, by name.
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+/// `POST /v1/subscriptions/{name}/pull`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// Deliveries at most (default 10, at most 1000).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_usize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub max_events: Option<usize>,
+    /// Wait up to this long for the first delivery, ms (default 0, at most 30000).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 30000))]
+    pub wait_ms: Option<u64>,
+}
+
+/// One pulled delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryView {
+    /// Ack (or nack) it with this id before the ack timeout.
+    pub ack_id: String,
+    /// 1 for the first delivery, then one more each time.
+    pub attempt: u32,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The event, as a structured CloudEvent.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub event: Value,
+}
+
+/// The answer to a pull.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PullResponse {
+    /// The deliveries (possibly none).
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// `POST /v1/subscriptions/{name}/ack`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Ack ids from a pull.
+    pub ack_ids: Vec<String>,
+}
+
+/// `POST /v1/subscriptions/{name}/nack`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NackRequest {
+    /// Ack ids from a pull.
+    pub ack_ids: Vec<String>,
+    /// Deliver again after this long, ms (default: the retry policy's backoff).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delay_ms: Option<u64>,
+    /// Why it failed; kept as the dead letter's last error if retries run out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to an ack or nack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AckResponse {
+    /// How many ack ids were settled.
+    pub settled: usize,
+    /// Ack ids that settled nothing: unknown, already settled, or whose lease had
+    /// expired.
+    pub unknown: Vec<String>,
+    /// Those of `unknown` whose lease had expired before this call: the event was (or
+    /// will be) delivered again as a later `attempt`, which a late answer never settles.
+    /// A sink that must not apply an event twice fences its side effects by partition,
+    /// offset and attempt.
+    pub stale: Vec<String>,
+}
+
+/// `POST /v1/subscriptions/{name}/seek`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SeekRequest {
+    /// `"earliest"`, `"latest"`, `{"time": "<RFC 3339>"}` or `{"offsets": {"0": 12}}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub to: Value,
+}
+
+/// The answer to a seek: the new cursor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SeekResponse {
+    /// Per partition.
+    pub partitions: Vec<CursorView>,
+}
