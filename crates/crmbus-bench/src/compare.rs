@@ -233,6 +233,26 @@ async fn run_embedded(
     finish(durability, outcome, Ok(()))
 }
 
+#[cfg(not(feature = "redis"))]
+async fn run_redis(_: &CompareBenchArgs, _: &str, _: bool) -> anyhow::Result<EngineReport> {
+    Ok(not_built("redis"))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn run_nats(_: &CompareBenchArgs, _: &str, _: bool) -> anyhow::Result<EngineReport> {
+    Ok(not_built("nats"))
+}
+
+/// The report of a peer this build has no backend for.
+#[cfg(not(all(feature = "redis", feature = "nats")))]
+fn not_built(name: &str) -> EngineReport {
+    unavailable(
+        "unknown".to_string(),
+        format!("this build has no {name} backend (build with the `{name}` cargo feature)"),
+    )
+}
+
+#[cfg(feature = "redis")]
 async fn run_redis(
     args: &CompareBenchArgs,
     prefix: &str,
@@ -254,6 +274,7 @@ async fn run_redis(
     finish(durability, outcome, cleanup)
 }
 
+#[cfg(feature = "nats")]
 async fn run_nats(
     args: &CompareBenchArgs,
     prefix: &str,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use crmbus_server::backend::Storage;
 use crmbus_server::{Config, Server};
 
 /// Options of `crmbus serve`.
@@ -34,13 +35,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let backend = config.storage.backend.clone();
-        let where_ = if backend == "embedded" {
-            format!(" in {}", config.storage.data_dir.display())
-        } else if !config.storage.url.is_empty() {
-            format!(" at {}", config.storage.url)
-        } else {
-            String::new()
+        let backend = config.storage.backend;
+        let where_ = match config.storage.resolve() {
+            Ok(storage @ Storage::Embedded { .. }) => {
+                format!(" in {}", storage.location().unwrap_or_default())
+            }
+            Ok(storage) => storage
+                .location()
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default(),
+            Err(_) => String::new(),
         };
         let server = Server::start(config).await.context("starting the server")?;
         eprintln!(

@@ -46,7 +46,6 @@
 //! recovery scan in `segment/scan.rs`), [`batch_journal`], [`metadata`], [`storage`] (the
 //! I/O seam; the simulated disk's file model and faults in `storage/sim/`), [`record`].
 
-mod backend;
 pub mod batch_journal;
 mod committer;
 pub mod dedupe;
@@ -60,7 +59,6 @@ pub mod segment;
 pub mod storage;
 pub mod syncer;
 
-pub use backend::open_backend;
 pub use crmbus::OpenedBackend;
 pub use log::EmbeddedLog;
 pub use options::{Durability, EmbeddedOptions};

@@ -51,7 +51,11 @@ impl Server {
     /// address and serves in the background.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         crate::metrics::install();
-        let opened = crate::backend::open_backend(&config.storage).await?;
+        let storage = config
+            .storage
+            .resolve()
+            .map_err(LogError::InvalidArgument)?;
+        let opened = crate::backend::open_backend(&storage).await?;
         let schemas =
             Arc::new(crmbus_schema::SchemaRegistry::open(Arc::clone(&opened.state)).await?);
         let mut loads = Vec::new();

@@ -1,40 +1,142 @@
-//! Opening the configured storage backend: the one place that knows every backend the
-//! server can run on.
+//! The storage the server runs on, typed ([`Storage`]), and opening it: the one place
+//! that knows every backend. Redis and NATS are behind the `redis` and `nats` cargo
+//! features (on by default); a build without one refuses a configuration that names it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crmbus::{BackendKind, LogError, OpenedBackend};
-use crmbus_embedded::{Durability, EmbeddedOptions};
+use crmbus::{
+    LogError, LoggingLog, MemoryLog, MemoryStateStore, NoopLog, OpenedBackend, StateStore,
+};
+use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
 
-use crate::config::StorageSection;
+/// The storage the server runs on: each backend with exactly what it needs (built from
+/// `[storage]` by [`crate::config::StorageSection::resolve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Storage {
+    /// The embedded log in `data_dir`.
+    Embedded {
+        /// Its directory.
+        data_dir: PathBuf,
+        /// When a publish is acknowledged.
+        durability: Durability,
+    },
+    /// In memory, lost at exit.
+    Memory,
+    /// Accepts and forgets.
+    Noop,
+    /// Logs each event and forgets it.
+    Logging,
+    /// Redis Streams.
+    Redis {
+        /// `redis://…`.
+        url: String,
+        /// Key prefix.
+        prefix: String,
+    },
+    /// NATS JetStream.
+    Nats {
+        /// `nats://…`.
+        url: String,
+        /// Stream and bucket prefix.
+        prefix: String,
+    },
+}
 
-/// Opens the backend `[storage]` names.
-pub async fn open_backend(storage: &StorageSection) -> Result<OpenedBackend, LogError> {
-    match storage.backend.as_str() {
-        "redis" => crmbus_redis::open(&storage.url, &storage.prefix).await,
-        "nats" => crmbus_nats::open(&storage.url, &storage.prefix).await,
-        other => {
-            let kind: BackendKind = other
-                .parse()
-                .map_err(|e: String| LogError::InvalidArgument(e))?;
+impl Storage {
+    /// An error naming the cargo feature when this build cannot open this storage.
+    pub fn check_built(&self) -> Result<(), String> {
+        let missing = match self {
+            Storage::Redis { .. } if !cfg!(feature = "redis") => "redis",
+            Storage::Nats { .. } if !cfg!(feature = "nats") => "nats",
+            _ => return Ok(()),
+        };
+        Err(format!(
+            "storage.backend = \"{missing}\": this build has no {missing} backend (build with the `{missing}` cargo feature)"
+        ))
+    }
+
+    /// Where it stores, for people: the directory or the server URL, if any.
+    pub fn location(&self) -> Option<String> {
+        match self {
+            Storage::Embedded { data_dir, .. } => Some(data_dir.display().to_string()),
+            Storage::Redis { url, .. } | Storage::Nats { url, .. } => Some(url.clone()),
+            Storage::Memory | Storage::Noop | Storage::Logging => None,
+        }
+    }
+}
+
+/// Opens `storage`.
+pub async fn open_backend(storage: &Storage) -> Result<OpenedBackend, LogError> {
+    let memory_state = || Arc::new(MemoryStateStore::new()) as Arc<dyn StateStore>;
+    Ok(match storage {
+        Storage::Embedded {
+            data_dir,
+            durability,
+        } => {
             let opts = EmbeddedOptions {
-                durability: if storage.durability == "os" {
-                    Durability::Os
-                } else {
-                    Durability::Fsync
-                },
+                durability: *durability,
                 ..EmbeddedOptions::default()
             };
-            let dir = storage.data_dir.clone();
-            let opened = tokio::task::spawn_blocking(move || {
-                crmbus_embedded::open_backend(kind, &dir, opts)
-            })
-            .await
-            .map_err(|e| LogError::Backend(format!("opening the backend: {e}")))??;
-            Ok(OpenedBackend {
-                log: Arc::clone(&opened.log),
-                state: Arc::clone(&opened.state),
-            })
+            let dir = data_dir.clone();
+            let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(&dir, opts))
+                .await
+                .map_err(|e| LogError::Backend(format!("opening the embedded log: {e}")))??;
+            let log = Arc::new(log);
+            OpenedBackend {
+                state: log.state_store(),
+                log,
+            }
         }
+        Storage::Memory => OpenedBackend {
+            log: Arc::new(MemoryLog::new()),
+            state: memory_state(),
+        },
+        Storage::Noop => OpenedBackend {
+            log: Arc::new(NoopLog::default()),
+            state: memory_state(),
+        },
+        Storage::Logging => OpenedBackend {
+            log: Arc::new(LoggingLog::default()),
+            state: memory_state(),
+        },
+        #[cfg(feature = "redis")]
+        Storage::Redis { url, prefix } => crmbus_redis::open(url, prefix).await?,
+        #[cfg(feature = "nats")]
+        Storage::Nats { url, prefix } => crmbus_nats::open(url, prefix).await?,
+        #[cfg(not(all(feature = "redis", feature = "nats")))]
+        other => {
+            return Err(LogError::InvalidArgument(
+                other.check_built().err().unwrap_or_default(),
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_local_storage_opens_its_backend() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("log");
+        for (storage, want) in [
+            (
+                Storage::Embedded {
+                    data_dir: data_dir.clone(),
+                    durability: Durability::Fsync,
+                },
+                "embedded",
+            ),
+            (Storage::Memory, "memory"),
+            (Storage::Noop, "noop"),
+            (Storage::Logging, "logging"),
+        ] {
+            let opened = open_backend(&storage).await.expect("open");
+            assert_eq!(opened.log.backend_name(), want);
+            opened.log.close().await.expect("close");
+        }
+        assert!(data_dir.join("meta.redb").exists());
     }
 }

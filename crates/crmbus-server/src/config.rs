@@ -13,7 +13,8 @@
 //! slow_client_timeout_ms = 5000  # a live client whose queue stays full this long is dropped
 //!
 //! [storage]
-//! backend = "embedded"           # embedded | memory | redis | nats
+//! backend = "embedded"           # embedded | memory | noop | logging | redis | nats
+//!                                # (redis and nats: cargo features, on by default)
 //! data_dir = "./crmbus-data"     # embedded: where the log lives
 //! durability = "fsync"           # embedded: fsync (default) | os
 //! url = ""                       # redis://127.0.0.1:6379 or nats://127.0.0.1:4222
@@ -29,7 +30,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crmbus::BackendKind;
+use crmbus_embedded::Durability;
 use serde::{Deserialize, Serialize};
+
+use crate::backend::Storage;
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
@@ -133,17 +138,19 @@ impl Default for ServerSection {
     }
 }
 
-/// `[storage]`: which backend and where.
+/// `[storage]`: which backend and where, as the file writes it (every key at one level;
+/// each backend reads the keys it needs). [`StorageSection::resolve`] turns it into the
+/// typed [`Storage`] the server opens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSection {
     /// `embedded` (default), `memory`, `noop`, `logging`, `redis` or `nats`.
-    pub backend: String,
+    pub backend: BackendKind,
     /// Directory of the embedded log.
     pub data_dir: PathBuf,
     /// Durability of the embedded log: `fsync` (every acknowledged publish is on disk) or
     /// `os` (in the page cache; lost on power loss).
-    pub durability: String,
+    pub durability: DurabilitySetting,
     /// Server URL for the `redis` and `nats` backends.
     pub url: String,
     /// Name prefix of keys (Redis) or streams (NATS), so several installations can share
@@ -154,12 +161,57 @@ pub struct StorageSection {
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection {
-            backend: "embedded".to_string(),
+            backend: BackendKind::Embedded,
             data_dir: PathBuf::from("./crmbus-data"),
-            durability: "fsync".to_string(),
+            durability: DurabilitySetting::Fsync,
             url: String::new(),
             prefix: "crmbus".to_string(),
         }
+    }
+}
+
+/// `storage.durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    /// Every acknowledged publish is fsynced.
+    Fsync,
+    /// Written to the page cache only: lost on power loss, kept on a process crash.
+    Os,
+}
+
+impl StorageSection {
+    /// The typed storage this section names, or what is missing (naming the key).
+    pub fn resolve(&self) -> Result<Storage, String> {
+        let remote = |kind: BackendKind| {
+            if self.url.is_empty() {
+                Err(format!(
+                    "storage.url is required with storage.backend = \"{kind}\""
+                ))
+            } else {
+                Ok((self.url.clone(), self.prefix.clone()))
+            }
+        };
+        Ok(match self.backend {
+            BackendKind::Embedded => Storage::Embedded {
+                data_dir: self.data_dir.clone(),
+                durability: match self.durability {
+                    DurabilitySetting::Fsync => Durability::Fsync,
+                    DurabilitySetting::Os => Durability::Os,
+                },
+            },
+            BackendKind::Memory => Storage::Memory,
+            BackendKind::Noop => Storage::Noop,
+            BackendKind::Logging => Storage::Logging,
+            BackendKind::Redis => {
+                let (url, prefix) = remote(BackendKind::Redis)?;
+                Storage::Redis { url, prefix }
+            }
+            BackendKind::Nats => {
+                let (url, prefix) = remote(BackendKind::Nats)?;
+                Storage::Nats { url, prefix }
+            }
+        })
     }
 }
 
@@ -288,27 +340,8 @@ impl Config {
         if self.server.stream_buffer == 0 {
             return Err("server.stream_buffer must be at least 1".into());
         }
-        match self.storage.backend.as_str() {
-            "embedded" | "memory" | "noop" | "logging" => {}
-            "redis" | "nats" if self.storage.url.is_empty() => {
-                return Err(format!(
-                    "storage.url is required with storage.backend = \"{}\"",
-                    self.storage.backend
-                ))
-            }
-            "redis" | "nats" => {}
-            other => {
-                return Err(format!(
-                    "storage.backend: unknown backend '{other}' (expected embedded, memory, noop, logging, redis or nats)"
-                ))
-            }
-        }
-        match self.storage.durability.as_str() {
-            "fsync" | "os" => Ok(()),
-            other => Err(format!(
-                "storage.durability: unknown durability '{other}' (expected fsync or os)"
-            )),
-        }
+        let storage = self.storage.resolve()?;
+        storage.check_built()
     }
 
     /// The listen address, parsed.
@@ -384,7 +417,7 @@ mod tests {
     fn defaults_without_file_or_environment() {
         let c = Config::load(None, env(&[])).expect("defaults");
         assert_eq!(c.server.listen, "127.0.0.1:7480");
-        assert_eq!(c.storage.backend, "embedded");
+        assert_eq!(c.storage.backend, BackendKind::Embedded);
         assert_eq!(c.storage.data_dir, PathBuf::from("./crmbus-data"));
         assert_eq!(c.server.max_body_bytes, 1024 * 1024);
     }
@@ -412,7 +445,7 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:9000");
         assert_eq!(c.server.max_body_bytes, 4096);
         assert!(c.server.auto_create_topics);
-        assert_eq!(c.storage.backend, "memory");
+        assert_eq!(c.storage.backend, BackendKind::Memory);
         assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
     }
 
@@ -462,5 +495,44 @@ mod tests {
         assert!(e.to_string().contains("storage.url"), "{e}");
         let e = Config::load(None, env(&[("CRMBUS_STORAGE_BACKEND", "kafka2")])).expect_err("kind");
         assert!(e.to_string().contains("kafka2"), "{e}");
+        let e = Config::load(None, env(&[("CRMBUS_STORAGE_DURABILITY", "sometimes")]))
+            .expect_err("durability");
+        assert!(e.to_string().contains("durability"), "{e}");
+        assert!(e.to_string().contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn storage_resolves_to_what_each_backend_needs() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("CRMBUS_STORAGE_DATA_DIR", "/var/lib/crmbus"),
+                ("CRMBUS_STORAGE_DURABILITY", "os"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            c.storage.resolve(),
+            Ok(Storage::Embedded {
+                data_dir: PathBuf::from("/var/lib/crmbus"),
+                durability: Durability::Os,
+            })
+        );
+        let c = Config::load(
+            None,
+            env(&[
+                ("CRMBUS_STORAGE_BACKEND", "nats"),
+                ("CRMBUS_STORAGE_URL", "nats://127.0.0.1:4222"),
+                ("CRMBUS_STORAGE_PREFIX", "123"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            c.storage.resolve(),
+            Ok(Storage::Nats {
+                url: "nats://127.0.0.1:4222".into(),
+                prefix: "123".into(),
+            })
+        );
     }
 }

@@ -18,9 +18,11 @@ use std::path::PathBuf;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, FixedOffset};
-use crmbus::{Event, EventData};
+use crmbus::{BackendKind, Event, EventData};
 use crmbus_server::cloudevents::{events_from_request, BATCH, STRUCTURED};
-use crmbus_server::config::{Config, ConfigError, SchemasSection, ServerSection, StorageSection};
+use crmbus_server::config::{
+    Config, ConfigError, DurabilitySetting, SchemasSection, ServerSection, StorageSection,
+};
 use crmbus_server::ApiError;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -687,24 +689,23 @@ fn valid_config() -> impl Strategy<Value = Config> {
             },
         );
     let storage = (
-        prop::sample::select(vec![
-            "embedded", "memory", "noop", "logging", "redis", "nats",
-        ]),
+        prop::sample::select(BackendKind::ALL.to_vec()),
         config_text(),
-        prop::sample::select(vec!["fsync", "os"]),
+        prop::sample::select(vec![DurabilitySetting::Fsync, DurabilitySetting::Os]),
         config_text(),
         config_text(),
     )
         .prop_map(|(backend, dir, durability, url, prefix)| {
-            let url = if url.is_empty() && (backend == "redis" || backend == "nats") {
+            let remote = matches!(backend, BackendKind::Redis | BackendKind::Nats);
+            let url = if url.is_empty() && remote {
                 "redis://127.0.0.1:6379".to_string()
             } else {
                 url
             };
             StorageSection {
-                backend: backend.to_string(),
+                backend,
                 data_dir: PathBuf::from(dir),
-                durability: durability.to_string(),
+                durability,
                 url,
                 prefix,
             }

@@ -7,7 +7,9 @@ mod noop;
 pub use noop::{DiscardingLog, LoggingLog, NoopLog};
 
 /// Which storage backend a bus runs on, as named in configuration
-/// (`backend = "embedded" | "memory" | "noop" | "logging"`).
+/// (`backend = "embedded" | "memory" | "noop" | "logging" | "redis" | "nats"`): the one
+/// list of backends. Whoever opens backends matches on it, so a new kind is a compile
+/// error everywhere it must be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
@@ -20,20 +22,52 @@ pub enum BackendKind {
     Noop,
     /// [`LoggingLog`]: logs each event and forgets it.
     Logging,
+    /// Redis Streams (crate `crmbus-redis`).
+    Redis,
+    /// NATS JetStream (crate `crmbus-nats`).
+    Nats,
+}
+
+impl BackendKind {
+    /// Every kind, in the order configuration documents them.
+    pub const ALL: [BackendKind; 6] = [
+        BackendKind::Embedded,
+        BackendKind::Memory,
+        BackendKind::Noop,
+        BackendKind::Logging,
+        BackendKind::Redis,
+        BackendKind::Nats,
+    ];
+
+    /// The name configuration uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Embedded => "embedded",
+            BackendKind::Memory => "memory",
+            BackendKind::Noop => "noop",
+            BackendKind::Logging => "logging",
+            BackendKind::Redis => "redis",
+            BackendKind::Nats => "nats",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "embedded" => Ok(BackendKind::Embedded),
-            "memory" => Ok(BackendKind::Memory),
-            "noop" => Ok(BackendKind::Noop),
-            "logging" => Ok(BackendKind::Logging),
-            other => Err(format!(
-                "unknown backend '{other}' (expected embedded, memory, noop or logging)"
-            )),
-        }
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown backend '{s}' (expected {})", names.join(", "))
+            })
     }
 }
 
@@ -47,6 +81,15 @@ mod tests {
         assert_eq!("logging".parse::<BackendKind>(), Ok(BackendKind::Logging));
         assert_eq!("memory".parse::<BackendKind>(), Ok(BackendKind::Memory));
         assert_eq!("embedded".parse::<BackendKind>(), Ok(BackendKind::Embedded));
+        assert_eq!("redis".parse::<BackendKind>(), Ok(BackendKind::Redis));
+        assert_eq!("nats".parse::<BackendKind>(), Ok(BackendKind::Nats));
+        for k in BackendKind::ALL {
+            assert_eq!(k.as_str().parse::<BackendKind>(), Ok(k));
+            assert_eq!(
+                serde_json::to_value(k).ok(),
+                Some(serde_json::json!(k.as_str()))
+            );
+        }
         let err = "kafka2".parse::<BackendKind>().unwrap_err();
         assert!(err.contains("kafka2"), "{err}");
     }
