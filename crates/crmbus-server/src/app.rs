@@ -78,7 +78,8 @@ impl Server {
             builder = builder.auto_create_topics(config.server.default_partitions);
         }
         let bus = builder.build();
-        crate::routes::topics::load_require_schemas(&bus).await?;
+        bus.load_topic_rules().await?;
+        crate::legacy::load_require_schemas(&bus).await?;
         let listen = config.server.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -120,7 +121,7 @@ impl Server {
                 }
             };
             state.subs.stop_all().await;
-            let closed = state.bus.log().close().await;
+            let closed = state.bus.close().await;
             served?;
             closed?;
             Ok(())

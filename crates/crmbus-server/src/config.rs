@@ -145,11 +145,13 @@ impl Default for ServerSection {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSection {
     /// `embedded` (default), `memory`, `noop`, `logging`, `redis` or `nats`.
+    #[serde(deserialize_with = "named::backend")]
     pub backend: BackendKind,
     /// Directory of the embedded log.
     pub data_dir: PathBuf,
     /// Durability of the embedded log: `fsync` (every acknowledged publish is on disk) or
     /// `os` (in the page cache; lost on power loss).
+    #[serde(deserialize_with = "named::durability")]
     pub durability: DurabilitySetting,
     /// Server URL for the `redis` and `nats` backends.
     pub url: String,
@@ -352,6 +354,51 @@ impl Config {
                 self.server.listen
             )
         })
+    }
+}
+
+/// Enumerated keys read from their text, with errors that name the key and the choices
+/// (serde's own "unknown variant" does not say which key it was reading).
+mod named {
+    use serde::de::{Deserializer, Error, IgnoredAny};
+    use serde::Deserialize;
+
+    use super::{BackendKind, DurabilitySetting};
+
+    /// A string, or anything else (to report it as not a string).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Text(String),
+        Other(IgnoredAny),
+    }
+
+    fn text<'de, D: Deserializer<'de>>(d: D, key: &str, choices: &str) -> Result<String, D::Error> {
+        match Text::deserialize(d)? {
+            Text::Text(t) => Ok(t),
+            Text::Other(_) => Err(D::Error::custom(format!(
+                "{key} must be a string: one of {choices}"
+            ))),
+        }
+    }
+
+    /// `storage.backend`.
+    pub fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<BackendKind, D::Error> {
+        let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.as_str()).collect();
+        let t = text(d, "storage.backend", &names.join(", "))?;
+        t.parse()
+            .map_err(|e: String| D::Error::custom(format!("storage.backend: {e}")))
+    }
+
+    /// `storage.durability`.
+    pub fn durability<'de, D: Deserializer<'de>>(d: D) -> Result<DurabilitySetting, D::Error> {
+        match text(d, "storage.durability", "fsync, os")?.as_str() {
+            "fsync" => Ok(DurabilitySetting::Fsync),
+            "os" => Ok(DurabilitySetting::Os),
+            other => Err(D::Error::custom(format!(
+                "storage.durability: unknown durability '{other}' (expected fsync or os)"
+            ))),
+        }
     }
 }
 

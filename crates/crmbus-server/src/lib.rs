@@ -29,6 +29,7 @@ pub mod backend;
 pub mod cloudevents;
 pub mod config;
 pub mod extract;
+pub mod legacy;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crmbus::delivery::{
-    seek_group, DeadLetter, DlqFilter, Filter, GroupState, OnExhausted, Ordering, RetryPolicy,
-    SeekTo, StartAt, StateKind, SubscribeOptions, Subscription,
+    DeadLetter, DlqFilter, Filter, GroupState, OnExhausted, Ordering, RetryPolicy, SeekTo, StartAt,
+    StateKind, SubscribeOptions, Subscription,
 };
 use crmbus::sync::LockExt;
-use crmbus::{EventBus, LogError};
+use crmbus::{EventBus, LogError, Position};
 use serde_json::Value;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
@@ -354,24 +354,11 @@ impl Subscriptions {
         r: &mut OwnedRwLockWriteGuard<Running>,
     ) -> Result<SubscriptionView, ApiError> {
         let options = r.options.clone();
-        self.bus.log().describe_topic(topic).await?;
+        self.bus.describe_topic(topic).await?;
         // A group of this name may have left offsets behind (a deleted subscription):
         // place the cursor where this one asks to start.
-        let to = match options.start {
-            StartAt::Earliest => SeekTo::Earliest,
-            StartAt::Latest => SeekTo::Latest,
-            StartAt::Time(us) => {
-                SeekTo::Time(DateTime::from_timestamp_micros(us).unwrap_or_default())
-            }
-        };
-        seek_group(
-            self.bus.log().as_ref(),
-            self.bus.state().as_ref(),
-            topic,
-            name,
-            &to,
-        )
-        .await?;
+        let to = Position::from(options.start);
+        self.bus.seek(topic, name, &to).await?;
         self.start(topic, name, r).await?;
         let mut saved = serde_json::to_value(req).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut saved {
@@ -388,7 +375,7 @@ impl Subscriptions {
     }
 
     async fn view(&self, name: &str, r: &Running) -> Result<SubscriptionView, ApiError> {
-        let info = self.bus.log().describe_topic(&r.topic).await.ok();
+        let info = self.bus.describe_topic(&r.topic).await.ok();
         // The engine counts its dead letters; no scan of the DLQ per view.
         let stats = match &r.sub {
             Some(sub) => Some(sub.stats().await?),
@@ -402,7 +389,6 @@ impl Subscriptions {
                     Some(s) => s.committed.get(p.partition as usize).copied().unwrap_or(0),
                     None => self
                         .bus
-                        .log()
                         .committed_offset(name, &r.topic, p.partition)
                         .await?
                         .unwrap_or(p.first_offset),
@@ -529,19 +515,12 @@ impl Subscriptions {
         }
         Self::stop(&mut r).await?;
         let topic = r.topic.clone();
-        let result = seek_group(
-            self.bus.log().as_ref(),
-            self.bus.state().as_ref(),
-            &topic,
-            name,
-            &to,
-        )
-        .await;
+        let result = self.bus.seek(&topic, name, &to).await;
         // Start again whatever the seek did, so a bad request does not stop delivery.
         let restarted = self.start(&topic, name, &mut r).await;
         let positions = result?;
         restarted?;
-        let info = self.bus.log().describe_topic(&topic).await?;
+        let info = self.bus.describe_topic(&topic).await?;
         Ok(info
             .partition_info
             .iter()

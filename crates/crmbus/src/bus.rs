@@ -10,13 +10,15 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::clock::{system_clock, Clock};
-use crate::delivery::{Engine, Handler, SubscribeOptions, Subscription};
+use crate::delivery::{seek_group, Engine, Handler, SubscribeOptions, Subscription};
 use crate::state::{MemoryStateStore, StateStore};
 
 use crate::error::LogError;
 use crate::event::{Event, InvalidEvent, Violation};
-use crate::log::{EventLog, Receipt, TopicSpec};
+use crate::log::{EventLog, Receipt, StoredEvent, TopicInfo, TopicSpec};
 use crate::memory::MemoryLog;
+use crate::position::Position;
+use crate::tail::{TailOptions, Tailer};
 use crate::validate::PublishValidator;
 
 /// An error from the bus.
@@ -175,11 +177,121 @@ impl EventBus {
         Arc::clone(&self.inner.published)
     }
 
+    // Topics: the bus is the front door for administration and reads too, so callers
+    // never reach past it to the log.
+
+    /// The backend's name (`embedded`, `redis`, …).
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.log.backend_name()
+    }
+
+    /// Creates a topic, and records whether it requires schemas.
+    pub async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
+        let info = self.inner.log.create_topic(spec).await?;
+        self.set_require_schemas(&info.name, info.require_schemas);
+        Ok(info)
+    }
+
+    /// Deletes a topic and its events (subscriptions are their owner's to delete).
+    pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        self.inner.log.delete_topic(name).await?;
+        self.inner.require_schemas.write_locked().remove(name);
+        Ok(())
+    }
+
+    /// One topic: its spec and each partition's offsets.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, LogError> {
+        self.inner.log.describe_topic(name).await
+    }
+
+    /// Every topic, by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
+        self.inner.log.list_topics().await
+    }
+
+    /// Records, for every topic, whether its spec requires schemas (at start, before any
+    /// publish: the flags live with the topics, this is their cache).
+    pub async fn load_topic_rules(&self) -> Result<(), LogError> {
+        for info in self.inner.log.list_topics().await? {
+            self.set_require_schemas(&info.name, info.require_schemas);
+        }
+        Ok(())
+    }
+
+    /// Up to `max` stored events of one partition from offset `from`.
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        self.inner.log.read(topic, partition, from, max).await
+    }
+
+    /// The offset of the first event of a partition appended at or after `time` (its end
+    /// when there is none).
+    pub async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        time: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, LogError> {
+        self.inner.log.offset_for_time(topic, partition, time).await
+    }
+
+    /// Follows `topic` live from `opts.from` (see [`Tailer`]).
+    pub async fn tail(&self, topic: &str, opts: TailOptions) -> Result<Tailer, LogError> {
+        Tailer::open(
+            Arc::clone(&self.inner.log),
+            Arc::clone(&self.inner.published),
+            topic,
+            opts,
+        )
+        .await
+    }
+
+    /// Moves `group`'s cursor on `topic` (see [`crate::delivery::seek_group`]: call it while
+    /// the group's subscription is stopped). Returns each partition's new committed offset.
+    pub async fn seek(
+        &self,
+        topic: &str,
+        group: &str,
+        to: &Position,
+    ) -> Result<Vec<u64>, LogError> {
+        seek_group(
+            self.inner.log.as_ref(),
+            self.inner.state.as_ref(),
+            topic,
+            group,
+            to,
+        )
+        .await
+    }
+
+    /// The offset `group` will deliver next in one partition, if it has one.
+    pub async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        self.inner
+            .log
+            .committed_offset(group, topic, partition)
+            .await
+    }
+
+    /// Flushes and closes the log; later calls fail.
+    pub async fn close(&self) -> Result<(), LogError> {
+        self.inner.log.close().await
+    }
+
     /// Records whether `topic` requires a registered schema for every event's type (its
-    /// [`TopicSpec::require_schemas`]); the bus's validator is told so at publish. Whoever
-    /// creates or loads topics records it here: [`crate::TopicInfo`] does not carry the
-    /// flag, so the bus cannot read it back from the log. Unrecorded topics (including
-    /// auto-created ones) do not require schemas.
+    /// [`TopicSpec::require_schemas`]); the bus's validator is told so at publish.
+    /// [`EventBus::create_topic`] and [`EventBus::load_topic_rules`] record it from the
+    /// topic's spec; call this only for rules kept elsewhere. Unrecorded topics
+    /// (including auto-created ones) do not require schemas.
     pub fn set_require_schemas(&self, topic: &str, require: bool) {
         let mut map = self.inner.require_schemas.write_locked();
         map.insert(topic.to_string(), require);

@@ -17,8 +17,10 @@ pub mod event;
 pub mod log;
 pub mod memory;
 pub mod partition;
+pub mod position;
 pub mod state;
 pub mod sync;
+pub mod tail;
 pub mod validate;
 
 pub use backends::{BackendKind, DiscardingLog, LoggingLog, NoopLog};
@@ -34,5 +36,7 @@ pub use log::{
 };
 pub use memory::MemoryLog;
 pub use partition::{dedupe_hash, partition_for};
+pub use position::Position;
 pub use state::{MemoryStateStore, OpenedBackend, StateOp, StateStore};
+pub use tail::{TailOptions, Tailer};
 pub use validate::PublishValidator;

@@ -35,7 +35,7 @@ async fn publish_to(
         // An empty batch is a valid batch (CloudEvents JSON format §4): nothing to store,
         // once every topic is known to exist.
         for topic in &topics {
-            app.bus.log().describe_topic(topic).await?;
+            app.bus.describe_topic(topic).await?;
         }
         return Ok((
             StatusCode::CREATED,
@@ -182,8 +182,7 @@ pub async fn read_events(
         Some(t) => Some(parse_time("from_time", t)?),
         None => None,
     };
-    let log = app.bus.log();
-    let info = log.describe_topic(&topic).await?;
+    let info = app.bus.describe_topic(&topic).await?;
     let partitions: Vec<u32> = match q.partition {
         Some(p) if p >= info.partitions => {
             return Err(crmbus::LogError::PartitionNotFound {
@@ -199,13 +198,13 @@ pub async fn read_events(
     let mut next = BTreeMap::new();
     for p in partitions {
         let from = match from_time {
-            Some(t) => log.offset_for_time(&topic, p, t).await?,
+            Some(t) => app.bus.offset_for_time(&topic, p, t).await?,
             None => q.from.unwrap_or(0),
         };
         let room = limit - events.len();
         let mut cursor = from;
         if room > 0 {
-            for s in log.read(&topic, p, from, room).await? {
+            for s in app.bus.read(&topic, p, from, room).await? {
                 cursor = s.offset + 1;
                 events.push(StoredView {
                     partition: s.partition,

@@ -21,23 +21,20 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use crmbus::delivery::Filter;
+use crmbus::{LogError, Position, TailOptions, Tailer};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::api::StoredView;
-use crate::extract::{parse_time, query_values};
+use crate::extract::query_values;
 use crate::problem::{ApiError, Problem};
 use crate::state::Shared;
 
-/// Events read per partition per round.
-const READ_BATCH: usize = 256;
-
-/// Reads a topic from a cursor per partition, waiting for new events.
+/// A topic's [`Tailer`] as the live routes use it: stored events as API views, ending
+/// when the server stops.
 struct LiveReader {
-    app: Shared,
-    topic: String,
-    filter: Filter,
-    cursors: Vec<u64>,
+    tailer: Tailer,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl LiveReader {
@@ -47,107 +44,75 @@ impl LiveReader {
         query: Option<&str>,
         last_event_id: Option<String>,
     ) -> Result<LiveReader, ApiError> {
-        let log = app.bus.log();
-        let info = log.describe_topic(&topic).await?;
         let mut filter = match query_values(query, "filter").first() {
             Some(json) => serde_json::from_str::<Filter>(json)
                 .map_err(|e| ApiError::invalid("filter", e.to_string()))?,
             None => Filter::default(),
         };
         filter.types.extend(query_values(query, "type"));
-        let from = query_values(query, "from").into_iter().next();
-        let mut cursors = Vec::with_capacity(info.partition_info.len());
-        for p in &info.partition_info {
-            cursors.push(match from.as_deref() {
-                None | Some("latest") => p.next_offset,
-                Some("earliest") => p.first_offset,
-                Some(t) => {
-                    log.offset_for_time(&topic, p.partition, parse_time("from", t)?)
-                        .await?
-                }
-            });
-        }
+        let from = match query_values(query, "from").into_iter().next() {
+            None => Position::Latest,
+            Some(text) => Position::parse(&text).map_err(|e| ApiError::invalid("from", e))?,
+        };
         let last =
             last_event_id.or_else(|| query_values(query, "last_event_id").into_iter().next());
-        if let Some(last) = last {
-            let (p, o) = last
-                .split_once('-')
-                .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)))
-                .filter(|(p, _)| *p < info.partitions)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "Last-Event-ID",
-                        format!("'{last}' is not <partition>-<offset> of this topic"),
-                    )
-                })?;
-            let at = log.read(&topic, p, o, 1).await?;
-            let since = at
-                .first()
-                .filter(|s| s.offset == o)
-                .map(|s| s.timestamp - chrono::Duration::seconds(1));
-            for (i, part) in info.partition_info.iter().enumerate() {
-                cursors[i] = if part.partition == p {
-                    o + 1
-                } else if let Some(t) = since {
-                    log.offset_for_time(&topic, part.partition, t).await?
-                } else {
-                    part.first_offset
-                };
-            }
-        }
-        Ok(LiveReader {
-            app,
-            topic,
+        let bad_last = |last: &str| {
+            ApiError::invalid(
+                "Last-Event-ID",
+                format!("'{last}' is not <partition>-<offset> of this topic"),
+            )
+        };
+        let resume_after = match &last {
+            None => None,
+            Some(last) => Some(
+                last.split_once('-')
+                    .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)))
+                    .ok_or_else(|| bad_last(last))?,
+            ),
+        };
+        let opts = TailOptions {
+            from,
+            resume_after,
             filter,
-            cursors,
+        };
+        let tailer = match app.bus.tail(&topic, opts).await {
+            Ok(t) => t,
+            // The resume point names a partition the topic does not have.
+            Err(LogError::PartitionNotFound { .. }) if resume_after.is_some() => {
+                return Err(bad_last(last.as_deref().unwrap_or_default()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(LiveReader {
+            tailer,
+            stopping: app.stopping.clone(),
         })
     }
 
-    /// The next events, waiting for a publish (or polling every half second) when there
-    /// are none. `None` when the server stops.
+    /// The next events; `None` when the server stops.
     async fn next(&mut self) -> Option<Result<Vec<StoredView>, ApiError>> {
-        let signal = self.app.bus.published_signal();
-        let mut stopping = self.app.stopping.clone();
-        loop {
-            if *stopping.borrow() {
-                return None;
-            }
-            let woken = signal.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let mut out = Vec::new();
-            for (p, cursor) in self.cursors.iter_mut().enumerate() {
-                let read = self
-                    .app
-                    .bus
-                    .log()
-                    .read(&self.topic, p as u32, *cursor, READ_BATCH)
-                    .await;
-                let events = match read {
-                    Ok(e) => e,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                for s in events {
-                    *cursor = s.offset + 1;
-                    if self.filter.matches(&s.event) {
-                        out.push(StoredView {
+        if *self.stopping.borrow() {
+            return None;
+        }
+        let batch = tokio::select! {
+            b = self.tailer.next() => b,
+            _ = self.stopping.wait_for(|s| *s) => return None,
+        };
+        Some(
+            batch
+                .map(|events| {
+                    events
+                        .into_iter()
+                        .map(|s| StoredView {
                             partition: s.partition,
                             offset: s.offset,
                             appended_at: s.timestamp.to_rfc3339(),
                             event: s.event.to_json_value(),
-                        });
-                    }
-                }
-            }
-            if !out.is_empty() {
-                return Some(Ok(out));
-            }
-            tokio::select! {
-                _ = &mut woken => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = stopping.wait_for(|s| *s) => return None,
-            }
-        }
+                        })
+                        .collect()
+                })
+                .map_err(ApiError::from),
+        )
     }
 }
 

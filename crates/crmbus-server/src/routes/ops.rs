@@ -18,7 +18,7 @@ use crate::state::Shared;
 pub async fn healthz(State(app): State<Shared>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
-        backend: app.bus.log().backend_name().into(),
+        backend: app.bus.backend_name().into(),
     })
 }
 
@@ -31,7 +31,7 @@ pub async fn healthz(State(app): State<Shared>) -> Json<Health> {
     )
 )]
 pub async fn readyz(State(app): State<Shared>) -> Response {
-    let backend = app.bus.log().backend_name().to_string();
+    let backend = app.bus.backend_name().to_string();
     let not_ready = |status: String| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -45,7 +45,7 @@ pub async fn readyz(State(app): State<Shared>) -> Response {
     if *app.stopping.borrow() {
         return not_ready("stopping".into());
     }
-    if let Err(e) = app.bus.log().list_topics().await {
+    if let Err(e) = app.bus.list_topics().await {
         return not_ready(format!("log: {e}"));
     }
     let stamp = chrono::Utc::now().to_rfc3339().into_bytes();

@@ -16,26 +16,6 @@ use crate::extract::json_body;
 use crate::problem::{ApiError, Problem};
 use crate::state::Shared;
 
-/// State-store namespace where servers before `require_schemas` became part of the topic
-/// spec recorded the flag, in a second write after the topic's. Still read at start (a
-/// data directory written then keeps its enforcement) and cleared when the topic goes;
-/// never written.
-const LEGACY_REQUIRE_SCHEMAS: &str = "server/require_schemas";
-
-/// Tells the bus which topics require schemas (at server start): those whose spec says
-/// so, and those recorded the old way.
-pub async fn load_require_schemas(bus: &crmbus::EventBus) -> Result<(), crmbus::LogError> {
-    for info in bus.log().list_topics().await? {
-        if info.require_schemas {
-            bus.set_require_schemas(&info.name, true);
-        }
-    }
-    for (topic, _) in bus.state().scan(LEGACY_REQUIRE_SCHEMAS, "").await? {
-        bus.set_require_schemas(&topic, true);
-    }
-    Ok(())
-}
-
 /// A topic as the API shows it.
 pub fn topic_view(app: &Shared, info: &TopicInfo) -> TopicView {
     TopicView {
@@ -103,9 +83,7 @@ pub async fn create_topic(
     });
     // Part of the spec: written with the topic, in one step.
     spec.require_schemas = req.require_schemas;
-    let info = app.bus.log().create_topic(spec).await?;
-    app.bus
-        .set_require_schemas(&info.name, info.require_schemas);
+    let info = app.bus.create_topic(spec).await?;
     Ok((StatusCode::CREATED, Json(topic_view(&app, &info))))
 }
 
@@ -115,7 +93,7 @@ pub async fn create_topic(
     responses((status = 200, description = "Every topic", body = TopicList))
 )]
 pub async fn list_topics(State(app): State<Shared>) -> Result<Json<TopicList>, ApiError> {
-    let topics = app.bus.log().list_topics().await?;
+    let topics = app.bus.list_topics().await?;
     Ok(Json(TopicList {
         topics: topics.iter().map(|t| topic_view(&app, t)).collect(),
     }))
@@ -134,7 +112,7 @@ pub async fn get_topic(
     State(app): State<Shared>,
     Path(topic): Path<String>,
 ) -> Result<Json<TopicView>, ApiError> {
-    let info = app.bus.log().describe_topic(&topic).await?;
+    let info = app.bus.describe_topic(&topic).await?;
     Ok(Json(topic_view(&app, &info)))
 }
 
@@ -151,13 +129,9 @@ pub async fn delete_topic(
     State(app): State<Shared>,
     Path(topic): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.bus.log().describe_topic(&topic).await?;
+    app.bus.describe_topic(&topic).await?;
     app.subs.delete_topic(&topic).await?;
-    app.bus.log().delete_topic(&topic).await?;
-    app.bus
-        .state()
-        .delete(LEGACY_REQUIRE_SCHEMAS, &topic)
-        .await?;
-    app.bus.set_require_schemas(&topic, false);
+    app.bus.delete_topic(&topic).await?;
+    crate::legacy::forget_require_schemas(&app.bus, &topic).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,10 +1,12 @@
 //! Options of a subscription.
 
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
 use super::breaker::BreakerPolicy;
 use super::filter::Filter;
 use super::retry::RetryPolicy;
+use crate::position::Position;
 
 /// Where a new group starts reading (an existing group resumes from its committed offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -17,6 +19,18 @@ pub enum StartAt {
     Latest,
     /// From the first event appended at or after this time (µs since the epoch).
     Time(i64),
+}
+
+impl From<StartAt> for Position {
+    fn from(start: StartAt) -> Position {
+        match start {
+            StartAt::Earliest => Position::Earliest,
+            StartAt::Latest => Position::Latest,
+            StartAt::Time(us) => {
+                Position::Time(DateTime::from_timestamp_micros(us).unwrap_or_default())
+            }
+        }
+    }
 }
 
 /// How deliveries of a group are ordered.

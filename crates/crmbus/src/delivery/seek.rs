@@ -1,27 +1,15 @@
 //! Replay: moving a consumer group's cursor to the earliest or latest event, to a point in
 //! time, or to given offsets. Events are never re-published to replay them.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Utc};
-
 use super::group_state::{GroupState, StateKind};
 use crate::error::LogError;
 use crate::log::EventLog;
+use crate::position::Position;
 use crate::state::StateStore;
 
-/// Where [`seek_group`] moves a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeekTo {
-    /// The oldest event each partition keeps.
-    Earliest,
-    /// After the newest event: only events appended from now on are delivered.
-    Latest,
-    /// The first event of each partition appended at or after this time.
-    Time(DateTime<Utc>),
-    /// These offsets (partition → next offset to deliver); partitions not listed stay.
-    Offsets(BTreeMap<u32, u64>),
-}
+/// Where [`seek_group`] moves a group: a [`Position`] (partitions an
+/// [`Position::Offsets`] does not list stay where they are).
+pub type SeekTo = Position;
 
 /// Moves `group`'s cursor on `topic` and returns the new committed offset of each
 /// partition. The group's retry schedule and done markers describe positions of the old
@@ -35,35 +23,15 @@ pub async fn seek_group(
     to: &SeekTo,
 ) -> Result<Vec<u64>, LogError> {
     let info = log.describe_topic(topic).await?;
-    if let SeekTo::Offsets(offsets) = to {
-        for p in offsets.keys() {
-            if *p >= info.partitions {
-                return Err(LogError::PartitionNotFound {
-                    topic: topic.to_string(),
-                    partition: *p,
-                });
-            }
-        }
-    }
+    let targets = to.resolve(log, &info).await?;
     let mut positions = Vec::with_capacity(info.partition_info.len());
-    for p in &info.partition_info {
-        let target = match to {
-            SeekTo::Earliest => p.first_offset,
-            SeekTo::Latest => p.next_offset,
-            SeekTo::Time(t) => log.offset_for_time(topic, p.partition, *t).await?,
-            SeekTo::Offsets(offsets) => match offsets.get(&p.partition) {
-                Some(&o) if o > p.next_offset => {
-                    return Err(LogError::OffsetOutOfRange(format!(
-                        "offset {o} is past the end of partition {} (next offset {})",
-                        p.partition, p.next_offset
-                    )))
-                }
-                Some(&o) => o.max(p.first_offset),
-                None => log
-                    .committed_offset(group, topic, p.partition)
-                    .await?
-                    .unwrap_or(p.first_offset),
-            },
+    for (p, target) in info.partition_info.iter().zip(targets) {
+        let target = match target {
+            Some(t) => t,
+            None => log
+                .committed_offset(group, topic, p.partition)
+                .await?
+                .unwrap_or(p.first_offset),
         };
         positions.push((p.partition, target));
     }
@@ -86,7 +54,9 @@ mod tests {
     use crate::log::TopicSpec;
     use crate::memory::MemoryLog;
     use crate::state::MemoryStateStore;
+    use chrono::Utc;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     #[tokio::test]
     async fn seek_moves_every_partition_and_forgets_retry_state() {

@@ -13,10 +13,11 @@ use crate::clock::Clock;
 use crate::delivery::breaker::CircuitBreaker;
 use crate::delivery::group_state::{GroupState, StateKind};
 use crate::delivery::handler::Handler;
-use crate::delivery::options::{StartAt, SubscribeOptions};
+use crate::delivery::options::SubscribeOptions;
 use crate::delivery::ranges::OffsetRanges;
 use crate::error::LogError;
 use crate::log::EventLog;
+use crate::position::Position;
 use crate::state::{StateOp, StateStore};
 
 impl Engine {
@@ -60,15 +61,10 @@ impl Engine {
                     }
                     Some(c) => c,
                     None => {
-                        let start = match opts.start {
-                            StartAt::Earliest => p.first_offset,
-                            StartAt::Latest => p.next_offset,
-                            StartAt::Time(us) => {
-                                let t =
-                                    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
-                                log.offset_for_time(topic, p.partition, t).await?
-                            }
-                        };
+                        let start = Position::from(opts.start)
+                            .offset_in(log.as_ref(), topic, p)
+                            .await?
+                            .unwrap_or(p.first_offset);
                         log.commit_offset(group, topic, p.partition, start).await?;
                         start
                     }
