@@ -18,7 +18,7 @@ fn backend<E: std::fmt::Display>(e: E) -> LogError {
     if msg.contains(&format!("(os error {})", libc::ENOSPC)) {
         LogError::StorageFull(msg)
     } else {
-        LogError::Backend(msg)
+        LogError::backend(msg)
     }
 }
 

@@ -102,7 +102,7 @@ impl Conn {
 
 /// A backend error naming what was being done.
 pub(crate) fn backend(what: &str, e: impl Display) -> LogError {
-    LogError::Backend(format!("NATS: {what}: {e}"))
+    LogError::backend(format!("NATS: {what}: {e}"))
 }
 
 /// The JetStream account info (`$JS.API.INFO`) as JSON; an error if JetStream does not

@@ -26,7 +26,7 @@ pub fn redis_err(url: &str, e: RedisError) -> LogError {
     if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
         LogError::Unavailable(format!("redis at {url} is unreachable: {e}"))
     } else {
-        LogError::Backend(format!("redis at {url}: {e}"))
+        LogError::backend_from(format!("redis at {url}"), e)
     }
 }
 

@@ -239,7 +239,7 @@ impl RedisLog {
         };
         let flat = conv::items(&reply);
         if flat.len() != topics.len() * events.len() * 3 {
-            return Err(LogError::Backend(format!(
+            return Err(LogError::backend(format!(
                 "append script returned {} values for {} receipts",
                 flat.len(),
                 topics.len() * events.len()
@@ -262,8 +262,9 @@ impl RedisLog {
 }
 
 fn parse_spec(name: &str, raw: &str) -> Result<TopicSpec, LogError> {
-    serde_json::from_str(raw)
-        .map_err(|e| LogError::Backend(format!("stored spec of topic '{name}' is unreadable: {e}")))
+    serde_json::from_str(raw).map_err(|e| {
+        LogError::backend_from(format!("stored spec of topic '{name}' is unreadable"), e)
+    })
 }
 
 #[async_trait]
@@ -276,7 +277,7 @@ impl EventLog for RedisLog {
         self.check_open()?;
         spec.validate()?;
         let json = serde_json::to_string(&spec)
-            .map_err(|e| LogError::Backend(format!("encoding topic spec: {e}")))?;
+            .map_err(|e| LogError::backend_from("encoding topic spec", e))?;
         let mut conn = self.conn.manager();
         let _: Value = self
             .conn
@@ -350,8 +351,8 @@ impl EventLog for RedisLog {
                 return Ok(receipts);
             }
         }
-        Err(LogError::Backend(
-            "topics kept changing their partition count during the append".into(),
+        Err(LogError::backend(
+            "topics kept changing their partition count during the append",
         ))
     }
 
@@ -470,7 +471,7 @@ impl EventLog for RedisLog {
         match reply {
             None => Ok(None),
             Some(id) => offset_of_position(&id).map(Some).ok_or_else(|| {
-                LogError::Backend(format!(
+                LogError::backend(format!(
                     "consumer group '{group}' of {topic}/{partition} is at '{id}', \
                      which is not a crmbus position"
                 ))

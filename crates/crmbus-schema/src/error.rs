@@ -116,15 +116,16 @@ pub enum SchemaError {
 
 impl SchemaError {
     /// A stable machine-readable code for this error, used by the HTTP API and the CLI.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crmbus::ErrorCode {
+        use crmbus::ErrorCode;
         match self {
-            SchemaError::Incompatible { .. } => "schema_incompatible",
-            SchemaError::NotFound { .. } => "schema_not_found",
-            SchemaError::InvalidSchema { .. } => "invalid_schema",
-            SchemaError::InvalidArgument(_) => "invalid_argument",
-            SchemaError::Violation { .. } => "schema_violation",
-            SchemaError::Catalog { .. } => "catalog_error",
-            SchemaError::Store(_) => "schema_store_error",
+            SchemaError::Incompatible { .. } => ErrorCode::SchemaIncompatible,
+            SchemaError::NotFound { .. } => ErrorCode::SchemaNotFound,
+            SchemaError::InvalidSchema { .. } => ErrorCode::InvalidSchema,
+            SchemaError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            SchemaError::Violation { .. } => ErrorCode::SchemaViolation,
+            SchemaError::Catalog { .. } => ErrorCode::CatalogError,
+            SchemaError::Store(_) => ErrorCode::SchemaStoreError,
         }
     }
 }

@@ -81,7 +81,7 @@ pub async fn open_backend(storage: &Storage) -> Result<OpenedBackend, LogError> 
             let dir = data_dir.clone();
             let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(&dir, opts))
                 .await
-                .map_err(|e| LogError::Backend(format!("opening the embedded log: {e}")))??;
+                .map_err(|e| LogError::backend_from("opening the embedded log", e))??;
             let log = Arc::new(log);
             OpenedBackend {
                 state: log.state_store(),

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 use axum::http::HeaderMap;
 use crmbus::event::{is_forbidden_char, parse_timestamp};
-use crmbus::{Event, EventData, ExtensionValue, InvalidEvent, Violation};
+use crmbus::{ErrorCode, Event, EventData, ExtensionValue, InvalidEvent, Violation};
 use serde_json::Value;
 
 use crate::problem::{ApiError, FieldError};
@@ -100,8 +100,7 @@ pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event
                 .map(|e| vec![e])
                 .map_err(|e| ApiError::invalid_event(&e, ""))
         }
-        Some(other) => Err(ApiError::new(
-            "unsupported_media_type",
+        Some(other) => Err(ApiError::new(ErrorCode::UnsupportedMediaType,
             format!(
                 "content type '{other}' is not a CloudEvents mode: use {STRUCTURED}, {BATCH}, or binary mode with ce-* headers"
             ),
@@ -133,7 +132,7 @@ fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
 pub fn batch_error(errors: Vec<FieldError>) -> ApiError {
     let fields: Vec<&str> = errors.iter().map(|f| f.field.as_str()).collect();
     ApiError::new(
-        "invalid_event",
+        ErrorCode::InvalidEvent,
         format!(
             "the batch was rejected whole; invalid: {}",
             fields.join(", ")

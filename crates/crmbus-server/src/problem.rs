@@ -3,7 +3,7 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use crmbus::{BusError, InvalidEvent, LogError};
+use crmbus::{BusError, ErrorCode, InvalidEvent, LogError};
 pub use crmbus_api::problem::{FieldError, Problem};
 
 /// An error a handler returns; it renders as a problem document.
@@ -12,34 +12,43 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code.
-    pub code: String,
+    pub code: ErrorCode,
     /// What happened.
     pub detail: String,
     /// Violations, for invalid requests.
     pub errors: Vec<FieldError>,
 }
 
-/// The HTTP status of an error code: the only mapping from codes to statuses.
-pub fn status_for_code(code: &str) -> StatusCode {
+/// The HTTP status of an error code: the only mapping from codes to statuses, exhaustive
+/// so that a new code must be given one.
+pub fn status_for_code(code: ErrorCode) -> StatusCode {
     match code {
-        "topic_not_found"
-        | "partition_not_found"
-        | "subscription_not_found"
-        | "dlq_entry_not_found"
-        | "schema_not_found"
-        | "not_found" => StatusCode::NOT_FOUND,
-        "topic_exists"
-        | "subscription_exists"
-        | "schema_incompatible"
-        | "conflict"
-        | "offset_out_of_range" => StatusCode::CONFLICT,
-        "invalid_argument" | "invalid_event" | "invalid_request" | "schema_violation"
-        | "invalid_schema" => StatusCode::BAD_REQUEST,
-        "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unavailable" | "shutting_down" => StatusCode::SERVICE_UNAVAILABLE,
-        "storage_full" => StatusCode::INSUFFICIENT_STORAGE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TopicNotFound
+        | ErrorCode::PartitionNotFound
+        | ErrorCode::SubscriptionNotFound
+        | ErrorCode::DlqEntryNotFound
+        | ErrorCode::SchemaNotFound
+        | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::TopicExists
+        | ErrorCode::SubscriptionExists
+        | ErrorCode::SchemaIncompatible
+        | ErrorCode::OffsetOutOfRange => StatusCode::CONFLICT,
+        ErrorCode::InvalidArgument
+        | ErrorCode::InvalidEvent
+        | ErrorCode::InvalidRequest
+        | ErrorCode::SchemaViolation
+        | ErrorCode::InvalidSchema => StatusCode::BAD_REQUEST,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::CorruptRecord
+        | ErrorCode::IoError
+        | ErrorCode::BackendError
+        | ErrorCode::NoDefaultBus
+        | ErrorCode::CatalogError
+        | ErrorCode::SchemaStoreError
+        | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -49,10 +58,10 @@ fn title_for(status: StatusCode) -> String {
 
 impl ApiError {
     /// An error with a code (its status comes from [`status_for_code`]) and a detail.
-    pub fn new(code: &str, detail: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
         ApiError {
             status: status_for_code(code),
-            code: code.to_string(),
+            code,
             detail: detail.into(),
             errors: Vec::new(),
         }
@@ -61,7 +70,7 @@ impl ApiError {
     /// A 400 `invalid_request` naming one field.
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
         let message = message.into();
-        ApiError::new("invalid_request", format!("{field}: {message}")).with_errors(vec![
+        ApiError::new(ErrorCode::InvalidRequest, format!("{field}: {message}")).with_errors(vec![
             FieldError {
                 field: field.to_string(),
                 message,
@@ -87,7 +96,7 @@ impl ApiError {
             .collect();
         let fields: Vec<&str> = errors.iter().map(|f| f.field.as_str()).collect();
         ApiError::new(
-            "invalid_event",
+            ErrorCode::InvalidEvent,
             format!("the event is not valid: {}", fields.join(", ")),
         )
         .with_errors(errors)
@@ -100,7 +109,7 @@ impl ApiError {
             title: title_for(self.status),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self.code.clone(),
+            code: self.code.to_string(),
             errors: self.errors.clone(),
         }
     }
@@ -121,7 +130,7 @@ impl From<BusError> for ApiError {
             BusError::Log(l) => l.into(),
             BusError::Validation(inv) => {
                 let mut err = ApiError::invalid_event(&inv, "");
-                err.code = "schema_violation".to_string();
+                err.code = ErrorCode::SchemaViolation;
                 err.detail = format!(
                     "the event does not match its schema: {}",
                     err.errors
@@ -158,23 +167,32 @@ mod tests {
 
     #[test]
     fn each_code_has_one_status() {
-        assert_eq!(status_for_code("topic_not_found"), StatusCode::NOT_FOUND);
-        assert_eq!(status_for_code("topic_exists"), StatusCode::CONFLICT);
-        assert_eq!(status_for_code("invalid_event"), StatusCode::BAD_REQUEST);
         assert_eq!(
-            status_for_code("payload_too_large"),
+            status_for_code(ErrorCode::TopicNotFound),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status_for_code(ErrorCode::TopicExists),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status_for_code(ErrorCode::InvalidEvent),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_for_code(ErrorCode::PayloadTooLarge),
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert_eq!(
-            status_for_code("unavailable"),
+            status_for_code(ErrorCode::Unavailable),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            status_for_code("storage_full"),
+            status_for_code(ErrorCode::StorageFull),
             StatusCode::INSUFFICIENT_STORAGE
         );
         assert_eq!(
-            status_for_code("io_error"),
+            status_for_code(ErrorCode::IoError),
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }

@@ -11,7 +11,7 @@ use crmbus::delivery::{
     StateKind, SubscribeOptions, Subscription,
 };
 use crmbus::sync::LockExt;
-use crmbus::{EventBus, LogError, Position};
+use crmbus::{ErrorCode, EventBus, LogError, Position};
 use serde_json::Value;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
@@ -58,7 +58,7 @@ pub struct Subscriptions {
 
 fn not_found(name: &str) -> ApiError {
     ApiError::new(
-        "subscription_not_found",
+        ErrorCode::SubscriptionNotFound,
         format!("subscription '{name}' does not exist"),
     )
 }
@@ -194,7 +194,7 @@ pub fn dlq_view(d: &DeadLetter) -> DlqEntryView {
 
 fn stopped(name: &str) -> ApiError {
     ApiError::new(
-        "unavailable",
+        ErrorCode::Unavailable,
         format!("subscription '{name}' is not running (its topic may have been deleted)"),
     )
 }
@@ -325,13 +325,16 @@ impl Subscriptions {
             })),
         });
         let Ok(mut r) = Arc::clone(&entry.running).try_write_owned() else {
-            return Err(ApiError::new("internal", "a new entry was already locked"));
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                "a new entry was already locked",
+            ));
         };
         {
             let mut entries = self.entries.locked();
             if entries.contains_key(&name) {
                 return Err(ApiError::new(
-                    "subscription_exists",
+                    ErrorCode::SubscriptionExists,
                     format!("subscription '{name}' already exists"),
                 ));
             }
@@ -449,7 +452,7 @@ impl Subscriptions {
             r.queue.close().await;
             match stop.await {
                 Ok(result) => result?,
-                Err(e) => return Err(ApiError::new("internal", e.to_string())),
+                Err(e) => return Err(ApiError::new(ErrorCode::Internal, e.to_string())),
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use crate::clock::{system_clock, Clock};
 use crate::delivery::{seek_group, Engine, Handler, SubscribeOptions, Subscription};
 use crate::state::{MemoryStateStore, StateStore};
 
-use crate::error::LogError;
+use crate::error::{ErrorCode, LogError};
 use crate::event::{Event, InvalidEvent, Violation};
 use crate::log::{EventLog, Receipt, StoredEvent, TopicInfo, TopicSpec};
 use crate::memory::MemoryLog;
@@ -39,11 +39,11 @@ pub enum BusError {
 
 impl BusError {
     /// A stable machine-readable code for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             BusError::Log(e) => e.code(),
-            BusError::NoDefaultBus => "no_default_bus",
-            BusError::Validation(_) => "schema_violation",
+            BusError::NoDefaultBus => ErrorCode::NoDefaultBus,
+            BusError::Validation(_) => ErrorCode::SchemaViolation,
         }
     }
 }

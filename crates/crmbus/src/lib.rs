@@ -26,7 +26,7 @@ pub mod validate;
 pub use backends::{BackendKind, DiscardingLog, LoggingLog, NoopLog};
 pub use bus::{get_event_bus, publish_event, set_event_bus, BusError, EventBus, EventBusBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::LogError;
+pub use error::{ErrorCode, LogError};
 pub use event::{
     default_source, set_default_source, Event, EventData, ExtensionValue, InvalidEvent, Violation,
 };

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use crmbus::delivery::DlqFilter;
+use crmbus::ErrorCode;
 
 use crate::api::{DlqEntryView, DlqList, DlqQuery, RedriveRequest, RedriveResponse};
 use crate::extract::json_body;
@@ -68,7 +69,7 @@ pub async fn get_dlq_entry(
         .map(|d| Json(dlq_view(d)))
         .ok_or_else(|| {
             ApiError::new(
-                "dlq_entry_not_found",
+                ErrorCode::DlqEntryNotFound,
                 format!("subscription '{name}' has no dead letter '{entry}'"),
             )
         })
@@ -139,7 +140,7 @@ pub async fn discard_dlq_entry(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
-            "dlq_entry_not_found",
+            ErrorCode::DlqEntryNotFound,
             format!("subscription '{name}' has no dead letter '{entry}'"),
         ))
     }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use crmbus::ErrorCode;
 
 use crate::api::Health;
 use crate::problem::ApiError;
@@ -76,7 +77,7 @@ pub async fn metrics() -> Response {
         )
             .into_response(),
         None => ApiError::new(
-            "unavailable",
+            ErrorCode::Unavailable,
             "another metrics recorder was installed in this process",
         )
         .into_response(),
@@ -85,5 +86,5 @@ pub async fn metrics() -> Response {
 
 /// Unknown routes: a problem document.
 pub async fn not_found() -> ApiError {
-    ApiError::new("not_found", "no such route; see /openapi.json")
+    ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json")
 }

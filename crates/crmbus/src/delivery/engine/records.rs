@@ -124,9 +124,9 @@ pub(super) fn parse_pos_key(k: &str) -> Option<(u32, u64)> {
 }
 
 pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, LogError> {
-    serde_json::to_vec(v).map_err(|e| LogError::Backend(format!("encoding state: {e}")))
+    serde_json::to_vec(v).map_err(|e| LogError::backend_from("encoding state", e))
 }
 
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, LogError> {
-    serde_json::from_slice(b).map_err(|e| LogError::Backend(format!("decoding state: {e}")))
+    serde_json::from_slice(b).map_err(|e| LogError::backend_from("decoding state", e))
 }
