@@ -18,7 +18,7 @@
 
 use super::bar;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -143,12 +143,14 @@ pub fn run(args: CompareBenchArgs) -> anyhow::Result<()> {
     {
         bail!("--events, --single-events, --producers, --batch, --partitions and --read-batch must be at least 1");
     }
-    let work = super::work_dir(args.dir.as_deref(), "compare")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let report = rt.block_on(run_async(&args, work.path()))?;
-    super::emit(&report, args.json, print_table)
+    let args = &args;
+    super::run_in_work_dir(
+        args.dir.as_deref(),
+        "compare",
+        args.json,
+        print_table,
+        |dir| async move { run_async(args, &dir).await },
+    )
 }
 
 async fn run_async(
@@ -378,26 +380,15 @@ async fn measure(
             Arc::clone(&next),
             pb.clone(),
         );
-        let (events, batch) = (args.events, args.batch);
-        // Each producer reuses one batch, giving every event a fresh id and key before each
-        // append, so the figure is the engine's and not the allocator's.
-        let mut buffer: Vec<Event> = (0..batch).map(deal_event).collect();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let start = next.fetch_add(batch, Ordering::Relaxed);
-                if start >= events {
-                    return Ok::<_, crmbus::LogError>(());
-                }
-                let end = (start + batch).min(events);
-                buffer.truncate((end - start) as usize);
-                for (e, n) in buffer.iter_mut().zip(start..end) {
-                    e.id = uuid::Uuid::now_v7().to_string();
-                    e.subject = Some(format!("deal-{}", n % 10_000));
-                }
-                log.append(&topics, &buffer).await?;
-                pb.inc(end - start);
-            }
-        }));
+        let buffer: Vec<Event> = (0..args.batch).map(deal_event).collect();
+        tasks.push(super::spawn_producer(
+            log,
+            topics,
+            next,
+            args.events,
+            buffer,
+            move |n| pb.inc(n),
+        ));
     }
     for t in tasks {
         t.await

@@ -86,3 +86,57 @@ fn emit<R: serde::Serialize>(report: &R, json: bool, table: fn(&R)) -> anyhow::R
     }
     Ok(())
 }
+
+/// Runs a benchmark's body on a multi-threaded runtime, in a new work directory under
+/// `parent` named after `name` (removed afterwards), and prints its report.
+fn run_in_work_dir<R, F, Fut>(
+    parent: Option<&std::path::Path>,
+    name: &str,
+    json: bool,
+    table: fn(&R),
+    body: F,
+) -> anyhow::Result<()>
+where
+    R: serde::Serialize,
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<R>>,
+{
+    let work = work_dir(parent, name)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(body(work.path().to_path_buf()))?;
+    emit(&report, json, table)
+}
+
+/// One producer of a pipelined-append phase: it takes the next `batch` event numbers from
+/// `next` until `events` are taken, gives each event of its reused `buffer` a fresh id and
+/// key (so the figure is the log's and not the allocator's), appends them, and reports
+/// each append's count to `progress`.
+pub(crate) fn spawn_producer<L: crmbus::EventLog + ?Sized + 'static>(
+    log: std::sync::Arc<L>,
+    topics: std::sync::Arc<Vec<String>>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    events: u64,
+    mut buffer: Vec<crmbus::Event>,
+    progress: impl Fn(u64) + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(), crmbus::LogError>> {
+    use std::sync::atomic::Ordering;
+    let batch = buffer.len() as u64;
+    tokio::spawn(async move {
+        loop {
+            let start = next.fetch_add(batch, Ordering::Relaxed);
+            if start >= events {
+                return Ok(());
+            }
+            let end = (start + batch).min(events);
+            buffer.truncate((end - start) as usize);
+            for (e, n) in buffer.iter_mut().zip(start..end) {
+                e.id = uuid::Uuid::now_v7().to_string();
+                e.subject = Some(format!("deal-{}", n % 10_000));
+            }
+            log.append(&topics, &buffer).await?;
+            progress(end - start);
+        }
+    })
+}

@@ -175,27 +175,21 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
             Arc::clone(&next),
             Arc::clone(&done),
         );
-        let (events, batch, payload) = (args.events, args.batch, args.payload_bytes);
-        // Each producer reuses one batch of events, giving every event a fresh id (and a
-        // key) before each append: the log does all its per-event work, while the benchmark
-        // does not measure the allocator building and dropping the application's events.
-        let mut buffer: Vec<Event> = (0..batch).map(|n| sample_event(payload, n)).collect();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let start = next.fetch_add(batch, Ordering::Relaxed);
-                if start >= events {
-                    return Ok::<_, crmbus::LogError>(());
-                }
-                let end = (start + batch).min(events);
-                buffer.truncate((end - start) as usize);
-                for (e, n) in buffer.iter_mut().zip(start..end) {
-                    e.id = uuid::Uuid::now_v7().to_string();
-                    e.subject = Some(format!("deal-{}", n % 10_000));
-                }
-                log.append(&topics, &buffer).await?;
-                done.fetch_add(end - start, Ordering::Relaxed);
-            }
-        }));
+        // Each producer reuses one batch of events (see `spawn_producer`): the log does all
+        // its per-event work, while the benchmark does not measure the allocator building
+        // and dropping the application's events.
+        let payload = args.payload_bytes;
+        let buffer: Vec<Event> = (0..args.batch).map(|n| sample_event(payload, n)).collect();
+        tasks.push(super::spawn_producer(
+            log,
+            topics,
+            next,
+            args.events,
+            buffer,
+            move |n| {
+                done.fetch_add(n, Ordering::Relaxed);
+            },
+        ));
     }
     // Progress and RSS samples at every million events.
     let mut rss_points = Vec::new();

@@ -98,12 +98,14 @@ pub fn run(args: SchemaBenchArgs) -> anyhow::Result<()> {
     {
         bail!("--events, --batch, --in-flight, --partitions and --validations must be at least 1");
     }
-    let work = super::work_dir(args.dir.as_deref(), "schema")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let report = rt.block_on(run_async(&args, work.path()))?;
-    super::emit(&report, args.json, print_table)
+    let args = &args;
+    super::run_in_work_dir(
+        args.dir.as_deref(),
+        "schema",
+        args.json,
+        print_table,
+        |dir| async move { run_async(args, &dir).await },
+    )
 }
 
 async fn run_async(
