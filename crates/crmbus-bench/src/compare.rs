@@ -16,7 +16,7 @@
 //!    what crmbus's delivery engine does on every backend (not the engines' native group
 //!    consumers, whose semantics differ).
 
-use super::bar;
+use crate::common::bar;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::schema::deal_event;
+use crate::schema::deal_event;
 
 /// Options of `crmbus bench compare`.
 #[derive(Args, Debug)]
@@ -144,7 +144,7 @@ pub fn run(args: CompareBenchArgs) -> anyhow::Result<()> {
         bail!("--events, --single-events, --producers, --batch, --partitions and --read-batch must be at least 1");
     }
     let args = &args;
-    super::run_in_work_dir(
+    crate::common::run_in_work_dir(
         args.dir.as_deref(),
         "compare",
         args.json,
@@ -381,7 +381,7 @@ async fn measure(
             pb.clone(),
         );
         let buffer: Vec<Event> = (0..args.batch).map(deal_event).collect();
-        tasks.push(super::spawn_producer(
+        tasks.push(crate::common::spawn_producer(
             log,
             topics,
             next,

@@ -2,7 +2,7 @@
 //! publish→handler latency at a fixed publish rate, on the embedded log (fsync) with its
 //! durable state store.
 
-use super::bar;
+use crate::common::bar;
 use crate::rss::rss_bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,7 +84,7 @@ pub fn run(args: DeliverBenchArgs) -> anyhow::Result<()> {
     if args.events == 0 || args.keys == 0 || args.rate == 0 || args.seconds == 0 {
         bail!("--events, --keys, --rate and --seconds must be at least 1");
     }
-    let dir = super::work_dir(args.dir.as_deref(), "deliver")?;
+    let dir = crate::common::work_dir(args.dir.as_deref(), "deliver")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -2,7 +2,7 @@
 //! (structured mode) and batches (batch mode), against a server started in this process on
 //! the embedded log (fsync by default) or an already running one (`--url`).
 
-use super::bar;
+use crate::common::bar;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -274,7 +274,7 @@ async fn measure(args: &HttpBenchArgs, base: &str, durability: &str) -> anyhow::
         event_bytes,
         data_bytes,
     };
-    super::emit(&report, args.json, print_table)
+    crate::common::emit(&report, args.json, print_table)
 }
 
 /// What the clients publish to, and with what.

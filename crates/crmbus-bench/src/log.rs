@@ -1,6 +1,6 @@
 //! `crmbus bench log`: how close the embedded log's durable appends come to the disk.
 
-use super::bar;
+use crate::common::bar;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -180,7 +180,7 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
         // and dropping the application's events.
         let payload = args.payload_bytes;
         let buffer: Vec<Event> = (0..args.batch).map(|n| sample_event(payload, n)).collect();
-        tasks.push(super::spawn_producer(
+        tasks.push(crate::common::spawn_producer(
             log,
             topics,
             next,
@@ -305,7 +305,7 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
         read_events_per_sec: read as f64 / read_secs,
         rss_mb_after_events: rss_points,
     };
-    super::emit(&report, args.json, print_table)
+    crate::common::emit(&report, args.json, print_table)
 }
 
 fn measure_disk(path: &Path, total: u64, chunk: usize, quiet: bool) -> anyhow::Result<f64> {

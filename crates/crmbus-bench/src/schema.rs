@@ -16,7 +16,7 @@ use crmbus_schema::SchemaRegistry;
 use serde::Serialize;
 use serde_json::json;
 
-use super::bar;
+use crate::common::bar;
 
 /// Options of `crmbus bench schema`.
 #[derive(Args, Debug)]
@@ -99,7 +99,7 @@ pub fn run(args: SchemaBenchArgs) -> anyhow::Result<()> {
         bail!("--events, --batch, --in-flight, --partitions and --validations must be at least 1");
     }
     let args = &args;
-    super::run_in_work_dir(
+    crate::common::run_in_work_dir(
         args.dir.as_deref(),
         "schema",
         args.json,
