@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use crmbus::conformance::LogFactory;
 use crmbus::{EventLog, LogError};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use crmbus_testkit::conformance::{Features, LogFactory};
 
 struct EmbeddedFactory {
     root: tempfile::TempDir,
@@ -38,4 +38,4 @@ impl LogFactory for EmbeddedFactory {
     }
 }
 
-crmbus::conformance_tests!(EmbeddedFactory::new());
+crmbus_testkit::conformance_tests!(EmbeddedFactory::new(), Features { persistent: true });

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use crmbus::conformance::LogFactory;
 use crmbus::{EventLog, LogError};
 use crmbus_nats::{NatsLog, NatsOptions};
+use crmbus_testkit::conformance::{Features, LogFactory};
 
 mod common;
 
@@ -48,4 +48,4 @@ impl LogFactory for NatsFactory {
     }
 }
 
-crmbus::conformance_tests!(NatsFactory::new());
+crmbus_testkit::conformance_tests!(NatsFactory::new(), Features { persistent: true });

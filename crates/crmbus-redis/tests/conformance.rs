@@ -6,9 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use crmbus::conformance::LogFactory;
 use crmbus::{EventLog, LogError};
 use crmbus_redis::RedisLog;
+use crmbus_testkit::conformance::{Features, LogFactory};
 
 struct RedisFactory {
     base: String,
@@ -33,4 +33,4 @@ impl LogFactory for RedisFactory {
     }
 }
 
-crmbus::conformance_tests!(RedisFactory::new());
+crmbus_testkit::conformance_tests!(RedisFactory::new(), Features { persistent: true });

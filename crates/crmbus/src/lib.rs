@@ -3,14 +3,13 @@
 //! The core library of crmbus, a durable event bus for CRM and business automation.
 //!
 //! It holds the [`Event`] envelope (CloudEvents 1.0 with crmbus's own serde), the
-//! [`EventLog`] trait every storage backend implements, the in-memory backend
-//! [`MemoryLog`] for tests, and the backend [`conformance`] suite that every backend
-//! runs to prove it keeps the same contract.
+//! [`EventLog`] trait every storage backend implements and the in-memory backend
+//! [`MemoryLog`] for tests. The conformance suite every backend runs to prove it keeps the
+//! same contract lives in the `crmbus-testkit` crate (a dev-dependency, never shipped).
 
 pub mod backends;
 pub mod bus;
 pub mod clock;
-pub mod conformance;
 pub mod delivery;
 pub mod error;
 pub mod event;

@@ -173,7 +173,7 @@ pub struct StoredEvent {
 /// The storage seam of crmbus: a set of named, partitioned, append-only logs plus the
 /// consumer-group offsets kept beside them.
 ///
-/// The contract every backend keeps (and that [`crate::conformance::run`] checks):
+/// The contract every backend keeps (and that `crmbus_testkit::conformance` checks):
 ///
 /// - **Topics** are created with a fixed partition count and a [`Retention`];
 ///   creating an existing topic fails with [`LogError::TopicExists`], using a missing one

@@ -1,0 +1,10 @@
+//! # crmbus-testkit
+//!
+//! Test support for crmbus, kept out of the crates that ship: a dev-dependency of the
+//! backends (and of `crmbus` itself for the in-memory backend), never a dependency.
+//!
+//! - [`conformance`]: the backend conformance suite, one check per semantic of the
+//!   [`crmbus::EventLog`] contract, run against a backend's [`conformance::LogFactory`] and
+//!   adjusted to the [`conformance::Features`] the backend declares (the way Watermill's
+//!   pub/sub test suite takes a feature list per implementation).
+pub mod conformance;
