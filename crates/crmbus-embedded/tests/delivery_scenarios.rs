@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use crmbus_testkit::delivery::Backend;
 
-fn backend(dedupe_window: Duration) -> scenarios::Backend {
+fn backend(dedupe_window: Duration) -> Backend {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = EmbeddedOptions {
         dedupe_window,
@@ -14,12 +15,11 @@ fn backend(dedupe_window: Duration) -> scenarios::Backend {
         ..EmbeddedOptions::default()
     };
     let log = Arc::new(EmbeddedLog::open(dir.path(), opts).expect("open log"));
-    scenarios::Backend {
+    Backend {
         state: log.state_store(),
         log,
         keep: Box::new(dir),
     }
 }
 
-#[path = "../../crmbus/tests/shared/delivery_scenarios.rs"]
-mod scenarios;
+crmbus_testkit::delivery_scenarios!(backend);

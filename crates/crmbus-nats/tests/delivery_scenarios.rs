@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crmbus_nats::{NatsOptions, NatsStateStore};
+use crmbus_testkit::delivery::Backend;
 
 mod common;
 
 /// The scenarios ask for a backend synchronously from inside their runtime (always a
 /// multi-threaded one): connect on this worker thread with `block_in_place`.
-fn backend(dedupe_window: Duration) -> scenarios::Backend {
+fn backend(dedupe_window: Duration) -> Backend {
     tokio::task::block_in_place(|| {
         tokio::runtime::Handle::current().block_on(async move {
             let cleanup = common::Cleanup::default();
@@ -26,7 +27,7 @@ fn backend(dedupe_window: Duration) -> scenarios::Backend {
                     .await
                     .expect("open state store"),
             );
-            scenarios::Backend {
+            Backend {
                 log: opened.log,
                 state: opened.state,
                 keep: Box::new(cleanup),
@@ -35,5 +36,4 @@ fn backend(dedupe_window: Duration) -> scenarios::Backend {
     })
 }
 
-#[path = "../../crmbus/tests/shared/delivery_scenarios.rs"]
-mod scenarios;
+crmbus_testkit::delivery_scenarios!(backend);

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crmbus_redis::{RedisLog, RedisOptions};
+use crmbus_testkit::delivery::Backend;
 
 #[path = "common/mod.rs"]
 mod common;
 
-fn backend(dedupe_window: Duration) -> scenarios::Backend {
+fn backend(dedupe_window: Duration) -> Backend {
     let prefix = common::unique_prefix("delivery");
     let cleanup = common::Cleanup::new(&prefix);
     let opts = RedisOptions {
@@ -25,12 +26,11 @@ fn backend(dedupe_window: Duration) -> scenarios::Backend {
         ))
     })
     .expect("open redis log");
-    scenarios::Backend {
+    Backend {
         state: log.state_store(),
         log: Arc::new(log),
         keep: Box::new(cleanup),
     }
 }
 
-#[path = "../../crmbus/tests/shared/delivery_scenarios.rs"]
-mod scenarios;
+crmbus_testkit::delivery_scenarios!(backend);

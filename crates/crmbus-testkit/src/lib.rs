@@ -7,4 +7,10 @@
 //!   [`crmbus::EventLog`] contract, run against a backend's [`conformance::LogFactory`] and
 //!   adjusted to the [`conformance::Features`] the backend declares (the way Watermill's
 //!   pub/sub test suite takes a feature list per implementation).
+//! - [`delivery`]: the delivery-engine scenarios (per-key order under random failures,
+//!   retries, restarts, dead letters, dedupe, subscription options), run on a backend's
+//!   log and state store with [`delivery_scenarios!`].
+#![warn(missing_docs)]
+
 pub mod conformance;
+pub mod delivery;

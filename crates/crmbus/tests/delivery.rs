@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crmbus::{MemoryLog, MemoryStateStore};
+use crmbus_testkit::delivery::Backend;
 
-fn backend(dedupe_window: Duration) -> scenarios::Backend {
-    scenarios::Backend {
+fn backend(dedupe_window: Duration) -> Backend {
+    Backend {
         log: Arc::new(MemoryLog::with_dedupe_window(dedupe_window)),
         state: Arc::new(MemoryStateStore::new()),
         keep: Box::new(()),
     }
 }
 
-#[path = "shared/delivery_scenarios.rs"]
-mod scenarios;
+crmbus_testkit::delivery_scenarios!(backend);
