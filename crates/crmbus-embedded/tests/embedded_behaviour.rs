@@ -309,7 +309,7 @@ async fn state_store_keeps_the_contract_across_reopen() {
     let path = dir.path().to_path_buf();
     let o = opts(&clock);
     let holder = std::sync::Mutex::new(Some(log));
-    crmbus::state::check_state_store(store, |s| {
+    crmbus_testkit::state_store::check_state_store(store, |s| {
         // Close everything over the directory, then open it again.
         drop(s);
         if let Some(log) = holder.lock().expect("lock").take() {

@@ -1,11 +1,12 @@
-//! `NatsStateStore` against the real server: the StateStore contract, a batch a crash left
-//! in the journal is applied at the next open, and `open` errors name the URL.
+//! `NatsStateStore` against the real server: the StateStore contract of crmbus-testkit, a
+//! batch a crash left in the journal is applied at the next open, and `open` errors name
+//! the URL.
 
 use std::sync::Arc;
 
-use crmbus::state::check_state_store;
-use crmbus::{StateOp, StateStore};
+use crmbus::StateStore;
 use crmbus_nats::NatsStateStore;
+use crmbus_testkit::state_store::check_state_store;
 
 mod common;
 
@@ -28,69 +29,6 @@ async fn state_store_keeps_the_contract() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_values_odd_keys_and_large_batches_round_trip() {
-    let cleanup = common::Cleanup::default();
-    let prefix = common::unique_prefix("state-odd");
-    cleanup.add(&prefix);
-    let store = NatsStateStore::open(&common::url(), &prefix)
-        .await
-        .expect("open");
-    let mut ops = Vec::new();
-    for i in 0..300u32 {
-        ops.push(StateOp::Put {
-            namespace: "sub/deals/crm.sync/dedupe".into(),
-            key: format!("{i:04}.x y"),
-            value: vec![0xff, 0x00, (i % 256) as u8],
-        });
-    }
-    ops.push(StateOp::Put {
-        namespace: "sub/deals/crm.sync/dedupe".into(),
-        key: String::new(),
-        value: b"empty key".to_vec(),
-    });
-    store.apply(ops).await.expect("apply");
-    let all = store
-        .scan("sub/deals/crm.sync/dedupe", "")
-        .await
-        .expect("scan");
-    assert_eq!(all.len(), 301);
-    assert_eq!(all[0], (String::new(), b"empty key".to_vec()));
-    assert_eq!(all[1], ("0000.x y".to_string(), vec![0xff, 0x00, 0]));
-    let some = store
-        .scan("sub/deals/crm.sync/dedupe", "02")
-        .await
-        .expect("scan");
-    assert_eq!(some.len(), 100);
-    assert!(store
-        .scan("sub/deals/crm.sync", "")
-        .await
-        .expect("scan")
-        .is_empty());
-    // Put then delete of one key in one batch leaves it absent.
-    store
-        .apply(vec![
-            StateOp::Put {
-                namespace: "n".into(),
-                key: "k".into(),
-                value: b"v".to_vec(),
-            },
-            StateOp::Delete {
-                namespace: "n".into(),
-                key: "k".into(),
-            },
-            StateOp::Put {
-                namespace: "n".into(),
-                key: "j".into(),
-                value: b"w".to_vec(),
-            },
-        ])
-        .await
-        .expect("apply");
-    assert_eq!(store.get("n", "k").await.expect("get"), None);
-    assert_eq!(store.get("n", "j").await.expect("get"), Some(b"w".to_vec()));
 }
 
 /// A crash after the journal write and before the KV writes: simulated by writing the

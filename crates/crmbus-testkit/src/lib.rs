@@ -10,7 +10,10 @@
 //! - [`delivery`]: the delivery-engine scenarios (per-key order under random failures,
 //!   retries, restarts, dead letters, dedupe, subscription options), run on a backend's
 //!   log and state store with [`delivery_scenarios!`].
+//! - [`state_store`]: the [`crmbus::StateStore`] contract, one function every backend's
+//!   store is checked with.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod delivery;
+pub mod state_store;
