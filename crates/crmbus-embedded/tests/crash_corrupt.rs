@@ -11,17 +11,14 @@
 //! the records after it; and damage in a partition's first record does not stop the log
 //! from opening.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
 use crmbus::{Event, EventLog, LogError, TopicSpec};
 use crmbus_embedded::record::{BODY_HEADER, FRAME_HEADER};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use crmbus_testkit::embedded::{block_on, copy_dir, event, frames, segment_files};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-
-use common::{block_on, copy_dir, event, frames, segment_files};
 
 const TOPIC: &str = "corrupt";
 const METRIC: &str = "crmbus_log_corrupt_records_total";

@@ -4,16 +4,13 @@
 //! record unchanged, drop the torn record (or the whole torn batch), and give the next
 //! append the offset right after the last intact batch.
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::path::Path;
 
 use crmbus::{Event, EventLog, TopicSpec};
 use crmbus_embedded::record::FLAG_BATCH_END;
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
-
-use common::{block_on, copy_dir, event, frames, read_all, segment_files, Frame};
+use crmbus_testkit::embedded::{block_on, copy_dir, event, frames, read_all, segment_files, Frame};
 
 const TOPIC: &str = "torn";
 

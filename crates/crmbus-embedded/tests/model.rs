@@ -9,15 +9,13 @@
 //! run: `CRMBUS_MODEL_CASES=2000 cargo test --release -p crmbus-embedded --test model`.
 //! A failure prints the shrunk sequence of operations and proptest's seed.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use common::{block_on, read_all};
 use crmbus::clock::ManualClock;
 use crmbus::{partition_for, Event, EventLog, LogError, Receipt, Retention, TopicSpec};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use crmbus_testkit::embedded::{block_on, read_all};
 use proptest::prelude::*;
 
 /// Topic names the operations pick from (by index). Topic 2 has a byte limit.

@@ -18,8 +18,6 @@
 //! number of power cuts (default 2,000). A long run:
 //! `CRMBUS_SIM_CRASHES=100000 cargo test --release -p crmbus-embedded --test power_loss -- --nocapture`
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,18 +2,16 @@
 //! failed before its fix. These use the real file system; the power-loss cases live in
 //! `power_loss.rs`, on the simulated disk.
 
-mod common;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{block_on, event, read_all, segment_files};
 use crmbus::clock::ManualClock;
 use crmbus::{EventLog, LogError, Retention, TopicSpec};
 use crmbus_embedded::handles::HandleCache;
 use crmbus_embedded::partition::{CorruptCounter, Partition, RawRecord};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use crmbus_testkit::embedded::{block_on, event, read_all, segment_files};
 
 /// Opens partition 0 of topic `t` in `dir` on its own (no recovery point).
 fn open_partition(dir: &std::path::Path, opts: &EmbeddedOptions) -> Arc<Partition> {

@@ -12,8 +12,17 @@
 //!   log and state store with [`delivery_scenarios!`].
 //! - [`state_store`]: the [`crmbus::StateStore`] contract, one function every backend's
 //!   store is checked with.
+//! - [`embedded`]: helpers for tests that look at the embedded log's files (segments,
+//!   frames, copies of a data directory).
+//!
+//! It also holds the `crmbus-crash-writer` binary, a process that appends to an embedded
+//! log and prints every acknowledgement until it is killed, and `tests/crash_kill.rs`, which
+//! kills it with SIGKILL at random moments and checks what survived: the binary lives here
+//! so that it is never installed with crmbus-embedded, and the test beside it so that
+//! `env!("CARGO_BIN_EXE_crmbus-crash-writer")` finds it.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod delivery;
+pub mod embedded;
 pub mod state_store;

@@ -2,7 +2,8 @@
 //! after every kill the log must hold every acknowledged event exactly once, at the offset
 //! it was acknowledged with, in acknowledgement order.
 //!
-//! The writer is the `crmbus-crash-writer` binary of this crate. The log accumulates over
+//! The writer is the `crmbus-crash-writer` binary of this crate (crmbus-testkit, so that it
+//! never ships with crmbus-embedded). The log accumulates over
 //! the cycles (up to 50 share one log). Every cycle is verified on a copy of the data
 //! directory, so the next writer recovers the crashed state itself (and may be killed
 //! while it recovers). Besides the acknowledgements, the check covers what survived
@@ -14,8 +15,6 @@
 //! beyond 50, a fresh log is started every 50 cycles so that the run stays linear.
 //! The kill delays come from a seeded generator: the seed is printed first, and
 //! `CRMBUS_KILL_SEED` replays it (the delays, not the timing of the writer's I/O).
-
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -31,7 +30,7 @@ use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use common::{block_on, copy_dir, read_all};
+use crmbus_testkit::embedded::{block_on, copy_dir, read_all, segment_files};
 
 const TOPIC: &str = "crash";
 const PARTITIONS: u32 = 4;
@@ -471,7 +470,7 @@ fn sigkill_keeps_every_acknowledged_event_once_and_in_order() {
         total_held += held;
         if data.exists() {
             segments += (0..PARTITIONS)
-                .map(|p| common::segment_files(&data, TOPIC, p).len())
+                .map(|p| segment_files(&data, TOPIC, p).len())
                 .sum::<usize>();
         }
         let _ = std::fs::remove_dir_all(&data);

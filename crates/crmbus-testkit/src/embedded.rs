@@ -1,6 +1,7 @@
-//! Helpers shared by the crash tests.
-
-#![allow(dead_code)]
+//! Helpers for tests that look at the embedded log's files, shared by crmbus-embedded's
+//! crash, storage-defect and model tests and this crate's `tests/crash_kill.rs`: run a
+//! future on a current-thread runtime, copy a data directory, list a partition's segments,
+//! parse their frames, read a partition whole, build a small event with a fixed id.
 
 use std::fs;
 use std::future::Future;
