@@ -9,8 +9,12 @@ bash scripts/services.sh
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
+# --all-features: the tests that need the live Redis and NATS started above sit behind the
+# crates' integration features (crmbus-redis/crmbus-nats `integration`, crmbus-server
+# `redis-integration` and `nats-integration`); every feature is on here, so every test is
+# linted and run.
 echo "== cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 echo "== cargo test"
 log=$(mktemp)
@@ -18,7 +22,7 @@ trap 'rm -f "$log"' EXIT
 set +e
 # Every test binary runs even after a failure, so one failure does not hide the others.
 # The power-loss simulation runs on its own below, so its seed and counts are printed.
-cargo test --workspace --no-fail-fast -- --skip acknowledged_events_survive_every_simulated_power_cut 2>&1 | tee "$log"
+cargo test --workspace --all-features --no-fail-fast -- --skip acknowledged_events_survive_every_simulated_power_cut 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 echo "== power-loss simulation (${CRMBUS_SIM_CRASHES:-2000} power cuts; replay with CRMBUS_SIM_SEED)"
 cargo test -p crmbus-embedded --test power_loss -- --nocapture acknowledged_events_survive_every_simulated_power_cut 2>&1 | tee -a "$log"

@@ -1,5 +1,9 @@
 //! The HTTP API on the Redis Streams and NATS JetStream backends (the real servers that
 //! scripts/services.sh starts): publish, read, pull/ack and DLQ redrive run unchanged.
+//! Each test needs its server, so it runs only with its feature: `redis-integration`,
+//! `nats-integration` (scripts/test.sh turns both on with --all-features).
+
+#![cfg(any(feature = "redis-integration", feature = "nats-integration"))]
 
 mod common;
 
@@ -8,7 +12,9 @@ use std::time::Duration;
 use common::{event, TestServer};
 use serde_json::{json, Value};
 
+#[cfg(feature = "redis-integration")]
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
+#[cfg(feature = "nats-integration")]
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 fn unique_prefix(kind: &str) -> String {
@@ -151,6 +157,7 @@ async fn core_flow(s: &TestServer) {
     );
 }
 
+#[cfg(feature = "redis-integration")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_on_redis_streams() {
     let prefix = unique_prefix("redis");
@@ -171,6 +178,7 @@ async fn http_api_on_redis_streams() {
         .expect("purge");
 }
 
+#[cfg(feature = "nats-integration")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_on_nats_jetstream() {
     let prefix = unique_prefix("nats");
