@@ -102,6 +102,14 @@
 //! then the streams and the group offsets. Opening a [`NatsLog`] repairs what a crash
 //! between those steps left: missing streams of a listed topic are created, streams of a
 //! topic that is no longer listed are removed. [`purge`] deletes a whole namespace.
+//!
+//! ## Tests
+//!
+//! Every test of this crate needs a live JetStream server (`CRMBUS_NATS_URL`, default
+//! `nats://127.0.0.1:4222`), so they build only with the `integration` feature:
+//! `cargo test -p crmbus-nats --features integration`. They run crmbus-testkit's
+//! conformance suite, state-store contract and delivery scenarios, and what is particular
+//! to JetStream.
 
 mod conn;
 mod group;

@@ -74,6 +74,14 @@
 //! [`durability_setting`] reports the server's setting (the benchmark prints it).
 //!
 //! This backend does not support Redis Cluster (the scripts touch keys of several slots).
+//!
+//! ## Tests
+//!
+//! Every test of this crate needs a live Redis (`CRMBUS_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`), so they build only with the `integration` feature:
+//! `cargo test -p crmbus-redis --features integration`. They run crmbus-testkit's
+//! conformance suite, state-store contract and delivery scenarios, and what is particular
+//! to Redis.
 
 mod conn;
 mod conv;

@@ -547,7 +547,7 @@ async fn per_key_order_case(make: MakeBackend, c: OrderCase) -> Result<Reach, Te
 /// Per key, the handler sees events in publish order and none is lost, whatever fails:
 /// random transient failures, retries to exhaustion, permanent errors, dead letters that
 /// skip or hold their key, the circuit breaker, consumer restarts, and a redrive (see
-/// [`per_key_order_case`]). The run counts how often it reached each of those and fails
+/// `per_key_order_case`). The run counts how often it reached each of those and fails
 /// if one was never reached.
 ///
 /// `CRMBUS_PROP_CASES` sets the number of cases (default 48: about 1 s in memory, 20 s on
