@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crmbus::{partition_for, Event, LogError, TopicSpec};
 
-use super::{contiguous, ev, read_all, topics, Check, Target};
+use super::harness::{contiguous, ev, read_all, topics, Check, Target};
 
 pub(super) async fn append_read_order(f: &Target<'_>, name: &str) -> Result<(), String> {
     let log = f.open(name).await.check("open")?;

@@ -2,7 +2,7 @@
 
 use crmbus::TopicSpec;
 
-use super::{ev, reopen, topics, Check, Target};
+use super::harness::{ev, reopen, topics, Check, Target};
 
 pub(super) async fn producer_dedupe(f: &Target<'_>, name: &str) -> Result<(), String> {
     let log = f.open(name).await.check("open")?;

@@ -2,7 +2,7 @@
 
 use crmbus::{Event, LogError, TopicSpec};
 
-use super::{ev, reopen, topics, Check, Target};
+use super::harness::{ev, reopen, topics, Check, Target};
 
 pub(super) async fn group_commit_resume(f: &Target<'_>, name: &str) -> Result<(), String> {
     let log = f.open(name).await.check("open")?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crmbus::{Event, TopicSpec};
 
-use super::{ev, topics, Check, Target};
+use super::harness::{ev, topics, Check, Target};
 
 /// Waits until the wall clock reaches `t` (at most ten seconds: the stamps this waits past
 /// are the backend's own, moments old, unless its clock is off).

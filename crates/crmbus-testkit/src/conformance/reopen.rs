@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crmbus::{partition_for, Event, Retention, TopicSpec};
 
-use super::{ev, read_all, reopen, topics, Check, Target};
+use super::harness::{ev, read_all, reopen, topics, Check, Target};
 
 pub(super) async fn reopen_keeps_everything(f: &Target<'_>, name: &str) -> Result<(), String> {
     let log = f.open(name).await.check("open")?;

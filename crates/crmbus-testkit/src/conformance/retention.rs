@@ -2,7 +2,7 @@
 
 use crmbus::{Event, Retention, TopicSpec};
 
-use super::{contiguous, ev, read_all, topics, Check, Target};
+use super::harness::{contiguous, ev, read_all, topics, Check, Target};
 
 pub(super) async fn retention(f: &Target<'_>, name: &str) -> Result<(), String> {
     let log = f.open(name).await.check("open")?;

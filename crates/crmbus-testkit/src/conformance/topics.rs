@@ -2,7 +2,7 @@
 
 use crmbus::{LogError, TopicSpec};
 
-use super::{ev, topics, Check, Target};
+use super::harness::{ev, topics, Check, Target};
 
 pub(super) async fn topic_lifecycle(f: &Target<'_>, name: &str) -> Result<(), String> {
     let log = f.open(name).await.check("open")?;
