@@ -20,7 +20,6 @@
 //! kills it with SIGKILL at random moments and checks what survived: the binary lives here
 //! so that it is never installed with crmbus-embedded, and the test beside it so that
 //! `env!("CARGO_BIN_EXE_crmbus-crash-writer")` finds it.
-#![warn(missing_docs)]
 
 pub mod conformance;
 pub mod delivery;
