@@ -33,7 +33,11 @@ pub(crate) fn work_dir(
 }
 
 /// Prints a benchmark's report: one JSON object with `--json`, else its table.
-pub(crate) fn emit<R: serde::Serialize>(report: &R, json: bool, table: fn(&R)) -> anyhow::Result<()> {
+pub(crate) fn emit<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    table: fn(&R),
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(report)?);
     } else {
