@@ -157,10 +157,7 @@ impl Drop for EmbeddedLog {
 
 fn info(t: &Topic) -> TopicInfo {
     TopicInfo {
-        name: t.spec.name.clone(),
-        partitions: t.spec.partitions,
-        retention: t.spec.retention,
-        require_schemas: t.spec.require_schemas,
+        spec: t.spec.clone(),
         partition_info: t
             .partitions
             .iter()

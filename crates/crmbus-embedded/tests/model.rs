@@ -155,7 +155,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         );
                     } else {
                         let info = got.map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
-                        prop_assert_eq!(info.partitions, *partitions, "{}", at);
+                        prop_assert_eq!(info.spec.partitions, *partitions, "{}", at);
                         prop_assert_eq!(info.event_count(), 0, "{}: a new topic is empty", at);
                         model.topics.insert(
                             name.to_string(),
@@ -375,7 +375,7 @@ async fn check_all(log: &EmbeddedLog, model: &Model, at: &str) -> Result<(), Tes
         .await
         .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?
         .into_iter()
-        .map(|t| t.name)
+        .map(|t| t.spec.name)
         .collect();
     let want: Vec<String> = model.topics.keys().cloned().collect();
     prop_assert_eq!(listed, want, "{}: topics", at);

@@ -327,7 +327,7 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
     let infos = log.list_topics().await.expect("list topics");
     let live: BTreeMap<String, u32> = infos
         .iter()
-        .map(|t| (t.name.clone(), t.partitions))
+        .map(|t| (t.spec.name.clone(), t.spec.partitions))
         .collect();
     for name in model.topics.keys().cloned().collect::<Vec<_>>() {
         assert!(
@@ -344,7 +344,7 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
     let mut corrupt_at: HashSet<(String, u32, u64)> = HashSet::new();
     for info in &infos {
         for pi in &info.partition_info {
-            let key = (info.name.clone(), pi.partition);
+            let key = (info.spec.name.clone(), pi.partition);
             let end = model.acked_end.get(&key).copied().unwrap_or(0);
             assert!(
                 pi.next_offset >= end,
@@ -353,7 +353,7 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
             );
             let (events, corrupt) = read_partition(
                 log,
-                &info.name,
+                &info.spec.name,
                 pi.partition,
                 pi.first_offset,
                 pi.next_offset,
@@ -372,18 +372,18 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
                     "{context}: {key:?}@{off} serves a changed event"
                 );
                 where_is
-                    .entry((info.name.clone(), e.id.clone()))
+                    .entry((info.spec.name.clone(), e.id.clone()))
                     .or_default()
                     .push((pi.partition, off));
             }
             for o in corrupt {
-                corrupt_at.insert((info.name.clone(), pi.partition, o));
+                corrupt_at.insert((info.spec.name.clone(), pi.partition, o));
             }
             // Acknowledged positions below the first offset were removed by retention.
             let first = pi.first_offset;
             model
                 .acked
-                .retain(|(t, p, o), _| !(t == &info.name && *p == pi.partition && *o < first));
+                .retain(|(t, p, o), _| !(t == &info.spec.name && *p == pi.partition && *o < first));
         }
     }
     // Damage can make an acknowledged record unreadable: then the log must say so at its
@@ -499,12 +499,15 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
     }
     for info in &infos {
         for pi in &info.partition_info {
-            if let Ok(Some(c)) = log.committed_offset(GROUP, &info.name, pi.partition).await {
+            if let Ok(Some(c)) = log
+                .committed_offset(GROUP, &info.spec.name, pi.partition)
+                .await
+            {
                 assert!(
                     c <= pi.next_offset,
                     "{context}: group offset {c} beyond the end {} of {}/{}",
                     pi.next_offset,
-                    info.name,
+                    info.spec.name,
                     pi.partition
                 );
             }
@@ -695,7 +698,7 @@ fn a_cut_at_any_point_of_creating_a_log_leaves_a_directory_that_opens() {
                 .unwrap_or_else(|e| panic!("cut at operation {at} ({mode:?}): reopen failed: {e}"));
             runtime.block_on(async {
                 if let Ok(info) = log.describe_topic("deals").await {
-                    assert_eq!(info.partitions, 2);
+                    assert_eq!(info.spec.partitions, 2);
                     log.append(
                         &["deals".to_string()],
                         &[Event::new("deal.won", serde_json::json!({}))],

@@ -148,10 +148,7 @@ impl RedisLog {
             })
             .collect();
         Ok(TopicInfo {
-            name: spec.name,
-            partitions: spec.partitions,
-            retention: spec.retention,
-            require_schemas: spec.require_schemas,
+            spec,
             partition_info,
         })
     }

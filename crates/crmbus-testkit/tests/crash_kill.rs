@@ -259,7 +259,7 @@ fn verify(
         let mut parts = Vec::new();
         match log.describe_topic(TOPIC).await {
             Ok(info) => {
-                assert_eq!(info.partitions, PARTITIONS);
+                assert_eq!(info.spec.partitions, PARTITIONS);
                 for p in &info.partition_info {
                     let events = read_all(&log, TOPIC, p.partition, 0)
                         .await

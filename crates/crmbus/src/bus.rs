@@ -188,7 +188,7 @@ impl EventBus {
     /// Creates a topic, and records whether it requires schemas.
     pub async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
         let info = self.inner.log.create_topic(spec).await?;
-        self.set_require_schemas(&info.name, info.require_schemas);
+        self.set_require_schemas(&info.spec.name, info.spec.require_schemas);
         Ok(info)
     }
 
@@ -213,7 +213,7 @@ impl EventBus {
     /// publish: the flags live with the topics, this is their cache).
     pub async fn load_topic_rules(&self) -> Result<(), LogError> {
         for info in self.inner.log.list_topics().await? {
-            self.set_require_schemas(&info.name, info.require_schemas);
+            self.set_require_schemas(&info.spec.name, info.spec.require_schemas);
         }
         Ok(())
     }

@@ -117,21 +117,20 @@ pub struct OffsetRange {
 /// A topic as it stands: its spec and the offsets of each partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicInfo {
-    /// Topic name.
-    pub name: String,
-    /// Partition count.
-    pub partitions: u32,
-    /// Retention limits.
-    pub retention: Retention,
-    /// Whether every event published to the topic needs a registered schema for its type,
-    /// as its spec says ([`TopicSpec::require_schemas`]).
-    #[serde(default)]
-    pub require_schemas: bool,
+    /// The topic's spec, as it was created: name, partitions, retention and whether it
+    /// requires schemas (the members of this object, when written as JSON).
+    #[serde(flatten)]
+    pub spec: TopicSpec,
     /// One entry per partition, in partition order.
     pub partition_info: Vec<PartitionInfo>,
 }
 
 impl TopicInfo {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
     /// Number of events held across all partitions.
     pub fn event_count(&self) -> u64 {
         self.partition_info

@@ -125,10 +125,7 @@ impl MemoryLog {
 
 fn info(t: &MemTopic) -> TopicInfo {
     TopicInfo {
-        name: t.spec.name.clone(),
-        partitions: t.spec.partitions,
-        retention: t.spec.retention,
-        require_schemas: t.spec.require_schemas,
+        spec: t.spec.clone(),
         partition_info: t
             .partitions
             .iter()

@@ -70,16 +70,16 @@ impl Position {
         info: &TopicInfo,
     ) -> Result<Vec<Option<u64>>, LogError> {
         if let Position::Offsets(offsets) = self {
-            if let Some(&p) = offsets.keys().find(|p| **p >= info.partitions) {
+            if let Some(&p) = offsets.keys().find(|p| **p >= info.spec.partitions) {
                 return Err(LogError::PartitionNotFound {
-                    topic: info.name.clone(),
+                    topic: info.spec.name.clone(),
                     partition: p,
                 });
             }
         }
         let mut out = Vec::with_capacity(info.partition_info.len());
         for p in &info.partition_info {
-            out.push(self.offset_in(log, &info.name, p).await?);
+            out.push(self.offset_in(log, &info.spec.name, p).await?);
         }
         Ok(out)
     }

@@ -72,7 +72,7 @@ impl Tailer {
                 }
             }
             Some((partition, offset)) => {
-                if partition >= info.partitions {
+                if partition >= info.spec.partitions {
                     return Err(LogError::PartitionNotFound {
                         topic: topic.to_string(),
                         partition,

@@ -23,7 +23,7 @@ async fn topic_rules_follow_the_topics_spec() {
     let mut spec = TopicSpec::new("strict", 1);
     spec.require_schemas = true;
     let info = bus.create_topic(spec).await.expect("create");
-    assert!(info.require_schemas);
+    assert!(info.spec.require_schemas);
     assert!(bus.requires_schemas("strict"));
 
     // A second bus over the same log learns the rule from the spec.

@@ -229,10 +229,7 @@ impl Inner {
             .try_collect::<Vec<_>>()
             .await?;
         Ok(TopicInfo {
-            name: spec.name.clone(),
-            partitions: spec.partitions,
-            retention: spec.retention,
-            require_schemas: spec.require_schemas,
+            spec: spec.clone(),
             partition_info,
         })
     }
@@ -258,10 +255,7 @@ impl Inner {
             return Err(e);
         }
         Ok(TopicInfo {
-            name: spec.name.clone(),
-            partitions: spec.partitions,
-            retention: spec.retention,
-            require_schemas: spec.require_schemas,
+            spec: spec.clone(),
             partition_info: (0..spec.partitions)
                 .map(|p| PartitionInfo {
                     partition: p,
@@ -324,7 +318,7 @@ impl Inner {
         let mut removed = 0;
         for t in self.list_topics().await? {
             for p in &t.partition_info {
-                let name = self.stream_name(&t.name, p.partition);
+                let name = self.stream_name(&t.spec.name, p.partition);
                 let mut seen = self.seen_first.locked();
                 let before = seen.insert(name, p.first_offset).unwrap_or(0);
                 removed += p.first_offset.saturating_sub(before);

@@ -184,7 +184,7 @@ pub async fn read_events(
     };
     let info = app.bus.describe_topic(&topic).await?;
     let partitions: Vec<u32> = match q.partition {
-        Some(p) if p >= info.partitions => {
+        Some(p) if p >= info.spec.partitions => {
             return Err(crmbus::LogError::PartitionNotFound {
                 topic,
                 partition: p,
@@ -192,7 +192,7 @@ pub async fn read_events(
             .into())
         }
         Some(p) => vec![p],
-        None => (0..info.partitions).collect(),
+        None => (0..info.spec.partitions).collect(),
     };
     let mut events = Vec::new();
     let mut next = BTreeMap::new();

@@ -19,13 +19,13 @@ use crate::state::Shared;
 /// A topic as the API shows it.
 pub fn topic_view(app: &Shared, info: &TopicInfo) -> TopicView {
     TopicView {
-        name: info.name.clone(),
-        partitions: info.partitions,
+        name: info.spec.name.clone(),
+        partitions: info.spec.partitions,
         // The spec says so, or (data written by older servers) the legacy record did.
-        require_schemas: info.require_schemas || app.bus.requires_schemas(&info.name),
+        require_schemas: info.spec.require_schemas || app.bus.requires_schemas(&info.spec.name),
         retention: RetentionBody {
-            max_age_ms: info.retention.max_age.map(|d| d.as_millis() as u64),
-            max_bytes: info.retention.max_bytes,
+            max_age_ms: info.spec.retention.max_age.map(|d| d.as_millis() as u64),
+            max_bytes: info.spec.retention.max_bytes,
         },
         events: info.event_count(),
         partition_info: info

@@ -133,11 +133,11 @@ async fn run(args: Args) -> Result<(), String> {
     let log = EmbeddedLog::open(&args.dir, opts)
         .map_err(|e| format!("cannot open {}: {e}", args.dir.display()))?;
     match log.describe_topic(TOPIC).await {
-        Ok(info) if info.partitions == PARTITIONS => {}
+        Ok(info) if info.spec.partitions == PARTITIONS => {}
         Ok(info) => {
             return Err(format!(
                 "topic {TOPIC} has {} partitions, expected {PARTITIONS}",
-                info.partitions
+                info.spec.partitions
             ))
         }
         Err(LogError::TopicNotFound(_)) => {

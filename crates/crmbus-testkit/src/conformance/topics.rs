@@ -11,7 +11,7 @@ pub(super) async fn topic_lifecycle(f: &Target<'_>, name: &str) -> Result<(), St
         .await
         .check("create")?;
     ensure!(
-        info.partitions == 3 && info.partition_info.len() == 3,
+        info.spec.partitions == 3 && info.partition_info.len() == 3,
         "bad info {info:?}"
     );
     ensure!(info.event_count() == 0, "new topic not empty");
@@ -44,13 +44,13 @@ pub(super) async fn topic_lifecycle(f: &Target<'_>, name: &str) -> Result<(), St
     let mut accounts = TopicSpec::new("accounts", 1);
     accounts.require_schemas = true;
     let created = log.create_topic(accounts).await.check("create accounts")?;
-    ensure!(created.require_schemas, "create lost require_schemas");
+    ensure!(created.spec.require_schemas, "create lost require_schemas");
     let listed: Vec<(String, bool)> = log
         .list_topics()
         .await
         .check("list")?
         .into_iter()
-        .map(|t| (t.name, t.require_schemas))
+        .map(|t| (t.spec.name, t.spec.require_schemas))
         .collect();
     ensure!(
         listed == [("accounts".to_string(), true), ("deals".to_string(), false)],
@@ -60,6 +60,7 @@ pub(super) async fn topic_lifecycle(f: &Target<'_>, name: &str) -> Result<(), St
         log.describe_topic("accounts")
             .await
             .check("describe accounts")?
+            .spec
             .require_schemas,
         "describe lost require_schemas"
     );
@@ -107,7 +108,7 @@ pub(super) async fn topic_lifecycle(f: &Target<'_>, name: &str) -> Result<(), St
         .await
         .check("recreate")?;
     ensure!(
-        again.event_count() == 0 && again.partitions == 2,
+        again.event_count() == 0 && again.spec.partitions == 2,
         "recreated topic kept data: {again:?}"
     );
     log.close().await.check("close")

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::LogError;
 use crate::event::{Event, EventData};
-use crate::log::{EventLog, PartitionInfo, Receipt, Retention, StoredEvent, TopicInfo, TopicSpec};
+use crate::log::{EventLog, PartitionInfo, Receipt, StoredEvent, TopicInfo, TopicSpec};
 
 /// Accepts every append (valid events, any topic) and stores nothing: reads are empty,
 /// offsets are always 0, group offsets are not kept. With `LOG = true` it also logs each
@@ -46,10 +46,7 @@ fn log_events(topics: &[String], events: &[Event]) {
 
 fn empty_info(name: &str, partitions: u32) -> TopicInfo {
     TopicInfo {
-        name: name.to_string(),
-        partitions,
-        retention: Retention::default(),
-        require_schemas: false,
+        spec: TopicSpec::new(name, partitions),
         partition_info: (0..partitions)
             .map(|p| PartitionInfo {
                 partition: p,
@@ -102,7 +99,7 @@ impl<const LOG: bool> EventLog for DiscardingLog<LOG> {
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
         spec.validate()?;
         let mut info = empty_info(&spec.name, spec.partitions);
-        info.require_schemas = spec.require_schemas;
+        info.spec.require_schemas = spec.require_schemas;
         Ok(info)
     }
 
