@@ -5,8 +5,11 @@
 //! streams, replay (seek), dead letters, health, readiness, Prometheus metrics and an
 //! OpenAPI document generated from the code. Errors are RFC 9457 problem documents.
 //!
-//! The server is a thin layer: every handler calls the same library functions as the
-//! application code does ([`crmbus::EventBus`], the delivery engine, `seek_group`).
+//! The server is a thin layer: every handler goes through the same front door as
+//! application code ([`crmbus::EventBus`]: publish, topics, reads, seek, live tails), and
+//! the request and response bodies are `crmbus-api`'s, which clients share. The storage is
+//! chosen by [`backend::Storage`], the typed form of `[storage]`; Redis and NATS are the
+//! `redis` and `nats` features (on by default).
 //!
 //! Its modules import downward only: [`app`] starts and stops the [`Server`] and uses
 //! [`router`], which wires the [`routes`] and the [`openapi`] document's own route; each

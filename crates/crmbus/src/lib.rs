@@ -6,6 +6,11 @@
 //! [`EventLog`] trait every storage backend implements and the in-memory backend
 //! [`MemoryLog`] for tests. The conformance suite every backend runs to prove it keeps the
 //! same contract lives in the `crmbus-testkit` crate (a dev-dependency, never shipped).
+//!
+//! [`EventBus`] is the front door: publish and subscribe, and also topic administration,
+//! reads, seeks and live tails ([`Tailer`]), so callers never reach past it to the log.
+//! Every reader starts from one [`Position`] type. [`BackendKind`] is the one list of
+//! backends, and [`ErrorCode`] the one list of stable error codes.
 
 pub mod backends;
 pub mod bus;
