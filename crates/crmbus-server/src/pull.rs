@@ -95,10 +95,11 @@ pub struct Settlement {
     pub stale: Vec<String>,
 }
 
+/// What a delivery queued or leased when the subscription stops gets: not a failed
+/// attempt (a clean stop or restart never brings an event nearer its dead letter); it is
+/// delivered again, as the same attempt, when the subscription runs next.
 fn stopped() -> HandlerError {
-    // Not zero: while the engine is being stopped it must not spin on instant failures.
-    HandlerError::transient("the pull subscription stopped before the delivery was acked")
-        .retry_after(Duration::from_secs(1))
+    HandlerError::interrupted("the pull subscription stopped before the delivery was acked")
 }
 
 impl PullQueue {

@@ -37,6 +37,10 @@ pub struct HandlerError {
     pub retry_after: Option<Duration>,
     /// Do not retry: dead-letter now.
     pub permanent: bool,
+    /// The handler is stopping and did not finish the delivery: not a failed attempt.
+    /// The event stays where it is, uncounted, and is delivered again (as the same
+    /// attempt) when the subscription runs next; the engine starts no new delivery.
+    pub interrupted: bool,
 }
 
 impl HandlerError {
@@ -46,6 +50,18 @@ impl HandlerError {
             message: message.into(),
             retry_after: None,
             permanent: false,
+            interrupted: false,
+        }
+    }
+
+    /// The handler is stopping before it finished the delivery (a clean shutdown): not an
+    /// attempt, so it never brings an event nearer its dead letter.
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            retry_after: None,
+            permanent: false,
+            interrupted: true,
         }
     }
 
@@ -55,6 +71,7 @@ impl HandlerError {
             message: message.into(),
             retry_after: None,
             permanent: true,
+            interrupted: false,
         }
     }
 

@@ -34,6 +34,12 @@ impl Engine {
         if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
             ks.in_flight = false;
         }
+        if matches!(&c.result, Err(e) if e.interrupted) {
+            // Not an attempt: nothing is recorded, the offset stays unfinished (so the
+            // commit stops below it), and the key waits at its head for the next run.
+            self.interrupted = true;
+            return;
+        }
         if let Some(b) = self.breaker.as_mut() {
             b.record(c.result.is_ok(), now);
         }

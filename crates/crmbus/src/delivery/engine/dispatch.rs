@@ -26,6 +26,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 impl Engine {
     /// Starts deliveries for ready keys, up to `max_in_flight`.
     pub(super) fn dispatch(&mut self) {
+        if self.interrupted {
+            return;
+        }
         let now = self.clock.now_micros();
         while let Some(first) = self.timers.iter().next().cloned() {
             if first.0 > now {

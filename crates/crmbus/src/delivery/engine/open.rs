@@ -189,6 +189,7 @@ impl Engine {
             processed,
             expiries: expiries.into(),
             dlq_count,
+            interrupted: false,
             redriving_pos: redriving.iter().map(|d| (d.partition, d.offset)).collect(),
             stats: Arc::new(SubscriptionStats::default()),
             finished_since_persist: 0,

@@ -108,6 +108,9 @@ pub struct Engine {
     pub(super) timers: BTreeSet<(i64, u32, String)>,
     pub(super) retries: HashMap<(u32, u64), RetryRecord>,
     pub(super) held: HashSet<(u32, u64)>,
+    /// A delivery came back interrupted (the handler is stopping): no new delivery starts,
+    /// and interrupted events stay unfinished and uncounted for the next run.
+    pub(super) interrupted: bool,
     pub(super) in_flight: JoinSet<Completion>,
     pub(super) breaker: Option<CircuitBreaker>,
     pub(super) rng: u64,
