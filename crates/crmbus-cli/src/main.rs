@@ -86,8 +86,57 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cause_chain(&e));
+            if let Some(hint) = hint(&e) {
+                eprintln!("  hint: {hint}");
+            }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text its parent's
+/// message already holds (errors that quote their source) is not repeated.
+fn cause_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// What to do about an error, when the CLI knows better than its message.
+fn hint(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|cause| {
+        match cause.downcast_ref::<crmbus_server::ServerError>()? {
+            crmbus_server::ServerError::Bind { addr, .. } => Some(format!(
+                "another process may be listening on {addr}; choose another --listen (or CRMBUS_SERVER_LISTEN)"
+            )),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let e = anyhow::Error::new(io)
+            .context("cannot listen on 127.0.0.1:7480: Address already in use");
+        let e = e.context("starting the server");
+        assert_eq!(
+            cause_chain(&e),
+            "starting the server: cannot listen on 127.0.0.1:7480: Address already in use"
+        );
     }
 }

@@ -13,12 +13,27 @@ pub struct ServeArgs {
     /// A TOML configuration file (every key can also be set as CRMBUS_<SECTION>_<KEY>).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on (overrides server.listen). Default 127.0.0.1:7480.
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on, HOST:PORT or a bare PORT (on 127.0.0.1); overrides
+    /// server.listen. Default 127.0.0.1:7480.
+    #[arg(long, value_name = "HOST:PORT", value_parser = listen_address)]
     listen: Option<String>,
     /// Directory of the embedded log (overrides storage.data_dir). Default ./crmbus-data.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+}
+
+/// `--listen`: `HOST:PORT`, or a bare port on 127.0.0.1.
+fn listen_address(text: &str) -> Result<String, String> {
+    if text.parse::<u16>().is_ok() {
+        return Ok(format!("127.0.0.1:{text}"));
+    }
+    text.parse::<std::net::SocketAddr>()
+        .map(|_| text.to_string())
+        .map_err(|_| {
+            format!(
+                "expected HOST:PORT (like 127.0.0.1:7480 or 0.0.0.0:7480) or a port, not '{text}'"
+            )
+        })
 }
 
 /// Runs the server until a stop signal, then stops gracefully.
@@ -78,5 +93,18 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_an_address_or_a_bare_port() {
+        assert_eq!(listen_address("7481").as_deref(), Ok("127.0.0.1:7481"));
+        assert_eq!(listen_address("0.0.0.0:80").as_deref(), Ok("0.0.0.0:80"));
+        let e = listen_address("localhost").unwrap_err();
+        assert!(e.contains("expected HOST:PORT"), "{e}");
     }
 }

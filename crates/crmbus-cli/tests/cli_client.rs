@@ -277,6 +277,37 @@ fn errors_are_clear_and_fail_the_command() {
 }
 
 #[test]
+fn serve_errors_say_each_cause_once_and_what_to_do() {
+    let s = Serve::start();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+    assert!(err.contains(&addr), "{err}");
+    assert!(err.contains("choose another --listen"), "{err}");
+
+    for bad in ["nowhere", "70000", "localhost"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", bad])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("expected HOST:PORT"), "{bad}: {err}");
+        assert!(
+            !err.contains("CRMBUS_"),
+            "{bad}: names a variable never set: {err}"
+        );
+    }
+}
+
+#[test]
 fn serve_stops_on_sigterm_with_status_zero() {
     let mut s = Serve::start();
     s.ok(&["topics", "create", "deals"]);
