@@ -71,6 +71,13 @@ fn check_other_mode_ce_headers(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Added to the error for a plain JSON body that is not a CloudEvent: what the two ways of
+/// sending one are.
+const PLAIN_JSON_HINT: &str = ". A body without ce-* headers must be a structured CloudEvent \
+(`{\"specversion\": \"1.0\", \"id\": …, \"source\": …, \"type\": …, \"data\": {…}}`, as \
+application/cloudevents+json or application/json); to send only the data as the body, give \
+the attributes as ce-specversion, ce-id, ce-source and ce-type headers (binary mode)";
+
 /// Reads the events of a publish request in whichever mode its headers say.
 pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, ApiError> {
     let media = media_type(headers);
@@ -96,9 +103,11 @@ pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event
     match media.as_deref() {
         Some("application/json") | None => {
             check_other_mode_ce_headers(headers)?;
-            Event::from_json_slice(body)
-                .map(|e| vec![e])
-                .map_err(|e| ApiError::invalid_event(&e, ""))
+            Event::from_json_slice(body).map(|e| vec![e]).map_err(|e| {
+                let mut err = ApiError::invalid_event(&e, "");
+                err.detail.push_str(PLAIN_JSON_HINT);
+                err
+            })
         }
         Some(other) => Err(ApiError::new(ErrorCode::UnsupportedMediaType,
             format!(

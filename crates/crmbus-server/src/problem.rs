@@ -119,6 +119,13 @@ impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
         match &e {
             LogError::InvalidEvent(inv) => ApiError::invalid_event(inv, ""),
+            LogError::TopicNotFound(topic) => ApiError::new(
+                ErrorCode::TopicNotFound,
+                format!(
+                    "{e}: create it first (`crmbus topics create {topic}`, or POST /v1/topics), \
+                     or start the server with server.auto_create_topics = true"
+                ),
+            ),
             _ => ApiError::new(e.code(), e.to_string()),
         }
     }
