@@ -3,6 +3,7 @@
 
 use std::fmt::Display;
 
+use anyhow::bail;
 use clap::Args;
 pub use crmbus_client::Client;
 use serde::Serialize;
@@ -19,10 +20,43 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// A typed client of the server `--url` names.
+    /// A typed client of the server `--url` names, after checking the URL for the mistakes
+    /// people make (no scheme, https, a path such as /v1), each named with its source.
     pub fn client(&self) -> anyhow::Result<Client> {
+        check_url(&self.url, self.source())?;
         Ok(Client::new(&self.url)?)
     }
+
+    /// Where the URL came from, for messages.
+    fn source(&self) -> &'static str {
+        match std::env::var("CRMBUS_URL") {
+            Ok(v) if v == self.url => "CRMBUS_URL",
+            _ => "--url",
+        }
+    }
+}
+
+/// The server's base URL is `http://HOST:PORT`; anything else gets a message that says
+/// what to change.
+fn check_url(url: &str, source: &str) -> anyhow::Result<()> {
+    if url.starts_with("https://") {
+        bail!(
+            "{source} {url:?}: this crmbus CLI talks plain HTTP, which `crmbus serve` serves; use http://"
+        );
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!(
+            "{source} {url:?} has no http:// in front: give the server's base URL, like http://127.0.0.1:7480"
+        );
+    };
+    if let Some((host, path)) = rest.split_once('/') {
+        if !path.trim_matches('/').is_empty() {
+            bail!(
+                "{source} {url:?}: give the server's base URL without a path (/{path}), like http://{host}"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs an async command on a small runtime.
@@ -85,4 +119,30 @@ pub fn print_cursors(partitions: &[crmbus_client::api::CursorView]) {
 /// An optional value as a table cell (`-` when absent).
 pub fn opt<T: Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_mistakes_are_named_with_their_source() {
+        assert!(check_url("http://127.0.0.1:7480", "--url").is_ok());
+        assert!(check_url("http://127.0.0.1:7480/", "--url").is_ok());
+        let e = check_url("127.0.0.1:7480", "CRMBUS_URL")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("CRMBUS_URL") && e.contains("http://"), "{e}");
+        let e = check_url("http://127.0.0.1:7480/v1", "--url")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("without a path (/v1)") && e.contains("http://127.0.0.1:7480"),
+            "{e}"
+        );
+        let e = check_url("https://crm.example", "--url")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain HTTP"), "{e}");
+    }
 }
