@@ -93,3 +93,29 @@ pub struct RedriveResponse {
     /// Entries redriven.
     pub redriven: usize,
 }
+
+/// One audited action on a dead letter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEntryView {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who: the `x-crmbus-actor` header of the request (or `http`), or the CLI's `--actor`.
+    pub who: String,
+    /// `redrive` or `discard`.
+    pub action: String,
+    /// The dead letter's id: `<partition>-<offset>`.
+    pub entry: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+}
+
+/// `GET /v1/subscriptions/{name}/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditList {
+    /// The actions, oldest first.
+    pub entries: Vec<AuditEntryView>,
+}

@@ -50,6 +50,13 @@ pub enum DlqCommand {
         remote: Remote,
     },
     /// Discard a dead letter (audited).
+    /// Show who redrove or discarded which dead letters, oldest first.
+    Audit {
+        /// Subscription name.
+        subscription: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     Discard {
         /// Subscription name.
         subscription: String,
@@ -155,6 +162,31 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                     print_json(&answer)?;
                 } else {
                     println!("redrove {} dead letters", answer.redriven);
+                }
+            }
+            DlqCommand::Audit {
+                subscription,
+                remote,
+            } => {
+                let log = remote.client()?.audit_log(&subscription).await?;
+                if remote.json {
+                    print_json(&log)?;
+                } else {
+                    let rows: Vec<Vec<String>> = log
+                        .entries
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.at.clone(),
+                                a.who.clone(),
+                                a.action.clone(),
+                                a.entry.clone(),
+                                a.event_type.clone(),
+                                a.event_id.clone(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["AT", "WHO", "ACTION", "ENTRY", "TYPE", "EVENT_ID"], &rows);
                 }
             }
             DlqCommand::Discard {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use crmbus_api::{
-    AckRequest, AckResponse, CheckView, CompatibilityRequest, CompatibilityView,
+    AckRequest, AckResponse, AuditList, CheckView, CompatibilityRequest, CompatibilityView,
     CreateSubscriptionRequest, CreateTopicRequest, DlqEntryView, DlqList, DlqQuery, Health,
     LiveQuery, NackRequest, Problem, PublishResponse, PullRequest, PullResponse, ReadQuery,
     ReadResponse, RedriveRequest, RedriveResponse, RegistrationView, SchemaList, SchemaRequest,
@@ -311,6 +311,11 @@ impl Client {
     /// One dead letter.
     pub async fn dead_letter(&self, name: &str, entry: &str) -> Result<DlqEntryView, ClientError> {
         self.get(&routes::dlq_entry(name, entry)).await
+    }
+
+    /// The audit log of a subscription's dead-letter actions, oldest first.
+    pub async fn audit_log(&self, name: &str) -> Result<AuditList, ClientError> {
+        self.get(&routes::subscription_verb(name, "audit")).await
     }
 
     /// Delivers dead letters again; audited as `actor` when given.

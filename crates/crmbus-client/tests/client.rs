@@ -295,6 +295,20 @@ async fn every_route_answers_with_its_typed_body() {
         }
     })
     .await;
+    // Both actions are in the audit log, with who did them.
+    let audit = client.audit_log("erp").await.expect("audit");
+    let actions: Vec<(&str, &str, &str)> = audit
+        .entries
+        .iter()
+        .map(|a| (a.action.as_str(), a.who.as_str(), a.entry.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("redrive", "tester", entry.as_str()),
+            ("discard", "tester", entry.as_str())
+        ]
+    );
     let cursor = client
         .seek(
             "erp",

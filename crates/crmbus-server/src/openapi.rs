@@ -35,6 +35,7 @@ use crate::routes;
         routes::dlq::get_dlq_entry,
         routes::dlq::redrive_dlq,
         routes::dlq::discard_dlq_entry,
+        routes::dlq::list_audit,
         routes::live::stream_sse,
         routes::live::stream_ws,
         routes::schemas::list_schemas,
@@ -292,7 +293,9 @@ fn path_examples(doc: &mut Value) {
                     ("topic", "delete_topic") => (NAME_PATTERN, "doomed"),
                     ("topic", _) => (NAME_PATTERN, "orders"),
                     ("name", "delete_subscription") => (NAME_PATTERN, "doomed-sub"),
-                    ("name", "list_dlq" | "redrive_dlq") => (NAME_PATTERN, "orders-dlq"),
+                    ("name", "list_dlq" | "redrive_dlq" | "list_audit") => {
+                        (NAME_PATTERN, "orders-dlq")
+                    }
                     ("name", "get_dlq_entry" | "discard_dlq_entry") => {
                         (NAME_PATTERN, "orders-review")
                     }

@@ -56,6 +56,10 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/subscriptions/{name}/dlq", get(routes::dlq::list_dlq))
         .route(
+            "/v1/subscriptions/{name}/audit",
+            get(routes::dlq::list_audit),
+        )
+        .route(
             "/v1/subscriptions/{name}/dlq/redrive",
             post(routes::dlq::redrive_dlq),
         )

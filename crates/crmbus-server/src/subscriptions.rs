@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crmbus::delivery::{
-    DeadLetter, DlqFilter, Filter, GroupState, OnExhausted, Ordering, RetryPolicy, SeekTo, StartAt,
-    StateKind, SubscribeOptions, Subscription,
+    AuditRecord, DeadLetter, DlqFilter, Filter, GroupState, OnExhausted, Ordering, RetryPolicy,
+    SeekTo, StartAt, StateKind, SubscribeOptions, Subscription,
 };
 use crmbus::sync::LockExt;
 use crmbus::{ErrorCode, EventBus, LogError, Position};
@@ -558,6 +558,12 @@ impl Subscriptions {
         filter: DlqFilter,
     ) -> Result<Vec<DeadLetter>, ApiError> {
         self.with_sub(name, async |s| Ok(s.dead_letters(filter).await?))
+            .await
+    }
+
+    /// The audit log of the subscription's dead-letter actions, oldest first.
+    pub async fn audit_log(&self, name: &str) -> Result<Vec<AuditRecord>, ApiError> {
+        self.with_sub(name, async |s| Ok(s.audit_log().await?))
             .await
     }
 

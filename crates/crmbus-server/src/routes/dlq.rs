@@ -8,7 +8,9 @@ use axum::Json;
 use crmbus::delivery::DlqFilter;
 use crmbus::ErrorCode;
 
-use crate::api::{DlqEntryView, DlqList, DlqQuery, RedriveRequest, RedriveResponse};
+use crate::api::{
+    AuditEntryView, AuditList, DlqEntryView, DlqList, DlqQuery, RedriveRequest, RedriveResponse,
+};
 use crate::extract::json_body;
 use crate::problem::{ApiError, Problem};
 use crate::state::Shared;
@@ -22,6 +24,38 @@ fn actor(headers: &HeaderMap) -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or("http")
         .to_string()
+}
+
+/// The audit log: every redrive and discard of the subscription's dead letters, with who
+/// did it, oldest first.
+#[utoipa::path(
+    get, path = "/v1/subscriptions/{name}/audit", tag = "dead letters",
+    params(("name" = String, Path, description = "Subscription name")),
+    responses(
+        (status = 200, description = "The audited actions", body = AuditList),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_audit(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<AuditList>, ApiError> {
+    let records = app.subs.audit_log(&name).await?;
+    Ok(Json(AuditList {
+        entries: records
+            .into_iter()
+            .map(|r| AuditEntryView {
+                at: chrono::DateTime::from_timestamp_micros(r.at_us)
+                    .unwrap_or_default()
+                    .to_rfc3339(),
+                who: r.who,
+                action: r.action,
+                entry: r.entry,
+                event_id: r.event_id,
+                event_type: r.event_type,
+            })
+            .collect(),
+    }))
 }
 
 /// Lists dead letters, optionally filtered by type pattern, error text and time.

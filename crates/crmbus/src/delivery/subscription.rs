@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::engine::{DeadLetter, DlqFilter, Engine, StatsSnapshot};
+use super::engine::{AuditRecord, DeadLetter, DlqFilter, Engine, StatsSnapshot};
 use crate::clock::Clock;
 use crate::error::LogError;
 
@@ -32,6 +32,7 @@ enum Command {
         who: String,
         reply: oneshot::Sender<Result<bool, LogError>>,
     },
+    Audit(oneshot::Sender<Result<Vec<AuditRecord>, LogError>>),
     Stop(oneshot::Sender<Result<(), LogError>>),
 }
 
@@ -91,6 +92,12 @@ impl Subscription {
     /// Dead letters matching `filter`.
     pub async fn dead_letters(&self, filter: DlqFilter) -> Result<Vec<DeadLetter>, LogError> {
         self.ask(|tx| Command::DeadLetters(filter, tx)).await?
+    }
+
+    /// The audit log of dead-letter actions (redrives and discards, with who did them),
+    /// oldest first.
+    pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, LogError> {
+        self.ask(Command::Audit).await?
     }
 
     /// Redrives dead letters (`ids`, or every entry `filter` selects); audited as `who`.
@@ -177,6 +184,9 @@ async fn run(
                 }
                 Some(Command::DeadLetters(filter, reply)) => {
                     let _ = reply.send(engine.dead_letters(&filter).await);
+                }
+                Some(Command::Audit(reply)) => {
+                    let _ = reply.send(engine.audit_log().await);
                 }
                 Some(Command::Redrive { ids, filter, who, reply }) => {
                     let _ = reply.send(engine.redrive(ids.as_deref(), &filter, &who).await);
