@@ -1,6 +1,7 @@
 //! `crmbus`: the command-line tool of crmbus.
 
 mod client;
+mod consume;
 mod demo;
 mod dlq;
 mod publish;
@@ -40,6 +41,8 @@ enum Command {
     /// Create, list, show and delete pull subscriptions.
     #[command(subcommand)]
     Subs(subs::SubsCommand),
+    /// Run a command for every event of a pull subscription: ack on exit 0, nack otherwise.
+    Consume(consume::ConsumeArgs),
     /// List, show, redrive and discard a subscription's dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Subs(cmd) => subs::run(cmd),
         Command::Dlq(cmd) => dlq::run(cmd),
+        Command::Consume(args) => consume::consume(args),
         Command::Replay(args) => replay::run(args),
         Command::Schema(cmd) => schema::run(cmd),
         Command::Demo(args) => demo::run(args),

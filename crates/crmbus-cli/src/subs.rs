@@ -37,6 +37,8 @@ pub enum SubsCommand {
         remote: Remote,
     },
     /// List subscriptions with their lag and DLQ size.
+    /// Pull deliveries once, and ack (--ack) or nack (--nack ERROR) them.
+    Pull(crate::consume::PullArgs),
     List {
         #[command(flatten)]
         remote: Remote,
@@ -81,6 +83,9 @@ const HEADER: [&str; 6] = ["NAME", "TOPIC", "LAG", "IN_FLIGHT", "PARKED_KEYS", "
 
 /// Runs a subscription command.
 pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
+    if let SubsCommand::Pull(args) = cmd {
+        return crate::consume::pull(args);
+    }
     block_on(async move {
         match cmd {
             SubsCommand::Create {
@@ -117,6 +122,8 @@ pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                     println!("created subscription {name} on {topic}");
                 }
             }
+            // Handled before the runtime starts (it has its own).
+            SubsCommand::Pull(_) => {}
             SubsCommand::List { remote } => {
                 let list = remote.client()?.list_subscriptions().await?;
                 if remote.json {

@@ -277,6 +277,84 @@ fn errors_are_clear_and_fail_the_command() {
 }
 
 #[test]
+fn subs_pull_and_consume_read_a_subscription_from_the_shell() {
+    let s = Serve::start();
+    s.ok(&["topics", "create", "deals", "--partitions", "2"]);
+    for (id, ty) in [
+        ("d-1", "sync.ok"),
+        ("d-2", "sync.bad"),
+        ("d-3", "sync.ok"),
+    ] {
+        s.ok(&[
+            "publish",
+            "--topic",
+            "deals",
+            "--type",
+            ty,
+            "--subject",
+            id,
+            "--id",
+            id,
+            "--data",
+            "{}",
+        ]);
+    }
+    s.ok(&["subs", "create", "deals", "erp", "--max-attempts", "2"]);
+
+    // One delivery pulled and nacked: it comes back as attempt 2.
+    let first = s.json(&["subs", "pull", "erp", "--max", "1", "--nack", "not yet"]);
+    let nacked = first["deliveries"][0]["event"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(first["deliveries"][0]["attempt"], 1);
+
+    // consume: exit 0 acks; a failure nacks with the command's standard error.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen = dir.path().join("seen");
+    let script = format!(
+        "cat > /dev/null; if [ \"$CRMBUS_EVENT_TYPE\" = sync.bad ]; then echo \"cannot sync $CRMBUS_EVENT_ID\" >&2; exit 3; fi; echo \"$CRMBUS_EVENT_ID $CRMBUS_ATTEMPT\" >> {}",
+        seen.display()
+    );
+    // Four handled: two sync.ok acked, sync.bad failing twice (attempts 1 and 2, or 2
+    // and the dead letter if it was the one nacked above).
+    let limit = if nacked == "d-2" { "3" } else { "4" };
+    s.ok(&[
+        "consume",
+        "erp",
+        "--limit",
+        limit,
+        "--concurrency",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let text = std::fs::read_to_string(&seen).expect("the command ran");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    let want_d1 = if nacked == "d-1" { "d-1 2" } else { "d-1 1" };
+    let want_d3 = if nacked == "d-3" { "d-3 2" } else { "d-3 1" };
+    assert_eq!(lines, [want_d1, want_d3]);
+    let dlq = s.json(&["dlq", "list", "erp"]);
+    let entries = dlq["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{dlq}");
+    assert_eq!(entries[0]["event"]["id"], "d-2");
+    assert_eq!(entries[0]["last_error"], "cannot sync d-2");
+
+    // Nothing left to pull.
+    let rest = s.json(&["subs", "pull", "erp", "--wait-ms", "200", "--ack"]);
+    assert!(
+        rest["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .is_empty(),
+        "{rest}"
+    );
+}
+
+#[test]
 fn serve_errors_say_each_cause_once_and_what_to_do() {
     let s = Serve::start();
     let addr = s.url.trim_start_matches("http://").to_string();
