@@ -116,6 +116,15 @@ pub fn print_cursors(partitions: &[crmbus_client::api::CursorView]) {
     print_table(&["PARTITION", "COMMITTED", "NEXT_OFFSET", "LAG"], &rows);
 }
 
+/// `n thing` or `n things`.
+pub fn plural(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// An optional value as a table cell (`-` when absent).
 pub fn opt<T: Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())

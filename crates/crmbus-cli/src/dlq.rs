@@ -4,7 +4,7 @@ use clap::Subcommand;
 use crmbus_client::api::{DlqQuery, RedriveRequest};
 use serde_json::json;
 
-use crate::client::{block_on, print_json, print_table, Remote};
+use crate::client::{block_on, plural, print_json, print_table, Remote};
 
 /// Dead-letter commands.
 #[derive(Subcommand, Debug)]
@@ -100,6 +100,14 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                                 d.attempts.to_string(),
                                 d.last_failure.clone(),
                                 d.last_error.clone(),
+                                if d.redriving {
+                                    "redriving"
+                                } else if d.held {
+                                    "held"
+                                } else {
+                                    "-"
+                                }
+                                .to_string(),
                             ]
                         })
                         .collect();
@@ -111,6 +119,7 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                             "ATTEMPTS",
                             "LAST_FAILURE",
                             "LAST_ERROR",
+                            "STATE",
                         ],
                         &rows,
                     );
@@ -161,7 +170,7 @@ pub fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 if remote.json {
                     print_json(&answer)?;
                 } else {
-                    println!("redrove {} dead letters", answer.redriven);
+                    println!("redrove {}", plural(answer.redriven, "dead letter"));
                 }
             }
             DlqCommand::Audit {

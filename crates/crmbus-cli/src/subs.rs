@@ -21,7 +21,7 @@ pub enum SubsCommand {
         /// Where a new subscription starts: earliest (default), latest, or an RFC 3339 time.
         #[arg(long, default_value = "earliest")]
         start: String,
-        /// Deliveries at most per event, the first included.
+        /// Deliveries at most per event, the first included (default 5).
         #[arg(long)]
         max_attempts: Option<u32>,
         /// key (default: per-subject order) or none.
@@ -30,15 +30,15 @@ pub enum SubsCommand {
         /// skip (default) or hold: what a key does after its event is dead-lettered.
         #[arg(long)]
         on_exhausted: Option<String>,
-        /// Lease of a pulled delivery, ms.
+        /// Lease of a pulled delivery, ms (default 30000).
         #[arg(long)]
         ack_timeout_ms: Option<u64>,
         #[command(flatten)]
         remote: Remote,
     },
-    /// List subscriptions with their lag and DLQ size.
     /// Pull deliveries once, and ack (--ack) or nack (--nack ERROR) them.
     Pull(crate::consume::PullArgs),
+    /// List subscriptions with their lag and DLQ size.
     List {
         #[command(flatten)]
         remote: Remote,
@@ -73,13 +73,22 @@ fn row(s: &SubscriptionView) -> Vec<String> {
         s.name.clone(),
         s.topic.clone(),
         st.lag.to_string(),
-        st.in_flight.to_string(),
+        st.in_flight.saturating_sub(st.leased).to_string(),
+        st.leased.to_string(),
         st.parked_keys.to_string(),
         st.dlq_size.to_string(),
     ]
 }
 
-const HEADER: [&str; 6] = ["NAME", "TOPIC", "LAG", "IN_FLIGHT", "PARKED_KEYS", "DLQ"];
+const HEADER: [&str; 7] = [
+    "NAME",
+    "TOPIC",
+    "LAG",
+    "QUEUED",
+    "LEASED",
+    "PARKED_KEYS",
+    "DLQ",
+];
 
 /// Runs a subscription command.
 pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {

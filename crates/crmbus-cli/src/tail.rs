@@ -59,7 +59,11 @@ fn print_message(v: &StoredView, json: bool) -> anyhow::Result<()> {
     let payload = e
         .get("data")
         .map(|d| d.to_string())
-        .or_else(|| e.get("data_base64").map(|_| "<binary>".to_string()))
+        .or_else(|| {
+            e.get("data_base64")
+                .and_then(|b| b.as_str())
+                .map(|b| shown_binary(b, e["datacontenttype"].as_str()))
+        })
         .unwrap_or_default();
     println!(
         "{}-{}  {}  {}  {}  {}",
@@ -71,4 +75,36 @@ fn print_message(v: &StoredView, json: bool) -> anyhow::Result<()> {
         payload
     );
     Ok(())
+}
+
+/// Binary data as it is worth showing: text media types as their text, the rest as
+/// `<N bytes of TYPE>`.
+fn shown_binary(b64: &str, media: Option<&str>) -> String {
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+        return "<binary>".to_string();
+    };
+    let media = media.unwrap_or("application/octet-stream");
+    let texty = media.starts_with("text/")
+        || media.contains("json")
+        || media.contains("xml")
+        || media.contains("csv");
+    match std::str::from_utf8(&bytes) {
+        Ok(text) if texty => text.to_string(),
+        _ => format!("<{} bytes of {media}>", bytes.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_data_is_shown_as_text() {
+        assert_eq!(shown_binary("aGVsbG8=", Some("text/plain")), "hello");
+        assert_eq!(
+            shown_binary("aGVsbG8=", Some("image/png")),
+            "<5 bytes of image/png>"
+        );
+    }
 }

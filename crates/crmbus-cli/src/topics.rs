@@ -4,7 +4,7 @@ use clap::Subcommand;
 use crmbus_client::api::{CreateTopicRequest, RetentionBody, TopicView};
 use serde_json::json;
 
-use crate::client::{block_on, opt, print_json, print_table, Remote};
+use crate::client::{block_on, opt, plural, print_json, print_table, Remote};
 
 /// Topic commands.
 #[derive(Subcommand, Debug)]
@@ -51,12 +51,31 @@ fn topic_row(t: &TopicView) -> Vec<String> {
         t.name.clone(),
         t.partitions.to_string(),
         t.events.to_string(),
-        opt(t.retention.max_age_ms),
+        t.retention
+            .max_age_ms
+            .map_or_else(|| "-".to_string(), human_duration),
         opt(t.retention.max_bytes),
     ]
 }
 
-const HEADER: [&str; 5] = ["NAME", "PARTITIONS", "EVENTS", "MAX_AGE_MS", "MAX_BYTES"];
+const HEADER: [&str; 5] = ["NAME", "PARTITIONS", "EVENTS", "MAX_AGE", "MAX_BYTES"];
+
+/// Milliseconds as the largest whole unit: `72h`, `90m`, `1500ms`.
+fn human_duration(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    UNITS
+        .iter()
+        .find(|(size, _)| ms >= *size && ms.is_multiple_of(*size))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(size, unit)| format!("{}{unit}", ms / size),
+        )
+}
 
 /// Runs a topic command.
 pub fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
@@ -96,8 +115,9 @@ pub fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
                     print_json(&topic)?;
                 } else {
                     println!(
-                        "created topic {} with {} partitions",
-                        topic.name, topic.partitions
+                        "created topic {} with {}",
+                        topic.name,
+                        plural(topic.partitions as usize, "partition")
                     );
                 }
             }
@@ -137,4 +157,17 @@ pub fn run(cmd: TopicsCommand) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_reads_in_its_largest_whole_unit() {
+        assert_eq!(human_duration(72 * 3_600_000), "3d");
+        assert_eq!(human_duration(5 * 3_600_000), "5h");
+        assert_eq!(human_duration(90 * 60_000), "90m");
+        assert_eq!(human_duration(1_500), "1500ms");
+    }
 }

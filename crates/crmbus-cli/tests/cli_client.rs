@@ -280,11 +280,7 @@ fn errors_are_clear_and_fail_the_command() {
 fn subs_pull_and_consume_read_a_subscription_from_the_shell() {
     let s = Serve::start();
     s.ok(&["topics", "create", "deals", "--partitions", "2"]);
-    for (id, ty) in [
-        ("d-1", "sync.ok"),
-        ("d-2", "sync.bad"),
-        ("d-3", "sync.ok"),
-    ] {
+    for (id, ty) in [("d-1", "sync.ok"), ("d-2", "sync.bad"), ("d-3", "sync.ok")] {
         s.ok(&[
             "publish",
             "--topic",
