@@ -11,6 +11,141 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// What a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution of observations (seconds).
+    Histogram,
+}
+
+/// Every metric crmbus exports (the README's list): name, kind, help text. Each has its
+/// `# HELP` line, and counters and gauges exist from start at 0 (their labelled series
+/// appear as topics, partitions and subscriptions are used).
+pub const CATALOG: &[(&str, Kind, &str)] = &[
+    (
+        "crmbus_published_events_total",
+        Kind::Counter,
+        "Events stored by publishes over HTTP, by topic.",
+    ),
+    (
+        "crmbus_published_bytes_total",
+        Kind::Counter,
+        "Request bytes of publishes over HTTP, by topic.",
+    ),
+    (
+        "crmbus_publish_duration_seconds",
+        Kind::Histogram,
+        "Time to store a publish (durable when it returns), by topic.",
+    ),
+    (
+        "crmbus_http_requests_total",
+        Kind::Counter,
+        "HTTP requests by route template, method and status.",
+    ),
+    (
+        "crmbus_http_request_duration_seconds",
+        Kind::Histogram,
+        "HTTP request time by route template.",
+    ),
+    (
+        "crmbus_live_slow_disconnects_total",
+        Kind::Counter,
+        "Live stream clients disconnected for falling behind.",
+    ),
+    (
+        "crmbus_deliveries_total",
+        Kind::Counter,
+        "Deliveries started, by topic and group.",
+    ),
+    (
+        "crmbus_acks_total",
+        Kind::Counter,
+        "Deliveries acknowledged, by topic and group.",
+    ),
+    (
+        "crmbus_retries_total",
+        Kind::Counter,
+        "Retries scheduled, by topic and group.",
+    ),
+    (
+        "crmbus_dead_lettered_total",
+        Kind::Counter,
+        "Events dead-lettered, by topic and group.",
+    ),
+    (
+        "crmbus_deduped_total",
+        Kind::Counter,
+        "Deliveries skipped by consumer dedupe, by topic and group.",
+    ),
+    (
+        "crmbus_dedupe_evicted_early_total",
+        Kind::Counter,
+        "Producer dedupe entries evicted before their window ended (the log-wide bound).",
+    ),
+    (
+        "crmbus_subscription_lag",
+        Kind::Gauge,
+        "Events not yet finished by a subscription, by topic and group.",
+    ),
+    (
+        "crmbus_subscription_dlq_size",
+        Kind::Gauge,
+        "Dead letters of a subscription, by topic and group.",
+    ),
+    (
+        "crmbus_subscription_in_flight",
+        Kind::Gauge,
+        "Deliveries started and not finished, by topic and group.",
+    ),
+    (
+        "crmbus_subscription_parked_keys",
+        Kind::Gauge,
+        "Keys waiting on a retry or a held dead letter, by topic and group.",
+    ),
+    (
+        "crmbus_subscription_breaker_state",
+        Kind::Gauge,
+        "Circuit breaker: 0 closed, 1 open, 2 half-open, by topic and group.",
+    ),
+    (
+        "crmbus_log_corrupt_records_total",
+        Kind::Counter,
+        "Damaged records found by the embedded log (never served), by topic and partition.",
+    ),
+    (
+        "crmbus_log_batches_completed_on_recovery_total",
+        Kind::Counter,
+        "Multi-partition batches the embedded log completed from its journal at open.",
+    ),
+    (
+        "crmbus_log_fsync_failures_total",
+        Kind::Counter,
+        "Failed fsyncs of the embedded log (each stops the log until a restart).",
+    ),
+];
+
+/// Gives every metric of [`CATALOG`] its help text, and counters and gauges a series at
+/// 0, so `/metrics` lists them all from start.
+fn describe_all() {
+    for &(name, kind, help) in CATALOG {
+        match kind {
+            Kind::Counter => {
+                metrics::describe_counter!(name, help);
+                metrics::counter!(name).absolute(0);
+            }
+            Kind::Gauge => {
+                metrics::describe_gauge!(name, help);
+                metrics::gauge!(name).set(0.0);
+            }
+            Kind::Histogram => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
+        }
+    }
+}
+
 /// Installs the Prometheus recorder as the process's metrics recorder (once; later calls
 /// and servers share it). If another recorder was installed first, `/metrics` says so.
 pub fn install() {
@@ -25,7 +160,10 @@ pub fn install() {
             Ok(recorder) => {
                 let handle = recorder.handle();
                 match metrics::set_global_recorder(recorder) {
-                    Ok(()) => Some(handle),
+                    Ok(()) => {
+                        describe_all();
+                        Some(handle)
+                    }
                     Err(_) => None,
                 }
             }

@@ -102,6 +102,7 @@ async fn restarts_spend_no_attempts(backend: &str, extra: &[(&str, &str)]) {
     server.stop().await;
 }
 
+#[cfg(any(feature = "redis-integration", feature = "nats-integration"))]
 fn unique_prefix(kind: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,68 @@
+//! Every metric the README documents is on `/metrics` of a fresh server, with help text
+//! (issue 22): the README's table is read and compared with what the server exports.
+
+mod common;
+
+use common::{event, TestServer};
+use serde_json::json;
+
+/// The metric names of the README's "Metrics" table.
+fn documented() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .expect("a Metrics section")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_documented_metric_is_exported_with_help() {
+    let names = documented();
+    assert!(names.len() >= 20, "{names:?}");
+    let s = TestServer::start("embedded", &[]).await;
+    // The two histograms have no series before their first observation.
+    s.create_topic("deals", 1).await;
+    let (st, body) = s
+        .publish("deals", &event("e-1", "deal.noted", "deal-1", json!({})))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for name in &names {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no help text on /metrics"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name.as_str()) && !l.starts_with('#')),
+            "{name} has no series on /metrics"
+        );
+    }
+    // And nothing exported is undocumented.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE crmbus_")) {
+        let name = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} is not in the README"
+        );
+    }
+    s.stop().await;
+}
