@@ -119,6 +119,17 @@ fn cause_chain(e: &anyhow::Error) -> String {
 /// What to do about an error, when the CLI knows better than its message.
 fn hint(e: &anyhow::Error) -> Option<String> {
     e.chain().find_map(|cause| {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::NotADirectory
+                | std::io::ErrorKind::ReadOnlyFilesystem => Some(
+                    "check that the data directory can be created and written by this user, or pass --data-dir"
+                        .to_string(),
+                ),
+                _ => None,
+            };
+        }
         match cause.downcast_ref::<crmbus_server::ServerError>()? {
             crmbus_server::ServerError::Bind { addr, .. } => Some(format!(
                 "another process may be listening on {addr}; choose another --listen (or CRMBUS_SERVER_LISTEN)"

@@ -366,6 +366,23 @@ fn serve_errors_say_each_cause_once_and_what_to_do() {
     assert!(err.contains(&addr), "{err}");
     assert!(err.contains("choose another --listen"), "{err}");
 
+    // A data directory that cannot be made: the path is named once, with what to do.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(blocker.join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&blocker.join("data").display().to_string()),
+        "{err}"
+    );
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+    assert!(err.contains("or pass --data-dir"), "{err}");
+
     for bad in ["nowhere", "70000", "localhost"] {
         let out = Command::new(BIN)
             .args(["serve", "--listen", bad])

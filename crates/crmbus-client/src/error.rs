@@ -77,11 +77,14 @@ impl ClientError {
     }
 }
 
-/// `detail (HTTP status)`, then one line per violation.
+/// `detail (HTTP status)`, then one line per violation the detail does not already say.
 fn problem_message(p: &Problem) -> String {
     let mut msg = format!("{} (HTTP {})", p.detail, p.status);
     for e in &p.errors {
-        msg.push_str(&format!("\n  {}: {}", e.field, e.message));
+        let line = format!("{}: {}", e.field, e.message);
+        if !p.detail.contains(&line) {
+            msg.push_str(&format!("\n  {line}"));
+        }
     }
     msg
 }
@@ -111,6 +114,25 @@ mod tests {
             "the event is not valid: id (HTTP 400)\n  id: missing"
         );
         assert_eq!(e.code(), Some("invalid_event"));
+
+        // A violation the detail already quotes is not said again.
+        let said = ClientError::Problem {
+            problem: Box::new(Problem {
+                ty: "urn:crmbus:problem:schema_incompatible".into(),
+                title: "Conflict".into(),
+                status: 409,
+                detail: "breaks compatibility: /properties/a/type: narrowed".into(),
+                code: "schema_incompatible".into(),
+                errors: vec![FieldError {
+                    field: "/properties/a/type".into(),
+                    message: "narrowed".into(),
+                }],
+            }),
+        };
+        assert_eq!(
+            said.to_string(),
+            "breaks compatibility: /properties/a/type: narrowed (HTTP 409)"
+        );
         assert_eq!(e.status(), Some(400));
     }
 }

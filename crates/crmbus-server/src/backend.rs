@@ -81,7 +81,15 @@ pub async fn open_backend(storage: &Storage) -> Result<OpenedBackend, LogError> 
             let dir = data_dir.clone();
             let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(&dir, opts))
                 .await
-                .map_err(|e| LogError::backend_from("opening the embedded log", e))??;
+                .map_err(|e| LogError::backend_from("opening the embedded log", e))?
+                .map_err(|e| match e {
+                    // Name the directory: an I/O error alone does not say where.
+                    LogError::Io(io) => LogError::backend_from(
+                        format!("opening the embedded log in {}", data_dir.display()),
+                        io,
+                    ),
+                    other => other,
+                })?;
             let log = Arc::new(log);
             OpenedBackend {
                 state: log.state_store(),
