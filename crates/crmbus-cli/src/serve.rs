@@ -38,14 +38,15 @@ fn listen_address(text: &str) -> Result<String, String> {
 
 /// Runs the server until a stop signal, then stops gracefully.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    // The flags win over the file and the environment. They are set here, not passed as
+    // variables, so that a configuration error names only the sources the user gave.
     if let Some(l) = &args.listen {
-        env.push(("CRMBUS_SERVER_LISTEN".into(), l.clone()));
+        config.server.listen = l.clone();
     }
     if let Some(d) = &args.data_dir {
-        env.push(("CRMBUS_STORAGE_DATA_DIR".into(), d.display().to_string()));
+        config.storage.data_dir = d.clone();
     }
-    let config = Config::load(args.config.as_deref(), env)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
