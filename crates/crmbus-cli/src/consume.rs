@@ -139,6 +139,9 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             let wanted = args.limit.map_or(room as u64, |l| {
                 (l.saturating_sub(handled + running.len() as u64)).min(room as u64)
             });
+            // Nothing new this round: wait for a running command instead of pulling again
+            // at once (which would spin against the server).
+            let mut idle = true;
             if wanted > 0 {
                 let req = PullRequest {
                     max_events: Some(wanted as usize),
@@ -148,6 +151,7 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                     p = client.pull(&args.subscription, &req) => p?,
                     _ = tokio::signal::ctrl_c() => return Ok(()),
                 };
+                idle = pulled.deliveries.is_empty();
                 for d in pulled.deliveries {
                     let (client, sub, cmd) = (
                         client.clone(),
@@ -157,7 +161,7 @@ pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                     running.spawn(async move { handle(&client, &sub, &cmd, d).await });
                 }
             }
-            if !running.is_empty() && (wanted == 0 || running.len() >= args.concurrency) {
+            if !running.is_empty() && (idle || running.len() >= args.concurrency) {
                 let done = tokio::select! {
                     d = running.join_next() => d,
                     _ = tokio::signal::ctrl_c() => return Ok(()),
