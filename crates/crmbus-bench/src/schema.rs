@@ -69,7 +69,7 @@ struct SchemaBenchReport {
 
 const TOPIC: &str = "deals";
 
-/// A typical `deal.stage_changed` event, valid against the catalog's schema (version 1);
+/// A typical `deal.stage_changed` event, valid against the catalog's schema (its latest version);
 /// `n` varies the deal, the user and so the partition.
 pub(super) fn deal_event(n: u64) -> Event {
     let deal = format!("deal-{}", n % 10_000);

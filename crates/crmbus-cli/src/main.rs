@@ -48,7 +48,7 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Move a subscription's cursor to replay (or skip) events.
     Replay(replay::ReplayArgs),
-    /// The schema registry: list, show, register, check, validate, docs.
+    /// The schema registry: list, show, register, check, compat, validate, docs.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
     /// Run the lead scenario (publisher, three consumers, retries, DLQ, redrive) on an

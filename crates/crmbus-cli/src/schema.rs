@@ -1,8 +1,8 @@
-//! `crmbus schema (list|show|register|check|validate|docs)`: the schema registry.
+//! `crmbus schema (list|show|register|check|compat|validate|docs)`: the schema registry.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use crmbus_client::api::{FieldError, SchemaRequest};
+use crmbus_client::api::{CompatibilityRequest, FieldError, SchemaRequest};
 use serde_json::Value;
 
 use crate::client::{block_on, opt, print_json, print_table, Remote};
@@ -52,7 +52,20 @@ pub enum SchemaCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Print the built-in catalog as a markdown table (no server needed).
+    /// Set a type's compatibility mode: how its next version must relate to its latest
+    /// (backward, forward, full or none).
+    Compat {
+        /// Event type.
+        event_type: String,
+        /// backward (the default: new versions accept what older ones did), forward (older
+        /// versions accept what new ones do; use it to register a stricter version), full or
+        /// none.
+        mode: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print the built-in catalog as markdown: each type's required and optional fields,
+    /// their types and what to assume when an optional one is absent (no server needed).
     Docs,
 }
 
@@ -164,6 +177,21 @@ pub fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
                     bail!("the schema would be rejected");
                 }
             }
+            SchemaCommand::Compat {
+                event_type,
+                mode,
+                remote,
+            } => {
+                let set = remote
+                    .client()?
+                    .set_compatibility(&event_type, &CompatibilityRequest { mode })
+                    .await?;
+                if remote.json {
+                    print_json(&set)?;
+                } else {
+                    println!("{} compatibility: {}", set.event_type, set.mode);
+                }
+            }
             SchemaCommand::Validate { file, remote } => {
                 let event = read_json(&file)?;
                 let answer = remote.client()?.validate(&event).await?;
@@ -185,42 +213,9 @@ pub fn run(cmd: SchemaCommand) -> anyhow::Result<()> {
     })
 }
 
-/// The catalog as a markdown table: type, version, description, required and optional
-/// fields.
+/// The built-in catalog as markdown (see `crmbus_schema::docs`).
 fn docs() -> anyhow::Result<()> {
     let entries = crmbus_schema::catalog::builtin()?;
-    println!("| type | version | description | required fields | optional fields |");
-    println!("|---|---|---|---|---|");
-    for e in entries {
-        let required: Vec<String> = e.schema["required"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let optional: Vec<String> = e.schema["properties"]
-            .as_object()
-            .map(|m| {
-                m.keys()
-                    .filter(|k| !required.contains(k))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let description = e.schema["description"]
-            .as_str()
-            .unwrap_or("")
-            .replace('|', "\\|");
-        println!(
-            "| `{}` | {} | {} | {} | {} |",
-            e.event_type,
-            e.version,
-            description,
-            required.join(", "),
-            optional.join(", ")
-        );
-    }
+    print!("{}", crmbus_schema::docs::markdown(&entries));
     Ok(())
 }

@@ -206,15 +206,15 @@ fn topics_publish_tail_subs_dlq_replay_and_schema_commands() {
     s.ok(&["subs", "delete", "erp"]);
 
     let schemas = s.json(&["schema", "list"]);
-    assert_eq!(schemas["types"].as_array().expect("types").len(), 31);
+    assert_eq!(schemas["types"].as_array().expect("types").len(), 34);
     let shown = s.json(&["schema", "show", "deal.won"]);
-    assert_eq!(shown["uri"], "urn:crmbus:schema:deal.won:1");
+    assert_eq!(shown["uri"], "urn:crmbus:schema:deal.won:2");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad_event = dir.path().join("event.json");
     std::fs::write(
         &bad_event,
-        r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"deal.won","data":{"deal_id":"d"}}"#,
+        r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"deal.won","data":{"deal_id":"d","currency":"euro"}}"#,
     )
     .expect("write");
     let out = s.run(&["schema", "validate", bad_event.to_str().expect("path")]);
@@ -246,9 +246,42 @@ fn topics_publish_tail_subs_dlq_replay_and_schema_commands() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("required"));
 
+    // A stricter version is registered by switching the type to forward first.
+    let set = s.ok(&["schema", "compat", "deal.won", "forward"]);
+    assert_eq!(set.trim(), "deal.won compatibility: forward");
+    let registered = s.ok(&[
+        "schema",
+        "register",
+        "deal.won",
+        narrower.to_str().expect("path"),
+    ]);
+    assert!(
+        registered.contains("registered deal.won version 3"),
+        "{registered}"
+    );
+    let out = s.run(&["schema", "compat", "deal.won", "sideways"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sideways"),
+        "{out:?}"
+    );
+
     let docs = s.ok(&["schema", "docs"]);
-    assert!(docs.starts_with("| type |"));
-    assert_eq!(docs.lines().filter(|l| l.starts_with("| `")).count(), 31);
+    assert!(docs.starts_with("# The crmbus event catalog"), "{docs}");
+    assert_eq!(docs.lines().filter(|l| l.starts_with("## `")).count(), 34);
+    assert!(
+        docs.contains("| `deal.won` | 2 | deal_id, amount | "),
+        "{docs}"
+    );
+    let currency = docs
+        .lines()
+        .skip_while(|l| !l.starts_with("## `deal.won`"))
+        .find(|l| l.starts_with("| `currency` |"))
+        .expect("deal.won lists currency");
+    assert!(
+        currency.starts_with("| `currency` | optional | string |") && currency.contains("absent"),
+        "{currency}"
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@
 
 pub mod catalog;
 pub mod compat;
+pub mod docs;
 pub mod error;
 pub mod registry;
 

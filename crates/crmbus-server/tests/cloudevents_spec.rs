@@ -449,7 +449,7 @@ fn cases() -> Vec<Case> {
                 "specversion": "1.0", "id": "w-1", "source": "urn:acme:crm", "type": "deal.won",
                 "data": {"deal_id": "d-1", "amount": "10.00", "currency": "EUR"},
             })),
-            stored(json!({"dataschema": "urn:crmbus:schema:deal.won:1"})),
+            stored(json!({"dataschema": "urn:crmbus:schema:deal.won:2"})),
         ),
         case(
             "issue 13 dataschema: a producer's own URI is kept, the latest version validates",

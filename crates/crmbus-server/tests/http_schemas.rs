@@ -40,6 +40,9 @@ async fn the_whole_catalog_is_listed() {
         "user.updated",
         "user.logged_in",
         "user.deleted",
+        "user.created",
+        "user.login",
+        "user.logout",
         "order.created",
         "invoice.generated",
         "payment.processed",
@@ -54,7 +57,7 @@ async fn the_whole_catalog_is_listed() {
     ] {
         assert!(types.contains(&ty), "{ty} missing from {types:?}");
     }
-    assert_eq!(types.len(), 31);
+    assert_eq!(types.len(), 34);
     s.stop().await;
 }
 
@@ -62,12 +65,12 @@ async fn the_whole_catalog_is_listed() {
 async fn a_deal_won_with_two_violations_is_400_listing_both_and_stores_nothing() {
     let s = TestServer::start("embedded", CATALOG).await;
     s.create_topic("deals", 1).await;
-    // Two violations: `amount` is not a decimal string, `currency` is missing.
+    // Two violations: `amount` is not a decimal string, `currency` is not an ISO code.
     let bad = event(
         "w-1",
         "deal.won",
         "deal-42",
-        json!({"deal_id": "deal-42", "amount": 1250}),
+        json!({"deal_id": "deal-42", "amount": 1250, "currency": "euro"}),
     );
     let (st, body) = s.publish("deals", &bad).await;
     assert_eq!(st, 400, "{body}");
@@ -89,7 +92,7 @@ async fn a_deal_won_with_two_violations_is_400_listing_both_and_stores_nothing()
     let (_, body) = s.get("/v1/topics/deals/events").await;
     assert_eq!(
         body["events"][0]["event"]["dataschema"],
-        "urn:crmbus:schema:deal.won:1"
+        "urn:crmbus:schema:deal.won:2"
     );
     // Types without a schema pass on a topic that does not require schemas…
     let (st, _) = s
