@@ -1,0 +1,331 @@
+//! The outbox relay and the inbox against a real PostgreSQL: committed rows are published
+//! once and in order per subject, rolled-back rows never; a relay that dies between
+//! publishing and marking publishes no second copy even with no dedupe window; refused
+//! rows are set aside; two relays share the work without publishing a row twice; and the
+//! inbox applies a side effect once however often the event comes.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use common::{bus, check_topic, insert_row, TestDb};
+use crmbus::{Event, EventBus};
+use crmbus_postgres::{EventKey, Inbox, OutboxSink, Relay, RelayOptions, SinkError};
+use serde_json::json;
+use tokio::sync::{watch, Mutex};
+
+fn options(db: &TestDb) -> RelayOptions {
+    RelayOptions {
+        poll_interval: Duration::from_millis(50),
+        batch_size: 16,
+        ..RelayOptions::new(db.url.clone())
+    }
+}
+
+fn event(id: &str, subject: &str) -> serde_json::Value {
+    json!({"id": id, "source": "/crm/test", "type": "deal.updated", "subject": subject,
+           "data": {"deal_id": subject}})
+}
+
+/// Writers that commit or roll back transactions of one to three rows about ten deals;
+/// returns the committed event ids with their row ids, and the rolled-back event ids.
+async fn write_concurrently(
+    db: &TestDb,
+    writers: usize,
+    transactions: usize,
+    topic: &'static str,
+) -> (BTreeMap<String, i64>, HashSet<String>) {
+    let committed = Arc::new(Mutex::new(BTreeMap::new()));
+    let rolled_back = Arc::new(Mutex::new(HashSet::new()));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut client = db.client().await;
+        let (committed, rolled_back) = (committed.clone(), rolled_back.clone());
+        tasks.push(tokio::spawn(async move {
+            for t in 0..transactions {
+                let tx = client.transaction().await.expect("begin");
+                let mut rows = Vec::new();
+                for r in 0..(1 + (w + t) % 3) {
+                    let id = format!("w{w}-t{t}-r{r}");
+                    let subject = format!("deal-{}", (w * 7 + t * 3 + r) % 10);
+                    let row = insert_row(&tx, &[topic], &event(&id, &subject)).await;
+                    rows.push((id, row));
+                }
+                if (w + t) % 4 == 3 {
+                    tx.rollback().await.expect("rollback");
+                    rolled_back
+                        .lock()
+                        .await
+                        .extend(rows.into_iter().map(|r| r.0));
+                } else {
+                    tx.commit().await.expect("commit");
+                    committed.lock().await.extend(rows);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let committed = committed.lock().await.clone();
+    let rolled_back = rolled_back.lock().await.clone();
+    (committed, rolled_back)
+}
+
+async fn wait_until_drained(relay: &Relay) {
+    loop {
+        let status = relay.table().status().await.expect("status");
+        if status.pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn committed_rows_are_published_once_in_order_and_rolled_back_rows_never() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = bus(dir.path());
+    let relay = Arc::new(Relay::new(options(&db), Arc::new(bus.clone())).expect("relay"));
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn({
+        let relay = relay.clone();
+        async move { relay.run(stopped).await }
+    });
+
+    let (committed, rolled_back) = write_concurrently(&db, 4, 25, "deals").await;
+    wait_until_drained(&relay).await;
+    stop.send(true).expect("stop");
+    running.await.expect("relay task");
+
+    assert!(committed.len() > 50 && !rolled_back.is_empty());
+    check_topic(&bus, "deals", &committed, &rolled_back).await;
+    let status = relay.table().status().await.expect("status");
+    assert_eq!((status.pending, status.failed), (0, 0));
+    assert_eq!(status.published_kept as usize, committed.len());
+    db.drop_db().await;
+}
+
+/// Publishes like the bus, then fails as if the process died before the relay marked the
+/// rows: only the first `publish` call goes through, and it reports an error.
+struct DiesAfterPublishing {
+    bus: EventBus,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl OutboxSink for DiesAfterPublishing {
+    async fn publish(&self, events: Vec<Event>, topics: &[String]) -> Result<(), SinkError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            OutboxSink::publish(&self.bus, events, topics).await?;
+        }
+        Err(SinkError::transient("the relay process died here"))
+    }
+
+    async fn stored_since(
+        &self,
+        topic: &str,
+        since: DateTime<Utc>,
+        keys: &HashSet<EventKey>,
+    ) -> Result<HashSet<EventKey>, SinkError> {
+        self.bus.stored_since(topic, since, keys).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_dies_between_publish_and_mark_publishes_no_second_copy() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = bus(dir.path());
+    let mut client = db.client().await;
+    let tx = client.transaction().await.expect("begin");
+    let mut committed = BTreeMap::new();
+    // Two runs of rows: to "deals" (published before the crash) and to "sales" (not).
+    for i in 0..6 {
+        let (topic, id) = if i < 4 {
+            ("deals", format!("d{i}"))
+        } else {
+            ("sales", format!("s{i}"))
+        };
+        let row = insert_row(&tx, &[topic], &event(&id, &format!("deal-{i}"))).await;
+        committed.insert(id, row);
+    }
+    tx.commit().await.expect("commit");
+
+    let dying = Relay::new(
+        options(&db),
+        Arc::new(DiesAfterPublishing {
+            bus: bus.clone(),
+            calls: AtomicUsize::new(0),
+        }),
+    )
+    .expect("relay");
+    dying.step().await.expect_err("the first relay dies");
+    assert_eq!(common::all_events(&bus, "deals").await.len(), 4);
+    assert_eq!(dying.table().status().await.expect("status").pending, 6);
+
+    // It comes back long after any dedupe window (the bus here has none at all).
+    let relay = Relay::new(options(&db), Arc::new(bus.clone())).expect("relay");
+    let report = relay.step().await.expect("step");
+    assert_eq!(report.claimed, 6);
+    assert_eq!(report.already_stored, 4, "{report:?}");
+    assert_eq!(report.published, 2, "{report:?}");
+
+    let deals: BTreeMap<String, i64> = committed
+        .clone()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with('d'))
+        .collect();
+    let sales: BTreeMap<String, i64> = committed
+        .into_iter()
+        .filter(|(k, _)| k.starts_with('s'))
+        .collect();
+    check_topic(&bus, "deals", &deals, &HashSet::new()).await;
+    check_topic(&bus, "sales", &sales, &HashSet::new()).await;
+    assert_eq!(relay.table().status().await.expect("status").pending, 0);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_row_is_set_aside_with_its_reason_and_the_rest_go_on() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No automatic topics: a row naming a topic that does not exist is refused.
+    let log = crmbus_embedded::EmbeddedLog::open(dir.path(), Default::default()).expect("log");
+    let bus = EventBus::builder().log(Arc::new(log)).build();
+    bus.create_topic(crmbus::TopicSpec::new("deals", 2))
+        .await
+        .expect("topic");
+    let mut client = db.client().await;
+    let tx = client.transaction().await.expect("begin");
+    let mut committed = BTreeMap::new();
+    committed.insert(
+        "ok-1".to_string(),
+        insert_row(&tx, &["deals"], &event("ok-1", "deal-1")).await,
+    );
+    let no_topic = insert_row(&tx, &["nonexistent"], &event("bad-1", "deal-1")).await;
+    let bad_time = insert_row(
+        &tx,
+        &["deals"],
+        &json!({"id": "bad-2", "source": "/crm/test", "type": "deal.updated", "time": "yesterday"}),
+    )
+    .await;
+    committed.insert(
+        "ok-2".to_string(),
+        insert_row(&tx, &["deals"], &event("ok-2", "deal-1")).await,
+    );
+    tx.commit().await.expect("commit");
+
+    let relay = Relay::new(options(&db), Arc::new(bus.clone())).expect("relay");
+    let report = relay.step().await.expect("step");
+    assert_eq!((report.published, report.failed), (2, 2), "{report:?}");
+    check_topic(&bus, "deals", &committed, &HashSet::new()).await;
+    let failed = relay.table().failed_rows(10).await.expect("failed");
+    let by_row: BTreeMap<i64, String> = failed
+        .into_iter()
+        .map(|f| (f.id, f.error.unwrap_or_default()))
+        .collect();
+    assert!(by_row[&no_topic].contains("nonexistent"), "{by_row:?}");
+    assert!(by_row[&bad_time].contains("time"), "{by_row:?}");
+    let status = relay.table().status().await.expect("status");
+    assert_eq!((status.pending, status.failed), (0, 2));
+    // Nothing more to do: failed rows are not retried until someone clears failed_at.
+    assert_eq!(relay.step().await.expect("step").claimed, 0);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_publish_each_row_once() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = bus(dir.path());
+    let (stop, stopped) = watch::channel(false);
+    let mut relays = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let relay = Arc::new(Relay::new(options(&db), Arc::new(bus.clone())).expect("relay"));
+        relays.push(relay.clone());
+        let stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move { relay.run(stopped).await }));
+    }
+    let (committed, rolled_back) = write_concurrently(&db, 4, 20, "deals").await;
+    wait_until_drained(&relays[0]).await;
+    stop.send(true).expect("stop");
+    for t in tasks {
+        t.await.expect("relay task");
+    }
+    check_topic(&bus, "deals", &committed, &rolled_back).await;
+    // One relay held the lock: no row was claimed twice.
+    let client = db.client().await;
+    let max_attempts: i32 = client
+        .query_one("SELECT max(attempts) FROM crmbus_outbox", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(max_attempts, 1);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_inbox_applies_a_side_effect_once_however_often_the_event_comes() {
+    let db = TestDb::create().await;
+    let setup = db.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE won_deals (account_id text PRIMARY KEY, won integer NOT NULL);
+             INSERT INTO won_deals VALUES ('acct-7', 0);",
+        )
+        .await
+        .expect("side-effect table");
+
+    // The handler: in one transaction, record the event and count the won deal.
+    async fn handle(db: &TestDb, source: &str, id: &str) -> bool {
+        let mut client = db.client().await;
+        let tx = client.transaction().await.expect("begin");
+        let first = Inbox::new("erp-sync")
+            .record(&tx, source, id)
+            .await
+            .expect("record");
+        if first {
+            tx.execute(
+                "UPDATE won_deals SET won = won + 1 WHERE account_id = 'acct-7'",
+                &[],
+            )
+            .await
+            .expect("side effect");
+        }
+        tx.commit().await.expect("commit");
+        first
+    }
+
+    assert!(handle(&db, "/crm", "won-1").await);
+    assert!(
+        !handle(&db, "/crm", "won-1").await,
+        "a second delivery is a no-op"
+    );
+    // Two deliveries at the same moment: the second waits for the first and does nothing.
+    let (a, b) = tokio::join!(handle(&db, "/crm", "won-2"), handle(&db, "/crm", "won-2"));
+    assert!(a ^ b, "exactly one applies: {a} {b}");
+    // Another source's event with the same id is another event.
+    assert!(handle(&db, "/billing", "won-1").await);
+    // Another consumer has its own inbox.
+    let client = db.client().await;
+    assert!(Inbox::new("notifier")
+        .record(&client, "/crm", "won-1")
+        .await
+        .expect("record"));
+
+    let won: i32 = setup
+        .query_one("SELECT won FROM won_deals WHERE account_id = 'acct-7'", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(won, 3);
+    db.drop_db().await;
+}
