@@ -4,6 +4,7 @@ mod client;
 mod consume;
 mod demo;
 mod dlq;
+mod outbox;
 mod publish;
 mod replay;
 mod schema;
@@ -51,6 +52,9 @@ enum Command {
     /// The schema registry: list, show, register, check, compat, validate, docs.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// The transactional outbox on PostgreSQL: sql, init, relay, status.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
     /// Run the lead scenario (publisher, three consumers, retries, DLQ, redrive) on an
     /// embedded log in a temporary directory.
     Demo(demo::DemoArgs),
@@ -86,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Schema(cmd) => schema::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Outbox(cmd) => outbox::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
