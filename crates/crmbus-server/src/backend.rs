@@ -20,6 +20,9 @@ pub enum Storage {
         data_dir: PathBuf,
         /// When a publish is acknowledged.
         durability: Durability,
+        /// How long a republished event (same `source` and `id`) is recognised as a
+        /// duplicate.
+        dedupe_window: std::time::Duration,
     },
     /// In memory, lost at exit.
     Memory,
@@ -73,9 +76,11 @@ pub async fn open_backend(storage: &Storage) -> Result<OpenedBackend, LogError> 
         Storage::Embedded {
             data_dir,
             durability,
+            dedupe_window,
         } => {
             let opts = EmbeddedOptions {
                 durability: *durability,
+                dedupe_window: *dedupe_window,
                 ..EmbeddedOptions::default()
             };
             let dir = data_dir.clone();
@@ -134,6 +139,7 @@ mod tests {
                 Storage::Embedded {
                     data_dir: data_dir.clone(),
                     durability: Durability::Fsync,
+                    dedupe_window: crmbus::DEFAULT_DEDUPE_WINDOW,
                 },
                 "embedded",
             ),

@@ -19,6 +19,7 @@
 //! durability = "fsync"           # embedded: fsync (default) | os
 //! url = ""                       # redis://127.0.0.1:6379 or nats://127.0.0.1:4222
 //! prefix = "crmbus"              # redis/nats: key and stream name prefix
+//! dedupe_window_ms = 120000      # embedded: how long a republished (source, id) is absorbed
 //!
 //! [schemas]
 //! catalog = true                 # load the built-in CRM event catalog at start
@@ -158,6 +159,9 @@ pub struct StorageSection {
     /// Name prefix of keys (Redis) or streams (NATS), so several installations can share
     /// one server.
     pub prefix: String,
+    /// Embedded log: how long, in milliseconds, a republished event (same `source` and
+    /// `id`) is recognised and absorbed as a duplicate (default 120000, two minutes).
+    pub dedupe_window_ms: u64,
 }
 
 impl Default for StorageSection {
@@ -168,6 +172,7 @@ impl Default for StorageSection {
             durability: DurabilitySetting::Fsync,
             url: String::new(),
             prefix: "crmbus".to_string(),
+            dedupe_window_ms: crmbus::DEFAULT_DEDUPE_WINDOW.as_millis() as u64,
         }
     }
 }
@@ -201,6 +206,7 @@ impl StorageSection {
                     DurabilitySetting::Fsync => Durability::Fsync,
                     DurabilitySetting::Os => Durability::Os,
                 },
+                dedupe_window: std::time::Duration::from_millis(self.dedupe_window_ms),
             },
             BackendKind::Memory => Storage::Memory,
             BackendKind::Noop => Storage::Noop,
@@ -232,7 +238,14 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "storage",
-        &["backend", "data_dir", "durability", "url", "prefix"],
+        &[
+            "backend",
+            "data_dir",
+            "durability",
+            "url",
+            "prefix",
+            "dedupe_window_ms",
+        ],
     ),
     ("schemas", &["catalog", "catalog_dir", "validate"]),
 ];
@@ -563,6 +576,7 @@ mod tests {
             Ok(Storage::Embedded {
                 data_dir: PathBuf::from("/var/lib/crmbus"),
                 durability: Durability::Os,
+                dedupe_window: crmbus::DEFAULT_DEDUPE_WINDOW,
             })
         );
         let c = Config::load(

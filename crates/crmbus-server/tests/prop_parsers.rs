@@ -622,6 +622,7 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("durability", Kind::Text),
             ("url", Kind::Text),
             ("prefix", Kind::Text),
+            ("dedupe_window_ms", Kind::Number),
         ],
     ),
     (
@@ -694,8 +695,9 @@ fn valid_config() -> impl Strategy<Value = Config> {
         prop::sample::select(vec![DurabilitySetting::Fsync, DurabilitySetting::Os]),
         config_text(),
         config_text(),
+        any::<u32>(),
     )
-        .prop_map(|(backend, dir, durability, url, prefix)| {
+        .prop_map(|(backend, dir, durability, url, prefix, window)| {
             let remote = matches!(backend, BackendKind::Redis | BackendKind::Nats);
             let url = if url.is_empty() && remote {
                 "redis://127.0.0.1:6379".to_string()
@@ -708,6 +710,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 durability,
                 url,
                 prefix,
+                dedupe_window_ms: u64::from(window),
             }
         });
     let schemas =
