@@ -1,5 +1,5 @@
-//! The server: starting it (backend, schema registry, bus, saved subscriptions, listener)
-//! and stopping it gracefully.
+//! The server: starting it (backend, schema registry, bus, saved subscriptions, outbox
+//! relays, listener) and stopping it gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +37,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
+    /// An `[[outbox]]` relay could not be set up (a malformed database URL).
+    #[error("outbox: {0}")]
+    Outbox(#[from] crmbus_postgres::OutboxError),
 }
 
 /// A running server.
@@ -94,6 +97,21 @@ impl Server {
         let subs = Subscriptions::new(bus.clone());
         subs.start_saved().await?;
         let (stop, stopping) = watch::channel(false);
+        let mut relays = Vec::new();
+        for section in &config.outbox {
+            let relay = crmbus_postgres::Relay::new(
+                crmbus_postgres::RelayOptions {
+                    name: section.name.clone(),
+                    batch_size: section.batch_size,
+                    poll_interval: Duration::from_millis(section.poll_interval_ms),
+                    retention: Duration::from_secs(section.retention_hours.saturating_mul(3600)),
+                    ..crmbus_postgres::RelayOptions::new(section.database_url.clone())
+                },
+                Arc::new(bus.clone()),
+            )?;
+            let stopping = stopping.clone();
+            relays.push(tokio::spawn(async move { relay.run(stopping).await }));
+        }
         let grace = Duration::from_millis(config.server.shutdown_timeout_ms);
         let state = Arc::new(AppState {
             bus: bus.clone(),
@@ -120,6 +138,9 @@ impl Server {
                     Ok(())
                 }
             };
+            for relay in relays {
+                let _ = relay.await;
+            }
             state.subs.stop_all().await;
             let closed = state.bus.close().await;
             served?;

@@ -25,6 +25,13 @@
 //! catalog = true                 # load the built-in CRM event catalog at start
 //! catalog_dir = ""               # also load <type>/<n>.json files from this directory
 //! validate = true                # validate events whose type has a schema at publish
+//!
+//! [[outbox]]                     # any number: relay a PostgreSQL outbox into this bus
+//! name = "crm"                   # the `outbox` label of the metrics (default "default")
+//! database_url = "postgres://app@127.0.0.1:5432/crm"
+//! batch_size = 256
+//! poll_interval_ms = 1000        # polling when no NOTIFY arrives
+//! retention_hours = 168          # published rows are deleted after this
 //! ```
 
 use std::collections::BTreeMap;
@@ -79,6 +86,38 @@ pub struct Config {
     pub storage: StorageSection,
     /// The schema registry.
     pub schemas: SchemasSection,
+    /// Outbox relays run inside the server, one per `[[outbox]]` section (a database whose
+    /// `crmbus_outbox` rows the server publishes into its own bus). Set in the file only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<OutboxSection>,
+}
+
+/// `[[outbox]]`: a PostgreSQL database whose outbox the server relays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSection {
+    /// A name for logs and metrics (the `outbox` label); default `default`.
+    pub name: String,
+    /// `postgres://user@host:port/db` (required).
+    pub database_url: String,
+    /// Rows claimed per step.
+    pub batch_size: i64,
+    /// How often to look for rows when no notification arrives, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How long published rows are kept before they are deleted, in hours.
+    pub retention_hours: u64,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        OutboxSection {
+            name: "default".into(),
+            database_url: String::new(),
+            batch_size: 256,
+            poll_interval_ms: 1000,
+            retention_hours: 168,
+        }
+    }
 }
 
 /// `[schemas]`: the schema registry and validation at publish.
@@ -251,7 +290,13 @@ const SECTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// Environment variables with this prefix that are not configuration keys.
-const OTHER_VARIABLES: &[&str] = &["CRMBUS_LOG", "CRMBUS_URL", "CRMBUS_EVENT_SOURCE"];
+const OTHER_VARIABLES: &[&str] = &[
+    "CRMBUS_LOG",
+    "CRMBUS_URL",
+    "CRMBUS_EVENT_SOURCE",
+    // `crmbus outbox …`'s database.
+    "CRMBUS_OUTBOX_DATABASE_URL",
+];
 
 impl Config {
     /// Loads the configuration: the file if given (else the defaults), then the
@@ -354,6 +399,24 @@ impl Config {
         }
         if self.server.stream_buffer == 0 {
             return Err("server.stream_buffer must be at least 1".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, outbox) in self.outbox.iter().enumerate() {
+            if outbox.database_url.is_empty() {
+                return Err(format!("outbox[{i}].database_url is required"));
+            }
+            if outbox.batch_size < 1 {
+                return Err(format!("outbox[{i}].batch_size must be at least 1"));
+            }
+            if outbox.poll_interval_ms == 0 {
+                return Err(format!("outbox[{i}].poll_interval_ms must be at least 1"));
+            }
+            if !names.insert(outbox.name.as_str()) {
+                return Err(format!(
+                    "outbox[{i}].name '{}' is used twice; give each [[outbox]] its own name",
+                    outbox.name
+                ));
+            }
         }
         let storage = self.storage.resolve()?;
         storage.check_built()

@@ -126,6 +126,26 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Failed fsyncs of the embedded log (each stops the log until a restart).",
     ),
+    (
+        "crmbus_outbox_pending",
+        Kind::Gauge,
+        "Outbox rows committed and not yet published, by outbox (the [[outbox]] relays).",
+    ),
+    (
+        "crmbus_outbox_oldest_pending_seconds",
+        Kind::Gauge,
+        "Age of the oldest unpublished outbox row, in seconds, by outbox.",
+    ),
+    (
+        "crmbus_outbox_published_total",
+        Kind::Counter,
+        "Outbox rows the relay published, by outbox.",
+    ),
+    (
+        "crmbus_outbox_failed_total",
+        Kind::Counter,
+        "Outbox rows crmbus refused and the relay set aside (failed_at), by outbox.",
+    ),
 ];
 
 /// Gives every metric of [`CATALOG`] its help text, and counters and gauges a series at

@@ -725,6 +725,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
         server,
         storage,
         schemas,
+        outbox: Vec::new(),
     })
 }
 

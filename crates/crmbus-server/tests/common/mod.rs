@@ -48,6 +48,11 @@ impl TestServer {
         let server = Server::start(config(dir.path(), backend, extra))
             .await
             .expect("server starts");
+        TestServer::attach(server, dir)
+    }
+
+    /// A server started from a configuration the test built itself.
+    pub fn attach(server: Server, dir: tempfile::TempDir) -> TestServer {
         let base = format!("http://{}", server.local_addr());
         TestServer {
             server: Some(server),
