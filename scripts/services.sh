@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the external services and tools the test suite needs are installed and running:
-# Redis (Streams backend) on 127.0.0.1:6379 and NATS with JetStream (JetStream backend) on
-# 127.0.0.1:4222. Each step is idempotent: check -> install from Debian's packages if
+# Redis (Streams backend) on 127.0.0.1:6379, NATS with JetStream (JetStream backend) on
+# 127.0.0.1:4222 and PostgreSQL (the outbox) on 127.0.0.1:5432. Each step is idempotent: check -> install from Debian's packages if
 # missing (`apt-get update`, then `apt-get install -y`) -> start if not answering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +66,36 @@ if ! port_open 4222; then
     wait_port 4222 nats-server
 fi
 
+# PostgreSQL, for the outbox (crmbus-postgres and the outbox process tests): the server on
+# 127.0.0.1:5432 with trust authentication for the postgres user and a database `test`
+# (CRMBUS_POSTGRES_URL overrides), and its binaries (initdb, pg_ctl) for the test that
+# restarts a private server; `runuser` runs them as the postgres user.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    apt_install postgresql
+fi
+if ! port_open 5432; then
+    echo "services.sh: starting postgresql" >&2
+    if need_cmd pg_ctlcluster; then
+        for cluster in /etc/postgresql/*/*; do
+            [ -d "$cluster" ] || continue
+            pg_ctlcluster "$(basename "$(dirname "$cluster")")" "$(basename "$cluster")" start || true
+        done
+    else
+        service postgresql start || true
+    fi
+    wait_port 5432 postgresql
+fi
+if [ -z "${CRMBUS_POSTGRES_URL:-}" ] && need_cmd psql; then
+    if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "select 1" >/dev/null 2>&1; then
+        echo "services.sh: postgres on 127.0.0.1:5432 does not let user postgres in without a password;" >&2
+        echo "  allow it (trust for 127.0.0.1 in pg_hba.conf) or set CRMBUS_POSTGRES_URL" >&2
+        exit 1
+    fi
+    if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc "select 1 from pg_database where datname = 'test'")" != 1 ]; then
+        psql -h 127.0.0.1 -U postgres -d postgres -qc "create database test"
+    fi
+fi
+
 # Test tools from PyPI, in a virtualenv under the repository (.venv/, ignored by git):
 # schemathesis (property-based tests from the OpenAPI document) and openapi-spec-validator
 # (the document is valid OpenAPI 3.x). scripts/schemathesis.sh runs them from there.
@@ -77,4 +107,4 @@ if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/python" -c "import openapi_spec_valid
         "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 
-echo "services.sh: redis on 127.0.0.1:6379 and nats (JetStream) on 127.0.0.1:4222 are up"
+echo "services.sh: redis on 127.0.0.1:6379, nats (JetStream) on 127.0.0.1:4222 and postgresql on 127.0.0.1:5432 are up"
