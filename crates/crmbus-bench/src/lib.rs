@@ -1,6 +1,6 @@
 //! `crmbus bench …`: benchmarks that print figures (never pass/fail). The `crmbus`
 //! binary dispatches to [`run`]; each benchmark is a module (`log`, `deliver`, `http`,
-//! `compare`, `schema`), and [`rss`] reads the process's memory and CPU time.
+//! `compare`, `schema`, `outbox`), and [`rss`] reads the process's memory and CPU time.
 //!
 //! This crate is the benchmark commands, not a library to build on: its functions
 //! return `anyhow` errors, which the binary prints.
@@ -10,6 +10,7 @@ mod compare;
 mod deliver;
 mod http;
 mod log;
+mod outbox;
 pub mod rss;
 mod schema;
 
@@ -34,6 +35,9 @@ pub enum BenchCommand {
     /// Schema validation at publish: durable publish_batch throughput with the catalog's
     /// schema enforced and without a validator, and validation alone on one core.
     Schema(schema::SchemaBenchArgs),
+    /// The transactional outbox on PostgreSQL: rows/s relayed end to end and
+    /// commit-to-published latency, against the writers' own rate with no relay.
+    Outbox(outbox::OutboxBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -44,5 +48,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => http::run(args),
         BenchCommand::Compare(args) => compare::run(args),
         BenchCommand::Schema(args) => schema::run(args),
+        BenchCommand::Outbox(args) => outbox::run(args),
     }
 }
