@@ -297,6 +297,23 @@ async fn a_relay_killed_at_random_points_publishes_every_committed_row_once_in_o
     last.wait().expect("reap");
 
     let (committed, reclaimed) = check(&db.url, &server, &rolled_back).await;
+    let out = Command::new(BIN)
+        .args(["outbox", "status", "--json", "--database-url", &db.url])
+        .output()
+        .expect("crmbus outbox status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["status"]["pending"], 0, "{status}");
+    assert_eq!(status["status"]["failed"], 0, "{status}");
+    assert_eq!(
+        status["status"]["published_kept"],
+        json!(committed),
+        "{status}"
+    );
     eprintln!(
         "{CYCLES} SIGKILLs; {transactions} transactions, {committed} rows committed, {} rolled back; \
          {reclaimed} rows claimed again after a kill",

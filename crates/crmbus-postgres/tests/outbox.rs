@@ -329,3 +329,40 @@ async fn the_inbox_applies_a_side_effect_once_however_often_the_event_comes() {
     assert_eq!(won, 3);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rows_are_deleted_after_the_retention_period_and_pending_ones_never() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = bus(dir.path());
+    let mut client = db.client().await;
+    let tx = client.transaction().await.expect("begin");
+    for i in 0..5 {
+        insert_row(&tx, &["deals"], &event(&format!("e{i}"), "deal-1")).await;
+    }
+    tx.commit().await.expect("commit");
+    let relay = Relay::new(options(&db), Arc::new(bus.clone())).expect("relay");
+    assert_eq!(relay.step().await.expect("step").published, 5);
+    // Three were published eight days ago; two more rows are still pending.
+    client
+        .execute(
+            "UPDATE crmbus_outbox SET published_at = now() - interval '8 days'
+              WHERE id IN (SELECT id FROM crmbus_outbox ORDER BY id LIMIT 3)",
+            &[],
+        )
+        .await
+        .expect("age rows");
+    let tx = client.transaction().await.expect("begin");
+    for i in 5..7 {
+        insert_row(&tx, &["deals"], &event(&format!("e{i}"), "deal-1")).await;
+    }
+    tx.commit().await.expect("commit");
+
+    let week = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(relay.table().purge(week, 100).await.expect("purge"), 3);
+    assert_eq!(relay.table().purge(week, 100).await.expect("purge"), 0);
+    let status = relay.table().status().await.expect("status");
+    assert_eq!((status.published_kept, status.pending), (2, 2));
+    assert!(status.oldest_pending_seconds >= 0.0);
+    db.drop_db().await;
+}
