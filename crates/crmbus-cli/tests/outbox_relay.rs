@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::postgres::{connect, machine_url, PrivatePostgres, TestDb};
+use common::postgres::PrivatePostgres;
 use common::{Serve, BIN};
+use crmbus_testkit::outbox::{connect, machine_url, TestDb};
 use serde_json::{json, Value};
 
 const TOPIC: &str = "deals";
@@ -245,33 +246,17 @@ async fn check(db_url: &str, server: &Serve, rolled_back: &HashSet<String>) -> (
         .expect("count")
         .get(0);
 
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut last_row: BTreeMap<String, i64> = BTreeMap::new();
-    for event in topic_events(server).await {
-        let id = event["id"].as_str().expect("id").to_string();
-        assert!(
-            !rolled_back.contains(&id),
-            "{id} was rolled back but published"
-        );
-        let row = *committed
-            .get(&id)
-            .unwrap_or_else(|| panic!("{id} published but not committed"));
-        let subject = event["subject"].as_str().expect("subject").to_string();
-        if let Some(prev) = last_row.insert(subject.clone(), row) {
-            assert!(prev < row, "{subject}: row {row} stored after row {prev}");
-        }
-        *seen.entry(id).or_default() += 1;
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "stored more than once: {twice:?}");
-    let missing: Vec<_> = committed
-        .keys()
-        .filter(|id| !seen.contains_key(*id))
+    let published: Vec<_> = topic_events(server)
+        .await
+        .into_iter()
+        .map(|e| {
+            (
+                e["id"].as_str().expect("id").to_string(),
+                e["subject"].as_str().map(str::to_string),
+            )
+        })
         .collect();
-    assert!(
-        missing.is_empty(),
-        "committed but never published: {missing:?}"
-    );
+    crmbus_testkit::outbox::check_published(&published, &committed, rolled_back);
     (committed.len(), reclaimed)
 }
 

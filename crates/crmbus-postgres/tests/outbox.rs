@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use common::{bus, check_topic, insert_row, TestDb};
+use common::{bus, check_topic, insert_row, outbox_db, TestDb};
 use crmbus::{Event, EventBus};
 use crmbus_postgres::{EventKey, Inbox, OutboxSink, Relay, RelayOptions, SinkError};
 use serde_json::json;
@@ -89,7 +89,7 @@ async fn wait_until_drained(relay: &Relay) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn committed_rows_are_published_once_in_order_and_rolled_back_rows_never() {
-    let db = TestDb::create().await;
+    let db = outbox_db().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bus = bus(dir.path());
     let relay = Arc::new(Relay::new(options(&db), Arc::new(bus.clone())).expect("relay"));
@@ -140,7 +140,7 @@ impl OutboxSink for DiesAfterPublishing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_dies_between_publish_and_mark_publishes_no_second_copy() {
-    let db = TestDb::create().await;
+    let db = outbox_db().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bus = bus(dir.path());
     let mut client = db.client().await;
@@ -194,7 +194,7 @@ async fn a_relay_that_dies_between_publish_and_mark_publishes_no_second_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_row_is_set_aside_with_its_reason_and_the_rest_go_on() {
-    let db = TestDb::create().await;
+    let db = outbox_db().await;
     let dir = tempfile::tempdir().expect("tempdir");
     // No automatic topics: a row naming a topic that does not exist is refused.
     let log = crmbus_embedded::EmbeddedLog::open(dir.path(), Default::default()).expect("log");
@@ -242,7 +242,7 @@ async fn a_refused_row_is_set_aside_with_its_reason_and_the_rest_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_publish_each_row_once() {
-    let db = TestDb::create().await;
+    let db = outbox_db().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bus = bus(dir.path());
     let (stop, stopped) = watch::channel(false);
@@ -274,7 +274,7 @@ async fn two_relays_publish_each_row_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_inbox_applies_a_side_effect_once_however_often_the_event_comes() {
-    let db = TestDb::create().await;
+    let db = outbox_db().await;
     let setup = db.client().await;
     setup
         .batch_execute(
@@ -332,7 +332,7 @@ async fn the_inbox_applies_a_side_effect_once_however_often_the_event_comes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rows_are_deleted_after_the_retention_period_and_pending_ones_never() {
-    let db = TestDb::create().await;
+    let db = outbox_db().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bus = bus(dir.path());
     let mut client = db.client().await;

@@ -14,6 +14,7 @@
 //!   store is checked with.
 //! - [`embedded`]: helpers for tests that look at the embedded log's files (segments,
 //!   frames, copies of a data directory).
+//! - [`outbox`]: a fresh PostgreSQL database per test and the checks of a relay test.
 //!
 //! It also holds the `crmbus-crash-writer` binary, a process that appends to an embedded
 //! log and prints every acknowledgement until it is killed, and `tests/crash_kill.rs`, which
@@ -24,4 +25,5 @@
 pub mod conformance;
 pub mod delivery;
 pub mod embedded;
+pub mod outbox;
 pub mod state_store;

@@ -1,68 +1,9 @@
-//! PostgreSQL for the outbox tests: a fresh database on the machine's server per test, or a
-//! private server (initdb + pg_ctl, run as the `postgres` user) that a test may restart.
+//! A private PostgreSQL server for the outbox tests (initdb + pg_ctl, run as the `postgres`
+//! user) that a test may restart; fresh databases come from `crmbus_testkit::outbox`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-use tokio_postgres::NoTls;
-
-/// The machine's PostgreSQL (CRMBUS_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test).
-pub fn machine_url() -> String {
-    std::env::var("CRMBUS_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// `url` with its database replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    match url.rfind('/') {
-        Some(i) if i > url.find("://").map_or(0, |s| s + 2) => format!("{}/{db}", &url[..i]),
-        _ => format!("{url}/{db}"),
-    }
-}
-
-/// A database created for one test and dropped at its end.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    admin_url: String,
-}
-
-impl TestDb {
-    /// A new database on the server `admin_url` reaches.
-    pub async fn create_on(admin_url: &str) -> TestDb {
-        let name = format!("crmbus_t_{}", uuid::Uuid::now_v7().simple());
-        let admin = connect(admin_url).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        TestDb {
-            url: with_database(admin_url, &name),
-            name,
-            admin_url: admin_url.to_string(),
-        }
-    }
-
-    pub async fn drop_db(self) {
-        let admin = connect(&self.admin_url).await;
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("drop database");
-    }
-}
-
-pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    tokio::spawn(conn);
-    client
-}
 
 /// A PostgreSQL server of its own in a temporary directory, on a free port, run as the
 /// `postgres` user (PostgreSQL refuses to run as root), so that a test can restart it.

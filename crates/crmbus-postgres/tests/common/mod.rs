@@ -1,5 +1,5 @@
-//! A fresh database per test on the machine's PostgreSQL (CRMBUS_POSTGRES_URL, default
-//! postgres://postgres@127.0.0.1:5432/test), with the outbox installed; and a bus on an
+//! A fresh database per test on the machine's PostgreSQL (crmbus-testkit's), with the
+//! outbox installed; and a bus on an
 //! embedded log whose producer dedupe window is zero, so that nothing but the relay's own
 //! check can absorb a republished row.
 
@@ -11,71 +11,17 @@ use std::time::Duration;
 
 use crmbus::{EventBus, StoredEvent};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
-use tokio_postgres::NoTls;
 
-pub fn admin_url() -> String {
-    std::env::var("CRMBUS_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+pub use crmbus_testkit::outbox::TestDb;
 
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        let name = format!("crmbus_t_{}", uuid::Uuid::now_v7().simple());
-        let (admin, conn) = tokio_postgres::connect(&admin_url(), NoTls)
-            .await
-            .expect("the machine's PostgreSQL (scripts/services.sh starts it)");
-        tokio::spawn(conn);
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        let mut config: tokio_postgres::Config = admin_url().parse().expect("url");
-        config.dbname(&name);
-        let url = format!(
-            "postgres://{}@{}:{}/{}",
-            config.get_user().unwrap_or("postgres"),
-            match &config.get_hosts()[0] {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[allow(unreachable_patterns)]
-                _ => "127.0.0.1".into(),
-            },
-            config.get_ports().first().copied().unwrap_or(5432),
-            name
-        );
-        let db = TestDb { name, url };
-        let mut client = db.client().await;
-        crmbus_postgres::sql::install(&mut client)
-            .await
-            .expect("install the outbox");
-        db
-    }
-
-    pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        client
-    }
-
-    pub async fn drop_db(self) {
-        let (admin, conn) = tokio_postgres::connect(&admin_url(), NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("drop database");
-    }
+/// A fresh database with the outbox installed.
+pub async fn outbox_db() -> TestDb {
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    crmbus_postgres::sql::install(&mut client)
+        .await
+        .expect("install the outbox");
+    db
 }
 
 /// A bus on an embedded log in `dir` with no producer dedupe window.
@@ -127,40 +73,17 @@ pub async fn insert_row(
     .get(0)
 }
 
-/// The checks every relay test ends with: each committed row's event is in `topic`
-/// exactly once, no rolled-back one is, and per subject the events are in row-id order.
+/// The checks every relay test ends with (see [`crmbus_testkit::outbox::check_published`]).
 pub async fn check_topic(
     bus: &EventBus,
     topic: &str,
     committed: &BTreeMap<String, i64>,
     rolled_back: &HashSet<String>,
 ) {
-    let events = all_events(bus, topic).await;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut last_row_of_subject: BTreeMap<String, i64> = BTreeMap::new();
-    for stored in &events {
-        let id = &stored.event.id;
-        *seen.entry(id.clone()).or_default() += 1;
-        assert!(
-            !rolled_back.contains(id),
-            "{id} was rolled back but published"
-        );
-        let row = *committed
-            .get(id)
-            .unwrap_or_else(|| panic!("{id} published but never committed"));
-        let subject = stored.event.subject.clone().unwrap_or_default();
-        if let Some(prev) = last_row_of_subject.insert(subject.clone(), row) {
-            assert!(prev < row, "{subject}: row {row} stored after row {prev}");
-        }
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "stored more than once: {twice:?}");
-    let missing: Vec<_> = committed
-        .keys()
-        .filter(|id| !seen.contains_key(*id))
+    let published: Vec<_> = all_events(bus, topic)
+        .await
+        .into_iter()
+        .map(|e| (e.event.id, e.event.subject))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "committed but not published: {missing:?}"
-    );
+    crmbus_testkit::outbox::check_published(&published, committed, rolled_back);
 }
