@@ -14,6 +14,10 @@
 --   violation; it is not retried until failed_at is set back to NULL).
 --   Rows of one subject are published in the order of id, which this table's trigger makes
 --   the commit order: an insert takes a transaction lock on its subject before drawing its id.
+--   So two transactions writing about the same subject take turns (as they would updating the
+--   same domain row), and a transaction that writes events about several subjects should
+--   write them in a consistent order (say, sorted by subject): two transactions taking the
+--   same subjects in opposite orders deadlock, and PostgreSQL aborts one of them.
 
 CREATE TABLE IF NOT EXISTS crmbus_outbox (
     id               bigserial PRIMARY KEY,
