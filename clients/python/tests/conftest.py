@@ -41,20 +41,40 @@ class Server:
                 "(scripts/pytest.sh does)"
             )
         self.data_dir = tempfile.mkdtemp(prefix="crmbus-pytest-")
-        self.stderr = open(os.path.join(self.data_dir, "server.log"), "wb")
+        self.log_path = os.path.join(self.data_dir, "server.log")
+        # `crmbus serve` says where it listens on stderr: read it, then keep draining
+        # stderr into a log file so the pipe never fills.
         self.proc = subprocess.Popen(
             [CRMBUS_BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir",
              os.path.join(self.data_dir, "data")],
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        m = _LISTENING.search(line)
+        assert self.proc.stderr is not None
+        seen = []
+        m = None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace")
+            seen.append(line)
+            m = _LISTENING.search(line)
+            if m:
+                break
         if not m:
             self.proc.kill()
-            raise RuntimeError(f"crmbus serve did not say where it listens: {line!r}")
+            raise RuntimeError(f"crmbus serve did not say where it listens: {''.join(seen)!r}")
+        stderr = self.proc.stderr
+        log = open(self.log_path, "ab")
+        log.write("".join(seen).encode())
+
+        def drain() -> None:
+            for chunk in stderr:
+                log.write(chunk)
+                log.flush()
+            log.close()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
         self.url = m.group(1)
         self.client = Client(self.url)
 
@@ -77,9 +97,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self.stderr.close()
+        self._drain.join(10)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
