@@ -107,4 +107,21 @@ if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/python" -c "import openapi_spec_valid
         "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 
+# The Python client's test tools (scripts/pytest.sh), pinned, in the same virtualenv: httpx
+# and cloudevents (the client's dependencies), pytest, Django and psycopg (its Django
+# integration and the outbox test).
+py_client_pins=("httpx==0.29.0" "cloudevents==2.2.0" "pytest==9.2.0" "Django==5.2.19" "psycopg[binary]==3.3.9")
+if ! "$venv/bin/python" - "${py_client_pins[@]}" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+for pin in sys.argv[1:]:
+    name, _, want = pin.partition("==")
+    if version(name.split("[")[0]) != want:
+        sys.exit(1)
+PY
+then
+    echo "services.sh: installing the Python client's test tools into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${py_client_pins[@]}"
+fi
+
 echo "services.sh: redis on 127.0.0.1:6379, nats (JetStream) on 127.0.0.1:4222 and postgresql on 127.0.0.1:5432 are up"

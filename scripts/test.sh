@@ -36,8 +36,25 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 
+echo "== pytest: the Python client (clients/python) against real crmbus servers"
+pylog=$(mktemp)
+trap 'rm -f "$log" "$pylog"' EXIT
+set +e
+bash scripts/pytest.sh 2>&1 | tee "$pylog"
+py_status=${PIPESTATUS[0]}
+set -e
+# pytest's closing line: "== 25 passed, 1 failed in 9.1s ==".
+py_sum() { grep -E '^=* ?[0-9]+ (passed|failed|errors?|skipped|deselected)' "$pylog" | tail -n 1 | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+passed=$(( $(sum passed) + $(py_sum passed) ))
+failed=$(( $(sum failed) + $(py_sum failed) + $(py_sum error) ))
+if [ "$py_status" -ne 0 ]; then
+    echo
+    echo "tests: $passed passed, $failed failed"
+    exit "$py_status"
+fi
+
 echo "== schemathesis against /openapi.json"
 bash scripts/schemathesis.sh target/debug/crmbus
 
 echo
-echo "tests: $(sum passed) passed, $(sum failed) failed; schemathesis passed"
+echo "tests: $passed passed, $failed failed; schemathesis passed"
