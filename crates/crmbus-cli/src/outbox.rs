@@ -119,7 +119,7 @@ pub fn run(cmd: OutboxCommand) -> anyhow::Result<()> {
                         );
                     }
                     if status.failed > 0 {
-                        println!("  (fix the cause, then: UPDATE crmbus_outbox SET failed_at = NULL, last_error = NULL WHERE id = …)");
+                        println!("  (later rows of their subjects wait; fix the cause, then: UPDATE crmbus_outbox SET failed_at = NULL, last_error = NULL WHERE id = …)");
                     }
                 }
             }
@@ -135,7 +135,7 @@ pub fn run(cmd: OutboxCommand) -> anyhow::Result<()> {
                     RelayOptions {
                         batch_size: args.batch_size.max(1),
                         poll_interval: Duration::from_millis(args.poll_interval_ms.max(1)),
-                        retention: Duration::from_secs(args.retention_hours * 3600),
+                        retention: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
                         ..RelayOptions::new(args.db.database_url.clone())
                     },
                     sink,
@@ -182,13 +182,34 @@ struct HttpSink {
     client: Client,
 }
 
+/// How long one request to the server may take before it counts as failed (and is retried).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The problem codes with which crmbus refuses the events themselves: sending them again
+/// gets the same answer, so the row is set aside. Anything else — another status, a
+/// proxy's answer, no answer — may pass later and is retried.
+const REFUSALS: &[&str] = &[
+    "invalid_event",
+    "schema_violation",
+    "topic_not_found",
+    "payload_too_large",
+];
+
 fn client_error(e: ClientError) -> SinkError {
-    match e.status() {
-        // The server refused these events; sending them again gets the same answer.
-        Some(status) if (400..500).contains(&status) && status != 408 && status != 429 => {
-            SinkError::permanent(e.to_string())
-        }
+    match e.code() {
+        Some(code) if REFUSALS.contains(&code) => SinkError::permanent(e.to_string()),
         _ => SinkError::transient(e.to_string()),
+    }
+}
+
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(answer) => answer.map_err(client_error),
+        Err(_) => Err(SinkError::transient(format!(
+            "no answer from the server within {REQUEST_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -196,11 +217,9 @@ fn client_error(e: ClientError) -> SinkError {
 impl OutboxSink for HttpSink {
     async fn publish(&self, events: Vec<Event>, topics: &[String]) -> Result<(), SinkError> {
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        self.client
-            .publish_batch(&topics, &events)
+        timed(self.client.publish_batch(&topics, &events))
             .await
             .map(|_| ())
-            .map_err(client_error)
     }
 
     async fn stored_since(
@@ -209,7 +228,12 @@ impl OutboxSink for HttpSink {
         since: DateTime<Utc>,
         keys: &HashSet<EventKey>,
     ) -> Result<HashSet<EventKey>, SinkError> {
-        let info = self.client.topic(topic).await.map_err(client_error)?;
+        let info = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.topic(topic)).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) if e.code() == Some("topic_not_found") => return Ok(HashSet::new()),
+            Ok(Err(e)) => return Err(SinkError::transient(e.to_string())),
+            Err(_) => return Err(SinkError::transient("no answer from the server")),
+        };
         let mut found = HashSet::new();
         for partition in 0..info.partitions {
             let mut query = ReadQuery {
@@ -237,7 +261,8 @@ impl OutboxSink for HttpSink {
                     }
                 }
                 let next = page.next.get(&partition.to_string()).copied();
-                if page.events.len() < 1000 || found.len() == keys.len() {
+                // A short page is not the end (a read may stop early); an empty one is.
+                if page.events.is_empty() || found.len() == keys.len() {
                     break;
                 }
                 query.from_time = None;

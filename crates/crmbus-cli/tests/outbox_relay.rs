@@ -161,8 +161,11 @@ impl Writers {
     }
 }
 
+/// Waits until nothing is pending; relays that have not drained the outbox within two
+/// minutes (wedged) fail the test instead of hanging it.
 async fn wait_until_drained(db_url: &str) {
     let client = connect(db_url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let pending: i64 = client
             .query_one(
@@ -175,6 +178,10 @@ async fn wait_until_drained(db_url: &str) {
         if pending == 0 {
             return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relays did not drain the outbox: {pending} rows pending"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -11,7 +11,9 @@
 --                     key, e.g. the deal's id) orders the events of one entity
 --   Columns the relay sets: published_at (when the event was stored by crmbus), attempts,
 --   first_attempt_at, failed_at and last_error (a row crmbus refused, e.g. a schema
---   violation; it is not retried until failed_at is set back to NULL).
+--   violation; it is not retried until failed_at is set back to NULL, and the later rows of
+--   its subject wait for it, so that a subject's events are never published out of order).
+--   One relay publishes per database (an advisory lock): keep one outbox per database.
 --   Rows of one subject are published in the order of id, which this table's trigger makes
 --   the commit order: an insert takes a transaction lock on its subject before drawing its id.
 --   So two transactions writing about the same subject take turns (as they would updating the
@@ -22,7 +24,10 @@
 CREATE TABLE IF NOT EXISTS crmbus_outbox (
     id               bigserial PRIMARY KEY,
     topics           text[] NOT NULL
-                     CONSTRAINT crmbus_outbox_topics CHECK (cardinality(topics) > 0),
+                     CONSTRAINT crmbus_outbox_topics CHECK (
+                         cardinality(topics) > 0
+                         AND array_ndims(topics) = 1
+                         AND array_position(topics, NULL) IS NULL),
     event            jsonb NOT NULL
                      CONSTRAINT crmbus_outbox_event CHECK (
                          jsonb_typeof(event) = 'object'
@@ -43,6 +48,9 @@ CREATE INDEX IF NOT EXISTS crmbus_outbox_pending
 -- What retention deletes.
 CREATE INDEX IF NOT EXISTS crmbus_outbox_published
     ON crmbus_outbox (published_at) WHERE published_at IS NOT NULL;
+-- Rows set aside, by subject: later rows of such a subject wait until it is fixed.
+CREATE INDEX IF NOT EXISTS crmbus_outbox_failed
+    ON crmbus_outbox ((event ->> 'subject'), id) WHERE failed_at IS NOT NULL;
 
 -- Before each insert: lock the event's subject for the rest of the transaction, then draw
 -- the id, so that of two transactions writing about one subject the one that commits
@@ -51,8 +59,10 @@ CREATE OR REPLACE FUNCTION crmbus_outbox_before_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF jsonb_typeof(NEW.event -> 'subject') = 'string' THEN
-        PERFORM pg_advisory_xact_lock(1668441442, hashtext(NEW.event ->> 'subject'));
-        NEW.id := nextval(pg_get_serial_sequence('crmbus_outbox', 'id'));
+        -- Subject locks have a key space of their own (the relay's lock is 1668441442).
+        PERFORM pg_advisory_xact_lock(1668441443, hashtext(NEW.event ->> 'subject'));
+        NEW.id := nextval(pg_get_serial_sequence(
+            quote_ident(TG_TABLE_SCHEMA) || '.crmbus_outbox', 'id'));
     END IF;
     IF NOT (NEW.event ? 'specversion') THEN
         NEW.event := NEW.event || '{"specversion": "1.0"}'::jsonb;

@@ -19,6 +19,9 @@ pub enum OutboxError {
     /// The relay's leader connection (which holds the lock and listens) was lost.
     #[error("the relay's leader connection to PostgreSQL was lost")]
     LeadershipLost,
+    /// A step took too long (a stalled bus or database); the relay gave up its lock.
+    #[error("a relay step took longer than {0:?}; giving the lock up and starting again")]
+    StepTimeout(std::time::Duration),
 }
 
 impl From<deadpool_postgres::PoolError> for OutboxError {

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::sql::NOTIFY_CHANNEL;
+use crate::store::pg_config;
 use crate::OutboxError;
 
 /// The advisory lock (two 32-bit keys) a relay holds while it publishes.
@@ -32,7 +33,7 @@ pub struct Leader {
 impl Leader {
     /// Opens the connection and starts listening (without taking the lock yet).
     pub async fn connect(url: &str) -> Result<Leader, OutboxError> {
-        let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+        let (client, mut connection) = pg_config(url)?.connect(NoTls).await?;
         let alive = Arc::new(AtomicBool::new(true));
         let woken = Arc::new(Notify::new());
         let closed = Arc::new(Notify::new());
@@ -56,8 +57,14 @@ impl Leader {
                 woken.notify_one();
             });
         }
+        // The server probes this session's socket too, so that if the relay's host dies the
+        // session, and with it the lock, ends within about 25 s instead of the system's
+        // default of hours; then another relay takes over.
         client
-            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+            .batch_execute(&format!(
+                "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5;
+                 SET tcp_keepalives_count = 3; LISTEN {NOTIFY_CHANNEL}"
+            ))
             .await?;
         Ok(Leader {
             client,
@@ -77,6 +84,12 @@ impl Leader {
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// The connection itself: the relay claims and marks rows through it, so that those
+    /// writes stop with the session that holds the lock.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Whether the connection (and so the lock, once taken) is still there.

@@ -6,14 +6,19 @@
 //! dies between publishing and marking leaves rows whose attempt count is above one; when
 //! they are claimed again the relay asks the bus which of them it already stores
 //! ([`OutboxSink::stored_since`], looking back from the row's first attempt) and publishes
-//! only the rest, so a crash never yields a second copy, however long the relay was down
-//! (the bus's own dedupe window absorbs the common case too). A row crmbus refuses (a
-//! schema violation, an invalid event, a missing topic) is marked failed with the reason
-//! and skipped; everything else is retried with backoff.
+//! only the rest, so a crash yields no second copy however long the relay was down, as long
+//! as the topic still holds the first copy (retention) and the bus's and the database's
+//! clocks differ by less than [`CLOCK_SKEW_MARGIN`]; the bus's own dedupe window absorbs the
+//! common case too. A row crmbus refuses (a schema violation, an invalid event, a missing
+//! topic) is set aside (`failed_at`, `last_error`), and the later rows of its subject wait
+//! for it, so a subject's events never go out of order; everything else is retried with
+//! backoff.
 //!
-//! Only the relay holding the lock ([`crate::leader`]) publishes, so several relays on one
+//! Only the relay holding the lock ([`crate::leader`]) publishes, and it claims and marks
+//! rows through the very connection that holds the lock, so several relays on one
 //! database never publish a row twice in the steady state and the rows of one subject
-//! leave in id order, which the table's trigger makes their commit order.
+//! leave in id order, which the table's trigger makes their commit order. A step that takes
+//! longer than [`STEP_TIMEOUT`] (a stalled bus or database) gives the lock up.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,15 +28,21 @@ use chrono::Utc;
 use crmbus::Event;
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio_postgres::GenericClient;
 
 use crate::leader::Leader;
-use crate::sink::{EventKey, OutboxSink, SinkError};
+use crate::sink::{EventKey, OutboxSink};
 use crate::store::{connect_pool, OutboxRow, OutboxTable};
 use crate::OutboxError;
 
 /// How far before a row's first attempt the relay looks for an earlier publish of it: the
 /// bus's clock and the database's may differ by up to this much.
 pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(60);
+
+/// The longest a step (claim, publish, mark) may take before the relay gives up the lock
+/// and starts again; shorter than the bus's default dedupe window, so a publish from a step
+/// given up this way is still absorbed if it lands late.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a relay runs.
 #[derive(Debug, Clone)]
@@ -104,19 +115,20 @@ impl Relay {
         &self.table
     }
 
-    /// Runs until `stop` turns true: waits for the relay lock, then relays; on any error
-    /// (the database or the bus unreachable, the lock's connection lost) backs off and
-    /// starts again.
+    /// Runs until `stop` turns true (or its sender is dropped): waits for the relay lock,
+    /// then relays; on any error (the database or the bus unreachable, the lock's
+    /// connection lost, a step over [`STEP_TIMEOUT`]) backs off and starts again. The
+    /// backoff starts again from 100 ms after every successful step.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         while !*stop.borrow() {
-            match self.lead(&mut stop).await {
+            match self.lead(&mut stop, &mut backoff).await {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(outbox = %self.opts.name, %error, retry_in = ?backoff, "outbox relay");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
+                        _ = stopped(&mut stop) => return,
                     }
                     backoff = (backoff * 2).min(self.opts.max_backoff);
                 }
@@ -126,16 +138,17 @@ impl Relay {
 
     /// Takes the lock (waiting while another relay holds it), then relays until stopped
     /// (Ok) or an error.
-    async fn lead(&self, stop: &mut watch::Receiver<bool>) -> Result<(), OutboxError> {
+    async fn lead(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        backoff: &mut Duration,
+    ) -> Result<(), OutboxError> {
         let leader = Leader::connect(&self.opts.database_url).await?;
         while !leader.try_lock().await? {
             tokio::select! {
                 _ = tokio::time::sleep(self.opts.poll_interval) => {}
                 _ = leader.closed() => return Err(OutboxError::LeadershipLost),
-                _ = stop.changed() => return Ok(()),
-            }
-            if *stop.borrow() {
-                return Ok(());
+                _ = stopped(stop) => return Ok(()),
             }
         }
         tracing::info!(outbox = %self.opts.name, "outbox relay: publishing (holds the relay lock)");
@@ -146,15 +159,23 @@ impl Relay {
                 return Ok(());
             }
             leader.check().await?;
-            let report = self.step().await?;
+            let report = tokio::time::timeout(STEP_TIMEOUT, self.step_on(leader.client()))
+                .await
+                .map_err(|_| OutboxError::StepTimeout(STEP_TIMEOUT))??;
+            *backoff = Duration::from_millis(100);
             if last_status.is_none_or(|t| t.elapsed() >= self.opts.poll_interval) {
                 self.record_status().await;
                 last_status = Some(Instant::now());
             }
             if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                let deleted = self.table.purge(self.opts.retention, 10_000).await?;
-                if deleted > 0 {
-                    tracing::debug!(outbox = %self.opts.name, deleted, "outbox rows past retention deleted");
+                match self.table.purge(self.opts.retention, 10_000).await {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        tracing::debug!(outbox = %self.opts.name, deleted, "outbox rows past retention deleted")
+                    }
+                    Err(error) => {
+                        tracing::warn!(outbox = %self.opts.name, %error, "outbox retention")
+                    }
                 }
                 last_purge = Some(Instant::now());
             }
@@ -162,29 +183,36 @@ impl Relay {
                 tokio::select! {
                     _ = leader.woken() => {}
                     _ = tokio::time::sleep(self.opts.poll_interval) => {}
-                    _ = stop.changed() => {}
+                    _ = stopped(stop) => return Ok(()),
                 }
             }
         }
     }
 
     async fn record_status(&self) {
-        match self.table.status().await {
-            Ok(status) => {
+        match self.table.backlog().await {
+            Ok((pending, oldest)) => {
                 let name = self.opts.name.clone();
                 metrics::gauge!("crmbus_outbox_pending", "outbox" => name.clone())
-                    .set(status.pending as f64);
+                    .set(pending as f64);
                 metrics::gauge!("crmbus_outbox_oldest_pending_seconds", "outbox" => name)
-                    .set(status.oldest_pending_seconds);
+                    .set(oldest);
             }
-            Err(error) => tracing::debug!(%error, "outbox status"),
+            Err(error) => tracing::debug!(%error, "outbox backlog"),
         }
     }
 
-    /// One step: claim a batch, publish it, mark it. Public so that tests and benchmarks
-    /// can drive a relay without the lock; [`Relay::run`] is what production uses.
+    /// One step on a connection from the pool: claim a batch, publish it, mark it. For
+    /// tests and benchmarks that drive a relay by hand; it must not run beside
+    /// [`Relay::run`] (which steps through the connection that holds the lock).
     pub async fn step(&self) -> Result<StepReport, OutboxError> {
-        let rows = self.table.claim(self.opts.batch_size).await?;
+        let client = self.table.pool().get().await?;
+        self.step_on(&**client).await
+    }
+
+    /// One step, claiming and marking through `client`.
+    async fn step_on<C: GenericClient>(&self, client: &C) -> Result<StepReport, OutboxError> {
+        let rows = self.table.claim_with(client, self.opts.batch_size).await?;
         let mut report = StepReport {
             claimed: rows.len(),
             ..StepReport::default()
@@ -193,9 +221,16 @@ impl Relay {
             return Ok(report);
         }
         let stored = self.already_stored(&rows).await?;
+        // Subjects with a row set aside in this step: their later rows wait (unmarked; the
+        // next claim skips them until the set-aside row is fixed).
+        let mut held: HashSet<String> = HashSet::new();
         let mut ready = Vec::with_capacity(rows.len());
         let mut done_before = Vec::new();
         for row in rows {
+            let subject = subject_of(&row.event);
+            if subject.as_ref().is_some_and(|s| held.contains(s)) {
+                continue;
+            }
             let topics: Vec<String> = row
                 .topics
                 .iter()
@@ -215,11 +250,14 @@ impl Relay {
                 Err(reason) => {
                     self.fail(row.id, &reason).await?;
                     report.failed += 1;
+                    held.extend(subject);
                 }
             }
         }
         report.already_stored = done_before.len();
-        self.table.mark_published(&done_before).await?;
+        self.table.mark_published_with(client, &done_before).await?;
+        // A row of a subject set aside above, but queued before it was: drop it too.
+        ready.retain(|r| !r.event.subject.as_ref().is_some_and(|s| held.contains(s)));
 
         // Runs of consecutive rows with the same topics go as one batch.
         let mut i = 0;
@@ -233,20 +271,25 @@ impl Relay {
             match self.sink.publish(events, &run[0].topics).await {
                 Ok(()) => {
                     let ids: Vec<i64> = run.iter().map(|r| r.id).collect();
-                    self.table.mark_published(&ids).await?;
+                    self.table.mark_published_with(client, &ids).await?;
                     report.published += run.len();
                 }
                 Err(e) if e.permanent => {
-                    // Find the refused rows one by one; publish the others.
+                    // Find the refused rows one by one; publish the others, except the later
+                    // rows of a refused row's subject, which wait for it.
                     for r in run {
+                        if r.event.subject.as_ref().is_some_and(|s| held.contains(s)) {
+                            continue;
+                        }
                         match self.sink.publish(vec![r.event.clone()], &r.topics).await {
                             Ok(()) => {
-                                self.table.mark_published(&[r.id]).await?;
+                                self.table.mark_published_with(client, &[r.id]).await?;
                                 report.published += 1;
                             }
                             Err(e) if e.permanent => {
                                 self.fail(r.id, &e.message).await?;
                                 report.failed += 1;
+                                held.extend(r.event.subject.clone());
                             }
                             Err(e) => return Err(e.into()),
                         }
@@ -295,14 +338,7 @@ impl Relay {
         for (topic, (since, keys)) in by_topic {
             let since = since - chrono::Duration::from_std(CLOCK_SKEW_MARGIN).unwrap_or_default();
             let wanted: HashSet<EventKey> = keys.keys().cloned().collect();
-            let found = match self.sink.stored_since(topic, since, &wanted).await {
-                Ok(found) => found,
-                // A topic that does not exist stores nothing; the publish will say why.
-                Err(SinkError {
-                    permanent: true, ..
-                }) => HashSet::new(),
-                Err(e) => return Err(e.into()),
-            };
+            let found = self.sink.stored_since(topic, since, &wanted).await?;
             for key in found {
                 if let Some(row) = keys.get(&key) {
                     stored.insert((*row, topic.to_string()));
@@ -311,6 +347,20 @@ impl Relay {
         }
         Ok(stored)
     }
+}
+
+/// The row's `subject`, when it has one.
+fn subject_of(event: &Value) -> Option<String> {
+    event
+        .get("subject")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Resolves when `stop` turns true or its sender is gone (nobody can stop the relay any
+/// more, so it stops rather than spin).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The row's event as crmbus reads it (`specversion` defaults to 1.0), or why it is not

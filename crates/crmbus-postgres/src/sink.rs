@@ -51,8 +51,10 @@ pub trait OutboxSink: Send + Sync {
     async fn publish(&self, events: Vec<Event>, topics: &[String]) -> Result<(), SinkError>;
 
     /// Which of `keys` are stored in `topic` among the events appended at or after
-    /// `since`. The relay asks this about rows whose earlier publish may have succeeded
-    /// before it could mark them, so a republish after any downtime is never a second copy.
+    /// `since` (none when the topic does not exist). The relay asks this about rows whose
+    /// earlier publish may have succeeded before it could mark them, so a republish after
+    /// any downtime is not a second copy. Any error is returned: the relay then retries
+    /// rather than guess.
     async fn stored_since(
         &self,
         topic: &str,
@@ -90,10 +92,11 @@ impl OutboxSink for EventBus {
         since: DateTime<Utc>,
         keys: &HashSet<EventKey>,
     ) -> Result<HashSet<EventKey>, SinkError> {
-        let info = self
-            .describe_topic(topic)
-            .await
-            .map_err(|e| bus_error(e.into()))?;
+        let info = match self.describe_topic(topic).await {
+            Ok(info) => info,
+            Err(LogError::TopicNotFound(_)) => return Ok(HashSet::new()),
+            Err(e) => return Err(bus_error(e.into())),
+        };
         let mut found = HashSet::new();
         for partition in 0..info.spec.partitions {
             let mut from = self
@@ -113,7 +116,8 @@ impl OutboxSink for EventBus {
                         found.insert(key);
                     }
                 }
-                if found.len() == keys.len() || chunk.len() < SCAN_CHUNK {
+                // A short read is not the end (a read may stop early); an empty one is.
+                if found.len() == keys.len() {
                     break;
                 }
             }

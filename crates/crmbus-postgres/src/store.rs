@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::NoTls;
+use tokio_postgres::{GenericClient, NoTls};
 
 use crate::OutboxError;
 
@@ -62,11 +62,27 @@ pub struct OutboxTable {
     pool: Pool,
 }
 
-/// A pool of connections to the database at `url` (`postgres://user@host:port/db`).
-pub fn connect_pool(url: &str, max_size: usize) -> Result<Pool, OutboxError> {
-    let config: tokio_postgres::Config = url
+/// The connection settings of `url` (`postgres://user@host:port/db`), with a connect
+/// timeout and TCP keepalives, so that a database that went away is noticed in seconds
+/// rather than hours.
+pub fn pg_config(url: &str) -> Result<tokio_postgres::Config, OutboxError> {
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| OutboxError::InvalidUrl(e.to_string()))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+    Ok(config)
+}
+
+/// A pool of connections to the database at `url` (`postgres://user@host:port/db`).
+pub fn connect_pool(url: &str, max_size: usize) -> Result<Pool, OutboxError> {
+    let config = pg_config(url)?;
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -95,45 +111,71 @@ impl OutboxTable {
         &self.pool
     }
 
-    /// Claims up to `limit` pending rows, oldest first (rows another claim holds are
-    /// skipped), counting the attempt and committing it before returning, so that a relay
-    /// that dies after publishing leaves a trace: a row claimed again has `attempts > 1`.
-    pub async fn claim(&self, limit: i64) -> Result<Vec<OutboxRow>, OutboxError> {
-        let client = self.pool.get().await?;
+    /// Claims up to `limit` pending rows through `client`, oldest first, counting the
+    /// attempt and committing it before returning, so that a relay that dies after
+    /// publishing leaves a trace: a row claimed again has `attempts > 1`. Rows another claim
+    /// holds are skipped, and so are the later rows of a subject that has a row set aside
+    /// (they wait for it). A row whose `topics` cannot be read is set aside here.
+    pub async fn claim_with<C: GenericClient>(
+        &self,
+        client: &C,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, OutboxError> {
         let rows = client
             .query(
                 "UPDATE crmbus_outbox o
                     SET attempts = o.attempts + 1,
                         first_attempt_at = coalesce(o.first_attempt_at, clock_timestamp())
-                   FROM (SELECT id FROM crmbus_outbox
-                          WHERE published_at IS NULL AND failed_at IS NULL
-                          ORDER BY id LIMIT $1
-                          FOR UPDATE SKIP LOCKED) c
+                   FROM (SELECT c.id FROM crmbus_outbox c
+                          WHERE c.published_at IS NULL AND c.failed_at IS NULL
+                            AND NOT EXISTS (
+                                SELECT 1 FROM crmbus_outbox f
+                                 WHERE f.failed_at IS NOT NULL
+                                   AND f.event ->> 'subject' = c.event ->> 'subject'
+                                   AND f.id < c.id)
+                          ORDER BY c.id LIMIT $1
+                          FOR UPDATE OF c SKIP LOCKED) c
                   WHERE o.id = c.id
               RETURNING o.id, o.topics, o.event, o.attempts, o.first_attempt_at",
                 &[&limit],
             )
             .await?;
-        let mut claimed: Vec<OutboxRow> = rows
-            .into_iter()
-            .map(|r| OutboxRow {
-                id: r.get(0),
-                topics: r.get(1),
-                event: r.get(2),
-                attempts: r.get(3),
-                first_attempt_at: r.get(4),
-            })
-            .collect();
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get(0);
+            match r.try_get::<_, Vec<String>>(1) {
+                Ok(topics) => claimed.push(OutboxRow {
+                    id,
+                    topics,
+                    event: r.get(2),
+                    attempts: r.get(3),
+                    first_attempt_at: r.get(4),
+                }),
+                Err(_) => {
+                    self.mark_failed(id, "topics must be a one-dimensional array of topic names")
+                        .await?
+                }
+            }
+        }
         claimed.sort_by_key(|r| r.id);
         Ok(claimed)
     }
 
-    /// Marks rows published.
-    pub async fn mark_published(&self, ids: &[i64]) -> Result<u64, OutboxError> {
+    /// [`OutboxTable::claim_with`] on a connection from the pool.
+    pub async fn claim(&self, limit: i64) -> Result<Vec<OutboxRow>, OutboxError> {
+        let client = self.pool.get().await?;
+        self.claim_with(&**client, limit).await
+    }
+
+    /// Marks rows published through `client`.
+    pub async fn mark_published_with<C: GenericClient>(
+        &self,
+        client: &C,
+        ids: &[i64],
+    ) -> Result<u64, OutboxError> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let client = self.pool.get().await?;
         Ok(client
             .execute(
                 "UPDATE crmbus_outbox SET published_at = clock_timestamp()
@@ -141,6 +183,12 @@ impl OutboxTable {
                 &[&ids],
             )
             .await?)
+    }
+
+    /// [`OutboxTable::mark_published_with`] on a connection from the pool.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<u64, OutboxError> {
+        let client = self.pool.get().await?;
+        self.mark_published_with(&**client, ids).await
     }
 
     /// Marks a row failed: crmbus refused it and a retry would repeat the refusal.
@@ -156,19 +204,47 @@ impl OutboxTable {
         Ok(())
     }
 
-    /// Deletes up to `limit` rows published more than `retention` ago; returns how many.
-    pub async fn purge(&self, retention: Duration, limit: i64) -> Result<u64, OutboxError> {
-        let client = self.pool.get().await?;
+    /// Deletes the rows published more than `retention` ago, `chunk` at a time; returns how
+    /// many. (A retention beyond a century keeps everything.)
+    pub async fn purge(&self, retention: Duration, chunk: i64) -> Result<u64, OutboxError> {
+        const CENTURY: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
         let seconds = retention.as_secs_f64();
-        Ok(client
-            .execute(
-                "DELETE FROM crmbus_outbox WHERE id IN (
-                    SELECT id FROM crmbus_outbox
-                     WHERE published_at < clock_timestamp() - make_interval(secs => $1)
-                     LIMIT $2)",
-                &[&seconds, &limit],
+        if seconds >= CENTURY {
+            return Ok(0);
+        }
+        let chunk = chunk.max(1);
+        let client = self.pool.get().await?;
+        let mut total = 0;
+        loop {
+            let deleted = client
+                .execute(
+                    "DELETE FROM crmbus_outbox WHERE id IN (
+                        SELECT id FROM crmbus_outbox
+                         WHERE published_at < clock_timestamp() - make_interval(secs => $1)
+                         LIMIT $2)",
+                    &[&seconds, &chunk],
+                )
+                .await?;
+            total += deleted;
+            if deleted < chunk as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// What the relay's metrics show: pending rows and the age of the oldest, in seconds
+    /// (both from the pending index).
+    pub async fn backlog(&self) -> Result<(i64, f64), OutboxError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*),
+                        coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+                   FROM crmbus_outbox WHERE published_at IS NULL AND failed_at IS NULL",
+                &[],
             )
-            .await?)
+            .await?;
+        Ok((row.get(0), row.get(1)))
     }
 
     /// The backlog and its age, failures and recent throughput.
