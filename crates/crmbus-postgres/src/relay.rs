@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio_postgres::GenericClient;
 
 use crate::leader::Leader;
-use crate::sink::{EventKey, OutboxSink};
+use crate::sink::{EventKey, OutboxSink, SinkError};
 use crate::store::{connect_pool, OutboxRow, OutboxTable};
 use crate::OutboxError;
 
@@ -43,6 +43,10 @@ pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(60);
 /// and starts again; shorter than the bus's default dedupe window, so a publish from a step
 /// given up this way is still absorbed if it lands late.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After how many claims a row that still fails, while other rows are published, is set
+/// aside instead of being retried forever (it would hold every row behind it).
+pub const SUSPECT_ATTEMPTS: i32 = 5;
 
 /// How a relay runs.
 #[derive(Debug, Clone)]
@@ -101,6 +105,16 @@ struct Ready {
     id: i64,
     topics: Vec<String>,
     event: Event,
+    attempts: i32,
+}
+
+impl Ready {
+    fn subject_in(&self, subjects: &HashSet<String>) -> bool {
+        self.event
+            .subject
+            .as_ref()
+            .is_some_and(|s| subjects.contains(s))
+    }
 }
 
 impl Relay {
@@ -246,6 +260,7 @@ impl Relay {
                     id: row.id,
                     topics,
                     event,
+                    attempts: row.attempts,
                 }),
                 Err(reason) => {
                     self.fail(row.id, &reason).await?;
@@ -259,14 +274,27 @@ impl Relay {
         // A row of a subject set aside above, but queued before it was: drop it too.
         ready.retain(|r| !r.event.subject.as_ref().is_some_and(|s| held.contains(s)));
 
-        // Runs of consecutive rows with the same topics go as one batch.
+        // Runs of consecutive rows with the same topics go as one batch. When a batch is
+        // refused, or keeps failing (a row claimed SUSPECT_ATTEMPTS times), its rows go one by
+        // one, to set aside what crmbus refuses and find a row that fails while others pass.
+        // `blocked`: subjects with a row left unpublished in this step; their later rows
+        // wait for the next step, so a subject never goes out of order.
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut stuck: Vec<(&Ready, SinkError)> = Vec::new();
         let mut i = 0;
         while i < ready.len() {
             let mut j = i + 1;
             while j < ready.len() && ready[j].topics == ready[i].topics {
                 j += 1;
             }
-            let run = &ready[i..j];
+            let run: Vec<&Ready> = ready[i..j]
+                .iter()
+                .filter(|r| !r.subject_in(&held) && !r.subject_in(&blocked))
+                .collect();
+            i = j;
+            if run.is_empty() {
+                continue;
+            }
             let events: Vec<Event> = run.iter().map(|r| r.event.clone()).collect();
             match self.sink.publish(events, &run[0].topics).await {
                 Ok(()) => {
@@ -274,11 +302,9 @@ impl Relay {
                     self.table.mark_published_with(client, &ids).await?;
                     report.published += run.len();
                 }
-                Err(e) if e.permanent => {
-                    // Find the refused rows one by one; publish the others, except the later
-                    // rows of a refused row's subject, which wait for it.
+                Err(e) if e.permanent || run.iter().any(|r| r.attempts >= SUSPECT_ATTEMPTS) => {
                     for r in run {
-                        if r.event.subject.as_ref().is_some_and(|s| held.contains(s)) {
+                        if r.subject_in(&held) || r.subject_in(&blocked) {
                             continue;
                         }
                         match self.sink.publish(vec![r.event.clone()], &r.topics).await {
@@ -291,13 +317,39 @@ impl Relay {
                                 report.failed += 1;
                                 held.extend(r.event.subject.clone());
                             }
-                            Err(e) => return Err(e.into()),
+                            Err(e) => {
+                                blocked.extend(r.event.subject.clone());
+                                stuck.push((r, e));
+                            }
                         }
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
-            i = j;
+        }
+        if !stuck.is_empty() {
+            // Other rows went through in this very step, so the bus works and these rows do
+            // not: after SUSPECT_ATTEMPTS tries they are set aside rather than wedge the
+            // outbox. Otherwise (the bus is down) the step fails and is retried.
+            let others_passed = report.published > 0;
+            let mut waiting = None;
+            for (r, e) in stuck {
+                if others_passed && r.attempts >= SUSPECT_ATTEMPTS {
+                    let reason = format!(
+                        "failed {} times while other rows were published: {}",
+                        r.attempts, e.message
+                    );
+                    self.fail(r.id, &reason).await?;
+                    report.failed += 1;
+                } else {
+                    waiting.get_or_insert(e);
+                }
+            }
+            if let Some(e) = waiting {
+                metrics::counter!("crmbus_outbox_published_total", "outbox" => self.opts.name.clone())
+                    .increment(report.published as u64);
+                return Err(e.into());
+            }
         }
         metrics::counter!("crmbus_outbox_published_total", "outbox" => self.opts.name.clone())
             .increment(report.published as u64);

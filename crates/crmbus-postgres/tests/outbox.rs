@@ -482,3 +482,85 @@ async fn published_rows_are_deleted_after_the_retention_period_and_pending_ones_
     assert!(status.oldest_pending_seconds > 0.0, "{status:?}");
     db.drop_db().await;
 }
+
+/// Fails, as if the bus could not take it, every batch holding the event `poison`.
+struct ChokesOn {
+    bus: EventBus,
+    poison: &'static str,
+}
+
+#[async_trait]
+impl OutboxSink for ChokesOn {
+    async fn publish(&self, events: Vec<Event>, topics: &[String]) -> Result<(), SinkError> {
+        if events.iter().any(|e| e.id == self.poison) {
+            return Err(SinkError::transient("the backend cannot take this event"));
+        }
+        OutboxSink::publish(&self.bus, events, topics).await
+    }
+
+    async fn stored_since(
+        &self,
+        topic: &str,
+        since: DateTime<Utc>,
+        keys: &HashSet<EventKey>,
+    ) -> Result<HashSet<EventKey>, SinkError> {
+        self.bus.stored_since(topic, since, keys).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_keeps_failing_while_others_pass_is_set_aside_instead_of_wedging_the_outbox() {
+    let db = outbox_db().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = bus(dir.path());
+    let mut client = db.client().await;
+    let tx = client.transaction().await.expect("begin");
+    let mut rows = BTreeMap::new();
+    for (id, subject) in [
+        ("a-1", "deal-1"),
+        ("poison", "deal-2"),
+        ("b-1", "deal-3"),
+        ("a-2", "deal-2"),
+        ("b-2", "deal-3"),
+    ] {
+        rows.insert(id, insert_row(&tx, &["deals"], &event(id, subject)).await);
+    }
+    tx.commit().await.expect("commit");
+    let relay = Relay::new(
+        options(&db),
+        Arc::new(ChokesOn {
+            bus: bus.clone(),
+            poison: "poison",
+        }),
+    )
+    .expect("relay");
+
+    // While the row is young the whole batch is retried: nothing is set aside.
+    for _ in 1..crmbus_postgres::relay::SUSPECT_ATTEMPTS {
+        relay.step().await.expect_err("the batch fails");
+    }
+    assert_eq!(relay.table().status().await.expect("status").failed, 0);
+    // Then the rows go one by one: the others are published, the poison set aside, and
+    // deal-2's next event waits for it.
+    let report = relay.step().await.expect("step");
+    assert_eq!((report.published, report.failed), (3, 1), "{report:?}");
+    let failed = relay.table().failed_rows(10).await.expect("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, rows["poison"]);
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("while other rows were published"),
+        "{failed:?}"
+    );
+    let committed: BTreeMap<String, i64> = ["a-1", "b-1", "b-2"]
+        .iter()
+        .map(|id| (id.to_string(), rows[*id]))
+        .collect();
+    check_topic(&bus, "deals", &committed, &HashSet::new()).await;
+    let status = relay.table().status().await.expect("status");
+    assert_eq!((status.pending, status.failed), (1, 1));
+    db.drop_db().await;
+}
