@@ -43,8 +43,21 @@ set +e
 bash scripts/pytest.sh 2>&1 | tee "$pylog"
 py_status=${PIPESTATUS[0]}
 set -e
-# pytest's closing line: "== 25 passed, 1 failed in 9.1s ==".
-py_sum() { grep -E '^=* ?[0-9]+ (passed|failed|errors?|skipped|deselected)' "$pylog" | tail -n 1 | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+# pytest's closing line: "== 25 passed, 1 failed, 2 errors in 9.1s ==". One awk, not a
+# pipeline of greps: a grep that finds no "failed" would end the script under pipefail.
+py_sum() {
+    awk -v what="$1" '
+        /^=* ?[0-9]+ (passed|failed|errors?|skipped|deselected)/ { line = $0 }
+        END {
+            n = 0
+            while (match(line, /[0-9]+ [a-z]+/)) {
+                split(substr(line, RSTART, RLENGTH), word, " ")
+                if (word[2] == what || word[2] == what "s") n += word[1]
+                line = substr(line, RSTART + RLENGTH)
+            }
+            print n
+        }' "$pylog"
+}
 passed=$(( $(sum passed) + $(py_sum passed) ))
 failed=$(( $(sum failed) + $(py_sum failed) + $(py_sum error) ))
 if [ "$py_status" -ne 0 ]; then
