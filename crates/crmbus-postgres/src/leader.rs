@@ -83,7 +83,7 @@ impl Leader {
                 &[&RELAY_LOCK.0, &RELAY_LOCK.1],
             )
             .await?;
-        Ok(row.get(0))
+        Ok(row.try_get(0)?)
     }
 
     /// The connection itself: the relay claims and marks rows through it, so that those
@@ -95,18 +95,6 @@ impl Leader {
     /// Whether the connection (and so the lock, once taken) is still there.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst) && !self.client.is_closed()
-    }
-
-    /// Checks with a round trip that the connection still works (before each batch, so a
-    /// relay whose session is gone stops publishing).
-    pub async fn check(&self) -> Result<(), OutboxError> {
-        if !self.is_alive() {
-            return Err(OutboxError::LeadershipLost);
-        }
-        self.client
-            .batch_execute("SELECT 1")
-            .await
-            .map_err(|_| OutboxError::LeadershipLost)
     }
 
     /// Resolves at the next notification (or when the connection closes).

@@ -172,7 +172,11 @@ impl Relay {
             if *stop.borrow() {
                 return Ok(());
             }
-            leader.check().await?;
+            // No extra round trip: the step claims through this very connection, so a session
+            // that is gone fails the claim before anything is published.
+            if !leader.is_alive() {
+                return Err(OutboxError::LeadershipLost);
+            }
             let report = tokio::time::timeout(STEP_TIMEOUT, self.step_on(leader.client()))
                 .await
                 .map_err(|_| OutboxError::StepTimeout(STEP_TIMEOUT))??;

@@ -142,14 +142,14 @@ impl OutboxTable {
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for r in rows {
-            let id: i64 = r.get(0);
+            let id: i64 = r.try_get(0)?;
             match r.try_get::<_, Vec<String>>(1) {
                 Ok(topics) => claimed.push(OutboxRow {
                     id,
                     topics,
-                    event: r.get(2),
-                    attempts: r.get(3),
-                    first_attempt_at: r.get(4),
+                    event: r.try_get(2)?,
+                    attempts: r.try_get(3)?,
+                    first_attempt_at: r.try_get(4)?,
                 }),
                 Err(_) => {
                     self.mark_failed(id, "topics must be a one-dimensional array of topic names")
@@ -244,7 +244,7 @@ impl OutboxTable {
                 &[],
             )
             .await?;
-        Ok((row.get(0), row.get(1)))
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// The backlog and its age, failures and recent throughput.
@@ -265,11 +265,11 @@ impl OutboxTable {
             )
             .await?;
         Ok(OutboxStatus {
-            pending: row.get(0),
-            oldest_pending_seconds: row.get(1),
-            failed: row.get(2),
-            published_last_minute: row.get(3),
-            published_kept: row.get(4),
+            pending: row.try_get(0)?,
+            oldest_pending_seconds: row.try_get(1)?,
+            failed: row.try_get(2)?,
+            published_last_minute: row.try_get(3)?,
+            published_kept: row.try_get(4)?,
         })
     }
 
@@ -284,15 +284,16 @@ impl OutboxTable {
                 &[&limit],
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| FailedRow {
-                id: r.get(0),
-                event_type: r.get(1),
-                event_id: r.get(2),
-                error: r.get(3),
-                failed_at: r.get(4),
+        rows.into_iter()
+            .map(|r| {
+                Ok(FailedRow {
+                    id: r.try_get(0)?,
+                    event_type: r.try_get(1)?,
+                    event_id: r.try_get(2)?,
+                    error: r.try_get(3)?,
+                    failed_at: r.try_get(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 }
