@@ -14,6 +14,7 @@ pub fn redis_err(url: &str, e: RedisError) -> LogError {
     match e.code() {
         Some("CRMBUS_NOTFOUND") => return LogError::TopicNotFound(detail),
         Some("CRMBUS_EXISTS") => return LogError::TopicExists(detail),
+        Some("CRMBUS_FENCED") => return LogError::Fenced(detail),
         Some("CRMBUS_NOPARTITION") => {
             let (topic, p) = detail.rsplit_once(' ').unwrap_or((detail.as_str(), "0"));
             return LogError::PartitionNotFound {

@@ -86,6 +86,7 @@
 mod conn;
 mod conv;
 mod group;
+mod lease;
 mod log;
 pub mod naming;
 mod scripts;
@@ -96,6 +97,7 @@ use std::sync::Arc;
 pub use conn::RedisOptions;
 pub use crmbus::OpenedBackend;
 pub use group::RedisGroupConsumer;
+pub use lease::RedisLeaseStore;
 pub use log::RedisLog;
 pub use state::RedisStateStore;
 

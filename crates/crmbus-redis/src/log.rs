@@ -427,23 +427,34 @@ impl EventLog for RedisLog {
         partition: u32,
         offset: u64,
     ) -> Result<(), LogError> {
+        self.commit_offset_fenced(&[], group, topic, partition, offset)
+            .await
+    }
+
+    async fn commit_offset_fenced(
+        &self,
+        fences: &[crmbus::cluster::Fence],
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), LogError> {
         self.check_open()?;
         if group.is_empty() {
             return Err(LogError::InvalidArgument("group name is empty".into()));
         }
         let mut conn = self.conn.manager();
-        let _: Value = self
-            .conn
-            .scripts
-            .commit
-            .arg(&self.conn.prefix)
+        let mut inv = self.conn.scripts.commit.prepare_invoke();
+        inv.arg(&self.conn.prefix)
             .arg(topic)
             .arg(partition)
             .arg(group)
             .arg(group_position(offset))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+            .arg(fences.len());
+        for f in fences {
+            inv.arg(&f.lease).arg(f.token);
+        }
+        let _: Value = inv.invoke_async(&mut conn).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -29,6 +29,18 @@ local function first_offset(skey, nxt)
   if #e == 0 then return nxt end
   return offset_of(e[1][1]) or nxt
 end
+-- Checks the fences ARGV[i] (a count n) and the n (lease, token) pairs after it: returns
+-- the index after them, or an error reply naming the first lease not held with its token.
+local function check_fences(P, i)
+  local n = tonumber(ARGV[i]) or 0
+  for j = 1, n do
+    local lease, token = ARGV[i + 2 * j - 1], ARGV[i + 2 * j]
+    if redis.call('HGET', P .. ':lease:' .. lease, 'token') ~= token then
+      return nil, redis.error_reply('CRMBUS_FENCED lease ' .. lease .. ' is no longer held with token ' .. token)
+    end
+  end
+  return i + 2 * n + 1, nil
+end
 local function check_partition(P, name, p)
   local n = spec_partitions(P, name)
   if not n then return redis.error_reply('CRMBUS_NOTFOUND ' .. name) end
@@ -227,12 +239,15 @@ return lo
 );
 
 /// Commits a group offset as the consumer group's position on the partition stream.
-/// ARGV: prefix, name, partition, group, position id.
+/// ARGV: prefix, name, partition, group, position id, fence count n, n (lease, token)
+/// pairs (the commit is refused unless each lease is held with its token).
 pub(crate) const COMMIT: &str = concat!(
     "#!lua\n",
     prelude!(),
     r#"
 local P, name, p, group, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local _, fenced = check_fences(P, 6)
+if fenced then return fenced end
 local err = check_partition(P, name, p)
 if err then return err end
 local skey = P .. ':stream:' .. name .. ':' .. num(p)
@@ -347,11 +362,17 @@ return total
 "#
 );
 
-/// Applies a state-store batch. ARGV: prefix, then quads (op `P`/`D`, namespace, key,
-/// value).
-pub(crate) const STATE_APPLY: &str = r#"#!lua
+/// Applies a state-store batch. ARGV: prefix, fence count n, n (lease, token) pairs (the
+/// batch is refused unless each lease is held with its token), then quads (op `P`/`D`,
+/// namespace, key, value).
+pub(crate) const STATE_APPLY: &str = concat!(
+    "#!lua\n",
+    prelude!(),
+    r#"
 local P = ARGV[1]
-for i = 2, #ARGV, 4 do
+local first, fenced = check_fences(P, 2)
+if fenced then return fenced end
+for i = first, #ARGV, 4 do
   local op, ns, k = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local zk, hk = P .. ':state:keys:' .. ns, P .. ':state:vals:' .. ns
   if op == 'P' then
@@ -363,7 +384,8 @@ for i = 2, #ARGV, 4 do
   end
 end
 return 1
-"#;
+"#
+);
 
 /// Scans a state-store namespace by key prefix, sorted. ARGV: prefix, namespace, key
 /// prefix. Returns `{k1, v1, k2, v2, ...}`.
@@ -392,6 +414,69 @@ end
 return out
 "#;
 
+/// Takes a lease if nobody holds it. ARGV: prefix, name, holder, data, ttl (ms). Returns
+/// the new fencing token (from the counter `<prefix>:lease-token`), or nil when held.
+pub(crate) const LEASE_ACQUIRE: &str = r#"#!lua
+local P, name, holder, data, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local k = P .. ':lease:' .. name
+if redis.call('EXISTS', k) == 1 then return false end
+local token = redis.call('INCR', P .. ':lease-token')
+redis.call('HSET', k, 'holder', holder, 'token', token, 'data', data)
+redis.call('PEXPIRE', k, ttl)
+redis.call('ZADD', P .. ':leases', 0, name)
+return token
+"#;
+
+/// Extends a lease held with a token. ARGV: prefix, name, token, ttl (ms). Returns 1, or
+/// 0 when the lease is not held with that token.
+pub(crate) const LEASE_RENEW: &str = r#"#!lua
+local P, name, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k = P .. ':lease:' .. name
+if redis.call('HGET', k, 'token') ~= token then return 0 end
+redis.call('PEXPIRE', k, ttl)
+return 1
+"#;
+
+/// Gives up a lease held with a token; with the token `*`, whoever holds it. ARGV:
+/// prefix, name, token. Returns 1 if it was removed.
+pub(crate) const LEASE_RELEASE: &str = r#"#!lua
+local P, name, token = ARGV[1], ARGV[2], ARGV[3]
+local k = P .. ':lease:' .. name
+if token ~= '*' and redis.call('HGET', k, 'token') ~= token then return 0 end
+redis.call('DEL', k)
+redis.call('ZREM', P .. ':leases', name)
+return 1
+"#;
+
+/// Lists the leases held now whose name starts with a prefix, forgetting the names of
+/// expired ones. ARGV: prefix, name prefix. Returns `{name, holder, token, pttl, data, ...}`.
+pub(crate) const LEASE_LIST: &str = r#"#!lua
+local P, prefix = ARGV[1], ARGV[2]
+local z = P .. ':leases'
+local names
+if prefix == '' then
+  names = redis.call('ZRANGE', z, 0, -1)
+else
+  names = redis.call('ZRANGEBYLEX', z, '[' .. prefix, '(' .. prefix .. '\255')
+end
+local out = {}
+for _, name in ipairs(names) do
+  local k = P .. ':lease:' .. name
+  local v = redis.call('HMGET', k, 'holder', 'token', 'data')
+  local ttl = redis.call('PTTL', k)
+  if v[1] and ttl > 0 then
+    out[#out + 1] = name
+    out[#out + 1] = v[1]
+    out[#out + 1] = v[2]
+    out[#out + 1] = tostring(ttl)
+    out[#out + 1] = v[3] or ''
+  else
+    redis.call('ZREM', z, name)
+  end
+end
+return out
+"#;
+
 /// Every script, loaded once per connection.
 pub(crate) struct Scripts {
     pub(crate) create: Script,
@@ -406,6 +491,10 @@ pub(crate) struct Scripts {
     pub(crate) retain: Script,
     pub(crate) state_apply: Script,
     pub(crate) state_scan: Script,
+    pub(crate) lease_acquire: Script,
+    pub(crate) lease_renew: Script,
+    pub(crate) lease_release: Script,
+    pub(crate) lease_list: Script,
 }
 
 impl Scripts {
@@ -424,6 +513,10 @@ impl Scripts {
             retain: Script::new(RETAIN),
             state_apply: Script::new(STATE_APPLY),
             state_scan: Script::new(STATE_SCAN),
+            lease_acquire: Script::new(LEASE_ACQUIRE),
+            lease_renew: Script::new(LEASE_RENEW),
+            lease_release: Script::new(LEASE_RELEASE),
+            lease_list: Script::new(LEASE_LIST),
         }
     }
 }

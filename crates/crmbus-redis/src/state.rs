@@ -8,11 +8,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use crmbus::cluster::{Fence, LeaseStore};
 use crmbus::{LogError, StateOp, StateStore};
 use redis::{AsyncCommands, Value};
 
 use crate::conn::{Conn, RedisOptions};
 use crate::conv;
+use crate::lease::RedisLeaseStore;
 use crate::naming;
 
 /// The crmbus [`StateStore`] kept in Redis under a key prefix.
@@ -75,11 +77,19 @@ impl StateStore for RedisStateStore {
     }
 
     async fn apply(&self, ops: Vec<StateOp>) -> Result<(), LogError> {
+        self.apply_fenced(&[], ops).await
+    }
+
+    async fn apply_fenced(&self, fences: &[Fence], ops: Vec<StateOp>) -> Result<(), LogError> {
         if ops.is_empty() {
             return Ok(());
         }
         let mut inv = self.conn.scripts.state_apply.prepare_invoke();
         inv.arg(&self.conn.prefix);
+        inv.arg(fences.len());
+        for f in fences {
+            inv.arg(&f.lease).arg(f.token);
+        }
         for op in &ops {
             match op {
                 StateOp::Put {
@@ -96,5 +106,9 @@ impl StateStore for RedisStateStore {
             .await
             .map_err(|e| self.conn.err(e))?;
         Ok(())
+    }
+
+    fn leases(&self) -> Option<Arc<dyn LeaseStore>> {
+        Some(Arc::new(RedisLeaseStore::with_conn(Arc::clone(&self.conn))))
     }
 }

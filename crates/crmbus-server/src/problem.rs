@@ -32,7 +32,8 @@ pub fn status_for_code(code: ErrorCode) -> StatusCode {
         ErrorCode::TopicExists
         | ErrorCode::SubscriptionExists
         | ErrorCode::SchemaIncompatible
-        | ErrorCode::OffsetOutOfRange => StatusCode::CONFLICT,
+        | ErrorCode::OffsetOutOfRange
+        | ErrorCode::Fenced => StatusCode::CONFLICT,
         ErrorCode::InvalidArgument
         | ErrorCode::InvalidEvent
         | ErrorCode::InvalidRequest

@@ -12,6 +12,8 @@
 //!   log and state store with [`delivery_scenarios!`].
 //! - [`state_store`]: the [`crmbus::StateStore`] contract, one function every backend's
 //!   store is checked with.
+//! - [`leases`]: the [`crmbus::cluster::LeaseStore`] contract and fenced writes, for the
+//!   shared backends.
 //! - [`embedded`]: helpers for tests that look at the embedded log's files (segments,
 //!   frames, copies of a data directory).
 //! - [`outbox`]: a fresh PostgreSQL database per test and the checks of a relay test.
@@ -25,5 +27,6 @@
 pub mod conformance;
 pub mod delivery;
 pub mod embedded;
+pub mod leases;
 pub mod outbox;
 pub mod state_store;

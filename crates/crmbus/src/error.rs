@@ -58,6 +58,10 @@ pub enum LogError {
     /// An I/O error from the storage.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A write refused because the lease that fenced it is no longer held with that token
+    /// (another server owns the partition now): nothing of the write was applied.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// Any other backend failure (metadata store, network, protocol).
     #[error("backend error: {message}")]
     Backend {
@@ -83,6 +87,7 @@ impl LogError {
             LogError::Unavailable(_) => ErrorCode::Unavailable,
             LogError::StorageFull(_) => ErrorCode::StorageFull,
             LogError::Io(_) => ErrorCode::IoError,
+            LogError::Fenced(_) => ErrorCode::Fenced,
             LogError::Backend { .. } => ErrorCode::BackendError,
         }
     }
@@ -136,6 +141,8 @@ pub enum ErrorCode {
     IoError,
     /// Any other backend failure.
     BackendError,
+    /// A write by a server that no longer owns the partition it wrote for.
+    Fenced,
     /// No process-wide default bus.
     NoDefaultBus,
     /// An event's data does not match its schema.
@@ -185,6 +192,7 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::IoError => "io_error",
             ErrorCode::BackendError => "backend_error",
+            ErrorCode::Fenced => "fenced",
             ErrorCode::NoDefaultBus => "no_default_bus",
             ErrorCode::SchemaViolation => "schema_violation",
             ErrorCode::SchemaIncompatible => "schema_incompatible",
@@ -235,6 +243,7 @@ mod tests {
             ErrorCode::StorageFull,
             ErrorCode::IoError,
             ErrorCode::BackendError,
+            ErrorCode::Fenced,
             ErrorCode::NoDefaultBus,
             ErrorCode::SchemaViolation,
             ErrorCode::SchemaIncompatible,

@@ -15,6 +15,7 @@
 pub mod backends;
 pub mod bus;
 pub mod clock;
+pub mod cluster;
 pub mod delivery;
 pub mod error;
 pub mod event;

@@ -255,6 +255,26 @@ pub trait EventLog: Send + Sync {
         offset: u64,
     ) -> Result<(), LogError>;
 
+    /// [`EventLog::commit_offset`], applied only while every one of `fences` is still held
+    /// with its token, checked atomically with the write ([`LogError::Fenced`] otherwise).
+    /// With no fences it is a plain commit. Backends without leases (the default) refuse
+    /// fenced commits.
+    async fn commit_offset_fenced(
+        &self,
+        fences: &[crate::cluster::Fence],
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), LogError> {
+        if fences.is_empty() {
+            return self.commit_offset(group, topic, partition, offset).await;
+        }
+        Err(LogError::InvalidArgument(
+            "this backend has no leases: a fenced commit is not possible".into(),
+        ))
+    }
+
     /// The offset `group` committed for `topic`/`partition`, if any.
     async fn committed_offset(
         &self,

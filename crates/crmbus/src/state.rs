@@ -47,6 +47,29 @@ pub trait StateStore: Send + Sync {
     /// Applies a batch of changes atomically and durably.
     async fn apply(&self, ops: Vec<StateOp>) -> Result<(), LogError>;
 
+    /// [`StateStore::apply`], applied only while every one of `fences` is still held with
+    /// its token, checked atomically with the batch ([`LogError::Fenced`] otherwise, and
+    /// nothing is applied). With no fences it is a plain apply. Stores without leases (the
+    /// default) refuse fenced batches.
+    async fn apply_fenced(
+        &self,
+        fences: &[crate::cluster::Fence],
+        ops: Vec<StateOp>,
+    ) -> Result<(), LogError> {
+        if fences.is_empty() {
+            return self.apply(ops).await;
+        }
+        Err(LogError::InvalidArgument(
+            "this backend has no leases: a fenced write is not possible".into(),
+        ))
+    }
+
+    /// The backend's leases, when it has them (shared backends): what servers over one
+    /// backend coordinate with. `None` (the default) for single-node stores.
+    fn leases(&self) -> Option<std::sync::Arc<dyn crate::cluster::LeaseStore>> {
+        None
+    }
+
     /// Sets one key (a one-change batch).
     async fn put(&self, namespace: &str, key: &str, value: Vec<u8>) -> Result<(), LogError> {
         self.apply(vec![StateOp::Put {

@@ -81,6 +81,15 @@ pub struct SubscribeOptions {
     /// redeliveries of them (`None`: off). Gives effects once on at-least-once delivery.
     #[serde(default, with = "opt_secs")]
     pub dedupe_ttl: Option<std::time::Duration>,
+    /// The partitions this engine drives (`None`: all of them). Servers sharing a backend
+    /// each drive the partitions they own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<u32>>,
+    /// The leases every state write and offset commit of the engine depends on (the
+    /// leases of the partitions it owns): a write after one of them was lost is refused
+    /// by the backend ([`crate::LogError::Fenced`]). Empty: writes are not fenced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fences: Vec<crate::cluster::Fence>,
 }
 
 mod opt_secs {
@@ -116,6 +125,8 @@ impl Default for SubscribeOptions {
             breaker: Some(BreakerPolicy::default()),
             read_ahead: 1024,
             dedupe_ttl: None,
+            partitions: None,
+            fences: Vec::new(),
         }
     }
 }

@@ -115,6 +115,7 @@ impl Engine {
             .await?
             .into_iter()
             .filter(|d| !d.redriving && ids.is_none_or(|ids| ids.contains(&d.id)))
+            .filter(|d| self.owns(d.partition))
             .collect();
         if ids.is_some() {
             if let Some(d) = selected.iter().find(|d| d.unreadable) {
@@ -190,7 +191,11 @@ impl Engine {
     /// under way that has not started is dropped. Returns false if there is no such
     /// entry.
     pub async fn discard(&mut self, id: &str, who: &str) -> Result<bool, LogError> {
-        let Some(d) = self.dead_letter_entry(id).await? else {
+        let Some(d) = self
+            .dead_letter_entry(id)
+            .await?
+            .filter(|d| self.owns(d.partition))
+        else {
             return Ok(false);
         };
         self.audit(who, "discard", &d);

@@ -18,11 +18,14 @@ impl Engine {
         metrics::gauge!("crmbus_subscription_parked_keys", &labels).set(s.parked_keys as f64);
         metrics::gauge!("crmbus_subscription_breaker_state", &labels).set(f64::from(s.breaker));
         let info = self.log.describe_topic(&self.topic).await?;
-        let lag: u64 = info
-            .partition_info
+        let lag: u64 = s
+            .partitions
             .iter()
             .zip(&s.committed)
-            .map(|(p, c)| p.next_offset.saturating_sub(*c))
+            .filter_map(|(id, c)| {
+                let p = info.partition_info.iter().find(|p| p.partition == *id)?;
+                Some(p.next_offset.saturating_sub(*c))
+            })
             .sum();
         metrics::gauge!("crmbus_subscription_lag", &labels).set(lag as f64);
         metrics::gauge!("crmbus_subscription_dlq_size", &labels).set(self.dlq_count as f64);
@@ -47,6 +50,7 @@ impl Engine {
             in_flight: self.in_flight.len() as u64,
             parked_keys: self.parked_keys() as u64,
             committed: self.parts.iter().map(|p| p.committed).collect(),
+            partitions: self.parts.iter().map(|p| p.id).collect(),
             breaker: self
                 .breaker
                 .as_ref()

@@ -45,8 +45,21 @@ impl Engine {
         }
         let stored = GroupState::new(topic, group);
         let info = log.describe_topic(topic).await?;
+        if let Some(owned) = &opts.partitions {
+            if let Some(p) = owned
+                .iter()
+                .find(|p| !info.partition_info.iter().any(|x| x.partition == **p))
+            {
+                return Err(LogError::PartitionNotFound {
+                    topic: topic.to_string(),
+                    partition: *p,
+                });
+            }
+        }
+        let owns = |p: u32| opts.partitions.as_ref().is_none_or(|o| o.contains(&p));
+        let fences = opts.fences.clone();
         let mut parts = Vec::with_capacity(info.partition_info.len());
-        for p in &info.partition_info {
+        for p in info.partition_info.iter().filter(|p| owns(p.partition)) {
             let committed =
                 match log.committed_offset(group, topic, p.partition).await? {
                     Some(c) if c > p.next_offset => {
@@ -55,7 +68,7 @@ impl Engine {
                         tracing::warn!(topic, group, partition = p.partition, committed = c,
                         next_offset = p.next_offset,
                         "the group's offset is past the end of the partition; clamped to the end");
-                        log.commit_offset(group, topic, p.partition, p.next_offset)
+                        log.commit_offset_fenced(&fences, group, topic, p.partition, p.next_offset)
                             .await?;
                         p.next_offset
                     }
@@ -65,7 +78,8 @@ impl Engine {
                             .offset_in(log.as_ref(), topic, p)
                             .await?
                             .unwrap_or(p.first_offset);
-                        log.commit_offset(group, topic, p.partition, start).await?;
+                        log.commit_offset_fenced(&fences, group, topic, p.partition, start)
+                            .await?;
                         start
                     }
                 };
@@ -81,7 +95,7 @@ impl Engine {
         }
         let mut retries = HashMap::new();
         for (k, v) in state.scan(&stored.namespace(StateKind::Retry), "").await? {
-            if let Some(pos) = parse_pos_key(&k) {
+            if let Some(pos) = parse_pos_key(&k).filter(|(p, _)| owns(*p)) {
                 retries.insert(pos, decode::<RetryRecord>(&v)?);
             }
         }
@@ -92,7 +106,7 @@ impl Engine {
         let done_ns = stored.namespace(StateKind::Done);
         let mut legacy = Vec::new();
         for (k, v) in state.scan(&done_ns, "").await? {
-            if let Some((p, o)) = parse_pos_key(&k) {
+            if let Some((p, o)) = parse_pos_key(&k).filter(|(p, _)| owns(*p)) {
                 if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
                     if o >= part.committed {
                         part.done.insert(o);
@@ -125,7 +139,7 @@ impl Engine {
                 part.dirty = false;
             }
             ops.extend(legacy);
-            state.apply(ops).await?;
+            state.apply_fenced(&fences, ops).await?;
         }
         let mut held = HashSet::new();
         let mut redriving = Vec::new();
@@ -136,6 +150,9 @@ impl Engine {
         {
             let d: DeadLetter = decode(&v)?;
             dlq_count += 1;
+            if !owns(d.partition) {
+                continue;
+            }
             if d.redriving {
                 redriving.push(d);
             } else if d.held {
@@ -162,7 +179,7 @@ impl Engine {
                 }
             }
             if !expired.is_empty() {
-                state.apply(expired).await?;
+                state.apply_fenced(&fences, expired).await?;
             }
         }
         expiries.sort_unstable();

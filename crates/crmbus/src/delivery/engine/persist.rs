@@ -59,7 +59,11 @@ impl Engine {
             }
         }
         if !ops.is_empty() {
-            if let Err(e) = self.state.apply(ops.clone()).await {
+            if let Err(e) = self
+                .state
+                .apply_fenced(&self.opts.fences, ops.clone())
+                .await
+            {
                 // Nothing of the batch was applied: keep it (dead letters and retry
                 // schedules among it) for the next persist; done entries are rebuilt.
                 let later = std::mem::replace(&mut self.ops, ops);
@@ -81,7 +85,7 @@ impl Engine {
             let id = part.id;
             if let Err(e) = self
                 .log
-                .commit_offset(&self.group, &self.topic, id, lwm)
+                .commit_offset_fenced(&self.opts.fences, &self.group, &self.topic, id, lwm)
                 .await
             {
                 // What this commit would have covered is not forgotten: store the done
@@ -93,7 +97,12 @@ impl Engine {
                         key: done_key(id),
                         value: encode(&part.done.to_pairs())?,
                     };
-                    if self.state.apply(vec![put]).await.is_ok() {
+                    if self
+                        .state
+                        .apply_fenced(&self.opts.fences, vec![put])
+                        .await
+                        .is_ok()
+                    {
                         let part = &mut self.parts[i];
                         part.stored_done = Some(part.done.range_count());
                         part.dirty = false;
@@ -113,7 +122,7 @@ impl Engine {
         }
         if !deletes.is_empty() {
             // A failure leaves the entries in place: the next persist tries again.
-            self.state.apply(deletes).await?;
+            self.state.apply_fenced(&self.opts.fences, deletes).await?;
             for part in &mut self.parts {
                 if part.done.is_empty() {
                     part.stored_done = None;

@@ -141,6 +141,14 @@ impl Engine {
         &self.group
     }
 
+    /// Whether this engine drives `partition` (all partitions unless it was given a set).
+    pub fn owns(&self, partition: u32) -> bool {
+        self.opts
+            .partitions
+            .as_ref()
+            .is_none_or(|o| o.contains(&partition))
+    }
+
     /// The earliest time (µs) a parked retry is due, if any.
     pub fn next_due_us(&self) -> Option<i64> {
         self.timers.iter().next().map(|(t, _, _)| *t)

@@ -40,8 +40,12 @@ pub struct StatsSnapshot {
     pub in_flight: u64,
     /// Keys waiting for a retry or held by a dead letter.
     pub parked_keys: u64,
-    /// Committed offset per partition.
+    /// Committed offset per partition the engine drives (in partition order; see
+    /// `partitions`).
     pub committed: Vec<u64>,
+    /// The partitions the engine drives, in the order of `committed` (every partition of
+    /// the topic unless the engine was given a set).
+    pub partitions: Vec<u32>,
     /// Circuit breaker: 0 closed, 1 open, 2 half-open (0 without a breaker).
     pub breaker: u8,
     /// Consumer dedupe entries held in memory now.
