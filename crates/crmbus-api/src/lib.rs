@@ -8,6 +8,7 @@
 //!
 //! Integers are read the way JSON Schema counts them ([`whole`]): `5.0` is the integer 5.
 
+pub mod cluster;
 pub mod dlq;
 pub mod events;
 pub mod live;
@@ -18,6 +19,7 @@ pub mod subscriptions;
 pub mod topics;
 pub mod whole;
 
+pub use cluster::*;
 pub use dlq::*;
 pub use events::*;
 pub use live::*;

@@ -1,6 +1,7 @@
 //! `crmbus`: the command-line tool of crmbus.
 
 mod client;
+mod cluster;
 mod consume;
 mod demo;
 mod dlq;
@@ -55,6 +56,9 @@ enum Command {
     /// The transactional outbox on PostgreSQL: sql, init, relay, status.
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
+    /// The servers sharing a backend: `cluster status`.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Run the lead scenario (publisher, three consumers, retries, DLQ, redrive) on an
     /// embedded log in a temporary directory.
     Demo(demo::DemoArgs),
@@ -91,6 +95,7 @@ fn main() -> std::process::ExitCode {
         Command::Schema(cmd) => schema::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Outbox(cmd) => outbox::run(cmd),
+        Command::Cluster(cmd) => cluster::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

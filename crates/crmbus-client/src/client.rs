@@ -409,6 +409,11 @@ impl Client {
 
     // Operations.
 
+    /// `GET /v1/cluster`: the servers sharing the backend and who drives what.
+    pub async fn cluster(&self) -> Result<crate::api::ClusterView, ClientError> {
+        self.get(&routes::cluster()).await
+    }
+
     /// `GET /healthz`: the process is up.
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.get(&routes::healthz()).await

@@ -86,6 +86,11 @@ pub fn validate() -> String {
     "/v1/schemas/validate".to_string()
 }
 
+pub fn cluster() -> String {
+    "/v1/cluster".to_string()
+}
+
+/// `/healthz`.
 pub fn healthz() -> String {
     "/healthz".to_string()
 }

@@ -2,6 +2,7 @@
 //! (with its `openapi` feature on), which the clients share; re-exported here so the
 //! handlers and the OpenAPI document name them as `crate::api::…`.
 
+pub use crmbus_api::cluster::*;
 pub use crmbus_api::dlq::*;
 pub use crmbus_api::events::*;
 pub use crmbus_api::ops::*;

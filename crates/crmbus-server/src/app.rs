@@ -9,6 +9,7 @@ use crmbus::{EventBus, LogError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::router::router;
 use crate::state::AppState;
@@ -94,8 +95,27 @@ impl Server {
             addr: listen,
             source,
         })?;
-        let subs = Subscriptions::new(bus.clone());
+        let cluster = match opened.state.leases() {
+            Some(leases) if config.cluster.enabled => {
+                let url = if config.cluster.advertise_url.is_empty() {
+                    format!("http://{addr}")
+                } else {
+                    config.cluster.advertise_url.clone()
+                };
+                let id = uuid::Uuid::now_v7().simple().to_string();
+                tracing::info!(member = %id, %url, "joining the servers that share this backend");
+                Some(Arc::new(Cluster::new(
+                    leases,
+                    id,
+                    url,
+                    Duration::from_millis(config.cluster.lease_ttl_ms),
+                )))
+            }
+            _ => None,
+        };
+        let subs = Subscriptions::new(bus.clone(), cluster.clone());
         subs.start_saved().await?;
+        subs.reconcile().await;
         let (stop, stopping) = watch::channel(false);
         let mut relays = Vec::new();
         for section in &config.outbox {
@@ -120,6 +140,21 @@ impl Server {
             config,
             stopping: stopping.clone(),
         });
+        let reconciler = cluster.map(|cluster| {
+            let state = Arc::clone(&state);
+            let mut stopping = stopping.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(cluster.tick()) => {}
+                        _ = cluster.kick.notified() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    state.subs.reconcile().await;
+                    state.reload_shared_definitions().await;
+                }
+            })
+        });
         let app = router(Arc::clone(&state));
         let task = tokio::spawn(async move {
             let mut wait_stop = stopping.clone();
@@ -141,7 +176,11 @@ impl Server {
             for relay in relays {
                 let _ = relay.await;
             }
+            if let Some(r) = reconciler {
+                let _ = r.await;
+            }
             state.subs.stop_all().await;
+            state.subs.leave_cluster().await;
             let closed = state.bus.close().await;
             served?;
             closed?;

@@ -26,6 +26,11 @@
 //! catalog_dir = ""               # also load <type>/<n>.json files from this directory
 //! validate = true                # validate events whose type has a schema at publish
 //!
+//! [cluster]                      # servers sharing a Redis backend act as one bus
+//! enabled = true                 # on for backends with leases (redis)
+//! lease_ttl_ms = 5000            # a dead server's partitions move within this
+//! advertise_url = ""             # how other servers reach this one (default http://<listen>)
+//!
 //! [[outbox]]                     # any number: relay a PostgreSQL outbox into this bus
 //! name = "crm"                   # the `outbox` label of the metrics (default "default")
 //! database_url = "postgres://app@127.0.0.1:5432/crm"
@@ -86,6 +91,8 @@ pub struct Config {
     pub storage: StorageSection,
     /// The schema registry.
     pub schemas: SchemasSection,
+    /// Several servers over one shared backend.
+    pub cluster: ClusterSection,
     /// Outbox relays run inside the server, one per `[[outbox]]` section (a database whose
     /// `crmbus_outbox` rows the server publishes into its own bus). Set in the file only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -116,6 +123,33 @@ impl Default for OutboxSection {
             batch_size: 256,
             poll_interval_ms: 1000,
             retention_hours: 168,
+        }
+    }
+}
+
+/// `[cluster]`: servers sharing one Redis backend act as one bus (each subscription
+/// partition driven by one live server at a time; definitions shared).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// On by default for a backend with leases (Redis): a single server is a cluster of
+    /// one. `false` runs every subscription on this server alone (only safe when no other
+    /// server shares the backend).
+    pub enabled: bool,
+    /// How long a server's leases last without renewal: a dead server's partitions move
+    /// to the others within this (milliseconds, at least 1000).
+    pub lease_ttl_ms: u64,
+    /// The URL other servers reach this one at (acks of its deliveries are forwarded
+    /// there); default `http://<listen address>`, which must then not be a wildcard.
+    pub advertise_url: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            enabled: true,
+            lease_ttl_ms: 5000,
+            advertise_url: String::new(),
         }
     }
 }
@@ -287,6 +321,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("schemas", &["catalog", "catalog_dir", "validate"]),
+    ("cluster", &["enabled", "lease_ttl_ms", "advertise_url"]),
 ];
 
 /// Environment variables with this prefix that are not configuration keys.
@@ -416,6 +451,20 @@ impl Config {
                     "outbox[{i}].name '{}' is used twice; give each [[outbox]] its own name",
                     outbox.name
                 ));
+            }
+        }
+        if self.cluster.lease_ttl_ms < 1000 || self.cluster.lease_ttl_ms > 600_000 {
+            return Err("cluster.lease_ttl_ms must be between 1000 and 600000".into());
+        }
+        if !self.cluster.advertise_url.is_empty() {
+            let u = url::Url::parse(&self.cluster.advertise_url).map_err(|e| {
+                format!(
+                    "cluster.advertise_url: '{}' is not a URL ({e})",
+                    self.cluster.advertise_url
+                )
+            })?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err("cluster.advertise_url must be an http:// or https:// URL".into());
             }
         }
         let storage = self.storage.resolve()?;

@@ -30,6 +30,7 @@ pub mod api;
 pub mod app;
 pub mod backend;
 pub mod cloudevents;
+pub mod cluster;
 pub mod config;
 pub mod extract;
 pub mod legacy;

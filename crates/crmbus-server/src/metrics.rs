@@ -146,6 +146,26 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Outbox rows crmbus refused and the relay set aside (failed_at), by outbox.",
     ),
+    (
+        "crmbus_cluster_members",
+        Kind::Gauge,
+        "Live servers sharing this server's backend (itself included; 0 outside a cluster).",
+    ),
+    (
+        "crmbus_cluster_owned_partitions",
+        Kind::Gauge,
+        "Subscription partitions this server drives now (0 outside a cluster).",
+    ),
+    (
+        "crmbus_cluster_rebalances_total",
+        Kind::Counter,
+        "Times this server's set of owned partitions of a subscription changed.",
+    ),
+    (
+        "crmbus_cluster_leases_lost_total",
+        Kind::Counter,
+        "Partition leases this server lost before giving them up (not renewed in time).",
+    ),
 ];
 
 /// Gives every metric of [`CATALOG`] its help text, and counters and gauges a series at

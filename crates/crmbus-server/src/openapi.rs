@@ -47,6 +47,7 @@ use crate::routes;
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
+        routes::ops::cluster,
         openapi,
     ),
     tags(

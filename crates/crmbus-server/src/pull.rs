@@ -22,6 +22,7 @@ type Reply = oneshot::Sender<Result<(), HandlerError>>;
 struct Lease {
     reply: Reply,
     deadline: tokio::time::Instant,
+    partition: u32,
 }
 
 struct Pending {
@@ -60,6 +61,14 @@ pub struct PullQueue {
     /// Ack ids whose lease expired, so that a late ack or nack is told it was stale.
     expired: Mutex<ExpiredLeases>,
     ack_timeout: Duration,
+    /// In a cluster: this server's member id, the prefix of its ack ids (`<member>.<id>`),
+    /// so that any server can tell whose delivery an ack is for.
+    owner: Option<String>,
+    /// In a cluster: until when each partition's lease is surely held (renewed in time).
+    /// A delivery of a partition not listed, or past its time, is not handed out: a
+    /// server that lost a lease (paused past it) never hands out what another server now
+    /// delivers. `None`: every delivery is handed out.
+    valid: Mutex<Option<HashMap<u32, tokio::time::Instant>>>,
 }
 
 /// How many expired ack ids a queue remembers (the oldest are forgotten first; a late
@@ -106,6 +115,18 @@ impl PullQueue {
     /// A queue for up to `capacity` deliveries at once (the subscription's
     /// `max_in_flight`), leasing each for `ack_timeout`.
     pub fn new(capacity: usize, ack_timeout: Duration) -> Arc<PullQueue> {
+        PullQueue::with_owner(capacity, ack_timeout, None)
+    }
+
+    /// [`PullQueue::new`] for a server in a cluster: ack ids start with `owner` and a
+    /// delivery is handed out only while its partition's lease is valid (see
+    /// [`PullQueue::set_valid`]; none is until then).
+    pub fn with_owner(
+        capacity: usize,
+        ack_timeout: Duration,
+        owner: Option<String>,
+    ) -> Arc<PullQueue> {
+        let valid = owner.as_ref().map(|_| HashMap::new());
         let queue = Arc::new(PullQueue {
             waiting: Mutex::new(Waiting {
                 queue: VecDeque::with_capacity(capacity.clamp(1, 1024)),
@@ -115,6 +136,8 @@ impl PullQueue {
             leases: Mutex::new(HashMap::new()),
             expired: Mutex::new(ExpiredLeases::default()),
             ack_timeout,
+            owner,
+            valid: Mutex::new(valid),
         });
         // One reaper per queue expires leases, checking a few times per ack timeout (at
         // least every 250 ms); it ends with the queue.
@@ -188,14 +211,28 @@ impl PullQueue {
     /// engine drops the others), and whether the queue is closed. When some are left, the
     /// next waiting puller is woken for them.
     fn take(&self, max: usize) -> (Vec<Pending>, bool) {
+        let valid = self.valid.locked().clone();
+        let now = tokio::time::Instant::now();
+        let may_hand_out = |p: &Pending| match &valid {
+            None => true,
+            Some(v) => v
+                .get(&p.delivery.partition)
+                .is_some_and(|until| *until > now),
+        };
         let mut waiting = self.waiting.locked();
         let mut out = Vec::new();
+        let mut kept = VecDeque::new();
         while out.len() < max {
             match waiting.queue.pop_front() {
                 Some(p) if p.reply.is_closed() => {}
+                Some(p) if !may_hand_out(&p) => kept.push_back(p),
                 Some(p) => out.push(p),
                 None => break,
             }
+        }
+        // What may not be handed out now keeps its place at the front.
+        while let Some(p) = kept.pop_back() {
+            waiting.queue.push_front(p);
         }
         if !out.is_empty() && !waiting.queue.is_empty() {
             self.queued.notify_one();
@@ -203,13 +240,27 @@ impl PullQueue {
         (out, waiting.closed)
     }
 
+    /// Sets until when each partition's lease is surely held (in a cluster); deliveries
+    /// of other partitions wait. Wakes a puller if some became deliverable.
+    pub fn set_valid(&self, until: HashMap<u32, tokio::time::Instant>) {
+        if let Some(v) = self.valid.locked().as_mut() {
+            *v = until;
+        }
+        self.queued.notify_one();
+    }
+
     fn lease(&self, p: Pending) -> Leased {
-        let ack_id = uuid::Uuid::now_v7().simple().to_string();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let ack_id = match &self.owner {
+            Some(owner) => format!("{owner}.{id}"),
+            None => id,
+        };
         self.leases.locked().insert(
             ack_id.clone(),
             Lease {
                 reply: p.reply,
                 deadline: tokio::time::Instant::now() + self.ack_timeout,
+                partition: p.delivery.partition,
             },
         );
         Leased {
@@ -221,8 +272,29 @@ impl PullQueue {
     fn resolve(&self, ack_id: &str, result: Result<(), HandlerError>) -> bool {
         let lease = self.leases.locked().remove(ack_id);
         match lease {
+            Some(l) if !self.partition_valid(l.partition) => {
+                // In a cluster, the partition's lease is lost (this server was paused or
+                // cut off past it): another server delivers the event again, and this
+                // answer settles nothing.
+                self.expired.locked().remember(ack_id.to_string());
+                let _ = l.reply.send(Err(HandlerError::interrupted(
+                    "this server no longer owns the delivery's partition",
+                )));
+                false
+            }
             Some(l) => l.reply.send(result).is_ok(),
             None => false,
+        }
+    }
+
+    /// Whether deliveries of `partition` may be handed out and settled here now (always,
+    /// outside a cluster).
+    fn partition_valid(&self, partition: u32) -> bool {
+        match self.valid.locked().as_ref() {
+            None => true,
+            Some(v) => v
+                .get(&partition)
+                .is_some_and(|until| *until > tokio::time::Instant::now()),
         }
     }
 

@@ -90,6 +90,7 @@ pub fn router(state: Shared) -> Router {
             "/v1/schemas/{type}/check",
             post(routes::schemas::check_schema),
         )
+        .route("/v1/cluster", get(routes::ops::cluster))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))

@@ -22,5 +22,19 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
 }
 
+impl AppState {
+    /// Takes in what other servers sharing the backend changed: schemas and their modes,
+    /// and topic rules (subscriptions are taken in by their own
+    /// reconciliation). Failures are logged and tried again next time.
+    pub async fn reload_shared_definitions(&self) {
+        if let Err(e) = self.schemas.reload().await {
+            tracing::warn!(error = %e, "reloading the schema registry");
+        }
+        if let Err(e) = self.bus.load_topic_rules().await {
+            tracing::warn!(error = %e, "reloading the topic rules");
+        }
+    }
+}
+
 /// The shared state as handlers receive it.
 pub type Shared = Arc<AppState>;

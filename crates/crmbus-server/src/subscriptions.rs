@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use crmbus::cluster::{owner_of, partition_lease, Fence};
 use crmbus::delivery::{
-    AuditRecord, DeadLetter, DlqFilter, Filter, GroupState, OnExhausted, Ordering, RetryPolicy,
-    SeekTo, StartAt, StateKind, SubscribeOptions, Subscription,
+    read_audit_log, read_dead_letters, AuditRecord, DeadLetter, DlqFilter, Filter, GroupState,
+    OnExhausted, Ordering, RetryPolicy, SeekTo, StartAt, StateKind, SubscribeOptions, Subscription,
 };
 use crmbus::sync::LockExt;
 use crmbus::{ErrorCode, EventBus, LogError, Position};
@@ -19,6 +20,7 @@ use crate::api::{
     CreateSubscriptionRequest, CursorView, DlqEntryView, DlqQuery, RetryBody, SubscriptionStatus,
     SubscriptionView,
 };
+use crate::cluster::{Cluster, Held};
 use crate::extract::{parse_time, variant};
 use crate::problem::ApiError;
 use crate::pull::PullQueue;
@@ -39,6 +41,11 @@ struct Running {
     /// Set when the subscription was deleted, or its creation failed, while someone
     /// waited for it: they answer "not found".
     gone: bool,
+    /// Its definition is in the store (a subscription being created is not yet, and is
+    /// not taken for one deleted elsewhere).
+    saved: bool,
+    /// In a cluster: the partitions this server holds the lease of, and drives.
+    owned: BTreeMap<u32, Held>,
 }
 
 /// One subscription: its topic (fixed for its life) and its running state behind a lock
@@ -52,6 +59,8 @@ struct Entry {
 /// Every pull subscription of the server.
 pub struct Subscriptions {
     bus: EventBus,
+    /// This server's cluster membership, when servers share the backend.
+    cluster: Option<Arc<Cluster>>,
     /// Held only to look up, insert or remove an entry, never across an await.
     entries: Mutex<BTreeMap<String, Arc<Entry>>>,
 }
@@ -201,11 +210,17 @@ fn stopped(name: &str) -> ApiError {
 
 impl Subscriptions {
     /// The subscriptions of `bus`, none running yet; see [`Subscriptions::start_saved`].
-    pub fn new(bus: EventBus) -> Subscriptions {
+    pub fn new(bus: EventBus, cluster: Option<Arc<Cluster>>) -> Subscriptions {
         Subscriptions {
             bus,
+            cluster,
             entries: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// This server's cluster membership, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The entry of subscription `name`.
@@ -244,13 +259,228 @@ impl Subscriptions {
 
     async fn start(&self, topic: &str, name: &str, r: &mut Running) -> Result<(), ApiError> {
         let ack = Duration::from_millis(r.config.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS));
-        r.queue = PullQueue::new(r.options.max_in_flight, ack);
+        let owner = self.cluster.as_ref().map(|c| c.id().to_string());
+        r.queue = PullQueue::with_owner(r.options.max_in_flight, ack, owner);
+        let mut options = r.options.clone();
+        if self.cluster.is_some() {
+            // In a cluster the engine drives only the partitions whose lease this server
+            // holds, every write fenced by those leases; with none, no engine runs.
+            r.queue
+                .set_valid(r.owned.iter().map(|(p, h)| (*p, h.valid_until)).collect());
+            if r.owned.is_empty() {
+                return Ok(());
+            }
+            options.partitions = Some(r.owned.keys().copied().collect());
+            options.fences = r
+                .owned
+                .iter()
+                .map(|(p, h)| Fence {
+                    lease: partition_lease(name, *p),
+                    token: h.token,
+                })
+                .collect();
+        }
         let sub = self
             .bus
-            .subscribe(topic, name, r.queue.handler(), r.options.clone())
+            .subscribe(topic, name, r.queue.handler(), options)
             .await?;
         r.sub = Some(sub);
         Ok(())
+    }
+
+    /// One round of cluster work (every [`Cluster::tick`], and at once after a create):
+    /// renews this server's membership; takes in the subscriptions created and deleted on
+    /// other servers; then, per subscription, renews the partition leases it holds, takes
+    /// the free ones the assignment gives it, gives up those it no longer should hold, and
+    /// restarts the engine on the new set when the set changed. Nothing to do outside a
+    /// cluster.
+    pub async fn reconcile(&self) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let members = match cluster.heartbeat().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster heartbeat failed");
+                Vec::new()
+            }
+        };
+        if let Err(e) = self.load_definitions().await {
+            tracing::warn!(error = %e, "reading the subscription definitions");
+        }
+        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        let mut owned_total = 0usize;
+        for (name, entry) in self.all() {
+            let mut r = entry.running.write().await;
+            if r.gone || !r.saved {
+                continue;
+            }
+            self.reconcile_one(&cluster, &ids, &name, &mut r).await;
+            owned_total += r.owned.len();
+        }
+        metrics::gauge!("crmbus_cluster_owned_partitions").set(owned_total as f64);
+    }
+
+    /// [`Subscriptions::reconcile`] for one subscription, its entry locked.
+    async fn reconcile_one(&self, cluster: &Cluster, ids: &[&str], name: &str, r: &mut Running) {
+        let partitions = match self.bus.describe_topic(&r.topic).await {
+            Ok(info) => info.partition_info.iter().map(|p| p.partition).collect(),
+            Err(e) => {
+                tracing::debug!(subscription = name, error = %e, "topic unreadable; holding nothing");
+                Vec::new()
+            }
+        };
+        // With no member list (the backend unreachable), nothing new is taken and held
+        // leases are kept while they count as held.
+        let desired: Vec<u32> = partitions
+            .into_iter()
+            .filter(|p| ids.is_empty() || owner_of(ids, name, *p) == Some(cluster.id()))
+            .collect();
+        let mut owned = BTreeMap::new();
+        let mut lost = 0u64;
+        for (p, held) in &r.owned {
+            match cluster.renew(name, *p, *held).await {
+                Some(h) => {
+                    owned.insert(*p, h);
+                }
+                None => lost += 1,
+            }
+        }
+        if lost > 0 {
+            tracing::warn!(
+                subscription = name,
+                lost,
+                "partition leases lost (not renewed in time, or taken over)"
+            );
+            metrics::counter!("crmbus_cluster_leases_lost_total").increment(lost);
+        }
+        if !ids.is_empty() {
+            for p in &desired {
+                if !owned.contains_key(p) {
+                    if let Some(h) = cluster.acquire(name, *p).await {
+                        owned.insert(*p, h);
+                    }
+                }
+            }
+        }
+        let release: Vec<(u32, u64)> = owned
+            .iter()
+            .filter(|(p, _)| !ids.is_empty() && !desired.contains(p))
+            .map(|(p, h)| (*p, h.token))
+            .collect();
+        for (p, _) in &release {
+            owned.remove(p);
+        }
+        let tokens = |m: &BTreeMap<u32, Held>| -> Vec<(u32, u64)> {
+            m.iter().map(|(p, h)| (*p, h.token)).collect()
+        };
+        if tokens(&owned) != tokens(&r.owned) || (r.sub.is_none() && !owned.is_empty()) {
+            if let Err(e) = Self::stop(r).await {
+                tracing::debug!(subscription = name, error = %e.detail, "stopping for a rebalance");
+            }
+            r.owned = owned;
+            let topic = r.topic.clone();
+            if let Err(e) = self.start(&topic, name, r).await {
+                tracing::warn!(subscription = name, error = %e.detail, "starting on the partitions this server owns");
+            }
+            metrics::counter!("crmbus_cluster_rebalances_total").increment(1);
+            tracing::info!(subscription = name, partitions = ?r.owned.keys().collect::<Vec<_>>(), "partitions owned");
+        } else {
+            r.owned = owned;
+            r.queue
+                .set_valid(r.owned.iter().map(|(p, h)| (*p, h.valid_until)).collect());
+        }
+        // Given up only once the engine that drove them has stopped.
+        for (p, token) in release {
+            cluster.release(name, p, token).await;
+        }
+    }
+
+    /// Takes in the subscriptions saved or deleted by other servers: a new definition gets
+    /// an entry (its partitions are taken by the reconciliation); an entry whose saved
+    /// definition is gone is stopped and dropped.
+    async fn load_definitions(&self) -> Result<(), LogError> {
+        let saved = self.bus.state().scan(NAMESPACE, "").await?;
+        let names: std::collections::BTreeSet<&str> =
+            saved.iter().map(|(n, _)| n.as_str()).collect();
+        for (name, bytes) in &saved {
+            if self.entries.locked().contains_key(name) {
+                continue;
+            }
+            let Ok((topic, config)) = saved_subscription(bytes) else {
+                continue;
+            };
+            let Ok(options) = options_from(&config) else {
+                continue;
+            };
+            let mut r = self.running(topic.clone(), config, options);
+            r.saved = true;
+            r.queue = PullQueue::with_owner(1, Duration::from_secs(1), self.cluster_id());
+            self.entries
+                .locked()
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    Arc::new(Entry {
+                        topic,
+                        running: Arc::new(RwLock::new(r)),
+                    })
+                });
+        }
+        for (name, entry) in self.all() {
+            if names.contains(name.as_str()) {
+                continue;
+            }
+            let mut r = entry.running.write().await;
+            if r.gone || !r.saved {
+                continue;
+            }
+            // Deleted on another server (which purged its state and revoked its leases).
+            let _ = Self::stop(&mut r).await;
+            r.owned.clear();
+            r.gone = true;
+            self.forget(&name, &entry);
+            tracing::info!(subscription = %name, "subscription deleted on another server");
+        }
+        Ok(())
+    }
+
+    fn cluster_id(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.id().to_string())
+    }
+
+    /// A new, stopped entry's running state.
+    fn running(
+        &self,
+        topic: String,
+        config: CreateSubscriptionRequest,
+        options: SubscribeOptions,
+    ) -> Running {
+        Running {
+            topic,
+            config,
+            options,
+            sub: None,
+            queue: PullQueue::new(1, Duration::from_secs(1)),
+            gone: false,
+            saved: false,
+            owned: BTreeMap::new(),
+        }
+    }
+
+    /// Gives up every partition lease this server holds (a graceful stop, after the
+    /// engines stopped) and its membership, so the others take over at once.
+    pub async fn leave_cluster(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for (name, entry) in self.all() {
+            let mut r = entry.running.write().await;
+            let owned = std::mem::take(&mut r.owned);
+            for (p, h) in owned {
+                cluster.release(&name, p, h.token).await;
+            }
+        }
+        cluster.leave().await;
     }
 
     /// Starts every saved subscription (at server start). One whose topic is gone stays
@@ -273,14 +503,8 @@ impl Subscriptions {
                     continue;
                 }
             };
-            let mut r = Running {
-                topic: topic.clone(),
-                config,
-                options,
-                sub: None,
-                queue: PullQueue::new(1, Duration::from_secs(1)),
-                gone: false,
-            };
+            let mut r = self.running(topic.clone(), config, options);
+            r.saved = true;
             match self.start(&topic, &name, &mut r).await {
                 Ok(()) => {
                     self.insert(name, topic, r);
@@ -315,14 +539,11 @@ impl Subscriptions {
         // refused at once and other calls on it wait for the outcome.
         let entry = Arc::new(Entry {
             topic: topic.to_string(),
-            running: Arc::new(RwLock::new(Running {
-                topic: topic.to_string(),
-                config: req.clone(),
-                options: options.clone(),
-                sub: None,
-                queue: PullQueue::new(1, Duration::from_secs(1)),
-                gone: false,
-            })),
+            running: Arc::new(RwLock::new(self.running(
+                topic.to_string(),
+                req.clone(),
+                options.clone(),
+            ))),
         });
         let Ok(mut r) = Arc::clone(&entry.running).try_write_owned() else {
             return Err(ApiError::new(
@@ -344,6 +565,20 @@ impl Subscriptions {
         if result.is_err() {
             r.gone = true;
             self.forget(&name, &entry);
+            return result;
+        }
+        if let Some(cluster) = self.cluster.clone() {
+            // Take this server's share of the partitions before answering, so a pull
+            // right after the create finds an engine; the others take theirs at their
+            // next round.
+            let members = cluster.members();
+            let mut ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+            if !ids.contains(&cluster.id()) {
+                ids.push(cluster.id());
+            }
+            self.reconcile_one(&cluster, &ids, &name, &mut r).await;
+            cluster.kick.notify_one();
+            return self.view(&name, &r).await;
         }
         result
     }
@@ -374,6 +609,7 @@ impl Subscriptions {
             }
             return Err(e.into());
         }
+        r.saved = true;
         self.view(name, r).await
     }
 
@@ -388,8 +624,12 @@ impl Subscriptions {
         let mut partitions = Vec::new();
         if let Some(info) = &info {
             for p in &info.partition_info {
-                let committed = match &stats {
-                    Some(s) => s.committed.get(p.partition as usize).copied().unwrap_or(0),
+                let from_engine = stats.as_ref().and_then(|s| {
+                    let i = s.partitions.iter().position(|x| *x == p.partition)?;
+                    s.committed.get(i).copied()
+                });
+                let committed = match from_engine {
+                    Some(c) => c,
                     None => self
                         .bus
                         .committed_offset(name, &r.topic, p.partition)
@@ -480,6 +720,13 @@ impl Subscriptions {
                 .await?,
         );
         state.apply(ops).await?;
+        if let Some(cluster) = &self.cluster {
+            // The servers still driving its partitions can write nothing more; they stop
+            // at their next round, when they see the definition gone.
+            r.owned.clear();
+            cluster.revoke_all(name).await?;
+            cluster.kick.notify_one();
+        }
         r.gone = true;
         self.forget(name, &entry);
         Ok(())
@@ -503,7 +750,7 @@ impl Subscriptions {
         if r.gone {
             return Err(not_found(name));
         }
-        if r.sub.is_none() {
+        if r.sub.is_none() && self.cluster.is_none() {
             return Err(stopped(name));
         }
         Ok(Arc::clone(&r.queue))
@@ -511,6 +758,14 @@ impl Subscriptions {
 
     /// Moves the subscription's cursor; leased deliveries are released.
     pub async fn seek(&self, name: &str, to: SeekTo) -> Result<Vec<CursorView>, ApiError> {
+        if let Some(c) = &self.cluster {
+            if c.members().len() > 1 {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "seek is not supported yet while several servers share the backend: stop the others, seek, and start them again",
+                ));
+            }
+        }
         let entry = self.entry(name)?;
         let mut r = entry.running.write().await;
         if r.gone {
@@ -557,14 +812,16 @@ impl Subscriptions {
         name: &str,
         filter: DlqFilter,
     ) -> Result<Vec<DeadLetter>, ApiError> {
-        self.with_sub(name, async |s| Ok(s.dead_letters(filter).await?))
-            .await
+        let topic = self.entry(name)?.topic.clone();
+        let group = GroupState::new(topic, name);
+        Ok(read_dead_letters(self.bus.state().as_ref(), &group, &filter).await?)
     }
 
     /// The audit log of the subscription's dead-letter actions, oldest first.
     pub async fn audit_log(&self, name: &str) -> Result<Vec<AuditRecord>, ApiError> {
-        self.with_sub(name, async |s| Ok(s.audit_log().await?))
-            .await
+        let topic = self.entry(name)?.topic.clone();
+        let group = GroupState::new(topic, name);
+        Ok(read_audit_log(self.bus.state().as_ref(), &group).await?)
     }
 
     /// Redrives dead letters, audited as `who`.

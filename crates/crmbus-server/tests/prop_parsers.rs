@@ -633,6 +633,14 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("validate", Kind::Bool),
         ],
     ),
+    (
+        "cluster",
+        &[
+            ("enabled", Kind::Bool),
+            ("lease_ttl_ms", Kind::Number),
+            ("advertise_url", Kind::Text),
+        ],
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -721,10 +729,26 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 validate,
             }
         });
-    (server, storage, schemas).prop_map(|(server, storage, schemas)| Config {
+    let cluster = (
+        any::<bool>(),
+        1000u64..600_000,
+        prop_oneof![
+            Just(String::new()),
+            Just("http://10.0.0.7:7480".to_string())
+        ],
+    )
+        .prop_map(|(enabled, lease_ttl_ms, advertise_url)| {
+            crmbus_server::config::ClusterSection {
+                enabled,
+                lease_ttl_ms,
+                advertise_url,
+            }
+        });
+    (server, storage, schemas, cluster).prop_map(|(server, storage, schemas, cluster)| Config {
         server,
         storage,
         schemas,
+        cluster,
         outbox: Vec::new(),
     })
 }
@@ -765,7 +789,12 @@ fn env_typed(raw: &str) -> toml::Value {
 /// not an address, backend or durability where one is needed.
 fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
     match (kind, v) {
-        (Kind::Text, toml::Value::String(_)) => matches!(key, "listen" | "backend" | "durability"),
+        (Kind::Text, toml::Value::String(s)) => {
+            matches!(key, "listen" | "backend" | "durability")
+                || (key == "advertise_url"
+                    && !s.is_empty()
+                    && !url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
+        }
         (Kind::Bool, toml::Value::Boolean(_)) => false,
         (Kind::Number, toml::Value::Integer(n)) => {
             *n < 0
@@ -775,6 +804,7 @@ fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
                         "max_body_bytes" | "default_partitions" | "stream_buffer"
                     ))
                 || (key == "default_partitions" && *n > 4096)
+                || (key == "lease_ttl_ms" && !(1000..=600_000).contains(n))
         }
         _ => true,
     }

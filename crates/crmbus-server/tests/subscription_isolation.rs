@@ -78,7 +78,7 @@ async fn a_subscription_stuck_in_its_state_store_does_not_hold_up_another() {
         .create_topic(TopicSpec::new("orders", 2))
         .await
         .expect("topic");
-    let subs = Arc::new(Subscriptions::new(bus));
+    let subs = Arc::new(Subscriptions::new(bus, None));
     subs.create("orders", request("stuck"))
         .await
         .expect("create stuck");

@@ -151,6 +151,25 @@ impl std::fmt::Debug for SchemaRegistry {
 impl SchemaRegistry {
     /// Opens the registry kept in `store`, loading every stored version and mode.
     pub async fn open(store: Arc<dyn StateStore>) -> Result<SchemaRegistry, SchemaError> {
+        let types = Self::load(store.as_ref()).await?;
+        Ok(SchemaRegistry {
+            store,
+            types: RwLock::new(types),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Reads the store again and takes in what other writers registered (servers sharing
+    /// the backend); what this registry holds stays if the store cannot be read.
+    pub async fn reload(&self) -> Result<(), SchemaError> {
+        let _serialized = self.writes.lock().await;
+        let types = Self::load(self.store.as_ref()).await?;
+        *self.write() = types;
+        Ok(())
+    }
+
+    /// Every stored version and mode, by type.
+    async fn load(store: &dyn StateStore) -> Result<BTreeMap<String, TypeEntry>, SchemaError> {
         let mut types: BTreeMap<String, TypeEntry> = BTreeMap::new();
         for (key, bytes) in store.scan(NAMESPACE, VERSION_PREFIX).await? {
             let corrupt = |why: &str| SchemaError::Store(format!("record '{key}': {why}"));
@@ -176,11 +195,7 @@ impl SchemaRegistry {
         for entry in types.values_mut() {
             entry.versions.sort_by_key(|v| v.version);
         }
-        Ok(SchemaRegistry {
-            store,
-            types: RwLock::new(types),
-            writes: tokio::sync::Mutex::new(()),
-        })
+        Ok(types)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, TypeEntry>> {

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crmbus::ErrorCode;
 
-use crate::api::Health;
-use crate::problem::ApiError;
+use crate::api::{ClusterMemberView, ClusterView, Health, PartitionOwnerView};
+use crate::problem::{ApiError, Problem};
 use crate::state::Shared;
 
 /// Liveness: the process answers.
@@ -87,4 +87,64 @@ pub async fn metrics() -> Response {
 /// Unknown routes: a problem document.
 pub async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json")
+}
+
+/// The servers sharing this server's backend, their leases, and which server drives each
+/// subscription partition.
+#[utoipa::path(
+    get, path = "/v1/cluster", tag = "operations",
+    responses(
+        (status = 200, description = "The cluster as this server sees it", body = ClusterView),
+        (status = 503, description = "The backend cannot be read", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cluster(State(app): State<Shared>) -> Result<Json<ClusterView>, ApiError> {
+    let Some(cluster) = app.subs.cluster() else {
+        return Ok(Json(ClusterView {
+            enabled: false,
+            member: None,
+            members: Vec::new(),
+            partitions: Vec::new(),
+        }));
+    };
+    let leases = cluster.leases().await?;
+    let mut members = Vec::new();
+    let mut partitions = Vec::new();
+    for l in &leases {
+        if let Some(rest) = l.name.strip_prefix("part/") {
+            let Some((sub, p)) = rest.rsplit_once('/') else {
+                continue;
+            };
+            let Ok(partition) = p.parse::<u32>() else {
+                continue;
+            };
+            partitions.push(PartitionOwnerView {
+                subscription: sub.to_string(),
+                partition,
+                owner: l.holder.clone(),
+                token: l.token,
+                expires_in_ms: l.expires_in_ms,
+            });
+        }
+    }
+    partitions.sort_by(|a, b| (&a.subscription, a.partition).cmp(&(&b.subscription, b.partition)));
+    for l in leases.iter().filter(|l| l.name.starts_with("member/")) {
+        let Ok(m) = serde_json::from_str::<crate::cluster::Member>(&l.data) else {
+            continue;
+        };
+        members.push(ClusterMemberView {
+            owned_partitions: partitions.iter().filter(|p| p.owner == m.id).count(),
+            id: m.id,
+            url: m.url,
+            token: l.token,
+            expires_in_ms: l.expires_in_ms,
+        });
+    }
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(ClusterView {
+        enabled: true,
+        member: Some(cluster.id().to_string()),
+        members,
+        partitions,
+    }))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use crmbus::delivery::SeekTo;
 use serde_json::Value;
@@ -15,6 +15,7 @@ use crate::api::{
     whole, AckRequest, AckResponse, CreateSubscriptionRequest, DeliveryView, NackRequest,
     PullRequest, PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
 };
+use crate::cluster::{ack_owner, FORWARDED_HEADER};
 use crate::extract::{json_body, parse_time};
 use crate::problem::{ApiError, Problem};
 use crate::state::Shared;
@@ -154,16 +155,70 @@ pub async fn pull(
 pub async fn ack(
     State(app): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AckResponse>, ApiError> {
     let req: AckRequest = json_body(body)?;
+    let (local, remote) = split_by_server(&app, &headers, &req.ack_ids);
     let queue = app.subs.queue(&name).await?;
-    let s = queue.ack(&req.ack_ids);
-    Ok(Json(AckResponse {
-        settled: req.ack_ids.len() - s.unknown.len(),
+    let s = queue.ack(&local);
+    let mut out = AckResponse {
+        settled: local.len() - s.unknown.len(),
         unknown: s.unknown,
         stale: s.stale,
-    }))
+    };
+    for (member, ids) in remote {
+        let body = serde_json::json!({ "ack_ids": ids });
+        forward_settle(&app, &member, &name, "ack", body, &mut out).await?;
+    }
+    Ok(Json(out))
+}
+
+/// Splits ack ids into this server's and, in a cluster, those another server handed out
+/// (by member id). A request another server forwarded is never forwarded again.
+fn split_by_server(
+    app: &Shared,
+    headers: &HeaderMap,
+    ack_ids: &[String],
+) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
+    let mut local = Vec::new();
+    let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let cluster = app
+        .subs
+        .cluster()
+        .filter(|_| !headers.contains_key(FORWARDED_HEADER));
+    for id in ack_ids {
+        match (cluster, ack_owner(id)) {
+            (Some(c), Some(owner)) if owner != c.id() => {
+                remote
+                    .entry(owner.to_string())
+                    .or_default()
+                    .push(id.clone());
+            }
+            _ => local.push(id.clone()),
+        }
+    }
+    (local, remote)
+}
+
+/// Sends an ack or nack to the server that handed the deliveries out and adds its answer
+/// to `out`.
+async fn forward_settle(
+    app: &Shared,
+    member: &str,
+    name: &str,
+    action: &str,
+    body: Value,
+    out: &mut AckResponse,
+) -> Result<(), ApiError> {
+    let Some(cluster) = app.subs.cluster() else {
+        return Ok(());
+    };
+    let r = cluster.forward_settle(member, name, action, body).await?;
+    out.settled += r.settled;
+    out.unknown.extend(r.unknown);
+    out.stale.extend(r.stale);
+    Ok(())
 }
 
 /// Rejects deliveries: each is delivered again after `delay_ms` (or the retry backoff),
@@ -181,17 +236,29 @@ pub async fn ack(
 pub async fn nack(
     State(app): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AckResponse>, ApiError> {
     let req: NackRequest = json_body(body)?;
+    let (local, remote) = split_by_server(&app, &headers, &req.ack_ids);
     let queue = app.subs.queue(&name).await?;
     let error = req.error.as_deref().unwrap_or("nacked by the client");
-    let s = queue.nack(&req.ack_ids, req.delay_ms.map(Duration::from_millis), error);
-    Ok(Json(AckResponse {
-        settled: req.ack_ids.len() - s.unknown.len(),
+    let s = queue.nack(&local, req.delay_ms.map(Duration::from_millis), error);
+    let mut out = AckResponse {
+        settled: local.len() - s.unknown.len(),
         unknown: s.unknown,
         stale: s.stale,
-    }))
+    };
+    for (member, ids) in remote {
+        let body = serde_json::to_value(NackRequest {
+            ack_ids: ids,
+            delay_ms: req.delay_ms,
+            error: req.error.clone(),
+        })
+        .unwrap_or(Value::Null);
+        forward_settle(&app, &member, &name, "nack", body, &mut out).await?;
+    }
+    Ok(Json(out))
 }
 
 /// Reads the `to` of a seek request.

@@ -2,23 +2,47 @@
 
 use super::records::{decode, encode, AuditRecord, DeadLetter, DlqFilter};
 use super::run::{Engine, Queued};
-use crate::delivery::group_state::StateKind;
+use crate::delivery::group_state::{GroupState, StateKind};
 use crate::error::LogError;
-use crate::state::StateOp;
+use crate::state::{StateOp, StateStore};
+
+/// A group's dead letters matching `filter`, by partition and offset, read from the store
+/// (no engine needed: any server sharing the backend can list them).
+pub async fn read_dead_letters(
+    state: &dyn StateStore,
+    group: &GroupState,
+    filter: &DlqFilter,
+) -> Result<Vec<DeadLetter>, LogError> {
+    let ns = group.namespace(StateKind::DeadLetter);
+    let mut out = Vec::new();
+    for (_, v) in state.scan(&ns, "").await? {
+        let d: DeadLetter = decode(&v)?;
+        if filter.matches(&d) {
+            out.push(d);
+        }
+    }
+    out.sort_by_key(|d| (d.partition, d.offset));
+    Ok(out)
+}
+
+/// A group's audit log of DLQ actions, oldest first, read from the store.
+pub async fn read_audit_log(
+    state: &dyn StateStore,
+    group: &GroupState,
+) -> Result<Vec<AuditRecord>, LogError> {
+    let ns = group.namespace(StateKind::Audit);
+    state
+        .scan(&ns, "")
+        .await?
+        .iter()
+        .map(|(_, v)| decode(v))
+        .collect()
+}
 
 impl Engine {
     /// Dead letters matching `filter`, by partition and offset.
     pub async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>, LogError> {
-        let ns = self.stored.namespace(StateKind::DeadLetter);
-        let mut out = Vec::new();
-        for (_, v) in self.state.scan(&ns, "").await? {
-            let d: DeadLetter = decode(&v)?;
-            if filter.matches(&d) {
-                out.push(d);
-            }
-        }
-        out.sort_by_key(|d| (d.partition, d.offset));
-        Ok(out)
+        read_dead_letters(self.state.as_ref(), &self.stored, filter).await
     }
 
     /// One dead letter by entry id.
@@ -53,13 +77,7 @@ impl Engine {
 
     /// The audit log of DLQ actions, oldest first.
     pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, LogError> {
-        let ns = self.stored.namespace(StateKind::Audit);
-        self.state
-            .scan(&ns, "")
-            .await?
-            .iter()
-            .map(|(_, v)| decode(v))
-            .collect()
+        read_audit_log(self.state.as_ref(), &self.stored).await
     }
 
     /// Queues a skipped dead letter for delivery again, after the key's in-flight event

@@ -1,0 +1,291 @@
+//! Servers sharing one backend act as one bus: each server is a member (a lease renewed
+//! a few times per time to live), each (subscription, partition) is driven by the one
+//! member [`crmbus::cluster::owner_of`] names, holding the partition's lease, and its
+//! engine's writes carry the lease's fencing token. [`Cluster`] is this server's side:
+//! its membership, the partition leases it holds, and forwarding an ack to the member
+//! that handed the delivery out. The subscriptions registry decides what to hold (see
+//! `Subscriptions::reconcile`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crmbus::cluster::{member_lease, partition_lease, LeaseInfo, LeaseStore};
+use crmbus::sync::LockExt;
+use crmbus::{ErrorCode, LogError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::api::AckResponse;
+use crate::problem::ApiError;
+
+/// Set on a request one server forwards to another, so it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "crmbus-forwarded";
+
+/// What a member publishes with its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member id (a UUID v7 chosen at start).
+    pub id: String,
+    /// Where other servers reach it.
+    pub url: String,
+}
+
+/// A partition lease this server holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The fencing token.
+    pub token: u64,
+    /// Until when the lease is surely still held: the time the last successful renewal
+    /// (or the acquisition) was sent, plus three quarters of the time to live. Past it,
+    /// nothing of the partition is handed out.
+    pub valid_until: Instant,
+}
+
+/// This server's membership in the cluster of servers sharing its backend.
+pub struct Cluster {
+    me: Member,
+    leases: Arc<dyn LeaseStore>,
+    ttl: Duration,
+    /// This member's own lease token, once acquired.
+    member_token: Mutex<Option<u64>>,
+    /// The members seen live at the last heartbeat, by id.
+    members: Mutex<BTreeMap<String, Member>>,
+    http: reqwest::Client,
+    /// Notified to run a reconciliation now (a subscription was created or deleted).
+    pub kick: Notify,
+}
+
+impl Cluster {
+    /// This server as member `id`, reachable at `url`, with leases of `ttl`.
+    pub fn new(leases: Arc<dyn LeaseStore>, id: String, url: String, ttl: Duration) -> Cluster {
+        Cluster {
+            me: Member { id, url },
+            leases,
+            ttl,
+            member_token: Mutex::new(None),
+            members: Mutex::new(BTreeMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            kick: Notify::new(),
+        }
+    }
+
+    /// This server's member id.
+    pub fn id(&self) -> &str {
+        &self.me.id
+    }
+
+    /// This server's URL.
+    pub fn url(&self) -> &str {
+        &self.me.url
+    }
+
+    /// The leases' time to live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// How often the cluster is reconciled: ten times per time to live, at most every
+    /// half second (so definitions made on another server show within a second).
+    pub fn tick(&self) -> Duration {
+        (self.ttl / 10).clamp(Duration::from_millis(100), Duration::from_millis(500))
+    }
+
+    /// How long a lease counts as held after the renewal that was sent at `sent`.
+    pub fn valid_until(&self, sent: Instant) -> Instant {
+        sent + self.ttl - self.ttl / 4
+    }
+
+    /// Renews (or takes again) this member's lease and returns the live members, sorted
+    /// by id, this one included when its lease is held.
+    pub async fn heartbeat(&self) -> Result<Vec<Member>, LogError> {
+        let name = member_lease(&self.me.id);
+        let token = *self.member_token.locked();
+        let held = match token {
+            Some(t) => self.leases.renew(&name, t, self.ttl).await?,
+            None => false,
+        };
+        if !held {
+            let data = serde_json::to_string(&self.me).unwrap_or_default();
+            let t = self
+                .leases
+                .acquire(&name, &self.me.id, &data, self.ttl)
+                .await?;
+            if token.is_some() {
+                tracing::warn!(member = %self.me.id, "this server's membership lease had expired; taken again");
+            }
+            *self.member_token.locked() = t;
+        }
+        let listed = self.leases.list("member/").await?;
+        let mut members = BTreeMap::new();
+        for l in listed {
+            if let Ok(m) = serde_json::from_str::<Member>(&l.data) {
+                members.insert(m.id.clone(), m);
+            }
+        }
+        metrics::gauge!("crmbus_cluster_members").set(members.len() as f64);
+        *self.members.locked() = members.clone();
+        Ok(members.into_values().collect())
+    }
+
+    /// Gives up this member's lease (a graceful stop), so the others take its partitions
+    /// over at once instead of after the time to live.
+    pub async fn leave(&self) {
+        let token = self.member_token.locked().take();
+        if let Some(t) = token {
+            if let Err(e) = self.leases.release(&member_lease(&self.me.id), t).await {
+                tracing::warn!(error = %e, "releasing the membership lease");
+            }
+        }
+    }
+
+    /// Takes the lease of `partition` of `subscription` if it is free.
+    pub async fn acquire(&self, subscription: &str, partition: u32) -> Option<Held> {
+        let sent = Instant::now();
+        match self
+            .leases
+            .acquire(
+                &partition_lease(subscription, partition),
+                &self.me.id,
+                "",
+                self.ttl,
+            )
+            .await
+        {
+            Ok(Some(token)) => Some(Held {
+                token,
+                valid_until: self.valid_until(sent),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(subscription, partition, error = %e, "acquiring a partition lease");
+                None
+            }
+        }
+    }
+
+    /// Renews a held partition lease: the updated hold, or `None` when it is lost (not
+    /// held with its token any more, or not renewed before it stopped counting as held).
+    pub async fn renew(&self, subscription: &str, partition: u32, held: Held) -> Option<Held> {
+        let sent = Instant::now();
+        match self
+            .leases
+            .renew(
+                &partition_lease(subscription, partition),
+                held.token,
+                self.ttl,
+            )
+            .await
+        {
+            Ok(true) => Some(Held {
+                token: held.token,
+                valid_until: self.valid_until(sent),
+            }),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(subscription, partition, error = %e, "renewing a partition lease");
+                (held.valid_until > Instant::now()).then_some(held)
+            }
+        }
+    }
+
+    /// Gives a partition lease up (after the engine driving it stopped).
+    pub async fn release(&self, subscription: &str, partition: u32, token: u64) {
+        if let Err(e) = self
+            .leases
+            .release(&partition_lease(subscription, partition), token)
+            .await
+        {
+            tracing::warn!(subscription, partition, error = %e, "releasing a partition lease");
+        }
+    }
+
+    /// Removes every partition lease of a subscription, whoever holds them (it is being
+    /// deleted: the engines still running elsewhere can write nothing more).
+    pub async fn revoke_all(&self, subscription: &str) -> Result<(), LogError> {
+        let prefix = format!("part/{subscription}/");
+        for l in self.leases.list(&prefix).await? {
+            self.leases.revoke(&l.name).await?;
+        }
+        Ok(())
+    }
+
+    /// The members seen at the last heartbeat.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.locked().values().cloned().collect()
+    }
+
+    /// Every lease of the cluster now (members and partitions).
+    pub async fn leases(&self) -> Result<Vec<LeaseInfo>, LogError> {
+        self.leases.list("").await
+    }
+
+    /// Sends the ack (`action` "ack") or nack ("nack") of `body` to the member that handed
+    /// the deliveries out.
+    pub async fn forward_settle(
+        &self,
+        member: &str,
+        subscription: &str,
+        action: &str,
+        body: serde_json::Value,
+    ) -> Result<AckResponse, ApiError> {
+        let url = self
+            .members
+            .locked()
+            .get(member)
+            .map(|m| m.url.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("server {member} that handed these deliveries out is not in the cluster any more"),
+                )
+            })?;
+        let target = format!(
+            "{}/v1/subscriptions/{subscription}/{action}",
+            url.trim_end_matches('/')
+        );
+        let unreachable = |e: reqwest::Error| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("forwarding the {action} to server {member} at {url}: {e}"),
+            )
+        };
+        let resp = self
+            .http
+            .post(&target)
+            .header(FORWARDED_HEADER, &self.me.id)
+            .json(&body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("server {member} answered the forwarded {action} with {status}: {text}"),
+            ));
+        }
+        resp.json::<AckResponse>().await.map_err(unreachable)
+    }
+}
+
+/// The member id an ack id names (`<member>.<id>`), if it has one.
+pub fn ack_owner(ack_id: &str) -> Option<&str> {
+    ack_id.split_once('.').map(|(m, _)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ack_owner;
+
+    #[test]
+    fn ack_ids_name_their_member() {
+        assert_eq!(ack_owner("0192abc.0193def"), Some("0192abc"));
+        assert_eq!(ack_owner("0193def"), None);
+    }
+}
