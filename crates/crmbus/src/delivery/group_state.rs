@@ -19,16 +19,21 @@ pub enum StateKind {
     Dedupe,
     /// The audit log of operator actions on dead letters.
     Audit,
+    /// Per partition, the offset below which a server sharing the backend handed events
+    /// to its handler (kept while it runs, removed at a clean stop): what a server taking
+    /// the partition over after a crash delivers again counts as a further attempt.
+    Dispatched,
 }
 
 impl StateKind {
     /// Every kind, in the order they are purged.
-    pub const ALL: [StateKind; 5] = [
+    pub const ALL: [StateKind; 6] = [
         StateKind::Retry,
         StateKind::Done,
         StateKind::DeadLetter,
         StateKind::Dedupe,
         StateKind::Audit,
+        StateKind::Dispatched,
     ];
 
     /// The kind's part of the namespace name (stored on disk: never change one).
@@ -39,6 +44,7 @@ impl StateKind {
             StateKind::DeadLetter => "dlq",
             StateKind::Dedupe => "dedupe",
             StateKind::Audit => "audit",
+            StateKind::Dispatched => "dispatched",
         }
     }
 }
@@ -133,7 +139,8 @@ mod tests {
                 "sub/deals/erp/done",
                 "sub/deals/erp/dlq",
                 "sub/deals/erp/dedupe",
-                "sub/deals/erp/audit"
+                "sub/deals/erp/audit",
+                "sub/deals/erp/dispatched"
             ]
         );
     }

@@ -36,7 +36,10 @@ pub async fn seek_group(
         positions.push((p.partition, target));
     }
     let ops = GroupState::new(topic, group)
-        .purge_ops(state, &[StateKind::Retry, StateKind::Done])
+        .purge_ops(
+            state,
+            &[StateKind::Retry, StateKind::Done, StateKind::Dispatched],
+        )
         .await?;
     if !ops.is_empty() {
         state.apply(ops).await?;

@@ -86,11 +86,17 @@ impl Engine {
                     continue;
                 }
             }
-            let attempt = self
+            let mut attempt = self
                 .retries
                 .get(&(p, offset))
                 .map(|r| r.attempts + 1)
                 .unwrap_or(1);
+            if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
+                if !redrive && attempt == 1 && offset < part.attempted_below {
+                    attempt = 2;
+                }
+                part.dispatched_to = part.dispatched_to.max(offset + 1);
+            }
             let delivery = Delivery {
                 topic: self.topic.clone(),
                 group: self.group.clone(),

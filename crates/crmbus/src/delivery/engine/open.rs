@@ -91,6 +91,9 @@ impl Engine {
                 dirty: false,
                 stored_done: None,
                 buffered: 0,
+                dispatched_to: committed,
+                stored_dispatched: committed,
+                attempted_below: committed,
             });
         }
         let mut retries = HashMap::new();
@@ -140,6 +143,21 @@ impl Engine {
             }
             ops.extend(legacy);
             state.apply_fenced(&fences, ops).await?;
+        }
+        // What a server that stopped without a clean stop had handed out: delivered again
+        // as a further attempt.
+        for (k, v) in state
+            .scan(&stored.namespace(StateKind::Dispatched), "")
+            .await?
+        {
+            let (Ok(p), Ok(to)) = (k.parse::<u32>(), decode::<u64>(&v)) else {
+                continue;
+            };
+            if let Some(part) = parts.iter_mut().find(|c| c.id == p) {
+                part.attempted_below = to.max(part.committed);
+                part.stored_dispatched = part.attempted_below;
+                part.dispatched_to = part.attempted_below;
+            }
         }
         let mut held = HashSet::new();
         let mut redriving = Vec::new();

@@ -47,6 +47,22 @@ impl Engine {
         let lwms: Vec<u64> = self.parts.iter().map(PartCursor::lwm).collect();
         let done_ns = self.stored.namespace(StateKind::Done);
         let mut ops = std::mem::take(&mut self.ops);
+        // A fenced engine (servers sharing the backend) keeps how far it handed events
+        // out, so a server taking over after a crash counts their next delivery as a
+        // further attempt.
+        let mut dispatched = Vec::new();
+        if !self.opts.fences.is_empty() {
+            for (i, part) in self.parts.iter().enumerate() {
+                if part.dispatched_to > part.stored_dispatched {
+                    ops.push(self.stored.put(
+                        StateKind::Dispatched,
+                        part.id.to_string(),
+                        encode(&part.dispatched_to)?,
+                    ));
+                    dispatched.push((i, part.dispatched_to));
+                }
+            }
+        }
         let mut written = Vec::new();
         for (i, part) in self.parts.iter().enumerate() {
             if part.dirty && (part.done.any_from(lwms[i]) || part.stored_done.is_some()) {
@@ -76,6 +92,9 @@ impl Engine {
             let part = &mut self.parts[i];
             part.stored_done = Some(part.done.range_count());
             part.dirty = false;
+        }
+        for (i, to) in dispatched {
+            self.parts[i].stored_dispatched = to;
         }
         for (i, &lwm) in lwms.iter().enumerate() {
             let part = &self.parts[i];

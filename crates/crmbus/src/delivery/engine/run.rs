@@ -12,7 +12,7 @@ use super::records::RetryRecord;
 use super::stats::SubscriptionStats;
 use crate::clock::Clock;
 use crate::delivery::breaker::CircuitBreaker;
-use crate::delivery::group_state::GroupState;
+use crate::delivery::group_state::{GroupState, StateKind};
 use crate::delivery::handler::{Handler, HandlerError};
 use crate::delivery::options::SubscribeOptions;
 use crate::delivery::ranges::OffsetRanges;
@@ -33,6 +33,14 @@ pub(super) struct PartCursor {
     pub(super) stored_done: Option<usize>,
     /// Events read and not finished.
     pub(super) buffered: usize,
+    /// One past the highest offset handed to the handler (fenced engines only track it).
+    pub(super) dispatched_to: u64,
+    /// What of `dispatched_to` is stored.
+    pub(super) stored_dispatched: u64,
+    /// Offsets below this, not finished, were handed out by a server that stopped
+    /// without a clean stop (it crashed, or lost its lease): their first delivery here
+    /// counts as a further attempt.
+    pub(super) attempted_below: u64,
 }
 
 impl PartCursor {
@@ -167,9 +175,16 @@ impl Engine {
         }
         // Finished deliveries may have released keys.
         self.dispatch();
+        // A fenced engine also stores how far it handed events out, even while nothing
+        // finishes (deliveries pulled and not yet answered).
+        let unstored_dispatch = !self.opts.fences.is_empty()
+            && self
+                .parts
+                .iter()
+                .any(|p| p.dispatched_to > p.stored_dispatched);
         if self.in_flight.is_empty()
             || self.finished_since_persist >= 64
-            || (self.finished_since_persist > 0
+            || ((self.finished_since_persist > 0 || unstored_dispatch)
                 && self.last_persist.elapsed() >= Duration::from_millis(100))
         {
             self.persist().await?;
@@ -233,7 +248,27 @@ impl Engine {
         while let Some(joined) = self.in_flight.join_next().await {
             self.absorb(joined);
         }
-        self.persist().await
+        self.persist().await?;
+        // A clean stop: what this engine handed out and is left unfinished was
+        // interrupted, not attempted, so the next owner delivers it as the same attempt;
+        // what a crashed owner had handed out before stays counted until it is finished.
+        if !self.opts.fences.is_empty() {
+            let mut ops = Vec::new();
+            for p in &self.parts {
+                let key = p.id.to_string();
+                if p.attempted_below > p.committed {
+                    ops.push(self.stored.put(
+                        StateKind::Dispatched,
+                        key,
+                        super::records::encode(&p.attempted_below)?,
+                    ));
+                } else {
+                    ops.push(self.stored.delete(StateKind::Dispatched, key));
+                }
+            }
+            self.state.apply_fenced(&self.opts.fences, ops).await?;
+        }
+        Ok(())
     }
 
     /// The retry schedule the engine holds now, by (partition, offset).
