@@ -1,6 +1,7 @@
-//! Three `crmbus serve` processes over one Redis act as one bus (feature
-//! `redis-integration`; the machine's Redis, `CRMBUS_REDIS_URL`, default
-//! `redis://127.0.0.1:6379`, under a key prefix of its own, removed at the end).
+//! Three `crmbus serve` processes over one Redis, and over one NATS JetStream, act as one
+//! bus (features `redis-integration` and `nats-integration`; the machine's servers,
+//! `CRMBUS_REDIS_URL` and `CRMBUS_NATS_URL`, under a namespace of the run's own, removed at
+//! the end).
 //!
 //! - a subscription created on one server is pulled from another;
 //! - 10,000 events published through all three and pulled round-robin from all three (each
@@ -18,35 +19,66 @@ use std::time::{Duration, Instant};
 use common::Serve;
 use serde_json::{json, Value};
 
-fn redis_url() -> String {
-    std::env::var("CRMBUS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+/// The shared backend the servers of a test run on.
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Redis,
+    #[cfg_attr(not(feature = "nats-integration"), allow(dead_code))]
+    Nats,
 }
 
-/// A key prefix of this run, removed from Redis when dropped.
-struct Prefix(String);
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Redis => "redis",
+            Backend::Nats => "nats",
+        }
+    }
+
+    fn url(self) -> String {
+        match self {
+            Backend::Redis => std::env::var("CRMBUS_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            Backend::Nats => {
+                std::env::var("CRMBUS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+            }
+        }
+    }
+}
+
+/// The namespace of this run on its backend, removed when dropped.
+struct Prefix(String, Backend);
 
 impl Prefix {
-    fn new(case: &str) -> Prefix {
+    fn new(backend: Backend, case: &str) -> Prefix {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
+            .map(|d| d.as_nanos() % 1_000_000_000_000)
             .unwrap_or(0);
-        Prefix(format!(
-            "crmbus-test:cluster:{case}:{}-{nanos}",
-            std::process::id()
-        ))
+        Prefix(
+            format!("t-cl-{case}-{}-{nanos}", std::process::id()),
+            backend,
+        )
     }
 }
 
 impl Drop for Prefix {
     fn drop(&mut self) {
-        let prefix = self.0.clone();
+        let (prefix, backend) = (self.0.clone(), self.1);
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
-            let _ = rt.block_on(crmbus_redis::purge(&redis_url(), &prefix));
+            match backend {
+                Backend::Redis => {
+                    let _ = rt.block_on(crmbus_redis::purge(&backend.url(), &prefix));
+                }
+                Backend::Nats => {
+                    #[cfg(feature = "nats-integration")]
+                    let _ = rt.block_on(crmbus_nats::purge(&backend.url(), &prefix));
+                }
+            }
         })
         .join();
     }
@@ -54,12 +86,44 @@ impl Drop for Prefix {
 
 fn server(prefix: &Prefix) -> Serve {
     Serve::start_with(&[
-        ("CRMBUS_STORAGE_BACKEND", "redis"),
-        ("CRMBUS_STORAGE_URL", &redis_url()),
+        ("CRMBUS_STORAGE_BACKEND", prefix.1.name()),
+        ("CRMBUS_STORAGE_URL", &prefix.1.url()),
         ("CRMBUS_STORAGE_PREFIX", &prefix.0),
         ("CRMBUS_CLUSTER_LEASE_TTL_MS", "2000"),
     ])
 }
+
+/// Each scenario on Redis, and on NATS with its feature.
+macro_rules! on_each_backend {
+    ($scenario:ident, $redis:ident, $nats:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $redis() {
+            $scenario(Backend::Redis).await;
+        }
+
+        #[cfg(feature = "nats-integration")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $nats() {
+            $scenario(Backend::Nats).await;
+        }
+    };
+}
+
+on_each_backend!(
+    three_servers_deliver_each_event_once_per_group_in_key_order,
+    redis_three_servers_deliver_each_event_once_per_group_in_key_order,
+    nats_three_servers_deliver_each_event_once_per_group_in_key_order
+);
+on_each_backend!(
+    a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced,
+    redis_a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced,
+    nats_a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced
+);
+on_each_backend!(
+    a_rolling_restart_under_load_loses_nothing,
+    redis_a_rolling_restart_under_load_loses_nothing,
+    nats_a_rolling_restart_under_load_loses_nothing
+);
 
 struct Http(reqwest::Client);
 
@@ -270,9 +334,8 @@ async fn consume(http: &Http, bases: &[String], sub: &str, want: usize, seen: &m
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_servers_deliver_each_event_once_per_group_in_key_order() {
-    let prefix = Prefix::new("once");
+async fn three_servers_deliver_each_event_once_per_group_in_key_order(backend: Backend) {
+    let prefix = Prefix::new(backend, "once");
     let servers = [server(&prefix), server(&prefix), server(&prefix)];
     let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     let http = Http(reqwest::Client::new());
@@ -362,9 +425,8 @@ async fn three_servers_deliver_each_event_once_per_group_in_key_order() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced() {
-    let prefix = Prefix::new("failover");
+async fn a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced(backend: Backend) {
+    let prefix = Prefix::new(backend, "failover");
     let mut servers = vec![server(&prefix), server(&prefix), server(&prefix)];
     let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     let http = Http(reqwest::Client::new());
@@ -599,9 +661,8 @@ async fn pull_round(http: &Http, base: &str, acker: &str, seen: &mut Seen) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_under_load_loses_nothing() {
-    let prefix = Prefix::new("rolling");
+async fn a_rolling_restart_under_load_loses_nothing(backend: Backend) {
+    let prefix = Prefix::new(backend, "rolling");
     let mut servers = vec![server(&prefix), server(&prefix), server(&prefix)];
     let http = Http(reqwest::Client::new());
     let bases = |s: &[Serve]| -> Vec<String> { s.iter().map(|x| x.url.clone()).collect() };

@@ -19,6 +19,7 @@
 //! | topic specs | KV bucket `<prefix>_topics`, key = topic (escaped, see below), value = the whole [`crmbus::TopicSpec`] as JSON |
 //! | group offsets | KV bucket `<prefix>_offsets`, key `<topic>.<group>.<partition>`, value = the decimal offset |
 //! | delivery state | KV bucket `<prefix>_state`, key `<namespace>.<key>`; journal stream `<prefix>-journal` |
+//! | leases (servers sharing the namespace) | KV bucket `<prefix>_leases`, one key per lease (see [`NatsLeaseStore`]) and the token counter `=token` |
 //! | native groups | durable consumer `<group>` on each partition stream |
 //!
 //! A stream name longer than 200 bytes becomes `<prefix>~h<hash>~P` (XXH3 of the topic).
@@ -113,6 +114,7 @@
 
 mod conn;
 mod group;
+mod lease;
 mod log;
 mod naming;
 mod state;
@@ -121,6 +123,7 @@ use std::sync::Arc;
 
 pub use conn::NatsOptions;
 pub use group::{GroupBacklog, GroupConsumerOptions, GroupMessage, GroupStart, NatsGroupConsumer};
+pub use lease::NatsLeaseStore;
 pub use log::NatsLog;
 pub use state::NatsStateStore;
 

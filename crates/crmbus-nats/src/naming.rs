@@ -74,6 +74,11 @@ pub fn state_bucket(prefix: &str) -> String {
     format!("{prefix}_state")
 }
 
+/// The KV bucket of leases (servers sharing the namespace).
+pub fn leases_bucket(prefix: &str) -> String {
+    format!("{prefix}_leases")
+}
+
 /// The stream journaling state-store batches.
 pub fn journal_stream(prefix: &str) -> String {
     format!("{prefix}-journal")
@@ -93,6 +98,7 @@ pub fn owns_stream(prefix: &str, stream: &str) -> bool {
             topics_bucket(prefix),
             offsets_bucket(prefix),
             state_bucket(prefix),
+            leases_bucket(prefix),
         ]
         .iter()
         .any(|b| stream == format!("KV_{b}"))

@@ -12,6 +12,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::conn::{backend, Conn};
+use crate::lease::NatsLeaseStore;
 use crate::naming;
 
 /// Room kept for headers below the server's `max_payload` when journaling a batch.
@@ -83,8 +84,10 @@ impl JournalOp {
 /// one key is a single KV write.
 ///
 /// Within one process, reads do not see a batch half applied (an async read-write lock).
-/// Use one process per namespace for writing; two processes writing the same keys at once
-/// are each atomic but not isolated from each other.
+/// Two processes writing the same keys at once are each atomic but not isolated from each
+/// other. Servers sharing a namespace never do: each group partition's state is written by
+/// the one server holding its lease, fenced with [`StateStore::apply_fenced`] (the lease is
+/// checked, then the batch written: see [`crate::NatsLeaseStore`]).
 pub struct NatsStateStore {
     conn: Conn,
     kv: jetstream::kv::Store,
@@ -92,6 +95,8 @@ pub struct NatsStateStore {
     lock: tokio::sync::RwLock<()>,
     /// A journaled batch may not have been applied fully (a write failed).
     needs_replay: AtomicBool,
+    /// The namespace's leases (fenced batches check them first).
+    leases: NatsLeaseStore,
 }
 
 impl NatsStateStore {
@@ -122,12 +127,14 @@ impl NatsStateStore {
             })
             .await
             .map_err(|e| backend(&format!("opening the journal stream {name}"), e))?;
+        let leases = NatsLeaseStore::open(&conn).await?;
         let store = NatsStateStore {
             conn,
             kv,
             journal,
             lock: tokio::sync::RwLock::new(()),
             needs_replay: AtomicBool::new(true),
+            leases,
         };
         {
             let _w = store.lock.write().await;
@@ -315,6 +322,21 @@ impl StateStore for NatsStateStore {
         let name = consumer.cached_info().name.clone();
         let _ = kv_stream.delete_consumer(&name).await;
         result
+    }
+
+    async fn apply_fenced(
+        &self,
+        fences: &[crmbus::cluster::Fence],
+        ops: Vec<StateOp>,
+    ) -> Result<(), LogError> {
+        // Checked, then written (see the lease module: NATS 2.9 has no conditional write
+        // across subjects).
+        self.leases.check(fences).await?;
+        self.apply(ops).await
+    }
+
+    fn leases(&self) -> Option<std::sync::Arc<dyn crmbus::cluster::LeaseStore>> {
+        Some(std::sync::Arc::new(self.leases.clone()))
     }
 
     async fn apply(&self, ops: Vec<StateOp>) -> Result<(), LogError> {

@@ -26,8 +26,8 @@
 //! catalog_dir = ""               # also load <type>/<n>.json files from this directory
 //! validate = true                # validate events whose type has a schema at publish
 //!
-//! [cluster]                      # servers sharing a Redis backend act as one bus
-//! enabled = true                 # on for backends with leases (redis)
+//! [cluster]                      # servers sharing a Redis or NATS backend act as one bus
+//! enabled = true                 # on for backends with leases (redis, nats)
 //! lease_ttl_ms = 5000            # a dead server's partitions move within this
 //! advertise_url = ""             # how other servers reach this one (default http://<listen>)
 //!
@@ -127,12 +127,12 @@ impl Default for OutboxSection {
     }
 }
 
-/// `[cluster]`: servers sharing one Redis backend act as one bus (each subscription
+/// `[cluster]`: servers sharing one Redis or NATS backend act as one bus (each subscription
 /// partition driven by one live server at a time; definitions shared).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSection {
-    /// On by default for a backend with leases (Redis): a single server is a cluster of
+    /// On by default for a backend with leases (Redis, NATS): a single server is a cluster of
     /// one. `false` runs every subscription on this server alone (only safe when no other
     /// server shares the backend).
     pub enabled: bool,

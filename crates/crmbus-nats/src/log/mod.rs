@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     opts: NatsOptions,
     topics: jetstream::kv::Store,
     offsets: jetstream::kv::Store,
+    /// The namespace's leases (fenced commits check them first).
+    leases: crate::lease::NatsLeaseStore,
     /// One lock per topic, held while an append sends: keeps a batch contiguous in each
     /// partition against other appenders of this process.
     append_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -61,8 +63,10 @@ impl NatsLog {
         let offsets = conn
             .bucket(&naming::offsets_bucket(&conn.prefix), "group offsets")
             .await?;
+        let leases = crate::lease::NatsLeaseStore::open(&conn).await?;
         let log = NatsLog {
             inner: Arc::new(Inner {
+                leases,
                 conn,
                 opts,
                 topics,
@@ -177,6 +181,21 @@ impl EventLog for NatsLog {
         partition: u32,
         offset: u64,
     ) -> Result<(), LogError> {
+        self.inner
+            .commit_offset(group, topic, partition, offset)
+            .await
+    }
+
+    async fn commit_offset_fenced(
+        &self,
+        fences: &[crmbus::cluster::Fence],
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), LogError> {
+        // Checked, then written (see the lease module).
+        self.inner.leases.check(fences).await?;
         self.inner
             .commit_offset(group, topic, partition, offset)
             .await
