@@ -89,7 +89,7 @@ fn server(prefix: &Prefix) -> Serve {
         ("CRMBUS_STORAGE_BACKEND", prefix.1.name()),
         ("CRMBUS_STORAGE_URL", &prefix.1.url()),
         ("CRMBUS_STORAGE_PREFIX", &prefix.0),
-        ("CRMBUS_CLUSTER_LEASE_TTL_MS", "2000"),
+        ("CRMBUS_CLUSTER_LEASE_TTL_MS", "3000"),
     ])
 }
 
@@ -762,4 +762,146 @@ async fn a_rolling_restart_under_load_loses_nothing(backend: Backend) {
         "rolling restart: {published} events, {} delivered twice (all in flight at a stop)",
         seen.duplicates()
     );
+}
+
+on_each_backend!(
+    dead_letters_and_seek_act_on_every_server,
+    redis_dead_letters_and_seek_act_on_every_server,
+    nats_dead_letters_and_seek_act_on_every_server
+);
+
+/// Pulls round-robin from `bases` until `want` distinct events arrived, answering each
+/// batch at the next server with `action` ("ack" or "nack").
+async fn settle_all(http: &Http, bases: &[String], action: &str, want: usize) -> HashSet<String> {
+    let mut got = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0usize;
+    while got.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {want} events arrived",
+            got.len()
+        );
+        let base = &bases[i % bases.len()];
+        let (_, body) = http
+            .post(
+                base,
+                "/v1/subscriptions/erp/pull",
+                json!({"max_events": 100, "wait_ms": 100}),
+            )
+            .await;
+        let deliveries = body["deliveries"].as_array().cloned().unwrap_or_default();
+        if !deliveries.is_empty() {
+            let ids: Vec<Value> = deliveries.iter().map(|d| d["ack_id"].clone()).collect();
+            let other = &bases[(i + 1) % bases.len()];
+            let (status, answer) = http
+                .post(
+                    other,
+                    &format!("/v1/subscriptions/erp/{action}"),
+                    json!({"ack_ids": ids}),
+                )
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            for d in &deliveries {
+                got.insert(d["event"]["id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        i += 1;
+    }
+    got
+}
+
+async fn dead_letters_and_seek_act_on_every_server(backend: Backend) {
+    let prefix = Prefix::new(backend, "dlq");
+    let servers = [server(&prefix), server(&prefix), server(&prefix)];
+    let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let http = Http(reqwest::Client::new());
+    let mut ids = Vec::new();
+    for b in &bases {
+        ids.push(member_id(&http, b).await);
+    }
+    http.post(
+        &bases[0],
+        "/v1/topics",
+        json!({"name": "deals", "partitions": 6}),
+    )
+    .await;
+    let (status, body) = http
+        .post(
+            &bases[0],
+            "/v1/topics/deals/subscriptions",
+            json!({"name": "erp", "retry": {"max_attempts": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    wait_assigned(&http, &bases[0], "erp", 6, &ids).await;
+    http.publish(&bases[1], "deals", &events(0, 60, 60)).await;
+    // Every event fails once: 60 dead letters, spread over the three servers' partitions.
+    settle_all(&http, &bases, "nack", 60).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http.get(&bases[2], "/v1/subscriptions/erp/dlq").await;
+        if body["entries"].as_array().map(Vec::len) == Some(60) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead letters never reached 60: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One discard at a server that may not own the entry's partition.
+    let (_, body) = http.get(&bases[0], "/v1/subscriptions/erp/dlq").await;
+    let entries = body["entries"].as_array().cloned().unwrap_or_default();
+    let gone = entries[0]["id"].as_str().expect("entry id").to_string();
+    let resp = http
+        .0
+        .delete(format!("{}/v1/subscriptions/erp/dlq/{gone}", bases[0]))
+        .send()
+        .await
+        .expect("discard");
+    assert_eq!(resp.status().as_u16(), 204, "discard through any server");
+    // A redrive of all at one server redrives on every server.
+    let (status, body) = http
+        .post(
+            &bases[1],
+            "/v1/subscriptions/erp/dlq/redrive",
+            json!({"all": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["redriven"], 59, "{body}");
+    let again = settle_all(&http, &bases, "ack", 59).await;
+    assert_eq!(again.len(), 59);
+    let (_, audit) = http.get(&bases[2], "/v1/subscriptions/erp/audit").await;
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(60),
+        "one discard and 59 redrives audited: {audit}"
+    );
+    // A seek at one server replays on every server: all 60 come again, once each.
+    let (status, body) = http
+        .post(
+            &bases[2],
+            "/v1/subscriptions/erp/seek",
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let replayed = settle_all(&http, &bases, "ack", 60).await;
+    assert_eq!(replayed.len(), 60);
+    for b in &bases {
+        let (_, body) = http
+            .post(
+                b,
+                "/v1/subscriptions/erp/pull",
+                json!({"max_events": 10, "wait_ms": 300}),
+            )
+            .await;
+        assert_eq!(
+            body["deliveries"].as_array().map(Vec::len),
+            Some(0),
+            "{b}: {body}"
+        );
+    }
 }

@@ -52,6 +52,9 @@ pub struct Cluster {
     member_token: Mutex<Option<u64>>,
     /// The members seen live at the last heartbeat, by id.
     members: Mutex<BTreeMap<String, Member>>,
+    /// Every member seen since this server started, by id: where to forward an ack even
+    /// while its lease is being renewed late (the forward itself tells whether it is up).
+    known: Mutex<BTreeMap<String, Member>>,
     http: reqwest::Client,
     /// Notified to run a reconciliation now (a subscription was created or deleted).
     pub kick: Notify,
@@ -66,6 +69,7 @@ impl Cluster {
             ttl,
             member_token: Mutex::new(None),
             members: Mutex::new(BTreeMap::new()),
+            known: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -128,6 +132,9 @@ impl Cluster {
             }
         }
         metrics::gauge!("crmbus_cluster_members").set(members.len() as f64);
+        self.known
+            .locked()
+            .extend(members.iter().map(|(k, v)| (k.clone(), v.clone())));
         *self.members.locked() = members.clone();
         Ok(members.into_values().collect())
     }
@@ -204,6 +211,67 @@ impl Cluster {
         }
     }
 
+    /// Takes the seek lock of `subscription`: while it is held, no other server takes or
+    /// keeps a partition of it. `None` when another seek holds it.
+    pub async fn lock_for_seek(&self, subscription: &str) -> Result<Option<u64>, LogError> {
+        self.leases
+            .acquire(
+                &format!("seek/{subscription}"),
+                &self.me.id,
+                "",
+                self.ttl * 4,
+            )
+            .await
+    }
+
+    /// Gives the seek lock of `subscription` up.
+    pub async fn unlock_seek(&self, subscription: &str, token: u64) {
+        if let Err(e) = self
+            .leases
+            .release(&format!("seek/{subscription}"), token)
+            .await
+        {
+            tracing::warn!(subscription, error = %e, "releasing the seek lock");
+        }
+    }
+
+    /// The subscriptions another server is seeking now.
+    pub async fn seeking_elsewhere(&self) -> Result<Vec<String>, LogError> {
+        Ok(self
+            .leases
+            .list("seek/")
+            .await?
+            .into_iter()
+            .filter(|l| l.holder != self.me.id)
+            .filter_map(|l| l.name.strip_prefix("seek/").map(String::from))
+            .collect())
+    }
+
+    /// Takes the lease of `partition` of `subscription`, revoking it from whoever holds
+    /// it, trying until `deadline` (a server that still holds it gives it up at its next
+    /// round, once it sees the seek lock).
+    pub async fn take_over(
+        &self,
+        subscription: &str,
+        partition: u32,
+        deadline: Instant,
+    ) -> Result<Held, ApiError> {
+        let name = partition_lease(subscription, partition);
+        loop {
+            self.leases.revoke(&name).await?;
+            if let Some(h) = self.acquire(subscription, partition).await {
+                return Ok(h);
+            }
+            if Instant::now() > deadline {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("partition {partition} of '{subscription}' could not be taken for the seek; try again"),
+                ));
+            }
+            tokio::time::sleep(self.tick()).await;
+        }
+    }
+
     /// Removes every partition lease of a subscription, whoever holds them (it is being
     /// deleted: the engines still running elsewhere can write nothing more).
     pub async fn revoke_all(&self, subscription: &str) -> Result<(), LogError> {
@@ -234,14 +302,14 @@ impl Cluster {
         body: serde_json::Value,
     ) -> Result<AckResponse, ApiError> {
         let url = self
-            .members
+            .known
             .locked()
             .get(member)
             .map(|m| m.url.clone())
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::Unavailable,
-                    format!("server {member} that handed these deliveries out is not in the cluster any more"),
+                    format!("server {member} that handed these deliveries out is unknown to this server"),
                 )
             })?;
         let target = format!(
@@ -271,6 +339,45 @@ impl Cluster {
             ));
         }
         resp.json::<AckResponse>().await.map_err(unreachable)
+    }
+}
+
+impl Cluster {
+    /// Sends a request to every other live member (marked forwarded, with `actor` as the
+    /// audit actor) and returns each answer's status and JSON body (`Null` when empty).
+    /// A member that cannot be reached is an error: what it owns was not acted on.
+    pub async fn forward_to_others(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        actor: &str,
+    ) -> Result<Vec<(u16, serde_json::Value)>, ApiError> {
+        let mut out = Vec::new();
+        for m in self.members().into_iter().filter(|m| m.id != self.me.id) {
+            let url = format!("{}{path}", m.url.trim_end_matches('/'));
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header(FORWARDED_HEADER, &self.me.id)
+                .header("x-crmbus-actor", actor);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("forwarding to server {} at {}: {e}", m.id, m.url),
+                )
+            })?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            out.push((
+                status,
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            ));
+        }
+        Ok(out)
     }
 }
 

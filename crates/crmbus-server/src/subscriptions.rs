@@ -27,6 +27,8 @@ use crate::pull::PullQueue;
 
 /// State-store namespace of the subscription definitions.
 const NAMESPACE: &str = "server/subscriptions";
+/// A member id no server has: the assignment over it gives this server nothing.
+const NOBODY: &str = "";
 /// Default lease of a pulled delivery.
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
 /// Default deliveries queued or leased at once.
@@ -309,13 +311,23 @@ impl Subscriptions {
             tracing::warn!(error = %e, "reading the subscription definitions");
         }
         let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        let seeking = cluster.seeking_elsewhere().await.unwrap_or_default();
         let mut owned_total = 0usize;
         for (name, entry) in self.all() {
-            let mut r = entry.running.write().await;
+            // A subscription another server is seeking: hold none of its partitions.
+            let Ok(mut r) = entry.running.try_write() else {
+                // Busy (a seek or a create here): next round.
+                continue;
+            };
             if r.gone || !r.saved {
                 continue;
             }
-            self.reconcile_one(&cluster, &ids, &name, &mut r).await;
+            let ids: &[&str] = if seeking.contains(&name) {
+                &[NOBODY]
+            } else {
+                &ids
+            };
+            self.reconcile_one(&cluster, ids, &name, &mut r).await;
             owned_total += r.owned.len();
         }
         metrics::gauge!("crmbus_cluster_owned_partitions").set(owned_total as f64);
@@ -758,13 +770,8 @@ impl Subscriptions {
 
     /// Moves the subscription's cursor; leased deliveries are released.
     pub async fn seek(&self, name: &str, to: SeekTo) -> Result<Vec<CursorView>, ApiError> {
-        if let Some(c) = &self.cluster {
-            if c.members().len() > 1 {
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    "seek is not supported yet while several servers share the backend: stop the others, seek, and start them again",
-                ));
-            }
+        if let Some(c) = self.cluster.clone() {
+            return self.seek_in_cluster(&c, name, to).await;
         }
         let entry = self.entry(name)?;
         let mut r = entry.running.write().await;
@@ -779,6 +786,96 @@ impl Subscriptions {
         let positions = result?;
         restarted?;
         let info = self.bus.describe_topic(&topic).await?;
+        Ok(info
+            .partition_info
+            .iter()
+            .zip(positions)
+            .map(|(p, committed)| CursorView {
+                partition: p.partition,
+                committed,
+                next_offset: p.next_offset,
+                lag: p.next_offset.saturating_sub(committed),
+            })
+            .collect())
+    }
+
+    /// Seek when servers share the backend: under the subscription's seek lock (no other
+    /// server takes or keeps its partitions meanwhile), this server takes every partition's
+    /// lease (revoking it from its owner, whose engine can write nothing more), moves the
+    /// cursor with every write fenced, then gives everything up; the servers the
+    /// assignment names take their partitions again from the new position.
+    async fn seek_in_cluster(
+        &self,
+        cluster: &Arc<Cluster>,
+        name: &str,
+        to: SeekTo,
+    ) -> Result<Vec<CursorView>, ApiError> {
+        let entry = self.entry(name)?;
+        let mut r = entry.running.write().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
+        let Some(lock) = cluster.lock_for_seek(name).await? else {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("another seek of '{name}' is under way; try again"),
+            ));
+        };
+        let result = self.seek_locked(cluster, name, &to, &mut r).await;
+        cluster.unlock_seek(name, lock).await;
+        cluster.kick.notify_one();
+        result
+    }
+
+    /// The rest of [`Subscriptions::seek_in_cluster`], with the seek lock held.
+    async fn seek_locked(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        to: &SeekTo,
+        r: &mut Running,
+    ) -> Result<Vec<CursorView>, ApiError> {
+        Self::stop(r).await?;
+        let owned = std::mem::take(&mut r.owned);
+        for (p, h) in owned {
+            cluster.release(name, p, h.token).await;
+        }
+        let topic = r.topic.clone();
+        let info = self.bus.describe_topic(&topic).await?;
+        let deadline = tokio::time::Instant::now() + cluster.ttl() * 2;
+        let mut held = Vec::new();
+        let mut taken = Ok(());
+        for p in &info.partition_info {
+            match cluster.take_over(name, p.partition, deadline).await {
+                Ok(h) => held.push((p.partition, h)),
+                Err(e) => {
+                    taken = Err(e);
+                    break;
+                }
+            }
+        }
+        let fences: Vec<Fence> = held
+            .iter()
+            .map(|(p, h)| Fence {
+                lease: partition_lease(name, *p),
+                token: h.token,
+            })
+            .collect();
+        let result = match taken {
+            Ok(()) => self
+                .bus
+                .seek_fenced(&topic, name, to, &fences)
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        for (p, h) in held {
+            cluster.release(name, p, h.token).await;
+        }
+        // Idle until the next round gives this server its share again.
+        let restarted = self.start(&topic, name, r).await;
+        let positions = result?;
+        restarted?;
         Ok(info
             .partition_info
             .iter()
@@ -824,7 +921,8 @@ impl Subscriptions {
         Ok(read_audit_log(self.bus.state().as_ref(), &group).await?)
     }
 
-    /// Redrives dead letters, audited as `who`.
+    /// Redrives dead letters, audited as `who`. In a cluster, this server's engine acts on
+    /// the partitions it owns (none: nothing); the route asks the other servers for theirs.
     pub async fn redrive(
         &self,
         name: &str,
@@ -832,14 +930,31 @@ impl Subscriptions {
         filter: DlqFilter,
         who: &str,
     ) -> Result<usize, ApiError> {
+        if self.cluster.is_some() && !self.runs_locally(name).await? {
+            return Ok(0);
+        }
         self.with_sub(name, async |s| Ok(s.redrive(ids, filter, who).await?))
             .await
     }
 
-    /// Discards a dead letter, audited as `who`; false if there is no such entry.
+    /// Discards a dead letter, audited as `who`; false if there is no such entry (in a
+    /// cluster: among the partitions this server owns).
     pub async fn discard(&self, name: &str, id: &str, who: &str) -> Result<bool, ApiError> {
+        if self.cluster.is_some() && !self.runs_locally(name).await? {
+            return Ok(false);
+        }
         self.with_sub(name, async |s| Ok(s.discard(id, who).await?))
             .await
+    }
+
+    /// Whether an engine of subscription `name` runs on this server.
+    async fn runs_locally(&self, name: &str) -> Result<bool, ApiError> {
+        let entry = self.entry(name)?;
+        let r = entry.running.read().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
+        Ok(r.sub.is_some())
     }
 
     /// Deletes every subscription of `topic` with its state (the topic is being deleted:

@@ -269,6 +269,27 @@ impl EventBus {
         .await
     }
 
+    /// [`EventBus::seek`] with every write fenced by `fences` (see
+    /// [`crate::cluster`]): servers sharing a backend seek while holding the leases of every
+    /// partition of the group.
+    pub async fn seek_fenced(
+        &self,
+        topic: &str,
+        group: &str,
+        to: &Position,
+        fences: &[crate::cluster::Fence],
+    ) -> Result<Vec<u64>, LogError> {
+        crate::delivery::seek_group_fenced(
+            self.inner.log.as_ref(),
+            self.inner.state.as_ref(),
+            topic,
+            group,
+            to,
+            fences,
+        )
+        .await
+    }
+
     /// The offset `group` will deliver next in one partition, if it has one.
     pub async fn committed_offset(
         &self,

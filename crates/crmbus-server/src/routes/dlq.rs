@@ -11,12 +11,21 @@ use crmbus::ErrorCode;
 use crate::api::{
     AuditEntryView, AuditList, DlqEntryView, DlqList, DlqQuery, RedriveRequest, RedriveResponse,
 };
+use crate::cluster::FORWARDED_HEADER;
 use crate::extract::json_body;
 use crate::problem::{ApiError, Problem};
 use crate::state::Shared;
 use crate::subscriptions::{dlq_filter, dlq_view};
 
 /// Who an operator action is audited as: the `x-crmbus-actor` header, else `http`.
+/// Another server's refusal of a forwarded request, as this server's answer.
+fn forwarded_error(status: u16, answer: &serde_json::Value) -> ApiError {
+    let detail = answer["detail"].as_str().unwrap_or("no detail").to_string();
+    let code = serde_json::from_value::<ErrorCode>(answer["code"].clone())
+        .unwrap_or(ErrorCode::Unavailable);
+    ApiError::new(code, format!("another server answered {status}: {detail}"))
+}
+
 fn actor(headers: &HeaderMap) -> String {
     headers
         .get("x-crmbus-actor")
@@ -146,10 +155,24 @@ pub async fn redrive_dlq(
         Some(q) => dlq_filter(q)?,
         None => DlqFilter::default(),
     };
-    let redriven = app
-        .subs
-        .redrive(&name, req.entries, filter, &actor(&headers))
-        .await?;
+    let who = actor(&headers);
+    let body = serde_json::to_value(&req).unwrap_or(serde_json::Value::Null);
+    let mut redriven = app.subs.redrive(&name, req.entries, filter, &who).await?;
+    // In a cluster each server redrives the dead letters of the partitions it owns.
+    if let Some(cluster) = app.subs.cluster() {
+        if !headers.contains_key(FORWARDED_HEADER) {
+            let path = format!("/v1/subscriptions/{name}/dlq/redrive");
+            for (status, answer) in cluster
+                .forward_to_others(reqwest::Method::POST, &path, Some(&body), &who)
+                .await?
+            {
+                if status != 200 {
+                    return Err(forwarded_error(status, &answer));
+                }
+                redriven += answer["redriven"].as_u64().unwrap_or(0) as usize;
+            }
+        }
+    }
     Ok(Json(RedriveResponse { redriven }))
 }
 
@@ -170,7 +193,28 @@ pub async fn discard_dlq_entry(
     Path((name, entry)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    if app.subs.discard(&name, &entry, &actor(&headers)).await? {
+    let who = actor(&headers);
+    if app.subs.discard(&name, &entry, &who).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // In a cluster the server owning the entry's partition discards it.
+    let mut found = false;
+    if let Some(cluster) = app.subs.cluster() {
+        if !headers.contains_key(FORWARDED_HEADER) {
+            let path = format!("/v1/subscriptions/{name}/dlq/{entry}");
+            for (status, answer) in cluster
+                .forward_to_others(reqwest::Method::DELETE, &path, None, &who)
+                .await?
+            {
+                match status {
+                    204 => found = true,
+                    404 => {}
+                    _ => return Err(forwarded_error(status, &answer)),
+                }
+            }
+        }
+    }
+    if found {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(

@@ -22,5 +22,5 @@ pub use group_state::{GroupState, StateKind};
 pub use handler::{handler_fn, Delivery, Handler, HandlerError};
 pub use options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
 pub use retry::{RetryPolicy, MAX_RETRY_DELAY};
-pub use seek::{seek_group, SeekTo};
+pub use seek::{seek_group, seek_group_fenced, SeekTo};
 pub use subscription::{Subscription, POLL_INTERVAL};

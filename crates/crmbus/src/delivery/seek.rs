@@ -22,6 +22,19 @@ pub async fn seek_group(
     group: &str,
     to: &SeekTo,
 ) -> Result<Vec<u64>, LogError> {
+    seek_group_fenced(log, state, topic, group, to, &[]).await
+}
+
+/// [`seek_group`] with every write fenced by `fences` (servers sharing a backend: the
+/// leases of every partition of the group, held by the server that seeks).
+pub async fn seek_group_fenced(
+    log: &dyn EventLog,
+    state: &dyn StateStore,
+    topic: &str,
+    group: &str,
+    to: &SeekTo,
+    fences: &[crate::cluster::Fence],
+) -> Result<Vec<u64>, LogError> {
     let info = log.describe_topic(topic).await?;
     let targets = to.resolve(log, &info).await?;
     let mut positions = Vec::with_capacity(info.partition_info.len());
@@ -42,10 +55,11 @@ pub async fn seek_group(
         )
         .await?;
     if !ops.is_empty() {
-        state.apply(ops).await?;
+        state.apply_fenced(fences, ops).await?;
     }
     for (partition, offset) in &positions {
-        log.commit_offset(group, topic, *partition, *offset).await?;
+        log.commit_offset_fenced(fences, group, topic, *partition, *offset)
+            .await?;
     }
     Ok(positions.into_iter().map(|(_, o)| o).collect())
 }
