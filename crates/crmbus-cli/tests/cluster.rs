@@ -376,6 +376,52 @@ async fn three_servers_deliver_each_event_once_per_group_in_key_order(backend: B
         "subscription visible on another server after {:?}",
         created.elapsed()
     );
+    // A schema registered on the first server is enforced by the third within its next
+    // rounds.
+    let schema =
+        json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}});
+    let (status, body) = http
+        .post(
+            &bases[0],
+            "/v1/schemas/cluster.checked/versions",
+            json!({"schema": schema}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    http.post(
+        &bases[0],
+        "/v1/topics",
+        json!({"name": "checks", "partitions": 1}),
+    )
+    .await;
+    let registered = Instant::now();
+    let bad = json!([{"specversion": "1.0", "id": "bad-1", "source": "/cluster-test",
+        "type": "cluster.checked", "data": {"n": "not a number"}}]);
+    loop {
+        let resp = http
+            .0
+            .post(format!("{}/v1/topics/checks/events", bases[2]))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::to_vec(&bad).expect("json"))
+            .send()
+            .await
+            .expect("publish");
+        if resp.status().as_u16() == 400 {
+            let body: Value = resp.json().await.expect("problem");
+            assert_eq!(body["code"], "schema_violation", "{body}");
+            break;
+        }
+        // Accepted before the schema reached it (into a topic nobody consumes here).
+        assert!(
+            registered.elapsed() < Duration::from_secs(3),
+            "the third server never enforced the schema"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "schema enforced on another server after {:?}",
+        registered.elapsed()
+    );
     let view = wait_owned(&http, &bases[0], "erp", 6, &ids, true).await;
     assert_eq!(view["members"].as_array().map(Vec::len), Some(3), "{view}");
 
@@ -530,8 +576,14 @@ async fn a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced(backend: B
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = servers[0].child.kill();
     let _ = servers[0].child.wait();
+    let killed = Instant::now();
     let rest = [ids[1].clone(), ids[2].clone()];
     wait_owned(&http, &bases[1], "erp", 6, &rest, false).await;
+    eprintln!(
+        "{}: the killed server's partitions moved after {:?} (lease TTL 3 s)",
+        backend.name(),
+        killed.elapsed()
+    );
     for chunk in 30..40 {
         http.publish(
             &bases[1 + chunk % 2],
