@@ -957,3 +957,25 @@ async fn dead_letters_and_seek_act_on_every_server(backend: Backend) {
         );
     }
 }
+
+/// A server listening on every interface cannot tell the others where to reach it: it
+/// refuses to start without `cluster.advertise_url`, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_listen_address_needs_an_advertise_url() {
+    let prefix = Prefix::new(Backend::Redis, "advertise");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("CRMBUS_STORAGE_BACKEND", "redis")
+        .env("CRMBUS_STORAGE_URL", Backend::Redis.url())
+        .env("CRMBUS_STORAGE_PREFIX", &prefix.0)
+        .output()
+        .expect("run crmbus serve");
+    assert!(
+        !out.status.success(),
+        "a wildcard listen address started a cluster member"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster.advertise_url"), "{err}");
+}

@@ -396,3 +396,34 @@ async fn versions_survive_reopening_the_embedded_state_store() {
         .expect("validates after reopen");
     log.close().await.expect("close");
 }
+
+/// Two registries on one store (two servers sharing a backend): a reload takes in what
+/// the other registered and the mode it set, and keeps the versions it held (the same
+/// objects, with their compiled validators).
+#[tokio::test]
+async fn reload_takes_in_what_another_registry_wrote_and_keeps_what_it_held() {
+    let store = MemoryStateStore::new();
+    let here = open(&store).await;
+    let there = open(&store).await;
+    let v1 = json!({"type": "object", "required": ["deal_id"]});
+    here.register("deal.won", v1.clone()).await.expect("v1");
+    here.reload().await.expect("reload");
+    let held = here.get("deal.won", 1).expect("v1 held");
+    there.reload().await.expect("reload there");
+    // Backward compatible: it requires less.
+    let v2 = json!({"type": "object"});
+    there.register("deal.won", v2).await.expect("v2 there");
+    there
+        .set_compatibility("deal.won", CompatibilityMode::Full)
+        .await
+        .expect("mode there");
+    assert!(here.get("deal.won", 2).is_err(), "not seen before a reload");
+    here.reload().await.expect("reload");
+    assert_eq!(here.latest("deal.won").expect("latest").version, 2);
+    assert_eq!(here.compatibility("deal.won"), CompatibilityMode::Full);
+    let kept = here.get("deal.won", 1).expect("v1 still held");
+    assert!(
+        Arc::ptr_eq(&held, &kept),
+        "a reload replaced a version it already held"
+    );
+}

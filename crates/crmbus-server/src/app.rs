@@ -97,6 +97,14 @@ impl Server {
         })?;
         let cluster = match opened.state.leases() {
             Some(leases) if config.cluster.enabled => {
+                if config.cluster.advertise_url.is_empty() && addr.ip().is_unspecified() {
+                    return Err(ServerError::Config(crate::config::ConfigError::Invalid {
+                        origin: String::new(),
+                        message: format!(
+                            "cluster.advertise_url is required when server.listen is {addr}: the other servers sharing the backend forward acks to this server at that URL (set it, or [cluster] enabled = false if no other server shares the backend)"
+                        ),
+                    }));
+                }
                 let url = if config.cluster.advertise_url.is_empty() {
                     format!("http://{addr}")
                 } else {

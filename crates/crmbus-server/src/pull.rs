@@ -273,13 +273,16 @@ impl PullQueue {
         let lease = self.leases.locked().remove(ack_id);
         match lease {
             Some(l) if !self.partition_valid(l.partition) => {
-                // In a cluster, the partition's lease is lost (this server was paused or
-                // cut off past it): another server delivers the event again, and this
-                // answer settles nothing.
+                // In a cluster, the partition's lease stopped counting as held (this
+                // server was paused or cut off past it): this answer settles nothing. The
+                // delivery fails as an attempt (as an expired lease does), so that a lease
+                // renewed late but still held delivers it again; an "interrupted" answer
+                // would stop the engine from starting deliveries until a restart.
                 self.expired.locked().remember(ack_id.to_string());
-                let _ = l.reply.send(Err(HandlerError::interrupted(
-                    "this server no longer owns the delivery's partition",
-                )));
+                let _ = l.reply.send(Err(HandlerError::transient(
+                    "answered after this server's lease on the partition lapsed",
+                )
+                .retry_after(Duration::ZERO)));
                 false
             }
             Some(l) => l.reply.send(result).is_ok(),
@@ -375,5 +378,70 @@ impl Handler for PullHandler {
         }
         self.queue.queued.notify_one();
         result.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use crmbus::delivery::Delivery;
+    use crmbus::Event;
+    use serde_json::json;
+
+    use super::PullQueue;
+
+    fn delivery(partition: u32) -> Delivery {
+        Delivery {
+            topic: "deals".into(),
+            group: "erp".into(),
+            partition,
+            offset: 7,
+            attempt: 1,
+            event: Event::new("deal.won", json!({"deal_id": 1})),
+        }
+    }
+
+    /// A late ack after the partition's lease stopped counting as held settles nothing,
+    /// and fails the delivery as an ordinary attempt: an "interrupted" answer would stop
+    /// the engine from starting any delivery until a restart, which a lease renewed late
+    /// (but still held) never brings.
+    #[tokio::test]
+    async fn an_ack_after_the_lease_lapsed_is_stale_and_fails_the_attempt_without_stopping_the_engine(
+    ) {
+        let queue = PullQueue::with_owner(8, Duration::from_secs(30), Some("m1".into()));
+        let now = tokio::time::Instant::now();
+        queue.set_valid(HashMap::from([(0, now + Duration::from_secs(60))]));
+        let handler = queue.handler();
+        let handled = tokio::spawn(async move { handler.handle(delivery(0)).await });
+        let leased = queue.pull(1, Duration::from_secs(5)).await;
+        assert_eq!(leased.len(), 1);
+        assert!(leased[0].ack_id.starts_with("m1."), "{}", leased[0].ack_id);
+        // The lease lapses (not renewed in time).
+        queue.set_valid(HashMap::from([(0, now)]));
+        let s = queue.ack(std::slice::from_ref(&leased[0].ack_id));
+        assert_eq!(s.unknown, vec![leased[0].ack_id.clone()]);
+        assert_eq!(s.stale, vec![leased[0].ack_id.clone()]);
+        let result = handled.await.expect("handler task");
+        let err = result.expect_err("the delivery must not count as acked");
+        assert!(
+            !err.interrupted,
+            "an interrupted answer stops the engine: {err:?}"
+        );
+    }
+
+    /// Deliveries of a partition whose lease is not (or no longer) held are not handed
+    /// out; they are once it is.
+    #[tokio::test]
+    async fn deliveries_wait_while_their_partition_is_not_held() {
+        let queue = PullQueue::with_owner(8, Duration::from_secs(30), Some("m1".into()));
+        let handler = queue.handler();
+        let _handled = tokio::spawn(async move { handler.handle(delivery(3)).await });
+        tokio::task::yield_now().await;
+        assert!(queue.pull(1, Duration::from_millis(50)).await.is_empty());
+        let later = tokio::time::Instant::now() + Duration::from_secs(60);
+        queue.set_valid(HashMap::from([(3, later)]));
+        assert_eq!(queue.pull(1, Duration::from_secs(5)).await.len(), 1);
     }
 }

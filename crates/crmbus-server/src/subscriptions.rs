@@ -335,11 +335,14 @@ impl Subscriptions {
 
     /// [`Subscriptions::reconcile`] for one subscription, its entry locked.
     async fn reconcile_one(&self, cluster: &Cluster, ids: &[&str], name: &str, r: &mut Running) {
-        let partitions = match self.bus.describe_topic(&r.topic).await {
+        let partitions: Vec<u32> = match self.bus.describe_topic(&r.topic).await {
             Ok(info) => info.partition_info.iter().map(|p| p.partition).collect(),
+            Err(LogError::TopicNotFound(_)) => Vec::new(),
             Err(e) => {
-                tracing::debug!(subscription = name, error = %e, "topic unreadable; holding nothing");
-                Vec::new()
+                // The backend did not answer: keep what is held (renewed below) and take
+                // nothing new.
+                tracing::debug!(subscription = name, error = %e, "topic unreadable; keeping the partitions held");
+                r.owned.keys().copied().collect()
             }
         };
         // With no member list (the backend unreachable), nothing new is taken and held
@@ -446,9 +449,17 @@ impl Subscriptions {
             if r.gone || !r.saved {
                 continue;
             }
+            // Saved after the scan (a create here finished meanwhile): not deleted.
+            if self.bus.state().get(NAMESPACE, &name).await?.is_some() {
+                continue;
+            }
             // Deleted on another server (which purged its state and revoked its leases).
             let _ = Self::stop(&mut r).await;
-            r.owned.clear();
+            if let Some(cluster) = &self.cluster {
+                for (p, h) in std::mem::take(&mut r.owned) {
+                    cluster.release(&name, p, h.token).await;
+                }
+            }
             r.gone = true;
             self.forget(&name, &entry);
             tracing::info!(subscription = %name, "subscription deleted on another server");

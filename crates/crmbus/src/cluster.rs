@@ -93,9 +93,9 @@ pub fn member_lease(member: &str) -> String {
 /// Which of `members` owns partition `partition` of `subscription`: the members sorted by
 /// id, the subscription's partitions dealt round-robin from a starting member chosen by
 /// the subscription's name. Every server computes the same answer from the same member
-/// list; each subscription's partitions are spread as evenly as the count allows; and a
-/// member joining or leaving moves only what the new count requires of each
-/// subscription. `None` when there are no members.
+/// list, and each subscription's partitions are spread as evenly as the count allows. A
+/// member joining or leaving moves most partitions (the deal starts over), each through a
+/// clean handover. `None` when there are no members.
 pub fn owner_of<'a>(members: &[&'a str], subscription: &str, partition: u32) -> Option<&'a str> {
     if members.is_empty() {
         return None;

@@ -161,9 +161,22 @@ impl SchemaRegistry {
 
     /// Reads the store again and takes in what other writers registered (servers sharing
     /// the backend); what this registry holds stays if the store cannot be read.
+    /// Versions already held are kept as they are (with the validators compiled for
+    /// them), so a reload that finds nothing new costs publishing nothing.
     pub async fn reload(&self) -> Result<(), SchemaError> {
         let _serialized = self.writes.lock().await;
-        let types = Self::load(self.store.as_ref()).await?;
+        let mut types = Self::load(self.store.as_ref()).await?;
+        {
+            let held = self.read();
+            for (ty, entry) in types.iter_mut() {
+                let Some(old) = held.get(ty) else { continue };
+                for v in entry.versions.iter_mut() {
+                    if let Some(same) = old.get(v.version).filter(|o| o.schema == v.schema) {
+                        *v = Arc::clone(same);
+                    }
+                }
+            }
+        }
         *self.write() = types;
         Ok(())
     }

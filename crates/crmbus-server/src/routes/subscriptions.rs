@@ -214,10 +214,25 @@ async fn forward_settle(
     let Some(cluster) = app.subs.cluster() else {
         return Ok(());
     };
-    let r = cluster.forward_settle(member, name, action, body).await?;
-    out.settled += r.settled;
-    out.unknown.extend(r.unknown);
-    out.stale.extend(r.stale);
+    match cluster
+        .forward_settle(member, name, action, body.clone())
+        .await
+    {
+        Ok(r) => {
+            out.settled += r.settled;
+            out.unknown.extend(r.unknown);
+            out.stale.extend(r.stale);
+        }
+        Err(e) => {
+            // The server that handed them out is gone or unreachable: its leases on them
+            // end with it, and they are delivered again. Reported per id, so the other
+            // ids of the request still settle.
+            tracing::warn!(member, error = %e.detail, "forwarding a settlement");
+            let ids = body["ack_ids"].as_array().cloned().unwrap_or_default();
+            out.unknown
+                .extend(ids.iter().filter_map(|v| v.as_str().map(String::from)));
+        }
+    }
     Ok(())
 }
 
