@@ -236,6 +236,19 @@ async fn wait_assigned(http: &Http, base: &str, sub: &str, partitions: u32, memb
     }
 }
 
+/// The partitions of `sub` that `member` owns in a cluster view.
+fn owned_by(view: &Value, sub: &str, member: &str) -> Vec<u64> {
+    view["partitions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["subscription"] == sub && p["owner"] == member)
+                .filter_map(|p| p["partition"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 async fn member_id(http: &Http, base: &str) -> String {
     let (_, view) = http.get(base, "/v1/cluster").await;
     view["member"].as_str().expect("member id").to_string()
@@ -574,16 +587,40 @@ async fn a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced(backend: B
         .filter_map(|d| d["event"]["id"].as_str().map(String::from))
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, before) = http.get(&bases[1], "/v1/cluster").await;
+    let its: Vec<u64> = owned_by(&before, "erp", &ids[0]);
+    assert!(!its.is_empty(), "the first server owned nothing: {before}");
     let _ = servers[0].child.kill();
     let _ = servers[0].child.wait();
     let killed = Instant::now();
-    let rest = [ids[1].clone(), ids[2].clone()];
-    wait_owned(&http, &bases[1], "erp", 6, &rest, false).await;
+    // Each partition it owned is taken by another server.
+    loop {
+        let (_, view) = http.get(&bases[1], "/v1/cluster").await;
+        let moved = its.iter().all(|p| {
+            view["partitions"].as_array().is_some_and(|a| {
+                a.iter().any(|x| {
+                    x["subscription"] == "erp"
+                        && x["partition"].as_u64() == Some(*p)
+                        && x["owner"].as_str().is_some_and(|o| o != ids[0])
+                })
+            })
+        });
+        if moved {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "its partitions never moved: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eprintln!(
-        "{}: the killed server's partitions moved after {:?} (lease TTL 3 s)",
+        "{}: the killed server's partitions {its:?} were taken over {:?} after SIGKILL (lease TTL 3 s)",
         backend.name(),
         killed.elapsed()
     );
+    let rest = [ids[1].clone(), ids[2].clone()];
+    wait_owned(&http, &bases[1], "erp", 6, &rest, false).await;
     for chunk in 30..40 {
         http.publish(
             &bases[1 + chunk % 2],

@@ -250,7 +250,8 @@ impl LeaseStore for NatsLeaseStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>, LogError> {
-        let keys: Vec<String> = match self.kv.keys().await {
+        // A key written while the listing runs comes back twice: a set keeps one.
+        let keys: std::collections::BTreeSet<String> = match self.kv.keys().await {
             Ok(k) => k
                 .try_collect()
                 .await

@@ -154,7 +154,7 @@ impl Server {
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(cluster.tick()) => {}
+                        _ = tokio::time::sleep(cluster.next_sleep()) => {}
                         _ = cluster.kick.notified() => {}
                         _ = stopping.wait_for(|s| *s) => return,
                     }

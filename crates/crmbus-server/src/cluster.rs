@@ -58,6 +58,10 @@ pub struct Cluster {
     http: reqwest::Client,
     /// Notified to run a reconciliation now (a subscription was created or deleted).
     pub kick: Notify,
+    /// When the next round must run at the latest: just after the soonest expiry of a
+    /// lease this server waits for (another member's, or a partition's it should take),
+    /// so a dead server's partitions move as soon as their leases end, not a round later.
+    wake_at: Mutex<Option<Instant>>,
 }
 
 impl Cluster {
@@ -75,6 +79,27 @@ impl Cluster {
                 .build()
                 .unwrap_or_default(),
             kick: Notify::new(),
+            wake_at: Mutex::new(None),
+        }
+    }
+
+    /// How long the reconciliation loop sleeps before its next round: a tick, or less
+    /// when a lease this server waits for ends sooner.
+    pub fn next_sleep(&self) -> Duration {
+        let tick = self.tick();
+        match self.wake_at.locked().take() {
+            Some(at) => at.saturating_duration_since(Instant::now()).min(tick),
+            None => tick,
+        }
+    }
+
+    /// Runs a round just after a lease that ends in `left_ms` (a few ms after, so that it
+    /// has ended by the backend's clock too).
+    fn wake_after(&self, left_ms: u64) {
+        let at = Instant::now() + Duration::from_millis(left_ms.saturating_add(5));
+        let mut wake = self.wake_at.locked();
+        if wake.is_none_or(|w| at < w) {
+            *wake = Some(at);
         }
     }
 
@@ -126,6 +151,12 @@ impl Cluster {
         }
         let listed = self.leases.list("member/").await?;
         let mut members = BTreeMap::new();
+        for l in &listed {
+            if l.holder != self.me.id {
+                // If it is not renewed, the next round runs as soon as it ends.
+                self.wake_after(l.expires_in_ms);
+            }
+        }
         for l in listed {
             if let Ok(m) = serde_json::from_str::<Member>(&l.data) {
                 members.insert(m.id.clone(), m);
@@ -167,7 +198,16 @@ impl Cluster {
                 token,
                 valid_until: self.valid_until(sent),
             }),
-            Ok(None) => None,
+            Ok(None) => {
+                // Held by another: try again as soon as it ends, if it is not renewed.
+                let name = partition_lease(subscription, partition);
+                if let Ok(held) = self.leases.list(&name).await {
+                    if let Some(l) = held.iter().find(|l| l.name == name) {
+                        self.wake_after(l.expires_in_ms);
+                    }
+                }
+                None
+            }
             Err(e) => {
                 tracing::warn!(subscription, partition, error = %e, "acquiring a partition lease");
                 None

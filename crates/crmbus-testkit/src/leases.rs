@@ -86,6 +86,31 @@ pub async fn check_leases(
         return Err("a list by prefix returned leases of another prefix".into());
     }
 
+    // A listing while a lease is renewed again and again names each lease once.
+    let renewer = {
+        let leases = Arc::clone(&leases);
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                if !matches!(leases.renew("part/erp/1", other, long).await, Ok(true)) {
+                    return false;
+                }
+            }
+            true
+        })
+    };
+    for _ in 0..20 {
+        let listed = leases.list("part/").await.map_err(|e| err("list", e))?;
+        let mut names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+        let all = names.len();
+        names.dedup();
+        if names.len() != all {
+            return Err(format!("a listing named a lease twice: {listed:?}"));
+        }
+    }
+    if !renewer.await.unwrap_or(false) {
+        return Err("renewing a held lease failed".into());
+    }
+
     // Fenced writes: accepted while the lease is held with the token.
     log.create_topic(TopicSpec::new(topic, 1))
         .await
