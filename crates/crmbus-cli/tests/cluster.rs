@@ -249,6 +249,42 @@ fn owned_by(view: &Value, sub: &str, member: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// Three servers on one namespace, with the topic `deals` (6 partitions) and the
+/// subscription `subscription` created through the first. Fields drop in order: the
+/// servers stop before the namespace is removed.
+struct Trio {
+    servers: Vec<Serve>,
+    bases: Vec<String>,
+    ids: Vec<String>,
+    http: Http,
+    prefix: Prefix,
+}
+
+async fn trio(backend: Backend, case: &str, subscription: Value) -> Trio {
+    let prefix = Prefix::new(backend, case);
+    let servers = vec![server(&prefix), server(&prefix), server(&prefix)];
+    let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let http = Http(reqwest::Client::new());
+    let mut ids = Vec::new();
+    for b in &bases {
+        ids.push(member_id(&http, b).await);
+    }
+    let topic = json!({"name": "deals", "partitions": 6});
+    let (status, body) = http.post(&bases[0], "/v1/topics", topic).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http
+        .post(&bases[0], "/v1/topics/deals/subscriptions", subscription)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    Trio {
+        servers,
+        bases,
+        ids,
+        http,
+        prefix,
+    }
+}
+
 async fn member_id(http: &Http, base: &str) -> String {
     let (_, view) = http.get(base, "/v1/cluster").await;
     view["member"].as_str().expect("member id").to_string()
@@ -348,30 +384,18 @@ async fn consume(http: &Http, bases: &[String], sub: &str, want: usize, seen: &m
 }
 
 async fn three_servers_deliver_each_event_once_per_group_in_key_order(backend: Backend) {
-    let prefix = Prefix::new(backend, "once");
-    let servers = [server(&prefix), server(&prefix), server(&prefix)];
-    let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let http = Http(reqwest::Client::new());
-    let mut ids = Vec::new();
-    for b in &bases {
-        ids.push(member_id(&http, b).await);
-    }
-    let (status, body) = http
-        .post(
-            &bases[0],
-            "/v1/topics",
-            json!({"name": "deals", "partitions": 6}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = http
-        .post(
-            &bases[0],
-            "/v1/topics/deals/subscriptions",
-            json!({"name": "erp", "ack_timeout_ms": 30000}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let Trio {
+        prefix: _prefix,
+        servers,
+        bases,
+        ids,
+        http,
+    } = trio(
+        backend,
+        "once",
+        json!({"name": "erp", "ack_timeout_ms": 30000}),
+    )
+    .await;
     // Created on the first server, known to the third within its next rounds.
     let created = Instant::now();
     loop {
@@ -485,28 +509,18 @@ async fn three_servers_deliver_each_event_once_per_group_in_key_order(backend: B
 }
 
 async fn a_killed_server_and_a_paused_one_lose_nothing_and_are_fenced(backend: Backend) {
-    let prefix = Prefix::new(backend, "failover");
-    let mut servers = vec![server(&prefix), server(&prefix), server(&prefix)];
-    let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let http = Http(reqwest::Client::new());
-    let mut ids = Vec::new();
-    for b in &bases {
-        ids.push(member_id(&http, b).await);
-    }
-    http.post(
-        &bases[0],
-        "/v1/topics",
-        json!({"name": "deals", "partitions": 6}),
+    let Trio {
+        prefix: _prefix,
+        mut servers,
+        bases,
+        ids,
+        http,
+    } = trio(
+        backend,
+        "failover",
+        json!({"name": "erp", "ack_timeout_ms": 60000}),
     )
     .await;
-    let (status, body) = http
-        .post(
-            &bases[0],
-            "/v1/topics/deals/subscriptions",
-            json!({"name": "erp", "ack_timeout_ms": 60000}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
     wait_owned(&http, &bases[0], "erp", 6, &ids, true).await;
     for chunk in 0..30 {
         http.publish(&bases[chunk % 3], "deals", &events(chunk * 100, 100, 90))
@@ -751,25 +765,18 @@ async fn pull_round(http: &Http, base: &str, acker: &str, seen: &mut Seen) {
 }
 
 async fn a_rolling_restart_under_load_loses_nothing(backend: Backend) {
-    let prefix = Prefix::new(backend, "rolling");
-    let mut servers = vec![server(&prefix), server(&prefix), server(&prefix)];
-    let http = Http(reqwest::Client::new());
-    let bases = |s: &[Serve]| -> Vec<String> { s.iter().map(|x| x.url.clone()).collect() };
-    let b = bases(&servers);
-    http.post(
-        &b[0],
-        "/v1/topics",
-        json!({"name": "deals", "partitions": 6}),
+    let Trio {
+        prefix,
+        mut servers,
+        http,
+        ..
+    } = trio(
+        backend,
+        "rolling",
+        json!({"name": "erp", "ack_timeout_ms": 60000}),
     )
     .await;
-    let (status, body) = http
-        .post(
-            &b[0],
-            "/v1/topics/deals/subscriptions",
-            json!({"name": "erp", "ack_timeout_ms": 60000}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let bases = |s: &[Serve]| -> Vec<String> { s.iter().map(|x| x.url.clone()).collect() };
     let mut seen = Seen::default();
     let mut published = 0usize;
     let mut step = 0usize;
@@ -901,28 +908,18 @@ async fn settle_all(http: &Http, bases: &[String], action: &str, want: usize) ->
 }
 
 async fn dead_letters_and_seek_act_on_every_server(backend: Backend) {
-    let prefix = Prefix::new(backend, "dlq");
-    let servers = [server(&prefix), server(&prefix), server(&prefix)];
-    let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let http = Http(reqwest::Client::new());
-    let mut ids = Vec::new();
-    for b in &bases {
-        ids.push(member_id(&http, b).await);
-    }
-    http.post(
-        &bases[0],
-        "/v1/topics",
-        json!({"name": "deals", "partitions": 6}),
+    let Trio {
+        prefix: _prefix,
+        servers: _servers,
+        bases,
+        ids,
+        http,
+    } = trio(
+        backend,
+        "dlq",
+        json!({"name": "erp", "retry": {"max_attempts": 1}}),
     )
     .await;
-    let (status, body) = http
-        .post(
-            &bases[0],
-            "/v1/topics/deals/subscriptions",
-            json!({"name": "erp", "retry": {"max_attempts": 1}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
     wait_assigned(&http, &bases[0], "erp", 6, &ids).await;
     http.publish(&bases[1], "deals", &events(0, 60, 60)).await;
     // Every event fails once: 60 dead letters, spread over the three servers' partitions.

@@ -188,7 +188,14 @@ impl NatsStateStore {
                 {
                     Ok(())
                 }
-                _ => Err(backend("removing an applied journal entry", e)),
+                _ => {
+                    // Another server sharing the namespace may have applied and removed
+                    // it first (each replays what it finds): gone is what was wanted.
+                    match self.journal.direct_get(seq).await {
+                        Err(g) if g.kind() == stream::DirectGetErrorKind::NotFound => Ok(()),
+                        _ => Err(backend("removing an applied journal entry", e)),
+                    }
+                }
             },
         }
     }

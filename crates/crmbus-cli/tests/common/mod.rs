@@ -36,14 +36,18 @@ impl Serve {
             .expect("spawn crmbus serve");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
+        let mut before = Vec::new();
         let url = loop {
-            let line = lines
-                .next()
-                .expect("crmbus serve printed its address")
-                .expect("line");
+            let Some(Ok(line)) = lines.next() else {
+                panic!(
+                    "crmbus serve stopped before printing its address:\n{}",
+                    before.join("\n")
+                );
+            };
             if let Some(rest) = line.strip_prefix("crmbus listening on ") {
                 break rest.split_whitespace().next().expect("url").to_string();
             }
+            before.push(line);
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
