@@ -797,17 +797,7 @@ impl Subscriptions {
         let positions = result?;
         restarted?;
         let info = self.bus.describe_topic(&topic).await?;
-        Ok(info
-            .partition_info
-            .iter()
-            .zip(positions)
-            .map(|(p, committed)| CursorView {
-                partition: p.partition,
-                committed,
-                next_offset: p.next_offset,
-                lag: p.next_offset.saturating_sub(committed),
-            })
-            .collect())
+        Ok(cursor_views(&info, positions))
     }
 
     /// Seek when servers share the backend: under the subscription's seek lock (no other
@@ -887,17 +877,7 @@ impl Subscriptions {
         let restarted = self.start(&topic, name, r).await;
         let positions = result?;
         restarted?;
-        Ok(info
-            .partition_info
-            .iter()
-            .zip(positions)
-            .map(|(p, committed)| CursorView {
-                partition: p.partition,
-                committed,
-                next_offset: p.next_offset,
-                lag: p.next_offset.saturating_sub(committed),
-            })
-            .collect())
+        Ok(cursor_views(&info, positions))
     }
 
     async fn with_sub<T>(
@@ -982,6 +962,20 @@ impl Subscriptions {
         }
         Ok(())
     }
+}
+
+/// The cursors a seek left, partition by partition.
+fn cursor_views(info: &crmbus::TopicInfo, positions: Vec<u64>) -> Vec<CursorView> {
+    info.partition_info
+        .iter()
+        .zip(positions)
+        .map(|(p, committed)| CursorView {
+            partition: p.partition,
+            committed,
+            next_offset: p.next_offset,
+            lag: p.next_offset.saturating_sub(committed),
+        })
+        .collect()
 }
 
 /// A saved subscription: its topic and the request it was created with.

@@ -91,11 +91,14 @@ impl Engine {
                 .get(&(p, offset))
                 .map(|r| r.attempts + 1)
                 .unwrap_or(1);
-            if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
-                if !redrive && attempt == 1 && offset < part.attempted_below {
-                    attempt = 2;
+            // Only a fenced engine (servers sharing a backend) tracks what it handed out.
+            if !self.opts.fences.is_empty() {
+                if let Some(part) = self.parts.iter_mut().find(|c| c.id == p) {
+                    if !redrive && attempt == 1 && offset < part.attempted_below {
+                        attempt = 2;
+                    }
+                    part.dispatched_to = part.dispatched_to.max(offset + 1);
                 }
-                part.dispatched_to = part.dispatched_to.max(offset + 1);
             }
             let delivery = Delivery {
                 topic: self.topic.clone(),
