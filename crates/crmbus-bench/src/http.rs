@@ -138,21 +138,26 @@ pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Builds the events of a request into `out`: one structured event, or a JSON array.
-struct EventWriter {
+/// `bench net` sends the same bytes to every engine.
+pub(crate) struct EventWriter {
     run: String,
     time: String,
+    /// Distinct subjects (business keys): event `n` is about `deal-{n % keys}`.
+    keys: u64,
 }
 
 impl EventWriter {
-    fn new() -> EventWriter {
+    /// A writer whose events' ids are unique to this run, over `keys` subjects (at least 1).
+    pub(crate) fn new(keys: u64) -> EventWriter {
         EventWriter {
             run: uuid::Uuid::now_v7().simple().to_string(),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            keys: keys.max(1),
         }
     }
 
-    /// The `data` of event `n`: a deal moving between stages, about 256 bytes of JSON.
-    fn data(&self, out: &mut String, n: u64) {
+    /// Appends the `data` of event `n`: a deal moving between stages, about 256 bytes of JSON.
+    pub(crate) fn data(&self, out: &mut String, n: u64) {
         const STAGES: [&str; 5] = [
             "prospecting",
             "qualification",
@@ -164,7 +169,7 @@ impl EventWriter {
         let _ = write!(
             out,
             r#"{{"deal_id":"deal-{:08}","old_stage":"{}","new_stage":"{}","pipeline_id":"pipeline-enterprise-emea-renewals-fy2026-{}","changed_by":"user-{:08x}-sales-operations@acme-industries.example","changed_at":"{}"}}"#,
-            n % 100_000,
+            n % self.keys,
             STAGES[s],
             STAGES[s + 1],
             n % 7,
@@ -173,12 +178,13 @@ impl EventWriter {
         );
     }
 
-    fn event(&self, out: &mut String, n: u64) {
+    /// Appends event `n` as a structured CloudEvent (about 530 bytes, 256 of them data).
+    pub(crate) fn event(&self, out: &mut String, n: u64) {
         let _ = write!(
             out,
             r#"{{"specversion":"1.0","id":"{}-{n}","source":"urn:crmbus:bench:http","type":"deal.stage_changed","subject":"deal-{:08}","time":"{}","datacontenttype":"application/json","data":"#,
             self.run,
-            n % 100_000,
+            n % self.keys,
             self.time,
         );
         self.data(out, n);
@@ -215,7 +221,7 @@ async fn measure(args: &HttpBenchArgs, base: &str, durability: &str) -> anyhow::
         })
         .await
         .with_context(|| format!("creating topic {topic}"))?;
-    let writer = EventWriter::new();
+    let writer = EventWriter::new(100_000);
     let mut sample = String::new();
     writer.event(&mut sample, 0);
     let event_bytes = sample.len();

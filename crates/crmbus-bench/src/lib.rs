@@ -1,6 +1,6 @@
 //! `crmbus bench …`: benchmarks that print figures (never pass/fail). The `crmbus`
 //! binary dispatches to [`run`]; each benchmark is a module (`log`, `deliver`, `http`,
-//! `compare`, `schema`, `outbox`), and [`rss`] reads the process's memory and CPU time.
+//! `net`, `compare`, `schema`, `outbox`), and [`rss`] reads the process's memory and CPU time.
 //!
 //! This crate is the benchmark commands, not a library to build on: its functions
 //! return `anyhow` errors, which the binary prints.
@@ -10,6 +10,7 @@ mod compare;
 mod deliver;
 mod http;
 mod log;
+mod net;
 mod outbox;
 pub mod rss;
 mod schema;
@@ -28,6 +29,11 @@ pub enum BenchCommand {
     /// Publishing over HTTP from concurrent clients: one event per request and batches,
     /// with per-request latency, against an in-process server (fsync) or `--url`.
     Http(http::HttpBenchArgs),
+    /// Over the network, in one run: the crmbus server (HTTP, fsync), Redis Streams with
+    /// AOF always and everysec, NATS JetStream 2.9 and NATS ≥ 2.10 with sync_interval
+    /// always, each started here with its durability stated: one-at-a-time and batch
+    /// publishes and a group read-back, with 1 and 32 clients, CPU and disk per event.
+    Net(net::NetBenchArgs),
     /// The same publish, one-at-a-time and group-consume workload against the embedded log
     /// (fsync), Redis Streams and NATS JetStream in one run, with each one's durability as
     /// found and the ratios of embedded to the others.
@@ -46,6 +52,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Log(args) => log::run(args),
         BenchCommand::Deliver(args) => deliver::run(args),
         BenchCommand::Http(args) => http::run(args),
+        BenchCommand::Net(args) => net::run(args),
         BenchCommand::Compare(args) => compare::run(args),
         BenchCommand::Schema(args) => schema::run(args),
         BenchCommand::Outbox(args) => outbox::run(args),

@@ -10,7 +10,17 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// CPU time this process has used (user + system), from `/proc/self/stat`.
 pub fn cpu_time() -> Option<std::time::Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_time_from("/proc/self/stat")
+}
+
+/// CPU time another process (a server a benchmark started) has used, from
+/// `/proc/<pid>/stat`.
+pub fn process_cpu_time(pid: u32) -> Option<std::time::Duration> {
+    cpu_time_from(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_time_from(path: &str) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
