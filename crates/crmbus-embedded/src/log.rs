@@ -328,6 +328,22 @@ impl EventLog for EmbeddedLog {
         })
         .await?;
         self.inner.commit.close();
+        // Nothing is written any more: each active segment's file is cut back to its
+        // records (best effort: the zeros left by a failure are cut at the next open).
+        let inner = Arc::clone(&self.inner);
+        off_runtime(move || {
+            let topics: Vec<Arc<Topic>> = inner.topics.read_locked().values().cloned().collect();
+            for t in topics {
+                for p in &t.partitions {
+                    if let Err(e) = p.trim_prefill() {
+                        tracing::warn!(topic = %t.spec.name, partition = p.id, error = %e,
+                            "could not cut the zeros written ahead of a segment's records");
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 }

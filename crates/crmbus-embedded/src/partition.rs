@@ -272,6 +272,16 @@ impl Partition {
         self.segments.read_locked().clone()
     }
 
+    /// Cuts the zeros written ahead of the active segment's records (at a clean close,
+    /// once nothing more is written).
+    pub fn trim_prefill(&self) -> io::Result<()> {
+        let _w = self.writer.locked();
+        match self.segments().last() {
+            Some(active) => active.trim_prefill(),
+            None => Ok(()),
+        }
+    }
+
     /// Offset of the oldest record held.
     pub fn first_offset(&self) -> u64 {
         self.segments

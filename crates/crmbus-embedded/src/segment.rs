@@ -46,6 +46,9 @@ pub struct Segment {
     len: AtomicU64,
     /// Bytes of disk space reserved for the file (see [`Segment::reserve`]).
     reserved: AtomicU64,
+    /// The file's size while it takes appends: its records, then zeros written ahead of
+    /// them (see [`Segment::append`]).
+    prefilled: AtomicU64,
     next_offset: AtomicU64,
     max_timestamp_us: AtomicI64,
     /// Append time of the first record (µs), or creation time while empty.
@@ -111,6 +114,7 @@ impl Segment {
             cache: Arc::clone(cache),
             len: AtomicU64::new(len),
             reserved: AtomicU64::new(len),
+            prefilled: AtomicU64::new(len),
             next_offset: AtomicU64::new(next_offset),
             max_timestamp_us: AtomicI64::new(max_ts),
             created_us,
@@ -179,7 +183,21 @@ impl Segment {
         } else {
             scan_bytes(&data, base, index_interval, false, false)
         };
+        // A sealed segment whose seal did not finish (the power went out before its size
+        // was cut and fsynced, so it has no index either) may still end in the zeros
+        // written ahead of its records: they are no damage, and are cut off here.
+        let zero_tail = outcome.torn
+            && data
+                .get(outcome.valid_len as usize..)
+                .is_some_and(|tail| tail.iter().all(|b| *b == 0));
         drop(data);
+        if let (Some(next_base), true) = (next_base, zero_tail) {
+            if outcome.next_offset == next_base {
+                file.set_len(outcome.valid_len)?;
+                file.sync_data()?;
+                outcome.torn = false;
+            }
+        }
         if let Some(next_base) = next_base {
             if outcome.next_offset > next_base {
                 return Err(io::Error::new(
@@ -289,6 +307,16 @@ impl Segment {
     /// Writes framed records at the end of the file and updates the in-memory state.
     /// `records` are the headers of the frames in `frames`, in order. On a write error
     /// the file is cut back to its previous length so no partial frame is left behind.
+    ///
+    /// When a small write (at most [`PREFILL_WRITES_UP_TO`]) reaches past the zeros written
+    /// ahead, the file is filled with zeros after it, [`PREFILL_AHEAD`] or up to its
+    /// reservation: the fdatasyncs of the small appends that follow then write into the
+    /// file without changing its size, so they need not commit file-system metadata too
+    /// (on ext4 here about three quarters of the latency of an appending fdatasync). Large
+    /// writes get no zeros: every zero is written to disk once more before the records
+    /// replace it, which costs large rounds more than the metadata commit it saves. A frame
+    /// of zeros reads as the end of the records: the scan on open cuts the zeros of the
+    /// active segment off as a tail, and [`Segment::seal`] cuts them before sealing.
     pub fn append(
         &self,
         frames: &[u8],
@@ -297,8 +325,24 @@ impl Segment {
     ) -> io::Result<()> {
         let start = self.len();
         let file = self.file()?;
-        if let Err(e) = file.write_all_at(frames, start) {
+        let end = start + frames.len() as u64;
+        let written = file.write_all_at(frames, start).and_then(|()| {
+            let prefilled = self.prefilled.load(Ordering::Acquire);
+            let ahead = self
+                .reserved
+                .load(Ordering::Acquire)
+                .min(end + PREFILL_AHEAD);
+            if end > prefilled && ahead > end && frames.len() as u64 <= PREFILL_WRITES_UP_TO {
+                write_zeros(file.as_ref(), end, ahead)?;
+                self.prefilled.store(ahead, Ordering::Release);
+            } else if end > prefilled {
+                self.prefilled.store(end, Ordering::Release);
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
             let _ = file.set_len(start);
+            self.prefilled.store(start, Ordering::Release);
             return Err(e);
         }
         let mut pos = start;
@@ -337,7 +381,14 @@ impl Segment {
     /// write the index only warns (it is rebuilt on open); the other steps must succeed.
     pub fn seal(&self) -> io::Result<()> {
         self.sealed.store(true, Ordering::Release);
-        self.file()?.sync_data()?;
+        let file = self.file()?;
+        // The zeros written ahead are cut off first; the fdatasync makes the size durable
+        // with the data, before the index file (which records that size) is written.
+        if self.prefilled.load(Ordering::Acquire) > self.len() {
+            file.set_len(self.len())?;
+            self.prefilled.store(self.len(), Ordering::Release);
+        }
+        file.sync_data()?;
         if let Err(e) = self.write_index_file() {
             tracing::warn!(segment = %self.path.display(), error = %e, "could not write a segment index");
         }
@@ -347,6 +398,19 @@ impl Segment {
         };
         self.handle.unpin();
         synced
+    }
+
+    /// Cuts the zeros written ahead of the records off the file and fsyncs its size, so a
+    /// log closed cleanly leaves every segment file exactly its records.
+    pub fn trim_prefill(&self) -> io::Result<()> {
+        if self.prefilled.load(Ordering::Acquire) <= self.len() {
+            return Ok(());
+        }
+        let file = self.file()?;
+        file.set_len(self.len())?;
+        file.sync_data()?;
+        self.prefilled.store(self.len(), Ordering::Release);
+        Ok(())
     }
 
     /// True once the segment no longer takes appends.
@@ -446,6 +510,24 @@ impl Segment {
 }
 
 const INDEX_MAGIC: &[u8; 8] = b"CRMBIDX1";
+
+/// Writes up to this size are followed by zeros written ahead (see [`Segment::append`]).
+pub const PREFILL_WRITES_UP_TO: u64 = 16 * 1024;
+
+/// How far ahead of a small write zeros are written, at most.
+pub const PREFILL_AHEAD: u64 = 256 * 1024;
+
+/// Writes zeros to `file` from `from` up to `to`.
+fn write_zeros(file: &dyn StorageFile, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
 
 /// Reservations are made in multiples of this.
 const RESERVE_ALIGN: u64 = 64 * 1024;
