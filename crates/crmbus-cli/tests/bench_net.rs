@@ -92,7 +92,10 @@ fn bench_net_json_reports_every_engine_round_and_ratio() {
         assert!(e["version"].as_str().is_some(), "{name}: {e}");
         // Every event of both rounds was stored, and the directory holds them.
         assert_eq!(e["events_stored"], 2 * (40 + 640), "{name}: {e}");
-        positive(&e["disk_bytes_per_event"], &format!("{name} disk per event"));
+        positive(
+            &e["disk_bytes_per_event"],
+            &format!("{name} disk per event"),
+        );
         let rounds = e["rounds"].as_array().expect("rounds");
         let clients: Vec<_> = rounds.iter().map(|r| r["clients"].clone()).collect();
         assert_eq!(clients, [1, 3], "{name}: {e}");
