@@ -11,12 +11,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use crmbus::Receipt;
 
-use crate::api::{
-    CloudEventDoc, PublishResponse, ReadQuery, ReadResponse, ReceiptView, StoredView,
-};
+use crate::api::{CloudEventDoc, PublishResponse, ReadQuery, ReadResponse, ReceiptView};
 use crate::cloudevents::events_from_request;
 use crate::extract::{body_bytes, parse_time, query_values};
 use crate::problem::{ApiError, Problem};
+use crate::render::{ReadBody, ReadEvent};
 use crate::state::Shared;
 
 /// Default and largest `limit` of a read.
@@ -166,7 +165,7 @@ pub async fn read_events(
     State(app): State<Shared>,
     Path(topic): Path<String>,
     query: Result<Query<ReadQuery>, QueryRejection>,
-) -> Result<Json<ReadResponse>, ApiError> {
+) -> Result<Json<ReadBody>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("(query)", e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_READ_LIMIT);
     if limit == 0 || limit > MAX_READ_LIMIT {
@@ -206,15 +205,15 @@ pub async fn read_events(
         if room > 0 {
             for s in app.bus.read(&topic, p, from, room).await? {
                 cursor = s.offset + 1;
-                events.push(StoredView {
+                events.push(ReadEvent {
                     partition: s.partition,
                     offset: s.offset,
                     appended_at: s.timestamp.to_rfc3339(),
-                    event: s.event.to_json_value(),
+                    event: s.event,
                 });
             }
         }
         next.insert(p.to_string(), cursor);
     }
-    Ok(Json(ReadResponse { events, next }))
+    Ok(Json(ReadBody { events, next }))
 }

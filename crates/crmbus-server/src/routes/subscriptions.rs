@@ -12,12 +12,13 @@ use crmbus::delivery::SeekTo;
 use serde_json::Value;
 
 use crate::api::{
-    whole, AckRequest, AckResponse, CreateSubscriptionRequest, DeliveryView, NackRequest,
-    PullRequest, PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
+    whole, AckRequest, AckResponse, CreateSubscriptionRequest, NackRequest, PullRequest,
+    PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
 };
 use crate::cluster::{ack_owner, FORWARDED_HEADER};
 use crate::extract::{json_body, parse_time};
 use crate::problem::{ApiError, Problem};
+use crate::render::{PullBody, PulledDelivery};
 use crate::state::Shared;
 
 /// Largest `max_events` and `wait_ms` of a pull.
@@ -108,7 +109,7 @@ pub async fn pull(
     State(app): State<Shared>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<PullResponse>, ApiError> {
+) -> Result<Json<PullBody>, ApiError> {
     let req: PullRequest = json_body(body)?;
     let max = req.max_events.unwrap_or(10);
     if max == 0 || max > MAX_PULL_EVENTS {
@@ -127,15 +128,15 @@ pub async fn pull(
         l = queue.pull(max, Duration::from_millis(wait)) => l,
         _ = stopping.wait_for(|s| *s) => Vec::new(),
     };
-    Ok(Json(PullResponse {
+    Ok(Json(PullBody {
         deliveries: leased
             .into_iter()
-            .map(|l| DeliveryView {
+            .map(|l| PulledDelivery {
                 ack_id: l.ack_id,
                 attempt: l.delivery.attempt,
                 partition: l.delivery.partition,
                 offset: l.delivery.offset,
-                event: l.delivery.event.to_json_value(),
+                event: l.delivery.event,
             })
             .collect(),
     }))
