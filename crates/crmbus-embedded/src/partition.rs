@@ -212,7 +212,15 @@ impl Partition {
             )?;
             let lost: u64 = outcome.corrupt.iter().map(|r| r.count).sum();
             corrupt.add(topic, id, lost);
-            if outcome.torn {
+            if outcome.torn && outcome.zero_tail {
+                tracing::debug!(
+                    topic,
+                    partition = id,
+                    base,
+                    valid_len = outcome.valid_len,
+                    "cut the zeros written ahead of the records"
+                );
+            } else if outcome.torn {
                 tracing::warn!(
                     topic,
                     partition = id,
@@ -275,6 +283,9 @@ impl Partition {
     /// Cuts the zeros written ahead of the active segment's records (at a clean close,
     /// once nothing more is written).
     pub fn trim_prefill(&self) -> io::Result<()> {
+        // The flush lock too: with `Durability::Os` an append that got in before the close
+        // writes under it, and its frames must not be cut.
+        let _flush = self.flush.locked();
         let _w = self.writer.locked();
         match self.segments().last() {
             Some(active) => active.trim_prefill(),

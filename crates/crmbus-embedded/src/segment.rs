@@ -191,6 +191,7 @@ impl Segment {
                 .get(outcome.valid_len as usize..)
                 .is_some_and(|tail| tail.iter().all(|b| *b == 0));
         drop(data);
+        outcome.zero_tail = zero_tail;
         if let (Some(next_base), true) = (next_base, zero_tail) {
             if outcome.next_offset == next_base {
                 file.set_len(outcome.valid_len)?;
@@ -326,24 +327,30 @@ impl Segment {
         let start = self.len();
         let file = self.file()?;
         let end = start + frames.len() as u64;
-        let written = file.write_all_at(frames, start).and_then(|()| {
-            let prefilled = self.prefilled.load(Ordering::Acquire);
-            let ahead = self
-                .reserved
-                .load(Ordering::Acquire)
-                .min(end + PREFILL_AHEAD);
-            if end > prefilled && ahead > end && frames.len() as u64 <= PREFILL_WRITES_UP_TO {
-                write_zeros(file.as_ref(), end, ahead)?;
-                self.prefilled.store(ahead, Ordering::Release);
-            } else if end > prefilled {
-                self.prefilled.store(end, Ordering::Release);
-            }
-            Ok(())
-        });
-        if let Err(e) = written {
+        if let Err(e) = file.write_all_at(frames, start) {
             let _ = file.set_len(start);
             self.prefilled.store(start, Ordering::Release);
             return Err(e);
+        }
+        let prefilled = self.prefilled.load(Ordering::Acquire);
+        let ahead = self
+            .reserved
+            .load(Ordering::Acquire)
+            .min(end + PREFILL_AHEAD);
+        if end > prefilled && ahead > end && frames.len() as u64 <= PREFILL_WRITES_UP_TO {
+            // Best effort: the records are written; zeros that do not fit (a file system
+            // that could not reserve the space) only cost the next fdatasyncs their speed.
+            match write_zeros(file.as_ref(), end, ahead) {
+                Ok(()) => self.prefilled.store(ahead, Ordering::Release),
+                Err(e) => {
+                    tracing::debug!(segment = %self.path.display(), error = %e,
+                        "could not write zeros ahead of the records");
+                    let _ = file.set_len(end);
+                    self.prefilled.store(end, Ordering::Release);
+                }
+            }
+        } else if end > prefilled {
+            self.prefilled.store(end, Ordering::Release);
         }
         let mut pos = start;
         {
@@ -382,12 +389,11 @@ impl Segment {
     pub fn seal(&self) -> io::Result<()> {
         self.sealed.store(true, Ordering::Release);
         let file = self.file()?;
-        // The zeros written ahead are cut off first; the fdatasync makes the size durable
-        // with the data, before the index file (which records that size) is written.
-        if self.prefilled.load(Ordering::Acquire) > self.len() {
-            file.set_len(self.len())?;
-            self.prefilled.store(self.len(), Ordering::Release);
-        }
+        // The zeros written ahead are cut off first (and the space reserved past the
+        // records freed); the fdatasync makes the size durable with the data, before the
+        // index file (which records that size) is written.
+        file.set_len(self.len())?;
+        self.prefilled.store(self.len(), Ordering::Release);
         file.sync_data()?;
         if let Err(e) = self.write_index_file() {
             tracing::warn!(segment = %self.path.display(), error = %e, "could not write a segment index");

@@ -48,6 +48,9 @@ pub struct ScanOutcome {
     pub corrupt: Vec<CorruptRange>,
     /// Bytes after `valid_len` were a torn or incomplete tail.
     pub torn: bool,
+    /// Those bytes were all zeros: written ahead of the records (see
+    /// [`super::Segment::append`]), not a torn write.
+    pub zero_tail: bool,
     /// Every record's header, if asked for.
     pub records: Vec<RecordMeta>,
 }
