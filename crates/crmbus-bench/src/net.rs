@@ -249,7 +249,12 @@ pub fn run(args: NetBenchArgs) -> anyhow::Result<()> {
     let mut engines = Vec::new();
     for kind in &args.engines {
         let dir = work.path().join(kind.name());
-        engines.push(run_engine(&rt, &args, *kind, &dir, &writer));
+        let (report, interrupted) = run_engine(&rt, &args, *kind, &dir, &writer);
+        if interrupted {
+            // The engine's server is stopped; no other is started.
+            bail!("interrupted");
+        }
+        engines.push(report);
     }
     let (event_bytes, data_bytes) = {
         let (mut e, mut d) = (String::new(), String::new());
@@ -275,15 +280,16 @@ pub fn run(args: NetBenchArgs) -> anyhow::Result<()> {
     crate::common::emit(&report, args.json, print_table)
 }
 
-/// Starts the engine's server, measures every round, stops it and reads its disk use.
-/// A failure is the engine's error; the other engines still run.
+/// Starts the engine's server, measures every round, stops it and reads its disk use; also
+/// says whether Ctrl-C interrupted it. A failure is the engine's error, reported with the
+/// rounds measured before it; the other engines still run.
 fn run_engine(
     rt: &tokio::runtime::Runtime,
     args: &NetBenchArgs,
     kind: EngineKind,
     dir: &Path,
     writer: &Arc<EventWriter>,
-) -> EngineReport {
+) -> (EngineReport, bool) {
     let mut report = EngineReport {
         engine: kind.name(),
         durability: kind.durability(),
@@ -300,22 +306,27 @@ fn run_engine(
         Ok(s) => s,
         Err(e) => {
             report.error = Some(format!("{e:#}"));
-            return report;
+            return (report, false);
         }
     };
     report.version = server.version.clone();
+    let mut rounds = Vec::new();
+    let mut interrupted = false;
     let measured = rt.block_on(async {
         tokio::select! {
-            r = measure_engine(&server, args, kind, writer) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            r = measure_engine(&server, args, kind, writer, &mut rounds) => r,
+            _ = tokio::signal::ctrl_c() => {
+                interrupted = true;
+                Err(anyhow!("interrupted"))
+            }
         }
     });
     let data_dir = server.data_dir.clone();
     let stopped = server.stop();
+    report.available = !rounds.is_empty();
+    report.rounds = rounds;
     match measured {
-        Ok((rounds, stored)) => {
-            report.available = true;
-            report.rounds = rounds;
+        Ok(stored) => {
             report.events_stored = Some(stored);
             if let Err(e) = stopped {
                 report.error = Some(format!("stopping the server: {e:#}"));
@@ -329,7 +340,7 @@ fn run_engine(
         }
         Err(e) => report.error = Some(format!("{e:#}")),
     }
-    report
+    (report, interrupted)
 }
 
 /// A server this benchmark started, killed when dropped.
@@ -470,26 +481,32 @@ impl ServerProcess {
 
     /// Waits until the child accepts connections on `port` (or exits).
     fn listening(
-        mut child: Child,
+        child: Child,
         port: u16,
         data_dir: PathBuf,
         version: Option<String>,
         log_path: &Path,
     ) -> anyhow::Result<ServerProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Killed when dropped, on every way out of here but success.
+        let mut server = ServerProcess {
+            child,
+            addr,
+            data_dir,
+            version,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
+                return Ok(server);
             }
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = server.child.try_wait()? {
                 bail!(
                     "the server exited ({status}) before listening; see {}",
                     log_path.display()
                 );
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
                 bail!(
                     "the server did not listen on {addr} within 20 s; see {}",
                     log_path.display()
@@ -497,12 +514,6 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(ServerProcess {
-            child,
-            addr,
-            data_dir,
-            version,
-        })
     }
 
     fn cpu(&self) -> Option<Duration> {
@@ -535,6 +546,12 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// How long a client waits for any one answer (the clients' defaults are far shorter).
+const PEER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long the read-back waits without any event read before it gives up.
+const READ_STALL: Duration = Duration::from_secs(60);
 
 /// A port on 127.0.0.1 free a moment ago.
 fn free_port() -> anyhow::Result<u16> {
@@ -619,7 +636,7 @@ async fn connect(server: &ServerProcess, kind: EngineKind, n: u64) -> anyhow::Re
             EngineKind::Crmbus => {
                 let base = format!("http://{}", server.addr);
                 let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(120))
+                    .timeout(PEER_TIMEOUT)
                     .pool_max_idle_per_host(1)
                     .tcp_nodelay(true)
                     .build()?;
@@ -628,12 +645,26 @@ async fn connect(server: &ServerProcess, kind: EngineKind, n: u64) -> anyhow::Re
             #[cfg(feature = "redis")]
             EngineKind::RedisAlways | EngineKind::RedisEverysec => {
                 let client = redis::Client::open(format!("redis://{}", server.addr))?;
-                Conn::Redis(client.get_multiplexed_async_connection().await?)
+                // The client's default 500 ms reply timeout would fail a slow fsync.
+                let config =
+                    redis::AsyncConnectionConfig::new().set_response_timeout(Some(PEER_TIMEOUT));
+                Conn::Redis(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
             }
             #[cfg(feature = "nats")]
             EngineKind::Nats | EngineKind::NatsSync => {
                 let client = async_nats::connect(format!("nats://{}", server.addr)).await?;
-                let js = Box::new(async_nats::jetstream::new(client.clone()));
+                // The default 5 s publish-ack wait is short for 32 × 256 publishes in flight
+                // against a server that fsyncs each.
+                let js = Box::new(
+                    async_nats::jetstream::ContextBuilder::new()
+                        .timeout(PEER_TIMEOUT)
+                        .ack_timeout(PEER_TIMEOUT)
+                        .build(client.clone()),
+                );
                 Conn::Nats { client, js }
             }
             #[allow(unreachable_patterns)]
@@ -647,16 +678,17 @@ async fn connect(server: &ServerProcess, kind: EngineKind, n: u64) -> anyhow::Re
     Ok(conns)
 }
 
-/// Every round against one started server; returns the rounds and the events stored.
+/// Every round against one started server, each pushed to `rounds` once measured; returns
+/// the events stored.
 async fn measure_engine(
     server: &ServerProcess,
     args: &NetBenchArgs,
     kind: EngineKind,
     writer: &Arc<EventWriter>,
-) -> anyhow::Result<(Vec<RoundReport>, u64)> {
+    rounds: &mut Vec<RoundReport>,
+) -> anyhow::Result<u64> {
     let quiet = args.json;
     let run = uuid::Uuid::now_v7().simple().to_string();
-    let mut rounds = Vec::new();
     let mut stored = 0;
     let mut first_event = 0u64;
     for (i, &clients) in args.clients.iter().enumerate() {
@@ -716,7 +748,7 @@ async fn measure_engine(
             read_back,
         });
     }
-    Ok((rounds, stored))
+    Ok(stored)
 }
 
 /// Creates the round's topic (crmbus) or stream (NATS); a Redis stream is made by its
@@ -965,7 +997,10 @@ async fn read_phase(
             let mut hist = histogram()?;
             let mut ops = 0u64;
             // Until the whole round is read; a fetch that finds nothing waits up to
-            // 100 ms on the server, so an idle client does not spin.
+            // 100 ms on the server, so an idle client does not spin. Events lost or left
+            // pending by a failed client would keep the others waiting for ever: without
+            // progress for READ_STALL, the phase fails.
+            let mut seen = (done.load(Ordering::Relaxed), Instant::now());
             while done.load(Ordering::Relaxed) < total {
                 let t = Instant::now();
                 let n = reader.fetch_and_ack(&names, max).await?;
@@ -973,6 +1008,15 @@ async fn read_phase(
                     hist.saturating_record(t.elapsed().as_micros() as u64);
                     ops += 1;
                     done.fetch_add(n, Ordering::Relaxed);
+                }
+                let now_done = done.load(Ordering::Relaxed);
+                if now_done != seen.0 {
+                    seen = (now_done, Instant::now());
+                } else if seen.1.elapsed() > READ_STALL {
+                    bail!(
+                        "read-back stalled: {now_done} of {total} events read, none in {} s",
+                        READ_STALL.as_secs()
+                    );
                 }
             }
             Ok::<_, anyhow::Error>((reader.conn, hist, ops))
