@@ -394,6 +394,7 @@ impl Segment {
         // index file (which records that size) is written.
         file.set_len(self.len())?;
         self.prefilled.store(self.len(), Ordering::Release);
+        self.reserved.store(self.len(), Ordering::Release);
         file.sync_data()?;
         if let Err(e) = self.write_index_file() {
             tracing::warn!(segment = %self.path.display(), error = %e, "could not write a segment index");
@@ -406,16 +407,15 @@ impl Segment {
         synced
     }
 
-    /// Cuts the zeros written ahead of the records off the file and fsyncs its size, so a
-    /// log closed cleanly leaves every segment file exactly its records.
+    /// Cuts the zeros written ahead of the records off the file (which also frees the
+    /// space reserved past them) and fsyncs its size, so a log closed cleanly leaves every
+    /// segment file exactly its records and no more space taken.
     pub fn trim_prefill(&self) -> io::Result<()> {
-        if self.prefilled.load(Ordering::Acquire) <= self.len() {
-            return Ok(());
-        }
         let file = self.file()?;
         file.set_len(self.len())?;
         file.sync_data()?;
         self.prefilled.store(self.len(), Ordering::Release);
+        self.reserved.store(self.len(), Ordering::Release);
         Ok(())
     }
 
