@@ -49,6 +49,8 @@ pub struct Segment {
     /// The file's size while it takes appends: its records, then zeros written ahead of
     /// them (see [`Segment::append`]).
     prefilled: AtomicU64,
+    /// Whether zeros are written ahead at all (see `Storage::overwrites_in_place`).
+    prefill: bool,
     next_offset: AtomicU64,
     max_timestamp_us: AtomicI64,
     /// Append time of the first record (µs), or creation time while empty.
@@ -106,6 +108,9 @@ impl Segment {
         index: Vec<IndexEntry>,
         corrupt: Vec<CorruptRange>,
     ) -> Segment {
+        let prefill = path
+            .parent()
+            .is_some_and(|dir| storage.overwrites_in_place(dir));
         Segment {
             base,
             path,
@@ -115,6 +120,7 @@ impl Segment {
             len: AtomicU64::new(len),
             reserved: AtomicU64::new(len),
             prefilled: AtomicU64::new(len),
+            prefill,
             next_offset: AtomicU64::new(next_offset),
             max_timestamp_us: AtomicI64::new(max_ts),
             created_us,
@@ -337,7 +343,11 @@ impl Segment {
             .reserved
             .load(Ordering::Acquire)
             .min(end + PREFILL_AHEAD);
-        if end > prefilled && ahead > end && frames.len() as u64 <= PREFILL_WRITES_UP_TO {
+        if self.prefill
+            && end > prefilled
+            && ahead > end
+            && frames.len() as u64 <= PREFILL_WRITES_UP_TO
+        {
             // Best effort: the records are written; zeros that do not fit (a file system
             // that could not reserve the space) only cost the next fdatasyncs their speed.
             match write_zeros(file.as_ref(), end, ahead) {

@@ -96,6 +96,15 @@ pub trait Storage: Debug + Send + Sync {
         true
     }
 
+    /// Whether a write into a file over bytes already written (the zeros the log writes
+    /// ahead of a segment's records) stays in place and needs no new space. True for
+    /// ext4, xfs and tmpfs; false for copy-on-write file systems (btrfs, zfs), where it
+    /// would use up the space reserved for the records, and for unknown ones. The log
+    /// writes zeros ahead only where this is true.
+    fn overwrites_in_place(&self, _dir: &Path) -> bool {
+        true
+    }
+
     /// Reads the whole file `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let f = self.open(path, OpenMode::Existing)?;

@@ -55,7 +55,29 @@ struct OsLock(#[allow(dead_code)] File);
 
 impl StorageLock for OsLock {}
 
+/// Whether a file system of type `f_type` (`statfs(2)`) writes over existing bytes in
+/// place: ext4 (also ext2/3), xfs and tmpfs do; copy-on-write and unknown ones are taken
+/// not to.
+pub fn overwrites_in_place_fs(f_type: u64) -> bool {
+    const EXT4: u64 = 0xEF53;
+    const XFS: u64 = 0x5846_5342;
+    const TMPFS: u64 = 0x0102_1994;
+    matches!(f_type, EXT4 | XFS | TMPFS)
+}
+
 impl Storage for OsStorage {
+    fn overwrites_in_place(&self, dir: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: statfs reads the NUL-terminated path and writes into the zeroed struct
+        // it is given, which lives for the call.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut st) };
+        rc == 0 && u64::try_from(st.f_type).is_ok_and(overwrites_in_place_fs)
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let mut o = OpenOptions::new();
         o.read(true).write(true);
@@ -120,5 +142,20 @@ impl Storage for OsStorage {
             )),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_file_systems_that_write_in_place_get_zeros_ahead() {
+        assert!(overwrites_in_place_fs(0xEF53), "ext4");
+        assert!(overwrites_in_place_fs(0x5846_5342), "xfs");
+        assert!(overwrites_in_place_fs(0x0102_1994), "tmpfs");
+        assert!(!overwrites_in_place_fs(0x9123_683E), "btrfs");
+        assert!(!overwrites_in_place_fs(0x2FC1_2FC1), "zfs");
+        assert!(!overwrites_in_place_fs(0), "unknown");
     }
 }
