@@ -93,7 +93,18 @@ impl Segment {
             now_us,
             Vec::new(),
             Vec::new(),
-        ))
+        )
+        .takes_appends())
+    }
+
+    /// Marks a new or active segment as taking appends: whether zeros are written ahead of
+    /// its records is decided once, by its file system (see `Storage::overwrites_in_place`).
+    fn takes_appends(mut self) -> Segment {
+        self.prefill = self
+            .path
+            .parent()
+            .is_some_and(|dir| self.storage.overwrites_in_place(dir));
+        self
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -108,9 +119,6 @@ impl Segment {
         index: Vec<IndexEntry>,
         corrupt: Vec<CorruptRange>,
     ) -> Segment {
-        let prefill = path
-            .parent()
-            .is_some_and(|dir| storage.overwrites_in_place(dir));
         Segment {
             base,
             path,
@@ -120,7 +128,8 @@ impl Segment {
             len: AtomicU64::new(len),
             reserved: AtomicU64::new(len),
             prefilled: AtomicU64::new(len),
-            prefill,
+            // Decided for segments that take appends only ([`Segment::takes_appends`]).
+            prefill: false,
             next_offset: AtomicU64::new(next_offset),
             max_timestamp_us: AtomicI64::new(max_ts),
             created_us,
@@ -245,7 +254,7 @@ impl Segment {
             drop(file);
             HandleSlot::closed()
         };
-        let seg = Segment::from_parts(
+        let mut seg = Segment::from_parts(
             (storage, cache, handle),
             base,
             path.to_path_buf(),
@@ -256,7 +265,9 @@ impl Segment {
             outcome.index.clone(),
             outcome.corrupt.clone(),
         );
-        if !active {
+        if active {
+            seg = seg.takes_appends();
+        } else {
             seg.sealed.store(true, Ordering::Release);
             // A missing or stale index is rebuilt on every open until one is written.
             if let Err(e) = seg.write_index_file() {
@@ -398,14 +409,10 @@ impl Segment {
     /// write the index only warns (it is rebuilt on open); the other steps must succeed.
     pub fn seal(&self) -> io::Result<()> {
         self.sealed.store(true, Ordering::Release);
-        let file = self.file()?;
-        // The zeros written ahead are cut off first (and the space reserved past the
-        // records freed); the fdatasync makes the size durable with the data, before the
-        // index file (which records that size) is written.
-        file.set_len(self.len())?;
-        self.prefilled.store(self.len(), Ordering::Release);
-        self.reserved.store(self.len(), Ordering::Release);
-        file.sync_data()?;
+        // The zeros written ahead are cut off (and the space reserved past the records
+        // freed); its fdatasync makes the size durable with the data, before the index
+        // file (which records that size) is written.
+        self.trim_prefill()?;
         if let Err(e) = self.write_index_file() {
             tracing::warn!(segment = %self.path.display(), error = %e, "could not write a segment index");
         }
