@@ -3,21 +3,38 @@
 //! a crash.
 //!
 //! Each partition is written and fsynced on its own, so a crash in the middle of such an
-//! append could leave it in some partitions and not others. To prevent that, before the
-//! append stages anything, an *intent* — its topics and events — is queued for
-//! `batches.journal`; with [`Durability::Fsync`](crate::Durability) the group commit writes
-//! and fsyncs it before it writes any of the append's data (see [`crate::syncer`]). Once
-//! the append is durable in every partition a *done* mark follows (it needs no fsync of its own). On open, every intent
-//! without a done mark is completed before anything is served: events not yet in their
-//! partition are appended, so the batch ends up whole, and the journal is emptied.
+//! append could leave it in some partitions and not others. To prevent that, the append
+//! stages its records in every partition, then queues an *intent* for `batches.journal`:
+//! where each part went (topic, partition, first offset, count), no event data. The group
+//! commit takes an append's staged parts and its intent in the same round (appends that
+//! span partitions stage under a gate the round closes while it takes its work), and with
+//! [`Durability::Fsync`](crate::Durability) it writes and fsyncs the journal before any of
+//! the round's data. Once the append is durable everywhere a *done* mark follows (it needs
+//! no fsync of its own).
+//!
+//! On open, an intent without a done mark whose parts are not all in their partitions is
+//! *rolled back*: each of its partitions is cut at the part's first offset. Nothing after
+//! the cut was acknowledged: the round that wrote the part did not finish (the append
+//! would be whole otherwise), and no later round ran. Cutting one append can take the part
+//! of another with it, so recovery repeats until no intent changes (see
+//! [`rollback_cuts`]).
 //!
 //! ```text
 //! frame = body_len: u32 LE | crc32c(body): u32 LE | body
-//! body  = kind: u8 (1 intent, 2 done, 3 topic deleted, 4 recovery point) | id: u64 LE
-//!         | payload (intent: JSON, done: empty, topic deleted: the topic's name,
-//!           recovery point: partition u32 | segment base u64 | length u64 | next offset u64
-//!           | the topic's name, all LE)
+//! body  = kind: u8 | id: u64 LE | payload
+//! kind 5, spans:  part count u32 | per part: partition u32 | first u64 | count u32
+//!                 | topic length u16 | topic name                     (all LE)
+//! kind 2, done: empty; kind 3, topic deleted: the topic's name
+//! kind 4, recovery point: partition u32 | segment base u64 | length u64 | next offset u64
+//!                 | the topic's name                                  (all LE)
+//! kind 1, intent with events (the format before kind 5, still read): JSON with the
+//!                 events, completed on open instead of rolled back
 //! ```
+//!
+//! The frame kind is the journal's version: a journal a previous version wrote (kind 1
+//! intents) opens and is completed as that version would have; a whole frame of a kind
+//! this version does not know (written by a later version) makes the open fail with a
+//! message that says so, rather than skip an intent silently.
 //!
 //! The journal also keeps each partition's *recovery point*: the active segment's length
 //! and next offset as of a group-commit round that fsynced them (see
@@ -48,6 +65,7 @@ const KIND_INTENT: u8 = 1;
 const KIND_DONE: u8 = 2;
 const KIND_TOPIC_DELETED: u8 = 3;
 const KIND_RECOVERY_POINT: u8 = 4;
+const KIND_SPANS: u8 = 5;
 const HEADER: usize = 8;
 const BODY_PREFIX: usize = 9;
 /// The journal is compacted (rewritten with only the outstanding intents) once it is this
@@ -76,7 +94,87 @@ pub struct Intent {
     pub events: Vec<Event>,
 }
 
-/// Encodes an intent's frame from the events' JSON (as the log already encoded them).
+/// One partition's share of an append that spans partitions: `count` records from offset
+/// `first` of `topic`/`partition`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The topic's name.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Offset of the part's first record.
+    pub first: u64,
+    /// How many records the part has.
+    pub count: u64,
+}
+
+/// An intent the last run left without a done mark.
+#[derive(Debug, Clone)]
+pub enum PendingIntent {
+    /// Where an append's parts went (this version's format): rolled back on open unless
+    /// every part is stored.
+    Spans(Vec<Part>),
+    /// An append with its events (the previous format): completed on open.
+    Events(Intent),
+}
+
+/// The bytes of the frame of an intent with `parts`, at most: for reserving journal
+/// space before the parts are known. `topics` are the topics' names and partition counts,
+/// `events` the number of events (an append has at most that many parts per topic).
+pub fn spans_frame_bound(topics: &[(&str, u32)], events: usize) -> u64 {
+    let parts: u64 = topics
+        .iter()
+        .map(|(name, partitions)| {
+            (*partitions as u64).min(events as u64) * (PART_FIXED + name.len() as u64)
+        })
+        .sum();
+    (HEADER + BODY_PREFIX) as u64 + 4 + parts
+}
+
+/// Bytes of a part in a spans frame besides its topic's name.
+const PART_FIXED: u64 = 4 + 8 + 4 + 2;
+
+/// Encodes intent `id` of an append whose records went to `parts`.
+pub fn encode_spans(id: u64, parts: &[Part]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + parts.len() * 32);
+    payload.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    for p in parts {
+        // Topic names are at most 249 bytes (`TopicSpec::validate`), counts at most a batch.
+        let name = &p.topic.as_bytes()[..p.topic.len().min(u16::MAX as usize)];
+        payload.extend_from_slice(&p.partition.to_le_bytes());
+        payload.extend_from_slice(&p.first.to_le_bytes());
+        payload.extend_from_slice(&(p.count.min(u32::MAX as u64) as u32).to_le_bytes());
+        payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        payload.extend_from_slice(name);
+    }
+    frame(KIND_SPANS, id, &payload)
+}
+
+fn decode_spans(payload: &[u8]) -> Option<Vec<Part>> {
+    let n = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?) as usize;
+    let mut parts = Vec::with_capacity(n.min(4096));
+    let mut at = 4usize;
+    for _ in 0..n {
+        let fixed = payload.get(at..at + PART_FIXED as usize)?;
+        let partition = u32::from_le_bytes(fixed[0..4].try_into().ok()?);
+        let first = u64::from_le_bytes(fixed[4..12].try_into().ok()?);
+        let count = u32::from_le_bytes(fixed[12..16].try_into().ok()?);
+        let name_len = u16::from_le_bytes(fixed[16..18].try_into().ok()?) as usize;
+        at += PART_FIXED as usize;
+        let topic = String::from_utf8(payload.get(at..at + name_len)?.to_vec()).ok()?;
+        at += name_len;
+        parts.push(Part {
+            topic,
+            partition,
+            first,
+            count: u64::from(count),
+        });
+    }
+    (at == payload.len()).then_some(parts)
+}
+
+/// Encodes an intent's frame from the events' JSON, in the previous format (kind 1), which
+/// this version reads but no longer writes: for tests of journals an earlier version left.
 pub fn encode_intent(
     id: u64,
     at_us: i64,
@@ -176,14 +274,14 @@ fn frame(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
 
 /// Reads the journal's frames: the intents without a done mark, in the order written.
 /// Stops at the first torn or damaged frame.
-pub fn pending_intents(bytes: &[u8]) -> io::Result<Vec<(u64, Intent)>> {
+pub fn pending_intents(bytes: &[u8]) -> io::Result<Vec<(u64, PendingIntent)>> {
     read_frames(bytes).map(|r| r.pending)
 }
 
 /// What reading the journal found.
 struct Frames {
     /// The intents without a done mark.
-    pending: Vec<(u64, Intent)>,
+    pending: Vec<(u64, PendingIntent)>,
     /// The last recovery point of each partition (of topics not deleted after it).
     points: RecoveryPoints,
     /// The highest id in any frame read.
@@ -192,9 +290,11 @@ struct Frames {
     end: usize,
 }
 
+/// An intent's kind, its payload, and the topics deleted after it.
+type RawIntent<'a> = (u8, &'a [u8], Vec<String>);
+
 fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
-    // Each pending intent's payload, with the topics deleted after it.
-    let mut intents: BTreeMap<u64, (&[u8], Vec<String>)> = BTreeMap::new();
+    let mut intents: BTreeMap<u64, RawIntent<'_>> = BTreeMap::new();
     let mut points = RecoveryPoints::new();
     let mut max_id = 0u64;
     let mut at = 0usize;
@@ -216,8 +316,8 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
         let id = u64::from_le_bytes(id);
         max_id = max_id.max(id);
         match body[0] {
-            KIND_INTENT => {
-                intents.insert(id, (&body[BODY_PREFIX..], Vec::new()));
+            kind @ (KIND_INTENT | KIND_SPANS) => {
+                intents.insert(id, (kind, &body[BODY_PREFIX..], Vec::new()));
             }
             KIND_RECOVERY_POINT => {
                 if let Some((topic, partition, point)) = decode_recovery_point(&body[BODY_PREFIX..])
@@ -228,31 +328,51 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
             KIND_TOPIC_DELETED => {
                 let name = String::from_utf8_lossy(&body[BODY_PREFIX..]).into_owned();
                 points.retain(|(t, _), _| t != &name);
-                for (_, deleted) in intents.values_mut() {
+                for (_, _, deleted) in intents.values_mut() {
                     deleted.push(name.clone());
                 }
             }
             KIND_DONE => {
                 intents.remove(&id);
             }
-            _ => break,
+            kind => {
+                // A whole frame this version cannot read: a later version wrote the
+                // journal. Skipping it could skip an intent, so the log does not open.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{FILE_NAME} holds a frame of kind {kind}, which this version of crmbus \
+                         does not know: the log was last opened by a later version; open it \
+                         with that version"
+                    ),
+                ));
+            }
         }
         at += HEADER + body_len;
     }
     let pending = intents
         .into_iter()
-        .map(|(id, (payload, deleted))| {
+        .map(|(id, (kind, payload, deleted))| {
+            let unreadable = |why: String| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "batch journal intent {id} has a valid checksum but cannot be read: {why}"
+                    ),
+                )
+            };
+            if kind == KIND_SPANS {
+                let mut parts = decode_spans(payload)
+                    .ok_or_else(|| unreadable("its parts do not decode".into()))?;
+                parts.retain(|p| !deleted.contains(&p.topic));
+                return Ok((id, PendingIntent::Spans(parts)));
+            }
             serde_json::from_slice::<Intent>(payload)
                 .map(|mut intent| {
                     intent.topics.retain(|t| !deleted.contains(&t.name));
-                    (id, intent)
+                    (id, PendingIntent::Events(intent))
                 })
-                .map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("batch journal intent {id} has a valid checksum but cannot be read: {e}"),
-                    )
-                })
+                .map_err(|e| unreadable(e.to_string()))
         })
         .collect::<io::Result<Vec<_>>>()?;
     Ok(Frames {
@@ -261,6 +381,61 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
         max_id,
         end: at,
     })
+}
+
+/// Where recovery cuts partitions so that every append in `pending` is whole or absent.
+/// `end` gives each partition's next offset as found on disk (`None`: the topic or
+/// partition does not exist, and its parts are left out). Returns the ids of the intents
+/// rolled back and, per (topic, partition), the offset to cut at (below its end).
+///
+/// An intent is whole when every part is below its partition's end. One that is not is
+/// rolled back: each of its partitions ends at the part's first offset at most. That can
+/// take another intent's part, so this repeats until nothing changes.
+pub fn rollback_cuts(
+    pending: &[(u64, Vec<Part>)],
+    end: impl Fn(&str, u32) -> Option<u64>,
+) -> (Vec<u64>, HashMap<(String, u32), u64>) {
+    let mut ends: HashMap<(String, u32), u64> = HashMap::new();
+    for (_, parts) in pending {
+        for p in parts {
+            if let Some(e) = end(&p.topic, p.partition) {
+                ends.insert((p.topic.clone(), p.partition), e);
+            }
+        }
+    }
+    let original = ends.clone();
+    let mut rolled: Vec<u64> = Vec::new();
+    loop {
+        let mut changed = false;
+        for (id, parts) in pending {
+            if rolled.contains(id) {
+                continue;
+            }
+            let whole = parts.iter().all(|p| {
+                ends.get(&(p.topic.clone(), p.partition))
+                    .is_none_or(|&e| e >= p.first.saturating_add(p.count))
+            });
+            if whole {
+                continue;
+            }
+            rolled.push(*id);
+            changed = true;
+            for p in parts {
+                if let Some(e) = ends.get_mut(&(p.topic.clone(), p.partition)) {
+                    *e = (*e).min(p.first);
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    rolled.sort_unstable();
+    let cuts = ends
+        .into_iter()
+        .filter(|(k, e)| original.get(k).is_some_and(|o| e < o))
+        .collect();
+    (rolled, cuts)
 }
 
 struct FileState {
@@ -309,7 +484,7 @@ pub struct BatchJournal {
 impl BatchJournal {
     /// Opens `dir/batches.journal`, creating it empty if missing; returns the journal and
     /// the intents left pending by the last run.
-    pub fn open(dir: &Path) -> io::Result<(BatchJournal, Vec<(u64, Intent)>)> {
+    pub fn open(dir: &Path) -> io::Result<(BatchJournal, Vec<(u64, PendingIntent)>)> {
         BatchJournal::open_compacting_at(Arc::new(OsStorage), dir, COMPACT_AT)
     }
 
@@ -319,7 +494,7 @@ impl BatchJournal {
         storage: Arc<dyn Storage>,
         dir: &Path,
         compact_at: u64,
-    ) -> io::Result<(BatchJournal, Vec<(u64, Intent)>)> {
+    ) -> io::Result<(BatchJournal, Vec<(u64, PendingIntent)>)> {
         // A compaction the last run did not finish: the old file is still whole.
         let leftover = dir.join(format!("{FILE_NAME}.compact"));
         remove_if_exists(storage.as_ref(), &leftover)?;
@@ -360,16 +535,12 @@ impl BatchJournal {
         ))
     }
 
-    /// Encodes a new intent and counts it as outstanding until [`BatchJournal::finished`];
-    /// returns its id and frame, to be written before any of the append's data.
-    pub fn begin(
-        &self,
-        at_us: i64,
-        topics: &[(&str, Vec<u64>)],
-        events_json: &[&[u8]],
-    ) -> (u64, Vec<u8>) {
+    /// Encodes a new intent of an append whose records went to `parts` and counts it as
+    /// outstanding until [`BatchJournal::finished`]; returns its id and frame, to be
+    /// written before any of the append's data.
+    pub fn begin(&self, parts: &[Part]) -> (u64, Vec<u8>) {
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
-        let frame = encode_intent(id, at_us, topics, events_json);
+        let frame = encode_spans(id, parts);
         self.outstanding.locked().insert(id, frame.clone());
         (id, frame)
     }
@@ -533,35 +704,45 @@ mod tests {
             .source("urn:test")
     }
 
+    fn part(topic: &str, partition: u32, first: u64, count: u64) -> Part {
+        Part {
+            topic: topic.into(),
+            partition,
+            first,
+            count,
+        }
+    }
+
+    fn spans(pending: &[(u64, PendingIntent)]) -> Vec<(u64, Vec<Part>)> {
+        pending
+            .iter()
+            .filter_map(|(id, p)| match p {
+                PendingIntent::Spans(parts) => Some((*id, parts.clone())),
+                PendingIntent::Events(_) => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn intents_without_a_done_mark_are_pending_and_a_torn_tail_ends_the_journal() {
-        let (a, b) = (event("a"), event("b"));
-        let (ja, jb) = (a.to_json_vec(), b.to_json_vec());
-        let mut bytes = encode_intent(1, 5, &[("deals", vec![0, 4])], &[&ja, &jb]);
-        bytes.extend(encode_intent(
-            2,
-            6,
-            &[("x", vec![7]), ("y", vec![1])],
-            &[&ja],
-        ));
+        let a = event("a").to_json_vec();
+        let mut bytes = encode_spans(1, &[part("deals", 0, 0, 2), part("deals", 3, 4, 1)]);
+        bytes.extend(encode_spans(2, &[part("x", 0, 7, 1), part("y", 1, 1, 1)]));
+        // An intent of the previous format (with its events) is read too.
+        bytes.extend(encode_intent(3, 6, &[("z", vec![0, 0])], &[&a]));
         bytes.extend(encode_done(1));
         let whole = pending_intents(&bytes).expect("read");
-        assert_eq!(whole.len(), 1);
-        assert_eq!(whole[0].0, 2);
         assert_eq!(
-            whole[0].1.topics,
-            vec![
-                IntentTopic {
-                    name: "x".into(),
-                    from: vec![7]
-                },
-                IntentTopic {
-                    name: "y".into(),
-                    from: vec![1]
-                }
-            ]
+            spans(&whole),
+            vec![(2, vec![part("x", 0, 7, 1), part("y", 1, 1, 1)])]
         );
-        assert_eq!(whole[0].1.events[0].id, "a");
+        match &whole[1] {
+            (3, PendingIntent::Events(intent)) => {
+                assert_eq!(intent.events[0].id, "a");
+                assert_eq!(intent.topics[0].name, "z");
+            }
+            other => panic!("intent 3 should be of the previous format: {other:?}"),
+        }
 
         // The done mark of 1 torn: 1 is pending again; a damaged byte stops the read there.
         let torn = &bytes[..bytes.len() - 3];
@@ -570,42 +751,115 @@ mod tests {
             .iter()
             .map(|(id, _)| *id)
             .collect();
-        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(ids, vec![1, 2, 3]);
         let mut damaged = bytes.clone();
         damaged[HEADER + 2] ^= 0xff;
         assert!(pending_intents(&damaged).expect("read").is_empty());
     }
 
     #[test]
+    fn a_topic_deleted_after_an_intent_drops_its_parts() {
+        let mut bytes = encode_spans(1, &[part("deals", 0, 0, 2), part("leads", 0, 4, 1)]);
+        bytes.extend(encode_topic_deleted(2, "leads"));
+        let pending = pending_intents(&bytes).expect("read");
+        assert_eq!(spans(&pending), vec![(1, vec![part("deals", 0, 0, 2)])]);
+    }
+
+    #[test]
+    fn a_frame_of_a_later_version_is_refused_with_a_message_that_says_so() {
+        let mut bytes = encode_spans(1, &[part("deals", 0, 0, 2), part("deals", 1, 0, 1)]);
+        bytes.extend(frame(9, 2, b"from the future"));
+        let err = pending_intents(&bytes).expect_err("an unknown kind is refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("later version"), "{err}");
+    }
+
+    #[test]
+    fn the_reserved_bound_covers_every_spans_frame() {
+        let long = "t".repeat(249);
+        for (topics, events) in [
+            (vec![("deals", 4u32)], 256usize),
+            (vec![("deals", 64), (long.as_str(), 2)], 3),
+            (vec![("a", 1), ("b", 1)], 1),
+        ] {
+            let parts: Vec<Part> = topics
+                .iter()
+                .flat_map(|(name, n)| {
+                    (0..(*n).min(events as u32)).map(|p| part(name, p, u64::MAX - 1, 1 << 31))
+                })
+                .collect();
+            let frame = encode_spans(u64::MAX, &parts);
+            assert!(frame.len() as u64 <= spans_frame_bound(&topics, events));
+            assert_eq!(decode_spans(&frame[HEADER + BODY_PREFIX..]), Some(parts));
+        }
+    }
+
+    #[test]
+    fn rollback_cuts_every_append_not_whole_and_what_cutting_it_takes_along() {
+        // Partition ends found on disk.
+        let ends: HashMap<(&str, u32), u64> = [
+            (("deals", 0), 30),
+            (("deals", 1), 12),
+            (("deals", 2), 50),
+            (("audit", 0), 9),
+        ]
+        .into_iter()
+        .collect();
+        let end = |t: &str, p: u32| ends.get(&(t, p)).copied();
+        let pending = vec![
+            // Whole: kept.
+            (1, vec![part("deals", 0, 0, 10), part("deals", 1, 0, 10)]),
+            // Its part in deals/1 is cut short (12 < 10 + 5): rolled back.
+            (2, vec![part("deals", 1, 10, 5), part("deals", 2, 40, 5)]),
+            // Whole on disk, but its part in deals/2 lies after 2's cut there: rolled back.
+            (3, vec![part("deals", 2, 45, 5), part("audit", 0, 8, 1)]),
+            // A topic that no longer exists leaves its part out; the rest is whole.
+            (4, vec![part("deals", 0, 20, 10), part("gone", 0, 0, 3)]),
+        ];
+        let (rolled, cuts) = rollback_cuts(&pending, end);
+        assert_eq!(rolled, vec![2, 3]);
+        let mut cuts: Vec<_> = cuts.into_iter().collect();
+        cuts.sort();
+        assert_eq!(
+            cuts,
+            vec![
+                (("audit".to_string(), 0), 8),
+                (("deals".to_string(), 1), 10),
+                (("deals".to_string(), 2), 40),
+            ]
+        );
+        // Nothing pending, nothing cut.
+        let (rolled, cuts) = rollback_cuts(&[], end);
+        assert!(rolled.is_empty() && cuts.is_empty());
+    }
+
+    #[test]
     fn frames_written_after_the_file_is_emptied_are_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let json = event("a").to_json_vec();
         let (journal, pending) = BatchJournal::open(dir.path()).expect("open");
         assert!(pending.is_empty());
-        let (first, frame) = journal.begin(0, &[("t", vec![0, 0])], &[&json]);
+        let (first, frame) = journal.begin(&[part("t", 0, 0, 1), part("t", 1, 0, 1)]);
         journal.write(&frame, true).expect("write");
         journal.clear().expect("clear");
-        let (second, frame) = journal.begin(0, &[("t", vec![3, 5])], &[&json]);
+        let later = [part("t", 0, 3, 1), part("t", 1, 5, 2)];
+        let (second, frame) = journal.begin(&later);
         assert!(second > first, "ids go on after the journal is emptied");
         journal.write(&frame, true).expect("write");
         drop(journal);
         let (journal, pending) = BatchJournal::open(dir.path()).expect("reopen");
-        let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, vec![second]);
-        assert_eq!(pending[0].1.topics[0].from, vec![3, 5]);
+        assert_eq!(spans(&pending), vec![(second, later.to_vec())]);
         // New ids stay above every id in the file.
-        assert!(journal.begin(0, &[], &[]).0 > second);
+        assert!(journal.begin(&[]).0 > second);
     }
 
     #[test]
     fn compaction_keeps_exactly_the_outstanding_intents() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let json = event("a").to_json_vec();
         let (journal, _) =
             BatchJournal::open_compacting_at(Arc::new(OsStorage), dir.path(), 1).expect("open");
         let mut ids = Vec::new();
         for n in 0..5u64 {
-            let (id, frame) = journal.begin(0, &[("t", vec![n])], &[&json]);
+            let (id, frame) = journal.begin(&[part("t", 0, n, 1), part("t", 1, n, 1)]);
             journal.write(&frame, false).expect("write");
             ids.push(id);
         }
@@ -622,17 +876,14 @@ mod tests {
             .len();
         assert!(after < before, "{after} < {before}");
         // Frames written after a compaction land in the new file.
-        let (late, frame) = journal.begin(0, &[("t", vec![9])], &[&json]);
+        let (late, frame) = journal.begin(&[part("t", 0, 9, 1), part("t", 1, 9, 1)]);
         journal.write(&frame, true).expect("write");
         drop(journal);
         let (_, pending) = BatchJournal::open(dir.path()).expect("reopen");
-        let got: Vec<(u64, Vec<u64>)> = pending
+        let got: Vec<(u64, u64)> = spans(&pending)
             .iter()
-            .map(|(id, i)| (*id, i.topics[0].from.clone()))
+            .map(|(id, parts)| (*id, parts[0].first))
             .collect();
-        assert_eq!(
-            got,
-            vec![(ids[1], vec![1]), (ids[4], vec![4]), (late, vec![9])]
-        );
+        assert_eq!(got, vec![(ids[1], 1), (ids[4], 4), (late, 9)]);
     }
 }

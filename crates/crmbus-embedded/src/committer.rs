@@ -64,22 +64,36 @@ impl Committer {
         Ok(Committer { journal, how })
     }
 
-    /// Queues the intent `frame` of an append (`id`) that spans partitions. Call it before
-    /// staging the append's data: the group commit writes and fsyncs queued intents ahead
-    /// of any data it takes; the page cache gets the frame now. On failure the intent stays
-    /// outstanding (the next open completes the append) unless the journal had no room.
-    pub fn queue_intent(&self, id: u64, frame: Vec<u8>) -> Result<(), LogError> {
+    /// Makes room in the journal for an intent frame of up to `bytes`, before the append
+    /// that spans partitions stages anything: a full disk fails that append here, not the
+    /// group commit's write (the page cache writes the frame at once and needs no room).
+    pub fn reserve_intent(&self, bytes: u64) -> Result<(), LogError> {
+        match &self.how {
+            How::Group(commit) => self
+                .journal
+                .ensure_room(commit.queued_journal_bytes() + bytes)
+                .map_err(storage_error),
+            How::PageCache { .. } => Ok(()),
+        }
+    }
+
+    /// Held by an append that spans partitions from staging until it has submitted: the
+    /// group commit takes all of its parts and its intent in one round (see
+    /// [`crate::syncer`]). The page cache needs none: its writes happen under the
+    /// topics' append locks, which the append holds throughout.
+    pub fn gate(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+        match &self.how {
+            How::Group(commit) => Some(commit.gate()),
+            How::PageCache { .. } => None,
+        }
+    }
+
+    /// Queues the intent `frame` of an append that spans partitions, after staging it and
+    /// before submitting it (holding [`Committer::gate`]): the group commit writes and
+    /// fsyncs it ahead of the append's data; the page cache gets it now.
+    pub fn queue_intent(&self, frame: Vec<u8>) -> Result<(), LogError> {
         match &self.how {
             How::Group(commit) => {
-                // Room in the journal for what is queued and this frame, so a full disk
-                // fails this append here, not the group commit's write.
-                let room = commit.queued_journal_bytes() + frame.len() as u64;
-                if let Err(e) = self.journal.ensure_room(room) {
-                    self.journal.finished(id);
-                    return Err(storage_error(e));
-                }
-                // Durable before any of the append's data: the group commit writes queued
-                // intents ahead of the data it takes.
                 commit.queue_intent(frame);
                 Ok(())
             }
@@ -124,34 +138,35 @@ impl Committer {
         }
     }
 
-    /// Makes what `sync` staged durable (group commit) or writes it to the page cache now,
-    /// and raises the partitions' durable offsets.
-    pub async fn make_durable(
-        &self,
-        sync: Vec<SyncItem>,
-        opts: &EmbeddedOptions,
-    ) -> Result<(), LogError> {
+    /// Hands what `sync` staged to the group commit and returns the barrier to wait for,
+    /// or writes it to the page cache now (and raises the partitions' durable offsets).
+    /// Called while the append still holds its topics' locks, so page-cache writes of
+    /// appends to a topic happen in the order they staged.
+    pub fn submit(&self, sync: Vec<SyncItem>, opts: &EmbeddedOptions) -> Result<Barrier, LogError> {
         match &self.how {
             How::Group(commit) => {
-                if !sync.is_empty() {
-                    let ticket = commit.submit(sync);
-                    commit
-                        .wait(ticket)
-                        .await
-                        .map_err(|e| LogError::Unavailable(e.to_string()))?;
+                if sync.is_empty() {
+                    return Ok(Barrier(None));
                 }
+                Ok(Barrier(Some(commit.submit(sync))))
             }
             How::PageCache { .. } => {
-                // Page-cache durability: write now, without fsync.
-                for item in sync {
+                // Page-cache durability: write now, without fsync; served only once all of
+                // it is written (a failure stops the log, and the next open rolls back an
+                // append that spans partitions and was written to some only).
+                let mut written = Vec::with_capacity(sync.len());
+                for item in &sync {
                     match item.partition.flush_staged(opts) {
-                        Ok((_, next)) => item.partition.mark_durable(next.max(item.next_offset)),
+                        Ok((_, next)) => written.push(next.max(item.next_offset)),
                         Err(e) => return Err(self.fail_write(&e)),
                     }
                 }
+                for (item, next) in sync.iter().zip(written) {
+                    item.partition.mark_durable(next);
+                }
+                Ok(Barrier(None))
             }
         }
-        Ok(())
     }
 
     /// Waits until what `barrier` stands for is durable.

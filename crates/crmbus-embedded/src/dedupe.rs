@@ -102,6 +102,14 @@ impl DedupeIndex {
         self.budget.used.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Forgets that `hash` was first appended at `at` (an append taken back before it was
+    /// submitted); a later entry for the digest stays.
+    pub fn forget(&mut self, hash: u64, at: FirstAppend) {
+        if self.map.get(&hash) == Some(&at) {
+            self.map.remove(&hash);
+        }
+    }
+
     /// Number of remembered entries.
     pub fn len(&self) -> usize {
         self.map.len()

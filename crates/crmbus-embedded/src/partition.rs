@@ -16,7 +16,7 @@ use crate::handles::HandleCache;
 use crate::options::EmbeddedOptions;
 use crate::record::{self, RecordMeta, FLAG_BATCH_END};
 use crate::segment::{log_name, Segment, SegmentRole};
-use crate::storage::remove_if_exists;
+use crate::storage::{create_dir_all_durable, remove_if_exists};
 
 mod read;
 
@@ -146,7 +146,9 @@ impl Partition {
         point: Option<RecoveryPoint>,
     ) -> io::Result<Partition> {
         let storage = opts.storage.as_ref();
-        storage.create_dir_all(dir)?;
+        // Made again if missing (a topic whose creation failed after its spec was stored):
+        // the names of new directories must be durable before anything in them is.
+        create_dir_all_durable(storage, dir)?;
         let now = opts.clock.now_micros();
         let mut bases = Vec::new();
         for name in storage.list_dir(dir)? {
@@ -457,6 +459,67 @@ impl Partition {
     pub fn flush_staged(&self, opts: &EmbeddedOptions) -> io::Result<(Vec<Arc<Segment>>, u64)> {
         let _flush = self.flush.locked();
         self.write_taken(self.take_staged(), opts)
+    }
+
+    /// Takes back what was staged from offset `first` on, which must all still be staged
+    /// (an append that spans partitions and failed before it submitted, holding its
+    /// topics' locks and the commit gate). A segment rolled meanwhile stays rolled.
+    pub fn unstage(&self, first: u64) -> io::Result<()> {
+        let active = self.segments().last().cloned();
+        let mut guard = self.writer.locked();
+        let w = &mut *guard;
+        let not_staged = || {
+            io::Error::other(format!(
+                "offsets from {first} of {}/{} are no longer staged",
+                self.topic, self.id
+            ))
+        };
+        let mut i = w.staged.len();
+        while w.next_offset > first {
+            i = i.checked_sub(1).ok_or_else(not_staged)?;
+            let Staged::Write {
+                segment,
+                frames,
+                lens,
+            } = &mut w.staged[i]
+            else {
+                continue;
+            };
+            let keep = lens.partition_point(|(meta, _)| meta.offset < first);
+            let Some(&(from, _)) = lens.get(keep) else {
+                return Err(not_staged());
+            };
+            let cut: usize = lens[keep..].iter().map(|(_, len)| *len as usize).sum();
+            frames.truncate(frames.len() - cut);
+            lens.truncate(keep);
+            if active.as_ref().is_some_and(|a| Arc::ptr_eq(a, segment)) {
+                w.staged_active_bytes = w.staged_active_bytes.saturating_sub(cut as u64);
+            }
+            if lens.is_empty() {
+                w.staged.remove(i);
+            }
+            w.next_offset = from.offset;
+        }
+        Ok(())
+    }
+
+    /// Recovery only (the partition is opened again after): removes every record from
+    /// `offset` on from the files. The first segment is cut, never removed, so the
+    /// partition's offsets go on from where they were.
+    pub fn cut_files_from(&self, offset: u64, opts: &EmbeddedOptions) -> io::Result<()> {
+        let segments = self.segments();
+        for (i, seg) in segments.iter().enumerate().rev() {
+            if seg.next_offset() <= offset {
+                break;
+            }
+            if seg.base >= offset && i > 0 {
+                seg.remove_files()?;
+                continue;
+            }
+            seg.cut_at(offset)?;
+            break;
+        }
+        opts.storage.sync_dir(&self.dir)
     }
 
     /// Takes everything staged so far, to be written by [`Partition::write_taken`]. Taking

@@ -469,6 +469,43 @@ impl Segment {
         storage.rename(&tmp, &path)
     }
 
+    /// Recovery only (the partition is opened again after): cuts the file before the
+    /// record at `offset` (all of it when `offset` is at or below the base), fsyncs it, and
+    /// removes its index file (the caller fsyncs the directory). Fails if the records up
+    /// to `offset` do not read whole: recovery found them so before it decided to cut.
+    pub fn cut_at(&self, offset: u64) -> io::Result<()> {
+        let position = if offset <= self.base {
+            0
+        } else {
+            let (mut expected, start) = self.seek_offset(offset);
+            let mut data = vec![0u8; (self.len() - start) as usize];
+            self.file()?.read_exact_at(&mut data, start)?;
+            let mut at = 0usize;
+            while expected < offset {
+                match crate::record::parse(&data[at..]) {
+                    crate::record::Parsed::Record(meta, _, len) if meta.offset == expected => {
+                        at += len;
+                        expected += 1;
+                    }
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "segment {} does not hold whole records up to offset {offset}: cannot cut it there",
+                                self.path.display()
+                            ),
+                        ))
+                    }
+                }
+            }
+            start + at as u64
+        };
+        let file = self.file()?;
+        file.set_len(position)?;
+        file.sync_data()?;
+        remove_if_exists(self.storage.as_ref(), &index_path(&self.path))
+    }
+
     /// Deletes the segment's files (the caller fsyncs the directory).
     pub fn remove_files(&self) -> io::Result<()> {
         self.storage.remove_file(&self.path)?;

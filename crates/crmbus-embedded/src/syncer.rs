@@ -10,14 +10,16 @@
 //! pages, so no later write can be acknowledged honestly.
 //!
 //! The same rounds make [`BatchJournal`] intents durable (see [`crate::batch_journal`]). An
-//! appender queues its intent before it stages anything; a round first takes the staged
-//! data of its partitions, then the queued journal frames, and writes and fsyncs the
-//! journal before it writes any of that data. So whenever a round writes part of a
-//! journalled append, the append's intent is already on disk.
+//! append that spans partitions stages its parts, queues its intent and submits, all while
+//! it holds the *gate* (shared); a round takes its tickets, the staged data of their
+//! partitions and the queued journal frames while it holds the gate alone. So a round takes
+//! all of such an append (its parts and its intent) or none of it, and it writes and
+//! fsyncs the journal before it writes any of that data: whenever a part is on disk, so is
+//! its intent, and every other part is in the same round.
 
-use crmbus::sync::LockExt;
+use crmbus::sync::{LockExt, RwLockExt};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 use tokio::sync::watch;
@@ -48,6 +50,9 @@ struct Queue {
 }
 
 struct Shared {
+    /// Held (shared) by an append that spans partitions from staging to submitting, and
+    /// alone by a round while it takes its work (see the module documentation).
+    gate: RwLock<()>,
     /// Partitions the last successful round made durable: the next round writes their
     /// recovery points with its journal frames.
     touched: Mutex<Vec<Arc<Partition>>>,
@@ -72,6 +77,7 @@ impl GroupCommit {
     ) -> std::io::Result<GroupCommit> {
         let (tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
+            gate: RwLock::new(()),
             touched: Mutex::new(Vec::new()),
             rounds: std::sync::atomic::AtomicU64::new(0),
             sync_micros: std::sync::atomic::AtomicU64::new(0),
@@ -106,8 +112,15 @@ impl GroupCommit {
         t
     }
 
-    /// Queues a batch journal intent. Call it before staging the append's data: any round
-    /// that writes that data writes and fsyncs the intent first.
+    /// Holds rounds off while an append that spans partitions stages, queues its intent
+    /// and submits: the round after takes all of it.
+    pub fn gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.shared.gate.read_locked()
+    }
+
+    /// Queues a batch journal intent. Call it (holding [`GroupCommit::gate`]) after
+    /// staging the append's data and before submitting it: the round that takes that data
+    /// writes and fsyncs the intent first.
     pub fn queue_intent(&self, frame: Vec<u8>) {
         let mut q = self.shared.queue.locked();
         q.journal.extend_from_slice(&frame);
@@ -187,7 +200,7 @@ impl Drop for GroupCommit {
 
 fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
     loop {
-        let (items, ticket) = {
+        {
             let mut q = shared.queue.locked();
             while q.items.is_empty() && q.ticket == shared.progress.borrow().synced && !q.shutdown {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -199,8 +212,7 @@ fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
             {
                 return;
             }
-            (std::mem::take(&mut q.items), q.ticket)
-        };
+        }
         if shared.progress.borrow().failed.is_some() {
             // Poisoned: nothing more is ever acknowledged; wait for the log to close.
             let mut q = shared.queue.locked();
@@ -210,10 +222,31 @@ fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
             }
             return;
         }
+        // The round's work, taken while no append that spans partitions is half staged:
+        // the tickets, the staged data of their partitions, and the journal frames queued
+        // (among them the intent of every such append whose data is taken here).
+        let (items, ticket, frames, journal_sync, work) = {
+            let _gate = shared.gate.write_locked();
+            let (items, ticket, frames, journal_sync) = {
+                let mut q = shared.queue.locked();
+                (
+                    std::mem::take(&mut q.items),
+                    q.ticket,
+                    std::mem::take(&mut q.journal),
+                    std::mem::take(&mut q.journal_sync),
+                )
+            };
+            let work = take_work(&items);
+            (items, ticket, frames, journal_sync, work)
+        };
         let started = std::time::Instant::now();
         let journal_step = JournalStep { shared, journal };
-        let result =
-            sync_items(&items, opts, Some(&journal_step)).and_then(|()| journal.compact_if_large());
+        let result = journal_step
+            .run(frames, journal_sync)
+            .and_then(|()| write_work(work, opts))
+            .map(|partitions| journal_step.made_durable(partitions))
+            .and_then(|()| journal.compact_if_large());
+        drop(items);
         shared
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -236,24 +269,20 @@ fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
     }
 }
 
-/// The journal frames a round writes between taking staged data and writing it.
+/// The journal frames a round writes before it writes its data.
 struct JournalStep<'a> {
     shared: &'a Shared,
     journal: &'a BatchJournal,
 }
 
 impl JournalStep<'_> {
-    fn run(&self) -> std::io::Result<()> {
-        let (frames, sync) = {
-            let mut q = self.shared.queue.locked();
-            (
-                std::mem::take(&mut q.journal),
-                std::mem::take(&mut q.journal_sync),
-            )
-        };
-        // Recovery points of what the last round made durable. Read now, between taking
-        // this round's data and writing it, a partition's length is exactly what earlier
-        // rounds wrote and fsynced. They need no fsync: a lost point is only an older one.
+    /// Writes the recovery points of what the last round made durable, then the round's
+    /// queued `frames`; fsyncs when they hold an intent (`sync`).
+    fn run(&self, frames: Vec<u8>, sync: bool) -> std::io::Result<()> {
+        // Recovery points of what the last round made durable. Read now, after taking
+        // this round's data and before writing it, a partition's length is exactly what
+        // earlier rounds wrote and fsynced. They need no fsync: a lost point is only an
+        // older one.
         let touched = std::mem::take(&mut *self.shared.touched.locked());
         let mut points = Vec::new();
         for p in touched {
@@ -288,13 +317,15 @@ impl JournalStep<'_> {
     }
 }
 
-/// Writes and fsyncs what `items` staged and raises the partitions' durable offsets (also
-/// used directly by recovery on open, before any append runs, without a journal step).
-fn sync_items(
-    items: &[SyncItem],
-    opts: &EmbeddedOptions,
-    journal: Option<&JournalStep<'_>>,
-) -> std::io::Result<()> {
+/// What a round took: each partition with the offset its items wait for, and what was
+/// staged in it.
+struct RoundWork {
+    partitions: Vec<(Arc<Partition>, u64)>,
+    taken: Vec<TakenStaged>,
+}
+
+/// Takes the staged data of the partitions `items` name.
+fn take_work(items: &[SyncItem]) -> RoundWork {
     let mut partitions: HashMap<*const Partition, (&Arc<Partition>, u64)> = HashMap::new();
     for i in items {
         let e = partitions
@@ -302,15 +333,19 @@ fn sync_items(
             .or_insert((&i.partition, i.next_offset));
         e.1 = e.1.max(i.next_offset);
     }
-    let mut partitions: Vec<(&Arc<Partition>, u64)> = partitions.into_values().collect();
+    let mut partitions: Vec<(Arc<Partition>, u64)> = partitions
+        .into_values()
+        .map(|(p, next)| (Arc::clone(p), next))
+        .collect();
     partitions.sort_by(|(a, _), (b, _)| (&a.topic, a.id).cmp(&(&b.topic, b.id)));
-    // Take the staged data first, then the journal frames queued so far: an append queues
-    // its intent before staging, so the intent of everything taken here is among them, and
-    // reaches the disk before any of the data.
-    let taken: Vec<TakenStaged> = partitions.iter().map(|(p, _)| p.take_staged()).collect();
-    if let Some(j) = journal {
-        j.run()?;
-    }
+    let taken = partitions.iter().map(|(p, _)| p.take_staged()).collect();
+    RoundWork { partitions, taken }
+}
+
+/// Writes and fsyncs what `work` took and raises the partitions' durable offsets; returns
+/// the partitions made durable.
+fn write_work(work: RoundWork, opts: &EmbeddedOptions) -> std::io::Result<Vec<Arc<Partition>>> {
+    let RoundWork { partitions, taken } = work;
     let write_and_sync = |p: &Partition, t: TakenStaged| -> std::io::Result<u64> {
         let (segments, next) = p.write_taken(t, opts)?;
         for s in segments {
@@ -343,17 +378,17 @@ fn sync_items(
                 .collect()
         })
     };
-    for ((p, wanted), r) in partitions.iter().zip(results) {
-        let flushed = r?;
+    // Nothing of a round is served unless all of it is durable: an append that spans
+    // partitions and failed in one of them is rolled back by the next open.
+    let flushed = results.into_iter().collect::<std::io::Result<Vec<u64>>>()?;
+    for ((p, wanted), flushed) in partitions.iter().zip(flushed) {
         p.mark_durable(flushed.max(*wanted));
     }
-    if let Some(j) = journal {
-        j.made_durable(partitions.iter().map(|(p, _)| Arc::clone(p)).collect());
-    }
-    Ok(())
+    Ok(partitions.into_iter().map(|(p, _)| p).collect())
 }
 
-/// [`sync_items`] without a journal step, for recovery on open.
+/// Writes and fsyncs what `items` staged, without a journal step: for recovery on open,
+/// before any append runs.
 pub(crate) fn sync_recovered(items: &[SyncItem], opts: &EmbeddedOptions) -> std::io::Result<()> {
-    sync_items(items, opts, None)
+    write_work(take_work(items), opts).map(|_| ())
 }

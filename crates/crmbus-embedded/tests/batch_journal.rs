@@ -1,7 +1,9 @@
-//! Appends that span partitions or topics are all-or-nothing across a crash: the state a
-//! crash can leave — the batch's intent durable in the journal, its events in some
-//! partitions only — is rebuilt here on disk, and reopening must complete the batch without
-//! duplicating what is already there, even when the dedupe window has passed meanwhile.
+//! A batch journal of the previous format opens: its intents carry the events, and the
+//! state a crash left with it — the batch's intent durable in the journal, its events in
+//! some partitions only — is rebuilt here on disk; reopening must complete the batch
+//! without duplicating what is already there, even when the dedupe window has passed
+//! meanwhile. (This version writes intents that are rolled back instead: see
+//! `batch_rollback.rs`.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

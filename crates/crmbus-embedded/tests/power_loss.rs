@@ -159,7 +159,14 @@ async fn step(log: &EmbeddedLog, model: &mut Model, rng: &mut StdRng, clock: &Ma
         if let Some(&name) = missing.first() {
             let partitions = rng.random_range(1..=3u32);
             let spec = TopicSpec::new(name, partitions).with_retention(retention());
-            return match log.create_topic(spec).await {
+            let created = log.create_topic(spec).await;
+            if std::env::var("CRMBUS_SIM_TRACE").is_ok() {
+                println!(
+                    "create {name} {partitions} -> {:?}",
+                    created.as_ref().map(|_| ())
+                );
+            }
+            return match created {
                 Ok(_) => {
                     model.topics.insert(name.to_string(), partitions);
                     true
@@ -175,6 +182,9 @@ async fn step(log: &EmbeddedLog, model: &mut Model, rng: &mut StdRng, clock: &Ma
     if roll < 5 && names.len() > 1 {
         let name = &names[rng.random_range(0..names.len())];
         let result = log.delete_topic(name).await;
+        if std::env::var("CRMBUS_SIM_TRACE").is_ok() {
+            println!("delete {name} -> {result:?}");
+        }
         // Deleted or not, its events are no longer checked (a delete is not undone by a
         // crash only if acknowledged; either outcome is allowed when it failed).
         model.forget_topic(name);

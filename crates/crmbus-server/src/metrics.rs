@@ -119,7 +119,12 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "crmbus_log_batches_completed_on_recovery_total",
         Kind::Counter,
-        "Multi-partition batches the embedded log completed from its journal at open.",
+        "Multi-partition batches the embedded log completed from a journal of the previous format at open.",
+    ),
+    (
+        "crmbus_log_batches_rolled_back_on_recovery_total",
+        Kind::Counter,
+        "Multi-partition batches (never acknowledged) the embedded log rolled back at open because a crash left them in only some partitions.",
     ),
     (
         "crmbus_log_fsync_failures_total",

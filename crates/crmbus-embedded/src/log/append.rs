@@ -1,5 +1,5 @@
 //! The append path: which events are new and which are duplicates, staging them in their
-//! partitions, the batch journal's intent and done marks around an append that spans
+//! partitions, the batch journal's intent and done mark of an append that spans
 //! partitions, and the commit that makes the append durable.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crmbus::{dedupe_hash, partition_for, Event, LogError, Receipt};
 
 use super::{Inner, Topic};
+use crate::batch_journal::{spans_frame_bound, Part};
 use crate::committer::storage_error;
 use crate::dedupe::{DedupeIndex, FirstAppend};
 use crate::partition::{RawRecord, SyncItem};
@@ -32,6 +33,27 @@ fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
         }
     }
     false
+}
+
+/// What staging an append produced, topic by topic.
+#[derive(Default)]
+pub(super) struct Staged {
+    /// A receipt per event and topic, in order.
+    pub(super) receipts: Vec<Receipt>,
+    /// What the commit must make durable.
+    pub(super) sync: Vec<SyncItem>,
+    /// Where the new events went.
+    pub(super) parts: Vec<StagedPart>,
+}
+
+/// A partition's share of an append as staged: what its intent records, and what to take
+/// back if the append fails before it submits.
+pub(super) struct StagedPart {
+    partition: Arc<crate::partition::Partition>,
+    /// Offset of the first record.
+    first: u64,
+    /// The records' dedupe digests, in order.
+    hashes: Vec<u64>,
 }
 
 /// What an append decided for one event in one topic.
@@ -75,27 +97,29 @@ impl Inner {
             }
             encoded.push((json, dedupe_hash(&e.source, &e.id)));
         }
-        // An append that reaches several partitions is journalled first, so a crash
-        // cannot leave it in some of them only (see `batch_journal`).
-        let journalled = spans_partitions(&resolved, events);
-        self.stage_and_commit(&resolved, events, &encoded, journalled)
+        // An append that reaches several partitions is journalled, so a crash cannot leave
+        // it in some of them only (see `batch_journal`).
+        let may_span = spans_partitions(&resolved, events);
+        self.stage_and_commit(&resolved, events, &encoded, may_span)
             .await
     }
 
     /// Stages `events` in every topic and waits until they are durable. An append that
-    /// spans partitions (`journalled`) writes its intent first and its done mark after.
+    /// spans partitions (`may_span`, decided from the events; journalled if its new events
+    /// did reach several partitions) reserves room for its intent first, stages under the
+    /// commit gate, queues its intent and submits before it lets go of the gate, and
+    /// writes its done mark once durable.
     ///
     /// Cancellation-safe: every topic's lock is taken first (in name order, so appends do
-    /// not deadlock), and from the intent to the submission to the group commit nothing
-    /// awaits, so a caller that goes away (a client that disconnects) cannot leave the
-    /// append staged in some topics only. An append that fails before anything was staged
-    /// withdraws its intent durably before the error is returned.
+    /// not deadlock), and from then to the submission to the commit nothing awaits, so a
+    /// caller that goes away (a client that disconnects) cannot leave the append staged in
+    /// some topics only. An append that fails before it submits takes back what it staged.
     async fn stage_and_commit(
         &self,
         resolved: &[Arc<Topic>],
         events: &[Event],
         encoded: &[(Vec<u8>, u64)],
-        journalled: bool,
+        may_span: bool,
     ) -> Result<Vec<Receipt>, LogError> {
         let mut by_name: Vec<&Arc<Topic>> = resolved.iter().collect();
         by_name.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -104,74 +128,104 @@ impl Inner {
         for t in &by_name {
             guards.push(t.append.lock().await);
         }
-        // No await from here until the staged data is handed to the group commit.
-        let intent = if journalled {
-            Some(self.write_intent(resolved, encoded)?)
-        } else {
-            None
+        // No await from here until the staged data is handed to the commit.
+        if may_span {
+            let topics: Vec<(&str, u32)> = resolved
+                .iter()
+                .map(|t| (t.spec.name.as_str(), t.spec.partitions))
+                .collect();
+            self.commit
+                .reserve_intent(spans_frame_bound(&topics, events.len()))?;
+        }
+        let gate = if may_span { self.commit.gate() } else { None };
+        let mut out = Staged {
+            receipts: Vec::with_capacity(events.len() * resolved.len()),
+            ..Staged::default()
         };
-        let mut receipts = Vec::with_capacity(events.len() * resolved.len());
-        let mut sync = Vec::new();
         let mut staged = Ok(());
         for t in resolved {
             let Some(i) = by_name.iter().position(|b| b.spec.name == t.spec.name) else {
                 continue;
             };
-            staged = self.stage_topic(t, &mut guards[i], events, encoded, &mut receipts, &mut sync);
+            staged = self.stage_topic(t, &mut guards[i], events, encoded, &mut out);
             if staged.is_err() {
                 break;
             }
         }
-        drop(guards);
-        if let Err(e) = staged {
-            if let (Some(id), true) = (intent, sync.is_empty()) {
-                // Nothing reached a partition: an abort mark keeps recovery from storing a
-                // publish that was answered with an error.
-                self.abort_intent(id).await?;
+        let Staged {
+            receipts,
+            sync,
+            parts,
+        } = out;
+        let intent = staged.and_then(|()| self.queue_intent(&parts));
+        let intent = match intent {
+            Ok(intent) => intent,
+            Err(e) => {
+                // Nothing was submitted: take back what was staged, so no part of a
+                // publish answered with an error is ever written.
+                for part in parts.iter().rev() {
+                    if let Err(undo) = part.partition.unstage(part.first) {
+                        tracing::error!(topic = %part.partition.topic, partition = part.partition.id,
+                            error = %undo, "could not take back what a failed append staged");
+                    }
+                    if let Some(i) = by_name
+                        .iter()
+                        .position(|t| t.spec.name == part.partition.topic)
+                    {
+                        for (k, &hash) in part.hashes.iter().enumerate() {
+                            guards[i].forget(
+                                hash,
+                                FirstAppend {
+                                    partition: part.partition.id,
+                                    offset: part.first + k as u64,
+                                },
+                            );
+                        }
+                    }
+                }
+                return Err(e);
             }
-            // Otherwise the intent stays: the next open completes the append.
-            return Err(e);
-        }
-        self.commit.make_durable(sync, &self.opts).await?;
+        };
+        let barrier = self.commit.submit(sync, &self.opts);
+        drop(gate);
+        drop(guards);
+        // On failure an intent stays outstanding: the next open finds the append whole or
+        // rolls it back.
+        self.commit.wait(barrier?).await?;
         if let Some(id) = intent {
             self.write_done(id)?;
         }
         Ok(receipts)
     }
 
-    /// Writes (or, with group commit, queues) the intent of an append that spans
-    /// partitions, ahead of its data; returns its id.
-    fn write_intent(
-        &self,
-        resolved: &[Arc<Topic>],
-        encoded: &[(Vec<u8>, u64)],
-    ) -> Result<u64, LogError> {
-        let topics: Vec<(&str, Vec<u64>)> = resolved
+    /// Queues the intent of an append whose new events went to `parts`, if they are
+    /// several (after staging them, holding the commit gate); returns its id.
+    fn queue_intent(&self, parts: &[StagedPart]) -> Result<Option<u64>, LogError> {
+        if parts.len() < 2 {
+            return Ok(None);
+        }
+        let spans: Vec<Part> = parts
             .iter()
-            .map(|t| {
-                let from = t.partitions.iter().map(|p| p.durable_next()).collect();
-                (t.spec.name.as_str(), from)
+            .map(|p| Part {
+                topic: p.partition.topic.clone(),
+                partition: p.partition.id,
+                first: p.first,
+                count: p.hashes.len() as u64,
             })
             .collect();
-        let jsons: Vec<&[u8]> = encoded.iter().map(|(j, _)| j.as_slice()).collect();
-        let (id, frame) = self
-            .journal
-            .begin(self.opts.clock.now_micros(), &topics, &jsons);
-        // Durable before any of the append's data. On failure the intent stays
-        // outstanding: the next open completes the append.
-        self.commit.queue_intent(id, frame).map(|()| id)
+        let (id, frame) = self.journal.begin(&spans);
+        match self.commit.queue_intent(frame) {
+            Ok(()) => Ok(Some(id)),
+            Err(e) => {
+                self.journal.finished(id);
+                Err(e)
+            }
+        }
     }
 
     /// Marks intent `id` done: its append is durable in every partition.
     fn write_done(&self, id: u64) -> Result<(), LogError> {
         self.commit.finish_intent(self.journal.finished(id))
-    }
-
-    /// Withdraws intent `id` whose append failed before staging anything: its mark is
-    /// durable before the caller hears of the failure, so recovery never completes it.
-    async fn abort_intent(&self, id: u64) -> Result<(), LogError> {
-        let barrier = self.commit.queue_mark(self.journal.finished(id))?;
-        self.commit.wait(barrier).await
     }
 
     /// Is the remembered first append really the same (source, id)? Guards against digest
@@ -208,8 +262,7 @@ impl Inner {
         dedupe: &mut DedupeIndex,
         events: &[Event],
         encoded: &[(Vec<u8>, u64)],
-        receipts: &mut Vec<Receipt>,
-        sync: &mut Vec<SyncItem>,
+        out: &mut Staged,
     ) -> Result<(), LogError> {
         let now = self.opts.clock.now_micros();
         dedupe.expire(now);
@@ -256,7 +309,12 @@ impl Inner {
                 dedupe.insert(encoded[i].1, at, now);
             }
             first_offsets.insert(p, appended.first_offset);
-            sync.push(appended.sync);
+            out.sync.push(appended.sync);
+            out.parts.push(StagedPart {
+                partition: Arc::clone(part),
+                first: appended.first_offset,
+                hashes: idxs.iter().map(|&i| encoded[i].1).collect(),
+            });
         }
         let resolve = |slot: Slot| -> (FirstAppend, bool) {
             match slot {
@@ -290,10 +348,10 @@ impl Inner {
                 let part = &topic.partitions[at.partition as usize];
                 if at.offset >= part.durable_next() {
                     // The first append is not durable yet: wait for it too.
-                    sync.push(part.sync_item_for_current());
+                    out.sync.push(part.sync_item_for_current());
                 }
             }
-            receipts.push(Receipt {
+            out.receipts.push(Receipt {
                 id: events[i].id.clone(),
                 topic: topic.spec.name.clone(),
                 partition: at.partition,

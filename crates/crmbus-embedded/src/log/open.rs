@@ -1,5 +1,6 @@
-//! Opening an [`EmbeddedLog`]: recovery of every topic and partition, completion of the
-//! appends the batch journal holds intents of, and the retention thread.
+//! Opening an [`EmbeddedLog`]: recovery of every topic and partition, the appends the
+//! batch journal holds intents of (rolled back unless whole; intents of the previous
+//! format completed), and the retention thread.
 
 use crmbus::sync::LockExt;
 use std::collections::{BTreeMap, HashSet};
@@ -10,8 +11,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 
 use crmbus::{dedupe_hash, LogError, TopicSpec};
 
+use super::append::Staged;
 use super::{topics_dir, Background, EmbeddedLog, Inner, Topic};
-use crate::batch_journal::{BatchJournal, Intent, RecoveryPoints};
+use crate::batch_journal::{rollback_cuts, BatchJournal, Intent, PendingIntent, RecoveryPoints};
 use crate::committer::Committer;
 use crate::dedupe::{DedupeBudget, DedupeIndex, FirstAppend};
 use crate::handles::HandleCache;
@@ -83,9 +85,25 @@ impl EmbeddedLog {
             handles: &handles,
             points: journal.recovery_points(),
         };
-        let mut topics = BTreeMap::new();
+        let mut spans = Vec::new();
+        let mut previous_format = Vec::new();
+        for (id, intent) in pending {
+            match intent {
+                PendingIntent::Spans(parts) => spans.push((id, parts)),
+                PendingIntent::Events(intent) => previous_format.push((id, intent)),
+            }
+        }
+        let mut opened = Vec::with_capacity(specs.len());
         for spec in specs {
-            let topic = open_topic(&dir, spec, &opts, &shared)?;
+            let partitions = open_partitions(&dir, &spec, &opts, &shared)?;
+            opened.push((spec, partitions));
+        }
+        if !spans.is_empty() {
+            roll_back(&dir, &mut opened, &spans, &opts, &shared)?;
+        }
+        let mut topics = BTreeMap::new();
+        for (spec, partitions) in opened {
+            let topic = topic_with_dedupe(spec, partitions, &opts, &shared)?;
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
         let commit = Committer::start(&opts, Arc::clone(&journal))?;
@@ -103,8 +121,8 @@ impl EmbeddedLog {
             admin: Arc::new(tokio::sync::Mutex::new(())),
             _lock: lock,
         });
-        if !pending.is_empty() {
-            inner.complete_intents(pending)?;
+        if !previous_format.is_empty() {
+            inner.complete_intents(previous_format)?;
         }
         // Everything in the journal is now complete (and a torn tail must not stay in front
         // of new frames): start it empty, with every partition's recovery point as of now
@@ -146,27 +164,53 @@ pub(super) struct TopicShared<'a> {
 /// At most this many threads open a topic's partitions.
 const OPEN_THREADS: u32 = 16;
 
+/// Opens a topic: its partitions, then its dedupe window.
 pub(super) fn open_topic(
     dir: &Path,
     spec: TopicSpec,
     opts: &EmbeddedOptions,
     shared: &TopicShared<'_>,
 ) -> Result<Topic, LogError> {
-    let tdir = topics_dir(dir).join(&spec.name);
+    let partitions = open_partitions(dir, &spec, opts, shared)?;
+    topic_with_dedupe(spec, partitions, opts, shared)
+}
+
+/// Opens partition `id` of topic `spec` (recovering its segments); `cut` is where recovery
+/// just cut its files, if it did (a recovery point past it no longer applies).
+fn open_partition(
+    dir: &Path,
+    spec: &TopicSpec,
+    id: u32,
+    opts: &EmbeddedOptions,
+    shared: &TopicShared<'_>,
+    cut: Option<u64>,
+) -> io::Result<Partition> {
+    let point = shared
+        .points
+        .get(&(spec.name.clone(), id))
+        .copied()
+        .filter(|p| cut.is_none_or(|cut| p.next <= cut));
+    Partition::open(
+        &spec.name,
+        id,
+        &topics_dir(dir).join(&spec.name).join(id.to_string()),
+        opts,
+        Arc::clone(shared.corrupt),
+        Arc::clone(shared.handles),
+        point,
+    )
+}
+
+/// Opens every partition of topic `spec`.
+fn open_partitions(
+    dir: &Path,
+    spec: &TopicSpec,
+    opts: &EmbeddedOptions,
+    shared: &TopicShared<'_>,
+) -> Result<Vec<Arc<Partition>>, LogError> {
     let open_range = |range: std::ops::Range<u32>| -> io::Result<Vec<Arc<Partition>>> {
         range
-            .map(|p| {
-                Partition::open(
-                    &spec.name,
-                    p,
-                    &tdir.join(p.to_string()),
-                    opts,
-                    Arc::clone(shared.corrupt),
-                    Arc::clone(shared.handles),
-                    shared.points.get(&(spec.name.clone(), p)).copied(),
-                )
-                .map(Arc::new)
-            })
+            .map(|p| open_partition(dir, spec, p, opts, shared, None).map(Arc::new))
             .collect()
     };
     // Each partition's open ends with two fsyncs; with many partitions, they run on several
@@ -202,6 +246,59 @@ pub(super) fn open_topic(
         }
         all
     };
+    Ok(partitions)
+}
+
+/// Rolls back every append that spans partitions and is not whole on disk: its
+/// partitions are cut at its parts (see [`rollback_cuts`]) and opened again.
+fn roll_back(
+    dir: &Path,
+    opened: &mut [(TopicSpec, Vec<Arc<Partition>>)],
+    spans: &[(u64, Vec<crate::batch_journal::Part>)],
+    opts: &EmbeddedOptions,
+    shared: &TopicShared<'_>,
+) -> Result<(), LogError> {
+    let (rolled, cuts) = rollback_cuts(spans, |topic, partition| {
+        opened
+            .iter()
+            .find(|(spec, _)| spec.name == topic)
+            .and_then(|(_, parts)| parts.get(partition as usize))
+            .map(|p| p.durable_next())
+    });
+    for ((topic, partition), offset) in cuts {
+        let Some((spec, parts)) = opened.iter_mut().find(|(spec, _)| spec.name == topic) else {
+            continue;
+        };
+        let Some(slot) = parts.get_mut(partition as usize) else {
+            continue;
+        };
+        tracing::warn!(topic = %topic, partition, from = offset, to = slot.durable_next(),
+            "removing the records of appends a crash left in only some partitions");
+        slot.cut_files_from(offset, opts)?;
+        *slot = Arc::new(open_partition(
+            dir,
+            spec,
+            partition,
+            opts,
+            shared,
+            Some(offset),
+        )?);
+    }
+    if !rolled.is_empty() {
+        tracing::warn!(intents = ?rolled, "rolled back appends that a crash left in only some partitions (none was acknowledged)");
+        metrics::counter!("crmbus_log_batches_rolled_back_on_recovery_total")
+            .increment(rolled.len() as u64);
+    }
+    Ok(())
+}
+
+/// Builds an opened topic: its dedupe window rebuilt from the records' own digests.
+fn topic_with_dedupe(
+    spec: TopicSpec,
+    partitions: Vec<Arc<Partition>>,
+    opts: &EmbeddedOptions,
+    shared: &TopicShared<'_>,
+) -> Result<Topic, LogError> {
     // Rebuild the dedupe window from the records' own digests.
     let now = opts.clock.now_micros();
     let since = now.saturating_sub(opts.dedupe_window.as_micros() as i64);
@@ -253,9 +350,10 @@ fn retention_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: std
 }
 
 impl Inner {
-    /// Completes the appends whose intents the last run left without a done mark: every
-    /// event not yet in its partition is appended and made durable, so each such append
-    /// ends up whole. Runs on open, before anything is served.
+    /// Completes the appends whose intents (of the previous format, with their events) the
+    /// last run left without a done mark: every event not yet in its partition is appended
+    /// and made durable, so each such append ends up whole. Runs on open, before anything
+    /// is served.
     pub(super) fn complete_intents(&self, pending: Vec<(u64, Intent)>) -> Result<(), LogError> {
         for (id, intent) in pending {
             let encoded: Vec<(Vec<u8>, u64)> = intent
@@ -310,15 +408,16 @@ impl Inner {
                         "batch journal recovery raced an append".into(),
                     ));
                 };
-                let mut receipts = Vec::new();
+                let mut staged = Staged::default();
                 self.stage_topic(
                     &topic,
                     &mut dedupe,
                     &missing_events,
                     &missing_encoded,
-                    &mut receipts,
-                    &mut sync,
+                    &mut staged,
                 )?;
+                let receipts = staged.receipts;
+                sync.extend(staged.sync);
                 appended += receipts.iter().filter(|r| !r.duplicate).count();
             }
             syncer::sync_recovered(&sync, &self.opts)?;

@@ -122,3 +122,26 @@ pub fn remove_if_exists(storage: &dyn Storage, path: &Path) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Creates `dir` and any missing parents, then fsyncs the directory holding each one it
+/// created, so the new directories' names survive a power loss (what is fsynced inside
+/// them later relies on that).
+pub fn create_dir_all_durable(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !storage.exists(d)) {
+        missing.push(d);
+        at = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    storage.create_dir_all(dir)?;
+    // Deepest first: a parent's entry is made durable once what it holds is.
+    for d in missing {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! Appends that span partitions or topics are all-or-nothing across a crash, by rollback:
+//! the journal holds where each part of such an append went, and an append a crash left
+//! in only some of its partitions is cut out of them on open, together with what was
+//! written after it (which the crash kept from being acknowledged). The states a crash can
+//! leave are built here on disk: the parts in some partitions, the intent in the journal
+//! with no done mark.
+//!
+//! (Journals of the previous format, whose intents carry the events and are completed
+//! instead, are tested in `batch_journal.rs`.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crmbus::clock::ManualClock;
+use crmbus::{partition_for, Event, EventLog, TopicSpec};
+use crmbus_embedded::batch_journal::{pending_intents, Part, FILE_NAME};
+use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
+use serde_json::json;
+
+fn opts(clock: &ManualClock, durability: Durability) -> EmbeddedOptions {
+    EmbeddedOptions {
+        durability,
+        retention_interval: None,
+        clock: Arc::new(clock.clone()),
+        ..EmbeddedOptions::default()
+    }
+}
+
+fn deal(n: u64) -> Event {
+    Event::new(
+        "deal.won",
+        json!({"deal_id": format!("deal-{n}"), "amount": n * 100}),
+    )
+    .id(format!("evt-{n}"))
+    .subject(format!("deal-{n}"))
+    .source("urn:crm:deals")
+}
+
+async fn ids_by_partition(log: &EmbeddedLog, topic: &str) -> BTreeMap<u32, Vec<String>> {
+    let info = log.describe_topic(topic).await.expect("describe");
+    let mut out = BTreeMap::new();
+    for p in info.partition_info {
+        let events = log.read(topic, p.partition, 0, 10_000).await.expect("read");
+        out.insert(
+            p.partition,
+            events.into_iter().map(|s| s.event.id).collect::<Vec<_>>(),
+        );
+    }
+    out
+}
+
+async fn next_offsets(log: &EmbeddedLog, topic: &str) -> Vec<u64> {
+    log.describe_topic(topic)
+        .await
+        .expect("describe")
+        .partition_info
+        .iter()
+        .map(|p| p.next_offset)
+        .collect()
+}
+
+/// Writes `frame` after the journal's last whole frame, as the log would.
+fn append_to_journal(dir: &std::path::Path, frame: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(FILE_NAME);
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if len < 9 || crc32c::crc32c(body) != crc {
+            break;
+        }
+        at += 8 + len;
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .expect("open journal");
+    f.write_all_at(frame, at as u64).expect("write journal");
+    f.sync_all().expect("sync journal");
+}
+
+/// The parts `batch` gets in a topic of `partitions` partitions whose next offsets are
+/// `from`, as an append of it would stage them.
+fn parts_of(topic: &str, partitions: u32, from: &[u64], batch: &[Event]) -> Vec<Part> {
+    let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+    for e in batch {
+        *counts.entry(partition_for(e, partitions)).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(partition, count)| Part {
+            topic: topic.into(),
+            partition,
+            first: from[partition as usize],
+            count,
+        })
+        .collect()
+}
+
+fn pending_in(dir: &std::path::Path) -> usize {
+    let bytes = std::fs::read(dir.join(FILE_NAME)).expect("journal");
+    pending_intents(&bytes).expect("read journal").len()
+}
+
+#[tokio::test]
+async fn a_batch_left_in_some_partitions_is_rolled_back_with_what_followed_it() {
+    for durability in [Durability::Fsync, Durability::Os] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let batch: Vec<Event> = (0..12).map(deal).collect();
+        let first_partition = partition_for(&batch[0], 4);
+        let here: Vec<Event> = batch
+            .iter()
+            .filter(|e| partition_for(e, 4) == first_partition)
+            .cloned()
+            .collect();
+        assert!(here.len() < batch.len(), "the batch must span partitions");
+        // An event of another append that the same round wrote after the part.
+        let after = (200..300)
+            .map(deal)
+            .find(|e| partition_for(e, 4) == first_partition)
+            .expect("an event for the partition");
+        let (before, from);
+        {
+            let log = EmbeddedLog::open(dir.path(), opts(&clock, durability)).expect("open");
+            log.create_topic(TopicSpec::new("deals", 4))
+                .await
+                .expect("create");
+            for e in (100..104).map(deal) {
+                log.append(&["deals".to_string()], std::slice::from_ref(&e))
+                    .await
+                    .expect("append");
+            }
+            before = ids_by_partition(&log, "deals").await;
+            from = next_offsets(&log, "deals").await;
+            // What the crash left: the batch's part in one partition, and what followed.
+            log.append(&["deals".to_string()], &here)
+                .await
+                .expect("append part");
+            log.append(&["deals".to_string()], std::slice::from_ref(&after))
+                .await
+                .expect("append after");
+        }
+        // ...and the batch's intent, durable in the journal, with no done mark.
+        let parts = parts_of("deals", 4, &from, &batch);
+        assert!(parts.len() > 1);
+        append_to_journal(
+            dir.path(),
+            &crmbus_embedded::batch_journal::encode_spans(1_000_000, &parts),
+        );
+
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, durability)).expect("reopen");
+        assert_eq!(
+            ids_by_partition(&log, "deals").await,
+            before,
+            "{durability:?}: the part and what followed it are gone, the rest is untouched"
+        );
+        assert_eq!(next_offsets(&log, "deals").await, from, "{durability:?}");
+        assert_eq!(
+            pending_in(dir.path()),
+            0,
+            "{durability:?}: the journal is settled"
+        );
+
+        // The producer's retry stores the batch (nothing of it counts as a duplicate), at
+        // the offsets the rolled-back records had.
+        let receipts = log
+            .append(&["deals".to_string()], &batch)
+            .await
+            .expect("retry");
+        assert!(receipts.iter().all(|r| !r.duplicate), "{durability:?}");
+        for part in &parts {
+            let first = receipts
+                .iter()
+                .filter(|r| r.partition == part.partition)
+                .map(|r| r.offset)
+                .min();
+            assert_eq!(first, Some(part.first), "{durability:?}");
+        }
+        let stored = ids_by_partition(&log, "deals").await;
+        drop(log);
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, durability)).expect("reopen");
+        assert_eq!(
+            ids_by_partition(&log, "deals").await,
+            stored,
+            "{durability:?}: opening again changes nothing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_publish_to_two_topics_left_in_one_is_rolled_back_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let e = deal(1);
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
+        for t in ["crm", "erp"] {
+            log.create_topic(TopicSpec::new(t, 2))
+                .await
+                .expect("create");
+        }
+        log.append(&["crm".to_string()], std::slice::from_ref(&e))
+            .await
+            .expect("append to one topic");
+    }
+    let p = partition_for(&e, 2);
+    let parts = vec![
+        Part {
+            topic: "crm".into(),
+            partition: p,
+            first: 0,
+            count: 1,
+        },
+        Part {
+            topic: "erp".into(),
+            partition: p,
+            first: 0,
+            count: 1,
+        },
+    ];
+    append_to_journal(
+        dir.path(),
+        &crmbus_embedded::batch_journal::encode_spans(1_000_000, &parts),
+    );
+    let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
+    for t in ["crm", "erp"] {
+        let ids: Vec<String> = ids_by_partition(&log, t)
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+        assert!(ids.is_empty(), "topic {t}: {ids:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_whole_batch_without_a_done_mark_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let batch: Vec<Event> = (0..12).map(deal).collect();
+    let stored;
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
+        log.create_topic(TopicSpec::new("deals", 4))
+            .await
+            .expect("create");
+        // Every part stored, by appends of one partition each (no intent of their own).
+        let from = next_offsets(&log, "deals").await;
+        for p in 0..4 {
+            let part: Vec<Event> = batch
+                .iter()
+                .filter(|e| partition_for(e, 4) == p)
+                .cloned()
+                .collect();
+            if !part.is_empty() {
+                log.append(&["deals".to_string()], &part)
+                    .await
+                    .expect("append part");
+            }
+        }
+        stored = ids_by_partition(&log, "deals").await;
+        append_to_journal(
+            dir.path(),
+            &crmbus_embedded::batch_journal::encode_spans(
+                1_000_000,
+                &parts_of("deals", 4, &from, &batch),
+            ),
+        );
+    }
+    let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("reopen");
+    assert_eq!(ids_by_partition(&log, "deals").await, stored);
+    assert_eq!(
+        stored.values().map(Vec::len).sum::<usize>(),
+        batch.len(),
+        "the whole batch is there"
+    );
+}
+
+/// The part sits in a segment that was sealed after it, in the same round, and a record
+/// went to the next segment: the cut removes the next segment and cuts the sealed one,
+/// which takes appends again.
+#[tokio::test]
+async fn a_rollback_cuts_across_a_segment_roll() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    // Events of one subject go to one partition; a second subject to another.
+    let subject_event = |n: u64, subject: &str| {
+        Event::new("deal.won", json!({"n": n, "pad": "x".repeat(200)}))
+            .id(format!("evt-{n}"))
+            .subject(subject)
+            .source("urn:crm:deals")
+    };
+    let other_subject = (0..100)
+        .map(|k| format!("deal-{k}"))
+        .find(|s| {
+            partition_for(&subject_event(0, s), 2) != partition_for(&subject_event(0, "a"), 2)
+        })
+        .expect("a subject in the other partition");
+    let p = partition_for(&subject_event(0, "a"), 2);
+    let record_len = subject_event(0, "a").to_json_vec().len() as u64 + 33;
+    let options = || EmbeddedOptions {
+        // A segment rolls once it holds two records.
+        segment_bytes: record_len * 3 / 2,
+        ..opts(&clock, Durability::Fsync)
+    };
+    let pdir = dir.path().join("topics").join("deals").join(p.to_string());
+    {
+        let log = EmbeddedLog::open(dir.path(), options()).expect("open");
+        log.create_topic(TopicSpec::new("deals", 2))
+            .await
+            .expect("create");
+        log.append(&["deals".to_string()], &[subject_event(0, "a")])
+            .await
+            .expect("append");
+        // The part: two records into the first segment, which is then full...
+        log.append(
+            &["deals".to_string()],
+            &[subject_event(1, "a"), subject_event(2, "a")],
+        )
+        .await
+        .expect("append part");
+        // ...so the next record rolls it (sealing it) and goes to a new segment.
+        log.append(&["deals".to_string()], &[subject_event(3, "a")])
+            .await
+            .expect("append after");
+    }
+    let logs = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".log") || n.ends_with(".idx"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        logs(&pdir),
+        vec![
+            "00000000000000000000.idx",
+            "00000000000000000000.log",
+            "00000000000000000003.log"
+        ],
+        "the first segment was sealed and the last record went to the next one"
+    );
+    let parts = vec![
+        Part {
+            topic: "deals".into(),
+            partition: p,
+            first: 1,
+            count: 2,
+        },
+        Part {
+            topic: "deals".into(),
+            partition: 1 - p,
+            first: 0,
+            count: 1,
+        },
+    ];
+    append_to_journal(
+        dir.path(),
+        &crmbus_embedded::batch_journal::encode_spans(1_000_000, &parts),
+    );
+    let log = EmbeddedLog::open(dir.path(), options()).expect("reopen");
+    assert_eq!(
+        logs(&pdir),
+        vec!["00000000000000000000.log"],
+        "the next segment is gone and the cut one has no index left to trust"
+    );
+    assert_eq!(
+        ids_by_partition(&log, "deals").await[&p],
+        vec!["evt-0".to_string()]
+    );
+    // The cut segment takes appends again, and the log opens the same afterwards.
+    let receipts = log
+        .append(
+            &["deals".to_string()],
+            &[subject_event(4, "a"), subject_event(5, &other_subject)],
+        )
+        .await
+        .expect("append");
+    assert_eq!(
+        receipts
+            .iter()
+            .map(|r| (r.partition, r.offset))
+            .collect::<Vec<_>>(),
+        vec![(p, 1), (1 - p, 0)]
+    );
+    let stored = ids_by_partition(&log, "deals").await;
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), options()).expect("reopen");
+    assert_eq!(ids_by_partition(&log, "deals").await, stored);
+    assert_eq!(stored[&p], vec!["evt-0".to_string(), "evt-4".to_string()]);
+}
+
+/// A publish to two topics that fails in the second after it was staged in the first
+/// takes back what it staged: nothing of it is ever served, its offset is given to the
+/// next append, and a retry is not taken for a duplicate.
+#[tokio::test]
+async fn a_publish_that_fails_after_staging_part_of_it_takes_that_part_back() {
+    for durability in [Durability::Fsync, Durability::Os] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let options = || EmbeddedOptions {
+            // Every append to a partition that holds records rolls to a new segment.
+            segment_bytes: 1,
+            ..opts(&clock, durability)
+        };
+        let topics = ["a".to_string(), "b".to_string()];
+        let log = EmbeddedLog::open(dir.path(), options()).expect("open");
+        for t in &topics {
+            log.create_topic(TopicSpec::new(t.as_str(), 1))
+                .await
+                .expect("create");
+            log.append(std::slice::from_ref(t), &[deal(u64::from(t.as_bytes()[0]))])
+                .await
+                .expect("append");
+        }
+        // The next append to `b` must roll to segment 1, whose file is in the way; `a`,
+        // staged first, rolls fine.
+        let blocker = dir.path().join("topics/b/0").join(format!("{:020}.log", 1));
+        std::fs::write(&blocker, b"").expect("block the roll");
+        let failed = log.append(&topics, &[deal(1)]).await;
+        assert!(
+            failed.is_err(),
+            "{durability:?}: the publish fails: {failed:?}"
+        );
+        std::fs::remove_file(&blocker).expect("unblock");
+
+        // The next append to `a` gets the offset the failed publish had staged there.
+        let next = log
+            .append(&topics[..1], &[deal(2)])
+            .await
+            .expect("append to a");
+        assert_eq!(
+            (next[0].offset, next[0].duplicate),
+            (1, false),
+            "{durability:?}"
+        );
+        let a = || async { ids_by_partition(&log, "a").await[&0].clone() };
+        assert_eq!(a().await, vec!["evt-97", "evt-2"], "{durability:?}");
+        // The retry succeeds and is stored, not answered as a duplicate.
+        let retry = log.append(&topics, &[deal(1)]).await.expect("retry");
+        assert!(
+            retry.iter().all(|r| !r.duplicate),
+            "{durability:?}: {retry:?}"
+        );
+        assert_eq!(
+            a().await,
+            vec!["evt-97", "evt-2", "evt-1"],
+            "{durability:?}"
+        );
+        let stored = (a().await, ids_by_partition(&log, "b").await);
+        drop(log);
+        let log = EmbeddedLog::open(dir.path(), options()).expect("reopen");
+        assert_eq!(
+            (
+                ids_by_partition(&log, "a").await[&0].clone(),
+                ids_by_partition(&log, "b").await
+            ),
+            stored,
+            "{durability:?}"
+        );
+    }
+}
+
+/// A round whose fsync fails in one partition makes nothing of the round readable in the
+/// others: the batch is not acknowledged and the next open rolls it back, so serving its
+/// part meanwhile would hand consumers events that then disappear.
+#[tokio::test]
+async fn a_round_that_fails_in_one_partition_serves_nothing_of_it_in_another() {
+    use crmbus_embedded::storage::{Fault, FaultOp};
+    use crmbus_embedded::SimStorage;
+    let sim = SimStorage::new();
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let data = std::path::Path::new("/data");
+    let options = || EmbeddedOptions {
+        storage: Arc::new(sim.mount()),
+        ..opts(&clock, Durability::Fsync)
+    };
+    let log = EmbeddedLog::open(data, options()).expect("open");
+    log.create_topic(TopicSpec::new("deals", 2))
+        .await
+        .expect("create");
+    let batch: Vec<Event> = (0..8).map(deal).collect();
+    assert!(batch.iter().any(|e| partition_for(e, 2) == 0));
+    assert!(batch.iter().any(|e| partition_for(e, 2) == 1));
+    sim.inject(Fault::eio(FaultOp::Sync, "deals/1/"));
+    let failed = log.append(&["deals".to_string()], &batch).await;
+    assert!(failed.is_err(), "the batch fails: {failed:?}");
+    let info = log.describe_topic("deals").await.expect("describe");
+    assert_eq!(
+        info.partition_info
+            .iter()
+            .map(|p| p.next_offset)
+            .collect::<Vec<_>>(),
+        vec![0, 0],
+        "no offset of the failed round is served"
+    );
+    assert!(log.read("deals", 0, 0, 100).await.expect("read").is_empty());
+}
