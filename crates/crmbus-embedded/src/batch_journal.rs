@@ -68,9 +68,11 @@ const KIND_RECOVERY_POINT: u8 = 4;
 const KIND_SPANS: u8 = 5;
 const HEADER: usize = 8;
 const BODY_PREFIX: usize = 9;
-/// The journal is compacted (rewritten with only the outstanding intents) once it is this
-/// large.
-pub const COMPACT_AT: u64 = 64 * 1024 * 1024;
+/// The journal is compacted (rewritten with only the outstanding intents, the recovery
+/// points and the deletion marks) once it is this large. Its frames are small (an intent
+/// takes about 30 bytes per part, a round's recovery points about 50 bytes per partition),
+/// so this is tens of thousands of rounds, and a compaction rewrites a few kilobytes.
+pub const COMPACT_AT: u64 = 4 * 1024 * 1024;
 
 /// One topic of an intent and, per partition, an offset at or below the first offset the
 /// append could get there (the partition's durable end before the intent was written):
@@ -452,7 +454,7 @@ struct FileState {
 /// smaller, down to 64 KiB). Writing a frame then overwrites
 /// zeros inside the file, so its fdatasync does not have to commit a new file size too
 /// (on ext4 about half the cost of an appending one). A frame of zeros reads as the end.
-const GROW_BY: u64 = 4 * 1024 * 1024;
+const GROW_BY: u64 = 1024 * 1024;
 
 /// Room kept free after the last frame when an appender makes room (frames of other
 /// appends may be queued between its check and the write).

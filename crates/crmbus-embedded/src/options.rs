@@ -53,7 +53,7 @@ pub struct EmbeddedOptions {
     /// one at the bound drops its own oldest. Default 4,000,000 (roughly 400 MB).
     pub dedupe_max_entries_total: usize,
     /// Once the batch journal (see [`crate::batch_journal`]) holds this many bytes, it is
-    /// rewritten with only the intents still outstanding. Default 64 MiB.
+    /// rewritten with only the intents still outstanding. Default 4 MiB.
     pub batch_journal_compact_bytes: u64,
     /// At most this many sealed segment files are held open at once; others are opened
     /// when a read needs them (every partition's active segment stays open besides).
