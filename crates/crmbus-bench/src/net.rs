@@ -22,7 +22,8 @@
 //!    waits for all acknowledgements (latency per batch);
 //! 3. **read-back**: a consumer group created after the publishes reads everything back,
 //!    each client fetching `--read-batch` at a time and acking that batch before the next
-//!    (latency per fetch + ack).
+//!    (latency per fetch + ack). crmbus's group has no per-key hold by default, like the
+//!    peers' groups (`--ordering key` measures crmbus's per-key ordering instead).
 //!
 //! Besides events/s and latency percentiles it reports each server's CPU seconds per
 //! million events (from `/proc/<pid>/stat`) and the bytes its directory takes on disk per
@@ -44,6 +45,25 @@ use serde::Serialize;
 
 use crate::common::bar;
 use crate::http::EventWriter;
+
+/// The ordering of crmbus's consumer group in the read-back phase.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadOrdering {
+    /// No hold per key (what the peers' consumer groups do).
+    None,
+    /// One event of a key in flight at a time.
+    Key,
+}
+
+impl ReadOrdering {
+    fn name(self) -> &'static str {
+        match self {
+            ReadOrdering::None => "none",
+            ReadOrdering::Key => "key",
+        }
+    }
+}
 
 /// Options of `crmbus bench net`.
 #[derive(Args, Debug)]
@@ -69,6 +89,12 @@ pub struct NetBenchArgs {
     /// Partitions of crmbus's topic.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// Ordering of crmbus's consumer group in the read-back phase. `none` does the peers'
+    /// work: Redis and NATS consumer groups hand out events in log order with no hold per
+    /// key. `key` adds crmbus's per-key guarantee (one event of a key in flight at a time),
+    /// so a fetch returns at most one event per key.
+    #[arg(long, value_enum, default_value_t = ReadOrdering::None)]
+    ordering: ReadOrdering,
     /// Engines to measure, in this order.
     #[arg(
         long,
@@ -216,6 +242,8 @@ struct NetReport {
     keys: u64,
     batch: u64,
     read_batch: u64,
+    /// Ordering of crmbus's consumer group in the read-back phase.
+    read_ordering: ReadOrdering,
     single_events: u64,
     batch_events: u64,
     crmbus_partitions: u32,
@@ -270,6 +298,7 @@ pub fn run(args: NetBenchArgs) -> anyhow::Result<()> {
         keys: args.keys,
         batch: args.batch,
         read_batch: args.read_batch,
+        read_ordering: args.ordering,
         single_events: args.single_events,
         batch_events: args.batch_events,
         crmbus_partitions: args.partitions,
@@ -734,7 +763,7 @@ async fn measure_engine(
         first_event += args.batch_events;
 
         let total = args.single_events + args.batch_events;
-        create_group(&conns[0], &names, clients * args.read_batch).await?;
+        create_group(&conns[0], &names, clients * args.read_batch, args.ordering).await?;
         let pb = bar(total, &format!("{label} read-back"), quiet);
         let read_back = read_phase(server, conns, &names, total, args.read_batch, &pb)
             .await
@@ -784,8 +813,13 @@ async fn create_stream(conn: &Conn, names: &RoundNames, partitions: u32) -> anyh
 }
 
 /// Creates the round's consumer group, reading from the start, with room for
-/// `in_flight` deliveries leased at once.
-async fn create_group(conn: &Conn, names: &RoundNames, in_flight: u64) -> anyhow::Result<()> {
+/// `in_flight` deliveries leased at once (crmbus's with `ordering`).
+async fn create_group(
+    conn: &Conn,
+    names: &RoundNames,
+    in_flight: u64,
+    ordering: ReadOrdering,
+) -> anyhow::Result<()> {
     match conn {
         Conn::Crmbus(c) => {
             let req: crmbus_client::api::CreateSubscriptionRequest =
@@ -793,6 +827,7 @@ async fn create_group(conn: &Conn, names: &RoundNames, in_flight: u64) -> anyhow
                     "name": names.group,
                     "max_in_flight": in_flight.min(10_000),
                     "ack_timeout_ms": 120_000,
+                    "ordering": ordering.name(),
                 }))?;
             c.create_subscription(&names.stream, &req)
                 .await
@@ -1366,8 +1401,8 @@ fn targets(engines: &[EngineReport], event_bytes: usize) -> Vec<TargetCheck> {
 
 fn print_table(r: &NetReport) {
     println!(
-        "crmbus bench net — events of {} B ({} B data) over {} keys; batches of {}; read-back {} per fetch, acked per fetch; crmbus topic of {} partitions",
-        r.event_bytes, r.data_bytes, r.keys, r.batch, r.read_batch, r.crmbus_partitions
+        "crmbus bench net — events of {} B ({} B data) over {} keys; batches of {}; read-back {} per fetch, acked per fetch (crmbus group ordering: {}); crmbus topic of {} partitions",
+        r.event_bytes, r.data_bytes, r.keys, r.batch, r.read_batch, r.read_ordering.name(), r.crmbus_partitions
     );
     println!(
         "  per round: {} one-at-a-time + {} batched events",

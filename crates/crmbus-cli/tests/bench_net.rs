@@ -81,6 +81,8 @@ fn bench_net_json_reports_every_engine_round_and_ratio() {
         "nats-sync",
     ];
     positive(&report["event_bytes"], "event_bytes");
+    // crmbus's group reads back without a per-key hold by default, as the peers' do.
+    assert_eq!(report["read_ordering"], "none", "{report}");
     for name in names {
         let e = engine(&report, name);
         assert_eq!(e["available"], true, "{name}: {e}");
@@ -160,7 +162,17 @@ fn bench_net_reports_an_engine_that_cannot_start_and_runs_the_others() {
         "crmbus,nats-sync",
         "--nats-sync-server",
         "/nonexistent/nats-server",
+        "--ordering",
+        "key",
     ]);
+    // With crmbus's per-key ordering the read-back still reads every event.
+    assert_eq!(report["read_ordering"], "key", "{report}");
+    for r in engine(&report, "crmbus")["rounds"]
+        .as_array()
+        .expect("rounds")
+    {
+        assert_eq!(r["read_back"]["events"], 680, "{r}");
+    }
     let e = engine(&report, "nats-sync");
     assert_eq!(e["available"], false, "{e}");
     assert!(
@@ -180,6 +192,7 @@ fn bench_net_rejects_bad_arguments() {
         ["bench", "net", "--batch", "0"],
         ["bench", "net", "--read-batch", "5000"],
         ["bench", "net", "--engines", "kafka"],
+        ["bench", "net", "--ordering", "random"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_crmbus"))
             .args(args)
