@@ -250,7 +250,7 @@ impl Inner {
             Ok(RawRecord::Missing) => return Ok(false),
         };
         // A record that passed its checksum but does not decode cannot be the same event.
-        Ok(Event::from_json_slice(&raw)
+        Ok(Event::from_stored_json_slice(&raw)
             .is_ok_and(|stored| stored.source == event.source && stored.id == event.id))
     }
 

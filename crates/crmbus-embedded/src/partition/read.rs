@@ -21,7 +21,7 @@ impl Partition {
         let mut out = Vec::new();
         let limit = self.durable_next();
         self.scan(from, limit, false, |meta, json| {
-            let event = match Event::from_json_slice(json) {
+            let event = match Event::from_stored_json_slice(json) {
                 Ok(event) => event,
                 Err(_) if !out.is_empty() => return Ok(false),
                 Err(e) => {
@@ -122,7 +122,7 @@ impl Partition {
         let mut out = Vec::new();
         self.scan_since(time_us, |meta, json| {
             if hashes.contains(&meta.dedupe_hash) {
-                if let Ok(e) = Event::from_json_slice(json) {
+                if let Ok(e) = Event::from_stored_json_slice(json) {
                     out.push((e.source, e.id));
                 }
             }

@@ -321,6 +321,10 @@ proptest! {
         let back = Event::from_json_slice(&bytes).unwrap();
         prop_assert_eq!(&back, &event);
         prop_assert_eq!(back.time.map(|t| *t.offset()), event.time.map(|t| *t.offset()));
+        // Read back from storage, the same event.
+        let stored = Event::from_stored_json_slice(&bytes).unwrap();
+        prop_assert_eq!(&stored, &event);
+        prop_assert_eq!(stored.time.map(|t| *t.offset()), event.time.map(|t| *t.offset()));
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         prop_assert_eq!(&value, &event.to_json_value());
         prop_assert_eq!(Event::from_json_value(value).unwrap(), event);

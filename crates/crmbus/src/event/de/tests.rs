@@ -193,3 +193,44 @@ fn lone_surrogate_escapes_are_malformed_json() {
         assert_eq!(err.violations[0].attribute, "(body)", "{err}");
     }
 }
+
+/// A stored event is read without running the value checks again, but bytes that hold
+/// no event (not JSON, not an object, a required attribute missing or mistyped, trailing
+/// bytes) still fail.
+#[test]
+fn stored_events_skip_the_value_checks_and_nothing_else() {
+    // A subject with a control character: refused on publish, read from storage.
+    let text = r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","subject":"a\u0001b"}"#;
+    assert!(Event::from_json_slice(text.as_bytes()).is_err());
+    let stored = Event::from_stored_json_slice(text.as_bytes()).expect("stored event");
+    assert_eq!(stored.subject.as_deref(), Some("a\u{1}b"));
+    for bad in [
+        "not json",
+        "[1, 2]",
+        r#"{"specversion":"1.0","source":"urn:x","type":"t"}"#,
+        r#"{"specversion":"1.0","id":7,"source":"urn:x","type":"t"}"#,
+        r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t","time":"yesterday"}"#,
+        r#"{"specversion":"1.0","id":"1","source":"urn:x","type":"t"} trailing"#,
+    ] {
+        assert!(
+            Event::from_stored_json_slice(bad.as_bytes()).is_err(),
+            "{bad} was read"
+        );
+    }
+}
+
+/// The printable-ASCII fast path of the character check lets nothing through that the
+/// full check refuses.
+#[test]
+fn the_character_check_agrees_with_its_definition_on_every_ascii_byte_and_more() {
+    for c in (0u32..0x200).chain([0xFDD0, 0xFDEF, 0xFFFE, 0x1FFFF, 0x10FFFF, 0xE9]) {
+        let Some(c) = char::from_u32(c) else { continue };
+        let text = format!("ok{c}ok");
+        assert_eq!(
+            forbidden_char_message(&text).is_some(),
+            crate::event::is_forbidden_char(c),
+            "U+{:04X}",
+            u32::from(c)
+        );
+    }
+}
