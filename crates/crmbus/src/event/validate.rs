@@ -149,18 +149,8 @@ pub(super) fn check_fields(
         }
     }
     if let Some(schema) = event.dataschema.as_ref().filter(|_| skip & DATASCHEMA == 0) {
-        // The URL parser is lenient (it percent-encodes what RFC 3986 forbids), so the
-        // characters are checked first.
-        if let Some(c) = schema.chars().find(|c| !is_uri_char(*c)) {
-            out.push(Violation::new(
-                "dataschema",
-                format!("must be an absolute URI (RFC 3986): {c:?} is not allowed in one"),
-            ));
-        } else if let Err(e) = url::Url::parse(schema) {
-            out.push(Violation::new(
-                "dataschema",
-                format!("must be an absolute URI: {e}"),
-            ));
+        if let Some(message) = dataschema_problem(schema) {
+            out.push(Violation::new("dataschema", message));
         }
     }
     if check_extensions {
@@ -198,6 +188,34 @@ pub(super) fn check_fields(
             ExtensionValue::Bool(_) => {}
         }
     }
+}
+
+thread_local! {
+    /// The last `dataschema` found to be an absolute URI on this thread. Events of a type
+    /// carry the same one (the server sets it from the schema registry), and parsing it as
+    /// a URL was most of what checking an event cost.
+    static LAST_VALID_DATASCHEMA: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Why `schema` is no absolute URI, if it is not.
+fn dataschema_problem(schema: &str) -> Option<String> {
+    let known = LAST_VALID_DATASCHEMA.with(|last| last.borrow().as_deref() == Some(schema));
+    if known {
+        return None;
+    }
+    // The URL parser is lenient (it percent-encodes what RFC 3986 forbids), so the
+    // characters are checked first.
+    if let Some(c) = schema.chars().find(|c| !is_uri_char(*c)) {
+        return Some(format!(
+            "must be an absolute URI (RFC 3986): {c:?} is not allowed in one"
+        ));
+    }
+    if let Err(e) = url::Url::parse(schema) {
+        return Some(format!("must be an absolute URI: {e}"));
+    }
+    LAST_VALID_DATASCHEMA.with(|last| *last.borrow_mut() = Some(schema.to_string()));
+    None
 }
 
 /// A character a CloudEvents String must not contain: a control character (U+0000-U+001F,

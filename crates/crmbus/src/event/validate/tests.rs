@@ -345,3 +345,28 @@ fn control_characters_and_noncharacters_are_reported() {
         event.validate().unwrap();
     }
 }
+
+/// The last valid `dataschema` is remembered per thread: a different one is still checked,
+/// and one that failed is not taken for the remembered one.
+#[test]
+fn a_remembered_dataschema_does_not_hide_a_bad_one() {
+    let good = "https://schemas.example/deal.won/1";
+    for dataschema in [
+        good,
+        "not a uri",
+        "not a uri",
+        good,
+        "relative/x",
+        good,
+        "https://ok.example/y",
+    ] {
+        let parsed = Event::from_json_value(with(minimal(), "dataschema", json!(dataschema)));
+        if dataschema.starts_with("https://") {
+            assert!(parsed.is_ok(), "{dataschema}: {parsed:?}");
+        } else {
+            let err = parsed.expect_err(dataschema);
+            assert_eq!(err.violations.len(), 1, "{err}");
+            assert_eq!(err.violations[0].attribute, "dataschema", "{err}");
+        }
+    }
+}
