@@ -364,6 +364,21 @@ fn serve_errors_say_each_cause_once_and_what_to_do() {
     }
 }
 
+/// The server runs with transparent huge pages off (each first touch of a huge page
+/// zeroes 2 MiB: a tenth of the server's CPU on batch and read-back work).
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_runs_without_transparent_huge_pages() {
+    let s = Serve::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id()))
+        .expect("read the server's status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("the kernel reports THP_enabled");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
 #[test]
 fn serve_stops_on_sigterm_with_status_zero() {
     let mut s = Serve::start();
