@@ -640,12 +640,19 @@ impl BatchJournal {
             }
         };
         // From here on new frames must go to the new file, and its name must be durable.
+        let room = s.allocated - s.len;
         s.file = self.storage.open(&path, OpenMode::OpenOrCreate)?;
         self.storage.sync_dir(&self.dir)?;
         s.len = len;
         s.allocated = len;
         self.room.store(0, Ordering::Release);
         s.live = len;
+        // The room appenders reserved for their queued frames (see `ensure_room`) is made
+        // again in the new file, so that writing them cannot meet a full disk. The old
+        // file's space was just freed; if this fails anyway, the next write grows the file.
+        if let Err(e) = self.grow(&mut s, len + room) {
+            tracing::warn!(error = %e, "could not make room in the compacted batch journal");
+        }
         Ok(())
     }
 
@@ -869,14 +876,21 @@ mod tests {
             let done = journal.finished(id);
             journal.write(&done, false).expect("write");
         }
-        let before = std::fs::metadata(dir.path().join(FILE_NAME))
-            .expect("meta")
-            .len();
+        // The frames (what comes before the zeros written ahead) shrink; the room the
+        // file had for more is kept.
+        let frames_and_size = || {
+            let bytes = std::fs::read(dir.path().join(FILE_NAME)).expect("read");
+            let frames = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            (frames, bytes.len())
+        };
+        let (before, size_before) = frames_and_size();
         journal.compact_if_large().expect("compact");
-        let after = std::fs::metadata(dir.path().join(FILE_NAME))
-            .expect("meta")
-            .len();
+        let (after, size_after) = frames_and_size();
         assert!(after < before, "{after} < {before}");
+        assert!(
+            size_after - after >= size_before - before,
+            "room kept: {size_after} - {after} vs {size_before} - {before}"
+        );
         // Frames written after a compaction land in the new file.
         let (late, frame) = journal.begin(&[part("t", 0, 9, 1), part("t", 1, 9, 1)]);
         journal.write(&frame, true).expect("write");

@@ -150,7 +150,12 @@ impl Committer {
                 }
                 Ok(Barrier(Some(commit.submit(sync))))
             }
-            How::PageCache { .. } => {
+            How::PageCache { failed } => {
+                // After a failed write nothing more is written: what a failed append left
+                // staged must not reach the files with the next append's data.
+                if let Some(why) = failed.locked().clone() {
+                    return Err(LogError::Unavailable(why));
+                }
                 // Page-cache durability: write now, without fsync; served only once all of
                 // it is written (a failure stops the log, and the next open rolls back an
                 // append that spans partitions and was written to some only).

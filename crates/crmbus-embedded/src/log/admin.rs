@@ -61,14 +61,17 @@ impl Inner {
             return Err(LogError::TopicNotFound(name.to_string()));
         }
         self.meta.remove_topic(name)?;
+        let removed = self.topics.write_locked().remove(name);
         let barrier = {
-            let mut topics = self.topics.write_locked();
-            if let Some(t) = topics.remove(name) {
-                for p in &t.partitions {
-                    p.mark_deleted();
-                }
+            // Under the topic's append lock: an append that resolved the topic before it
+            // was removed has either queued its intent already (before the mark, which
+            // then applies to it) or finds the partitions deleted and fails; none stages
+            // in the deleted topic after the mark.
+            let _append = removed.as_ref().map(|t| t.append.blocking_lock());
+            for p in removed.iter().flat_map(|t| &t.partitions) {
+                p.mark_deleted();
             }
-            // Pending intents must not be replayed into a topic created again under this
+            // Pending intents must not be applied to a topic created again under this
             // name: the deletion mark is queued before a create can run (`admin` is held),
             // and is durable before this returns.
             self.commit.queue_mark(self.journal.topic_deleted(name))?

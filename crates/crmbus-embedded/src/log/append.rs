@@ -128,6 +128,13 @@ impl Inner {
         for t in &by_name {
             guards.push(t.append.lock().await);
         }
+        // A topic deleted while this append waited for its lock takes no more records.
+        if let Some(t) = by_name
+            .iter()
+            .find(|t| t.partitions.iter().any(|p| p.is_deleted()))
+        {
+            return Err(LogError::TopicNotFound(t.spec.name.clone()));
+        }
         // No await from here until the staged data is handed to the commit.
         if may_span {
             let topics: Vec<(&str, u32)> = resolved
