@@ -5,8 +5,6 @@
 //! meanwhile. (This version writes intents that are rolled back instead: see
 //! `batch_rollback.rs`.)
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crmbus::clock::{Clock, ManualClock};
@@ -14,68 +12,10 @@ use crmbus::{partition_for, Event, EventLog, TopicSpec};
 use crmbus_embedded::batch_journal::{
     encode_done, encode_intent, encode_topic_deleted, pending_intents, FILE_NAME,
 };
-use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
-use serde_json::json;
+use crmbus_embedded::{Durability, EmbeddedLog};
 
-fn opts(clock: &ManualClock, durability: Durability) -> EmbeddedOptions {
-    EmbeddedOptions {
-        durability,
-        retention_interval: None,
-        clock: Arc::new(clock.clone()),
-        ..EmbeddedOptions::default()
-    }
-}
-
-fn deal(n: u64) -> Event {
-    Event::new(
-        "deal.won",
-        json!({"deal_id": format!("deal-{n}"), "amount": n * 100}),
-    )
-    .id(format!("evt-{n}"))
-    .subject(format!("deal-{n}"))
-    .source("urn:crm:deals")
-}
-
-async fn ids_by_partition(log: &EmbeddedLog, topic: &str) -> BTreeMap<u32, Vec<String>> {
-    let info = log.describe_topic(topic).await.expect("describe");
-    let mut out = BTreeMap::new();
-    for p in info.partition_info {
-        let events = log.read(topic, p.partition, 0, 10_000).await.expect("read");
-        out.insert(
-            p.partition,
-            events.into_iter().map(|s| s.event.id).collect::<Vec<_>>(),
-        );
-    }
-    out
-}
-
-/// Writes `frame` after the journal's last frame, as the log would (the file is grown
-/// in zero-filled steps, and zeros read as its end).
-fn append_to_journal(dir: &std::path::Path, frame: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let path = dir.join(FILE_NAME);
-    let bytes = std::fs::read(&path).unwrap_or_default();
-    let mut at = 0usize;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if len < 9 || crc32c::crc32c(body) != crc {
-            break;
-        }
-        at += 8 + len;
-    }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .expect("open journal");
-    f.write_all_at(frame, at as u64).expect("write journal");
-    f.sync_all().expect("sync journal");
-}
+mod common;
+use common::{append_to_journal, deal, ids_by_partition, opts, two_topics_with_an_event_in_one};
 
 #[tokio::test]
 async fn a_batch_left_in_some_partitions_is_completed_on_open_once_and_only_once() {
@@ -160,18 +100,7 @@ async fn a_batch_left_in_some_partitions_is_completed_on_open_once_and_only_once
 async fn an_event_published_to_two_topics_is_completed_in_the_missing_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_700_000_000_000_000);
-    let e = deal(1);
-    {
-        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
-        for t in ["crm", "erp"] {
-            log.create_topic(TopicSpec::new(t, 2))
-                .await
-                .expect("create");
-        }
-        log.append(&["crm".to_string()], std::slice::from_ref(&e))
-            .await
-            .expect("append to one topic");
-    }
+    let e = two_topics_with_an_event_in_one(dir.path(), &clock).await;
     let json = e.to_json_vec();
     append_to_journal(
         dir.path(),

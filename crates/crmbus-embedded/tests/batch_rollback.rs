@@ -17,37 +17,8 @@ use crmbus_embedded::batch_journal::{pending_intents, Part, FILE_NAME};
 use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
 use serde_json::json;
 
-fn opts(clock: &ManualClock, durability: Durability) -> EmbeddedOptions {
-    EmbeddedOptions {
-        durability,
-        retention_interval: None,
-        clock: Arc::new(clock.clone()),
-        ..EmbeddedOptions::default()
-    }
-}
-
-fn deal(n: u64) -> Event {
-    Event::new(
-        "deal.won",
-        json!({"deal_id": format!("deal-{n}"), "amount": n * 100}),
-    )
-    .id(format!("evt-{n}"))
-    .subject(format!("deal-{n}"))
-    .source("urn:crm:deals")
-}
-
-async fn ids_by_partition(log: &EmbeddedLog, topic: &str) -> BTreeMap<u32, Vec<String>> {
-    let info = log.describe_topic(topic).await.expect("describe");
-    let mut out = BTreeMap::new();
-    for p in info.partition_info {
-        let events = log.read(topic, p.partition, 0, 10_000).await.expect("read");
-        out.insert(
-            p.partition,
-            events.into_iter().map(|s| s.event.id).collect::<Vec<_>>(),
-        );
-    }
-    out
-}
+mod common;
+use common::{append_to_journal, deal, ids_by_partition, opts, two_topics_with_an_event_in_one};
 
 async fn next_offsets(log: &EmbeddedLog, topic: &str) -> Vec<u64> {
     log.describe_topic(topic)
@@ -57,33 +28,6 @@ async fn next_offsets(log: &EmbeddedLog, topic: &str) -> Vec<u64> {
         .iter()
         .map(|p| p.next_offset)
         .collect()
-}
-
-/// Writes `frame` after the journal's last whole frame, as the log would.
-fn append_to_journal(dir: &std::path::Path, frame: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let path = dir.join(FILE_NAME);
-    let bytes = std::fs::read(&path).unwrap_or_default();
-    let mut at = 0usize;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if len < 9 || crc32c::crc32c(body) != crc {
-            break;
-        }
-        at += 8 + len;
-    }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .expect("open journal");
-    f.write_all_at(frame, at as u64).expect("write journal");
-    f.sync_all().expect("sync journal");
 }
 
 /// The parts `batch` gets in a topic of `partitions` partitions whose next offsets are
@@ -199,18 +143,7 @@ async fn a_batch_left_in_some_partitions_is_rolled_back_with_what_followed_it() 
 async fn a_publish_to_two_topics_left_in_one_is_rolled_back_there() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_700_000_000_000_000);
-    let e = deal(1);
-    {
-        let log = EmbeddedLog::open(dir.path(), opts(&clock, Durability::Fsync)).expect("open");
-        for t in ["crm", "erp"] {
-            log.create_topic(TopicSpec::new(t, 2))
-                .await
-                .expect("create");
-        }
-        log.append(&["crm".to_string()], std::slice::from_ref(&e))
-            .await
-            .expect("append to one topic");
-    }
+    let e = two_topics_with_an_event_in_one(dir.path(), &clock).await;
     let p = partition_for(&e, 2);
     let parts = vec![
         Part {
