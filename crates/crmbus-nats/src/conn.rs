@@ -89,14 +89,58 @@ impl Conn {
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
-        self.js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| backend(&format!("creating KV bucket {name}"), e))?;
+        let what = format!("creating KV bucket {name}");
+        riding_over_store_races(&what, || self.js.get_or_create_stream(config.clone())).await?;
         self.js
             .get_key_value(name)
             .await
             .map_err(|e| backend(&format!("opening KV bucket {name}"), e))
+    }
+}
+
+/// How many times a stream creation that the server failed in its store is made in all.
+const STORE_CREATE_ATTEMPTS: u32 = 10;
+
+/// Runs `create` (a stream creation) again while the server answers that it could not
+/// create the stream's store, waiting 25 ms more each time, up to [`STORE_CREATE_ATTEMPTS`]
+/// in all; any other error, or the last, is returned as a backend error naming `what`.
+///
+/// The server answers so (500, error code 10049, "error creating store for stream") for
+/// failures it writes only to its own log. One is a race inside it: when an account's last
+/// stream is deleted it removes the account's `streams` directory, and a stream created at
+/// that moment cannot make its own (`mkdir …/streams: no such file or directory`). A failed
+/// creation leaves nothing behind, so making it again is safe.
+pub(crate) async fn riding_over_store_races<T, F, Fut>(
+    what: &str,
+    mut create: F,
+) -> Result<T, LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, jetstream::context::CreateStreamError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match create().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < STORE_CREATE_ATTEMPTS && is_store_failure(&e) => {
+                tracing::debug!(attempt, error = %e, "{what}: the server failed to create the store; trying again");
+                tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(backend(what, e)),
+        }
+    }
+}
+
+/// Whether a stream creation failed in the server's store (see [`riding_over_store_races`]).
+fn is_store_failure(e: &jetstream::context::CreateStreamError) -> bool {
+    match e.kind() {
+        jetstream::context::CreateStreamErrorKind::JetStream(j) => {
+            j.code() == 500
+                && j.error_code() == jetstream::ErrorCode::STREAM_CREATE
+                && j.to_string().contains("error creating store")
+        }
+        _ => false,
     }
 }
 

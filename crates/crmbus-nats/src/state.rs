@@ -11,7 +11,7 @@ use crmbus::{LogError, StateOp, StateStore};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::conn::{backend, Conn};
+use crate::conn::{backend, riding_over_store_races, Conn};
 use crate::lease::NatsLeaseStore;
 use crate::naming;
 
@@ -112,21 +112,22 @@ impl NatsStateStore {
             .bucket(&naming::state_bucket(&conn.prefix), "delivery state")
             .await?;
         let name = naming::journal_stream(&conn.prefix);
-        let journal = conn
-            .js
-            .get_or_create_stream(stream::Config {
-                name: name.clone(),
-                description: Some("crmbus state-store batches not yet applied".into()),
-                subjects: vec![naming::journal_subject(&conn.prefix)],
-                storage: stream::StorageType::File,
-                num_replicas: 1,
-                allow_direct: true,
-                max_messages: -1,
-                max_bytes: -1,
-                ..Default::default()
+        let config = stream::Config {
+            name: name.clone(),
+            description: Some("crmbus state-store batches not yet applied".into()),
+            subjects: vec![naming::journal_subject(&conn.prefix)],
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            allow_direct: true,
+            max_messages: -1,
+            max_bytes: -1,
+            ..Default::default()
+        };
+        let journal =
+            riding_over_store_races(&format!("opening the journal stream {name}"), || {
+                conn.js.get_or_create_stream(config.clone())
             })
-            .await
-            .map_err(|e| backend(&format!("opening the journal stream {name}"), e))?;
+            .await?;
         let leases = NatsLeaseStore::open(&conn).await?;
         let store = NatsStateStore {
             conn,

@@ -9,7 +9,7 @@ use crmbus::{validate_topic_name, LogError, PartitionInfo, TopicInfo, TopicSpec}
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::Inner;
-use crate::conn::backend;
+use crate::conn::{backend, riding_over_store_races};
 use crate::naming;
 
 /// How many stream requests (create, delete, info) run at once for a many-partition topic.
@@ -109,12 +109,11 @@ impl Inner {
                 let config = self.stream_config(spec, p);
                 let name = config.name.clone();
                 let _ = self.conn.js.delete_stream(&name).await;
-                self.conn
-                    .js
-                    .create_stream(config)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| backend(&format!("creating stream {name}"), e))
+                riding_over_store_races(&format!("creating stream {name}"), || {
+                    self.conn.js.create_stream(config.clone())
+                })
+                .await
+                .map(|_| ())
             })
             .buffer_unordered(ADMIN_CONCURRENCY)
             .try_collect::<Vec<()>>()
@@ -181,11 +180,10 @@ impl Inner {
                 if !existing.contains(&config.name) {
                     tracing::warn!(stream = %config.name, "creating a missing partition stream");
                     let name = config.name.clone();
-                    self.conn
-                        .js
-                        .create_stream(config)
-                        .await
-                        .map_err(|e| backend(&format!("creating stream {name}"), e))?;
+                    riding_over_store_races(&format!("creating stream {name}"), || {
+                        self.conn.js.create_stream(config.clone())
+                    })
+                    .await?;
                 }
             }
         }
