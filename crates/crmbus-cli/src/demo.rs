@@ -131,6 +131,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         max_backoff: Duration::from_millis(100),
         multiplier: 2.0,
         max_age: None,
+        schedule: Vec::new(),
     };
     let base = SubscribeOptions {
         retry,

@@ -69,6 +69,7 @@ async fn engine(log: &Arc<EmbeddedLog>, clock: &ManualClock, h: Arc<dyn Handler>
                 max_backoff: Duration::from_secs(60),
                 multiplier: 2.0,
                 max_age: None,
+                schedule: Vec::new(),
             },
             on_exhausted: OnExhausted::Hold,
             breaker: None,

@@ -246,6 +246,7 @@ fn quick_retry(max_attempts: u32) -> RetryPolicy {
         max_backoff: Duration::from_secs(1),
         multiplier: 2.0,
         max_age: None,
+        schedule: Vec::new(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Retry policy: exponential backoff with full jitter, bounded by attempts and age.
+//! Retry policy: exponential backoff with full jitter, or a fixed schedule of delays,
+//! bounded by attempts and age.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How a subscription retries a failed delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Deliveries at most, the first one included (so 1 means no retry).
     pub max_attempts: u32,
@@ -24,6 +25,11 @@ pub struct RetryPolicy {
     /// Give up once this long has passed since the first failure (`None`: no limit).
     #[serde(default, with = "opt_millis")]
     pub max_age: Option<Duration>,
+    /// A fixed schedule instead of the exponential backoff: the delay after the first
+    /// failure, after the second, and so on (the last repeats), without jitter. Empty:
+    /// the exponential backoff.
+    #[serde(default, with = "millis_list", skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -34,6 +40,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(300),
             multiplier: 2.0,
             max_age: Some(Duration::from_secs(24 * 3600)),
+            schedule: Vec::new(),
         }
     }
 }
@@ -43,6 +50,9 @@ impl RetryPolicy {
     /// first failure): `initial * multiplier^(failures-1)`, capped at `max_backoff` and
     /// at [`MAX_RETRY_DELAY`]. Never panics, whatever the policy's numbers.
     pub fn backoff_cap(&self, failures: u32) -> Duration {
+        if let Some(d) = self.scheduled(failures) {
+            return d;
+        }
         let cap = self.max_backoff.min(MAX_RETRY_DELAY);
         if self.initial_backoff.is_zero() {
             return Duration::ZERO;
@@ -69,7 +79,46 @@ impl RetryPolicy {
         if let Some(d) = retry_after {
             return d.min(MAX_RETRY_DELAY);
         }
+        if let Some(d) = self.scheduled(failures) {
+            return d;
+        }
         self.backoff_cap(failures).mul_f64(random.clamp(0.0, 1.0))
+    }
+
+    /// The scheduled delay after `failures` failures (the schedule's last entry once
+    /// past its end), capped at [`MAX_RETRY_DELAY`]; `None` without a schedule.
+    fn scheduled(&self, failures: u32) -> Option<Duration> {
+        let last = self.schedule.len().checked_sub(1)?;
+        let i = (failures.max(1) as usize - 1).min(last);
+        Some(self.schedule[i].min(MAX_RETRY_DELAY))
+    }
+
+    /// The schedule webhook services settled on (Svix's, which Standard Webhooks users
+    /// expect): at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h after each
+    /// failure — eight deliveries over about 32 hours, then the dead-letter queue.
+    pub fn webhook_default() -> RetryPolicy {
+        const MIN: u64 = 60;
+        const HOUR: u64 = 3600;
+        let schedule: Vec<Duration> = [
+            5,
+            5 * MIN,
+            30 * MIN,
+            2 * HOUR,
+            5 * HOUR,
+            10 * HOUR,
+            10 * HOUR,
+        ]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect();
+        RetryPolicy {
+            max_attempts: schedule.len() as u32 + 1,
+            initial_backoff: schedule[0],
+            max_backoff: MAX_RETRY_DELAY,
+            multiplier: 1.0,
+            max_age: None,
+            schedule,
+        }
     }
 
     /// Should the event be given up after `attempts` deliveries, the first failure having
@@ -89,6 +138,22 @@ mod millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod millis_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(d.iter().map(|d| d.as_millis() as u64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect())
     }
 }
 
@@ -120,6 +185,7 @@ mod tests {
             max_backoff: Duration::from_secs(1),
             multiplier: 2.0,
             max_age: None,
+            schedule: Vec::new(),
         };
         assert_eq!(p.backoff_cap(1), Duration::from_millis(100));
         assert_eq!(p.backoff_cap(2), Duration::from_millis(200));
@@ -142,6 +208,7 @@ mod tests {
             max_backoff: Duration::MAX,
             multiplier: 1e300,
             max_age: None,
+            schedule: Vec::new(),
         };
         for failures in [1, 2, 10, 64, u32::MAX] {
             assert!(p.backoff_cap(failures) <= MAX_RETRY_DELAY, "{failures}");
@@ -150,7 +217,7 @@ mod tests {
         assert_eq!(p.next_delay(1, 0.5, Some(Duration::MAX)), MAX_RETRY_DELAY);
         let f = RetryPolicy {
             multiplier: f64::NAN,
-            ..p
+            ..p.clone()
         };
         assert!(f.backoff_cap(3) <= MAX_RETRY_DELAY);
     }
@@ -175,5 +242,38 @@ mod tests {
         .expect("parse");
         assert_eq!(p.initial_backoff, Duration::from_millis(250));
         assert_eq!(p.max_age, None);
+    }
+
+    #[test]
+    fn a_schedule_gives_its_delays_in_order_then_repeats_its_last() {
+        let p = RetryPolicy {
+            schedule: vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            ],
+            ..RetryPolicy::default()
+        };
+        assert_eq!(p.next_delay(1, 0.3, None), Duration::ZERO);
+        assert_eq!(p.next_delay(2, 0.3, None), Duration::from_secs(5));
+        assert_eq!(p.next_delay(3, 0.9, None), Duration::from_secs(60));
+        assert_eq!(p.next_delay(40, 0.1, None), Duration::from_secs(60));
+        // A delay asked for still wins.
+        assert_eq!(
+            p.next_delay(2, 0.3, Some(Duration::from_secs(9))),
+            Duration::from_secs(9)
+        );
+        let w = RetryPolicy::webhook_default();
+        let secs: Vec<u64> = (1..w.max_attempts)
+            .map(|f| w.next_delay(f, 0.5, None).as_secs())
+            .collect();
+        assert_eq!(secs, [5, 300, 1800, 7200, 18000, 36000, 36000]);
+        assert_eq!(w.max_attempts, 8);
+        assert!(!w.exhausted(7, Duration::from_secs(40 * 3600)));
+        assert!(w.exhausted(8, Duration::ZERO));
+        let text = serde_json::to_string(&w).expect("json");
+        assert!(text.contains(r#""schedule":[5000,300000,"#), "{text}");
+        let back: RetryPolicy = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, w);
     }
 }

@@ -39,6 +39,17 @@ pub async fn read_audit_log(
         .collect()
 }
 
+/// The state operation that appends `rec` to `group`'s audit log (kept in time order).
+/// The engine writes its DLQ actions so; whoever acts on a subscription as a whole (the
+/// server disabling a webhook that answered 410) writes its own the same way.
+pub fn audit_op(group: &GroupState, rec: &AuditRecord) -> Result<StateOp, LogError> {
+    Ok(StateOp::Put {
+        namespace: group.namespace(StateKind::Audit),
+        key: format!("{:020}-{}-{}", rec.at_us, rec.entry, rec.action),
+        value: encode(rec)?,
+    })
+}
+
 impl Engine {
     /// Dead letters matching `filter`, by partition and offset.
     pub async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>, LogError> {
@@ -55,21 +66,17 @@ impl Engine {
     }
 
     fn audit(&mut self, who: &str, action: &str, d: &DeadLetter) {
-        let at_us = self.clock.now_micros();
         let rec = AuditRecord {
-            at_us,
+            at_us: self.clock.now_micros(),
             who: who.to_string(),
             action: action.to_string(),
             entry: d.id.clone(),
             event_id: d.event.id.clone(),
             event_type: d.event.ty.clone(),
+            detail: String::new(),
         };
-        match encode(&rec) {
-            Ok(value) => self.ops.push(StateOp::Put {
-                namespace: self.stored.namespace(StateKind::Audit),
-                key: format!("{at_us:020}-{}-{action}", d.id),
-                value,
-            }),
+        match audit_op(&self.stored, &rec) {
+            Ok(op) => self.ops.push(op),
             Err(err) => tracing::error!(error = %err, "cannot write an audit record"),
         }
         tracing::info!(topic = %self.topic, group = %self.group, entry = %d.id, who, action, "dead letter {action}");

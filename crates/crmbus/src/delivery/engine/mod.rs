@@ -31,7 +31,7 @@ mod records;
 mod run;
 mod stats;
 
-pub use dlq::{read_audit_log, read_dead_letters};
+pub use dlq::{audit_op, read_audit_log, read_dead_letters};
 pub use records::{AuditRecord, DeadLetter, DlqFilter, RetryRecord, UNREADABLE_TYPE};
 pub use run::Engine;
 pub use stats::{StatsSnapshot, SubscriptionStats};

@@ -92,21 +92,27 @@ impl DlqFilter {
     }
 }
 
-/// One operator action on the DLQ, as kept in the audit log.
+/// One action on a subscription's dead letters (or on the subscription as a whole), as
+/// kept in its audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// When (µs since the epoch).
     pub at_us: i64,
     /// Who did it (as the caller named them).
     pub who: String,
-    /// `redrive` or `discard`.
+    /// `redrive` or `discard` (a dead letter), `disable` or `enable` (the subscription's
+    /// push target), `rotate_secret` (its signing secret).
     pub action: String,
-    /// The dead letter's entry id.
+    /// The dead letter's entry id (empty for an action on the subscription).
     pub entry: String,
-    /// The event's id.
+    /// The event's id (for `disable`: the event whose delivery was answered 410).
     pub event_id: String,
     /// The event's type.
     pub event_type: String,
+    /// Why, in words, when the action says more than its name (`disable`: what the
+    /// receiver answered).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 pub(super) fn pos_key(partition: u32, offset: u64) -> String {
