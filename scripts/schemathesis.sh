@@ -16,7 +16,9 @@ if [ ! -x "$venv/bin/st" ]; then
     exit 1
 fi
 work=$(mktemp -d)
-"$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" 2>"$work/serve.log" &
+# Webhooks may reach 127.0.0.1 only (the seed's webhook fixture points there).
+CRMBUS_PUSH_ALLOWED_TARGETS=127.0.0.1 \
+    "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" 2>"$work/serve.log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 

@@ -4,8 +4,8 @@ The examples in /openapi.json name topics `orders` (with events) and `orders-arc
 `orders-workers` (events to pull), `orders-dlq` (three dead letters, for listing and
 redrive) and `orders-review` (on `orders-archive`: its three events are its dead letters
 `0-0`, `0-1` and `0-2`, for showing and discarding; a redrive of all of orders-dlq cannot
-take them away first), and a topic `doomed` and a subscription `doomed-sub` that the delete examples
-remove. This creates them through the public API before schemathesis runs, so that the
+take them away first), `orders-hook` (a webhook target, for rotating its secret and enabling it), and a topic
+`doomed` and a subscription `doomed-sub` that the delete examples remove. This creates them through the public API before schemathesis runs, so that the
 requests schemathesis generates from those examples find them. Nothing here is counted in
 the per-operation summary: that comes from schemathesis's own cassette.
 
@@ -98,7 +98,17 @@ def dead_letters(sub):
     sys.exit(f"seed: {sub} has {len(entries)} dead letters, expected 3")
 
 
+# orders-hook pushes to a webhook (for the secret rotation and enable examples): on
+# 127.0.0.1, which scripts/schemathesis.sh allows, at a port nothing listens on, so its
+# deliveries stay on this machine and fail there.
+call(
+    "POST",
+    "/v1/topics/orders-archive/subscriptions",
+    {"name": "orders-hook", "start": "latest",
+     "target": {"kind": "webhook", "url": "http://127.0.0.1:9/hook"}},
+)
+
 dead_letters("orders-dlq")
 dead_letters("orders-review")
 call("POST", "/v1/schemas/fixture.noted/versions", {"schema": {"type": "object"}})
-print("seed: topics orders, orders-archive, doomed; subscriptions orders-workers, orders-dlq and orders-review (3 dead letters each), doomed-sub; schema fixture.noted v1")
+print("seed: topics orders, orders-archive, doomed; subscriptions orders-workers, orders-dlq and orders-review (3 dead letters each), orders-hook (webhook), doomed-sub; schema fixture.noted v1")

@@ -109,8 +109,9 @@ fi
 
 # The Python client's test tools (scripts/pytest.sh), pinned, in the same virtualenv: httpx
 # and cloudevents (the client's dependencies), pytest, Django and psycopg (its Django
-# integration and the outbox test).
-py_client_pins=("httpx==0.29.0" "cloudevents==2.2.0" "pytest==9.2.0" "Django==5.2.19" "psycopg[binary]==3.3.9")
+# integration and the outbox test); and standardwebhooks, the independent implementation
+# crmbus-server's webhook tests verify signatures with (tests/push_targets.rs).
+py_client_pins=("httpx==0.29.0" "cloudevents==2.2.0" "pytest==9.2.0" "Django==5.2.19" "psycopg[binary]==3.3.9" "standardwebhooks==1.1.0")
 if ! "$venv/bin/python" - "${py_client_pins[@]}" 2>/dev/null <<'PY'
 import sys
 from importlib.metadata import version

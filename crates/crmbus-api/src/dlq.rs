@@ -94,22 +94,27 @@ pub struct RedriveResponse {
     pub redriven: usize,
 }
 
-/// One audited action on a dead letter.
+/// One audited action on a dead letter or on the subscription.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntryView {
     /// When (RFC 3339).
     pub at: String,
-    /// Who: the `x-crmbus-actor` header of the request (or `http`), or the CLI's `--actor`.
+    /// Who: the `x-crmbus-actor` header of the request (or `http`), the CLI's `--actor`,
+    /// or `crmbus` for what the server did itself (a webhook disabled on 410).
     pub who: String,
-    /// `redrive` or `discard`.
+    /// `redrive` or `discard` (a dead letter); `disable`, `enable` or `rotate_secret` (the
+    /// subscription's push target).
     pub action: String,
-    /// The dead letter's id: `<partition>-<offset>`.
+    /// The dead letter's id: `<partition>-<offset>` (empty for the subscription's actions).
     pub entry: String,
     /// The event's id.
     pub event_id: String,
     /// The event's type.
     pub event_type: String,
+    /// Why, in words, when the action says more than its name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 /// `GET /v1/subscriptions/{name}/audit`.

@@ -1,4 +1,5 @@
-//! Pull subscriptions: create, describe, pull, ack, nack and seek.
+//! Subscriptions: create, describe, pull, ack, nack and seek, and the targets (pull,
+//! webhook, Redis Pub/Sub) deliveries go to.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,10 +44,112 @@ pub struct RetryBody {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_age_ms: Option<u64>,
+    /// A fixed schedule instead of the exponential backoff: the delay after the first
+    /// failure, the second, … (the last repeats), ms. Webhook targets default to
+    /// `[5000, 300000, 1800000, 7200000, 18000000, 36000000, 36000000]` with 8 attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_ms: Option<Vec<u64>>,
 }
 
-/// `POST /v1/topics/{topic}/subscriptions`: a pull subscription (consumer group).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where a subscription's deliveries go: `{"kind": "pull"}` (the default: clients pull),
+/// `{"kind": "webhook", …}` or `{"kind": "redis_pubsub", …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SubscriptionTarget {
+    /// Clients pull deliveries (`POST /v1/subscriptions/{name}/pull`) and ack them. (A
+    /// struct variant, so that a member beside `kind` is refused.)
+    Pull {},
+    /// Each delivery is POSTed to a URL, signed per the Standard Webhooks spec.
+    Webhook(WebhookTarget),
+    /// Each delivery is PUBLISHed on a Redis Pub/Sub channel.
+    RedisPubsub(RedisPubsubTarget),
+}
+
+/// A webhook target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    /// `http://` or `https://` URL the structured CloudEvent is POSTed to.
+    pub url: String,
+    /// Signing secret, `whsec_` + base64 of 24 to 64 bytes. Generated when absent and
+    /// shown in full only in the answer to the create (or to a rotation); masked after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Secrets replaced by a rotation, still signing until their time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_secrets: Vec<PreviousSecret>,
+    /// How long one attempt may take, ms (default 15000, at most 300000).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 300000))]
+    pub timeout_ms: Option<u64>,
+    /// Extra request headers (for example an API key the receiver wants).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Set when the receiver answered 410 Gone: no more deliveries until re-enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<DisabledTarget>,
+}
+
+/// A signing secret kept through a rotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSecret {
+    /// The secret (masked when shown).
+    pub secret: String,
+    /// Until when it still signs, RFC 3339.
+    pub until: String,
+}
+
+/// Why and when a target was disabled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DisabledTarget {
+    /// When, RFC 3339.
+    pub at: String,
+    /// Why (for example `the receiver answered 410 Gone`).
+    pub reason: String,
+}
+
+/// A Redis Pub/Sub target (a mirror for listeners of the old in-process bus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RedisPubsubTarget {
+    /// `redis://[user:password@]host:port[/db]` (a password is masked when shown).
+    pub url: String,
+    /// Channel; `{topic}` is replaced by the topic's name (default `crm:events:{topic}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `PUT /v1/subscriptions/{name}/secret`: rotates a webhook's signing secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretRequest {
+    /// The new secret (`whsec_…`); generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// How long the old secret keeps signing beside the new one, ms (default 24 h).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub overlap_ms: Option<u64>,
+}
+
+/// `POST /v1/topics/{topic}/subscriptions`: a subscription (consumer group) and where its
+/// deliveries go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriptionRequest {
@@ -90,6 +193,9 @@ pub struct CreateSubscriptionRequest {
     )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub max_in_flight: Option<usize>,
+    /// Where deliveries go (default `{"kind": "pull"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<SubscriptionTarget>,
 }
 
 /// One partition of a subscription's cursor.

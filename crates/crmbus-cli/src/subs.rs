@@ -1,7 +1,11 @@
-//! `crmbus subs (create|list|show|delete)`: pull subscriptions (consumer groups).
+//! `crmbus subs (create|list|show|delete)`: subscriptions (consumer groups), pulled or
+//! pushed to a webhook or a Redis Pub/Sub channel.
 
 use clap::Subcommand;
-use crmbus_client::api::{CreateSubscriptionRequest, RetryBody, SubscriptionView};
+use crmbus_client::api::{
+    CreateSubscriptionRequest, RedisPubsubTarget, RetryBody, SubscriptionTarget, SubscriptionView,
+    WebhookTarget,
+};
 use serde_json::{json, Value};
 
 use crate::client::{block_on, print_cursors, print_json, print_table, Remote};
@@ -9,7 +13,8 @@ use crate::client::{block_on, print_cursors, print_json, print_table, Remote};
 /// Subscription commands.
 #[derive(Subcommand, Debug)]
 pub enum SubsCommand {
-    /// Create a pull subscription on a topic.
+    /// Create a subscription on a topic: pulled (default), or pushed to a webhook
+    /// (--webhook) or a Redis Pub/Sub channel (--redis-pubsub).
     Create {
         /// Topic.
         topic: String,
@@ -33,6 +38,19 @@ pub enum SubsCommand {
         /// Lease of a pulled delivery, ms (default 30000).
         #[arg(long)]
         ack_timeout_ms: Option<u64>,
+        /// POST each event to this URL, signed per Standard Webhooks (the secret is
+        /// printed once).
+        #[arg(long, value_name = "URL", conflicts_with = "redis_pubsub")]
+        webhook: Option<String>,
+        /// The webhook's signing secret (`whsec_…`); generated when absent.
+        #[arg(long, value_name = "SECRET", requires = "webhook")]
+        webhook_secret: Option<String>,
+        /// PUBLISH each event on a Redis Pub/Sub channel of the server at this URL.
+        #[arg(long, value_name = "URL")]
+        redis_pubsub: Option<String>,
+        /// The Pub/Sub channel; `{topic}` is the topic's name (default `crm:events:{topic}`).
+        #[arg(long, value_name = "CHANNEL", requires = "redis_pubsub")]
+        channel: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -106,8 +124,27 @@ pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                 ordering,
                 on_exhausted,
                 ack_timeout_ms,
+                webhook,
+                webhook_secret,
+                redis_pubsub,
+                channel,
                 remote,
             } => {
+                let target = match (webhook, redis_pubsub) {
+                    (Some(url), _) => Some(SubscriptionTarget::Webhook(WebhookTarget {
+                        url,
+                        secret: webhook_secret,
+                        previous_secrets: Vec::new(),
+                        timeout_ms: None,
+                        headers: Default::default(),
+                        disabled: None,
+                    })),
+                    (None, Some(url)) => Some(SubscriptionTarget::RedisPubsub(RedisPubsubTarget {
+                        url,
+                        channel,
+                    })),
+                    (None, None) => None,
+                };
                 let req = CreateSubscriptionRequest {
                     name: name.clone(),
                     filter: (!types.is_empty()).then(|| json!({ "types": types })),
@@ -118,17 +155,27 @@ pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                         max_backoff_ms: None,
                         multiplier: None,
                         max_age_ms: None,
+                        schedule_ms: None,
                     }),
                     ordering,
                     on_exhausted,
                     ack_timeout_ms,
                     max_in_flight: None,
+                    target,
                 };
                 let sub = remote.client()?.create_subscription(&topic, &req).await?;
                 if remote.json {
                     print_json(&sub)?;
                 } else {
                     println!("created subscription {name} on {topic}");
+                    if let Some(SubscriptionTarget::Webhook(w)) = &sub.config.target {
+                        println!("webhook: {}", w.url);
+                        if let Some(secret) = &w.secret {
+                            println!(
+                                "signing secret (shown once; the receiver verifies with it): {secret}"
+                            );
+                        }
+                    }
                 }
             }
             // Handled before the runtime starts (it has its own).

@@ -164,11 +164,13 @@ async fn every_route_answers_with_its_typed_body() {
                     max_backoff_ms: None,
                     multiplier: None,
                     max_age_ms: None,
+                    schedule_ms: None,
                 }),
                 ordering: Some("none".into()),
                 on_exhausted: None,
                 ack_timeout_ms: None,
                 max_in_flight: None,
+                target: None,
             },
         )
         .await

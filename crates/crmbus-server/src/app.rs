@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::push::Push;
 use crate::router::router;
 use crate::state::AppState;
 use crate::subscriptions::Subscriptions;
@@ -54,6 +55,16 @@ impl Server {
     /// Opens the configured backend, starts the saved subscriptions, binds the listen
     /// address and serves in the background.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        Server::start_with_clock(config, Arc::new(crmbus::SystemClock)).await
+    }
+
+    /// [`Server::start`] with the clock retries, breakers and webhook signatures go by:
+    /// tests move a [`crmbus::ManualClock`] to make a retry due (a `Retry-After` of two
+    /// minutes, say) without waiting for it.
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn crmbus::Clock>,
+    ) -> Result<Server, ServerError> {
         crate::metrics::install();
         let storage = config
             .storage
@@ -74,7 +85,8 @@ impl Server {
         }
         let mut builder = EventBus::builder()
             .log(Arc::clone(&opened.log))
-            .state(Arc::clone(&opened.state));
+            .state(Arc::clone(&opened.state))
+            .clock(Arc::clone(&clock));
         if config.schemas.validate {
             builder = builder.validator(Arc::clone(&schemas) as Arc<dyn crmbus::PublishValidator>);
         }
@@ -121,7 +133,13 @@ impl Server {
             }
             _ => None,
         };
-        let subs = Subscriptions::new(bus.clone(), cluster.clone());
+        let (push, mut gone) = Push::new(&config.push, clock).map_err(|message| {
+            ServerError::Config(crate::config::ConfigError::Invalid {
+                origin: String::new(),
+                message,
+            })
+        })?;
+        let subs = Subscriptions::new(bus.clone(), cluster.clone(), Arc::new(push));
         subs.start_saved().await?;
         subs.reconcile().await;
         let (stop, stopping) = watch::channel(false);
@@ -148,6 +166,24 @@ impl Server {
             config,
             stopping: stopping.clone(),
         });
+        // A webhook that answered 410 Gone asks here for its subscription to be disabled
+        // (the handler cannot stop its own engine).
+        let disabler = {
+            let state = Arc::downgrade(&state);
+            let mut stopping = stopping.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        g = gone.recv() => g,
+                        _ = stopping.wait_for(|s| *s) => None,
+                    };
+                    let (Some(g), Some(state)) = (next, state.upgrade()) else {
+                        return;
+                    };
+                    state.subs.disable(g).await;
+                }
+            })
+        };
         let reconciler = cluster.map(|cluster| {
             let state = Arc::clone(&state);
             let mut stopping = stopping.clone();
@@ -184,6 +220,7 @@ impl Server {
             for relay in relays {
                 let _ = relay.await;
             }
+            let _ = disabler.await;
             if let Some(r) = reconciler {
                 let _ = r.await;
             }

@@ -93,6 +93,8 @@ pub struct Config {
     pub schemas: SchemasSection,
     /// Several servers over one shared backend.
     pub cluster: ClusterSection,
+    /// Push targets (webhooks, Redis Pub/Sub) and what they may reach.
+    pub push: PushSection,
     /// Outbox relays run inside the server, one per `[[outbox]]` section (a database whose
     /// `crmbus_outbox` rows the server publishes into its own bus). Set in the file only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -150,6 +152,34 @@ impl Default for ClusterSection {
             enabled: true,
             lease_ttl_ms: 5000,
             advertise_url: String::new(),
+        }
+    }
+}
+
+/// `[push]`: subscriptions that push to webhooks or Redis Pub/Sub channels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSection {
+    /// Push targets may be created (`false`: only pull subscriptions).
+    pub enabled: bool,
+    /// Webhooks may reach any address, private ones included (loopback, RFC 1918,
+    /// link-local, unique-local, cloud metadata). Off by default: the SSRF guard.
+    pub allow_private_targets: bool,
+    /// Private addresses and networks webhooks may reach all the same, comma-separated
+    /// (`127.0.0.1, 10.20.0.0/16`).
+    pub allowed_targets: String,
+    /// How long a rotated-out webhook secret keeps signing beside the new one (ms,
+    /// default one day), unless the rotation says otherwise.
+    pub secret_overlap_ms: u64,
+}
+
+impl Default for PushSection {
+    fn default() -> Self {
+        PushSection {
+            enabled: true,
+            allow_private_targets: false,
+            allowed_targets: String::new(),
+            secret_overlap_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -322,6 +352,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("schemas", &["catalog", "catalog_dir", "validate"]),
     ("cluster", &["enabled", "lease_ttl_ms", "advertise_url"]),
+    (
+        "push",
+        &[
+            "enabled",
+            "allow_private_targets",
+            "allowed_targets",
+            "secret_overlap_ms",
+        ],
+    ),
 ];
 
 /// Environment variables with this prefix that are not configuration keys.
@@ -467,6 +506,10 @@ impl Config {
                 return Err("cluster.advertise_url must be an http:// or https:// URL".into());
             }
         }
+        crate::push::guard::TargetGuard::new(
+            self.push.allow_private_targets,
+            &self.push.allowed_targets,
+        )?;
         let storage = self.storage.resolve()?;
         storage.check_built()
     }

@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod pull;
+pub mod push;
 pub mod render;
 pub mod router;
 pub mod routes;

@@ -112,6 +112,21 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Circuit breaker: 0 closed, 1 open, 2 half-open, by topic and group.",
     ),
     (
+        "crmbus_push_attempts_total",
+        Kind::Counter,
+        "Push target attempts, by subscription, target (webhook, redis_pubsub) and outcome (2xx, 3xx, 4xx, 5xx, timeout, connect_error, refused, error; ok for Redis).",
+    ),
+    (
+        "crmbus_push_attempt_duration_seconds",
+        Kind::Histogram,
+        "Time of one push target attempt, by subscription and target.",
+    ),
+    (
+        "crmbus_push_disabled_total",
+        Kind::Counter,
+        "Webhook targets disabled because their receiver answered 410 Gone, by subscription.",
+    ),
+    (
         "crmbus_log_corrupt_records_total",
         Kind::Counter,
         "Damaged records found by the embedded log (never served), by topic and partition.",

@@ -31,6 +31,8 @@ use crate::routes;
         routes::subscriptions::ack,
         routes::subscriptions::nack,
         routes::subscriptions::seek,
+        routes::subscriptions::rotate_secret,
+        routes::subscriptions::enable,
         routes::dlq::list_dlq,
         routes::dlq::get_dlq_entry,
         routes::dlq::redrive_dlq,
@@ -53,7 +55,7 @@ use crate::routes;
     tags(
         (name = "topics", description = "Create, list, describe and delete topics"),
         (name = "events", description = "Publish (CloudEvents HTTP binding) and read"),
-        (name = "subscriptions", description = "Pull subscriptions: leases, ack, nack, seek"),
+        (name = "subscriptions", description = "Subscriptions pulled (leases, ack, nack, seek) or pushed to a webhook or Redis Pub/Sub"),
         (name = "dead letters", description = "Inspect, redrive and discard dead letters"),
         (name = "schemas", description = "The schema registry: versions, compatibility, validation"),
         (name = "live", description = "Server-Sent Events and WebSocket streams"),
@@ -109,6 +111,13 @@ pub fn document() -> Value {
     sub["example"] = json!({"name": "orders-audit", "start": "earliest", "filter": {"types": ["order.*"]}, "retry": {"max_attempts": 3}, "ack_timeout_ms": 10000});
     schemas["RetryBody"]["description"] =
         json!("A retry policy. `max_backoff_ms` (default 300000) must be at least `initial_backoff_ms` (default 1000).");
+    let schedule = &mut schemas["RetryBody"]["properties"]["schedule_ms"];
+    schedule["items"]["maximum"] = json!(86_400_000u64);
+    schedule["minItems"] = json!(1);
+    schedule["maxItems"] = json!(100);
+    schemas["SubscriptionTarget"] = target_schema();
+    schemas["RotateSecretRequest"]["properties"]["overlap_ms"]["maximum"] = json!(2_592_000_000u64);
+    schemas["RotateSecretRequest"]["properties"]["secret"]["pattern"] = json!(SECRET_PATTERN);
     schemas["Filter"] = filter_schema();
     schemas["SeekRequest"]["properties"]["to"] = json!({
         "description": "`\"earliest\"`, `\"latest\"`, `{\"time\": \"<RFC 3339>\"}` or `{\"offsets\": {\"<partition>\": <offset>}}`.",
@@ -270,6 +279,51 @@ fn filter_schema() -> Value {
     })
 }
 
+/// A webhook secret as the server reads it, `whsec_` and base64 (the decoded length, 24
+/// to 64 bytes, is in the description), or as it shows one after the create: masked.
+const SECRET_PATTERN: &str = "^whsec_([A-Za-z0-9+/]{32,88}={0,2}|\\*{8})$";
+
+/// A subscription's target: one object per kind, each with every member it may have
+/// (the generated `allOf` of a tagged enum would forbid `kind` beside the variant's
+/// members).
+fn target_schema() -> Value {
+    json!({
+        "description": "Where a subscription's deliveries go: `{\"kind\": \"pull\"}` (the default), a webhook or a Redis Pub/Sub channel. A webhook's URL must reach an address the server's SSRF guard allows (public, or listed in `[push] allowed_targets`); `disabled` and `previous_secrets` are set by the server and refused in a create.",
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["kind"],
+                "properties": {"kind": {"type": "string", "enum": ["pull"]}},
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "required": ["kind", "url"],
+                "properties": {
+                    "kind": {"type": "string", "enum": ["webhook"]},
+                    "url": {"type": "string", "pattern": "^https?://[^\\s/?#@]+([/?#][^\\s]*)?$", "description": "Where each delivery is POSTed, signed per Standard Webhooks."},
+                    "secret": {"type": ["string", "null"], "pattern": SECRET_PATTERN, "description": "`whsec_` + base64 of 24 to 64 bytes; generated when absent, shown in full only in the create's answer (then `whsec_********`)."},
+                    "previous_secrets": {"type": "array", "items": {"$ref": "#/components/schemas/PreviousSecret"}},
+                    "timeout_ms": {"type": ["integer", "null"], "minimum": 1, "maximum": 300000},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra headers; not `webhook-*`, `content-type` or hop-by-hop ones."},
+                    "disabled": {"oneOf": [{"$ref": "#/components/schemas/DisabledTarget"}, {"type": "null"}]}
+                },
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "required": ["kind", "url"],
+                "properties": {
+                    "kind": {"type": "string", "enum": ["redis_pubsub"]},
+                    "url": {"type": "string", "pattern": "^rediss?://", "description": "The Redis server (a password is masked when shown)."},
+                    "channel": {"type": ["string", "null"], "minLength": 1, "description": "`{topic}` is the topic's name; default `crm:events:{topic}`."}
+                },
+                "additionalProperties": false
+            }
+        ]
+    })
+}
+
 /// Each path parameter's pattern, and an example that names a fixture resource (the
 /// delete operations name resources of their own, so the others still find theirs).
 fn path_examples(doc: &mut Value) {
@@ -300,6 +354,7 @@ fn path_examples(doc: &mut Value) {
                     ("name", "get_dlq_entry" | "discard_dlq_entry") => {
                         (NAME_PATTERN, "orders-review")
                     }
+                    ("name", "rotate_secret" | "enable") => (NAME_PATTERN, "orders-hook"),
                     ("name", _) => (NAME_PATTERN, "orders-workers"),
                     ("entry", "discard_dlq_entry") => ("^[0-9]+-[0-9]+$", "0-1"),
                     ("entry", _) => ("^[0-9]+-[0-9]+$", "0-0"),

@@ -54,6 +54,14 @@ pub fn router(state: Shared) -> Router {
             "/v1/subscriptions/{name}/seek",
             post(routes::subscriptions::seek),
         )
+        .route(
+            "/v1/subscriptions/{name}/secret",
+            put(routes::subscriptions::rotate_secret),
+        )
+        .route(
+            "/v1/subscriptions/{name}/enable",
+            post(routes::subscriptions::enable),
+        )
         .route("/v1/subscriptions/{name}/dlq", get(routes::dlq::list_dlq))
         .route(
             "/v1/subscriptions/{name}/audit",

@@ -1,5 +1,6 @@
-//! The server's pull subscriptions: their definitions, kept in the backend's state store
-//! so they survive restarts, and the running engine and pull queue of each.
+//! The server's subscriptions: their definitions, kept in the backend's state store so
+//! they survive restarts, and the running engine of each with its target — the pull
+//! queue clients pull from, or a push target ([`crate::push`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,13 +18,14 @@ use serde_json::Value;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 use crate::api::{
-    CreateSubscriptionRequest, CursorView, DlqEntryView, DlqQuery, RetryBody, SubscriptionStatus,
-    SubscriptionView,
+    CreateSubscriptionRequest, CursorView, DisabledTarget, DlqEntryView, DlqQuery, RetryBody,
+    RotateSecretRequest, SubscriptionStatus, SubscriptionTarget, SubscriptionView,
 };
 use crate::cluster::{Cluster, Held};
 use crate::extract::{parse_time, variant};
 use crate::problem::ApiError;
 use crate::pull::PullQueue;
+use crate::push::{Gone, Push};
 
 /// State-store namespace of the subscription definitions.
 const NAMESPACE: &str = "server/subscriptions";
@@ -58,9 +60,11 @@ struct Entry {
     running: Arc<RwLock<Running>>,
 }
 
-/// Every pull subscription of the server.
+/// Every subscription of the server.
 pub struct Subscriptions {
     bus: EventBus,
+    /// What push targets share (their HTTP client, SSRF guard and clock).
+    push: Arc<Push>,
     /// This server's cluster membership, when servers share the backend.
     cluster: Option<Arc<Cluster>>,
     /// Held only to look up, insert or remove an entry, never across an await.
@@ -112,10 +116,19 @@ fn options_from(req: &CreateSubscriptionRequest) -> Result<SubscribeOptions, Api
         None => OnExhausted::default(),
         Some(text) => variant("on_exhausted", text, "skip or hold")?,
     };
-    if let Some(r) = &req.retry {
-        o.retry = retry_from(r)?;
+    let push = !matches!(req.target, None | Some(SubscriptionTarget::Pull {}));
+    if matches!(req.target, Some(SubscriptionTarget::Webhook(_))) {
+        o.retry = RetryPolicy::webhook_default();
     }
-    o.max_in_flight = req.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if let Some(r) = &req.retry {
+        o.retry = retry_from(r, o.retry.clone())?;
+    }
+    let default_in_flight = if push {
+        crate::push::DEFAULT_PUSH_IN_FLIGHT
+    } else {
+        DEFAULT_MAX_IN_FLIGHT
+    };
+    o.max_in_flight = req.max_in_flight.unwrap_or(default_in_flight);
     if o.max_in_flight == 0 || o.max_in_flight > 10_000 {
         return Err(ApiError::invalid(
             "max_in_flight",
@@ -132,8 +145,39 @@ fn options_from(req: &CreateSubscriptionRequest) -> Result<SubscribeOptions, Api
     Ok(o)
 }
 
-fn retry_from(r: &RetryBody) -> Result<RetryPolicy, ApiError> {
-    let mut p = RetryPolicy::default();
+/// The retry policy a request's `retry` asks for: `base` (the target's default) with the
+/// fields it gives. A schedule given replaces the base's; backoff fields given without a
+/// schedule drop it, so the exponential backoff they describe applies.
+fn retry_from(r: &RetryBody, base: RetryPolicy) -> Result<RetryPolicy, ApiError> {
+    let mut p = base;
+    let backoff_given =
+        r.initial_backoff_ms.is_some() || r.max_backoff_ms.is_some() || r.multiplier.is_some();
+    if backoff_given && r.schedule_ms.is_none() {
+        p.schedule.clear();
+        let d = RetryPolicy::default();
+        p.initial_backoff = d.initial_backoff;
+        p.max_backoff = d.max_backoff;
+        p.multiplier = d.multiplier;
+    }
+    if let Some(schedule) = &r.schedule_ms {
+        if schedule.is_empty() || schedule.len() > 100 {
+            return Err(ApiError::invalid(
+                "retry.schedule_ms",
+                "must hold 1 to 100 delays",
+            ));
+        }
+        let max = crmbus::delivery::MAX_RETRY_DELAY.as_millis() as u64;
+        if schedule.iter().any(|ms| *ms > max) {
+            return Err(ApiError::invalid(
+                "retry.schedule_ms",
+                format!("each delay must be at most {max} ms (one day)"),
+            ));
+        }
+        p.schedule = schedule
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect();
+    }
     if let Some(n) = r.max_attempts {
         if n == 0 {
             return Err(ApiError::invalid(
@@ -203,6 +247,15 @@ pub fn dlq_view(d: &DeadLetter) -> DlqEntryView {
     }
 }
 
+/// A webhook's secret asked of a subscription that has none (a 404: the resource does
+/// not exist).
+fn not_a_webhook(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("subscription '{name}' has no webhook target, so no signing secret"),
+    )
+}
+
 fn stopped(name: &str) -> ApiError {
     ApiError::new(
         ErrorCode::Unavailable,
@@ -212,9 +265,10 @@ fn stopped(name: &str) -> ApiError {
 
 impl Subscriptions {
     /// The subscriptions of `bus`, none running yet; see [`Subscriptions::start_saved`].
-    pub fn new(bus: EventBus, cluster: Option<Arc<Cluster>>) -> Subscriptions {
+    pub fn new(bus: EventBus, cluster: Option<Arc<Cluster>>, push: Arc<Push>) -> Subscriptions {
         Subscriptions {
             bus,
+            push,
             cluster,
             entries: Mutex::new(BTreeMap::new()),
         }
@@ -282,10 +336,13 @@ impl Subscriptions {
                 })
                 .collect();
         }
-        let sub = self
-            .bus
-            .subscribe(topic, name, r.queue.handler(), options)
-            .await?;
+        let handler = match self.push.handler(name, topic, target_of(&r.config))? {
+            Some(h) => h,
+            None if is_pull(&r.config) => r.queue.handler(),
+            // A disabled push target: nothing runs until it is enabled.
+            None => return Ok(()),
+        };
+        let sub = self.bus.subscribe(topic, name, handler, options).await?;
         r.sub = Some(sub);
         Ok(())
     }
@@ -389,7 +446,8 @@ impl Subscriptions {
         let tokens = |m: &BTreeMap<u32, Held>| -> Vec<(u32, u64)> {
             m.iter().map(|(p, h)| (*p, h.token)).collect()
         };
-        if tokens(&owned) != tokens(&r.owned) || (r.sub.is_none() && !owned.is_empty()) {
+        let idle = r.sub.is_none() && !owned.is_empty() && !is_disabled(&r.config);
+        if tokens(&owned) != tokens(&r.owned) || idle {
             if let Err(e) = Self::stop(r).await {
                 tracing::debug!(subscription = name, error = %e.detail, "stopping for a rebalance");
             }
@@ -419,7 +477,9 @@ impl Subscriptions {
         let names: std::collections::BTreeSet<&str> =
             saved.iter().map(|(n, _)| n.as_str()).collect();
         for (name, bytes) in &saved {
-            if self.entries.locked().contains_key(name) {
+            let existing = self.entries.locked().get(name).cloned();
+            if let Some(entry) = existing {
+                self.take_in_change(name, &entry, bytes).await;
                 continue;
             }
             let Ok((topic, config)) = saved_subscription(bytes) else {
@@ -465,6 +525,40 @@ impl Subscriptions {
             tracing::info!(subscription = %name, "subscription deleted on another server");
         }
         Ok(())
+    }
+
+    /// Takes in a definition another server changed (a webhook's secret rotated, its
+    /// target disabled or enabled): the entry gets it, and its engine, if one runs here,
+    /// starts again with it. A busy entry is left for the next round.
+    async fn take_in_change(&self, name: &str, entry: &Arc<Entry>, bytes: &[u8]) {
+        let Ok((_, config)) = saved_subscription(bytes) else {
+            return;
+        };
+        let Ok(mut r) = entry.running.try_write() else {
+            return;
+        };
+        if r.gone || !r.saved || r.config == config {
+            return;
+        }
+        let Ok(options) = options_from(&config) else {
+            return;
+        };
+        let running = r.sub.is_some() || !r.owned.is_empty();
+        if let Err(e) = Self::stop(&mut r).await {
+            tracing::debug!(subscription = name, error = %e.detail, "stopping for a changed definition");
+        }
+        r.config = config;
+        r.options = options;
+        if running {
+            let topic = r.topic.clone();
+            if let Err(e) = self.start(&topic, name, &mut r).await {
+                tracing::warn!(subscription = name, error = %e.detail, "starting with the changed definition");
+            }
+        }
+        tracing::info!(
+            subscription = name,
+            "definition changed on another server; taken in"
+        );
     }
 
     fn cluster_id(&self) -> Option<String> {
@@ -554,6 +648,9 @@ impl Subscriptions {
         topic: &str,
         mut req: CreateSubscriptionRequest,
     ) -> Result<SubscriptionView, ApiError> {
+        if let Some(t) = &mut req.target {
+            self.push.prepare(t)?;
+        }
         let options = options_from(&req)?;
         req.ack_timeout_ms = Some(req.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS));
         req.max_in_flight = Some(options.max_in_flight);
@@ -621,19 +718,22 @@ impl Subscriptions {
         let to = Position::from(options.start);
         self.bus.seek(topic, name, &to).await?;
         self.start(topic, name, r).await?;
-        let mut saved = serde_json::to_value(req).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut saved {
-            m.insert("topic".into(), Value::String(topic.to_string()));
-        }
-        let bytes = serde_json::to_vec(&saved).unwrap_or_default();
-        if let Err(e) = self.bus.state().put(NAMESPACE, name, bytes).await {
+        if let Err(e) = self
+            .bus
+            .state()
+            .put(NAMESPACE, name, definition(topic, req))
+            .await
+        {
             if let Some(sub) = r.sub.take() {
                 let _ = sub.unsubscribe().await;
             }
             return Err(e.into());
         }
         r.saved = true;
-        self.view(name, r).await
+        // The one answer that shows the target's secret in full.
+        let mut view = self.view(name, r).await?;
+        view.config.target = r.config.target.clone();
+        Ok(view)
     }
 
     async fn view(&self, name: &str, r: &Running) -> Result<SubscriptionView, ApiError> {
@@ -668,10 +768,12 @@ impl Subscriptions {
             }
         }
         let s = stats.unwrap_or_default();
+        let mut config = r.config.clone();
+        config.target = config.target.as_ref().map(crate::push::masked);
         Ok(SubscriptionView {
             name: name.to_string(),
             topic: r.topic.clone(),
-            config: r.config.clone(),
+            config,
             status: SubscriptionStatus {
                 lag: partitions.iter().map(|c| c.lag).sum(),
                 partitions,
@@ -772,6 +874,12 @@ impl Subscriptions {
         let r = entry.running.read().await;
         if r.gone {
             return Err(not_found(name));
+        }
+        if !is_pull(&r.config) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("subscription '{name}' pushes its deliveries to its target; they are not pulled or acked"),
+            ));
         }
         if r.sub.is_none() && self.cluster.is_none() {
             return Err(stopped(name));
@@ -948,6 +1056,160 @@ impl Subscriptions {
         Ok(r.sub.is_some())
     }
 
+    /// Disables a webhook target whose receiver answered 410 Gone: its engine stops (the
+    /// delivery in flight stays where it was), the definition keeps why and when, and the
+    /// subscription's audit log records it (as `crmbus`). Nothing to do if the
+    /// subscription is gone or already disabled.
+    pub async fn disable(&self, gone: Gone) {
+        let name = gone.subscription.clone();
+        let Ok(entry) = self.entry(&name) else {
+            return;
+        };
+        let mut r = entry.running.write().await;
+        if r.gone {
+            return;
+        }
+        let at_us = self.push.clock().now_micros();
+        let Some(SubscriptionTarget::Webhook(w)) = &mut r.config.target else {
+            return;
+        };
+        if w.disabled.is_some() {
+            return;
+        }
+        w.disabled = Some(DisabledTarget {
+            at: rfc3339_us(at_us),
+            reason: gone.detail.clone(),
+        });
+        if let Err(e) = Self::stop(&mut r).await {
+            tracing::warn!(subscription = %name, error = %e.detail, "stopping a disabled webhook");
+        }
+        let record = AuditRecord {
+            at_us,
+            who: "crmbus".into(),
+            action: "disable".into(),
+            entry: String::new(),
+            event_id: gone.event_id,
+            event_type: gone.event_type,
+            detail: gone.detail.clone(),
+        };
+        if let Err(e) = self.save_with_audit(&name, &r, &record).await {
+            tracing::error!(subscription = %name, error = %e.detail, "cannot save the disabled webhook; it stays stopped until the server restarts");
+        }
+        metrics::counter!("crmbus_push_disabled_total", "subscription" => name.clone())
+            .increment(1);
+        tracing::warn!(subscription = %name, reason = %gone.detail, "webhook target disabled: the receiver answered 410 Gone");
+    }
+
+    /// Saves a subscription's definition (as it now stands) and an audit record of why it
+    /// changed, in one batch.
+    async fn save_with_audit(
+        &self,
+        name: &str,
+        r: &Running,
+        record: &AuditRecord,
+    ) -> Result<(), ApiError> {
+        let group = GroupState::new(&r.topic, name);
+        let ops = vec![
+            crmbus::StateOp::Put {
+                namespace: NAMESPACE.to_string(),
+                key: name.to_string(),
+                value: definition(&r.topic, &r.config),
+            },
+            crmbus::delivery::audit_op(&group, record)?,
+        ];
+        self.bus.state().apply(ops).await?;
+        Ok(())
+    }
+
+    /// Enables a disabled webhook target again, audited as `who`: its deliveries start
+    /// where they stopped.
+    pub async fn enable(&self, name: &str, who: &str) -> Result<SubscriptionView, ApiError> {
+        let entry = self.entry(name)?;
+        let mut r = entry.running.write().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
+        let Some(SubscriptionTarget::Webhook(w)) = &mut r.config.target else {
+            // Only a webhook is ever disabled: nothing to do.
+            return self.view(name, &r).await;
+        };
+        if w.disabled.take().is_some() {
+            let record = AuditRecord {
+                at_us: self.push.clock().now_micros(),
+                who: who.to_string(),
+                action: "enable".into(),
+                entry: String::new(),
+                event_id: String::new(),
+                event_type: String::new(),
+                detail: String::new(),
+            };
+            self.save_with_audit(name, &r, &record).await?;
+            let topic = r.topic.clone();
+            if self.cluster.is_none() || !r.owned.is_empty() {
+                self.start(&topic, name, &mut r).await?;
+            }
+        }
+        self.view(name, &r).await
+    }
+
+    /// Rotates a webhook's signing secret, audited as `who`: the new one (given or
+    /// generated) signs from now on, the old one beside it for the overlap. The answer
+    /// shows the new secret in full, once.
+    pub async fn rotate_secret(
+        &self,
+        name: &str,
+        req: RotateSecretRequest,
+        who: &str,
+    ) -> Result<SubscriptionView, ApiError> {
+        let entry = self.entry(name)?;
+        let mut r = entry.running.write().await;
+        if r.gone {
+            return Err(not_found(name));
+        }
+        let overlap = req
+            .overlap_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.push.secret_overlap);
+        if overlap > Duration::from_secs(30 * 24 * 3600) {
+            return Err(ApiError::invalid(
+                "overlap_ms",
+                "must be at most 2592000000 (30 days)",
+            ));
+        }
+        let Some(SubscriptionTarget::Webhook(w)) = &mut r.config.target else {
+            return Err(not_a_webhook(name));
+        };
+        let mut rotated = w.clone();
+        self.push
+            .rotate(&mut rotated, req.secret.as_deref(), overlap)?;
+        *w = rotated;
+        let record = AuditRecord {
+            at_us: self.push.clock().now_micros(),
+            who: who.to_string(),
+            action: "rotate_secret".into(),
+            entry: String::new(),
+            event_id: String::new(),
+            event_type: String::new(),
+            detail: format!("the old secret signs for {} ms more", overlap.as_millis()),
+        };
+        self.save_with_audit(name, &r, &record).await?;
+        // The engine starts again with a handler that signs with the new secrets.
+        let was_running = r.sub.is_some();
+        Self::stop(&mut r).await?;
+        if was_running {
+            let topic = r.topic.clone();
+            self.start(&topic, name, &mut r).await?;
+        }
+        // The new secret in full, once; the previous ones stay masked.
+        let mut view = self.view(name, &r).await?;
+        if let (Some(SubscriptionTarget::Webhook(shown)), Some(SubscriptionTarget::Webhook(w))) =
+            (&mut view.config.target, &r.config.target)
+        {
+            shown.secret = w.secret.clone();
+        }
+        Ok(view)
+    }
+
     /// Deletes every subscription of `topic` with its state (the topic is being deleted:
     /// its groups go with it, as its events do).
     pub async fn delete_topic(&self, topic: &str) -> Result<(), ApiError> {
@@ -976,6 +1238,31 @@ fn cursor_views(info: &crmbus::TopicInfo, positions: Vec<u64>) -> Vec<CursorView
             lag: p.next_offset.saturating_sub(committed),
         })
         .collect()
+}
+
+/// A subscription's definition as saved: the request it was created with (its target
+/// as it now stands) and its topic.
+fn definition(topic: &str, req: &CreateSubscriptionRequest) -> Vec<u8> {
+    let mut saved = serde_json::to_value(req).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut saved {
+        m.insert("topic".into(), Value::String(topic.to_string()));
+    }
+    serde_json::to_vec(&saved).unwrap_or_default()
+}
+
+/// Where a subscription's deliveries go (`Pull` when its request named no target).
+fn target_of(req: &CreateSubscriptionRequest) -> &SubscriptionTarget {
+    req.target.as_ref().unwrap_or(&SubscriptionTarget::Pull {})
+}
+
+/// Whether the subscription's webhook target is disabled (no engine runs).
+fn is_disabled(req: &CreateSubscriptionRequest) -> bool {
+    matches!(target_of(req), SubscriptionTarget::Webhook(w) if w.disabled.is_some())
+}
+
+/// Whether clients pull the subscription's deliveries.
+fn is_pull(req: &CreateSubscriptionRequest) -> bool {
+    matches!(target_of(req), SubscriptionTarget::Pull {})
 }
 
 /// A saved subscription: its topic and the request it was created with.

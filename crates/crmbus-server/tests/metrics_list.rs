@@ -29,22 +29,40 @@ fn documented() -> Vec<String> {
 async fn every_documented_metric_is_exported_with_help() {
     let names = documented();
     assert!(names.len() >= 20, "{names:?}");
-    let s = TestServer::start("embedded", &[]).await;
-    // The two histograms have no series before their first observation.
+    let s = TestServer::start("embedded", &[("CRMBUS_PUSH_ALLOWED_TARGETS", "127.0.0.1")]).await;
+    // The histograms have no series before their first observation: a publish, and a
+    // webhook attempt (to a port nothing listens on).
     s.create_topic("deals", 1).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (st, body) = s
+        .post(
+            "/v1/topics/deals/subscriptions",
+            json!({"name": "hook", "target": {"kind": "webhook", "url": format!("http://{closed}/x")}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
     let (st, body) = s
         .publish("deals", &event("e-1", "deal.noted", "deal-1", json!({})))
         .await;
     assert_eq!(st, 201, "{body}");
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let mut text = String::new();
+    for _ in 0..1500 {
+        text = s
+            .client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        if text.contains("crmbus_push_attempt_duration_seconds") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for name in &names {
         assert!(
             text.contains(&format!("# HELP {name} ")),

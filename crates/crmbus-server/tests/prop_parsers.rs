@@ -641,6 +641,15 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("advertise_url", Kind::Text),
         ],
     ),
+    (
+        "push",
+        &[
+            ("enabled", Kind::Bool),
+            ("allow_private_targets", Kind::Bool),
+            ("allowed_targets", Kind::Text),
+            ("secret_overlap_ms", Kind::Number),
+        ],
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -744,13 +753,36 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 advertise_url,
             }
         });
-    (server, storage, schemas, cluster).prop_map(|(server, storage, schemas, cluster)| Config {
-        server,
-        storage,
-        schemas,
-        cluster,
-        outbox: Vec::new(),
-    })
+    let push = (
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![
+            Just(String::new()),
+            Just("127.0.0.1".to_string()),
+            Just("10.0.0.0/8, ::1".to_string())
+        ],
+        any::<u32>(),
+    )
+        .prop_map(
+            |(enabled, allow_private_targets, allowed_targets, overlap)| {
+                crmbus_server::config::PushSection {
+                    enabled,
+                    allow_private_targets,
+                    allowed_targets,
+                    secret_overlap_ms: u64::from(overlap),
+                }
+            },
+        );
+    (server, storage, schemas, cluster, push).prop_map(
+        |(server, storage, schemas, cluster, push)| Config {
+            server,
+            storage,
+            schemas,
+            cluster,
+            push,
+            outbox: Vec::new(),
+        },
+    )
 }
 
 /// The configuration as `CRMBUS_<SECTION>_<KEY>` variables, each value as its text.
@@ -787,6 +819,23 @@ fn env_typed(raw: &str) -> toml::Value {
 /// Whether `key` (of kind `kind`) set to `v` must fail to load: a wrong type, a negative
 /// number, a zero where at least 1 is needed, more than 4096 partitions, or text that is
 /// not an address, backend or durability where one is needed.
+/// An item of `push.allowed_targets`: empty, an IP address, or a network in CIDR notation.
+fn address_or_network(item: &str) -> bool {
+    let item = item.trim();
+    if item.is_empty() {
+        return true;
+    }
+    let (addr, len) = match item.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (item, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    len.is_none_or(|l| l.parse::<u8>().is_ok_and(|l| l <= max))
+}
+
 fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
     match (kind, v) {
         (Kind::Text, toml::Value::String(s)) => {
@@ -794,6 +843,7 @@ fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
                 || (key == "advertise_url"
                     && !s.is_empty()
                     && !url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
+                || (key == "allowed_targets" && !s.split(',').all(address_or_network))
         }
         (Kind::Bool, toml::Value::Boolean(_)) => false,
         (Kind::Number, toml::Value::Integer(n)) => {

@@ -78,7 +78,12 @@ async fn a_subscription_stuck_in_its_state_store_does_not_hold_up_another() {
         .create_topic(TopicSpec::new("orders", 2))
         .await
         .expect("topic");
-    let subs = Arc::new(Subscriptions::new(bus, None));
+    let (push, _gone) = crmbus_server::push::Push::new(
+        &crmbus_server::config::PushSection::default(),
+        Arc::new(crmbus::SystemClock),
+    )
+    .expect("push");
+    let subs = Arc::new(Subscriptions::new(bus, None, Arc::new(push)));
     subs.create("orders", request("stuck"))
         .await
         .expect("create stuck");

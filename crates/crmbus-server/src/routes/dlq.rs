@@ -17,7 +17,6 @@ use crate::problem::{ApiError, Problem};
 use crate::state::Shared;
 use crate::subscriptions::{dlq_filter, dlq_view};
 
-/// Who an operator action is audited as: the `x-crmbus-actor` header, else `http`.
 /// Another server's refusal of a forwarded request, as this server's answer.
 fn forwarded_error(status: u16, answer: &serde_json::Value) -> ApiError {
     let detail = answer["detail"].as_str().unwrap_or("no detail").to_string();
@@ -26,7 +25,8 @@ fn forwarded_error(status: u16, answer: &serde_json::Value) -> ApiError {
     ApiError::new(code, format!("another server answered {status}: {detail}"))
 }
 
-fn actor(headers: &HeaderMap) -> String {
+/// Who an operator action is audited as: the `x-crmbus-actor` header, else `http`.
+pub(crate) fn actor(headers: &HeaderMap) -> String {
     headers
         .get("x-crmbus-actor")
         .and_then(|v| v.to_str().ok())
@@ -62,6 +62,7 @@ pub async fn list_audit(
                 entry: r.entry,
                 event_id: r.event_id,
                 event_type: r.event_type,
+                detail: r.detail,
             })
             .collect(),
     }))

@@ -1,4 +1,5 @@
-//! Pull subscriptions: create, list, show, delete, pull, ack, nack, seek.
+//! Subscriptions: create, list, show, delete, pull, ack, nack, seek; a webhook target's
+//! secret rotation and its enabling after a 410.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use serde_json::Value;
 
 use crate::api::{
     whole, AckRequest, AckResponse, CreateSubscriptionRequest, NackRequest, PullRequest,
-    PullResponse, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView,
+    PullResponse, RotateSecretRequest, SeekRequest, SeekResponse, SubscriptionList,
+    SubscriptionView,
 };
 use crate::cluster::{ack_owner, FORWARDED_HEADER};
 use crate::extract::{json_body, parse_time};
@@ -338,4 +340,49 @@ pub async fn seek(
     let to = seek_target(&req.to)?;
     let partitions = app.subs.seek(&name, to).await?;
     Ok(Json(SeekResponse { partitions }))
+}
+
+/// Rotates a webhook target's signing secret: the new one (given, or generated) signs
+/// from now on, the old one beside it for `overlap_ms` (default `[push]
+/// secret_overlap_ms`, one day), so receivers can switch without losing a delivery. The
+/// answer shows the new secret, once. Audited.
+#[utoipa::path(
+    put, path = "/v1/subscriptions/{name}/secret", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = RotateSecretRequest,
+    responses(
+        (status = 200, description = "The subscription, its new secret in full", body = SubscriptionView),
+        (status = 400, description = "An invalid secret or overlap", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription, or it has no webhook target", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn rotate_secret(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let req: RotateSecretRequest = json_body(body)?;
+    let who = crate::routes::dlq::actor(&headers);
+    Ok(Json(app.subs.rotate_secret(&name, req, &who).await?))
+}
+
+/// Enables a webhook target that was disabled when its receiver answered 410 Gone: its
+/// deliveries start again where they stopped. Audited. Nothing changes for a target that
+/// is not disabled (or not a webhook).
+#[utoipa::path(
+    post, path = "/v1/subscriptions/{name}/enable", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionView),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn enable(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let who = crate::routes::dlq::actor(&headers);
+    Ok(Json(app.subs.enable(&name, &who).await?))
 }
