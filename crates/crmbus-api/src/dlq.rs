@@ -49,6 +49,10 @@ pub struct DlqEntryView {
     pub last_failure: String,
     /// The last error.
     pub last_error: String,
+    /// The last attempts' errors, oldest first (at most five; for a webhook each names
+    /// the answer's status, its latency and the start of its body).
+    #[serde(default)]
+    pub recent_errors: Vec<String>,
     /// The key waits for this entry (`on_exhausted = hold`).
     pub held: bool,
     /// A redrive is under way.

@@ -42,8 +42,15 @@ pub enum SubsCommand {
         /// printed once).
         #[arg(long, value_name = "URL", conflicts_with = "redis_pubsub")]
         webhook: Option<String>,
-        /// The webhook's signing secret (`whsec_…`); generated when absent.
-        #[arg(long, value_name = "SECRET", requires = "webhook")]
+        /// The webhook's signing secret (`whsec_…`); generated when absent. Better given
+        /// in the environment than on the command line, where `ps` shows it.
+        #[arg(
+            long,
+            value_name = "SECRET",
+            requires = "webhook",
+            env = "CRMBUS_WEBHOOK_SECRET",
+            hide_env_values = true
+        )]
         webhook_secret: Option<String>,
         /// PUBLISH each event on a Redis Pub/Sub channel of the server at this URL.
         #[arg(long, value_name = "URL")]

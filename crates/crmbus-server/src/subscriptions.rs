@@ -50,6 +50,11 @@ struct Running {
     saved: bool,
     /// In a cluster: the partitions this server holds the lease of, and drives.
     owned: BTreeMap<u32, Held>,
+    /// A push target's cancel switch: turned on before its engine stops, so attempts in
+    /// flight end at once instead of holding the stop (and this entry's lock) up.
+    cancel: Option<tokio::sync::watch::Sender<bool>>,
+    /// The generation of the push handler running now (0: none).
+    generation: u64,
 }
 
 /// One subscription: its topic (fixed for its life) and its running state behind a lock
@@ -241,6 +246,7 @@ pub fn dlq_view(d: &DeadLetter) -> DlqEntryView {
         first_failure: rfc3339_us(d.first_failure_us),
         last_failure: rfc3339_us(d.last_failure_us),
         last_error: d.last_error.clone(),
+        recent_errors: d.recent_errors.clone(),
         held: d.held,
         redriving: d.redriving,
         event: d.event.to_json_value(),
@@ -336,7 +342,13 @@ impl Subscriptions {
                 })
                 .collect();
         }
-        let handler = match self.push.handler(name, topic, target_of(&r.config))? {
+        let generation = self.push.next_generation();
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let target = target_of(&r.config);
+        let handler = match self
+            .push
+            .handler(name, topic, target, generation, cancelled)?
+        {
             Some(h) => h,
             None if is_pull(&r.config) => r.queue.handler(),
             // A disabled push target: nothing runs until it is enabled.
@@ -344,6 +356,8 @@ impl Subscriptions {
         };
         let sub = self.bus.subscribe(topic, name, handler, options).await?;
         r.sub = Some(sub);
+        r.cancel = Some(cancel);
+        r.generation = generation;
         Ok(())
     }
 
@@ -581,6 +595,8 @@ impl Subscriptions {
             gone: false,
             saved: false,
             owned: BTreeMap::new(),
+            cancel: None,
+            generation: 0,
         }
     }
 
@@ -698,7 +714,9 @@ impl Subscriptions {
             }
             self.reconcile_one(&cluster, &ids, &name, &mut r).await;
             cluster.kick.notify_one();
-            return self.view(&name, &r).await;
+            let mut view = self.view(&name, &r).await?;
+            view.config.target = r.config.target.clone();
+            return Ok(view);
         }
         result
     }
@@ -812,6 +830,9 @@ impl Subscriptions {
     }
 
     async fn stop(r: &mut Running) -> Result<(), ApiError> {
+        if let Some(cancel) = r.cancel.take() {
+            let _ = cancel.send(true);
+        }
         if let Some(sub) = r.sub.take() {
             let stop = tokio::spawn(sub.unsubscribe());
             r.queue.close().await;
@@ -1066,7 +1087,9 @@ impl Subscriptions {
             return;
         };
         let mut r = entry.running.write().await;
-        if r.gone {
+        // A 410 answered to an earlier start (the subscription restarted, or was deleted
+        // and created again, since) disables nothing.
+        if r.gone || r.generation != gone.generation {
             return;
         }
         let at_us = self.push.clock().now_micros();
@@ -1092,7 +1115,10 @@ impl Subscriptions {
             event_type: gone.event_type,
             detail: gone.detail.clone(),
         };
-        if let Err(e) = self.save_with_audit(&name, &r, &record).await {
+        if let Err(e) = self
+            .save_with_audit(&name, &r.topic, &r.config, &record)
+            .await
+        {
             tracing::error!(subscription = %name, error = %e.detail, "cannot save the disabled webhook; it stays stopped until the server restarts");
         }
         metrics::counter!("crmbus_push_disabled_total", "subscription" => name.clone())
@@ -1105,15 +1131,16 @@ impl Subscriptions {
     async fn save_with_audit(
         &self,
         name: &str,
-        r: &Running,
+        topic: &str,
+        config: &CreateSubscriptionRequest,
         record: &AuditRecord,
     ) -> Result<(), ApiError> {
-        let group = GroupState::new(&r.topic, name);
+        let group = GroupState::new(topic, name);
         let ops = vec![
             crmbus::StateOp::Put {
                 namespace: NAMESPACE.to_string(),
                 key: name.to_string(),
-                value: definition(&r.topic, &r.config),
+                value: definition(topic, config),
             },
             crmbus::delivery::audit_op(&group, record)?,
         ];
@@ -1129,7 +1156,8 @@ impl Subscriptions {
         if r.gone {
             return Err(not_found(name));
         }
-        let Some(SubscriptionTarget::Webhook(w)) = &mut r.config.target else {
+        let mut config = r.config.clone();
+        let Some(SubscriptionTarget::Webhook(w)) = &mut config.target else {
             // Only a webhook is ever disabled: nothing to do.
             return self.view(name, &r).await;
         };
@@ -1143,7 +1171,10 @@ impl Subscriptions {
                 event_type: String::new(),
                 detail: String::new(),
             };
-            self.save_with_audit(name, &r, &record).await?;
+            // Saved first: the running definition changes only once it is kept.
+            self.save_with_audit(name, &r.topic, &config, &record)
+                .await?;
+            r.config = config;
             let topic = r.topic.clone();
             if self.cluster.is_none() || !r.owned.is_empty() {
                 self.start(&topic, name, &mut r).await?;
@@ -1176,13 +1207,11 @@ impl Subscriptions {
                 "must be at most 2592000000 (30 days)",
             ));
         }
-        let Some(SubscriptionTarget::Webhook(w)) = &mut r.config.target else {
+        let mut config = r.config.clone();
+        let Some(SubscriptionTarget::Webhook(w)) = &mut config.target else {
             return Err(not_a_webhook(name));
         };
-        let mut rotated = w.clone();
-        self.push
-            .rotate(&mut rotated, req.secret.as_deref(), overlap)?;
-        *w = rotated;
+        self.push.rotate(w, req.secret.as_deref(), overlap)?;
         let record = AuditRecord {
             at_us: self.push.clock().now_micros(),
             who: who.to_string(),
@@ -1192,10 +1221,15 @@ impl Subscriptions {
             event_type: String::new(),
             detail: format!("the old secret signs for {} ms more", overlap.as_millis()),
         };
-        self.save_with_audit(name, &r, &record).await?;
+        // Saved first: the running definition changes only once it is kept.
+        self.save_with_audit(name, &r.topic, &config, &record)
+            .await?;
+        r.config = config;
         // The engine starts again with a handler that signs with the new secrets.
         let was_running = r.sub.is_some();
-        Self::stop(&mut r).await?;
+        if let Err(e) = Self::stop(&mut r).await {
+            tracing::warn!(subscription = name, error = %e.detail, "stopping for a rotated secret");
+        }
         if was_running {
             let topic = r.topic.clone();
             self.start(&topic, name, &mut r).await?;

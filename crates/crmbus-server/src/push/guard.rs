@@ -126,21 +126,36 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// The IPv4 address in segments `hi` and `lo` of an IPv6 address.
+fn v4_of(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+}
+
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let seg = ip.segments();
-    // IPv4 written as IPv6 (mapped ::ffff:a.b.c.d, or NAT64 64:ff9b::a.b.c.d): the
-    // IPv4 address decides.
+    // IPv4 carried in IPv6 — mapped ::ffff:a.b.c.d, SIIT ::ffff:0:a.b.c.d, the
+    // deprecated compatible ::a.b.c.d, NAT64 64:ff9b::a.b.c.d, 6to4 2002:aabb:ccdd:: —
+    // is judged by its IPv4 address.
     if let Some(v4) = ip.to_ipv4_mapped() {
         return forbidden_v4(v4);
     }
+    if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+        return forbidden_v4(v4_of(seg[6], seg[7]));
+    }
+    if seg[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_unspecified() && !ip.is_loopback() {
+        return forbidden_v4(v4_of(seg[6], seg[7]));
+    }
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        return forbidden_v4(v4);
+        return forbidden_v4(v4_of(seg[6], seg[7]));
+    }
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        return Some("a local-use NAT64 address");
+    }
+    if seg[0] == 0x2002 {
+        return forbidden_v4(v4_of(seg[1], seg[2]));
+    }
+    if seg[..4] == [0x100, 0, 0, 0] {
+        return Some("a discard-only address");
     }
     if ip.is_unspecified() {
         Some("an unspecified address")
@@ -245,6 +260,12 @@ mod tests {
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:10.0.0.1", "private"),
             ("64:ff9b::a9fe:a9fe", "metadata"),
+            ("::ffff:0:a00:1", "private"),
+            ("::7f00:1", "loopback"),
+            ("64:ff9b:1::1", "NAT64"),
+            ("2002:a00:1::1", "private"),
+            ("2002:a9fe:a9fe::", "metadata"),
+            ("100::1", "discard"),
         ] {
             let k = forbidden_kind(ip(addr)).unwrap_or_else(|| panic!("{addr} allowed"));
             assert!(k.contains(kind), "{addr}: {k}");
@@ -256,6 +277,7 @@ mod tests {
             "1.1.1.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
         ] {
             assert_eq!(forbidden_kind(ip(addr)), None, "{addr}");
         }

@@ -13,13 +13,13 @@ pub mod redis_pubsub;
 pub mod signature;
 pub mod webhook;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crmbus::delivery::Handler;
 use crmbus::Clock;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::{PreviousSecret, SubscriptionTarget, WebhookTarget};
 use crate::config::PushSection;
@@ -39,6 +39,9 @@ pub const DEFAULT_PUSH_IN_FLIGHT: usize = 32;
 pub struct Gone {
     /// The subscription.
     pub subscription: String,
+    /// Which start of the subscription the handler served (see
+    /// [`Push::next_generation`]).
+    pub generation: u64,
     /// The event whose delivery was answered 410.
     pub event_id: String,
     /// Its type.
@@ -56,6 +59,8 @@ pub struct Push {
     gone: mpsc::UnboundedSender<Gone>,
     /// How long a rotated-out secret keeps signing by default.
     pub secret_overlap: Duration,
+    /// The last generation handed out.
+    generations: AtomicU64,
 }
 
 impl std::fmt::Debug for Push {
@@ -98,6 +103,8 @@ impl Push {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve the host itself, past the guard.
+            .no_proxy()
             .user_agent(concat!("crmbus/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -112,9 +119,16 @@ impl Push {
                 clock,
                 gone: tx,
                 secret_overlap: Duration::from_millis(config.secret_overlap_ms),
+                generations: AtomicU64::new(0),
             },
             rx,
         ))
+    }
+
+    /// A number no earlier start of any subscription got: each start of a push target
+    /// gets one, so that a 410 reported by the handler of an earlier start is ignored.
+    pub fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The clock push targets sign and expire secrets by.
@@ -165,8 +179,25 @@ impl Push {
             SubscriptionTarget::RedisPubsub(r) => {
                 #[cfg(feature = "redis")]
                 {
-                    redis_pubsub::parse_url(&r.url)
+                    let client = redis_pubsub::parse_url(&r.url)
                         .map_err(|e| ApiError::invalid("target.url", e))?;
+                    // An address (or a Unix socket) is checked now; a name when it is
+                    // resolved, before the first connection.
+                    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+                    let checked = match client.get_connection_info().addr() {
+                        redis::ConnectionAddr::Tcp(host, _)
+                        | redis::ConnectionAddr::TcpTls { host, .. } => {
+                            match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                                Ok(ip) => self.guard.check(ip),
+                                Err(_) => Ok(()),
+                            }
+                        }
+                        _ => self.guard.check(local).map_err(|_| {
+                            "a Unix socket is local: [push] allow_private_targets = true allows it"
+                                .to_string()
+                        }),
+                    };
+                    checked.map_err(|e| ApiError::invalid("target.url", e))?;
                     if r.channel.as_deref().is_some_and(str::is_empty) {
                         return Err(ApiError::invalid("target.channel", "must not be empty"));
                     }
@@ -184,14 +215,24 @@ impl Push {
         }
     }
 
-    /// The handler of a push target of subscription `name` on `topic`; `None` for a pull
-    /// target (the pull queue is the handler) and for a disabled webhook (nothing runs).
+    /// The handler of a push target of subscription `name` on `topic`, for the start
+    /// numbered `generation`, its attempts cancelled when `cancel` turns true; `None` for
+    /// a pull target (the pull queue is the handler) and for a disabled webhook (nothing
+    /// runs).
     pub fn handler(
         &self,
         name: &str,
         topic: &str,
         target: &SubscriptionTarget,
+        generation: u64,
+        cancel: watch::Receiver<bool>,
     ) -> Result<Option<Arc<dyn Handler>>, ApiError> {
+        if !self.enabled && !matches!(target, SubscriptionTarget::Pull {}) {
+            return Err(ApiError::new(
+                crmbus::ErrorCode::Unavailable,
+                "push targets are turned off on this server ([push] enabled = false)",
+            ));
+        }
         match target {
             SubscriptionTarget::Pull {} => Ok(None),
             SubscriptionTarget::Webhook(w) => {
@@ -229,7 +270,9 @@ impl Push {
                     guard: Arc::clone(&self.guard),
                     clock: Arc::clone(&self.clock),
                     gone: self.gone.clone(),
+                    generation,
                     disabled: AtomicBool::new(false),
+                    cancel,
                 })))
             }
             SubscriptionTarget::RedisPubsub(r) => {
@@ -239,12 +282,16 @@ impl Push {
                         .map_err(|e| ApiError::invalid("target.url", e))?;
                     let channel = redis_pubsub::channel_for(r.channel.as_deref(), topic);
                     Ok(Some(Arc::new(redis_pubsub::RedisPubsubHandler::new(
-                        name, client, channel,
+                        name,
+                        client,
+                        channel,
+                        Arc::clone(&self.guard),
+                        cancel,
                     ))))
                 }
                 #[cfg(not(feature = "redis"))]
                 {
-                    let _ = (r, topic);
+                    let _ = (r, topic, cancel);
                     Err(ApiError::new(
                         crmbus::ErrorCode::Unavailable,
                         "this build of crmbus has no Redis support (the `redis` feature)",
@@ -293,7 +340,11 @@ pub(crate) fn rfc3339(us: i64) -> String {
         .to_rfc3339()
 }
 
-/// A target as shown after its creation: secrets masked, a Redis URL's password too.
+/// How a masked value is shown.
+const HIDDEN: &str = "********";
+
+/// A target as shown after its creation: secrets masked, and the values of its extra
+/// headers (often credentials) and a Redis URL's password too.
 pub fn masked(target: &SubscriptionTarget) -> SubscriptionTarget {
     let mut t = target.clone();
     match &mut t {
@@ -305,12 +356,33 @@ pub fn masked(target: &SubscriptionTarget) -> SubscriptionTarget {
             for p in &mut w.previous_secrets {
                 p.secret = MASKED.to_string();
             }
+            for v in w.headers.values_mut() {
+                *v = HIDDEN.to_string();
+            }
         }
         SubscriptionTarget::RedisPubsub(r) => {
             if let Ok(mut url) = url::Url::parse(&r.url) {
-                if url.password().is_some() && url.set_password(Some("********")).is_ok() {
-                    r.url = url.to_string();
+                if url.password().is_some() {
+                    let _ = url.set_password(Some(HIDDEN));
                 }
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let hide = matches!(k.as_ref(), "pass" | "password");
+                        (
+                            k.into_owned(),
+                            if hide {
+                                HIDDEN.to_string()
+                            } else {
+                                v.into_owned()
+                            },
+                        )
+                    })
+                    .collect();
+                if !pairs.is_empty() {
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                r.url = url.to_string();
             }
         }
     }
@@ -391,12 +463,51 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_password_is_masked() {
-        let t = SubscriptionTarget::RedisPubsub(RedisPubsubTarget {
-            url: "redis://user:hunter2@127.0.0.1:6379/0".into(),
-            channel: None,
-        });
+    fn redis_passwords_and_header_values_are_masked() {
+        for url in [
+            "redis://user:hunter2@127.0.0.1:6379/0",
+            "redis+unix:///run/redis.sock?db=1&pass=hunter2",
+        ] {
+            let t = SubscriptionTarget::RedisPubsub(RedisPubsubTarget {
+                url: url.into(),
+                channel: None,
+            });
+            let shown = serde_json::to_string(&masked(&t)).expect("json");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains(HIDDEN), "{shown}");
+        }
+        let mut t = webhook("https://hooks.example.com/crm");
+        if let SubscriptionTarget::Webhook(w) = &mut t {
+            w.headers
+                .insert("authorization".into(), "Bearer tok-123".into());
+        }
         let shown = serde_json::to_string(&masked(&t)).expect("json");
-        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("tok-123"), "{shown}");
+        assert!(shown.contains("authorization"), "{shown}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_targets_on_private_addresses_are_refused_unless_listed() {
+        let target = |url: &str| {
+            SubscriptionTarget::RedisPubsub(RedisPubsubTarget {
+                url: url.into(),
+                channel: None,
+            })
+        };
+        for url in [
+            "redis://10.0.0.5:6379",
+            "redis://169.254.169.254:80",
+            "redis+unix:///run/r.sock",
+        ] {
+            let e = push("").prepare(&mut target(url)).expect_err(url);
+            assert_eq!(e.status.as_u16(), 400, "{url}");
+        }
+        assert!(push("127.0.0.1")
+            .prepare(&mut target("redis://127.0.0.1:6379"))
+            .is_ok());
+        assert!(push("")
+            .prepare(&mut target("redis://redis.example.com:6379"))
+            .is_ok());
     }
 }

@@ -6,14 +6,20 @@
 //! subscribed when an event is published never sees it. On crmbus's side the mirror is a
 //! subscription like any other: durable, in order per key, and retried (with the
 //! subscription's policy) while Redis cannot be reached; the connection is re-made with
-//! backoff by the redis crate's connection manager.
+//! backoff by the redis crate's connection manager. The server's addresses are checked
+//! against the [`TargetGuard`] before the first connection (so a Redis on a private
+//! address must be listed in `[push] allowed_targets`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use crmbus::delivery::{Delivery, Handler, HandlerError};
-use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
 
+use super::guard::TargetGuard;
 use super::record_attempt;
+use super::webhook::cancelled;
 
 /// The default channel: `{topic}` is replaced by the topic's name.
 pub const DEFAULT_CHANNEL: &str = "crm:events:{topic}";
@@ -25,6 +31,10 @@ pub struct RedisPubsubHandler {
     channel: String,
     /// Made at the first delivery; reconnects by itself.
     conn: OnceCell<redis::aio::ConnectionManager>,
+    /// Checks the server's addresses before the first connection.
+    guard: Arc<TargetGuard>,
+    /// Turns true when the subscription stops: a publish in flight ends at once.
+    cancel: watch::Receiver<bool>,
 }
 
 /// The channel a target's template names for `topic`.
@@ -40,28 +50,69 @@ pub fn parse_url(url: &str) -> Result<redis::Client, String> {
 }
 
 impl RedisPubsubHandler {
-    /// A handler publishing on `channel` of the server at `client`.
-    pub fn new(subscription: &str, client: redis::Client, channel: String) -> RedisPubsubHandler {
+    /// A handler publishing on `channel` of the server at `client`, connecting only to
+    /// addresses `guard` allows, stopping when `cancel` turns true.
+    pub fn new(
+        subscription: &str,
+        client: redis::Client,
+        channel: String,
+        guard: Arc<TargetGuard>,
+        cancel: watch::Receiver<bool>,
+    ) -> RedisPubsubHandler {
         RedisPubsubHandler {
             subscription: subscription.to_string(),
             client,
             channel,
             conn: OnceCell::new(),
+            guard,
+            cancel,
         }
     }
 
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
         let conn = self
             .conn
-            .get_or_try_init(|| {
+            .get_or_try_init(|| async {
+                check_server(&self.client, &self.guard).await?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(Some(Duration::from_secs(5)))
                     .set_number_of_retries(3);
                 redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+                    .await
+                    .map_err(|e| e.to_string())
             })
             .await?;
         Ok(conn.clone())
+    }
+}
+
+/// Checks the Redis server a target names against the guard: a TCP host's every address
+/// (resolved now), a Unix socket as a local address.
+pub async fn check_server(client: &redis::Client, guard: &TargetGuard) -> Result<(), String> {
+    match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port)
+        | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no address"));
+            }
+            for a in addrs {
+                guard
+                    .check(a.ip())
+                    .map_err(|why| format!("refused: {host} resolves to {why}"))?;
+            }
+            Ok(())
+        }
+        _ => guard
+            .check(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+            .map_err(|_| {
+                "refused: a Unix socket is local; [push] allow_private_targets = true allows it"
+                    .to_string()
+            }),
     }
 }
 
@@ -71,15 +122,21 @@ impl Handler for RedisPubsubHandler {
         let body = serde_json::to_vec(&d.event)
             .map_err(|e| HandlerError::permanent(format!("cannot render the event: {e}")))?;
         let started = Instant::now();
-        let result = async {
+        let publish = async {
             let mut conn = self.connection().await?;
             redis::cmd("PUBLISH")
                 .arg(&self.channel)
                 .arg(body)
                 .query_async::<i64>(&mut conn)
                 .await
-        }
-        .await;
+                .map_err(|e| e.to_string())
+        };
+        let result = tokio::select! {
+            r = publish => r,
+            _ = cancelled(&self.cancel) => {
+                return Err(HandlerError::interrupted("the subscription is stopping"));
+            }
+        };
         match result {
             Ok(_) => {
                 record_attempt(&self.subscription, "redis_pubsub", "ok", started.elapsed());

@@ -8,11 +8,14 @@
 //!   when it sends one, else per the subscription's retry policy.
 //! - Anything else, a timeout, or a connection error: retried per the policy (by default
 //!   the webhook schedule, [`crmbus::delivery::RetryPolicy::webhook_default`]).
-//! - An address the [`TargetGuard`] forbids: dead-lettered at once (retrying cannot help
-//!   until the configuration or the DNS changes; redrive then).
+//! - An address the [`TargetGuard`] forbids: retried per the policy like a connection
+//!   error (a DNS answer may change back; the circuit breaker keeps a refused target from
+//!   spending attempts), the refusal named in the error.
 //!
 //! The error kept for a failed attempt (and shown in the dead letter) names the status,
-//! the latency and the first bytes of the receiver's answer.
+//! the latency and the first bytes of the receiver's answer, never the URL (which may
+//! carry a token). A stopping subscription cancels the attempts in flight: they end at
+//! once as interrupted, not failed, and go out again when it runs next.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +26,7 @@ use async_trait::async_trait;
 use crmbus::delivery::{Delivery, Handler, HandlerError};
 use crmbus::Clock;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::guard::{refusal_in, TargetGuard};
 use super::signature::{signature_header, SigningSecret};
@@ -46,8 +49,13 @@ pub struct WebhookHandler {
     pub(super) clock: Arc<dyn Clock>,
     /// Where a 410 is reported, for the subscription to be disabled.
     pub(super) gone: mpsc::UnboundedSender<Gone>,
+    /// Which start of the subscription this handler serves (a 410 reported late must not
+    /// disable a subscription created again since).
+    pub(super) generation: u64,
     /// Set at the first 410: nothing more is sent.
     pub(super) disabled: AtomicBool,
+    /// Turns true when the subscription stops: attempts in flight end at once.
+    pub(super) cancel: watch::Receiver<bool>,
 }
 
 /// Builds the extra headers of a target, refusing names crmbus sets itself.
@@ -115,9 +123,27 @@ async fn excerpt(mut resp: reqwest::Response) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Waits until `cancel` turns true (or its sender is gone: the subscription stopped).
+pub(super) async fn cancelled(cancel: &watch::Receiver<bool>) {
+    let mut cancel = cancel.clone();
+    let _ = cancel.wait_for(|c| *c).await;
+}
+
 #[async_trait]
 impl Handler for WebhookHandler {
     async fn handle(&self, d: Delivery) -> Result<(), HandlerError> {
+        tokio::select! {
+            r = self.attempt(d) => r,
+            _ = cancelled(&self.cancel) => {
+                Err(HandlerError::interrupted("the subscription is stopping"))
+            }
+        }
+    }
+}
+
+impl WebhookHandler {
+    /// One attempt: sign, send, read the answer.
+    async fn attempt(&self, d: Delivery) -> Result<(), HandlerError> {
         if self.disabled.load(Ordering::Acquire) {
             return Err(HandlerError::interrupted("the webhook target is disabled"));
         }
@@ -131,7 +157,7 @@ impl Handler for WebhookHandler {
         if let Some(ip) = literal {
             if let Err(why) = self.guard.check(ip) {
                 self.record("refused", Duration::ZERO);
-                return Err(HandlerError::permanent(format!("webhook refused: {why}")));
+                return Err(HandlerError::transient(format!("webhook refused: {why}")));
             }
         }
         let now_us = self.clock.now_micros();
@@ -156,8 +182,10 @@ impl Handler for WebhookHandler {
                 let latency = started.elapsed();
                 if let Some(why) = refusal_in(&e) {
                     self.record("refused", latency);
-                    return Err(HandlerError::permanent(format!("webhook refused: {why}")));
+                    return Err(HandlerError::transient(format!("webhook refused: {why}")));
                 }
+                // The URL may carry a token: errors kept in the DLQ do not show it.
+                let e = e.without_url();
                 let (outcome, what) = if e.is_timeout() {
                     (
                         "timeout",
@@ -180,7 +208,10 @@ impl Handler for WebhookHandler {
             .and_then(|v| retry_after(v, self.clock.now_micros()));
         let class = format!("{}xx", status.as_u16() / 100);
         if status.is_success() {
-            self.record(&class, started.elapsed());
+            let latency = started.elapsed();
+            // Read (a little of) the answer so that the connection can serve the next.
+            let _ = tokio::time::timeout(self.timeout, excerpt(resp)).await;
+            self.record(&class, latency);
             return Ok(());
         }
         let text = tokio::time::timeout(self.timeout, excerpt(resp))
@@ -197,6 +228,7 @@ impl Handler for WebhookHandler {
                 if !self.disabled.swap(true, Ordering::AcqRel) {
                     let _ = self.gone.send(Gone {
                         subscription: self.subscription.clone(),
+                        generation: self.generation,
                         event_id: d.event.id.clone(),
                         event_type: d.event.ty.clone(),
                         detail: message.clone(),

@@ -69,18 +69,20 @@ impl RetryPolicy {
     /// The delay before the next attempt after `failures` failures, with full jitter:
     /// `random` in `[0, 1)` picks a point in `[0, cap]`. A delay the handler asked for
     /// (`retry_after`, or a pull client's nack `delay_ms`) is used instead, capped at
-    /// [`MAX_RETRY_DELAY`].
+    /// [`MAX_RETRY_DELAY`]. With a schedule, the scheduled delay is used, or the one asked
+    /// for when it is longer: a receiver asking for a second (`Retry-After: 1`) at every
+    /// attempt must not spend a schedule meant to last hours in seconds.
     pub fn next_delay(
         &self,
         failures: u32,
         random: f64,
         retry_after: Option<Duration>,
     ) -> Duration {
+        if let Some(d) = self.scheduled(failures) {
+            return retry_after.map_or(d, |asked| asked.min(MAX_RETRY_DELAY).max(d));
+        }
         if let Some(d) = retry_after {
             return d.min(MAX_RETRY_DELAY);
-        }
-        if let Some(d) = self.scheduled(failures) {
-            return d;
         }
         self.backoff_cap(failures).mul_f64(random.clamp(0.0, 1.0))
     }
@@ -258,10 +260,14 @@ mod tests {
         assert_eq!(p.next_delay(2, 0.3, None), Duration::from_secs(5));
         assert_eq!(p.next_delay(3, 0.9, None), Duration::from_secs(60));
         assert_eq!(p.next_delay(40, 0.1, None), Duration::from_secs(60));
-        // A delay asked for still wins.
+        // A delay asked for wins when it is longer than the scheduled one.
         assert_eq!(
             p.next_delay(2, 0.3, Some(Duration::from_secs(9))),
             Duration::from_secs(9)
+        );
+        assert_eq!(
+            p.next_delay(3, 0.3, Some(Duration::from_secs(1))),
+            Duration::from_secs(60)
         );
         let w = RetryPolicy::webhook_default();
         let secs: Vec<u64> = (1..w.max_attempts)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::records::{encode, pos_key, DeadLetter, RetryRecord};
+use super::records::{encode, pos_key, DeadLetter, RetryRecord, RECENT_ERRORS};
 use super::run::{Completion, Engine};
 use crate::delivery::group_state::StateKind;
 use crate::delivery::options::OnExhausted;
@@ -78,9 +78,13 @@ impl Engine {
                         first_failure_us: now,
                         next_due_us: now,
                         last_error: String::new(),
+                        recent_errors: Vec::new(),
                     });
                 rec.attempts = c.attempt;
                 rec.last_error = e.message.clone();
+                rec.recent_errors.push(e.message.clone());
+                let extra = rec.recent_errors.len().saturating_sub(RECENT_ERRORS);
+                rec.recent_errors.drain(..extra);
                 let age =
                     Duration::from_micros(now.saturating_sub(rec.first_failure_us).max(0) as u64);
                 if e.permanent || self.opts.retry.exhausted(rec.attempts, age) {
@@ -158,6 +162,7 @@ impl Engine {
             first_failure_us: rec.first_failure_us,
             last_failure_us: now,
             last_error: rec.last_error.clone(),
+            recent_errors: rec.recent_errors.clone(),
             held,
             redriving: false,
             unreadable: false,

@@ -165,6 +165,7 @@ impl Engine {
             first_failure_us: now,
             last_failure_us: now,
             last_error: format!("the log cannot serve this record: {detail}"),
+            recent_errors: Vec::new(),
             held: false,
             redriving: false,
             unreadable: true,

@@ -19,7 +19,14 @@ pub struct RetryRecord {
     pub next_due_us: i64,
     /// The last failure's message.
     pub last_error: String,
+    /// The messages of the last [`RECENT_ERRORS`] failures, oldest first (the last one
+    /// is `last_error`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_errors: Vec<String>,
 }
+
+/// How many failures' messages a retry record and a dead letter keep.
+pub const RECENT_ERRORS: usize = 5;
 
 /// An event that exhausted its retries (or failed permanently), kept for people to
 /// inspect, redrive or discard.
@@ -47,6 +54,10 @@ pub struct DeadLetter {
     pub last_failure_us: i64,
     /// The last failure's message.
     pub last_error: String,
+    /// The messages of the last failures, oldest first (a webhook's name each answer's
+    /// status, latency and the start of its body).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_errors: Vec<String>,
     /// True when the key waits for this entry to be redriven or discarded.
     pub held: bool,
     /// True while a redrive of this entry is under way (it is removed once delivered).
