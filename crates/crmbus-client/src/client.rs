@@ -5,9 +5,9 @@ use crmbus_api::{
     AckRequest, AckResponse, AuditList, CheckView, CompatibilityRequest, CompatibilityView,
     CreateSubscriptionRequest, CreateTopicRequest, DlqEntryView, DlqList, DlqQuery, Health,
     LiveQuery, NackRequest, Problem, PublishResponse, PullRequest, PullResponse, ReadQuery,
-    ReadResponse, RedriveRequest, RedriveResponse, RegistrationView, SchemaList, SchemaRequest,
-    SchemaVersionView, SeekRequest, SeekResponse, SubscriptionList, SubscriptionView, TopicList,
-    TopicView, ValidationView,
+    ReadResponse, RedriveRequest, RedriveResponse, RegistrationView, RotateSecretRequest,
+    SchemaList, SchemaRequest, SchemaVersionView, SeekRequest, SeekResponse, SubscriptionList,
+    SubscriptionView, TopicList, TopicView, ValidationView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -297,6 +297,36 @@ impl Client {
     pub async fn seek(&self, name: &str, req: &SeekRequest) -> Result<SeekResponse, ClientError> {
         self.post(&routes::subscription_verb(name, "seek"), req)
             .await
+    }
+
+    /// Rotates a webhook subscription's signing secret (the answer shows the new one,
+    /// once); audited as `actor` when given.
+    pub async fn rotate_secret(
+        &self,
+        name: &str,
+        req: &RotateSecretRequest,
+        actor: Option<&str>,
+    ) -> Result<SubscriptionView, ClientError> {
+        let path = routes::subscription_verb(name, "secret");
+        let mut builder = self.request(Method::PUT, &path).json(req);
+        if let Some(actor) = actor {
+            builder = builder.header(ACTOR_HEADER, actor);
+        }
+        self.json(builder, &path).await
+    }
+
+    /// Enables a webhook target disabled by a 410 Gone; audited as `actor` when given.
+    pub async fn enable_subscription(
+        &self,
+        name: &str,
+        actor: Option<&str>,
+    ) -> Result<SubscriptionView, ClientError> {
+        let path = routes::subscription_verb(name, "enable");
+        let mut builder = self.request(Method::POST, &path);
+        if let Some(actor) = actor {
+            builder = builder.header(ACTOR_HEADER, actor);
+        }
+        self.json(builder, &path).await
     }
 
     // Dead letters.

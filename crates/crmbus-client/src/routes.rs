@@ -56,7 +56,7 @@ pub fn subscription(name: &str) -> String {
     format!("/v1/subscriptions/{}", seg(name))
 }
 
-/// `/v1/subscriptions/{name}/{verb}`: pull, ack, nack, seek, dlq, audit.
+/// `/v1/subscriptions/{name}/{verb}`: pull, ack, nack, seek, secret, enable, dlq, audit.
 pub fn subscription_verb(name: &str, verb: &str) -> String {
     format!("/v1/subscriptions/{}/{verb}", seg(name))
 }

@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use crmbus_client::api::{
     AckRequest, CompatibilityRequest, CreateSubscriptionRequest, CreateTopicRequest, DlqQuery,
-    LiveQuery, NackRequest, PullRequest, ReadQuery, RedriveRequest, RetryBody, SchemaRequest,
-    SeekRequest,
+    LiveQuery, NackRequest, PullRequest, ReadQuery, RedriveRequest, RetryBody, RotateSecretRequest,
+    SchemaRequest, SeekRequest, SubscriptionTarget,
 };
 use crmbus_client::{Client, ClientError, Encoded};
 use crmbus_server::{Config, Server};
 use serde_json::{json, Value};
 
 async fn start(dir: &std::path::Path) -> Server {
+    start_with(dir, &[]).await
+}
+
+async fn start_with(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     let env = [
         ("CRMBUS_SCHEMAS_CATALOG", "false".to_string()),
         ("CRMBUS_SERVER_LISTEN", "127.0.0.1:0".to_string()),
@@ -24,7 +28,8 @@ async fn start(dir: &std::path::Path) -> Server {
         ),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v));
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Server::start(Config::load(None, env).expect("config"))
         .await
         .expect("server starts")
@@ -401,4 +406,75 @@ async fn errors_name_the_problem_or_the_unreachable_server() {
         e.to_string().contains("cannot reach the crmbus server"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_subscriptions_secret_is_rotated_and_it_is_enabled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_with(dir.path(), &[("CRMBUS_PUSH_ALLOWED_TARGETS", "127.0.0.1")]).await;
+    let client = Client::new(&format!("http://{}/", server.local_addr())).expect("client");
+    client
+        .create_topic(&topic("deals", 1))
+        .await
+        .expect("topic");
+    // A port nothing listens on: no delivery is made (the topic is empty) or needed.
+    let created = client
+        .create_subscription(
+            "deals",
+            &serde_json::from_value::<CreateSubscriptionRequest>(json!({
+                "name": "erp-hook",
+                "start": "latest",
+                "target": {"kind": "webhook", "url": "http://127.0.0.1:9/hook"}
+            }))
+            .expect("request"),
+        )
+        .await
+        .expect("webhook subscription");
+    let secret = |v: &crmbus_client::api::SubscriptionView| match &v.config.target {
+        Some(SubscriptionTarget::Webhook(w)) => w.secret.clone().unwrap_or_default(),
+        other => panic!("not a webhook: {other:?}"),
+    };
+    let first = secret(&created);
+    assert!(
+        first.starts_with("whsec_") && first != "whsec_********",
+        "{first}"
+    );
+    let rotated = client
+        .rotate_secret(
+            "erp-hook",
+            &RotateSecretRequest {
+                secret: None,
+                overlap_ms: Some(60_000),
+            },
+            Some("ops@acme"),
+        )
+        .await
+        .expect("rotated");
+    let second = secret(&rotated);
+    assert!(second.starts_with("whsec_") && second != first && second != "whsec_********");
+    let audit = client.audit_log("erp-hook").await.expect("audit");
+    assert_eq!(audit.entries[0].action, "rotate_secret");
+    assert_eq!(audit.entries[0].who, "ops@acme");
+    let enabled = client
+        .enable_subscription("erp-hook", None)
+        .await
+        .expect("enable");
+    assert_eq!(secret(&enabled), "whsec_********");
+    // A pull subscription has no secret.
+    client
+        .create_subscription(
+            "deals",
+            &serde_json::from_value::<CreateSubscriptionRequest>(json!({"name": "puller"}))
+                .expect("request"),
+        )
+        .await
+        .expect("pull subscription");
+    match client
+        .rotate_secret("puller", &RotateSecretRequest::default(), None)
+        .await
+    {
+        Err(ClientError::Problem { problem }) => assert_eq!(problem.status, 404),
+        other => panic!("expected a 404 problem, got {other:?}"),
+    }
+    server.shutdown().await.expect("shutdown");
 }
