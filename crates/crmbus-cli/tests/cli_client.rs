@@ -389,3 +389,58 @@ fn serve_stops_on_sigterm_with_status_zero() {
     let status = s.child.wait().expect("wait");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn subs_create_pushes_to_a_webhook_or_redis_pubsub() {
+    let s = Serve::start_with(&[("CRMBUS_PUSH_ALLOWED_TARGETS", "127.0.0.1")]);
+    s.ok(&["topics", "create", "deals", "--partitions", "1"]);
+    // A port nothing listens on, from the latest event: nothing is sent.
+    let out = s.ok(&[
+        "subs",
+        "create",
+        "deals",
+        "erp-hook",
+        "--start",
+        "latest",
+        "--webhook",
+        "http://127.0.0.1:9/hook",
+    ]);
+    assert!(out.contains("webhook: http://127.0.0.1:9/hook"), "{out}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.split("signing secret").nth(1))
+        .and_then(|rest| rest.split_whitespace().last())
+        .unwrap_or_default()
+        .to_string();
+    assert!(secret.starts_with("whsec_") && secret.len() > 30, "{out}");
+    let shown = s.json(&["subs", "show", "erp-hook"]);
+    assert_eq!(shown["config"]["target"]["kind"], "webhook");
+    assert_eq!(shown["config"]["target"]["secret"], "whsec_********");
+    assert!(!shown.to_string().contains(&secret));
+
+    let mirror = s.json(&[
+        "subs",
+        "create",
+        "deals",
+        "legacy",
+        "--redis-pubsub",
+        "redis://127.0.0.1:6379",
+        "--channel",
+        "app:{topic}",
+    ]);
+    assert_eq!(mirror["config"]["target"]["kind"], "redis_pubsub");
+    assert_eq!(mirror["config"]["target"]["channel"], "app:{topic}");
+
+    // A private address the server was not told to allow: refused, saying why.
+    let refused = s.run(&[
+        "subs",
+        "create",
+        "deals",
+        "internal",
+        "--webhook",
+        "http://10.1.2.3/hook",
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("10.1.2.3 is a private address"), "{err}");
+}
