@@ -42,6 +42,11 @@ if ! need_cmd cc; then
     apt_install gcc
 fi
 
+# openssl makes the test CA and certificate of the HTTPS webhook test.
+if ! need_cmd openssl; then
+    apt_install openssl
+fi
+
 # Redis, for crmbus-redis.
 if ! need_cmd redis-server; then
     apt_install redis-server

@@ -171,6 +171,9 @@ pub struct PushSection {
     /// How long a rotated-out webhook secret keeps signing beside the new one (ms,
     /// default one day), unless the rotation says otherwise.
     pub secret_overlap_ms: u64,
+    /// A PEM file of CA certificates HTTPS webhooks are also verified against (an internal
+    /// CA), beside the platform's; empty: the platform's only.
+    pub ca_file: PathBuf,
 }
 
 impl Default for PushSection {
@@ -180,6 +183,7 @@ impl Default for PushSection {
             allow_private_targets: false,
             allowed_targets: String::new(),
             secret_overlap_ms: 24 * 3600 * 1000,
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -359,6 +363,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "allow_private_targets",
             "allowed_targets",
             "secret_overlap_ms",
+            "ca_file",
         ],
     ),
 ];

@@ -648,6 +648,7 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("allow_private_targets", Kind::Bool),
             ("allowed_targets", Kind::Text),
             ("secret_overlap_ms", Kind::Number),
+            ("ca_file", Kind::Text),
         ],
     ),
 ];
@@ -770,6 +771,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                     allow_private_targets,
                     allowed_targets,
                     secret_overlap_ms: u64::from(overlap),
+                    ca_file: PathBuf::new(),
                 }
             },
         );

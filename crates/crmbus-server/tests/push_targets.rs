@@ -710,3 +710,213 @@ async fn a_redis_pubsub_listener_gets_every_event_in_order_per_key() {
         assert_eq!(seen[k], (0..10).collect::<Vec<i64>>(), "{k}");
     }
 }
+
+/// Runs openssl with `args`, failing with what it printed.
+fn openssl(args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl (scripts/services.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1 and localhost, made by the openssl
+/// command: (CA certificate, certificate, key) PEM files.
+fn test_ca_and_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |name: &str| dir.join(name);
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let os = |s: &[&str]| -> Vec<std::ffi::OsString> { s.iter().map(|a| a.into()).collect() };
+    let mut ca = os(&["req", "-x509", "-days", "2", "-subj", "/CN=crmbus test CA"]);
+    ca.extend(os(&ec));
+    ca.extend([
+        "-keyout".into(),
+        p("ca.key").into(),
+        "-out".into(),
+        p("ca.pem").into(),
+    ]);
+    openssl(&ca.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let mut csr = os(&["req", "-subj", "/CN=localhost"]);
+    csr.extend(os(&ec));
+    csr.extend([
+        "-keyout".into(),
+        p("key.pem").into(),
+        "-out".into(),
+        p("leaf.csr").into(),
+    ]);
+    openssl(&csr.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    std::fs::write(
+        p("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext file");
+    let mut sign = os(&["x509", "-req", "-days", "2", "-CAcreateserial"]);
+    sign.extend([
+        "-in".into(),
+        p("leaf.csr").into(),
+        "-CA".into(),
+        p("ca.pem").into(),
+        "-CAkey".into(),
+        p("ca.key").into(),
+        "-extfile".into(),
+        p("leaf.ext").into(),
+        "-out".into(),
+        p("cert.pem").into(),
+    ]);
+    openssl(&sign.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+/// An HTTPS receiver with the certificate at `cert`: answers every request 200 and sends
+/// each request's head and body on the channel.
+async fn https_receiver(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("cert file")
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // One HTTP/1.1 request: the head, then Content-Length bytes of body.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tx.send((head, buf[head_end..head_end + length].to_vec()));
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_verified_against_the_configured_ca() {
+    let certs = tempfile::tempdir().expect("dir");
+    let (ca, cert, key) = test_ca_and_certificate(certs.path());
+    let (addr, mut requests) = https_receiver(&cert, &key).await;
+    let url = format!("https://localhost:{}/hook", addr.port());
+
+    // Trusting the receiver's CA: delivered over TLS and acknowledged.
+    let ca_text = ca.display().to_string();
+    let s = TestServer::start(
+        "embedded",
+        &[
+            ("CRMBUS_PUSH_ALLOWED_TARGETS", "127.0.0.1, ::1"),
+            ("CRMBUS_PUSH_CA_FILE", ca_text.as_str()),
+        ],
+    )
+    .await;
+    s.create_topic("deals", 1).await;
+    create_webhook(&s, "deals", "tls-hook", json!({"target": {"url": url}})).await;
+    s.publish("deals", &event("d-tls", "deal.won", "deal/1", json!({})))
+        .await;
+    let Ok(Some((head, body))) =
+        tokio::time::timeout(Duration::from_secs(30), requests.recv()).await
+    else {
+        let (_, dlq) = s.get("/v1/subscriptions/tls-hook").await;
+        panic!("no request within 30 s: {dlq}");
+    };
+    assert!(head.contains("webhook-id: d-tls"), "{head}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["id"],
+        "d-tls"
+    );
+    poll(&s, "/v1/subscriptions/tls-hook", "the ack", |v| {
+        v["status"]["acked"] == 1
+    })
+    .await;
+
+    // Without it: the certificate is refused, nothing is delivered.
+    let plain = TestServer::start(
+        "embedded",
+        &[("CRMBUS_PUSH_ALLOWED_TARGETS", "127.0.0.1, ::1")],
+    )
+    .await;
+    plain.create_topic("deals", 1).await;
+    create_webhook(
+        &plain,
+        "deals",
+        "tls-hook",
+        json!({"target": {"url": url}, "retry": {"max_attempts": 1}}),
+    )
+    .await;
+    plain
+        .publish(
+            "deals",
+            &event("d-untrusted", "deal.won", "deal/1", json!({})),
+        )
+        .await;
+    let dlq = poll(
+        &plain,
+        "/v1/subscriptions/tls-hook/dlq",
+        "a dead letter",
+        |v| v["entries"].get(0).is_some(),
+    )
+    .await;
+    let error = dlq["entries"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(requests.try_recv().is_err(), "nothing was delivered");
+}

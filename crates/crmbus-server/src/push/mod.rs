@@ -100,7 +100,19 @@ impl Push {
             config.allow_private_targets,
             &config.allowed_targets,
         )?);
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if !config.ca_file.as_os_str().is_empty() {
+            let path = config.ca_file.display();
+            let pem = std::fs::read(&config.ca_file)
+                .map_err(|e| format!("push.ca_file: cannot read {path}: {e}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("push.ca_file: {path} is not a PEM bundle: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("push.ca_file: {path} holds no certificate"));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
             .redirect(reqwest::redirect::Policy::none())
             // A proxy from the environment would resolve the host itself, past the guard.

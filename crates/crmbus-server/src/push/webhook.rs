@@ -109,6 +109,22 @@ impl WebhookHandler {
     }
 }
 
+/// An error and its causes, `: `-separated (a connection error's cause, such as a
+/// certificate the verifier refused, is in its source, not its text).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cur = c.source();
+    }
+    text
+}
+
 /// Up to [`EXCERPT_BYTES`] of an answer's body, as text on one line.
 async fn excerpt(mut resp: reqwest::Response) -> String {
     let mut bytes = Vec::new();
@@ -192,9 +208,15 @@ impl WebhookHandler {
                         format!("webhook timed out after {} ms", self.timeout.as_millis()),
                     )
                 } else if e.is_connect() {
-                    ("connect_error", format!("webhook connection failed: {e}"))
+                    (
+                        "connect_error",
+                        format!("webhook connection failed: {}", with_causes(&e)),
+                    )
                 } else {
-                    ("error", format!("webhook request failed: {e}"))
+                    (
+                        "error",
+                        format!("webhook request failed: {}", with_causes(&e)),
+                    )
                 };
                 self.record(outcome, latency);
                 return Err(HandlerError::transient(what));
