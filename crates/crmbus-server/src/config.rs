@@ -48,6 +48,8 @@ use crmbus_embedded::Durability;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Storage;
+/// `[push]` is the push targets' own section, kept beside them.
+pub use crate::push::PushSection;
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
@@ -152,38 +154,6 @@ impl Default for ClusterSection {
             enabled: true,
             lease_ttl_ms: 5000,
             advertise_url: String::new(),
-        }
-    }
-}
-
-/// `[push]`: subscriptions that push to webhooks or Redis Pub/Sub channels.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PushSection {
-    /// Push targets may be created (`false`: only pull subscriptions).
-    pub enabled: bool,
-    /// Webhooks may reach any address, private ones included (loopback, RFC 1918,
-    /// link-local, unique-local, cloud metadata). Off by default: the SSRF guard.
-    pub allow_private_targets: bool,
-    /// Private addresses and networks webhooks may reach all the same, comma-separated
-    /// (`127.0.0.1, 10.20.0.0/16`).
-    pub allowed_targets: String,
-    /// How long a rotated-out webhook secret keeps signing beside the new one (ms,
-    /// default one day), unless the rotation says otherwise.
-    pub secret_overlap_ms: u64,
-    /// A PEM file of CA certificates HTTPS webhooks are also verified against (an internal
-    /// CA), beside the platform's; empty: the platform's only.
-    pub ca_file: PathBuf,
-}
-
-impl Default for PushSection {
-    fn default() -> Self {
-        PushSection {
-            enabled: true,
-            allow_private_targets: false,
-            allowed_targets: String::new(),
-            secret_overlap_ms: 24 * 3600 * 1000,
-            ca_file: PathBuf::new(),
         }
     }
 }

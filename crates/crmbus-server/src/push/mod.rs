@@ -22,10 +22,41 @@ use crmbus::Clock;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{PreviousSecret, SubscriptionTarget, WebhookTarget};
-use crate::config::PushSection;
 use crate::problem::ApiError;
 use guard::{GuardedResolver, TargetGuard};
 use signature::{SigningSecret, MASKED};
+
+/// `[push]`: subscriptions that push to webhooks or Redis Pub/Sub channels.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSection {
+    /// Push targets may be created (`false`: only pull subscriptions).
+    pub enabled: bool,
+    /// Webhooks may reach any address, private ones included (loopback, RFC 1918,
+    /// link-local, unique-local, cloud metadata). Off by default: the SSRF guard.
+    pub allow_private_targets: bool,
+    /// Private addresses and networks webhooks may reach all the same, comma-separated
+    /// (`127.0.0.1, 10.20.0.0/16`).
+    pub allowed_targets: String,
+    /// How long a rotated-out webhook secret keeps signing beside the new one (ms,
+    /// default one day), unless the rotation says otherwise.
+    pub secret_overlap_ms: u64,
+    /// A PEM file of CA certificates HTTPS webhooks are also verified against (an internal
+    /// CA), beside the platform's; empty: the platform's only.
+    pub ca_file: std::path::PathBuf,
+}
+
+impl Default for PushSection {
+    fn default() -> Self {
+        PushSection {
+            enabled: true,
+            allow_private_targets: false,
+            allowed_targets: String::new(),
+            secret_overlap_ms: 24 * 3600 * 1000,
+            ca_file: std::path::PathBuf::new(),
+        }
+    }
+}
 
 /// Default time one webhook attempt may take.
 pub const DEFAULT_TIMEOUT_MS: u64 = 15_000;
