@@ -601,15 +601,7 @@ async fn dead_letters_listed_shown_redriven_and_discarded_over_http() {
     let gauge = "crmbus_subscription_dlq_size{topic=\"billing\",group=\"erp\"} 2";
     let mut text = String::new();
     for _ in 0..300 {
-        text = s
-            .client
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        text = s.metrics().await;
         if text.contains(gauge) {
             break;
         }
@@ -992,15 +984,7 @@ async fn subscriptions_and_events_survive_a_restart() {
 
 /// `crmbus_live_slow_disconnects_total` on /metrics (0 before the first).
 async fn slow_disconnects(s: &TestServer) -> f64 {
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = s.metrics().await;
     text.lines()
         .filter(|l| l.starts_with("crmbus_live_slow_disconnects_total"))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())

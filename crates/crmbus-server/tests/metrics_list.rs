@@ -49,15 +49,7 @@ async fn every_documented_metric_is_exported_with_help() {
     assert_eq!(st, 201, "{body}");
     let mut text = String::new();
     for _ in 0..1500 {
-        text = s
-            .client
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("body");
+        text = s.metrics().await;
         if text.contains("crmbus_push_attempt_duration_seconds") {
             break;
         }

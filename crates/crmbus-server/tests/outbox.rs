@@ -87,15 +87,7 @@ async fn the_server_relays_an_outbox_named_in_its_configuration() {
         .collect();
     assert_eq!(ids, ["won-1"]);
 
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("crmbus_outbox_published_total{outbox=\"crm\"} 1"),
         "{metrics}"

@@ -123,6 +123,18 @@ impl TestServer {
         status_json(r).await
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn event_count(&self, topic: &str) -> u64 {
         let (s, body) = self.get(&format!("/v1/topics/{topic}")).await;
         assert_eq!(s, 200, "{body}");
