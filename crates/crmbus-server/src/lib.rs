@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod backend;
 pub mod cloudevents;
 pub mod cluster;
