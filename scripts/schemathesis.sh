@@ -42,7 +42,9 @@ validate(doc)
 print(f"openapi: valid OpenAPI {doc['openapi']}, {len(doc['paths'])} paths")
 PY
 
-"$venv/bin/python" scripts/schemathesis_seed.py "$url"
+"$venv/bin/python" scripts/schemathesis_seed.py "$url" "$work/key"
+# The seed's admin key goes with every request (the server needs one once a key exists).
+auth="Authorization: Bearer $(cat "$work/key")"
 
 # Every phase (examples from the document, boundary coverage, random fuzzing, and stateful
 # sequences that follow the document's links) with every data check: valid requests must be
@@ -59,6 +61,7 @@ SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts "$venv/bin/st" --config
     --generation-database none \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,positive_data_acceptance,negative_data_rejection \
     --exclude-path-regex "$exclude" \
+    --header "$auth" \
     --report vcr --report-vcr-path "$work/cassette.yaml" \
     --no-color >"$work/st.out" 2>&1
 st_status=$?

@@ -130,6 +130,10 @@ def _breaks_a_rule(case):
             initial = _number(retry.get("initial_backoff_ms"), 1000)
             maximum = _number(retry.get("max_backoff_ms"), 300000)
             return initial is not None and maximum is not None and maximum < initial
+    if route == ("POST", "/v1/keys") and isinstance(case.body, dict):
+        # A key's expiry must be in the future.
+        if case.body.get("expires_at") is not None:
+            return True
     if route == ("PUT", "/v1/subscriptions/{name}/secret") and isinstance(case.body, dict):
         # A given secret must be whsec_ and the base64 of 24 to 64 bytes.
         return "secret" in case.body
@@ -210,6 +214,10 @@ def before_call(ctx, case, kwargs):
     elif route == ("GET", "/v1/topics/{topic}/events"):
         params = kwargs.get("params") or {}
         params.pop("from_time", None)
+    elif route == ("POST", "/v1/keys"):
+        body = kwargs.get("json")
+        if isinstance(body, dict) and body.get("expires_at") is not None:
+            body["expires_at"] = "2100-01-01T00:00:00Z"
     elif route == ("PUT", "/v1/subscriptions/{name}/secret"):
         body = kwargs.get("json")
         if isinstance(body, dict):

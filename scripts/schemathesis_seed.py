@@ -9,7 +9,7 @@ take them away first), `orders-hook` (a webhook target, for rotating its secret 
 requests schemathesis generates from those examples find them. Nothing here is counted in
 the per-operation summary: that comes from schemathesis's own cassette.
 
-Usage: python3 scripts/schemathesis_seed.py BASE_URL
+Usage: python3 scripts/schemathesis_seed.py BASE_URL KEY_FILE
 """
 
 import json
@@ -111,4 +111,10 @@ call(
 dead_letters("orders-dlq")
 dead_letters("orders-review")
 call("POST", "/v1/schemas/fixture.noted/versions", {"schema": {"type": "object"}})
-print("seed: topics orders, orders-archive, doomed; subscriptions orders-workers, orders-dlq and orders-review (3 dead letters each), orders-hook (webhook), doomed-sub; schema fixture.noted v1")
+# Last, an admin key (the server needs one from now on): scripts/schemathesis.sh sends it
+# with every request schemathesis makes, written to the file named by the second argument.
+made = call("POST", "/v1/keys", {"name": "schemathesis", "scopes": ["admin"]})
+with open(sys.argv[2], "w") as f:
+    f.write(made["key"])
+
+print("seed: topics orders, orders-archive, doomed; subscriptions orders-workers, orders-dlq and orders-review (3 dead letters each), orders-hook (webhook), doomed-sub; schema fixture.noted v1; an admin key")

@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod dlq;
 pub mod events;
+pub mod keys;
 pub mod live;
 pub mod ops;
 pub mod problem;
@@ -22,6 +23,7 @@ pub mod whole;
 pub use cluster::*;
 pub use dlq::*;
 pub use events::*;
+pub use keys::*;
 pub use live::*;
 pub use ops::*;
 pub use problem::*;

@@ -1,5 +1,6 @@
 //! What the CLI's server commands share: the server (`--url`, `CRMBUS_URL`) reached
-//! through `crmbus-client`, `--json`, and printing tables.
+//! through `crmbus-client` with an API key (`--api-key`, `CRMBUS_API_KEY`), `--json`, and
+//! printing tables.
 
 use std::fmt::Display;
 
@@ -14,6 +15,10 @@ pub struct Remote {
     /// The crmbus server.
     #[arg(long, env = "CRMBUS_URL", default_value = "http://127.0.0.1:7480")]
     pub url: String,
+    /// The API key (`crmbus_…`) sent with every request; better given in the environment
+    /// than on the command line, where `ps` shows it.
+    #[arg(long, env = "CRMBUS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -24,7 +29,11 @@ impl Remote {
     /// people make (no scheme, https, a path such as /v1), each named with its source.
     pub fn client(&self) -> anyhow::Result<Client> {
         check_url(&self.url, self.source())?;
-        Ok(Client::new(&self.url)?)
+        let client = Client::new(&self.url)?;
+        Ok(match &self.api_key {
+            Some(k) => client.with_api_key(k.clone()),
+            None => client,
+        })
     }
 
     /// Where the URL came from, for messages.

@@ -5,6 +5,7 @@ mod cluster;
 mod consume;
 mod demo;
 mod dlq;
+mod keys;
 mod outbox;
 mod publish;
 mod replay;
@@ -56,6 +57,9 @@ enum Command {
     /// The transactional outbox on PostgreSQL: sql, init, relay, status.
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
+    /// API keys: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// The servers sharing a backend: `cluster status`.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -96,6 +100,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Outbox(cmd) => outbox::run(cmd),
         Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

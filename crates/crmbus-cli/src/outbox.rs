@@ -126,6 +126,7 @@ pub fn run(cmd: OutboxCommand) -> anyhow::Result<()> {
             OutboxCommand::Relay(args) => {
                 let remote = Remote {
                     url: args.url.clone(),
+                    api_key: std::env::var("CRMBUS_API_KEY").ok(),
                     json: false,
                 };
                 let sink = Arc::new(HttpSink {

@@ -444,3 +444,55 @@ fn subs_create_pushes_to_a_webhook_or_redis_pubsub() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("10.1.2.3 is a private address"), "{err}");
 }
+
+#[test]
+fn keys_are_made_listed_revoked_and_sent_with_api_key() {
+    let s = Serve::start();
+    // The first key, on a server that has none.
+    let out = s.ok(&["keys", "create", "root", "--scope", "admin"]);
+    let key = out
+        .lines()
+        .find_map(|l| l.split("CRMBUS_API_KEY): ").nth(1))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(key.starts_with("crmbus_"), "{out}");
+    // From now on the server needs it.
+    let refused = s.run(&["topics", "list"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("API key"), "{err}");
+    s.ok(&["topics", "create", "deals", "--api-key", &key]);
+    let out = Command::new(BIN)
+        .args([
+            "keys",
+            "create",
+            "reader",
+            "--scope",
+            "subscribe:deals",
+            "--json",
+        ])
+        .env("CRMBUS_URL", &s.url)
+        .env("CRMBUS_API_KEY", &key)
+        .output()
+        .expect("run crmbus");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reader: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let listed = s.ok(&["keys", "list", "--api-key", &key]);
+    assert!(
+        listed.contains("reader") && listed.contains("subscribe:deals"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "no secret in the listing");
+    let id = reader["id"].as_str().expect("id");
+    s.ok(&["keys", "revoke", id, "--api-key", &key]);
+    let reader_key = reader["key"].as_str().expect("key");
+    let refused = s.run(&["topics", "show", "deals", "--api-key", reader_key]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("revoked"), "{err}");
+}

@@ -3,11 +3,12 @@
 use bytes::Bytes;
 use crmbus_api::{
     AckRequest, AckResponse, AuditList, CheckView, CompatibilityRequest, CompatibilityView,
-    CreateSubscriptionRequest, CreateTopicRequest, DlqEntryView, DlqList, DlqQuery, Health,
-    LiveQuery, NackRequest, Problem, PublishResponse, PullRequest, PullResponse, ReadQuery,
-    ReadResponse, RedriveRequest, RedriveResponse, RegistrationView, RotateSecretRequest,
-    SchemaList, SchemaRequest, SchemaVersionView, SeekRequest, SeekResponse, SubscriptionList,
-    SubscriptionView, TopicList, TopicView, ValidationView,
+    CreateKeyRequest, CreateSubscriptionRequest, CreateTopicRequest, CreatedKey, DlqEntryView,
+    DlqList, DlqQuery, Health, KeyList, LiveQuery, NackRequest, Problem, PublishResponse,
+    PullRequest, PullResponse, ReadQuery, ReadResponse, RedriveRequest, RedriveResponse,
+    RegistrationView, RotateSecretRequest, SchemaList, SchemaRequest, SchemaVersionView,
+    SeekRequest, SeekResponse, SubscriptionList, SubscriptionView, TopicList, TopicView,
+    ValidationView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -54,6 +55,8 @@ impl Encoded {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer …` with every request, when set.
+    api_key: Option<String>,
 }
 
 impl Client {
@@ -69,7 +72,18 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidUrl(base_url.to_string()));
         }
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            api_key: None,
+        })
+    }
+
+    /// The same client, sending `key` (`crmbus_…`) as `Authorization: Bearer …` with every
+    /// request.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Client {
+        self.api_key = Some(key.into());
+        self
     }
 
     /// The server's base URL, without a trailing slash.
@@ -78,7 +92,11 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base))
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.api_key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
@@ -327,6 +345,23 @@ impl Client {
             builder = builder.header(ACTOR_HEADER, actor);
         }
         self.json(builder, &path).await
+    }
+
+    // API keys.
+
+    /// Makes an API key; the answer holds the key, shown this once.
+    pub async fn create_key(&self, req: &CreateKeyRequest) -> Result<CreatedKey, ClientError> {
+        self.post(routes::KEYS, req).await
+    }
+
+    /// Every API key, without secrets.
+    pub async fn list_keys(&self) -> Result<KeyList, ClientError> {
+        self.get(routes::KEYS).await
+    }
+
+    /// Revokes API key `id`.
+    pub async fn revoke_key(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(&routes::key(id), None).await
     }
 
     // Dead letters.

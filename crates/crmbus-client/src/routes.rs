@@ -99,6 +99,14 @@ pub fn readyz() -> String {
     "/readyz".to_string()
 }
 
+/// `/v1/keys`.
+pub const KEYS: &str = "/v1/keys";
+
+/// `/v1/keys/{id}`.
+pub fn key(id: &str) -> String {
+    format!("/v1/keys/{}", seg(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 pub use crmbus_api::cluster::*;
 pub use crmbus_api::dlq::*;
 pub use crmbus_api::events::*;
+pub use crmbus_api::keys::*;
 pub use crmbus_api::ops::*;
 pub use crmbus_api::subscriptions::*;
 pub use crmbus_api::topics::*;

@@ -9,7 +9,10 @@ use crmbus::{EventBus, LogError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::gate::Auth;
+use crate::auth::keys::KeyStore;
 use crate::cluster::Cluster;
+use crate::config::AuthMode;
 use crate::config::Config;
 use crate::push::Push;
 use crate::router::router;
@@ -96,6 +99,29 @@ impl Server {
         let bus = builder.build();
         bus.load_topic_rules().await?;
         crate::legacy::load_require_schemas(&bus).await?;
+        let auth = Auth::new(
+            KeyStore::new(Arc::clone(&opened.state)),
+            config.auth.mode,
+            Arc::clone(&clock),
+        );
+        // Decided before the address is bound: a server that may not serve there does not
+        // listen there even for a moment.
+        let loopback = config.listen_addr().is_ok_and(|a| a.ip().is_loopback());
+        let addr = &config.server.listen;
+        match config.auth.mode {
+            AuthMode::Auto if !loopback && !auth.keys.any_active(clock.now_micros()).await? => {
+                return Err(ServerError::Config(crate::config::ConfigError::Invalid {
+                    origin: String::new(),
+                    message: format!(
+                        "listening on {addr}, off loopback, needs API keys and none works yet: make the first on a server listening on 127.0.0.1 (crmbus keys create NAME --scope admin), or set [auth] mode = \"none\" to serve without keys"
+                    ),
+                }));
+            }
+            AuthMode::None if !loopback => {
+                tracing::warn!(%addr, "[auth] mode = \"none\": anyone who reaches this address may publish, read, redrive and delete");
+            }
+            _ => {}
+        }
         let listen = config.server.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -133,7 +159,7 @@ impl Server {
             }
             _ => None,
         };
-        let (push, mut gone) = Push::new(&config.push, clock).map_err(|message| {
+        let (push, mut gone) = Push::new(&config.push, Arc::clone(&clock)).map_err(|message| {
             ServerError::Config(crate::config::ConfigError::Invalid {
                 origin: String::new(),
                 message,
@@ -162,6 +188,7 @@ impl Server {
         let state = Arc::new(AppState {
             bus: bus.clone(),
             subs,
+            auth,
             schemas,
             config,
             stopping: stopping.clone(),

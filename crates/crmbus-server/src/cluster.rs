@@ -340,6 +340,7 @@ impl Cluster {
         subscription: &str,
         action: &str,
         body: serde_json::Value,
+        authorization: Option<&reqwest::header::HeaderValue>,
     ) -> Result<AckResponse, ApiError> {
         let url = self
             .known
@@ -362,14 +363,16 @@ impl Cluster {
                 format!("forwarding the {action} to server {member} at {url}: {e}"),
             )
         };
-        let resp = self
+        let mut req = self
             .http
             .post(&target)
             .header(FORWARDED_HEADER, &self.me.id)
-            .json(&body)
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .json(&body);
+        // The caller's key: the other server checks it as this one did.
+        if let Some(a) = authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let resp = req.send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
@@ -392,6 +395,7 @@ impl Cluster {
         path: &str,
         body: Option<&serde_json::Value>,
         actor: &str,
+        authorization: Option<&reqwest::header::HeaderValue>,
     ) -> Result<Vec<(u16, serde_json::Value)>, ApiError> {
         let mut out = Vec::new();
         for m in self.members().into_iter().filter(|m| m.id != self.me.id) {
@@ -401,6 +405,9 @@ impl Cluster {
                 .request(method.clone(), &url)
                 .header(FORWARDED_HEADER, &self.me.id)
                 .header("x-crmbus-actor", actor);
+            if let Some(a) = authorization {
+                req = req.header(reqwest::header::AUTHORIZATION, a);
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }

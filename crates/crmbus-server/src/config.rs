@@ -97,6 +97,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// Push targets (webhooks, Redis Pub/Sub) and what they may reach.
     pub push: PushSection,
+    /// When requests need an API key.
+    pub auth: AuthSection,
     /// Outbox relays run inside the server, one per `[[outbox]]` section (a database whose
     /// `crmbus_outbox` rows the server publishes into its own bus). Set in the file only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -156,6 +158,37 @@ impl Default for ClusterSection {
             advertise_url: String::new(),
         }
     }
+}
+
+/// `[auth]`: when requests need an API key (`Authorization: Bearer crmbus_…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// `auto` (default): once a key that works exists, and a server listening off
+    /// loopback refuses to start without one; `keys`: always; `none`: never (a warning
+    /// at start when listening off loopback).
+    #[serde(deserialize_with = "named::auth_mode")]
+    pub mode: AuthMode,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: AuthMode::Auto,
+        }
+    }
+}
+
+/// When keys are needed (see [`AuthSection::mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Once a working key exists.
+    Auto,
+    /// Always, even before any key exists.
+    Keys,
+    /// Never.
+    None,
 }
 
 /// `[schemas]`: the schema registry and validation at publish.
@@ -326,6 +359,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("schemas", &["catalog", "catalog_dir", "validate"]),
     ("cluster", &["enabled", "lease_ttl_ms", "advertise_url"]),
+    ("auth", &["mode"]),
     (
         "push",
         &[
@@ -506,7 +540,7 @@ mod named {
     use serde::de::{Deserializer, Error, IgnoredAny};
     use serde::Deserialize;
 
-    use super::{BackendKind, DurabilitySetting};
+    use super::{AuthMode, BackendKind, DurabilitySetting};
 
     /// A string, or anything else (to report it as not a string).
     #[derive(Deserialize)]
@@ -531,6 +565,18 @@ mod named {
         let t = text(d, "storage.backend", &names.join(", "))?;
         t.parse()
             .map_err(|e: String| D::Error::custom(format!("storage.backend: {e}")))
+    }
+
+    /// `auth.mode`.
+    pub fn auth_mode<'de, D: Deserializer<'de>>(d: D) -> Result<AuthMode, D::Error> {
+        match text(d, "auth.mode", "auto, keys, none")?.as_str() {
+            "auto" => Ok(AuthMode::Auto),
+            "keys" => Ok(AuthMode::Keys),
+            "none" => Ok(AuthMode::None),
+            other => Err(D::Error::custom(format!(
+                "auth.mode: unknown mode '{other}' (expected auto, keys or none)"
+            ))),
+        }
     }
 
     /// `storage.durability`.

@@ -50,6 +50,9 @@ use crate::routes;
         routes::ops::readyz,
         routes::ops::metrics,
         routes::ops::cluster,
+        routes::keys::create_key,
+        routes::keys::list_keys,
+        routes::keys::revoke_key,
         openapi,
     ),
     tags(
@@ -60,6 +63,7 @@ use crate::routes;
         (name = "schemas", description = "The schema registry: versions, compatibility, validation"),
         (name = "live", description = "Server-Sent Events and WebSocket streams"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "keys", description = "API keys and their scopes"),
     )
 )]
 pub struct ApiDoc;
@@ -157,10 +161,48 @@ pub fn document() -> Value {
     }});
     // Every member of a pull has a default; an empty body is read as `{}`.
     doc["paths"]["/v1/subscriptions/{name}/pull"]["post"]["requestBody"]["required"] = json!(false);
+    let key = &mut doc["components"]["schemas"]["CreateKeyRequest"];
+    key["properties"]["scopes"]["items"]["pattern"] =
+        json!("^(admin|(publish|subscribe|dlq):[A-Za-z0-9._*-]{1,200})$");
+    key["properties"]["scopes"]["minItems"] = json!(1);
+    key["properties"]["expires_at"]["format"] = json!("date-time");
+    key["example"] = json!({"name": "erp-sync", "scopes": ["publish:orders", "subscribe:orders*"]});
     path_examples(&mut doc);
     publish_modes(&mut doc);
     links(&mut doc);
+    security(&mut doc);
     doc
+}
+
+/// The bearer key scheme, and the 401 and 403 every route but the open ones may answer.
+fn security(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({"api_key": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key, `Authorization: Bearer crmbus_…`, with the scope the route needs (`publish:<topic>`, `subscribe:<topic>`, `dlq:<topic>` or `admin`). Needed once a key exists, and by a server listening off loopback; `/healthz`, `/readyz` and `/openapi.json` never need one."
+    }});
+    // A key, or none while the server has none.
+    doc["security"] = json!([{"api_key": []}, {}]);
+    let problem = |what: &str| json!({"description": what, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let rule = crate::auth::rules::rule_for(&method.to_ascii_uppercase(), path);
+            if rule == Some(crate::auth::rules::Rule::Open) {
+                op["security"] = json!([{}]);
+                continue;
+            }
+            let responses = &mut op["responses"];
+            responses["401"] = problem("No valid API key (none, unknown, revoked or expired)");
+            responses["403"] =
+                problem("The key lacks the scope the route needs (the problem names it)");
+        }
+    }
 }
 
 /// The OpenAPI 3.1 document of this API, generated from the code.
@@ -355,6 +397,7 @@ fn path_examples(doc: &mut Value) {
                         (NAME_PATTERN, "orders-review")
                     }
                     ("name", "rotate_secret" | "enable") => (NAME_PATTERN, "orders-hook"),
+                    ("id", _) => ("^[0-9a-f]{32}$", "0123456789abcdef0123456789abcdef"),
                     ("name", _) => (NAME_PATTERN, "orders-workers"),
                     ("entry", "discard_dlq_entry") => ("^[0-9]+-[0-9]+$", "0-1"),
                     ("entry", _) => ("^[0-9]+-[0-9]+$", "0-0"),

@@ -40,6 +40,8 @@ pub fn status_for_code(code: ErrorCode) -> StatusCode {
         | ErrorCode::SchemaViolation
         | ErrorCode::InvalidSchema => StatusCode::BAD_REQUEST,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -160,12 +162,19 @@ impl IntoResponse for ApiError {
             tracing::error!(code = %self.code, detail = %self.detail, "request failed");
         }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
-        (
+        let mut resp = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if self.code == ErrorCode::Unauthorized {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"crmbus\""),
+            );
+        }
+        resp
     }
 }
 

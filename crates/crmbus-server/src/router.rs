@@ -2,7 +2,7 @@
 //! unknown routes, request metrics and the body size limit.
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::state::Shared;
@@ -98,11 +98,21 @@ pub fn router(state: Shared) -> Router {
             "/v1/schemas/{type}/check",
             post(routes::schemas::check_schema),
         )
+        .route(
+            "/v1/keys",
+            post(routes::keys::create_key).get(routes::keys::list_keys),
+        )
+        .route("/v1/keys/{id}", delete(routes::keys::revoke_key))
         .route("/v1/cluster", get(routes::ops::cluster))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/openapi.json", get(openapi::openapi))
+        // Every route above needs the key its rule says (the fallback's 404 does not).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::check::check,
+        ))
         .fallback(routes::ops::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .layer(DefaultBodyLimit::max(limit))

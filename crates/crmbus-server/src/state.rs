@@ -12,8 +12,10 @@ use crate::subscriptions::Subscriptions;
 pub struct AppState {
     /// The bus publishing goes through.
     pub bus: EventBus,
-    /// Pull subscriptions.
+    /// Subscriptions.
     pub subs: Subscriptions,
+    /// API keys and when they are needed.
+    pub auth: crate::auth::gate::Auth,
     /// The schema registry (validation at publish when `schemas.validate` is on).
     pub schemas: Arc<crmbus_schema::SchemaRegistry>,
     /// The configuration the server runs with.

@@ -280,6 +280,11 @@ impl Subscriptions {
         }
     }
 
+    /// The topic of subscription `name`, if it exists.
+    pub fn topic_of(&self, name: &str) -> Option<String> {
+        self.entries.locked().get(name).map(|e| e.topic.clone())
+    }
+
     /// This server's cluster membership, if it is in one.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()

@@ -21,7 +21,8 @@ use chrono::{DateTime, FixedOffset};
 use crmbus::{BackendKind, Event, EventData};
 use crmbus_server::cloudevents::{events_from_request, BATCH, STRUCTURED};
 use crmbus_server::config::{
-    Config, ConfigError, DurabilitySetting, SchemasSection, ServerSection, StorageSection,
+    AuthMode, AuthSection, Config, ConfigError, DurabilitySetting, SchemasSection, ServerSection,
+    StorageSection,
 };
 use crmbus_server::ApiError;
 use proptest::prelude::*;
@@ -651,6 +652,7 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("ca_file", Kind::Text),
         ],
     ),
+    ("auth", &[("mode", Kind::Text)]),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -775,13 +777,16 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 }
             },
         );
-    (server, storage, schemas, cluster, push).prop_map(
-        |(server, storage, schemas, cluster, push)| Config {
+    let auth = prop::sample::select(vec![AuthMode::Auto, AuthMode::Keys, AuthMode::None])
+        .prop_map(|mode| AuthSection { mode });
+    (server, storage, schemas, cluster, push, auth).prop_map(
+        |(server, storage, schemas, cluster, push, auth)| Config {
             server,
             storage,
             schemas,
             cluster,
             push,
+            auth,
             outbox: Vec::new(),
         },
     )
@@ -842,6 +847,7 @@ fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
     match (kind, v) {
         (Kind::Text, toml::Value::String(s)) => {
             matches!(key, "listen" | "backend" | "durability")
+                || (key == "mode" && !matches!(s.as_str(), "auto" | "keys" | "none"))
                 || (key == "advertise_url"
                     && !s.is_empty()
                     && !url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))

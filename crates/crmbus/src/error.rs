@@ -173,6 +173,10 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The server is stopping.
     ShuttingDown,
+    /// No API key, or one that is not valid (unknown, revoked, expired).
+    Unauthorized,
+    /// A valid API key without the scope the request needs.
+    Forbidden,
     /// A failure inside the server.
     Internal,
 }
@@ -208,6 +212,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",
         }
     }
@@ -259,6 +265,8 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::ShuttingDown,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
             ErrorCode::Internal,
         ] {
             let v = serde_json::to_value(code).ok();

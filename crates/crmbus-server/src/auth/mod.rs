@@ -1,11 +1,12 @@
 //! Authentication and authorization (issue 18, in progress): API keys and their scopes.
 //!
-//! This first step holds the parts that decide, not yet their use by the router: what a
-//! scope grants ([`scope`]), what each route needs ([`rules`]) and the key store
-//! ([`keys`]): keys made and shown once, stored as a keyed hash, listed without secrets,
-//! revoked, expiring. The request check, the key routes, the CLI and the secure defaults
-//! come next.
+//! What a scope grants ([`scope`]), what each route needs ([`rules`]), the key store
+//! ([`keys`]: keys made and shown once, stored as a keyed hash, listed without secrets,
+//! revoked, expiring), when keys are needed ([`gate`]) and the request check every route
+//! goes through ([`check`]).
 
+pub mod check;
+pub mod gate;
 pub mod keys;
 pub mod rules;
 pub mod scope;

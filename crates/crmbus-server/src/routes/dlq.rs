@@ -164,7 +164,13 @@ pub async fn redrive_dlq(
         if !headers.contains_key(FORWARDED_HEADER) {
             let path = format!("/v1/subscriptions/{name}/dlq/redrive");
             for (status, answer) in cluster
-                .forward_to_others(reqwest::Method::POST, &path, Some(&body), &who)
+                .forward_to_others(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(&body),
+                    &who,
+                    headers.get(axum::http::header::AUTHORIZATION),
+                )
                 .await?
             {
                 if status != 200 {
@@ -204,7 +210,13 @@ pub async fn discard_dlq_entry(
         if !headers.contains_key(FORWARDED_HEADER) {
             let path = format!("/v1/subscriptions/{name}/dlq/{entry}");
             for (status, answer) in cluster
-                .forward_to_others(reqwest::Method::DELETE, &path, None, &who)
+                .forward_to_others(
+                    reqwest::Method::DELETE,
+                    &path,
+                    None,
+                    &who,
+                    headers.get(axum::http::header::AUTHORIZATION),
+                )
                 .await?
             {
                 match status {

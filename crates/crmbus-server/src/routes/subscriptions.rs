@@ -172,7 +172,7 @@ pub async fn ack(
     };
     for (member, ids) in remote {
         let body = serde_json::json!({ "ack_ids": ids });
-        forward_settle(&app, &member, &name, "ack", body, &mut out).await?;
+        forward_settle(&app, &headers, &member, &name, "ack", body, &mut out).await?;
     }
     Ok(Json(out))
 }
@@ -208,6 +208,7 @@ fn split_by_server(
 /// to `out`.
 async fn forward_settle(
     app: &Shared,
+    headers: &HeaderMap,
     member: &str,
     name: &str,
     action: &str,
@@ -218,7 +219,13 @@ async fn forward_settle(
         return Ok(());
     };
     match cluster
-        .forward_settle(member, name, action, body.clone())
+        .forward_settle(
+            member,
+            name,
+            action,
+            body.clone(),
+            headers.get(axum::http::header::AUTHORIZATION),
+        )
         .await
     {
         Ok(r) => {
@@ -274,7 +281,7 @@ pub async fn nack(
             error: req.error.clone(),
         })
         .unwrap_or(Value::Null);
-        forward_settle(&app, &member, &name, "nack", body, &mut out).await?;
+        forward_settle(&app, &headers, &member, &name, "nack", body, &mut out).await?;
     }
     Ok(Json(out))
 }

@@ -79,6 +79,18 @@ impl TestServer {
         status_json(r).await
     }
 
+    /// A GET with an API key.
+    pub async fn get_with(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET");
+        status_json(r).await
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .client

@@ -1,0 +1,131 @@
+//! The request check: the middleware every matched route goes through. It finds the
+//! route's [`Rule`], decides whether keys are needed at all ([`super::gate::Auth`]), reads
+//! the `Authorization: Bearer crmbus_…` key, and answers 401 (no key, or one that is not
+//! valid) or 403 (naming the scope the request needs) as problem documents. A request it
+//! lets through carries the key's name as its audit actor (`x-crmbus-actor`).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use crmbus::ErrorCode;
+
+use super::keys::{AuthError, KeyRecord};
+use super::rules::{path_param, rule_for, Rule};
+use super::scope::{granted, Permission};
+use crate::problem::ApiError;
+use crate::state::Shared;
+
+/// The key of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, key) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    Ok(key.trim())
+}
+
+fn unauthorized(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Store(m) => ApiError::new(ErrorCode::Unavailable, m),
+        e => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+    }
+}
+
+fn forbidden(record: &KeyRecord, needed: &Permission) -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "this request needs the scope '{needed}' (or admin); the key '{}' has: {}",
+            record.name,
+            record.scopes.join(", ")
+        ),
+    )
+}
+
+/// The permissions a request under `rule` needs.
+fn needed(app: &Shared, rule: Rule, template: &str, req: &Request) -> Vec<Permission> {
+    let path = req.uri().path();
+    match rule {
+        Rule::Open | Rule::AnyKey => Vec::new(),
+        Rule::Admin => vec![Permission::Admin],
+        Rule::Topic(access) => {
+            vec![access.on(&path_param(template, path, "topic").unwrap_or_default())]
+        }
+        Rule::Subscription(access) => {
+            // An unknown subscription's topic is none: only admin or a `*` scope passes,
+            // and the route answers 404.
+            let name = path_param(template, path, "name").unwrap_or_default();
+            vec![access.on(&app.subs.topic_of(&name).unwrap_or_default())]
+        }
+        Rule::QueryTopics => {
+            let topics = crate::extract::query_values(req.uri().query(), "topic");
+            if topics.is_empty() {
+                vec![Permission::Publish(String::new())]
+            } else {
+                topics
+                    .iter()
+                    .map(|t| Permission::Publish(t.clone()))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Checks `req` against its route's rule (see the module's documentation).
+pub async fn check(
+    State(app): State<Shared>,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(template) = matched.map(|m| m.as_str().to_string()) else {
+        return next.run(req).await;
+    };
+    match authorize(&app, &template, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<(), ApiError> {
+    let rule = rule_for(req.method().as_str(), template).unwrap_or(Rule::Admin);
+    if rule == Rule::Open || !app.auth.required().await? {
+        return Ok(());
+    }
+    let key = bearer(req.headers()).map_err(unauthorized)?;
+    let now = app.auth.clock().now_micros();
+    let (record, scopes) = app
+        .auth
+        .keys
+        .authenticate(key, now)
+        .await
+        .map_err(unauthorized)?;
+    for n in needed(app, rule, template, req) {
+        if !granted(&scopes, &n) {
+            return Err(forbidden(&record, &n));
+        }
+    }
+    // The key names who acts in audit records; a name the caller gives is kept beside it.
+    let claimed = req
+        .headers()
+        .get("x-crmbus-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let name = &record.name;
+    let actor = match claimed {
+        // Already this key's (a request another server forwarded).
+        Some(c) if c == *name || c.starts_with(&format!("{name} (")) => c,
+        Some(c) => format!("{name} ({c})"),
+        None => name.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&actor) {
+        req.headers_mut().insert("x-crmbus-actor", v);
+    }
+    Ok(())
+}
