@@ -41,6 +41,7 @@ pub mod problem;
 pub mod pull;
 pub mod push;
 pub mod render;
+pub mod request_auth;
 pub mod router;
 pub mod routes;
 pub mod state;

@@ -111,7 +111,7 @@ pub fn router(state: Shared) -> Router {
         // Every route above needs the key its rule says (the fallback's 404 does not).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::check::check,
+            crate::request_auth::check,
         ))
         .fallback(routes::ops::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track_requests))

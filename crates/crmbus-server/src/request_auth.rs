@@ -1,5 +1,5 @@
 //! The request check: the middleware every matched route goes through. It finds the
-//! route's [`Rule`], decides whether keys are needed at all ([`super::gate::Auth`]), reads
+//! route's [`Rule`], decides whether keys are needed at all ([`crate::auth::gate::Auth`]), reads
 //! the `Authorization: Bearer crmbus_…` key, and answers 401 (no key, or one that is not
 //! valid) or 403 (naming the scope the request needs) as problem documents. A request it
 //! lets through carries the key's name as its audit actor (`x-crmbus-actor`).
@@ -10,9 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use crmbus::ErrorCode;
 
-use super::keys::{AuthError, KeyRecord};
-use super::rules::{path_param, rule_for, Rule};
-use super::scope::{granted, Permission};
+use crate::auth::keys::{AuthError, KeyRecord};
+use crate::auth::rules::{path_param, rule_for, Rule};
+use crate::auth::scope::{granted, Permission};
 use crate::problem::ApiError;
 use crate::state::Shared;
 
