@@ -106,6 +106,9 @@ impl Server {
         );
         // Decided before the address is bound: a server that may not serve there does not
         // listen there even for a moment.
+        if config.auth.mode != AuthMode::None {
+            auth.keys.prepare().await?;
+        }
         let loopback = config.listen_addr().is_ok_and(|a| a.ip().is_loopback());
         let addr = &config.server.listen;
         match config.auth.mode {

@@ -83,8 +83,14 @@ pub async fn check(
     mut req: Request,
     next: Next,
 ) -> Response {
+    // Installed as a route layer, it always sees a matched route; if it ever did not, it
+    // would not know what to check: refused rather than let through.
     let Some(template) = matched.map(|m| m.as_str().to_string()) else {
-        return next.run(req).await;
+        return ApiError::new(
+            ErrorCode::Internal,
+            "the request check ran without a matched route",
+        )
+        .into_response();
     };
     match authorize(&app, &template, &mut req).await {
         Ok(()) => next.run(req).await,
@@ -93,7 +99,12 @@ pub async fn check(
 }
 
 async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<(), ApiError> {
-    let rule = rule_for(req.method().as_str(), template).unwrap_or(Rule::Admin);
+    // HEAD is a GET without its body.
+    let method = match req.method().as_str() {
+        "HEAD" => "GET",
+        m => m,
+    };
+    let rule = rule_for(method, template).unwrap_or(Rule::Admin);
     if rule == Rule::Open || !app.auth.required().await? {
         return Ok(());
     }
@@ -124,8 +135,24 @@ async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<()
         Some(c) => format!("{name} ({c})"),
         None => name.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&actor) {
-        req.headers_mut().insert("x-crmbus-actor", v);
+    match HeaderValue::from_str(&actor) {
+        Ok(v) => {
+            req.headers_mut().insert("x-crmbus-actor", v);
+        }
+        // Never the caller's own claim alone.
+        Err(_) => {
+            if let Ok(v) = HeaderValue::from_str(name) {
+                req.headers_mut().insert("x-crmbus-actor", v);
+            }
+        }
     }
+    req.extensions_mut().insert(Caller { key: record });
     Ok(())
+}
+
+/// The key a request was let through with (absent when keys were not needed).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's record.
+    pub key: KeyRecord,
 }

@@ -133,6 +133,10 @@ async fn every_route_answers_each_kind_of_key_as_its_rule_says() {
         .expect("revoke");
     assert_eq!(r.status().as_u16(), 204);
     clock.advance(Duration::from_secs(2 * 3600));
+    // The admin key's id with another key's secret.
+    let admin_id = admin.split('_').nth(1).expect("id");
+    let other_secret = keys.no_admin.splitn(3, '_').nth(2).expect("secret");
+    let forged = format!("crmbus_{admin_id}_{other_secret}");
 
     let doc = s.get("/openapi.json").await.1;
     let mut checked = 0;
@@ -176,7 +180,12 @@ async fn every_route_answers_each_kind_of_key_as_its_rule_says() {
             assert_eq!(
                 send(Some("crmbus_forged")).await,
                 401,
-                "{what} with a forged key"
+                "{what} with a malformed key"
+            );
+            assert_eq!(
+                send(Some(&forged)).await,
+                401,
+                "{what} with a forged secret"
             );
             let (wrong_scope, wrong_topic, right) = match rule {
                 Rule::Admin => (Some(&keys.no_admin), None, &keys.admin),
@@ -383,4 +392,55 @@ async fn off_loopback_a_server_needs_a_key_or_mode_none_and_mode_keys_needs_one_
     assert_eq!(st, 401);
     let (st, _) = s.get("/healthz").await;
     assert_eq!(st, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_key_is_made_once_and_head_of_an_open_route_needs_none() {
+    let s = TestServer::start("embedded", &[]).await;
+    let head = |s: &TestServer| {
+        let r = s.client.head(s.url("/healthz")).send();
+        async move { r.await.expect("HEAD").status().as_u16() }
+    };
+    assert_eq!(head(&s).await, 200);
+    // Two first keys asked for at once: one is made.
+    let ask = |name: &str| {
+        s.client
+            .post(s.url("/v1/keys"))
+            .json(&json!({"name": name, "scopes": ["admin"]}))
+            .send()
+    };
+    let (a, b) = tokio::join!(ask("first"), ask("second"));
+    let mut statuses = [
+        a.expect("a").status().as_u16(),
+        b.expect("b").status().as_u16(),
+    ];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 401]);
+    let (st, _) = s.get("/v1/keys").await;
+    assert_eq!(st, 401, "keys are needed now");
+    assert_eq!(head(&s).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_last_key_keeps_every_route_closed() {
+    let s = TestServer::start("embedded", &[]).await;
+    let made = make_key(&s, None, "only", json!({"scopes": ["admin"]})).await;
+    let key = made["key"].as_str().expect("key");
+    let id = made["id"].as_str().expect("id");
+    let r = s
+        .client
+        .delete(s.url(&format!("/v1/keys/{id}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status().as_u16(), 204);
+    // Past the server's one-second memory of whether keys exist.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (st, _) = s.get("/v1/topics").await;
+    assert_eq!(st, 401, "no working key, and still closed");
+    let (st, _) = s
+        .post("/v1/keys", json!({"name": "again", "scopes": ["admin"]}))
+        .await;
+    assert_eq!(st, 401, "no second bootstrap");
 }

@@ -1,6 +1,5 @@
 //! When requests need a key: the server's [`Auth`] (its key store, its `[auth] mode`, and
-//! a short-lived memory of whether a working key exists, so that a publish does not
-//! read the key list).
+//! a memory of whether any key exists, so that a publish does not read the key list).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,8 +11,17 @@ use super::keys::KeyStore;
 use crate::config::AuthMode;
 use crate::problem::ApiError;
 
-/// How long the answer to "does a working key exist?" is reused.
-const ACTIVE_FOR: Duration = Duration::from_secs(1);
+/// How long the answer to "does any key exist?" is reused.
+const EXISTS_FOR: Duration = Duration::from_secs(1);
+
+/// The remembered answer of [`Auth::required`].
+#[derive(Default)]
+struct Remembered {
+    /// Whether a key existed, and when that was read.
+    answer: Option<(Instant, bool)>,
+    /// Bumped by every change here: a read that began before a change is not kept.
+    generation: u64,
+}
 
 /// The server's keys and when they are needed.
 pub struct Auth {
@@ -21,8 +29,10 @@ pub struct Auth {
     pub keys: KeyStore,
     mode: AuthMode,
     clock: Arc<dyn Clock>,
-    /// Whether a working key exists, as last read, and when.
-    active: Mutex<Option<(Instant, bool)>>,
+    remembered: Mutex<Remembered>,
+    /// Held while a key is made without one (the first key): two such requests at once
+    /// make one key, not two.
+    pub bootstrap: tokio::sync::Mutex<()>,
 }
 
 impl Auth {
@@ -32,30 +42,48 @@ impl Auth {
             keys,
             mode,
             clock,
-            active: Mutex::new(None),
+            remembered: Mutex::new(Remembered::default()),
+            bootstrap: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Whether requests need a key now.
+    /// The `[auth] mode` the server runs with.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Whether requests need a key now. In `auto` mode: once any key was ever made —
+    /// revoked and expired ones count, so revoking or outliving the last key never opens
+    /// the server again.
     pub async fn required(&self) -> Result<bool, ApiError> {
         match self.mode {
             AuthMode::None => return Ok(false),
             AuthMode::Keys => return Ok(true),
             AuthMode::Auto => {}
         }
-        if let Some((at, active)) = *self.active.locked() {
-            if at.elapsed() < ACTIVE_FOR {
-                return Ok(active);
+        let generation = {
+            let r = self.remembered.locked();
+            if let Some((at, exists)) = r.answer {
+                // Once keys exist they always will: no need to read again.
+                if exists || at.elapsed() < EXISTS_FOR {
+                    return Ok(exists);
+                }
             }
+            r.generation
+        };
+        let exists = self.keys.any_exists().await?;
+        let mut r = self.remembered.locked();
+        if r.generation == generation {
+            r.answer = Some((Instant::now(), exists));
         }
-        let active = self.keys.any_active(self.clock.now_micros()).await?;
-        *self.active.locked() = Some((Instant::now(), active));
-        Ok(active)
+        Ok(exists)
     }
 
-    /// Forgets the cached answer of [`Auth::required`] (a key was made or revoked here).
+    /// Forgets the remembered answer of [`Auth::required`] (a key was made here).
     pub fn changed(&self) {
-        *self.active.locked() = None;
+        let mut r = self.remembered.locked();
+        r.answer = None;
+        r.generation += 1;
     }
 
     /// The clock keys expire by.

@@ -202,7 +202,18 @@ impl KeyStore {
         Ok(out)
     }
 
-    /// Whether any key that still works exists (once one does, every request needs one).
+    /// Whether any key was ever made (revoked and expired ones included).
+    pub async fn any_exists(&self) -> Result<bool, LogError> {
+        Ok(!self.state.scan(NAMESPACE, "").await?.is_empty())
+    }
+
+    /// Makes the installation's hashing key now if it has none (at server start, so that
+    /// keys made at once later share one).
+    pub async fn prepare(&self) -> Result<(), LogError> {
+        self.pepper(true).await.map(|_| ())
+    }
+
+    /// Whether any key that still works exists.
     pub async fn any_active(&self, now_us: i64) -> Result<bool, LogError> {
         Ok(self
             .list()

@@ -91,13 +91,11 @@ pub fn rule_for(method: &str, template: &str) -> Option<Rule> {
 pub fn path_param(template: &str, path: &str, name: &str) -> Option<String> {
     let want = format!("{{{name}}}");
     let i = template.split('/').position(|seg| seg == want)?;
-    // As a path decodes: `+` is a plus, not a space.
-    let raw = path.split('/').nth(i)?.replace('+', "%2B");
+    let raw = path.split('/').nth(i)?;
     Some(
-        url::form_urlencoded::parse(format!("v={raw}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_else(|| raw.to_string()),
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned(),
     )
 }
 
@@ -124,6 +122,11 @@ mod tests {
             Some("erp.sync".into())
         );
         assert_eq!(path_param("/v1/topics", "/v1/topics", "topic"), None);
+        // As the router decodes a path: `&`, `+` and `=` are themselves.
+        assert_eq!(
+            path_param("/v1/topics/{topic}", "/v1/topics/de&a+l=s", "topic"),
+            Some("de&a+l=s".into())
+        );
     }
 
     #[test]

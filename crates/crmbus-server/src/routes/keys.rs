@@ -6,14 +6,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use crmbus::ErrorCode;
 
 use crate::api::{CreateKeyRequest, CreatedKey, KeyList, KeyView};
 use crate::auth::keys::KeyRecord;
 use crate::auth::scope::Scope;
+use crate::config::AuthMode;
 use crate::extract::{json_body, parse_time};
 use crate::problem::{ApiError, Problem};
+use crate::request_auth::Caller;
 use crate::state::Shared;
 
 fn rfc3339(us: i64) -> String {
@@ -47,9 +50,25 @@ fn key_view(r: &KeyRecord) -> KeyView {
 )]
 pub async fn create_key(
     State(app): State<Shared>,
+    caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let req: CreateKeyRequest = json_body(body)?;
+    // Let through without a key: the first key, made one at a time, and only while none
+    // exists (another request may have made it since this one was checked).
+    let _bootstrap = match (&caller, app.auth.mode()) {
+        (None, AuthMode::Auto) => {
+            let guard = app.auth.bootstrap.lock().await;
+            if app.auth.keys.any_exists().await? {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "a key exists now: making another needs an admin key (Authorization: Bearer crmbus_…)",
+                ));
+            }
+            Some(guard)
+        }
+        _ => None,
+    };
     let mut scopes = Vec::new();
     for s in &req.scopes {
         scopes.push(
