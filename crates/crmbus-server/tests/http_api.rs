@@ -528,7 +528,11 @@ async fn nack_with_delay_redelivers_after_the_delay() {
     let got = pull(&s, "mailer", 1, 5000).await;
     assert_eq!(got.len(), 1);
     let id = got[0]["ack_id"].as_str().expect("ack id");
-    let started = std::time::Instant::now();
+    // Retry deadlines are wall-clock times (they are kept across restarts), so the delay
+    // is measured on the wall clock too: a monotonic clock drifts from it when the
+    // system's time is stepped (a VM restored from a snapshot), and a wall-clock step
+    // forward rightly brings a due retry nearer.
+    let started = std::time::SystemTime::now();
     let (st, body) = s
         .post(
             "/v1/subscriptions/mailer/nack",
@@ -541,7 +545,13 @@ async fn nack_with_delay_redelivers_after_the_delay() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0]["attempt"], 2);
     // Correctness, not timing: it must not come back before the delay asked for.
-    assert!(started.elapsed() >= Duration::from_millis(800));
+    let waited = std::time::SystemTime::now()
+        .duration_since(started)
+        .unwrap_or_default();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "redelivered after {waited:?}"
+    );
     s.stop().await;
 }
 
