@@ -8,6 +8,7 @@
 //!
 //! Integers are read the way JSON Schema counts them ([`whole`]): `5.0` is the integer 5.
 
+pub mod audit;
 pub mod cluster;
 pub mod dlq;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod subscriptions;
 pub mod topics;
 pub mod whole;
 
+pub use audit::*;
 pub use cluster::*;
 pub use dlq::*;
 pub use events::*;

@@ -1,5 +1,6 @@
 //! `crmbus`: the command-line tool of crmbus.
 
+mod audit;
 mod client;
 mod cluster;
 mod consume;
@@ -60,6 +61,9 @@ enum Command {
     /// API keys: create (printed once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The server's audit log: admin actions, dead-letter actions, key changes, refused
+    /// requests (admin key).
+    Audit(audit::AuditArgs),
     /// The servers sharing a backend: `cluster status`.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -101,6 +105,7 @@ fn main() -> std::process::ExitCode {
         Command::Outbox(cmd) => outbox::run(cmd),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

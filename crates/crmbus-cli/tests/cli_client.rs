@@ -496,3 +496,135 @@ fn keys_are_made_listed_revoked_and_sent_with_api_key() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("revoked"), "{err}");
 }
+
+/// The key printed by `crmbus keys create` (the line that says it is shown once).
+fn printed_key(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.split("CRMBUS_API_KEY): ").nth(1))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_first_key_can_be_made_offline_on_the_data_directory_and_is_audited() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().expect("utf8 path");
+    // Before the server ever ran: the directory is made.
+    let out = Command::new(BIN)
+        .args([
+            "keys",
+            "create",
+            "root",
+            "--scope",
+            "admin",
+            "--data-dir",
+            data_arg,
+        ])
+        .output()
+        .expect("run crmbus");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = printed_key(&String::from_utf8_lossy(&out.stdout));
+    assert!(key.starts_with("crmbus_"), "{out:?}");
+    let s = Serve::start_in(dir, &data, &[]);
+    // The server has a key now: requests need one.
+    let refused = s.run(&["topics", "list"]);
+    assert!(!refused.status.success());
+    s.ok(&["topics", "create", "deals", "--api-key", &key]);
+    // While the server runs, the directory is its own.
+    let busy = Command::new(BIN)
+        .args([
+            "keys",
+            "create",
+            "late",
+            "--scope",
+            "admin",
+            "--data-dir",
+            data_arg,
+        ])
+        .output()
+        .expect("run crmbus");
+    assert!(!busy.status.success());
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(err.contains("in use"), "{err}");
+    // Both actions are in the audit log, the offline one first.
+    let audit = s.json(&["audit", "--api-key", &key]);
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries[0]["action"], "keys.create", "{audit}");
+    assert_eq!(entries[0]["actor"], "offline");
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "POST /v1/topics" && e["actor"] == "root"));
+    let table = s.ok(&["audit", "--api-key", &key]);
+    assert!(
+        table.contains("POST /v1/topics") && table.contains("offline"),
+        "{table}"
+    );
+}
+
+#[test]
+fn keys_never_appear_in_the_server_log_or_in_answers_after_creation() {
+    let s = Serve::start_with(&[("CRMBUS_LOG", "debug")]);
+    let root = printed_key(&s.ok(&["keys", "create", "root", "--scope", "admin"]));
+    let made = s.json(&[
+        "keys",
+        "create",
+        "erp",
+        "--scope",
+        "publish:deals",
+        "--api-key",
+        &root,
+    ]);
+    let erp = made["key"].as_str().expect("key").to_string();
+    let erp_id = made["id"].as_str().expect("id").to_string();
+    s.ok(&["topics", "create", "deals", "--api-key", &root]);
+    s.ok(&[
+        "publish",
+        "--topic",
+        "deals",
+        "--type",
+        "note.added",
+        "--subject",
+        "deal/1",
+        "--data",
+        "{}",
+        "--api-key",
+        &erp,
+    ]);
+    // Refused: the wrong scope, a forged secret on a real id, then revoked.
+    assert!(!s
+        .run(&["topics", "delete", "deals", "--api-key", &erp])
+        .status
+        .success());
+    let forged = format!("crmbus_{erp_id}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    assert!(!s
+        .run(&["topics", "list", "--api-key", &forged])
+        .status
+        .success());
+    s.ok(&["keys", "revoke", &erp_id, "--api-key", &root]);
+    assert!(!s
+        .run(&["topics", "list", "--api-key", &erp])
+        .status
+        .success());
+    let listed = s.ok(&["keys", "list", "--json", "--api-key", &root]);
+    let audit = s.ok(&["audit", "--json", "--all", "--api-key", &root]);
+    let secret = |k: &str| k.splitn(3, '_').nth(2).expect("secret").to_string();
+    for k in [&root, &erp] {
+        assert!(!listed.contains(&secret(k)), "a key in the listing");
+        assert!(!audit.contains(&secret(k)), "a key in the audit log");
+    }
+    let log = s.log.lock().expect("log").join("\n");
+    // The log is there (debug), and names the keys by id, never by secret.
+    assert!(log.contains(&erp_id), "{log}");
+    for k in [&root, &erp, &forged] {
+        assert!(
+            !log.contains(&secret(k)),
+            "a key's secret in the server log:\n{log}"
+        );
+    }
+}

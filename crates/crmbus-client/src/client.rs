@@ -2,13 +2,13 @@
 
 use bytes::Bytes;
 use crmbus_api::{
-    AckRequest, AckResponse, AuditList, CheckView, CompatibilityRequest, CompatibilityView,
-    CreateKeyRequest, CreateSubscriptionRequest, CreateTopicRequest, CreatedKey, DlqEntryView,
-    DlqList, DlqQuery, Health, KeyList, LiveQuery, NackRequest, Problem, PublishResponse,
-    PullRequest, PullResponse, ReadQuery, ReadResponse, RedriveRequest, RedriveResponse,
-    RegistrationView, RotateSecretRequest, SchemaList, SchemaRequest, SchemaVersionView,
-    SeekRequest, SeekResponse, SubscriptionList, SubscriptionView, TopicList, TopicView,
-    ValidationView,
+    AckRequest, AckResponse, AuditList, AuditLogPage, AuditLogQuery, CheckView,
+    CompatibilityRequest, CompatibilityView, CreateKeyRequest, CreateSubscriptionRequest,
+    CreateTopicRequest, CreatedKey, DlqEntryView, DlqList, DlqQuery, Health, KeyList, LiveQuery,
+    NackRequest, Problem, PublishResponse, PullRequest, PullResponse, ReadQuery, ReadResponse,
+    RedriveRequest, RedriveResponse, RegistrationView, RotateSecretRequest, SchemaList,
+    SchemaRequest, SchemaVersionView, SeekRequest, SeekResponse, SubscriptionList,
+    SubscriptionView, TopicList, TopicView, ValidationView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -362,6 +362,16 @@ impl Client {
     /// Revokes API key `id`.
     pub async fn revoke_key(&self, id: &str) -> Result<(), ClientError> {
         self.delete(&routes::key(id), None).await
+    }
+
+    /// A page of the server's audit log (admin): entries after `query.after`, oldest
+    /// first.
+    pub async fn server_audit(&self, query: &AuditLogQuery) -> Result<AuditLogPage, ClientError> {
+        self.json(
+            self.request(Method::GET, routes::AUDIT).query(query),
+            routes::AUDIT,
+        )
+        .await
     }
 
     // Dead letters.

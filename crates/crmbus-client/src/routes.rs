@@ -101,6 +101,8 @@ pub fn readyz() -> String {
 
 /// `/v1/keys`.
 pub const KEYS: &str = "/v1/keys";
+/// The audit log.
+pub const AUDIT: &str = "/v1/audit";
 
 /// `/v1/keys/{id}`.
 pub fn key(id: &str) -> String {

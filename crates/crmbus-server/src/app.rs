@@ -9,12 +9,14 @@ use crmbus::{EventBus, LogError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::AuditLog;
 use crate::auth::gate::Auth;
 use crate::auth::keys::KeyStore;
 use crate::cluster::Cluster;
 use crate::config::AuthMode;
 use crate::config::Config;
 use crate::push::Push;
+use crate::rate_limit::RateLimits;
 use crate::router::router;
 use crate::state::AppState;
 use crate::subscriptions::Subscriptions;
@@ -188,14 +190,41 @@ impl Server {
             relays.push(tokio::spawn(async move { relay.run(stopping).await }));
         }
         let grace = Duration::from_millis(config.server.shutdown_timeout_ms);
+        let audit = AuditLog::new(
+            Arc::clone(&opened.state),
+            Arc::clone(&clock),
+            config.audit.clone(),
+        );
+        let limits = RateLimits::new(&config.limits);
         let state = Arc::new(AppState {
             bus: bus.clone(),
             subs,
             auth,
+            audit,
+            limits,
             schemas,
             config,
             stopping: stopping.clone(),
         });
+        // Hourly upkeep: the audit log's retention, and rate-limit buckets that are idle.
+        let upkeep = {
+            let state = Arc::downgrade(&state);
+            let mut stopping = stopping.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Some(s) = state.upgrade() else { return };
+                    if let Err(e) = s.audit.prune().await {
+                        tracing::warn!(error = %e, "pruning the audit log");
+                    }
+                    s.limits.forget_idle();
+                    drop(s);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                }
+            })
+        };
         // A webhook that answered 410 Gone asks here for its subscription to be disabled
         // (the handler cannot stop its own engine).
         let disabler = {
@@ -232,6 +261,8 @@ impl Server {
         let app = router(Arc::clone(&state));
         let task = tokio::spawn(async move {
             let mut wait_stop = stopping.clone();
+            // The caller's address goes into audit entries.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = wait_stop.wait_for(|s| *s).await;
             });
@@ -251,6 +282,7 @@ impl Server {
                 let _ = relay.await;
             }
             let _ = disabler.await;
+            let _ = upkeep.await;
             if let Some(r) = reconciler {
                 let _ = r.await;
             }

@@ -31,6 +31,19 @@
 //! lease_ttl_ms = 5000            # a dead server's partitions move within this
 //! advertise_url = ""             # how other servers reach this one (default http://<listen>)
 //!
+//! [auth]
+//! mode = "auto"                  # auto (keys once one exists; required off loopback) | keys | none
+//!
+//! [limits]                       # 0 turns a limit off (the default)
+//! key_requests_per_second = 0    # each API key's sustained request rate (429 over it)
+//! key_burst = 0                  # requests at once above the rate (0: a second's worth)
+//! topic_events_per_second = 0    # each topic's sustained event rate, whoever publishes
+//! topic_burst = 0                # events at once above the rate; a larger batch is 413
+//!
+//! [audit]
+//! retention_days = 90            # 0 keeps every entry
+//! auth_failure_burst = 5         # refused requests from one address in a minute that make an entry
+//!
 //! [[outbox]]                     # any number: relay a PostgreSQL outbox into this bus
 //! name = "crm"                   # the `outbox` label of the metrics (default "default")
 //! database_url = "postgres://app@127.0.0.1:5432/crm"
@@ -50,6 +63,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Storage;
 /// `[push]` is the push targets' own section, kept beside them.
 pub use crate::push::PushSection;
+/// `[audit]` and `[limits]` are kept beside what they configure.
+pub use crate::{audit::AuditSection, rate_limit::LimitsSection};
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
@@ -99,6 +114,10 @@ pub struct Config {
     pub push: PushSection,
     /// When requests need an API key.
     pub auth: AuthSection,
+    /// Rate limits per API key and per topic.
+    pub limits: LimitsSection,
+    /// The audit log's retention, and when refused requests make an entry.
+    pub audit: AuditSection,
     /// Outbox relays run inside the server, one per `[[outbox]]` section (a database whose
     /// `crmbus_outbox` rows the server publishes into its own bus). Set in the file only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -361,6 +380,16 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("cluster", &["enabled", "lease_ttl_ms", "advertise_url"]),
     ("auth", &["mode"]),
     (
+        "limits",
+        &[
+            "key_requests_per_second",
+            "key_burst",
+            "topic_events_per_second",
+            "topic_burst",
+        ],
+    ),
+    ("audit", &["retention_days", "auth_failure_burst"]),
+    (
         "push",
         &[
             "enabled",
@@ -483,6 +512,7 @@ impl Config {
         if self.server.stream_buffer == 0 {
             return Err("server.stream_buffer must be at least 1".into());
         }
+        self.limits.check()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, outbox) in self.outbox.iter().enumerate() {
             if outbox.database_url.is_empty() {
@@ -630,6 +660,12 @@ fn env_overrides(
 fn env_value(raw: &str) -> toml::Value {
     if let Ok(i) = raw.parse::<i64>() {
         return toml::Value::Integer(i);
+    }
+    // Rates (`0.5`); `inf` and `nan` stay text, and are refused as such.
+    if let Ok(f) = raw.parse::<f64>() {
+        if f.is_finite() {
+            return toml::Value::Float(f);
+        }
     }
     match raw {
         "true" => toml::Value::Boolean(true),

@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod cloudevents;
@@ -40,7 +41,9 @@ pub mod openapi;
 pub mod problem;
 pub mod pull;
 pub mod push;
+pub mod rate_limit;
 pub mod render;
+pub mod request_audit;
 pub mod request_auth;
 pub mod router;
 pub mod routes;

@@ -127,6 +127,16 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Webhook targets disabled because their receiver answered 410 Gone, by subscription.",
     ),
     (
+        "crmbus_throttled_requests_total",
+        Kind::Counter,
+        "Requests answered 429 by a rate limit, by limit (key, topic).",
+    ),
+    (
+        "crmbus_audit_write_failures_total",
+        Kind::Counter,
+        "Audit entries that could not be written (the action was done; the error is logged).",
+    ),
+    (
         "crmbus_log_corrupt_records_total",
         Kind::Counter,
         "Damaged records found by the embedded log (never served), by topic and partition.",

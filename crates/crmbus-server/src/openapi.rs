@@ -53,6 +53,7 @@ use crate::routes;
         routes::keys::create_key,
         routes::keys::list_keys,
         routes::keys::revoke_key,
+        routes::audit::list_audit_log,
         openapi,
     ),
     tags(
@@ -64,6 +65,7 @@ use crate::routes;
         (name = "live", description = "Server-Sent Events and WebSocket streams"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "keys", description = "API keys and their scopes"),
+        (name = "audit", description = "The audit log: admin actions, dead-letter actions, key changes, refused requests"),
     )
 )]
 pub struct ApiDoc;
@@ -174,7 +176,8 @@ pub fn document() -> Value {
     doc
 }
 
-/// The bearer key scheme, and the 401 and 403 every route but the open ones may answer.
+/// The bearer key scheme, and the 401, 403 and 429 every route but the open ones may
+/// answer.
 fn security(doc: &mut Value) {
     doc["components"]["securitySchemes"] = json!({"api_key": {
         "type": "http",
@@ -201,6 +204,14 @@ fn security(doc: &mut Value) {
             responses["401"] = problem("No valid API key (none, unknown, revoked or expired)");
             responses["403"] =
                 problem("The key lacks the scope the route needs (the problem names it)");
+            let mut throttled = problem(
+                "The key is over its request rate, or the topic over its event rate ([limits])",
+            );
+            throttled["headers"] = json!({"Retry-After": {
+                "description": "Whole seconds until the request would pass",
+                "schema": {"type": "integer", "minimum": 0}
+            }});
+            responses["429"] = throttled;
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub detail: String,
     /// Violations, for invalid requests.
     pub errors: Vec<FieldError>,
+    /// When to try again (`Retry-After`, in whole seconds rounded up), if the error says.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// The HTTP status of an error code: the only mapping from codes to statuses, exhaustive
@@ -42,6 +44,7 @@ pub fn status_for_code(code: ErrorCode) -> StatusCode {
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -67,7 +70,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    /// The error answered with `Retry-After: <wait>` (whole seconds, rounded up).
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> ApiError {
+        self.retry_after = Some(wait);
+        self
     }
 
     /// A 400 `invalid_request` naming one field.
@@ -168,6 +178,11 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if self.code == ErrorCode::Unauthorized {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -57,6 +57,13 @@ pub struct ReadEvent {
     pub event: Event,
 }
 
+/// A time in microseconds since the epoch as RFC 3339 (UTC), as every answer writes times.
+pub fn rfc3339(us: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

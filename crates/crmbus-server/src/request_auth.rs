@@ -93,12 +93,24 @@ pub async fn check(
         .into_response();
     };
     match authorize(&app, &template, &mut req).await {
-        Ok(()) => next.run(req).await,
+        Ok(caller) => {
+            let mut resp = next.run(req).await;
+            // For the audit record the layer around this one writes.
+            if let Some(c) = caller {
+                resp.extensions_mut().insert(c);
+            }
+            resp
+        }
         Err(e) => e.into_response(),
     }
 }
 
-async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<(), ApiError> {
+/// Lets `req` through (with the key it came with, when keys are needed) or refuses it.
+async fn authorize(
+    app: &Shared,
+    template: &str,
+    req: &mut Request,
+) -> Result<Option<Caller>, ApiError> {
     // HEAD is a GET without its body.
     let method = match req.method().as_str() {
         "HEAD" => "GET",
@@ -106,7 +118,7 @@ async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<()
     };
     let rule = rule_for(method, template).unwrap_or(Rule::Admin);
     if rule == Rule::Open || !app.auth.required().await? {
-        return Ok(());
+        return Ok(None);
     }
     let key = bearer(req.headers()).map_err(unauthorized)?;
     let now = app.auth.clock().now_micros();
@@ -121,6 +133,7 @@ async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<()
             return Err(forbidden(&record, &n));
         }
     }
+    app.limits.request(&record.id)?;
     // The key names who acts in audit records; a name the caller gives is kept beside it.
     let claimed = req
         .headers()
@@ -135,19 +148,22 @@ async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<()
         Some(c) => format!("{name} ({c})"),
         None => name.clone(),
     };
-    match HeaderValue::from_str(&actor) {
+    // Never the caller's own claim alone.
+    let actor = match HeaderValue::from_str(&actor) {
         Ok(v) => {
             req.headers_mut().insert("x-crmbus-actor", v);
+            actor
         }
-        // Never the caller's own claim alone.
         Err(_) => {
             if let Ok(v) = HeaderValue::from_str(name) {
                 req.headers_mut().insert("x-crmbus-actor", v);
             }
+            name.clone()
         }
-    }
-    req.extensions_mut().insert(Caller { key: record });
-    Ok(())
+    };
+    let caller = Caller { key: record, actor };
+    req.extensions_mut().insert(caller.clone());
+    Ok(Some(caller))
 }
 
 /// The key a request was let through with (absent when keys were not needed).
@@ -155,4 +171,7 @@ async fn authorize(app: &Shared, template: &str, req: &mut Request) -> Result<()
 pub struct Caller {
     /// The key's record.
     pub key: KeyRecord,
+    /// Who acts, as audit records name them: the key's name, with the name the caller
+    /// gave in `x-crmbus-actor` beside it.
+    pub actor: String,
 }

@@ -104,6 +104,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/keys/{id}", delete(routes::keys::revoke_key))
         .route("/v1/cluster", get(routes::ops::cluster))
+        .route("/v1/audit", get(routes::audit::list_audit_log))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
@@ -112,6 +113,11 @@ pub fn router(state: Shared) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::request_auth::check,
+        ))
+        // Around the check, so that it sees refused requests as well as done ones.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::request_audit::record,
         ))
         .fallback(routes::ops::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track_requests))

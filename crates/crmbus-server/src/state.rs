@@ -16,6 +16,10 @@ pub struct AppState {
     pub subs: Subscriptions,
     /// API keys and when they are needed.
     pub auth: crate::auth::gate::Auth,
+    /// The audit log: admin actions, DLQ actions, key changes, bursts of refused requests.
+    pub audit: crate::audit::AuditLog,
+    /// Rate limits per key and per topic.
+    pub limits: crate::rate_limit::RateLimits,
     /// The schema registry (validation at publish when `schemas.validate` is on).
     pub schemas: Arc<crmbus_schema::SchemaRegistry>,
     /// The configuration the server runs with.

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use crmbus::cluster::{owner_of, partition_lease, Fence};
 use crmbus::delivery::{
     read_audit_log, read_dead_letters, AuditRecord, DeadLetter, DlqFilter, Filter, GroupState,
@@ -26,6 +25,7 @@ use crate::extract::{parse_time, variant};
 use crate::problem::ApiError;
 use crate::pull::PullQueue;
 use crate::push::{Gone, Push};
+use crate::render::rfc3339;
 
 /// State-store namespace of the subscription definitions.
 const NAMESPACE: &str = "server/subscriptions";
@@ -81,12 +81,6 @@ fn not_found(name: &str) -> ApiError {
         ErrorCode::SubscriptionNotFound,
         format!("subscription '{name}' does not exist"),
     )
-}
-
-fn rfc3339_us(us: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .unwrap_or_default()
-        .to_rfc3339()
 }
 
 /// The options a request asks for, every field checked (errors name the field).
@@ -243,8 +237,8 @@ pub fn dlq_view(d: &DeadLetter) -> DlqEntryView {
         offset: d.offset,
         key: d.key.clone(),
         attempts: d.attempts,
-        first_failure: rfc3339_us(d.first_failure_us),
-        last_failure: rfc3339_us(d.last_failure_us),
+        first_failure: rfc3339(d.first_failure_us),
+        last_failure: rfc3339(d.last_failure_us),
         last_error: d.last_error.clone(),
         recent_errors: d.recent_errors.clone(),
         held: d.held,
@@ -1105,7 +1099,7 @@ impl Subscriptions {
             return;
         }
         w.disabled = Some(DisabledTarget {
-            at: rfc3339_us(at_us),
+            at: rfc3339(at_us),
             reason: gone.detail.clone(),
         });
         if let Err(e) = Self::stop(&mut r).await {

@@ -653,6 +653,22 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("auth", &[("mode", Kind::Text)]),
+    (
+        "limits",
+        &[
+            ("key_requests_per_second", Kind::Rate),
+            ("key_burst", Kind::Number),
+            ("topic_events_per_second", Kind::Rate),
+            ("topic_burst", Kind::Number),
+        ],
+    ),
+    (
+        "audit",
+        &[
+            ("retention_days", Kind::Number),
+            ("auth_failure_burst", Kind::Number),
+        ],
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -660,6 +676,8 @@ enum Kind {
     Text,
     Number,
     Bool,
+    /// A rate: 0 (off) or a number at least 1e-6, integer or not.
+    Rate,
 }
 
 fn is_key(section: &str, key: &str) -> bool {
@@ -779,14 +797,35 @@ fn valid_config() -> impl Strategy<Value = Config> {
         );
     let auth = prop::sample::select(vec![AuthMode::Auto, AuthMode::Keys, AuthMode::None])
         .prop_map(|mode| AuthSection { mode });
-    (server, storage, schemas, cluster, push, auth).prop_map(
-        |(server, storage, schemas, cluster, push, auth)| Config {
+    let rate = prop_oneof![
+        Just(0.0),
+        1e-6..1e7_f64,
+        (1..100_000_u32).prop_map(f64::from)
+    ];
+    let limits = (rate.clone(), any::<u32>(), rate, any::<u32>()).prop_map(
+        |(key_rate, key_burst, topic_rate, topic_burst)| crmbus_server::config::LimitsSection {
+            key_requests_per_second: key_rate,
+            key_burst: u64::from(key_burst),
+            topic_events_per_second: topic_rate,
+            topic_burst: u64::from(topic_burst),
+        },
+    );
+    let audit = (any::<u32>(), any::<u32>()).prop_map(|(days, burst)| {
+        crmbus_server::config::AuditSection {
+            retention_days: u64::from(days),
+            auth_failure_burst: u64::from(burst),
+        }
+    });
+    (server, storage, schemas, cluster, push, auth, limits, audit).prop_map(
+        |(server, storage, schemas, cluster, push, auth, limits, audit)| Config {
             server,
             storage,
             schemas,
             cluster,
             push,
             auth,
+            limits,
+            audit,
             outbox: Vec::new(),
         },
     )
@@ -817,7 +856,10 @@ fn env_typed(raw: &str) -> toml::Value {
         "true" => toml::Value::Boolean(true),
         "false" => toml::Value::Boolean(false),
         _ => raw.parse::<i64>().map_or_else(
-            |_| toml::Value::String(raw.to_string()),
+            |_| match raw.parse::<f64>() {
+                Ok(f) if f.is_finite() => toml::Value::Float(f),
+                _ => toml::Value::String(raw.to_string()),
+            },
             toml::Value::Integer,
         ),
     }
@@ -854,6 +896,8 @@ fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
                 || (key == "allowed_targets" && !s.split(',').all(address_or_network))
         }
         (Kind::Bool, toml::Value::Boolean(_)) => false,
+        (Kind::Rate, toml::Value::Integer(n)) => *n < 0,
+        (Kind::Rate, toml::Value::Float(f)) => !(*f == 0.0 || (f.is_finite() && *f >= 1e-6)),
         (Kind::Number, toml::Value::Integer(n)) => {
             *n < 0
                 || (*n == 0

@@ -177,6 +177,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// A valid API key without the scope the request needs.
     Forbidden,
+    /// Over a rate limit (an API key's requests, a topic's events); try again later.
+    RateLimited,
     /// A failure inside the server.
     Internal,
 }
@@ -214,6 +216,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }
@@ -267,6 +270,7 @@ mod tests {
             ErrorCode::ShuttingDown,
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
+            ErrorCode::RateLimited,
             ErrorCode::Internal,
         ] {
             let v = serde_json::to_value(code).ok();

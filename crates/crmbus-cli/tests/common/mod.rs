@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -15,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_crmbus");
 pub struct Serve {
     pub child: Child,
     pub url: String,
+    /// Every line the server wrote to stderr (its log).
+    pub log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -26,9 +30,15 @@ impl Serve {
     /// Starts with extra environment variables (`CRMBUS_…` configuration keys).
     pub fn start_with(env: &[(&str, &str)]) -> Serve {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        Serve::start_in(dir, &data, env)
+    }
+
+    /// Starts on the data directory `data` (kept by `dir`'s owner or inside it).
+    pub fn start_in(dir: tempfile::TempDir, data: &Path, env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .arg(data)
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -50,10 +60,19 @@ impl Serve {
             before.push(line);
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let log = Arc::new(Mutex::new(before));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut l) = kept.lock() {
+                    l.push(line);
+                }
+            }
+        });
         Serve {
             child,
             url,
+            log,
             _dir: dir,
         }
     }

@@ -83,8 +83,23 @@ pub fn rule_for(method: &str, template: &str) -> Option<Rule> {
         ("PUT", "/v1/schemas/{type}/compatibility") => Admin,
         ("GET" | "POST", "/v1/keys") => Admin,
         ("DELETE", "/v1/keys/{id}") => Admin,
+        ("GET", "/v1/audit") => Admin,
         _ => return None,
     })
+}
+
+/// Whether a request to the route goes into the audit log when it succeeds: every change
+/// an admin key makes (topics, subscriptions, schemas, keys), every dead-letter redrive
+/// and discard, and a subscription's seek (it replays or skips events).
+pub fn audited(method: &str, template: &str) -> bool {
+    if matches!(method, "GET" | "HEAD") {
+        return false;
+    }
+    (method, template) == ("POST", "/v1/subscriptions/{name}/seek")
+        || matches!(
+            rule_for(method, template).unwrap_or(Rule::Admin),
+            Rule::Admin | Rule::Subscription(Access::Dlq) | Rule::Topic(Access::Dlq)
+        )
 }
 
 /// The value of the path parameter `{name}` of `template` in `path`, percent-decoded.

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{PreviousSecret, SubscriptionTarget, WebhookTarget};
 use crate::problem::ApiError;
+use crate::render::rfc3339;
 use guard::{GuardedResolver, TargetGuard};
 use signature::{SigningSecret, MASKED};
 
@@ -374,13 +375,6 @@ impl Push {
         w.secret = Some(next.text().to_string());
         Ok(())
     }
-}
-
-/// A time as RFC 3339.
-pub(crate) fn rfc3339(us: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us)
-        .unwrap_or_default()
-        .to_rfc3339()
 }
 
 /// How a masked value is shown.

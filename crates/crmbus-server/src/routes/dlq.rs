@@ -54,9 +54,7 @@ pub async fn list_audit(
         entries: records
             .into_iter()
             .map(|r| AuditEntryView {
-                at: chrono::DateTime::from_timestamp_micros(r.at_us)
-                    .unwrap_or_default()
-                    .to_rfc3339(),
+                at: crate::render::rfc3339(r.at_us),
                 who: r.who,
                 action: r.action,
                 entry: r.entry,

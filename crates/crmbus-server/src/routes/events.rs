@@ -43,6 +43,10 @@ async fn publish_to(
             }),
         ));
     }
+    // Each topic's event rate ([limits]); a refused request stores nothing.
+    for topic in &topics {
+        app.limits.publish(topic, events.len())?;
+    }
     let started = Instant::now();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let receipts: Vec<Receipt> = app.bus.publish_batch(events, &refs).await?;
@@ -99,7 +103,7 @@ async fn publish_to(
         (status = 200, description = "Every event was a duplicate: the first receipts", body = PublishResponse),
         (status = 400, description = "Invalid event(s); every violation listed, nothing written", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large, or a batch larger than the topic's burst ([limits] topic_burst)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a CloudEvents content type", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log stopped accepting writes (a failed fsync); restart needed", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk is full; nothing written, retry once space is freed", body = Problem, content_type = "application/problem+json"),
@@ -130,7 +134,7 @@ pub async fn publish(
         (status = 200, description = "Every event was a duplicate", body = PublishResponse),
         (status = 400, description = "Invalid event(s) or no topic", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A topic does not exist; nothing written", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large, or a batch larger than the topic's burst ([limits] topic_burst)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log stopped accepting writes (a failed fsync); restart needed", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk is full; nothing written, retry once space is freed", body = Problem, content_type = "application/problem+json"),
     )

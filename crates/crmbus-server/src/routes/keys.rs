@@ -19,11 +19,7 @@ use crate::problem::{ApiError, Problem};
 use crate::request_auth::Caller;
 use crate::state::Shared;
 
-fn rfc3339(us: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us)
-        .unwrap_or_default()
-        .to_rfc3339()
-}
+use crate::render::rfc3339;
 
 /// A key as listed.
 fn key_view(r: &KeyRecord) -> KeyView {

@@ -1,5 +1,6 @@
 //! The HTTP handlers, a file per group of routes.
 
+pub mod audit;
 pub mod dlq;
 pub mod events;
 pub mod keys;
