@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 pub use crmbus_client::Client;
 use serde::Serialize;
@@ -19,6 +19,10 @@ pub struct Remote {
     /// than on the command line, where `ps` shows it.
     #[arg(long, env = "CRMBUS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// A PEM file of CA certificates to trust for an https:// server (its self-signed
+    /// certificate, or a private CA's), beside the system's roots.
+    #[arg(long, env = "CRMBUS_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -29,7 +33,15 @@ impl Remote {
     /// people make (no scheme, https, a path such as /v1), each named with its source.
     pub fn client(&self) -> anyhow::Result<Client> {
         check_url(&self.url, self.source())?;
-        let client = Client::new(&self.url)?;
+        let client = match &self.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+                Client::with_ca_certs(&self.url, &pem)
+                    .with_context(|| format!("--ca-cert {}", path.display()))?
+            }
+            None => Client::new(&self.url)?,
+        };
         Ok(match &self.api_key {
             Some(k) => client.with_api_key(k.clone()),
             None => client,
@@ -48,20 +60,23 @@ impl Remote {
 /// The server's base URL is `http://HOST:PORT`; anything else gets a message that says
 /// what to change.
 fn check_url(url: &str, source: &str) -> anyhow::Result<()> {
-    if url.starts_with("https://") {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         bail!(
-            "{source} {url:?}: this crmbus CLI talks plain HTTP, which `crmbus serve` serves; use http://"
+            "{source} {url:?} has no http:// or https:// in front: give the server's base URL, like http://127.0.0.1:7480"
         );
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!(
-            "{source} {url:?} has no http:// in front: give the server's base URL, like http://127.0.0.1:7480"
-        );
+    };
+    let scheme = if url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
     };
     if let Some((host, path)) = rest.split_once('/') {
         if !path.trim_matches('/').is_empty() {
             bail!(
-                "{source} {url:?}: give the server's base URL without a path (/{path}), like http://{host}"
+                "{source} {url:?}: give the server's base URL without a path (/{path}), like {scheme}://{host}"
             );
         }
     }
@@ -158,9 +173,11 @@ mod tests {
             e.contains("without a path (/v1)") && e.contains("http://127.0.0.1:7480"),
             "{e}"
         );
-        let e = check_url("https://crm.example", "--url")
+        // HTTPS (a server with [server] tls_cert) is a base URL like any other.
+        assert!(check_url("https://crm.example:7480", "--url").is_ok());
+        let e = check_url("https://crm.example/v1", "--url")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("plain HTTP"), "{e}");
+        assert!(e.contains("like https://crm.example"), "{e}");
     }
 }

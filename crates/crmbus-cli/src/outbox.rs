@@ -127,6 +127,7 @@ pub fn run(cmd: OutboxCommand) -> anyhow::Result<()> {
                 let remote = Remote {
                     url: args.url.clone(),
                     api_key: std::env::var("CRMBUS_API_KEY").ok(),
+                    ca_cert: std::env::var_os("CRMBUS_CA_CERT").map(Into::into),
                     json: false,
                 };
                 let sink = Arc::new(HttpSink {

@@ -83,8 +83,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let server = Server::start(config).await.context("starting the server")?;
         eprintln!(
-            "crmbus listening on http://{} (backend {backend}{where_}); stop with Ctrl-C or SIGTERM",
-            server.local_addr()
+            "crmbus listening on {} (backend {backend}{where_}); stop with Ctrl-C or SIGTERM",
+            server.url()
         );
         let stop = server.stop_handle();
         tokio::spawn(async move {

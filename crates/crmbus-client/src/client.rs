@@ -79,6 +79,24 @@ impl Client {
         })
     }
 
+    /// A client of an `https://` server whose certificate is signed by one of the PEM
+    /// certificates in `ca_pem` (a self-signed certificate, a private CA), trusted beside
+    /// the system's roots.
+    pub fn with_ca_certs(base_url: &str, ca_pem: &[u8]) -> Result<Client, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| ClientError::InvalidCertificate(format!("not a PEM bundle: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::InvalidCertificate(
+                "no PEM certificate in the bundle".to_string(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(certs)
+            .build()
+            .map_err(|e| ClientError::InvalidCertificate(e.to_string()))?;
+        Client::with_http(base_url, http)
+    }
+
     /// The same client, sending `key` (`crmbus_…`) as `Authorization: Bearer …` with every
     /// request.
     pub fn with_api_key(mut self, key: impl Into<String>) -> Client {

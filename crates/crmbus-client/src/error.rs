@@ -55,6 +55,9 @@ pub enum ClientError {
     /// A live stream ended with the reason the server gave.
     #[error("the server ended the stream: {0}")]
     StreamEnded(String),
+    /// The CA certificates given to trust are not usable.
+    #[error("CA certificates: {0}")]
+    InvalidCertificate(String),
 }
 
 impl ClientError {

@@ -15,6 +15,7 @@ use crate::auth::keys::KeyStore;
 use crate::cluster::Cluster;
 use crate::config::AuthMode;
 use crate::config::Config;
+use crate::listener::{ApiListener, ClientAddr, TlsCertificate};
 use crate::push::Push;
 use crate::rate_limit::RateLimits;
 use crate::router::router;
@@ -52,6 +53,8 @@ pub enum ServerError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    /// Serving HTTPS.
+    tls: bool,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -127,6 +130,20 @@ impl Server {
             }
             _ => {}
         }
+        // The certificate is read before binding: a server that cannot serve HTTPS as
+        // configured does not listen at all.
+        let tls = if config.server.tls_cert.as_os_str().is_empty() {
+            None
+        } else {
+            let cert = TlsCertificate::load(&config.server.tls_cert, &config.server.tls_key)
+                .map_err(|e| {
+                    ServerError::Config(crate::config::ConfigError::Invalid {
+                        origin: String::new(),
+                        message: e.to_string(),
+                    })
+                })?;
+            Some(Arc::new(cert))
+        };
         let listen = config.server.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -149,7 +166,8 @@ impl Server {
                     }));
                 }
                 let url = if config.cluster.advertise_url.is_empty() {
-                    format!("http://{addr}")
+                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    format!("{scheme}://{addr}")
                 } else {
                     config.cluster.advertise_url.clone()
                 };
@@ -259,10 +277,21 @@ impl Server {
             })
         });
         let app = router(Arc::clone(&state));
+        let listener = match &tls {
+            Some(cert) => ApiListener::tls(listener, Arc::clone(cert)),
+            None => ApiListener::plain(listener),
+        }
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let reloader = tls
+            .clone()
+            .map(|cert| spawn_tls_reloader(cert, stopping.clone()));
         let task = tokio::spawn(async move {
             let mut wait_stop = stopping.clone();
             // The caller's address goes into audit entries.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            let app = app.into_make_service_with_connect_info::<ClientAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = wait_stop.wait_for(|s| *s).await;
             });
@@ -283,6 +312,9 @@ impl Server {
             }
             let _ = disabler.await;
             let _ = upkeep.await;
+            if let Some(r) = reloader {
+                let _ = r.await;
+            }
             if let Some(r) = reconciler {
                 let _ = r.await;
             }
@@ -294,7 +326,18 @@ impl Server {
             Ok(())
         });
         tracing::info!(%addr, "crmbus listening");
-        Ok(Server { addr, stop, task })
+        Ok(Server {
+            addr,
+            tls: tls.is_some(),
+            stop,
+            task,
+        })
+    }
+
+    /// The server's base URL: `https://<address>` when it serves TLS, else `http://…`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The address the server listens on (useful with port 0).
@@ -321,4 +364,43 @@ impl Server {
     pub fn stop_handle(&self) -> watch::Sender<bool> {
         self.stop.clone()
     }
+}
+
+/// Reads the API's certificate and key again on every SIGHUP until the server stops; a
+/// failed reload keeps the pair in use and says why.
+fn spawn_tls_reloader(
+    cert: Arc<TlsCertificate>,
+    mut stopping: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hangups = match signal(SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    got = hangups.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        match cert.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays"),
+                        }
+                    }
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (cert, stopping.wait_for(|s| *s).await);
+        }
+    })
 }

@@ -11,6 +11,8 @@
 //! stream_buffer = 1024           # events a live stream may queue for a slow client
 //! shutdown_timeout_ms = 10000    # how long a graceful stop waits for requests in flight
 //! slow_client_timeout_ms = 5000  # a live client whose queue stays full this long is dropped
+//! tls_cert = ""                  # PEM certificate chain: serve HTTPS (with tls_key); SIGHUP reloads
+//! tls_key = ""                   # its PEM private key
 //!
 //! [storage]
 //! backend = "embedded"           # embedded | memory | noop | logging | redis | nats
@@ -252,6 +254,11 @@ pub struct ServerSection {
     pub shutdown_timeout_ms: u64,
     /// A live client whose queue stays full this long (ms) is disconnected with a reason.
     pub slow_client_timeout_ms: u64,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); empty: plain HTTP.
+    /// Read again on SIGHUP.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
 }
 
 impl Default for ServerSection {
@@ -264,6 +271,8 @@ impl Default for ServerSection {
             stream_buffer: 1024,
             shutdown_timeout_ms: 10_000,
             slow_client_timeout_ms: 5_000,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -363,6 +372,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "stream_buffer",
             "shutdown_timeout_ms",
             "slow_client_timeout_ms",
+            "tls_cert",
+            "tls_key",
         ],
     ),
     (
@@ -513,6 +524,13 @@ impl Config {
             return Err("server.stream_buffer must be at least 1".into());
         }
         self.limits.check()?;
+        if self.server.tls_cert.as_os_str().is_empty() != self.server.tls_key.as_os_str().is_empty()
+        {
+            return Err(
+                "server.tls_cert and server.tls_key go together: set both (HTTPS) or neither"
+                    .into(),
+            );
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, outbox) in self.outbox.iter().enumerate() {
             if outbox.database_url.is_empty() {

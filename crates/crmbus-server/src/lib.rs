@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod config;
 pub mod extract;
 pub mod legacy;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

@@ -4,8 +4,6 @@
 //! entry for each burst ([`crate::audit::AuditLog::refused`]). A request another server
 //! forwarded was audited by the server it came to, and is not again.
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -14,6 +12,7 @@ use axum::response::Response;
 use crate::audit::Action;
 use crate::auth::rules::audited;
 use crate::cluster::FORWARDED_HEADER;
+use crate::listener::ClientAddr;
 use crate::request_auth::Caller;
 use crate::state::Shared;
 
@@ -32,8 +31,8 @@ pub async fn record(
     let path = req.uri().path().to_string();
     let from = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|c| c.0 .0.ip().to_string());
     // Without a key (none needed), the name the caller gives is all there is.
     let claimed = req
         .headers()

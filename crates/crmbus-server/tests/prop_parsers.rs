@@ -613,6 +613,8 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("stream_buffer", Kind::Number),
             ("shutdown_timeout_ms", Kind::Number),
             ("slow_client_timeout_ms", Kind::Number),
+            ("tls_cert", Kind::Text),
+            ("tls_key", Kind::Text),
         ],
     ),
     (
@@ -725,6 +727,9 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 stream_buffer: buffer,
                 shutdown_timeout_ms: shutdown,
                 slow_client_timeout_ms: slow,
+                // Both or neither; a pair is checked when the server starts.
+                tls_cert: PathBuf::new(),
+                tls_key: PathBuf::new(),
             },
         );
     let storage = (
@@ -894,6 +899,8 @@ fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
                     && !s.is_empty()
                     && !url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
                 || (key == "allowed_targets" && !s.split(',').all(address_or_network))
+                // The other of the pair is empty in every valid configuration.
+                || (matches!(key, "tls_cert" | "tls_key") && !s.is_empty())
         }
         (Kind::Bool, toml::Value::Boolean(_)) => false,
         (Kind::Rate, toml::Value::Integer(n)) => *n < 0,
