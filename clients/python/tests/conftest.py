@@ -28,13 +28,13 @@ from crmbus import Client, EventBus
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parents[2]
 CRMBUS_BIN = os.environ.get("CRMBUS_BIN") or str(REPO / "target" / "debug" / "crmbus")
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 class Server:
     """One ``crmbus serve`` process on 127.0.0.1:<ephemeral> with its own data directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         if not os.access(CRMBUS_BIN, os.X_OK):
             raise RuntimeError(
                 f"{CRMBUS_BIN} is missing: build it with `cargo build -p crmbus-cli` "
@@ -50,6 +50,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
         assert self.proc.stderr is not None
         seen = []

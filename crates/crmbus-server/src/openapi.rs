@@ -40,6 +40,7 @@ use crate::routes;
         routes::dlq::list_audit,
         routes::live::stream_sse,
         routes::live::stream_ws,
+        routes::live::create_stream_token,
         routes::schemas::list_schemas,
         routes::schemas::register_schema,
         routes::schemas::get_schema_version,

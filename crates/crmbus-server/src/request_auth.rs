@@ -16,6 +16,9 @@ use crate::auth::scope::{granted, Permission};
 use crate::problem::ApiError;
 use crate::state::Shared;
 
+/// The routes a live-stream token opens (as well as a key).
+pub const LIVE_ROUTES: [&str; 2] = ["/v1/topics/{topic}/stream", "/v1/topics/{topic}/ws"];
+
 /// The key of an `Authorization: Bearer …` header.
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = headers
@@ -120,14 +123,26 @@ async fn authorize(
     if rule == Rule::Open || !app.auth.required().await? {
         return Ok(None);
     }
-    let key = bearer(req.headers()).map_err(unauthorized)?;
     let now = app.auth.clock().now_micros();
-    let (record, scopes) = app
-        .auth
-        .keys
-        .authenticate(key, now)
-        .await
-        .map_err(unauthorized)?;
+    let (record, scopes) = match bearer(req.headers()) {
+        Ok(key) => app.auth.keys.authenticate(key, now).await,
+        // A browser's EventSource and WebSocket cannot send headers: a live stream may
+        // come with a short-lived token in its query instead.
+        Err(AuthError::Missing) if LIVE_ROUTES.contains(&template) => {
+            match crate::extract::query_values(req.uri().query(), "token").first() {
+                Some(token) => {
+                    let topic = path_param(template, req.uri().path(), "topic").unwrap_or_default();
+                    app.auth
+                        .keys
+                        .authenticate_stream_token(token, &topic, now)
+                        .await
+                }
+                None => Err(AuthError::Missing),
+            }
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(unauthorized)?;
     for n in needed(app, rule, template, req) {
         if !granted(&scopes, &n) {
             return Err(forbidden(&record, &n));

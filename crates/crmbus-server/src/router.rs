@@ -77,6 +77,10 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(routes::live::stream_sse))
         .route("/v1/topics/{topic}/ws", get(routes::live::stream_ws))
+        .route(
+            "/v1/topics/{topic}/stream-token",
+            post(routes::live::create_stream_token),
+        )
         .route("/v1/schemas", get(routes::schemas::list_schemas))
         .route(
             "/v1/schemas/validate",

@@ -1,7 +1,7 @@
 """Settings lookup: Django's settings when Django is configured, else the environment.
 
 Names: ``EVENT_BUS_BACKEND`` (dotted path of the backend class, or one of ``crmbus``,
-``noop``, ``logging``, ``memory``), ``CRMBUS_URL``, ``CRMBUS_SOURCE``, ``CRMBUS_API_KEY``.
+``noop``, ``logging``, ``memory``), ``CRMBUS_URL``, ``CRMBUS_SOURCE``, ``CRMBUS_API_KEY``, ``CRMBUS_CA_CERT``.
 """
 
 from __future__ import annotations

@@ -113,8 +113,10 @@ class CrmbusBackend(EventBackend):
     """Publishes to a crmbus server: ``publish`` returns once crmbus has stored the event
     durably, with its receipts (one per topic).
 
-    ``url``, ``api_key`` and ``source`` default to the ``CRMBUS_URL``, ``CRMBUS_API_KEY``
-    and ``CRMBUS_SOURCE`` settings (Django settings, else environment variables).
+    ``url``, ``api_key``, ``ca_cert`` and ``source`` default to the ``CRMBUS_URL``,
+    ``CRMBUS_API_KEY``, ``CRMBUS_CA_CERT`` (PEM certificates to trust for an https://
+    server with a self-signed certificate) and ``CRMBUS_SOURCE`` settings (Django
+    settings, else environment variables).
     ``retries``: how often a publish is tried again when the server cannot be reached or
     answers 502/503/504 (the same event id, so the server stores it once).
     """
@@ -126,6 +128,7 @@ class CrmbusBackend(EventBackend):
         url: str | None = None,
         *,
         api_key: str | None = None,
+        ca_cert: str | None = None,
         source: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
@@ -134,6 +137,7 @@ class CrmbusBackend(EventBackend):
             "/"
         )
         self.api_key: str | None = api_key or _settings.get("CRMBUS_API_KEY")
+        self.ca_cert: str | None = ca_cert or _settings.get("CRMBUS_CA_CERT")
         self.source = source
         self.timeout = timeout
         self.retries = retries
@@ -146,7 +150,11 @@ class CrmbusBackend(EventBackend):
         with self._lock:
             if self._client is None:
                 self._client = Client(
-                    self.url, api_key=self.api_key, timeout=self.timeout, retries=self.retries
+                    self.url,
+                    api_key=self.api_key,
+                    ca_cert=self.ca_cert,
+                    timeout=self.timeout,
+                    retries=self.retries,
                 )
             return self._client
 

@@ -82,6 +82,22 @@ class Conflict(CrmbusError):
     topic, an incompatible schema...)."""
 
 
+class Unauthorized(CrmbusError):
+    """No API key, or one that is unknown, revoked or expired (HTTP 401): pass
+    ``api_key=`` or set ``CRMBUS_API_KEY``."""
+
+
+class Forbidden(CrmbusError):
+    """The API key lacks the scope the call needs (HTTP 403); ``detail`` names it."""
+
+
+class RateLimited(CrmbusError):
+    """Over a rate limit of the key or the topic (HTTP 429); ``retry_after`` is the
+    number of seconds the server said to wait, when it said."""
+
+    retry_after: float | None = None
+
+
 class HandlerError(Exception):
     """Raised by the worker's configuration checks (e.g. a group subscribed to two topics)."""
 
@@ -92,6 +108,9 @@ _BY_CODE: dict[str, type[CrmbusError]] = {
     "invalid_request": InvalidEvent,
     "topic_not_found": TopicNotFound,
     "subscription_not_found": SubscriptionNotFound,
+    "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
+    "rate_limited": RateLimited,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -60,18 +61,32 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
+def _verify(ca_cert: str | None) -> ssl.SSLContext | bool:
+    """What httpx verifies an https:// server with: the system's roots, and the PEM
+    certificates in ``ca_cert`` (a self-signed certificate, a private CA) when given."""
+    if not ca_cert:
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_cert)
+    return context
+
+
 def _answer(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         try:
             body = response.json()
         except ValueError:
             body = None
-        raise from_problem(
+        error = from_problem(
             response.status_code,
             body,
             f"{response.request.method} {response.request.url.path}: HTTP "
             f"{response.status_code} {response.text[:200]}",
         )
+        retry_after = response.headers.get("retry-after")
+        if retry_after is not None and retry_after.isdigit():
+            setattr(error, "retry_after", float(retry_after))
+        raise error
     if not response.content:
         return None
     return response.json()
@@ -93,6 +108,7 @@ class Client:
         url: str | None = None,
         *,
         api_key: str | None = None,
+        ca_cert: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.2,
@@ -102,7 +118,11 @@ class Client:
         self.retries = retries
         self.backoff = backoff
         self._http = httpx.Client(
-            base_url=self.url, headers=_headers(api_key), timeout=timeout, transport=transport
+            base_url=self.url,
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=transport,
+            verify=_verify(ca_cert),
         )
 
     def close(self) -> None:
@@ -246,11 +266,16 @@ class AsyncClient:
     """The calls a worker makes, on ``httpx.AsyncClient``."""
 
     def __init__(
-        self, url: str | None = None, *, api_key: str | None = None, timeout: float = 60.0
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        ca_cert: str | None = None,
+        timeout: float = 60.0,
     ) -> None:
         self.url = (url or DEFAULT_URL).rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=_headers(api_key), timeout=timeout
+            base_url=self.url, headers=_headers(api_key), timeout=timeout, verify=_verify(ca_cert)
         )
 
     async def aclose(self) -> None:

@@ -100,7 +100,11 @@ class Worker:
         url = getattr(backend, "url", None)
         if not subs:
             logger.warning("crmbus worker: no subscription to consume (call bus.subscribe)")
-        client = AsyncClient(url, api_key=getattr(backend, "api_key", None))
+        client = AsyncClient(
+            url,
+            api_key=getattr(backend, "api_key", None),
+            ca_cert=getattr(backend, "ca_cert", None),
+        )
         executor = ThreadPoolExecutor(
             max_workers=max(1, self.concurrency * max(1, len(subs))),
             thread_name_prefix="crmbus-handler",

@@ -33,7 +33,13 @@ pub struct Auth {
     /// Held while a key is made without one (the first key): two such requests at once
     /// make one key, not two.
     pub bootstrap: tokio::sync::Mutex<()>,
+    /// Bumped when a key is revoked here: live streams check their key at once (those
+    /// on other servers check within [`LIVE_RECHECK`]).
+    revocations: tokio::sync::watch::Sender<u64>,
 }
+
+/// How often a live stream checks that its key still works.
+pub const LIVE_RECHECK: Duration = Duration::from_secs(5);
 
 impl Auth {
     /// The check of a server in `mode` over `keys`.
@@ -44,7 +50,18 @@ impl Auth {
             clock,
             remembered: Mutex::new(Remembered::default()),
             bootstrap: tokio::sync::Mutex::new(()),
+            revocations: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Tells the live streams of this server that a key was revoked.
+    pub fn revoked(&self) {
+        self.revocations.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// What a live stream watches to learn of revocations on this server.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// The `[auth] mode` the server runs with.

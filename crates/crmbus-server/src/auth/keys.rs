@@ -19,6 +19,8 @@ use super::scope::Scope;
 
 /// How every key starts.
 pub const KEY_PREFIX: &str = "crmbus_";
+/// How every live-stream token starts.
+pub const STREAM_TOKEN_PREFIX: &str = "crmbus-st.";
 /// State-store namespace of the key records, by id.
 const NAMESPACE: &str = "server/keys";
 /// State-store namespace and key of the installation's hashing key.
@@ -78,6 +80,14 @@ pub enum AuthError {
     /// The store could not be read.
     #[error("the API keys cannot be read: {0}")]
     Store(String),
+    /// A live-stream token that is not one, was forged, or names another topic.
+    #[error("the stream token is not valid for this topic")]
+    BadToken,
+    /// A live-stream token past its time.
+    #[error(
+        "the stream token has expired: ask for a new one (POST /v1/topics/{{topic}}/stream-token)"
+    )]
+    TokenExpired,
 }
 
 /// The key records of a bus, in its state store.
@@ -236,6 +246,138 @@ impl KeyStore {
             self.state.put(NAMESPACE, id, bytes).await?;
         }
         Ok(true)
+    }
+
+    /// The record of key `id`, if there is one.
+    pub async fn get(&self, id: &str) -> Result<Option<KeyRecord>, LogError> {
+        match self.state.get(NAMESPACE, id).await? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| backend("decoding a key", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether key `id` still works at `now_us` (a live stream opened with it asks now and
+    /// then): why not, if it does not.
+    pub async fn still_valid(&self, id: &str, now_us: i64) -> Result<(), AuthError> {
+        let record = self
+            .get(id)
+            .await
+            .map_err(|e| AuthError::Store(e.to_string()))?
+            .ok_or(AuthError::Unknown)?;
+        if record.revoked_at_us.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if record.expires_at_us.is_some_and(|e| e <= now_us) {
+            return Err(AuthError::Expired);
+        }
+        Ok(())
+    }
+
+    /// The MAC of a stream token's fields, under the installation's key (kept apart from
+    /// key hashes by its label).
+    fn token_mac(
+        pepper: &[u8],
+        key_id: &str,
+        expires_us: i64,
+        topic: &str,
+    ) -> Result<Hmac<Sha256>, LogError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(pepper)
+            .map_err(|e| backend("the key-hashing key", e))?;
+        for part in [
+            "crmbus stream token v1",
+            key_id,
+            &expires_us.to_string(),
+            topic,
+        ] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        Ok(mac)
+    }
+
+    /// A token that opens `topic`'s live streams (SSE, WebSocket) as key `key_id` until
+    /// `expires_us`: `crmbus-st.<key id>.<expiry µs>.<topic, base64url>.<MAC, base64url>`.
+    /// It holds no secret of the key; the key must still work when the token is used.
+    pub async fn stream_token(
+        &self,
+        key_id: &str,
+        topic: &str,
+        expires_us: i64,
+    ) -> Result<String, LogError> {
+        let pepper = self
+            .pepper(true)
+            .await?
+            .ok_or_else(|| backend("the key-hashing key", "missing"))?;
+        let mac = Self::token_mac(&pepper, key_id, expires_us, topic)?
+            .finalize()
+            .into_bytes();
+        Ok(format!(
+            "{STREAM_TOKEN_PREFIX}{key_id}.{expires_us}.{}.{}",
+            URL_SAFE_NO_PAD.encode(topic),
+            URL_SAFE_NO_PAD.encode(mac)
+        ))
+    }
+
+    /// The record and scopes of the key behind a live-stream token for `topic`, or why
+    /// it is refused (forged, another topic's, expired, or its key no longer works).
+    pub async fn authenticate_stream_token(
+        &self,
+        token: &str,
+        topic: &str,
+        now_us: i64,
+    ) -> Result<(KeyRecord, Vec<Scope>), AuthError> {
+        let rest = token
+            .strip_prefix(STREAM_TOKEN_PREFIX)
+            .ok_or(AuthError::BadToken)?;
+        let mut parts = rest.split('.');
+        let (Some(key_id), Some(expires), Some(token_topic), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(AuthError::BadToken);
+        };
+        let expires_us: i64 = expires.parse().map_err(|_| AuthError::BadToken)?;
+        let token_topic = URL_SAFE_NO_PAD
+            .decode(token_topic)
+            .ok()
+            .and_then(|t| String::from_utf8(t).ok())
+            .ok_or(AuthError::BadToken)?;
+        let mac = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| AuthError::BadToken)?;
+        let store = |e: LogError| AuthError::Store(e.to_string());
+        let pepper = self
+            .pepper(false)
+            .await
+            .map_err(store)?
+            .ok_or(AuthError::BadToken)?;
+        Self::token_mac(&pepper, key_id, expires_us, &token_topic)
+            .map_err(store)?
+            .verify_slice(&mac)
+            .map_err(|_| AuthError::BadToken)?;
+        if token_topic != topic {
+            return Err(AuthError::BadToken);
+        }
+        if expires_us <= now_us {
+            return Err(AuthError::TokenExpired);
+        }
+        self.still_valid(key_id, now_us).await?;
+        let record = self
+            .get(key_id)
+            .await
+            .map_err(store)?
+            .ok_or(AuthError::Unknown)?;
+        let scopes = record
+            .scopes
+            .iter()
+            .filter_map(|s| s.parse::<Scope>().ok())
+            .collect();
+        Ok((record, scopes))
     }
 
     /// The record and scopes of a presented key, or why it is refused.

@@ -59,6 +59,7 @@ pub fn rule_for(method: &str, template: &str) -> Option<Rule> {
         ("GET", "/v1/topics/{topic}/events") => Topic(Subscribe),
         ("POST", "/v1/events") => QueryTopics,
         ("GET", "/v1/topics/{topic}/stream" | "/v1/topics/{topic}/ws") => Topic(Subscribe),
+        ("POST", "/v1/topics/{topic}/stream-token") => Topic(Subscribe),
         ("POST", "/v1/topics/{topic}/subscriptions") => Admin,
         ("GET", "/v1/subscriptions") => AnyKey,
         ("GET", "/v1/subscriptions/{name}") => Subscription(Subscribe),

@@ -145,6 +145,7 @@ pub async fn revoke_key(
         ));
     }
     app.auth.changed();
+    app.auth.revoked();
     tracing::info!(key = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

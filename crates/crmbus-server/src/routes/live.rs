@@ -15,26 +15,70 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use crmbus::delivery::Filter;
+use crmbus::ErrorCode;
 use crmbus::{LogError, Position, TailOptions, Tailer};
+use crmbus_api::{StreamToken, StreamTokenRequest};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::api::StoredView;
-use crate::extract::query_values;
+use crate::auth::gate::LIVE_RECHECK;
+use crate::extract::{json_body, query_values};
 use crate::problem::{ApiError, Problem};
+use crate::render::rfc3339;
+use crate::request_auth::Caller;
 use crate::state::Shared;
 
+/// The key a live stream was opened with, checked again now and then (and at once when a
+/// key is revoked on this server): the stream ends when the key stops working.
+struct KeyWatch {
+    app: Shared,
+    key_id: String,
+    revocations: tokio::sync::watch::Receiver<u64>,
+}
+
+impl KeyWatch {
+    fn new(app: &Shared, caller: Option<Extension<Caller>>) -> Option<KeyWatch> {
+        caller.map(|Extension(c)| KeyWatch {
+            app: app.clone(),
+            key_id: c.key.id,
+            revocations: app.auth.revocations(),
+        })
+    }
+
+    /// Why the stream must end, if it must.
+    async fn check(&self) -> Result<(), ApiError> {
+        let now = self.app.auth.clock().now_micros();
+        match self.app.auth.keys.still_valid(&self.key_id, now).await {
+            Ok(()) => Ok(()),
+            // A store that cannot be read now is not a reason to end a stream.
+            Err(crate::auth::keys::AuthError::Store(e)) => {
+                tracing::warn!(error = %e, "cannot check a live stream's key; checking again later");
+                Ok(())
+            }
+            Err(e) => Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("the stream ended: {e}"),
+            )),
+        }
+    }
+}
+
 /// A topic's [`Tailer`] as the live routes use it: stored events as API views, ending
-/// when the server stops.
+/// when the server stops or the key it was opened with stops working.
 struct LiveReader {
     tailer: Tailer,
     stopping: tokio::sync::watch::Receiver<bool>,
+    key: Option<KeyWatch>,
 }
 
 impl LiveReader {
@@ -43,6 +87,7 @@ impl LiveReader {
         topic: String,
         query: Option<&str>,
         last_event_id: Option<String>,
+        key: Option<KeyWatch>,
     ) -> Result<LiveReader, ApiError> {
         let mut filter = match query_values(query, "filter").first() {
             Some(json) => serde_json::from_str::<Filter>(json)
@@ -86,17 +131,52 @@ impl LiveReader {
         Ok(LiveReader {
             tailer,
             stopping: app.stopping.clone(),
+            key,
         })
     }
 
-    /// The next events; `None` when the server stops.
+    /// The next events; `None` when the server stops, an error when the stream must end
+    /// (the key stopped working, the log failed).
     async fn next(&mut self) -> Option<Result<Vec<StoredView>, ApiError>> {
         if *self.stopping.borrow() {
             return None;
         }
-        let batch = tokio::select! {
-            b = self.tailer.next() => b,
-            _ = self.stopping.wait_for(|s| *s) => return None,
+        let batch = loop {
+            let (tailer, stopping, key) = (&mut self.tailer, &mut self.stopping, &mut self.key);
+            // Due when the key should be checked: now and then, and at once after a
+            // revocation on this server; never without a key.
+            let due = async {
+                match key.as_mut() {
+                    Some(k) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(LIVE_RECHECK) => {}
+                            changed = k.revocations.changed() => {
+                                if changed.is_err() {
+                                    // The server is going away: checks stay timed.
+                                    tokio::time::sleep(LIVE_RECHECK).await;
+                                }
+                            }
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            // `Tailer::next` is cancel-safe: a check that wins the race loses no event.
+            let outcome = tokio::select! {
+                b = tailer.next() => Some(b),
+                _ = stopping.wait_for(|s| *s) => return None,
+                _ = due => None,
+            };
+            match outcome {
+                Some(b) => break b,
+                None => {
+                    if let Some(k) = &self.key {
+                        if let Err(e) = k.check().await {
+                            return Some(Err(e));
+                        }
+                    }
+                }
+            }
         };
         Some(
             batch
@@ -132,6 +212,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<String> {
         ("filter" = Option<String>, Query, description = "A subscription filter as JSON"),
         ("from" = Option<String>, Query, description = "latest (default), earliest, or an RFC 3339 time"),
         ("last_event_id" = Option<String>, Query, description = "Resume after <partition>-<offset> (or the Last-Event-ID header)"),
+        ("token" = Option<String>, Query, description = "A stream token (POST /v1/topics/{topic}/stream-token) instead of an Authorization header, for browsers"),
     ),
     responses(
         (status = 200, description = "An event stream; each id is <partition>-<offset>", content_type = "text/event-stream", body = String),
@@ -144,11 +225,13 @@ pub async fn stream_sse(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    caller: Option<Extension<Caller>>,
 ) -> Result<Response, ApiError> {
     let buffer = app.config.server.stream_buffer;
     let slow = Duration::from_millis(app.config.server.slow_client_timeout_ms);
+    let key = KeyWatch::new(&app, caller);
     let mut reader =
-        LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers)).await?;
+        LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers), key).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(buffer);
     // Why the stream ended, sent after everything already queued.
     let (reason_tx, reason_rx) = tokio::sync::oneshot::channel::<String>();
@@ -205,6 +288,7 @@ pub async fn stream_sse(
         ("filter" = Option<String>, Query, description = "A subscription filter as JSON"),
         ("from" = Option<String>, Query, description = "latest (default), earliest, or an RFC 3339 time"),
         ("last_event_id" = Option<String>, Query, description = "Resume after <partition>-<offset>"),
+        ("token" = Option<String>, Query, description = "A stream token (POST /v1/topics/{topic}/stream-token) instead of an Authorization header, for browsers"),
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
@@ -218,9 +302,12 @@ pub async fn stream_ws(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<Response, ApiError> {
     let slow = Duration::from_millis(app.config.server.slow_client_timeout_ms);
-    let reader = LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers)).await?;
+    let key = KeyWatch::new(&app, caller);
+    let reader =
+        LiveReader::open(app, topic, query.as_deref(), last_event_id(&headers), key).await?;
     let upgrade = upgrade.map_err(|e| ApiError::invalid("(upgrade)", e.body_text()))?;
     Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, reader, slow)))
 }
@@ -254,9 +341,15 @@ async fn serve_ws(socket: WebSocket, mut reader: LiveReader, slow: Duration) {
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {
+                // 1008 (policy violation) when the key stopped working, else 1011.
+                let code = if e.code == ErrorCode::Unauthorized {
+                    1008
+                } else {
+                    1011
+                };
                 let _ = sink
                     .send(Message::Close(Some(CloseFrame {
-                        code: 1011,
+                        code,
                         reason: e.detail.into(),
                     })))
                     .await;
@@ -285,4 +378,67 @@ async fn serve_ws(socket: WebSocket, mut reader: LiveReader, slow: Duration) {
             }
         }
     }
+}
+
+/// Longest a stream token opens streams.
+const MAX_TOKEN_TTL: u64 = 3600;
+/// A stream token's life when the request does not say.
+const DEFAULT_TOKEN_TTL: u64 = 300;
+
+/// Makes a short-lived token that opens this topic's live streams (`?token=…`) as the
+/// calling key, for browsers, which cannot send an `Authorization` header on an
+/// `EventSource` or a WebSocket. Needs `subscribe` on the topic, like the streams.
+#[utoipa::path(
+    post, path = "/v1/topics/{topic}/stream-token", tag = "live",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body(content = Option<StreamTokenRequest>, description = "The token's life (optional)"),
+    responses(
+        (status = 201, description = "The token and the stream URLs that carry it", body = StreamToken),
+        (status = 400, description = "A bad ttl_seconds, or a server that needs no key (open the stream directly)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_stream_token(
+    State(app): State<Shared>,
+    Path(topic): Path<String>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<StreamToken>), ApiError> {
+    let req: StreamTokenRequest = match &body {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => StreamTokenRequest::default(),
+        _ => json_body(body)?,
+    };
+    let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
+    if !(1..=MAX_TOKEN_TTL).contains(&ttl) {
+        return Err(ApiError::invalid(
+            "ttl_seconds",
+            format!("must be between 1 and {MAX_TOKEN_TTL}"),
+        ));
+    }
+    let Some(Extension(caller)) = caller else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "this server needs no API key: open the stream without a token",
+        ));
+    };
+    app.bus.describe_topic(&topic).await?;
+    let expires = app.auth.clock().now_micros().saturating_add(
+        i64::try_from(ttl)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000),
+    );
+    let token = app
+        .auth
+        .keys
+        .stream_token(&caller.key.id, &topic, expires)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(StreamToken {
+            stream_url: format!("/v1/topics/{topic}/stream?token={token}"),
+            ws_url: format!("/v1/topics/{topic}/ws?token={token}"),
+            token,
+            expires_at: rfc3339(expires),
+        }),
+    ))
 }
