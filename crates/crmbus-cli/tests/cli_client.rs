@@ -569,7 +569,7 @@ fn the_first_key_can_be_made_offline_on_the_data_directory_and_is_audited() {
 
 #[test]
 fn keys_never_appear_in_the_server_log_or_in_answers_after_creation() {
-    let s = Serve::start_with(&[("CRMBUS_LOG", "debug")]);
+    let mut s = Serve::start_with(&[("CRMBUS_LOG", "debug")]);
     let root = printed_key(&s.ok(&["keys", "create", "root", "--scope", "admin"]));
     let made = s.json(&[
         "keys",
@@ -618,7 +618,8 @@ fn keys_never_appear_in_the_server_log_or_in_answers_after_creation() {
         assert!(!listed.contains(&secret(k)), "a key in the listing");
         assert!(!audit.contains(&secret(k)), "a key in the audit log");
     }
-    let log = s.log.lock().expect("log").join("\n");
+    // Every line the server wrote, up to its exit.
+    let log = s.stop();
     // The log is there (debug), and names the keys by id, never by secret.
     assert!(log.contains(&erp_id), "{log}");
     for k in [&root, &erp, &forged] {
@@ -627,4 +628,44 @@ fn keys_never_appear_in_the_server_log_or_in_answers_after_creation() {
             "a key's secret in the server log:\n{log}"
         );
     }
+}
+
+#[test]
+fn the_logging_backend_shows_only_the_data_fields_it_is_told() {
+    let data = r#"{"deal_id":"d-77","email":"pii@example.com"}"#;
+    let publish = |s: &Serve| {
+        s.ok(&[
+            "publish",
+            "--topic",
+            "deals",
+            "--type",
+            "custom.noted",
+            "--subject",
+            "deal/77",
+            "--data",
+            data,
+        ]);
+    };
+    let mut shown = Serve::start_with(&[
+        ("CRMBUS_STORAGE_BACKEND", "logging"),
+        ("CRMBUS_STORAGE_LOG_DATA_FIELDS", "deal_id"),
+        ("CRMBUS_LOG", "info"),
+    ]);
+    publish(&shown);
+    let log = shown.stop();
+    assert!(log.contains("d-77"), "{log}");
+    assert!(log.contains("[redacted]"), "{log}");
+    assert!(!log.contains("pii@example.com"), "{log}");
+    // By default no data at all, only its size.
+    let mut quiet = Serve::start_with(&[
+        ("CRMBUS_STORAGE_BACKEND", "logging"),
+        ("CRMBUS_LOG", "info"),
+    ]);
+    publish(&quiet);
+    let log = quiet.stop();
+    assert!(log.contains("data_bytes"), "{log}");
+    assert!(
+        !log.contains("d-77") && !log.contains("pii@example.com"),
+        "{log}"
+    );
 }

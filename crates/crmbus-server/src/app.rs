@@ -173,11 +173,20 @@ impl Server {
                 };
                 let id = uuid::Uuid::now_v7().simple().to_string();
                 tracing::info!(member = %id, %url, "joining the servers that share this backend");
+                // The others serve with the same kind of certificate: trust this one's.
+                let trusted = match tls {
+                    Some(_) => std::fs::read(&config.server.tls_cert)
+                        .ok()
+                        .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).ok())
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
                 Some(Arc::new(Cluster::new(
                     leases,
                     id,
                     url,
                     Duration::from_millis(config.cluster.lease_ttl_ms),
+                    &trusted,
                 )))
             }
             _ => None,

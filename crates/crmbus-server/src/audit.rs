@@ -5,8 +5,14 @@
 //! Entries live in the backend's state store (namespace `server/audit`), so servers
 //! sharing a backend share one log, and it survives restarts. Keys are the time in
 //! microseconds and a random part, so a scan reads them in time order. Nothing deletes an
-//! entry but retention ([`AuditLog::prune`]), which the server runs hourly and before each
-//! read.
+//! entry but retention ([`AuditLog::prune`]), which the server runs hourly; a read never
+//! shows an entry past retention, pruned yet or not.
+//!
+//! Ids follow the clock of the server that wrote them, taken just before the write: two
+//! writes at the same moment (or on servers whose clocks differ) can land out of order, so
+//! a reader that follows the log with `after=<last id seen>` may miss an entry written
+//! with an earlier time after it read. Reading from a few seconds before the last id seen
+//! and skipping ids already seen closes that gap.
 //!
 //! What is recorded never holds a secret: the route and path (no query, no body), the key's
 //! id and name, the caller's address.
@@ -34,6 +40,9 @@ const FAILURE_SOURCES: usize = 10_000;
 
 /// The most entries one page returns.
 pub const MAX_PAGE: usize = 1000;
+
+/// Entries deleted in one write when pruning.
+pub const PRUNE_BATCH: usize = 1000;
 
 /// `[audit]`: how long entries are kept and when refused requests make an entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,21 +95,46 @@ struct Refusals {
 #[derive(Debug, Default)]
 struct BurstCounter {
     sources: HashMap<String, Refusals>,
+    /// When windows that ended were last swept out (a full table is swept at most once a
+    /// second, not on every request).
+    last_sweep_us: i64,
+}
+
+/// Where refusals from all addresses beyond [`FAILURE_SOURCES`] are counted together.
+const OTHER_SOURCES: &str = "(other addresses)";
+
+/// The address refusals are counted under: an IPv4 address as it is, an IPv6 address by
+/// its /64 (one host commonly holds a whole /64, and would otherwise never reach a burst).
+fn source_of(from: Option<&str>) -> String {
+    match from.and_then(|f| f.parse::<std::net::IpAddr>().ok()) {
+        Some(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+        Some(ip) => ip.to_string(),
+        None => from.unwrap_or("unknown").to_string(),
+    }
 }
 
 impl BurstCounter {
     /// Counts a refusal from `source` at `now_us`; the count when it reaches `threshold`
-    /// (that once in the window), else `None`.
+    /// (that once in the window), else `None`. With the table full, the refusal counts
+    /// under [`OTHER_SOURCES`].
     fn refused(&mut self, source: &str, now_us: i64, threshold: u64) -> Option<u64> {
         if threshold == 0 {
             return None;
         }
         let window_us = FAILURE_WINDOW.as_micros() as i64;
+        let mut source = source;
         if self.sources.len() >= FAILURE_SOURCES && !self.sources.contains_key(source) {
-            self.sources
-                .retain(|_, r| now_us.saturating_sub(r.window_start_us) < window_us);
+            if now_us.saturating_sub(self.last_sweep_us) >= 1_000_000 {
+                self.last_sweep_us = now_us;
+                self.sources
+                    .retain(|_, r| now_us.saturating_sub(r.window_start_us) < window_us);
+            }
             if self.sources.len() >= FAILURE_SOURCES {
-                return None;
+                source = OTHER_SOURCES;
             }
         }
         let r = self.sources.entry(source.to_string()).or_insert(Refusals {
@@ -202,12 +236,12 @@ impl AuditLog {
         action: &str,
         path: &str,
     ) -> Option<Action> {
-        let source = from.unwrap_or("unknown");
+        let source = source_of(from);
         let now = self.clock.now_micros();
         let count = self
             .bursts
             .locked()
-            .refused(source, now, self.config.auth_failure_burst)?;
+            .refused(&source, now, self.config.auth_failure_burst)?;
         Some(Action {
             actor: "anonymous".to_string(),
             key_id: None,
@@ -216,22 +250,24 @@ impl AuditLog {
             status,
             from: from.map(str::to_string),
             detail: format!(
-                "{count} requests from this address refused (401 or 403) within {} s; the last: {action} {path}",
+                "{count} requests from {source} refused (401 or 403) within {} s; the last: {action} {path}",
                 FAILURE_WINDOW.as_secs()
             ),
         })
     }
 
     /// Up to `limit` (at most [`MAX_PAGE`]) entries after the entry `after` (from the
-    /// oldest when `None`), oldest first; expired entries are pruned first.
+    /// oldest when `None`), oldest first, none past retention.
     pub async fn page(&self, after: Option<&str>, limit: usize) -> Result<AuditLogPage, LogError> {
-        self.prune().await?;
         let limit = limit.clamp(1, MAX_PAGE);
+        let cutoff = self.cutoff();
         let all = self.state.scan(NAMESPACE, "").await?;
         let mut entries = Vec::new();
         let mut more = false;
         for (id, value) in all {
-            if after.is_some_and(|a| id.as_str() <= a) {
+            if after.is_some_and(|a| id.as_str() <= a)
+                || cutoff.as_deref().is_some_and(|c| id.as_str() < c)
+            {
                 continue;
             }
             if entries.len() == limit {
@@ -256,35 +292,45 @@ impl AuditLog {
         })
     }
 
-    /// Deletes the entries older than the retention; how many.
-    pub async fn prune(&self) -> Result<usize, LogError> {
+    /// The smallest id retention keeps; `None` keeps every entry.
+    fn cutoff(&self) -> Option<String> {
         if self.config.retention_days == 0 {
-            return Ok(0);
+            return None;
         }
         let keep_us = i64::try_from(
             Duration::from_secs(self.config.retention_days.saturating_mul(86_400)).as_micros(),
         )
         .unwrap_or(i64::MAX);
-        let cutoff = format!(
+        Some(format!(
             "{:020}",
             self.clock.now_micros().saturating_sub(keep_us).max(0)
-        );
-        let ops: Vec<StateOp> = self
+        ))
+    }
+
+    /// Deletes the entries older than the retention, [`PRUNE_BATCH`] per write; how many.
+    pub async fn prune(&self) -> Result<usize, LogError> {
+        let Some(cutoff) = self.cutoff() else {
+            return Ok(0);
+        };
+        let expired: Vec<String> = self
             .state
             .scan(NAMESPACE, "")
             .await?
             .into_iter()
-            .take_while(|(id, _)| id.as_str() < cutoff.as_str())
-            .map(|(key, _)| StateOp::Delete {
-                namespace: NAMESPACE.to_string(),
-                key,
-            })
+            .map(|(id, _)| id)
+            .take_while(|id| id.as_str() < cutoff.as_str())
             .collect();
-        let n = ops.len();
-        if n > 0 {
+        for chunk in expired.chunks(PRUNE_BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|key| StateOp::Delete {
+                    namespace: NAMESPACE.to_string(),
+                    key: key.clone(),
+                })
+                .collect();
             self.state.apply(ops).await?;
         }
-        Ok(n)
+        Ok(expired.len())
     }
 }
 
@@ -319,11 +365,61 @@ mod tests {
         for i in 0..FAILURE_SOURCES {
             c.refused(&format!("s{i}"), 0, 5);
         }
-        // Full of live windows: a new address is not counted rather than grow the table.
-        assert_eq!(c.refused("new", 1, 1), None);
-        assert_eq!(c.sources.len(), FAILURE_SOURCES);
+        // Full of live windows: a new address counts with the other overflow, in one
+        // more entry of the table, which grows no further.
+        assert_eq!(c.refused("new", 1, 2), None);
+        assert_eq!(c.refused("newer", 2, 2), Some(2));
+        assert_eq!(c.sources.len(), FAILURE_SOURCES + 1);
+        assert_eq!(c.refused("newest", 3, 2), None);
+        assert_eq!(c.sources.len(), FAILURE_SOURCES + 1);
         // Once those windows are over, they make room.
-        assert_eq!(c.refused("new", MIN, 1), Some(1));
+        assert_eq!(c.refused("new", MIN + 5, 1), Some(1));
         assert_eq!(c.sources.len(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64() {
+        assert_eq!(
+            source_of(Some("2001:db8:1:2:aaaa::1")),
+            source_of(Some("2001:db8:1:2:ffff::9"))
+        );
+        assert_eq!(source_of(Some("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_ne!(
+            source_of(Some("2001:db8:1:3::1")),
+            source_of(Some("2001:db8:1:2::1"))
+        );
+        assert_eq!(source_of(Some("10.0.0.1")), "10.0.0.1");
+        assert_eq!(source_of(None), "unknown");
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_what_retention_no_longer_keeps_and_reads_hide_it_before() {
+        let state = Arc::new(crmbus::MemoryStateStore::new());
+        let clock = crmbus::ManualClock::starting_now();
+        let log = AuditLog::new(
+            state.clone(),
+            Arc::new(clock.clone()),
+            AuditSection {
+                retention_days: 1,
+                auth_failure_burst: 5,
+            },
+        );
+        let action = |what: &str| Action {
+            actor: "root".into(),
+            action: what.into(),
+            status: 201,
+            ..Action::default()
+        };
+        log.record(action("old")).await.expect("record");
+        clock.advance(Duration::from_secs(86_400 + 1));
+        log.record(action("new")).await.expect("record");
+        // Hidden at once, deleted by the next prune.
+        let page = log.page(None, 10).await.expect("page");
+        let actions: Vec<&str> = page.entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["new"]);
+        assert_eq!(state.scan(NAMESPACE, "").await.expect("scan").len(), 2);
+        assert_eq!(log.prune().await.expect("prune"), 1);
+        assert_eq!(state.scan(NAMESPACE, "").await.expect("scan").len(), 1);
+        assert_eq!(log.prune().await.expect("prune"), 0);
     }
 }

@@ -29,7 +29,11 @@ pub enum Storage {
     /// Accepts and forgets.
     Noop,
     /// Logs each event and forgets it.
-    Logging,
+    Logging {
+        /// The top-level data fields each line shows (the others `[redacted]`); none:
+        /// no data.
+        data_fields: Vec<String>,
+    },
     /// Redis Streams.
     Redis {
         /// `redis://…`.
@@ -64,7 +68,7 @@ impl Storage {
         match self {
             Storage::Embedded { data_dir, .. } => Some(data_dir.display().to_string()),
             Storage::Redis { url, .. } | Storage::Nats { url, .. } => Some(url.clone()),
-            Storage::Memory | Storage::Noop | Storage::Logging => None,
+            Storage::Memory | Storage::Noop | Storage::Logging { .. } => None,
         }
     }
 }
@@ -109,8 +113,8 @@ pub async fn open_backend(storage: &Storage) -> Result<OpenedBackend, LogError> 
             log: Arc::new(NoopLog::default()),
             state: memory_state(),
         },
-        Storage::Logging => OpenedBackend {
-            log: Arc::new(LoggingLog::default()),
+        Storage::Logging { data_fields } => OpenedBackend {
+            log: Arc::new(LoggingLog::showing_data_fields(data_fields.clone())),
             state: memory_state(),
         },
         #[cfg(feature = "redis")]
@@ -145,7 +149,12 @@ mod tests {
             ),
             (Storage::Memory, "memory"),
             (Storage::Noop, "noop"),
-            (Storage::Logging, "logging"),
+            (
+                Storage::Logging {
+                    data_fields: Vec::new(),
+                },
+                "logging",
+            ),
         ] {
             let opened = open_backend(&storage).await.expect("open");
             assert_eq!(opened.log.backend_name(), want);

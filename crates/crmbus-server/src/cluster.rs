@@ -65,8 +65,20 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// This server as member `id`, reachable at `url`, with leases of `ttl`.
-    pub fn new(leases: Arc<dyn LeaseStore>, id: String, url: String, ttl: Duration) -> Cluster {
+    /// This server as member `id`, reachable at `url`, with leases of `ttl`. Forwards to
+    /// the other members also trust the PEM certificates of `trusted` (the servers' own
+    /// certificate, when they serve HTTPS with one the system does not know).
+    pub fn new(
+        leases: Arc<dyn LeaseStore>,
+        id: String,
+        url: String,
+        ttl: Duration,
+        trusted: &[reqwest::Certificate],
+    ) -> Cluster {
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if !trusted.is_empty() {
+            http = http.tls_certs_merge(trusted.iter().cloned());
+        }
         Cluster {
             me: Member { id, url },
             leases,
@@ -74,10 +86,7 @@ impl Cluster {
             member_token: Mutex::new(None),
             members: Mutex::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: http.build().unwrap_or_default(),
             kick: Notify::new(),
             wake_at: Mutex::new(None),
         }

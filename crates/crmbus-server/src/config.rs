@@ -22,6 +22,7 @@
 //! url = ""                       # redis://127.0.0.1:6379 or nats://127.0.0.1:4222
 //! prefix = "crmbus"              # redis/nats: key and stream name prefix
 //! dedupe_window_ms = 120000      # embedded: how long a republished (source, id) is absorbed
+//! log_data_fields = ""           # logging: data fields shown in each line (others [redacted]); none by default
 //!
 //! [schemas]
 //! catalog = true                 # load the built-in CRM event catalog at start
@@ -35,6 +36,7 @@
 //!
 //! [auth]
 //! mode = "auto"                  # auto (keys once one exists; required off loopback) | keys | none
+//! stream_recheck_ms = 5000       # how often a live stream checks its key still works
 //!
 //! [limits]                       # 0 turns a limit off (the default)
 //! key_requests_per_second = 0    # each API key's sustained request rate (429 over it)
@@ -190,12 +192,17 @@ pub struct AuthSection {
     /// at start when listening off loopback).
     #[serde(deserialize_with = "named::auth_mode")]
     pub mode: AuthMode,
+    /// How often an open live stream checks that its key still works (or, opened without
+    /// one, that the server still needs none), in milliseconds; at least 100. A key
+    /// revoked on this server ends its streams at once.
+    pub stream_recheck_ms: u64,
 }
 
 impl Default for AuthSection {
     fn default() -> Self {
         AuthSection {
             mode: AuthMode::Auto,
+            stream_recheck_ms: 5000,
         }
     }
 }
@@ -300,6 +307,10 @@ pub struct StorageSection {
     /// Embedded log: how long, in milliseconds, a republished event (same `source` and
     /// `id`) is recognised and absorbed as a duplicate (default 120000, two minutes).
     pub dedupe_window_ms: u64,
+    /// `logging` backend: the top-level fields of each event's JSON data its log line
+    /// shows, comma-separated (`deal_id, amount`); every other field is `[redacted]`.
+    /// Empty (the default): no data is logged.
+    pub log_data_fields: String,
 }
 
 impl Default for StorageSection {
@@ -311,6 +322,7 @@ impl Default for StorageSection {
             url: String::new(),
             prefix: "crmbus".to_string(),
             dedupe_window_ms: crmbus::DEFAULT_DEDUPE_WINDOW.as_millis() as u64,
+            log_data_fields: String::new(),
         }
     }
 }
@@ -348,7 +360,15 @@ impl StorageSection {
             },
             BackendKind::Memory => Storage::Memory,
             BackendKind::Noop => Storage::Noop,
-            BackendKind::Logging => Storage::Logging,
+            BackendKind::Logging => Storage::Logging {
+                data_fields: self
+                    .log_data_fields
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            },
             BackendKind::Redis => {
                 let (url, prefix) = remote(BackendKind::Redis)?;
                 Storage::Redis { url, prefix }
@@ -385,11 +405,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "url",
             "prefix",
             "dedupe_window_ms",
+            "log_data_fields",
         ],
     ),
     ("schemas", &["catalog", "catalog_dir", "validate"]),
     ("cluster", &["enabled", "lease_ttl_ms", "advertise_url"]),
-    ("auth", &["mode"]),
+    ("auth", &["mode", "stream_recheck_ms"]),
     (
         "limits",
         &[
@@ -524,6 +545,21 @@ impl Config {
             return Err("server.stream_buffer must be at least 1".into());
         }
         self.limits.check()?;
+        let tls = !self.server.tls_cert.as_os_str().is_empty();
+        let advertised = &self.cluster.advertise_url;
+        if !advertised.is_empty()
+            && tls != advertised.starts_with("https://")
+            && (advertised.starts_with("http://") || advertised.starts_with("https://"))
+        {
+            return Err(format!(
+                "cluster.advertise_url {advertised:?} must start with {} when server.tls_cert is {}",
+                if tls { "https://" } else { "http://" },
+                if tls { "set (the server serves HTTPS)" } else { "not set (the server serves plain HTTP)" }
+            ));
+        }
+        if self.auth.stream_recheck_ms < 100 {
+            return Err("auth.stream_recheck_ms must be at least 100".into());
+        }
         if self.server.tls_cert.as_os_str().is_empty() != self.server.tls_key.as_os_str().is_empty()
         {
             return Err(
@@ -789,6 +825,38 @@ mod tests {
             .expect_err("durability");
         assert!(e.to_string().contains("durability"), "{e}");
         assert!(e.to_string().contains("sometimes"), "{e}");
+        // HTTPS settings go together, and the URL other servers use says the same.
+        let e =
+            Config::load(None, env(&[("CRMBUS_SERVER_TLS_CERT", "/etc/c.pem")])).expect_err("pair");
+        assert!(e.to_string().contains("server.tls_key"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[
+                ("CRMBUS_SERVER_TLS_CERT", "/etc/c.pem"),
+                ("CRMBUS_SERVER_TLS_KEY", "/etc/c.key"),
+                ("CRMBUS_CLUSTER_ADVERTISE_URL", "http://10.0.0.7:7480"),
+            ]),
+        )
+        .expect_err("scheme");
+        assert!(e.to_string().contains("must start with https://"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("CRMBUS_CLUSTER_ADVERTISE_URL", "https://10.0.0.7:7480")]),
+        )
+        .expect_err("scheme");
+        assert!(e.to_string().contains("must start with http://"), "{e}");
+        let e = Config::load(None, env(&[("CRMBUS_AUTH_STREAM_RECHECK_MS", "10")]))
+            .expect_err("recheck");
+        assert!(e.to_string().contains("auth.stream_recheck_ms"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("CRMBUS_LIMITS_KEY_REQUESTS_PER_SECOND", "-2")]),
+        )
+        .expect_err("rate");
+        assert!(
+            e.to_string().contains("limits.key_requests_per_second"),
+            "{e}"
+        );
     }
 
     #[test]

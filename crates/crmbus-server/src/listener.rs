@@ -168,7 +168,8 @@ impl ApiListener {
         })
     }
 
-    /// Serves HTTPS on `listener` with `cert` (HTTP/1.1 and HTTP/2 by ALPN).
+    /// Serves HTTPS on `listener` with `cert`: HTTP/1.1, the only version the server speaks,
+    /// which ALPN tells clients that would rather have HTTP/2.
     pub fn tls(listener: TcpListener, cert: Arc<TlsCertificate>) -> std::io::Result<ApiListener> {
         let local = listener.local_addr()?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -176,7 +177,7 @@ impl ApiListener {
             .map_err(std::io::Error::other)?
             .with_no_client_auth()
             .with_cert_resolver(cert);
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let (tx, ready) = mpsc::channel(READY_CONNECTIONS);
         let acceptor = tokio::spawn(async move {

@@ -166,6 +166,12 @@ impl RateLimits {
         }
     }
 
+    /// Whether topics' event rates are limited (then a publish checks that its topics
+    /// exist before it takes from their buckets, so no name makes a bucket).
+    pub fn limits_topics(&self) -> bool {
+        self.topics.is_some()
+    }
+
     /// Forgets buckets that are full again (they hold nothing a new bucket would not).
     pub fn forget_idle(&self) {
         for l in [&self.keys, &self.topics].into_iter().flatten() {

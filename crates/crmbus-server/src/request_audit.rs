@@ -1,8 +1,9 @@
 //! The audit layer: around the request check ([`crate::request_auth`]), it writes an
 //! audit entry for every successful request to an audited route
 //! ([`crate::auth::rules::audited`]) and counts refused ones (401, 403) per address, an
-//! entry for each burst ([`crate::audit::AuditLog::refused`]). A request another server
-//! forwarded was audited by the server it came to, and is not again.
+//! entry for each burst ([`crate::audit::AuditLog::refused`]). A request marked as
+//! forwarded by another server is audited all the same, with that said in its detail: the
+//! mark is a header anyone could send, so it must not hide what a request did.
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -23,9 +24,12 @@ pub async fn record(
     req: Request,
     next: Next,
 ) -> Response {
-    if req.headers().contains_key(FORWARDED_HEADER) {
-        return next.run(req).await;
-    }
+    let forwarded_by = req.headers().get(FORWARDED_HEADER).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(64)
+            .collect::<String>()
+    });
     let template = matched.map(|m| m.as_str().to_string()).unwrap_or_default();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -58,7 +62,9 @@ pub async fn record(
             path,
             status: status.as_u16(),
             from,
-            detail: String::new(),
+            detail: forwarded_by
+                .map(|m| format!("marked as forwarded by server {m}"))
+                .unwrap_or_default(),
         })
     } else {
         None

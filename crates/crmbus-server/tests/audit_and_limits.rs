@@ -215,6 +215,17 @@ async fn every_audited_route_leaves_an_entry_with_who_when_what_and_from_where()
     )
     .await;
     ok(st, &b, "compatibility");
+    // A stream token is a credential: issuing one is audited (the token is not).
+    let (st, b) = send(
+        &s,
+        "POST",
+        "/v1/topics/billing/stream-token",
+        a,
+        Some(json!({})),
+    )
+    .await;
+    ok(st, &b, "stream token");
+    let stream_token = b["token"].as_str().expect("token").to_string();
     let other = make_key(&s, a, "ops-alice", &["subscribe:billing"]).await;
     let other_key = other["key"].as_str().expect("key").to_string();
     let other_id = other["id"].as_str().expect("id").to_string();
@@ -234,6 +245,17 @@ async fn every_audited_route_leaves_an_entry_with_who_when_what_and_from_where()
         .bearer_auth(&admin)
         .header("x-crmbus-actor", "alice@example.com")
         .json(&json!({"name": "named", "partitions": 1}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status().as_u16(), 201);
+    // Marked as forwarded by another server: audited all the same, the mark said.
+    let r = s
+        .client
+        .post(s.url("/v1/topics"))
+        .bearer_auth(&admin)
+        .header("crmbus-forwarded", "member-x")
+        .json(&json!({"name": "sneaky", "partitions": 1}))
         .send()
         .await
         .expect("create");
@@ -295,6 +317,14 @@ async fn every_audited_route_leaves_an_entry_with_who_when_what_and_from_where()
         find("DELETE /v1/keys/{id}", &format!("/v1/keys/{other_id}"))["actor"],
         "root"
     );
+    let sneaky = entries
+        .iter()
+        .find(|e| {
+            e["action"] == "POST /v1/topics"
+                && e["detail"].as_str().unwrap_or("").contains("member-x")
+        })
+        .expect("the forwarded-marked create is audited");
+    assert_eq!(sneaky["actor"], "root");
     // Failed requests are not there.
     assert!(!entries.iter().any(|e| e["path"] == "/v1/topics/nope"));
     // Oldest first, ids increasing.
@@ -311,6 +341,7 @@ async fn every_audited_route_leaves_an_entry_with_who_when_what_and_from_where()
     assert!(!text.contains(admin_secret));
     assert!(!text.contains(other_key.splitn(3, '_').nth(2).expect("secret")));
     assert!(!secret.is_empty() && !text.contains("whsec_"), "{text}");
+    assert!(!text.contains(&stream_token), "{text}");
     // A bad page size is a 400 naming it.
     let (st, p) = send(&s, "GET", "/v1/audit?limit=0", a, None).await;
     assert_eq!(st, 400, "{p}");
@@ -329,11 +360,18 @@ async fn a_burst_of_refused_requests_is_one_entry_per_address_and_minute() {
         .as_str()
         .expect("key")
         .to_string();
-    // Two refusals: below the burst, no entry.
-    for key in [None, Some("crmbus_0123_nope")] {
-        let (st, _) = send(&s, "GET", "/v1/topics", key, None).await;
-        assert_eq!(st, 401);
-    }
+    // Two refusals: below the burst, no entry. The second is marked as forwarded by
+    // another server (a header anyone can send): it counts all the same.
+    let (st, _) = send(&s, "GET", "/v1/topics", Some("crmbus_0123_nope"), None).await;
+    assert_eq!(st, 401);
+    let r = s
+        .client
+        .get(s.url("/v1/topics"))
+        .header("crmbus-forwarded", "member-x")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 401);
     let before = all_entries(&s, &admin).await;
     assert!(!before.iter().any(|e| e["action"] == "auth.failures"));
     // The third (a 403 counts too) makes the entry; the next ones in the minute do not.

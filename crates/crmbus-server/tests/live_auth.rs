@@ -54,17 +54,24 @@ async fn publish(s: &TestServer, key: &str, topic: &str, id: &str) {
     assert_eq!(r.status().as_u16(), 201);
 }
 
-/// Reads a Server-Sent Events body until its text holds `want` (or the stream ends); the
-/// text read.
+/// How long a test waits at most for what a stream should send (keep-alive comments keep
+/// a stream busy, so the wait is bounded as a whole, not per chunk).
+const STREAM_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Reads a Server-Sent Events body until its text holds `want`, the stream ends, or
+/// [`STREAM_PATIENCE`] runs out; the text read.
 async fn read_until(resp: reqwest::Response, want: &str) -> String {
     let mut body = resp.bytes_stream();
     let mut text = String::new();
-    while !text.contains(want) {
-        match tokio::time::timeout(Duration::from_secs(30), body.next()).await {
-            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
-            _ => break,
+    let _ = tokio::time::timeout(STREAM_PATIENCE, async {
+        while !text.contains(want) {
+            match body.next().await {
+                Some(Ok(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => break,
+            }
         }
-    }
+    })
+    .await;
     text
 }
 
@@ -76,9 +83,13 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(&[]).await
+}
+
+async fn fixture_with(extra: &[(&str, &str)]) -> Fixture {
     let dir = tempfile::tempdir().expect("dir");
     let clock = crmbus::ManualClock::starting_now();
-    let config = common::config(dir.path(), "embedded", &[]);
+    let config = common::config(dir.path(), "embedded", extra);
     let server = crmbus_server::Server::start_with_clock(config, Arc::new(clock.clone()))
         .await
         .expect("server");
@@ -139,9 +150,12 @@ async fn a_stream_token_opens_its_topics_streams_until_it_expires() {
         .await
         .expect("stream");
     assert_eq!(other.status().as_u16(), 401);
-    let mut forged = tok.clone();
-    let last = forged.pop().expect("a char");
-    forged.push(if last == 'A' { 'B' } else { 'A' });
+    // A later expiry, the MAC kept: refused.
+    let mut parts: Vec<String> = tok.split('.').map(str::to_string).collect();
+    assert_eq!(parts.len(), 5, "{tok}");
+    let later: i64 = parts[2].parse::<i64>().expect("expiry") + 3_600_000_000;
+    parts[2] = later.to_string();
+    let forged = parts.join(".");
     let r = s
         .client
         .get(s.url(&format!("/v1/topics/deals/stream?token={forged}")))
@@ -267,12 +281,15 @@ async fn revoking_a_key_ends_its_open_streams_with_the_reason() {
     assert!(text.contains("the API key was revoked"), "{text}");
     // The WebSocket is closed with 1008 and the reason.
     let mut closed = None;
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
-        if let Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))) = msg {
-            closed = Some(frame);
-            break;
+    let _ = tokio::time::timeout(STREAM_PATIENCE, async {
+        while let Some(msg) = socket.next().await {
+            if let Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))) = msg {
+                closed = Some(frame);
+                break;
+            }
         }
-    }
+    })
+    .await;
     let frame = closed.expect("a close frame");
     assert_eq!(u16::from(frame.code), 1008);
     assert!(frame.reason.contains("revoked"), "{}", frame.reason);
@@ -281,4 +298,101 @@ async fn revoking_a_key_ends_its_open_streams_with_the_reason() {
     let text = read_until(admin_stream, "\"after\"").await;
     assert!(text.contains("\"id\":\"after\""), "{text}");
     assert!(!text.contains("event: error"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_stream_ends_when_its_key_expires() {
+    let f = fixture_with(&[("CRMBUS_AUTH_STREAM_RECHECK_MS", "100")]).await;
+    let s = &f.s;
+    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (st, made) = status_json(
+        s.client
+            .post(s.url("/v1/keys"))
+            .bearer_auth(&f.admin)
+            .json(&json!({"name": "temp", "scopes": ["subscribe:deals"], "expires_at": expiry}))
+            .send()
+            .await
+            .expect("key"),
+    )
+    .await;
+    assert_eq!(st, 201, "{made}");
+    let stream = s
+        .client
+        .get(s.url("/v1/topics/deals/stream"))
+        .bearer_auth(key_of(&made))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    // Events keep coming while the key expires: the check must not wait for a pause.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (stop, client, url, admin) = (
+            Arc::clone(&stop),
+            s.client.clone(),
+            s.url("/v1/topics/deals/events"),
+            f.admin.clone(),
+        );
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 5000 {
+                let _ = client
+                    .post(&url)
+                    .bearer_auth(&admin)
+                    .header("content-type", "application/cloudevents+json")
+                    .body(event(&format!("busy-{i}"), "deal.won", "deal/1", json!({})).to_string())
+                    .send()
+                    .await;
+                i += 1;
+            }
+        })
+    };
+    let mut body = stream.bytes_stream();
+    let mut text = String::new();
+    // Some events first, then the key's hour passes.
+    tokio::time::timeout(STREAM_PATIENCE, async {
+        while !text.contains("busy-3") {
+            let chunk = body.next().await.expect("open").expect("chunk");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the first events");
+    f.clock.advance(Duration::from_secs(2 * 3600));
+    let _ = tokio::time::timeout(STREAM_PATIENCE, async {
+        while !text.contains("event: error") {
+            match body.next().await {
+                Some(Ok(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = publisher.await;
+    let tail = text.rsplit("event: error").next().unwrap_or_default();
+    assert!(
+        text.contains("event: error"),
+        "no end in {} bytes",
+        text.len()
+    );
+    assert!(tail.contains("the API key has expired"), "{tail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_without_a_key_ends_once_keys_are_needed() {
+    let s = TestServer::start("embedded", &[("CRMBUS_AUTH_STREAM_RECHECK_MS", "100")]).await;
+    s.create_topic("deals", 1).await;
+    // No key exists: the stream opens without one.
+    let stream = s
+        .client
+        .get(s.url("/v1/topics/deals/stream"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    make_key(&s, None, "root", &["admin"]).await;
+    let text = read_until(stream, "needs an API key now").await;
+    assert!(text.contains("event: error"), "{text}");
+    assert!(text.contains("needs an API key now"), "{text}");
 }

@@ -626,6 +626,7 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("url", Kind::Text),
             ("prefix", Kind::Text),
             ("dedupe_window_ms", Kind::Number),
+            ("log_data_fields", Kind::Text),
         ],
     ),
     (
@@ -654,7 +655,10 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("ca_file", Kind::Text),
         ],
     ),
-    ("auth", &[("mode", Kind::Text)]),
+    (
+        "auth",
+        &[("mode", Kind::Text), ("stream_recheck_ms", Kind::Number)],
+    ),
     (
         "limits",
         &[
@@ -739,23 +743,27 @@ fn valid_config() -> impl Strategy<Value = Config> {
         config_text(),
         config_text(),
         any::<u32>(),
+        config_text(),
     )
-        .prop_map(|(backend, dir, durability, url, prefix, window)| {
-            let remote = matches!(backend, BackendKind::Redis | BackendKind::Nats);
-            let url = if url.is_empty() && remote {
-                "redis://127.0.0.1:6379".to_string()
-            } else {
-                url
-            };
-            StorageSection {
-                backend,
-                data_dir: PathBuf::from(dir),
-                durability,
-                url,
-                prefix,
-                dedupe_window_ms: u64::from(window),
-            }
-        });
+        .prop_map(
+            |(backend, dir, durability, url, prefix, window, log_fields)| {
+                let remote = matches!(backend, BackendKind::Redis | BackendKind::Nats);
+                let url = if url.is_empty() && remote {
+                    "redis://127.0.0.1:6379".to_string()
+                } else {
+                    url
+                };
+                StorageSection {
+                    backend,
+                    data_dir: PathBuf::from(dir),
+                    durability,
+                    url,
+                    prefix,
+                    dedupe_window_ms: u64::from(window),
+                    log_data_fields: log_fields,
+                }
+            },
+        );
     let schemas =
         (any::<bool>(), config_text(), any::<bool>()).prop_map(|(catalog, dir, validate)| {
             SchemasSection {
@@ -800,8 +808,14 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 }
             },
         );
-    let auth = prop::sample::select(vec![AuthMode::Auto, AuthMode::Keys, AuthMode::None])
-        .prop_map(|mode| AuthSection { mode });
+    let auth = (
+        prop::sample::select(vec![AuthMode::Auto, AuthMode::Keys, AuthMode::None]),
+        100..=u64::from(u32::MAX),
+    )
+        .prop_map(|(mode, stream_recheck_ms)| AuthSection {
+            mode,
+            stream_recheck_ms,
+        });
     let rate = prop_oneof![
         Just(0.0),
         1e-6..1e7_f64,
@@ -898,6 +912,8 @@ fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
                 || (key == "advertise_url"
                     && !s.is_empty()
                     && !url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
+                // Valid configurations serve plain HTTP: an https:// advertised URL is wrong.
+                || (key == "advertise_url" && s.starts_with("https://"))
                 || (key == "allowed_targets" && !s.split(',').all(address_or_network))
                 // The other of the pair is empty in every valid configuration.
                 || (matches!(key, "tls_cert" | "tls_key") && !s.is_empty())
@@ -914,6 +930,7 @@ fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
                     ))
                 || (key == "default_partitions" && *n > 4096)
                 || (key == "lease_ttl_ms" && !(1000..=600_000).contains(n))
+                || (key == "stream_recheck_ms" && *n < 100)
         }
         _ => true,
     }

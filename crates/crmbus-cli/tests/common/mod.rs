@@ -19,6 +19,7 @@ pub struct Serve {
     pub url: String,
     /// Every line the server wrote to stderr (its log).
     pub log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -62,7 +63,7 @@ impl Serve {
         // Keep draining stderr so the server never blocks on a full pipe.
         let log = Arc::new(Mutex::new(before));
         let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if let Ok(mut l) = kept.lock() {
                     l.push(line);
@@ -73,6 +74,7 @@ impl Serve {
             child,
             url,
             log,
+            reader: Some(reader),
             _dir: dir,
         }
     }
@@ -100,6 +102,22 @@ impl Serve {
         all.push("--json");
         let text = self.ok(&all);
         serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+    }
+}
+
+impl Serve {
+    /// Stops the server (SIGTERM, then waits) and returns its whole log, every line read.
+    pub fn stop(&mut self) -> String {
+        let pid = self.child.id() as i32;
+        // SAFETY: a signal to the child process this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 }
 

@@ -34,12 +34,9 @@ pub struct Auth {
     /// make one key, not two.
     pub bootstrap: tokio::sync::Mutex<()>,
     /// Bumped when a key is revoked here: live streams check their key at once (those
-    /// on other servers check within [`LIVE_RECHECK`]).
+    /// on other servers check within `[auth] stream_recheck_ms`).
     revocations: tokio::sync::watch::Sender<u64>,
 }
-
-/// How often a live stream checks that its key still works.
-pub const LIVE_RECHECK: Duration = Duration::from_secs(5);
 
 impl Auth {
     /// The check of a server in `mode` over `keys`.

@@ -91,16 +91,19 @@ pub fn rule_for(method: &str, template: &str) -> Option<Rule> {
 
 /// Whether a request to the route goes into the audit log when it succeeds: every change
 /// an admin key makes (topics, subscriptions, schemas, keys), every dead-letter redrive
-/// and discard, and a subscription's seek (it replays or skips events).
+/// and discard, a subscription's seek (it replays or skips events), and every live-stream
+/// token issued (a credential).
 pub fn audited(method: &str, template: &str) -> bool {
     if matches!(method, "GET" | "HEAD") {
         return false;
     }
-    (method, template) == ("POST", "/v1/subscriptions/{name}/seek")
-        || matches!(
-            rule_for(method, template).unwrap_or(Rule::Admin),
-            Rule::Admin | Rule::Subscription(Access::Dlq) | Rule::Topic(Access::Dlq)
-        )
+    matches!(
+        (method, template),
+        ("POST", "/v1/subscriptions/{name}/seek") | ("POST", "/v1/topics/{topic}/stream-token")
+    ) || matches!(
+        rule_for(method, template).unwrap_or(Rule::Admin),
+        Rule::Admin | Rule::Subscription(Access::Dlq) | Rule::Topic(Access::Dlq)
+    )
 }
 
 /// The value of the path parameter `{name}` of `template` in `path`, percent-decoded.

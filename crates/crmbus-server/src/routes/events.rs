@@ -43,9 +43,19 @@ async fn publish_to(
             }),
         ));
     }
-    // Each topic's event rate ([limits]); a refused request stores nothing.
-    for topic in &topics {
-        app.limits.publish(topic, events.len())?;
+    // Each topic's event rate ([limits]); a refused request stores nothing. Only topics
+    // that exist have buckets (with auto-created topics, the publish makes them: a name
+    // then gets a bucket like any topic). A request refused by one topic's limit has
+    // already taken from the buckets of the topics before it.
+    if app.limits.limits_topics() {
+        if !app.config.server.auto_create_topics {
+            for topic in &topics {
+                app.bus.describe_topic(topic).await?;
+            }
+        }
+        for topic in &topics {
+            app.limits.publish(topic, events.len())?;
+        }
     }
     let started = Instant::now();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();

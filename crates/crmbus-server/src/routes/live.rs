@@ -31,44 +31,75 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::api::StoredView;
-use crate::auth::gate::LIVE_RECHECK;
 use crate::extract::{json_body, query_values};
 use crate::problem::{ApiError, Problem};
 use crate::render::rfc3339;
 use crate::request_auth::Caller;
 use crate::state::Shared;
 
-/// The key a live stream was opened with, checked again now and then (and at once when a
-/// key is revoked on this server): the stream ends when the key stops working.
+/// What a live stream was let in with, checked again every `[auth] stream_recheck_ms`
+/// (and at once when a key is revoked on this server): the key it was opened with must
+/// still work, and a stream opened without one (no key was needed) ends once the server
+/// needs keys.
 struct KeyWatch {
     app: Shared,
-    key_id: String,
+    /// The key's id; `None`: opened without a key.
+    key_id: Option<String>,
     revocations: tokio::sync::watch::Receiver<u64>,
+    /// False once the server's revocation signal is gone (it is stopping).
+    revocations_open: bool,
+    every: Duration,
+    next_check: tokio::time::Instant,
 }
 
 impl KeyWatch {
-    fn new(app: &Shared, caller: Option<Extension<Caller>>) -> Option<KeyWatch> {
-        caller.map(|Extension(c)| KeyWatch {
+    fn new(app: &Shared, caller: Option<Extension<Caller>>) -> KeyWatch {
+        let every = Duration::from_millis(app.config.auth.stream_recheck_ms);
+        KeyWatch {
             app: app.clone(),
-            key_id: c.key.id,
+            key_id: caller.map(|Extension(c)| c.key.id),
             revocations: app.auth.revocations(),
-        })
+            revocations_open: true,
+            every,
+            next_check: tokio::time::Instant::now() + every,
+        }
     }
 
-    /// Why the stream must end, if it must.
-    async fn check(&self) -> Result<(), ApiError> {
+    fn due(&self) -> bool {
+        tokio::time::Instant::now() >= self.next_check
+    }
+
+    /// Checks now; why the stream must end, if it must.
+    async fn check(&mut self) -> Result<(), ApiError> {
+        self.next_check = tokio::time::Instant::now() + self.every;
         let now = self.app.auth.clock().now_micros();
-        match self.app.auth.keys.still_valid(&self.key_id, now).await {
-            Ok(()) => Ok(()),
-            // A store that cannot be read now is not a reason to end a stream.
-            Err(crate::auth::keys::AuthError::Store(e)) => {
-                tracing::warn!(error = %e, "cannot check a live stream's key; checking again later");
-                Ok(())
-            }
-            Err(e) => Err(ApiError::new(
+        let refused = match &self.key_id {
+            Some(id) => match self.app.auth.keys.still_valid(id, now).await {
+                Ok(()) => None,
+                // A store that cannot be read now is not a reason to end a stream.
+                Err(crate::auth::keys::AuthError::Store(e)) => {
+                    tracing::warn!(error = %e, "cannot check a live stream's key; checking again later");
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            },
+            None => match self.app.auth.required().await {
+                Ok(true) => Some(
+                    "this server needs an API key now: open the stream again with one".to_string(),
+                ),
+                Ok(false) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e.detail, "cannot tell whether keys are needed; checking again later");
+                    None
+                }
+            },
+        };
+        match refused {
+            Some(why) => Err(ApiError::new(
                 ErrorCode::Unauthorized,
-                format!("the stream ended: {e}"),
+                format!("the stream ended: {why}"),
             )),
+            None => Ok(()),
         }
     }
 }
@@ -78,7 +109,7 @@ impl KeyWatch {
 struct LiveReader {
     tailer: Tailer,
     stopping: tokio::sync::watch::Receiver<bool>,
-    key: Option<KeyWatch>,
+    key: KeyWatch,
 }
 
 impl LiveReader {
@@ -87,7 +118,7 @@ impl LiveReader {
         topic: String,
         query: Option<&str>,
         last_event_id: Option<String>,
-        key: Option<KeyWatch>,
+        key: KeyWatch,
     ) -> Result<LiveReader, ApiError> {
         let mut filter = match query_values(query, "filter").first() {
             Some(json) => serde_json::from_str::<Filter>(json)
@@ -142,38 +173,25 @@ impl LiveReader {
             return None;
         }
         let batch = loop {
-            let (tailer, stopping, key) = (&mut self.tailer, &mut self.stopping, &mut self.key);
-            // Due when the key should be checked: now and then, and at once after a
-            // revocation on this server; never without a key.
-            let due = async {
-                match key.as_mut() {
-                    Some(k) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(LIVE_RECHECK) => {}
-                            changed = k.revocations.changed() => {
-                                if changed.is_err() {
-                                    // The server is going away: checks stay timed.
-                                    tokio::time::sleep(LIVE_RECHECK).await;
-                                }
-                            }
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
+            // Checked when due even while events keep coming (a busy stream never waits).
+            if self.key.due() {
+                if let Err(e) = self.key.check().await {
+                    return Some(Err(e));
                 }
-            };
+            }
+            let (tailer, stopping, key) = (&mut self.tailer, &mut self.stopping, &mut self.key);
+            let deadline = key.next_check;
+            let revocations_open = key.revocations_open;
             // `Tailer::next` is cancel-safe: a check that wins the race loses no event.
-            let outcome = tokio::select! {
-                b = tailer.next() => Some(b),
+            tokio::select! {
+                b = tailer.next() => break b,
                 _ = stopping.wait_for(|s| *s) => return None,
-                _ = due => None,
-            };
-            match outcome {
-                Some(b) => break b,
-                None => {
-                    if let Some(k) = &self.key {
-                        if let Err(e) = k.check().await {
-                            return Some(Err(e));
-                        }
+                _ = tokio::time::sleep_until(deadline) => {}
+                changed = key.revocations.changed(), if revocations_open => {
+                    match changed {
+                        // A key was revoked here: check at once.
+                        Ok(()) => key.next_check = tokio::time::Instant::now(),
+                        Err(_) => key.revocations_open = false,
                     }
                 }
             }
@@ -236,7 +254,13 @@ pub async fn stream_sse(
     // Why the stream ended, sent after everything already queued.
     let (reason_tx, reason_rx) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
-        while let Some(batch) = reader.next().await {
+        loop {
+            // A client that left ends the task even on a quiet topic.
+            let batch = tokio::select! {
+                b = reader.next() => b,
+                _ = tx.closed() => return,
+            };
+            let Some(batch) = batch else { return };
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {

@@ -1,5 +1,9 @@
 //! [`NoopLog`] and [`LoggingLog`]: logs that accept everything and store nothing; the
-//! logging one writes one `tracing` line per event.
+//! logging one writes one `tracing` line per event — never the event's data, unless told
+//! which of its fields to show ([`DiscardingLog::showing_data_fields`]; every other field
+//! is written as `[redacted]`).
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,8 +15,47 @@ use crate::log::{EventLog, PartitionInfo, Receipt, StoredEvent, TopicInfo, Topic
 /// Accepts every append (valid events, any topic) and stores nothing: reads are empty,
 /// offsets are always 0, group offsets are not kept. With `LOG = true` it also logs each
 /// event; use it through [`NoopLog`] and [`LoggingLog`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DiscardingLog<const LOG: bool>;
+#[derive(Debug, Default, Clone)]
+pub struct DiscardingLog<const LOG: bool> {
+    /// The top-level fields of an event's JSON data its log line shows; empty: no data.
+    data_fields: Arc<[String]>,
+}
+
+impl<const LOG: bool> DiscardingLog<LOG> {
+    /// The log, writing the values of these top-level fields of each event's JSON `data`
+    /// in its line (`data = {"deal_id":"d-1","email":"[redacted]"}`); every other field
+    /// shows as `[redacted]`, and data that is not a JSON object shows as `[redacted]`.
+    /// With no fields (the default) no data is written at all.
+    pub fn showing_data_fields(fields: Vec<String>) -> Self {
+        DiscardingLog {
+            data_fields: fields.into(),
+        }
+    }
+}
+
+/// What an event's log line shows of its data: the allowed fields' values, every other
+/// field `[redacted]`.
+fn shown_data(e: &Event, fields: &[String]) -> String {
+    const REDACTED: &str = "[redacted]";
+    match &e.data {
+        Some(EventData::Json(serde_json::Value::Object(map))) => {
+            let shown: serde_json::Map<String, serde_json::Value> = map
+                .iter()
+                .map(|(k, v)| {
+                    let v = if fields.iter().any(|f| f == k) {
+                        v.clone()
+                    } else {
+                        serde_json::Value::String(REDACTED.to_string())
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            serde_json::Value::Object(shown).to_string()
+        }
+        Some(_) => REDACTED.to_string(),
+        None => "-".to_string(),
+    }
+}
 
 /// Accepts and forgets, for development without storage, as the seed's `NoOpEventBackend`.
 pub type NoopLog = DiscardingLog<false>;
@@ -29,18 +72,31 @@ fn data_bytes(e: &Event) -> usize {
     }
 }
 
-fn log_events(topics: &[String], events: &[Event]) {
+fn log_events(topics: &[String], events: &[Event], data_fields: &[String]) {
     let joined = topics.join(",");
     for e in events {
-        tracing::info!(
-            target: "crmbus::events",
-            event_type = %e.ty,
-            topics = %joined,
-            subject = e.subject.as_deref().unwrap_or("-"),
-            id = %e.id,
-            data_bytes = data_bytes(e),
-            "event"
-        );
+        if data_fields.is_empty() {
+            tracing::info!(
+                target: "crmbus::events",
+                event_type = %e.ty,
+                topics = %joined,
+                subject = e.subject.as_deref().unwrap_or("-"),
+                id = %e.id,
+                data_bytes = data_bytes(e),
+                "event"
+            );
+        } else {
+            tracing::info!(
+                target: "crmbus::events",
+                event_type = %e.ty,
+                topics = %joined,
+                subject = e.subject.as_deref().unwrap_or("-"),
+                id = %e.id,
+                data_bytes = data_bytes(e),
+                data = %shown_data(e, data_fields),
+                "event"
+            );
+        }
     }
 }
 
@@ -119,7 +175,7 @@ impl<const LOG: bool> EventLog for DiscardingLog<LOG> {
     async fn append(&self, topics: &[String], events: &[Event]) -> Result<Vec<Receipt>, LogError> {
         check_append(topics, events)?;
         if LOG {
-            log_events(topics, events);
+            log_events(topics, events, &self.data_fields);
         }
         Ok(unstored_receipts(topics, events))
     }
@@ -168,5 +224,32 @@ impl<const LOG: bool> EventLog for DiscardingLog<LOG> {
 
     async fn close(&self) -> Result<(), LogError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_data(data: serde_json::Value) -> Event {
+        Event::new("deal.won", data)
+    }
+
+    #[test]
+    fn only_the_listed_fields_of_data_are_shown() {
+        let e = with_data(serde_json::json!({"deal_id": "d-1", "email": "a@b.c", "amount": 10}));
+        let fields = vec!["deal_id".to_string(), "amount".to_string()];
+        let shown: serde_json::Value =
+            serde_json::from_str(&shown_data(&e, &fields)).expect("json");
+        assert_eq!(
+            shown,
+            serde_json::json!({"deal_id": "d-1", "email": "[redacted]", "amount": 10})
+        );
+        // Not an object: nothing of it is shown.
+        let list = with_data(serde_json::json!(["a@b.c"]));
+        assert_eq!(shown_data(&list, &fields), "[redacted]");
+        let binary = Event::new("file.added", serde_json::Value::Null)
+            .binary_data(b"secret".to_vec(), "application/octet-stream");
+        assert_eq!(shown_data(&binary, &fields), "[redacted]");
     }
 }
