@@ -90,6 +90,22 @@ pub enum AuthError {
     TokenExpired,
 }
 
+/// `record` and its scopes if it works at `now_us` (neither revoked nor expired).
+fn usable(record: KeyRecord, now_us: i64) -> Result<(KeyRecord, Vec<Scope>), AuthError> {
+    if record.revoked_at_us.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if record.expires_at_us.is_some_and(|e| e <= now_us) {
+        return Err(AuthError::Expired);
+    }
+    let scopes = record
+        .scopes
+        .iter()
+        .filter_map(|s| s.parse::<Scope>().ok())
+        .collect();
+    Ok((record, scopes))
+}
+
 /// The key records of a bus, in its state store.
 pub struct KeyStore {
     state: Arc<dyn StateStore>,
@@ -258,21 +274,21 @@ impl KeyStore {
         }
     }
 
-    /// Whether key `id` still works at `now_us` (a live stream opened with it asks now and
-    /// then): why not, if it does not.
-    pub async fn still_valid(&self, id: &str, now_us: i64) -> Result<(), AuthError> {
+    /// The record of key `id` and its scopes, if it works at `now_us` (neither revoked nor
+    /// expired); why not, if it does not.
+    async fn usable(&self, id: &str, now_us: i64) -> Result<(KeyRecord, Vec<Scope>), AuthError> {
         let record = self
             .get(id)
             .await
             .map_err(|e| AuthError::Store(e.to_string()))?
             .ok_or(AuthError::Unknown)?;
-        if record.revoked_at_us.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        if record.expires_at_us.is_some_and(|e| e <= now_us) {
-            return Err(AuthError::Expired);
-        }
-        Ok(())
+        usable(record, now_us)
+    }
+
+    /// Whether key `id` still works at `now_us` (a live stream opened with it asks now and
+    /// then): why not, if it does not.
+    pub async fn still_valid(&self, id: &str, now_us: i64) -> Result<(), AuthError> {
+        self.usable(id, now_us).await.map(|_| ())
     }
 
     /// The MAC of a stream token's fields, under the installation's key (kept apart from
@@ -366,18 +382,7 @@ impl KeyStore {
         if expires_us <= now_us {
             return Err(AuthError::TokenExpired);
         }
-        self.still_valid(key_id, now_us).await?;
-        let record = self
-            .get(key_id)
-            .await
-            .map_err(store)?
-            .ok_or(AuthError::Unknown)?;
-        let scopes = record
-            .scopes
-            .iter()
-            .filter_map(|s| s.parse::<Scope>().ok())
-            .collect();
-        Ok((record, scopes))
+        self.usable(key_id, now_us).await
     }
 
     /// The record and scopes of a presented key, or why it is refused.
@@ -408,18 +413,7 @@ impl KeyStore {
             .map_err(store)?
             .verify_slice(&stored)
             .map_err(|_| AuthError::Unknown)?;
-        if record.revoked_at_us.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        if record.expires_at_us.is_some_and(|e| e <= now_us) {
-            return Err(AuthError::Expired);
-        }
-        let scopes = record
-            .scopes
-            .iter()
-            .filter_map(|s| s.parse::<Scope>().ok())
-            .collect();
-        Ok((record, scopes))
+        usable(record, now_us)
     }
 }
 

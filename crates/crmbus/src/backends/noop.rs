@@ -75,28 +75,18 @@ fn data_bytes(e: &Event) -> usize {
 fn log_events(topics: &[String], events: &[Event], data_fields: &[String]) {
     let joined = topics.join(",");
     for e in events {
-        if data_fields.is_empty() {
-            tracing::info!(
-                target: "crmbus::events",
-                event_type = %e.ty,
-                topics = %joined,
-                subject = e.subject.as_deref().unwrap_or("-"),
-                id = %e.id,
-                data_bytes = data_bytes(e),
-                "event"
-            );
-        } else {
-            tracing::info!(
-                target: "crmbus::events",
-                event_type = %e.ty,
-                topics = %joined,
-                subject = e.subject.as_deref().unwrap_or("-"),
-                id = %e.id,
-                data_bytes = data_bytes(e),
-                data = %shown_data(e, data_fields),
-                "event"
-            );
-        }
+        // Absent (not even the field) unless fields are listed.
+        let data = (!data_fields.is_empty()).then(|| shown_data(e, data_fields));
+        tracing::info!(
+            target: "crmbus::events",
+            event_type = %e.ty,
+            topics = %joined,
+            subject = e.subject.as_deref().unwrap_or("-"),
+            id = %e.id,
+            data_bytes = data_bytes(e),
+            data = data.as_deref(),
+            "event"
+        );
     }
 }
 
