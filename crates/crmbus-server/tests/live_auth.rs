@@ -203,15 +203,19 @@ async fn stream_tokens_need_the_scope_and_a_sane_life() {
     }
     let (st, _) = token(s, &f.admin, "nope", json!({})).await;
     assert_eq!(st, 404);
-    // A body is optional.
-    let r = s
-        .client
-        .post(s.url("/v1/topics/deals/stream-token"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(r.status().as_u16(), 201);
+    // A body is optional: none, or JSON null.
+    for body in ["", "null"] {
+        let r = s
+            .client
+            .post(s.url("/v1/topics/deals/stream-token"))
+            .bearer_auth(&reader)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("token");
+        assert_eq!(r.status().as_u16(), 201, "body {body:?}");
+    }
     // A token of a key revoked since opens nothing.
     let (_, t) = token(s, &reader, "deals", json!({})).await;
     let id = f.reader["id"].as_str().expect("id");

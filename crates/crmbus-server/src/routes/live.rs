@@ -428,8 +428,11 @@ pub async fn create_stream_token(
     caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<StreamToken>), ApiError> {
+    // No body, or JSON null (the body is optional): the defaults.
     let req: StreamTokenRequest = match &body {
-        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => StreamTokenRequest::default(),
+        Ok(b) if b.trim_ascii().is_empty() || b.trim_ascii() == b"null" => {
+            StreamTokenRequest::default()
+        }
         _ => json_body(body)?,
     };
     let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
