@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use crmbus::sync::RwLockExt;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -94,26 +95,14 @@ impl TlsCertificate {
     /// an error the old pair stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let pair = read_pair(&self.cert_path, &self.key_path)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pair);
+        *self.current.write_locked() = Arc::new(pair);
         Ok(())
     }
 }
 
 impl ResolvesServerCert for TlsCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.current.locked_read()))
-    }
-}
-
-/// Read access to the `RwLock` that survives a poisoned lock (the value is replaced
-/// whole, never left half-written).
-trait ReadExt<T> {
-    fn locked_read(&self) -> std::sync::RwLockReadGuard<'_, T>;
-}
-
-impl<T> ReadExt<T> for RwLock<T> {
-    fn locked_read(&self) -> std::sync::RwLockReadGuard<'_, T> {
-        self.read().unwrap_or_else(|p| p.into_inner())
+        Some(Arc::clone(&self.current.read_locked()))
     }
 }
 

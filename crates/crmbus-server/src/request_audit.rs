@@ -24,33 +24,43 @@ pub async fn record(
     req: Request,
     next: Next,
 ) -> Response {
-    let forwarded_by = req.headers().get(FORWARDED_HEADER).map(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .chars()
-            .take(64)
-            .collect::<String>()
-    });
-    let template = matched.map(|m| m.as_str().to_string()).unwrap_or_default();
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
+    // Cheap copies only (the method, the URI's shared bytes, the address): most requests
+    // (publishes, pulls, reads) are neither audited nor refused, and pay for nothing more.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let from = req
         .extensions()
         .get::<ConnectInfo<ClientAddr>>()
-        .map(|c| c.0 .0.ip().to_string());
-    // Without a key (none needed), the name the caller gives is all there is.
-    let claimed = req
-        .headers()
-        .get("x-crmbus-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|c| !c.is_empty())
-        .map(|c| format!("anonymous ({c})"));
+        .map(|c| c.0 .0.ip());
+    let template = matched.as_ref().map_or("", MatchedPath::as_str);
+    let audit_this = audited(method.as_str(), template);
+    // What only an audited request's entry needs, read before the request moves on.
+    let (forwarded_by, claimed) = if audit_this {
+        let forwarded_by = req.headers().get(FORWARDED_HEADER).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(64)
+                .collect::<String>()
+        });
+        // Without a key (none needed), the name the caller gives is all there is.
+        let claimed = req
+            .headers()
+            .get("x-crmbus-actor")
+            .and_then(|v| v.to_str().ok())
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("anonymous ({c})"));
+        (forwarded_by, claimed)
+    } else {
+        (None, None)
+    };
     let resp = next.run(req).await;
     let status = resp.status();
     let action = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         let action = format!("{method} {template}");
+        let from = from.map(|ip| ip.to_string());
         app.audit
-            .refused(from.as_deref(), status.as_u16(), &action, &path)
-    } else if status.is_success() && audited(&method, &template) {
+            .refused(from.as_deref(), status.as_u16(), &action, uri.path())
+    } else if status.is_success() && audit_this {
         let caller = resp.extensions().get::<Caller>();
         Some(Action {
             actor: match caller {
@@ -59,9 +69,9 @@ pub async fn record(
             },
             key_id: caller.map(|c| c.key.id.clone()),
             action: format!("{method} {template}"),
-            path,
+            path: uri.path().to_string(),
             status: status.as_u16(),
-            from,
+            from: from.map(|ip| ip.to_string()),
             detail: forwarded_by
                 .map(|m| format!("marked as forwarded by server {m}"))
                 .unwrap_or_default(),
