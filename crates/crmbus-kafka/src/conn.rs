@@ -234,7 +234,9 @@ fn producer_config(bootstrap: &str, opts: &KafkaOptions) -> ClientConfig {
 /// A reader: assigned partitions only (never joins a group, never commits), checks every
 /// record's CRC, says when it reached the end of a partition (the high watermark of a
 /// fetch response, which every broker gets right), and reports an offset out of range
-/// instead of jumping elsewhere.
+/// instead of jumping elsewhere. A read takes what is there and never long-polls for
+/// more (`fetch.wait.max.ms=1`; some brokers hold a fetch for the whole wait even when
+/// records are waiting).
 fn reader_config(bootstrap: &str, opts: &KafkaOptions) -> ClientConfig {
     let mut c = client_config(bootstrap, opts);
     c.set("group.id", "crmbus-reader")
@@ -242,7 +244,7 @@ fn reader_config(bootstrap: &str, opts: &KafkaOptions) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
         .set("check.crcs", "true")
-        .set("fetch.wait.max.ms", "20")
+        .set("fetch.wait.max.ms", "1")
         .set("enable.partition.eof", "true");
     for (k, v) in &opts.client_settings {
         c.set(k, v);
