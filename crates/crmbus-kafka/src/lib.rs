@@ -105,12 +105,14 @@
 
 mod conn;
 mod dedupe;
+mod group;
 mod log;
 mod naming;
 
 use std::sync::Arc;
 
 pub use conn::KafkaOptions;
+pub use group::{GroupConsumerOptions, GroupMessage, GroupStart, KafkaGroupConsumer};
 pub use log::KafkaLog;
 pub use naming::MAX_PREFIX;
 

@@ -1,6 +1,7 @@
 //! The storage the server runs on, typed ([`Storage`]), and opening it: the one place
-//! that knows every backend. Redis and NATS are behind the `redis` and `nats` cargo
-//! features (on by default); a build without one refuses a configuration that names it.
+//! that knows every backend. Redis, NATS and Kafka are behind the `redis`, `nats` and
+//! `kafka` cargo features (on by default); a build without one refuses a configuration
+//! that names it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +49,19 @@ pub enum Storage {
         /// Stream and bucket prefix.
         prefix: String,
     },
+    /// Kafka, with the delivery state in PostgreSQL.
+    Kafka {
+        /// The brokers, `host:port[,host:port…]`.
+        bootstrap_servers: String,
+        /// The PostgreSQL database of the delivery state.
+        state_url: String,
+        /// Topic and state namespace prefix.
+        prefix: String,
+        /// How long a republished event (same `source` and `id`) is absorbed.
+        dedupe_window: std::time::Duration,
+        /// Extra librdkafka settings.
+        settings: Vec<(String, String)>,
+    },
 }
 
 impl Storage {
@@ -56,6 +70,7 @@ impl Storage {
         let missing = match self {
             Storage::Redis { .. } if !cfg!(feature = "redis") => "redis",
             Storage::Nats { .. } if !cfg!(feature = "nats") => "nats",
+            Storage::Kafka { .. } if !cfg!(feature = "kafka") => "kafka",
             _ => return Ok(()),
         };
         Err(format!(
@@ -68,6 +83,9 @@ impl Storage {
         match self {
             Storage::Embedded { data_dir, .. } => Some(data_dir.display().to_string()),
             Storage::Redis { url, .. } | Storage::Nats { url, .. } => Some(url.clone()),
+            Storage::Kafka {
+                bootstrap_servers, ..
+            } => Some(bootstrap_servers.clone()),
             Storage::Memory | Storage::Noop | Storage::Logging { .. } => None,
         }
     }
@@ -121,7 +139,22 @@ pub async fn open_backend(storage: &Storage) -> Result<OpenedBackend, LogError> 
         Storage::Redis { url, prefix } => crmbus_redis::open(url, prefix).await?,
         #[cfg(feature = "nats")]
         Storage::Nats { url, prefix } => crmbus_nats::open(url, prefix).await?,
-        #[cfg(not(all(feature = "redis", feature = "nats")))]
+        #[cfg(feature = "kafka")]
+        Storage::Kafka {
+            bootstrap_servers,
+            state_url,
+            prefix,
+            dedupe_window,
+            settings,
+        } => {
+            let opts = crmbus_kafka::KafkaOptions {
+                dedupe_window: *dedupe_window,
+                client_settings: settings.clone(),
+                ..crmbus_kafka::KafkaOptions::default()
+            };
+            crmbus_kafka::open(bootstrap_servers, state_url, prefix, opts).await?
+        }
+        #[cfg(not(all(feature = "redis", feature = "nats", feature = "kafka")))]
         other => {
             return Err(LogError::InvalidArgument(
                 other.check_built().err().unwrap_or_default(),

@@ -15,13 +15,16 @@
 //! tls_key = ""                   # its PEM private key
 //!
 //! [storage]
-//! backend = "embedded"           # embedded | memory | noop | logging | redis | nats
-//!                                # (redis and nats: cargo features, on by default)
+//! backend = "embedded"           # embedded | memory | noop | logging | redis | nats | kafka
+//!                                # (redis, nats and kafka: cargo features, on by default)
 //! data_dir = "./crmbus-data"     # embedded: where the log lives
 //! durability = "fsync"           # embedded: fsync (default) | os
 //! url = ""                       # redis://127.0.0.1:6379 or nats://127.0.0.1:4222
-//! prefix = "crmbus"              # redis/nats: key and stream name prefix
-//! dedupe_window_ms = 120000      # embedded: how long a republished (source, id) is absorbed
+//! prefix = "crmbus"              # redis/nats/kafka: key, stream, topic and state name prefix
+//! bootstrap_servers = ""         # kafka: the brokers, host:port[,host:port…]
+//! state_url = ""                 # kafka: PostgreSQL for delivery state, offsets and dedupe
+//! kafka_settings = ""            # kafka: extra librdkafka settings, "key=value,key=value"
+//! dedupe_window_ms = 120000      # embedded/kafka: how long a republished (source, id) is absorbed
 //! log_data_fields = ""           # logging: data fields shown in each line (others [redacted]); none by default
 //!
 //! [schemas]
@@ -290,7 +293,7 @@ impl Default for ServerSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSection {
-    /// `embedded` (default), `memory`, `noop`, `logging`, `redis` or `nats`.
+    /// `embedded` (default), `memory`, `noop`, `logging`, `redis`, `nats` or `kafka`.
     #[serde(deserialize_with = "named::backend")]
     pub backend: BackendKind,
     /// Directory of the embedded log.
@@ -301,10 +304,18 @@ pub struct StorageSection {
     pub durability: DurabilitySetting,
     /// Server URL for the `redis` and `nats` backends.
     pub url: String,
-    /// Name prefix of keys (Redis) or streams (NATS), so several installations can share
-    /// one server.
+    /// Name prefix of keys (Redis), streams (NATS) or topics and state rows (Kafka), so
+    /// several installations can share one server.
     pub prefix: String,
-    /// Embedded log: how long, in milliseconds, a republished event (same `source` and
+    /// `kafka` backend: the brokers, `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// `kafka` backend: the PostgreSQL database (`postgres://user@host:port/db`) that keeps
+    /// what Kafka has no place for: delivery state, group offsets, leases, dedupe.
+    pub state_url: String,
+    /// `kafka` backend: further librdkafka settings for every client, comma-separated
+    /// `key=value` pairs (for example `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`).
+    pub kafka_settings: String,
+    /// Embedded and Kafka logs: how long, in milliseconds, a republished event (same `source` and
     /// `id`) is recognised and absorbed as a duplicate (default 120000, two minutes).
     pub dedupe_window_ms: u64,
     /// `logging` backend: the top-level fields of each event's JSON data its log line
@@ -321,6 +332,9 @@ impl Default for StorageSection {
             durability: DurabilitySetting::Fsync,
             url: String::new(),
             prefix: "crmbus".to_string(),
+            bootstrap_servers: String::new(),
+            state_url: String::new(),
+            kafka_settings: String::new(),
             dedupe_window_ms: crmbus::DEFAULT_DEDUPE_WINDOW.as_millis() as u64,
             log_data_fields: String::new(),
         }
@@ -377,6 +391,41 @@ impl StorageSection {
                 let (url, prefix) = remote(BackendKind::Nats)?;
                 Storage::Nats { url, prefix }
             }
+            BackendKind::Kafka => {
+                for (key, value) in [
+                    ("bootstrap_servers", &self.bootstrap_servers),
+                    ("state_url", &self.state_url),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(format!(
+                            "storage.{key} is required with storage.backend = \"kafka\""
+                        ));
+                    }
+                }
+                let mut settings = Vec::new();
+                for pair in self.kafka_settings.split(',').map(str::trim) {
+                    if pair.is_empty() {
+                        continue;
+                    }
+                    match pair.split_once('=') {
+                        Some((k, v)) if !k.trim().is_empty() => {
+                            settings.push((k.trim().to_string(), v.trim().to_string()))
+                        }
+                        _ => {
+                            return Err(format!(
+                                "storage.kafka_settings: '{pair}' is not key=value"
+                            ))
+                        }
+                    }
+                }
+                Storage::Kafka {
+                    bootstrap_servers: self.bootstrap_servers.trim().to_string(),
+                    state_url: self.state_url.clone(),
+                    prefix: self.prefix.clone(),
+                    dedupe_window: std::time::Duration::from_millis(self.dedupe_window_ms),
+                    settings,
+                }
+            }
         })
     }
 }
@@ -404,6 +453,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "durability",
             "url",
             "prefix",
+            "bootstrap_servers",
+            "state_url",
+            "kafka_settings",
             "dedupe_window_ms",
             "log_data_fields",
         ],
@@ -893,5 +945,52 @@ mod tests {
                 prefix: "123".into(),
             })
         );
+        let c = Config::load(
+            None,
+            env(&[
+                ("CRMBUS_STORAGE_BACKEND", "kafka"),
+                ("CRMBUS_STORAGE_BOOTSTRAP_SERVERS", "k1:9092,k2:9092"),
+                ("CRMBUS_STORAGE_STATE_URL", "postgres://crm@db/crm"),
+                (
+                    "CRMBUS_STORAGE_KAFKA_SETTINGS",
+                    "security.protocol=SASL_SSL, sasl.mechanism=PLAIN",
+                ),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            c.storage.resolve(),
+            Ok(Storage::Kafka {
+                bootstrap_servers: "k1:9092,k2:9092".into(),
+                state_url: "postgres://crm@db/crm".into(),
+                prefix: "crmbus".into(),
+                dedupe_window: crmbus::DEFAULT_DEDUPE_WINDOW,
+                settings: vec![
+                    ("security.protocol".into(), "SASL_SSL".into()),
+                    ("sasl.mechanism".into(), "PLAIN".into()),
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn kafka_needs_its_brokers_and_state_database_and_well_formed_settings() {
+        let load = |vars: &[(&str, &str)]| {
+            let mut all = vec![("CRMBUS_STORAGE_BACKEND", "kafka")];
+            all.extend_from_slice(vars);
+            Config::load(None, env(&all))
+                .expect_err("refused")
+                .to_string()
+        };
+        let missing = load(&[]);
+        assert!(missing.contains("storage.bootstrap_servers"), "{missing}");
+        let no_state = load(&[("CRMBUS_STORAGE_BOOTSTRAP_SERVERS", "k1:9092")]);
+        assert!(no_state.contains("storage.state_url"), "{no_state}");
+        let bad = load(&[
+            ("CRMBUS_STORAGE_BOOTSTRAP_SERVERS", "k1:9092"),
+            ("CRMBUS_STORAGE_STATE_URL", "postgres://db/crm"),
+            ("CRMBUS_STORAGE_KAFKA_SETTINGS", "acks"),
+        ]);
+        assert!(bad.contains("'acks' is not key=value"), "{bad}");
     }
 }

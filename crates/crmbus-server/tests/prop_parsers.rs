@@ -625,6 +625,9 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("durability", Kind::Text),
             ("url", Kind::Text),
             ("prefix", Kind::Text),
+            ("bootstrap_servers", Kind::Text),
+            ("state_url", Kind::Text),
+            ("kafka_settings", Kind::Text),
             ("dedupe_window_ms", Kind::Number),
             ("log_data_fields", Kind::Text),
         ],
@@ -744,14 +747,39 @@ fn valid_config() -> impl Strategy<Value = Config> {
         config_text(),
         any::<u32>(),
         config_text(),
+        config_text(),
+        config_text(),
+        prop_oneof![
+            Just(String::new()),
+            "[a-z.]{1,12}=[a-zA-Z0-9_]{0,8}(,[a-z.]{1,12}=[a-zA-Z0-9_]{0,8}){0,2}",
+        ],
     )
         .prop_map(
-            |(backend, dir, durability, url, prefix, window, log_fields)| {
+            |(
+                backend,
+                dir,
+                durability,
+                url,
+                prefix,
+                window,
+                log_fields,
+                bootstrap,
+                state_url,
+                kafka_settings,
+            )| {
                 let remote = matches!(backend, BackendKind::Redis | BackendKind::Nats);
                 let url = if url.is_empty() && remote {
                     "redis://127.0.0.1:6379".to_string()
                 } else {
                     url
+                };
+                let kafka = backend == BackendKind::Kafka;
+                let needed = |v: String, default: &str| {
+                    if kafka && v.trim().is_empty() {
+                        default.to_string()
+                    } else {
+                        v
+                    }
                 };
                 StorageSection {
                     backend,
@@ -759,6 +787,9 @@ fn valid_config() -> impl Strategy<Value = Config> {
                     durability,
                     url,
                     prefix,
+                    bootstrap_servers: needed(bootstrap, "127.0.0.1:9092"),
+                    state_url: needed(state_url, "postgres://127.0.0.1/crm"),
+                    kafka_settings,
                     dedupe_window_ms: u64::from(window),
                     log_data_fields: log_fields,
                 }
@@ -904,10 +935,23 @@ fn address_or_network(item: &str) -> bool {
     len.is_none_or(|l| l.parse::<u8>().is_ok_and(|l| l <= max))
 }
 
-fn expect_error(kind: Kind, key: &str, v: &toml::Value) -> bool {
+/// Whether `storage.kafka_settings` text is a list of `key=value` pairs.
+fn kafka_settings_ok(s: &str) -> bool {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .all(|p| p.split_once('=').is_some_and(|(k, _)| !k.trim().is_empty()))
+}
+
+fn expect_error(c: &Config, kind: Kind, key: &str, v: &toml::Value) -> bool {
+    let kafka = c.storage.backend == BackendKind::Kafka;
     match (kind, v) {
         (Kind::Text, toml::Value::String(s)) => {
             matches!(key, "listen" | "backend" | "durability")
+                || (kafka && key == "kafka_settings" && !kafka_settings_ok(s))
+                || (kafka
+                    && matches!(key, "bootstrap_servers" | "state_url")
+                    && s.trim().is_empty())
                 || (key == "mode" && !matches!(s.as_str(), "auto" | "keys" | "none"))
                 || (key == "advertise_url"
                     && !s.is_empty()
@@ -1064,7 +1108,7 @@ proptest! {
             let base = toml::to_string(&c).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let var = format!("CRMBUS_{}_{}", section.to_uppercase(), key.to_uppercase());
             let r = Config::from_toml(&base, vec![(var, raw)]);
-            prop_assert_eq!(r.is_err(), expect_error(kind, key, &typed), "{}.{} = {} from env: {:?}", section, key, bad, r);
+            prop_assert_eq!(r.is_err(), expect_error(&c, kind, key, &typed), "{}.{} = {} from env: {:?}", section, key, bad, r);
             r
         } else {
             let mut table = toml::Table::try_from(&c).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -1073,7 +1117,7 @@ proptest! {
             }
             let text = toml::to_string(&table).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let r = Config::from_toml(&text, Vec::new());
-            prop_assert_eq!(r.is_err(), expect_error(kind, key, &value), "{}.{} = {}: {:?}", section, key, bad, r);
+            prop_assert_eq!(r.is_err(), expect_error(&c, kind, key, &value), "{}.{} = {}: {:?}", section, key, bad, r);
             r
         };
         if let Err(e) = result {

@@ -36,6 +36,41 @@ pub(crate) struct Fetched {
     pub out_of_range: bool,
 }
 
+/// Which records a [`fetch`] asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want {
+    /// The first offset.
+    pub from: u64,
+    /// At most this many records.
+    pub max: usize,
+    /// Only records before this offset.
+    pub stop: Option<u64>,
+    /// Whether to keep the values (false: only the offsets matter).
+    pub keep_values: bool,
+}
+
+impl Want {
+    /// Up to `max` records from `from`, values kept.
+    pub fn records(from: u64, max: usize, stop: Option<u64>) -> Want {
+        Want {
+            from,
+            max,
+            stop,
+            keep_values: true,
+        }
+    }
+
+    /// Everything from `from` to the end, to learn where the end is.
+    pub fn end_from(from: u64) -> Want {
+        Want {
+            from,
+            max: usize::MAX,
+            stop: None,
+            keep_values: false,
+        }
+    }
+}
+
 fn timestamp_ms(m: &BorrowedMessage<'_>) -> i64 {
     match m.timestamp() {
         Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
@@ -43,9 +78,10 @@ fn timestamp_ms(m: &BorrowedMessage<'_>) -> i64 {
     }
 }
 
-/// Reads records of `topic`/`partition` from `from` with consumer `c` (blocking), until
-/// `max` records, the record before `stop` (when given), or the partition's end. With
-/// `keep_values` false the values are not kept (a fetch for the end offset only).
+/// Reads records of `topic`/`partition` from `want.from` with consumer `c` (blocking),
+/// until `want.max` records, the record before `want.stop` (when given), or the
+/// partition's end. Without `want.keep_values` the values are not kept (a fetch for the
+/// end offset only).
 ///
 /// The end comes from the fetch responses' high watermark (librdkafka's partition-EOF
 /// event), never from ListOffsets, which some Kafka-protocol brokers (tansu 0.6) answer
@@ -56,11 +92,14 @@ pub(crate) fn fetch(
     timeout: std::time::Duration,
     topic: &str,
     partition: u32,
-    from: u64,
-    max: usize,
-    stop: Option<u64>,
-    keep_values: bool,
+    want: Want,
 ) -> Result<Fetched, KafkaError> {
+    let Want {
+        from,
+        max,
+        stop,
+        keep_values,
+    } = want;
     let mut out = Fetched::default();
     if max == 0 || stop.is_some_and(|s| s <= from) {
         return Ok(out);
@@ -153,7 +192,7 @@ pub(crate) fn watermarks(
     let (lo, hint) = (lo.max(0) as u64, hint.max(0) as u64);
     let mut from = hint.max(lo);
     loop {
-        let f = fetch(c, timeout, topic, partition, from, usize::MAX, None, false)?;
+        let f = fetch(c, timeout, topic, partition, Want::end_from(from))?;
         if let Some(end) = f.end {
             return Ok((lo.min(end), end));
         }
@@ -204,7 +243,7 @@ impl Inner {
         let what = format!("reading {name}/{partition}");
         self.conn
             .with_reader(&what, move |c, timeout| {
-                fetch(c, timeout, &name, partition, from, max, stop, true)
+                fetch(c, timeout, &name, partition, Want::records(from, max, stop))
             })
             .await
     }
@@ -358,7 +397,7 @@ impl Inner {
         time: DateTime<Utc>,
     ) -> Result<u64, LogError> {
         let want = time.timestamp_millis();
-        let want_sub_ms = time.timestamp_subsec_nanos() % 1_000_000 > 0;
+        let want_sub_ms = !time.timestamp_subsec_nanos().is_multiple_of(1_000_000);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let raw = self.raw(topic, partition, mid, 1, Some(mid + 1)).await?;

@@ -7,7 +7,7 @@ mod noop;
 pub use noop::{DiscardingLog, LoggingLog, NoopLog};
 
 /// Which storage backend a bus runs on, as named in configuration
-/// (`backend = "embedded" | "memory" | "noop" | "logging" | "redis" | "nats"`): the one
+/// (`backend = "embedded" | "memory" | "noop" | "logging" | "redis" | "nats" | "kafka"`): the one
 /// list of backends. Whoever opens backends matches on it, so a new kind is a compile
 /// error everywhere it must be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -26,17 +26,20 @@ pub enum BackendKind {
     Redis,
     /// NATS JetStream (crate `crmbus-nats`).
     Nats,
+    /// Kafka, with the delivery state in PostgreSQL (crate `crmbus-kafka`).
+    Kafka,
 }
 
 impl BackendKind {
     /// Every kind, in the order configuration documents them.
-    pub const ALL: [BackendKind; 6] = [
+    pub const ALL: [BackendKind; 7] = [
         BackendKind::Embedded,
         BackendKind::Memory,
         BackendKind::Noop,
         BackendKind::Logging,
         BackendKind::Redis,
         BackendKind::Nats,
+        BackendKind::Kafka,
     ];
 
     /// The name configuration uses.
@@ -48,6 +51,7 @@ impl BackendKind {
             BackendKind::Logging => "logging",
             BackendKind::Redis => "redis",
             BackendKind::Nats => "nats",
+            BackendKind::Kafka => "kafka",
         }
     }
 }
@@ -83,6 +87,7 @@ mod tests {
         assert_eq!("embedded".parse::<BackendKind>(), Ok(BackendKind::Embedded));
         assert_eq!("redis".parse::<BackendKind>(), Ok(BackendKind::Redis));
         assert_eq!("nats".parse::<BackendKind>(), Ok(BackendKind::Nats));
+        assert_eq!("kafka".parse::<BackendKind>(), Ok(BackendKind::Kafka));
         for k in BackendKind::ALL {
             assert_eq!(k.as_str().parse::<BackendKind>(), Ok(k));
             assert_eq!(
