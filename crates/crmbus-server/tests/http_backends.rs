@@ -1,9 +1,15 @@
-//! The HTTP API on the Redis Streams and NATS JetStream backends (the real servers that
-//! scripts/services.sh starts): publish, read, pull/ack and DLQ redrive run unchanged.
-//! Each test needs its server, so it runs only with its feature: `redis-integration`,
-//! `nats-integration` (scripts/test.sh turns both on with --all-features).
+//! The HTTP API on the Redis Streams, NATS JetStream and Kafka backends (the real servers
+//! that scripts/services.sh starts; Kafka is the tansu broker, with its state in the
+//! machine's PostgreSQL): publish, read, pull/ack and DLQ redrive run unchanged. Each test
+//! needs its server, so it runs only with its feature: `redis-integration`,
+//! `nats-integration`, `kafka-integration` (scripts/test.sh turns them on with
+//! --all-features).
 
-#![cfg(any(feature = "redis-integration", feature = "nats-integration"))]
+#![cfg(any(
+    feature = "redis-integration",
+    feature = "nats-integration",
+    feature = "kafka-integration"
+))]
 
 mod common;
 
@@ -195,6 +201,33 @@ async fn http_api_on_nats_jetstream() {
     core_flow(&s).await;
     s.stop().await;
     crmbus_nats::purge(NATS_URL, &prefix)
+        .await
+        .expect("cleanup");
+}
+
+#[cfg(feature = "kafka-integration")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_on_kafka() {
+    let bootstrap =
+        std::env::var("CRMBUS_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string());
+    let state_url = std::env::var("CRMBUS_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    // Within the 48 characters a Kafka namespace prefix may have.
+    let prefix = unique_prefix("kafka");
+    let s = TestServer::start(
+        "kafka",
+        &[
+            ("CRMBUS_STORAGE_BOOTSTRAP_SERVERS", &bootstrap),
+            ("CRMBUS_STORAGE_STATE_URL", &state_url),
+            ("CRMBUS_STORAGE_PREFIX", &prefix),
+        ],
+    )
+    .await;
+    let (_, health) = s.get("/healthz").await;
+    assert_eq!(health["backend"], "kafka");
+    core_flow(&s).await;
+    s.stop().await;
+    crmbus_kafka::purge(&bootstrap, &state_url, &prefix)
         .await
         .expect("cleanup");
 }
