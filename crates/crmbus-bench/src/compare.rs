@@ -62,6 +62,16 @@ pub struct CompareBenchArgs {
     /// NATS (with JetStream) to compare against.
     #[arg(long, env = "CRMBUS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Kafka-protocol brokers to compare against.
+    #[arg(long, env = "CRMBUS_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    kafka_bootstrap: String,
+    /// The PostgreSQL database the Kafka backend keeps its state in.
+    #[arg(
+        long,
+        env = "CRMBUS_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    kafka_state_url: String,
     /// Directory for the embedded log (on the disk to measure). Default: a new temporary
     /// directory under the current one, removed afterwards.
     #[arg(long)]
@@ -105,6 +115,7 @@ struct Ratio {
 struct Ratios {
     redis: Option<Ratio>,
     nats: Option<Ratio>,
+    kafka: Option<Ratio>,
 }
 
 #[derive(Serialize, Debug)]
@@ -119,6 +130,7 @@ struct CompareReport {
     embedded: EngineReport,
     redis: EngineReport,
     nats: EngineReport,
+    kafka: EngineReport,
     ratios: Ratios,
 }
 
@@ -164,6 +176,7 @@ async fn run_async(
     let embedded = run_embedded(args, dir, quiet).await?;
     let redis = run_redis(args, &prefix, quiet).await?;
     let nats = run_nats(args, &prefix, quiet).await?;
+    let kafka = run_kafka(args, &prefix, quiet).await?;
 
     let ratio = |other: &EngineReport| -> Option<Ratio> {
         let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -186,6 +199,7 @@ async fn run_async(
     let ratios = Ratios {
         redis: ratio(&redis),
         nats: ratio(&nats),
+        kafka: ratio(&kafka),
     };
     Ok(CompareReport {
         events: args.events,
@@ -211,6 +225,7 @@ async fn run_async(
         embedded,
         redis,
         nats,
+        kafka,
         ratios,
     })
 }
@@ -245,8 +260,13 @@ async fn run_nats(_: &CompareBenchArgs, _: &str, _: bool) -> anyhow::Result<Engi
     Ok(not_built("nats"))
 }
 
+#[cfg(not(feature = "kafka"))]
+async fn run_kafka(_: &CompareBenchArgs, _: &str, _: bool) -> anyhow::Result<EngineReport> {
+    Ok(not_built("kafka"))
+}
+
 /// The report of a peer this build has no backend for.
-#[cfg(not(all(feature = "redis", feature = "nats")))]
+#[cfg(not(all(feature = "redis", feature = "nats", feature = "kafka")))]
 fn not_built(name: &str) -> EngineReport {
     unavailable(
         "unknown".to_string(),
@@ -299,6 +319,32 @@ async fn run_nats(
         .await
         .map(|_| ())
         .map_err(|e| format!("destroying NATS namespace '{prefix}': {e}"));
+    finish(durability, outcome, cleanup)
+}
+
+#[cfg(feature = "kafka")]
+async fn run_kafka(
+    args: &CompareBenchArgs,
+    prefix: &str,
+    quiet: bool,
+) -> anyhow::Result<EngineReport> {
+    let (bootstrap, state_url) = (&args.kafka_bootstrap, &args.kafka_state_url);
+    let durability = crmbus_kafka::durability_setting(bootstrap).await;
+    let opts = crmbus_kafka::KafkaOptions::default();
+    let opened = match crmbus_kafka::open(bootstrap, state_url, prefix, opts).await {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = crmbus_kafka::purge(bootstrap, state_url, prefix).await;
+            return Ok(unavailable(durability, e.to_string()));
+        }
+    };
+    let outcome = interruptible(measure(Arc::clone(&opened.log), args, "kafka", quiet)).await;
+    let _ = opened.log.close().await;
+    drop(opened);
+    let cleanup = crmbus_kafka::purge(bootstrap, state_url, prefix)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("deleting Kafka namespace '{prefix}': {e}"));
     finish(durability, outcome, cleanup)
 }
 
@@ -471,6 +517,7 @@ fn print_table(r: &CompareReport) {
         ("embedded", &r.embedded),
         ("redis", &r.redis),
         ("nats", &r.nats),
+        ("kafka", &r.kafka),
     ] {
         match (
             e.publish_events_per_sec,
@@ -495,6 +542,7 @@ fn print_table(r: &CompareReport) {
         ("embedded", &r.embedded),
         ("redis", &r.redis),
         ("nats", &r.nats),
+        ("kafka", &r.kafka),
     ] {
         println!("    {name:<9} {}", e.durability);
         if let Some(c) = &e.cleanup_error {
@@ -509,7 +557,11 @@ fn print_table(r: &CompareReport) {
         "  {:<10} {:>10} {:>12} {:>12} {:>10}",
         "", "publish", "single p50", "single p99", "consume"
     );
-    for (name, ratio) in [("redis", r.ratios.redis), ("nats", r.ratios.nats)] {
+    for (name, ratio) in [
+        ("redis", r.ratios.redis),
+        ("nats", r.ratios.nats),
+        ("kafka", r.ratios.kafka),
+    ] {
         match ratio {
             Some(x) => println!(
                 "  {name:<10} {:>10} {:>12} {:>12} {:>10}",

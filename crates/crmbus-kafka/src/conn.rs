@@ -10,9 +10,10 @@ use crmbus::LogError;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
+use rdkafka::ClientContext;
 use tokio::sync::Semaphore;
 
 /// Settings of a [`crate::KafkaLog`] beyond the brokers' address.
@@ -91,9 +92,30 @@ pub(crate) struct Conn {
     readers: Readers,
 }
 
+/// The context of reader consumers: reaching the end of a partition is how every read
+/// ends, not an error, whichever queue librdkafka reports it on; other client errors go to
+/// the log as warnings (librdkafka retries them itself).
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            return;
+        }
+        tracing::warn!(%error, reason, "Kafka reader");
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// A consumer kept for reads.
+pub(crate) type Reader = BaseConsumer<ReaderContext>;
+
 /// Consumers kept for reads: assigned one partition at a time, never in a group.
 struct Readers {
-    idle: Mutex<Vec<BaseConsumer>>,
+    idle: Mutex<Vec<Reader>>,
     permits: Semaphore,
 }
 
@@ -147,7 +169,7 @@ impl Conn {
     pub async fn with_reader<T, F>(&self, what: &str, f: F) -> Result<T, LogError>
     where
         T: Send + 'static,
-        F: FnOnce(&BaseConsumer, Duration) -> Result<T, KafkaError> + Send + 'static,
+        F: FnOnce(&Reader, Duration) -> Result<T, KafkaError> + Send + 'static,
     {
         let what_owned = what.to_string();
         self.with_reader_log(what, move |c, t| {
@@ -160,7 +182,7 @@ impl Conn {
     pub async fn with_reader_log<T, F>(&self, what: &str, f: F) -> Result<T, LogError>
     where
         T: Send + 'static,
-        F: FnOnce(&BaseConsumer, Duration) -> Result<T, LogError> + Send + 'static,
+        F: FnOnce(&Reader, Duration) -> Result<T, LogError> + Send + 'static,
     {
         let _permit = self
             .readers
@@ -171,7 +193,7 @@ impl Conn {
         let consumer = match self.readers.idle.locked().pop() {
             Some(c) => c,
             None => reader_config(&self.bootstrap, &self.opts)
-                .create::<BaseConsumer>()
+                .create_with_context::<_, Reader>(ReaderContext)
                 .map_err(|e| invalid_settings(&self.bootstrap, e))?,
         };
         let timeout = self.opts.request_timeout;

@@ -218,7 +218,8 @@ impl KafkaGroupConsumer {
                 opts.max_poll_interval.as_millis().max(1).to_string(),
             )
             .set("check.crcs", "true")
-            .set("fetch.wait.max.ms", "100");
+            // Some brokers (tansu) hold every fetch for the whole wait, records or not.
+            .set("fetch.wait.max.ms", "10");
         for (k, v) in &conn.opts.client_settings {
             config.set(k, v);
         }

@@ -7,13 +7,13 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use crmbus::sync::LockExt;
 use crmbus::{Event, LogError, StoredEvent};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Inner;
-use crate::conn::kafka_err;
+use crate::conn::{kafka_err, Reader};
 
 /// One record as a read sees it: its offset, timestamp (ms) and value.
 pub(crate) struct RawRecord {
@@ -88,7 +88,7 @@ fn timestamp_ms(m: &BorrowedMessage<'_>) -> i64 {
 /// with the last batch's base offset. A record that fails its CRC ends the fetch and is
 /// named in `failed`.
 pub(crate) fn fetch(
-    c: &BaseConsumer,
+    c: &Reader,
     timeout: std::time::Duration,
     topic: &str,
     partition: u32,
@@ -183,7 +183,7 @@ pub(crate) fn fetch(
 /// that reads to the high watermark, starting at ListOffsets' own answer for the end
 /// (right on Kafka, so the fetch returns at once; at worst the last batch's start).
 pub(crate) fn watermarks(
-    c: &BaseConsumer,
+    c: &Reader,
     timeout: std::time::Duration,
     topic: &str,
     partition: u32,
