@@ -191,7 +191,7 @@ fn bench_net_rejects_bad_arguments() {
         ["bench", "net", "--clients", "0"],
         ["bench", "net", "--batch", "0"],
         ["bench", "net", "--read-batch", "5000"],
-        ["bench", "net", "--engines", "kafka"],
+        ["bench", "net", "--engines", "pulsar"],
         ["bench", "net", "--ordering", "random"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_crmbus"))

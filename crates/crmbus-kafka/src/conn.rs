@@ -30,9 +30,13 @@ pub struct KafkaOptions {
     pub request_timeout: Duration,
     /// How many reads run at once (each uses one pooled consumer).
     pub readers: usize,
+    /// How often the log applies its topics' retention and prunes the dedupe index in the
+    /// background (`None`: only when [`crmbus::EventLog::enforce_retention`] is called).
+    pub retention_interval: Option<Duration>,
     /// Further librdkafka settings for every client (for example `security.protocol`,
-    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`), applied
-    /// after crmbus's own so they can override them.
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, or tuning
+    /// such as `linger.ms`). The settings crmbus's guarantees rest on
+    /// ([`RESERVED_SETTINGS`]) are refused.
     pub client_settings: Vec<(String, String)>,
 }
 
@@ -43,10 +47,31 @@ impl Default for KafkaOptions {
             max_event_bytes: 1_000_000,
             request_timeout: Duration::from_secs(30),
             readers: 8,
+            retention_interval: Some(Duration::from_secs(60)),
             client_settings: Vec::new(),
         }
     }
 }
+
+/// librdkafka settings [`KafkaOptions::client_settings`] may not change: the brokers'
+/// address is given on its own, and the others are what crmbus's ordering, dedupe,
+/// reads and group commits depend on.
+pub const RESERVED_SETTINGS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.partition.eof",
+    "check.crcs",
+    "partitioner",
+];
 
 /// A failure talking to the brokers, as a [`LogError`]: transport trouble is
 /// `Unavailable`, anything else a backend error naming what was being done.
@@ -128,6 +153,15 @@ impl Conn {
         opts: KafkaOptions,
     ) -> Result<Conn, LogError> {
         crate::naming::check_prefix(prefix)?;
+        if let Some((k, _)) = opts
+            .client_settings
+            .iter()
+            .find(|(k, _)| RESERVED_SETTINGS.contains(&k.trim()))
+        {
+            return Err(LogError::InvalidArgument(format!(
+                "the Kafka setting '{k}' is crmbus's own and cannot be changed"
+            )));
+        }
         if bootstrap.trim().is_empty() {
             return Err(LogError::InvalidArgument(
                 "the Kafka bootstrap servers must not be empty".into(),

@@ -134,6 +134,7 @@ impl ConsumerContext for GroupContext {
 pub struct KafkaGroupConsumer {
     consumer: Arc<StreamConsumer<GroupContext>>,
     tracker: Arc<Mutex<Tracker>>,
+    commits: Arc<tokio::sync::Mutex<()>>,
     topic: String,
     kafka_topic: String,
 }
@@ -145,6 +146,9 @@ pub struct GroupMessage {
     epoch: u64,
     consumer: Arc<StreamConsumer<GroupContext>>,
     tracker: Arc<Mutex<Tracker>>,
+    /// One commit at a time per member, so commits reach the broker in the order of
+    /// their low-water marks and never move a partition's offset back.
+    commits: Arc<tokio::sync::Mutex<()>>,
     kafka_topic: String,
 }
 
@@ -153,9 +157,11 @@ impl GroupMessage {
     /// acknowledged too, the partition's new low-water mark is committed to Kafka and
     /// this returns once the broker confirms it. An acknowledgement that arrives after
     /// the partition moved to another member commits nothing (the new owner reads the
-    /// event again).
+    /// event again); one whose commit is under way while the partition moves may still
+    /// land, which can only make the new owner read events again (at-least-once).
     pub async fn ack(&self) -> Result<(), LogError> {
         let partition = self.event.partition;
+        let _serial = self.commits.lock().await;
         let Some(low) = self
             .tracker
             .locked()
@@ -235,6 +241,7 @@ impl KafkaGroupConsumer {
         Ok(KafkaGroupConsumer {
             consumer: Arc::new(consumer),
             tracker,
+            commits: Arc::new(tokio::sync::Mutex::new(())),
             topic: topic.to_string(),
             kafka_topic,
         })
@@ -255,6 +262,12 @@ impl KafkaGroupConsumer {
             };
             let m = match tokio::time::timeout(left, self.consumer.recv()).await {
                 Err(_) => break,
+                // Events already in hand are returned (they are tracked and must be
+                // acknowledged); the error comes back on the next call if it lasts.
+                Ok(Err(e)) if !out.is_empty() => {
+                    tracing::warn!(topic = %self.topic, error = %e, "fetch interrupted");
+                    break;
+                }
                 Ok(Err(e)) => {
                     return Err(kafka_err(&format!("fetching from {}", self.kafka_topic), e))
                 }
@@ -278,6 +291,7 @@ impl KafkaGroupConsumer {
                     epoch,
                     consumer: Arc::clone(&self.consumer),
                     tracker: Arc::clone(&self.tracker),
+                    commits: Arc::clone(&self.commits),
                     kafka_topic: self.kafka_topic.clone(),
                 }),
                 Err(e) => {

@@ -111,7 +111,7 @@ mod naming;
 
 use std::sync::Arc;
 
-pub use conn::KafkaOptions;
+pub use conn::{KafkaOptions, RESERVED_SETTINGS};
 pub use group::{GroupConsumerOptions, GroupMessage, GroupStart, KafkaGroupConsumer};
 pub use log::KafkaLog;
 pub use naming::MAX_PREFIX;

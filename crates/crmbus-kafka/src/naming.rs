@@ -51,7 +51,7 @@ pub fn offset_key(group: &str, partition: u32) -> String {
     format!("{partition}/{group}")
 }
 
-/// The Kafka consumer group crmbus mirrors a delivery group's offsets to:
+/// The Kafka consumer group a [`crate::KafkaGroupConsumer`] of group `group` joins:
 /// `<prefix>.<group>`.
 pub fn kafka_group(prefix: &str, group: &str) -> String {
     format!("{prefix}.{group}")

@@ -3,7 +3,8 @@
 //! PostgreSQL.
 //!
 //! Each statement is atomic on its own: an acquisition inserts the lease's row or takes
-//! over an expired one (`ON CONFLICT … DO UPDATE … WHERE expires_at <= clock_timestamp()`),
+//! over an expired one (its expiry counted from when the row is taken, after any fenced
+//! batch holding the row has committed) (`ON CONFLICT … DO UPDATE … WHERE expires_at <= clock_timestamp()`),
 //! with a token from the sequence `crmbus_lease_token`, so tokens only grow; renew and
 //! release match on the token. Expiry is the database's clock. Fenced writes lock the
 //! lease rows they depend on ([`crate::state`]), so an acquisition waits for them.
@@ -55,7 +56,8 @@ impl LeaseStore for PgLeaseStore {
                          clock_timestamp() + $5 * interval '1 millisecond', $4) \
                  ON CONFLICT (prefix, name) DO UPDATE \
                    SET holder = EXCLUDED.holder, token = nextval('crmbus_lease_token'), \
-                       expires_at = EXCLUDED.expires_at, data = EXCLUDED.data \
+                       expires_at = clock_timestamp() + $5 * interval '1 millisecond', \
+                       data = EXCLUDED.data \
                    WHERE l.expires_at <= clock_timestamp() \
                  RETURNING token",
                 &[&self.store.prefix(), &name, &holder, &data, &ttl_ms(ttl)],

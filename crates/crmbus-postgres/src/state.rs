@@ -100,6 +100,69 @@ impl PgStateStore {
             .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {e}")))
     }
 
+    /// Sets `key` to `value` only if the key is absent: true when this call created it. The
+    /// claim of a name among several writers.
+    pub async fn insert_new(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, LogError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO crmbus_state (prefix, namespace, key, value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (prefix, namespace, key) DO NOTHING",
+                &[&&*self.prefix, &namespace, &key.as_bytes(), &value],
+            )
+            .await
+            .map_err(|e| pg_err("claiming a key", e))?;
+        Ok(n == 1)
+    }
+
+    /// Replaces `key`'s value with `new` only if it is exactly `old` now: true when it did.
+    /// A writer that read `old` changes nothing once someone else has.
+    pub async fn compare_and_swap(
+        &self,
+        namespace: &str,
+        key: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, LogError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE crmbus_state SET value = $5 \
+                 WHERE prefix = $1 AND namespace = $2 AND key = $3 AND value = $4",
+                &[&&*self.prefix, &namespace, &key.as_bytes(), &old, &new],
+            )
+            .await
+            .map_err(|e| pg_err("updating a key", e))?;
+        Ok(n == 1)
+    }
+
+    /// Removes `key` only if its value is exactly `old` now: true when it did.
+    pub async fn delete_if(
+        &self,
+        namespace: &str,
+        key: &str,
+        old: &[u8],
+    ) -> Result<bool, LogError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM crmbus_state \
+                 WHERE prefix = $1 AND namespace = $2 AND key = $3 AND value = $4",
+                &[&&*self.prefix, &namespace, &key.as_bytes(), &old],
+            )
+            .await
+            .map_err(|e| pg_err("removing a key", e))?;
+        Ok(n == 1)
+    }
+
     /// Deletes every state entry and lease of namespace `prefix` (tests, decommissioning):
     /// how many rows went.
     pub async fn purge(&self) -> Result<u64, LogError> {

@@ -2,10 +2,12 @@
 //! member mid-batch (`tests/group_members.rs`); built only with the `integration` feature.
 //!
 //! `kafka_group_member BOOTSTRAP STATE_URL PREFIX TOPIC GROUP ACKS SESSION_MS` joins the
-//! group, fetches and acknowledges events, printing `acked <partition> <offset>` for each,
-//! until it has acknowledged ACKS; then prints `holding <partition> <offset>` for every
-//! event of its last batch it has not acknowledged, `partitions <p> <p>…`, and `hung`, and
-//! waits forever without acknowledging anything more (the test kills it).
+//! group and fetches events. It acknowledges them out of order: every fifth event of a
+//! batch (the third, eighth, …) it keeps in hand unacknowledged (`holding <partition>
+//! <offset>`), the others it acknowledges (`acked <partition> <offset>`), until it has
+//! acknowledged ACKS; then it prints `holding` for the rest of its batch, `partitions <p>
+//! <p>…` and `hung`, and waits forever without acknowledging anything more (the test kills
+//! it).
 
 use std::io::Write;
 use std::time::Duration;
@@ -35,6 +37,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let batch = member.fetch(100, Duration::from_secs(30)).await?;
         for (i, m) in batch.iter().enumerate() {
+            if acked < acks && i % 5 == 2 {
+                writeln!(out, "holding {} {}", m.event.partition, m.event.offset)?;
+                continue;
+            }
             if acked == acks {
                 for held in &batch[i..] {
                     writeln!(

@@ -136,7 +136,20 @@ impl Inner {
         let mut failure = None;
         for fut in pending {
             match fut.await {
-                Ok(Ok(d)) => acks.push(Some((d.partition as u32, d.offset.max(0) as u64))),
+                Ok(Ok(d)) if d.offset >= 0 => {
+                    acks.push(Some((d.partition as u32, d.offset as u64)))
+                }
+                Ok(Ok(d)) => {
+                    acks.push(None);
+                    failure.get_or_insert_with(|| LogError::Backend {
+                        message: format!(
+                            "producing to {kafka_topic}: the broker acknowledged without an \
+                             offset (partition {})",
+                            d.partition
+                        ),
+                        source: None,
+                    });
+                }
                 Ok(Err((e, _))) => {
                     acks.push(None);
                     failure.get_or_insert_with(|| {

@@ -75,6 +75,9 @@ impl KafkaLog {
             }),
         };
         log.inner.recover().await?;
+        if let Some(every) = log.inner.conn.opts.retention_interval {
+            tokio::spawn(retention_loop(Arc::downgrade(&log.inner), every));
+        }
         Ok(log)
     }
 
@@ -101,6 +104,24 @@ impl KafkaLog {
     /// The topic's spec as stored (every field, including `require_schemas`).
     pub async fn topic_spec(&self, topic: &str) -> Result<TopicSpec, LogError> {
         Ok(self.inner.record(topic).await?.spec)
+    }
+}
+
+/// Applies retention (and prunes the dedupe index) every `every` until the log is closed
+/// or dropped.
+async fn retention_loop(inner: std::sync::Weak<Inner>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = inner.enforce_retention().await {
+            tracing::warn!(error = %e, "Kafka log: applying retention failed; trying again later");
+        }
     }
 }
 
@@ -149,7 +170,13 @@ impl EventLog for KafkaLog {
 
     async fn append(&self, topics: &[String], events: &[Event]) -> Result<Vec<Receipt>, LogError> {
         self.inner.check_open()?;
-        self.inner.append(topics, events).await
+        // On a task of its own: a caller that goes away (a client that disconnects) does
+        // not cut an append between the brokers' acknowledgement and the dedupe record.
+        let inner = Arc::clone(&self.inner);
+        let (topics, events) = (topics.to_vec(), events.to_vec());
+        tokio::spawn(async move { inner.append(&topics, &events).await })
+            .await
+            .map_err(|e| crate::conn::join_err("appending", e))?
     }
 
     async fn read(

@@ -284,6 +284,9 @@ impl Inner {
         if raw.out_of_range {
             // Below the first offset (retention), or past the end (nothing to read).
             let (lo, hi) = self.watermarks_of(topic, partition).await?;
+            // What we knew of the end may be stale (a topic of the same name deleted
+            // since): take the brokers' answer as it is.
+            self.ends.locked().insert(key.clone(), hi);
             if start >= hi {
                 return Ok(Vec::new());
             }
@@ -436,7 +439,9 @@ impl Inner {
         while at < hi {
             let raw = self.raw(topic, partition, at, 10_000, Some(hi)).await?;
             let Some(last) = raw.records.last().map(|r| r.offset) else {
-                break;
+                // Nothing readable here (the brokers' own retention moved the start, or a
+                // record is damaged): count nothing rather than guess.
+                return Ok(lo);
             };
             sizes.extend(raw.records.iter().map(|r| (r.offset, r.value.len() as u64)));
             at = last + 1;

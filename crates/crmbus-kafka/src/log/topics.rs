@@ -1,5 +1,19 @@
 //! Topic administration: topic records in the state store, one Kafka topic per crmbus
 //! topic, the repair at open of what a crash between those steps left, and retention.
+//!
+//! A topic's record moves through phases, each change a conditional write, so that every
+//! step can be finished by whoever comes next after a crash:
+//!
+//! - **creating**: the name is claimed (an insert that only one creator wins), stale group
+//!   offsets and dedupe rows of the name are cleared, then the Kafka topic is created;
+//! - **ready**: the only phase in which the topic exists for readers and writers;
+//! - **deleting**: the name is gone for everyone; the Kafka topic, group offsets and dedupe
+//!   rows are removed, then the record.
+//!
+//! A record left `deleting` by a crash is finished at the next open (or by the next create
+//! of the name); one left `creating` for longer than [`ABANDONED`] is removed (nothing can
+//! have been appended to it). A Kafka topic of the namespace that has no record is never
+//! deleted on a guess: it is reported, and a create of its name fails until it is gone.
 
 use std::time::{Duration, Instant};
 
@@ -19,19 +33,67 @@ use crate::naming;
 /// How long a create waits for a Kafka topic of the same name to finish being deleted.
 const DELETION_WAIT: Duration = Duration::from_secs(15);
 
-/// A topic as the state store keeps it: the spec, and per partition the retention floor
-/// (events below it are removed from crmbus's view; see the crate docs on retention).
+/// A `creating` record older than this was left by a creator that died.
+const ABANDONED: Duration = Duration::from_secs(60);
+
+/// Where a topic's record is in its life (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Phase {
+    /// Being created since `since_ms`.
+    Creating,
+    /// In use.
+    #[default]
+    Ready,
+    /// Being deleted.
+    Deleting,
+}
+
+/// A topic as the state store keeps it: the spec, its phase, and per partition the
+/// retention floor (events below it are removed from crmbus's view; see the crate docs on
+/// retention).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TopicRecord {
     #[serde(flatten)]
     pub spec: TopicSpec,
+    #[serde(default, skip_serializing_if = "is_ready")]
+    pub phase: Phase,
+    /// When the phase began (ms since the epoch, the server's clock).
+    #[serde(default)]
+    pub since_ms: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub floors: Vec<u64>,
+}
+
+fn is_ready(p: &Phase) -> bool {
+    *p == Phase::Ready
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl TopicRecord {
     pub fn floor(&self, partition: u32) -> u64 {
         self.floors.get(partition as usize).copied().unwrap_or(0)
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, LogError> {
+        serde_json::to_vec(self).map_err(|e| decode_err(&self.spec.name, e))
+    }
+
+    fn in_phase(&self, phase: Phase) -> TopicRecord {
+        TopicRecord {
+            phase,
+            since_ms: now_ms(),
+            ..self.clone()
+        }
+    }
+
+    /// A `creating` record whose creator is presumed dead.
+    fn abandoned(&self) -> bool {
+        self.phase == Phase::Creating
+            && now_ms().saturating_sub(self.since_ms) > ABANDONED.as_millis() as i64
     }
 }
 
@@ -70,14 +132,26 @@ impl Inner {
             .operation_timeout(Some(self.conn.opts.request_timeout))
     }
 
-    /// The topic's record, [`LogError::TopicNotFound`] when there is none.
+    /// The record of `topic` in whatever phase, with its stored bytes (for conditional
+    /// writes); `None` when there is none.
+    async fn raw_record(&self, topic: &str) -> Result<Option<(TopicRecord, Vec<u8>)>, LogError> {
+        match self.state.get(naming::TOPICS_NS, topic).await? {
+            None => Ok(None),
+            Some(b) => {
+                let rec = serde_json::from_slice(&b).map_err(|e| decode_err(topic, e))?;
+                Ok(Some((rec, b)))
+            }
+        }
+    }
+
+    /// The topic's record when it is ready; [`LogError::TopicNotFound`] otherwise.
     pub(crate) async fn record(&self, topic: &str) -> Result<TopicRecord, LogError> {
         if validate_topic_name(topic).is_err() {
             return Err(LogError::TopicNotFound(topic.to_string()));
         }
-        match self.state.get(naming::TOPICS_NS, topic).await? {
-            None => Err(LogError::TopicNotFound(topic.to_string())),
-            Some(b) => serde_json::from_slice(&b).map_err(|e| decode_err(topic, e)),
+        match self.raw_record(topic).await? {
+            Some((rec, _)) if rec.phase == Phase::Ready => Ok(rec),
+            _ => Err(LogError::TopicNotFound(topic.to_string())),
         }
     }
 
@@ -97,10 +171,11 @@ impl Inner {
         Ok(rec)
     }
 
-    async fn put_record(&self, rec: &TopicRecord) -> Result<(), LogError> {
-        let value = serde_json::to_vec(rec).map_err(|e| decode_err(&rec.spec.name, e))?;
+    /// Replaces the record whose stored bytes are `old` with `new`: false when someone
+    /// changed or removed it meanwhile.
+    async fn swap_record(&self, old: &[u8], new: &TopicRecord) -> Result<bool, LogError> {
         self.state
-            .put(naming::TOPICS_NS, &rec.spec.name, value)
+            .compare_and_swap(naming::TOPICS_NS, &new.spec.name, old, &new.encode()?)
             .await
     }
 
@@ -153,49 +228,119 @@ impl Inner {
 
     pub(super) async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
         spec.validate()?;
-        if let Some(r) = spec.retention.max_bytes {
-            if r == 0 {
-                return Err(LogError::InvalidArgument(
-                    "retention max_bytes must be at least 1".into(),
-                ));
-            }
+        if spec.retention.max_bytes == Some(0) {
+            return Err(LogError::InvalidArgument(
+                "retention max_bytes must be at least 1".into(),
+            ));
         }
-        if self
-            .state
-            .get(naming::TOPICS_NS, &spec.name)
-            .await?
-            .is_some()
-        {
-            return Err(LogError::TopicExists(spec.name.clone()));
-        }
-        // The Kafka topic's creation is the claim on the name: of two creators, one wins.
-        // A Kafka topic without a record is one being deleted (or another creator's, a
-        // moment from writing its record): wait for either.
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let name = spec.name.clone();
+        let claim = TopicRecord {
+            spec,
+            phase: Phase::Creating,
+            since_ms: now_ms(),
+            floors: Vec::new(),
+        };
+        // Claim the name: of two creators, one inserts the record. A record in the way
+        // that is being deleted is finished first; one abandoned mid-creation is removed.
+        let mut claimed = claim.encode()?;
+        let mut tries = 0;
         loop {
-            if self.create_kafka_topic(&spec).await? {
-                break;
-            }
             if self
                 .state
-                .get(naming::TOPICS_NS, &spec.name)
+                .insert_new(naming::TOPICS_NS, &name, &claimed)
                 .await?
-                .is_some()
-                || started.elapsed() > DELETION_WAIT
             {
-                return Err(LogError::TopicExists(spec.name.clone()));
+                break;
+            }
+            tries += 1;
+            let Some((existing, bytes)) = self.raw_record(&name).await? else {
+                continue;
+            };
+            match existing.phase {
+                Phase::Deleting if tries < 5 => self.finish_delete(&existing, &bytes).await?,
+                Phase::Creating if existing.abandoned() && tries < 5 => {
+                    self.abandon(&existing, &bytes).await?
+                }
+                _ => return Err(LogError::TopicExists(name)),
+            }
+            claimed = claim.in_phase(Phase::Creating).encode()?;
+        }
+        match self.build_topic(&claim, &claimed).await {
+            Ok(rec) => {
+                self.wait_for_partitions(&rec.spec).await?;
+                self.info(&rec).await
+            }
+            Err(e) => {
+                // Give the name back, unless someone took the claim over meanwhile.
+                let _ = self
+                    .state
+                    .delete_if(naming::TOPICS_NS, &name, &claimed)
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The steps of a claimed creation: a clean slate for the name (group offsets and
+    /// dedupe rows a crash left behind), the Kafka topic, then the record made ready.
+    async fn build_topic(
+        &self,
+        claim: &TopicRecord,
+        claimed: &[u8],
+    ) -> Result<TopicRecord, LogError> {
+        let name = &claim.spec.name;
+        self.forget_offsets(name).await?;
+        self.dedupe.forget_topic(name).await?;
+        // A Kafka topic of that name may still be on its way out (Kafka deletes in the
+        // background): wait for it.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        while !self.create_kafka_topic(&claim.spec).await? {
+            if started.elapsed() > DELETION_WAIT {
+                return Err(LogError::Backend {
+                    message: format!(
+                        "a Kafka topic {} exists without a crmbus topic record (still being \
+                         deleted, or made outside crmbus); delete it or use another name",
+                        self.kafka_topic(name)
+                    ),
+                    source: None,
+                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-        let rec = TopicRecord {
-            spec,
-            floors: Vec::new(),
-        };
-        self.put_record(&rec).await?;
-        self.wait_for_partitions(&rec.spec).await?;
-        self.info(&rec).await
+        let ready = claim.in_phase(Phase::Ready);
+        if !self.swap_record(claimed, &ready).await? {
+            // Our claim was taken over as abandoned (we took longer than ABANDONED).
+            return Err(LogError::Unavailable(format!(
+                "creating topic '{name}' took too long and was abandoned; try again"
+            )));
+        }
+        Ok(ready)
+    }
+
+    /// Removes a creation its creator abandoned: its Kafka topic (empty: nothing is
+    /// appended to a topic that is not ready) and its record.
+    async fn abandon(&self, rec: &TopicRecord, bytes: &[u8]) -> Result<(), LogError> {
+        tracing::warn!(topic = %rec.spec.name, "removing a topic creation that was abandoned");
+        self.delete_kafka_topic(&rec.spec.name).await?;
+        self.state
+            .delete_if(naming::TOPICS_NS, &rec.spec.name, bytes)
+            .await?;
+        Ok(())
+    }
+
+    /// The steps of a deletion, from a record already `deleting` (whose stored bytes are
+    /// `bytes`): the Kafka topic, the group offsets and dedupe rows, then the record.
+    async fn finish_delete(&self, rec: &TopicRecord, bytes: &[u8]) -> Result<(), LogError> {
+        let name = &rec.spec.name;
+        self.delete_kafka_topic(name).await?;
+        self.forget_offsets(name).await?;
+        self.dedupe.forget_topic(name).await?;
+        self.state.delete_if(naming::TOPICS_NS, name, bytes).await?;
+        self.seen_first.locked().retain(|(t, _), _| t != name);
+        self.ends.locked().retain(|(t, _), _| t != name);
+        Ok(())
     }
 
     /// Waits until the brokers' metadata shows every partition of a new topic (creation
@@ -211,7 +356,11 @@ impl Inner {
                     let ready = md.topics().iter().any(|t| {
                         t.name() == name && t.error().is_none() && t.partitions().len() == want
                     });
-                    if ready || started.elapsed() > timeout {
+                    if ready {
+                        return Ok(());
+                    }
+                    if started.elapsed() > timeout {
+                        tracing::warn!(topic = %name, "the brokers' metadata does not show every partition of the new topic yet");
                         return Ok(());
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -221,15 +370,26 @@ impl Inner {
     }
 
     pub(super) async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
-        self.record(name).await?;
-        // The name goes first: from here the topic does not exist for anyone.
-        self.state.delete(naming::TOPICS_NS, name).await?;
-        self.delete_kafka_topic(name).await?;
-        self.forget_offsets(name).await?;
-        self.dedupe.forget_topic(name).await?;
-        self.seen_first.locked().retain(|(t, _), _| t != name);
-        self.ends.locked().retain(|(t, _), _| t != name);
-        Ok(())
+        if validate_topic_name(name).is_err() {
+            return Err(LogError::TopicNotFound(name.to_string()));
+        }
+        // The name goes first: from here the topic does not exist for anyone. The record
+        // may change under us (its floors move): read it again and retry.
+        for _ in 0..5 {
+            let Some((rec, bytes)) = self.raw_record(name).await? else {
+                return Err(LogError::TopicNotFound(name.to_string()));
+            };
+            if rec.phase != Phase::Ready {
+                return Err(LogError::TopicNotFound(name.to_string()));
+            }
+            let deleting = rec.in_phase(Phase::Deleting);
+            if self.swap_record(&bytes, &deleting).await? {
+                return self.finish_delete(&deleting, &deleting.encode()?).await;
+            }
+        }
+        Err(LogError::Unavailable(format!(
+            "topic '{name}' kept changing while being deleted; try again"
+        )))
     }
 
     pub(super) async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
@@ -237,6 +397,9 @@ impl Inner {
         for (name, value) in self.state.scan(naming::TOPICS_NS, "").await? {
             let rec: TopicRecord =
                 serde_json::from_slice(&value).map_err(|e| decode_err(&name, e))?;
+            if rec.phase != Phase::Ready {
+                continue;
+            }
             match self.info(&rec).await {
                 Ok(info) => out.push(info),
                 // Deleted while we listed.
@@ -309,9 +472,10 @@ impl Inner {
         })
     }
 
-    /// Repairs what a crash left between the steps of creating or deleting a topic: a
-    /// Kafka topic of this namespace without a record is deleted (its creation or its
-    /// deletion was cut short); a record whose Kafka topic is missing gets it again.
+    /// Repairs what a crash left between the steps of creating or deleting a topic (see
+    /// the module docs): deletions are finished, abandoned creations removed, a ready
+    /// topic whose Kafka topic is missing gets it again; Kafka topics of the namespace
+    /// without a record are reported, never deleted.
     pub(super) async fn recover(&self) -> Result<(), LogError> {
         let prefix = self.prefix().to_string();
         let kafka_topics: Vec<String> = self
@@ -326,18 +490,31 @@ impl Inner {
             })
             .await?;
         let records = self.state.scan(naming::TOPICS_NS, "").await?;
-        for t in &kafka_topics {
-            if !records.iter().any(|(name, _)| name == t) {
-                tracing::warn!(topic = %t, "removing a Kafka topic of this namespace that has no crmbus topic record (a creation or deletion was cut short)");
-                self.delete_kafka_topic(t).await?;
+        for (name, bytes) in &records {
+            let rec: TopicRecord =
+                serde_json::from_slice(bytes).map_err(|e| decode_err(name, e))?;
+            match rec.phase {
+                Phase::Deleting => {
+                    tracing::warn!(topic = %name, "finishing a topic deletion that was cut short");
+                    self.finish_delete(&rec, bytes).await?;
+                }
+                Phase::Creating if rec.abandoned() => self.abandon(&rec, bytes).await?,
+                Phase::Creating => {}
+                Phase::Ready => {
+                    if !kafka_topics.iter().any(|t| t == name) {
+                        tracing::warn!(topic = %name, "creating the missing Kafka topic of a crmbus topic");
+                        self.create_kafka_topic(&rec.spec).await?;
+                    }
+                }
             }
         }
-        for (name, value) in &records {
-            if !kafka_topics.iter().any(|t| t == name) {
-                let rec: TopicRecord =
-                    serde_json::from_slice(value).map_err(|e| decode_err(name, e))?;
-                tracing::warn!(topic = %name, "creating the missing Kafka topic of a crmbus topic");
-                self.create_kafka_topic(&rec.spec).await?;
+        for t in &kafka_topics {
+            if !records.iter().any(|(name, _)| name == t) {
+                tracing::warn!(
+                    kafka_topic = %self.kafka_topic(t),
+                    "a Kafka topic of this namespace has no crmbus topic record; it is left \
+                     alone (delete it by hand if nothing else uses it)"
+                );
             }
         }
         Ok(())
@@ -352,6 +529,9 @@ impl Inner {
         for (name, value) in self.state.scan(naming::TOPICS_NS, "").await? {
             let mut rec: TopicRecord =
                 serde_json::from_slice(&value).map_err(|e| decode_err(&name, e))?;
+            if rec.phase != Phase::Ready {
+                continue;
+            }
             let marks = match self.watermarks(&name, rec.spec.partitions).await {
                 Ok(m) => m,
                 Err(LogError::TopicNotFound(_)) => continue,
@@ -363,9 +543,12 @@ impl Inner {
                 let p = p as u32;
                 let old = rec.floor(p).max(lo).min(hi);
                 let mut floor = old;
-                if let Some(age) = rec.spec.retention.max_age {
-                    let cut = chrono::Utc::now()
-                        - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+                let cut = rec.spec.retention.max_age.and_then(|age| {
+                    chrono::Duration::from_std(age)
+                        .ok()
+                        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+                });
+                if let Some(cut) = cut {
                     floor = floor.max(self.time_search(&name, p, old, hi, cut).await?);
                 }
                 if let Some(max_bytes) = rec.spec.retention.max_bytes {
@@ -376,7 +559,11 @@ impl Inner {
             }
             if raised {
                 rec.floors = floors.clone();
-                self.put_record(&rec).await?;
+                // Only over the record as read: a topic deleted or changed meanwhile is
+                // left alone (the next round looks again).
+                if !self.swap_record(&value, &rec).await? {
+                    continue;
+                }
             }
             let mut seen = self.seen_first.locked();
             for (p, f) in floors.iter().enumerate() {
