@@ -24,6 +24,24 @@ pub enum OutboxError {
     StepTimeout(std::time::Duration),
 }
 
+/// A PostgreSQL failure of the state store or the leases as a [`crmbus::LogError`], naming
+/// what was being done.
+pub(crate) fn state_err(what: &str, e: impl std::fmt::Display) -> crmbus::LogError {
+    crmbus::LogError::Backend {
+        message: format!("PostgreSQL, {what}: {e}"),
+        source: None,
+    }
+}
+
+/// A connection of `pool`, or [`crmbus::LogError::Unavailable`].
+pub(crate) async fn state_client(
+    pool: &deadpool_postgres::Pool,
+) -> Result<deadpool_postgres::Object, crmbus::LogError> {
+    pool.get()
+        .await
+        .map_err(|e| crmbus::LogError::Unavailable(format!("PostgreSQL: {e}")))
+}
+
 impl From<deadpool_postgres::PoolError> for OutboxError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {

@@ -15,18 +15,33 @@ use async_trait::async_trait;
 use crmbus::cluster::{LeaseInfo, LeaseStore};
 use crmbus::LogError;
 
-use crate::state::{pg_err, PgStateStore};
+use std::sync::Arc;
 
-/// The leases of one crmbus namespace in PostgreSQL.
+use deadpool_postgres::Pool;
+
+use crate::error::{state_client, state_err as pg_err};
+
+/// The leases of one crmbus namespace in PostgreSQL (reached through
+/// [`crate::PgStateStore`]'s `leases()`, which shares its pool and namespace).
 #[derive(Clone)]
 pub struct PgLeaseStore {
-    store: PgStateStore,
+    pool: Pool,
+    prefix: Arc<str>,
 }
 
 impl PgLeaseStore {
-    /// The leases beside `store` (the same pool and namespace).
-    pub fn new(store: PgStateStore) -> PgLeaseStore {
-        PgLeaseStore { store }
+    /// The leases of namespace `prefix` in the database behind `pool` (whose tables
+    /// [`crate::PgStateStore`] creates).
+    pub fn new(pool: Pool, prefix: Arc<str>) -> PgLeaseStore {
+        PgLeaseStore { pool, prefix }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, LogError> {
+        state_client(&self.pool).await
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
     }
 }
 
@@ -48,7 +63,7 @@ impl LeaseStore for PgLeaseStore {
         data: &str,
         ttl: Duration,
     ) -> Result<Option<u64>, LogError> {
-        let client = self.store.client().await?;
+        let client = self.client().await?;
         let row = client
             .query_opt(
                 "INSERT INTO crmbus_leases AS l (prefix, name, holder, token, expires_at, data) \
@@ -60,7 +75,7 @@ impl LeaseStore for PgLeaseStore {
                        data = EXCLUDED.data \
                    WHERE l.expires_at <= clock_timestamp() \
                  RETURNING token",
-                &[&self.store.prefix(), &name, &holder, &data, &ttl_ms(ttl)],
+                &[&self.prefix(), &name, &holder, &data, &ttl_ms(ttl)],
             )
             .await
             .map_err(|e| pg_err("acquiring a lease", e))?;
@@ -68,14 +83,14 @@ impl LeaseStore for PgLeaseStore {
     }
 
     async fn renew(&self, name: &str, token: u64, ttl: Duration) -> Result<bool, LogError> {
-        let client = self.store.client().await?;
+        let client = self.client().await?;
         let n = client
             .execute(
                 "UPDATE crmbus_leases \
                  SET expires_at = clock_timestamp() + $4 * interval '1 millisecond' \
                  WHERE prefix = $1 AND name = $2 AND token = $3 \
                    AND expires_at > clock_timestamp()",
-                &[&self.store.prefix(), &name, &token_of(token), &ttl_ms(ttl)],
+                &[&self.prefix(), &name, &token_of(token), &ttl_ms(ttl)],
             )
             .await
             .map_err(|e| pg_err("renewing a lease", e))?;
@@ -83,11 +98,11 @@ impl LeaseStore for PgLeaseStore {
     }
 
     async fn release(&self, name: &str, token: u64) -> Result<(), LogError> {
-        let client = self.store.client().await?;
+        let client = self.client().await?;
         client
             .execute(
                 "DELETE FROM crmbus_leases WHERE prefix = $1 AND name = $2 AND token = $3",
-                &[&self.store.prefix(), &name, &token_of(token)],
+                &[&self.prefix(), &name, &token_of(token)],
             )
             .await
             .map_err(|e| pg_err("releasing a lease", e))?;
@@ -95,11 +110,11 @@ impl LeaseStore for PgLeaseStore {
     }
 
     async fn revoke(&self, name: &str) -> Result<(), LogError> {
-        let client = self.store.client().await?;
+        let client = self.client().await?;
         client
             .execute(
                 "DELETE FROM crmbus_leases WHERE prefix = $1 AND name = $2",
-                &[&self.store.prefix(), &name],
+                &[&self.prefix(), &name],
             )
             .await
             .map_err(|e| pg_err("revoking a lease", e))?;
@@ -107,7 +122,7 @@ impl LeaseStore for PgLeaseStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>, LogError> {
-        let client = self.store.client().await?;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT name, holder, token, \
@@ -117,7 +132,7 @@ impl LeaseStore for PgLeaseStore {
                  WHERE prefix = $1 AND left(name, length($2)) = $2 \
                    AND expires_at > clock_timestamp() \
                  ORDER BY name COLLATE \"C\"",
-                &[&self.store.prefix(), &prefix],
+                &[&self.prefix(), &prefix],
             )
             .await
             .map_err(|e| pg_err("listing leases", e))?;

@@ -19,6 +19,7 @@ use crmbus::{LogError, StateOp, StateStore};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 
+use crate::error::{state_client, state_err as pg_err};
 use crate::lease::PgLeaseStore;
 
 /// The state and lease tables (`sql/state.sql`).
@@ -30,15 +31,6 @@ pub const STATE_SQL: &str = include_str!("../sql/state.sql");
 pub struct PgStateStore {
     pool: Pool,
     prefix: Arc<str>,
-}
-
-/// A PostgreSQL error as a [`LogError`]: connection trouble is `Unavailable`, anything
-/// else a backend error naming what was being done.
-pub(crate) fn pg_err(what: &str, e: impl std::fmt::Display) -> LogError {
-    LogError::Backend {
-        message: format!("PostgreSQL, {what}: {e}"),
-        source: None,
-    }
 }
 
 impl PgStateStore {
@@ -94,10 +86,7 @@ impl PgStateStore {
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, LogError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {e}")))
+        state_client(&self.pool).await
     }
 
     /// Sets `key` to `value` only if the key is absent: true when this call created it. The
@@ -354,7 +343,10 @@ impl StateStore for PgStateStore {
     }
 
     fn leases(&self) -> Option<Arc<dyn LeaseStore>> {
-        Some(Arc::new(PgLeaseStore::new(self.clone())))
+        Some(Arc::new(PgLeaseStore::new(
+            self.pool.clone(),
+            Arc::clone(&self.prefix),
+        )))
     }
 }
 
