@@ -48,23 +48,7 @@ pub(crate) struct DedupeIndex {
 impl DedupeIndex {
     /// Creates the table when missing.
     pub async fn open(pool: Pool, prefix: &str, window: Duration) -> Result<DedupeIndex, LogError> {
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {e}")))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg_err("creating the dedupe table", e))?;
-        tx.batch_execute("SELECT pg_advisory_xact_lock(1668441442, 2)")
-            .await
-            .map_err(|e| pg_err("creating the dedupe table", e))?;
-        tx.batch_execute(DEDUPE_SQL)
-            .await
-            .map_err(|e| pg_err("creating the dedupe table", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| pg_err("creating the dedupe table", e))?;
+        crmbus_postgres::state::install_schema(&pool, 2, DEDUPE_SQL, "the dedupe table").await?;
         Ok(DedupeIndex {
             pool,
             prefix: prefix.to_string(),

@@ -50,25 +50,7 @@ impl PgStateStore {
                 "the state store's namespace prefix must not be empty".into(),
             ));
         }
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {e}")))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg_err("creating the state tables", e))?;
-        // Two servers starting at once would race on CREATE ... IF NOT EXISTS.
-        tx.batch_execute("SELECT pg_advisory_xact_lock(1668441442, 1)")
-            .await
-            .map_err(|e| pg_err("creating the state tables", e))?;
-        tx.batch_execute(STATE_SQL)
-            .await
-            .map_err(|e| pg_err("creating the state tables", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| pg_err("creating the state tables", e))?;
-        drop(client);
+        install_schema(&pool, 1, STATE_SQL, "the state tables").await?;
         Ok(PgStateStore {
             pool,
             prefix: Arc::from(prefix),
@@ -172,6 +154,21 @@ impl PgStateStore {
             .map_err(|e| pg_err("purging leases", e))?;
         Ok(a + b)
     }
+}
+
+/// Runs `sql` (idempotent `CREATE … IF NOT EXISTS` statements) in one transaction under
+/// advisory lock `lock` (of crmbus's lock class), so that servers starting at once do not
+/// race on creating the same objects. `what` names them in errors. For the state tables,
+/// and for tables a backend keeps beside them (the Kafka backend's dedupe index).
+pub async fn install_schema(pool: &Pool, lock: i32, sql: &str, what: &str) -> Result<(), LogError> {
+    let mut client = state_client(pool).await?;
+    let what = format!("creating {what}");
+    let tx = client.transaction().await.map_err(|e| pg_err(&what, e))?;
+    tx.execute("SELECT pg_advisory_xact_lock(1668441442, $1)", &[&lock])
+        .await
+        .map_err(|e| pg_err(&what, e))?;
+    tx.batch_execute(sql).await.map_err(|e| pg_err(&what, e))?;
+    tx.commit().await.map_err(|e| pg_err(&what, e))
 }
 
 /// The smallest byte string greater than every string that starts with `prefix`, or `None`
