@@ -15,6 +15,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::Inner;
 use crate::conn::{kafka_err, Reader};
 
+/// How long one read keeps fetching once it has records: it returns what it has then,
+/// so a caller is never held long by a slow partition.
+const READ_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One record as a read sees it: its offset, timestamp (ms) and value.
 pub(crate) struct RawRecord {
     pub offset: u64,
@@ -107,16 +111,31 @@ pub(crate) fn fetch(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition as i32, Offset::Offset(from as i64))?;
     c.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    // The request timeout bounds the wait for progress, not the whole read: a partition of
+    // many small record batches takes a fetch round trip per batch on some brokers.
+    let mut deadline = started + timeout;
     let mut next = from;
     let mut count = 0usize;
     let result = loop {
+        if count > 0 && started.elapsed() >= READ_BUDGET {
+            // Enough for one call: the caller reads on from here.
+            break Ok(());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            if count > 0 {
+                break Ok(());
+            }
             break Err(KafkaError::MessageConsumption(
                 RDKafkaErrorCode::OperationTimedOut,
             ));
         }
+        let left = if count > 0 {
+            left.min(READ_BUDGET.saturating_sub(started.elapsed()))
+        } else {
+            left
+        };
         match c.poll(left) {
             None => continue,
             Some(Ok(m)) => {
@@ -132,6 +151,7 @@ pub(crate) fn fetch(
                 }
                 next = off + 1;
                 count += 1;
+                deadline = Instant::now() + timeout;
                 out.records.push(RawRecord {
                     offset: off,
                     timestamp_ms: timestamp_ms(&m),
