@@ -48,6 +48,21 @@ if ! need_cmd openssl; then
     apt_install openssl
 fi
 
+# The console's browser tests (scripts/browser.sh): Debian's Chromium, driven by
+# playwright-core pinned in tests/browser/package-lock.json (1.64.1, whose Chromium major,
+# 156, is Debian's), installed from the lock file into tests/browser/node_modules.
+if ! need_cmd chromium; then
+    apt_install chromium
+fi
+if ! need_cmd node || ! need_cmd npm; then
+    apt_install nodejs npm
+fi
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ] \
+    || ! grep -q '"version": "1.64.1"' tests/browser/node_modules/playwright-core/package.json; then
+    echo "services.sh: installing playwright-core from tests/browser/package-lock.json" >&2
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
 # Redis, for crmbus-redis.
 if ! need_cmd redis-server; then
     apt_install redis-server

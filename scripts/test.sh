@@ -66,6 +66,24 @@ if [ "$py_status" -ne 0 ]; then
     exit "$py_status"
 fi
 
+echo "== browser: the web console in headless Chromium against a real crmbus server"
+brlog=$(mktemp)
+trap 'rm -f "$log" "$pylog" "$brlog"' EXIT
+set +e
+bash scripts/browser.sh 2>&1 | tee "$brlog"
+br_status=${PIPESTATUS[0]}
+set -e
+# node's test runner closes with "ℹ pass 9" and "ℹ fail 0" lines.
+br_sum() { awk -v what="$1" '$1 == "ℹ" && $2 == what { n = $3 } END { print n + 0 }' "$brlog"; }
+passed=$(( passed + $(br_sum pass) ))
+failed=$(( failed + $(br_sum fail) ))
+if [ "$br_status" -ne 0 ]; then
+    echo
+    echo "tests: $passed passed, $failed failed"
+    exit "$br_status"
+fi
+echo "browser: screenshots of every console page in target/console-screenshots/"
+
 echo "== schemathesis against /openapi.json"
 bash scripts/schemathesis.sh target/debug/crmbus
 

@@ -58,3 +58,19 @@ pub struct KeyList {
     /// Every key, oldest first, revoked ones included.
     pub keys: Vec<KeyView>,
 }
+
+/// `GET /v1/whoami`: the key a request came with and what it may do (the console shows
+/// only the actions its scopes allow; the API refuses the others anyway).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmI {
+    /// Whether this server needs a key now (`false`: keyless, everything allowed).
+    pub keys_required: bool,
+    /// The key's id, when a key came with the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Who acts, as audit records name them (`anonymous` without a key).
+    pub actor: String,
+    /// The scopes in effect: the key's, or `admin` when no key is needed.
+    pub scopes: Vec<String>,
+}

@@ -236,6 +236,42 @@ pub struct SubscriptionStatus {
     pub retried: u64,
     /// Dead letters since the server started.
     pub dead_lettered: u64,
+    /// The circuit breaker: `closed`, `open` or `half-open` (`closed` without a breaker).
+    #[serde(default = "closed")]
+    pub breaker: String,
+    /// The first parked keys by partition and offset (at most 100; `parked_keys` counts
+    /// them all), each with the event it waits on.
+    #[serde(default)]
+    pub parked: Vec<ParkedKeyView>,
+}
+
+fn closed() -> String {
+    "closed".to_string()
+}
+
+/// A key whose next event waits on a retry or on a dead letter held in the DLQ.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParkedKeyView {
+    /// Partition of the event.
+    pub partition: u32,
+    /// The ordering key.
+    pub key: String,
+    /// Offset of the event the key waits on.
+    pub offset: u64,
+    /// Events of the key queued, the waiting one included.
+    pub queued: u64,
+    /// `retry` or `dead_letter`.
+    pub waiting_on: String,
+    /// Deliveries made so far (a retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// When the next delivery is due, RFC 3339 (a retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// The last failure's message (a retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A subscription.

@@ -54,6 +54,7 @@ use crate::routes;
         routes::keys::create_key,
         routes::keys::list_keys,
         routes::keys::revoke_key,
+        routes::keys::whoami,
         routes::audit::list_audit_log,
         openapi,
     ),

@@ -107,12 +107,15 @@ pub fn router(state: Shared) -> Router {
             post(routes::keys::create_key).get(routes::keys::list_keys),
         )
         .route("/v1/keys/{id}", delete(routes::keys::revoke_key))
+        .route("/v1/whoami", get(routes::keys::whoami))
         .route("/v1/cluster", get(routes::ops::cluster))
         .route("/v1/audit", get(routes::audit::list_audit_log))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/openapi.json", get(openapi::openapi))
+        .route("/", get(routes::console::page))
+        .route("/console/{file}", get(routes::console::file))
         // Every route above needs the key its rule says (the fallback's 404 does not).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

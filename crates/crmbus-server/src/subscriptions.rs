@@ -17,8 +17,8 @@ use serde_json::Value;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 use crate::api::{
-    CreateSubscriptionRequest, CursorView, DisabledTarget, DlqEntryView, DlqQuery, RetryBody,
-    RotateSecretRequest, SubscriptionStatus, SubscriptionTarget, SubscriptionView,
+    CreateSubscriptionRequest, CursorView, DisabledTarget, DlqEntryView, DlqQuery, ParkedKeyView,
+    RetryBody, RotateSecretRequest, SubscriptionStatus, SubscriptionTarget, SubscriptionView,
 };
 use crate::cluster::{Cluster, Held};
 use crate::extract::{parse_time, variant};
@@ -802,6 +802,13 @@ impl Subscriptions {
                 acked: s.acked,
                 retried: s.retried,
                 dead_lettered: s.dead_lettered,
+                breaker: match s.breaker {
+                    1 => "open",
+                    2 => "half-open",
+                    _ => "closed",
+                }
+                .to_string(),
+                parked: s.parked.iter().map(parked_view).collect(),
             },
         })
     }
@@ -1260,6 +1267,32 @@ impl Subscriptions {
 }
 
 /// The cursors a seek left, partition by partition.
+/// A parked key as the API shows it.
+fn parked_view(k: &crmbus::delivery::ParkedKey) -> ParkedKeyView {
+    let mut view = ParkedKeyView {
+        partition: k.partition,
+        key: k.key.clone(),
+        offset: k.offset,
+        queued: k.queued,
+        waiting_on: "dead_letter".to_string(),
+        attempts: None,
+        next_attempt_at: None,
+        last_error: None,
+    };
+    if let crmbus::delivery::Parked::Retry {
+        attempts,
+        next_due_us,
+        last_error,
+    } = &k.waiting_on
+    {
+        view.waiting_on = "retry".to_string();
+        view.attempts = Some(*attempts);
+        view.next_attempt_at = Some(crate::render::rfc3339(*next_due_us));
+        view.last_error = Some(last_error.clone());
+    }
+    view
+}
+
 fn cursor_views(info: &crmbus::TopicInfo, positions: Vec<u64>) -> Vec<CursorView> {
     info.partition_info
         .iter()

@@ -50,7 +50,9 @@ pub fn rule_for(method: &str, template: &str) -> Option<Rule> {
     use Rule::*;
     Some(match (method, template) {
         ("GET", "/healthz" | "/readyz" | "/openapi.json") => Open,
-        ("GET", "/metrics" | "/v1/cluster") => AnyKey,
+        // The console's page and assets: no data (the page asks the API with its key).
+        ("GET", "/" | "/console/{file}") => Open,
+        ("GET", "/metrics" | "/v1/cluster" | "/v1/whoami") => AnyKey,
         ("GET", "/v1/topics") => AnyKey,
         ("POST", "/v1/topics") => Admin,
         ("GET", "/v1/topics/{topic}") => Topic(Subscribe),

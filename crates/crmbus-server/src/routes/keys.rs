@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::Json;
 use crmbus::ErrorCode;
 
-use crate::api::{CreateKeyRequest, CreatedKey, KeyList, KeyView};
+use crate::api::{CreateKeyRequest, CreatedKey, KeyList, KeyView, WhoAmI};
 use crate::auth::keys::KeyRecord;
 use crate::auth::scope::Scope;
 use crate::config::AuthMode;
@@ -148,4 +148,30 @@ pub async fn revoke_key(
     app.auth.revoked();
     tracing::info!(key = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The key this request came with, and its scopes: what a client (the console) may offer.
+#[utoipa::path(
+    get, path = "/v1/whoami", tag = "keys",
+    responses(
+        (status = 200, description = "The caller's key and scopes", body = WhoAmI),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn whoami(caller: Option<Extension<Caller>>) -> Json<WhoAmI> {
+    Json(match caller {
+        Some(Extension(c)) => WhoAmI {
+            keys_required: true,
+            key_id: Some(c.key.id.clone()),
+            actor: c.actor.clone(),
+            scopes: c.key.scopes.clone(),
+        },
+        // The check let it through without a key: none is needed now.
+        None => WhoAmI {
+            keys_required: false,
+            key_id: None,
+            actor: "anonymous".to_string(),
+            scopes: vec!["admin".to_string()],
+        },
+    })
 }

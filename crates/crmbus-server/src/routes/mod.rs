@@ -1,6 +1,7 @@
 //! The HTTP handlers, a file per group of routes.
 
 pub mod audit;
+pub mod console;
 pub mod dlq;
 pub mod events;
 pub mod keys;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use super::run::Engine;
-use super::stats::{StatsSnapshot, SubscriptionStats};
+use super::stats::{Parked, ParkedKey, StatsSnapshot, SubscriptionStats, PARKED_SHOWN};
 use crate::error::LogError;
 
 impl Engine {
@@ -40,6 +40,7 @@ impl Engine {
     /// A snapshot of the counters and the current state.
     pub fn stats(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(AtomicOrdering::Relaxed);
+        let (parked_keys, parked) = self.parked();
         StatsSnapshot {
             delivered: g(&self.stats.delivered),
             acked: g(&self.stats.acked),
@@ -48,7 +49,7 @@ impl Engine {
             filtered: g(&self.stats.filtered),
             deduped: g(&self.stats.deduped),
             in_flight: self.in_flight.len() as u64,
-            parked_keys: self.parked_keys() as u64,
+            parked_keys,
             committed: self.parts.iter().map(|p| p.committed).collect(),
             partitions: self.parts.iter().map(|p| p.id).collect(),
             breaker: self
@@ -64,19 +65,44 @@ impl Engine {
                 .map(|p| p.stored_done.unwrap_or(0) as u64)
                 .sum(),
             dlq_entries: self.dlq_count,
+            parked,
         }
     }
 
-    fn parked_keys(&self) -> usize {
-        self.keys
-            .iter()
-            .filter(|((p, _), ks)| {
-                ks.queue.front().is_some_and(|q| {
-                    self.retries.contains_key(&(*p, q.offset))
-                        || self.held.contains(&(*p, q.offset))
-                })
-            })
-            .count()
+    /// How many keys are parked, and the first [`PARKED_SHOWN`] of them by partition and
+    /// offset.
+    fn parked(&self) -> (u64, Vec<ParkedKey>) {
+        let mut count = 0;
+        let mut shown: Vec<ParkedKey> = Vec::new();
+        for ((p, key), ks) in &self.keys {
+            let Some(q) = ks.queue.front() else { continue };
+            let waiting_on = match self.retries.get(&(*p, q.offset)) {
+                Some(r) => Parked::Retry {
+                    attempts: r.attempts,
+                    next_due_us: r.next_due_us,
+                    last_error: r.last_error.clone(),
+                },
+                None if self.held.contains(&(*p, q.offset)) => Parked::DeadLetter,
+                None => continue,
+            };
+            count += 1;
+            let at = (*p, q.offset);
+            let place = shown.partition_point(|k| (k.partition, k.offset) < at);
+            if place < PARKED_SHOWN {
+                shown.insert(
+                    place,
+                    ParkedKey {
+                        partition: *p,
+                        key: key.clone(),
+                        offset: q.offset,
+                        queued: ks.queue.len() as u64,
+                        waiting_on,
+                    },
+                );
+                shown.truncate(PARKED_SHOWN);
+            }
+        }
+        (count, shown)
     }
 
     fn counter(&self, name: &'static str) {

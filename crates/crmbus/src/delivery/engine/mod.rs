@@ -34,4 +34,4 @@ mod stats;
 pub use dlq::{audit_op, read_audit_log, read_dead_letters};
 pub use records::{AuditRecord, DeadLetter, DlqFilter, RetryRecord, UNREADABLE_TYPE};
 pub use run::Engine;
-pub use stats::{StatsSnapshot, SubscriptionStats};
+pub use stats::{Parked, ParkedKey, StatsSnapshot, SubscriptionStats, PARKED_SHOWN};

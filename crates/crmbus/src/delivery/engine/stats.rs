@@ -57,4 +57,42 @@ pub struct StatsSnapshot {
     pub done_markers: u64,
     /// Entries in the group's dead-letter queue.
     pub dlq_entries: u64,
+    /// The parked keys themselves, each with the event it waits on, ordered by partition
+    /// and offset (at most [`PARKED_SHOWN`]; `parked_keys` counts them all).
+    pub parked: Vec<ParkedKey>,
+}
+
+/// How many parked keys a [`StatsSnapshot`] lists.
+pub const PARKED_SHOWN: usize = 100;
+
+/// A key whose next event waits: on a retry that is due later, or on a dead letter held
+/// in the DLQ (ordering per key keeps the events behind it back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedKey {
+    /// Partition of the event.
+    pub partition: u32,
+    /// The ordering key.
+    pub key: String,
+    /// Offset of the event the key waits on.
+    pub offset: u64,
+    /// Events of the key queued behind it (the waiting one included).
+    pub queued: u64,
+    /// What it waits on.
+    pub waiting_on: Parked,
+}
+
+/// What a parked key waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Parked {
+    /// A retry of the event.
+    Retry {
+        /// Deliveries made so far.
+        attempts: u32,
+        /// When the next delivery is due (µs since the epoch).
+        next_due_us: i64,
+        /// The last failure's message.
+        last_error: String,
+    },
+    /// The event's dead letter, held in the DLQ until it is redriven or discarded.
+    DeadLetter,
 }
