@@ -76,7 +76,7 @@ set -e
 # node's test runner closes with "ℹ pass 9" and "ℹ fail 0" lines.
 br_sum() { awk -v what="$1" '$1 == "ℹ" && $2 == what { n = $3 } END { print n + 0 }' "$brlog"; }
 passed=$(( passed + $(br_sum pass) ))
-failed=$(( failed + $(br_sum fail) ))
+failed=$(( failed + $(br_sum fail) + $(br_sum cancelled) ))
 if [ "$br_status" -ne 0 ]; then
     echo
     echo "tests: $passed passed, $failed failed"

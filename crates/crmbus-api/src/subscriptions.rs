@@ -240,7 +240,8 @@ pub struct SubscriptionStatus {
     #[serde(default = "closed")]
     pub breaker: String,
     /// The first parked keys by partition and offset (at most 100; `parked_keys` counts
-    /// them all), each with the event it waits on.
+    /// them all), each with the event it waits on. Only in `GET /v1/subscriptions/{name}`
+    /// (empty in the list, which any key may read).
     #[serde(default)]
     pub parked: Vec<ParkedKeyView>,
 }

@@ -10,6 +10,7 @@ const KEY_STORE = "crmbus.console.key";
 
 const app = {
   key: sessionStorage.getItem(KEY_STORE) || "",
+  seq: 0,
   who: null,
   refresh: null,
   busy: false,
@@ -144,10 +145,42 @@ function jsonBlock(value, label) {
   return h("pre", { class: "json", tabindex: 0, "aria-label": label || "JSON" }, JSON.stringify(value, null, 2));
 }
 
-function setPage(title, ...content) {
+/** Thrown when a page finishes loading after the user moved on: nothing is shown. */
+class Stale extends Error {}
+
+/** Shows a page; `ctx` (a route's) must still be the current route (null: always). */
+function setPage(ctx, title, ...content) {
+  if (ctx && ctx.seq !== app.seq) throw new Stale();
   const m = main();
   m.replaceChildren(h("h1", { text: title }), ...content);
   document.title = `${title} · crmbus console`;
+}
+
+/** Refreshes the current page with `fn` every REFRESH_MS, if `ctx` is still current. */
+function every(ctx, fn) {
+  if (ctx.seq === app.seq) app.refresh = fn;
+}
+
+/** A CSS selector that finds `el` again after its container was rebuilt. */
+function focusKey(el) {
+  if (el.id) return `#${CSS.escape(el.id)}`;
+  const tag = el.tagName.toLowerCase();
+  for (const attr of ["aria-label", "href", "data-entry"]) {
+    const v = el.getAttribute(attr);
+    if (v !== null) return `${tag}[${attr}="${CSS.escape(v)}"]`;
+  }
+  return null;
+}
+
+/** Replaces a container's children, keeping keyboard focus on the same control. */
+function swap(box, ...nodes) {
+  const active = document.activeElement;
+  const key = active && box.contains(active) ? focusKey(active) : null;
+  box.replaceChildren(...nodes);
+  if (key) {
+    const again = box.querySelector(key);
+    if (again) again.focus({ preventScroll: true });
+  }
 }
 
 function pushSample(map, key, sample) {
@@ -233,7 +266,8 @@ function showLogin(message) {
   h("p", { class: "muted", text: "A key made with `crmbus keys create`. It stays in this tab only and is sent to this server alone." }),
   message ? h("p", { class: "error", role: "alert", text: message }) : null,
   h("div", { class: "actions" }, h("button", { type: "submit", text: "Sign in" })));
-  setPage("Sign in to crmbus", form);
+  app.seq++;
+  setPage(null, "Sign in to crmbus", form);
   input.focus();
 }
 
@@ -250,24 +284,27 @@ async function route() {
   if (!app.who) return;
   stopLive();
   app.refresh = null;
-  const { parts, query } = parseHash();
-  const page = parts[0] || "overview";
-  for (const a of document.querySelectorAll("#nav a")) {
-    if (a.dataset.page === page || (page === "topics" && a.dataset.page === "overview") || (page === "subscriptions" && a.dataset.page === "overview")) a.setAttribute("aria-current", "page");
-    else a.removeAttribute("aria-current");
-  }
+  const ctx = { seq: ++app.seq };
   try {
-    if (page === "overview") await overviewPage();
-    else if (page === "topics" && parts[1]) await topicPage(parts[1], query);
-    else if (page === "subscriptions" && parts[1]) await subscriptionPage(parts[1]);
-    else if (page === "dlq") await dlqPage(parts[1], query);
-    else if (page === "schemas") await schemasPage(parts[1], query);
-    else setPage("Not found", h("p", {}, "No such page. ", h("a", { href: "#/", text: "Overview" })));
+    const { parts, query } = parseHash();
+    const page = parts[0] || "overview";
+    const section = page === "topics" || page === "subscriptions" ? "overview" : page;
+    for (const a of document.querySelectorAll("#nav a")) {
+      if (a.dataset.page === section) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    }
+    if (page === "overview") await overviewPage(ctx);
+    else if (page === "topics" && parts[1]) await topicPage(ctx, parts[1], query);
+    else if (page === "subscriptions" && parts[1]) await subscriptionPage(ctx, parts[1]);
+    else if (page === "dlq") await dlqPage(ctx, parts[1], query);
+    else if (page === "schemas") await schemasPage(ctx, parts[1], query);
+    else setPage(ctx, "Not found", h("p", {}, "No such page. ", h("a", { href: "#/", text: "Overview" })));
   } catch (e) {
+    if (e instanceof Stale || ctx.seq !== app.seq) return;
     if (e.status === 401) return showLogin(`The key stopped working: ${e.message}`);
-    setPage("Something went wrong", h("p", { class: "error", role: "alert", text: e.message }));
+    setPage(ctx, "Something went wrong", h("p", { class: "error", role: "alert", text: e.message }));
   }
-  main().focus({ preventScroll: true });
+  if (ctx.seq === app.seq) main().focus({ preventScroll: true });
 }
 
 async function tick() {
@@ -281,23 +318,25 @@ async function tick() {
 
 // ---- overview --------------------------------------------------------------------------
 
-async function overviewPage() {
+async function overviewPage(ctx) {
   const topicsBox = h("div", { id: "topics" });
   const subsBox = h("div", { id: "subscriptions" });
-  setPage("Overview",
+  setPage(ctx, "Overview",
     h("p", { class: "muted", text: `Refreshes every ${REFRESH_MS / 1000} s.` }),
     h("h2", { text: "Topics" }), topicsBox,
     h("h2", { text: "Subscriptions" }), subsBox);
-  app.refresh = async () => {
+  const refresh = async () => {
     const [topics, subs] = await Promise.all([api("/v1/topics"), api("/v1/subscriptions")]);
     const now = Date.now();
     const trows = topics.topics.map((t) => {
-      const samples = pushSample(app.topicSamples, t.name, { t: now, events: t.events });
-      return h("tr", {},
+      // The rate counts appends (next offsets), not events kept: retention does not hide it.
+      const appended = t.partition_info.reduce((a, p) => a + p.next_offset, 0);
+      const samples = pushSample(app.topicSamples, t.name, { t: now, events: appended });
+      return h("tr", { "data-topic": t.name },
         td(h("a", { href: `#/topics/${enc(t.name)}`, text: t.name })),
-        num(t.partitions), num(t.events), td(sparkline(samples)));
+        num(t.partitions), h("td", { class: "num", "data-field": "events" }, fmt(t.events)), td(sparkline(samples)));
     });
-    topicsBox.replaceChildren(trows.length
+    swap(topicsBox, trows.length
       ? table("Topics", ["Topic", { label: "Partitions", num: true }, { label: "Events", num: true }, "Publish rate"], trows, { id: "topics-table" })
       : h("p", { class: "muted", text: "No topics yet." }));
     const srows = subs.subscriptions.map((sub) => {
@@ -311,13 +350,14 @@ async function overviewPage() {
         num(st.in_flight), num(st.parked_keys), td(breakerBadge(st.breaker)),
         h("td", { class: "num", "data-field": "dlq" }, st.dlq_size ? h("a", { href: `#/dlq/${enc(sub.name)}`, text: fmt(st.dlq_size) }) : "0"));
     });
-    subsBox.replaceChildren(srows.length
+    swap(subsBox, srows.length
       ? table("Subscriptions", ["Subscription", "Topic", { label: "Target" }, { label: "Lag", num: true }, { label: "In flight", num: true }, { label: "Parked keys", num: true }, "Breaker", { label: "Dead letters", num: true }], srows, { id: "subscriptions-table" })
       : h("p", { class: "muted", text: "No subscriptions yet." }));
     // The target column is the one a phone hides.
     for (const th of subsBox.querySelectorAll("th:nth-child(3)")) th.classList.add("hide-narrow");
   };
-  await app.refresh();
+  await refresh();
+  every(ctx, refresh);
 }
 
 // ---- topic -----------------------------------------------------------------------------
@@ -346,10 +386,11 @@ function eventView(stored) {
     jsonBlock(ev.data !== undefined ? ev.data : ev.data_base64, "Event data"));
 }
 
-async function topicPage(name, query) {
+async function topicPage(ctx, name, query) {
   const topic = await api(`/v1/topics/${enc(name)}`);
   const parts = h("div");
-  const renderParts = (t) => parts.replaceChildren(table("Partitions",
+  let ends = Object.fromEntries(topic.partition_info.map((p) => [String(p.partition), p.next_offset]));
+  const renderParts = (t) => swap(parts, table("Partitions",
     ["Partition", { label: "First offset", num: true }, { label: "Next offset", num: true }, { label: "Events", num: true }],
     t.partition_info.map((p) => h("tr", {}, num(p.partition), num(p.first_offset), num(p.next_offset), num(p.events)))));
   renderParts(topic);
@@ -363,8 +404,10 @@ async function topicPage(name, query) {
   const textFilter = h("input", { id: "browse-text", type: "search", placeholder: "any text in the event" });
   const results = h("div", { id: "browse-results" });
   const view = h("div", { id: "event-view-box" });
-  let next = null;
+  // Where the next page starts, per partition read (the `next` answers).
+  let cursors = {};
   let loaded = [];
+  const more = () => Object.entries(cursors).some(([p, c]) => c < (ends[p] ?? 0));
 
   const open = (stored) => { view.replaceChildren(eventView(stored)); view.querySelector("h2").setAttribute("tabindex", "-1"); view.querySelector("h2").focus(); };
   const show = () => {
@@ -374,36 +417,59 @@ async function topicPage(name, query) {
     results.replaceChildren(
       h("p", { class: "muted", text: `${shown.length} of ${loaded.length} loaded events match.` }),
       table("Events", [{ label: "Partition", num: true }, { label: "Offset", num: true }, { label: "Appended" }, "Type", "Subject", ""], shown.map((e) => eventRow(e, open)), { id: "events-table" }),
-      next ? h("button", { type: "button", class: "secondary", id: "browse-more", onclick: () => load(true), text: "Load more" }) : null);
+      more() ? h("button", { type: "button", class: "secondary", id: "browse-more", onclick: () => loadMore(), text: "Load more" }) : null);
     for (const th of results.querySelectorAll("th:nth-child(3)")) th.classList.add("hide-narrow");
   };
-  const load = async (more) => {
+  const load = async () => {
     const q = new URLSearchParams();
     if (partSel.value !== "") q.set("partition", partSel.value);
-    if (more && next) {
-      if (partSel.value !== "") q.set("from", next[partSel.value] ?? 0);
-      else {
-        // The next page across partitions: from the lowest next offset of those read.
-        q.set("from", Math.min(...Object.values(next)));
-      }
-    } else if (fromOffset.value !== "") q.set("from", fromOffset.value);
+    if (fromOffset.value !== "") q.set("from", fromOffset.value);
     else if (fromTime.value) q.set("from_time", new Date(fromTime.value).toISOString());
     q.set("limit", limit.value || 50);
     try {
       const r = await api(`/v1/topics/${enc(name)}/events?${q}`);
+      loaded = r.events;
+      cursors = { ...r.next };
+      show();
+    } catch (e) { say(e.message, true); }
+  };
+  // The next page: each partition read on from its own cursor, in partition order, until
+  // the page is full (one `from` for all partitions would re-read the fullest one).
+  const loadMore = async () => {
+    try {
+      const t = await api(`/v1/topics/${enc(name)}`);
+      ends = Object.fromEntries(t.partition_info.map((p) => [String(p.partition), p.next_offset]));
+      let room = Number(limit.value) || 50;
       const seen = new Set(loaded.map((e) => `${e.partition}-${e.offset}`));
-      loaded = more ? loaded.concat(r.events.filter((e) => !seen.has(`${e.partition}-${e.offset}`))) : r.events;
-      next = r.events.length ? r.next : null;
+      for (const p of Object.keys(cursors).sort((a, b) => a - b)) {
+        if (room <= 0) break;
+        if (cursors[p] >= (ends[p] ?? 0)) continue;
+        const r = await api(`/v1/topics/${enc(name)}/events?partition=${p}&from=${cursors[p]}&limit=${room}`);
+        const fresh = r.events.filter((e) => !seen.has(`${e.partition}-${e.offset}`));
+        loaded = loaded.concat(fresh);
+        room -= fresh.length;
+        cursors[p] = r.next[p] ?? cursors[p];
+        if (!r.events.length) cursors[p] = ends[p];
+      }
       show();
     } catch (e) { say(e.message, true); }
   };
 
   const tail = h("ol", { id: "live-tail", class: "muted", "aria-live": "off" });
   const tailBtn = h("button", { type: "button", class: "secondary", id: "live-toggle", text: "Start live tail" });
+  const tailStopped = (why) => {
+    stopLive();
+    tailBtn.textContent = "Start live tail";
+    if (why) say(why, true);
+  };
   tailBtn.addEventListener("click", async () => {
-    if (app.live) { stopLive(); tailBtn.textContent = "Start live tail"; return; }
+    if (app.live) { tailStopped(); return; }
+    tailBtn.disabled = true;
     try {
       const tok = await api(`/v1/topics/${enc(name)}/stream-token`, { method: "POST", body: { ttl_seconds: 600 } });
+      // The user may have moved to another page while the token was made.
+      if (ctx.seq !== app.seq) return;
+      stopLive();
       const es = new EventSource(`${tok.stream_url}&from=latest`);
       es.onmessage = (m) => {
         let stored;
@@ -413,18 +479,22 @@ async function topicPage(name, query) {
           h("button", { type: "button", class: "secondary", onclick: () => open(stored), text: "View" })));
         while (tail.children.length > 100) tail.lastChild.remove();
       };
-      es.addEventListener("error", (m) => { if (m.data) say(`Live tail ended: ${m.data}`, true); });
+      // The server's reason (a revoked key), or a reconnect refused (the token expired).
+      es.addEventListener("error", (m) => {
+        if (m.data) tailStopped(`Live tail ended: ${m.data}`);
+        else if (es.readyState === EventSource.CLOSED) tailStopped("Live tail ended: the stream closed. Start it again.");
+      });
       app.live = es;
       tailBtn.textContent = "Stop live tail";
-    } catch (e) { say(e.message, true); }
+    } catch (e) { say(e.message, true); } finally { tailBtn.disabled = false; }
   });
 
-  setPage(`Topic ${name}`,
+  setPage(ctx, `Topic ${name}`,
     h("div", { class: "grid" }, figure("Partitions", topic.partitions), figure("Events", topic.events, "topic-events"),
       figure("Schemas required", topic.require_schemas ? "yes" : "no")),
     parts,
     h("h2", { text: "Browse" }),
-    h("form", { class: "form", onsubmit: (e) => { e.preventDefault(); load(false); } },
+    h("form", { class: "form", onsubmit: (e) => { e.preventDefault(); load(); } },
       h("label", { for: "browse-partition" }, "Partition", partSel),
       h("label", { for: "browse-offset" }, "From offset", fromOffset),
       h("label", { for: "browse-time" }, "Or from time", fromTime),
@@ -437,15 +507,15 @@ async function topicPage(name, query) {
     h("h2", { text: "Live tail" }), h("div", { class: "actions" }, tailBtn), tail);
   typeFilter.addEventListener("input", show);
   textFilter.addEventListener("input", show);
-  app.refresh = async () => renderParts(await api(`/v1/topics/${enc(name)}`));
+  every(ctx, async () => renderParts(await api(`/v1/topics/${enc(name)}`)));
   if (query.get("partition") !== null && query.get("offset") !== null) {
     partSel.value = query.get("partition");
     fromOffset.value = query.get("offset");
     limit.value = 1;
-    await load(false);
+    await load();
     if (loaded[0]) open(loaded[0]);
   } else {
-    await load(false);
+    await load();
   }
 }
 
@@ -455,7 +525,7 @@ function stopLive() {
 
 // ---- subscription ----------------------------------------------------------------------
 
-async function subscriptionPage(name) {
+async function subscriptionPage(ctx, name) {
   let sub = await api(`/v1/subscriptions/${enc(name)}`);
   const figures = h("div", { class: "grid", id: "sub-figures" });
   const cursor = h("div", { id: "sub-cursor" });
@@ -465,24 +535,27 @@ async function subscriptionPage(name) {
   const render = () => {
     const st = sub.status;
     const samples = pushSample(app.lagSamples, name, { t: Date.now(), lags: Object.fromEntries(st.partitions.map((p) => [p.partition, p.lag])) });
-    figures.replaceChildren(figure("Lag", st.lag, "sub-lag"), figure("In flight", st.in_flight), figure("Pulled, not acked", st.leased),
+    swap(figures, figure("Lag", st.lag, "sub-lag"), figure("In flight", st.in_flight), figure("Pulled, not acked", st.leased),
       figure("Parked keys", st.parked_keys, "sub-parked-count"),
       h("div", { class: "figure" }, h("span", { class: "label", text: "Breaker" }), breakerBadge(st.breaker)),
       h("div", { class: "figure" }, h("span", { class: "label", text: "Dead letters" }),
         h("a", { class: "value", id: "sub-dlq", href: `#/dlq/${enc(name)}`, text: fmt(st.dlq_size) })),
       figure("Delivered", st.delivered), figure("Acked", st.acked), figure("Retried", st.retried));
-    cursor.replaceChildren(table("Cursor per partition", [{ label: "Partition", num: true }, { label: "Committed", num: true }, { label: "Next offset", num: true }, { label: "Lag", num: true }],
+    swap(cursor, table("Cursor per partition", [{ label: "Partition", num: true }, { label: "Committed", num: true }, { label: "Next offset", num: true }, { label: "Lag", num: true }],
       st.partitions.map((p) => h("tr", {}, num(p.partition), num(p.committed), num(p.next_offset), num(p.lag))), { id: "cursor-table" }));
-    chart.replaceChildren(lagChart(samples, st.partitions.map((p) => p.partition)));
+    swap(chart, lagChart(samples, st.partitions.map((p) => p.partition)));
     const eventLink = (p) => h("a", { href: `#/topics/${enc(sub.topic)}?partition=${p.partition}&offset=${p.offset}`, text: `${p.partition}-${p.offset}` });
-    parked.replaceChildren(st.parked.length
+    const cut = st.parked_keys > st.parked.length
+      ? h("p", { class: "muted", text: `The first ${fmt(st.parked.length)} of ${fmt(st.parked_keys)} parked keys, by partition and offset.` })
+      : null;
+    swap(parked, cut, st.parked.length
       ? table("Parked keys", ["Key", "Waits on event", "Because of", { label: "Queued", num: true }, "Last error"],
         st.parked.map((p) => h("tr", {}, td(p.key), td(eventLink(p)),
           td(p.waiting_on === "retry" ? "a retry" : h("a", { href: `#/dlq/${enc(name)}`, text: "a dead letter" })),
           num(p.queued), td(p.last_error || ""))), { id: "parked-table" })
       : h("p", { class: "muted", text: "No key is parked." }));
     const retries = st.parked.filter((p) => p.waiting_on === "retry").sort((a, b) => a.next_attempt_at.localeCompare(b.next_attempt_at));
-    schedule.replaceChildren(retries.length
+    swap(schedule, retries.length
       ? table("Retry schedule", ["Next attempt at", "Event", "Key", { label: "Attempts so far", num: true }],
         retries.map((p) => h("tr", {}, td(p.next_attempt_at), td(eventLink(p)), td(p.key), num(p.attempts))))
       : h("p", { class: "muted", text: "No event is waiting for a retry." }));
@@ -556,7 +629,7 @@ async function subscriptionPage(name) {
       h("div", { class: "actions" }, previewBtn, seekBtn), preview)
     : h("p", { class: "muted", id: "seek", text: `Your key has no subscribe scope on ${sub.topic}: seeking is not offered.` });
 
-  setPage(`Subscription ${name}`,
+  setPage(ctx, `Subscription ${name}`,
     h("p", {}, "Topic ", h("a", { href: `#/topics/${enc(sub.topic)}`, text: sub.topic }),
       ` · target ${target.kind}${target.url ? ` (${target.url})` : ""} · ordering ${cfg.ordering || "per key"} · retry: ${policy}`,
       target.disabled ? h("span", { class: "error", text: ` · disabled: ${target.disabled.reason}` }) : ""),
@@ -566,25 +639,42 @@ async function subscriptionPage(name) {
     h("h2", { text: "Retry schedule" }), schedule,
     seekSection);
   render();
-  app.refresh = async () => { sub = await api(`/v1/subscriptions/${enc(name)}`); render(); };
+  every(ctx, async () => { sub = await api(`/v1/subscriptions/${enc(name)}`); render(); });
 }
 
 // ---- dead letters ----------------------------------------------------------------------
 
-async function dlqPage(name, query) {
+/** A subscription from the list (any key may read it; its own GET needs `subscribe`). */
+async function findSubscription(name) {
+  const subs = await api("/v1/subscriptions");
+  const sub = subs.subscriptions.find((x) => x.name === name);
+  if (!sub) {
+    const err = new Error(`No subscription named ${name}.`);
+    err.status = 404;
+    throw err;
+  }
+  return sub;
+}
+
+async function dlqPage(ctx, name, query) {
   if (!name) {
-    const subs = await api("/v1/subscriptions");
-    const rows = subs.subscriptions.map((sub) => h("tr", {},
-      td(h("a", { href: `#/dlq/${enc(sub.name)}`, text: sub.name })), td(sub.topic), num(sub.status.dlq_size), num(sub.status.lag)));
-    setPage("Dead letters", rows.length
-      ? table("Subscriptions and their dead letters", ["Subscription", "Topic", { label: "Dead letters", num: true }, { label: "Lag", num: true }], rows, { id: "dlq-subscriptions" })
-      : h("p", { class: "muted", text: "No subscriptions yet." }));
-    app.refresh = async () => { if (parseHash().parts.length === 1) await dlqPage(null, query); };
+    const box = h("div", { id: "dlq-subscriptions-box" });
+    const refreshList = async () => {
+      const subs = await api("/v1/subscriptions");
+      const rows = subs.subscriptions.map((sub) => h("tr", {},
+        td(h("a", { href: `#/dlq/${enc(sub.name)}`, text: sub.name })), td(sub.topic), num(sub.status.dlq_size), num(sub.status.lag)));
+      swap(box, rows.length
+        ? table("Subscriptions and their dead letters", ["Subscription", "Topic", { label: "Dead letters", num: true }, { label: "Lag", num: true }], rows, { id: "dlq-subscriptions" })
+        : h("p", { class: "muted", text: "No subscriptions yet." }));
+    };
+    await refreshList();
+    setPage(ctx, "Dead letters", box);
+    every(ctx, refreshList);
     return;
   }
-  const sub = await api(`/v1/subscriptions/${enc(name)}`);
+  const sub = await findSubscription(name);
   if (!can("dlq", sub.topic)) {
-    setPage(`Dead letters of ${name}`,
+    setPage(ctx, `Dead letters of ${name}`,
       h("p", { id: "dlq-forbidden", class: "panel", text: `Your key has no dlq scope on topic ${sub.topic} (it has ${app.who.scopes.join(", ")}): its dead letters are not shown and cannot be redriven or discarded here.` }),
       h("p", {}, `Dead letters: ${fmt(sub.status.dlq_size)} · lag ${fmt(sub.status.lag)} · `, h("a", { href: `#/subscriptions/${enc(name)}`, text: "the subscription" })));
     return;
@@ -595,12 +685,19 @@ async function dlqPage(name, query) {
   const fUntil = h("input", { id: "dlq-until", type: "datetime-local", step: 1 });
   const list = h("div", { id: "dlq-list" });
   const detail = h("div", { id: "dlq-detail" });
-  const summary = h("p", { id: "dlq-summary", "aria-live": "polite" });
+  const summary = h("p", { id: "dlq-summary", "aria-live": "polite", tabindex: -1 });
   const audit = h("div", { id: "dlq-audit" });
   const selected = new Set();
   let entries = [];
+  // The filter last submitted (what the list shows, and what "redrive all matching" uses).
+  let applied = {};
+  // The list is read again when the queue's size changes, on Filter, and after an action;
+  // the tick reads only the subscription's figures. Answers older than the newest
+  // request are dropped.
+  let shownSize = null;
+  let requests = 0;
 
-  const filter = () => {
+  const readFilter = () => {
     const f = {};
     if (fType.value.trim()) f.type = fType.value.trim();
     if (fError.value.trim()) f.error = fError.value.trim();
@@ -620,7 +717,8 @@ async function dlqPage(name, query) {
       }
       selected.clear();
       detail.replaceChildren();
-      await refresh();
+      await reload();
+      summary.focus();
     } catch (e) { say(`Refused: ${e.message}`, true); }
   };
   const openEntry = async (id) => {
@@ -639,7 +737,7 @@ async function dlqPage(name, query) {
           h("tr", {}, td("Holds its key back"), td(e.held ? "yes" : "no")),
           h("tr", {}, td("Being redriven"), td(e.redriving ? "yes" : "no")),
         ]),
-        h("h3", { text: "Every attempt's error (oldest first)" }),
+        h("h3", { text: `The errors of the last ${errors.length} of ${fmt(e.attempts)} attempt(s), oldest first` }),
         h("ol", { id: "dlq-errors" }, errors.map((x) => h("li", { class: "error", text: x }))),
         h("h3", { text: "Event" }), jsonBlock(ev, "The dead-lettered event"),
         h("div", { class: "actions" },
@@ -648,20 +746,26 @@ async function dlqPage(name, query) {
       detail.querySelector("h2").focus();
     } catch (err) { say(err.message, true); }
   };
-  const refresh = async () => {
-    const q = new URLSearchParams(filter());
+  const figures = (st) => {
+    summary.textContent = `${fmt(entries.length)} shown · ${fmt(st.dlq_size)} in the queue · lag ${fmt(st.lag)}`;
+    summary.dataset.dlq = st.dlq_size;
+    summary.dataset.lag = st.lag;
+  };
+  const reload = async () => {
+    const mine = ++requests;
+    const q = new URLSearchParams(applied);
     const [r, s2, log] = await Promise.all([
       api(`/v1/subscriptions/${enc(name)}/dlq?${q}`),
-      api(`/v1/subscriptions/${enc(name)}`),
+      findSubscription(name),
       api(`/v1/subscriptions/${enc(name)}/audit`),
     ]);
+    if (mine !== requests) return;
     entries = r.entries;
+    shownSize = s2.status.dlq_size;
     for (const id of [...selected]) if (!entries.some((e) => e.id === id)) selected.delete(id);
-    summary.textContent = `${fmt(entries.length)} shown · ${fmt(s2.status.dlq_size)} in the queue · lag ${fmt(s2.status.lag)}`;
-    summary.dataset.dlq = s2.status.dlq_size;
-    summary.dataset.lag = s2.status.lag;
-    list.replaceChildren(entries.length
-      ? table("Dead letters", ["", "Entry", "Type", "Key", { label: "Attempts", num: true }, "Last failure", "Last error", ""],
+    figures(s2.status);
+    swap(list, entries.length
+      ? table("Dead letters", ["Select", "Entry", "Type", "Key", { label: "Attempts", num: true }, "Last failure", "Last error", "Open"],
         entries.map((e) => {
           const box = h("input", { type: "checkbox", "aria-label": `Select ${e.id}`, checked: selected.has(e.id), onchange: (ev) => { if (ev.target.checked) selected.add(e.id); else selected.delete(e.id); } });
           return h("tr", { "data-entry": e.id }, td(box), td(e.id), td((e.event && e.event.type) || ""), td(e.key), num(e.attempts),
@@ -669,15 +773,22 @@ async function dlqPage(name, query) {
             td(h("button", { type: "button", class: "secondary", onclick: () => openEntry(e.id), "aria-label": `Open ${e.id}`, text: "Open" })));
         }), { id: "dlq-table" })
       : h("p", { class: "muted", id: "dlq-empty", text: "No dead letters match." }));
-    audit.replaceChildren(log.entries.length
+    swap(audit, log.entries.length
       ? table("Audit log", ["When", "Who", "Action", "Entry", "Type"], log.entries.slice(-20).reverse().map((a) =>
         h("tr", {}, td(a.at), td(a.who), td(a.action), td(a.entry), td(a.event_type))), { id: "audit-table" })
       : h("p", { class: "muted", text: "Nothing done yet." }));
   };
-  setPage(`Dead letters of ${name}`,
+  const poll = async () => {
+    const s2 = await findSubscription(name);
+    if (s2.status.dlq_size !== shownSize) await reload();
+    else figures(s2.status);
+  };
+  applied = readFilter();
+  await reload();
+  setPage(ctx, `Dead letters of ${name}`,
     h("p", {}, "Topic ", h("a", { href: `#/topics/${enc(sub.topic)}`, text: sub.topic }), " · ",
       h("a", { href: `#/subscriptions/${enc(name)}`, text: "the subscription (replay with a seek)" })),
-    h("form", { class: "form", onsubmit: (e) => { e.preventDefault(); refresh(); } },
+    h("form", { class: "form", onsubmit: (e) => { e.preventDefault(); applied = readFilter(); reload().catch((err) => say(err.message, true)); } },
       h("label", { for: "dlq-type" }, "Type", fType),
       h("label", { for: "dlq-error" }, "Error contains", fError),
       h("label", { for: "dlq-since" }, "Failed since", fSince),
@@ -690,14 +801,13 @@ async function dlqPage(name, query) {
         act("redrive", { entries: [...selected] }, `Redrive the ${selected.size} selected dead letter(s) of ${name}?`);
       }, text: "Redrive selected" }),
       h("button", { type: "button", class: "secondary", id: "redrive-filter", onclick: () => {
-        const f = filter();
+        const f = applied;
         const body = Object.keys(f).length ? { filter: f } : { all: true };
         act("redrive", body, `Redrive every dead letter of ${name}${Object.keys(f).length ? " matching the filter" : ""} (${fmt(entries.length)} shown now)?`);
       }, text: "Redrive all matching" })),
     list, detail,
     h("h2", { text: "Audit log (latest 20)" }), audit);
-  await refresh();
-  app.refresh = refresh;
+  every(ctx, poll);
 }
 
 // ---- schemas ---------------------------------------------------------------------------
@@ -718,7 +828,7 @@ function lineDiff(a, b) {
   return [left, right];
 }
 
-async function schemasPage(type, query) {
+async function schemasPage(ctx, type, query) {
   const list = await api("/v1/schemas");
   const validateBox = h("textarea", { id: "validate-input", spellcheck: "false", "aria-describedby": "validate-help" });
   const validateOut = h("div", { id: "validate-result", "aria-live": "polite" });
@@ -739,14 +849,14 @@ async function schemasPage(type, query) {
   if (!type) {
     const rows = list.types.map((t) => h("tr", {}, td(h("a", { href: `#/schemas/${enc(t.event_type)}`, text: t.event_type })),
       td(t.mode), td(t.versions.join(", ")), num(t.latest ?? "")));
-    setPage("Schemas", rows.length
+    setPage(ctx, "Schemas", rows.length
       ? table("Registered event types", ["Type", "Compatibility", "Versions", { label: "Latest", num: true }], rows, { id: "schemas-table" })
       : h("p", { class: "muted", text: "No schemas registered." }), validate);
     return;
   }
   const info = list.types.find((t) => t.event_type === type);
   if (!info) {
-    setPage(`Schema ${type}`, h("p", { class: "error", text: `No schema is registered for ${type}.` }), validate);
+    setPage(ctx, `Schema ${type}`, h("p", { class: "error", text: `No schema is registered for ${type}.` }), validate);
     return;
   }
   const versions = info.versions;
@@ -767,7 +877,7 @@ async function schemasPage(type, query) {
   };
   left.addEventListener("change", showDiff);
   right.addEventListener("change", showDiff);
-  setPage(`Schema ${type}`,
+  setPage(ctx, `Schema ${type}`,
     h("p", {}, `Compatibility mode: ${info.mode} · versions ${versions.join(", ")} · `, h("a", { href: "#/schemas", text: "all schemas" })),
     h("h2", { text: "Versions side by side" }),
     h("div", { class: "form" }, h("label", { for: "diff-left" }, "Left", left), h("label", { for: "diff-right" }, "Right", right)),

@@ -829,7 +829,12 @@ impl Subscriptions {
         for (name, entry) in self.all() {
             let r = entry.running.read().await;
             if !r.gone {
-                out.push(self.view(&name, &r).await?);
+                let mut view = self.view(&name, &r).await?;
+                // Parked keys name subjects and hold receivers' errors: shown only to a
+                // caller allowed to read the subscription (its own GET), never in the list
+                // any key may read.
+                view.status.parked.clear();
+                out.push(view);
             }
         }
         Ok(out)
@@ -1266,7 +1271,6 @@ impl Subscriptions {
     }
 }
 
-/// The cursors a seek left, partition by partition.
 /// A parked key as the API shows it.
 fn parked_view(k: &crmbus::delivery::ParkedKey) -> ParkedKeyView {
     let mut view = ParkedKeyView {
@@ -1293,6 +1297,7 @@ fn parked_view(k: &crmbus::delivery::ParkedKey) -> ParkedKeyView {
     view
 }
 
+/// The cursors a seek left, partition by partition.
 fn cursor_views(info: &crmbus::TopicInfo, positions: Vec<u64>) -> Vec<CursorView> {
     info.partition_info
         .iter()

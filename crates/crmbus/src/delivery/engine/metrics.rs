@@ -12,7 +12,8 @@ impl Engine {
     /// Exports the subscription's gauges, its lag (events not yet committed) and its DLQ
     /// size as metrics.
     pub async fn export_metrics(&self) -> Result<(), LogError> {
-        let s = self.stats();
+        // The gauges need the count of parked keys, not the list.
+        let s = self.snapshot(false);
         let labels = [("topic", self.topic.clone()), ("group", self.group.clone())];
         metrics::gauge!("crmbus_subscription_in_flight", &labels).set(s.in_flight as f64);
         metrics::gauge!("crmbus_subscription_parked_keys", &labels).set(s.parked_keys as f64);
@@ -37,10 +38,15 @@ impl Engine {
         Arc::clone(&self.stats)
     }
 
-    /// A snapshot of the counters and the current state.
+    /// A snapshot of the counters and the current state, with the first parked keys.
     pub fn stats(&self) -> StatsSnapshot {
+        self.snapshot(true)
+    }
+
+    /// The snapshot; `parked` listed only when `list_parked`.
+    fn snapshot(&self, list_parked: bool) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(AtomicOrdering::Relaxed);
-        let (parked_keys, parked) = self.parked();
+        let (parked_keys, parked) = self.parked(list_parked);
         StatsSnapshot {
             delivered: g(&self.stats.delivered),
             acked: g(&self.stats.acked),
@@ -69,38 +75,49 @@ impl Engine {
         }
     }
 
-    /// How many keys are parked, and the first [`PARKED_SHOWN`] of them by partition and
-    /// offset.
-    fn parked(&self) -> (u64, Vec<ParkedKey>) {
+    /// How many keys are parked, and (when `list`) the first [`PARKED_SHOWN`] of them by
+    /// partition and offset. One pass over the keys; a key past the first
+    /// [`PARKED_SHOWN`] costs a comparison, and nothing is copied for it.
+    fn parked(&self, list: bool) -> (u64, Vec<ParkedKey>) {
         let mut count = 0;
         let mut shown: Vec<ParkedKey> = Vec::new();
         for ((p, key), ks) in &self.keys {
             let Some(q) = ks.queue.front() else { continue };
-            let waiting_on = match self.retries.get(&(*p, q.offset)) {
+            let at = (*p, q.offset);
+            let retry = self.retries.get(&at);
+            if retry.is_none() && !self.held.contains(&at) {
+                continue;
+            }
+            count += 1;
+            if !list {
+                continue;
+            }
+            let full = shown.len() == PARKED_SHOWN;
+            if full && shown.last().is_some_and(|k| (k.partition, k.offset) <= at) {
+                continue;
+            }
+            let waiting_on = match retry {
                 Some(r) => Parked::Retry {
                     attempts: r.attempts,
                     next_due_us: r.next_due_us,
                     last_error: r.last_error.clone(),
                 },
-                None if self.held.contains(&(*p, q.offset)) => Parked::DeadLetter,
-                None => continue,
+                None => Parked::DeadLetter,
             };
-            count += 1;
-            let at = (*p, q.offset);
             let place = shown.partition_point(|k| (k.partition, k.offset) < at);
-            if place < PARKED_SHOWN {
-                shown.insert(
-                    place,
-                    ParkedKey {
-                        partition: *p,
-                        key: key.clone(),
-                        offset: q.offset,
-                        queued: ks.queue.len() as u64,
-                        waiting_on,
-                    },
-                );
-                shown.truncate(PARKED_SHOWN);
+            if full {
+                shown.pop();
             }
+            shown.insert(
+                place,
+                ParkedKey {
+                    partition: *p,
+                    key: key.clone(),
+                    offset: q.offset,
+                    queued: ks.queue.len() as u64,
+                    waiting_on,
+                },
+            );
         }
         (count, shown)
     }
