@@ -87,6 +87,34 @@ async function screenshot(name) {
     .filter((e) => !(e.getAttribute("aria-label") || (e.labels && e.labels.length) || e.textContent.trim()))
     .map((e) => e.outerHTML.slice(0, 120)));
   assert.deepEqual(unnamed, [], `controls without a name on the ${name} page`);
+  // Text contrast of at least 4.5:1 against the background it sits on (WCAG AA), for
+  // every visible element holding text (disabled controls are exempt, as WCAG has it).
+  const poor = await page.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+      }
+      return [255, 255, 255];
+    };
+    const out = [];
+    for (const el of document.querySelectorAll("body *")) {
+      if (el.closest("svg, dialog:not([open]), .visually-hidden, [hidden]") || el.disabled) continue;
+      const text = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join("").trim();
+      if (!text || !el.getClientRects().length) continue;
+      const fg = lum(rgb(getComputedStyle(el).color));
+      const bg = lum(background(el));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      if (ratio < 4.5) out.push(`${el.tagName.toLowerCase()} "${text.slice(0, 30)}": ${ratio.toFixed(2)}`);
+    }
+    return out;
+  });
+  assert.deepEqual(poor, [], `text below 4.5:1 contrast on the ${name} page`);
   for (const [size, viewport] of [["desktop", DESKTOP], ["phone", PHONE]]) {
     await page.setViewportSize(viewport);
     await page.waitForTimeout(50);
