@@ -284,6 +284,8 @@ async function route() {
   if (!app.who) return;
   stopLive();
   app.refresh = null;
+  // A message about the page left behind does not follow to the next.
+  document.getElementById("status").textContent = "";
   const ctx = { seq: ++app.seq };
   try {
     const { parts, query } = parseHash();
