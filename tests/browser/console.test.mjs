@@ -123,6 +123,14 @@ async function screenshot(name) {
   await page.setViewportSize(DESKTOP);
 }
 
+/** Opens a console route in a fresh load of the page (a query that changes each time, so
+ *  even the route shown now is drawn anew) and waits until it is drawn. */
+let visits = 0;
+async function visit(hash) {
+  await page.goto(`${base}/?visit=${++visits}${hash}`);
+  await page.waitForFunction((h) => document.getElementById("main").dataset.route === h, hash, { timeout: WAIT });
+}
+
 async function signIn(key) {
   await page.goto(`${base}/`);
   await page.getByLabel("API key").fill(key);
@@ -201,7 +209,7 @@ test("the console is served from the binary and asks for a key", async () => {
 });
 
 test("the overview shows topics and the subscription's lag, parked keys and dead letters", async () => {
-  await page.goto(`${base}/#/`);
+  await visit(`#/`);
   const row = page.locator(`tr[data-subscription="${SUB}"]`);
   await row.waitFor();
   assert.equal(await row.locator('td[data-field="dlq"]').innerText(), "1");
@@ -211,7 +219,7 @@ test("the overview shows topics and the subscription's lag, parked keys and dead
 });
 
 test("a support engineer finds the poisoned lead, reads its error, redrives it, and watches the DLQ empty and the lag drop", async () => {
-  await page.goto(`${base}/#/`);
+  await visit(`#/`);
   await page.locator(`tr[data-subscription="${SUB}"] td[data-field="dlq"] a`).click();
   await page.locator("#dlq-table").waitFor();
   const row = page.locator("#dlq-table tbody tr", { hasText: POISON });
@@ -250,7 +258,7 @@ test("a support engineer finds the poisoned lead, reads its error, redrives it, 
 });
 
 test("a subscription is sought to the earliest event after a preview of what that replays", async () => {
-  await page.goto(`${base}/#/subscriptions/${SUB}`);
+  await visit(`#/subscriptions/${SUB}`);
   await page.locator("#sub-lag").waitFor();
   assert.equal(await page.locator("#sub-lag").innerText(), "0");
   await page.getByLabel("Move the cursor to").selectOption("earliest");
@@ -273,7 +281,7 @@ test("a parked key is shown with the event it waits on", async () => {
     await work();
     return (await ok(`/v1/subscriptions/${SUB}`)).status.parked_keys === 1;
   });
-  await page.goto(`${base}/#/subscriptions/${SUB}`);
+  await visit(`#/subscriptions/${SUB}`);
   const parked = page.locator("#parked-table tbody tr", { hasText: POISON });
   await parked.waitFor();
   assert.match(await parked.innerText(), /a dead letter/);
@@ -283,7 +291,7 @@ test("a parked key is shown with the event it waits on", async () => {
 });
 
 test("a topic's events are browsed, filtered, viewed and tailed live", async () => {
-  await page.goto(`${base}/#/topics/${TOPIC}`);
+  await visit(`#/topics/${TOPIC}`);
   await page.locator("#events-table").waitFor();
   await page.getByLabel("Type is").fill("lead.converted");
   const rows = page.locator("#events-table tbody tr");
@@ -295,6 +303,7 @@ test("a topic's events are browsed, filtered, viewed and tailed live", async () 
   const total = (await ok(`/v1/topics/${TOPIC}`)).events;
   await page.getByLabel("At most").fill("4");
   await page.getByRole("button", { name: "Load events" }).click();
+  await until("the first page of four", async () => (await rows.count()) === 4);
   for (let i = 0; i < 20 && await page.locator("#browse-more").count(); i++) {
     const before = await rows.count();
     await page.locator("#browse-more").click();
@@ -316,7 +325,7 @@ test("a topic's events are browsed, filtered, viewed and tailed live", async () 
 });
 
 test("the schema page shows versions side by side and validates a pasted event", async () => {
-  await page.goto(`${base}/#/schemas`);
+  await visit(`#/schemas`);
   await page.locator("#schemas-table").getByRole("link", { name: SCHEMA_TYPE }).waitFor();
   await screenshot("schemas");
   await page.locator("#schemas-table").getByRole("link", { name: SCHEMA_TYPE }).click();
@@ -335,7 +344,7 @@ test("the schema page shows versions side by side and validates a pasted event",
 test("a key without the dlq scope sees no redrive button, and the API refuses a redrive anyway", async () => {
   await page.locator("#sign-out").click();
   await signIn(supportKey);
-  await page.goto(`${base}/#/dlq/${SUB}`);
+  await visit(`#/dlq/${SUB}`);
   await page.locator("#dlq-forbidden").waitFor();
   assert.equal(await page.locator("#redrive-one, #redrive-selected, #redrive-filter, #discard-one").count(), 0);
   assert.equal(await page.getByRole("button", { name: /redrive/i }).count(), 0);
@@ -346,14 +355,14 @@ test("a key without the dlq scope sees no redrive button, and the API refuses a 
   assert.equal(refused.status, 403);
   assert.equal((await ok(`/v1/subscriptions/${SUB}`)).status.dlq_size, 1, "the refused redrive changed nothing");
   // Its own topic's subscription page is still there to read.
-  await page.goto(`${base}/#/subscriptions/${SUB}`);
+  await visit(`#/subscriptions/${SUB}`);
   await page.locator("#sub-lag").waitFor();
 });
 
 test("an on-call key with only the dlq scope discards the dead letter from the keyboard, and the audit log names it", async () => {
   await page.locator("#sign-out").click();
   await signIn(dlqKey);
-  await page.goto(`${base}/#/dlq/${SUB}`);
+  await visit(`#/dlq/${SUB}`);
   const open = page.locator("#dlq-table tbody tr", { hasText: POISON }).getByRole("button", { name: /Open/ });
   await open.focus();
   await page.keyboard.press("Enter");

@@ -306,7 +306,11 @@ async function route() {
     if (e.status === 401) return showLogin(`The key stopped working: ${e.message}`);
     setPage(ctx, "Something went wrong", h("p", { class: "error", role: "alert", text: e.message }));
   }
-  if (ctx.seq === app.seq) main().focus({ preventScroll: true });
+  if (ctx.seq === app.seq) {
+    // Which route the page now shows, once it is fully drawn (tests wait for it).
+    main().dataset.route = location.hash || "#/";
+    main().focus({ preventScroll: true });
+  }
 }
 
 async function tick() {
