@@ -36,13 +36,30 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 
-echo "== pytest: the Python client (clients/python) against real crmbus servers"
 pylog=$(mktemp)
-trap 'rm -f "$log" "$pylog"' EXIT
-set +e
-bash scripts/pytest.sh 2>&1 | tee "$pylog"
-py_status=${PIPESTATUS[0]}
-set -e
+brlog=$(mktemp)
+trap 'rm -f "$log" "$pylog" "$brlog"' EXIT
+
+# Runs a test step's script ($2) with its output also in a log ($1); answers its status.
+step() {
+    set +e
+    bash "$2" 2>&1 | tee "$1"
+    local status=${PIPESTATUS[0]}
+    set -e
+    return "$status"
+}
+# After a step: its counts join the totals; a failed step ends the run with them.
+settle() {
+    if [ "$1" -ne 0 ]; then
+        echo
+        echo "tests: $passed passed, $failed failed"
+        exit "$1"
+    fi
+}
+
+echo "== pytest: the Python client (clients/python) against real crmbus servers"
+py_status=0
+step "$pylog" scripts/pytest.sh || py_status=$?
 # pytest's closing line: "== 25 passed, 1 failed, 2 errors in 9.1s ==". One awk, not a
 # pipeline of greps: a grep that finds no "failed" would end the script under pipefail.
 py_sum() {
@@ -60,28 +77,16 @@ py_sum() {
 }
 passed=$(( $(sum passed) + $(py_sum passed) ))
 failed=$(( $(sum failed) + $(py_sum failed) + $(py_sum error) ))
-if [ "$py_status" -ne 0 ]; then
-    echo
-    echo "tests: $passed passed, $failed failed"
-    exit "$py_status"
-fi
+settle "$py_status"
 
 echo "== browser: the web console in headless Chromium against a real crmbus server"
-brlog=$(mktemp)
-trap 'rm -f "$log" "$pylog" "$brlog"' EXIT
-set +e
-bash scripts/browser.sh 2>&1 | tee "$brlog"
-br_status=${PIPESTATUS[0]}
-set -e
-# node's test runner closes with "ℹ pass 9" and "ℹ fail 0" lines.
+br_status=0
+step "$brlog" scripts/browser.sh || br_status=$?
+# node's test runner closes with "ℹ pass 9", "ℹ fail 0" and "ℹ cancelled 0" lines.
 br_sum() { awk -v what="$1" '$1 == "ℹ" && $2 == what { n = $3 } END { print n + 0 }' "$brlog"; }
 passed=$(( passed + $(br_sum pass) ))
 failed=$(( failed + $(br_sum fail) + $(br_sum cancelled) ))
-if [ "$br_status" -ne 0 ]; then
-    echo
-    echo "tests: $passed passed, $failed failed"
-    exit "$br_status"
-fi
+settle "$br_status"
 echo "browser: screenshots of every console page in target/console-screenshots/"
 
 echo "== schemathesis against /openapi.json"
