@@ -115,6 +115,9 @@ async function screenshot(name) {
     return out;
   });
   assert.deepEqual(poor, [], `text below 4.5:1 contrast on the ${name} page`);
+  // No value the script failed to render (this run's events hold no null).
+  const text = await page.locator("main").innerText();
+  assert.doesNotMatch(text, /\bnull\b|\bundefined\b|\[object Object\]|NaN/, `a stray value on the ${name} page`);
   for (const [size, viewport] of [["desktop", DESKTOP], ["phone", PHONE]]) {
     await page.setViewportSize(viewport);
     await page.waitForTimeout(50);

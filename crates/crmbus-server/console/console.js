@@ -152,7 +152,7 @@ class Stale extends Error {}
 function setPage(ctx, title, ...content) {
   if (ctx && ctx.seq !== app.seq) throw new Stale();
   const m = main();
-  m.replaceChildren(h("h1", { text: title }), ...content);
+  m.replaceChildren(h("h1", { text: title }), ...content.filter((n) => n !== null && n !== undefined && n !== false));
   document.title = `${title} · crmbus console`;
 }
 
@@ -176,7 +176,7 @@ function focusKey(el) {
 function swap(box, ...nodes) {
   const active = document.activeElement;
   const key = active && box.contains(active) ? focusKey(active) : null;
-  box.replaceChildren(...nodes);
+  box.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
   if (key) {
     const again = box.querySelector(key);
     if (again) again.focus({ preventScroll: true });
@@ -420,7 +420,7 @@ async function topicPage(ctx, name, query) {
     const ty = typeFilter.value.trim();
     const text = textFilter.value.trim().toLowerCase();
     const shown = loaded.filter((e) => (!ty || (e.event && e.event.type === ty)) && (!text || JSON.stringify(e.event).toLowerCase().includes(text)));
-    results.replaceChildren(
+    swap(results,
       h("p", { class: "muted", text: `${shown.length} of ${loaded.length} loaded events match.` }),
       table("Events", [{ label: "Partition", num: true }, { label: "Offset", num: true }, { label: "Appended" }, "Type", "Subject", ""], shown.map((e) => eventRow(e, open)), { id: "events-table" }),
       more() ? h("button", { type: "button", class: "secondary", id: "browse-more", onclick: () => loadMore(), text: "Load more" }) : null);
