@@ -196,6 +196,14 @@ pub struct CreateSubscriptionRequest {
     /// Where deliveries go (default `{"kind": "pull"}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<SubscriptionTarget>,
+    /// What the target receives instead of the CloudEvent: a JSON template in which a
+    /// string `"{{ $.data.deal_id }}"` becomes the value at that path of the event, and
+    /// `"Deal {{ $.subject }} won"` text with it written in (see the README). A webhook's
+    /// body and a Redis message are the shaped JSON; a pulled delivery carries it as
+    /// `body` beside the event. The log and the DLQ keep the original event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub transform: Option<Value>,
 }
 
 /// One partition of a subscription's cursor.
@@ -335,6 +343,10 @@ pub struct DeliveryView {
     /// The event, as a structured CloudEvent.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub event: Value,
+    /// The event shaped by the subscription's `transform` (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub body: Option<Value>,
 }
 
 /// The answer to a pull.

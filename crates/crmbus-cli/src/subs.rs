@@ -12,6 +12,8 @@ use crate::client::{block_on, print_cursors, print_json, print_table, Remote};
 
 /// Subscription commands.
 #[derive(Subcommand, Debug)]
+// Parsed once per run: the size of a variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum SubsCommand {
     /// Create a subscription on a topic: pulled (default), or pushed to a webhook
     /// (--webhook) or a Redis Pub/Sub channel (--redis-pubsub).
@@ -58,6 +60,10 @@ pub enum SubsCommand {
         /// The Pub/Sub channel; `{topic}` is the topic's name (default `crm:events:{topic}`).
         #[arg(long, value_name = "CHANNEL", requires = "redis_pubsub")]
         channel: Option<String>,
+        /// What the target receives instead of the event: a JSON template such as
+        /// '{"deal": "{{ $.data.deal_id }}", "note": "won by {{ $.data.owner }}"}'.
+        #[arg(long, value_name = "JSON")]
+        transform: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -135,8 +141,15 @@ pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                 webhook_secret,
                 redis_pubsub,
                 channel,
+                transform,
                 remote,
             } => {
+                let transform = transform
+                    .map(|t| {
+                        serde_json::from_str::<serde_json::Value>(&t)
+                            .map_err(|e| anyhow::anyhow!("--transform is not JSON: {e}"))
+                    })
+                    .transpose()?;
                 let target = match (webhook, redis_pubsub) {
                     (Some(url), _) => Some(SubscriptionTarget::Webhook(WebhookTarget {
                         url,
@@ -169,6 +182,7 @@ pub fn run(cmd: SubsCommand) -> anyhow::Result<()> {
                     ack_timeout_ms,
                     max_in_flight: None,
                     target,
+                    transform,
                 };
                 let sub = remote.client()?.create_subscription(&topic, &req).await?;
                 if remote.json {

@@ -446,6 +446,36 @@ fn subs_create_pushes_to_a_webhook_or_redis_pubsub() {
 }
 
 #[test]
+fn subs_create_takes_a_transformation_and_refuses_a_bad_one_saying_where() {
+    let s = Serve::start();
+    s.ok(&["topics", "create", "deals", "--partitions", "1"]);
+    let template = r#"{"deal": "{{ $.data.deal_id }}", "note": "won by {{ $.data.owner }}"}"#;
+    let made = s.json(&["subs", "create", "deals", "erp", "--transform", template]);
+    assert_eq!(made["config"]["transform"]["deal"], "{{ $.data.deal_id }}");
+    let shown = s.json(&["subs", "show", "erp"]);
+    assert_eq!(
+        shown["config"]["transform"]["note"],
+        "won by {{ $.data.owner }}"
+    );
+
+    let not_json = s.run(&["subs", "create", "deals", "x", "--transform", "{deal:"]);
+    assert!(!not_json.status.success());
+    let err = String::from_utf8_lossy(&not_json.stderr);
+    assert!(err.contains("--transform is not JSON"), "{err}");
+    let bad = s.run(&[
+        "subs",
+        "create",
+        "deals",
+        "y",
+        "--transform",
+        r#"{"a": "{{ $.data."}"#,
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("transform/a"), "{err}");
+}
+
+#[test]
 fn keys_are_made_listed_revoked_and_sent_with_api_key() {
     let s = Serve::start();
     // The first key, on a server that has none.

@@ -176,6 +176,7 @@ async fn every_route_answers_with_its_typed_body() {
                 ack_timeout_ms: None,
                 max_in_flight: None,
                 target: None,
+                transform: None,
             },
         )
         .await

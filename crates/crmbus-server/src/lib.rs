@@ -50,6 +50,7 @@ pub mod router;
 pub mod routes;
 pub mod state;
 pub mod subscriptions;
+pub mod transform;
 
 pub use app::{Server, ServerError};
 pub use config::Config;

@@ -33,6 +33,9 @@ pub struct PulledDelivery {
     pub offset: u64,
     /// The event, written as a structured CloudEvent.
     pub event: Event,
+    /// The event shaped by the subscription's transformation, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
 }
 
 /// The body of a read by offset or time: [`crate::api::ReadResponse`]'s JSON.
@@ -134,6 +137,7 @@ mod tests {
                     partition: i as u32 % 3,
                     offset: 100 + i as u64,
                     event: e.to_json_value(),
+                    body: (i % 2 == 1).then(|| serde_json::json!({"shaped": i})),
                 })
                 .collect(),
         };
@@ -147,6 +151,7 @@ mod tests {
                     partition: i as u32 % 3,
                     offset: 100 + i as u64,
                     event: e,
+                    body: (i % 2 == 1).then(|| serde_json::json!({"shaped": i})),
                 })
                 .collect(),
         };

@@ -26,6 +26,7 @@ use crate::problem::ApiError;
 use crate::pull::PullQueue;
 use crate::push::{Gone, Push};
 use crate::render::rfc3339;
+use crate::transform::Transform;
 
 /// State-store namespace of the subscription definitions.
 const NAMESPACE: &str = "server/subscriptions";
@@ -55,6 +56,8 @@ struct Running {
     cancel: Option<tokio::sync::watch::Sender<bool>>,
     /// The generation of the push handler running now (0: none).
     generation: u64,
+    /// The checked `transform` of its definition, if it has one.
+    transform: Option<Arc<Transform>>,
 }
 
 /// One subscription: its topic (fixed for its life) and its running state behind a lock
@@ -84,9 +87,22 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// The options a request asks for, every field checked (errors name the field).
+/// The subscription's transformation, checked: a 400 naming where a template goes wrong.
+fn transform_of(req: &CreateSubscriptionRequest) -> Result<Option<Arc<Transform>>, ApiError> {
+    req.transform
+        .as_ref()
+        .map(|t| {
+            Transform::parse(t)
+                .map(Arc::new)
+                .map_err(|e| ApiError::invalid(&format!("transform{}", e.at), e.why))
+        })
+        .transpose()
+}
+
 fn options_from(req: &CreateSubscriptionRequest) -> Result<SubscribeOptions, ApiError> {
     crmbus::log::validate_topic_name(&req.name)
         .map_err(|_| ApiError::invalid("name", "must be 1–200 characters of A–Z a–z 0–9 . _ -"))?;
+    transform_of(req)?;
     let mut o = SubscribeOptions::default();
     if let Some(f) = &req.filter {
         o.filter = serde_json::from_value::<Filter>(f.clone())
@@ -344,10 +360,14 @@ impl Subscriptions {
         let generation = self.push.next_generation();
         let (cancel, cancelled) = tokio::sync::watch::channel(false);
         let target = target_of(&r.config);
-        let handler = match self
-            .push
-            .handler(name, topic, target, generation, cancelled)?
-        {
+        let handler = match self.push.handler(
+            name,
+            topic,
+            target,
+            r.transform.clone(),
+            generation,
+            cancelled,
+        )? {
             Some(h) => h,
             None if is_pull(&r.config) => r.queue.handler(),
             // A disabled push target: nothing runs until it is enabled.
@@ -585,9 +605,12 @@ impl Subscriptions {
         config: CreateSubscriptionRequest,
         options: SubscribeOptions,
     ) -> Running {
+        // Checked by `options_from` before any entry is made.
+        let transform = transform_of(&config).ok().flatten();
         Running {
             topic,
             config,
+            transform,
             options,
             sub: None,
             queue: PullQueue::new(1, Duration::from_secs(1)),
@@ -901,7 +924,11 @@ impl Subscriptions {
     }
 
     /// The pull queue of a running subscription.
-    pub async fn queue(&self, name: &str) -> Result<Arc<PullQueue>, ApiError> {
+    /// A pull subscription's queue, and the transformation its deliveries get.
+    pub async fn queue(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<PullQueue>, Option<Arc<Transform>>), ApiError> {
         let entry = self.entry(name)?;
         let r = entry.running.read().await;
         if r.gone {
@@ -916,7 +943,7 @@ impl Subscriptions {
         if r.sub.is_none() && self.cluster.is_none() {
             return Err(stopped(name));
         }
-        Ok(Arc::clone(&r.queue))
+        Ok((Arc::clone(&r.queue), r.transform.clone()))
     }
 
     /// Moves the subscription's cursor; leased deliveries are released.

@@ -920,3 +920,56 @@ async fn an_https_webhook_is_verified_against_the_configured_ca() {
     assert!(error.contains("certificate"), "{error}");
     assert!(requests.try_recv().is_err(), "nothing was delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_shapes_the_signed_webhook_body_and_the_dlq_keeps_the_event() {
+    let s = server_allowing_loopback().await;
+    s.create_topic("won", 1).await;
+    // The ERP takes the first shaped body and refuses the second for good (a 4xx).
+    let receiver = Receiver::start(|n, _| (if n == 0 { 200 } else { 422 }, vec![])).await;
+    let view = create_webhook(
+        &s,
+        "won",
+        "erp-orders",
+        json!({"target": {"url": receiver.url()},
+               "retry": {"max_attempts": 1},
+               "transform": {"order": {"ref": "{{ $.data.deal_id }}", "total": "{{ $.data.amount }}"},
+                             "note": "won by {{ $.data.owner }} ({{ $.subject }})"}}),
+    )
+    .await;
+    let secret = view["config"]["target"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    for (id, deal, amount) in [("w-1", "deal-1", 1200), ("w-2", "deal-2", 99)] {
+        let data = json!({"deal_id": deal, "amount": amount, "owner": "sam"});
+        let (st, _) = s.publish("won", &event(id, "deal.won", deal, data)).await;
+        assert_eq!(st, 201);
+    }
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[0].headers["content-type"], "application/json");
+    assert_eq!(got[0].headers["webhook-id"], "w-1");
+    assert_eq!(
+        got[0].event(),
+        json!({"order": {"ref": "deal-1", "total": 1200}, "note": "won by sam (deal-1)"})
+    );
+    verify_with_standardwebhooks(&secret, &got);
+    // The refused one is dead-lettered as the event itself, not the shaped body.
+    let dlq = poll(
+        &s,
+        "/v1/subscriptions/erp-orders/dlq",
+        "the dead letter",
+        |v| v["entries"].as_array().is_some_and(|e| e.len() == 1),
+    )
+    .await;
+    let entry = &dlq["entries"][0];
+    assert_eq!(entry["event"]["id"], "w-2");
+    assert_eq!(entry["event"]["type"], "deal.won");
+    assert_eq!(entry["event"]["data"]["deal_id"], "deal-2");
+    // The definition shows the template as given.
+    let (_, shown) = s.get("/v1/subscriptions/erp-orders").await;
+    assert_eq!(
+        shown["config"]["transform"]["order"]["ref"],
+        "{{ $.data.deal_id }}"
+    );
+}

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{PreviousSecret, SubscriptionTarget, WebhookTarget};
 use crate::problem::ApiError;
 use crate::render::rfc3339;
+use crate::transform::Transform;
 use guard::{GuardedResolver, TargetGuard};
 use signature::{SigningSecret, MASKED};
 
@@ -102,6 +103,23 @@ impl std::fmt::Debug for Push {
             .field("guard", &self.guard)
             .finish_non_exhaustive()
     }
+}
+
+/// What a push target sends for `event`: the structured CloudEvent, or the JSON its
+/// subscription's transformation shapes from it; with the body's content type.
+pub(crate) fn body_of(
+    event: &crmbus::Event,
+    transform: Option<&Transform>,
+) -> Result<(Vec<u8>, &'static str), crmbus::delivery::HandlerError> {
+    let rendered = match transform {
+        None => serde_json::to_vec(event).map(|b| (b, "application/cloudevents+json")),
+        Some(t) => {
+            serde_json::to_vec(&t.apply(&event.to_json_value())).map(|b| (b, "application/json"))
+        }
+    };
+    rendered.map_err(|e| {
+        crmbus::delivery::HandlerError::permanent(format!("cannot render the event: {e}"))
+    })
 }
 
 /// Counts one attempt of a push target and times it.
@@ -268,6 +286,7 @@ impl Push {
         name: &str,
         topic: &str,
         target: &SubscriptionTarget,
+        transform: Option<Arc<Transform>>,
         generation: u64,
         cancel: watch::Receiver<bool>,
     ) -> Result<Option<Arc<dyn Handler>>, ApiError> {
@@ -317,6 +336,7 @@ impl Push {
                     generation,
                     disabled: AtomicBool::new(false),
                     cancel,
+                    transform,
                 })))
             }
             SubscriptionTarget::RedisPubsub(r) => {
@@ -331,11 +351,12 @@ impl Push {
                         channel,
                         Arc::clone(&self.guard),
                         cancel,
+                        transform,
                     ))))
                 }
                 #[cfg(not(feature = "redis"))]
                 {
-                    let _ = (r, topic, cancel);
+                    let _ = (r, topic, cancel, transform);
                     Err(ApiError::new(
                         crmbus::ErrorCode::Unavailable,
                         "this build of crmbus has no Redis support (the `redis` feature)",

@@ -18,8 +18,9 @@ use crmbus::delivery::{Delivery, Handler, HandlerError};
 use tokio::sync::{watch, OnceCell};
 
 use super::guard::TargetGuard;
-use super::record_attempt;
 use super::webhook::cancelled;
+use super::{body_of, record_attempt};
+use crate::transform::Transform;
 
 /// The default channel: `{topic}` is replaced by the topic's name.
 pub const DEFAULT_CHANNEL: &str = "crm:events:{topic}";
@@ -35,6 +36,8 @@ pub struct RedisPubsubHandler {
     guard: Arc<TargetGuard>,
     /// Turns true when the subscription stops: a publish in flight ends at once.
     cancel: watch::Receiver<bool>,
+    /// The subscription's transformation: the message is the JSON it shapes.
+    transform: Option<Arc<Transform>>,
 }
 
 /// The channel a target's template names for `topic`.
@@ -58,6 +61,7 @@ impl RedisPubsubHandler {
         channel: String,
         guard: Arc<TargetGuard>,
         cancel: watch::Receiver<bool>,
+        transform: Option<Arc<Transform>>,
     ) -> RedisPubsubHandler {
         RedisPubsubHandler {
             subscription: subscription.to_string(),
@@ -66,6 +70,7 @@ impl RedisPubsubHandler {
             conn: OnceCell::new(),
             guard,
             cancel,
+            transform,
         }
     }
 
@@ -119,8 +124,7 @@ pub async fn check_server(client: &redis::Client, guard: &TargetGuard) -> Result
 #[async_trait]
 impl Handler for RedisPubsubHandler {
     async fn handle(&self, d: Delivery) -> Result<(), HandlerError> {
-        let body = serde_json::to_vec(&d.event)
-            .map_err(|e| HandlerError::permanent(format!("cannot render the event: {e}")))?;
+        let (body, _) = body_of(&d.event, self.transform.as_deref())?;
         let started = Instant::now();
         let publish = async {
             let mut conn = self.connection().await?;

@@ -30,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::guard::{refusal_in, TargetGuard};
 use super::signature::{signature_header, SigningSecret};
-use super::{record_attempt, Gone};
+use super::{body_of, record_attempt, Gone};
+use crate::transform::Transform;
 
 /// The most bytes of a receiver's answer kept with a failed attempt.
 const EXCERPT_BYTES: usize = 512;
@@ -56,6 +57,8 @@ pub struct WebhookHandler {
     pub(super) disabled: AtomicBool,
     /// Turns true when the subscription stops: attempts in flight end at once.
     pub(super) cancel: watch::Receiver<bool>,
+    /// The subscription's transformation: the body is the JSON it shapes.
+    pub(super) transform: Option<Arc<Transform>>,
 }
 
 /// Builds the extra headers of a target, refusing names crmbus sets itself.
@@ -163,8 +166,7 @@ impl WebhookHandler {
         if self.disabled.load(Ordering::Acquire) {
             return Err(HandlerError::interrupted("the webhook target is disabled"));
         }
-        let body = serde_json::to_vec(&d.event)
-            .map_err(|e| HandlerError::permanent(format!("cannot render the event: {e}")))?;
+        let (body, content_type) = body_of(&d.event, self.transform.as_deref())?;
         let literal = match self.url.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -184,7 +186,7 @@ impl WebhookHandler {
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/cloudevents+json")
+            .header(CONTENT_TYPE, content_type)
             .header("webhook-id", d.event.id.as_str())
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)

@@ -124,7 +124,7 @@ pub async fn pull(
     if wait > MAX_WAIT_MS {
         return Err(ApiError::invalid("wait_ms", "must be at most 30000"));
     }
-    let queue = app.subs.queue(&name).await?;
+    let (queue, transform) = app.subs.queue(&name).await?;
     let mut stopping = app.stopping.clone();
     let leased = tokio::select! {
         l = queue.pull(max, Duration::from_millis(wait)) => l,
@@ -134,6 +134,9 @@ pub async fn pull(
         deliveries: leased
             .into_iter()
             .map(|l| PulledDelivery {
+                body: transform
+                    .as_ref()
+                    .map(|t| t.apply(&l.delivery.event.to_json_value())),
                 ack_id: l.ack_id,
                 attempt: l.delivery.attempt,
                 partition: l.delivery.partition,
@@ -163,7 +166,7 @@ pub async fn ack(
 ) -> Result<Json<AckResponse>, ApiError> {
     let req: AckRequest = json_body(body)?;
     let (local, remote) = split_by_server(&app, &headers, &req.ack_ids);
-    let queue = app.subs.queue(&name).await?;
+    let (queue, _) = app.subs.queue(&name).await?;
     let s = queue.ack(&local);
     let mut out = AckResponse {
         settled: local.len() - s.unknown.len(),
@@ -266,7 +269,7 @@ pub async fn nack(
 ) -> Result<Json<AckResponse>, ApiError> {
     let req: NackRequest = json_body(body)?;
     let (local, remote) = split_by_server(&app, &headers, &req.ack_ids);
-    let queue = app.subs.queue(&name).await?;
+    let (queue, _) = app.subs.queue(&name).await?;
     let error = req.error.as_deref().unwrap_or("nacked by the client");
     let s = queue.nack(&local, req.delay_ms.map(Duration::from_millis), error);
     let mut out = AckResponse {
