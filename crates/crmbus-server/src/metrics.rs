@@ -37,6 +37,21 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Request bytes of publishes over HTTP, by topic.",
     ),
     (
+        "crmbus_type_events_total",
+        Kind::Counter,
+        "Events stored by publishes over HTTP, by topic and type (flow analytics).",
+    ),
+    (
+        "crmbus_type_bytes_total",
+        Kind::Counter,
+        "Request bytes of publishes over HTTP, by topic and type (a request's bytes shared evenly by its events).",
+    ),
+    (
+        "crmbus_delivery_latency_seconds",
+        Kind::Histogram,
+        "End to end: from the log's append to the handler's ack, by topic and group (first deliveries and retries; redriven dead letters not counted).",
+    ),
+    (
         "crmbus_publish_duration_seconds",
         Kind::Histogram,
         "Time to store a publish (durable when it returns), by topic.",

@@ -265,3 +265,88 @@ async fn more_parked_keys_than_shown_list_the_first_hundred_by_partition_and_off
     stored.sort();
     assert_eq!(shown, stored[..100].to_vec());
 }
+
+/// The value of the series `name{labels}` on `/metrics` (0 when absent).
+fn series(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn flow_analytics_count_events_and_bytes_by_type_and_time_deliveries_end_to_end() {
+    let s = TestServer::start("embedded", &[]).await;
+    s.create_topic("flow", 1).await;
+    let (code, body) = s
+        .post("/v1/topics/flow/subscriptions", json!({"name": "dash"}))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    for (id, ty) in [
+        ("f1", "lead.created"),
+        ("f2", "lead.created"),
+        ("f3", "deal.won"),
+    ] {
+        let (code, r) = s.publish("flow", &event(id, ty, id, json!({"n": 1}))).await;
+        assert_eq!(code, 201, "{r}");
+    }
+    // A duplicate is not counted again.
+    let (code, _) = s
+        .publish("flow", &event("f1", "lead.created", "f1", json!({"n": 1})))
+        .await;
+    assert_eq!(code, 200);
+    let mut acked = 0;
+    while acked < 3 {
+        let (code, pulled) = s
+            .post(
+                "/v1/subscriptions/dash/pull",
+                json!({"max_events": 10, "wait_ms": 500}),
+            )
+            .await;
+        assert_eq!(code, 200, "{pulled}");
+        let ids: Vec<Value> = pulled["deliveries"]
+            .as_array()
+            .map(|d| d.iter().map(|d| d["ack_id"].clone()).collect())
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let (code, _) = s
+                .post("/v1/subscriptions/dash/ack", json!({"ack_ids": ids}))
+                .await;
+            assert_eq!(code, 200);
+        }
+        acked += ids.len();
+    }
+    // The ack's completion reaches the engine a moment after the answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = s.metrics().await;
+        if series(
+            &text,
+            "crmbus_delivery_latency_seconds_count{topic=\"flow\",group=\"dash\"}",
+        ) >= 3.0
+        {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no latency recorded: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let created = "{topic=\"flow\",type=\"lead.created\"}";
+    let won = "{topic=\"flow\",type=\"deal.won\"}";
+    assert_eq!(
+        series(&text, &format!("crmbus_type_events_total{created}")),
+        2.0
+    );
+    assert_eq!(
+        series(&text, &format!("crmbus_type_events_total{won}")),
+        1.0
+    );
+    let bytes = series(&text, &format!("crmbus_type_bytes_total{created}"));
+    assert!(bytes > 100.0, "{bytes}");
+    let sum = series(
+        &text,
+        "crmbus_delivery_latency_seconds_sum{topic=\"flow\",group=\"dash\"}",
+    );
+    assert!(sum > 0.0 && sum < 60.0, "{sum}");
+}

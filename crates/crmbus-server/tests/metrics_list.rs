@@ -43,14 +43,33 @@ async fn every_documented_metric_is_exported_with_help() {
         )
         .await;
     assert_eq!(st, 201, "{body}");
+    // And an acked delivery (the end-to-end latency).
+    let (st, body) = s
+        .post("/v1/topics/deals/subscriptions", json!({"name": "pulled"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
     let (st, body) = s
         .publish("deals", &event("e-1", "deal.noted", "deal-1", json!({})))
         .await;
     assert_eq!(st, 201, "{body}");
+    let (st, pulled) = s
+        .post(
+            "/v1/subscriptions/pulled/pull",
+            json!({"max_events": 1, "wait_ms": 5000}),
+        )
+        .await;
+    assert_eq!(st, 200, "{pulled}");
+    let ack_id = pulled["deliveries"][0]["ack_id"].clone();
+    let (st, body) = s
+        .post("/v1/subscriptions/pulled/ack", json!({"ack_ids": [ack_id]}))
+        .await;
+    assert_eq!(st, 200, "{body}");
     let mut text = String::new();
     for _ in 0..1500 {
         text = s.metrics().await;
-        if text.contains("crmbus_push_attempt_duration_seconds") {
+        if text.contains("crmbus_push_attempt_duration_seconds")
+            && text.contains("crmbus_delivery_latency_seconds_count")
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

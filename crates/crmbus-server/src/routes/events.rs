@@ -59,13 +59,28 @@ async fn publish_to(
     }
     let started = Instant::now();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    // Flow analytics by type: each event's type, in the order of the receipts per topic.
+    let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
     let receipts: Vec<Receipt> = app.bus.publish_batch(events, &refs).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    for topic in &topics {
-        let n = receipts
-            .iter()
-            .filter(|r| &r.topic == topic && !r.duplicate)
-            .count() as u64;
+    // The request's bytes, shared evenly by its events (no event is written out again to
+    // be measured on the publish path).
+    let per_event = body.len() as f64 / types.len().max(1) as f64;
+    for (i, topic) in topics.iter().enumerate() {
+        let mine = receipts.iter().skip(i * types.len()).take(types.len());
+        let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (r, ty) in mine.zip(&types) {
+            if !r.duplicate {
+                *by_type.entry(ty.as_str()).or_default() += 1;
+            }
+        }
+        let n: u64 = by_type.values().sum();
+        for (ty, count) in by_type {
+            let labels = [("topic", topic.clone()), ("type", ty.to_string())];
+            metrics::counter!("crmbus_type_events_total", &labels).increment(count);
+            metrics::counter!("crmbus_type_bytes_total", &labels)
+                .increment((per_event * count as f64).round() as u64);
+        }
         metrics::counter!("crmbus_published_events_total", "topic" => topic.clone()).increment(n);
         metrics::counter!("crmbus_published_bytes_total", "topic" => topic.clone())
             .increment(body.len() as u64);

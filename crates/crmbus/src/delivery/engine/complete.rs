@@ -46,6 +46,9 @@ impl Engine {
         match c.result {
             Ok(()) => {
                 self.count_acked();
+                if !c.redrive && c.appended_us > 0 {
+                    self.record_latency(now - c.appended_us);
+                }
                 self.pop_head(p, &key);
                 if self.retries.remove(&(p, offset)).is_some() {
                     self.ops.push(StateOp::Delete {

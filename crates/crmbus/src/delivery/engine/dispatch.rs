@@ -48,11 +48,12 @@ impl Engine {
                 offset,
                 event,
                 redrive,
+                appended_us,
             }) = ks.queue.front()
             else {
                 continue;
             };
-            let (offset, redrive) = (*offset, *redrive);
+            let (offset, redrive, appended_us) = (*offset, *redrive, *appended_us);
             if ks.in_flight || self.held.contains(&(p, offset)) {
                 continue;
             }
@@ -135,6 +136,7 @@ impl Engine {
                     key,
                     attempt,
                     redrive,
+                    appended_us,
                     dedupe_hash,
                     result,
                 }

@@ -107,6 +107,7 @@ impl Engine {
             Queued {
                 offset: d.offset,
                 event: d.event,
+                appended_us: 0,
                 redrive: true,
             },
         );

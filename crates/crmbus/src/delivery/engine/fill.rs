@@ -122,6 +122,7 @@ impl Engine {
                     ks.queue.push_back(Queued {
                         offset,
                         event: stored.event,
+                        appended_us: stored.timestamp.timestamp_micros(),
                         redrive: false,
                     });
                     if was_idle {

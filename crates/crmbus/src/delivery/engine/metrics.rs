@@ -132,6 +132,17 @@ impl Engine {
         self.counter("crmbus_deliveries_total");
     }
 
+    /// Flow analytics: the time from the log's append to this ack (µs; the engine's clock
+    /// against the backend's, so never below zero).
+    pub(super) fn record_latency(&self, us: i64) {
+        metrics::histogram!(
+            "crmbus_delivery_latency_seconds",
+            "topic" => self.topic.clone(),
+            "group" => self.group.clone()
+        )
+        .record(us.max(0) as f64 / 1e6);
+    }
+
     pub(super) fn count_acked(&self) {
         self.stats.acked.fetch_add(1, AtomicOrdering::Relaxed);
         self.counter("crmbus_acks_total");

@@ -59,6 +59,8 @@ impl PartCursor {
 pub(super) struct Queued {
     pub(super) offset: u64,
     pub(super) event: Event,
+    /// When the log appended it (µs since the epoch; 0 when not known: a redrive).
+    pub(super) appended_us: i64,
     /// Redriven from the DLQ after its offset was already passed: finishing it does not
     /// move the cursor.
     pub(super) redrive: bool,
@@ -76,6 +78,7 @@ pub(super) struct Completion {
     pub(super) key: String,
     pub(super) attempt: u32,
     pub(super) redrive: bool,
+    pub(super) appended_us: i64,
     pub(super) dedupe_hash: u64,
     pub(super) result: Result<(), HandlerError>,
 }
