@@ -218,6 +218,14 @@ test("the overview shows topics and the subscription's lag, parked keys and dead
   assert.equal(await row.locator('td[data-field="dlq"]').innerText(), "1");
   assert.notEqual(await row.locator('td[data-field="lag"]').innerText(), "0");
   assert.equal(await page.locator(`tr[data-topic="${TOPIC}"] td[data-field="events"]`).innerText(), "13");
+  // Flow analytics from /metrics: events by type, and the latency of acked deliveries.
+  const created = page.locator(`tr[data-flow="${TOPIC}/lead.created"] td`);
+  await created.first().waitFor();
+  assert.equal(await created.nth(2).innerText(), "10");
+  const latency = page.locator(`tr[data-latency="${SUB}"] td`);
+  await latency.first().waitFor();
+  assert.ok(Number((await latency.nth(2).innerText()).replace(/,/g, "")) >= 10);
+  assert.match(await latency.nth(3).innerText(), /ms|s$/);
   await screenshot("overview");
 });
 

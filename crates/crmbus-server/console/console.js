@@ -16,6 +16,8 @@ const app = {
   busy: false,
   topicSamples: new Map(),
   lagSamples: new Map(),
+  /** The previous /metrics reading: { t, series } (for rates between two readings). */
+  lastMetrics: null,
   live: null,
 };
 
@@ -322,18 +324,94 @@ async function tick() {
   } finally { app.busy = false; }
 }
 
+// ---- flow analytics (from /metrics) ------------------------------------------------------
+
+/** Prometheus text as [{ name, labels, value }] (crmbus_ series only). */
+function parseMetrics(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("crmbus_")) continue;
+    const m = line.match(/^([a-z_]+)(?:\{(.*)\})?\s+(\S+)$/);
+    if (!m) continue;
+    const labels = {};
+    for (const l of (m[2] || "").matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2].replace(/\\(.)/g, "$1");
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+const seriesKey = (name, labels) => `${name}|${Object.entries(labels).filter(([k]) => k !== "le").map(([k, v]) => `${k}=${v}`).join(",")}`;
+
+/** A quantile of a cumulative histogram's buckets ([[le, count]] in le order), as seconds. */
+function quantile(buckets, q) {
+  const total = buckets.length ? buckets[buckets.length - 1][1] : 0;
+  if (!total) return null;
+  const found = buckets.find(([, c]) => c >= q * total);
+  return found ? found[0] : null;
+}
+
+const seconds = (v) => (v === null || v === undefined ? "–" : !Number.isFinite(v) ? "over the top bucket" : v < 1 ? `${(v * 1000).toFixed(v < 0.01 ? 2 : 0)} ms` : `${v.toFixed(2)} s`);
+
+/** The flow by type and the end-to-end latency per subscription, from two readings. */
+function flowTables(series, now) {
+  const last = app.lastMetrics;
+  const dt = last ? (now - last.t) / 1000 : 0;
+  const before = (name, labels) => (last ? last.values.get(seriesKey(name, labels)) : undefined);
+  const rate = (name, s) => {
+    const prev = before(name, s.labels);
+    return dt > 0 && prev !== undefined ? Math.max(0, (s.value - prev) / dt) : null;
+  };
+  const values = new Map(series.filter((s) => !("le" in s.labels)).map((s) => [seriesKey(s.name, s.labels), s.value]));
+  // The unlabelled series are the catalog's zeroes from the start: not a topic's.
+  const typeRows = series.filter((s) => s.name === "crmbus_type_events_total" && s.labels.topic).map((s) => {
+    const bytes = series.find((b) => b.name === "crmbus_type_bytes_total" && b.labels.topic === s.labels.topic && b.labels.type === s.labels.type);
+    const evRate = rate("crmbus_type_events_total", s);
+    const byRate = bytes ? rate("crmbus_type_bytes_total", bytes) : null;
+    return h("tr", { "data-flow": `${s.labels.topic}/${s.labels.type}` }, td(s.labels.topic), td(s.labels.type), num(s.value),
+      td(evRate === null ? "–" : `${evRate.toFixed(1)}/s`, "num"), td(byRate === null ? "–" : `${fmt(Math.round(byRate))} B/s`, "num"));
+  });
+  const latRows = series.filter((s) => s.name === "crmbus_delivery_latency_seconds_count" && s.labels.group).map((c) => {
+    const { topic, group } = c.labels;
+    const sum = series.find((x) => x.name === "crmbus_delivery_latency_seconds_sum" && x.labels.topic === topic && x.labels.group === group);
+    const buckets = series.filter((x) => x.name === "crmbus_delivery_latency_seconds_bucket" && x.labels.topic === topic && x.labels.group === group)
+      .map((x) => [x.labels.le === "+Inf" ? Infinity : Number(x.labels.le), x.value]).sort((a, b) => a[0] - b[0]);
+    const dc = c.value - (before(c.name, c.labels) ?? c.value);
+    const ds = sum ? sum.value - (before(sum.name, sum.labels) ?? sum.value) : 0;
+    const recent = dc > 0 ? ds / dc : null;
+    const mean = c.value && sum ? sum.value / c.value : null;
+    return h("tr", { "data-latency": group }, td(group), td(topic), num(c.value), td(seconds(mean), "num"),
+      td(seconds(quantile(buckets, 0.99)), "num"), td(seconds(recent), "num"));
+  });
+  app.lastMetrics = { t: now, values };
+  return [
+    typeRows.length
+      ? table("Flow by type", ["Topic", "Type", { label: "Events", num: true }, { label: "Events/s", num: true }, { label: "Bytes/s", num: true }], typeRows, { id: "flow-table" })
+      : h("p", { class: "muted", text: "Nothing published over HTTP since this server started." }),
+    latRows.length
+      ? table("End-to-end latency", ["Subscription", "Topic", { label: "Acked", num: true }, { label: "Mean", num: true }, { label: "p99 (bucket)", num: true }, { label: "Mean, last 2 s", num: true }], latRows, { id: "latency-table" })
+      : h("p", { class: "muted", text: "No delivery acked since this server started." }),
+  ];
+}
+
 // ---- overview --------------------------------------------------------------------------
 
 async function overviewPage(ctx) {
   const topicsBox = h("div", { id: "topics" });
   const subsBox = h("div", { id: "subscriptions" });
+  const flowBox = h("div", { id: "flow" });
+  const latencyBox = h("div", { id: "latency" });
   setPage(ctx, "Overview",
     h("p", { class: "muted", text: `Refreshes every ${REFRESH_MS / 1000} s.` }),
     h("h2", { text: "Topics" }), topicsBox,
-    h("h2", { text: "Subscriptions" }), subsBox);
+    h("h2", { text: "Subscriptions" }), subsBox,
+    h("h2", { text: "Flow by type (this server, since it started)" }), flowBox,
+    h("h2", { text: "End-to-end latency: append to ack" }), latencyBox);
   const refresh = async () => {
-    const [topics, subs] = await Promise.all([api("/v1/topics"), api("/v1/subscriptions")]);
+    const [topics, subs, metricsText] = await Promise.all([api("/v1/topics"), api("/v1/subscriptions"), api("/metrics")]);
     const now = Date.now();
+    const [flow, latency] = flowTables(parseMetrics(typeof metricsText === "string" ? metricsText : ""), now);
+    swap(flowBox, flow);
+    swap(latencyBox, latency);
     const trows = topics.topics.map((t) => {
       // The rate counts appends (next offsets), not events kept: retention does not hide it.
       const appended = t.partition_info.reduce((a, p) => a + p.next_offset, 0);
