@@ -326,16 +326,38 @@ async function tick() {
 
 // ---- flow analytics (from /metrics) ------------------------------------------------------
 
-/** Prometheus text as [{ name, labels, value }] (crmbus_ series only). */
+/** Prometheus text as [{ name, labels, value }] (crmbus_ series only): the label block is
+ *  read quote-aware, the value is the first token after it (a timestamp or an exemplar
+ *  after that is ignored), and ±Inf and NaN are read as numbers. */
 function parseMetrics(text) {
   const out = [];
   for (const line of text.split("\n")) {
     if (!line.startsWith("crmbus_")) continue;
-    const m = line.match(/^([a-z_]+)(?:\{(.*)\})?\s+(\S+)$/);
-    if (!m) continue;
+    const name = line.match(/^[a-zA-Z_:][a-zA-Z0-9_:]*/)[0];
+    let i = name.length;
     const labels = {};
-    for (const l of (m[2] || "").matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2].replace(/\\(.)/g, "$1");
-    out.push({ name: m[1], labels, value: Number(m[3]) });
+    if (line[i] === "{") {
+      i++;
+      while (i < line.length && line[i] !== "}") {
+        const key = line.slice(i).match(/^\s*,?\s*([a-zA-Z_][a-zA-Z0-9_]*)="/);
+        if (!key) break;
+        i += key[0].length;
+        let value = "";
+        while (i < line.length && line[i] !== '"') {
+          if (line[i] === "\\" && i + 1 < line.length) {
+            const c = line[i + 1];
+            value += c === "n" ? "\n" : c;
+            i += 2;
+          } else value += line[i++];
+        }
+        i++;
+        labels[key[1]] = value;
+      }
+      i++;
+    }
+    const token = line.slice(i).trim().split(/\s+/)[0];
+    const value = token === "+Inf" ? Infinity : token === "-Inf" ? -Infinity : Number(token);
+    out.push({ name, labels, value });
   }
   return out;
 }
@@ -407,7 +429,8 @@ async function overviewPage(ctx) {
     h("h2", { text: "Flow by type (this server, since it started)" }), flowBox,
     h("h2", { text: "End-to-end latency: append to ack" }), latencyBox);
   const refresh = async () => {
-    const [topics, subs, metricsText] = await Promise.all([api("/v1/topics"), api("/v1/subscriptions"), api("/metrics")]);
+    // /metrics may be refused (another recorder in the process): the rest still shows.
+    const [topics, subs, metricsText] = await Promise.all([api("/v1/topics"), api("/v1/subscriptions"), api("/metrics").catch(() => "")]);
     const now = Date.now();
     const [flow, latency] = flowTables(parseMetrics(typeof metricsText === "string" ? metricsText : ""), now);
     swap(flowBox, flow);

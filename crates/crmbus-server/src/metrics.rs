@@ -39,7 +39,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "crmbus_type_events_total",
         Kind::Counter,
-        "Events stored by publishes over HTTP, by topic and type (flow analytics).",
+        "Events stored by publishes over HTTP, by topic and type (flow analytics; a topic's first 100 types by name, later ones and types over 128 characters as `other`).",
     ),
     (
         "crmbus_type_bytes_total",
@@ -49,7 +49,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "crmbus_delivery_latency_seconds",
         Kind::Histogram,
-        "End to end: from the log's append to the handler's ack, by topic and group (first deliveries and retries; redriven dead letters not counted).",
+        "End to end: from the log's append to the handler's ack, by topic and group (first deliveries and retries; redriven dead letters not counted). Buckets from 1 ms to a day: a retried event counts its waits, and events read after a seek or a backlog count their whole age; the append time is the backend's clock, the ack the server's (a negative difference counts as 0).",
     ),
     (
         "crmbus_publish_duration_seconds",
@@ -240,6 +240,18 @@ pub fn install() {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0,
             ])
+            // End to end includes retries (seconds to hours) and backlogs.
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "crmbus_delivery_latency_seconds".to_string(),
+                    ),
+                    &[
+                        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                        900.0, 3600.0, 21600.0, 86400.0,
+                    ],
+                )
+            })
             .map(|b| b.build_recorder());
         match recorder {
             Ok(recorder) => {
@@ -284,4 +296,50 @@ pub async fn track_requests(req: Request, next: Next) -> Response {
     metrics::histogram!("crmbus_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Most types a topic's flow counters tell apart; the rest are counted as `other`.
+pub const MAX_TYPES_PER_TOPIC: usize = 100;
+/// Longest type kept as a label; a longer one is counted as `other`.
+const MAX_TYPE_LABEL: usize = 128;
+
+/// The `type` label of a topic's flow counters: the type itself while the topic has fewer
+/// than [`MAX_TYPES_PER_TOPIC`] (types are publishers' text: the series must stay few).
+pub fn type_label(topic: &str, ty: &str) -> String {
+    static SEEN: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+    > = std::sync::OnceLock::new();
+    if ty.len() > MAX_TYPE_LABEL {
+        return "other".to_string();
+    }
+    let mut seen = match SEEN.get_or_init(Default::default).lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let types = seen.entry(topic.to_string()).or_default();
+    if types.contains(ty) || types.len() < MAX_TYPES_PER_TOPIC {
+        types.insert(ty.to_string());
+        ty.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topics_type_labels_stay_few() {
+        let topic = "type-label-test";
+        for i in 0..MAX_TYPES_PER_TOPIC {
+            assert_eq!(type_label(topic, &format!("t.{i}")), format!("t.{i}"));
+        }
+        // Full: a known type keeps its label, a new one is `other`.
+        assert_eq!(type_label(topic, "t.0"), "t.0");
+        assert_eq!(type_label(topic, "t.new"), "other");
+        // Another topic has room of its own; an over-long type is `other` anywhere.
+        assert_eq!(type_label("another-topic", "t.new"), "t.new");
+        assert_eq!(type_label("another-topic", &"x".repeat(200)), "other");
+    }
 }

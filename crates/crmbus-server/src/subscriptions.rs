@@ -580,6 +580,8 @@ impl Subscriptions {
         if let Err(e) = Self::stop(&mut r).await {
             tracing::debug!(subscription = name, error = %e.detail, "stopping for a changed definition");
         }
+        // The transformation too: the definition may have been made again with another.
+        r.transform = transform_of(&config).ok().flatten();
         r.config = config;
         r.options = options;
         if running {

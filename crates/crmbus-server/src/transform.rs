@@ -16,6 +16,9 @@ use serde_json::{Map, Value};
 pub const MAX_TEMPLATE_BYTES: usize = 16 * 1024;
 /// Deepest nesting of arrays and objects accepted in a template.
 const MAX_DEPTH: usize = 32;
+/// Most `{{ path }}` references in a template: each may copy the whole event, so they
+/// bound how much larger than the event a shaped body can be.
+pub const MAX_REFERENCES: usize = 64;
 
 /// A checked template, ready to shape events.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,9 +72,23 @@ impl Transform {
                 why: format!("{size} bytes; a template may have at most {MAX_TEMPLATE_BYTES}"),
             });
         }
-        Ok(Transform {
-            root: node(template, "", 0)?,
-        })
+        if !template.is_object() {
+            return Err(TemplateError {
+                at: String::new(),
+                why: "a template is a JSON object".to_string(),
+            });
+        }
+        let root = node(template, "", 0)?;
+        let references = count_references(&root);
+        if references > MAX_REFERENCES {
+            return Err(TemplateError {
+                at: String::new(),
+                why: format!(
+                    "{references} {{{{ path }}}} references; a template may have at most {MAX_REFERENCES}"
+                ),
+            });
+        }
+        Ok(Transform { root })
     }
 
     /// The shaped value for `event` (the structured CloudEvent as JSON).
@@ -80,8 +97,21 @@ impl Transform {
     }
 }
 
+fn count_references(n: &Node) -> usize {
+    match n {
+        Node::Literal(_) => 0,
+        Node::Value(_) => 1,
+        Node::Text(pieces) => pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Value(_)))
+            .count(),
+        Node::Array(items) => items.iter().map(count_references).sum(),
+        Node::Object(fields) => fields.iter().map(|(_, v)| count_references(v)).sum(),
+    }
+}
+
 fn node(v: &Value, at: &str, depth: usize) -> Result<Node, TemplateError> {
-    if depth > MAX_DEPTH {
+    if depth >= MAX_DEPTH {
         return Err(TemplateError {
             at: at.to_string(),
             why: format!("nested deeper than {MAX_DEPTH} levels"),
@@ -121,6 +151,9 @@ fn text(s: &str, at: &str) -> Result<Node, TemplateError> {
     let mut pieces = Vec::new();
     let mut rest = s;
     while let Some(open) = rest.find("{{") {
+        if rest[..open].contains("}}") {
+            return Err(err("a '}}' without its '{{'".to_string()));
+        }
         if open > 0 {
             pieces.push(Piece::Text(rest[..open].to_string()));
         }
@@ -167,9 +200,13 @@ fn path(text: &str) -> Result<Path, String> {
             let end = after
                 .find(']')
                 .ok_or_else(|| "a '[' without its ']'".to_string())?;
-            let index = after[..end]
-                .parse::<usize>()
-                .map_err(|_| format!("'[{}]' is not an index (a whole number)", &after[..end]))?;
+            let digits = &after[..end];
+            let index = digits
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| digits.parse::<usize>().ok())
+                .flatten()
+                .ok_or_else(|| format!("'[{digits}]' is not an index (a whole number)"))?;
             steps.push(Step::Index(index));
             rest = &after[end + 1..];
         } else {
@@ -272,6 +309,11 @@ mod tests {
             (json!({"a": "{{ $.data[1 }}"}), "/a", "without its ']'"),
             (json!({"a": "{{ $.data x }}"}), "/a", "unexpected ' '"),
             (json!({"a": "x }} y"}), "/a", "without its '{{'"),
+            (json!({"a": "x }} {{ $.a }}"}), "/a", "without its '{{'"),
+            (json!({"a": "{{ $.a[+1] }}"}), "/a", "not an index"),
+            (json!({"a": "{{}}"}), "/a", "starts with '$'"),
+            (json!(["{{ $ }}"]), "", "a JSON object"),
+            (json!("{{ $ }}"), "", "a JSON object"),
         ];
         for (template, at, why) in cases {
             let e = Transform::parse(&template).expect_err("refused");
@@ -280,9 +322,14 @@ mod tests {
         }
         let mut deep = json!("{{ $ }}");
         for _ in 0..40 {
-            deep = json!([deep]);
+            deep = json!({"a": deep});
         }
         assert!(Transform::parse(&deep).is_err());
+        let many: serde_json::Map<String, Value> = (0..=MAX_REFERENCES)
+            .map(|i| (format!("k{i}"), json!("{{ $ }}")))
+            .collect();
+        let e = Transform::parse(&Value::Object(many)).expect_err("too many references");
+        assert!(e.why.contains("references"), "{}", e.why);
         let big = json!({"a": "x".repeat(MAX_TEMPLATE_BYTES)});
         assert!(Transform::parse(&big)
             .expect_err("too big")

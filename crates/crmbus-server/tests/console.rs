@@ -294,6 +294,23 @@ async fn flow_analytics_count_events_and_bytes_by_type_and_time_deliveries_end_t
         .publish("flow", &event("f1", "lead.created", "f1", json!({"n": 1})))
         .await;
     assert_eq!(code, 200);
+    // Two topics at once, a duplicate in the first only: counted in the second.
+    s.create_topic("flow-copy", 1).await;
+    let r = s
+        .client
+        .post(s.url("/v1/events?topic=flow&topic=flow-copy"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(
+            json!([
+                event("f3", "deal.won", "f3", json!({"n": 1})),
+                event("f4", "deal.lost", "f4", json!({"n": 1}))
+            ])
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("publish to two topics");
+    assert_eq!(r.status().as_u16(), 201);
     let mut acked = 0;
     while acked < 3 {
         let (code, pulled) = s
@@ -342,6 +359,10 @@ async fn flow_analytics_count_events_and_bytes_by_type_and_time_deliveries_end_t
         series(&text, &format!("crmbus_type_events_total{won}")),
         1.0
     );
+    let count = |labels: &str| series(&text, &format!("crmbus_type_events_total{labels}"));
+    assert_eq!(count("{topic=\"flow\",type=\"deal.lost\"}"), 1.0);
+    assert_eq!(count("{topic=\"flow-copy\",type=\"deal.won\"}"), 1.0);
+    assert_eq!(count("{topic=\"flow-copy\",type=\"deal.lost\"}"), 1.0);
     let bytes = series(&text, &format!("crmbus_type_bytes_total{created}"));
     assert!(bytes > 100.0, "{bytes}");
     let sum = series(

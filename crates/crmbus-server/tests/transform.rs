@@ -103,6 +103,7 @@ async fn a_bad_template_is_refused_at_creation_naming_where() {
             "transform/x",
             "not an index",
         ),
+        (json!("{{ $.data }}"), "transform", "a JSON object"),
     ];
     for (i, (template, field, why)) in cases.into_iter().enumerate() {
         let name = format!("bad-{i}");

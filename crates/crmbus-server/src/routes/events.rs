@@ -76,7 +76,10 @@ async fn publish_to(
         }
         let n: u64 = by_type.values().sum();
         for (ty, count) in by_type {
-            let labels = [("topic", topic.clone()), ("type", ty.to_string())];
+            let labels = [
+                ("topic", topic.clone()),
+                ("type", crate::metrics::type_label(topic, ty)),
+            ];
             metrics::counter!("crmbus_type_events_total", &labels).increment(count);
             metrics::counter!("crmbus_type_bytes_total", &labels)
                 .increment((per_event * count as f64).round() as u64);
