@@ -146,6 +146,20 @@ def test_metadata_round_trips_through_subscribe(server, make_topic, unique):
     assert status["lag"] == 0 and status["acked"] == 1
 
 
+def test_a_transformation_reaches_the_handler_as_delivery_body(server, make_topic, unique):
+    deals = make_topic("deals")
+    bus = EventBus(CrmbusBackend(server.url))
+    seen = []
+    bus.subscribe(deals, seen.append, group=unique("shaped"),
+                  transform={"deal": "{{ $.data.deal_id }}", "note": "won: {{ $.data.amount }}"})
+    bus.publish(Event("deal.won", {"deal_id": "d-7", "amount": "10.00"}), topics=[deals])
+    with ThreadWorker(bus, limit=1) as w:
+        assert w.join() == 1
+    [got] = seen
+    assert got.delivery.body == {"deal": "d-7", "note": "won: 10.00"}
+    assert got.data == {"deal_id": "d-7", "amount": "10.00"}
+
+
 def test_per_subject_order_through_subscribe(server, make_topic, unique):
     deals = make_topic("deals", partitions=2)
     bus = EventBus(CrmbusBackend(server.url))

@@ -206,7 +206,9 @@ async fn handle(
         .with_context(|| format!("running {program}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its input is fine: a closed pipe is not an error.
-        let _ = stdin.write_all(d.event.to_string().as_bytes()).await;
+        // What the subscription's transformation shaped, if it has one; else the event.
+        let input = d.body.as_ref().unwrap_or(&d.event);
+        let _ = stdin.write_all(input.to_string().as_bytes()).await;
     }
     let out = child
         .wait_with_output()

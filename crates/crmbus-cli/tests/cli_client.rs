@@ -457,6 +457,29 @@ fn subs_create_takes_a_transformation_and_refuses_a_bad_one_saying_where() {
         shown["config"]["transform"]["note"],
         "won by {{ $.data.owner }}"
     );
+    // consume hands the command the shaped body.
+    s.ok(&[
+        "publish",
+        "--topic",
+        "deals",
+        "--type",
+        "deal.noted",
+        "--subject",
+        "deal-5",
+        "--data",
+        r#"{"deal_id":"deal-5","owner":"sam"}"#,
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen = dir.path().join("seen");
+    let script = format!("cat > {}", seen.display());
+    s.ok(&["consume", "erp", "--limit", "1", "--", "sh", "-c", &script]);
+    let body: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&seen).expect("the command ran"))
+            .expect("JSON on stdin");
+    assert_eq!(
+        body,
+        serde_json::json!({"deal": "deal-5", "note": "won by sam"})
+    );
 
     let not_json = s.run(&["subs", "create", "deals", "x", "--transform", "{deal:"]);
     assert!(!not_json.status.success());

@@ -195,6 +195,7 @@ class EventBus:
         on_exhausted: str | None = None,
         ack_timeout_ms: int | None = None,
         max_in_flight: int | None = None,
+        transform: Mapping[str, Any] | None = None,
     ) -> Subscription:
         """Calls ``handler(event)`` (sync or ``async def``) for the events of ``topic``.
 
@@ -206,7 +207,9 @@ class EventBus:
         ``retry``, then dead-letters), one event per ``subject`` at a time
         (``ordering='key'``, the default). ``start`` is where a new subscription begins:
         ``'latest'`` (default), ``'earliest'`` or ``{'time': RFC 3339}``. The other
-        arguments are the server's subscription settings. Handlers subscribed with the same
+        arguments are the server's subscription settings; ``transform`` (a JSON template,
+        ``{'deal': '{{ $.data.deal_id }}'}``) shapes each delivery, which the handler finds
+        as ``event.delivery.body``. Handlers subscribed with the same
         group share its deliveries: an event is acked when all of them returned.
         """
         with self._lock:
@@ -242,6 +245,7 @@ class EventBus:
             options["on_exhausted"] = on_exhausted
             options["ack_timeout_ms"] = ack_timeout_ms
             options["max_in_flight"] = max_in_flight
+            options["transform"] = dict(transform) if transform is not None else None
             if sub is None:
                 ensure = getattr(self.backend, "ensure_subscription")
                 try:

@@ -167,7 +167,8 @@ def _format_time(value: _dt.datetime) -> str:
 @dataclass(frozen=True)
 class Delivery:
     """How a worker received an event: its subscription, ``attempt`` (1 for the first
-    delivery), ``partition`` and ``offset``, and the ``ack_id`` of its lease."""
+    delivery), ``partition`` and ``offset``, the ``ack_id`` of its lease, and ``body``:
+    the event shaped by the subscription's ``transform`` (``None`` without one)."""
 
     subscription: str
     topic: str
@@ -175,6 +176,7 @@ class Delivery:
     attempt: int
     partition: int
     offset: int
+    body: Any = None
 
 
 class Event:

@@ -188,6 +188,7 @@ class Worker:
                 attempt=int(d.get("attempt", 1)),
                 partition=int(d.get("partition", 0)),
                 offset=int(d.get("offset", 0)),
+                body=d.get("body"),
             )
             loop = asyncio.get_running_loop()
             for handler in list(sub.handlers):
