@@ -26,6 +26,7 @@ pub mod position;
 pub mod state;
 pub mod sync;
 pub mod tail;
+pub mod trace;
 pub mod validate;
 
 pub use backends::{BackendKind, DiscardingLog, LoggingLog, NoopLog};

@@ -181,19 +181,27 @@ impl WebhookHandler {
         let now_us = self.clock.now_micros();
         let timestamp = now_us.div_euclid(1_000_000);
         let signature = signature_header(&self.signing(now_us), &d.event.id, timestamp, &body);
+        // The call's span, in the delivery's trace; the receiver gets its context.
+        let span = tracing::info_span!("crmbus.webhook", url = %self.url, subscription = %self.subscription);
+        let mut headers = self.headers.clone();
+        for (k, v) in span.in_scope(crmbus::trace::current_fields) {
+            if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+                headers.insert(k, v);
+            }
+        }
         let started = Instant::now();
-        let sent = self
+        let request = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .header(CONTENT_TYPE, content_type)
             .header("webhook-id", d.event.id.as_str())
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .timeout(self.timeout)
             .body(body)
-            .send()
-            .await;
+            .send();
+        let sent = tracing::Instrument::instrument(request, span).await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {

@@ -22,6 +22,19 @@ use crate::state::Shared;
 const DEFAULT_READ_LIMIT: usize = 100;
 const MAX_READ_LIMIT: usize = 1000;
 
+/// The request's W3C trace headers, for the propagator.
+struct HeaderCarrier<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
 async fn publish_to(
     app: &Shared,
     topics: Vec<String>,
@@ -29,7 +42,28 @@ async fn publish_to(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     let body = body_bytes(body)?;
-    let events = events_from_request(headers, &body)?;
+    let mut events = events_from_request(headers, &body)?;
+    // The publish span: a child of the caller's trace (its `traceparent` header, else the
+    // first event's), and the trace each event without one of its own is stamped with, so
+    // its deliveries join it.
+    let span =
+        tracing::info_span!("crmbus.publish", topics = %topics.join(","), events = events.len());
+    let parent = crmbus::trace::parent_from(&HeaderCarrier(headers))
+        .or_else(|| events.iter().find_map(crmbus::trace::parent_of));
+    if let Some(cx) = parent {
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+    }
+    span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current));
+    tracing::Instrument::instrument(store(app, topics, body, events), span).await
+}
+
+/// Stores what a publish parsed (inside its span).
+async fn store(
+    app: &Shared,
+    topics: Vec<String>,
+    body: Bytes,
+    events: Vec<crmbus::Event>,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     if events.is_empty() {
         // An empty batch is a valid batch (CloudEvents JSON format §4): nothing to store,
         // once every topic is known to exist.
@@ -61,7 +95,9 @@ async fn publish_to(
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     // Flow analytics by type: each event's type, in the order of the receipts per topic.
     let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
-    let receipts: Vec<Receipt> = app.bus.publish_batch(events, &refs).await?;
+    let append = tracing::info_span!("crmbus.append", events = types.len());
+    let receipts: Vec<Receipt> =
+        tracing::Instrument::instrument(app.bus.publish_batch(events, &refs), append).await?;
     let elapsed = started.elapsed().as_secs_f64();
     // The request's bytes, shared evenly by its events (no event is written out again to
     // be measured on the publish path).

@@ -116,31 +116,45 @@ impl Engine {
             let handler = Arc::clone(&self.handler);
             let dedupe_hash =
                 crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id);
-            self.in_flight.spawn(async move {
-                // A handler that panics fails this attempt like a transient error, with the
-                // panic's message: its completion must come back, or its key and its
-                // partition's commit would wait for ever.
-                let result = match AssertUnwindSafe(handler.handle(delivery))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(panic) => Err(HandlerError::transient(format!(
-                        "the handler panicked: {}",
-                        panic_message(panic.as_ref())
-                    ))),
-                };
-                Completion {
-                    partition: p,
-                    offset,
-                    key,
-                    attempt,
-                    redrive,
-                    appended_us,
-                    dedupe_hash,
-                    result,
-                }
-            });
+            // One span per attempt, a child of the trace the event carries.
+            let span = tracing::info_span!(
+                "crmbus.deliver",
+                topic = %delivery.topic,
+                group = %delivery.group,
+                partition = delivery.partition,
+                offset = delivery.offset,
+                attempt = delivery.attempt,
+                event_id = %delivery.event.id,
+            );
+            crate::trace::follow(&span, &delivery.event);
+            self.in_flight.spawn(tracing::Instrument::instrument(
+                async move {
+                    // A handler that panics fails this attempt like a transient error, with the
+                    // panic's message: its completion must come back, or its key and its
+                    // partition's commit would wait for ever.
+                    let result = match AssertUnwindSafe(handler.handle(delivery))
+                        .catch_unwind()
+                        .await
+                    {
+                        Ok(result) => result,
+                        Err(panic) => Err(HandlerError::transient(format!(
+                            "the handler panicked: {}",
+                            panic_message(panic.as_ref())
+                        ))),
+                    };
+                    Completion {
+                        partition: p,
+                        offset,
+                        key,
+                        attempt,
+                        redrive,
+                        appended_us,
+                        dedupe_hash,
+                        result,
+                    }
+                },
+                span,
+            ));
         }
     }
 }
