@@ -82,14 +82,15 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CRMBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` sets up its own once its configuration is read ([tracing] may add an
+    // exporter); every other command logs to standard error.
+    if !matches!(cli.command, Command::Serve(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = match cli.command {
         Command::Bench(cmd) => crmbus_bench::run(cmd),
         Command::Serve(args) => serve::run(args),
@@ -117,6 +118,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What `CRMBUS_LOG` asks to be logged (default: warnings and errors).
+pub(crate) fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("CRMBUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
 }
 
 /// An error and its causes on one line, each said once: a cause whose text its parent's

@@ -66,6 +66,63 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = &args.data_dir {
         config.storage.data_dir = d.clone();
     }
+    let tracer = install_tracing(&config.tracing)?;
+    let result = serve(config);
+    if let Some(provider) = tracer {
+        // What the batch holds is sent before the process ends.
+        if let Err(e) = provider.shutdown() {
+            eprintln!("crmbus: the last spans were not exported: {e}");
+        }
+    }
+    result
+}
+
+/// Logs to standard error (`CRMBUS_LOG`) and, with `[tracing] otlp_endpoint`, exports
+/// crmbus's spans over OTLP/HTTP in batches from a thread of the exporter's own.
+fn install_tracing(
+    section: &crmbus_server::config::TracingSection,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(crate::log_filter());
+    if !section.enabled() {
+        tracing_subscriber::registry().with(log).try_init()?;
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(section.otlp_endpoint.clone())
+        .build()
+        .map_err(|e| anyhow::anyhow!("tracing.otlp_endpoint: {e}"))?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(section.service_name.clone())
+                .build(),
+        )
+        .build();
+    // crmbus's own spans (publish, append, deliver, webhook), whatever CRMBUS_LOG says.
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("crmbus"))
+        .with_filter(
+            tracing_subscriber::filter::Targets::new().with_target("crmbus", tracing::Level::INFO),
+        );
+    tracing_subscriber::registry()
+        .with(log)
+        .with(spans)
+        .try_init()?;
+    Ok(Some(provider))
+}
+
+/// Runs the server on `config` until a stop signal.
+fn serve(config: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

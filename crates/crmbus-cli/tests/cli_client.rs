@@ -722,3 +722,104 @@ fn the_logging_backend_shows_only_the_data_fields_it_is_told() {
         "{log}"
     );
 }
+
+/// A collector stand-in on 127.0.0.1: answers every request 200 and keeps each one's
+/// request line, headers and body.
+fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v1/traces", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 65536];
+            // Headers, then as many body bytes as content-length says.
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send(got);
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn serve_exports_its_spans_over_otlp_when_tracing_has_an_endpoint() {
+    let (endpoint, got) = otlp_receiver();
+    let mut s = Serve::start_with(&[("CRMBUS_TRACING_OTLP_ENDPOINT", &endpoint)]);
+    s.ok(&["topics", "create", "deals", "--partitions", "1"]);
+    s.ok(&[
+        "publish",
+        "--topic",
+        "deals",
+        "--type",
+        "deal.noted",
+        "--subject",
+        "deal-1",
+        "--data",
+        r#"{"deal_id":"deal-1"}"#,
+    ]);
+    // A graceful stop sends what the batch holds.
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = s.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let mut requests = Vec::new();
+    while let Ok(r) = got.recv_timeout(std::time::Duration::from_secs(10)) {
+        requests.push(r);
+        if requests
+            .iter()
+            .any(|r| String::from_utf8_lossy(r).contains("crmbus.append"))
+        {
+            break;
+        }
+    }
+    let all: Vec<String> = requests
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).to_string())
+        .collect();
+    let export = all
+        .iter()
+        .find(|r| r.contains("crmbus.publish"))
+        .unwrap_or_else(|| panic!("no span export reached the collector: {all:?}"));
+    assert!(export.starts_with("POST /v1/traces"), "{export}");
+    assert!(
+        export
+            .to_lowercase()
+            .contains("content-type: application/x-protobuf"),
+        "{export}"
+    );
+    assert!(export.contains("crmbus.append"), "{export}");
+    assert!(export.contains("crmbus"), "the service name: {export}");
+}
+
+#[test]
+fn serve_refuses_a_tracing_endpoint_that_is_not_a_url() {
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CRMBUS_TRACING_OTLP_ENDPOINT", "collector:4318")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tracing.otlp_endpoint"), "{err}");
+}

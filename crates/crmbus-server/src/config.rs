@@ -51,6 +51,10 @@
 //! retention_days = 90            # 0 keeps every entry
 //! auth_failure_burst = 5         # refused requests from one address in a minute that make an entry
 //!
+//! [tracing]                      # OpenTelemetry export of crmbus's spans; off by default
+//! otlp_endpoint = ""             # e.g. http://127.0.0.1:4318/v1/traces (OTLP over HTTP)
+//! service_name = "crmbus"        # the service.name of the exported spans
+//!
 //! [[outbox]]                     # any number: relay a PostgreSQL outbox into this bus
 //! name = "crm"                   # the `outbox` label of the metrics (default "default")
 //! database_url = "postgres://app@127.0.0.1:5432/crm"
@@ -125,10 +129,55 @@ pub struct Config {
     pub limits: LimitsSection,
     /// The audit log's retention, and when refused requests make an entry.
     pub audit: AuditSection,
+    /// OpenTelemetry export of the spans (publish, append, deliver, webhook).
+    pub tracing: TracingSection,
     /// Outbox relays run inside the server, one per `[[outbox]]` section (a database whose
     /// `crmbus_outbox` rows the server publishes into its own bus). Set in the file only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<OutboxSection>,
+}
+
+/// `[tracing]`: where crmbus's spans go (OTLP over HTTP); nowhere by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSection {
+    /// The OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); empty: no
+    /// export.
+    pub otlp_endpoint: String,
+    /// The `service.name` resource of the spans.
+    pub service_name: String,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            otlp_endpoint: String::new(),
+            service_name: "crmbus".to_string(),
+        }
+    }
+}
+
+impl TracingSection {
+    /// Whether spans are exported.
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.is_empty()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.enabled()
+            && !url::Url::parse(&self.otlp_endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            return Err(format!(
+                "tracing.otlp_endpoint '{}' is not an http(s) URL (e.g. http://127.0.0.1:4318/v1/traces)",
+                self.otlp_endpoint
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("tracing.service_name must not be empty".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[[outbox]]`: a PostgreSQL database whose outbox the server relays.
@@ -473,6 +522,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("audit", &["retention_days", "auth_failure_burst"]),
+    ("tracing", &["otlp_endpoint", "service_name"]),
     (
         "push",
         &[
@@ -597,6 +647,7 @@ impl Config {
             return Err("server.stream_buffer must be at least 1".into());
         }
         self.limits.check()?;
+        self.tracing.check()?;
         let tls = !self.server.tls_cert.as_os_str().is_empty();
         let advertised = &self.cluster.advertise_url;
         if !advertised.is_empty()

@@ -678,6 +678,10 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("auth_failure_burst", Kind::Number),
         ],
     ),
+    (
+        "tracing",
+        &[("otlp_endpoint", Kind::Text), ("service_name", Kind::Text)],
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -866,19 +870,36 @@ fn valid_config() -> impl Strategy<Value = Config> {
             auth_failure_burst: u64::from(burst),
         }
     });
-    (server, storage, schemas, cluster, push, auth, limits, audit).prop_map(
-        |(server, storage, schemas, cluster, push, auth, limits, audit)| Config {
-            server,
-            storage,
-            schemas,
-            cluster,
-            push,
-            auth,
-            limits,
-            audit,
-            outbox: Vec::new(),
-        },
+    let tracing = (
+        prop_oneof![
+            Just(String::new()),
+            Just("http://127.0.0.1:4318/v1/traces".to_string())
+        ],
+        "[a-z][a-z0-9-]{0,20}",
     )
+        .prop_map(
+            |(otlp_endpoint, service_name)| crmbus_server::config::TracingSection {
+                otlp_endpoint,
+                service_name,
+            },
+        );
+    (
+        server, storage, schemas, cluster, push, auth, limits, audit, tracing,
+    )
+        .prop_map(
+            |(server, storage, schemas, cluster, push, auth, limits, audit, tracing)| Config {
+                server,
+                storage,
+                schemas,
+                cluster,
+                push,
+                auth,
+                limits,
+                audit,
+                tracing,
+                outbox: Vec::new(),
+            },
+        )
 }
 
 /// The configuration as `CRMBUS_<SECTION>_<KEY>` variables, each value as its text.
@@ -959,6 +980,12 @@ fn expect_error(c: &Config, kind: Kind, key: &str, v: &toml::Value) -> bool {
                 // Valid configurations serve plain HTTP: an https:// advertised URL is wrong.
                 || (key == "advertise_url" && s.starts_with("https://"))
                 || (key == "allowed_targets" && !s.split(',').all(address_or_network))
+                || (key == "otlp_endpoint"
+                    && !s.is_empty()
+                    && !url::Url::parse(s).is_ok_and(|u| {
+                        matches!(u.scheme(), "http" | "https") && u.host().is_some()
+                    }))
+                || (key == "service_name" && s.trim().is_empty())
                 // The other of the pair is empty in every valid configuration.
                 || (matches!(key, "tls_cert" | "tls_key") && !s.is_empty())
         }
