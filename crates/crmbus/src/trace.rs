@@ -91,8 +91,12 @@ pub fn stamp_current(event: &mut Event) {
     }
 }
 
-/// Makes `span`'s parent the context `event` carries, if it carries one.
+/// Makes `span`'s parent the context `event` carries, if it carries one (nothing is read
+/// for a span no subscriber records).
 pub fn follow(span: &tracing::Span, event: &Event) {
+    if span.is_disabled() {
+        return;
+    }
     if let Some(cx) = parent_of(event) {
         let _ = span.set_parent(cx);
     }

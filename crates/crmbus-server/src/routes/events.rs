@@ -48,12 +48,15 @@ async fn publish_to(
     // its deliveries join it.
     let span =
         tracing::info_span!("crmbus.publish", topics = %topics.join(","), events = events.len());
-    let parent = crmbus::trace::parent_from(&HeaderCarrier(headers))
-        .or_else(|| events.iter().find_map(crmbus::trace::parent_of));
-    if let Some(cx) = parent {
-        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+    // Nothing to read or stamp when no subscriber records the span (the usual case).
+    if !span.is_disabled() {
+        let parent = crmbus::trace::parent_from(&HeaderCarrier(headers))
+            .or_else(|| events.iter().find_map(crmbus::trace::parent_of));
+        if let Some(cx) = parent {
+            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+        }
+        span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current));
     }
-    span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current));
     tracing::Instrument::instrument(store(app, topics, body, events), span).await
 }
 
