@@ -56,7 +56,6 @@ fn disable_transparent_huge_pages() {
 
 /// Runs the server until a stop signal, then stops gracefully.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    disable_transparent_huge_pages();
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     // The flags win over the file and the environment. They are set here, not passed as
     // variables, so that a configuration error names only the sources the user gave.
@@ -66,15 +65,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = &args.data_dir {
         config.storage.data_dir = d.clone();
     }
-    let tracer = install_tracing(&config.tracing)?;
-    let result = serve(config);
-    if let Some(provider) = tracer {
-        // What the batch holds is sent before the process ends.
-        if let Err(e) = provider.shutdown() {
-            eprintln!("crmbus: the last spans were not exported: {e}");
+    // Dropped last, on every way out (a panic too): what the batch holds is sent.
+    let _tracer = ExportOnDrop(install_tracing(&config.tracing)?);
+    disable_transparent_huge_pages();
+    serve(config)
+}
+
+/// Flushes and stops the span exporter when dropped.
+struct ExportOnDrop(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for ExportOnDrop {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("crmbus: the last spans were not exported: {e}");
+            }
         }
     }
-    result
+}
+
+/// The OTLP traces URL of `[tracing] otlp_endpoint`: a collector's base URL gets the
+/// standard `/v1/traces` path (the exporter posts to the URL as given).
+fn traces_url(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut u) if u.path().is_empty() || u.path() == "/" => {
+            u.set_path("/v1/traces");
+            u.to_string()
+        }
+        _ => endpoint.to_string(),
+    }
 }
 
 /// Logs to standard error (`CRMBUS_LOG`) and, with `[tracing] otlp_endpoint`, exports
@@ -97,7 +116,7 @@ fn install_tracing(
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_endpoint(section.otlp_endpoint.clone())
+        .with_endpoint(traces_url(&section.otlp_endpoint))
         .build()
         .map_err(|e| anyhow::anyhow!("tracing.otlp_endpoint: {e}"))?;
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
@@ -183,5 +202,21 @@ mod tests {
         assert_eq!(listen_address("0.0.0.0:80").as_deref(), Ok("0.0.0.0:80"));
         let e = listen_address("localhost").unwrap_err();
         assert!(e.contains("expected HOST:PORT"), "{e}");
+    }
+
+    #[test]
+    fn a_collectors_base_url_gets_the_traces_path() {
+        assert_eq!(
+            traces_url("http://collector:4318"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("http://collector:4318/"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("https://otel.example.com/custom/traces"),
+            "https://otel.example.com/custom/traces"
+        );
     }
 }

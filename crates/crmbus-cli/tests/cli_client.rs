@@ -270,6 +270,11 @@ fn subs_pull_and_consume_read_a_subscription_from_the_shell() {
         .expect("id")
         .to_string();
     assert_eq!(first["deliveries"][0]["attempt"], 1);
+    // Without [tracing], events are stored as published: no trace is stamped on them.
+    assert!(
+        first["deliveries"][0]["event"].get("traceparent").is_none(),
+        "{first}"
+    );
 
     // consume: exit 0 acks; a failure nacks with the command's standard error.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -728,7 +733,8 @@ fn the_logging_backend_shows_only_the_data_fields_it_is_told() {
 fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/v1/traces", listener.local_addr().expect("addr"));
+    // A collector's base URL: crmbus adds the standard /v1/traces path.
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -764,8 +770,14 @@ fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
 #[test]
 fn serve_exports_its_spans_over_otlp_when_tracing_has_an_endpoint() {
     let (endpoint, got) = otlp_receiver();
-    let mut s = Serve::start_with(&[("CRMBUS_TRACING_OTLP_ENDPOINT", &endpoint)]);
+    // The batch is not sent on its own schedule here (ten minutes): only the stop sends it.
+    let mut s = Serve::start_with(&[
+        ("CRMBUS_TRACING_OTLP_ENDPOINT", &endpoint),
+        ("CRMBUS_TRACING_SERVICE_NAME", "svc-crm-7"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    ]);
     s.ok(&["topics", "create", "deals", "--partitions", "1"]);
+    s.ok(&["subs", "create", "deals", "erp"]);
     s.ok(&[
         "publish",
         "--topic",
@@ -777,6 +789,21 @@ fn serve_exports_its_spans_over_otlp_when_tracing_has_an_endpoint() {
         "--data",
         r#"{"deal_id":"deal-1"}"#,
     ]);
+    // The event, published without a trace, was stamped with the publish span's.
+    let pulled = s.json(&["subs", "pull", "erp", "--wait-ms", "2000", "--ack"]);
+    let traceparent = pulled["deliveries"][0]["event"]["traceparent"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        traceparent.starts_with("00-") && traceparent.len() == 55,
+        "{pulled}"
+    );
+    assert!(
+        pulled["deliveries"][0]["event"].get("tracestate").is_none(),
+        "an empty tracestate: {pulled}"
+    );
+    assert!(got.try_recv().is_err(), "exported before the stop");
     // A graceful stop sends what the batch holds.
     // SAFETY: sending a signal to our own child process.
     let rc = unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
@@ -809,7 +836,7 @@ fn serve_exports_its_spans_over_otlp_when_tracing_has_an_endpoint() {
         "{export}"
     );
     assert!(export.contains("crmbus.append"), "{export}");
-    assert!(export.contains("crmbus"), "the service name: {export}");
+    assert!(export.contains("svc-crm-7"), "the service name: {export}");
 }
 
 #[test]

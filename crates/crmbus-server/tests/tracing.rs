@@ -137,8 +137,17 @@ async fn a_publish_joins_the_callers_trace_and_a_webhook_passes_it_on() {
         carried["traceparent"]
     );
 
-    // The spans: publish and append in the caller's trace, deliver and webhook in each.
-    let spans = exporter.get_finished_spans().expect("spans");
+    // The spans: publish and append in the caller's trace, deliver and webhook in each
+    // (the last close once the answers are in: wait for them).
+    let mut spans = Vec::new();
+    for _ in 0..1500 {
+        spans = exporter.get_finished_spans().expect("spans");
+        let delivered = spans.iter().filter(|s| s.name == "crmbus.deliver").count();
+        if delivered >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let names_in = |trace: &str| {
         let mut names: Vec<String> = spans
             .iter()

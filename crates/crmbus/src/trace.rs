@@ -75,7 +75,12 @@ pub fn current_fields() -> Vec<(String, String)> {
     }
     let mut fields = Fields::default();
     TraceContextPropagator::new().inject_context(&cx, &mut fields);
-    let mut out: Vec<(String, String)> = fields.0.into_iter().collect();
+    // The propagator writes an empty `tracestate` too: nothing to carry.
+    let mut out: Vec<(String, String)> = fields
+        .0
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     out.sort();
     out
 }
@@ -87,12 +92,17 @@ pub fn stamp_current(event: &mut Event) {
         return;
     }
     for (k, v) in current_fields() {
-        event.extensions.insert(k, ExtensionValue::String(v));
+        event
+            .extensions
+            .entry(k)
+            .or_insert(ExtensionValue::String(v));
     }
 }
 
 /// Makes `span`'s parent the context `event` carries, if it carries one (nothing is read
-/// for a span no subscriber records).
+/// for a span no subscriber records). The application's OpenTelemetry layer must be
+/// `tracing-opentelemetry` 0.34 over `opentelemetry` 0.33 (the versions crmbus links);
+/// with another, deliveries start traces of their own.
 pub fn follow(span: &tracing::Span, event: &Event) {
     if span.is_disabled() {
         return;

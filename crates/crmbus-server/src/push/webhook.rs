@@ -182,11 +182,21 @@ impl WebhookHandler {
         let timestamp = now_us.div_euclid(1_000_000);
         let signature = signature_header(&self.signing(now_us), &d.event.id, timestamp, &body);
         // The call's span, in the delivery's trace; the receiver gets its context.
-        let span = tracing::info_span!("crmbus.webhook", url = %self.url, subscription = %self.subscription);
+        // The origin only: a URL's path or query may hold a token.
+        let span = tracing::info_span!(
+            "crmbus.webhook",
+            server = %self.url.origin().ascii_serialization(),
+            subscription = %self.subscription,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         let mut headers = self.headers.clone();
-        for (k, v) in span.in_scope(crmbus::trace::current_fields) {
-            if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-                headers.insert(k, v);
+        if !span.is_disabled() {
+            for (k, v) in span.in_scope(crmbus::trace::current_fields) {
+                // A header the subscription sets itself is left as it is.
+                if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+                    headers.entry(k).or_insert(v);
+                }
             }
         }
         let started = Instant::now();
@@ -201,7 +211,18 @@ impl WebhookHandler {
             .timeout(self.timeout)
             .body(body)
             .send();
-        let sent = tracing::Instrument::instrument(request, span).await;
+        let sent = tracing::Instrument::instrument(request, span.clone()).await;
+        match &sent {
+            Ok(r) => {
+                span.record("http.response.status_code", r.status().as_u16());
+                if !r.status().is_success() {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {

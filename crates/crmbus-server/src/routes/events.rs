@@ -50,12 +50,20 @@ async fn publish_to(
         tracing::info_span!("crmbus.publish", topics = %topics.join(","), events = events.len());
     // Nothing to read or stamp when no subscriber records the span (the usual case).
     if !span.is_disabled() {
-        let parent = crmbus::trace::parent_from(&HeaderCarrier(headers))
-            .or_else(|| events.iter().find_map(crmbus::trace::parent_of));
-        if let Some(cx) = parent {
-            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+        match crmbus::trace::parent_from(&HeaderCarrier(headers)) {
+            // The caller's trace: events without one of their own join it.
+            Some(cx) => {
+                let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+                span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current));
+            }
+            // An event's own trace parents the publish, but is not lent to the others.
+            None => match events.iter().find_map(crmbus::trace::parent_of) {
+                Some(cx) => {
+                    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+                }
+                None => span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current)),
+            },
         }
-        span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current));
     }
     tracing::Instrument::instrument(store(app, topics, body, events), span).await
 }

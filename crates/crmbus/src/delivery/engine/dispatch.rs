@@ -125,6 +125,7 @@ impl Engine {
                 offset = delivery.offset,
                 attempt = delivery.attempt,
                 event_id = %delivery.event.id,
+                otel.status_code = tracing::field::Empty,
             );
             crate::trace::follow(&span, &delivery.event);
             self.in_flight.spawn(tracing::Instrument::instrument(
@@ -142,6 +143,9 @@ impl Engine {
                             panic_message(panic.as_ref())
                         ))),
                     };
+                    if result.is_err() {
+                        tracing::Span::current().record("otel.status_code", "ERROR");
+                    }
                     Completion {
                         partition: p,
                         offset,
