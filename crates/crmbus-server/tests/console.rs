@@ -32,8 +32,17 @@ async fn wait_for(s: &TestServer, name: &str, what: &str, ok: impl Fn(&Value) ->
     }
 }
 
-/// Pulls what there is and nacks the lot with `error`.
-async fn nack_all(s: &TestServer, name: &str, error: &str) -> usize {
+/// Creates a subscription on `topic` from `body`.
+async fn subscribe(s: &TestServer, topic: &str, body: Value) {
+    let (code, made) = s
+        .post(&format!("/v1/topics/{topic}/subscriptions"), body)
+        .await;
+    assert_eq!(code, 201, "{made}");
+}
+
+/// Pulls what there is and settles the lot: acks it, or nacks it with `nack_error`.
+/// Answers how many deliveries it settled.
+async fn settle_all(s: &TestServer, name: &str, nack_error: Option<&str>) -> usize {
     let (code, pulled) = s
         .post(
             &format!("/v1/subscriptions/{name}/pull"),
@@ -46,11 +55,12 @@ async fn nack_all(s: &TestServer, name: &str, error: &str) -> usize {
         .map(|d| d.iter().map(|d| d["ack_id"].clone()).collect())
         .unwrap_or_default();
     if !ids.is_empty() {
+        let (verb, body) = match nack_error {
+            Some(error) => ("nack", json!({"ack_ids": ids, "error": error})),
+            None => ("ack", json!({"ack_ids": ids})),
+        };
         let (code, body) = s
-            .post(
-                &format!("/v1/subscriptions/{name}/nack"),
-                json!({"ack_ids": ids, "error": error}),
-            )
+            .post(&format!("/v1/subscriptions/{name}/{verb}"), body)
             .await;
         assert_eq!(code, 200, "{body}");
     }
@@ -122,20 +132,13 @@ async fn whoami_tells_the_scopes_of_the_key_or_that_none_is_needed() {
 async fn parked_keys_show_the_event_they_wait_on_and_when_a_retry_is_due() {
     let s = TestServer::start("embedded", &[]).await;
     s.create_topic("leads", 1).await;
-    let (code, body) = s
-        .post(
-            "/v1/topics/leads/subscriptions",
-            json!({"name": "erp", "retry": {"max_attempts": 5, "initial_backoff_ms": 3600000, "max_backoff_ms": 3600000}}),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let (code, body) = s
-        .post(
-            "/v1/topics/leads/subscriptions",
-            json!({"name": "crm-sync", "retry": {"max_attempts": 1}, "on_exhausted": "hold"}),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
+    subscribe(&s, "leads", json!({"name": "erp", "retry": {"max_attempts": 5, "initial_backoff_ms": 3600000, "max_backoff_ms": 3600000}})).await;
+    subscribe(
+        &s,
+        "leads",
+        json!({"name": "crm-sync", "retry": {"max_attempts": 1}, "on_exhausted": "hold"}),
+    )
+    .await;
     for (id, subject) in [("e1", "lead-1"), ("e2", "lead-1"), ("e3", "lead-2")] {
         let (code, body) = s
             .publish("leads", &event(id, "lead.updated", subject, json!({})))
@@ -150,7 +153,7 @@ async fn parked_keys_show_the_event_they_wait_on_and_when_a_retry_is_due() {
     // event (lead-1's e2) queued behind it.
     let mut nacked = 0;
     while nacked < 2 {
-        nacked += nack_all(&s, "erp", "ERP timed out").await;
+        nacked += settle_all(&s, "erp", Some("ERP timed out")).await;
     }
     let sub = wait_for(&s, "erp", "two keys parked on retries", |b| {
         b["status"]["parked"]
@@ -182,7 +185,7 @@ async fn parked_keys_show_the_event_they_wait_on_and_when_a_retry_is_due() {
     // On a subscription that holds exhausted keys, the key waits on its dead letter.
     let mut nacked = 0;
     while nacked < 2 {
-        nacked += nack_all(&s, "crm-sync", "rejected").await;
+        nacked += settle_all(&s, "crm-sync", Some("rejected")).await;
     }
     let sub = wait_for(&s, "crm-sync", "a key held by its dead letter", |b| {
         b["status"]["parked"]
@@ -216,13 +219,7 @@ async fn parked_keys_show_the_event_they_wait_on_and_when_a_retry_is_due() {
 async fn more_parked_keys_than_shown_list_the_first_hundred_by_partition_and_offset() {
     let s = TestServer::start("embedded", &[]).await;
     s.create_topic("many", 3).await;
-    let (code, body) = s
-        .post(
-            "/v1/topics/many/subscriptions",
-            json!({"name": "slow", "retry": {"max_attempts": 5, "initial_backoff_ms": 3600000, "max_backoff_ms": 3600000}}),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
+    subscribe(&s, "many", json!({"name": "slow", "retry": {"max_attempts": 5, "initial_backoff_ms": 3600000, "max_backoff_ms": 3600000}})).await;
     let mut stored = Vec::new();
     for i in 0..150 {
         let (code, r) = s
@@ -245,7 +242,7 @@ async fn more_parked_keys_than_shown_list_the_first_hundred_by_partition_and_off
     }
     let mut nacked = 0;
     while nacked < 150 {
-        nacked += nack_all(&s, "slow", "down").await;
+        nacked += settle_all(&s, "slow", Some("down")).await;
     }
     let sub = wait_for(&s, "slow", "150 keys parked", |b| {
         b["status"]["parked_keys"] == 150
@@ -277,10 +274,7 @@ fn series(text: &str, name_and_labels: &str) -> f64 {
 async fn flow_analytics_count_events_and_bytes_by_type_and_time_deliveries_end_to_end() {
     let s = TestServer::start("embedded", &[]).await;
     s.create_topic("flow", 1).await;
-    let (code, body) = s
-        .post("/v1/topics/flow/subscriptions", json!({"name": "dash"}))
-        .await;
-    assert_eq!(code, 201, "{body}");
+    subscribe(&s, "flow", json!({"name": "dash"})).await;
     for (id, ty) in [
         ("f1", "lead.created"),
         ("f2", "lead.created"),
@@ -313,24 +307,7 @@ async fn flow_analytics_count_events_and_bytes_by_type_and_time_deliveries_end_t
     assert_eq!(r.status().as_u16(), 201);
     let mut acked = 0;
     while acked < 3 {
-        let (code, pulled) = s
-            .post(
-                "/v1/subscriptions/dash/pull",
-                json!({"max_events": 10, "wait_ms": 500}),
-            )
-            .await;
-        assert_eq!(code, 200, "{pulled}");
-        let ids: Vec<Value> = pulled["deliveries"]
-            .as_array()
-            .map(|d| d.iter().map(|d| d["ack_id"].clone()).collect())
-            .unwrap_or_default();
-        if !ids.is_empty() {
-            let (code, _) = s
-                .post("/v1/subscriptions/dash/ack", json!({"ack_ids": ids}))
-                .await;
-            assert_eq!(code, 200);
-        }
-        acked += ids.len();
+        acked += settle_all(&s, "dash", None).await;
     }
     // The ack's completion reaches the engine a moment after the answer.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -44,25 +44,22 @@ async fn publish_to(
     let body = body_bytes(body)?;
     let mut events = events_from_request(headers, &body)?;
     // The publish span: a child of the caller's trace (its `traceparent` header, else the
-    // first event's), and the trace each event without one of its own is stamped with, so
-    // its deliveries join it.
+    // first event's). Events without a trace of their own are stamped with the publish's
+    // context when it is the caller's or a new one; an event's own trace parents the
+    // publish but is not lent to the others.
     let span =
         tracing::info_span!("crmbus.publish", topics = %topics.join(","), events = events.len());
     // Nothing to read or stamp when no subscriber records the span (the usual case).
     if !span.is_disabled() {
-        match crmbus::trace::parent_from(&HeaderCarrier(headers)) {
-            // The caller's trace: events without one of their own join it.
-            Some(cx) => {
-                let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
-                span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current));
-            }
-            // An event's own trace parents the publish, but is not lent to the others.
-            None => match events.iter().find_map(crmbus::trace::parent_of) {
-                Some(cx) => {
-                    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
-                }
-                None => span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current)),
-            },
+        let from_header = crmbus::trace::parent_from(&HeaderCarrier(headers));
+        let own = events.iter().find_map(crmbus::trace::parent_of);
+        let stamp = from_header.is_some() || own.is_none();
+        let parent = from_header.or(own);
+        if let Some(cx) = parent {
+            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+        }
+        if stamp {
+            span.in_scope(|| events.iter_mut().for_each(crmbus::trace::stamp_current));
         }
     }
     tracing::Instrument::instrument(store(app, topics, body, events), span).await
