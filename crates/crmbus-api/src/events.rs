@@ -20,6 +20,10 @@ pub struct ReceiptView {
     /// True when the same `source` + `id` was already stored: nothing new was written and
     /// this is the first receipt.
     pub duplicate: bool,
+    /// The event's version in its subject's stream (1, 2, 3 …): on the embedded log, for
+    /// an event with a `subject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// The answer to a publish: one receipt per event and topic (topic-major).
@@ -50,6 +54,58 @@ pub struct ReadQuery {
     #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+}
+
+/// `GET /v1/topics/{topic}/subjects/{subject}/events` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct SubjectReadQuery {
+    /// First version to return (default 1: the whole stream the topic keeps).
+    #[cfg_attr(feature = "openapi", param(minimum = 1))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<u64>,
+    /// Events at most (default 100, at most 1000).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One event of a subject's stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubjectEventView {
+    /// Its version in the subject's stream (1 for the subject's first event).
+    pub version: u64,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// When the log appended it (RFC 3339).
+    pub appended_at: String,
+    /// The event, as a structured CloudEvent.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub event: Value,
+}
+
+/// `GET /v1/topics/{topic}/subjects/{subject}/events`: one subject's events in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubjectEventsResponse {
+    /// The topic.
+    pub topic: String,
+    /// The subject.
+    pub subject: String,
+    /// The subject's current version (0 before its first event): state it as
+    /// `expectedversion` to append only if nothing was appended since.
+    pub version: u64,
+    /// Events from `from_version` on, oldest first (fewer than `limit` when the stream
+    /// ends; retention may have removed a subject's oldest events, whose versions are then
+    /// absent).
+    pub events: Vec<SubjectEventView>,
+    /// The version to continue from (`?from_version=next_version`).
+    pub next_version: u64,
 }
 
 /// A stored event.

@@ -30,4 +30,8 @@ pub struct Problem {
     /// Every violation found, when the request was invalid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// With `version_conflict`: the subject's version now (read its stream from the
+    /// version you had, then publish again stating this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
 }

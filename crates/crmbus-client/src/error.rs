@@ -110,6 +110,7 @@ mod tests {
                     field: "id".into(),
                     message: "missing".into(),
                 }],
+                current_version: None,
             }),
         };
         assert_eq!(
@@ -130,6 +131,7 @@ mod tests {
                     field: "/properties/a/type".into(),
                     message: "narrowed".into(),
                 }],
+                current_version: None,
             }),
         };
         assert_eq!(

@@ -57,6 +57,7 @@ pub mod partition;
 pub mod record;
 pub mod segment;
 pub mod storage;
+pub mod subjects;
 pub mod syncer;
 
 pub use crmbus::OpenedBackend;

@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crmbus::{
-    Event, EventLog, LogError, PartitionInfo, Receipt, StateOp, StateStore, StoredEvent, TopicInfo,
-    TopicSpec,
+    Event, EventLog, LogError, PartitionInfo, Receipt, StateOp, StateStore, StoredEvent,
+    SubjectRead, TopicInfo, TopicSpec,
 };
 
 use crate::batch_journal::BatchJournal;
@@ -310,6 +310,24 @@ impl EventLog for EmbeddedLog {
         let inner = Arc::clone(&self.inner);
         let (group, topic) = (group.to_string(), topic.to_string());
         off_runtime(move || inner.meta.committed_offset(&group, &topic, partition)).await
+    }
+
+    fn supports_versions(&self) -> bool {
+        true
+    }
+
+    async fn read_subject(
+        &self,
+        topic: &str,
+        subject: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<SubjectRead, LogError> {
+        let t = self.inner.topic(topic)?;
+        let p = crmbus::partition::partition_for_key(subject, t.spec.partitions);
+        let p = self.inner.partition(topic, p)?;
+        let subject = subject.to_string();
+        off_runtime(move || p.read_subject(&subject, from_version, max)).await
     }
 
     async fn enforce_retention(&self) -> Result<u64, LogError> {

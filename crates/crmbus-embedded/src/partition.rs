@@ -17,7 +17,9 @@ use crate::options::EmbeddedOptions;
 use crate::record::{self, RecordMeta, FLAG_BATCH_END};
 use crate::segment::{log_name, Segment, SegmentRole};
 use crate::storage::{create_dir_all_durable, remove_if_exists};
+use crate::subjects::{SubjectEntry, SubjectIndex};
 
+mod heads;
 mod read;
 
 /// Counts records found corrupt, shared by every partition of a log.
@@ -75,10 +77,38 @@ pub struct Partition {
     deleted: std::sync::atomic::AtomicBool,
     /// Damage found by reads (segment base, byte position), so each is counted once.
     counted_damage: Mutex<HashSet<(u64, u64)>>,
+    /// Every subject's version and events (see [`crate::subjects`]). Taken after the
+    /// writer lock when both are held.
+    subjects: Mutex<SubjectIndex>,
+}
+
+/// One event to stage ([`Partition::append`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    /// The event's JSON.
+    pub json: &'a [u8],
+    /// [`crmbus::dedupe_hash`] of its source and id.
+    pub dedupe_hash: u64,
+    /// Its subject and the version it gets there, when it has a subject.
+    pub subject: Option<(&'a str, u64)>,
+}
+
+impl<'a> NewRecord<'a> {
+    /// An event without a subject (no version).
+    pub fn plain(json: &'a [u8], dedupe_hash: u64) -> NewRecord<'a> {
+        NewRecord {
+            json,
+            dedupe_hash,
+            subject: None,
+        }
+    }
 }
 
 struct WriterState {
     next_offset: u64,
+    /// The segment staged into last (its base) and the byte position after everything
+    /// written to it or staged for it: where the next staged frame will lie.
+    active_end: (u64, u64),
     last_timestamp_us: i64,
     /// Encoded batches waiting to be written by the next flush, in order.
     staged: Vec<Staged>,
@@ -252,12 +282,13 @@ impl Partition {
         active.file()?.sync_data()?;
         storage.sync_dir(dir)?;
         let next_offset = active.next_offset();
+        let active_end = (active.base, active.len());
         let last_ts = segments
             .iter()
             .map(|s| s.max_timestamp_us())
             .max()
             .unwrap_or(0);
-        Ok(Partition {
+        Partition {
             topic: topic.to_string(),
             id,
             dir: dir.to_path_buf(),
@@ -266,6 +297,7 @@ impl Partition {
             written_next: AtomicU64::new(next_offset),
             writer: Mutex::new(WriterState {
                 next_offset,
+                active_end,
                 last_timestamp_us: last_ts,
                 staged: Vec::new(),
                 staged_active_bytes: 0,
@@ -275,7 +307,38 @@ impl Partition {
             handles,
             deleted: std::sync::atomic::AtomicBool::new(false),
             counted_damage: Mutex::new(HashSet::new()),
+            subjects: Mutex::new(SubjectIndex::default()),
+        }
+        .with_subject_index(storage)
+    }
+
+    /// The partition with its subject index rebuilt from its records (and the versions
+    /// kept for subjects retention emptied). A record that fails its checksum is skipped,
+    /// as is one that does not decode; damage never keeps the log from opening.
+    fn with_subject_index(self, storage: &dyn crate::storage::Storage) -> io::Result<Partition> {
+        let mut index = SubjectIndex::default();
+        for (subject, version) in heads::load(storage, &self.dir, &self.topic, self.id)? {
+            index.set_head(&subject, version);
+        }
+        let first = self.first_offset();
+        self.scan(first, self.durable_next(), true, |meta, json, position| {
+            if meta.version > 0 {
+                if let Some(subject) = read::subject_of(json) {
+                    index.insert(
+                        &subject,
+                        SubjectEntry {
+                            version: meta.version,
+                            offset: meta.offset,
+                            position,
+                        },
+                    );
+                }
+            }
+            Ok(true)
         })
+        .map_err(|e| io::Error::other(format!("rebuilding the subject index: {e}")))?;
+        *self.subjects.locked() = index;
+        Ok(self)
     }
 
     fn segments(&self) -> Vec<Arc<Segment>> {
@@ -369,7 +432,7 @@ impl Partition {
     /// only encoding into memory, and the flush writes a whole round of batches at once.
     pub fn append(
         self: &Arc<Self>,
-        events: &[(&[u8], u64)],
+        events: &[NewRecord<'_>],
         opts: &EmbeddedOptions,
     ) -> io::Result<Appended> {
         let mut w = self.writer.locked();
@@ -400,7 +463,7 @@ impl Partition {
         }
         let bytes: u64 = events
             .iter()
-            .map(|(json, _)| (record::FRAME_HEADER + record::BODY_HEADER + json.len()) as u64)
+            .map(|e| RecordMeta::frame_len(e.subject.map_or(0, |s| s.1), e.json.len()) as u64)
             .sum();
         // Space for what this append adds, reserved before any offset is given out: a full
         // disk fails this append cleanly (see `Segment::reserve`).
@@ -419,27 +482,47 @@ impl Partition {
             });
         }
         let mut added = 0u64;
+        let mut position = if w.active_end.0 == active.base {
+            w.active_end.1
+        } else {
+            active.len()
+        };
+        let mut subjects = self.subjects.locked();
         if let Some(Staged::Write { frames, lens, .. }) = w.staged.last_mut() {
             frames.reserve(bytes as usize);
             lens.reserve(events.len());
-            for (i, (json, hash)) in events.iter().enumerate() {
+            for (i, e) in events.iter().enumerate() {
                 let meta = RecordMeta {
                     offset: first + i as u64,
                     timestamp_us: ts,
-                    dedupe_hash: *hash,
+                    dedupe_hash: e.dedupe_hash,
                     flags: if i + 1 == events.len() {
                         FLAG_BATCH_END
                     } else {
                         0
                     },
+                    version: e.subject.map_or(0, |s| s.1),
                 };
                 let before = frames.len();
-                record::encode(frames, &meta, json);
+                record::encode(frames, &meta, e.json);
                 let len = frames.len() - before;
                 lens.push((meta, len as u32));
+                if let Some((subject, version)) = e.subject {
+                    subjects.insert(
+                        subject,
+                        SubjectEntry {
+                            version,
+                            offset: meta.offset,
+                            position,
+                        },
+                    );
+                }
+                position += len as u64;
                 added += len as u64;
             }
         }
+        drop(subjects);
+        w.active_end = (active.base, position);
         w.staged_active_bytes += added;
         w.next_offset = first + events.len() as u64;
         w.last_timestamp_us = ts;
@@ -495,12 +578,27 @@ impl Partition {
             if active.as_ref().is_some_and(|a| Arc::ptr_eq(a, segment)) {
                 w.staged_active_bytes = w.staged_active_bytes.saturating_sub(cut as u64);
             }
+            if w.active_end.0 == segment.base {
+                w.active_end.1 = w.active_end.1.saturating_sub(cut as u64);
+            }
             if lens.is_empty() {
                 w.staged.remove(i);
             }
             w.next_offset = from.offset;
         }
+        self.subjects.locked().truncate_from(first);
         Ok(())
+    }
+
+    /// The current version of `subject` here, counting what is staged (0 before its first
+    /// event). Stable while the caller holds the topic's append lock.
+    pub fn subject_version(&self, subject: &str) -> u64 {
+        self.subjects.locked().version(subject)
+    }
+
+    /// The version of `subject`'s event at `offset`, if the index holds it.
+    pub fn subject_version_at(&self, subject: &str, offset: u64) -> Option<u64> {
+        self.subjects.locked().version_at(subject, offset)
     }
 
     /// Recovery only (the partition is opened again after): removes every record from
@@ -639,6 +737,13 @@ impl Partition {
             if !(expired || over && !is_active) {
                 return Ok(());
             }
+            // The versions of subjects this leaves without events are kept first: after
+            // a restart they go on from there, not from 1.
+            let new_first = oldest.next_offset();
+            let emptied = self.subjects.locked().emptied_below(new_first);
+            if !emptied.is_empty() {
+                heads::save(opts.storage.as_ref(), &self.dir, &emptied)?;
+            }
             let mut list = self.segments.write_locked();
             if is_active {
                 oldest.seal()?;
@@ -652,6 +757,7 @@ impl Partition {
             drop(list);
             *changed = true;
             oldest.remove_files()?;
+            self.subjects.locked().remove_below(new_first);
             *removed += oldest.next_offset() - oldest.base;
         }
     }

@@ -437,6 +437,7 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
             partition: np,
             offset: noff,
             duplicate: false,
+            version: None,
         });
     }
     let lost: Vec<(String, u32, u64)> = model
@@ -475,6 +476,7 @@ async fn check(log: &EmbeddedLog, model: &mut Model, flipped: bool, context: &st
                         partition: p,
                         offset: off,
                         duplicate: false,
+                        version: None,
                     });
                 }
             }

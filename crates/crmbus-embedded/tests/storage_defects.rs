@@ -9,7 +9,7 @@ use std::time::Duration;
 use crmbus::clock::ManualClock;
 use crmbus::{EventLog, LogError, Retention, TopicSpec};
 use crmbus_embedded::handles::HandleCache;
-use crmbus_embedded::partition::{CorruptCounter, Partition, RawRecord};
+use crmbus_embedded::partition::{CorruptCounter, NewRecord, Partition, RawRecord};
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
 use crmbus_testkit::embedded::{block_on, event, read_all, segment_files};
 
@@ -137,12 +137,16 @@ fn retention_never_deletes_a_segment_with_staged_writes() {
     let p = open_partition(&dir.path().join("p"), &opts);
     // One record written to the first segment, one more staged into it (still under the
     // roll size), then a third that rolls to a new segment.
-    let a = p.append(&[(&json(0), 0)], &opts).expect("append 0");
+    let a = p
+        .append(&[NewRecord::plain(&json(0), 0)], &opts)
+        .expect("append 0");
     p.flush_staged(&opts).expect("flush 0");
     p.mark_durable(a.sync.next_offset);
     let body = json(1);
-    p.append(&[(&body, 1)], &opts).expect("append 1 (staged)");
-    p.append(&[(&json(2), 2)], &opts).expect("append 2 (rolls)");
+    p.append(&[NewRecord::plain(&body, 1)], &opts)
+        .expect("append 1 (staged)");
+    p.append(&[NewRecord::plain(&json(2), 2)], &opts)
+        .expect("append 2 (rolls)");
     // Everything in the first segment is now old.
     clock.advance(Duration::from_secs(3600));
     let retention = Retention {
@@ -225,7 +229,7 @@ impl SimPartition {
     /// Stages record `n` and returns what must be synced for it.
     fn stage(&self, n: u64) -> crmbus_embedded::syncer::SyncItem {
         self.partition
-            .append(&[(&Self::json(n), n)], &self.opts)
+            .append(&[NewRecord::plain(&Self::json(n), n)], &self.opts)
             .expect("append")
             .sync
     }
@@ -362,10 +366,13 @@ fn a_record_being_written_around_a_roll_reads_as_in_flight() {
         ..Default::default()
     };
     let p = open_partition(&dir.path().join("p"), &opts);
-    p.append(&[(&json(0), 0)], &opts).expect("append 0");
+    p.append(&[NewRecord::plain(&json(0), 0)], &opts)
+        .expect("append 0");
     p.flush_staged(&opts).expect("flush 0");
-    p.append(&[(&json(1), 1)], &opts).expect("append 1");
-    p.append(&[(&json(2), 2)], &opts).expect("append 2 (rolls)");
+    p.append(&[NewRecord::plain(&json(1), 1)], &opts)
+        .expect("append 1");
+    p.append(&[NewRecord::plain(&json(2), 2)], &opts)
+        .expect("append 2 (rolls)");
     // A flush has taken records 1 and 2 and not written them yet.
     let taken = p.take_staged();
     assert!(
@@ -619,6 +626,7 @@ fn a_torn_batch_after_the_recovery_point_never_survives() {
             } else {
                 0
             },
+            version: 0,
         };
         crmbus_embedded::record::encode(
             &mut out,

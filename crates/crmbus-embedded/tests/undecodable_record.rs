@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crmbus::LogError;
 use crmbus_embedded::handles::HandleCache;
-use crmbus_embedded::partition::{CorruptCounter, Partition};
+use crmbus_embedded::partition::{CorruptCounter, NewRecord, Partition};
 use crmbus_embedded::EmbeddedOptions;
 
 fn json(n: u64) -> Vec<u8> {
@@ -37,7 +37,15 @@ fn a_read_stops_before_an_undecodable_record_and_a_read_at_it_names_it() {
     );
     let bad = b"{\"not\": \"an event\"".to_vec();
     let (a, b, c, d) = (json(0), json(1), json(3), json(4));
-    let records: Vec<(&[u8], u64)> = vec![(&a, 0), (&b, 1), (bad.as_slice(), 2), (&c, 3), (&d, 4)];
+    let records: Vec<NewRecord<'_>> = [&a[..], &b, &bad, &c, &d]
+        .iter()
+        .enumerate()
+        .map(|(i, json)| NewRecord {
+            json,
+            dedupe_hash: i as u64,
+            subject: None,
+        })
+        .collect();
     p.append(&records, &opts).expect("append");
     let (_, next) = p.flush_staged(&opts).expect("flush");
     p.mark_durable(next);

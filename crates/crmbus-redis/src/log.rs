@@ -252,6 +252,7 @@ impl RedisLog {
                 partition: num(&r[0]) as u32,
                 offset: num(&r[1]),
                 duplicate: num(&r[2]) == 1,
+                version: None,
             });
         }
         Ok(Some(receipts))

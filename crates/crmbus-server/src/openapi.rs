@@ -23,6 +23,7 @@ use crate::routes;
         routes::events::publish,
         routes::events::publish_multi,
         routes::events::read_events,
+        routes::events::read_subject,
         routes::subscriptions::create_subscription,
         routes::subscriptions::list_subscriptions,
         routes::subscriptions::get_subscription,

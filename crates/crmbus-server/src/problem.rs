@@ -19,6 +19,8 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// When to try again (`Retry-After`, in whole seconds rounded up), if the error says.
     pub retry_after: Option<std::time::Duration>,
+    /// A version conflict's current version.
+    pub current_version: Option<u64>,
 }
 
 /// The HTTP status of an error code: the only mapping from codes to statuses, exhaustive
@@ -35,7 +37,9 @@ pub fn status_for_code(code: ErrorCode) -> StatusCode {
         | ErrorCode::SubscriptionExists
         | ErrorCode::SchemaIncompatible
         | ErrorCode::OffsetOutOfRange
+        | ErrorCode::VersionConflict
         | ErrorCode::Fenced => StatusCode::CONFLICT,
+        ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
         ErrorCode::InvalidArgument
         | ErrorCode::InvalidEvent
         | ErrorCode::InvalidRequest
@@ -71,6 +75,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            current_version: None,
         }
     }
 
@@ -124,6 +129,7 @@ impl ApiError {
             detail: self.detail.clone(),
             code: self.code.to_string(),
             errors: self.errors.clone(),
+            current_version: self.current_version,
         }
     }
 }
@@ -139,6 +145,10 @@ impl From<LogError> for ApiError {
                      or start the server with server.auto_create_topics = true"
                 ),
             ),
+            LogError::VersionConflict { current, .. } => ApiError {
+                current_version: Some(*current),
+                ..ApiError::new(e.code(), e.to_string())
+            },
             _ => ApiError::new(e.code(), e.to_string()),
         }
     }

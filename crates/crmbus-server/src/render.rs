@@ -47,6 +47,36 @@ pub struct ReadBody {
     pub next: BTreeMap<String, u64>,
 }
 
+/// The body of a subject read: [`crate::api::SubjectEventsResponse`]'s JSON.
+#[derive(Serialize, Debug)]
+pub struct SubjectBody {
+    /// The topic.
+    pub topic: String,
+    /// The subject.
+    pub subject: String,
+    /// The subject's current version.
+    pub version: u64,
+    /// Its events, oldest first.
+    pub events: Vec<SubjectEventBody>,
+    /// The version to continue from.
+    pub next_version: u64,
+}
+
+/// One event of a subject's stream: [`crate::api::SubjectEventView`]'s JSON.
+#[derive(Serialize, Debug)]
+pub struct SubjectEventBody {
+    /// Its version.
+    pub version: u64,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// When the log appended it (RFC 3339).
+    pub appended_at: String,
+    /// The event, written as a structured CloudEvent.
+    pub event: Event,
+}
+
 /// One stored event: [`crate::api::StoredView`]'s JSON.
 #[derive(Serialize, Debug)]
 pub struct ReadEvent {

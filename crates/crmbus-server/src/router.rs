@@ -26,6 +26,10 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/events", post(routes::events::publish_multi))
         .route(
+            "/v1/topics/{topic}/subjects/{subject}/events",
+            get(routes::events::read_subject),
+        )
+        .route(
             "/v1/topics/{topic}/subscriptions",
             post(routes::subscriptions::create_subscription),
         )

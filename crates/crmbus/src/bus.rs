@@ -229,6 +229,22 @@ impl EventBus {
         self.inner.log.read(topic, partition, from, max).await
     }
 
+    /// Up to `max` events of one subject's stream from version `from_version` on, with
+    /// their versions and the subject's current version ([`EventLog::read_subject`]; the
+    /// embedded log serves it, other backends answer [`LogError::Unsupported`]).
+    pub async fn read_subject(
+        &self,
+        topic: &str,
+        subject: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<crate::log::SubjectRead, LogError> {
+        self.inner
+            .log
+            .read_subject(topic, subject, from_version, max)
+            .await
+    }
+
     /// The offset of the first event of a partition appended at or after `time` (its end
     /// when there is none).
     pub async fn offset_for_time(
@@ -393,6 +409,7 @@ impl EventBus {
         topics: &[&str],
     ) -> Result<Vec<Receipt>, BusError> {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        self.refuse_unkept_versions(&events)?;
         self.validate_all(&mut events, &topics).await?;
         let receipts = append_creating(
             self.inner.log.as_ref(),
@@ -409,6 +426,29 @@ impl EventBus {
             }
         }
         Ok(receipts)
+    }
+}
+
+impl EventBus {
+    /// Refuses events that state an expected version when the log cannot check it
+    /// atomically with the append (it would be ignored, not faked).
+    fn refuse_unkept_versions(&self, events: &[Event]) -> Result<(), LogError> {
+        if self.inner.log.supports_versions() {
+            return Ok(());
+        }
+        for e in events {
+            if crate::log::expected_version(e)?.is_some() {
+                return Err(LogError::Unsupported {
+                    backend: self.inner.log.backend_name(),
+                    what: format!(
+                        "{}: this backend cannot check a subject's version atomically with \
+                         the append (the embedded log can)",
+                        crate::log::EXPECTED_VERSION
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -62,6 +62,31 @@ pub enum LogError {
     /// (another server owns the partition now): nothing of the write was applied.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// An append stated its subject's version (`expectedversion`) and the subject is at
+    /// another: nothing of the append was written.
+    #[error(
+        "subject '{subject}' of topic '{topic}' is at version {current}, not {expected}: \
+         read its stream and try again"
+    )]
+    VersionConflict {
+        /// The topic.
+        topic: String,
+        /// The subject.
+        subject: String,
+        /// The version the append stated.
+        expected: u64,
+        /// The subject's version now.
+        current: u64,
+    },
+    /// The backend cannot do this (for example per-subject versions on a backend where
+    /// they cannot be atomic with the append): refused rather than faked.
+    #[error("not supported by the {backend} backend: {what}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What it cannot do.
+        what: String,
+    },
     /// Any other backend failure (metadata store, network, protocol).
     #[error("backend error: {message}")]
     Backend {
@@ -88,6 +113,8 @@ impl LogError {
             LogError::StorageFull(_) => ErrorCode::StorageFull,
             LogError::Io(_) => ErrorCode::IoError,
             LogError::Fenced(_) => ErrorCode::Fenced,
+            LogError::VersionConflict { .. } => ErrorCode::VersionConflict,
+            LogError::Unsupported { .. } => ErrorCode::Unsupported,
             LogError::Backend { .. } => ErrorCode::BackendError,
         }
     }
@@ -181,6 +208,10 @@ pub enum ErrorCode {
     RateLimited,
     /// A failure inside the server.
     Internal,
+    /// An append's `expectedversion` is not its subject's version.
+    VersionConflict,
+    /// The backend cannot do what was asked.
+    Unsupported,
 }
 
 impl ErrorCode {
@@ -218,6 +249,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::VersionConflict => "version_conflict",
+            ErrorCode::Unsupported => "unsupported",
         }
     }
 }

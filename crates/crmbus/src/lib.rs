@@ -37,8 +37,9 @@ pub use event::{
     default_source, set_default_source, Event, EventData, ExtensionValue, InvalidEvent, Violation,
 };
 pub use log::{
-    validate_topic_name, EventLog, OffsetRange, PartitionInfo, Receipt, Retention, StoredEvent,
-    TopicInfo, TopicSpec, DEFAULT_DEDUPE_WINDOW,
+    expected_version, validate_topic_name, EventLog, OffsetRange, PartitionInfo, Receipt,
+    Retention, StoredEvent, SubjectEvent, SubjectRead, TopicInfo, TopicSpec, DEFAULT_DEDUPE_WINDOW,
+    EXPECTED_VERSION,
 };
 pub use memory::MemoryLog;
 pub use partition::{dedupe_hash, partition_for};

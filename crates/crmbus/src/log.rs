@@ -154,6 +154,61 @@ pub struct Receipt {
     /// True when the same `source` + `id` was already in the topic within the dedupe window:
     /// nothing was appended and this is the first append's receipt.
     pub duplicate: bool,
+    /// The event's version in its subject's stream (1, 2, 3 …), on backends that keep
+    /// versions ([`EventLog::supports_versions`]) for an event with a `subject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// The CloudEvents extension attribute by which a publish states the version its event's
+/// subject must be at (an Integer): the append is written only if it is, atomically.
+pub const EXPECTED_VERSION: &str = "expectedversion";
+
+/// The version `event` states in its [`EXPECTED_VERSION`] extension, if it has one.
+/// Fails for a value that is not a whole number from 0 up, or for an event without a
+/// `subject` (only a subject has versions).
+pub fn expected_version(event: &Event) -> Result<Option<u64>, LogError> {
+    let Some(value) = event.extensions.get(EXPECTED_VERSION) else {
+        return Ok(None);
+    };
+    let version = match value {
+        crate::event::ExtensionValue::Number(n) => n.as_u64(),
+        crate::event::ExtensionValue::String(s) => s.parse::<u64>().ok(),
+        crate::event::ExtensionValue::Bool(_) => None,
+    };
+    let Some(version) = version else {
+        return Err(LogError::InvalidArgument(format!(
+            "event {}: {EXPECTED_VERSION} must be a whole number from 0 up (the subject's \
+             current version; 0 for a subject without events)",
+            event.id
+        )));
+    };
+    if event.subject.is_none() {
+        return Err(LogError::InvalidArgument(format!(
+            "event {}: {EXPECTED_VERSION} needs a subject: versions are kept per subject",
+            event.id
+        )));
+    }
+    Ok(Some(version))
+}
+
+/// One event of a subject's stream, with its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectEvent {
+    /// Its version in the subject's stream.
+    pub version: u64,
+    /// The event with its partition, offset and append time.
+    pub stored: StoredEvent,
+}
+
+/// What [`EventLog::read_subject`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectRead {
+    /// The subject's current version (of its newest durable event; 0 before its first):
+    /// what an append's `expectedversion` is compared with.
+    pub version: u64,
+    /// The events asked for, oldest first.
+    pub events: Vec<SubjectEvent>,
 }
 
 /// An event as read back from a partition.
@@ -282,6 +337,30 @@ pub trait EventLog: Send + Sync {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, LogError>;
+
+    /// Whether this backend keeps a version per subject, checks an append's
+    /// [`EXPECTED_VERSION`] atomically with it, and serves [`EventLog::read_subject`].
+    /// Backends that cannot (the default) must not be given events with that extension:
+    /// [`crate::EventBus`] refuses them with [`LogError::Unsupported`].
+    fn supports_versions(&self) -> bool {
+        false
+    }
+
+    /// Up to `max` events of one subject of `topic` from version `from_version` on, in
+    /// order, with their versions, served from an index (not a scan of the partition).
+    async fn read_subject(
+        &self,
+        topic: &str,
+        subject: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<SubjectRead, LogError> {
+        let _ = (topic, subject, from_version, max);
+        Err(LogError::Unsupported {
+            backend: self.backend_name(),
+            what: "per-subject streams and versions".into(),
+        })
+    }
 
     /// Applies every topic's retention now; returns how many events were removed.
     async fn enforce_retention(&self) -> Result<u64, LogError>;

@@ -230,6 +230,7 @@ impl EventLog for MemoryLog {
                 if let Some((r, _)) = t.dedupe.get(&key) {
                     receipts.push(Receipt {
                         duplicate: true,
+                        version: None,
                         ..r.clone()
                     });
                     continue;
@@ -256,6 +257,7 @@ impl EventLog for MemoryLog {
                     partition: p,
                     offset,
                     duplicate: false,
+                    version: None,
                 };
                 t.dedupe.insert(key, (r.clone(), now));
                 receipts.push(r);

@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crmbus::{dedupe_hash, partition_for, Event, LogError, Receipt};
+use crmbus::{dedupe_hash, expected_version, partition_for, Event, LogError, Receipt};
 
 use super::{Inner, Topic};
 use crate::batch_journal::{spans_frame_bound, Part};
 use crate::committer::storage_error;
 use crate::dedupe::{DedupeIndex, FirstAppend};
-use crate::partition::{RawRecord, SyncItem};
-use crate::record::{BODY_HEADER, MAX_BODY};
+use crate::partition::{NewRecord, RawRecord, SyncItem};
+use crate::record::{BODY_HEADER, MAX_BODY, VERSION_BYTES};
 
 /// Whether an append to `topics` touches more than one partition in all.
 fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
@@ -84,23 +84,31 @@ impl Inner {
             .map(|t| self.topic(t))
             .collect::<Result<_, _>>()?;
         let mut encoded = Vec::with_capacity(events.len());
+        let mut expected = Vec::with_capacity(events.len());
         for e in events {
             e.validate()?;
+            expected.push(expected_version(e)?);
             let json = e.to_json_vec();
-            if json.len() + BODY_HEADER > MAX_BODY {
+            if json.len() + BODY_HEADER + VERSION_BYTES > MAX_BODY {
                 return Err(LogError::InvalidArgument(format!(
                     "event {} is {} bytes; the limit is {} bytes",
                     e.id,
                     json.len(),
-                    MAX_BODY - BODY_HEADER
+                    MAX_BODY - BODY_HEADER - VERSION_BYTES
                 )));
             }
             encoded.push((json, dedupe_hash(&e.source, &e.id)));
         }
+        if resolved.len() > 1 && expected.iter().any(Option::is_some) {
+            return Err(LogError::InvalidArgument(format!(
+                "{} applies to one topic's subject: publish an event that states it to one topic",
+                crmbus::EXPECTED_VERSION
+            )));
+        }
         // An append that reaches several partitions is journalled, so a crash cannot leave
         // it in some of them only (see `batch_journal`).
         let may_span = spans_partitions(&resolved, events);
-        self.stage_and_commit(&resolved, events, &encoded, may_span)
+        self.stage_and_commit(&resolved, events, &encoded, &expected, may_span)
             .await
     }
 
@@ -119,6 +127,7 @@ impl Inner {
         resolved: &[Arc<Topic>],
         events: &[Event],
         encoded: &[(Vec<u8>, u64)],
+        expected: &[Option<u64>],
         may_span: bool,
     ) -> Result<Vec<Receipt>, LogError> {
         let mut by_name: Vec<&Arc<Topic>> = resolved.iter().collect();
@@ -154,7 +163,16 @@ impl Inner {
             let Some(i) = by_name.iter().position(|b| b.spec.name == t.spec.name) else {
                 continue;
             };
-            staged = self.stage_topic(t, &mut guards[i], events, encoded, &mut out);
+            staged = self.stage_topic(
+                t,
+                &mut guards[i],
+                Batch {
+                    events,
+                    encoded,
+                    expected: Some(expected),
+                },
+                &mut out,
+            );
             if staged.is_err() {
                 break;
             }
@@ -262,15 +280,21 @@ impl Inner {
     }
 
     /// Decides, under the topic's lock (`dedupe`), which events are new and which are
-    /// duplicates, and stages the new ones in their partitions.
+    /// duplicates, gives each new event with a subject the subject's next version
+    /// (refusing the whole batch, before anything is staged, if an event's expected
+    /// version is not its subject's), and stages the new ones in their partitions.
     pub(super) fn stage_topic(
         &self,
         topic: &Topic,
         dedupe: &mut DedupeIndex,
-        events: &[Event],
-        encoded: &[(Vec<u8>, u64)],
+        batch: Batch<'_>,
         out: &mut Staged,
     ) -> Result<(), LogError> {
+        let Batch {
+            events,
+            encoded,
+            expected,
+        } = batch;
         let now = self.opts.clock.now_micros();
         dedupe.expire(now);
         let n = topic.spec.partitions;
@@ -300,12 +324,17 @@ impl Inner {
             });
             list.push(i);
         }
+        let versions = assign_versions(topic, events, &slots, expected)?;
         let mut first_offsets: HashMap<u32, u64> = HashMap::new();
         for (&p, idxs) in &per_partition {
             let part = &topic.partitions[p as usize];
-            let batch: Vec<(&[u8], u64)> = idxs
+            let batch: Vec<NewRecord<'_>> = idxs
                 .iter()
-                .map(|&i| (encoded[i].0.as_slice(), encoded[i].1))
+                .map(|&i| NewRecord {
+                    json: encoded[i].0.as_slice(),
+                    dedupe_hash: encoded[i].1,
+                    subject: events[i].subject.as_deref().map(|s| (s, versions[i])),
+                })
                 .collect();
             let appended = part.append(&batch, &self.opts).map_err(storage_error)?;
             for (k, &i) in idxs.iter().enumerate() {
@@ -351,6 +380,14 @@ impl Inner {
                 Slot::SameAs(first) => (resolve(slots[first]).0, true),
                 other => resolve(other),
             };
+            let version = match (slot, events[i].subject.as_deref()) {
+                (Slot::New { .. }, Some(_)) => Some(versions[i]),
+                (Slot::SameAs(first), Some(_)) => Some(versions[first]).filter(|&v| v > 0),
+                (Slot::Duplicate(at), Some(subject)) => {
+                    topic.partitions[at.partition as usize].subject_version_at(subject, at.offset)
+                }
+                (_, None) => None,
+            };
             if duplicate && !per_partition.contains_key(&at.partition) {
                 let part = &topic.partitions[at.partition as usize];
                 if at.offset >= part.durable_next() {
@@ -364,8 +401,58 @@ impl Inner {
                 partition: at.partition,
                 offset: at.offset,
                 duplicate,
+                version,
             });
         }
         Ok(())
     }
+}
+
+/// One topic's share of an append, as [`Inner::stage_topic`] takes it.
+pub(super) struct Batch<'a> {
+    /// The events.
+    pub(super) events: &'a [Event],
+    /// Each event's JSON and dedupe digest.
+    pub(super) encoded: &'a [(Vec<u8>, u64)],
+    /// Each event's expected version; `None` checks none (recovery completing an append
+    /// that was checked when it ran).
+    pub(super) expected: Option<&'a [Option<u64>]>,
+}
+
+/// The version each new event with a subject gets (0 for the rest): its subject's version
+/// plus one, counting the new events of the same subject before it in the batch. An event
+/// that states an expected version other than the one its subject is at fails the whole
+/// batch with [`LogError::VersionConflict`]; it runs before anything is staged.
+fn assign_versions(
+    topic: &Topic,
+    events: &[Event],
+    slots: &[Slot],
+    expected: Option<&[Option<u64>]>,
+) -> Result<Vec<u64>, LogError> {
+    let n = topic.spec.partitions;
+    let mut current: HashMap<&str, u64> = HashMap::new();
+    let mut versions = vec![0u64; events.len()];
+    for (i, slot) in slots.iter().enumerate() {
+        let (Slot::New { partition, .. }, Some(subject)) = (slot, events[i].subject.as_deref())
+        else {
+            continue;
+        };
+        debug_assert_eq!(*partition, partition_for(&events[i], n));
+        let at = current
+            .entry(subject)
+            .or_insert_with(|| topic.partitions[*partition as usize].subject_version(subject));
+        if let Some(Some(want)) = expected.and_then(|x| x.get(i)) {
+            if *want != *at {
+                return Err(LogError::VersionConflict {
+                    topic: topic.spec.name.clone(),
+                    subject: subject.to_string(),
+                    expected: *want,
+                    current: *at,
+                });
+            }
+        }
+        *at += 1;
+        versions[i] = *at;
+    }
+    Ok(versions)
 }

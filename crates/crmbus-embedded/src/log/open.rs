@@ -412,8 +412,11 @@ impl Inner {
                 self.stage_topic(
                     &topic,
                     &mut dedupe,
-                    &missing_events,
-                    &missing_encoded,
+                    super::append::Batch {
+                        events: &missing_events,
+                        encoded: &missing_encoded,
+                        expected: None,
+                    },
                     &mut staged,
                 )?;
                 let receipts = staged.receipts;

@@ -4,11 +4,29 @@
 use crmbus::sync::LockExt;
 use std::sync::atomic::Ordering;
 
-use crmbus::{Event, LogError, StoredEvent};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crmbus::{Event, LogError, StoredEvent, SubjectEvent, SubjectRead};
 
 use super::{micros_to_time, Partition, RawRecord, Staged};
 use crate::record::{self, Parsed, RecordMeta};
 use crate::segment::Segment;
+use crate::subjects::SubjectEntry;
+
+/// The `subject` of a stored event's JSON, read without decoding the rest (rebuilding the
+/// subject index on open). `None` for JSON that is not an event object.
+pub(super) fn subject_of(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct SubjectOnly<'a> {
+        #[serde(borrow, default)]
+        subject: Option<Cow<'a, str>>,
+    }
+    serde_json::from_slice::<SubjectOnly<'_>>(json)
+        .ok()?
+        .subject
+        .map(Cow::into_owned)
+}
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -20,7 +38,7 @@ impl Partition {
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
         let limit = self.durable_next();
-        self.scan(from, limit, false, |meta, json| {
+        self.scan(from, limit, false, |meta, json, _| {
             let event = match Event::from_stored_json_slice(json) {
                 Ok(event) => event,
                 Err(_) if !out.is_empty() => return Ok(false),
@@ -40,6 +58,94 @@ impl Partition {
             Ok(out.len() < max)
         })?;
         Ok(out)
+    }
+
+    /// Up to `max` durable events of `subject` from version `from_version` on, and the
+    /// subject's durable version, served from the subject index: each event is read at
+    /// the position the index holds, its checksum verified. Damage is met as in
+    /// [`Partition::read`]: the read stops before a damaged record, or fails with
+    /// [`LogError::Corrupt`] if it is the first one asked for.
+    pub fn read_subject(
+        &self,
+        subject: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<SubjectRead, LogError> {
+        let limit = self.durable_next();
+        let (version, entries) = {
+            let index = self.subjects.locked();
+            (
+                index.durable_version(subject, limit),
+                index.entries(subject, from_version.max(1), limit, max),
+            )
+        };
+        let segments = self.segments();
+        let mut events = Vec::with_capacity(entries.len());
+        let mut buf = Vec::new();
+        for entry in entries {
+            let i = segments.partition_point(|s| s.base <= entry.offset);
+            // Removed by retention since the index was read.
+            let Some(seg) = i.checked_sub(1).and_then(|i| segments.get(i)) else {
+                continue;
+            };
+            match self.event_at(seg, entry, &mut buf)? {
+                Ok(stored) => events.push(SubjectEvent {
+                    version: entry.version,
+                    stored,
+                }),
+                Err(detail) => {
+                    self.count_damage(seg, entry.position);
+                    if events.is_empty() {
+                        return Err(self.corrupt_error(entry.offset, &detail));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(SubjectRead { version, events })
+    }
+
+    /// The event of the record the index places at `entry`: `Ok(Err(why))` when the
+    /// record there is damaged or not the one expected.
+    fn event_at(
+        &self,
+        seg: &Arc<Segment>,
+        entry: SubjectEntry,
+        buf: &mut Vec<u8>,
+    ) -> Result<Result<StoredEvent, String>, LogError> {
+        let file = seg.file().map_err(LogError::Io)?;
+        let mut head = [0u8; record::FRAME_HEADER];
+        file.read_exact_at(&mut head, entry.position)
+            .map_err(LogError::Io)?;
+        let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if !(record::BODY_HEADER..=record::MAX_BODY).contains(&body_len)
+            || entry.position + (record::FRAME_HEADER + body_len) as u64 > seg.len()
+        {
+            return Ok(Err("record length out of range".into()));
+        }
+        buf.resize(record::FRAME_HEADER + body_len, 0);
+        file.read_exact_at(buf, entry.position)
+            .map_err(LogError::Io)?;
+        let (meta, json) = match record::parse(buf) {
+            Parsed::Record(meta, json, _) => (meta, json),
+            Parsed::Invalid(why) => return Ok(Err(why.into())),
+            Parsed::Incomplete(_) => return Ok(Err("record cut short".into())),
+        };
+        if meta.offset != entry.offset || meta.version != entry.version {
+            return Ok(Err(format!(
+                "the subject index places offset {} version {} where offset {} version {} lies",
+                entry.offset, entry.version, meta.offset, meta.version
+            )));
+        }
+        Ok(match Event::from_stored_json_slice(json) {
+            Ok(event) => Ok(StoredEvent {
+                partition: self.id,
+                offset: meta.offset,
+                timestamp: micros_to_time(meta.timestamp_us),
+                event,
+            }),
+            Err(e) => Err(format!("the record does not decode as an event: {e}")),
+        })
     }
 
     /// The raw event JSON at `offset`, durable or not, staged or written (for dedupe checks
@@ -71,7 +177,7 @@ impl Partition {
             return Ok(RawRecord::InFlight);
         }
         let mut found = RawRecord::Missing;
-        self.scan(offset, written, false, |meta, json| {
+        self.scan(offset, written, false, |meta, json, _| {
             if meta.offset == offset {
                 found = RawRecord::Json(json.to_vec());
             }
@@ -92,7 +198,7 @@ impl Partition {
         };
         let (start, _) = seg.seek_time(time_us);
         let mut found = limit;
-        self.scan(start, limit, false, |meta, _| {
+        self.scan(start, limit, false, |meta, _, _| {
             if meta.timestamp_us >= time_us {
                 found = meta.offset;
                 return Ok(false);
@@ -144,7 +250,7 @@ impl Partition {
             return Ok(());
         };
         let (start, _) = seg.seek_time(time_us);
-        self.scan(start, self.durable_next(), true, |meta, json| {
+        self.scan(start, self.durable_next(), true, |meta, json, _| {
             if meta.timestamp_us >= time_us {
                 f(meta, json);
             }
@@ -165,10 +271,17 @@ impl Partition {
     /// until it returns `Ok(false)`. Damaged records are never passed to `f`: if damage is
     /// met before any record was passed, and `from` falls inside it, the walk fails with
     /// [`LogError::Corrupt`]; if records were already passed, the walk stops before it.
-    /// With `skip_damage`, the walk instead goes on after damage.
-    fn scan<F>(&self, from: u64, limit: u64, skip_damage: bool, mut f: F) -> Result<(), LogError>
+    /// With `skip_damage`, the walk instead goes on after damage. `f` also gets the
+    /// record's byte position in its segment.
+    pub(super) fn scan<F>(
+        &self,
+        from: u64,
+        limit: u64,
+        skip_damage: bool,
+        mut f: F,
+    ) -> Result<(), LogError>
     where
-        F: FnMut(&RecordMeta, &[u8]) -> Result<bool, LogError>,
+        F: FnMut(&RecordMeta, &[u8], u64) -> Result<bool, LogError>,
     {
         let segments = self.segments();
         let from = from.max(segments.first().map(|s| s.base).unwrap_or(0));
@@ -200,7 +313,7 @@ impl Partition {
                 let detail = match record::parse(&buf[rel..]) {
                     Parsed::Record(meta, json, len) if meta.offset == expected => {
                         if meta.offset >= from {
-                            if !f(&meta, json)? {
+                            if !f(&meta, json, pos)? {
                                 return Ok(());
                             }
                             passed += 1;

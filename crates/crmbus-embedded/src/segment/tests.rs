@@ -15,6 +15,7 @@ fn frames(base: u64, n: u64, batch: u64) -> Vec<u8> {
             } else {
                 0
             },
+            version: 0,
         };
         record::encode(&mut out, &meta, format!("{{\"n\":{i}}}").as_bytes());
     }

@@ -202,6 +202,7 @@ impl Inner {
                 partition,
                 offset,
                 duplicate,
+                version: None,
             });
         }
         Ok(())

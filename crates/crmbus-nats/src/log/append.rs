@@ -147,6 +147,7 @@ impl Inner {
                 partition,
                 offset,
                 duplicate,
+                version: None,
             });
         }
         Ok(())

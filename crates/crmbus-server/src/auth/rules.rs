@@ -59,6 +59,7 @@ pub fn rule_for(method: &str, template: &str) -> Option<Rule> {
         ("DELETE", "/v1/topics/{topic}") => Admin,
         ("POST", "/v1/topics/{topic}/events") => Topic(Publish),
         ("GET", "/v1/topics/{topic}/events") => Topic(Subscribe),
+        ("GET", "/v1/topics/{topic}/subjects/{subject}/events") => Topic(Subscribe),
         ("POST", "/v1/events") => QueryTopics,
         ("GET", "/v1/topics/{topic}/stream" | "/v1/topics/{topic}/ws") => Topic(Subscribe),
         ("POST", "/v1/topics/{topic}/stream-token") => Topic(Subscribe),

@@ -11,11 +11,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use crmbus::Receipt;
 
-use crate::api::{CloudEventDoc, PublishResponse, ReadQuery, ReadResponse, ReceiptView};
+use crate::api::{
+    CloudEventDoc, PublishResponse, ReadQuery, ReadResponse, ReceiptView, SubjectEventsResponse,
+    SubjectReadQuery,
+};
 use crate::cloudevents::events_from_request;
 use crate::extract::{body_bytes, parse_time, query_values};
 use crate::problem::{ApiError, Problem};
-use crate::render::{ReadBody, ReadEvent};
+use crate::render::{ReadBody, ReadEvent, SubjectBody, SubjectEventBody};
 use crate::state::Shared;
 
 /// Default and largest `limit` of a read.
@@ -43,6 +46,7 @@ async fn publish_to(
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     let body = body_bytes(body)?;
     let mut events = events_from_request(headers, &body)?;
+    apply_if_match(headers, &mut events)?;
     // The publish span: a child of the caller's trace (its `traceparent` header, else the
     // first event's). Events without a trace of their own are stamped with the publish's
     // context when it is the caller's or a new one; an event's own trace parents the
@@ -151,10 +155,49 @@ async fn store(
                     partition: r.partition,
                     offset: r.offset,
                     duplicate: r.duplicate,
+                    version: r.version,
                 })
                 .collect(),
         }),
     ))
+}
+
+/// `If-Match: "3"` (or `3`) on a request of one event: the event's `expectedversion`.
+/// Refused on a batch (each event states its own), when it is not a whole number, or when
+/// it disagrees with the event's own attribute.
+fn apply_if_match(headers: &HeaderMap, events: &mut [crmbus::Event]) -> Result<(), ApiError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    let Ok(version) = unquoted.parse::<u64>() else {
+        return Err(ApiError::invalid(
+            "If-Match",
+            "must be the subject's version, a whole number such as \"3\"",
+        ));
+    };
+    let [event] = events else {
+        return Err(ApiError::invalid(
+            "If-Match",
+            "applies to a request of one event; give each event of a batch its own expectedversion",
+        ));
+    };
+    let stated = crmbus::expected_version(event).map_err(ApiError::from)?;
+    if stated.is_some_and(|v| v != version) {
+        return Err(ApiError::invalid(
+            "If-Match",
+            "disagrees with the event's expectedversion",
+        ));
+    }
+    event.extensions.insert(
+        crmbus::EXPECTED_VERSION.to_string(),
+        crmbus::ExtensionValue::Number(version.into()),
+    );
+    Ok(())
 }
 
 /// Publishes events to a topic: structured (`application/cloudevents+json`), binary
@@ -175,8 +218,10 @@ async fn store(
         (status = 200, description = "Every event was a duplicate: the first receipts", body = PublishResponse),
         (status = 400, description = "Invalid event(s); every violation listed, nothing written", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An event's expectedversion (or the If-Match header) is not its subject's version: nothing written; the problem's current_version says the version now", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large, or a batch larger than the topic's burst ([limits] topic_burst)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a CloudEvents content type", body = Problem, content_type = "application/problem+json"),
+        (status = 501, description = "expectedversion on a backend that cannot check it atomically (every backend but the embedded log)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log stopped accepting writes (a failed fsync); restart needed", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk is full; nothing written, retry once space is freed", body = Problem, content_type = "application/problem+json"),
     )
@@ -292,4 +337,61 @@ pub async fn read_events(
         next.insert(p.to_string(), cursor);
     }
     Ok(Json(ReadBody { events, next }))
+}
+
+/// Reads one subject's events in order, with their versions (event sourcing: rebuild an
+/// entity from its stream), served from the log's subject index.
+#[utoipa::path(
+    get, path = "/v1/topics/{topic}/subjects/{subject}/events", tag = "events",
+    params(
+        ("topic" = String, Path, description = "Topic name"),
+        ("subject" = String, Path, description = "The subject (business key), such as deal-42"),
+        SubjectReadQuery,
+    ),
+    responses(
+        (status = 200, description = "The subject's events from from_version on, its current version, and where to continue", body = SubjectEventsResponse),
+        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
+        (status = 501, description = "The backend keeps no per-subject streams (every backend but the embedded log)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read_subject(
+    State(app): State<Shared>,
+    Path((topic, subject)): Path<(String, String)>,
+    query: Result<Query<SubjectReadQuery>, QueryRejection>,
+) -> Result<Json<SubjectBody>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("(query)", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_READ_LIMIT);
+    if limit == 0 || limit > MAX_READ_LIMIT {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let from = q.from_version.unwrap_or(1);
+    if from == 0 {
+        return Err(ApiError::invalid(
+            "from_version",
+            "versions start at 1 (a subject's first event)",
+        ));
+    }
+    let read = app.bus.read_subject(&topic, &subject, from, limit).await?;
+    let next_version = read
+        .events
+        .last()
+        .map_or(from.max(read.version + 1), |e| e.version + 1);
+    Ok(Json(SubjectBody {
+        topic,
+        subject,
+        version: read.version,
+        events: read
+            .events
+            .into_iter()
+            .map(|e| SubjectEventBody {
+                version: e.version,
+                partition: e.stored.partition,
+                offset: e.stored.offset,
+                appended_at: e.stored.timestamp.to_rfc3339(),
+                event: e.stored.event,
+            })
+            .collect(),
+        next_version,
+    }))
 }

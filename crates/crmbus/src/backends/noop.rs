@@ -114,6 +114,7 @@ fn unstored_receipts(topics: &[String], events: &[Event]) -> Vec<Receipt> {
                 partition: 0,
                 offset: 0,
                 duplicate: false,
+                version: None,
             })
         })
         .collect()
