@@ -54,6 +54,27 @@ async fn pull_n(s: &TestServer, sub: &str, n: usize) -> Vec<Value> {
     got
 }
 
+/// A backend that cannot check a subject's version atomically with the append refuses
+/// `expectedversion` and per-subject reads with 501, saying so, and writes nothing.
+async fn refuses_versions(s: &TestServer) {
+    let before = s.event_count("deals").await;
+    let mut e = event("v-1", "deal.won", "deal-0", json!({}));
+    e["expectedversion"] = json!(1);
+    let (st, body) = s.publish("deals", &e).await;
+    assert_eq!(st, 501, "{body}");
+    assert_eq!(body["code"], "unsupported");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expectedversion"),
+        "{body}"
+    );
+    assert_eq!(s.event_count("deals").await, before);
+    let (st, body) = s.get("/v1/topics/deals/subjects/deal-0/events").await;
+    assert_eq!(st, 501, "{body}");
+}
+
 async fn core_flow(s: &TestServer) {
     s.create_topic("deals", 2).await;
     for i in 0..3 {
@@ -178,6 +199,7 @@ async fn http_api_on_redis_streams() {
     let (_, health) = s.get("/healthz").await;
     assert_eq!(health["backend"], "redis");
     core_flow(&s).await;
+    refuses_versions(&s).await;
     s.stop().await;
     crmbus_redis::purge(REDIS_URL, &prefix)
         .await
@@ -199,6 +221,7 @@ async fn http_api_on_nats_jetstream() {
     let (_, health) = s.get("/healthz").await;
     assert_eq!(health["backend"], "nats");
     core_flow(&s).await;
+    refuses_versions(&s).await;
     s.stop().await;
     crmbus_nats::purge(NATS_URL, &prefix)
         .await
@@ -226,6 +249,7 @@ async fn http_api_on_kafka() {
     let (_, health) = s.get("/healthz").await;
     assert_eq!(health["backend"], "kafka");
     core_flow(&s).await;
+    refuses_versions(&s).await;
     s.stop().await;
     crmbus_kafka::purge(&bootstrap, &state_url, &prefix)
         .await
