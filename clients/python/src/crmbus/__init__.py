@@ -33,9 +33,11 @@ from crmbus.errors import (
     SubscriptionNotFound,
     TopicNotFound,
     Unauthorized,
+    Unsupported,
+    VersionConflict,
 )
 from crmbus.event import Delivery, Event
-from crmbus.http import Client, Receipt
+from crmbus.http import Client, Receipt, SubjectEvent, SubjectStream
 
 __all__ = [
     "Batch",
@@ -58,10 +60,14 @@ __all__ = [
     "Receipt",
     "SchemaViolation",
     "ServerUnreachable",
+    "SubjectEvent",
+    "SubjectStream",
     "Subscription",
     "SubscriptionNotFound",
     "TopicNotFound",
     "Unauthorized",
+    "Unsupported",
+    "VersionConflict",
     "get_event_bus",
     "publish_event",
     "set_event_bus",

@@ -82,6 +82,22 @@ class Conflict(CrmbusError):
     topic, an incompatible schema...)."""
 
 
+class VersionConflict(Conflict):
+    """The event stated its subject's version (``expected_version`` / ``expectedversion``)
+    and the subject has moved on: nothing was written. ``current_version`` is the version
+    now: read the stream from the version you had, decide again, and publish stating it."""
+
+    @property
+    def current_version(self) -> int | None:
+        value = self.problem.get("current_version")
+        return int(value) if isinstance(value, int) else None
+
+
+class Unsupported(CrmbusError):
+    """The server's backend cannot do this (per-subject streams and expected versions need
+    the embedded log; other backends refuse them, HTTP 501, rather than fake them)."""
+
+
 class Unauthorized(CrmbusError):
     """No API key, or one that is unknown, revoked or expired (HTTP 401): pass
     ``api_key=`` or set ``CRMBUS_API_KEY``."""
@@ -111,6 +127,8 @@ _BY_CODE: dict[str, type[CrmbusError]] = {
     "unauthorized": Unauthorized,
     "forbidden": Forbidden,
     "rate_limited": RateLimited,
+    "version_conflict": VersionConflict,
+    "unsupported": Unsupported,
 }
 
 

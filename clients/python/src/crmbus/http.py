@@ -12,7 +12,7 @@ import json
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 import httpx
@@ -34,15 +34,61 @@ class Receipt:
     partition: int
     offset: int
     duplicate: bool
+    #: The event's version in its subject's stream (embedded log, events with a subject).
+    version: int | None = None
 
     @classmethod
     def from_json(cls, r: Mapping[str, Any]) -> Receipt:
+        version = r.get("version")
         return cls(
             id=str(r["id"]),
             topic=str(r["topic"]),
             partition=int(r["partition"]),
             offset=int(r["offset"]),
             duplicate=bool(r["duplicate"]),
+            version=int(version) if version is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class SubjectEvent:
+    """One event of a subject's stream: its ``version`` (1, 2, 3 ...) and the CloudEvent."""
+
+    version: int
+    event: dict[str, Any]
+    partition: int
+    offset: int
+    appended_at: str
+
+
+@dataclass(frozen=True)
+class SubjectStream:
+    """A read of one subject's stream: the subject's current ``version`` (0 before its first
+    event), the events asked for, oldest first, and the version to read on from."""
+
+    topic: str
+    subject: str
+    version: int
+    events: list[SubjectEvent]
+    next_version: int
+
+    @classmethod
+    def from_json(cls, r: Mapping[str, Any]) -> SubjectStream:
+        return cls(
+            topic=str(r["topic"]),
+            subject=str(r["subject"]),
+            version=int(r["version"]),
+            events=[
+                SubjectEvent(
+                    version=int(e["version"]),
+                    event=dict(e["event"]),
+                    partition=int(e["partition"]),
+                    offset=int(e["offset"]),
+                    appended_at=str(e["appended_at"]),
+                )
+                for e in r["events"]
+            ],
+            next_version=int(r["next_version"]),
         )
 
 
@@ -172,9 +218,21 @@ class Client:
 
     # --- publish -------------------------------------------------------------------------
 
-    def publish(self, event: Mapping[str, Any], topics: Sequence[str]) -> list[Receipt]:
+    def publish(
+        self,
+        event: Mapping[str, Any],
+        topics: Sequence[str],
+        *,
+        expected_version: int | None = None,
+    ) -> list[Receipt]:
         """Publishes one structured CloudEvent to every topic (all or nothing); returns once
-        it is durably stored, with one receipt per topic."""
+        it is durably stored, with one receipt per topic.
+
+        ``expected_version`` (one topic, an event with a ``subject``): store the event only
+        if its subject is at that version (0: no event yet); otherwise
+        :class:`~crmbus.errors.VersionConflict` is raised and nothing is written."""
+        if expected_version is not None:
+            event = {**event, "expectedversion": int(expected_version)}
         answer = self.request(
             "POST",
             "/v1/events",
@@ -226,6 +284,31 @@ class Client:
 
     def read_events(self, topic: str, **params: Any) -> Any:
         return self.request("GET", f"/v1/topics/{_seg(topic)}/events", params=params)
+
+    def read_subject(
+        self, topic: str, subject: str, from_version: int = 1, limit: int = 100
+    ) -> SubjectStream:
+        """One subject's events from ``from_version`` on (at most ``limit``), with their
+        versions and the subject's current version: rebuild an entity from its history."""
+        return SubjectStream.from_json(
+            self.request(
+                "GET",
+                f"/v1/topics/{_seg(topic)}/subjects/{_seg(subject)}/events",
+                params={"from_version": from_version, "limit": limit},
+            )
+        )
+
+    def subject_history(
+        self, topic: str, subject: str, from_version: int = 1
+    ) -> Iterator[SubjectEvent]:
+        """Every event of a subject's stream from ``from_version`` on, page by page."""
+        version = from_version
+        while True:
+            page = self.read_subject(topic, subject, version, 1000)
+            yield from page.events
+            if not page.events or page.next_version > page.version:
+                return
+            version = page.next_version
 
     def create_subscription(self, topic: str, body: Mapping[str, Any]) -> Any:
         return self.request("POST", f"/v1/topics/{_seg(topic)}/subscriptions", body=dict(body))
