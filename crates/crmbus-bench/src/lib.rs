@@ -1,6 +1,6 @@
 //! `crmbus bench …`: benchmarks that print figures (never pass/fail). The `crmbus`
 //! binary dispatches to [`run`]; each benchmark is a module (`log`, `deliver`, `http`,
-//! `net`, `compare`, `schema`, `outbox`), and [`rss`] reads the process's memory and CPU time.
+//! `net`, `compare`, `schema`, `outbox`, `subjects`), and [`rss`] reads the process's memory and CPU time.
 //!
 //! This crate is the benchmark commands, not a library to build on: its functions
 //! return `anyhow` errors, which the binary prints.
@@ -14,6 +14,7 @@ mod net;
 mod outbox;
 pub mod rss;
 mod schema;
+mod subjects;
 
 use clap::Subcommand;
 
@@ -44,6 +45,10 @@ pub enum BenchCommand {
     /// The transactional outbox on PostgreSQL: rows/s relayed end to end and
     /// commit-to-published latency, against the writers' own rate with no relay.
     Outbox(outbox::OutboxBenchArgs),
+    /// Event sourcing on the embedded log: durable appends stating each subject's expected
+    /// version against the same appends without, stale ones refused, and every subject's
+    /// stream read from the subject index against reading the partitions by offset.
+    Subjects(subjects::SubjectsBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -56,5 +61,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Compare(args) => compare::run(args),
         BenchCommand::Schema(args) => schema::run(args),
         BenchCommand::Outbox(args) => outbox::run(args),
+        BenchCommand::Subjects(args) => subjects::run(args),
     }
 }
