@@ -178,6 +178,9 @@ REGISTERED_PREFIX = "st-registered."
 def before_call(ctx, case, kwargs):
     route = (case.method.upper(), case.operation.path)
     body = kwargs.get("json")
+    if not isinstance(body, dict):
+        # The stateful phase may send the body otherwise than as `json`: the case has it.
+        body = case.body if isinstance(case.body, dict) else None
     if route == ("POST", "/v1/topics") and isinstance(body, dict):
         if body.get("require_schemas") is True and isinstance(body.get("name"), str):
             REQUIRES_SCHEMAS.add(body["name"])
