@@ -740,9 +740,12 @@ impl Partition {
             // The versions of subjects this leaves without events are kept first: after
             // a restart they go on from there, not from 1.
             let new_first = oldest.next_offset();
-            let emptied = self.subjects.locked().emptied_below(new_first);
-            if !emptied.is_empty() {
-                heads::save(opts.storage.as_ref(), &self.dir, &emptied)?;
+            let keep = self
+                .subjects
+                .locked()
+                .to_keep(new_first, self.durable_next());
+            if !keep.is_empty() {
+                heads::save(opts.storage.as_ref(), &self.dir, &keep)?;
             }
             let mut list = self.segments.write_locked();
             if is_active {

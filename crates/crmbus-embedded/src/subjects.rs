@@ -12,7 +12,10 @@
 //! Retention removes an event from the index with its segment. A subject whose events were
 //! all removed keeps its version while the log runs; the partition also keeps such
 //! versions in `subjects.heads` (written before the segment is deleted), so after a restart
-//! the subject's next event still gets the next version, not 1 again.
+//! the subject's next event still gets the next version, not 1 again. What is kept is the
+//! newest *durable* version retention took: a subject whose only newer events are staged
+//! and not yet on disk is kept too (those could still be lost), at the version the disk
+//! holds for it, so a version once acknowledged is never given out again.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -31,6 +34,9 @@ pub struct SubjectEntry {
 struct Stream {
     /// The subject's current version: its newest event's (0 before its first).
     head: u64,
+    /// The newest version of its events that retention removed (or that `subjects.heads`
+    /// kept from earlier runs).
+    kept: u64,
     /// Its events the partition holds, oldest first (versions and offsets increase).
     entries: VecDeque<SubjectEntry>,
 }
@@ -54,7 +60,9 @@ impl SubjectIndex {
             return 0;
         };
         let pending = s.entries.partition_point(|e| e.offset < limit);
-        s.entries.get(pending).map_or(s.head, |e| e.version - 1)
+        s.entries
+            .get(pending)
+            .map_or(s.head, |e| e.version.saturating_sub(1))
     }
 
     /// The version of `subject`'s event at `offset`, if the index holds it.
@@ -82,6 +90,7 @@ impl SubjectIndex {
     pub fn set_head(&mut self, subject: &str, version: u64) {
         let stream = self.streams.entry(subject.into()).or_default();
         stream.head = stream.head.max(version);
+        stream.kept = stream.kept.max(version);
     }
 
     /// Forgets every event from `offset` on (an append taken back before it was written):
@@ -92,36 +101,46 @@ impl SubjectIndex {
                 if last.offset < offset {
                     break;
                 }
-                s.head = last.version - 1;
+                s.head = last.version.saturating_sub(1).max(s.kept);
                 s.entries.pop_back();
             }
             s.head > 0
         });
     }
 
-    /// Forgets every event below `offset` (removed by retention). Returns the subjects
-    /// this leaves without events, with their versions.
-    pub fn remove_below(&mut self, offset: u64) -> Vec<(String, u64)> {
-        let mut emptied = Vec::new();
-        for (subject, s) in &mut self.streams {
-            let had = !s.entries.is_empty();
-            while s.entries.front().is_some_and(|e| e.offset < offset) {
+    /// Forgets every event below `offset` (removed by retention), keeping the newest
+    /// version removed.
+    pub fn remove_below(&mut self, offset: u64) {
+        for s in self.streams.values_mut() {
+            while let Some(e) = s.entries.front().filter(|e| e.offset < offset) {
+                s.kept = s.kept.max(e.version);
                 s.entries.pop_front();
             }
-            if had && s.entries.is_empty() {
-                emptied.push((subject.to_string(), s.head));
-            }
         }
-        emptied
     }
 
-    /// The subjects that would have no event left once everything below `offset` is
-    /// removed, with their versions (what must be kept before that removal).
-    pub fn emptied_below(&self, offset: u64) -> Vec<(String, u64)> {
+    /// What `subjects.heads` must hold before everything below `offset` is removed, when
+    /// records below `durable` are on disk: every subject that would then have no durable
+    /// event left, with the newest durable version it had (removed, or kept before).
+    pub fn to_keep(&self, offset: u64, durable: u64) -> Vec<(String, u64)> {
+        let bound = offset.min(durable);
         self.streams
             .iter()
-            .filter(|(_, s)| s.entries.back().is_none_or(|e| e.offset < offset))
-            .map(|(subject, s)| (subject.to_string(), s.head))
+            .filter(|(_, s)| {
+                !s.entries
+                    .iter()
+                    .any(|e| e.offset >= offset && e.offset < durable)
+            })
+            .filter_map(|(subject, s)| {
+                let removed = s
+                    .entries
+                    .iter()
+                    .take_while(|e| e.offset < bound)
+                    .last()
+                    .map_or(0, |e| e.version);
+                let version = s.kept.max(removed);
+                (version > 0).then(|| (subject.to_string(), version))
+            })
             .collect()
     }
 
@@ -201,12 +220,36 @@ mod tests {
         idx.insert("deal-1", at(1, 0));
         idx.insert("deal-2", at(1, 1));
         idx.insert("deal-1", at(2, 5));
-        assert_eq!(idx.emptied_below(2), vec![("deal-2".to_string(), 1)]);
-        assert_eq!(idx.remove_below(2), vec![("deal-2".to_string(), 1)]);
+        assert_eq!(idx.to_keep(2, u64::MAX), vec![("deal-2".to_string(), 1)]);
+        idx.remove_below(2);
         assert_eq!(idx.version("deal-2"), 1);
         assert!(idx.entries("deal-2", 1, u64::MAX, 10).is_empty());
         assert_eq!(idx.entries("deal-1", 1, u64::MAX, 10), vec![at(2, 5)]);
         idx.set_head("deal-3", 7);
         assert_eq!(idx.version("deal-3"), 7);
+        let mut keep = idx.to_keep(2, u64::MAX);
+        keep.sort();
+        assert_eq!(
+            keep,
+            vec![("deal-2".to_string(), 1), ("deal-3".to_string(), 7)]
+        );
+    }
+
+    #[test]
+    fn a_subject_whose_newer_events_are_not_durable_is_kept_at_its_durable_version() {
+        let mut idx = SubjectIndex::default();
+        idx.insert("deal-1", at(1, 0));
+        idx.insert("deal-1", at(2, 1));
+        // Version 3 is staged at offset 10; the disk holds offsets below 5.
+        idx.insert("deal-1", at(3, 10));
+        assert_eq!(idx.to_keep(2, 5), vec![("deal-1".to_string(), 2)]);
+        // Once it is durable, its record holds the version: nothing to keep.
+        assert!(idx.to_keep(2, 11).is_empty());
+        // Taken back (never written): the version goes back to the kept one, not below.
+        idx.remove_below(2);
+        idx.truncate_from(10);
+        assert_eq!(idx.version("deal-1"), 2);
+        idx.insert("deal-1", at(3, 10));
+        assert_eq!(idx.version("deal-1"), 3);
     }
 }

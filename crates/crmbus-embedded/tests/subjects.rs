@@ -189,6 +189,16 @@ async fn an_append_with_a_stale_expected_version_writes_nothing_and_names_the_cu
         .expect("expected versions that hold");
     let versions: Vec<Option<u64>> = ok.iter().map(|r| r.version).collect();
     assert_eq!(versions, [Some(4), Some(5), Some(1)]);
+    // The expectation was the append's condition: the stored events do not carry it.
+    let read = log
+        .read_subject("deals", "deal-1", 4, 10)
+        .await
+        .expect("read");
+    assert_eq!(read.events.len(), 2);
+    assert!(read
+        .events
+        .iter()
+        .all(|e| !e.stored.event.extensions.contains_key(EXPECTED_VERSION)));
     // A retry of an appended event is its duplicate, whatever it expected.
     let retry = log
         .append(&t, &[expecting(deal_event("y1", "deal-1", "won"), 3)])

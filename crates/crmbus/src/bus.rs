@@ -419,6 +419,12 @@ impl EventBus {
         )
         .await?;
         self.inner.published.notify_waiters();
+        if !self.inner.taps.is_empty() {
+            // An expected version was this log's condition, not part of the events.
+            for e in &mut events {
+                e.extensions.remove(crate::log::EXPECTED_VERSION);
+            }
+        }
         for tap in &self.inner.taps {
             // A tap mirrors whatever the bus publishes, so it creates topics as it goes.
             if let Err(e) = append_creating(tap.as_ref(), &topics, &events, Some(1)).await {

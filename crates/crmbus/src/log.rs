@@ -161,7 +161,8 @@ pub struct Receipt {
 }
 
 /// The CloudEvents extension attribute by which a publish states the version its event's
-/// subject must be at (an Integer): the append is written only if it is, atomically.
+/// subject must be at (an Integer): the append is written only if it is, atomically. It is
+/// a condition of the append, not stored with the event.
 pub const EXPECTED_VERSION: &str = "expectedversion";
 
 /// The version `event` states in its [`EXPECTED_VERSION`] extension, if it has one.

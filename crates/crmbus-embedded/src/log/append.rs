@@ -87,8 +87,17 @@ impl Inner {
         let mut expected = Vec::with_capacity(events.len());
         for e in events {
             e.validate()?;
-            expected.push(expected_version(e)?);
-            let json = e.to_json_vec();
+            let expects = expected_version(e)?;
+            expected.push(expects);
+            // The expectation is a condition of this append, not part of the fact stored.
+            let json = match expects {
+                Some(_) => {
+                    let mut stored = e.clone();
+                    stored.extensions.remove(crmbus::EXPECTED_VERSION);
+                    stored.to_json_vec()
+                }
+                None => e.to_json_vec(),
+            };
             if json.len() + BODY_HEADER + VERSION_BYTES > MAX_BODY {
                 return Err(LogError::InvalidArgument(format!(
                     "event {} is {} bytes; the limit is {} bytes",
