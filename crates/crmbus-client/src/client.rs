@@ -7,8 +7,8 @@ use crmbus_api::{
     CreateTopicRequest, CreatedKey, DlqEntryView, DlqList, DlqQuery, Health, KeyList, LiveQuery,
     NackRequest, Problem, PublishResponse, PullRequest, PullResponse, ReadQuery, ReadResponse,
     RedriveRequest, RedriveResponse, RegistrationView, RotateSecretRequest, SchemaList,
-    SchemaRequest, SchemaVersionView, SeekRequest, SeekResponse, SubscriptionList,
-    SubscriptionView, TopicList, TopicView, ValidationView,
+    SchemaRequest, SchemaVersionView, SeekRequest, SeekResponse, SubjectEventsResponse,
+    SubjectReadQuery, SubscriptionList, SubscriptionView, TopicList, TopicView, ValidationView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -261,6 +261,19 @@ impl Client {
     /// Reads stored events.
     pub async fn read(&self, topic: &str, query: &ReadQuery) -> Result<ReadResponse, ClientError> {
         let path = routes::events(topic);
+        self.json(self.request(Method::GET, &path).query(query), &path)
+            .await
+    }
+
+    /// Reads one subject's events with their versions (the embedded log's per-subject
+    /// streams; other backends answer 501 `unsupported`).
+    pub async fn read_subject(
+        &self,
+        topic: &str,
+        subject: &str,
+        query: &SubjectReadQuery,
+    ) -> Result<SubjectEventsResponse, ClientError> {
+        let path = routes::subject_events(topic, subject);
         self.json(self.request(Method::GET, &path).query(query), &path)
             .await
     }

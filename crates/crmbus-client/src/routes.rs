@@ -40,6 +40,10 @@ pub fn events(topic: &str) -> String {
     format!("/v1/topics/{}/events", seg(topic))
 }
 
+pub fn subject_events(topic: &str, subject: &str) -> String {
+    format!("/v1/topics/{}/subjects/{}/events", seg(topic), seg(subject))
+}
+
 pub fn stream(topic: &str) -> String {
     format!("/v1/topics/{}/stream", seg(topic))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crmbus_client::api::{
     AckRequest, CompatibilityRequest, CreateSubscriptionRequest, CreateTopicRequest, DlqQuery,
     LiveQuery, NackRequest, PullRequest, ReadQuery, RedriveRequest, RetryBody, RotateSecretRequest,
-    SchemaRequest, SeekRequest, SubscriptionTarget,
+    SchemaRequest, SeekRequest, SubjectReadQuery, SubscriptionTarget,
 };
 use crmbus_client::{Client, ClientError, Encoded};
 use crmbus_server::{Config, Server};
@@ -133,6 +133,27 @@ async fn every_route_answers_with_its_typed_body() {
         .collect();
     assert_eq!(ids, ["e2", "e3"]);
     assert_eq!(read.next.get(&p.to_string()), Some(&3));
+
+    // The subject's stream, with versions: e1..e4 are deal-1's versions 1 to 4.
+    let stream = client
+        .read_subject(
+            "deals",
+            "deal-1",
+            &SubjectReadQuery {
+                from_version: Some(2),
+                limit: None,
+            },
+        )
+        .await
+        .expect("read subject");
+    let versions: Vec<(u64, &str)> = stream
+        .events
+        .iter()
+        .filter_map(|e| Some((e.version, e.event["id"].as_str()?)))
+        .collect();
+    assert_eq!(versions, [(2, "e2"), (3, "e3"), (4, "e4")]);
+    assert_eq!((stream.version, stream.next_version), (4, 5));
+    assert_eq!(r.receipts[2].version, Some(4));
     assert_eq!(client.topic("deals").await.expect("describe").events, 4);
 
     // A live stream from the start, filtered by type.
