@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -63,12 +64,24 @@ def apply(state: dict[str, Any] | None, version: int, event: dict[str, Any]) -> 
     return deal
 
 
+class IncompleteHistory(Exception):
+    """The topic's retention removed the deal's oldest events: its stream alone cannot
+    rebuild it (keep a snapshot, or a longer retention, for such entities)."""
+
+
 def rebuild(client: Client, topic: str, deal_id: str) -> dict[str, Any] | None:
     """Folds the deal's whole stream; ``None`` for a deal without events."""
     state: dict[str, Any] | None = None
-    for item in client.subject_history(topic, deal_id):
-        state = apply(state, item.version, item.event)
-    return state
+    page = client.read_subject(topic, deal_id, 1, 1000)
+    first = page.events[0].version if page.events else page.version + 1
+    if first > 1:
+        raise IncompleteHistory(f"{deal_id}'s stream in {topic} starts at version {first}")
+    while True:
+        for item in page.events:
+            state = apply(state, item.version, item.event)
+        if not page.events or page.next_version > page.version:
+            return state
+        page = client.read_subject(topic, deal_id, page.next_version, 1000)
 
 
 def deal_event(kind: str, deal_id: str, **data: Any) -> dict[str, Any]:
@@ -83,10 +96,11 @@ def deal_event(kind: str, deal_id: str, **data: Any) -> dict[str, Any]:
     }
 
 
-def write(client: Client, topic: str, deal_id: str, decide: Any) -> int:
+def write(client: Client, topic: str, deal_id: str, decide: Any, attempts: int = 10) -> int:
     """Appends what ``decide(state)`` returns, stating the version the state was rebuilt
-    at; on a conflict, rebuilds and decides again. Returns the version written."""
-    while True:
+    at; on a conflict, rebuilds and decides again (at most ``attempts`` times, waiting a
+    little longer each time). Returns the version written."""
+    for attempt in range(attempts):
         state = rebuild(client, topic, deal_id)
         event = decide(state)
         seen = state["version"] if state else 0
@@ -96,6 +110,8 @@ def write(client: Client, topic: str, deal_id: str, decide: Any) -> int:
         except VersionConflict as conflict:
             print(f"  {deal_id} moved on to version {conflict.current_version} while we "
                   f"decided at {seen}: reading it again", file=sys.stderr)
+            time.sleep(min(0.01 * 2**attempt, 1.0))
+    raise RuntimeError(f"{deal_id} kept changing: gave up after {attempts} attempts")
 
 
 def demo(client: Client, topic: str) -> tuple[dict[str, Any], int]:
@@ -140,7 +156,11 @@ def main() -> int:
             state, conflicts = demo(client, args.topic)
             print(f"a stale write was refused {conflicts} time(s)", file=sys.stderr)
         elif args.deal_id:
-            state = rebuild(client, args.topic, args.deal_id)
+            try:
+                state = rebuild(client, args.topic, args.deal_id)
+            except IncompleteHistory as err:
+                print(f"cannot rebuild: {err}", file=sys.stderr)
+                return 1
             if state is None:
                 print(f"{args.deal_id} has no events in {args.topic}", file=sys.stderr)
                 return 1

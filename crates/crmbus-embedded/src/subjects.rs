@@ -145,18 +145,22 @@ impl SubjectIndex {
     }
 
     /// Up to `max` events of `subject` from version `from_version` on whose offsets are
-    /// below `limit` (the durable end), oldest first.
+    /// in `[kept_from, limit)` (from the first segment kept to the durable end), oldest
+    /// first.
     pub fn entries(
         &self,
         subject: &str,
         from_version: u64,
+        kept_from: u64,
         limit: u64,
         max: usize,
     ) -> Vec<SubjectEntry> {
         let Some(s) = self.streams.get(subject) else {
             return Vec::new();
         };
-        let start = s.entries.partition_point(|e| e.version < from_version);
+        let start = s
+            .entries
+            .partition_point(|e| e.version < from_version || e.offset < kept_from);
         s.entries
             .range(start..)
             .take_while(|e| e.offset < limit)
@@ -198,13 +202,18 @@ mod tests {
         assert_eq!(idx.version("deal-1"), 3);
         assert_eq!(idx.version("deal-9"), 0);
         let from2: Vec<u64> = idx
-            .entries("deal-1", 2, u64::MAX, 10)
+            .entries("deal-1", 2, 0, u64::MAX, 10)
             .iter()
             .map(|e| e.version)
             .collect();
         assert_eq!(from2, [2, 3]);
         // Only what is durable is listed.
-        assert_eq!(idx.entries("deal-1", 1, 3, 10).len(), 2);
+        assert_eq!(idx.entries("deal-1", 1, 0, 3, 10).len(), 2);
+        // Only what the kept segments hold.
+        assert_eq!(
+            idx.entries("deal-1", 1, 2, u64::MAX, 10),
+            vec![at(2, 2), at(3, 3)]
+        );
         assert_eq!(idx.durable_version("deal-1", 3), 2);
         assert_eq!(idx.durable_version("deal-1", 4), 3);
         idx.truncate_from(2);
@@ -223,8 +232,8 @@ mod tests {
         assert_eq!(idx.to_keep(2, u64::MAX), vec![("deal-2".to_string(), 1)]);
         idx.remove_below(2);
         assert_eq!(idx.version("deal-2"), 1);
-        assert!(idx.entries("deal-2", 1, u64::MAX, 10).is_empty());
-        assert_eq!(idx.entries("deal-1", 1, u64::MAX, 10), vec![at(2, 5)]);
+        assert!(idx.entries("deal-2", 1, 0, u64::MAX, 10).is_empty());
+        assert_eq!(idx.entries("deal-1", 1, 0, u64::MAX, 10), vec![at(2, 5)]);
         idx.set_head("deal-3", 7);
         assert_eq!(idx.version("deal-3"), 7);
         let mut keep = idx.to_keep(2, u64::MAX);

@@ -178,7 +178,8 @@ impl From<BusError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // 501 is an answer about the backend, not a failure of the server.
+        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
             tracing::error!(code = %self.code, detail = %self.detail, "request failed");
         }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();

@@ -94,6 +94,17 @@ async fn a_subject_stream_is_served_with_versions_and_a_stale_publish_gets_409()
         want(&[(1, "e0"), (2, "e2"), (3, "e3")])
     );
     assert_eq!(body["events"][1]["event"]["data"]["stage"], "qualified");
+    // The ETag is the version, to send back as If-Match.
+    let r = s
+        .client
+        .get(s.url("/v1/topics/deals/subjects/deal-1/events"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.headers().get("etag").and_then(|v| v.to_str().ok()),
+        Some("\"3\"")
+    );
     let page = stream(&s, "deals", "deal-1", "?from_version=2&limit=1").await;
     assert_eq!(ids_and_versions(&page), want(&[(2, "e2")]));
     assert_eq!(page["next_version"], 3);

@@ -72,14 +72,18 @@ impl Partition {
         max: usize,
     ) -> Result<SubjectRead, LogError> {
         let limit = self.durable_next();
+        // The segments first: retention removes a segment before it forgets its entries,
+        // so the entries taken below lie in these segments (a page is never made of
+        // entries of removed segments alone, which would hide the newer ones).
+        let segments = self.segments();
+        let kept_from = segments.first().map_or(0, |s| s.base);
         let (version, entries) = {
             let index = self.subjects.locked();
             (
                 index.durable_version(subject, limit),
-                index.entries(subject, from_version.max(1), limit, max),
+                index.entries(subject, from_version.max(1), kept_from, limit, max),
             )
         };
-        let segments = self.segments();
         let mut events = Vec::with_capacity(entries.len());
         let mut buf = Vec::new();
         for entry in entries {

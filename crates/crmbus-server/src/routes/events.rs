@@ -251,7 +251,9 @@ pub async fn publish(
         (status = 200, description = "Every event was a duplicate", body = PublishResponse),
         (status = 400, description = "Invalid event(s) or no topic", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A topic does not exist; nothing written", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An event's expectedversion is not its subject's version: nothing written (current_version in the problem)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large, or a batch larger than the topic's burst ([limits] topic_burst)", body = Problem, content_type = "application/problem+json"),
+        (status = 501, description = "expectedversion on a backend that cannot check it atomically (every backend but the embedded log)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log stopped accepting writes (a failed fsync); restart needed", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk is full; nothing written, retry once space is freed", body = Problem, content_type = "application/problem+json"),
     )
@@ -349,7 +351,8 @@ pub async fn read_events(
         SubjectReadQuery,
     ),
     responses(
-        (status = 200, description = "The subject's events from from_version on, its current version, and where to continue", body = SubjectEventsResponse),
+        (status = 200, description = "The subject's events from from_version on, its current version, and where to continue", body = SubjectEventsResponse,
+            headers(("ETag" = String, description = "The subject's current version, quoted (\"3\"): send it back as If-Match to publish only if nothing was appended since"))),
         (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such topic", body = Problem, content_type = "application/problem+json"),
         (status = 501, description = "The backend keeps no per-subject streams (every backend but the embedded log)", body = Problem, content_type = "application/problem+json"),
@@ -359,7 +362,7 @@ pub async fn read_subject(
     State(app): State<Shared>,
     Path((topic, subject)): Path<(String, String)>,
     query: Result<Query<SubjectReadQuery>, QueryRejection>,
-) -> Result<Json<SubjectBody>, ApiError> {
+) -> Result<([(axum::http::HeaderName, String); 1], Json<SubjectBody>), ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("(query)", e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_READ_LIMIT);
     if limit == 0 || limit > MAX_READ_LIMIT {
@@ -377,21 +380,25 @@ pub async fn read_subject(
         .events
         .last()
         .map_or(from.max(read.version + 1), |e| e.version + 1);
-    Ok(Json(SubjectBody {
-        topic,
-        subject,
-        version: read.version,
-        events: read
-            .events
-            .into_iter()
-            .map(|e| SubjectEventBody {
-                version: e.version,
-                partition: e.stored.partition,
-                offset: e.stored.offset,
-                appended_at: e.stored.timestamp.to_rfc3339(),
-                event: e.stored.event,
-            })
-            .collect(),
-        next_version,
-    }))
+    let etag = [(axum::http::header::ETAG, format!("\"{}\"", read.version))];
+    Ok((
+        etag,
+        Json(SubjectBody {
+            topic,
+            subject,
+            version: read.version,
+            events: read
+                .events
+                .into_iter()
+                .map(|e| SubjectEventBody {
+                    version: e.version,
+                    partition: e.stored.partition,
+                    offset: e.stored.offset,
+                    appended_at: e.stored.timestamp.to_rfc3339(),
+                    event: e.stored.event,
+                })
+                .collect(),
+            next_version,
+        }),
+    ))
 }
