@@ -89,8 +89,8 @@ pub struct NewRecord<'a> {
     pub json: &'a [u8],
     /// [`crmbus::dedupe_hash`] of its source and id.
     pub dedupe_hash: u64,
-    /// Its subject and the version it gets there, when it has a subject.
-    pub subject: Option<(&'a str, u64)>,
+    /// Its subject, when it has one: it gets the subject's next version.
+    pub subject: Option<&'a str>,
 }
 
 impl<'a> NewRecord<'a> {
@@ -160,6 +160,8 @@ pub struct SyncItem {
 pub struct Appended {
     /// Offset of the batch's first record.
     pub first_offset: u64,
+    /// The version each record got in its subject's stream (0: no subject).
+    pub versions: Vec<u64>,
     /// What the group commit must make durable.
     pub sync: SyncItem,
 }
@@ -463,7 +465,7 @@ impl Partition {
         }
         let bytes: u64 = events
             .iter()
-            .map(|e| RecordMeta::frame_len(e.subject.map_or(0, |s| s.1), e.json.len()) as u64)
+            .map(|e| RecordMeta::frame_len(u64::from(e.subject.is_some()), e.json.len()) as u64)
             .sum();
         // Space for what this append adds, reserved before any offset is given out: a full
         // disk fails this append cleanly (see `Segment::reserve`).
@@ -488,12 +490,19 @@ impl Partition {
             active.len()
         };
         let mut subjects = self.subjects.locked();
+        let mut versions = Vec::with_capacity(events.len());
         if let Some(Staged::Write { frames, lens, .. }) = w.staged.last_mut() {
             frames.reserve(bytes as usize);
             lens.reserve(events.len());
             for (i, e) in events.iter().enumerate() {
+                let offset = first + i as u64;
+                let version = match e.subject {
+                    Some(subject) => subjects.append(subject, offset, position),
+                    None => 0,
+                };
+                versions.push(version);
                 let meta = RecordMeta {
-                    offset: first + i as u64,
+                    offset,
                     timestamp_us: ts,
                     dedupe_hash: e.dedupe_hash,
                     flags: if i + 1 == events.len() {
@@ -501,22 +510,12 @@ impl Partition {
                     } else {
                         0
                     },
-                    version: e.subject.map_or(0, |s| s.1),
+                    version,
                 };
                 let before = frames.len();
                 record::encode(frames, &meta, e.json);
                 let len = frames.len() - before;
                 lens.push((meta, len as u32));
-                if let Some((subject, version)) = e.subject {
-                    subjects.insert(
-                        subject,
-                        SubjectEntry {
-                            version,
-                            offset: meta.offset,
-                            position,
-                        },
-                    );
-                }
                 position += len as u64;
                 added += len as u64;
             }
@@ -528,6 +527,7 @@ impl Partition {
         w.last_timestamp_us = ts;
         Ok(Appended {
             first_offset: first,
+            versions,
             sync: SyncItem {
                 partition: Arc::clone(self),
                 next_offset: w.next_offset,

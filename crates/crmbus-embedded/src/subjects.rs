@@ -75,6 +75,22 @@ impl SubjectIndex {
             .map(|e| e.version)
     }
 
+    /// Gives the event of `subject` staged at `offset` (its frame at `position`) the
+    /// subject's next version, records it, and returns the version.
+    pub fn append(&mut self, subject: &str, offset: u64, position: u64) -> u64 {
+        let stream = match self.streams.get_mut(subject) {
+            Some(s) => s,
+            None => self.streams.entry(subject.into()).or_default(),
+        };
+        stream.head += 1;
+        stream.entries.push_back(SubjectEntry {
+            version: stream.head,
+            offset,
+            position,
+        });
+        stream.head
+    }
+
     /// Records an event of `subject` (staged, or found on open).
     pub fn insert(&mut self, subject: &str, entry: SubjectEntry) {
         let stream = match self.streams.get_mut(subject) {

@@ -333,7 +333,10 @@ impl Inner {
             });
             list.push(i);
         }
-        let versions = assign_versions(topic, events, &slots, expected)?;
+        if let Some(expected) = expected.filter(|x| x.iter().any(Option::is_some)) {
+            check_expected(topic, events, &slots, expected)?;
+        }
+        let mut versions = vec![0u64; events.len()];
         let mut first_offsets: HashMap<u32, u64> = HashMap::new();
         for (&p, idxs) in &per_partition {
             let part = &topic.partitions[p as usize];
@@ -342,11 +345,12 @@ impl Inner {
                 .map(|&i| NewRecord {
                     json: encoded[i].0.as_slice(),
                     dedupe_hash: encoded[i].1,
-                    subject: events[i].subject.as_deref().map(|s| (s, versions[i])),
+                    subject: events[i].subject.as_deref(),
                 })
                 .collect();
             let appended = part.append(&batch, &self.opts).map_err(storage_error)?;
             for (k, &i) in idxs.iter().enumerate() {
+                versions[i] = appended.versions[k];
                 let at = FirstAppend {
                     partition: p,
                     offset: appended.first_offset + k as u64,
@@ -428,19 +432,19 @@ pub(super) struct Batch<'a> {
     pub(super) expected: Option<&'a [Option<u64>]>,
 }
 
-/// The version each new event with a subject gets (0 for the rest): its subject's version
-/// plus one, counting the new events of the same subject before it in the batch. An event
-/// that states an expected version other than the one its subject is at fails the whole
-/// batch with [`LogError::VersionConflict`]; it runs before anything is staged.
-fn assign_versions(
+/// Checks, before anything of a batch is staged, that every new event stating an expected
+/// version finds its subject there: the subject's version plus the batch's new events of
+/// the same subject before it (the versions [`crate::partition::Partition::append`] will
+/// give them, under the same lock). Otherwise the whole batch fails with
+/// [`LogError::VersionConflict`].
+fn check_expected(
     topic: &Topic,
     events: &[Event],
     slots: &[Slot],
-    expected: Option<&[Option<u64>]>,
-) -> Result<Vec<u64>, LogError> {
+    expected: &[Option<u64>],
+) -> Result<(), LogError> {
     let n = topic.spec.partitions;
     let mut current: HashMap<&str, u64> = HashMap::new();
-    let mut versions = vec![0u64; events.len()];
     for (i, slot) in slots.iter().enumerate() {
         let (Slot::New { partition, .. }, Some(subject)) = (slot, events[i].subject.as_deref())
         else {
@@ -450,7 +454,7 @@ fn assign_versions(
         let at = current
             .entry(subject)
             .or_insert_with(|| topic.partitions[*partition as usize].subject_version(subject));
-        if let Some(Some(want)) = expected.and_then(|x| x.get(i)) {
+        if let Some(Some(want)) = expected.get(i) {
             if *want != *at {
                 return Err(LogError::VersionConflict {
                     topic: topic.spec.name.clone(),
@@ -461,7 +465,6 @@ fn assign_versions(
             }
         }
         *at += 1;
-        versions[i] = *at;
     }
-    Ok(versions)
+    Ok(())
 }
