@@ -319,3 +319,38 @@ async fn after_retention_a_stream_keeps_its_versions_and_an_emptied_subject_goes
     assert_eq!(r[0].version, Some(3));
     log.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn a_stream_serves_events_larger_than_one_read_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EmbeddedLog::open(dir.path(), opts()).expect("open");
+    topic(&log, "deals", 1).await;
+    let t = vec!["deals".to_string()];
+    let notes = "n".repeat(20_000);
+    let big = Event::new("deal.updated", json!({"deal_id": "deal-1", "notes": notes}))
+        .id("big")
+        .subject("deal-1")
+        .source("urn:crm:deals");
+    for e in [
+        deal_event("a", "deal-1", "new"),
+        big,
+        deal_event("b", "deal-1", "won"),
+    ] {
+        log.append(&t, &[e]).await.expect("append");
+    }
+    let read = log
+        .read_subject("deals", "deal-1", 1, 10)
+        .await
+        .expect("read");
+    let ids: Vec<&str> = read
+        .events
+        .iter()
+        .map(|e| e.stored.event.id.as_str())
+        .collect();
+    assert_eq!(ids, ["a", "big", "b"]);
+    let Some(crmbus::EventData::Json(data)) = &read.events[1].stored.event.data else {
+        panic!("the large event lost its data");
+    };
+    assert_eq!(data["notes"].as_str().map(str::len), Some(20_000));
+    log.close().await.expect("close");
+}

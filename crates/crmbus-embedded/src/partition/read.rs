@@ -29,6 +29,8 @@ pub(super) fn subject_of(json: &[u8]) -> Option<String> {
 }
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Bytes a read of one subject's event asks for first (most frames fit).
+const FIRST_READ: usize = 4096;
 
 impl Partition {
     /// Reads up to `max` durable records from `from`, decoding each event. A record that
@@ -118,19 +120,26 @@ impl Partition {
         buf: &mut Vec<u8>,
     ) -> Result<Result<StoredEvent, String>, LogError> {
         let file = seg.file().map_err(LogError::Io)?;
-        let mut head = [0u8; record::FRAME_HEADER];
-        file.read_exact_at(&mut head, entry.position)
-            .map_err(LogError::Io)?;
-        let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if !(record::BODY_HEADER..=record::MAX_BODY).contains(&body_len)
-            || entry.position + (record::FRAME_HEADER + body_len) as u64 > seg.len()
-        {
-            return Ok(Err("record length out of range".into()));
+        // One read covers most frames whole; a longer one is read on after it.
+        let avail = seg.len().saturating_sub(entry.position);
+        let first = usize::try_from(avail).map_or(FIRST_READ, |a| a.min(FIRST_READ));
+        if first < record::FRAME_HEADER {
+            return Ok(Err("record runs past the end of its segment".into()));
         }
-        buf.resize(record::FRAME_HEADER + body_len, 0);
+        buf.resize(first, 0);
         file.read_exact_at(buf, entry.position)
             .map_err(LogError::Io)?;
-        let (meta, json) = match record::parse(buf) {
+        let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let total = record::FRAME_HEADER + body_len;
+        if !(record::BODY_HEADER..=record::MAX_BODY).contains(&body_len) || total as u64 > avail {
+            return Ok(Err("record length out of range".into()));
+        }
+        if total > first {
+            buf.resize(total, 0);
+            file.read_exact_at(&mut buf[first..], entry.position + first as u64)
+                .map_err(LogError::Io)?;
+        }
+        let (meta, json) = match record::parse(&buf[..total]) {
             Parsed::Record(meta, json, _) => (meta, json),
             Parsed::Invalid(why) => return Ok(Err(why.into())),
             Parsed::Incomplete(_) => return Ok(Err("record cut short".into())),
