@@ -185,11 +185,6 @@ impl SubjectIndex {
             .collect()
     }
 
-    /// Number of subjects known.
-    pub fn len(&self) -> usize {
-        self.streams.len()
-    }
-
     /// True when no subject is known.
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
