@@ -287,6 +287,7 @@ impl KafkaGroupConsumer {
                         offset,
                         timestamp: chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
                         event,
+                        stored_json: None,
                     },
                     epoch,
                     consumer: Arc::clone(&self.consumer),

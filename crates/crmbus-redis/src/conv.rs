@@ -132,5 +132,6 @@ pub fn stored(
         offset,
         timestamp,
         event,
+        stored_json: None,
     })
 }

@@ -191,7 +191,8 @@ async fn concurrent_long_polls_share_the_deliveries_and_lose_none() {
                         partition: 0,
                         offset,
                         attempt: 1,
-                        event,
+                        event: event.into(),
+                        stored_json: None,
                     })
                     .await
             })

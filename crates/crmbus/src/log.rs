@@ -213,7 +213,7 @@ pub struct SubjectRead {
 }
 
 /// An event as read back from a partition.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     /// Partition it was read from.
     pub partition: u32,
@@ -223,6 +223,22 @@ pub struct StoredEvent {
     pub timestamp: DateTime<Utc>,
     /// The event, exactly as appended.
     pub event: Event,
+    /// The event's structured JSON as the backend stored it, when the backend gives it
+    /// (the embedded log's [`EventLog::read`] does; `None` from the other backends and
+    /// reads). It reads as the same JSON value as `event` serialized, so a reader may
+    /// send it as it is instead of serializing `event` again (the pull route does). Code
+    /// that changes `event` must set this to `None`. Not compared by `==`, which compares
+    /// the stored event.
+    pub stored_json: Option<bytes::Bytes>,
+}
+
+impl PartialEq for StoredEvent {
+    fn eq(&self, other: &StoredEvent) -> bool {
+        self.partition == other.partition
+            && self.offset == other.offset
+            && self.timestamp == other.timestamp
+            && self.event == other.event
+    }
 }
 
 /// The storage seam of crmbus: a set of named, partitioned, append-only logs plus the

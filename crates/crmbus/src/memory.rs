@@ -292,6 +292,7 @@ impl EventLog for MemoryLog {
                 offset: r.offset,
                 timestamp: r.timestamp,
                 event: r.event.clone(),
+                stored_json: None,
             })
             .collect())
     }

@@ -56,6 +56,7 @@ impl Partition {
                 offset: meta.offset,
                 timestamp: micros_to_time(meta.timestamp_us),
                 event,
+                stored_json: Some(bytes::Bytes::copy_from_slice(json)),
             });
             Ok(out.len() < max)
         })?;
@@ -156,6 +157,7 @@ impl Partition {
                 offset: meta.offset,
                 timestamp: micros_to_time(meta.timestamp_us),
                 event,
+                stored_json: None,
             }),
             Err(e) => Err(format!("the record does not decode as an event: {e}")),
         })

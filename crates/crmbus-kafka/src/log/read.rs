@@ -246,6 +246,7 @@ fn stored_event(topic: &str, partition: u32, r: RawRecord) -> Result<StoredEvent
         offset: r.offset,
         timestamp,
         event,
+        stored_json: None,
     })
 }
 

@@ -141,5 +141,6 @@ pub(crate) fn stored_event(
         offset,
         timestamp: time,
         event,
+        stored_json: None,
     })
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crmbus::delivery::SeekTo;
 use serde_json::Value;
@@ -111,7 +112,7 @@ pub async fn pull(
     State(app): State<Shared>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<PullBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let req: PullRequest = json_body(body)?;
     let max = req.max_events.unwrap_or(10);
     if max == 0 || max > MAX_PULL_EVENTS {
@@ -130,7 +131,7 @@ pub async fn pull(
         l = queue.pull(max, Duration::from_millis(wait)) => l,
         _ = stopping.wait_for(|s| *s) => Vec::new(),
     };
-    Ok(Json(PullBody {
+    let body = PullBody {
         deliveries: leased
             .into_iter()
             .map(|l| PulledDelivery {
@@ -142,9 +143,19 @@ pub async fn pull(
                 partition: l.delivery.partition,
                 offset: l.delivery.offset,
                 event: l.delivery.event,
+                stored_json: l.delivery.stored_json,
             })
             .collect(),
-    }))
+    }
+    .to_json_vec()
+    .map_err(|e| {
+        // Not reachable with JSON values; the leases expire and the deliveries come again.
+        ApiError::new(
+            crmbus::ErrorCode::BackendError,
+            format!("cannot write the pull body: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Acknowledges deliveries.

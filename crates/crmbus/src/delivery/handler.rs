@@ -22,8 +22,14 @@ pub struct Delivery {
     pub offset: u64,
     /// 1 for the first delivery, 2 for the first retry, and so on.
     pub attempt: u32,
-    /// The event.
-    pub event: Event,
+    /// The event, shared with the engine's queue (a delivery never copies it).
+    pub event: Arc<Event>,
+    /// The event's structured JSON as the log stored it, when the log gave it
+    /// ([`StoredEvent::stored_json`](crate::log::StoredEvent::stored_json)): the same JSON
+    /// value as `event` serialized, for a handler that sends the event on as JSON without
+    /// serializing it again. `None` for a redrive and from logs that do not give it.
+    /// Code that replaces `event` must set this to `None`.
+    pub stored_json: Option<bytes::Bytes>,
 }
 
 /// A failed delivery: a message, and optionally a delay the handler wants before the

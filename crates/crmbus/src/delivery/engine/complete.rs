@@ -7,6 +7,7 @@ use super::records::{encode, pos_key, DeadLetter, RetryRecord, RECENT_ERRORS};
 use super::run::{Completion, Engine};
 use crate::delivery::group_state::StateKind;
 use crate::delivery::options::OnExhausted;
+use crate::event::Event;
 use crate::state::StateOp;
 
 impl Engine {
@@ -148,7 +149,7 @@ impl Engine {
             .keys
             .get(&(p, key.to_string()))
             .and_then(|ks| ks.queue.front())
-            .map(|q| q.event.clone())
+            .map(|q| Event::clone(&q.event))
         else {
             return;
         };

@@ -47,6 +47,7 @@ impl Engine {
             let Some(Queued {
                 offset,
                 event,
+                stored_json,
                 redrive,
                 appended_us,
             }) = ks.queue.front()
@@ -107,7 +108,8 @@ impl Engine {
                 partition: p,
                 offset,
                 attempt,
-                event: event.clone(),
+                event: Arc::clone(event),
+                stored_json: stored_json.clone(),
             };
             if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
                 ks.in_flight = true;

@@ -106,7 +106,8 @@ impl Engine {
             at,
             Queued {
                 offset: d.offset,
-                event: d.event,
+                event: std::sync::Arc::new(d.event),
+                stored_json: None,
                 appended_us: 0,
                 redrive: true,
             },

@@ -1,6 +1,8 @@
 //! Reading: events from the log into their keys' queues (filtered, deduped, unreadable
 //! records dead-lettered), and scheduling a key's head event.
 
+use std::sync::Arc;
+
 use super::records::{encode, DeadLetter, UNREADABLE_TYPE};
 use super::run::{Engine, Queued};
 use crate::delivery::group_state::StateKind;
@@ -121,7 +123,8 @@ impl Engine {
                     let was_idle = ks.queue.is_empty() && !ks.in_flight;
                     ks.queue.push_back(Queued {
                         offset,
-                        event: stored.event,
+                        event: Arc::new(stored.event),
+                        stored_json: stored.stored_json,
                         appended_us: stored.timestamp.timestamp_micros(),
                         redrive: false,
                     });

@@ -4,9 +4,42 @@
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
+use metrics::{Counter, Histogram};
+
 use super::run::Engine;
 use super::stats::{Parked, ParkedKey, StatsSnapshot, SubscriptionStats, PARKED_SHOWN};
 use crate::error::LogError;
+
+/// The engine's counters and its latency histogram in the metrics recorder, labelled with
+/// its topic and group: registered once when the engine opens, not looked up by name and
+/// labels for every event (that lookup was about 7% of a pull read-back's engine CPU).
+pub(super) struct EngineMetrics {
+    delivered: Counter,
+    acked: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
+    deduped: Counter,
+    latency: Histogram,
+}
+
+impl EngineMetrics {
+    /// The handles of (`topic`, `group`) in the recorder installed now.
+    pub(super) fn new(topic: &str, group: &str) -> EngineMetrics {
+        let counter = |name: &'static str| metrics::counter!(name, "topic" => topic.to_string(), "group" => group.to_string());
+        EngineMetrics {
+            delivered: counter("crmbus_deliveries_total"),
+            acked: counter("crmbus_acks_total"),
+            retried: counter("crmbus_retries_total"),
+            dead_lettered: counter("crmbus_dead_lettered_total"),
+            deduped: counter("crmbus_deduped_total"),
+            latency: metrics::histogram!(
+                "crmbus_delivery_latency_seconds",
+                "topic" => topic.to_string(),
+                "group" => group.to_string()
+            ),
+        }
+    }
+}
 
 impl Engine {
     /// Exports the subscription's gauges, its lag (events not yet committed) and its DLQ
@@ -122,42 +155,32 @@ impl Engine {
         (count, shown)
     }
 
-    fn counter(&self, name: &'static str) {
-        metrics::counter!(name, "topic" => self.topic.clone(), "group" => self.group.clone())
-            .increment(1);
-    }
-
     pub(super) fn count_delivered(&self) {
         self.stats.delivered.fetch_add(1, AtomicOrdering::Relaxed);
-        self.counter("crmbus_deliveries_total");
+        self.metrics.delivered.increment(1);
     }
 
     /// Flow analytics: the time from the log's append to this ack (µs; the engine's clock
     /// against the backend's, so never below zero).
     pub(super) fn record_latency(&self, us: i64) {
-        metrics::histogram!(
-            "crmbus_delivery_latency_seconds",
-            "topic" => self.topic.clone(),
-            "group" => self.group.clone()
-        )
-        .record(us.max(0) as f64 / 1e6);
+        self.metrics.latency.record(us.max(0) as f64 / 1e6);
     }
 
     pub(super) fn count_acked(&self) {
         self.stats.acked.fetch_add(1, AtomicOrdering::Relaxed);
-        self.counter("crmbus_acks_total");
+        self.metrics.acked.increment(1);
     }
 
     pub(super) fn count_retried(&self) {
         self.stats.retried.fetch_add(1, AtomicOrdering::Relaxed);
-        self.counter("crmbus_retries_total");
+        self.metrics.retried.increment(1);
     }
 
     pub(super) fn count_dead_lettered(&self) {
         self.stats
             .dead_lettered
             .fetch_add(1, AtomicOrdering::Relaxed);
-        self.counter("crmbus_dead_lettered_total");
+        self.metrics.dead_lettered.increment(1);
     }
 
     pub(super) fn count_filtered(&self) {
@@ -166,6 +189,6 @@ impl Engine {
 
     pub(super) fn count_deduped(&self) {
         self.stats.deduped.fetch_add(1, AtomicOrdering::Relaxed);
-        self.counter("crmbus_deduped_total");
+        self.metrics.deduped.increment(1);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::metrics::EngineMetrics;
 use super::records::{decode, done_key, encode, parse_pos_key, DeadLetter, RetryRecord};
 use super::run::{Engine, PartCursor};
 use super::stats::SubscriptionStats;
@@ -227,6 +228,7 @@ impl Engine {
             interrupted: false,
             redriving_pos: redriving.iter().map(|d| (d.partition, d.offset)).collect(),
             stats: Arc::new(SubscriptionStats::default()),
+            metrics: EngineMetrics::new(topic, group),
             finished_since_persist: 0,
             last_persist: std::time::Instant::now(),
         };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use super::metrics::EngineMetrics;
 use super::records::RetryRecord;
 use super::stats::SubscriptionStats;
 use crate::clock::Clock;
@@ -58,7 +59,12 @@ impl PartCursor {
 /// An event waiting in its key's queue.
 pub(super) struct Queued {
     pub(super) offset: u64,
-    pub(super) event: Event,
+    /// Shared with the deliveries of it, so dispatching never copies the event.
+    pub(super) event: Arc<Event>,
+    /// Its JSON as the log stored it, when the log gave it (see [`Delivery::stored_json`]).
+    ///
+    /// [`Delivery::stored_json`]: crate::delivery::Delivery::stored_json
+    pub(super) stored_json: Option<bytes::Bytes>,
     /// When the log appended it (µs since the epoch; 0 when not known: a redrive).
     pub(super) appended_us: i64,
     /// Redriven from the DLQ after its offset was already passed: finishing it does not
@@ -137,6 +143,8 @@ pub struct Engine {
     /// delivered; a discard in between takes them out).
     pub(super) redriving_pos: HashSet<(u32, u64)>,
     pub(super) stats: Arc<SubscriptionStats>,
+    /// The metric handles it bumps as it delivers.
+    pub(super) metrics: EngineMetrics,
     pub(super) finished_since_persist: usize,
     pub(super) last_persist: std::time::Instant,
 }
