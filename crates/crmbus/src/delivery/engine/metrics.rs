@@ -4,42 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use metrics::{Counter, Histogram};
-
 use super::run::Engine;
 use super::stats::{Parked, ParkedKey, StatsSnapshot, SubscriptionStats, PARKED_SHOWN};
 use crate::error::LogError;
-
-/// The engine's counters and its latency histogram in the metrics recorder, labelled with
-/// its topic and group: registered once when the engine opens, not looked up by name and
-/// labels for every event (that lookup was about 7% of a pull read-back's engine CPU).
-pub(super) struct EngineMetrics {
-    delivered: Counter,
-    acked: Counter,
-    retried: Counter,
-    dead_lettered: Counter,
-    deduped: Counter,
-    latency: Histogram,
-}
-
-impl EngineMetrics {
-    /// The handles of (`topic`, `group`) in the recorder installed now.
-    pub(super) fn new(topic: &str, group: &str) -> EngineMetrics {
-        let counter = |name: &'static str| metrics::counter!(name, "topic" => topic.to_string(), "group" => group.to_string());
-        EngineMetrics {
-            delivered: counter("crmbus_deliveries_total"),
-            acked: counter("crmbus_acks_total"),
-            retried: counter("crmbus_retries_total"),
-            dead_lettered: counter("crmbus_dead_lettered_total"),
-            deduped: counter("crmbus_deduped_total"),
-            latency: metrics::histogram!(
-                "crmbus_delivery_latency_seconds",
-                "topic" => topic.to_string(),
-                "group" => group.to_string()
-            ),
-        }
-    }
-}
 
 impl Engine {
     /// Exports the subscription's gauges, its lag (events not yet committed) and its DLQ

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::metrics::EngineMetrics;
 use super::records::{decode, done_key, encode, parse_pos_key, DeadLetter, RetryRecord};
 use super::run::{Engine, PartCursor};
-use super::stats::SubscriptionStats;
+use super::stats::{EngineMetrics, SubscriptionStats};
 use crate::clock::Clock;
 use crate::delivery::breaker::CircuitBreaker;
 use crate::delivery::group_state::{GroupState, StateKind};

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::metrics::EngineMetrics;
 use super::records::RetryRecord;
-use super::stats::SubscriptionStats;
+use super::stats::{EngineMetrics, SubscriptionStats};
 use crate::clock::Clock;
 use crate::delivery::breaker::CircuitBreaker;
 use crate::delivery::group_state::{GroupState, StateKind};
