@@ -31,7 +31,6 @@ impl Engine {
     pub(super) fn complete(&mut self, c: Completion) {
         let now = self.clock.now_micros();
         let (p, offset, key) = (c.partition, c.offset, c.key.clone());
-        let retry_ns = self.stored.namespace(StateKind::Retry);
         if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
             ks.in_flight = false;
         }
@@ -52,8 +51,10 @@ impl Engine {
                 }
                 self.pop_head(p, &key);
                 if self.retries.remove(&(p, offset)).is_some() {
+                    // The namespace is built only when a retry is there to delete: an ack
+                    // of an event that never failed writes nothing here.
                     self.ops.push(StateOp::Delete {
-                        namespace: retry_ns,
+                        namespace: self.stored.namespace(StateKind::Retry),
                         key: pos_key(p, offset),
                     });
                 }
@@ -101,7 +102,7 @@ impl Engine {
                     rec.next_due_us = now.saturating_add(delay_us);
                     match encode(&rec) {
                         Ok(bytes) => self.ops.push(StateOp::Put {
-                            namespace: retry_ns,
+                            namespace: self.stored.namespace(StateKind::Retry),
                             key: pos_key(p, offset),
                             value: bytes,
                         }),

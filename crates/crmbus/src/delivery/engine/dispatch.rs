@@ -116,8 +116,11 @@ impl Engine {
             }
             self.count_delivered();
             let handler = Arc::clone(&self.handler);
-            let dedupe_hash =
-                crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id);
+            let dedupe_hash = if self.opts.dedupe_ttl.is_some() {
+                crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id)
+            } else {
+                0
+            };
             // One span per attempt, a child of the trace the event carries.
             let span = tracing::info_span!(
                 "crmbus.deliver",

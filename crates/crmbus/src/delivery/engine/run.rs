@@ -84,6 +84,8 @@ pub(super) struct Completion {
     pub(super) attempt: u32,
     pub(super) redrive: bool,
     pub(super) appended_us: i64,
+    /// The event's (source, id) digest for consumer dedupe; 0 when dedupe is off (then
+    /// nothing reads it).
     pub(super) dedupe_hash: u64,
     pub(super) result: Result<(), HandlerError>,
 }
