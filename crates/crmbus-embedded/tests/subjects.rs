@@ -348,7 +348,7 @@ async fn a_stream_serves_events_larger_than_one_read_whole() {
         .map(|e| e.stored.event.id.as_str())
         .collect();
     assert_eq!(ids, ["a", "big", "b"]);
-    let Some(crmbus::EventData::Json(data)) = &read.events[1].stored.event.data else {
+    let Some(data) = read.events[1].stored.event.data_json() else {
         panic!("the large event lost its data");
     };
     assert_eq!(data["notes"].as_str().map(str::len), Some(20_000));

@@ -193,6 +193,11 @@ mod tests {
                 .insert("urgent".into(), ExtensionValue::Bool(i == 1));
             out.push(e);
         }
+        // An event read back from the embedded log: its data is the stored text.
+        let mut stored = Event::from_stored_json_slice(&out[0].to_json_vec()).expect("reads");
+        assert!(matches!(stored.data, Some(EventData::JsonText(_))));
+        stored.id = "id-stored".into();
+        out.push(stored);
         out
     }
 
@@ -226,10 +231,11 @@ mod tests {
                     attempt: i as u32 + 1,
                     partition: i as u32 % 3,
                     offset: 100 + i as u64,
-                    // All but one as the embedded log gives them, with the JSON it stored
+                    // All but two as the embedded log gives them, with the JSON it stored
                     // (written pretty here, so that the test sees it is written as it
-                    // is); one from a log that gives only the event.
-                    stored_json: (i != 2)
+                    // is); one from a log that gives only the event, and the stored
+                    // event (its data text) serialized.
+                    stored_json: (i != 2 && i != 5)
                         .then(|| serde_json::to_vec_pretty(&e).expect("pretty").into()),
                     event: std::sync::Arc::new(e),
                     body: (i % 2 == 1).then(|| serde_json::json!({"shaped": i})),
@@ -248,7 +254,7 @@ mod tests {
         // And the client's type reads it back.
         let back: PullResponse =
             serde_json::from_slice(&bytes).expect("the documented type reads the body");
-        assert_eq!(back.deliveries.len(), 5);
+        assert_eq!(back.deliveries.len(), 6);
         // An empty pull.
         let empty = PullBody {
             deliveries: Vec::new(),

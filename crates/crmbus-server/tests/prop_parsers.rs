@@ -273,6 +273,7 @@ fn binary_request(event: &Event, how: Spelling) -> (HeaderMap, Vec<u8>) {
     let body = match &event.data {
         None => Vec::new(),
         Some(EventData::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+        Some(EventData::JsonText(t)) => t.as_str().as_bytes().to_vec(),
         Some(EventData::Binary(b)) => b.clone(),
     };
     (headers(&refs), body)

@@ -34,7 +34,8 @@ pub use bus::{get_event_bus, publish_event, set_event_bus, BusError, EventBus, E
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorCode, LogError};
 pub use event::{
-    default_source, set_default_source, Event, EventData, ExtensionValue, InvalidEvent, Violation,
+    default_source, set_default_source, Event, EventData, ExtensionValue, InvalidEvent, JsonText,
+    Violation,
 };
 pub use log::{
     expected_version, validate_topic_name, EventLog, OffsetRange, PartitionInfo, Receipt,

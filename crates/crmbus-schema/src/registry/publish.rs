@@ -114,6 +114,7 @@ impl SchemaRegistry {
         };
         let data = match &event.data {
             Some(EventData::Json(v)) => v,
+            Some(EventData::JsonText(t)) => t.value(),
             Some(EventData::Binary(_)) => {
                 return fail(
                     "data",

@@ -37,8 +37,8 @@ impl<const LOG: bool> DiscardingLog<LOG> {
 /// field `[redacted]`.
 fn shown_data(e: &Event, fields: &[String]) -> String {
     const REDACTED: &str = "[redacted]";
-    match &e.data {
-        Some(EventData::Json(serde_json::Value::Object(map))) => {
+    match e.data_json() {
+        Some(serde_json::Value::Object(map)) => {
             let shown: serde_json::Map<String, serde_json::Value> = map
                 .iter()
                 .map(|(k, v)| {
@@ -53,6 +53,7 @@ fn shown_data(e: &Event, fields: &[String]) -> String {
             serde_json::Value::Object(shown).to_string()
         }
         Some(_) => REDACTED.to_string(),
+        None if e.data.is_some() => REDACTED.to_string(),
         None => "-".to_string(),
     }
 }
@@ -67,6 +68,7 @@ pub type LoggingLog = DiscardingLog<true>;
 fn data_bytes(e: &Event) -> usize {
     match &e.data {
         Some(EventData::Json(v)) => serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0),
+        Some(EventData::JsonText(t)) => t.as_str().len(),
         Some(EventData::Binary(b)) => b.len(),
         None => 0,
     }

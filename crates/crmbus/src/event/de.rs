@@ -11,6 +11,7 @@ use base64::Engine as _;
 use chrono::{DateTime, FixedOffset};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::validate::{
@@ -18,7 +19,7 @@ use super::validate::{
     InvalidEvent, Violation, BAD_NAME, DATA, DATACONTENTTYPE, DATASCHEMA, DATA_BASE64, ID, SOURCE,
     SPECVERSION, SUBJECT, TIME, TYPE,
 };
-use super::{Event, EventData, ExtensionValue};
+use super::{Event, EventData, ExtensionValue, JsonText};
 
 // ---------------------------------------------------------------------------------------
 // Event: parsing
@@ -137,6 +138,12 @@ impl<'de> Visitor<'de> for ParsedVisitor {
             ..Collector::default()
         };
         while let Some(name) = map.next_key_seed(NameSeed)? {
+            // Stored `data` is kept as its text (see `JsonText`): no value is built for it.
+            if self.stored && name == "data" {
+                let text: Box<RawValue> = map.next_value()?;
+                collector.accept_data_text(text);
+                continue;
+            }
             let value: Value = map.next_value()?;
             collector.accept(name, value);
         }
@@ -290,6 +297,8 @@ struct Collector {
     datacontenttype: Option<String>,
     dataschema: Option<String>,
     data: Option<Value>,
+    /// `data` of a stored event, kept as text.
+    data_text: Option<Box<RawValue>>,
     data_base64: Option<Vec<u8>>,
     /// `data_base64` was present and not null (even if it failed to decode).
     has_data_base64: bool,
@@ -384,6 +393,13 @@ impl Collector {
         }
     }
 
+    /// `data` of a stored event, as its text.
+    fn accept_data_text(&mut self, text: Box<RawValue>) {
+        if self.first_sighting(DATA, "data") {
+            self.data_text = Some(text);
+        }
+    }
+
     fn extension(&mut self, name: String, value: Value) {
         if !is_valid_name(&name) {
             self.violations.push(Violation::new(&name, BAD_NAME));
@@ -441,17 +457,18 @@ impl Collector {
                 }
             }
         }
-        if self.data.is_some() && self.has_data_base64 {
+        if (self.data.is_some() || self.data_text.is_some()) && self.has_data_base64 {
             self.violation(
                 DATA_BASE64,
                 "data_base64",
                 "must not be present together with data",
             );
         }
-        let data = match (self.data, self.data_base64) {
-            (Some(v), _) => Some(EventData::Json(v)),
-            (None, Some(b)) => Some(EventData::Binary(b)),
-            (None, None) => None,
+        let data = match (self.data, self.data_text, self.data_base64) {
+            (Some(v), _, _) => Some(EventData::Json(v)),
+            (None, Some(t), _) => Some(EventData::JsonText(JsonText::new(t))),
+            (None, None, Some(b)) => Some(EventData::Binary(b)),
+            (None, None, None) => None,
         };
         let event = Event {
             id: self.id.unwrap_or_default(),

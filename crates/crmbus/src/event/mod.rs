@@ -21,9 +21,11 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Number, Value};
 
 mod de;
+mod json_text;
 mod ser;
 mod validate;
 
+pub use json_text::JsonText;
 pub use validate::{is_forbidden_char, parse_timestamp, InvalidEvent, Violation};
 
 /// The CloudEvents specification version crmbus speaks.
@@ -80,12 +82,33 @@ pub struct Event {
 }
 
 /// The payload of an [`Event`]: JSON carried as `data`, or bytes carried as `data_base64`.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// An event read back from the embedded log carries JSON as [`EventData::JsonText`], the
+/// stored text, parsed only when asked; read JSON data through [`Event::data_json`], which
+/// answers for both JSON variants, rather than matching [`EventData::Json`] alone.
+#[derive(Debug, Clone)]
 pub enum EventData {
     /// Any JSON value, serialized as the `data` member.
     Json(Value),
     /// Opaque bytes, serialized as the base64 `data_base64` member.
     Binary(Vec<u8>),
+    /// JSON as the text it was stored as, serialized as the `data` member exactly so; its
+    /// value is parsed on first use ([`JsonText::value`]).
+    JsonText(JsonText),
+}
+
+impl PartialEq for EventData {
+    /// JSON data is equal when the values are, whichever variant holds them.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (EventData::Json(a), EventData::Json(b)) => a == b,
+            (EventData::Binary(a), EventData::Binary(b)) => a == b,
+            (EventData::JsonText(a), EventData::JsonText(b)) => a == b,
+            (EventData::Json(a), EventData::JsonText(b))
+            | (EventData::JsonText(b), EventData::Json(a)) => a == b.value(),
+            _ => false,
+        }
+    }
 }
 
 /// The value of an extension attribute: the JSON scalars CloudEvents allows there.
@@ -231,10 +254,12 @@ impl Event {
         self
     }
 
-    /// The JSON payload, if the event carries `data` as JSON.
+    /// The JSON payload, if the event carries `data` as JSON (parsed on the first call for
+    /// an event read from storage, see [`EventData::JsonText`]).
     pub fn data_json(&self) -> Option<&Value> {
         match &self.data {
             Some(EventData::Json(v)) => Some(v),
+            Some(EventData::JsonText(t)) => Some(t.value()),
             _ => None,
         }
     }

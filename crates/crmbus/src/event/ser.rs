@@ -55,6 +55,9 @@ impl Event {
             Some(EventData::Json(v)) => {
                 map.insert("data".into(), v.clone());
             }
+            Some(EventData::JsonText(t)) => {
+                map.insert("data".into(), t.value().clone());
+            }
             Some(EventData::Binary(b)) => {
                 map.insert("data_base64".into(), Value::String(BASE64.encode(b)));
             }
@@ -105,6 +108,7 @@ impl Event {
             Some(EventData::Binary(b)) => b.len().div_ceil(3) * 4 + 16,
             Some(EventData::Json(Value::String(s))) => s.len() + 16,
             Some(EventData::Json(_)) => 256,
+            Some(EventData::JsonText(t)) => t.as_str().len() + 8,
             None => 0,
         };
         n
@@ -146,6 +150,7 @@ impl Serialize for Event {
         }
         match &self.data {
             Some(EventData::Json(v)) => map.serialize_entry("data", v)?,
+            Some(EventData::JsonText(t)) => map.serialize_entry("data", t)?,
             Some(EventData::Binary(b)) => map.serialize_entry("data_base64", &Base64(b))?,
             None => {}
         }

@@ -325,6 +325,15 @@ proptest! {
         let stored = Event::from_stored_json_slice(&bytes).unwrap();
         prop_assert_eq!(&stored, &event);
         prop_assert_eq!(stored.time.map(|t| *t.offset()), event.time.map(|t| *t.offset()));
+        // Its JSON data is the stored text, written again exactly as stored, and parsed
+        // to the same value on demand.
+        prop_assert_eq!(
+            matches!(stored.data, Some(EventData::JsonText(_))),
+            matches!(event.data, Some(EventData::Json(_)))
+        );
+        prop_assert_eq!(stored.data_json(), event.data_json());
+        prop_assert_eq!(stored.to_json_vec(), bytes.clone());
+        prop_assert_eq!(stored.to_json_value(), event.to_json_value());
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         prop_assert_eq!(&value, &event.to_json_value());
         prop_assert_eq!(Event::from_json_value(value).unwrap(), event);
