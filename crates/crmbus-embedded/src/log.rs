@@ -290,14 +290,29 @@ impl EventLog for EmbeddedLog {
         partition: u32,
         offset: u64,
     ) -> Result<(), LogError> {
+        self.commit_offsets(group, topic, &[(partition, offset)])
+            .await
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(u32, u64)],
+    ) -> Result<(), LogError> {
         self.inner.check_open()?;
-        self.inner.partition(topic, partition)?;
+        for &(partition, _) in offsets {
+            self.inner.partition(topic, partition)?;
+        }
         if group.is_empty() {
             return Err(LogError::InvalidArgument("group name is empty".into()));
         }
+        if offsets.is_empty() {
+            return Ok(());
+        }
         let inner = Arc::clone(&self.inner);
-        let (group, topic) = (group.to_string(), topic.to_string());
-        off_runtime(move || inner.meta.commit_offset(&group, &topic, partition, offset)).await
+        let (group, topic, offsets) = (group.to_string(), topic.to_string(), offsets.to_vec());
+        off_runtime(move || inner.meta.commit_offsets(&group, &topic, &offsets)).await
     }
 
     async fn committed_offset(

@@ -108,19 +108,21 @@ impl Metadata {
         tx.commit().map_err(backend)
     }
 
-    /// Records a group's next offset.
-    pub fn commit_offset(
+    /// Records a group's next offset of each partition in `offsets` (`(partition, offset)`
+    /// pairs), in one transaction: all of them or none.
+    pub fn commit_offsets(
         &self,
         group: &str,
         topic: &str,
-        partition: u32,
-        offset: u64,
+        offsets: &[(u32, u64)],
     ) -> Result<(), LogError> {
         let tx = self.db.begin_write().map_err(backend)?;
         {
             let mut o = tx.open_table(OFFSETS).map_err(backend)?;
-            o.insert((group, topic, partition), offset)
-                .map_err(backend)?;
+            for &(partition, offset) in offsets {
+                o.insert((group, topic, partition), offset)
+                    .map_err(backend)?;
+            }
         }
         tx.commit().map_err(backend)
     }

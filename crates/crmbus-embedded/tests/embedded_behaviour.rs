@@ -1,6 +1,7 @@
 //! Behaviour of the embedded log beyond the shared contract: age retention and segment
 //! rolling driven by a manual clock, index files rebuilt when missing, the dedupe window
-//! expiring, the directory lock, and the `os` durability level.
+//! expiring, the directory lock, the `os` durability level, offsets of several partitions
+//! committed all or nothing, and stored JSON data read back as its text.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,4 +326,80 @@ async fn state_store_keeps_the_contract_across_reopen() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn offsets_of_several_partitions_are_committed_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    log.create_topic(TopicSpec::new("leads", 3))
+        .await
+        .expect("create");
+    log.commit_offsets("sync", "leads", &[(0, 4), (2, 9)])
+        .await
+        .expect("commit");
+    let committed = |p| {
+        let log = &log;
+        async move {
+            log.committed_offset("sync", "leads", p)
+                .await
+                .expect("fetch")
+        }
+    };
+    assert_eq!(committed(0).await, Some(4));
+    assert_eq!(committed(1).await, None);
+    assert_eq!(committed(2).await, Some(9));
+    // One partition that does not exist: none of them moves.
+    let refused = log.commit_offsets("sync", "leads", &[(0, 7), (5, 1)]).await;
+    assert!(
+        matches!(refused, Err(LogError::PartitionNotFound { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(committed(0).await, Some(4));
+    let refused = log.commit_offsets("", "leads", &[(0, 7)]).await;
+    assert!(
+        matches!(refused, Err(LogError::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(committed(0).await, Some(4));
+    // They survive a reopen.
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    assert_eq!(
+        log.committed_offset("sync", "leads", 2)
+            .await
+            .expect("fetch"),
+        Some(9)
+    );
+}
+
+#[tokio::test]
+async fn stored_json_data_is_read_back_as_its_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    log.create_topic(TopicSpec::new("leads", 1))
+        .await
+        .expect("create");
+    let sent = ev(7);
+    log.append(&topics(), std::slice::from_ref(&sent))
+        .await
+        .expect("append");
+    let back = read_all(&log).await;
+    let [stored] = back.as_slice() else {
+        panic!("one event, got {}", back.len())
+    };
+    let Some(crmbus::EventData::JsonText(text)) = &stored.event.data else {
+        panic!("data is not kept as text: {:?}", stored.event.data)
+    };
+    assert_eq!(
+        text.as_str(),
+        r#"{"lead_id":"lead-7","n":7,"name":"Ada Lovelace"}"#
+    );
+    assert_eq!(stored.event.data_json(), sent.data_json());
+    assert_eq!(stored.event, sent);
+    // The record's bytes are the event written again.
+    let json = stored.stored_json.as_ref().expect("the stored JSON");
+    assert_eq!(json.as_ref(), stored.event.to_json_vec().as_slice());
 }

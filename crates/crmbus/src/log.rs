@@ -327,6 +327,22 @@ pub trait EventLog: Send + Sync {
         offset: u64,
     ) -> Result<(), LogError>;
 
+    /// Durably records, for `group` on `topic`, the next offset of each partition in
+    /// `offsets` (`(partition, offset)` pairs). A backend that can writes them all at once,
+    /// all or nothing (the embedded log: one transaction, one sync); the default commits
+    /// them one by one in order, so a failure may leave the ones before it committed.
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(u32, u64)],
+    ) -> Result<(), LogError> {
+        for &(partition, offset) in offsets {
+            self.commit_offset(group, topic, partition, offset).await?;
+        }
+        Ok(())
+    }
+
     /// [`EventLog::commit_offset`], applied only while every one of `fences` is still held
     /// with its token, checked atomically with the write ([`LogError::Fenced`] otherwise).
     /// With no fences it is a plain commit. Backends without leases (the default) refuse

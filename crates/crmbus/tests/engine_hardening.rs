@@ -27,6 +27,8 @@ struct FlakyLog {
     unreadable: Mutex<Option<u64>>,
     /// Offsets `[a, b)` retention removed: a read from one of them is served from `b`.
     removed: Mutex<Option<(u64, u64)>>,
+    /// The number of partitions of each [`EventLog::commit_offsets`] call.
+    offset_batches: Mutex<Vec<usize>>,
 }
 
 #[async_trait]
@@ -98,6 +100,21 @@ impl EventLog for FlakyLog {
             .commit_offset(group, topic, partition, offset)
             .await
     }
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(u32, u64)],
+    ) -> Result<(), LogError> {
+        self.offset_batches
+            .lock()
+            .expect("offset batches")
+            .push(offsets.len());
+        for &(partition, offset) in offsets {
+            self.commit_offset(group, topic, partition, offset).await?;
+        }
+        Ok(())
+    }
     async fn committed_offset(
         &self,
         group: &str,
@@ -158,6 +175,7 @@ impl World {
             fail_commits: AtomicBool::new(false),
             unreadable: Mutex::new(None),
             removed: Mutex::new(None),
+            offset_batches: Mutex::new(Vec::new()),
         });
         log.create_topic(TopicSpec::new("deals", 1))
             .await
@@ -802,5 +820,57 @@ async fn offsets_removed_by_retention_behind_buffered_events_do_not_stall_the_co
         w.committed().await,
         Some(20),
         "the commit passes the removed offsets"
+    );
+}
+
+/// The offsets of every partition whose low-water mark moved are committed in one call
+/// (on the embedded log one transaction and one sync), not one call per partition.
+#[tokio::test]
+async fn an_engine_commits_the_offsets_of_its_partitions_together() {
+    let w = World::new().await;
+    w.log
+        .create_topic(TopicSpec::new("wide", 4))
+        .await
+        .expect("create");
+    let events: Vec<Event> = (0..40)
+        .map(|n| {
+            Event::new("deal.updated", json!({ "n": n }))
+                .subject(format!("deal-{n}"))
+                .source("urn:test")
+        })
+        .collect();
+    w.log
+        .append(&["wide".to_string()], &events)
+        .await
+        .expect("append");
+    let handler = handler_fn(|_d: Delivery| async { Ok(()) });
+    let mut engine = Engine::open(
+        w.log.clone(),
+        w.state.clone(),
+        Arc::new(w.clock.clone()),
+        "wide",
+        "erp",
+        handler,
+        SubscribeOptions::default(),
+    )
+    .await
+    .expect("open engine");
+    engine.run_until_idle().await.expect("run");
+    let mut total = 0;
+    for p in 0..4 {
+        let committed = w
+            .log
+            .committed_offset("erp", "wide", p)
+            .await
+            .expect("committed")
+            .unwrap_or(0);
+        assert!(committed > 0, "partition {p} got none of the 40 events");
+        total += committed;
+    }
+    assert_eq!(total, 40);
+    // Fewer than 64 deliveries: one persist at the end, one commit of all four.
+    assert_eq!(
+        *w.log.offset_batches.lock().expect("offset batches"),
+        vec![4]
     );
 }

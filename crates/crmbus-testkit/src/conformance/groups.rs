@@ -59,6 +59,19 @@ pub(super) async fn group_commit_resume(f: &Target<'_>, name: &str) -> Result<()
             == Some(5),
         "commit did not move"
     );
+    // Several partitions in one call.
+    log.commit_offsets("crm-sync", "deals", &[(0, 6), (1, 9)])
+        .await
+        .check("commit several")?;
+    for (partition, want) in [(0, 6), (1, 9)] {
+        ensure!(
+            log.committed_offset("crm-sync", "deals", partition)
+                .await
+                .check("fetch")?
+                == Some(want),
+            "commit_offsets did not set partition {partition} to {want}"
+        );
+    }
     // Seek backwards is allowed (replay).
     log.commit_offset("crm-sync", "deals", 0, 1)
         .await

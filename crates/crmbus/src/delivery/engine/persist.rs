@@ -96,42 +96,52 @@ impl Engine {
         for (i, to) in dispatched {
             self.parts[i].stored_dispatched = to;
         }
-        for (i, &lwm) in lwms.iter().enumerate() {
-            let part = &self.parts[i];
-            if lwm == part.committed {
-                continue;
-            }
-            let id = part.id;
-            if let Err(e) = self
-                .log
-                .commit_offset_fenced(&self.opts.fences, &self.group, &self.topic, id, lwm)
-                .await
-            {
-                // What this commit would have covered is not forgotten: store the done
-                // set (best effort; the next persist tries the commit again).
-                let part = &self.parts[i];
-                if part.dirty || part.stored_done.is_none() {
-                    let put = StateOp::Put {
-                        namespace: done_ns.clone(),
-                        key: done_key(id),
-                        value: encode(&part.done.to_pairs())?,
-                    };
-                    if self
-                        .state
-                        .apply_fenced(&self.opts.fences, vec![put])
-                        .await
-                        .is_ok()
-                    {
-                        let part = &mut self.parts[i];
-                        part.stored_done = Some(part.done.range_count());
-                        part.dirty = false;
+        // The partitions whose low-water mark moved, committed together: one write (one
+        // sync on the embedded log) for all of them. A fenced engine commits each on its
+        // own, under its partition's fence.
+        let moved: Vec<(usize, u64)> = lwms
+            .iter()
+            .enumerate()
+            .filter(|&(i, &lwm)| lwm != self.parts[i].committed)
+            .map(|(i, &lwm)| (i, lwm))
+            .collect();
+        if self.opts.fences.is_empty() {
+            if !moved.is_empty() {
+                let offsets: Vec<(u32, u64)> = moved
+                    .iter()
+                    .map(|&(i, lwm)| (self.parts[i].id, lwm))
+                    .collect();
+                if let Err(e) = self
+                    .log
+                    .commit_offsets(&self.group, &self.topic, &offsets)
+                    .await
+                {
+                    for &(i, _) in &moved {
+                        self.keep_done_set(i, &done_ns).await?;
                     }
+                    return Err(e);
                 }
-                return Err(e);
+                for &(i, lwm) in &moved {
+                    let part = &mut self.parts[i];
+                    part.done.remove_below(lwm);
+                    part.committed = lwm;
+                }
             }
-            let part = &mut self.parts[i];
-            part.done.remove_below(lwm);
-            part.committed = lwm;
+        } else {
+            for &(i, lwm) in &moved {
+                let id = self.parts[i].id;
+                if let Err(e) = self
+                    .log
+                    .commit_offset_fenced(&self.opts.fences, &self.group, &self.topic, id, lwm)
+                    .await
+                {
+                    self.keep_done_set(i, &done_ns).await?;
+                    return Err(e);
+                }
+                let part = &mut self.parts[i];
+                part.done.remove_below(lwm);
+                part.committed = lwm;
+            }
         }
         let mut deletes = Vec::new();
         for part in &self.parts {
@@ -147,6 +157,31 @@ impl Engine {
                     part.stored_done = None;
                     part.dirty = false;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed offset commit, stores partition `i`'s done set instead, so that what
+    /// the commit would have covered is not forgotten (best effort: the next persist tries
+    /// the commit again).
+    async fn keep_done_set(&mut self, i: usize, done_ns: &str) -> Result<(), LogError> {
+        let part = &self.parts[i];
+        if part.dirty || part.stored_done.is_none() {
+            let put = StateOp::Put {
+                namespace: done_ns.to_string(),
+                key: done_key(part.id),
+                value: encode(&part.done.to_pairs())?,
+            };
+            if self
+                .state
+                .apply_fenced(&self.opts.fences, vec![put])
+                .await
+                .is_ok()
+            {
+                let part = &mut self.parts[i];
+                part.stored_done = Some(part.done.range_count());
+                part.dirty = false;
             }
         }
         Ok(())
