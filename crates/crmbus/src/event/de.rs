@@ -58,7 +58,12 @@ impl Event {
     /// media-type syntax, time range) are not run again. Bytes that do not hold an event
     /// still fail.
     pub fn from_stored_json_slice(bytes: &[u8]) -> Result<Event, InvalidEvent> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        // UTF-8 is checked once for the whole record: parsing from a `str` checks no
+        // string (nor the kept `data` text) again.
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            InvalidEvent::single("(body)", format!("malformed JSON: not UTF-8: {e}"))
+        })?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let parsed = de::Deserializer::deserialize_any(&mut de, ParsedVisitor { stored: true })
             .and_then(|p| de.end().map(|()| p));
         match parsed {

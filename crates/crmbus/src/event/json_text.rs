@@ -25,8 +25,9 @@ pub struct JsonText {
 }
 
 impl JsonText {
-    /// Keeps `text`, which holds one JSON value (serde_json checked its syntax).
-    pub fn new(text: Box<RawValue>) -> JsonText {
+    /// Keeps `text`, which holds one JSON value (serde_json checked its syntax) that
+    /// crmbus wrote from a [`Value`].
+    pub(crate) fn new(text: Box<RawValue>) -> JsonText {
         JsonText {
             text,
             parsed: OnceLock::new(),
@@ -40,7 +41,8 @@ impl JsonText {
 
     /// The value, parsed on the first call. Text that is valid JSON syntax but no
     /// [`Value`] (a number beyond `f64`, nesting deeper than serde_json's limit) cannot come
-    /// from crmbus's own writer; if it does, it is logged and reads as `null`.
+    /// from crmbus's own writer (it writes finite numbers, and validation refuses deeper
+    /// data before anything is stored); if it does, it is logged and reads as `null`.
     pub fn value(&self) -> &Value {
         self.parsed
             .get_or_init(|| match serde_json::from_str(self.text.get()) {
@@ -75,7 +77,10 @@ impl PartialEq for JsonText {
 }
 
 impl Serialize for JsonText {
-    /// Writes the text as it is to a JSON serializer; other serializers get the value.
+    /// Writes the text as it is through serde_json (`serde_json::to_value` gives the
+    /// value). Other serializers receive serde_json's raw-value token, a one-member struct
+    /// holding the text: turn the event into a [`Value`] first
+    /// ([`crate::Event::to_json_value`]) to write it in another format.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.text.serialize(serializer)
     }

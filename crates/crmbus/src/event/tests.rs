@@ -339,3 +339,30 @@ proptest! {
         prop_assert_eq!(Event::from_json_value(value).unwrap(), event);
     }
 }
+
+/// Data nested as deep as serde_json's parser reads inside an event document is accepted
+/// and read back by both readers; one level deeper is refused when validated, since every
+/// backend would store it and then be unable to read it.
+#[test]
+fn data_nested_deeper_than_the_parser_reads_is_refused() {
+    use super::validate::MAX_DATA_DEPTH;
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        v
+    }
+    let ok = Event::new("deal.won", nested(MAX_DATA_DEPTH)).source("urn:x");
+    assert_eq!(ok.validate(), Ok(()));
+    let bytes = ok.to_json_vec();
+    assert_eq!(Event::from_json_slice(&bytes).expect("eager read"), ok);
+    let stored = Event::from_stored_json_slice(&bytes).expect("stored read");
+    assert_eq!(stored.data_json(), ok.data_json());
+    let deep = Event::new("deal.won", nested(MAX_DATA_DEPTH + 1)).source("urn:x");
+    let refused = deep.validate().expect_err("refused");
+    assert_eq!(refused.violations.len(), 1, "{refused:?}");
+    assert_eq!(refused.violations[0].attribute, "data");
+    // The eager reader (HTTP, Redis, NATS, Kafka) cannot read it indeed.
+    assert!(Event::from_json_slice(&deep.to_json_vec()).is_err());
+}

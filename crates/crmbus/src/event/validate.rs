@@ -6,9 +6,9 @@ use std::fmt;
 
 use chrono::{DateTime, Datelike, FixedOffset};
 use serde::Serialize;
-use serde_json::Number;
+use serde_json::{Number, Value};
 
-use super::{Event, ExtensionValue, RESERVED_NAMES, SPEC_VERSION};
+use super::{Event, EventData, ExtensionValue, RESERVED_NAMES, SPEC_VERSION};
 
 /// Longest attribute name the CloudEvents spec allows.
 const MAX_NAME_LEN: usize = 20;
@@ -42,6 +42,23 @@ impl Event {
         let mut violations = Vec::new();
         check_fields(self, 0, true, &mut violations);
         InvalidEvent::from_violations(violations)
+    }
+}
+
+/// The deepest nesting of arrays and objects `data` may have: the deepest serde_json's
+/// parser reads back inside an event document (its recursion limit counts the event
+/// object too; `data_nested_deeper_than_the_parser_reads_is_refused` pins the figure). An
+/// event built in code could nest deeper, and would then be stored but unreadable by every
+/// backend, so it is refused when validated. (Over HTTP the parser refuses it first.)
+pub(crate) const MAX_DATA_DEPTH: usize = 126;
+
+/// Whether `v` nests arrays and objects more than `limit` levels deep (`{}` is one level).
+/// Recurses at most `limit` levels.
+fn nests_deeper_than(v: &Value, limit: usize) -> bool {
+    match v {
+        Value::Array(items) => limit == 0 || items.iter().any(|x| nests_deeper_than(x, limit - 1)),
+        Value::Object(map) => limit == 0 || map.values().any(|x| nests_deeper_than(x, limit - 1)),
+        _ => false,
     }
 }
 
@@ -151,6 +168,14 @@ pub(super) fn check_fields(
     if let Some(schema) = event.dataschema.as_ref().filter(|_| skip & DATASCHEMA == 0) {
         if let Some(message) = dataschema_problem(schema) {
             out.push(Violation::new("dataschema", message));
+        }
+    }
+    if let Some(EventData::Json(data)) = &event.data {
+        if nests_deeper_than(data, MAX_DATA_DEPTH) {
+            out.push(Violation::new(
+                "data",
+                format!("must not nest arrays and objects more than {MAX_DATA_DEPTH} levels deep"),
+            ));
         }
     }
     if check_extensions {

@@ -33,14 +33,16 @@ impl Engine {
         }
     }
 
-    /// Writes the step's state changes in one batch, then commits each partition's
-    /// contiguous low-water mark.
+    /// Writes the step's state changes in one batch, then commits the contiguous low-water
+    /// marks of the partitions whose mark moved (together, or one by one under fences).
     pub(super) async fn persist(&mut self) -> Result<(), LogError> {
         // In this order, so that a crash or a failure between two steps loses nothing:
         // 1. the pending operations and, for each partition with something finished past
         //    its new low-water mark (or with a done entry stored already), its whole done
         //    set as ranges, in one batch (kept to be tried again if it fails);
-        // 2. the new committed offsets (if one fails, its done set is stored instead);
+        // 2. the new committed offsets, in one call (if it fails, the done sets of the
+        //    partitions it covered are stored instead; a fenced engine commits partition
+        //    by partition, and stores the done set of the one that failed);
         // 3. only then the done entries the committed offsets passed entirely.
         // Without a gap nothing is stored but the offset: no extra state write per event.
         self.prune_processed(self.clock.now_micros());

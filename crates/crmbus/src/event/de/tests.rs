@@ -217,6 +217,19 @@ fn stored_events_skip_the_value_checks_and_nothing_else() {
             "{bad} was read"
         );
     }
+    // Bytes that are not UTF-8, in an attribute or in the data kept as text.
+    for bad in [
+        &b"{\"specversion\":\"1.0\",\"id\":\"\xff\",\"source\":\"urn:x\",\"type\":\"t\"}"[..],
+        b"{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"urn:x\",\"type\":\"t\",\"data\":\"\xc3\"}",
+    ] {
+        let refused = Event::from_stored_json_slice(bad);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("not UTF-8")),
+            "{refused:?}"
+        );
+    }
 }
 
 /// The printable-ASCII fast path of the character check lets nothing through that the
