@@ -28,7 +28,10 @@
 //! 3. **read-back**: a consumer group created after the publishes reads everything back,
 //!    each client fetching `--read-batch` at a time and acking that batch before the next
 //!    (latency per fetch + ack). crmbus's group has no per-key hold by default, like the
-//!    peers' groups (`--ordering key` measures crmbus's per-key ordering instead).
+//!    peers' groups (`--ordering key` measures crmbus's per-key ordering instead). Each
+//!    reader takes the events as its client hands them over, unparsed (crmbus's
+//!    `pull_raw`, the peers' message bytes); with `--parse-events` every reader parses
+//!    each event into a JSON value.
 //!
 //! Besides events/s and latency percentiles it reports each server's CPU seconds per
 //! million events (from `/proc/<pid>/stat`) and the bytes its directory takes on disk per
@@ -127,6 +130,12 @@ pub struct NetBenchArgs {
     /// directory under the current one, removed afterwards.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Every reader parses each event it reads back into a JSON value, as a consumer that
+    /// looks inside does. Without it every reader takes each event as its client hands it
+    /// over, unparsed: crmbus's `pull_raw` (JSON text), Redis's entry field and NATS's
+    /// and Kafka's message payloads (bytes). Either way all engines do the same work.
+    #[arg(long)]
+    parse_events: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -258,6 +267,8 @@ struct NetReport {
     read_batch: u64,
     /// Ordering of crmbus's consumer group in the read-back phase.
     read_ordering: ReadOrdering,
+    /// Whether the readers parsed each event read back into a JSON value.
+    readers_parse_events: bool,
     single_events: u64,
     batch_events: u64,
     crmbus_partitions: u32,
@@ -313,6 +324,7 @@ pub fn run(args: NetBenchArgs) -> anyhow::Result<()> {
         batch: args.batch,
         read_batch: args.read_batch,
         read_ordering: args.ordering,
+        readers_parse_events: args.parse_events,
         single_events: args.single_events,
         batch_events: args.batch_events,
         crmbus_partitions: args.partitions,
@@ -820,9 +832,19 @@ async fn measure_engine(
         let total = args.single_events + args.batch_events;
         create_group(&conns[0], &names, clients * args.read_batch, args.ordering).await?;
         let pb = bar(total, &format!("{label} read-back"), quiet);
-        let read_back = read_phase(server, conns, &names, total, args.read_batch, &pb)
-            .await
-            .context("read-back")?;
+        let read_back = read_phase(
+            server,
+            conns,
+            &names,
+            ReadWork {
+                total,
+                max: args.read_batch,
+                parse: args.parse_events,
+            },
+            &pb,
+        )
+        .await
+        .context("read-back")?;
         pb.finish_and_clear();
         stored += total;
         rounds.push(RoundReport {
@@ -1103,16 +1125,24 @@ async fn publish(
     Ok(())
 }
 
+/// What the read-back phase reads: `total` events, up to `max` per fetch, each parsed
+/// into a JSON value when `parse` is set.
+struct ReadWork {
+    total: u64,
+    max: u64,
+    parse: bool,
+}
+
 /// Reads the round's `total` events back through its group from every client at once,
 /// each fetching up to `max` and acking them before its next fetch.
 async fn read_phase(
     server: &ServerProcess,
     conns: Vec<Conn>,
     names: &RoundNames,
-    total: u64,
-    max: u64,
+    work: ReadWork,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<PhaseReport> {
+    let ReadWork { total, max, parse } = work;
     let done = Arc::new(AtomicU64::new(0));
     let names = Arc::new(RoundNames {
         stream: names.stream.clone(),
@@ -1125,7 +1155,7 @@ async fn read_phase(
     for (i, conn) in conns.into_iter().enumerate() {
         let (done, names) = (Arc::clone(&done), Arc::clone(&names));
         tasks.push(tokio::spawn(async move {
-            let mut reader = Reader::open(conn, &names, i).await?;
+            let mut reader = Reader::open(conn, &names, i, parse).await?;
             let mut hist = histogram()?;
             let mut ops = 0u64;
             // Until the whole round is read; a fetch that finds nothing waits up to
@@ -1230,6 +1260,8 @@ fn phase_report(
 /// One client of the read-back phase.
 struct Reader {
     conn: Conn,
+    /// Parse each event read into a JSON value.
+    parse: bool,
     /// The client's consumer name (Redis).
     #[cfg(feature = "redis")]
     consumer: String,
@@ -1240,7 +1272,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn open(conn: Conn, names: &RoundNames, i: usize) -> anyhow::Result<Reader> {
+    async fn open(conn: Conn, names: &RoundNames, i: usize, parse: bool) -> anyhow::Result<Reader> {
         #[cfg(feature = "nats")]
         let nats = match &conn {
             Conn::Nats { js, .. } => {
@@ -1286,6 +1318,7 @@ impl Reader {
         let _ = i;
         Ok(Reader {
             conn,
+            parse,
             #[cfg(feature = "redis")]
             consumer: format!("reader-{i}"),
             #[cfg(feature = "nats")]
@@ -1297,10 +1330,11 @@ impl Reader {
 
     /// Fetches up to `max` events and acks them; returns how many.
     async fn fetch_and_ack(&mut self, names: &RoundNames, max: u64) -> anyhow::Result<u64> {
+        let parse = self.parse;
         match &mut self.conn {
             Conn::Crmbus(c) => {
                 let pulled = c
-                    .pull(
+                    .pull_raw(
                         &names.group,
                         &crmbus_client::api::PullRequest {
                             max_events: Some(max as usize),
@@ -1310,6 +1344,11 @@ impl Reader {
                     .await
                     .with_context(|| format!("pulling from {}", names.group))?;
                 let n = pulled.deliveries.len() as u64;
+                if parse {
+                    for d in &pulled.deliveries {
+                        parse_event(d.event.get().as_bytes())?;
+                    }
+                }
                 if n > 0 {
                     let ack_ids = pulled.deliveries.into_iter().map(|d| d.ack_id).collect();
                     c.ack(&names.group, &crmbus_client::api::AckRequest { ack_ids })
@@ -1334,7 +1373,7 @@ impl Reader {
                     .query_async(conn)
                     .await
                     .with_context(|| format!("XREADGROUP from {}", names.stream))?;
-                let ids = stream_entry_ids(&reply);
+                let ids = stream_entry_ids(&reply, parse)?;
                 let n = ids.len() as u64;
                 if n > 0 {
                     let acked: u64 = redis::cmd("XACK")
@@ -1367,6 +1406,9 @@ impl Reader {
                 let mut n = 0;
                 while let Some(m) = batch.next().await {
                     let m = m.map_err(|e| anyhow!("fetching from {}: {e}", names.group))?;
+                    if parse {
+                        parse_event(&m.payload)?;
+                    }
                     m.ack()
                         .await
                         .map_err(|e| anyhow!("acking to {}: {e}", names.group))?;
@@ -1402,6 +1444,9 @@ impl Reader {
                         Err(_) => break,
                         Ok(m) => m.with_context(|| format!("fetching from {}", names.stream))?,
                     };
+                    if parse {
+                        parse_event(m.payload().unwrap_or_default())?;
+                    }
                     next.insert(m.partition(), m.offset() + 1);
                     n += 1;
                 }
@@ -1423,11 +1468,11 @@ impl Reader {
 
 /// The entry ids of an `XREADGROUP` reply (`[[stream, [[id, fields], …]], …]`, or nil).
 #[cfg(feature = "redis")]
-fn stream_entry_ids(reply: &redis::Value) -> Vec<Vec<u8>> {
+fn stream_entry_ids(reply: &redis::Value, parse: bool) -> anyhow::Result<Vec<Vec<u8>>> {
     use redis::Value;
     let mut ids = Vec::new();
     let Value::Array(streams) = reply else {
-        return ids;
+        return Ok(ids);
     };
     for s in streams {
         let Value::Array(parts) = s else { continue };
@@ -1439,10 +1484,25 @@ fn stream_entry_ids(reply: &redis::Value) -> Vec<Vec<u8>> {
                 if let Some(Value::BulkString(id)) = entry.first() {
                     ids.push(id.clone());
                 }
+                // The entry's fields: `event` and the event's JSON.
+                if let (true, Some(Value::Array(fields))) = (parse, entry.get(1)) {
+                    if let Some(Value::BulkString(json)) = fields.get(1) {
+                        parse_event(json)?;
+                    }
+                }
             }
         }
     }
-    ids
+    Ok(ids)
+}
+
+/// Parses an event read back into a JSON value (`--parse-events`), as a consumer that
+/// looks inside does; fails if it is not JSON.
+fn parse_event(bytes: &[u8]) -> anyhow::Result<()> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).context("an event read back is not JSON")?;
+    std::hint::black_box(value);
+    Ok(())
 }
 
 /// crmbus ÷ every other engine, round by round (matched on client count).
@@ -1562,8 +1622,10 @@ fn targets(engines: &[EngineReport], event_bytes: usize) -> Vec<TargetCheck> {
 
 fn print_table(r: &NetReport) {
     println!(
-        "crmbus bench net — events of {} B ({} B data) over {} keys; batches of {}; read-back {} per fetch, acked per fetch (crmbus group ordering: {}); crmbus topic of {} partitions",
-        r.event_bytes, r.data_bytes, r.keys, r.batch, r.read_batch, r.read_ordering.name(), r.crmbus_partitions
+        "crmbus bench net — events of {} B ({} B data) over {} keys; batches of {}; read-back {} per fetch, acked per fetch, {} (crmbus group ordering: {}); crmbus topic of {} partitions",
+        r.event_bytes, r.data_bytes, r.keys, r.batch, r.read_batch,
+        if r.readers_parse_events { "each event parsed into a JSON value" } else { "each event taken unparsed" },
+        r.read_ordering.name(), r.crmbus_partitions
     );
     println!(
         "  per round: {} one-at-a-time + {} batched events",

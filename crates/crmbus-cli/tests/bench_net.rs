@@ -72,7 +72,14 @@ fn engine<'a>(report: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn bench_net_json_reports_every_engine_round_and_ratio() {
     let sync = nats_sync_server();
-    let (report, _) = bench_net(&["--nats-sync-server", sync.to_str().expect("utf-8 path")]);
+    // Every reader parses each event it reads back (a reader that reads something else
+    // than an event's JSON fails the run).
+    let (report, _) = bench_net(&[
+        "--nats-sync-server",
+        sync.to_str().expect("utf-8 path"),
+        "--parse-events",
+    ]);
+    assert_eq!(report["readers_parse_events"], true, "{report}");
     let names = [
         "crmbus",
         "redis-always",
@@ -165,8 +172,10 @@ fn bench_net_reports_an_engine_that_cannot_start_and_runs_the_others() {
         "--ordering",
         "key",
     ]);
-    // With crmbus's per-key ordering the read-back still reads every event.
+    // With crmbus's per-key ordering the read-back still reads every event; by default
+    // the readers take the events unparsed.
     assert_eq!(report["read_ordering"], "key", "{report}");
+    assert_eq!(report["readers_parse_events"], false, "{report}");
     for r in engine(&report, "crmbus")["rounds"]
         .as_array()
         .expect("rounds")

@@ -330,6 +330,17 @@ impl Client {
             .await
     }
 
+    /// [`Client::pull`], with each event left as the JSON text the server sent: no JSON
+    /// tree is built for an event the caller hands on without looking inside.
+    pub async fn pull_raw(
+        &self,
+        name: &str,
+        req: &PullRequest,
+    ) -> Result<crate::RawPullResponse, ClientError> {
+        self.post(&routes::subscription_verb(name, "pull"), req)
+            .await
+    }
+
     /// Acks deliveries.
     pub async fn ack(&self, name: &str, req: &AckRequest) -> Result<AckResponse, ClientError> {
         self.post(&routes::subscription_verb(name, "ack"), req)

@@ -31,9 +31,11 @@
 mod client;
 mod error;
 mod live;
+mod raw;
 mod routes;
 
 pub use client::{Client, Encoded};
 pub use crmbus_api as api;
 pub use error::ClientError;
 pub use live::LiveStream;
+pub use raw::{RawDelivery, RawPullResponse};

@@ -1,6 +1,7 @@
 //! Every method of the client against a real server (embedded log, ephemeral port):
 //! topics, publish in each mode, read, a live stream, a subscription's pull, ack, nack,
-//! seek and dead letters, the schema registry, health, and the errors a caller sees.
+//! seek and dead letters, a pull with the events as JSON text, the schema registry,
+//! health, and the errors a caller sees.
 
 use std::time::Duration;
 
@@ -499,4 +500,96 @@ async fn a_webhook_subscriptions_secret_is_rotated_and_it_is_enabled() {
         other => panic!("expected a 404 problem, got {other:?}"),
     }
     server.shutdown().await.expect("shutdown");
+}
+
+/// `pull_raw` hands each event over as the JSON text the server sent, and the shaped body
+/// too: the same deliveries `pull` parses, and they ack the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_pull_gives_each_event_as_its_json_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    let client = Client::new(&format!("http://{}", server.local_addr())).expect("client");
+    client
+        .create_topic(&topic("deals", 2))
+        .await
+        .expect("create");
+    let sent: Vec<Value> = (0..3)
+        .map(|i| {
+            event(
+                &format!("evt-{i}"),
+                "deal.won",
+                &format!("deal-{i}"),
+                json!({"deal_id": format!("deal-{i}"), "amount": 100 * i}),
+            )
+        })
+        .collect();
+    client
+        .publish_batch(&["deals"], &sent)
+        .await
+        .expect("publish");
+    client
+        .create_subscription(
+            "deals",
+            &CreateSubscriptionRequest {
+                name: "erp".into(),
+                filter: None,
+                start: Some(json!("earliest")),
+                retry: None,
+                ordering: Some("none".into()),
+                on_exhausted: None,
+                ack_timeout_ms: None,
+                max_in_flight: None,
+                target: None,
+                transform: Some(json!({"deal": "{{ $.data.deal_id }}"})),
+            },
+        )
+        .await
+        .expect("subscribe");
+    let pull = PullRequest {
+        max_events: Some(10),
+        wait_ms: Some(5_000),
+    };
+    let got = within(async {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.extend(
+                client
+                    .pull_raw("erp", &pull)
+                    .await
+                    .expect("pull")
+                    .deliveries,
+            );
+        }
+        got
+    })
+    .await;
+    let mut ids = Vec::new();
+    for d in &got {
+        let event: Value = serde_json::from_str(d.event.get()).expect("the event is JSON");
+        let i: usize = event["id"]
+            .as_str()
+            .and_then(|id| id.strip_prefix("evt-"))
+            .and_then(|n| n.parse().ok())
+            .expect("one of the events sent");
+        assert_eq!(event["data"], sent[i]["data"]);
+        assert_eq!(event["subject"], sent[i]["subject"]);
+        let body: Value = serde_json::from_str(d.body.as_ref().expect("shaped body").get())
+            .expect("the body is JSON");
+        assert_eq!(body, json!({"deal": format!("deal-{i}")}));
+        assert_eq!(d.attempt, 1);
+        ids.push(i);
+    }
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2]);
+    let acked = client
+        .ack(
+            "erp",
+            &AckRequest {
+                ack_ids: got.iter().map(|d| d.ack_id.clone()).collect(),
+            },
+        )
+        .await
+        .expect("ack");
+    assert_eq!(acked.settled, 3);
+    server.shutdown().await.expect("stop");
 }
