@@ -133,7 +133,9 @@ pub struct NetBenchArgs {
     /// Every reader parses each event it reads back into a JSON value, as a consumer that
     /// looks inside does. Without it every reader takes each event as its client hands it
     /// over, unparsed: crmbus's `pull_raw` (JSON text), Redis's entry field and NATS's
-    /// and Kafka's message payloads (bytes). Either way all engines do the same work.
+    /// and Kafka's message payloads (bytes). Either way every reader does the same work
+    /// per event; crmbus's still reads each delivery's envelope (ack id, partition,
+    /// offset) from the JSON response, as its protocol has it.
     #[arg(long)]
     parse_events: bool,
     /// Print one JSON object instead of a table.
@@ -1485,10 +1487,14 @@ fn stream_entry_ids(reply: &redis::Value, parse: bool) -> anyhow::Result<Vec<Vec
                     ids.push(id.clone());
                 }
                 // The entry's fields: `event` and the event's JSON.
-                if let (true, Some(Value::Array(fields))) = (parse, entry.get(1)) {
-                    if let Some(Value::BulkString(json)) = fields.get(1) {
-                        parse_event(json)?;
-                    }
+                if parse {
+                    let Some(Value::Array(fields)) = entry.get(1) else {
+                        bail!("a stream entry read back has no fields: {entry:?}");
+                    };
+                    let Some(Value::BulkString(json)) = fields.get(1) else {
+                        bail!("a stream entry read back has no event: {fields:?}");
+                    };
+                    parse_event(json)?;
                 }
             }
         }

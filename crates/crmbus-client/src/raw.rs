@@ -6,11 +6,11 @@
 //! [`crate::Client::pull_raw`] gives it the text instead, as the Redis and NATS clients
 //! give a message's bytes.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// One pulled delivery, its event unparsed ([`crate::Client::pull_raw`]).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RawDelivery {
     /// Ack (or nack) it with this id before the ack timeout.
     pub ack_id: String,
@@ -25,12 +25,12 @@ pub struct RawDelivery {
     pub event: Box<RawValue>,
     /// The event shaped by the subscription's `transform`, as JSON text (absent without
     /// one).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Box<RawValue>>,
 }
 
 /// The answer to a pull, its events unparsed ([`crate::Client::pull_raw`]).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RawPullResponse {
     /// The deliveries (possibly none).
     pub deliveries: Vec<RawDelivery>,

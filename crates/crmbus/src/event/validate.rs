@@ -45,12 +45,13 @@ impl Event {
     }
 }
 
-/// The deepest nesting of arrays and objects `data` may have: the deepest serde_json's
-/// parser reads back inside an event document (its recursion limit counts the event
-/// object too; `data_nested_deeper_than_the_parser_reads_is_refused` pins the figure). An
-/// event built in code could nest deeper, and would then be stored but unreadable by every
-/// backend, so it is refused when validated. (Over HTTP the parser refuses it first.)
-pub(crate) const MAX_DATA_DEPTH: usize = 126;
+/// The deepest nesting of arrays and objects `data` may have. serde_json's parser reads
+/// 127 levels in all, and crmbus puts an event up to four levels down in what it writes
+/// and reads (a batch, a dead letter, a pull or read response): data within this limit
+/// reads back everywhere, with room to spare. An event built in code could nest deeper,
+/// be stored, and then fail to read back, so it is refused when validated. (Over HTTP the
+/// parser refuses deeper data before validation.)
+pub(crate) const MAX_DATA_DEPTH: usize = 100;
 
 /// Whether `v` nests arrays and objects more than `limit` levels deep (`{}` is one level).
 /// Recurses at most `limit` levels.
