@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::ClientError;
 use crate::live::LiveStream;
+use crate::raw::RawPullResponse;
 use crate::routes;
 
 /// The header a dead-letter action is audited under.
@@ -336,7 +337,7 @@ impl Client {
         &self,
         name: &str,
         req: &PullRequest,
-    ) -> Result<crate::RawPullResponse, ClientError> {
+    ) -> Result<RawPullResponse, ClientError> {
         self.post(&routes::subscription_verb(name, "pull"), req)
             .await
     }
@@ -527,7 +528,7 @@ impl Client {
     // Operations.
 
     /// `GET /v1/cluster`: the servers sharing the backend and who drives what.
-    pub async fn cluster(&self) -> Result<crate::api::ClusterView, ClientError> {
+    pub async fn cluster(&self) -> Result<crmbus_api::ClusterView, ClientError> {
         self.get(&routes::cluster()).await
     }
 

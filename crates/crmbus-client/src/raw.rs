@@ -1,15 +1,15 @@
 //! Pulled deliveries with each event left as the JSON text the server sent.
 //!
-//! [`crate::Client::pull`] parses every event into a [`serde_json::Value`] tree. A consumer
+//! `Client::pull` parses every event into a [`serde_json::Value`] tree. A consumer
 //! that hands events on (to a queue, a file, another service) without looking inside, or
 //! that parses them into types of its own, does not need that tree:
-//! [`crate::Client::pull_raw`] gives it the text instead, as the Redis and NATS clients
+//! `Client::pull_raw` gives it the text instead, as the Redis and NATS clients
 //! give a message's bytes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// One pulled delivery, its event unparsed ([`crate::Client::pull_raw`]).
+/// One pulled delivery, its event unparsed (`Client::pull_raw`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RawDelivery {
     /// Ack (or nack) it with this id before the ack timeout.
@@ -29,7 +29,7 @@ pub struct RawDelivery {
     pub body: Option<Box<RawValue>>,
 }
 
-/// The answer to a pull, its events unparsed ([`crate::Client::pull_raw`]).
+/// The answer to a pull, its events unparsed (`Client::pull_raw`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RawPullResponse {
     /// The deliveries (possibly none).
