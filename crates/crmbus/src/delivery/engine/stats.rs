@@ -1,4 +1,5 @@
-//! The counters of a subscription and their point-in-time copy with the engine's state.
+//! The counters of a subscription and their point-in-time copy with the engine's state,
+//! and the metric handles ([`EngineMetrics`]) the engine registers once when it opens.
 
 use std::sync::atomic::AtomicU64;
 
