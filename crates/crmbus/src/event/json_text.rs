@@ -19,6 +19,7 @@ use serde_json::Value;
 ///
 /// Two `JsonText`s, or a `JsonText` and an [`crate::EventData::Json`], are equal when
 /// their values are; the spelling of the text does not count.
+#[derive(Clone)]
 pub struct JsonText {
     text: Box<RawValue>,
     parsed: OnceLock<Value>,
@@ -52,15 +53,6 @@ impl JsonText {
                     Value::Null
                 }
             })
-    }
-}
-
-impl Clone for JsonText {
-    fn clone(&self) -> Self {
-        JsonText {
-            text: self.text.clone(),
-            parsed: self.parsed.clone(),
-        }
     }
 }
 
