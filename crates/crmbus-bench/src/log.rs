@@ -219,11 +219,12 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
         (Some(a), Some(b)) => (b - a).as_secs_f64() / append_secs,
         _ => 0.0,
     };
-    let (rounds, sync_us) = log.group_commit_stats();
+    let commit = log.group_commit_stats();
+    let (rounds, sync_us) = (commit.rounds, commit.sync_micros);
     if !quiet {
         eprintln!("append phase used {:.0}% of one core", append_cpu * 100.0);
-        eprintln!("group commit: {rounds} rounds, {:.1} events/round, {:.0} us fsync/round, {:.0}% of the time in fsync",
-            args.events as f64 / rounds.max(1) as f64, sync_us as f64 / rounds.max(1) as f64, sync_us as f64 / 1e4 / append_secs);
+        eprintln!("group commit: {rounds} rounds ({} run by appenders), {:.1} events/round, {:.0} us fsync/round, {:.0}% of the time in fsync",
+            commit.rounds_led, args.events as f64 / rounds.max(1) as f64, sync_us as f64 / rounds.max(1) as f64, sync_us as f64 / 1e4 / append_secs);
     }
     pb.finish_and_clear();
     if rss_points.last().map(|p| p.events) != Some(args.events) {

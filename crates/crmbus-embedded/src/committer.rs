@@ -1,8 +1,11 @@
 //! [`Committer`]: how the embedded log makes what it writes durable, decided once.
 //!
-//! With [`Durability::Fsync`] every step goes through the [`GroupCommit`] thread: journal
-//! frames are queued for its next round, staged data is handed to it, and a caller that
-//! must not go on before something is on disk waits for the round's ticket. With
+//! With [`Durability::Fsync`] every step goes through the [`GroupCommit`]: journal frames
+//! are queued for its next round, staged data is handed to it, and a caller that must not
+//! go on before something is on disk waits for the round's ticket. An append on a
+//! multi-threaded tokio runtime that finds no round running runs one itself, in a blocking
+//! section of its worker ([`tokio::task::block_in_place`]), instead of handing it to the
+//! group-commit thread and being woken back. With
 //! [`Durability::Os`] every step writes to the page cache at once and nothing is fsynced or
 //! waited for; a failed write stops the log until a restart (offsets may have a hole).
 //!
@@ -17,7 +20,7 @@ use crmbus::LogError;
 use crate::batch_journal::BatchJournal;
 use crate::options::{Durability, EmbeddedOptions};
 use crate::partition::SyncItem;
-use crate::syncer::GroupCommit;
+use crate::syncer::{GroupCommit, GroupCommitStats};
 
 /// A storage error as the log reports it: a full disk is [`LogError::StorageFull`].
 pub(crate) fn storage_error(e: std::io::Error) -> LogError {
@@ -47,7 +50,36 @@ enum How {
 /// What a caller waits for before it goes on: a queued frame on disk (group commit), or
 /// nothing (page cache, where the frame is already written).
 #[must_use = "wait for the barrier before going on"]
-pub(crate) struct Barrier(Option<u64>);
+pub(crate) struct Barrier {
+    ticket: Option<u64>,
+    /// The caller runs the round itself if none is running (see [`Committer::submit`]).
+    lead: bool,
+}
+
+impl Barrier {
+    const NONE: Barrier = Barrier {
+        ticket: None,
+        lead: false,
+    };
+
+    fn ticket(ticket: u64) -> Barrier {
+        Barrier {
+            ticket: Some(ticket),
+            lead: false,
+        }
+    }
+}
+
+/// Whether the calling thread may run a group-commit round itself, in
+/// [`tokio::task::block_in_place`]: on a multi-threaded tokio runtime only (on the
+/// current-thread runtime it would block every task, and outside tokio nothing says
+/// blocking is allowed).
+fn may_lead() -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
+        Err(_) => false,
+    }
+}
 
 impl Committer {
     /// The committer `opts.durability` asks for; starts the group-commit thread if any. It
@@ -110,13 +142,13 @@ impl Committer {
         match &self.how {
             How::Group(commit) => {
                 commit.queue_intent(frame);
-                Ok(Barrier(Some(commit.submit(Vec::new()))))
+                Ok(Barrier::ticket(commit.submit(Vec::new())))
             }
             How::PageCache { .. } => {
                 self.journal
                     .write(&frame, false)
                     .map_err(|e| self.fail_write(&e))?;
-                Ok(Barrier(None))
+                Ok(Barrier::NONE)
             }
         }
     }
@@ -142,13 +174,23 @@ impl Committer {
     /// or writes it to the page cache now (and raises the partitions' durable offsets).
     /// Called while the append still holds its topics' locks, so page-cache writes of
     /// appends to a topic happen in the order they staged.
+    ///
+    /// Where the caller may run a round itself ([`may_lead`]), the group-commit thread is
+    /// not woken: the caller must [`Committer::wait`] for the barrier at once (in the same
+    /// poll, with no await in between), which runs the round if no other is running.
     pub fn submit(&self, sync: Vec<SyncItem>, opts: &EmbeddedOptions) -> Result<Barrier, LogError> {
         match &self.how {
             How::Group(commit) => {
                 if sync.is_empty() {
-                    return Ok(Barrier(None));
+                    return Ok(Barrier::NONE);
                 }
-                Ok(Barrier(Some(commit.submit(sync))))
+                if may_lead() {
+                    return Ok(Barrier {
+                        ticket: Some(commit.submit_to_lead(sync)),
+                        lead: true,
+                    });
+                }
+                Ok(Barrier::ticket(commit.submit(sync)))
             }
             How::PageCache { failed } => {
                 // After a failed write nothing more is written: what a failed append left
@@ -169,18 +211,24 @@ impl Committer {
                 for (item, next) in sync.iter().zip(written) {
                     item.partition.mark_durable(next);
                 }
-                Ok(Barrier(None))
+                Ok(Barrier::NONE)
             }
         }
     }
 
-    /// Waits until what `barrier` stands for is durable.
+    /// Waits until what `barrier` stands for is durable. A barrier that leads runs the
+    /// round first, before the first await, if none is running.
     pub async fn wait(&self, barrier: Barrier) -> Result<(), LogError> {
-        match (&self.how, barrier.0) {
-            (How::Group(commit), Some(ticket)) => commit
-                .wait(ticket)
-                .await
-                .map_err(|e| LogError::Unavailable(e.to_string())),
+        match (&self.how, barrier.ticket) {
+            (How::Group(commit), Some(ticket)) => {
+                if barrier.lead {
+                    tokio::task::block_in_place(|| commit.lead(ticket));
+                }
+                commit
+                    .wait(ticket)
+                    .await
+                    .map_err(|e| LogError::Unavailable(e.to_string()))
+            }
             _ => Ok(()),
         }
     }
@@ -191,7 +239,7 @@ impl Committer {
         barrier: Barrier,
         runtime: &tokio::runtime::Handle,
     ) -> Result<(), LogError> {
-        if barrier.0.is_none() {
+        if barrier.ticket.is_none() {
             return Ok(());
         }
         runtime.block_on(self.wait(barrier))
@@ -220,12 +268,11 @@ impl Committer {
         }
     }
 
-    /// Group-commit rounds run so far and the time they spent syncing (µs); zero without
-    /// group commit.
-    pub fn stats(&self) -> (u64, u64) {
+    /// What the group commit's rounds did so far; all zero without group commit.
+    pub fn stats(&self) -> GroupCommitStats {
         match &self.how {
             How::Group(commit) => commit.stats(),
-            How::PageCache { .. } => (0, 0),
+            How::PageCache { .. } => GroupCommitStats::default(),
         }
     }
 

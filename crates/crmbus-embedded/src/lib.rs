@@ -64,3 +64,4 @@ pub use crmbus::OpenedBackend;
 pub use log::EmbeddedLog;
 pub use options::{Durability, EmbeddedOptions};
 pub use storage::{OsStorage, SimStorage, Storage};
+pub use syncer::GroupCommitStats;

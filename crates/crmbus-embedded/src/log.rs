@@ -27,6 +27,7 @@ use crate::metadata::Metadata;
 use crate::options::EmbeddedOptions;
 use crate::partition::{CorruptCounter, Partition};
 use crate::storage::StorageLock;
+use crate::syncer::GroupCommitStats;
 
 mod admin;
 mod append;
@@ -128,9 +129,10 @@ impl EmbeddedLog {
             .sum()
     }
 
-    /// Group-commit rounds run since open and the total microseconds they spent in
-    /// fsync calls (both zero with [`Durability::Os`](crate::Durability::Os)).
-    pub fn group_commit_stats(&self) -> (u64, u64) {
+    /// What the group commit did since open: rounds run, rounds appenders led, and the
+    /// microseconds they spent writing and syncing (all zero with
+    /// [`Durability::Os`](crate::Durability::Os)).
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
         self.inner.commit.stats()
     }
 

@@ -1,13 +1,20 @@
-//! Group commit: one background thread makes appended data durable for every append that
-//! arrived while the previous fdatasync ran, then wakes them all at once.
+//! Group commit: one *round* makes appended data durable for every append that arrived
+//! while the previous fdatasync ran, then wakes them all at once.
 //!
 //! An appender encodes its frames into its partitions' staging buffers (in memory), then
-//! [`GroupCommit::submit`]s what it staged and waits on the returned ticket. The thread
-//! takes everything submitted so far, fsyncs the directories of new files, and for each
+//! [`GroupCommit::submit`]s what it staged and waits on the returned ticket. A round takes
+//! everything submitted so far, fsyncs the directories of new files, and for each
 //! partition (concurrently) writes the staged frames to the segment files and fdatasyncs
 //! them; then it raises the partitions' durable offsets and publishes the ticket number it
 //! reached. A failed write or fsync poisons the log: the kernel may have dropped the dirty
 //! pages, so no later write can be acknowledged honestly.
+//!
+//! Rounds run one at a time, on one of two kinds of thread. An appender that finds no
+//! round running *leads*: it runs the round itself ([`GroupCommit::lead`], on a blocking
+//! section of its own thread), so a publish that arrives alone costs no hand-off to another
+//! thread and back. An appender that finds a round running wakes the group-commit thread,
+//! which runs the next round as soon as the current one ends and takes every append that
+//! arrived meanwhile; a leader that sees more work queued when its round ends wakes it too.
 //!
 //! The same rounds make [`BatchJournal`] intents durable (see [`crate::batch_journal`]). An
 //! append that spans partitions stages its parts, queues its intent and submits, all while
@@ -50,6 +57,11 @@ struct Queue {
 }
 
 struct Shared {
+    opts: EmbeddedOptions,
+    journal: Arc<BatchJournal>,
+    /// Held by whoever runs a round (the group-commit thread or a leading appender), so
+    /// rounds run one at a time and in order.
+    round: Mutex<()>,
     /// Held (shared) by an append that spans partitions from staging to submitting, and
     /// alone by a round while it takes its work (see the module documentation).
     gate: RwLock<()>,
@@ -57,10 +69,23 @@ struct Shared {
     /// recovery points with its journal frames.
     touched: Mutex<Vec<Arc<Partition>>>,
     rounds: std::sync::atomic::AtomicU64,
+    /// Of `rounds`, those an appender led.
+    rounds_led: std::sync::atomic::AtomicU64,
     sync_micros: std::sync::atomic::AtomicU64,
     queue: Mutex<Queue>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
+}
+
+/// What the group commit's rounds did since the log opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Rounds run (each writes and fsyncs what was queued when it started).
+    pub rounds: u64,
+    /// Of those, the rounds an appender ran on its own thread (it found none running).
+    pub rounds_led: u64,
+    /// Total time the rounds spent writing and syncing, in microseconds.
+    pub sync_micros: u64,
 }
 
 /// The group-commit thread and its queue.
@@ -77,9 +102,13 @@ impl GroupCommit {
     ) -> std::io::Result<GroupCommit> {
         let (tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
+            opts,
+            journal,
+            round: Mutex::new(()),
             gate: RwLock::new(()),
             touched: Mutex::new(Vec::new()),
             rounds: std::sync::atomic::AtomicU64::new(0),
+            rounds_led: std::sync::atomic::AtomicU64::new(0),
             sync_micros: std::sync::atomic::AtomicU64::new(0),
             queue: Mutex::new(Queue {
                 items: Vec::new(),
@@ -94,22 +123,65 @@ impl GroupCommit {
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("crmbus-group-commit".into())
-            .spawn(move || run(&worker, &opts, &journal))?;
+            .spawn(move || run(&worker))?;
         Ok(GroupCommit {
             shared,
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Queues dirtied segments; returns the ticket to wait for.
+    /// Queues dirtied segments for the group-commit thread and wakes it; returns the
+    /// ticket to wait for.
     pub fn submit(&self, items: Vec<SyncItem>) -> u64 {
+        let t = self.submit_to_lead(items);
+        self.shared.wake.notify_one();
+        t
+    }
+
+    /// Queues dirtied segments without waking the group-commit thread: the caller must
+    /// call [`GroupCommit::lead`] with the returned ticket before it waits or goes away,
+    /// or the round that makes them durable may not run.
+    pub fn submit_to_lead(&self, items: Vec<SyncItem>) -> u64 {
         let mut q = self.shared.queue.locked();
         q.items.extend(items);
         q.ticket += 1;
-        let t = q.ticket;
-        drop(q);
-        self.shared.wake.notify_one();
-        t
+        q.ticket
+    }
+
+    /// Makes `ticket` durable on the calling thread if no round is running: runs a round
+    /// (which takes everything queued, the caller's ticket among it). Otherwise, or when the
+    /// log is stopping or poisoned, wakes the group-commit thread to run it. Blocks on disk
+    /// I/O: call it where blocking is allowed (in [`tokio::task::block_in_place`] on an
+    /// async worker). Then [`GroupCommit::wait`] for the ticket as usual.
+    pub fn lead(&self, ticket: u64) {
+        let shared = &*self.shared;
+        if shared.progress.borrow().synced >= ticket {
+            return;
+        }
+        let round = match shared.round.try_lock() {
+            Ok(round) => Some(round),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let Some(_round) = round else {
+            // A round is running: the thread runs the next one, with this ticket.
+            shared.wake.notify_one();
+            return;
+        };
+        let stopping = shared.queue.locked().shutdown;
+        if stopping || shared.progress.borrow().failed.is_some() {
+            shared.wake.notify_one();
+            return;
+        }
+        if run_round(shared) {
+            shared
+                .rounds_led
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Appends that arrived while this round ran: the thread takes them.
+        if has_work(&shared.queue.locked(), shared) {
+            shared.wake.notify_one();
+        }
     }
 
     /// Holds rounds off while an append that spans partitions stages, queues its intent
@@ -159,13 +231,14 @@ impl GroupCommit {
         self.shared.progress.borrow().failed.clone()
     }
 
-    /// Group-commit rounds run so far, and the total time they spent syncing (µs).
-    pub fn stats(&self) -> (u64, u64) {
+    /// What the rounds did so far.
+    pub fn stats(&self) -> GroupCommitStats {
         use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.shared.rounds.load(Relaxed),
-            self.shared.sync_micros.load(Relaxed),
-        )
+        GroupCommitStats {
+            rounds: self.shared.rounds.load(Relaxed),
+            rounds_led: self.shared.rounds_led.load(Relaxed),
+            sync_micros: self.shared.sync_micros.load(Relaxed),
+        }
     }
 
     /// Syncs what is queued, then stops the thread.
@@ -198,18 +271,21 @@ impl Drop for GroupCommit {
     }
 }
 
-fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
+/// Whether a round has anything to do: staged data, tickets not yet durable or journal
+/// frames not yet written.
+fn has_work(q: &Queue, shared: &Shared) -> bool {
+    !q.items.is_empty() || !q.journal.is_empty() || q.ticket != shared.progress.borrow().synced
+}
+
+/// The group-commit thread: runs a round whenever it is woken and there is work.
+fn run(shared: &Shared) {
     loop {
         {
             let mut q = shared.queue.locked();
             while q.items.is_empty() && q.ticket == shared.progress.borrow().synced && !q.shutdown {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
-            if q.shutdown
-                && q.items.is_empty()
-                && q.journal.is_empty()
-                && q.ticket == shared.progress.borrow().synced
-            {
+            if q.shutdown && !has_work(&q, shared) {
                 return;
             }
         }
@@ -222,51 +298,67 @@ fn run(shared: &Shared, opts: &EmbeddedOptions, journal: &BatchJournal) {
             }
             return;
         }
-        // The round's work, taken while no append that spans partitions is half staged:
-        // the tickets, the staged data of their partitions, and the journal frames queued
-        // (among them the intent of every such append whose data is taken here).
-        let (items, ticket, frames, journal_sync, work) = {
-            let _gate = shared.gate.write_locked();
-            let (items, ticket, frames, journal_sync) = {
-                let mut q = shared.queue.locked();
-                (
-                    std::mem::take(&mut q.items),
-                    q.ticket,
-                    std::mem::take(&mut q.journal),
-                    std::mem::take(&mut q.journal_sync),
-                )
-            };
-            let work = take_work(&items);
-            (items, ticket, frames, journal_sync, work)
-        };
-        let started = std::time::Instant::now();
-        let journal_step = JournalStep { shared, journal };
-        let result = journal_step
-            .run(frames, journal_sync)
-            .and_then(|()| write_work(work, opts))
-            .map(|partitions| journal_step.made_durable(partitions))
-            .and_then(|()| journal.compact_if_large());
-        drop(items);
-        shared
-            .rounds
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        shared.sync_micros.fetch_add(
-            started.elapsed().as_micros() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        match result {
-            Ok(()) => {
-                shared.progress.send_modify(|p| p.synced = ticket);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "write or fsync failed; the embedded log stops accepting writes");
-                metrics::counter!("crmbus_log_fsync_failures_total").increment(1);
-                shared.progress.send_modify(|p| {
-                    p.failed = Some(Arc::from(format!("write or fsync failed: {e}")))
-                });
-            }
+        // A leading appender may be running a round: wait for it, then take what is left.
+        let _round = shared.round.locked();
+        if shared.progress.borrow().failed.is_none() {
+            run_round(shared);
         }
     }
+}
+
+/// Runs one round, holding [`Shared::round`]: takes what is queued, writes and fsyncs it,
+/// and publishes the ticket reached (or the failure). Returns whether there was anything
+/// to do.
+fn run_round(shared: &Shared) -> bool {
+    let (opts, journal) = (&shared.opts, &*shared.journal);
+    // The round's work, taken while no append that spans partitions is half staged:
+    // the tickets, the staged data of their partitions, and the journal frames queued
+    // (among them the intent of every such append whose data is taken here).
+    let (items, ticket, frames, journal_sync, work) = {
+        let _gate = shared.gate.write_locked();
+        let (items, ticket, frames, journal_sync) = {
+            let mut q = shared.queue.locked();
+            if !has_work(&q, shared) {
+                return false;
+            }
+            (
+                std::mem::take(&mut q.items),
+                q.ticket,
+                std::mem::take(&mut q.journal),
+                std::mem::take(&mut q.journal_sync),
+            )
+        };
+        let work = take_work(&items);
+        (items, ticket, frames, journal_sync, work)
+    };
+    let started = std::time::Instant::now();
+    let journal_step = JournalStep { shared, journal };
+    let result = journal_step
+        .run(frames, journal_sync)
+        .and_then(|()| write_work(work, opts))
+        .map(|partitions| journal_step.made_durable(partitions))
+        .and_then(|()| journal.compact_if_large());
+    drop(items);
+    shared
+        .rounds
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.sync_micros.fetch_add(
+        started.elapsed().as_micros() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    match result {
+        Ok(()) => {
+            shared.progress.send_modify(|p| p.synced = ticket);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "write or fsync failed; the embedded log stops accepting writes");
+            metrics::counter!("crmbus_log_fsync_failures_total").increment(1);
+            shared
+                .progress
+                .send_modify(|p| p.failed = Some(Arc::from(format!("write or fsync failed: {e}"))));
+        }
+    }
+    true
 }
 
 /// The journal frames a round writes before it writes its data.

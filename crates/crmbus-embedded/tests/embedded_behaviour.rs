@@ -261,7 +261,7 @@ async fn os_durability_serves_and_survives_reopen() {
         assert_eq!(read_all(&log).await.len(), 50);
         assert_eq!(
             log.group_commit_stats(),
-            (0, 0),
+            crmbus_embedded::GroupCommitStats::default(),
             "os durability must not fsync appends"
         );
     }
@@ -402,4 +402,104 @@ async fn stored_json_data_is_read_back_as_its_text() {
     // The record's bytes are the event written again.
     let json = stored.stored_json.as_ref().expect("the stored JSON");
     assert_eq!(json.as_ref(), stored.event.to_json_vec().as_slice());
+}
+
+/// An append on a multi-threaded runtime that finds no group-commit round running runs
+/// one itself; on the current-thread runtime the group-commit thread runs every round.
+#[test]
+fn an_append_alone_runs_its_own_group_commit_round_where_it_may_block() {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    for multi in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        .expect("runtime");
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+        runtime.block_on(async {
+            log.create_topic(TopicSpec::new("leads", 1))
+                .await
+                .expect("create");
+            let before = log.group_commit_stats();
+            for n in 0..20 {
+                log.append(&topics(), &[ev(n)]).await.expect("append");
+            }
+            let after = log.group_commit_stats();
+            assert_eq!(after.rounds - before.rounds, 20, "one round per append");
+            let led = after.rounds_led - before.rounds_led;
+            assert_eq!(led, if multi { 20 } else { 0 }, "multi-threaded: {multi}");
+            assert_eq!(read_all(&log).await.len(), 20);
+        });
+        drop(log);
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+        runtime.block_on(async { assert_eq!(read_all(&log).await.len(), 20) });
+    }
+}
+
+/// Many appenders at once on a multi-threaded runtime, some leading rounds and some
+/// handing theirs to the group-commit thread, to one and to two topics: every append is
+/// acknowledged, once, and everything acknowledged is there after a reopen.
+#[test]
+fn concurrent_appends_lead_or_hand_over_and_none_is_lost() {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let log = Arc::new(EmbeddedLog::open(dir.path(), opts(&clock)).expect("open"));
+    let (tasks, per_task) = (16u64, 40u64);
+    runtime.block_on(async {
+        for t in ["leads", "deals"] {
+            log.create_topic(TopicSpec::new(t, 4))
+                .await
+                .expect("create");
+        }
+        let mut handles = Vec::new();
+        for task in 0..tasks {
+            let log = Arc::clone(&log);
+            handles.push(tokio::spawn(async move {
+                for i in 0..per_task {
+                    let n = task * 1_000 + i;
+                    let event = Event::new("lead.created", json!({ "n": n }))
+                        .source("urn:t")
+                        .subject(format!("k{}", n % 7));
+                    let to: Vec<String> = if i % 3 == 0 {
+                        vec!["leads".into(), "deals".into()]
+                    } else {
+                        vec!["leads".into()]
+                    };
+                    log.append(&to, &[event]).await.expect("append");
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("appender");
+        }
+    });
+    let stats = log.group_commit_stats();
+    assert!(stats.rounds_led > 0, "no append led a round: {stats:?}");
+    let count = |log: &EmbeddedLog, topic: &'static str| {
+        runtime.block_on(async {
+            log.describe_topic(topic)
+                .await
+                .expect("describe")
+                .event_count()
+        })
+    };
+    let spanning = tasks * per_task.div_ceil(3);
+    assert_eq!(count(&log, "leads"), tasks * per_task);
+    assert_eq!(count(&log, "deals"), spanning);
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    assert_eq!(count(&log, "leads"), tasks * per_task);
+    assert_eq!(count(&log, "deals"), spanning);
 }

@@ -348,3 +348,28 @@ fn committing_an_offset_blocks_no_async_worker() {
         read_fast,
     );
 }
+
+#[test]
+fn appending_blocks_no_async_worker() {
+    // On the multi-threaded runtime the append runs its own group-commit round, whose
+    // fdatasync of the segment stops at the gate; on the current-thread runtime the
+    // group-commit thread runs it. Either way the other task must run meanwhile.
+    other_work_runs_while(
+        "append",
+        Op::FileSync,
+        "topics/slow",
+        |log| {
+            boxed(async move {
+                log.append(
+                    &["slow".to_string()],
+                    &[Event::new("deal.won", json!({"n": 2})).subject("k")],
+                )
+                .await
+                .expect("append");
+                let got = log.read("slow", 0, 0, 10).await.expect("read");
+                assert_eq!(got.len(), 2);
+            })
+        },
+        read_fast,
+    );
+}
