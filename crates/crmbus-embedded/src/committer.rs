@@ -222,7 +222,17 @@ impl Committer {
         match (&self.how, barrier.ticket) {
             (How::Group(commit), Some(ticket)) => {
                 if barrier.lead {
-                    tokio::task::block_in_place(|| commit.lead(ticket));
+                    // `block_in_place` refuses (panics, before running anything) on a
+                    // thread that entered a multi-threaded runtime's handle without
+                    // being one of its workers or in its `block_on`: the group-commit
+                    // thread runs the round then. A panic of the round itself poisons
+                    // the log (see `syncer`), and the wait below reports it.
+                    let led = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        tokio::task::block_in_place(|| commit.lead(ticket))
+                    }));
+                    if led.is_err() {
+                        commit.wake();
+                    }
                 }
                 commit
                     .wait(ticket)

@@ -98,6 +98,12 @@ impl Background {
 /// Layout: `LOCK` (held while open), `meta.redb` (topics and group offsets), and
 /// `topics/<topic>/<partition>/<base-offset>.log` segment files with their `.idx` index
 /// files. See the crate documentation for the guarantees.
+///
+/// With [`Durability::Fsync`](crate::Durability::Fsync), an append on a multi-threaded
+/// tokio runtime that finds no group-commit round running writes and fsyncs in a
+/// [`tokio::task::block_in_place`] section of its own thread: other tasks go on, but other
+/// futures in the same task (a `select!` or `timeout` around the append) wait until its
+/// round ends.
 pub struct EmbeddedLog {
     inner: Arc<Inner>,
     background: Arc<Background>,

@@ -168,12 +168,13 @@ impl GroupCommit {
             shared.wake.notify_one();
             return;
         };
-        let stopping = shared.queue.locked().shutdown;
-        if stopping || shared.progress.borrow().failed.is_some() {
-            shared.wake.notify_one();
+        // The round that just ended may have taken this ticket; a poisoned log runs no
+        // more rounds (its waiters see the failure).
+        let progress = shared.progress.borrow().clone();
+        if progress.synced >= ticket || progress.failed.is_some() {
             return;
         }
-        if run_round(shared) {
+        if run_round(shared, true) {
             shared
                 .rounds_led
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -182,6 +183,11 @@ impl GroupCommit {
         if has_work(&shared.queue.locked(), shared) {
             shared.wake.notify_one();
         }
+    }
+
+    /// Wakes the group-commit thread to run a round for what is queued.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
     }
 
     /// Holds rounds off while an append that spans partitions stages, queues its intent
@@ -251,6 +257,9 @@ impl GroupCommit {
         if let Some(t) = self.thread.locked().take() {
             let _ = t.join();
         }
+        // A round an appender led may still be running: wait for it. Appenders that come
+        // later see `shutdown` and lead none.
+        drop(self.shared.round.locked());
     }
 
     /// Stops the thread for good ([`crmbus::EventLog::close`]): an append that got past the
@@ -301,15 +310,16 @@ fn run(shared: &Shared) {
         // A leading appender may be running a round: wait for it, then take what is left.
         let _round = shared.round.locked();
         if shared.progress.borrow().failed.is_none() {
-            run_round(shared);
+            run_round(shared, false);
         }
     }
 }
 
 /// Runs one round, holding [`Shared::round`]: takes what is queued, writes and fsyncs it,
-/// and publishes the ticket reached (or the failure). Returns whether there was anything
-/// to do.
-fn run_round(shared: &Shared) -> bool {
+/// and publishes the ticket reached (or the failure). Returns whether it ran: there was
+/// anything to do, and the round is the thread's or the log is not stopping (`leader`:
+/// once [`GroupCommit::stop`] is under way only the thread runs rounds).
+fn run_round(shared: &Shared, leader: bool) -> bool {
     let (opts, journal) = (&shared.opts, &*shared.journal);
     // The round's work, taken while no append that spans partitions is half staged:
     // the tickets, the staged data of their partitions, and the journal frames queued
@@ -318,7 +328,7 @@ fn run_round(shared: &Shared) -> bool {
         let _gate = shared.gate.write_locked();
         let (items, ticket, frames, journal_sync) = {
             let mut q = shared.queue.locked();
-            if !has_work(&q, shared) {
+            if !has_work(&q, shared) || (leader && q.shutdown) {
                 return false;
             }
             (
@@ -331,6 +341,9 @@ fn run_round(shared: &Shared) -> bool {
         let work = take_work(&items);
         (items, ticket, frames, journal_sync, work)
     };
+    // A round that panics after taking its work must not let a later round publish a
+    // ticket past the data it dropped: the log is poisoned instead.
+    let _poison_on_panic = PoisonOnPanic(shared);
     let started = std::time::Instant::now();
     let journal_step = JournalStep { shared, journal };
     let result = journal_step
@@ -359,6 +372,21 @@ fn run_round(shared: &Shared) -> bool {
         }
     }
     true
+}
+
+/// Poisons the log if dropped while its round unwinds from a panic.
+struct PoisonOnPanic<'a>(&'a Shared);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.progress.send_modify(|p| {
+                if p.failed.is_none() {
+                    p.failed = Some(Arc::from("a group-commit round panicked"));
+                }
+            });
+        }
+    }
 }
 
 /// The journal frames a round writes before it writes its data.

@@ -434,7 +434,12 @@ fn an_append_alone_runs_its_own_group_commit_round_where_it_may_block() {
             let after = log.group_commit_stats();
             assert_eq!(after.rounds - before.rounds, 20, "one round per append");
             let led = after.rounds_led - before.rounds_led;
-            assert_eq!(led, if multi { 20 } else { 0 }, "multi-threaded: {multi}");
+            if multi {
+                // All but a round the thread took on a spurious wake-up.
+                assert!(led >= 18, "appends led {led} of 20 rounds");
+            } else {
+                assert_eq!(led, 0, "the current-thread runtime must lead no round");
+            }
             assert_eq!(read_all(&log).await.len(), 20);
         });
         drop(log);
@@ -502,4 +507,37 @@ fn concurrent_appends_lead_or_hand_over_and_none_is_lost() {
     let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
     assert_eq!(count(&log, "leads"), tasks * per_task);
     assert_eq!(count(&log, "deals"), spanning);
+}
+
+/// An append polled on a current-thread runtime while a multi-threaded runtime's handle is
+/// entered looks as if it may lead, but tokio refuses a blocking section there: the
+/// group-commit thread makes it durable instead of the append panicking.
+#[test]
+fn an_append_that_may_not_block_after_all_hands_its_round_to_the_thread() {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    current.block_on(async {
+        log.create_topic(TopicSpec::new("leads", 1))
+            .await
+            .expect("create");
+        let before = log.group_commit_stats();
+        {
+            let _entered = multi.handle().enter();
+            log.append(&topics(), &[ev(1)]).await.expect("append");
+        }
+        let after = log.group_commit_stats();
+        assert_eq!(after.rounds_led, before.rounds_led, "no round was led");
+        assert_eq!(after.rounds, before.rounds + 1);
+        assert_eq!(read_all(&log).await.len(), 1);
+    });
 }
