@@ -579,6 +579,21 @@ impl BatchJournal {
         Ok(())
     }
 
+    /// Cuts the zeros written ahead of the last frame off the file and fsyncs its size, so
+    /// a log closed cleanly leaves the journal its frames and no more space taken. Call it
+    /// once nothing writes any more (on close); the next write grows the file again.
+    pub fn trim(&self) -> io::Result<()> {
+        let mut s = self.state.locked();
+        if s.allocated == s.len {
+            return Ok(());
+        }
+        s.file.set_len(s.len)?;
+        s.file.sync_data()?;
+        s.allocated = s.len;
+        self.room.store(0, Ordering::Release);
+        Ok(())
+    }
+
     /// Writes frames after the last one; with `sync`, fdatasyncs the file.
     pub fn write(&self, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut s = self.state.locked();

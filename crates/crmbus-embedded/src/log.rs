@@ -369,8 +369,9 @@ impl EventLog for EmbeddedLog {
         })
         .await?;
         self.inner.commit.close();
-        // Nothing is written any more: each active segment's file is cut back to its
-        // records (best effort: the zeros left by a failure are cut at the next open).
+        // Nothing is written any more: each active segment's file, and the batch journal,
+        // is cut back to its records (best effort: zeros left by a failure only take space;
+        // the next open cuts a segment's, and the journal's read as its end).
         let inner = Arc::clone(&self.inner);
         off_runtime(move || {
             let topics: Vec<Arc<Topic>> = inner.topics.read_locked().values().cloned().collect();
@@ -381,6 +382,9 @@ impl EventLog for EmbeddedLog {
                             "could not cut the zeros written ahead of a segment's records");
                     }
                 }
+            }
+            if let Err(e) = inner.journal.trim() {
+                tracing::warn!(error = %e, "could not cut the zeros written ahead of the batch journal's frames");
             }
             Ok(())
         })

@@ -541,3 +541,42 @@ fn an_append_that_may_not_block_after_all_hands_its_round_to_the_thread() {
         assert_eq!(read_all(&log).await.len(), 1);
     });
 }
+
+/// A log closed cleanly leaves the batch journal its frames: the zeros written ahead of
+/// them (a megabyte at a time) are cut off, and the log opens again with its events.
+#[tokio::test]
+async fn closing_cuts_the_zeros_ahead_of_the_batch_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let journal = dir.path().join(crmbus_embedded::batch_journal::FILE_NAME);
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+        log.create_topic(TopicSpec::new("leads", 4))
+            .await
+            .expect("create");
+        // Events of several subjects reach several partitions: a journalled append.
+        let batch: Vec<Event> = (0..20).map(ev).collect();
+        log.append(&topics(), &batch).await.expect("append");
+        let open_len = std::fs::metadata(&journal).expect("journal").len();
+        assert!(open_len >= 64 * 1024, "zeros written ahead: {open_len}");
+        log.close().await.expect("close");
+    }
+    let closed_len = std::fs::metadata(&journal).expect("journal").len();
+    assert!(
+        (1..4096).contains(&closed_len),
+        "the closed journal should hold only its frames: {closed_len} bytes"
+    );
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    let count = |info: crmbus::TopicInfo| info.event_count();
+    assert_eq!(
+        count(log.describe_topic("leads").await.expect("describe")),
+        20
+    );
+    log.append(&topics(), &[ev(20), ev(21)])
+        .await
+        .expect("append after reopen");
+    assert_eq!(
+        count(log.describe_topic("leads").await.expect("describe")),
+        22
+    );
+}
