@@ -34,7 +34,7 @@ impl Event {
             map.insert("subject".into(), Value::String(s.clone()));
         }
         if let Some(t) = &self.time {
-            let text = t.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+            let text = t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
             map.insert("time".into(), Value::String(text));
         }
         if let Some(s) = &self.datacontenttype {
@@ -158,13 +158,18 @@ impl Serialize for Event {
     }
 }
 
-/// Serializes a timestamp as RFC 3339 (`SecondsFormat::AutoSi`, offset kept) without an
-/// intermediate `String`.
+/// Serializes a timestamp as RFC 3339 (`SecondsFormat::AutoSi`, offset kept, a zero
+/// offset as `Z`, its shortest form: five bytes less in every stored UTC event).
 struct Rfc3339<'a>(&'a DateTime<FixedOffset>);
 
 impl Serialize for Rfc3339<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // `Fixed::RFC3339` is chrono's RFC 3339 writer with `AutoSi` seconds and `+00:00`.
+        if self.0.offset().local_minus_utc() == 0 {
+            // chrono writes `Z` only into a `String` of its own.
+            return serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
+        // `Fixed::RFC3339` is chrono's RFC 3339 writer with `AutoSi` seconds, written
+        // without an intermediate `String`.
         let items = std::iter::once(Item::Fixed(Fixed::RFC3339));
         serializer.collect_str(&self.0.format_with_items(items))
     }

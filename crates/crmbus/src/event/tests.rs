@@ -112,6 +112,30 @@ fn full_event_round_trips_through_json_bytes() {
 }
 
 #[test]
+fn a_utc_time_is_written_with_z_and_any_other_offset_is_kept() {
+    let mut event = full_event();
+    for (given, written) in [
+        ("2024-05-17T09:30:15.250+00:00", "2024-05-17T09:30:15.250Z"),
+        ("2024-05-17T09:30:15Z", "2024-05-17T09:30:15Z"),
+        (
+            "2024-05-17T09:30:15.123456-00:00",
+            "2024-05-17T09:30:15.123456Z",
+        ),
+        (
+            "2024-05-17T09:30:15.250+02:00",
+            "2024-05-17T09:30:15.250+02:00",
+        ),
+    ] {
+        event.time = Some(DateTime::parse_from_rfc3339(given).unwrap());
+        let bytes = event.to_json_vec();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.contains(&format!(r#""time":"{written}""#)), "{text}");
+        assert_eq!(event.to_json_value()["time"], written);
+        assert_eq!(Event::from_json_slice(&bytes).unwrap(), event);
+    }
+}
+
+#[test]
 fn builder_sets_defaults() {
     let _guard = lock_global_source();
     let before = Utc::now();
@@ -260,11 +284,12 @@ fn extension_value() -> impl Strategy<Value = ExtensionValue> {
 }
 
 fn time() -> impl Strategy<Value = DateTime<FixedOffset>> {
-    // 0000-01-01 .. 9999-12-31, any nanosecond, offsets in whole minutes.
+    // 0000-01-01 .. 9999-12-31, any nanosecond, offsets in whole minutes (UTC, written
+    // `Z`, as often as any other).
     (
         -62_167_219_200_i64..253_402_214_400,
         0..1_000_000_000_u32,
-        -1439..=1439_i32,
+        prop_oneof![Just(0), -1439..=1439_i32],
     )
         .prop_map(|(secs, nanos, minutes)| {
             let offset = FixedOffset::east_opt(minutes * 60).unwrap();
