@@ -465,7 +465,7 @@ impl Partition {
         }
         let bytes: u64 = events
             .iter()
-            .map(|e| RecordMeta::frame_len(u64::from(e.subject.is_some()), e.json.len()) as u64)
+            .map(|e| RecordMeta::frame_len_at_most(e.subject.is_some(), e.json.len()) as u64)
             .sum();
         // Space for what this append adds, reserved before any offset is given out: a full
         // disk fails this append cleanly (see `Segment::reserve`).

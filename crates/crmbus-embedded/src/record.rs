@@ -3,16 +3,26 @@
 //! ```text
 //! frame  = body_len: u32 LE | crc32c(body): u32 LE | body
 //! body   = offset: u64 LE | timestamp_us: i64 LE | dedupe_hash: u64 LE | flags: u8
-//!          | [version: u64 LE, when flags bit 1 is set] | event JSON
+//!          | [version: varint, 1–10 bytes, when flags bit 2 is set (see below)]
+//!          | [version: u64 LE, when flags bit 1 is set (the previous layout, still read)]
+//!          | event JSON
 //! ```
 //!
 //! The checksum covers the whole body, so a record whose offset, time or event was damaged
 //! is detected. `flags` bit 0 marks the last record of an append batch in its partition;
-//! recovery drops a batch whose last record never reached the disk. Bit 1 marks a record
-//! that carries its subject's version (every event with a `subject` written since versions
-//! exist; older records have no such bit and are read as before). A build that does not
-//! know bit 1 reads the version's bytes as the start of the JSON, which does not decode:
-//! such a record is reported corrupt, never misread.
+//! recovery drops a batch whose last record never reached the disk.
+//!
+//! The flags byte is each record's format version. A record that carries its subject's
+//! version (every event with a `subject`) is written with bit 2 and the version as a
+//! varint: its first byte is `0b1MVVVVVV` (the version's low 6 bits, and `M` set when
+//! more follow), then the rest of the version as LEB128 (7 bits a byte, high bit set on
+//! all but the last). A subject's first 63 versions take one byte, its first 8,191 two,
+//! instead of eight. Records written before that have bit 1 and an eight-byte version,
+//! and records older still have neither; both are read as before. A build that knows only
+//! bit 1 reads a record of bit 2 as one without a version, whose JSON then starts with the
+//! varint's first byte: never ASCII (its high bit is set), so never the whitespace JSON
+//! allows before the event's `{`, and the record does not decode. It is reported corrupt
+//! there, never misread, just as a build that knew neither bit reported a record of bit 1.
 
 /// Bytes before the body: length and checksum.
 pub const FRAME_HEADER: usize = 8;
@@ -22,10 +32,16 @@ pub const BODY_HEADER: usize = 25;
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// `flags` bit: last record of its batch in this partition.
 pub const FLAG_BATCH_END: u8 = 1;
-/// `flags` bit: the body holds the subject's version after the flags.
+/// `flags` bit: the body holds the subject's version after the flags in eight bytes (the
+/// previous layout: read, no longer written).
 pub const FLAG_VERSIONED: u8 = 2;
-/// Bytes the version adds to a versioned record's body.
+/// Bytes the version takes in a record of [`FLAG_VERSIONED`].
 pub const VERSION_BYTES: usize = 8;
+/// `flags` bit: the body holds the subject's version after the flags as a varint (see
+/// the module documentation).
+pub const FLAG_VERSION_VARINT: u8 = 4;
+/// Most bytes a varint version takes (6 bits of a `u64`, then 58 in 7-bit groups).
+pub const MAX_VERSION_BYTES: usize = 10;
 
 /// The header fields of a record, without its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +62,46 @@ pub struct RecordMeta {
 impl RecordMeta {
     /// Bytes a frame of this record takes with `json_len` bytes of event JSON.
     pub fn frame_len(version: u64, json_len: usize) -> usize {
-        FRAME_HEADER + BODY_HEADER + json_len + if version > 0 { VERSION_BYTES } else { 0 }
+        FRAME_HEADER + BODY_HEADER + json_len + varint_len(version)
+    }
+
+    /// The most bytes a frame takes with `json_len` bytes of event JSON, with a version
+    /// (`versioned`, of any size) or without one.
+    pub fn frame_len_at_most(versioned: bool, json_len: usize) -> usize {
+        FRAME_HEADER + BODY_HEADER + json_len + if versioned { MAX_VERSION_BYTES } else { 0 }
     }
 }
 
+/// Bytes the varint of `version` takes in a record; none for 0 (no version).
+fn varint_len(version: u64) -> usize {
+    match version {
+        0 => 0,
+        1..=0x3f => 1,
+        _ => {
+            let rest = version >> 6;
+            1 + (64 - rest.leading_zeros() as usize).div_ceil(7)
+        }
+    }
+}
+
+/// Appends the varint of `version` (above 0) to `out`.
+fn put_varint(out: &mut Vec<u8>, version: u64) {
+    let low = (version & 0x3f) as u8;
+    let mut rest = version >> 6;
+    if rest == 0 {
+        out.push(0x80 | low);
+        return;
+    }
+    out.push(0xc0 | low);
+    while rest >= 0x80 {
+        out.push((rest as u8 & 0x7f) | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
+}
+
 /// Appends one framed record to `out`. A `meta.version` above 0 is written with the
-/// record (and sets [`FLAG_VERSIONED`]); 0 writes none.
+/// record as a varint (and sets [`FLAG_VERSION_VARINT`]); 0 writes none.
 pub fn encode(out: &mut Vec<u8>, meta: &RecordMeta, event_json: &[u8]) {
     let frame_len = RecordMeta::frame_len(meta.version, event_json.len());
     let body_len = frame_len - FRAME_HEADER;
@@ -62,11 +112,12 @@ pub fn encode(out: &mut Vec<u8>, meta: &RecordMeta, event_json: &[u8]) {
     out.extend_from_slice(&meta.offset.to_le_bytes());
     out.extend_from_slice(&meta.timestamp_us.to_le_bytes());
     out.extend_from_slice(&meta.dedupe_hash.to_le_bytes());
+    let flags = meta.flags & !(FLAG_VERSIONED | FLAG_VERSION_VARINT);
     if meta.version > 0 {
-        out.push(meta.flags | FLAG_VERSIONED);
-        out.extend_from_slice(&meta.version.to_le_bytes());
+        out.push(flags | FLAG_VERSION_VARINT);
+        put_varint(out, meta.version);
     } else {
-        out.push(meta.flags & !FLAG_VERSIONED);
+        out.push(flags);
     }
     out.extend_from_slice(event_json);
     let crc = crc32c::crc32c(&out[start + FRAME_HEADER..]);
@@ -96,6 +147,32 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// The varint version at the start of `b` and the bytes it takes; `None` if its first
+/// byte is not one, or it runs past `b` or past a `u64`.
+fn varint_at(b: &[u8]) -> Option<(u64, usize)> {
+    let first = *b.first()?;
+    if first & 0x80 == 0 {
+        return None;
+    }
+    let low = u64::from(first & 0x3f);
+    if first & 0x40 == 0 {
+        return Some((low, 1));
+    }
+    let mut rest = 0u64;
+    for (i, &byte) in b[1..].iter().take(MAX_VERSION_BYTES - 1).enumerate() {
+        let group = u64::from(byte & 0x7f);
+        // The ninth group holds the top 2 of the 58 bits.
+        if i == MAX_VERSION_BYTES - 2 && group > 3 {
+            return None;
+        }
+        rest |= group << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(((rest << 6) | low, i + 2));
+        }
+    }
+    None
+}
+
 /// Parses the frame at the start of `buf`, verifying its checksum.
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
     if buf.len() < FRAME_HEADER {
@@ -114,13 +191,22 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
         return Parsed::Invalid("checksum mismatch");
     }
     let flags = body[24];
-    let (version, json_at) = if flags & FLAG_VERSIONED != 0 {
-        if body.len() < BODY_HEADER + VERSION_BYTES {
-            return Parsed::Invalid("versioned record too short for its version");
+    let (version, json_at) = match (
+        flags & FLAG_VERSION_VARINT != 0,
+        flags & FLAG_VERSIONED != 0,
+    ) {
+        (true, true) => return Parsed::Invalid("record flags name two version layouts"),
+        (true, false) => match varint_at(&body[BODY_HEADER..]) {
+            Some((version, len)) => (version, BODY_HEADER + len),
+            None => return Parsed::Invalid("record's version runs past its body"),
+        },
+        (false, true) => {
+            if body.len() < BODY_HEADER + VERSION_BYTES {
+                return Parsed::Invalid("versioned record too short for its version");
+            }
+            (u64_at(body, BODY_HEADER), BODY_HEADER + VERSION_BYTES)
         }
-        (u64_at(body, BODY_HEADER), BODY_HEADER + VERSION_BYTES)
-    } else {
-        (0, BODY_HEADER)
+        (false, false) => (0, BODY_HEADER),
     };
     let meta = RecordMeta {
         offset: u64_at(body, 0),
@@ -189,9 +275,34 @@ mod tests {
             panic!("the versioned record did not parse");
         };
         assert_eq!(m.version, 3);
-        assert_eq!(m.flags, FLAG_BATCH_END | FLAG_VERSIONED);
+        assert_eq!(m.flags, FLAG_BATCH_END | FLAG_VERSION_VARINT);
         assert_eq!(json, b"{\"subject\":\"deal-1\"}");
         assert_eq!(len, RecordMeta::frame_len(3, json.len()));
+        assert_eq!(
+            len,
+            FRAME_HEADER + BODY_HEADER + 1 + json.len(),
+            "one byte for version 3"
+        );
+        // A frame of the previous layout: the version in eight bytes, under bit 1.
+        let eight = {
+            let body: Vec<u8> = [
+                &9u64.to_le_bytes()[..],
+                &1i64.to_le_bytes()[..],
+                &42u64.to_le_bytes()[..],
+                &[FLAG_BATCH_END | FLAG_VERSIONED][..],
+                &300u64.to_le_bytes()[..],
+                b"{}",
+            ]
+            .concat();
+            let mut f = (body.len() as u32).to_le_bytes().to_vec();
+            f.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            f.extend_from_slice(&body);
+            f
+        };
+        let Parsed::Record(m, json, _) = parse(&eight) else {
+            panic!("a record of the eight-byte layout did not parse");
+        };
+        assert_eq!((m.offset, m.version, json), (9, 300, &b"{}"[..]));
         // A frame written before versions existed: the bytes of the old layout.
         let old = {
             let body: Vec<u8> = [
@@ -211,6 +322,89 @@ mod tests {
             panic!("a record of the old layout did not parse");
         };
         assert_eq!((m.offset, m.version, json), (7, 0, &b"{}"[..]));
+    }
+
+    /// Frames of `body` with a valid checksum.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[test]
+    fn varint_versions_of_every_size_round_trip() {
+        for version in [
+            1,
+            9,
+            32,
+            63,
+            64,
+            127,
+            128,
+            8_191,
+            8_192,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            (1 << 63) - 1,
+            1 << 63,
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            let m = RecordMeta { version, ..meta(5) };
+            encode(&mut buf, &m, b"{}");
+            assert_eq!(buf.len(), RecordMeta::frame_len(version, 2), "{version}");
+            assert!(buf.len() <= RecordMeta::frame_len_at_most(true, 2));
+            let Parsed::Record(got, json, len) = parse(&buf) else {
+                panic!("version {version} did not parse");
+            };
+            assert_eq!((got.version, json, len), (version, &b"{}"[..], buf.len()));
+            // Never ASCII where a reader of the eight-byte layout expects the event.
+            assert!(buf[FRAME_HEADER + BODY_HEADER] >= 0x80, "{version}");
+        }
+    }
+
+    #[test]
+    fn a_version_that_runs_past_its_body_or_a_u64_is_refused() {
+        let header = |flags: u8| -> Vec<u8> {
+            [
+                &1u64.to_le_bytes()[..],
+                &1i64.to_le_bytes()[..],
+                &42u64.to_le_bytes()[..],
+                &[flags][..],
+            ]
+            .concat()
+        };
+        // The body ends inside the varint.
+        let mut cut = header(FLAG_VERSION_VARINT);
+        cut.extend_from_slice(&[0xc1, 0x80]);
+        assert!(matches!(parse(&framed(&cut)), Parsed::Invalid(_)));
+        // A first byte that is not a varint's.
+        let mut ascii = header(FLAG_VERSION_VARINT);
+        ascii.extend_from_slice(b" {}");
+        assert!(matches!(parse(&framed(&ascii)), Parsed::Invalid(_)));
+        // Eleven bytes, or a tenth byte past a u64.
+        let mut long = header(FLAG_VERSION_VARINT);
+        long.extend_from_slice(&[0xff; 10]);
+        long.extend_from_slice(&[0x01, b'{', b'}']);
+        assert!(matches!(parse(&framed(&long)), Parsed::Invalid(_)));
+        let mut wide = header(FLAG_VERSION_VARINT);
+        wide.extend_from_slice(&[0xff; 9]);
+        wide.extend_from_slice(&[0x04, b'{', b'}']);
+        assert!(matches!(parse(&framed(&wide)), Parsed::Invalid(_)));
+        let mut widest = header(FLAG_VERSION_VARINT);
+        widest.extend_from_slice(&[0xff; 9]);
+        widest.extend_from_slice(&[0x03, b'{', b'}']);
+        let Parsed::Record(m, _, _) = parse(&framed(&widest)) else {
+            panic!("u64::MAX did not parse");
+        };
+        assert_eq!(m.version, u64::MAX);
+        // Both layouts claimed at once.
+        let mut both = header(FLAG_VERSION_VARINT | FLAG_VERSIONED);
+        both.extend_from_slice(&[0x01; 9]);
+        both.extend_from_slice(b"{}");
+        assert!(matches!(parse(&framed(&both)), Parsed::Invalid(_)));
     }
 
     #[test]

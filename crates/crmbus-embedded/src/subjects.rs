@@ -3,7 +3,7 @@
 //!
 //! Every event with a subject gets the next version of that subject when it is staged
 //! (under its topic's append lock), and the version is written in its record
-//! ([`crate::record::FLAG_VERSIONED`]). The index lives in memory: 24 bytes per event with
+//! ([`crate::record::FLAG_VERSION_VARINT`]). The index lives in memory: 24 bytes per event with
 //! a subject (version, offset, byte position) plus each subject once. It is rebuilt on open
 //! by one walk over the partition's records, taking each version from its record, so it
 //! needs no file of its own and cannot disagree with the log; what the walk costs is

@@ -12,7 +12,7 @@ use crate::batch_journal::{spans_frame_bound, Part};
 use crate::committer::storage_error;
 use crate::dedupe::{DedupeIndex, FirstAppend};
 use crate::partition::{NewRecord, RawRecord, SyncItem};
-use crate::record::{BODY_HEADER, MAX_BODY, VERSION_BYTES};
+use crate::record::{BODY_HEADER, MAX_BODY, MAX_VERSION_BYTES};
 
 /// Whether an append to `topics` touches more than one partition in all.
 fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
@@ -98,12 +98,12 @@ impl Inner {
                 }
                 None => e.to_json_vec(),
             };
-            if json.len() + BODY_HEADER + VERSION_BYTES > MAX_BODY {
+            if json.len() + BODY_HEADER + MAX_VERSION_BYTES > MAX_BODY {
                 return Err(LogError::InvalidArgument(format!(
                     "event {} is {} bytes; the limit is {} bytes",
                     e.id,
                     json.len(),
-                    MAX_BODY - BODY_HEADER - VERSION_BYTES
+                    MAX_BODY - BODY_HEADER - MAX_VERSION_BYTES
                 )));
             }
             encoded.push((json, dedupe_hash(&e.source, &e.id)));

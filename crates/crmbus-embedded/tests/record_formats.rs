@@ -1,0 +1,195 @@
+//! The record format's versions, across builds: a log whose records carry their subject's
+//! version in eight bytes (the layout before varint versions) opens and reads the same;
+//! and a record of the varint layout, read as a build that knows only the eight-byte
+//! layout reads it, does not decode (it is reported corrupt there, never misread).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crmbus::clock::ManualClock;
+use crmbus::{Event, EventLog, TopicSpec};
+use crmbus_embedded::record::{
+    self, Parsed, BODY_HEADER, FLAG_VERSIONED, FLAG_VERSION_VARINT, FRAME_HEADER,
+};
+use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use serde_json::json;
+
+fn opts(clock: &ManualClock) -> EmbeddedOptions {
+    EmbeddedOptions {
+        retention_interval: None,
+        clock: Arc::new(clock.clone()),
+        ..EmbeddedOptions::default()
+    }
+}
+
+/// Event `n` of subject `deal-{n % 3}`.
+fn deal(n: u64) -> Event {
+    Event::new("deal.won", json!({"deal_id": format!("deal-{n}"), "n": n}))
+        .id(format!("evt-{n}"))
+        .subject(format!("deal-{}", n % 3))
+        .source("urn:crm:deals")
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let pdir = dir.join("topics/deals/0");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(pdir)
+        .expect("partition dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every record of a segment file: its header fields and event JSON.
+fn records(bytes: &[u8]) -> Vec<(record::RecordMeta, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Parsed::Record(meta, json, len) = record::parse(&bytes[at..]) {
+        out.push((meta, json.to_vec()));
+        at += len;
+    }
+    assert_eq!(at, bytes.len(), "a segment of whole records");
+    out
+}
+
+/// A record as the previous layout wrote it: a version in eight bytes, under bit 1.
+fn eight_byte_frame(meta: &record::RecordMeta, json: &[u8]) -> Vec<u8> {
+    let mut flags = meta.flags & !FLAG_VERSION_VARINT;
+    let mut body = Vec::new();
+    body.extend_from_slice(&meta.offset.to_le_bytes());
+    body.extend_from_slice(&meta.timestamp_us.to_le_bytes());
+    body.extend_from_slice(&meta.dedupe_hash.to_le_bytes());
+    if meta.version > 0 {
+        flags |= FLAG_VERSIONED;
+    }
+    body.push(flags);
+    if meta.version > 0 {
+        body.extend_from_slice(&meta.version.to_le_bytes());
+    }
+    body.extend_from_slice(json);
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[tokio::test]
+async fn a_log_of_eight_byte_versions_opens_and_reads_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let written: Vec<Event> = (0..40).map(deal).collect();
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+        log.create_topic(TopicSpec::new("deals", 1))
+            .await
+            .expect("create");
+        for chunk in written.chunks(7) {
+            log.append(&["deals".to_string()], chunk)
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+    }
+    // Rewrite every record in the previous layout, as a build of that layout left it.
+    let files = segment_files(dir.path());
+    assert!(!files.is_empty());
+    let mut versioned = 0;
+    for file in &files {
+        let bytes = std::fs::read(file).expect("read segment");
+        let mut old = Vec::new();
+        for (meta, json) in records(&bytes) {
+            assert_eq!(
+                meta.flags & FLAG_VERSION_VARINT != 0,
+                meta.version > 0,
+                "this build writes a version as a varint"
+            );
+            versioned += u64::from(meta.version > 0);
+            old.extend(eight_byte_frame(&meta, &json));
+        }
+        assert!(old.len() > bytes.len(), "the old layout is the longer one");
+        std::fs::write(file, &old).expect("write segment");
+        let _ = std::fs::remove_file(file.with_extension("idx"));
+    }
+    assert_eq!(versioned, 40);
+    // Its lengths and positions are those of the new layout: the journal's recovery points
+    // go with it (a log of the old layout had its own).
+    std::fs::remove_file(dir.path().join(crmbus_embedded::batch_journal::FILE_NAME))
+        .expect("remove journal");
+
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    let read = log.read("deals", 0, 0, 1_000).await.expect("read");
+    let ids: Vec<&str> = read.iter().map(|s| s.event.id.as_str()).collect();
+    let expected: Vec<String> = (0..40).map(|n| format!("evt-{n}")).collect();
+    assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    for (stored, event) in read.iter().zip(&written) {
+        assert_eq!(&stored.event, event);
+    }
+    // The versions are read from the old records: each subject goes on from its last.
+    for subject in 0..3u64 {
+        let name = format!("deal-{subject}");
+        let got = log
+            .read_subject("deals", &name, 1, 100)
+            .await
+            .expect("read subject");
+        let count = (0..40).filter(|n| n % 3 == subject).count() as u64;
+        assert_eq!(got.version, count, "{name}");
+        let versions: Vec<u64> = got.events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=count).collect::<Vec<u64>>(), "{name}");
+    }
+    let receipts = log
+        .append(&["deals".to_string()], &[deal(40), deal(41)])
+        .await
+        .expect("append after reopen");
+    assert_eq!(
+        receipts.iter().map(|r| r.version).collect::<Vec<_>>(),
+        vec![Some(14), Some(14)],
+        "deal-1 and deal-2 had 13 events each"
+    );
+    assert_eq!(
+        log.read("deals", 0, 0, 1_000).await.expect("read").len(),
+        42
+    );
+}
+
+#[tokio::test]
+async fn a_varint_record_read_by_the_eight_byte_layout_does_not_decode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    log.create_topic(TopicSpec::new("deals", 1))
+        .await
+        .expect("create");
+    // Versions of one varint byte, of two, and all of JSON's whitespace bytes (9, 10, 13, 32).
+    let events: Vec<Event> = (0..300)
+        .map(|n| deal(n).subject(if n < 200 { "deal-many" } else { "deal-few" }))
+        .collect();
+    for chunk in events.chunks(50) {
+        log.append(&["deals".to_string()], chunk)
+            .await
+            .expect("append");
+    }
+    log.close().await.expect("close");
+    let mut checked = 0;
+    for file in segment_files(dir.path()) {
+        let bytes = std::fs::read(&file).expect("read segment");
+        let mut at = 0;
+        while let Parsed::Record(meta, json, len) = record::parse(&bytes[at..]) {
+            assert!(meta.version > 0);
+            // What a build that knows only bit 1 takes for the event: the body after its
+            // header, since bit 1 is not set.
+            let body = &bytes[at + FRAME_HEADER..at + len];
+            assert_eq!(body[24] & FLAG_VERSIONED, 0);
+            let misread = &body[BODY_HEADER..];
+            assert!(
+                Event::from_stored_json_slice(misread).is_err(),
+                "version {} read as part of the event",
+                meta.version
+            );
+            assert!(Event::from_stored_json_slice(json).is_ok());
+            at += len;
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 300);
+}
