@@ -579,11 +579,16 @@ impl BatchJournal {
         Ok(())
     }
 
-    /// Cuts the zeros written ahead of the last frame off the file and fsyncs its size, so
-    /// a log closed cleanly leaves the journal its frames and no more space taken. Call it
-    /// once nothing writes any more (on close); the next write grows the file again.
+    /// Compacts the file if it holds anything besides what the last compaction kept, and
+    /// cuts the zeros written ahead of its last frame off, fsyncing its size: a log closed
+    /// cleanly leaves the journal only its live frames (outstanding intents, deletion marks,
+    /// each partition's last recovery point) and no more space taken. Call it once nothing
+    /// writes any more (on close); the next write grows the file again.
     pub fn trim(&self) -> io::Result<()> {
         let mut s = self.state.locked();
+        if s.len > s.live {
+            self.compact(&mut s, false)?;
+        }
         if s.allocated == s.len {
             return Ok(());
         }
@@ -622,6 +627,12 @@ impl BatchJournal {
         if s.len < self.compact_at.max(2 * s.live) {
             return Ok(());
         }
+        self.compact(&mut s, true)
+    }
+
+    /// Rewrites the file with only what is live (see [`BatchJournal::compact_if_large`]);
+    /// with `make_room`, grows the new file by the room appenders reserved.
+    fn compact(&self, s: &mut FileState, make_room: bool) -> io::Result<()> {
         let mut keep: Vec<(u64, Vec<u8>)> = self
             .outstanding
             .locked()
@@ -665,8 +676,10 @@ impl BatchJournal {
         // The room appenders reserved for their queued frames (see `ensure_room`) is made
         // again in the new file, so that writing them cannot meet a full disk. The old
         // file's space was just freed; if this fails anyway, the next write grows the file.
-        if let Err(e) = self.grow(&mut s, len + room) {
-            tracing::warn!(error = %e, "could not make room in the compacted batch journal");
+        if make_room {
+            if let Err(e) = self.grow(s, len + room) {
+                tracing::warn!(error = %e, "could not make room in the compacted batch journal");
+            }
         }
         Ok(())
     }

@@ -542,8 +542,9 @@ fn an_append_that_may_not_block_after_all_hands_its_round_to_the_thread() {
     });
 }
 
-/// A log closed cleanly leaves the batch journal its frames: the zeros written ahead of
-/// them (a megabyte at a time) are cut off, and the log opens again with its events.
+/// A log closed cleanly leaves the batch journal only its live frames: what is no longer
+/// needed is compacted away, the zeros written ahead (a megabyte at a time) are cut off,
+/// and the log opens again with its events.
 #[tokio::test]
 async fn closing_cuts_the_zeros_ahead_of_the_batch_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -554,9 +555,13 @@ async fn closing_cuts_the_zeros_ahead_of_the_batch_journal() {
         log.create_topic(TopicSpec::new("leads", 4))
             .await
             .expect("create");
-        // Events of several subjects reach several partitions: a journalled append.
+        // Events of several subjects reach several partitions: a journalled append; and
+        // appends one at a time, each round of which leaves recovery points behind.
         let batch: Vec<Event> = (0..20).map(ev).collect();
         log.append(&topics(), &batch).await.expect("append");
+        for n in 100..400 {
+            log.append(&topics(), &[ev(n)]).await.expect("append");
+        }
         let open_len = std::fs::metadata(&journal).expect("journal").len();
         assert!(open_len >= 64 * 1024, "zeros written ahead: {open_len}");
         log.close().await.expect("close");
@@ -570,13 +575,13 @@ async fn closing_cuts_the_zeros_ahead_of_the_batch_journal() {
     let count = |info: crmbus::TopicInfo| info.event_count();
     assert_eq!(
         count(log.describe_topic("leads").await.expect("describe")),
-        20
+        320
     );
     log.append(&topics(), &[ev(20), ev(21)])
         .await
         .expect("append after reopen");
     assert_eq!(
         count(log.describe_topic("leads").await.expect("describe")),
-        22
+        322
     );
 }
