@@ -21,6 +21,8 @@ struct Rec {
     batch_end: bool,
     /// Skip this many offsets before the record (0: consecutive).
     gap: u8,
+    /// The subject version it carries (0: none); any size, so every varint length.
+    version: u64,
     payload: Vec<u8>,
 }
 
@@ -57,6 +59,7 @@ fn build(base: u64, records: &[Rec], damage: &[(u16, u8)], cut: Option<u16>) -> 
             timestamp_us: ts,
             dedupe_hash: offset.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             flags: if r.batch_end { FLAG_BATCH_END } else { 0 },
+            version: r.version,
         };
         record::encode(&mut out, &meta, &r.payload);
         offset += 1;
