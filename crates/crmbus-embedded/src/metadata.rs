@@ -11,6 +11,16 @@ use crate::storage::{remove_if_exists, OpenMode, RedbBackend, Storage};
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("group_offsets");
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
+const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
+/// The key in [`FORMAT`] of the newest record layout the log may hold.
+const RECORD_FORMAT_KEY: &str = "records";
+
+/// The newest record layout this build writes and reads (see [`crate::record`]): 1, the
+/// subject version in eight bytes (and logs from before this marker, which have none);
+/// 2, the subject version as a varint. A log whose marker names a later layout was
+/// written by a newer build and is refused at open, before anything is read, rather than
+/// risk reading records of a layout this build does not know.
+pub const RECORD_FORMAT: u64 = 2;
 
 fn backend<E: std::fmt::Display>(e: E) -> LogError {
     let msg = format!("metadata store: {e}");
@@ -27,7 +37,38 @@ fn create_tables(db: &Database) -> Result<(), LogError> {
     tx.open_table(TOPICS).map_err(backend)?;
     tx.open_table(OFFSETS).map_err(backend)?;
     tx.open_table(STATE).map_err(backend)?;
+    tx.open_table(FORMAT).map_err(backend)?;
     tx.commit().map_err(backend)
+}
+
+/// Refuses a store whose records are of a layout newer than [`RECORD_FORMAT`], and marks
+/// an older one (or one from before the marker) as holding this build's layout from now
+/// on: the records it appends are.
+fn check_record_format(db: &Database, path: &Path) -> Result<(), LogError> {
+    let tx = db.begin_read().map_err(backend)?;
+    let found = tx
+        .open_table(FORMAT)
+        .map_err(backend)?
+        .get(RECORD_FORMAT_KEY)
+        .map_err(backend)?
+        .map(|v| v.value());
+    drop(tx);
+    match found {
+        Some(f) if f > RECORD_FORMAT => Err(LogError::Unavailable(format!(
+            "the log at {} was written by a newer crmbus: its records are of format {f}, \
+             and this build reads formats up to {RECORD_FORMAT}; open it with that newer build",
+            path.parent().unwrap_or(path).display()
+        ))),
+        Some(f) if f == RECORD_FORMAT => Ok(()),
+        _ => {
+            let tx = db.begin_write().map_err(backend)?;
+            tx.open_table(FORMAT)
+                .map_err(backend)?
+                .insert(RECORD_FORMAT_KEY, RECORD_FORMAT)
+                .map_err(backend)?;
+            tx.commit().map_err(backend)
+        }
+    }
 }
 
 /// Topics and group offsets.
@@ -59,7 +100,16 @@ impl Metadata {
             .create_with_backend(RedbBackend(file))
             .map_err(backend)?;
         create_tables(&db)?;
+        check_record_format(&db, path)?;
         Ok(Metadata { db })
+    }
+
+    /// The newest record layout the log may hold (see [`RECORD_FORMAT`]).
+    pub fn record_format(&self) -> Result<u64, LogError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let table = tx.open_table(FORMAT).map_err(backend)?;
+        let found = table.get(RECORD_FORMAT_KEY).map_err(backend)?;
+        Ok(found.map_or(1, |v| v.value()))
     }
 
     /// Every stored topic spec.

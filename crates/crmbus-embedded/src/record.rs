@@ -23,6 +23,9 @@
 //! varint's first byte: never ASCII (its high bit is set), so never the whitespace JSON
 //! allows before the event's `{`, and the record does not decode. It is reported corrupt
 //! there, never misread, just as a build that knew neither bit reported a record of bit 1.
+//! Builds from this one on also keep, in the metadata store, the newest layout a log may
+//! hold ([`crate::metadata::RECORD_FORMAT`]), and refuse at open a log marked with a layout
+//! newer than they know, with a message that says so.
 
 /// Bytes before the body: length and checksum.
 pub const FRAME_HEADER: usize = 8;

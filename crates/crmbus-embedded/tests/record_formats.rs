@@ -1,17 +1,20 @@
 //! The record format's versions, across builds: a log whose records carry their subject's
 //! version in eight bytes (the layout before varint versions) opens and reads the same;
-//! and a record of the varint layout, read as a build that knows only the eight-byte
-//! layout reads it, does not decode (it is reported corrupt there, never misread).
+//! a record of the varint layout, read as a build that knows only the eight-byte layout
+//! reads it, does not decode (it is reported corrupt there, never misread); and a log
+//! marked as holding records of a layout newer than this build's is refused at open, with
+//! a message that says so.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crmbus::clock::ManualClock;
-use crmbus::{Event, EventLog, TopicSpec};
+use crmbus::{Event, EventLog, LogError, TopicSpec};
+use crmbus_embedded::metadata::{Metadata, RECORD_FORMAT};
 use crmbus_embedded::record::{
     self, Parsed, BODY_HEADER, FLAG_VERSIONED, FLAG_VERSION_VARINT, FRAME_HEADER,
 };
-use crmbus_embedded::{EmbeddedLog, EmbeddedOptions};
+use crmbus_embedded::{EmbeddedLog, EmbeddedOptions, OsStorage};
 use serde_json::json;
 
 fn opts(clock: &ManualClock) -> EmbeddedOptions {
@@ -28,6 +31,33 @@ fn deal(n: u64) -> Event {
         .id(format!("evt-{n}"))
         .subject(format!("deal-{}", n % 3))
         .source("urn:crm:deals")
+}
+
+/// Sets (or, with `None`, removes) the log's record format marker, as another build of
+/// crmbus would have left it.
+fn mark_record_format(dir: &Path, format: Option<u64>) {
+    let table: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("format");
+    let db = redb::Database::open(dir.join("meta.redb")).expect("open meta.redb");
+    let tx = db.begin_write().expect("write");
+    {
+        let mut t = tx.open_table(table).expect("format table");
+        match format {
+            Some(f) => {
+                t.insert("records", f).expect("insert");
+            }
+            None => {
+                t.remove("records").expect("remove");
+            }
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+fn record_format(dir: &Path) -> u64 {
+    Metadata::open(&OsStorage, &dir.join("meta.redb"))
+        .expect("meta")
+        .record_format()
+        .expect("format")
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -116,6 +146,10 @@ async fn a_log_of_eight_byte_versions_opens_and_reads_the_same() {
     // go with it (a log of the old layout had its own).
     std::fs::remove_file(dir.path().join(crmbus_embedded::batch_journal::FILE_NAME))
         .expect("remove journal");
+    // A build of that layout wrote no record format marker.
+    assert_eq!(record_format(dir.path()), RECORD_FORMAT);
+    mark_record_format(dir.path(), None);
+    assert_eq!(record_format_unchecked(dir.path()), None);
 
     let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
     let read = log.read("deals", 0, 0, 1_000).await.expect("read");
@@ -150,6 +184,55 @@ async fn a_log_of_eight_byte_versions_opens_and_reads_the_same() {
         log.read("deals", 0, 0, 1_000).await.expect("read").len(),
         42
     );
+    log.close().await.expect("close");
+    drop(log);
+    // The log now holds records of this build's layout, and says so.
+    assert_eq!(record_format(dir.path()), RECORD_FORMAT);
+}
+
+#[tokio::test]
+async fn a_log_of_a_newer_record_format_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+        log.create_topic(TopicSpec::new("deals", 1))
+            .await
+            .expect("create");
+        log.append(&["deals".to_string()], &[deal(1)])
+            .await
+            .expect("append");
+        log.close().await.expect("close");
+    }
+    let newer = RECORD_FORMAT + 1;
+    mark_record_format(dir.path(), Some(newer));
+    match EmbeddedLog::open(dir.path(), opts(&clock)) {
+        Err(LogError::Unavailable(msg)) => {
+            assert!(msg.contains("newer crmbus"), "{msg}");
+            assert!(msg.contains(&format!("format {newer}")), "{msg}");
+            assert!(
+                msg.contains(&format!("formats up to {RECORD_FORMAT}")),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a log of a newer record format was opened"),
+    }
+    // Refused without a change: marked with this build's format again, it opens whole.
+    assert_eq!(record_format_unchecked(dir.path()), Some(newer));
+    mark_record_format(dir.path(), Some(RECORD_FORMAT));
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    assert_eq!(log.read("deals", 0, 0, 10).await.expect("read").len(), 1);
+}
+
+/// The marker as stored, read without the check [`Metadata::open`] makes.
+fn record_format_unchecked(dir: &Path) -> Option<u64> {
+    let table: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("format");
+    let db = redb::Database::open(dir.join("meta.redb")).expect("open meta.redb");
+    let tx = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let t = tx.open_table(table).expect("format table");
+    let v = t.get("records").expect("get").map(|v| v.value());
+    v
 }
 
 #[tokio::test]
