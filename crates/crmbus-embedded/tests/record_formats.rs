@@ -25,6 +25,15 @@ fn opts(clock: &ManualClock) -> EmbeddedOptions {
     }
 }
 
+/// A log in `dir` with the topic `deals` of one partition.
+async fn log_with_deals(dir: &Path, clock: &ManualClock) -> EmbeddedLog {
+    let log = EmbeddedLog::open(dir, opts(clock)).expect("open");
+    log.create_topic(TopicSpec::new("deals", 1))
+        .await
+        .expect("create");
+    log
+}
+
 /// Event `n` of subject `deal-{n % 3}`.
 fn deal(n: u64) -> Event {
     Event::new("deal.won", json!({"deal_id": format!("deal-{n}"), "n": n}))
@@ -110,10 +119,7 @@ async fn a_log_of_eight_byte_versions_opens_and_reads_the_same() {
     let clock = ManualClock::new(1_700_000_000_000_000);
     let written: Vec<Event> = (0..40).map(deal).collect();
     {
-        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
-        log.create_topic(TopicSpec::new("deals", 1))
-            .await
-            .expect("create");
+        let log = log_with_deals(dir.path(), &clock).await;
         for chunk in written.chunks(7) {
             log.append(&["deals".to_string()], chunk)
                 .await
@@ -195,10 +201,7 @@ async fn a_log_of_a_newer_record_format_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_700_000_000_000_000);
     {
-        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
-        log.create_topic(TopicSpec::new("deals", 1))
-            .await
-            .expect("create");
+        let log = log_with_deals(dir.path(), &clock).await;
         log.append(&["deals".to_string()], &[deal(1)])
             .await
             .expect("append");
@@ -239,10 +242,7 @@ fn record_format_unchecked(dir: &Path) -> Option<u64> {
 async fn a_varint_record_read_by_the_eight_byte_layout_does_not_decode() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_700_000_000_000_000);
-    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
-    log.create_topic(TopicSpec::new("deals", 1))
-        .await
-        .expect("create");
+    let log = log_with_deals(dir.path(), &clock).await;
     // Versions of one varint byte, of two, and all of JSON's whitespace bytes (9, 10, 13, 32).
     let events: Vec<Event> = (0..300)
         .map(|n| deal(n).subject(if n < 200 { "deal-many" } else { "deal-few" }))
