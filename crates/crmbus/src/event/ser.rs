@@ -6,7 +6,7 @@ use std::fmt;
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use chrono::format::{Fixed, Item};
+use chrono::format::{Fixed, Item, Numeric, Pad};
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -162,16 +162,27 @@ impl Serialize for Event {
 /// offset as `Z`, its shortest form: five bytes less in every stored UTC event).
 struct Rfc3339<'a>(&'a DateTime<FixedOffset>);
 
+/// RFC 3339 with `AutoSi` seconds (none, 3, 6 or 9 digits) and the offset as `Z` when it
+/// is zero: what `to_rfc3339_opts(SecondsFormat::AutoSi, true)` writes, without a `String`.
+const RFC3339_Z: &[Item<'static>] = &[
+    Item::Numeric(Numeric::Year, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Month, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Day, Pad::Zero),
+    Item::Literal("T"),
+    Item::Numeric(Numeric::Hour, Pad::Zero),
+    Item::Literal(":"),
+    Item::Numeric(Numeric::Minute, Pad::Zero),
+    Item::Literal(":"),
+    Item::Numeric(Numeric::Second, Pad::Zero),
+    Item::Fixed(Fixed::Nanosecond),
+    Item::Fixed(Fixed::TimezoneOffsetColonZ),
+];
+
 impl Serialize for Rfc3339<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.0.offset().local_minus_utc() == 0 {
-            // chrono writes `Z` only into a `String` of its own.
-            return serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true));
-        }
-        // `Fixed::RFC3339` is chrono's RFC 3339 writer with `AutoSi` seconds, written
-        // without an intermediate `String`.
-        let items = std::iter::once(Item::Fixed(Fixed::RFC3339));
-        serializer.collect_str(&self.0.format_with_items(items))
+        serializer.collect_str(&self.0.format_with_items(RFC3339_Z.iter()))
     }
 }
 
