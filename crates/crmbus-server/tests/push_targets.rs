@@ -474,6 +474,16 @@ async fn retry_after_is_obeyed_on_the_servers_clock() {
     )
     .await;
     receiver.wait_for(1).await;
+    // The engine has read the 503 and scheduled the retry on its clock before the clock
+    // moves (the receiver's count alone does not say so: a loaded machine may read the
+    // answer after the clock moved, and the retry would be due 120 s after that).
+    poll(
+        &s,
+        "/v1/subscriptions/billing",
+        "the retry scheduled",
+        |v| v["status"]["retried"] == 1,
+    )
+    .await;
     // Past the schedule's 5 s, short of the 120 s asked for: no retry. The engine looks
     // at its clock every 100 ms; a second is ten looks.
     clock.advance(Duration::from_secs(60));
