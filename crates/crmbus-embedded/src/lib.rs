@@ -49,6 +49,7 @@
 pub mod batch_journal;
 mod committer;
 pub mod dedupe;
+mod flush_pool;
 pub mod handles;
 mod log;
 pub mod metadata;

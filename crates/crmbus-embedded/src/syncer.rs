@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 use crate::batch_journal::BatchJournal;
+use crate::flush_pool::FlushPool;
 use crate::options::EmbeddedOptions;
 /// What an append hands the group commit; defined beside [`Partition`], which makes it.
 pub use crate::partition::SyncItem;
@@ -59,6 +60,8 @@ struct Queue {
 struct Shared {
     opts: EmbeddedOptions,
     journal: Arc<BatchJournal>,
+    /// Threads that flush a round's partitions side by side.
+    flush: FlushPool,
     /// Held by whoever runs a round (the group-commit thread or a leading appender), so
     /// rounds run one at a time and in order.
     round: Mutex<()>,
@@ -104,6 +107,7 @@ impl GroupCommit {
         let shared = Arc::new(Shared {
             opts,
             journal,
+            flush: FlushPool::new(FLUSH_THREADS),
             round: Mutex::new(()),
             gate: RwLock::new(()),
             touched: Mutex::new(Vec::new()),
@@ -348,7 +352,7 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
     let journal_step = JournalStep { shared, journal };
     let result = journal_step
         .run(frames, journal_sync)
-        .and_then(|()| write_work(work, opts))
+        .and_then(|()| write_work(work, opts, &shared.flush))
         .map(|partitions| journal_step.made_durable(partitions))
         .and_then(|()| journal.compact_if_large());
     drop(items);
@@ -462,40 +466,48 @@ fn take_work(items: &[SyncItem]) -> RoundWork {
     RoundWork { partitions, taken }
 }
 
+/// Most threads a log's [`FlushPool`] keeps: with the round's own thread, this many
+/// partitions are flushed at once (a round of more queues the rest behind them).
+const FLUSH_THREADS: usize = 15;
+
+/// Writes `t` to `p`'s segments and fdatasyncs them; returns the next offset written.
+fn write_and_sync(p: &Partition, t: TakenStaged, opts: &EmbeddedOptions) -> std::io::Result<u64> {
+    let (segments, next) = p.write_taken(t, opts)?;
+    for s in segments {
+        s.file()?.sync_data()?;
+    }
+    Ok(next)
+}
+
 /// Writes and fsyncs what `work` took and raises the partitions' durable offsets; returns
 /// the partitions made durable.
-fn write_work(work: RoundWork, opts: &EmbeddedOptions) -> std::io::Result<Vec<Arc<Partition>>> {
+fn write_work(
+    work: RoundWork,
+    opts: &EmbeddedOptions,
+    pool: &FlushPool,
+) -> std::io::Result<Vec<Arc<Partition>>> {
     let RoundWork { partitions, taken } = work;
-    let write_and_sync = |p: &Partition, t: TakenStaged| -> std::io::Result<u64> {
-        let (segments, next) = p.write_taken(t, opts)?;
-        for s in segments {
-            s.file()?.sync_data()?;
-        }
-        Ok(next)
-    };
     let results: Vec<std::io::Result<u64>> = if partitions.len() <= 1 || !opts.storage.concurrent()
     {
         partitions
             .iter()
             .zip(taken)
-            .map(|((p, _), t)| write_and_sync(p, t))
+            .map(|((p, _), t)| write_and_sync(p, t, opts))
             .collect()
     } else {
         // Several partitions: write and flush them concurrently, so the device sees the
         // requests together instead of one flush latency after another.
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = partitions
-                .iter()
-                .zip(taken)
-                .map(|((p, _), t)| scope.spawn(move || write_and_sync(p, t)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("flush thread panicked")))
-                })
-                .collect()
+        let opts = Arc::new(opts.clone());
+        let tasks: Vec<_> = partitions
+            .iter()
+            .zip(taken)
+            .map(|((p, _), t)| {
+                let (p, opts) = (Arc::clone(p), Arc::clone(&opts));
+                move || write_and_sync(&p, t, &opts)
+            })
+            .collect();
+        pool.run_all(tasks, || {
+            Err(std::io::Error::other("flush thread panicked"))
         })
     };
     // Nothing of a round is served unless all of it is durable: an append that spans
@@ -510,5 +522,7 @@ fn write_work(work: RoundWork, opts: &EmbeddedOptions) -> std::io::Result<Vec<Ar
 /// Writes and fsyncs what `items` staged, without a journal step: for recovery on open,
 /// before any append runs.
 pub(crate) fn sync_recovered(items: &[SyncItem], opts: &EmbeddedOptions) -> std::io::Result<()> {
-    write_work(take_work(items), opts).map(|_| ())
+    // A pool for this one round: its threads end when it is dropped.
+    let pool = FlushPool::new(FLUSH_THREADS);
+    write_work(take_work(items), opts, &pool).map(|_| ())
 }
