@@ -14,10 +14,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::json_text::{shape, Shape};
 use super::validate::{
-    canonical_number, check_fields, forbidden_char_message, is_valid_name, parse_timestamp,
-    InvalidEvent, Violation, BAD_NAME, DATA, DATACONTENTTYPE, DATASCHEMA, DATA_BASE64, ID, SOURCE,
-    SPECVERSION, SUBJECT, TIME, TYPE,
+    canonical_number, check_fields, data_too_deep, forbidden_char_message, is_valid_name,
+    parse_timestamp, InvalidEvent, Violation, BAD_NAME, DATA, DATACONTENTTYPE, DATASCHEMA,
+    DATA_BASE64, ID, MAX_DATA_DEPTH, SOURCE, SPECVERSION, SUBJECT, TIME, TYPE,
 };
 use super::{Event, EventData, ExtensionValue, JsonText};
 
@@ -41,9 +42,16 @@ impl Event {
     }
 
     /// Reads a structured-mode CloudEvent from JSON bytes and validates it; bytes that are
-    /// not JSON give one violation on attribute `(body)`.
+    /// not JSON give one violation on attribute `(body)`. JSON `data` that is compact
+    /// (no whitespace between tokens) and holds no number with an exponent or of more than
+    /// 17 characters is kept as the text it came as ([`EventData::JsonText`], written out
+    /// again exactly so); other JSON `data` is read into a value ([`EventData::Json`]).
+    /// Either way [`Event::data_json`] gives the value.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Event, InvalidEvent> {
-        match serde_json::from_slice::<Parsed>(bytes) {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = de::Deserializer::deserialize_any(&mut de, ParsedVisitor::INPUT_TEXT)
+            .and_then(|p| de.end().map(|()| p));
+        match parsed {
             Ok(Parsed(result)) => result,
             Err(e) => Err(InvalidEvent::single(
                 "(body)",
@@ -64,7 +72,7 @@ impl Event {
             InvalidEvent::single("(body)", format!("malformed JSON: not UTF-8: {e}"))
         })?;
         let mut de = serde_json::Deserializer::from_str(text);
-        let parsed = de::Deserializer::deserialize_any(&mut de, ParsedVisitor { stored: true })
+        let parsed = de::Deserializer::deserialize_any(&mut de, ParsedVisitor::STORED)
             .and_then(|p| de.end().map(|()| p));
         match parsed {
             Ok(Parsed(result)) => result,
@@ -82,7 +90,10 @@ impl Event {
     pub fn batch_from_json_slice(
         bytes: &[u8],
     ) -> Result<Vec<Result<Event, InvalidEvent>>, InvalidEvent> {
-        match serde_json::from_slice::<ParsedBatch>(bytes) {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = de::Deserializer::deserialize_any(&mut de, BatchVisitor)
+            .and_then(|p| de.end().map(|()| p));
+        match parsed {
             Ok(ParsedBatch(Ok(items))) => Ok(items.into_iter().map(|Parsed(r)| r).collect()),
             Ok(ParsedBatch(Err(kind))) => Err(InvalidEvent::single(
                 "(body)",
@@ -113,18 +124,42 @@ struct Parsed(Result<Event, InvalidEvent>);
 
 impl<'de> Deserialize<'de> for Parsed {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ParsedVisitor { stored: false })
+        deserializer.deserialize_any(ParsedVisitor::INPUT)
     }
 }
 
 /// Streams the members of a structured-mode event into a [`Collector`]; any other JSON
 /// value becomes an `(event)` violation rather than a parse error.
+#[derive(Clone, Copy)]
 struct ParsedVisitor {
     /// The event was validated when it was stored (see [`Event::from_stored_json_slice`]).
     stored: bool,
+    /// `data` is taken as its text ([`JsonText`]) rather than a [`Value`]. Only for
+    /// serde_json's own parser of text, which hands a raw value over (through
+    /// [`Deserialize`] the input may come from any deserializer).
+    data_as_text: bool,
 }
 
 impl ParsedVisitor {
+    /// A stored event: validated when stored, `data` kept as text.
+    const STORED: ParsedVisitor = ParsedVisitor {
+        stored: true,
+        data_as_text: true,
+    };
+
+    /// Input from any deserializer: validated, `data` read into a [`Value`].
+    const INPUT: ParsedVisitor = ParsedVisitor {
+        stored: false,
+        data_as_text: false,
+    };
+
+    /// Input parsed by serde_json from text: validated, plain `data` kept as its text
+    /// (see [`super::json_text::shape`]).
+    const INPUT_TEXT: ParsedVisitor = ParsedVisitor {
+        stored: false,
+        data_as_text: true,
+    };
+
     fn not_object(kind: &str) -> Parsed {
         Parsed(Err(not_an_object(kind)))
     }
@@ -143,10 +178,23 @@ impl<'de> Visitor<'de> for ParsedVisitor {
             ..Collector::default()
         };
         while let Some(name) = map.next_key_seed(NameSeed)? {
-            // Stored `data` is kept as its text (see `JsonText`): no value is built for it.
-            if self.stored && name == "data" {
+            // `data` is kept as its text (see `JsonText`): no value is built for it. Input
+            // is kept when it is plain, read into a value to be written again when it is
+            // not (whitespace, an escaped surrogate, an exponent or a long number: text
+            // that is no value, such as a lone surrogate or a number beyond `f64`, is
+            // malformed JSON as it would be read whole), and refused when too deep.
+            if self.data_as_text && name == "data" {
                 let text: Box<RawValue> = map.next_value()?;
-                collector.accept_data_text(text);
+                match shape(text.get(), MAX_DATA_DEPTH) {
+                    _ if self.stored => collector.accept_data_text(text),
+                    Shape::Plain => collector.accept_data_text(text),
+                    Shape::Rewrite => {
+                        let value: Value = serde_json::from_str(text.get())
+                            .map_err(|e| de::Error::custom(format_args!("in data, {e}")))?;
+                        collector.accept(name, value);
+                    }
+                    Shape::TooDeep => collector.data_too_deep(),
+                }
                 continue;
             }
             let value: Value = map.next_value()?;
@@ -197,14 +245,17 @@ impl<'de> Visitor<'de> for ParsedVisitor {
 /// value it was instead of an array.
 struct ParsedBatch(Result<Vec<Parsed>, &'static str>);
 
-impl<'de> Deserialize<'de> for ParsedBatch {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(BatchVisitor)
+/// Reads one event with the visitor's settings (the elements of a batch).
+impl<'de> DeserializeSeed<'de> for ParsedVisitor {
+    type Value = Parsed;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Parsed, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-/// Streams the elements of a batch into [`Parsed`] events; any other JSON value is noted
-/// by its kind.
+/// Streams the elements of a batch (parsed by serde_json from text) into [`Parsed`]
+/// events; any other JSON value is noted by its kind.
 struct BatchVisitor;
 
 impl<'de> Visitor<'de> for BatchVisitor {
@@ -216,7 +267,7 @@ impl<'de> Visitor<'de> for BatchVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ParsedBatch, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Parsed>()? {
+        while let Some(item) = seq.next_element_seed(ParsedVisitor::INPUT_TEXT)? {
             items.push(item);
         }
         Ok(ParsedBatch(Ok(items)))
@@ -398,10 +449,17 @@ impl Collector {
         }
     }
 
-    /// `data` of a stored event, as its text.
+    /// `data` as its text: a stored event's, or plain input (see `ParsedVisitor`).
     fn accept_data_text(&mut self, text: Box<RawValue>) {
         if self.first_sighting(DATA, "data") {
             self.data_text = Some(text);
+        }
+    }
+
+    /// `data` that nests too deep to be kept.
+    fn data_too_deep(&mut self) {
+        if self.first_sighting(DATA, "data") {
+            self.violation(DATA, "data", data_too_deep());
         }
     }
 

@@ -1,11 +1,17 @@
-//! [`JsonText`]: an event's JSON `data` kept as the text it was stored as, parsed into a
-//! [`Value`] only when something asks for the value.
+//! [`JsonText`]: an event's JSON `data` kept as the text it was stored or published as,
+//! parsed into a [`Value`] only when something asks for the value.
 //!
 //! Reading an event back from storage is most of a consumer's cost, and building a
 //! [`Value`] tree for `data` (then freeing it) was most of that, though a delivery that
 //! hands the stored JSON on never looks inside. The event read keeps the text instead; a
 //! filter, transformation or handler that calls [`crate::Event::data_json`] parses it
 //! once, and every later call gets the same value.
+//!
+//! Publishing is the same story the other way: an event parsed from a JSON body (see
+//! [`crate::Event::from_json_slice`]) keeps its `data` as the text that came in when
+//! [`shape`] finds it plain — compact, no deeper than the limit, every number one that
+//! any JSON reader turns into the same `f64` or integer — so it is written to storage as
+//! it came, with no tree built, serialized and freed on the way.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -14,8 +20,9 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// JSON `data` as text: the bytes crmbus stored (one JSON value, as serde_json wrote it
-/// from a [`Value`]), with the parsed value made on first use.
+/// JSON `data` as text: one JSON value, as crmbus stored it (serde_json's writing of a
+/// [`Value`], or publisher's text that [`shape`] found plain), with the parsed value made
+/// on first use.
 ///
 /// Two `JsonText`s, or a `JsonText` and an [`crate::EventData::Json`], are equal when
 /// their values are; the spelling of the text does not count.
@@ -27,7 +34,7 @@ pub struct JsonText {
 
 impl JsonText {
     /// Keeps `text`, which holds one JSON value (serde_json checked its syntax) that
-    /// crmbus wrote from a [`Value`].
+    /// crmbus wrote from a [`Value`] or that [`shape`] found plain.
     pub(crate) fn new(text: Box<RawValue>) -> JsonText {
         JsonText {
             text,
@@ -78,6 +85,94 @@ impl Serialize for JsonText {
     }
 }
 
+/// What [`shape`] found in a JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Kept as it is: no whitespace between tokens, nesting within the limit, and every
+    /// number at most [`PLAIN_NUMBER_LEN`] characters with no exponent (so it is within
+    /// `f64` range and every JSON reader, crmbus's included, reads the same number).
+    Plain,
+    /// Best parsed into a [`Value`] and written again: whitespace to drop, an escaped
+    /// surrogate (a lone one is no text), or a number with an exponent or many digits
+    /// (it may be beyond `f64`).
+    Rewrite,
+    /// Arrays and objects nest more levels deep than the limit.
+    TooDeep,
+}
+
+/// Longest number [`Shape::Plain`] text holds: 17 characters (`-` and `.` included) fit
+/// an `f64` or a 64-bit integer, whatever they are.
+pub(crate) const PLAIN_NUMBER_LEN: usize = 17;
+
+/// Reads the shape of `text`, one JSON value whose syntax serde_json checked: whether it
+/// may be kept as it is, must be rewritten, or nests arrays and objects more than
+/// `max_depth` levels deep (`{}` is one level). One pass over the bytes; strings are
+/// skipped whole (their escapes were checked by the parser).
+pub(crate) fn shape(text: &str, max_depth: usize) -> Shape {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut plain = true;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                // To the closing quote: a backslash always takes the byte after it.
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'\\' => {
+                            // An escaped surrogate (`\ud800`-`\udfff`) may be a lone one,
+                            // which is no text: the parser of values decides.
+                            if bytes.get(i + 1) == Some(&b'u')
+                                && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
+                                && matches!(
+                                    bytes.get(i + 3),
+                                    Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+                                )
+                            {
+                                plain = false;
+                            }
+                            i += 2;
+                        }
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Shape::TooDeep;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while bytes
+                    .get(i + 1)
+                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                let number = &bytes[start..=i];
+                if number.len() > PLAIN_NUMBER_LEN
+                    || number.iter().any(|c| matches!(c, b'e' | b'E'))
+                {
+                    plain = false;
+                }
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => plain = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    if plain {
+        Shape::Plain
+    } else {
+        Shape::Rewrite
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +217,52 @@ mod tests {
         // Valid syntax, but beyond f64: serde_json's parser refuses it.
         let t = text("1e400");
         assert_eq!(t.value(), &Value::Null);
+    }
+
+    #[test]
+    fn compact_text_with_short_numbers_is_plain() {
+        for t in [
+            r#"{"amount":12.5,"lines":[{"sku":"A-1","qty":-2}],"ok":true,"n":null}"#,
+            r#""a string with spaces, [brackets] {braces} and \" \\ escapes""#,
+            "12345678901234567",
+            "-1234567890123456",
+            "[]",
+            r#"{"a":"\\"}"#,
+            r#""caf\u00e9 \u20ac""#,
+        ] {
+            assert_eq!(shape(t, 100), Shape::Plain, "{t}");
+        }
+    }
+
+    #[test]
+    fn whitespace_exponents_and_long_numbers_are_rewritten() {
+        for t in [
+            r#"{"a": 1}"#,
+            "[1,\n2]",
+            r#""\ud83d\ude00""#,
+            r#"["\uDC00"]"#,
+            "1e400",
+            "1E2",
+            "123456789012345678",
+            "0.000000000000000001",
+            r#"{"a":[1,2.5e-3]}"#,
+        ] {
+            assert_eq!(shape(t, 100), Shape::Rewrite, "{t}");
+        }
+        // Plain text parses to the same value it is written from.
+        let t = r#"{"x":-12345.678901234,"y":[0,1.5]}"#;
+        let v: Value = serde_json::from_str(t).expect("parses");
+        assert_eq!(shape(t, 100), Shape::Plain);
+        assert_eq!(serde_json::to_string(&v).expect("writes"), t);
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_not_brackets_in_strings() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(shape(&nested(3), 3), Shape::Plain);
+        assert_eq!(shape(&nested(4), 3), Shape::TooDeep);
+        assert_eq!(shape(r#"[{"a":"[[[[[[{{{{"}]"#, 2), Shape::Plain);
+        assert_eq!(shape(r#"[{"a":[1]}]"#, 2), Shape::TooDeep);
+        assert_eq!(shape(r#"[[1],[2],{"a":3}]"#, 2), Shape::Plain);
     }
 }

@@ -83,9 +83,10 @@ pub struct Event {
 
 /// The payload of an [`Event`]: JSON carried as `data`, or bytes carried as `data_base64`.
 ///
-/// An event read back from the embedded log carries JSON as [`EventData::JsonText`], the
-/// stored text, parsed only when asked; read JSON data through [`Event::data_json`], which
-/// answers for both JSON variants, rather than matching [`EventData::Json`] alone.
+/// An event read back from the embedded log, or parsed from JSON text
+/// ([`Event::from_json_slice`]), carries JSON as [`EventData::JsonText`], the text, parsed
+/// only when asked; read JSON data through [`Event::data_json`], which answers for both
+/// JSON variants, rather than matching [`EventData::Json`] alone.
 #[derive(Debug, Clone)]
 pub enum EventData {
     /// Any JSON value, serialized as the `data` member.

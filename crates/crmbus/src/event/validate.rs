@@ -49,9 +49,15 @@ impl Event {
 /// 127 levels in all, and crmbus puts an event up to four levels down in what it writes
 /// and reads (a batch, a dead letter, a pull or read response): data within this limit
 /// reads back everywhere, with room to spare. An event built in code could nest deeper,
-/// be stored, and then fail to read back, so it is refused when validated. (Over HTTP the
-/// parser refuses deeper data before validation.)
+/// be stored, and then fail to read back, so it is refused when validated, and when parsed
+/// from text ([`Event::from_json_slice`] reads `data` as text, which serde_json does not
+/// limit).
 pub(crate) const MAX_DATA_DEPTH: usize = 100;
+
+/// The violation message for `data` nested deeper than [`MAX_DATA_DEPTH`].
+pub(super) fn data_too_deep() -> String {
+    format!("must not nest arrays and objects more than {MAX_DATA_DEPTH} levels deep")
+}
 
 /// Whether `v` nests arrays and objects more than `limit` levels deep (`{}` is one level).
 /// Recurses at most `limit` levels.
@@ -173,10 +179,7 @@ pub(super) fn check_fields(
     }
     if let Some(EventData::Json(data)) = &event.data {
         if nests_deeper_than(data, MAX_DATA_DEPTH) {
-            out.push(Violation::new(
-                "data",
-                format!("must not nest arrays and objects more than {MAX_DATA_DEPTH} levels deep"),
-            ));
+            out.push(Violation::new("data", data_too_deep()));
         }
     }
     if check_extensions {

@@ -247,3 +247,92 @@ fn the_character_check_agrees_with_its_definition_on_every_ascii_byte_and_more()
         );
     }
 }
+
+/// Wraps `data` (JSON text) in an event, as one document and as a batch of one.
+fn documents_with_data(data: &str) -> [String; 2] {
+    let one =
+        format!(r#"{{"specversion":"1.0","id":"1","source":"urn:x","type":"t","data":{data}}}"#);
+    let batch = format!("[{one}]");
+    [one, batch]
+}
+
+fn read_document(text: &str) -> Result<Event, InvalidEvent> {
+    if text.starts_with('[') {
+        let mut items = Event::batch_from_json_slice(text.as_bytes())?;
+        assert_eq!(items.len(), 1);
+        items.remove(0)
+    } else {
+        Event::from_json_slice(text.as_bytes())
+    }
+}
+
+/// Plain `data` is kept as the text it came as and written out exactly so; other `data`
+/// is read into a value and written compactly. Both read as the same value.
+#[test]
+fn plain_data_is_kept_as_its_text_and_the_rest_is_rewritten() {
+    let plain =
+        r#"{"amount":"10.00","lines":[{"sku":"A-1","qty":2,"price":-1.5}],"x":"caf\u00e9"}"#;
+    for text in documents_with_data(plain) {
+        let event = read_document(&text).expect("valid");
+        match &event.data {
+            Some(EventData::JsonText(t)) => assert_eq!(t.as_str(), plain),
+            other => panic!("plain data was not kept as text: {other:?}"),
+        }
+        let written = serde_json::to_string(&event).expect("writes");
+        assert!(written.contains(&format!(r#""data":{plain}"#)), "{written}");
+        assert_eq!(
+            event.data_json(),
+            Some(&serde_json::from_str::<Value>(plain).expect("value"))
+        );
+    }
+    for (data, compact) in [
+        (r#"{ "a": [1, 2] }"#, r#"{"a":[1,2]}"#),
+        (r#"{"a":1E2}"#, r#"{"a":100.0}"#),
+        (r#"{"a":"\ud83d\ude00"}"#, "{\"a\":\"\u{1F600}\"}"),
+    ] {
+        for text in documents_with_data(data) {
+            let event = read_document(&text).expect("valid");
+            assert!(matches!(event.data, Some(EventData::Json(_))), "{data}");
+            let written = serde_json::to_string(&event).expect("writes");
+            assert!(
+                written.contains(&format!(r#""data":{compact}"#)),
+                "{written}"
+            );
+        }
+    }
+}
+
+/// serde_json does not limit the nesting of text it keeps whole, so the depth limit is
+/// checked on the text: data one level too deep, or far deeper than serde_json's own
+/// limit of 128, is refused on `data` (it is not malformed JSON).
+#[test]
+fn data_kept_as_text_is_held_to_the_depth_limit() {
+    use crate::event::validate::MAX_DATA_DEPTH;
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    for text in documents_with_data(&nested(MAX_DATA_DEPTH)) {
+        read_document(&text).expect("at the limit");
+    }
+    for depth in [MAX_DATA_DEPTH + 1, 5_000] {
+        for text in documents_with_data(&nested(depth)) {
+            let err = read_document(&text).expect_err("too deep");
+            assert_eq!(err.violations.len(), 1, "{err}");
+            assert_eq!(err.violations[0].attribute, "data", "{err}");
+            assert!(err.violations[0].message.contains("levels deep"), "{err}");
+        }
+    }
+}
+
+/// A number beyond `f64` is no value crmbus can read back: the document is malformed,
+/// as it was when `data` was read whole.
+#[test]
+fn data_numbers_beyond_f64_are_malformed_json() {
+    for text in documents_with_data(r#"{"a":1e400}"#) {
+        let err = if text.starts_with('[') {
+            Event::batch_from_json_slice(text.as_bytes()).expect_err("refused")
+        } else {
+            Event::from_json_slice(text.as_bytes()).expect_err("refused")
+        };
+        assert_eq!(err.violations[0].attribute, "(body)", "{err}");
+        assert!(err.violations[0].message.contains("in data"), "{err}");
+    }
+}
