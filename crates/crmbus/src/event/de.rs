@@ -185,8 +185,11 @@ impl<'de> Visitor<'de> for ParsedVisitor {
             // malformed JSON as it would be read whole), and refused when too deep.
             if self.data_as_text && name == "data" {
                 let text: Box<RawValue> = map.next_value()?;
+                if self.stored {
+                    collector.accept_data_text(text);
+                    continue;
+                }
                 match shape(text.get(), MAX_DATA_DEPTH) {
-                    _ if self.stored => collector.accept_data_text(text),
                     Shape::Plain => collector.accept_data_text(text),
                     Shape::Rewrite => {
                         let value: Value = serde_json::from_str(text.get())
@@ -194,6 +197,15 @@ impl<'de> Visitor<'de> for ParsedVisitor {
                         collector.accept(name, value);
                     }
                     Shape::TooDeep => collector.data_too_deep(),
+                }
+                continue;
+            }
+            // A stored event's time is a string (it was validated): read where it lies,
+            // with no string made for it.
+            if self.stored && name == "time" {
+                let text = map.next_value_seed(NameSeed)?;
+                if collector.first_sighting(TIME, "time") {
+                    collector.accept_time(&text);
                 }
                 continue;
             }
@@ -303,8 +315,8 @@ impl<'de> Visitor<'de> for BatchVisitor {
     }
 }
 
-/// Deserializes a member name, borrowing it from the input when possible so that known
-/// attribute names cost no allocation.
+/// Deserializes a member name (or another string), borrowing it from the input when
+/// possible so that known attribute names cost no allocation.
 struct NameSeed;
 
 impl<'de> DeserializeSeed<'de> for NameSeed {
@@ -415,17 +427,7 @@ impl Collector {
             "dataschema" => self.dataschema = self.string(DATASCHEMA, "dataschema", value),
             "time" => {
                 if let Some(text) = self.string(TIME, "time", value) {
-                    if let Some(message) = forbidden_char_message(&text).filter(|_| !self.stored) {
-                        self.violation(TIME, "time", message);
-                        return;
-                    }
-                    match parse_timestamp(&text) {
-                        Ok(t) => self.time = Some(t),
-                        Err(e) => {
-                            let message = format!("must be an RFC 3339 timestamp: {e}");
-                            self.violation(TIME, "time", message);
-                        }
-                    }
+                    self.accept_time(&text);
                 }
             }
             "data" => {
@@ -446,6 +448,21 @@ impl Collector {
                 }
             }
             _ => self.extension(name.into_owned(), value),
+        }
+    }
+
+    /// The text of `time` (seen for the first time).
+    fn accept_time(&mut self, text: &str) {
+        if let Some(message) = forbidden_char_message(text).filter(|_| !self.stored) {
+            self.violation(TIME, "time", message);
+            return;
+        }
+        match parse_timestamp(text) {
+            Ok(t) => self.time = Some(t),
+            Err(e) => {
+                let message = format!("must be an RFC 3339 timestamp: {e}");
+                self.violation(TIME, "time", message);
+            }
         }
     }
 

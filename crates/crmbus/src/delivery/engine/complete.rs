@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::records::{encode, pos_key, DeadLetter, RetryRecord, RECENT_ERRORS};
-use super::run::{Completion, Engine};
+use super::run::{Completion, Engine, Key};
 use crate::delivery::group_state::StateKind;
 use crate::delivery::options::OnExhausted;
 use crate::event::Event;
@@ -78,7 +78,7 @@ impl Engine {
                     .get(&(p, offset))
                     .cloned()
                     .unwrap_or(RetryRecord {
-                        key: key.clone(),
+                        key: key.to_string(),
                         attempts: 0,
                         first_failure_us: now,
                         next_due_us: now,
@@ -135,8 +135,8 @@ impl Engine {
         }
     }
 
-    pub(super) fn pop_head(&mut self, p: u32, key: &str) {
-        let k = (p, key.to_string());
+    pub(super) fn pop_head(&mut self, p: u32, key: &Key) {
+        let k = (p, Key::clone(key));
         if let Some(ks) = self.keys.get_mut(&k) {
             ks.queue.pop_front();
             if ks.queue.is_empty() && !ks.in_flight {
@@ -145,10 +145,10 @@ impl Engine {
         }
     }
 
-    fn dead_letter(&mut self, p: u32, offset: u64, key: &str, rec: &RetryRecord, now: i64) {
+    fn dead_letter(&mut self, p: u32, offset: u64, key: &Key, rec: &RetryRecord, now: i64) {
         let Some(event) = self
             .keys
-            .get(&(p, key.to_string()))
+            .get(&(p, Key::clone(key)))
             .and_then(|ks| ks.queue.front())
             .map(|q| Event::clone(&q.event))
         else {
@@ -187,11 +187,11 @@ impl Engine {
             });
         }
         self.count_dead_lettered();
-        tracing::info!(topic = %self.topic, group = %self.group, partition = p, offset, key,
+        tracing::info!(topic = %self.topic, group = %self.group, partition = p, offset, key = %key,
             attempts = rec.attempts, error = %rec.last_error, held, "event dead-lettered");
         let redriven = self
             .keys
-            .get(&(p, key.to_string()))
+            .get(&(p, Key::clone(key)))
             .and_then(|ks| ks.queue.front())
             .is_some_and(|q| q.redrive);
         // A redriven event's entry is still there (it is put back), unless a discard took

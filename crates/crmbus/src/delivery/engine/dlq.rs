@@ -1,7 +1,7 @@
 //! The dead-letter queue's operations: listing, redrive, discard, and the audit log.
 
 use super::records::{decode, encode, AuditRecord, DeadLetter, DlqFilter};
-use super::run::{Engine, Queued};
+use super::run::{Engine, Key, Queued};
 use crate::delivery::group_state::{GroupState, StateKind};
 use crate::error::LogError;
 use crate::state::{StateOp, StateStore};
@@ -90,7 +90,7 @@ impl Engine {
     /// Queues a skipped dead letter for delivery again, after the key's in-flight event
     /// and before its other waiting events, in offset order among redriven ones.
     pub(super) fn enqueue_redrive(&mut self, d: DeadLetter) {
-        let k = (d.partition, d.key.clone());
+        let k = (d.partition, Key::from(d.key.as_str()));
         let ks = self.keys.entry(k).or_default();
         let was_idle = ks.queue.is_empty() && !ks.in_flight;
         let start = usize::from(ks.in_flight);
@@ -113,7 +113,7 @@ impl Engine {
             },
         );
         if was_idle {
-            self.schedule(d.partition, d.key);
+            self.schedule(d.partition, Key::from(d.key));
         }
     }
 
@@ -158,7 +158,7 @@ impl Engine {
         for d in &selected {
             self.audit(who, "redrive", d);
             let pos = (d.partition, d.offset);
-            let k = (d.partition, d.key.clone());
+            let k = (d.partition, Key::from(d.key.as_str()));
             // Is the event in its key's queue, and is it a redriven copy there?
             let queued = self
                 .keys
@@ -179,7 +179,7 @@ impl Engine {
                         key: d.id.clone(),
                     });
                     self.dlq_count = self.dlq_count.saturating_sub(1);
-                    self.schedule(d.partition, d.key.clone());
+                    self.schedule(d.partition, Key::from(d.key.as_str()));
                 }
                 (true, Some(true)) => {
                     // Its redriven copy waits at the key's head: deliver that.
@@ -192,7 +192,7 @@ impl Engine {
                         value: encode(&marked)?,
                     });
                     self.redriving_pos.insert(pos);
-                    self.schedule(d.partition, d.key.clone());
+                    self.schedule(d.partition, Key::from(d.key.as_str()));
                 }
                 _ => {
                     let mut marked = d.clone();
@@ -235,7 +235,7 @@ impl Engine {
         let was_held = self.held.remove(&pos);
         let was_redriving = self.redriving_pos.remove(&pos);
         if was_held || was_redriving {
-            let k = (d.partition, d.key.clone());
+            let k = (d.partition, Key::from(d.key.as_str()));
             let mut removed = None;
             if let Some(ks) = self.keys.get_mut(&k) {
                 // The head is in flight (a redrive under way): its completion sees the
@@ -260,7 +260,7 @@ impl Engine {
                     self.finish_offset(d.partition, d.offset);
                 }
             }
-            self.schedule(d.partition, d.key.clone());
+            self.schedule(d.partition, Key::from(d.key.as_str()));
         }
         self.persist().await?;
         Ok(true)

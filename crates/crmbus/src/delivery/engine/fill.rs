@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::records::{encode, DeadLetter, UNREADABLE_TYPE};
-use super::run::{Engine, Queued};
+use super::run::{Engine, Key, Queued};
 use crate::delivery::group_state::StateKind;
 use crate::delivery::options::Ordering;
 use crate::error::LogError;
@@ -12,10 +12,10 @@ use crate::event::Event;
 use crate::state::StateOp;
 
 impl Engine {
-    fn key_for(&self, event: &Event, offset: u64) -> String {
+    fn key_for(&self, event: &Event, offset: u64) -> Key {
         match self.opts.ordering {
-            Ordering::Key => event.subject.clone().unwrap_or_else(|| event.id.clone()),
-            Ordering::None => format!("#{offset}"),
+            Ordering::Key => Key::from(event.subject.as_deref().unwrap_or(&event.id)),
+            Ordering::None => Key::from(format!("#{offset}")),
         }
     }
 
@@ -193,7 +193,7 @@ impl Engine {
 
     /// Puts a key with a queued head event in the ready queue, on a timer, or nowhere
     /// (held by a dead letter).
-    pub(super) fn schedule(&mut self, p: u32, key: String) {
+    pub(super) fn schedule(&mut self, p: u32, key: Key) {
         let Some(ks) = self.keys.get(&(p, key.clone())) else {
             return;
         };

@@ -112,7 +112,7 @@ impl Engine {
                 place,
                 ParkedKey {
                     partition: *p,
-                    key: key.clone(),
+                    key: key.to_string(),
                     offset: q.offset,
                     queued: ks.queue.len() as u64,
                     waiting_on,

@@ -80,7 +80,7 @@ pub(super) struct KeyState {
 pub(super) struct Completion {
     pub(super) partition: u32,
     pub(super) offset: u64,
-    pub(super) key: String,
+    pub(super) key: Key,
     pub(super) attempt: u32,
     pub(super) redrive: bool,
     pub(super) appended_us: i64,
@@ -90,7 +90,12 @@ pub(super) struct Completion {
     pub(super) result: Result<(), HandlerError>,
 }
 
-pub(super) type KeyId = (u32, String);
+/// A key of the engine's queues: the event's subject (or id), or, without key ordering,
+/// its offset's own name. Shared, so that the queues, the ready list, timers and
+/// completions hold it without copying it.
+pub(super) type Key = Arc<str>;
+
+pub(super) type KeyId = (u32, Key);
 
 /// The engine of one subscription. Drive it with [`Engine::run_until_idle`] (tests, with
 /// a manual clock) or let a [`Subscription`](crate::delivery::Subscription) run it in the
@@ -123,7 +128,7 @@ pub struct Engine {
     pub(super) parts: Vec<PartCursor>,
     pub(super) keys: HashMap<KeyId, KeyState>,
     pub(super) ready: VecDeque<KeyId>,
-    pub(super) timers: BTreeSet<(i64, u32, String)>,
+    pub(super) timers: BTreeSet<(i64, u32, Key)>,
     pub(super) retries: HashMap<(u32, u64), RetryRecord>,
     pub(super) held: HashSet<(u32, u64)>,
     /// A delivery came back interrupted (the handler is stopping): no new delivery starts,
