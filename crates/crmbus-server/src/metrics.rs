@@ -1,8 +1,11 @@
 //! Prometheus metrics: the process-wide recorder, the `/metrics` rendering, and the
 //! per-request counters (by route template and status).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
+
+use crmbus::sync::{LockExt, RwLockExt};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -277,25 +280,67 @@ pub fn render() -> Option<String> {
 /// Counts every request by route template (`/v1/topics/{topic}/events`), method and
 /// status, and times it.
 pub async fn track_requests(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    let route = RouteFlow::of(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str()),
+    );
+    let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(
-        "crmbus_http_requests_total",
-        "route" => route.clone(),
-        "method" => method,
-        "status" => status
-    )
-    .increment(1);
-    metrics::histogram!("crmbus_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    route
+        .requests(&method, response.status().as_u16())
+        .increment(1);
+    route.duration.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request metrics of one route template, looked up in the recorder once and kept
+/// (as [`TopicFlow`] is, for the same reason).
+struct RouteFlow {
+    route: String,
+    /// `crmbus_http_request_duration_seconds` of the route.
+    duration: metrics::Histogram,
+    /// `crmbus_http_requests_total` of the route, by method and status.
+    requests: Mutex<HashMap<(axum::http::Method, u16), metrics::Counter>>,
+}
+
+impl RouteFlow {
+    fn of(route: &str) -> Arc<RouteFlow> {
+        static ROUTES: OnceLock<RwLock<HashMap<String, Arc<RouteFlow>>>> = OnceLock::new();
+        let make = || {
+            Arc::new(RouteFlow {
+                route: route.to_string(),
+                duration: metrics::histogram!("crmbus_http_request_duration_seconds", "route" => route.to_string()),
+                requests: Mutex::new(HashMap::new()),
+            })
+        };
+        // As for a topic's flow: nothing is kept before the recorder is installed.
+        if HANDLE.get().is_none() {
+            return make();
+        }
+        let routes = ROUTES.get_or_init(Default::default);
+        if let Some(flow) = routes.read_locked().get(route) {
+            return Arc::clone(flow);
+        }
+        let mut routes = routes.write_locked();
+        Arc::clone(routes.entry(route.to_string()).or_insert_with(make))
+    }
+
+    fn requests(&self, method: &axum::http::Method, status: u16) -> metrics::Counter {
+        self.requests
+            .locked()
+            .entry((method.clone(), status))
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "crmbus_http_requests_total",
+                    "route" => self.route.clone(),
+                    "method" => method.as_str().to_string(),
+                    "status" => status.to_string()
+                )
+            })
+            .clone()
+    }
 }
 
 /// Most types a topic's flow counters tell apart; the rest are counted as `other`.
@@ -303,25 +348,82 @@ pub const MAX_TYPES_PER_TOPIC: usize = 100;
 /// Longest type kept as a label; a longer one is counted as `other`.
 const MAX_TYPE_LABEL: usize = 128;
 
-/// The `type` label of a topic's flow counters: the type itself while the topic has fewer
-/// than [`MAX_TYPES_PER_TOPIC`] (types are publishers' text: the series must stay few).
-pub fn type_label(topic: &str, ty: &str) -> String {
-    static SEEN: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
-    > = std::sync::OnceLock::new();
-    if ty.len() > MAX_TYPE_LABEL {
-        return "other".to_string();
+/// The publish metrics of one topic, looked up in the recorder once and kept: looking a
+/// labelled series up by name costs the label strings and a registry search on every
+/// publish. Counters of the topic's event types are kept beside them, at most
+/// [`MAX_TYPES_PER_TOPIC`] types (the rest share the `other` series).
+pub struct TopicFlow {
+    topic: String,
+    /// `crmbus_published_events_total` of the topic.
+    pub events: metrics::Counter,
+    /// `crmbus_published_bytes_total` of the topic.
+    pub bytes: metrics::Counter,
+    /// `crmbus_publish_duration_seconds` of the topic.
+    pub duration: metrics::Histogram,
+    /// By type label: `crmbus_type_events_total` and `crmbus_type_bytes_total`.
+    types: Mutex<HashMap<String, TypeFlow>>,
+}
+
+/// The flow counters of one event type of a topic.
+#[derive(Clone)]
+pub struct TypeFlow {
+    /// The `type` label: the type, or `other`.
+    pub label: String,
+    /// `crmbus_type_events_total`.
+    pub events: metrics::Counter,
+    /// `crmbus_type_bytes_total`.
+    pub bytes: metrics::Counter,
+}
+
+impl TopicFlow {
+    /// The kept metrics of `topic` (made on its first publish since the process started).
+    pub fn of(topic: &str) -> Arc<TopicFlow> {
+        static FLOWS: OnceLock<RwLock<HashMap<String, Arc<TopicFlow>>>> = OnceLock::new();
+        let make = || {
+            Arc::new(TopicFlow {
+                topic: topic.to_string(),
+                events: metrics::counter!("crmbus_published_events_total", "topic" => topic.to_string()),
+                bytes: metrics::counter!("crmbus_published_bytes_total", "topic" => topic.to_string()),
+                duration: metrics::histogram!("crmbus_publish_duration_seconds", "topic" => topic.to_string()),
+                types: Mutex::new(HashMap::new()),
+            })
+        };
+        // Before the recorder is installed a handle counts nowhere, and would stay so.
+        if HANDLE.get().is_none() {
+            return make();
+        }
+        let flows = FLOWS.get_or_init(Default::default);
+        if let Some(flow) = flows.read_locked().get(topic) {
+            return Arc::clone(flow);
+        }
+        let mut flows = flows.write_locked();
+        Arc::clone(flows.entry(topic.to_string()).or_insert_with(make))
     }
-    let mut seen = match SEEN.get_or_init(Default::default).lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let types = seen.entry(topic.to_string()).or_default();
-    if types.contains(ty) || types.len() < MAX_TYPES_PER_TOPIC {
-        types.insert(ty.to_string());
-        ty.to_string()
-    } else {
-        "other".to_string()
+
+    /// The counters of type `ty`: its own while the topic has fewer than
+    /// [`MAX_TYPES_PER_TOPIC`] types (types are publishers' text: the series must stay
+    /// few), else those of `other`, as for a type longer than a label may be.
+    pub fn of_type(&self, ty: &str) -> TypeFlow {
+        let mut types = self.types.locked();
+        if let Some(flow) = types.get(ty) {
+            return flow.clone();
+        }
+        let label = if ty.len() <= MAX_TYPE_LABEL && types.len() < MAX_TYPES_PER_TOPIC {
+            ty
+        } else {
+            "other"
+        };
+        let labels = [("topic", self.topic.clone()), ("type", label.to_string())];
+        let flow = TypeFlow {
+            label: label.to_string(),
+            events: metrics::counter!("crmbus_type_events_total", &labels),
+            bytes: metrics::counter!("crmbus_type_bytes_total", &labels),
+        };
+        // `other` is not a type of the topic: it takes no place among them.
+        if label == ty {
+            types.insert(ty.to_string(), flow.clone());
+        }
+        flow
     }
 }
 
@@ -331,15 +433,21 @@ mod tests {
 
     #[test]
     fn a_topics_type_labels_stay_few() {
-        let topic = "type-label-test";
+        // Flows are kept once the recorder is installed.
+        install();
+        let flow = TopicFlow::of("type-label-test");
+        let label = |ty: &str| flow.of_type(ty).label;
         for i in 0..MAX_TYPES_PER_TOPIC {
-            assert_eq!(type_label(topic, &format!("t.{i}")), format!("t.{i}"));
+            assert_eq!(label(&format!("t.{i}")), format!("t.{i}"));
         }
         // Full: a known type keeps its label, a new one is `other`.
-        assert_eq!(type_label(topic, "t.0"), "t.0");
-        assert_eq!(type_label(topic, "t.new"), "other");
+        assert_eq!(label("t.0"), "t.0");
+        assert_eq!(label("t.new"), "other");
         // Another topic has room of its own; an over-long type is `other` anywhere.
-        assert_eq!(type_label("another-topic", "t.new"), "t.new");
-        assert_eq!(type_label("another-topic", &"x".repeat(200)), "other");
+        let another = TopicFlow::of("another-topic");
+        assert_eq!(another.of_type("t.new").label, "t.new");
+        assert_eq!(another.of_type(&"x".repeat(200)).label, "other");
+        // The same topic's flow is kept, not made again.
+        assert!(Arc::ptr_eq(&flow, &TopicFlow::of("type-label-test")));
     }
 }

@@ -123,20 +123,17 @@ async fn store(
             }
         }
         let n: u64 = by_type.values().sum();
+        let flow = crate::metrics::TopicFlow::of(topic);
         for (ty, count) in by_type {
-            let labels = [
-                ("topic", topic.clone()),
-                ("type", crate::metrics::type_label(topic, ty)),
-            ];
-            metrics::counter!("crmbus_type_events_total", &labels).increment(count);
-            metrics::counter!("crmbus_type_bytes_total", &labels)
+            let of_type = flow.of_type(ty);
+            of_type.events.increment(count);
+            of_type
+                .bytes
                 .increment((per_event * count as f64).round() as u64);
         }
-        metrics::counter!("crmbus_published_events_total", "topic" => topic.clone()).increment(n);
-        metrics::counter!("crmbus_published_bytes_total", "topic" => topic.clone())
-            .increment(body.len() as u64);
-        metrics::histogram!("crmbus_publish_duration_seconds", "topic" => topic.clone())
-            .record(elapsed);
+        flow.events.increment(n);
+        flow.bytes.increment(body.len() as u64);
+        flow.duration.record(elapsed);
     }
     let all_duplicates = receipts.iter().all(|r| r.duplicate);
     let status = if all_duplicates {
