@@ -466,8 +466,9 @@ fn take_work(items: &[SyncItem]) -> RoundWork {
     RoundWork { partitions, taken }
 }
 
-/// Most threads a log's [`FlushPool`] keeps: with the round's own thread, this many
-/// partitions are flushed at once (a round of more queues the rest behind them).
+/// Most threads a log's [`FlushPool`] keeps: with the round's own thread, one more than
+/// this many partitions are flushed at once (a round of more queues the rest behind
+/// them).
 const FLUSH_THREADS: usize = 15;
 
 /// Writes `t` to `p`'s segments and fdatasyncs them; returns the next offset written.

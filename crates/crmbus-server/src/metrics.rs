@@ -362,13 +362,15 @@ pub struct TopicFlow {
     pub duration: metrics::Histogram,
     /// By type label: `crmbus_type_events_total` and `crmbus_type_bytes_total`.
     types: Mutex<HashMap<String, TypeFlow>>,
+    /// The same for the types counted as `other`.
+    other: OnceLock<TypeFlow>,
 }
 
 /// The flow counters of one event type of a topic.
 #[derive(Clone)]
 pub struct TypeFlow {
     /// The `type` label: the type, or `other`.
-    pub label: String,
+    pub label: Arc<str>,
     /// `crmbus_type_events_total`.
     pub events: metrics::Counter,
     /// `crmbus_type_bytes_total`.
@@ -386,6 +388,7 @@ impl TopicFlow {
                 bytes: metrics::counter!("crmbus_published_bytes_total", "topic" => topic.to_string()),
                 duration: metrics::histogram!("crmbus_publish_duration_seconds", "topic" => topic.to_string()),
                 types: Mutex::new(HashMap::new()),
+                other: OnceLock::new(),
             })
         };
         // Before the recorder is installed a handle counts nowhere, and would stay so.
@@ -408,22 +411,23 @@ impl TopicFlow {
         if let Some(flow) = types.get(ty) {
             return flow.clone();
         }
-        let label = if ty.len() <= MAX_TYPE_LABEL && types.len() < MAX_TYPES_PER_TOPIC {
-            ty
-        } else {
-            "other"
-        };
+        if ty.len() > MAX_TYPE_LABEL || types.len() >= MAX_TYPES_PER_TOPIC {
+            drop(types);
+            return self.other.get_or_init(|| self.type_flow("other")).clone();
+        }
+        let flow = self.type_flow(ty);
+        types.insert(ty.to_string(), flow.clone());
+        flow
+    }
+
+    /// The counters of `label`, looked up in the recorder.
+    fn type_flow(&self, label: &str) -> TypeFlow {
         let labels = [("topic", self.topic.clone()), ("type", label.to_string())];
-        let flow = TypeFlow {
-            label: label.to_string(),
+        TypeFlow {
+            label: Arc::from(label),
             events: metrics::counter!("crmbus_type_events_total", &labels),
             bytes: metrics::counter!("crmbus_type_bytes_total", &labels),
-        };
-        // `other` is not a type of the topic: it takes no place among them.
-        if label == ty {
-            types.insert(ty.to_string(), flow.clone());
         }
-        flow
     }
 }
 
@@ -436,7 +440,7 @@ mod tests {
         // Flows are kept once the recorder is installed.
         install();
         let flow = TopicFlow::of("type-label-test");
-        let label = |ty: &str| flow.of_type(ty).label;
+        let label = |ty: &str| flow.of_type(ty).label.to_string();
         for i in 0..MAX_TYPES_PER_TOPIC {
             assert_eq!(label(&format!("t.{i}")), format!("t.{i}"));
         }
@@ -445,8 +449,8 @@ mod tests {
         assert_eq!(label("t.new"), "other");
         // Another topic has room of its own; an over-long type is `other` anywhere.
         let another = TopicFlow::of("another-topic");
-        assert_eq!(another.of_type("t.new").label, "t.new");
-        assert_eq!(another.of_type(&"x".repeat(200)).label, "other");
+        assert_eq!(&*another.of_type("t.new").label, "t.new");
+        assert_eq!(&*another.of_type(&"x".repeat(200)).label, "other");
         // The same topic's flow is kept, not made again.
         assert!(Arc::ptr_eq(&flow, &TopicFlow::of("type-label-test")));
     }

@@ -44,9 +44,12 @@ impl Event {
     /// Reads a structured-mode CloudEvent from JSON bytes and validates it; bytes that are
     /// not JSON give one violation on attribute `(body)`. JSON `data` that is compact
     /// (no whitespace between tokens) and holds no number with an exponent or of more than
-    /// 17 characters is kept as the text it came as ([`EventData::JsonText`], written out
-    /// again exactly so); other JSON `data` is read into a value ([`EventData::Json`]).
-    /// Either way [`Event::data_json`] gives the value.
+    /// 17 characters, no escaped surrogate and no member name twice in an object is kept
+    /// as the text it came as ([`EventData::JsonText`], written out again exactly so);
+    /// other JSON `data` is read into a value ([`EventData::Json`]), and text that is no
+    /// value (a lone surrogate, a number beyond `f64`) is malformed JSON. Data nested
+    /// deeper than the limit is a violation of `data`. Either way [`Event::data_json`]
+    /// gives the value.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Event, InvalidEvent> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let parsed = de::Deserializer::deserialize_any(&mut de, ParsedVisitor::INPUT_TEXT)
@@ -365,7 +368,7 @@ struct Collector {
     datacontenttype: Option<String>,
     dataschema: Option<String>,
     data: Option<Value>,
-    /// `data` of a stored event, kept as text.
+    /// `data` kept as text: a stored event's, or plain input (see `ParsedVisitor`).
     data_text: Option<Box<RawValue>>,
     data_base64: Option<Vec<u8>>,
     /// `data_base64` was present and not null (even if it failed to decode).

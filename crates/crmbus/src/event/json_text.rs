@@ -42,21 +42,22 @@ impl JsonText {
         }
     }
 
-    /// The JSON text, as stored.
+    /// The JSON text, as stored or published.
     pub fn as_str(&self) -> &str {
         self.text.get()
     }
 
     /// The value, parsed on the first call. Text that is valid JSON syntax but no
-    /// [`Value`] (a number beyond `f64`, nesting deeper than serde_json's limit) cannot come
-    /// from crmbus's own writer (it writes finite numbers, and validation refuses deeper
-    /// data before anything is stored); if it does, it is logged and reads as `null`.
+    /// [`Value`] (a number beyond `f64`, nesting deeper than serde_json's limit) is never
+    /// kept: crmbus's writer writes finite numbers, [`shape`] lets no long number or
+    /// exponent through as published, and data nested deeper is refused before anything
+    /// is stored. If such text turns up all the same, it is logged and reads as `null`.
     pub fn value(&self) -> &Value {
         self.parsed
             .get_or_init(|| match serde_json::from_str(self.text.get()) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::error!(error = %e, "stored event data does not parse as a JSON value; read as null");
+                    tracing::error!(error = %e, "event data kept as text does not parse as a JSON value; read as null");
                     Value::Null
                 }
             })
@@ -88,13 +89,17 @@ impl Serialize for JsonText {
 /// What [`shape`] found in a JSON text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
-    /// Kept as it is: no whitespace between tokens, nesting within the limit, and every
-    /// number at most [`PLAIN_NUMBER_LEN`] characters with no exponent (so it is within
-    /// `f64` range and every JSON reader, crmbus's included, reads the same number).
+    /// Kept as it is: no whitespace between tokens, nesting within the limit, no member
+    /// name twice in an object, and every number at most [`PLAIN_NUMBER_LEN`] characters
+    /// with no exponent (so it is within `f64` range). Such text reads as the same value
+    /// as crmbus's own writing of it does.
     Plain,
     /// Best parsed into a [`Value`] and written again: whitespace to drop, an escaped
-    /// surrogate (a lone one is no text), or a number with an exponent or many digits
-    /// (it may be beyond `f64`).
+    /// surrogate (a lone one is no text), a number with an exponent or many digits (it
+    /// may be beyond `f64`), or a member name given twice in an object (or one that
+    /// cannot be compared as it is: escaped, or in an object of more than
+    /// [`PLAIN_MEMBERS`] members). The value keeps the last of a repeated member, as
+    /// serde_json reads it, and its writing has each name once.
     Rewrite,
     /// Arrays and objects nest more levels deep than the limit.
     TooDeep,
@@ -104,23 +109,42 @@ pub(crate) enum Shape {
 /// an `f64` or a 64-bit integer, whatever they are.
 pub(crate) const PLAIN_NUMBER_LEN: usize = 17;
 
+/// Most members an object of [`Shape::Plain`] text has: names are compared with every
+/// other of their object, so a larger object is rewritten instead.
+pub(crate) const PLAIN_MEMBERS: usize = 64;
+
+/// An array or object [`shape`] is inside.
+struct Open {
+    object: bool,
+    /// Where its member names start in the list of names seen.
+    names_from: usize,
+}
+
 /// Reads the shape of `text`, one JSON value whose syntax serde_json checked: whether it
 /// may be kept as it is, must be rewritten, or nests arrays and objects more than
 /// `max_depth` levels deep (`{}` is one level). One pass over the bytes; strings are
-/// skipped whole (their escapes were checked by the parser).
+/// skipped whole (their escapes were checked by the parser), member names compared
+/// within their object.
 pub(crate) fn shape(text: &str, max_depth: usize) -> Shape {
     let bytes = text.as_bytes();
-    let mut depth = 0usize;
+    let mut open: Vec<Open> = Vec::new();
+    // The member names of the objects open, outermost first.
+    let mut names: Vec<&[u8]> = Vec::new();
+    // Whether the next string is a member name (just after `{` or an object's `,`).
+    let mut name_next = false;
     let mut plain = true;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
             b'"' => {
                 // To the closing quote: a backslash always takes the byte after it.
+                let start = i + 1;
+                let mut escaped = false;
                 i += 1;
                 while let Some(&c) = bytes.get(i) {
                     match c {
                         b'\\' => {
+                            escaped = true;
                             // An escaped surrogate (`\ud800`-`\udfff`) may be a lone one,
                             // which is no text: the parser of values decides.
                             if bytes.get(i + 1) == Some(&b'u')
@@ -138,14 +162,35 @@ pub(crate) fn shape(text: &str, max_depth: usize) -> Shape {
                         _ => i += 1,
                     }
                 }
+                if name_next && plain {
+                    let name = bytes.get(start..i).unwrap_or_default();
+                    let from = open.last().map_or(0, |o| o.names_from);
+                    let same = names[from..].contains(&name);
+                    if escaped || same || names.len() - from >= PLAIN_MEMBERS {
+                        plain = false;
+                    } else {
+                        names.push(name);
+                    }
+                }
+                name_next = false;
             }
             b'[' | b'{' => {
-                depth += 1;
-                if depth > max_depth {
+                if open.len() >= max_depth {
                     return Shape::TooDeep;
                 }
+                open.push(Open {
+                    object: b == b'{',
+                    names_from: names.len(),
+                });
+                name_next = b == b'{';
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
+            b']' | b'}' => {
+                if let Some(o) = open.pop() {
+                    names.truncate(o.names_from);
+                }
+                name_next = false;
+            }
+            b',' => name_next = open.last().is_some_and(|o| o.object),
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 while bytes
@@ -254,6 +299,32 @@ mod tests {
         let v: Value = serde_json::from_str(t).expect("parses");
         assert_eq!(shape(t, 100), Shape::Plain);
         assert_eq!(serde_json::to_string(&v).expect("writes"), t);
+    }
+
+    #[test]
+    fn a_member_name_twice_in_one_object_is_rewritten() {
+        for t in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"x":{"b":1,"c":[{"d":1}],"b":2}}"#,
+            // Names that may be the same once unescaped are not compared: rewritten.
+            r#"{"\u0061":1}"#,
+        ] {
+            assert_eq!(shape(t, 100), Shape::Rewrite, "{t}");
+        }
+        // The same name in different objects, or as a value, is no repeat.
+        for t in [
+            r#"{"a":{"a":1},"b":[{"a":1},{"a":2}],"c":"a"}"#,
+            r#"[{"a":1},{"a":1}]"#,
+            r#"{"a":"x","b":"a"}"#,
+        ] {
+            assert_eq!(shape(t, 100), Shape::Plain, "{t}");
+        }
+        let many = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!(r#""k{i}":{i}"#)).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        assert_eq!(shape(&many(PLAIN_MEMBERS), 100), Shape::Plain);
+        assert_eq!(shape(&many(PLAIN_MEMBERS + 1), 100), Shape::Rewrite);
     }
 
     #[test]

@@ -93,8 +93,8 @@ pub enum EventData {
     Json(Value),
     /// Opaque bytes, serialized as the base64 `data_base64` member.
     Binary(Vec<u8>),
-    /// JSON as the text it was stored as, serialized as the `data` member exactly so; its
-    /// value is parsed on first use ([`JsonText::value`]).
+    /// JSON as the text it was stored or published as, serialized as the `data` member
+    /// exactly so; its value is parsed on first use ([`JsonText::value`]).
     JsonText(JsonText),
 }
 

@@ -288,6 +288,8 @@ fn plain_data_is_kept_as_its_text_and_the_rest_is_rewritten() {
     for (data, compact) in [
         (r#"{ "a": [1, 2] }"#, r#"{"a":[1,2]}"#),
         (r#"{"a":1E2}"#, r#"{"a":100.0}"#),
+        // A member given twice keeps its last value, as a reader of the value has it.
+        (r#"{"a":1,"b":[],"a":2}"#, r#"{"a":2,"b":[]}"#),
         (r#"{"a":"\ud83d\ude00"}"#, "{\"a\":\"\u{1F600}\"}"),
     ] {
         for text in documents_with_data(data) {
