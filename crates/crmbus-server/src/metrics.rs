@@ -295,6 +295,25 @@ pub async fn track_requests(req: Request, next: Next) -> Response {
     response
 }
 
+/// Metric handles kept by name: what `map` holds under `name`, made by `make` the first
+/// time. Before the recorder is installed nothing is kept: a handle made then counts
+/// nowhere, and would stay so.
+fn kept<T>(
+    map: &OnceLock<RwLock<HashMap<String, Arc<T>>>>,
+    name: &str,
+    make: impl FnOnce() -> Arc<T>,
+) -> Arc<T> {
+    if HANDLE.get().is_none() {
+        return make();
+    }
+    let map = map.get_or_init(Default::default);
+    if let Some(kept) = map.read_locked().get(name) {
+        return Arc::clone(kept);
+    }
+    let mut map = map.write_locked();
+    Arc::clone(map.entry(name.to_string()).or_insert_with(make))
+}
+
 /// The request metrics of one route template, looked up in the recorder once and kept
 /// (as [`TopicFlow`] is, for the same reason).
 struct RouteFlow {
@@ -315,16 +334,7 @@ impl RouteFlow {
                 requests: Mutex::new(HashMap::new()),
             })
         };
-        // As for a topic's flow: nothing is kept before the recorder is installed.
-        if HANDLE.get().is_none() {
-            return make();
-        }
-        let routes = ROUTES.get_or_init(Default::default);
-        if let Some(flow) = routes.read_locked().get(route) {
-            return Arc::clone(flow);
-        }
-        let mut routes = routes.write_locked();
-        Arc::clone(routes.entry(route.to_string()).or_insert_with(make))
+        kept(&ROUTES, route, make)
     }
 
     fn requests(&self, method: &axum::http::Method, status: u16) -> metrics::Counter {
@@ -391,16 +401,7 @@ impl TopicFlow {
                 other: OnceLock::new(),
             })
         };
-        // Before the recorder is installed a handle counts nowhere, and would stay so.
-        if HANDLE.get().is_none() {
-            return make();
-        }
-        let flows = FLOWS.get_or_init(Default::default);
-        if let Some(flow) = flows.read_locked().get(topic) {
-            return Arc::clone(flow);
-        }
-        let mut flows = flows.write_locked();
-        Arc::clone(flows.entry(topic.to_string()).or_insert_with(make))
+        kept(&FLOWS, topic, make)
     }
 
     /// The counters of type `ty`: its own while the topic has fewer than
