@@ -45,15 +45,7 @@ fn create_tables(db: &Database) -> Result<(), LogError> {
 /// an older one (or one from before the marker) as holding this build's layout from now
 /// on: the records it appends are.
 fn check_record_format(db: &Database, path: &Path) -> Result<(), LogError> {
-    let tx = db.begin_read().map_err(backend)?;
-    let found = tx
-        .open_table(FORMAT)
-        .map_err(backend)?
-        .get(RECORD_FORMAT_KEY)
-        .map_err(backend)?
-        .map(|v| v.value());
-    drop(tx);
-    match found {
+    match stored_record_format(db)? {
         Some(f) if f > RECORD_FORMAT => Err(LogError::Unavailable(format!(
             "the log at {} was written by a newer crmbus: its records are of format {f}, \
              and this build reads formats up to {RECORD_FORMAT}; open it with that newer build",
@@ -69,6 +61,14 @@ fn check_record_format(db: &Database, path: &Path) -> Result<(), LogError> {
             tx.commit().map_err(backend)
         }
     }
+}
+
+/// The record layout marked in the store; `None` in a store from before the marker.
+fn stored_record_format(db: &Database) -> Result<Option<u64>, LogError> {
+    let tx = db.begin_read().map_err(backend)?;
+    let table = tx.open_table(FORMAT).map_err(backend)?;
+    let found = table.get(RECORD_FORMAT_KEY).map_err(backend)?;
+    Ok(found.map(|v| v.value()))
 }
 
 /// Topics and group offsets.
@@ -106,10 +106,7 @@ impl Metadata {
 
     /// The newest record layout the log may hold (see [`RECORD_FORMAT`]).
     pub fn record_format(&self) -> Result<u64, LogError> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let table = tx.open_table(FORMAT).map_err(backend)?;
-        let found = table.get(RECORD_FORMAT_KEY).map_err(backend)?;
-        Ok(found.map_or(1, |v| v.value()))
+        Ok(stored_record_format(&self.db)?.unwrap_or(1))
     }
 
     /// Every stored topic spec.

@@ -297,10 +297,7 @@ mod tests {
                 b"{}",
             ]
             .concat();
-            let mut f = (body.len() as u32).to_le_bytes().to_vec();
-            f.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-            f.extend_from_slice(&body);
-            f
+            framed(&body)
         };
         let Parsed::Record(m, json, _) = parse(&eight) else {
             panic!("a record of the eight-byte layout did not parse");
@@ -316,10 +313,7 @@ mod tests {
                 b"{}",
             ]
             .concat();
-            let mut f = (body.len() as u32).to_le_bytes().to_vec();
-            f.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-            f.extend_from_slice(&body);
-            f
+            framed(&body)
         };
         let Parsed::Record(m, json, _) = parse(&old) else {
             panic!("a record of the old layout did not parse");
