@@ -4,20 +4,34 @@
 //!
 //! Each partition is written and fsynced on its own, so a crash in the middle of such an
 //! append could leave it in some partitions and not others. To prevent that, the append
-//! stages its records in every partition, then queues an *intent* for `batches.journal`:
-//! where each part went (topic, partition, first offset, count), no event data. The group
-//! commit takes an append's staged parts and its intent in the same round (appends that
-//! span partitions stage under a gate the round closes while it takes its work), and with
-//! [`Durability::Fsync`](crate::Durability) it writes and fsyncs the journal before any of
-//! the round's data. Once the append is durable everywhere a *done* mark follows (it needs
-//! no fsync of its own).
+//! reserves an intent id, stages its records in every partition (the first record of each
+//! part names the id, see [`crate::record`]), then queues an *intent* for
+//! `batches.journal`: where each part went (topic, partition, first offset, count), no
+//! event data. The group commit takes an append's staged parts and its intent in the same
+//! round (appends that span partitions stage under a gate the round closes while it takes
+//! its work), and with [`Durability::Fsync`](crate::Durability) it writes and fsyncs the
+//! journal *beside* the round's data, at the same time: one fsync latency per round, not
+//! two. Once the append is durable everywhere a *done* mark follows (it needs no fsync of
+//! its own).
 //!
-//! On open, an intent without a done mark whose parts are not all in their partitions is
-//! *rolled back*: each of its partitions is cut at the part's first offset. Nothing after
-//! the cut was acknowledged: the round that wrote the part did not finish (the append
-//! would be whole otherwise), and no later round ran. Cutting one append can take the part
-//! of another with it, so recovery repeats until no intent changes (see
-//! [`rollback_cuts`]).
+//! On open, two kinds of append are *rolled back* (each of their partitions is cut at the
+//! part's first offset):
+//! - an intent without a done mark whose parts are not all in their partitions;
+//! - a part whose intent the journal does not hold: its first record names an intent that
+//!   is neither in the journal nor below its *settled* mark (see below), so the intent's
+//!   write was lost in the crash.
+//!
+//! Nothing after such a cut was acknowledged: the round that wrote the part did not finish
+//! (the append would be whole, and its intent durable, otherwise), and no later round ran.
+//! Cutting one append can take the part of another with it, so recovery repeats until no
+//! intent changes (see [`rollback_cuts`]).
+//!
+//! Finished intents leave the journal when it is compacted (and when open empties it). So
+//! that a part whose intent was finished and compacted away is not taken for one whose
+//! intent was lost, every rewrite of the file starts with a *settled* mark: every intent
+//! id below its `floor` was durably written (its append finished, or was rolled back) or
+//! never used, and ids from `next` on were never given out. A journal that is missing
+//! altogether (removed by hand) says nothing about any intent, and nothing is cut for it.
 //!
 //! ```text
 //! frame = body_len: u32 LE | crc32c(body): u32 LE | body
@@ -27,6 +41,7 @@
 //! kind 2, done: empty; kind 3, topic deleted: the topic's name
 //! kind 4, recovery point: partition u32 | segment base u64 | length u64 | next offset u64
 //!                 | the topic's name                                  (all LE)
+//! kind 6, settled: next u64 LE (the frame's id is the floor)
 //! kind 1, intent with events (the format before kind 5, still read): JSON with the
 //!                 events, completed on open instead of rolled back
 //! ```
@@ -66,6 +81,7 @@ const KIND_DONE: u8 = 2;
 const KIND_TOPIC_DELETED: u8 = 3;
 const KIND_RECOVERY_POINT: u8 = 4;
 const KIND_SPANS: u8 = 5;
+const KIND_SETTLED: u8 = 6;
 const HEADER: usize = 8;
 const BODY_PREFIX: usize = 9;
 /// The journal is compacted (rewritten with only the outstanding intents, the recovery
@@ -256,6 +272,12 @@ type IdFrame = (u64, Vec<u8>);
 /// The recovery points found in a journal, by (topic, partition).
 pub type RecoveryPoints = HashMap<(String, u32), RecoveryPoint>;
 
+/// Encodes the settled mark: every intent id below `floor` was durably written or never
+/// used, and no id from `next` on was given out.
+pub fn encode_settled(floor: u64, next: u64) -> Vec<u8> {
+    frame(KIND_SETTLED, floor, &next.to_le_bytes())
+}
+
 /// Encodes the done mark of intent `id`.
 pub fn encode_done(id: u64) -> Vec<u8> {
     frame(KIND_DONE, id, &[])
@@ -288,8 +310,31 @@ struct Frames {
     points: RecoveryPoints,
     /// The highest id in any frame read.
     max_id: u64,
+    /// What the journal says about which intents were written.
+    written: WrittenIntents,
     /// Where the last whole frame ends.
     end: usize,
+}
+
+/// Which intents a journal shows were durably written: those it holds (with or without a
+/// done mark) and those below its settled floor.
+#[derive(Debug, Clone, Default)]
+pub struct WrittenIntents {
+    /// Every id below this one was written (or never used).
+    floor: u64,
+    /// The ids of the intents and done marks read.
+    ids: std::collections::HashSet<u64>,
+    /// Set when the journal was missing: it can say nothing, and every intent counts as
+    /// written.
+    unknown: bool,
+}
+
+impl WrittenIntents {
+    /// Whether the intent `id` a part's first record names was durably written. When not,
+    /// the crash took the intent's write, and the part was never acknowledged.
+    pub fn contains(&self, id: u64) -> bool {
+        self.unknown || id < self.floor || self.ids.contains(&id)
+    }
 }
 
 /// An intent's kind, its payload, and the topics deleted after it.
@@ -299,6 +344,8 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     let mut intents: BTreeMap<u64, RawIntent<'_>> = BTreeMap::new();
     let mut points = RecoveryPoints::new();
     let mut max_id = 0u64;
+    let mut written = WrittenIntents::default();
+    let mut next = 0u64;
     let mut at = 0usize;
     while bytes.len() - at >= HEADER {
         let mut len = [0u8; 4];
@@ -319,7 +366,16 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
         max_id = max_id.max(id);
         match body[0] {
             kind @ (KIND_INTENT | KIND_SPANS) => {
+                written.ids.insert(id);
                 intents.insert(id, (kind, &body[BODY_PREFIX..], Vec::new()));
+            }
+            KIND_SETTLED => {
+                written.floor = written.floor.max(id);
+                if let Some(n) = body.get(BODY_PREFIX..BODY_PREFIX + 8) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(n);
+                    next = next.max(u64::from_le_bytes(b));
+                }
             }
             KIND_RECOVERY_POINT => {
                 if let Some((topic, partition, point)) = decode_recovery_point(&body[BODY_PREFIX..])
@@ -335,6 +391,7 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
                 }
             }
             KIND_DONE => {
+                written.ids.insert(id);
                 intents.remove(&id);
             }
             kind => {
@@ -380,32 +437,47 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     Ok(Frames {
         pending,
         points,
-        max_id,
+        max_id: max_id.max(next.saturating_sub(1)),
+        written,
         end: at,
     })
 }
 
-/// Where recovery cuts partitions so that every append in `pending` is whole or absent.
-/// `end` gives each partition's next offset as found on disk (`None`: the topic or
-/// partition does not exist, and its parts are left out). Returns the ids of the intents
-/// rolled back and, per (topic, partition), the offset to cut at (below its end).
+/// A part on disk whose intent the journal does not hold: (topic, partition, the part's
+/// first offset). It is cut out with everything after it.
+pub type LostIntentPart = (String, u32, u64);
+
+/// Where recovery cuts partitions so that every append in `pending` is whole or absent,
+/// and no part in `lost` remains. `end` gives each partition's next offset as found on
+/// disk (`None`: the topic or partition does not exist, and its parts are left out).
+/// Returns the ids of the intents rolled back and, per (topic, partition), the offset to
+/// cut at (below its end).
 ///
 /// An intent is whole when every part is below its partition's end. One that is not is
 /// rolled back: each of its partitions ends at the part's first offset at most. That can
-/// take another intent's part, so this repeats until nothing changes.
+/// take another intent's part (and so can a lost part's cut), so this repeats until
+/// nothing changes.
 pub fn rollback_cuts(
     pending: &[(u64, Vec<Part>)],
+    lost: &[LostIntentPart],
     end: impl Fn(&str, u32) -> Option<u64>,
 ) -> (Vec<u64>, HashMap<(String, u32), u64>) {
     let mut ends: HashMap<(String, u32), u64> = HashMap::new();
-    for (_, parts) in pending {
-        for p in parts {
-            if let Some(e) = end(&p.topic, p.partition) {
-                ends.insert((p.topic.clone(), p.partition), e);
-            }
+    let parts = pending
+        .iter()
+        .flat_map(|(_, parts)| parts.iter().map(|p| (p.topic.as_str(), p.partition)));
+    let lost_at = lost.iter().map(|(t, p, _)| (t.as_str(), *p));
+    for (topic, partition) in parts.chain(lost_at) {
+        if let Some(e) = end(topic, partition) {
+            ends.insert((topic.to_string(), partition), e);
         }
     }
     let original = ends.clone();
+    for (topic, partition, first) in lost {
+        if let Some(e) = ends.get_mut(&(topic.clone(), *partition)) {
+            *e = (*e).min(*first);
+        }
+    }
     let mut rolled: Vec<u64> = Vec::new();
     loop {
         let mut changed = false;
@@ -469,8 +541,12 @@ pub struct BatchJournal {
     state: Mutex<FileState>,
     next_id: AtomicU64,
     /// Frames of the intents whose done mark is not handed over yet: what a compaction
-    /// keeps.
+    /// keeps (an id reserved for an append still staging has no frame yet, and holds the
+    /// compaction's settled floor below it). Intent ids are taken from `next_id` under
+    /// this lock.
     outstanding: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Which intents the journal showed were written when it was opened.
+    written: WrittenIntents,
     /// Topic deletion marks written since the journal was opened (kept by compactions: an
     /// outstanding intent written before one must not be replayed into a new topic).
     deletions: Mutex<Vec<(u64, Vec<u8>)>>,
@@ -501,6 +577,9 @@ impl BatchJournal {
         let leftover = dir.join(format!("{FILE_NAME}.compact"));
         remove_if_exists(storage.as_ref(), &leftover)?;
         let existed = storage.exists(&dir.join(FILE_NAME));
+        // A journal missing from a log that holds records was removed by hand: it can say
+        // nothing about the intents the records name (a new log has no records).
+        let missing = !existed;
         let file = storage.open(&dir.join(FILE_NAME), OpenMode::OpenOrCreate)?;
         if !existed {
             // The file's name must survive a power loss as surely as what is written in it.
@@ -512,8 +591,10 @@ impl BatchJournal {
             pending,
             points: found_points,
             max_id,
+            mut written,
             end,
         } = read_frames(&bytes)?;
+        written.unknown = missing;
         let (len, allocated) = (end as u64, bytes.len() as u64);
         Ok((
             BatchJournal {
@@ -532,19 +613,41 @@ impl BatchJournal {
                 room: AtomicU64::new(allocated - len),
                 next_id: AtomicU64::new(max_id + 1),
                 outstanding: Mutex::new(HashMap::new()),
+                written,
             },
             pending,
         ))
     }
 
-    /// Encodes a new intent of an append whose records went to `parts` and counts it as
-    /// outstanding until [`BatchJournal::finished`]; returns its id and frame, to be
-    /// written before any of the append's data.
-    pub fn begin(&self, parts: &[Part]) -> (u64, Vec<u8>) {
+    /// Reserves the id of a new intent, outstanding until [`BatchJournal::finished`]: an
+    /// append that may span partitions takes it before it stages, so that its records can
+    /// name it.
+    pub fn reserve(&self) -> u64 {
+        let mut outstanding = self.outstanding.locked();
         let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        outstanding.insert(id, Vec::new());
+        id
+    }
+
+    /// Encodes reserved intent `id` of an append whose records went to `parts`; returns
+    /// its frame, to be written in the round that writes the append's data.
+    pub fn begin_reserved(&self, id: u64, parts: &[Part]) -> Vec<u8> {
         let frame = encode_spans(id, parts);
         self.outstanding.locked().insert(id, frame.clone());
-        (id, frame)
+        frame
+    }
+
+    /// [`BatchJournal::reserve`] and [`BatchJournal::begin_reserved`] in one; returns the
+    /// id and the frame.
+    pub fn begin(&self, parts: &[Part]) -> (u64, Vec<u8>) {
+        let id = self.reserve();
+        (id, self.begin_reserved(id, parts))
+    }
+
+    /// Which intents the journal showed were written when it was opened (for parts on
+    /// disk that name one; see the module documentation).
+    pub fn written_intents(&self) -> &WrittenIntents {
+        &self.written
     }
 
     /// Intent `id`'s append is durable everywhere; returns its done mark to write.
@@ -633,12 +736,36 @@ impl BatchJournal {
     /// Rewrites the file with only what is live (see [`BatchJournal::compact_if_large`]);
     /// with `make_room`, grows the new file by the room appenders reserved.
     fn compact(&self, s: &mut FileState, make_room: bool) -> io::Result<()> {
-        let mut keep: Vec<(u64, Vec<u8>)> = self
-            .outstanding
-            .locked()
-            .iter()
-            .map(|(id, f)| (*id, f.clone()))
-            .collect();
+        let len = match self.rewrite() {
+            Ok(len) => len,
+            Err(e) => {
+                // The old file is still in place and whole: go on with it, try again later.
+                tracing::warn!(error = %e, "compacting the batch journal failed; it keeps growing");
+                s.live = s.len;
+                return Ok(());
+            }
+        };
+        self.replaced(s, len, make_room)
+    }
+
+    /// Writes a new file beside the journal with only what is live (the settled mark
+    /// first, then the outstanding intents, deletion marks and recovery points in id
+    /// order), fsyncs it and renames it over the journal; returns its length. On failure
+    /// the old file is still in place and whole.
+    fn rewrite(&self) -> io::Result<u64> {
+        let (settled, mut keep) = {
+            let outstanding = self.outstanding.locked();
+            // Ids are taken under this lock, so no id below `next` is missing from it
+            // unless its intent finished (or was never used).
+            let next = self.next_id.load(Ordering::Acquire);
+            let floor = outstanding.keys().copied().min().unwrap_or(next);
+            let keep: Vec<(u64, Vec<u8>)> = outstanding
+                .iter()
+                .filter(|(_, f)| !f.is_empty())
+                .map(|(id, f)| (*id, f.clone()))
+                .collect();
+            (encode_settled(floor, next), keep)
+        };
         keep.extend(self.deletions.locked().iter().cloned());
         keep.extend(self.points.locked().values().cloned());
         keep.sort_unstable_by_key(|(id, _)| *id);
@@ -646,7 +773,8 @@ impl BatchJournal {
         let tmp = self.dir.join(format!("{FILE_NAME}.compact"));
         let written = (|| -> io::Result<u64> {
             let f = self.storage.open(&tmp, OpenMode::Truncate)?;
-            let mut len = 0u64;
+            f.write_all_at(&settled, 0)?;
+            let mut len = settled.len() as u64;
             for (_, frame) in &keep {
                 f.write_all_at(frame, len)?;
                 len += frame.len() as u64;
@@ -655,19 +783,20 @@ impl BatchJournal {
             self.storage.rename(&tmp, &path)?;
             Ok(len)
         })();
-        let len = match written {
-            Ok(len) => len,
-            Err(e) => {
-                // The old file is still in place and whole: go on with it, try again later.
-                tracing::warn!(error = %e, "compacting the batch journal failed; it keeps growing");
-                let _ = self.storage.remove_file(&tmp);
-                s.live = s.len;
-                return Ok(());
-            }
-        };
+        if written.is_err() {
+            let _ = self.storage.remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Goes on with the file [`BatchJournal::rewrite`] renamed into place, `len` bytes
+    /// long; with `make_room`, grows it by the room appenders reserved in the old one.
+    fn replaced(&self, s: &mut FileState, len: u64, make_room: bool) -> io::Result<()> {
         // From here on new frames must go to the new file, and its name must be durable.
         let room = s.allocated - s.len;
-        s.file = self.storage.open(&path, OpenMode::OpenOrCreate)?;
+        s.file = self
+            .storage
+            .open(&self.dir.join(FILE_NAME), OpenMode::OpenOrCreate)?;
         self.storage.sync_dir(&self.dir)?;
         s.len = len;
         s.allocated = len;
@@ -710,23 +839,15 @@ impl BatchJournal {
         frame
     }
 
-    /// Empties the file now (after recovery has completed every pending intent durably).
+    /// Empties the file now (after recovery has completed every pending intent durably
+    /// and rolled back the rest), leaving only the settled mark (and the intents still
+    /// outstanding, of which open has none): every intent id given out so far is settled. Replaces the file whole (a new file renamed over it), so a
+    /// power cut leaves either the old journal, which the next open recovers from again,
+    /// or the new one.
     pub fn clear(&self) -> io::Result<()> {
         let mut s = self.state.locked();
-        if s.allocated == 0 {
-            return Ok(());
-        }
-        s.file.set_len(0)?;
-        // Not needed for correctness: `open` writes the recovery points right after with
-        // an fsync that makes the new length durable too; with no partition to write a
-        // point for, a journal the power cut brings back holds only completed intents,
-        // which the next open completes again (finding them stored) and clears.
-        s.file.sync_all()?; // mutants: equivalent (see above)
-        s.len = 0;
-        s.allocated = 0;
-        self.room.store(0, Ordering::Release);
-        s.live = 0;
-        Ok(())
+        let len = self.rewrite()?;
+        self.replaced(&mut s, len, false)
     }
 }
 
@@ -853,7 +974,7 @@ mod tests {
             // A topic that no longer exists leaves its part out; the rest is whole.
             (4, vec![part("deals", 0, 20, 10), part("gone", 0, 0, 3)]),
         ];
-        let (rolled, cuts) = rollback_cuts(&pending, end);
+        let (rolled, cuts) = rollback_cuts(&pending, &[], end);
         assert_eq!(rolled, vec![2, 3]);
         let mut cuts: Vec<_> = cuts.into_iter().collect();
         cuts.sort();
@@ -866,8 +987,98 @@ mod tests {
             ]
         );
         // Nothing pending, nothing cut.
-        let (rolled, cuts) = rollback_cuts(&[], end);
+        let (rolled, cuts) = rollback_cuts(&[], &[], end);
         assert!(rolled.is_empty() && cuts.is_empty());
+    }
+
+    #[test]
+    fn a_part_whose_intent_was_lost_is_cut_with_what_it_takes_along() {
+        let ends: HashMap<(&str, u32), u64> = [(("deals", 0), 30), (("deals", 1), 20)]
+            .into_iter()
+            .collect();
+        let end = |t: &str, p: u32| ends.get(&(t, p)).copied();
+        // Whole on disk, but its part in deals/1 lies after the lost part's cut there.
+        let pending = vec![(7, vec![part("deals", 0, 25, 5), part("deals", 1, 15, 5)])];
+        let lost = vec![
+            ("deals".to_string(), 1, 12),
+            // A partition that no longer exists: nothing to cut.
+            ("gone".to_string(), 0, 3),
+        ];
+        let (rolled, cuts) = rollback_cuts(&pending, &lost, end);
+        assert_eq!(rolled, vec![7]);
+        let mut cuts: Vec<_> = cuts.into_iter().collect();
+        cuts.sort();
+        assert_eq!(
+            cuts,
+            vec![
+                (("deals".to_string(), 0), 25),
+                (("deals".to_string(), 1), 12),
+            ]
+        );
+        // A lost part at the partition's end cuts nothing.
+        let at_end = vec![("deals".to_string(), 0, 30)];
+        let (rolled, cuts) = rollback_cuts(&[], &at_end, end);
+        assert!(rolled.is_empty() && cuts.is_empty());
+    }
+
+    #[test]
+    fn the_journal_tells_written_intents_from_lost_ones_across_compactions_and_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, _) =
+            BatchJournal::open_compacting_at(Arc::new(OsStorage), dir.path(), 1).expect("open");
+        let parts = [part("t", 0, 0, 1), part("t", 1, 0, 1)];
+        // Finished and compacted away: below the settled floor.
+        let (done, frame) = journal.begin(&parts);
+        journal.write(&frame, true).expect("write");
+        journal
+            .write(&journal.finished(done), false)
+            .expect("write");
+        // Reserved by an append still staging when the compaction runs: its intent is
+        // written after it.
+        let staging = journal.reserve();
+        journal.compact_if_large().expect("compact");
+        journal
+            .write(&journal.begin_reserved(staging, &parts), true)
+            .expect("write");
+        // Written, not finished.
+        let (pending, frame) = journal.begin(&parts);
+        journal.write(&frame, true).expect("write");
+        // Reserved and never written: the crash took it.
+        let lost = journal.reserve();
+        drop(journal);
+        let (journal, _) = BatchJournal::open(dir.path()).expect("reopen");
+        let written = journal.written_intents();
+        for id in [done, staging, pending] {
+            assert!(written.contains(id), "intent {id} was written");
+        }
+        assert!(!written.contains(lost), "intent {lost} was not");
+        assert!(!written.contains(lost + 1));
+        // Emptied once recovery is done (it cut every part naming `lost`): every id the
+        // file shows is settled, and ids go on from there.
+        journal.clear().expect("clear");
+        let high = journal.reserve();
+        assert!(high > pending);
+        drop(journal);
+        let (journal, pending_after) = BatchJournal::open(dir.path()).expect("reopen");
+        assert!(pending_after.is_empty());
+        for id in [done, staging, pending] {
+            assert!(
+                journal.written_intents().contains(id),
+                "intent {id} is settled"
+            );
+        }
+        assert!(!journal.written_intents().contains(high));
+        assert!(journal.reserve() > high);
+    }
+
+    #[test]
+    fn a_missing_journal_counts_every_intent_as_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, _) = BatchJournal::open(dir.path()).expect("open");
+        assert!(journal.written_intents().contains(5));
+        drop(journal);
+        let (journal, _) = BatchJournal::open(dir.path()).expect("reopen");
+        assert!(!journal.written_intents().contains(5));
     }
 
     #[test]
@@ -877,6 +1088,8 @@ mod tests {
         assert!(pending.is_empty());
         let (first, frame) = journal.begin(&[part("t", 0, 0, 1), part("t", 1, 0, 1)]);
         journal.write(&frame, true).expect("write");
+        // As on open: recovery settled every intent, and none is outstanding.
+        journal.finished(first);
         journal.clear().expect("clear");
         let later = [part("t", 0, 3, 1), part("t", 1, 5, 2)];
         let (second, frame) = journal.begin(&later);

@@ -17,10 +17,11 @@ const RECORD_FORMAT_KEY: &str = "records";
 
 /// The newest record layout this build writes and reads (see [`crate::record`]): 1, the
 /// subject version in eight bytes (and logs from before this marker, which have none);
-/// 2, the subject version as a varint. A log whose marker names a later layout was
+/// 2, the subject version as a varint; 3, the first record of each part of an append that
+/// spans partitions names its batch journal intent. A log whose marker names a later layout was
 /// written by a newer build and is refused at open, before anything is read, rather than
 /// risk reading records of a layout this build does not know.
-pub const RECORD_FORMAT: u64 = 2;
+pub const RECORD_FORMAT: u64 = 3;
 
 fn backend<E: std::fmt::Display>(e: E) -> LogError {
     let msg = format!("metadata store: {e}");

@@ -91,6 +91,10 @@ pub struct NewRecord<'a> {
     pub dedupe_hash: u64,
     /// Its subject, when it has one: it gets the subject's next version.
     pub subject: Option<&'a str>,
+    /// On the first record of a part of an append that spans partitions, the id of the
+    /// append's batch journal intent (stored with the record, see [`crate::record`]); 0 on
+    /// every other record.
+    pub intent: u64,
 }
 
 impl<'a> NewRecord<'a> {
@@ -100,6 +104,7 @@ impl<'a> NewRecord<'a> {
             json,
             dedupe_hash,
             subject: None,
+            intent: 0,
         }
     }
 }
@@ -465,7 +470,10 @@ impl Partition {
         }
         let bytes: u64 = events
             .iter()
-            .map(|e| RecordMeta::frame_len_at_most(e.subject.is_some(), e.json.len()) as u64)
+            .map(|e| {
+                RecordMeta::frame_len_at_most(e.subject.is_some(), e.intent > 0, e.json.len())
+                    as u64
+            })
             .sum();
         // Space for what this append adds, reserved before any offset is given out: a full
         // disk fails this append cleanly (see `Segment::reserve`).
@@ -511,6 +519,7 @@ impl Partition {
                         0
                     },
                     version,
+                    intent: e.intent,
                 };
                 let before = frames.len();
                 record::encode(frames, &meta, e.json);
@@ -603,21 +612,48 @@ impl Partition {
 
     /// Recovery only (the partition is opened again after): removes every record from
     /// `offset` on from the files. The first segment is cut, never removed, so the
-    /// partition's offsets go on from where they were.
-    pub fn cut_files_from(&self, offset: u64, opts: &EmbeddedOptions) -> io::Result<()> {
+    /// partition's offsets go on from where they were. Returns the recovery point of what
+    /// is left, if anything was removed: all of it is durable (recovery read it whole, or
+    /// counted its damage, before it decided to cut), so opening the partition again must
+    /// not take damage in it for a torn tail.
+    pub fn cut_files_from(
+        &self,
+        offset: u64,
+        opts: &EmbeddedOptions,
+    ) -> io::Result<Option<RecoveryPoint>> {
         let segments = self.segments();
+        let mut point = None;
         for (i, seg) in segments.iter().enumerate().rev() {
             if seg.next_offset() <= offset {
+                if point.is_some() {
+                    // The segment before the ones removed: sealed whole.
+                    point = Some(RecoveryPoint {
+                        base: seg.base,
+                        len: seg.len(),
+                        next: seg.next_offset(),
+                    });
+                }
                 break;
             }
             if seg.base >= offset && i > 0 {
                 seg.remove_files()?;
+                point = Some(RecoveryPoint {
+                    base: seg.base,
+                    len: 0,
+                    next: seg.base,
+                });
                 continue;
             }
-            seg.cut_at(offset)?;
+            let len = seg.cut_at(offset)?;
+            point = Some(RecoveryPoint {
+                base: seg.base,
+                len,
+                next: offset.max(seg.base),
+            });
             break;
         }
-        opts.storage.sync_dir(&self.dir)
+        opts.storage.sync_dir(&self.dir)?;
+        Ok(point)
     }
 
     /// Takes everything staged so far, to be written by [`Partition::write_taken`]. Taking

@@ -5,6 +5,7 @@
 //! body   = offset: u64 LE | timestamp_us: i64 LE | dedupe_hash: u64 LE | flags: u8
 //!          | [version: varint, 1–10 bytes, when flags bit 2 is set (see below)]
 //!          | [version: u64 LE, when flags bit 1 is set (the previous layout, still read)]
+//!          | [intent: varint, 1–10 bytes, when flags bit 3 is set (see below)]
 //!          | event JSON
 //! ```
 //!
@@ -26,6 +27,13 @@
 //! Builds from this one on also keep, in the metadata store, the newest layout a log may
 //! hold ([`crate::metadata::RECORD_FORMAT`]), and refuse at open a log marked with a layout
 //! newer than they know, with a message that says so.
+//!
+//! Bit 3 (record format 3) marks the first record of each part of an append that spans
+//! partitions: the body names the append's batch journal intent, in the same varint as the
+//! version, after it. The group commit writes such an append's intent and its data side by
+//! side, so a crash can leave a part on disk whose intent is not; recovery finds the part by
+//! this id and cuts it (see [`crate::batch_journal`]). Like the version's, the varint's
+//! first byte is never ASCII.
 
 /// Bytes before the body: length and checksum.
 pub const FRAME_HEADER: usize = 8;
@@ -45,6 +53,11 @@ pub const VERSION_BYTES: usize = 8;
 pub const FLAG_VERSION_VARINT: u8 = 4;
 /// Most bytes a varint version takes (6 bits of a `u64`, then 58 in 7-bit groups).
 pub const MAX_VERSION_BYTES: usize = 10;
+/// `flags` bit: the body holds the id of the batch journal intent of the record's append
+/// after the version (if any), as a varint (see the module documentation).
+pub const FLAG_INTENT: u8 = 8;
+/// Most bytes the varint of an intent id takes.
+pub const MAX_INTENT_BYTES: usize = MAX_VERSION_BYTES;
 
 /// The header fields of a record, without its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,22 +73,31 @@ pub struct RecordMeta {
     /// The version of the event in its subject's stream (1, 2, 3 …); 0 for an event
     /// without a subject, or one written before versions existed.
     pub version: u64,
+    /// The batch journal intent of the append whose part in this partition the record
+    /// starts (an append that spans partitions); 0 for every other record.
+    pub intent: u64,
 }
 
 impl RecordMeta {
     /// Bytes a frame of this record takes with `json_len` bytes of event JSON.
-    pub fn frame_len(version: u64, json_len: usize) -> usize {
-        FRAME_HEADER + BODY_HEADER + json_len + varint_len(version)
+    pub fn frame_len(&self, json_len: usize) -> usize {
+        FRAME_HEADER + BODY_HEADER + json_len + varint_len(self.version) + varint_len(self.intent)
     }
 
     /// The most bytes a frame takes with `json_len` bytes of event JSON, with a version
-    /// (`versioned`, of any size) or without one.
-    pub fn frame_len_at_most(versioned: bool, json_len: usize) -> usize {
-        FRAME_HEADER + BODY_HEADER + json_len + if versioned { MAX_VERSION_BYTES } else { 0 }
+    /// (`versioned`, of any size) or without one, and with an intent id (`names_intent`)
+    /// or without one.
+    pub fn frame_len_at_most(versioned: bool, names_intent: bool, json_len: usize) -> usize {
+        FRAME_HEADER
+            + BODY_HEADER
+            + json_len
+            + if versioned { MAX_VERSION_BYTES } else { 0 }
+            + if names_intent { MAX_INTENT_BYTES } else { 0 }
     }
 }
 
-/// Bytes the varint of `version` takes in a record; none for 0 (no version).
+/// Bytes the varint of `version` (or of an intent id) takes in a record; none for 0 (no
+/// version, no intent).
 fn varint_len(version: u64) -> usize {
     match version {
         0 => 0,
@@ -104,9 +126,10 @@ fn put_varint(out: &mut Vec<u8>, version: u64) {
 }
 
 /// Appends one framed record to `out`. A `meta.version` above 0 is written with the
-/// record as a varint (and sets [`FLAG_VERSION_VARINT`]); 0 writes none.
+/// record as a varint (and sets [`FLAG_VERSION_VARINT`]), and so is a `meta.intent` above
+/// 0 (setting [`FLAG_INTENT`]); 0 writes none.
 pub fn encode(out: &mut Vec<u8>, meta: &RecordMeta, event_json: &[u8]) {
-    let frame_len = RecordMeta::frame_len(meta.version, event_json.len());
+    let frame_len = meta.frame_len(event_json.len());
     let body_len = frame_len - FRAME_HEADER;
     let start = out.len();
     out.reserve(frame_len);
@@ -115,12 +138,19 @@ pub fn encode(out: &mut Vec<u8>, meta: &RecordMeta, event_json: &[u8]) {
     out.extend_from_slice(&meta.offset.to_le_bytes());
     out.extend_from_slice(&meta.timestamp_us.to_le_bytes());
     out.extend_from_slice(&meta.dedupe_hash.to_le_bytes());
-    let flags = meta.flags & !(FLAG_VERSIONED | FLAG_VERSION_VARINT);
+    let mut flags = meta.flags & !(FLAG_VERSIONED | FLAG_VERSION_VARINT | FLAG_INTENT);
     if meta.version > 0 {
-        out.push(flags | FLAG_VERSION_VARINT);
+        flags |= FLAG_VERSION_VARINT;
+    }
+    if meta.intent > 0 {
+        flags |= FLAG_INTENT;
+    }
+    out.push(flags);
+    if meta.version > 0 {
         put_varint(out, meta.version);
-    } else {
-        out.push(flags);
+    }
+    if meta.intent > 0 {
+        put_varint(out, meta.intent);
     }
     out.extend_from_slice(event_json);
     let crc = crc32c::crc32c(&out[start + FRAME_HEADER..]);
@@ -211,12 +241,22 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
         }
         (false, false) => (0, BODY_HEADER),
     };
+    let (intent, json_at) = if flags & FLAG_INTENT != 0 {
+        match varint_at(&body[json_at..]) {
+            Some((0, _)) => return Parsed::Invalid("record names intent 0"),
+            Some((intent, len)) => (intent, json_at + len),
+            None => return Parsed::Invalid("record's intent runs past its body"),
+        }
+    } else {
+        (0, json_at)
+    };
     let meta = RecordMeta {
         offset: u64_at(body, 0),
         timestamp_us: u64_at(body, 8) as i64,
         dedupe_hash: u64_at(body, 16),
         flags,
         version,
+        intent,
     };
     Parsed::Record(meta, &body[json_at..], total)
 }
@@ -246,6 +286,7 @@ mod tests {
             dedupe_hash: 42,
             flags: FLAG_BATCH_END,
             version: 0,
+            intent: 0,
         }
     }
 
@@ -280,7 +321,7 @@ mod tests {
         assert_eq!(m.version, 3);
         assert_eq!(m.flags, FLAG_BATCH_END | FLAG_VERSION_VARINT);
         assert_eq!(json, b"{\"subject\":\"deal-1\"}");
-        assert_eq!(len, RecordMeta::frame_len(3, json.len()));
+        assert_eq!(len, versioned.frame_len(json.len()));
         assert_eq!(
             len,
             FRAME_HEADER + BODY_HEADER + 1 + json.len(),
@@ -351,8 +392,8 @@ mod tests {
             let mut buf = Vec::new();
             let m = RecordMeta { version, ..meta(5) };
             encode(&mut buf, &m, b"{}");
-            assert_eq!(buf.len(), RecordMeta::frame_len(version, 2), "{version}");
-            assert!(buf.len() <= RecordMeta::frame_len_at_most(true, 2));
+            assert_eq!(buf.len(), m.frame_len(2), "{version}");
+            assert!(buf.len() <= RecordMeta::frame_len_at_most(true, false, 2));
             let Parsed::Record(got, json, len) = parse(&buf) else {
                 panic!("version {version} did not parse");
             };
@@ -360,6 +401,62 @@ mod tests {
             // Never ASCII where a reader of the eight-byte layout expects the event.
             assert!(buf[FRAME_HEADER + BODY_HEADER] >= 0x80, "{version}");
         }
+    }
+
+    #[test]
+    fn an_intent_id_is_kept_with_or_without_a_version() {
+        for (version, intent) in [(0, 1), (0, 63), (7, 64), (300, 1 << 40), (1, u64::MAX)] {
+            let m = RecordMeta {
+                version,
+                intent,
+                ..meta(11)
+            };
+            let mut buf = Vec::new();
+            encode(&mut buf, &m, b"{\"deal_id\":\"d-9\"}");
+            assert_eq!(buf.len(), m.frame_len(17), "{version}/{intent}");
+            assert!(buf.len() <= RecordMeta::frame_len_at_most(version > 0, true, 17));
+            let Parsed::Record(got, json, len) = parse(&buf) else {
+                panic!("{version}/{intent} did not parse");
+            };
+            assert_eq!((got.version, got.intent), (version, intent));
+            assert_ne!(got.flags & FLAG_INTENT, 0);
+            assert_eq!((json, len), (&b"{\"deal_id\":\"d-9\"}"[..], buf.len()));
+            // Where a build of format 2 (which skips bit 3) expects the event: never ASCII.
+            let skipped = FRAME_HEADER + BODY_HEADER + varint_len(version);
+            assert!(buf[skipped] >= 0x80, "{version}/{intent}");
+        }
+        // A record without one reads as having none, and takes no byte for it.
+        let mut buf = Vec::new();
+        encode(&mut buf, &meta(12), b"{}");
+        let Parsed::Record(got, _, _) = parse(&buf) else {
+            panic!("did not parse");
+        };
+        assert_eq!((got.intent, got.flags & FLAG_INTENT), (0, 0));
+        assert_eq!(buf.len(), FRAME_HEADER + BODY_HEADER + 2);
+    }
+
+    #[test]
+    fn an_intent_that_runs_past_its_body_or_is_zero_is_refused() {
+        let header = |flags: u8| -> Vec<u8> {
+            [
+                &1u64.to_le_bytes()[..],
+                &1i64.to_le_bytes()[..],
+                &42u64.to_le_bytes()[..],
+                &[flags][..],
+            ]
+            .concat()
+        };
+        let mut cut = header(FLAG_INTENT);
+        cut.extend_from_slice(&[0xc1]);
+        assert!(matches!(parse(&framed(&cut)), Parsed::Invalid(_)));
+        let mut ascii = header(FLAG_INTENT | FLAG_VERSION_VARINT);
+        ascii.extend_from_slice(&[0x81]);
+        ascii.extend_from_slice(b"{}");
+        assert!(matches!(parse(&framed(&ascii)), Parsed::Invalid(_)));
+        let mut zero = header(FLAG_INTENT);
+        zero.extend_from_slice(&[0x80]);
+        zero.extend_from_slice(b"{}");
+        assert!(matches!(parse(&framed(&zero)), Parsed::Invalid(_)));
     }
 
     #[test]
@@ -411,6 +508,7 @@ mod tests {
             &mut buf,
             &RecordMeta {
                 version: 5,
+                intent: 77,
                 ..meta(1)
             },
             b"{\"deal_id\":\"d-1\"}",

@@ -192,6 +192,13 @@ impl Segment {
             }
         }
         let active = next_base.is_none();
+        // An active segment with an index that matches it was sealed whole (its data was
+        // fsynced before the index was written) and the segment after it was dropped
+        // empty: all of it is durable, whatever recovery point the journal still has.
+        let durable = match read_index_file(storage.as_ref(), &index_path(path), base, file_len) {
+            Some(idx) if active && durable.0 < file_len => (file_len, idx.next_offset),
+            _ => durable,
+        };
         let data = read_whole(file.as_ref())?;
         let mut outcome = if active {
             scan_active(&data, base, index_interval, durable, false)
@@ -471,9 +478,10 @@ impl Segment {
 
     /// Recovery only (the partition is opened again after): cuts the file before the
     /// record at `offset` (all of it when `offset` is at or below the base), fsyncs it, and
-    /// removes its index file (the caller fsyncs the directory). Fails if the records up
-    /// to `offset` do not read whole: recovery found them so before it decided to cut.
-    pub fn cut_at(&self, offset: u64) -> io::Result<()> {
+    /// removes its index file (the caller fsyncs the directory); returns the file's new
+    /// length. Fails if the records up to `offset` do not read whole: recovery found them
+    /// so before it decided to cut.
+    pub fn cut_at(&self, offset: u64) -> io::Result<u64> {
         let position = if offset <= self.base {
             0
         } else {
@@ -486,6 +494,12 @@ impl Segment {
                     crate::record::Parsed::Record(meta, _, len) if meta.offset == expected => {
                         at += len;
                         expected += 1;
+                    }
+                    // Damage (counted when the segment was opened): go on at the next whole
+                    // record after it, up to the one at `offset`.
+                    _ if let Some((next_at, next)) = next_record(&data, at + 1, expected + 1, offset) => {
+                        at = next_at;
+                        expected = next;
                     }
                     _ => {
                         return Err(io::Error::new(
@@ -503,7 +517,8 @@ impl Segment {
         let file = self.file()?;
         file.set_len(position)?;
         file.sync_data()?;
-        remove_if_exists(self.storage.as_ref(), &index_path(&self.path))
+        remove_if_exists(self.storage.as_ref(), &index_path(&self.path))?;
+        Ok(position)
     }
 
     /// Deletes the segment's files (the caller fsyncs the directory).
@@ -597,6 +612,20 @@ struct IndexFile {
     max_timestamp_us: i64,
     first_timestamp_us: i64,
     entries: Vec<IndexEntry>,
+}
+
+/// The position and offset of the first whole record in `data` from byte `from` on whose
+/// offset is in `min..=max`: where a walk goes on after damage.
+fn next_record(data: &[u8], from: usize, min: u64, max: u64) -> Option<(usize, u64)> {
+    (from..data.len()).find_map(|at| {
+        if !crate::record::plausible_start(&data[at..], min, max) {
+            return None;
+        }
+        match crate::record::parse(&data[at..]) {
+            crate::record::Parsed::Record(meta, _, _) => Some((at, meta.offset)),
+            _ => None,
+        }
+    })
 }
 
 fn read_index_file(

@@ -20,9 +20,11 @@
 //! append that spans partitions stages its parts, queues its intent and submits, all while
 //! it holds the *gate* (shared); a round takes its tickets, the staged data of their
 //! partitions and the queued journal frames while it holds the gate alone. So a round takes
-//! all of such an append (its parts and its intent) or none of it, and it writes and
-//! fsyncs the journal before it writes any of that data: whenever a part is on disk, so is
-//! its intent, and every other part is in the same round.
+//! all of such an append (its parts and its intent) or none of it. It writes and fsyncs
+//! the journal at the same time as that data, as one more task beside the partitions' (a
+//! storage that takes one operation at a time gets the data first, then the journal): the
+//! first record of each part names its intent, and recovery cuts a part whose intent did
+//! not reach the disk. The round is acknowledged only once both are durable.
 
 use crmbus::sync::{LockExt, RwLockExt};
 use std::collections::HashMap;
@@ -350,11 +352,26 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
     let _poison_on_panic = PoisonOnPanic(shared);
     let started = std::time::Instant::now();
     let journal_step = JournalStep { shared, journal };
-    let result = journal_step
-        .run(frames, journal_sync)
-        .and_then(|()| write_work(work, opts, &shared.flush))
-        .map(|partitions| journal_step.made_durable(partitions))
-        .and_then(|()| journal.compact_if_large());
+    let frames = journal_step.frames(frames);
+    let result = if journal_sync {
+        // Intents (or marks a caller waits for): fsynced beside the data.
+        write_work(
+            work,
+            opts,
+            &shared.flush,
+            Some(JournalWrite {
+                journal: Arc::clone(&shared.journal),
+                frames,
+            }),
+        )
+    } else {
+        // Done marks and recovery points need no fsync: written now, ahead of the data.
+        journal
+            .write(&frames, false)
+            .and_then(|()| write_work(work, opts, &shared.flush, None))
+    }
+    .map(|partitions| journal_step.made_durable(partitions))
+    .and_then(|()| journal.compact_if_large());
     drop(items);
     shared
         .rounds
@@ -400,9 +417,10 @@ struct JournalStep<'a> {
 }
 
 impl JournalStep<'_> {
-    /// Writes the recovery points of what the last round made durable, then the round's
-    /// queued `frames`; fsyncs when they hold an intent (`sync`).
-    fn run(&self, frames: Vec<u8>, sync: bool) -> std::io::Result<()> {
+    /// The recovery points of what the last round made durable, then the round's queued
+    /// `frames`: what the round writes to the journal. Points alone are written here (best
+    /// effort), and none are returned.
+    fn frames(&self, frames: Vec<u8>) -> Vec<u8> {
         // Recovery points of what the last round made durable. Read now, after taking
         // this round's data and before writing it, a partition's length is exactly what
         // earlier rounds wrote and fsynced. They need no fsync: a lost point is only an
@@ -427,12 +445,12 @@ impl JournalStep<'_> {
                     tracing::warn!(error = %e, "could not write recovery points");
                 }
             }
-            return Ok(());
+            return Vec::new();
         }
         // The points go first: a topic deletion mark queued for this round must come after
         // any point of the topic it deletes.
         points.extend(frames);
-        self.journal.write(&points, sync)
+        points
     }
 
     /// Notes the partitions a round made durable.
@@ -480,40 +498,70 @@ fn write_and_sync(p: &Partition, t: TakenStaged, opts: &EmbeddedOptions) -> std:
     Ok(next)
 }
 
-/// Writes and fsyncs what `work` took and raises the partitions' durable offsets; returns
-/// the partitions made durable.
+/// Journal frames a round writes and fsyncs beside its data.
+struct JournalWrite {
+    journal: Arc<BatchJournal>,
+    frames: Vec<u8>,
+}
+
+impl JournalWrite {
+    fn run(self) -> std::io::Result<()> {
+        self.journal.write(&self.frames, true)
+    }
+}
+
+/// A round's task: one partition's data, or the journal's frames.
+type FlushTask = Box<dyn FnOnce() -> std::io::Result<Option<u64>> + Send>;
+
+/// Writes and fsyncs what `work` took, and `journal` beside it, and raises the partitions'
+/// durable offsets once all of it is durable; returns the partitions made durable.
 fn write_work(
     work: RoundWork,
     opts: &EmbeddedOptions,
     pool: &FlushPool,
+    journal: Option<JournalWrite>,
 ) -> std::io::Result<Vec<Arc<Partition>>> {
     let RoundWork { partitions, taken } = work;
-    let results: Vec<std::io::Result<u64>> = if partitions.len() <= 1 || !opts.storage.concurrent()
-    {
-        partitions
+    let tasks = partitions.len() + usize::from(journal.is_some());
+    let results: Vec<std::io::Result<Option<u64>>> = if tasks <= 1 || !opts.storage.concurrent() {
+        // One at a time: the data first, then the journal (the order a crash between
+        // the two finds hardest: parts on disk whose intent is not).
+        let mut results: Vec<_> = partitions
             .iter()
             .zip(taken)
-            .map(|((p, _), t)| write_and_sync(p, t, opts))
-            .collect()
+            .map(|((p, _), t)| write_and_sync(p, t, opts).map(Some))
+            .collect();
+        if let Some(j) = journal {
+            if results.iter().all(Result::is_ok) {
+                results.push(j.run().map(|()| None));
+            }
+        }
+        results
     } else {
-        // Several partitions: write and flush them concurrently, so the device sees the
+        // Several tasks: write and flush them concurrently, so the device sees the
         // requests together instead of one flush latency after another.
         let opts = Arc::new(opts.clone());
-        let tasks: Vec<_> = partitions
-            .iter()
-            .zip(taken)
-            .map(|((p, _), t)| {
-                let (p, opts) = (Arc::clone(p), Arc::clone(&opts));
-                move || write_and_sync(&p, t, &opts)
-            })
-            .collect();
+        let mut tasks: Vec<FlushTask> = Vec::with_capacity(tasks);
+        if let Some(j) = journal {
+            tasks.push(Box::new(move || j.run().map(|()| None)));
+        }
+        for ((p, _), t) in partitions.iter().zip(taken) {
+            let (p, opts) = (Arc::clone(p), Arc::clone(&opts));
+            tasks.push(Box::new(move || write_and_sync(&p, t, &opts).map(Some)));
+        }
         pool.run_all(tasks, || {
             Err(std::io::Error::other("flush thread panicked"))
         })
     };
     // Nothing of a round is served unless all of it is durable: an append that spans
-    // partitions and failed in one of them is rolled back by the next open.
-    let flushed = results.into_iter().collect::<std::io::Result<Vec<u64>>>()?;
+    // partitions and failed in one of them (or whose intent failed) is rolled back by the
+    // next open.
+    let flushed: Vec<u64> = results
+        .into_iter()
+        .collect::<std::io::Result<Vec<Option<u64>>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     for ((p, wanted), flushed) in partitions.iter().zip(flushed) {
         p.mark_durable(flushed.max(*wanted));
     }
@@ -525,5 +573,5 @@ fn write_work(
 pub(crate) fn sync_recovered(items: &[SyncItem], opts: &EmbeddedOptions) -> std::io::Result<()> {
     // A pool for this one round: its threads end when it is dropped.
     let pool = FlushPool::new(FLUSH_THREADS);
-    write_work(take_work(items), opts, &pool).map(|_| ())
+    write_work(take_work(items), opts, &pool, None).map(|_| ())
 }

@@ -439,3 +439,159 @@ async fn a_round_that_fails_in_one_partition_serves_nothing_of_it_in_another() {
     );
     assert!(log.read("deals", 0, 0, 100).await.expect("read").is_empty());
 }
+
+/// The group commit writes a batch's intent beside its data (on a storage that takes one
+/// operation at a time, as the simulated disk does: the data first, then the journal). A
+/// power cut at each storage operation of the round, keeping all, none or a torn part of
+/// what was not fsynced, leaves the batch whole or absent, and whole if it was
+/// acknowledged. The cuts between the data's fsyncs and the journal's write leave parts on
+/// disk whose intent is not: recovery finds them by the intent their first record names.
+#[tokio::test]
+async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
+    use crmbus_embedded::storage::{CrashMode, SimStorage};
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let batch: Vec<Event> = (0..12).map(deal).collect();
+    let earlier: Vec<Event> = (100..104).map(deal).collect();
+    let sim_opts = |sim: &SimStorage| EmbeddedOptions {
+        storage: Arc::new(sim.mount()),
+        ..opts(&clock, Durability::Fsync)
+    };
+    let (mut cuts, mut absent) = (0, 0);
+    for mode in [CrashMode::KeepAll, CrashMode::KeepNone, CrashMode::TornTail] {
+        for at in 0.. {
+            let sim = SimStorage::new();
+            let data = std::path::PathBuf::from("/data");
+            let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("open");
+            log.create_topic(TopicSpec::new("deals", 4))
+                .await
+                .expect("create");
+            for e in &earlier {
+                log.append(&["deals".to_string()], std::slice::from_ref(e))
+                    .await
+                    .expect("append");
+            }
+            let before = ids_by_partition(&log, "deals").await;
+            sim.crash_at_op(sim.ops() + at, mode, at);
+            let acked = log.append(&["deals".to_string()], &batch).await.is_ok();
+            if sim.crash_pending() {
+                // The append's round ran to its end before the cut: every operation of it
+                // has had its cut.
+                assert!(acked && at > 0, "{mode:?}");
+                break;
+            }
+            drop(log);
+            cuts += 1;
+            let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("reopen");
+            let after = ids_by_partition(&log, "deals").await;
+            let stored: usize = after
+                .values()
+                .flatten()
+                .filter(|id| batch.iter().any(|e| &e.id == *id))
+                .count();
+            let context = format!("{mode:?}, cut at operation {at}, acknowledged: {acked}");
+            assert!(
+                stored == 0 || stored == batch.len(),
+                "{context}: {stored} of 12 stored"
+            );
+            if acked {
+                assert_eq!(stored, batch.len(), "{context}");
+            }
+            if stored == 0 {
+                assert_eq!(after, before, "{context}: what came before is untouched");
+                absent += 1;
+            }
+        }
+    }
+    assert!(cuts > 20, "{cuts} cuts");
+    assert!(
+        absent > 0 && absent < cuts,
+        "{absent} of {cuts} cuts left the batch absent"
+    );
+}
+
+/// A rollback cut inside a sealed segment (which takes appends again) keeps what is left
+/// of it as durable: damage in its acknowledged records is counted as damage, and the
+/// records after it stay. (The journal's recovery point can be older than the records, as
+/// when a crash took the journal write that carried the newer one: the cut itself tells
+/// where the durable records end.)
+#[tokio::test]
+async fn a_rollback_cut_does_not_take_damage_before_it_for_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let subject_event = |n: u64| {
+        Event::new("deal.won", json!({"n": n, "pad": "x".repeat(200)}))
+            .id(format!("evt-{n}"))
+            .subject("a")
+            .source("urn:crm:deals")
+    };
+    let p = partition_for(&subject_event(0), 2);
+    let record_len = subject_event(0).to_json_vec().len() as u64 + 34;
+    let options = || EmbeddedOptions {
+        // A segment rolls once it holds four records.
+        segment_bytes: record_len * 7 / 2,
+        ..opts(&clock, Durability::Fsync)
+    };
+    let pdir = dir.path().join("topics").join("deals").join(p.to_string());
+    {
+        let log = EmbeddedLog::open(dir.path(), options()).expect("open");
+        log.create_topic(TopicSpec::new("deals", 2))
+            .await
+            .expect("create");
+        // Three acknowledged records, then the part: its first record fills the segment,
+        // its second rolls it (sealing it) and goes to the next one.
+        for n in 0..5 {
+            log.append(&["deals".to_string()], &[subject_event(n)])
+                .await
+                .expect("append");
+        }
+    }
+    let first = pdir.join("00000000000000000000.log");
+    assert!(pdir.join("00000000000000000004.log").exists());
+    // Damage in the sealed segment's second record, acknowledged long ago.
+    let mut bytes = std::fs::read(&first).expect("read");
+    let crmbus_embedded::record::Parsed::Record(_, _, len) = crmbus_embedded::record::parse(&bytes)
+    else {
+        panic!("the first record reads");
+    };
+    bytes[len + len / 2] ^= 0x10;
+    std::fs::write(&first, &bytes).expect("write");
+    // The journal holds the part's intent, and no recovery point for the partition.
+    std::fs::remove_file(dir.path().join(FILE_NAME)).expect("remove journal");
+    let parts = vec![
+        Part {
+            topic: "deals".into(),
+            partition: p,
+            first: 3,
+            count: 2,
+        },
+        Part {
+            topic: "deals".into(),
+            partition: 1 - p,
+            first: 0,
+            count: 1,
+        },
+    ];
+    append_to_journal(
+        dir.path(),
+        &crmbus_embedded::batch_journal::encode_spans(1_000_000, &parts),
+    );
+    let log = EmbeddedLog::open(dir.path(), options()).expect("reopen");
+    assert!(
+        !pdir.join("00000000000000000004.log").exists(),
+        "the part is cut"
+    );
+    assert_eq!(next_offsets(&log, "deals").await[p as usize], 3);
+    let after = log.read("deals", p, 2, 10).await.expect("read");
+    assert_eq!(
+        after
+            .iter()
+            .map(|s| s.event.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["evt-2"],
+        "the record after the damage stays"
+    );
+    assert!(
+        log.read("deals", p, 1, 10).await.is_err(),
+        "the damaged record is reported, never served"
+    );
+}

@@ -334,3 +334,61 @@ fn event_json_bit_flip_in_sealed_segment_without_index() {
 fn offset_field_bit_flip_in_sealed_segment_without_index() {
     run(Where::SealedWithoutIndex, Flip::OffsetField);
 }
+
+/// A segment sealed whole, whose next segment a crash left empty (created by the roll,
+/// never written), is the active one again after open. It was fsynced whole before its
+/// index file was written, so damage in it is counted as damage, not taken for a torn
+/// tail, even when the journal holds no recovery point for it (as when the crash took the
+/// journal write that carried it).
+#[tokio::test]
+async fn a_sealed_segment_active_again_keeps_its_records_after_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nth = |n: usize| event(&format!("e{n}"), "deal-7", n);
+    let json_len = nth(0).to_json_vec().len() as u64;
+    let opts = EmbeddedOptions {
+        // A segment rolls once it holds three records.
+        segment_bytes: (json_len + 34) * 5 / 2,
+        retention_interval: None,
+        ..EmbeddedOptions::default()
+    };
+    {
+        let log = EmbeddedLog::open(dir.path(), opts.clone()).expect("open");
+        log.create_topic(TopicSpec::new(TOPIC, 1))
+            .await
+            .expect("create");
+        for n in 0..4 {
+            log.append(&[TOPIC.to_string()], &[nth(n)])
+                .await
+                .expect("append");
+        }
+    }
+    let pdir = dir.path().join("topics").join(TOPIC).join("0");
+    let (sealed, next) = (
+        pdir.join("00000000000000000000.log"),
+        pdir.join("00000000000000000003.log"),
+    );
+    assert!(
+        pdir.join("00000000000000000000.idx").exists(),
+        "sealed whole"
+    );
+    // The crash: the next segment never got its record, and the journal write that
+    // carried the partition's recovery point was lost.
+    fs::write(&next, b"").expect("empty the next segment");
+    fs::remove_file(dir.path().join(crmbus_embedded::batch_journal::FILE_NAME))
+        .expect("remove journal");
+    let mut bytes = fs::read(&sealed).expect("read");
+    let second = &frames(&bytes)[1];
+    bytes[second.pos + second.len / 2] ^= 0x10;
+    fs::write(&sealed, &bytes).expect("write");
+
+    let log = EmbeddedLog::open(dir.path(), opts).expect("reopen");
+    let info = log.describe_topic(TOPIC).await.expect("describe");
+    assert_eq!(info.partition_info[0].next_offset, 3, "no record is cut");
+    let after = log.read(TOPIC, 0, 2, 10).await.expect("read");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].event.id, "e2");
+    assert!(matches!(
+        log.read(TOPIC, 0, 1, 10).await,
+        Err(LogError::Corrupt { .. })
+    ));
+}

@@ -1,9 +1,10 @@
 //! The record format's versions, across builds: a log whose records carry their subject's
 //! version in eight bytes (the layout before varint versions) opens and reads the same;
 //! a record of the varint layout, read as a build that knows only the eight-byte layout
-//! reads it, does not decode (it is reported corrupt there, never misread); and a log
-//! marked as holding records of a layout newer than this build's is refused at open, with
-//! a message that says so.
+//! reads it, does not decode (it is reported corrupt there, never misread); a log of
+//! format 2, whose batches' records name no batch journal intent, opens and reads the same;
+//! and a log marked as holding records of a layout newer than this build's is refused at
+//! open, with a message that says so.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use crmbus::clock::ManualClock;
 use crmbus::{Event, EventLog, LogError, TopicSpec};
 use crmbus_embedded::metadata::{Metadata, RECORD_FORMAT};
 use crmbus_embedded::record::{
-    self, Parsed, BODY_HEADER, FLAG_VERSIONED, FLAG_VERSION_VARINT, FRAME_HEADER,
+    self, Parsed, BODY_HEADER, FLAG_INTENT, FLAG_VERSIONED, FLAG_VERSION_VARINT, FRAME_HEADER,
 };
 use crmbus_embedded::{EmbeddedLog, EmbeddedOptions, OsStorage};
 use serde_json::json;
@@ -275,4 +276,101 @@ async fn a_varint_record_read_by_the_eight_byte_layout_does_not_decode() {
         }
     }
     assert_eq!(checked, 300);
+}
+
+/// The segment files of every partition of `topic`.
+fn topic_segment_files(dir: &Path, topic: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for p in std::fs::read_dir(dir.join("topics").join(topic)).expect("topic dir") {
+        let pdir = p.expect("entry").path();
+        for f in std::fs::read_dir(&pdir).expect("partition dir") {
+            let f = f.expect("entry").path();
+            if f.extension().is_some_and(|x| x == "log") {
+                v.push(f);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The intent ids the records of `files` name, one entry per record (0: none).
+fn intents_named(files: &[PathBuf]) -> Vec<u64> {
+    files
+        .iter()
+        .flat_map(|f| records(&std::fs::read(f).expect("read segment")))
+        .map(|(meta, _)| {
+            assert_eq!(meta.flags & FLAG_INTENT != 0, meta.intent > 0);
+            meta.intent
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_log_of_format_2_opens_reads_the_same_and_its_new_batches_name_their_intent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let written: Vec<Event> = (0..12).map(deal).collect();
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+        log.create_topic(TopicSpec::new("spread", 4))
+            .await
+            .expect("create");
+        log.append(&["spread".to_string()], &written)
+            .await
+            .expect("append");
+        log.close().await.expect("close");
+    }
+    let files = topic_segment_files(dir.path(), "spread");
+    // The first record of each part names the batch's intent, no other record does.
+    let parts = |batch: &[Event]| {
+        let mut p: Vec<u32> = batch.iter().map(|e| crmbus::partition_for(e, 4)).collect();
+        p.sort_unstable();
+        p.dedup();
+        p.len()
+    };
+    assert!(parts(&written) > 1, "the batch spans partitions");
+    let named = intents_named(&files);
+    assert_eq!(named.len(), 12);
+    let ids: Vec<u64> = named.iter().copied().filter(|i| *i > 0).collect();
+    assert_eq!(ids.len(), parts(&written), "{named:?}");
+    assert!(ids.iter().all(|i| *i == ids[0]), "{named:?}");
+    // Rewrite every record as format 2 wrote it: without the intent.
+    for file in &files {
+        let bytes = std::fs::read(file).expect("read segment");
+        let mut old = Vec::new();
+        for (meta, json) in records(&bytes) {
+            record::encode(&mut old, &record::RecordMeta { intent: 0, ..meta }, &json);
+        }
+        std::fs::write(file, &old).expect("write segment");
+        let _ = std::fs::remove_file(file.with_extension("idx"));
+    }
+    // Its positions differ: the journal's recovery points go with it.
+    std::fs::remove_file(dir.path().join(crmbus_embedded::batch_journal::FILE_NAME))
+        .expect("remove journal");
+    mark_record_format(dir.path(), Some(2));
+
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    let mut read = Vec::new();
+    for p in 0..4 {
+        read.extend(log.read("spread", p, 0, 100).await.expect("read"));
+    }
+    assert_eq!(read.len(), 12);
+    for e in &written {
+        assert!(read.iter().any(|s| &s.event == e), "{} read back", e.id);
+    }
+    assert!(intents_named(&topic_segment_files(dir.path(), "spread"))
+        .iter()
+        .all(|i| *i == 0));
+    // A batch appended now names its intent.
+    let later: Vec<Event> = (12..24).map(deal).collect();
+    log.append(&["spread".to_string()], &later)
+        .await
+        .expect("append");
+    log.close().await.expect("close");
+    drop(log);
+    let named = intents_named(&topic_segment_files(dir.path(), "spread"));
+    assert_eq!(named.len(), 24);
+    assert_eq!(named.iter().filter(|i| **i > 0).count(), parts(&later));
+    assert_eq!(record_format(dir.path()), RECORD_FORMAT);
 }

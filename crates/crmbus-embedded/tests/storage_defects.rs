@@ -627,6 +627,7 @@ fn a_torn_batch_after_the_recovery_point_never_survives() {
                 0
             },
             version: 0,
+            intent: 0,
         };
         crmbus_embedded::record::encode(
             &mut out,

@@ -44,6 +44,7 @@ fn a_read_stops_before_an_undecodable_record_and_a_read_at_it_names_it() {
             json,
             dedupe_hash: i as u64,
             subject: None,
+            intent: 0,
         })
         .collect();
     p.append(&records, &opts).expect("append");

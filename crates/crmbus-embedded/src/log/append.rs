@@ -12,7 +12,7 @@ use crate::batch_journal::{spans_frame_bound, Part};
 use crate::committer::storage_error;
 use crate::dedupe::{DedupeIndex, FirstAppend};
 use crate::partition::{NewRecord, RawRecord, SyncItem};
-use crate::record::{BODY_HEADER, MAX_BODY, MAX_VERSION_BYTES};
+use crate::record::{BODY_HEADER, MAX_BODY, MAX_INTENT_BYTES, MAX_VERSION_BYTES};
 
 /// Whether an append to `topics` touches more than one partition in all.
 fn spans_partitions(topics: &[Arc<Topic>], events: &[Event]) -> bool {
@@ -98,12 +98,12 @@ impl Inner {
                 }
                 None => e.to_json_vec(),
             };
-            if json.len() + BODY_HEADER + MAX_VERSION_BYTES > MAX_BODY {
+            if json.len() + BODY_HEADER + MAX_VERSION_BYTES + MAX_INTENT_BYTES > MAX_BODY {
                 return Err(LogError::InvalidArgument(format!(
                     "event {} is {} bytes; the limit is {} bytes",
                     e.id,
                     json.len(),
-                    MAX_BODY - BODY_HEADER - MAX_VERSION_BYTES
+                    MAX_BODY - BODY_HEADER - MAX_VERSION_BYTES - MAX_INTENT_BYTES
                 )));
             }
             encoded.push((json, dedupe_hash(&e.source, &e.id)));
@@ -122,10 +122,10 @@ impl Inner {
     }
 
     /// Stages `events` in every topic and waits until they are durable. An append that
-    /// spans partitions (`may_span`, decided from the events; journalled if its new events
-    /// did reach several partitions) reserves room for its intent first, stages under the
-    /// commit gate, queues its intent and submits before it lets go of the gate, and
-    /// writes its done mark once durable.
+    /// may span partitions (`may_span`, decided from the events) reserves room for its
+    /// intent and the intent's id first, stages under the commit gate (the first record of
+    /// each part names the intent), queues its intent (if it staged anything) and submits
+    /// before it lets go of the gate, and writes its done mark once durable.
     ///
     /// Cancellation-safe: every topic's lock is taken first (in name order, so appends do
     /// not deadlock), and from then to the submission to the commit nothing awaits, so a
@@ -163,6 +163,9 @@ impl Inner {
                 .reserve_intent(spans_frame_bound(&topics, events.len()))?;
         }
         let gate = if may_span { self.commit.gate() } else { None };
+        // Reserved before staging: the first record of each part names it (see
+        // `crate::record`), and the group commit writes the intent beside the data.
+        let intent = if may_span { self.journal.reserve() } else { 0 };
         let mut out = Staged {
             receipts: Vec::with_capacity(events.len() * resolved.len()),
             ..Staged::default()
@@ -179,6 +182,7 @@ impl Inner {
                     events,
                     encoded,
                     expected: Some(expected),
+                    intent,
                 },
                 &mut out,
             );
@@ -191,10 +195,13 @@ impl Inner {
             sync,
             parts,
         } = out;
-        let intent = staged.and_then(|()| self.queue_intent(&parts));
-        let intent = match intent {
+        let queued = staged.and_then(|()| self.queue_intent(intent, &parts));
+        let intent = match queued {
             Ok(intent) => intent,
             Err(e) => {
+                if intent > 0 {
+                    self.journal.finished(intent);
+                }
                 // Nothing was submitted: take back what was staged, so no part of a
                 // publish answered with an error is ever written.
                 for part in parts.iter().rev() {
@@ -232,10 +239,17 @@ impl Inner {
         Ok(receipts)
     }
 
-    /// Queues the intent of an append whose new events went to `parts`, if they are
-    /// several (after staging them, holding the commit gate); returns its id.
-    fn queue_intent(&self, parts: &[StagedPart]) -> Result<Option<u64>, LogError> {
-        if parts.len() < 2 {
+    /// Queues intent `id` (reserved by an append that may span partitions; 0 for any
+    /// other) of an append whose new events went to `parts` (after staging them, holding
+    /// the commit gate); returns its id if queued. An append that staged nothing (every
+    /// event a duplicate) drops it; one whose events all went to one partition queues it
+    /// all the same, since its first record names it.
+    fn queue_intent(&self, id: u64, parts: &[StagedPart]) -> Result<Option<u64>, LogError> {
+        if id == 0 {
+            return Ok(None);
+        }
+        if parts.is_empty() {
+            self.journal.finished(id);
             return Ok(None);
         }
         let spans: Vec<Part> = parts
@@ -247,14 +261,8 @@ impl Inner {
                 count: p.hashes.len() as u64,
             })
             .collect();
-        let (id, frame) = self.journal.begin(&spans);
-        match self.commit.queue_intent(frame) {
-            Ok(()) => Ok(Some(id)),
-            Err(e) => {
-                self.journal.finished(id);
-                Err(e)
-            }
-        }
+        let frame = self.journal.begin_reserved(id, &spans);
+        self.commit.queue_intent(frame).map(|()| Some(id))
     }
 
     /// Marks intent `id` done: its append is durable in every partition.
@@ -303,6 +311,7 @@ impl Inner {
             events,
             encoded,
             expected,
+            intent,
         } = batch;
         let now = self.opts.clock.now_micros();
         dedupe.expire(now);
@@ -342,10 +351,12 @@ impl Inner {
             let part = &topic.partitions[p as usize];
             let batch: Vec<NewRecord<'_>> = idxs
                 .iter()
-                .map(|&i| NewRecord {
+                .enumerate()
+                .map(|(k, &i)| NewRecord {
                     json: encoded[i].0.as_slice(),
                     dedupe_hash: encoded[i].1,
                     subject: events[i].subject.as_deref(),
+                    intent: if k == 0 { intent } else { 0 },
                 })
                 .collect();
             let appended = part.append(&batch, &self.opts).map_err(storage_error)?;
@@ -430,6 +441,8 @@ pub(super) struct Batch<'a> {
     /// Each event's expected version; `None` checks none (recovery completing an append
     /// that was checked when it ran).
     pub(super) expected: Option<&'a [Option<u64>]>,
+    /// The batch journal intent the first record of each part names (0: none).
+    pub(super) intent: u64,
 }
 
 /// Checks, before anything of a batch is staged, that every new event stating an expected

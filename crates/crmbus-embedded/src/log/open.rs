@@ -13,7 +13,10 @@ use crmbus::{dedupe_hash, LogError, TopicSpec};
 
 use super::append::Staged;
 use super::{topics_dir, Background, EmbeddedLog, Inner, Topic};
-use crate::batch_journal::{rollback_cuts, BatchJournal, Intent, PendingIntent, RecoveryPoints};
+use crate::batch_journal::{
+    rollback_cuts, BatchJournal, Intent, LostIntentPart, PendingIntent, RecoveryPoint,
+    RecoveryPoints,
+};
 use crate::committer::Committer;
 use crate::dedupe::{DedupeBudget, DedupeIndex, FirstAppend};
 use crate::handles::HandleCache;
@@ -98,8 +101,9 @@ impl EmbeddedLog {
             let partitions = open_partitions(&dir, &spec, &opts, &shared)?;
             opened.push((spec, partitions));
         }
-        if !spans.is_empty() {
-            roll_back(&dir, &mut opened, &spans, &opts, &shared)?;
+        let lost = lost_intent_parts(&opened, &journal)?;
+        if !spans.is_empty() || !lost.is_empty() {
+            roll_back(&dir, &mut opened, &spans, &lost, &opts, &shared)?;
         }
         let mut topics = BTreeMap::new();
         for (spec, partitions) in opened {
@@ -176,20 +180,24 @@ pub(super) fn open_topic(
 }
 
 /// Opens partition `id` of topic `spec` (recovering its segments); `cut` is where recovery
-/// just cut its files, if it did (a recovery point past it no longer applies).
+/// just cut its files, if it did (a recovery point past it no longer applies), and the
+/// recovery point of what the cut left.
 fn open_partition(
     dir: &Path,
     spec: &TopicSpec,
     id: u32,
     opts: &EmbeddedOptions,
     shared: &TopicShared<'_>,
-    cut: Option<u64>,
+    cut: Option<(u64, Option<RecoveryPoint>)>,
 ) -> io::Result<Partition> {
-    let point = shared
-        .points
-        .get(&(spec.name.clone(), id))
-        .copied()
-        .filter(|p| cut.is_none_or(|cut| p.next <= cut));
+    let point = match cut {
+        Some((_, Some(after_cut))) => Some(after_cut),
+        _ => shared
+            .points
+            .get(&(spec.name.clone(), id))
+            .copied()
+            .filter(|p| cut.is_none_or(|(cut, _)| p.next <= cut)),
+    };
     Partition::open(
         &spec.name,
         id,
@@ -249,16 +257,51 @@ fn open_partitions(
     Ok(partitions)
 }
 
-/// Rolls back every append that spans partitions and is not whole on disk: its
-/// partitions are cut at its parts (see [`rollback_cuts`]) and opened again.
+/// The parts on disk whose intent the journal does not hold (see
+/// [`crate::batch_journal`]): the first record of each names an intent whose write the
+/// crash took. Only records after a partition's recovery point are looked at: the round
+/// that made the point durable made the intents of everything before it durable too.
+fn lost_intent_parts(
+    opened: &[(TopicSpec, Vec<Arc<Partition>>)],
+    journal: &BatchJournal,
+) -> Result<Vec<LostIntentPart>, LogError> {
+    let written = journal.written_intents();
+    let points = journal.recovery_points();
+    let mut lost = Vec::new();
+    for (spec, partitions) in opened {
+        for p in partitions {
+            let from = points
+                .get(&(spec.name.clone(), p.id))
+                .map_or(0, |point| point.next);
+            let first_lost = p
+                .intents_from(from)?
+                .into_iter()
+                .filter(|(_, intent)| !written.contains(*intent))
+                .map(|(offset, _)| offset)
+                .min();
+            if let Some(offset) = first_lost {
+                lost.push((spec.name.clone(), p.id, offset));
+            }
+        }
+    }
+    if !lost.is_empty() {
+        tracing::warn!(parts = lost.len(), "found parts of appends whose batch journal intent a crash took (none was acknowledged)");
+    }
+    Ok(lost)
+}
+
+/// Rolls back every append that spans partitions and is not whole on disk, and every
+/// part in `lost`: the partitions are cut at the parts (see [`rollback_cuts`]) and opened
+/// again.
 fn roll_back(
     dir: &Path,
     opened: &mut [(TopicSpec, Vec<Arc<Partition>>)],
     spans: &[(u64, Vec<crate::batch_journal::Part>)],
+    lost: &[LostIntentPart],
     opts: &EmbeddedOptions,
     shared: &TopicShared<'_>,
 ) -> Result<(), LogError> {
-    let (rolled, cuts) = rollback_cuts(spans, |topic, partition| {
+    let (rolled, cuts) = rollback_cuts(spans, lost, |topic, partition| {
         opened
             .iter()
             .find(|(spec, _)| spec.name == topic)
@@ -274,14 +317,14 @@ fn roll_back(
         };
         tracing::warn!(topic = %topic, partition, from = offset, to = slot.durable_next(),
             "removing the records of appends a crash left in only some partitions");
-        slot.cut_files_from(offset, opts)?;
+        let after_cut = slot.cut_files_from(offset, opts)?;
         *slot = Arc::new(open_partition(
             dir,
             spec,
             partition,
             opts,
             shared,
-            Some(offset),
+            Some((offset, after_cut)),
         )?);
     }
     if !rolled.is_empty() {
@@ -416,6 +459,7 @@ impl Inner {
                         events: &missing_events,
                         encoded: &missing_encoded,
                         expected: None,
+                        intent: 0,
                     },
                     &mut staged,
                 )?;

@@ -251,6 +251,20 @@ impl Partition {
         Ok(out)
     }
 
+    /// The first offset and intent id of every part of an append that spans partitions
+    /// (records of [`crate::record::FLAG_INTENT`]) among the durable records from offset
+    /// `from` on, skipping damaged records: for recovery on open.
+    pub fn intents_from(&self, from: u64) -> Result<Vec<(u64, u64)>, LogError> {
+        let mut out = Vec::new();
+        self.scan(from, self.durable_next(), true, |meta, _, _| {
+            if meta.intent > 0 {
+                out.push((meta.offset, meta.intent));
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
     /// Calls `f` with every durable record whose timestamp is at or after `time_us`,
     /// skipping damaged records.
     fn scan_since<F>(&self, time_us: i64, mut f: F) -> Result<(), LogError>

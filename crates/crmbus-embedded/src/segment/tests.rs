@@ -16,6 +16,7 @@ fn frames(base: u64, n: u64, batch: u64) -> Vec<u8> {
                 0
             },
             version: 0,
+            intent: 0,
         };
         record::encode(&mut out, &meta, format!("{{\"n\":{i}}}").as_bytes());
     }
