@@ -2,7 +2,7 @@
 # Durability mutation check. Two kinds of mutant, each built and tested on its own:
 #  - every fsync, fdatasync and directory fsync the embedded log makes (each call through
 #    its Storage seam) removed, one at a time;
-#  - every ordering step in scripts/mutants/*.patch undone (journal before data, index
+#  - every ordering step in scripts/mutants/*.patch undone (lost journal intents cut, index
 #    after data, rename after fsync, a new store built under a temporary name).
 # Each mutant runs the storage defect tests and the power-loss simulation. A mutant that
 # no test kills is a durability step nothing checks. Prints one line per mutant (with the

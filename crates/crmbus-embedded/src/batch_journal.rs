@@ -58,7 +58,8 @@
 //! and everything after it as a tail that may be torn.
 //!
 //! A frame that is torn or fails its checksum ends the journal: nothing after it was
-//! acknowledged, because an intent is durable before any of its append's data is written.
+//! acknowledged, because a round is acknowledged only once its journal write is durable
+//! (and the parts of an intent the tear took are cut, see above).
 //! Once the file is large it is compacted: rewritten beside the old one with only the
 //! intents still outstanding, fsynced, and renamed over it.
 

@@ -19,9 +19,10 @@
 //! - **Atomicity**: an append is checked whole before anything is written; a batch is one
 //!   write per partition and recovery drops a partial batch at a partition's tail. An
 //!   append that spans partitions (or topics) records where its parts went in the batch
-//!   journal (see [`batch_journal`]), durable before any part is; after a crash, open rolls
-//!   back every such append the crash left in some partitions only, so a batch is stored
-//!   whole or not at all.
+//!   journal (see [`batch_journal`]), fsynced beside the parts, whose first records name
+//!   it; after a crash, open rolls back every such append the crash left in some
+//!   partitions only or without its journal entry, so a batch is stored whole or not at
+//!   all.
 //! - **Retention** by age and size deletes whole segments.
 //! - **A full disk** fails only the append that does not fit, with
 //!   [`LogError::StorageFull`](crmbus::LogError) (HTTP 507): space for segment data and
