@@ -268,24 +268,27 @@ fn lost_intent_parts(
     let written = journal.written_intents();
     let points = journal.recovery_points();
     let mut lost = Vec::new();
+    let mut intents = HashSet::new();
     for (spec, partitions) in opened {
         for p in partitions {
             let from = points
                 .get(&(spec.name.clone(), p.id))
                 .map_or(0, |point| point.next);
-            let first_lost = p
+            let found: Vec<(u64, u64)> = p
                 .intents_from(from)?
                 .into_iter()
                 .filter(|(_, intent)| !written.contains(*intent))
-                .map(|(offset, _)| offset)
-                .min();
-            if let Some(offset) = first_lost {
+                .collect();
+            intents.extend(found.iter().map(|(_, intent)| *intent));
+            if let Some(offset) = found.iter().map(|(offset, _)| *offset).min() {
                 lost.push((spec.name.clone(), p.id, offset));
             }
         }
     }
-    if !lost.is_empty() {
-        tracing::warn!(parts = lost.len(), "found parts of appends whose batch journal intent a crash took (none was acknowledged)");
+    if !intents.is_empty() {
+        tracing::warn!(intents = ?intents, "rolling back appends whose batch journal intent a crash took (none was acknowledged)");
+        metrics::counter!("crmbus_log_batches_rolled_back_on_recovery_total")
+            .increment(intents.len() as u64);
     }
     Ok(lost)
 }
