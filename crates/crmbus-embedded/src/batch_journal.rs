@@ -29,9 +29,12 @@
 //! Finished intents leave the journal when it is compacted (and when open empties it). So
 //! that a part whose intent was finished and compacted away is not taken for one whose
 //! intent was lost, every rewrite of the file starts with a *settled* mark: every intent
-//! id below its `floor` was durably written (its append finished, or was rolled back) or
-//! never used, and ids from `next` on were never given out. A journal that is missing
-//! altogether (removed by hand) says nothing about any intent, and nothing is cut for it.
+//! id below its `floor` (the next id to be given out) was durably written (the rewrite
+//! itself keeps every outstanding intent's frame), finished, rolled back or never used,
+//! except the ids it lists: reserved by appends still staging, whose intents are written
+//! after it. A journal that says nothing (missing, removed by hand, or whose settled mark
+//! does not read, as in a journal an earlier version wrote) counts every intent as
+//! written: nothing is cut for it.
 //!
 //! ```text
 //! frame = body_len: u32 LE | crc32c(body): u32 LE | body
@@ -41,7 +44,8 @@
 //! kind 2, done: empty; kind 3, topic deleted: the topic's name
 //! kind 4, recovery point: partition u32 | segment base u64 | length u64 | next offset u64
 //!                 | the topic's name                                  (all LE)
-//! kind 6, settled: next u64 LE (the frame's id is the floor)
+//! kind 6, settled: count u32 | the ids reserved and not written, u64 each (all LE; the
+//!                 frame's id is the floor)
 //! kind 1, intent with events (the format before kind 5, still read): JSON with the
 //!                 events, completed on open instead of rolled back
 //! ```
@@ -273,10 +277,29 @@ type IdFrame = (u64, Vec<u8>);
 /// The recovery points found in a journal, by (topic, partition).
 pub type RecoveryPoints = HashMap<(String, u32), RecoveryPoint>;
 
-/// Encodes the settled mark: every intent id below `floor` was durably written or never
-/// used, and no id from `next` on was given out.
-pub fn encode_settled(floor: u64, next: u64) -> Vec<u8> {
-    frame(KIND_SETTLED, floor, &next.to_le_bytes())
+/// Encodes the settled mark: every intent id below `floor` (the next id to be given out)
+/// was durably written or never used, except those in `unwritten` (reserved by appends
+/// still staging).
+pub fn encode_settled(floor: u64, unwritten: &[u64]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + 8 * unwritten.len());
+    payload.extend_from_slice(&(unwritten.len() as u32).to_le_bytes());
+    for id in unwritten {
+        payload.extend_from_slice(&id.to_le_bytes());
+    }
+    frame(KIND_SETTLED, floor, &payload)
+}
+
+fn decode_settled(payload: &[u8]) -> Option<Vec<u64>> {
+    let n = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?) as usize;
+    let ids = payload.get(4..)?;
+    if ids.len() != n.checked_mul(8)? {
+        return None;
+    }
+    Some(
+        ids.chunks_exact(8)
+            .filter_map(|c| c.try_into().ok().map(u64::from_le_bytes))
+            .collect(),
+    )
 }
 
 /// Encodes the done mark of intent `id`.
@@ -318,23 +341,36 @@ struct Frames {
 }
 
 /// Which intents a journal shows were durably written: those it holds (with or without a
-/// done mark) and those below its settled floor.
-#[derive(Debug, Clone, Default)]
+/// done mark) and those below its settled floor that it does not list as unwritten.
+#[derive(Debug, Clone)]
 pub struct WrittenIntents {
-    /// Every id below this one was written (or never used).
+    /// Every id below this one was written (or never used), but those in `unwritten`.
     floor: u64,
+    /// Ids below the floor reserved by appends that were still staging at the rewrite.
+    unwritten: std::collections::HashSet<u64>,
     /// The ids of the intents and done marks read.
     ids: std::collections::HashSet<u64>,
-    /// Set when the journal was missing: it can say nothing, and every intent counts as
-    /// written.
+    /// Set when the journal says nothing (missing, or no settled mark read): every intent
+    /// counts as written.
     unknown: bool,
+}
+
+impl Default for WrittenIntents {
+    fn default() -> Self {
+        WrittenIntents {
+            floor: 0,
+            unwritten: std::collections::HashSet::new(),
+            ids: std::collections::HashSet::new(),
+            unknown: true,
+        }
+    }
 }
 
 impl WrittenIntents {
     /// Whether the intent `id` a part's first record names was durably written. When not,
     /// the crash took the intent's write, and the part was never acknowledged.
     pub fn contains(&self, id: u64) -> bool {
-        self.unknown || id < self.floor || self.ids.contains(&id)
+        self.unknown || self.ids.contains(&id) || (id < self.floor && !self.unwritten.contains(&id))
     }
 }
 
@@ -346,7 +382,6 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     let mut points = RecoveryPoints::new();
     let mut max_id = 0u64;
     let mut written = WrittenIntents::default();
-    let mut next = 0u64;
     let mut at = 0usize;
     while bytes.len() - at >= HEADER {
         let mut len = [0u8; 4];
@@ -371,11 +406,11 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
                 intents.insert(id, (kind, &body[BODY_PREFIX..], Vec::new()));
             }
             KIND_SETTLED => {
-                written.floor = written.floor.max(id);
-                if let Some(n) = body.get(BODY_PREFIX..BODY_PREFIX + 8) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(n);
-                    next = next.max(u64::from_le_bytes(b));
+                // One, at the start of the file (a file rewritten whole).
+                if let Some(unwritten) = decode_settled(&body[BODY_PREFIX..]) {
+                    written.floor = id;
+                    written.unwritten = unwritten.into_iter().collect();
+                    written.unknown = false;
                 }
             }
             KIND_RECOVERY_POINT => {
@@ -438,7 +473,7 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     Ok(Frames {
         pending,
         points,
-        max_id: max_id.max(next.saturating_sub(1)),
+        max_id,
         written,
         end: at,
     })
@@ -578,9 +613,6 @@ impl BatchJournal {
         let leftover = dir.join(format!("{FILE_NAME}.compact"));
         remove_if_exists(storage.as_ref(), &leftover)?;
         let existed = storage.exists(&dir.join(FILE_NAME));
-        // A journal missing from a log that holds records was removed by hand: it can say
-        // nothing about the intents the records name (a new log has no records).
-        let missing = !existed;
         let file = storage.open(&dir.join(FILE_NAME), OpenMode::OpenOrCreate)?;
         if !existed {
             // The file's name must survive a power loss as surely as what is written in it.
@@ -592,10 +624,9 @@ impl BatchJournal {
             pending,
             points: found_points,
             max_id,
-            mut written,
+            written,
             end,
         } = read_frames(&bytes)?;
-        written.unknown = missing;
         let (len, allocated) = (end as u64, bytes.len() as u64);
         Ok((
             BatchJournal {
@@ -649,6 +680,13 @@ impl BatchJournal {
     /// disk that name one; see the module documentation).
     pub fn written_intents(&self) -> &WrittenIntents {
         &self.written
+    }
+
+    /// Gives out no id below `next` from now on: recovery found records naming ids up to
+    /// just below it (a journal that says nothing may not know them).
+    pub fn skip_ids_below(&self, next: u64) {
+        let _outstanding = self.outstanding.locked();
+        self.next_id.fetch_max(next, Ordering::AcqRel);
     }
 
     /// Intent `id`'s append is durable everywhere; returns its done mark to write.
@@ -756,16 +794,21 @@ impl BatchJournal {
     fn rewrite(&self) -> io::Result<u64> {
         let (settled, mut keep) = {
             let outstanding = self.outstanding.locked();
-            // Ids are taken under this lock, so no id below `next` is missing from it
-            // unless its intent finished (or was never used).
+            // Ids are taken under this lock, so every intent id below `next` not in it
+            // finished (or was never used); of those in it, the ones with a frame are
+            // written into the new file, and the rest are listed.
             let next = self.next_id.load(Ordering::Acquire);
-            let floor = outstanding.keys().copied().min().unwrap_or(next);
-            let keep: Vec<(u64, Vec<u8>)> = outstanding
-                .iter()
-                .filter(|(_, f)| !f.is_empty())
-                .map(|(id, f)| (*id, f.clone()))
-                .collect();
-            (encode_settled(floor, next), keep)
+            let mut unwritten = Vec::new();
+            let mut keep: Vec<(u64, Vec<u8>)> = Vec::new();
+            for (id, f) in outstanding.iter() {
+                if f.is_empty() {
+                    unwritten.push(*id);
+                } else {
+                    keep.push((*id, f.clone()));
+                }
+            }
+            unwritten.sort_unstable();
+            (encode_settled(next, &unwritten), keep)
         };
         keep.extend(self.deletions.locked().iter().cloned());
         keep.extend(self.points.locked().values().cloned());
@@ -1073,13 +1116,63 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_journal_counts_every_intent_as_written() {
+    fn an_intent_finished_while_an_older_one_stages_stays_written_after_a_compaction() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, _) =
+            BatchJournal::open_compacting_at(Arc::new(OsStorage), dir.path(), 1).expect("open");
+        let parts = [part("t", 0, 0, 1), part("t", 1, 0, 1)];
+        // An append still staging holds an older id than one that finishes meanwhile.
+        let staging = journal.reserve();
+        let (finished, frame) = journal.begin(&parts);
+        journal.write(&frame, true).expect("write");
+        journal
+            .write(&journal.finished(finished), false)
+            .expect("write");
+        journal.compact_if_large().expect("compact");
+        // The crash: the staging append's intent never reached the file.
+        drop(journal);
+        let (journal, pending) = BatchJournal::open(dir.path()).expect("reopen");
+        assert!(pending.is_empty());
+        let written = journal.written_intents();
+        assert!(
+            written.contains(finished),
+            "finished and compacted away, still written"
+        );
+        assert!(
+            !written.contains(staging),
+            "listed as reserved and unwritten"
+        );
+    }
+
+    #[test]
+    fn a_journal_that_says_nothing_counts_every_intent_as_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Missing: created empty.
         let (journal, _) = BatchJournal::open(dir.path()).expect("open");
         assert!(journal.written_intents().contains(5));
         drop(journal);
+        // Empty, or of an earlier version: no settled mark.
         let (journal, _) = BatchJournal::open(dir.path()).expect("reopen");
+        assert!(journal.written_intents().contains(5));
+        journal.skip_ids_below(5);
+        journal.clear().expect("clear");
+        drop(journal);
+        // Settled as of now: ids below 5 are, 5 is not.
+        let (journal, _) = BatchJournal::open(dir.path()).expect("reopen");
+        assert!(journal.written_intents().contains(4));
         assert!(!journal.written_intents().contains(5));
+        assert!(
+            journal.reserve() >= 5,
+            "ids below the skip are not given out again"
+        );
+        drop(journal);
+        // A settled mark that does not read says nothing.
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[HEADER + 1] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("write");
+        let (journal, _) = BatchJournal::open(dir.path()).expect("reopen");
+        assert!(journal.written_intents().contains(5));
     }
 
     #[test]

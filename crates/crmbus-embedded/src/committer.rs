@@ -122,7 +122,7 @@ impl Committer {
 
     /// Queues the intent `frame` of an append that spans partitions, after staging it and
     /// before submitting it (holding [`Committer::gate`]): the group commit writes and
-    /// fsyncs it ahead of the append's data; the page cache gets it now.
+    /// fsyncs it beside the append's data; the page cache gets it now.
     pub fn queue_intent(&self, frame: Vec<u8>) -> Result<(), LogError> {
         match &self.how {
             How::Group(commit) => {
@@ -256,12 +256,10 @@ impl Committer {
     }
 
     /// Writes and fsyncs the recovery points that `frames` makes (on open, once all of
-    /// every partition is durable). Page-cache durability promises nothing across a power
-    /// loss: it writes no points, and `frames` is not called.
+    /// every partition is durable: open fsyncs what it found, whatever the durability).
+    /// With page-cache durability these are the only points written, and they stay true:
+    /// what they cover was fsynced.
     pub fn write_recovery_points(&self, frames: impl FnOnce() -> Vec<u8>) -> Result<(), LogError> {
-        if let How::PageCache { .. } = self.how {
-            return Ok(());
-        }
         let frames = frames();
         if frames.is_empty() {
             return Ok(());

@@ -479,8 +479,8 @@ impl Segment {
     /// Recovery only (the partition is opened again after): cuts the file before the
     /// record at `offset` (all of it when `offset` is at or below the base), fsyncs it, and
     /// removes its index file (the caller fsyncs the directory); returns the file's new
-    /// length. Fails if the records up to `offset` do not read whole: recovery found them
-    /// so before it decided to cut.
+    /// length. Damage before `offset` (counted when the segment was opened) is stepped
+    /// over to the next whole record; fails if none is found up to the one at `offset`.
     pub fn cut_at(&self, offset: u64) -> io::Result<u64> {
         let position = if offset <= self.base {
             0
@@ -490,18 +490,22 @@ impl Segment {
             self.file()?.read_exact_at(&mut data, start)?;
             let mut at = 0usize;
             while expected < offset {
-                match crate::record::parse(&data[at..]) {
+                let resume = match crate::record::parse(&data[at..]) {
                     crate::record::Parsed::Record(meta, _, len) if meta.offset == expected => {
                         at += len;
                         expected += 1;
+                        continue;
                     }
                     // Damage (counted when the segment was opened): go on at the next whole
                     // record after it, up to the one at `offset`.
-                    _ if let Some((next_at, next)) = next_record(&data, at + 1, expected + 1, offset) => {
+                    _ => next_record(&data, at + 1, expected + 1, offset),
+                };
+                match resume {
+                    Some((next_at, next)) => {
                         at = next_at;
                         expected = next;
                     }
-                    _ => {
+                    None => {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!(

@@ -204,7 +204,7 @@ impl GroupCommit {
 
     /// Queues a batch journal intent. Call it (holding [`GroupCommit::gate`]) after
     /// staging the append's data and before submitting it: the round that takes that data
-    /// writes and fsyncs the intent first.
+    /// writes and fsyncs the intent beside it.
     pub fn queue_intent(&self, frame: Vec<u8>) {
         let mut q = self.shared.queue.locked();
         q.journal.extend_from_slice(&frame);
@@ -410,7 +410,8 @@ impl Drop for PoisonOnPanic<'_> {
     }
 }
 
-/// The journal frames a round writes before it writes its data.
+/// The journal frames a round writes: the recovery points of the last round, then what
+/// was queued.
 struct JournalStep<'a> {
     shared: &'a Shared,
     journal: &'a BatchJournal,

@@ -374,3 +374,49 @@ async fn a_log_of_format_2_opens_reads_the_same_and_its_new_batches_name_their_i
     assert_eq!(named.iter().filter(|i| **i > 0).count(), parts(&later));
     assert_eq!(record_format(dir.path()), RECORD_FORMAT);
 }
+
+/// A journal removed by hand knows none of the intent ids the records name: the log opens
+/// whole (nothing is cut for an intent it cannot see), and gives out no id a record
+/// already names, so a later crash cannot take an old part for a new one.
+#[tokio::test]
+async fn after_the_journal_is_removed_no_intent_id_is_given_out_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    {
+        let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+        log.create_topic(TopicSpec::new("spread", 4))
+            .await
+            .expect("create");
+        for k in 0..5u64 {
+            let batch: Vec<Event> = (k * 12..k * 12 + 12).map(deal).collect();
+            log.append(&["spread".to_string()], &batch)
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+    }
+    let before = intents_named(&topic_segment_files(dir.path(), "spread"));
+    let highest = before.iter().copied().max().unwrap_or(0);
+    assert!(highest >= 5, "{before:?}");
+    std::fs::remove_file(dir.path().join(crmbus_embedded::batch_journal::FILE_NAME))
+        .expect("remove journal");
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("reopen");
+    let mut stored = 0;
+    for p in 0..4 {
+        stored += log.read("spread", p, 0, 100).await.expect("read").len();
+    }
+    assert_eq!(stored, 60, "nothing is cut");
+    let later: Vec<Event> = (60..72).map(deal).collect();
+    log.append(&["spread".to_string()], &later)
+        .await
+        .expect("append");
+    log.close().await.expect("close");
+    let after = intents_named(&topic_segment_files(dir.path(), "spread"));
+    let new: Vec<u64> = after
+        .iter()
+        .copied()
+        .filter(|i| *i > 0 && !before.contains(i))
+        .collect();
+    assert!(!new.is_empty());
+    assert!(new.iter().all(|i| *i > highest), "{new:?} after {highest}");
+}

@@ -101,7 +101,10 @@ impl EmbeddedLog {
             let partitions = open_partitions(&dir, &spec, &opts, &shared)?;
             opened.push((spec, partitions));
         }
-        let lost = lost_intent_parts(&opened, &journal)?;
+        let (lost, highest_intent) = lost_intent_parts(&opened, &journal)?;
+        // Ids the records name are not given out again (a journal that says nothing, as
+        // one removed by hand, does not know them).
+        journal.skip_ids_below(highest_intent.saturating_add(1));
         if !spans.is_empty() || !lost.is_empty() {
             roll_back(&dir, &mut opened, &spans, &lost, &opts, &shared)?;
         }
@@ -261,21 +264,24 @@ fn open_partitions(
 /// [`crate::batch_journal`]): the first record of each names an intent whose write the
 /// crash took. Only records after a partition's recovery point are looked at: the round
 /// that made the point durable made the intents of everything before it durable too.
+/// Also returns the highest intent id the records looked at name.
 fn lost_intent_parts(
     opened: &[(TopicSpec, Vec<Arc<Partition>>)],
     journal: &BatchJournal,
-) -> Result<Vec<LostIntentPart>, LogError> {
+) -> Result<(Vec<LostIntentPart>, u64), LogError> {
     let written = journal.written_intents();
     let points = journal.recovery_points();
     let mut lost = Vec::new();
     let mut intents = HashSet::new();
+    let mut highest = 0;
     for (spec, partitions) in opened {
         for p in partitions {
             let from = points
                 .get(&(spec.name.clone(), p.id))
                 .map_or(0, |point| point.next);
-            let found: Vec<(u64, u64)> = p
-                .intents_from(from)?
+            let named = p.intents_from(from)?;
+            highest = named.iter().map(|(_, i)| *i).fold(highest, u64::max);
+            let found: Vec<(u64, u64)> = named
                 .into_iter()
                 .filter(|(_, intent)| !written.contains(*intent))
                 .collect();
@@ -290,7 +296,7 @@ fn lost_intent_parts(
         metrics::counter!("crmbus_log_batches_rolled_back_on_recovery_total")
             .increment(intents.len() as u64);
     }
-    Ok(lost)
+    Ok((lost, highest))
 }
 
 /// Rolls back every append that spans partitions and is not whole on disk, and every
@@ -486,7 +492,6 @@ impl Inner {
     /// Writes every partition's recovery point to the journal and fsyncs it (on open,
     /// after recovery, when all of every partition is durable).
     pub(super) fn write_recovery_points(&self) -> Result<(), LogError> {
-        // Page-cache durability promises nothing across a power loss: no points.
         self.commit.write_recovery_points(|| {
             let mut frames = Vec::new();
             for t in &self.all_topics() {
