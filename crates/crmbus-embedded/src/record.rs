@@ -362,6 +362,17 @@ mod tests {
         assert_eq!((m.offset, m.version, json), (7, 0, &b"{}"[..]));
     }
 
+    /// A record body's header fields (offset 1, a timestamp, a digest) with `flags`.
+    fn body_header(flags: u8) -> Vec<u8> {
+        [
+            &1u64.to_le_bytes()[..],
+            &1i64.to_le_bytes()[..],
+            &42u64.to_le_bytes()[..],
+            &[flags][..],
+        ]
+        .concat()
+    }
+
     /// Frames of `body` with a valid checksum.
     fn framed(body: &[u8]) -> Vec<u8> {
         let mut f = (body.len() as u32).to_le_bytes().to_vec();
@@ -437,23 +448,14 @@ mod tests {
 
     #[test]
     fn an_intent_that_runs_past_its_body_or_is_zero_is_refused() {
-        let header = |flags: u8| -> Vec<u8> {
-            [
-                &1u64.to_le_bytes()[..],
-                &1i64.to_le_bytes()[..],
-                &42u64.to_le_bytes()[..],
-                &[flags][..],
-            ]
-            .concat()
-        };
-        let mut cut = header(FLAG_INTENT);
+        let mut cut = body_header(FLAG_INTENT);
         cut.extend_from_slice(&[0xc1]);
         assert!(matches!(parse(&framed(&cut)), Parsed::Invalid(_)));
-        let mut ascii = header(FLAG_INTENT | FLAG_VERSION_VARINT);
+        let mut ascii = body_header(FLAG_INTENT | FLAG_VERSION_VARINT);
         ascii.extend_from_slice(&[0x81]);
         ascii.extend_from_slice(b"{}");
         assert!(matches!(parse(&framed(&ascii)), Parsed::Invalid(_)));
-        let mut zero = header(FLAG_INTENT);
+        let mut zero = body_header(FLAG_INTENT);
         zero.extend_from_slice(&[0x80]);
         zero.extend_from_slice(b"{}");
         assert!(matches!(parse(&framed(&zero)), Parsed::Invalid(_)));
@@ -461,33 +463,24 @@ mod tests {
 
     #[test]
     fn a_version_that_runs_past_its_body_or_a_u64_is_refused() {
-        let header = |flags: u8| -> Vec<u8> {
-            [
-                &1u64.to_le_bytes()[..],
-                &1i64.to_le_bytes()[..],
-                &42u64.to_le_bytes()[..],
-                &[flags][..],
-            ]
-            .concat()
-        };
         // The body ends inside the varint.
-        let mut cut = header(FLAG_VERSION_VARINT);
+        let mut cut = body_header(FLAG_VERSION_VARINT);
         cut.extend_from_slice(&[0xc1, 0x80]);
         assert!(matches!(parse(&framed(&cut)), Parsed::Invalid(_)));
         // A first byte that is not a varint's.
-        let mut ascii = header(FLAG_VERSION_VARINT);
+        let mut ascii = body_header(FLAG_VERSION_VARINT);
         ascii.extend_from_slice(b" {}");
         assert!(matches!(parse(&framed(&ascii)), Parsed::Invalid(_)));
         // Eleven bytes, or a tenth byte past a u64.
-        let mut long = header(FLAG_VERSION_VARINT);
+        let mut long = body_header(FLAG_VERSION_VARINT);
         long.extend_from_slice(&[0xff; 10]);
         long.extend_from_slice(&[0x01, b'{', b'}']);
         assert!(matches!(parse(&framed(&long)), Parsed::Invalid(_)));
-        let mut wide = header(FLAG_VERSION_VARINT);
+        let mut wide = body_header(FLAG_VERSION_VARINT);
         wide.extend_from_slice(&[0xff; 9]);
         wide.extend_from_slice(&[0x04, b'{', b'}']);
         assert!(matches!(parse(&framed(&wide)), Parsed::Invalid(_)));
-        let mut widest = header(FLAG_VERSION_VARINT);
+        let mut widest = body_header(FLAG_VERSION_VARINT);
         widest.extend_from_slice(&[0xff; 9]);
         widest.extend_from_slice(&[0x03, b'{', b'}']);
         let Parsed::Record(m, _, _) = parse(&framed(&widest)) else {
@@ -495,7 +488,7 @@ mod tests {
         };
         assert_eq!(m.version, u64::MAX);
         // Both layouts claimed at once.
-        let mut both = header(FLAG_VERSION_VARINT | FLAG_VERSIONED);
+        let mut both = body_header(FLAG_VERSION_VARINT | FLAG_VERSIONED);
         both.extend_from_slice(&[0x01; 9]);
         both.extend_from_slice(b"{}");
         assert!(matches!(parse(&framed(&both)), Parsed::Invalid(_)));

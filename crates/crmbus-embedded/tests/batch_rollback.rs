@@ -48,6 +48,48 @@ fn parts_of(topic: &str, partitions: u32, from: &[u64], batch: &[Event]) -> Vec<
         .collect()
 }
 
+/// Writes to the journal in `dir` the intent of an append whose part in partition `p` of
+/// `deals` (of two) is `count` records from `first`, and whose part in the other partition
+/// is its first record: that part is not on disk, so open rolls the append back.
+fn journal_intent_in_two_partitions(dir: &std::path::Path, p: u32, first: u64, count: u64) {
+    let parts = vec![
+        Part {
+            topic: "deals".into(),
+            partition: p,
+            first,
+            count,
+        },
+        Part {
+            topic: "deals".into(),
+            partition: 1 - p,
+            first: 0,
+            count: 1,
+        },
+    ];
+    append_to_journal(
+        dir,
+        &crmbus_embedded::batch_journal::encode_spans(1_000_000, &parts),
+    );
+}
+
+/// Event `n` of `subject`, padded so that a segment holds few.
+fn padded(n: u64, subject: &str) -> Event {
+    Event::new("deal.won", json!({"n": n, "pad": "x".repeat(200)}))
+        .id(format!("evt-{n}"))
+        .subject(subject)
+        .source("urn:crm:deals")
+}
+
+/// Options whose segments roll once they hold `records` [`padded`] events.
+fn rolling_every(clock: &ManualClock, records: u64) -> EmbeddedOptions {
+    // The frame: its event, 33 bytes of header and a one-byte version.
+    let record_len = padded(0, "a").to_json_vec().len() as u64 + 34;
+    EmbeddedOptions {
+        segment_bytes: record_len * (2 * records - 1) / 2,
+        ..opts(clock, Durability::Fsync)
+    }
+}
+
 fn pending_in(dir: &std::path::Path) -> usize {
     let bytes = std::fs::read(dir.join(FILE_NAME)).expect("journal");
     pending_intents(&bytes).expect("read journal").len()
@@ -225,12 +267,7 @@ async fn a_rollback_cuts_across_a_segment_roll() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_700_000_000_000_000);
     // Events of one subject go to one partition; a second subject to another.
-    let subject_event = |n: u64, subject: &str| {
-        Event::new("deal.won", json!({"n": n, "pad": "x".repeat(200)}))
-            .id(format!("evt-{n}"))
-            .subject(subject)
-            .source("urn:crm:deals")
-    };
+    let subject_event = padded;
     let other_subject = (0..100)
         .map(|k| format!("deal-{k}"))
         .find(|s| {
@@ -238,12 +275,7 @@ async fn a_rollback_cuts_across_a_segment_roll() {
         })
         .expect("a subject in the other partition");
     let p = partition_for(&subject_event(0, "a"), 2);
-    let record_len = subject_event(0, "a").to_json_vec().len() as u64 + 33;
-    let options = || EmbeddedOptions {
-        // A segment rolls once it holds two records.
-        segment_bytes: record_len * 3 / 2,
-        ..opts(&clock, Durability::Fsync)
-    };
+    let options = || rolling_every(&clock, 2);
     let pdir = dir.path().join("topics").join("deals").join(p.to_string());
     {
         let log = EmbeddedLog::open(dir.path(), options()).expect("open");
@@ -283,24 +315,7 @@ async fn a_rollback_cuts_across_a_segment_roll() {
         ],
         "the first segment was sealed and the last record went to the next one"
     );
-    let parts = vec![
-        Part {
-            topic: "deals".into(),
-            partition: p,
-            first: 1,
-            count: 2,
-        },
-        Part {
-            topic: "deals".into(),
-            partition: 1 - p,
-            first: 0,
-            count: 1,
-        },
-    ];
-    append_to_journal(
-        dir.path(),
-        &crmbus_embedded::batch_journal::encode_spans(1_000_000, &parts),
-    );
+    journal_intent_in_two_partitions(dir.path(), p, 1, 2);
     let log = EmbeddedLog::open(dir.path(), options()).expect("reopen");
     assert_eq!(
         logs(&pdir),
@@ -518,19 +533,9 @@ async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
 async fn a_rollback_cut_does_not_take_damage_before_it_for_a_torn_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_700_000_000_000_000);
-    let subject_event = |n: u64| {
-        Event::new("deal.won", json!({"n": n, "pad": "x".repeat(200)}))
-            .id(format!("evt-{n}"))
-            .subject("a")
-            .source("urn:crm:deals")
-    };
+    let subject_event = |n: u64| padded(n, "a");
     let p = partition_for(&subject_event(0), 2);
-    let record_len = subject_event(0).to_json_vec().len() as u64 + 34;
-    let options = || EmbeddedOptions {
-        // A segment rolls once it holds four records.
-        segment_bytes: record_len * 7 / 2,
-        ..opts(&clock, Durability::Fsync)
-    };
+    let options = || rolling_every(&clock, 4);
     let pdir = dir.path().join("topics").join("deals").join(p.to_string());
     {
         let log = EmbeddedLog::open(dir.path(), options()).expect("open");
@@ -557,24 +562,7 @@ async fn a_rollback_cut_does_not_take_damage_before_it_for_a_torn_tail() {
     std::fs::write(&first, &bytes).expect("write");
     // The journal holds the part's intent, and no recovery point for the partition.
     std::fs::remove_file(dir.path().join(FILE_NAME)).expect("remove journal");
-    let parts = vec![
-        Part {
-            topic: "deals".into(),
-            partition: p,
-            first: 3,
-            count: 2,
-        },
-        Part {
-            topic: "deals".into(),
-            partition: 1 - p,
-            first: 0,
-            count: 1,
-        },
-    ];
-    append_to_journal(
-        dir.path(),
-        &crmbus_embedded::batch_journal::encode_spans(1_000_000, &parts),
-    );
+    journal_intent_in_two_partitions(dir.path(), p, 3, 2);
     let log = EmbeddedLog::open(dir.path(), options()).expect("reopen");
     assert!(
         !pdir.join("00000000000000000004.log").exists(),
