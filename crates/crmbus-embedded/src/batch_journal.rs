@@ -61,9 +61,11 @@
 //! an fsync of their own; recovery treats damage before a partition's point as corruption
 //! and everything after it as a tail that may be torn.
 //!
-//! A frame that is torn or fails its checksum ends the journal: nothing after it was
-//! acknowledged, because a round is acknowledged only once its journal write is durable
-//! (and the parts of an intent the tear took are cut, see above).
+//! A frame that is torn or fails its checksum is lost, and only it: the reader goes on
+//! at the next whole frame, if any (every frame is true once it is on disk; an intent
+//! found after damage is rolled back unless whole, as any other). Zeros, or nothing
+//! whole, after it are the end. So bit rot in a frame written long ago does not hide the
+//! intents written after it, which would then look lost.
 //! Once the file is large it is compacted: rewritten beside the old one with only the
 //! intents still outstanding, fsynced, and renamed over it.
 
@@ -377,25 +379,46 @@ impl WrittenIntents {
 /// An intent's kind, its payload, and the topics deleted after it.
 type RawIntent<'a> = (u8, &'a [u8], Vec<String>);
 
+/// The body of the whole frame at `at` in `bytes` (its length in range, its checksum
+/// right), if there is one.
+fn whole_frame(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let header = bytes.get(at..at + HEADER)?;
+    let body_len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    if body_len < BODY_PREFIX {
+        return None;
+    }
+    let body = bytes.get(at + HEADER..(at + HEADER).checked_add(body_len)?)?;
+    (crc32c::crc32c(body) == crc).then_some(body)
+}
+
 fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     let mut intents: BTreeMap<u64, RawIntent<'_>> = BTreeMap::new();
     let mut points = RecoveryPoints::new();
     let mut max_id = 0u64;
     let mut written = WrittenIntents::default();
     let mut at = 0usize;
+    let mut end = 0usize;
     while bytes.len() - at >= HEADER {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&bytes[at..at + 4]);
-        let body_len = u32::from_le_bytes(len) as usize;
-        let mut crc = [0u8; 4];
-        crc.copy_from_slice(&bytes[at + 4..at + 8]);
-        if body_len < BODY_PREFIX || bytes.len() - at - HEADER < body_len {
-            break;
-        }
-        let body = &bytes[at + HEADER..at + HEADER + body_len];
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc) {
-            break;
-        }
+        let Some(body) = whole_frame(bytes, at) else {
+            // Damage, or the end. A whole frame further on (of a known kind) means damage:
+            // what follows is read on, since every frame is true once it is on disk (an
+            // intent found there is rolled back unless whole, as any other).
+            match (at + 1..bytes.len()).find(|&i| {
+                whole_frame(bytes, i).is_some_and(|b| (KIND_INTENT..=KIND_SETTLED).contains(&b[0]))
+            }) {
+                Some(next) => {
+                    tracing::warn!(
+                        at,
+                        next,
+                        "the batch journal is damaged; reading on after the damage"
+                    );
+                    at = next;
+                    continue;
+                }
+                None => break,
+            }
+        };
         let mut id = [0u8; 8];
         id.copy_from_slice(&body[1..9]);
         let id = u64::from_le_bytes(id);
@@ -443,7 +466,8 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
                 ));
             }
         }
-        at += HEADER + body_len;
+        at += HEADER + body.len();
+        end = at;
     }
     let pending = intents
         .into_iter()
@@ -475,7 +499,7 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
         points,
         max_id,
         written,
-        end: at,
+        end,
     })
 }
 
@@ -926,7 +950,7 @@ mod tests {
     }
 
     #[test]
-    fn intents_without_a_done_mark_are_pending_and_a_torn_tail_ends_the_journal() {
+    fn intents_without_a_done_mark_are_pending_a_torn_tail_ends_the_journal_and_damage_does_not() {
         let a = event("a").to_json_vec();
         let mut bytes = encode_spans(1, &[part("deals", 0, 0, 2), part("deals", 3, 4, 1)]);
         bytes.extend(encode_spans(2, &[part("x", 0, 7, 1), part("y", 1, 1, 1)]));
@@ -946,17 +970,31 @@ mod tests {
             other => panic!("intent 3 should be of the previous format: {other:?}"),
         }
 
-        // The done mark of 1 torn: 1 is pending again; a damaged byte stops the read there.
-        let torn = &bytes[..bytes.len() - 3];
-        let ids: Vec<u64> = pending_intents(torn)
-            .expect("read")
-            .iter()
-            .map(|(id, _)| *id)
-            .collect();
-        assert_eq!(ids, vec![1, 2, 3]);
+        // The done mark of 1 torn: 1 is pending again.
+        let ids = |bytes: &[u8]| -> Vec<u64> {
+            pending_intents(bytes)
+                .expect("read")
+                .iter()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        assert_eq!(ids(&bytes[..bytes.len() - 3]), vec![1, 2, 3]);
+        // A damaged byte loses its frame only: what follows is read on (and the zeros
+        // written ahead after the last frame are the end).
         let mut damaged = bytes.clone();
+        damaged.extend([0u8; 64]);
         damaged[HEADER + 2] ^= 0xff;
-        assert!(pending_intents(&damaged).expect("read").is_empty());
+        assert_eq!(ids(&damaged), vec![2, 3]);
+        let (mut garbage, at) = (bytes.clone(), bytes.len() - 40);
+        garbage[at..].iter_mut().for_each(|b| *b = 0x5a);
+        // Intent 3's end and the done mark of 1 are in the damage.
+        assert_eq!(ids(&garbage), vec![1, 2]);
+        let frames = read_frames(&damaged).expect("read");
+        assert_eq!(
+            frames.end,
+            bytes.len(),
+            "new frames go after the last whole one"
+        );
     }
 
     #[test]
