@@ -847,45 +847,62 @@ fn a_power_cut_in_the_round_that_rolls_is_never_reported_as_corruption() {
 
 /// What survives a crash of the process (the page cache is intact) but was never fsynced
 /// is made durable on open before it is served: a power cut after that must not take back
-/// what readers saw, nor show it as damage.
+/// what readers saw, nor show it as damage. Both with zeros written ahead of the records
+/// (a small write) and without (a write larger than `PREFILL_WRITES_UP_TO`, where the file
+/// ends at the last record and open finds nothing to cut).
 #[test]
 fn what_open_serves_after_a_process_crash_survives_a_later_power_cut() {
-    let sim = crmbus_embedded::SimStorage::new();
-    let data = std::path::Path::new("/data");
-    let opts = |durability| EmbeddedOptions {
-        durability,
-        retention_interval: None,
-        storage: Arc::new(sim.mount()),
-        ..Default::default()
-    };
-    block_on(async {
-        let log = EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Fsync)).expect("open");
-        log.create_topic(TopicSpec::new("t", 1))
-            .await
-            .expect("create");
-        drop(log);
-        // Page-cache appends, then the process dies: the writes are still in the cache.
-        let log = EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Os)).expect("open");
-        log.append(&["t".to_string()], &[event("cached", "k", 0)])
-            .await
-            .expect("append");
-        sim.kill_process();
-    });
-    block_on(async {
-        let log =
-            EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Fsync)).expect("reopen");
-        let seen = read_all(&log, "t", 0, 0).await.expect("read");
-        assert_eq!(seen.len(), 1, "the cached event is served");
-        sim.crash(crmbus_embedded::storage::CrashMode::KeepNone, 1);
-    });
-    block_on(async {
-        let log =
-            EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Fsync)).expect("reopen");
-        let info = log.describe_topic("t").await.expect("describe");
-        assert!(info.partition_info[0].corrupt.is_empty(), "{info:?}");
-        let seen = read_all(&log, "t", 0, 0).await.expect("read");
-        assert_eq!(seen.len(), 1, "what was served survives the power cut");
-    });
+    for count in [1, 200] {
+        let sim = crmbus_embedded::SimStorage::new();
+        let data = std::path::Path::new("/data");
+        let opts = |durability| EmbeddedOptions {
+            durability,
+            retention_interval: None,
+            storage: Arc::new(sim.mount()),
+            ..Default::default()
+        };
+        let events: Vec<_> = (0..count)
+            .map(|i| event(&format!("cached-{i}"), "k", i))
+            .collect();
+        let bytes: usize = events.iter().map(|e| e.to_json_vec().len()).sum();
+        assert_eq!(
+            bytes as u64 > crmbus_embedded::segment::PREFILL_WRITES_UP_TO,
+            count > 1
+        );
+        block_on(async {
+            let log =
+                EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Fsync)).expect("open");
+            log.create_topic(TopicSpec::new("t", 1))
+                .await
+                .expect("create");
+            drop(log);
+            // Page-cache appends, then the process dies: the writes are still in the cache.
+            let log = EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Os)).expect("open");
+            log.append(&["t".to_string()], &events)
+                .await
+                .expect("append");
+            sim.kill_process();
+        });
+        block_on(async {
+            let log =
+                EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Fsync)).expect("reopen");
+            let seen = read_all(&log, "t", 0, 0).await.expect("read");
+            assert_eq!(seen.len(), count, "the cached events are served");
+            sim.crash(crmbus_embedded::storage::CrashMode::KeepNone, 1);
+        });
+        block_on(async {
+            let log =
+                EmbeddedLog::open(data, opts(crmbus_embedded::Durability::Fsync)).expect("reopen");
+            let info = log.describe_topic("t").await.expect("describe");
+            assert!(info.partition_info[0].corrupt.is_empty(), "{info:?}");
+            let seen = read_all(&log, "t", 0, 0).await.expect("read");
+            assert_eq!(
+                seen.len(),
+                count,
+                "what was served survives the power cut ({count} events)"
+            );
+        });
+    }
 }
 
 /// The parts of an append that spans two partitions, for journal tests.
@@ -1147,5 +1164,73 @@ fn directories_open_makes_again_survive_a_power_cut() {
             stored += read_all(&log, "deals", p, 0).await.expect("read").len();
         }
         assert_eq!(stored, acked, "every acknowledged event survives");
+    });
+}
+
+/// The versions retention keeps for subjects it leaves without events (`subjects.heads`)
+/// survive a power cut right after the retention pass: the file is written under a
+/// temporary name and fsynced before the rename, so the name never points at contents
+/// that did not reach the disk (those would fail their checksum and be ignored, and the
+/// subject would start again from version 1, reusing versions readers already saw).
+#[test]
+fn versions_kept_by_retention_survive_a_power_cut() {
+    use crmbus::{Event, ExtensionValue, EXPECTED_VERSION};
+    use crmbus_embedded::storage::CrashMode;
+    let sim = crmbus_embedded::SimStorage::new();
+    let data = std::path::Path::new("/data");
+    let opts = || EmbeddedOptions {
+        retention_interval: None,
+        segment_bytes: 4096,
+        storage: Arc::new(sim.mount()),
+        ..Default::default()
+    };
+    let deal = |id: String, deal: &str| {
+        Event::new("deal.stage_changed", serde_json::json!({"deal_id": deal}))
+            .id(id)
+            .subject(deal)
+            .source("urn:crm:deals")
+    };
+    let t = vec!["deals".to_string()];
+    block_on(async {
+        let log = EmbeddedLog::open(data, opts()).expect("open");
+        let spec = TopicSpec::new("deals", 1).with_retention(Retention {
+            max_age: None,
+            max_bytes: Some(8192),
+        });
+        log.create_topic(spec).await.expect("create");
+        // deal-old's two events first, then enough of deal-1 to roll many segments.
+        for i in 0..2 {
+            log.append(&t, &[deal(format!("o{i}"), "deal-old")])
+                .await
+                .expect("append");
+        }
+        for i in 0..120 {
+            log.append(&t, &[deal(format!("d{i}"), "deal-1")])
+                .await
+                .expect("append");
+        }
+        let removed = log.enforce_retention().await.expect("retention");
+        assert!(removed > 2, "retention removed {removed} events");
+        let read = log
+            .read_subject("deals", "deal-old", 1, 10)
+            .await
+            .expect("read subject");
+        assert_eq!((read.version, read.events.len()), (2, 0));
+        sim.crash(CrashMode::KeepNone, 0);
+    });
+    block_on(async {
+        let log = EmbeddedLog::open(data, opts()).expect("open after the power cut");
+        let read = log
+            .read_subject("deals", "deal-old", 1, 10)
+            .await
+            .expect("read subject");
+        assert_eq!(read.version, 2, "deal-old's version survives the power cut");
+        let mut next = deal("o2".into(), "deal-old");
+        next.extensions.insert(
+            EXPECTED_VERSION.to_string(),
+            ExtensionValue::Number(2.into()),
+        );
+        let r = log.append(&t, &[next]).await.expect("append");
+        assert_eq!(r[0].version, Some(3));
     });
 }
