@@ -61,6 +61,7 @@ pub mod segment;
 pub mod storage;
 pub mod subjects;
 pub mod syncer;
+pub mod vec_pool;
 
 pub use crmbus::OpenedBackend;
 pub use log::EmbeddedLog;

@@ -18,6 +18,7 @@ use crate::record::{self, RecordMeta, FLAG_BATCH_END};
 use crate::segment::{log_name, Segment, SegmentRole};
 use crate::storage::{create_dir_all_durable, remove_if_exists};
 use crate::subjects::{SubjectEntry, SubjectIndex};
+use crate::vec_pool::VecPool;
 
 mod heads;
 mod read;
@@ -120,6 +121,12 @@ struct WriterState {
     /// Bytes staged for the last segment and not yet written to it.
     staged_active_bytes: u64,
 }
+
+/// Staging buffers of every partition in the process, handed back after their round
+/// wrote them (see [`crate::vec_pool`]): at most this many bytes are kept.
+static FRAME_BUFFERS: VecPool<u8> = VecPool::new(64 << 20);
+/// The same for the staged records' headers and lengths.
+static LEN_BUFFERS: VecPool<(RecordMeta, u32)> = VecPool::new(16 << 20);
 
 /// Work for the next flush of a partition.
 enum Staged {
@@ -487,8 +494,8 @@ impl Partition {
         if !extend {
             w.staged.push(Staged::Write {
                 segment: Arc::clone(&active),
-                frames: Vec::new(),
-                lens: Vec::new(),
+                frames: FRAME_BUFFERS.take(),
+                lens: LEN_BUFFERS.take(),
             });
         }
         let mut added = 0u64;
@@ -689,6 +696,8 @@ impl Partition {
                         self.written_next
                             .fetch_max(last.offset + 1, Ordering::AcqRel);
                     }
+                    FRAME_BUFFERS.give(frames);
+                    LEN_BUFFERS.give(lens);
                     if !touched.iter().any(|s| Arc::ptr_eq(s, &segment)) {
                         touched.push(segment);
                     }
