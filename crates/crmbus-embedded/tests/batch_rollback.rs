@@ -470,11 +470,18 @@ async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
     let clock = ManualClock::new(1_700_000_000_000_000);
     let batch: Vec<Event> = (0..12).map(deal).collect();
     let earlier: Vec<Event> = (100..104).map(deal).collect();
-    // Segments of the default size, and segments that roll every other record (so parts
-    // start new segments, and a rollback removes whole segment files).
-    let two_records = (deal(100).to_json_vec().len() as u64 + 34) * 3 / 2;
-    let (mut cuts, mut absent) = (0, 0);
-    for segment_bytes in [EmbeddedOptions::default().segment_bytes, two_records] {
+    // Segments of the default size, and segments full with one record (so each part in a
+    // partition that holds an earlier event starts a new segment, and a rollback removes
+    // whole segment files).
+    let one_record = deal(100).to_json_vec().len() as u64;
+    let (mut cuts, mut absent, mut removed_segments) = (0, 0, 0);
+    let log_files = |sim: &SimStorage| {
+        sim.files_under(std::path::Path::new("/data/topics"))
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "log"))
+            .count()
+    };
+    for segment_bytes in [EmbeddedOptions::default().segment_bytes, one_record] {
         let sim_opts = |sim: &SimStorage| EmbeddedOptions {
             storage: Arc::new(sim.mount()),
             segment_bytes,
@@ -504,7 +511,11 @@ async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
                 }
                 drop(log);
                 cuts += 1;
+                let files_before = log_files(&sim);
                 let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("reopen");
+                if log_files(&sim) < files_before {
+                    removed_segments += 1;
+                }
                 let after = ids_by_partition(&log, "deals").await;
                 let stored: usize = after
                     .values()
@@ -539,6 +550,10 @@ async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
         }
     }
     assert!(cuts > 40, "{cuts} cuts");
+    assert!(
+        removed_segments > 0,
+        "no rollback removed a segment file: the small segments do not roll"
+    );
     assert!(
         absent > 0 && absent < cuts,
         "{absent} of {cuts} cuts left the batch absent"

@@ -24,12 +24,13 @@ pub fn save(storage: &dyn Storage, dir: &Path, heads: &[(String, u64)]) -> io::R
     file.sync_all()?;
     drop(file);
     storage.rename(&tmp, &dir.join(FILE))?;
-    // Not needed for correctness while the only caller (retention) removes the segment
-    // after this and fsyncs this same directory before it returns: directory changes reach
-    // the disk in the order they were made (the journaling file systems log them in order;
-    // the simulated disk keeps a prefix of them), so the removal is never durable without
-    // the new name. Kept so the file does not rely on its caller.
-    storage.sync_dir(dir) // mutants: equivalent (see above)
+    // Needed only where directory changes can reach the disk out of order. The only
+    // caller (retention) removes the segment after this and fsyncs this same directory
+    // before it returns. On ext4 and XFS, whose journals commit in order, and on the
+    // simulated disk, which keeps a prefix of a directory's changes, the removal is never
+    // durable without the new name, so no test here can tell this fsync is missing. POSIX
+    // promises no such order, and btrfs's fsync log may not keep it: the fsync stays.
+    storage.sync_dir(dir) // mutants: equivalent (on file systems that order directory changes; see above)
 }
 
 /// The versions kept in the directory's file (none when there is no file). A file whose
