@@ -401,6 +401,11 @@ fn read_frames(bytes: &[u8]) -> io::Result<Frames> {
     let mut end = 0usize;
     while bytes.len() - at >= HEADER {
         let Some(body) = whole_frame(bytes, at) else {
+            // Zeros to the end (the room written ahead of the next frame): the end, with no
+            // search for a frame byte by byte through up to a MiB of them on every open.
+            if bytes[at..].iter().all(|b| *b == 0) {
+                break;
+            }
             // Damage, or the end. A whole frame further on (of a known kind) means damage:
             // what follows is read on, since every frame is true once it is on disk (an
             // intent found there is rolled back unless whole, as any other).
