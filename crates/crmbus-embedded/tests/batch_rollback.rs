@@ -676,3 +676,109 @@ async fn damage_in_the_middle_of_the_journal_does_not_cut_acknowledged_batches()
     }
     assert_eq!(stored.len(), 36);
 }
+
+/// A power cut while open recovers from an earlier cut, at operations spread over the whole
+/// recovery (its rollback cuts, segment removals, fsyncs, journal writes) and the close
+/// after it, loses nothing: the open
+/// after it still finds a batch the first cut caught whole or absent, whole if it was
+/// acknowledged, what came before it untouched, and a third cut right after that open
+/// changes nothing it served. The first cut comes at every operation of the batch's
+/// append, on segments that roll with every record (so rollbacks remove segment files).
+#[tokio::test]
+async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
+    use crmbus_embedded::storage::{CrashMode, SimStorage};
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let batch: Vec<Event> = (0..12).map(deal).collect();
+    let earlier: Vec<Event> = (100..104).map(deal).collect();
+    let data = std::path::PathBuf::from("/data");
+    let one_record = deal(100).to_json_vec().len() as u64;
+    let sim_opts = |sim: &SimStorage| EmbeddedOptions {
+        storage: Arc::new(sim.mount()),
+        segment_bytes: one_record,
+        ..opts(&clock, Durability::Fsync)
+    };
+    let (mut recoveries_cut, mut absent) = (0, 0);
+    for mode in [CrashMode::KeepAll, CrashMode::KeepNone, CrashMode::TornTail] {
+        for at in 0.. {
+            let sim = SimStorage::new();
+            let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("open");
+            log.create_topic(TopicSpec::new("deals", 4))
+                .await
+                .expect("create");
+            for e in &earlier {
+                log.append(&["deals".to_string()], std::slice::from_ref(e))
+                    .await
+                    .expect("append");
+            }
+            let before = ids_by_partition(&log, "deals").await;
+            sim.crash_at_op(sim.ops() + at, mode, at);
+            let acked = log.append(&["deals".to_string()], &batch).await.is_ok();
+            if sim.crash_pending() {
+                break;
+            }
+            drop(log);
+            // How many operations the recovery (and the close after it) takes, on a copy
+            // of this disk.
+            let recovery_ops = {
+                let copy = sim.fork();
+                let ops = copy.ops();
+                drop(EmbeddedLog::open(&data, sim_opts(&copy)).expect("reopen"));
+                copy.ops() - ops
+            };
+            // Every operation of the recovery is a cut point; each first cut takes an
+            // evenly spread share of them, starting further along with each first cut, so
+            // that the first cuts together take them all (where the cut kept written data,
+            // recovery reads far more, so those take fewer).
+            let share = match mode {
+                CrashMode::KeepNone => 8,
+                _ => 3,
+            };
+            let stride = (recovery_ops / share).max(1);
+            for cut in (at % stride..recovery_ops).step_by(stride as usize) {
+                let disk = sim.fork();
+                disk.crash_at_op(disk.ops() + cut, CrashMode::KeepNone, cut);
+                // The count includes the close after the open: a cut there is taken too.
+                drop(EmbeddedLog::open(&data, sim_opts(&disk)));
+                if disk.crash_pending() {
+                    break;
+                }
+                recoveries_cut += 1;
+                let log = EmbeddedLog::open(&data, sim_opts(&disk)).expect("open after");
+                let after = ids_by_partition(&log, "deals").await;
+                let stored: usize = after
+                    .values()
+                    .flatten()
+                    .filter(|id| batch.iter().any(|e| &e.id == *id))
+                    .count();
+                let context = format!(
+                    "{mode:?}, batch cut at operation {at}, recovery cut at operation {cut} \
+                     of {recovery_ops}, acknowledged: {acked}"
+                );
+                assert!(
+                    stored == 0 || stored == batch.len(),
+                    "{context}: {stored} of 12 stored"
+                );
+                if acked {
+                    assert_eq!(stored, batch.len(), "{context}");
+                }
+                if stored == 0 {
+                    assert_eq!(after, before, "{context}: what came before is untouched");
+                    absent += 1;
+                }
+                disk.crash(CrashMode::KeepNone, cut);
+                drop(log);
+                let log = EmbeddedLog::open(&data, sim_opts(&disk)).expect("open again");
+                assert_eq!(
+                    ids_by_partition(&log, "deals").await,
+                    after,
+                    "{context}: a power cut after recovery changed what it served"
+                );
+            }
+        }
+    }
+    assert!(recoveries_cut > 100, "{recoveries_cut} recoveries cut");
+    assert!(
+        absent > 0 && absent < recoveries_cut,
+        "{absent} of {recoveries_cut} cut recoveries left the batch absent"
+    );
+}

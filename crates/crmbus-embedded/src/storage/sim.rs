@@ -110,6 +110,22 @@ impl SimStorage {
         s.power_cut(mode, seed);
     }
 
+    /// A separate disk holding what this one holds now, durable or not, so that a test
+    /// can run what follows one state many times (each cut of a recovery, say) without
+    /// building the state again. Open handles, locks, planned crashes and faults stay
+    /// with this disk; the copy counts operations on from this one's count.
+    pub fn fork(&self) -> SimStorage {
+        let mut copy = self.lock_state().clone();
+        copy.open_handles.clear();
+        copy.locks.clear();
+        copy.crash_at = None;
+        copy.faults.clear();
+        SimStorage {
+            state: Arc::new(Mutex::new(copy)),
+            mounted: None,
+        }
+    }
+
     /// Kills the process without cutting the power: handles of the current boot go stale,
     /// but what it wrote stays in the (simulated) page cache, still not durable: a power
     /// cut later can still lose it.

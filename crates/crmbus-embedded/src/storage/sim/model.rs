@@ -16,7 +16,7 @@ pub(super) enum FileOp {
     SetLen(u64),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct FileNode {
     pub(super) current: Vec<u8>,
     pub(super) synced: Vec<u8>,
@@ -38,20 +38,20 @@ pub(super) enum DirOp {
     Rename { from: String, to: String, ino: u64 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct DirNode {
     pub(super) entries: BTreeMap<String, u64>,
     pub(super) synced: BTreeMap<String, u64>,
     pub(super) pending: Vec<DirOp>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum Node {
     File(FileNode),
     Dir(DirNode),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct State {
     pub(super) generation: u64,
     pub(super) nodes: HashMap<u64, Node>,
