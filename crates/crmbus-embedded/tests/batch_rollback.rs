@@ -9,11 +9,13 @@
 //! instead, are tested in `batch_journal.rs`.)
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use crmbus::clock::ManualClock;
 use crmbus::{partition_for, Event, EventLog, TopicSpec};
 use crmbus_embedded::batch_journal::{pending_intents, Part, FILE_NAME};
+use crmbus_embedded::storage::{CrashMode, SimStorage};
 use crmbus_embedded::{Durability, EmbeddedLog, EmbeddedOptions};
 use serde_json::json;
 
@@ -455,6 +457,84 @@ async fn a_round_that_fails_in_one_partition_serves_nothing_of_it_in_another() {
     assert!(log.read("deals", 0, 0, 100).await.expect("read").is_empty());
 }
 
+/// A disk on which `earlier` was appended to `deals` (4 partitions) one event at a time,
+/// then the power was cut at operation `at` of the append of `batch`, keeping what `mode`
+/// says of what was not fsynced: the disk, whether the batch was acknowledged, and the ids
+/// each partition held before it. `None` when the append ran to its end before the cut.
+async fn cut_during_a_batch(
+    make_opts: &dyn Fn(&SimStorage) -> EmbeddedOptions,
+    earlier: &[Event],
+    batch: &[Event],
+    at: u64,
+    mode: CrashMode,
+) -> Option<(SimStorage, bool, BTreeMap<u32, Vec<String>>)> {
+    let sim = SimStorage::new();
+    let log = EmbeddedLog::open(Path::new(SIM_DATA), make_opts(&sim)).expect("open");
+    log.create_topic(TopicSpec::new("deals", 4))
+        .await
+        .expect("create");
+    for e in earlier {
+        log.append(&["deals".to_string()], std::slice::from_ref(e))
+            .await
+            .expect("append");
+    }
+    let before = ids_by_partition(&log, "deals").await;
+    sim.crash_at_op(sim.ops() + at, mode, at);
+    let acked = log.append(&["deals".to_string()], batch).await.is_ok();
+    if sim.crash_pending() {
+        // The append's round ran to its end before the cut: every operation of it has
+        // had its cut.
+        assert!(acked && at > 0, "{mode:?}");
+        return None;
+    }
+    Some((sim, acked, before))
+}
+
+/// Checks what `log`, opened on `sim` after a cut during the append of `batch`, serves:
+/// the batch whole or absent, whole if it was `acked`, and when absent the partitions as
+/// they were `before` it. Then cuts the power again, with nothing written since the open,
+/// and checks that the next open serves the same (what recovery served was durable before
+/// it was served). Returns whether the batch was absent.
+async fn check_recovered(
+    log: EmbeddedLog,
+    sim: &SimStorage,
+    make_opts: &dyn Fn(&SimStorage) -> EmbeddedOptions,
+    batch: &[Event],
+    before: &BTreeMap<u32, Vec<String>>,
+    acked: bool,
+    context: &str,
+) -> bool {
+    let after = ids_by_partition(&log, "deals").await;
+    let stored: usize = after
+        .values()
+        .flatten()
+        .filter(|id| batch.iter().any(|e| &e.id == *id))
+        .count();
+    assert!(
+        stored == 0 || stored == batch.len(),
+        "{context}: {stored} of {} stored",
+        batch.len()
+    );
+    if acked {
+        assert_eq!(stored, batch.len(), "{context}");
+    }
+    if stored == 0 {
+        assert_eq!(&after, before, "{context}: what came before is untouched");
+    }
+    sim.crash(CrashMode::KeepNone, 0);
+    drop(log);
+    let log = EmbeddedLog::open(Path::new(SIM_DATA), make_opts(sim)).expect("open again");
+    assert_eq!(
+        ids_by_partition(&log, "deals").await,
+        after,
+        "{context}: a power cut after recovery changed what it served"
+    );
+    stored == 0
+}
+
+/// Where the power-cut tests keep the log on the simulated disk.
+const SIM_DATA: &str = "/data";
+
 /// The group commit writes a batch's intent beside its data (on a storage that takes one
 /// operation at a time, as the simulated disk does: the data first, then the journal). A
 /// power cut at each storage operation of the round, keeping all, none or a torn part of
@@ -466,7 +546,6 @@ async fn a_round_that_fails_in_one_partition_serves_nothing_of_it_in_another() {
 /// was not fsynced would bring the cut part back, its intent by then forgotten).
 #[tokio::test]
 async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
-    use crmbus_embedded::storage::{CrashMode, SimStorage};
     let clock = ManualClock::new(1_700_000_000_000_000);
     let batch: Vec<Event> = (0..12).map(deal).collect();
     let earlier: Vec<Event> = (100..104).map(deal).collect();
@@ -476,7 +555,7 @@ async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
     let one_record = deal(100).to_json_vec().len() as u64;
     let (mut cuts, mut absent, mut removed_segments) = (0, 0, 0);
     let log_files = |sim: &SimStorage| {
-        sim.files_under(std::path::Path::new("/data/topics"))
+        sim.files_under(Path::new("/data/topics"))
             .iter()
             .filter(|f| f.extension().is_some_and(|e| e == "log"))
             .count()
@@ -489,63 +568,23 @@ async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
         };
         for mode in [CrashMode::KeepAll, CrashMode::KeepNone, CrashMode::TornTail] {
             for at in 0.. {
-                let sim = SimStorage::new();
-                let data = std::path::PathBuf::from("/data");
-                let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("open");
-                log.create_topic(TopicSpec::new("deals", 4))
-                    .await
-                    .expect("create");
-                for e in &earlier {
-                    log.append(&["deals".to_string()], std::slice::from_ref(e))
-                        .await
-                        .expect("append");
-                }
-                let before = ids_by_partition(&log, "deals").await;
-                sim.crash_at_op(sim.ops() + at, mode, at);
-                let acked = log.append(&["deals".to_string()], &batch).await.is_ok();
-                if sim.crash_pending() {
-                    // The append's round ran to its end before the cut: every operation
-                    // of it has had its cut.
-                    assert!(acked && at > 0, "{mode:?}");
+                let Some((sim, acked, before)) =
+                    cut_during_a_batch(&sim_opts, &earlier, &batch, at, mode).await
+                else {
                     break;
-                }
-                drop(log);
+                };
                 cuts += 1;
                 let files_before = log_files(&sim);
-                let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("reopen");
+                let log = EmbeddedLog::open(Path::new(SIM_DATA), sim_opts(&sim)).expect("reopen");
                 if log_files(&sim) < files_before {
                     removed_segments += 1;
                 }
-                let after = ids_by_partition(&log, "deals").await;
-                let stored: usize = after
-                    .values()
-                    .flatten()
-                    .filter(|id| batch.iter().any(|e| &e.id == *id))
-                    .count();
                 let context = format!(
                     "segments of {segment_bytes} bytes, {mode:?}, cut at operation {at}, acknowledged: {acked}"
                 );
-                assert!(
-                    stored == 0 || stored == batch.len(),
-                    "{context}: {stored} of 12 stored"
-                );
-                if acked {
-                    assert_eq!(stored, batch.len(), "{context}");
-                }
-                if stored == 0 {
-                    assert_eq!(after, before, "{context}: what came before is untouched");
+                if check_recovered(log, &sim, &sim_opts, &batch, &before, acked, &context).await {
                     absent += 1;
                 }
-                // What recovery served is durable before it is served: a second power
-                // cut, with nothing written since the open, changes none of it.
-                sim.crash(CrashMode::KeepNone, at);
-                drop(log);
-                let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("reopen again");
-                assert_eq!(
-                    ids_by_partition(&log, "deals").await,
-                    after,
-                    "{context}: a power cut after recovery changed what it served"
-                );
             }
         }
     }
@@ -679,18 +718,16 @@ async fn damage_in_the_middle_of_the_journal_does_not_cut_acknowledged_batches()
 
 /// A power cut while open recovers from an earlier cut, at operations spread over the whole
 /// recovery (its rollback cuts, segment removals, fsyncs, journal writes) and the close
-/// after it, loses nothing: the open
-/// after it still finds a batch the first cut caught whole or absent, whole if it was
-/// acknowledged, what came before it untouched, and a third cut right after that open
-/// changes nothing it served. The first cut comes at every operation of the batch's
-/// append, on segments that roll with every record (so rollbacks remove segment files).
+/// after it, loses nothing: the open after it still finds a batch the first cut caught
+/// whole or absent, whole if it was acknowledged, what came before it untouched, and a
+/// further cut right after that open changes nothing it served. The first cut comes at
+/// every operation of the batch's append, on segments that roll with every record (so
+/// rollbacks remove segment files).
 #[tokio::test]
 async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
-    use crmbus_embedded::storage::{CrashMode, SimStorage};
     let clock = ManualClock::new(1_700_000_000_000_000);
     let batch: Vec<Event> = (0..12).map(deal).collect();
     let earlier: Vec<Event> = (100..104).map(deal).collect();
-    let data = std::path::PathBuf::from("/data");
     let one_record = deal(100).to_json_vec().len() as u64;
     let sim_opts = |sim: &SimStorage| EmbeddedOptions {
         storage: Arc::new(sim.mount()),
@@ -700,29 +737,17 @@ async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
     let (mut recoveries_cut, mut absent) = (0, 0);
     for mode in [CrashMode::KeepAll, CrashMode::KeepNone, CrashMode::TornTail] {
         for at in 0.. {
-            let sim = SimStorage::new();
-            let log = EmbeddedLog::open(&data, sim_opts(&sim)).expect("open");
-            log.create_topic(TopicSpec::new("deals", 4))
-                .await
-                .expect("create");
-            for e in &earlier {
-                log.append(&["deals".to_string()], std::slice::from_ref(e))
-                    .await
-                    .expect("append");
-            }
-            let before = ids_by_partition(&log, "deals").await;
-            sim.crash_at_op(sim.ops() + at, mode, at);
-            let acked = log.append(&["deals".to_string()], &batch).await.is_ok();
-            if sim.crash_pending() {
+            let Some((sim, acked, before)) =
+                cut_during_a_batch(&sim_opts, &earlier, &batch, at, mode).await
+            else {
                 break;
-            }
-            drop(log);
+            };
             // How many operations the recovery (and the close after it) takes, on a copy
             // of this disk.
             let recovery_ops = {
                 let copy = sim.fork();
                 let ops = copy.ops();
-                drop(EmbeddedLog::open(&data, sim_opts(&copy)).expect("reopen"));
+                drop(EmbeddedLog::open(Path::new(SIM_DATA), sim_opts(&copy)).expect("reopen"));
                 copy.ops() - ops
             };
             // Every operation of the recovery is a cut point; each first cut takes an
@@ -738,41 +763,20 @@ async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
                 let disk = sim.fork();
                 disk.crash_at_op(disk.ops() + cut, CrashMode::KeepNone, cut);
                 // The count includes the close after the open: a cut there is taken too.
-                drop(EmbeddedLog::open(&data, sim_opts(&disk)));
+                drop(EmbeddedLog::open(Path::new(SIM_DATA), sim_opts(&disk)));
                 if disk.crash_pending() {
                     break;
                 }
                 recoveries_cut += 1;
-                let log = EmbeddedLog::open(&data, sim_opts(&disk)).expect("open after");
-                let after = ids_by_partition(&log, "deals").await;
-                let stored: usize = after
-                    .values()
-                    .flatten()
-                    .filter(|id| batch.iter().any(|e| &e.id == *id))
-                    .count();
+                let log =
+                    EmbeddedLog::open(Path::new(SIM_DATA), sim_opts(&disk)).expect("open after");
                 let context = format!(
                     "{mode:?}, batch cut at operation {at}, recovery cut at operation {cut} \
                      of {recovery_ops}, acknowledged: {acked}"
                 );
-                assert!(
-                    stored == 0 || stored == batch.len(),
-                    "{context}: {stored} of 12 stored"
-                );
-                if acked {
-                    assert_eq!(stored, batch.len(), "{context}");
-                }
-                if stored == 0 {
-                    assert_eq!(after, before, "{context}: what came before is untouched");
+                if check_recovered(log, &disk, &sim_opts, &batch, &before, acked, &context).await {
                     absent += 1;
                 }
-                disk.crash(CrashMode::KeepNone, cut);
-                drop(log);
-                let log = EmbeddedLog::open(&data, sim_opts(&disk)).expect("open again");
-                assert_eq!(
-                    ids_by_partition(&log, "deals").await,
-                    after,
-                    "{context}: a power cut after recovery changed what it served"
-                );
             }
         }
     }
