@@ -716,13 +716,14 @@ async fn damage_in_the_middle_of_the_journal_does_not_cut_acknowledged_batches()
     assert_eq!(stored.len(), 36);
 }
 
-/// A power cut while open recovers from an earlier cut, at operations spread over the whole
-/// recovery (its rollback cuts, segment removals, fsyncs, journal writes) and the close
-/// after it, loses nothing: the open after it still finds a batch the first cut caught
-/// whole or absent, whole if it was acknowledged, what came before it untouched, and a
-/// further cut right after that open changes nothing it served. The first cut comes at
-/// every operation of the batch's append, on segments that roll with every record (so
-/// rollbacks remove segment files).
+/// A power cut while open recovers from an earlier cut, at operations spread over the
+/// recovery (its rollback cuts, segment removals, fsyncs and journal rewrite), keeping
+/// none, a random part or a torn tail of what the recovery had not fsynced, loses nothing:
+/// the open after it still finds a batch the first cut caught whole or absent, whole if it
+/// was acknowledged, what came before it untouched, and a further cut right after that open
+/// changes nothing it served. The first cut comes at every operation of the batch's
+/// append, on segments that roll with every record (so rollbacks remove segment files),
+/// and some recovery cuts must fall between the removals of one rollback.
 #[tokio::test]
 async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
     let clock = ManualClock::new(1_700_000_000_000_000);
@@ -734,7 +735,18 @@ async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
         segment_bytes: one_record,
         ..opts(&clock, Durability::Fsync)
     };
-    let (mut recoveries_cut, mut absent) = (0, 0);
+    let log_files = |sim: &SimStorage| {
+        sim.files_under(Path::new("/data/topics"))
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "log"))
+            .count()
+    };
+    let recovery_modes = [
+        CrashMode::KeepNone,
+        CrashMode::RandomPages,
+        CrashMode::TornTail,
+    ];
+    let (mut recoveries_cut, mut absent, mut split_rollbacks) = (0, 0, 0);
     for mode in [CrashMode::KeepAll, CrashMode::KeepNone, CrashMode::TornTail] {
         for at in 0.. {
             let Some((sim, acked, before)) =
@@ -742,37 +754,42 @@ async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
             else {
                 break;
             };
-            // How many operations the recovery (and the close after it) takes, on a copy
-            // of this disk.
-            let recovery_ops = {
+            // How many operations the open takes (recovery included), and how many segment
+            // files it leaves, on a copy of this disk.
+            let (open_ops, files_recovered) = {
                 let copy = sim.fork();
                 let ops = copy.ops();
                 drop(EmbeddedLog::open(Path::new(SIM_DATA), sim_opts(&copy)).expect("reopen"));
-                copy.ops() - ops
+                (copy.ops() - ops, log_files(&copy))
             };
-            // Every operation of the recovery is a cut point; each first cut takes an
-            // evenly spread share of them, starting further along with each first cut, so
-            // that the first cuts together take them all (where the cut kept written data,
-            // recovery reads far more, so those take fewer).
+            let files_cut = log_files(&sim);
+            // Each first cut cuts its recovery at an evenly spread share of the open's
+            // operations, starting further along with each first cut (where the first cut
+            // kept written data, recovery reads far more, so those take fewer).
             let share = match mode {
                 CrashMode::KeepNone => 8,
                 _ => 3,
             };
-            let stride = (recovery_ops / share).max(1);
-            for cut in (at % stride..recovery_ops).step_by(stride as usize) {
+            let stride = (open_ops / share).max(1);
+            for cut in (at % stride..open_ops).step_by(stride as usize) {
                 let disk = sim.fork();
-                disk.crash_at_op(disk.ops() + cut, CrashMode::KeepNone, cut);
-                // The count includes the close after the open: a cut there is taken too.
+                let how = recovery_modes[(cut % 3) as usize];
+                disk.crash_at_op(disk.ops() + cut, how, cut);
                 drop(EmbeddedLog::open(Path::new(SIM_DATA), sim_opts(&disk)));
-                if disk.crash_pending() {
-                    break;
-                }
+                assert!(
+                    !disk.crash_pending(),
+                    "the open took fewer operations than on the copy of the same disk"
+                );
                 recoveries_cut += 1;
+                let files = log_files(&disk);
+                if files < files_cut && files > files_recovered {
+                    split_rollbacks += 1;
+                }
                 let log =
                     EmbeddedLog::open(Path::new(SIM_DATA), sim_opts(&disk)).expect("open after");
                 let context = format!(
-                    "{mode:?}, batch cut at operation {at}, recovery cut at operation {cut} \
-                     of {recovery_ops}, acknowledged: {acked}"
+                    "{mode:?}, batch cut at operation {at}, recovery cut ({how:?}) at operation \
+                     {cut} of {open_ops}, acknowledged: {acked}"
                 );
                 if check_recovered(log, &disk, &sim_opts, &batch, &before, acked, &context).await {
                     absent += 1;
@@ -780,7 +797,15 @@ async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
             }
         }
     }
+    eprintln!(
+        "{recoveries_cut} recoveries cut: {split_rollbacks} between the segment removals of a \
+         rollback, {absent} leaving the batch absent"
+    );
     assert!(recoveries_cut > 100, "{recoveries_cut} recoveries cut");
+    assert!(
+        split_rollbacks > 0,
+        "no recovery cut fell between the segment removals of a rollback"
+    );
     assert!(
         absent > 0 && absent < recoveries_cut,
         "{absent} of {recoveries_cut} cut recoveries left the batch absent"

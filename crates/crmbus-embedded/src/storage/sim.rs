@@ -113,13 +113,15 @@ impl SimStorage {
     /// A separate disk holding what this one holds now, durable or not, so that a test
     /// can run what follows one state many times (each cut of a recovery, say) without
     /// building the state again. Open handles, locks, planned crashes and faults stay
-    /// with this disk; the copy counts operations on from this one's count.
+    /// with this disk (a file only an open handle kept is not copied); the capacity and
+    /// the counters of operations, power cuts and fsyncs are copied and go on from there.
     pub fn fork(&self) -> SimStorage {
         let mut copy = self.lock_state().clone();
         copy.open_handles.clear();
         copy.locks.clear();
         copy.crash_at = None;
         copy.faults.clear();
+        copy.collect_garbage();
         SimStorage {
             state: Arc::new(Mutex::new(copy)),
             mounted: None,
