@@ -175,6 +175,21 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         "Failed fsyncs of the embedded log (each stops the log until a restart).",
     ),
     (
+        "crmbus_log_commit_rounds_total",
+        Kind::Counter,
+        "Group-commit rounds of the embedded log (each writes what appends staged and fsyncs it before they are acknowledged).",
+    ),
+    (
+        "crmbus_log_commit_files_synced_total",
+        Kind::Counter,
+        "Files the embedded log's group-commit rounds fsynced: a partition per partition written, and the batch journal when a round carries intents (each costs the disk a flush; divide by the rounds for files per round).",
+    ),
+    (
+        "crmbus_log_commit_round_seconds",
+        Kind::Histogram,
+        "Time of one group-commit round of the embedded log: its writes and fsyncs.",
+    ),
+    (
         "crmbus_outbox_pending",
         Kind::Gauge,
         "Outbox rows committed and not yet published, by outbox (the [[outbox]] relays).",

@@ -923,6 +923,21 @@ async fn health_readiness_metrics_and_openapi() {
         "{text}"
     );
     assert!(text.contains("crmbus_publish_duration_seconds"), "{text}");
+    // The publish went through a group-commit round that fsynced its partition.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(value("crmbus_log_commit_rounds_total") >= 1.0, "{text}");
+    assert!(
+        value("crmbus_log_commit_files_synced_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("crmbus_log_commit_round_seconds_count"),
+        "{text}"
+    );
 
     let (st, doc) = s.get("/openapi.json").await;
     assert_eq!(st, 200);
