@@ -151,6 +151,30 @@ fn start_writers(db_url: &str, count: u64, seed: u64) -> Writers {
 }
 
 impl Writers {
+    /// Waits until the writers have committed more than `rows` outbox rows and rolled at
+    /// least one transaction back, so that a slow machine (or a slow database restart)
+    /// still gives the test the work it checks; a minute without getting there fails it.
+    async fn wait_for(&self, db_url: &str, rows: i64) {
+        let client = connect(db_url).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let committed: i64 = client
+                .query_one("SELECT count(*) FROM crmbus_outbox", &[])
+                .await
+                .expect("count")
+                .get(0);
+            let rolled_back = !self.rolled_back.lock().expect("lock").is_empty();
+            if committed > rows && rolled_back {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writers committed {committed} rows in a minute (rolled back any: {rolled_back})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn finish(self) -> (HashSet<String>, u64) {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.tasks {
@@ -298,6 +322,7 @@ async fn a_relay_killed_at_random_points_publishes_every_committed_row_once_in_o
         child.wait().expect("reap");
         cycles += 1;
     }
+    writers.wait_for(&db.url, 100).await;
     let (rolled_back, transactions) = writers.finish().await;
     let mut last = relay(&db.url, &server);
     wait_until_drained(&db.url).await;
@@ -352,6 +377,7 @@ async fn two_relays_through_a_database_restart_publish_every_committed_row_once_
         .await
         .expect("restart");
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    writers.wait_for(&db.url, 50).await;
     let (rolled_back, transactions) = writers.finish().await;
     wait_until_drained(&db.url).await;
     for r in &mut relays {
