@@ -97,6 +97,12 @@ pub struct NetBenchArgs {
     /// Partitions of crmbus's topic.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// Durability of crmbus's embedded log. `os` acknowledges once the page cache holds an
+    /// event and never fsyncs: a run with it measures what the fsyncs cost (the same run
+    /// with `fsync` beside it), and checks no target, since the targets are for fsync
+    /// before every acknowledgement.
+    #[arg(long, value_enum, default_value_t = CrmbusDurability::Fsync)]
+    crmbus_durability: CrmbusDurability,
     /// Ordering of crmbus's consumer group in the read-back phase. `none` does the peers'
     /// work: Redis and NATS consumer groups hand out events in log order with no hold per
     /// key. `key` adds crmbus's per-key guarantee (one event of a key in flight at a time),
@@ -143,6 +149,26 @@ pub struct NetBenchArgs {
     json: bool,
 }
 
+/// The durability `bench net` gives crmbus's embedded log.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum CrmbusDurability {
+    /// fsync before every acknowledgement (group commit), as crmbus runs by default.
+    Fsync,
+    /// The page cache only: nothing is fsynced.
+    Os,
+}
+
+impl CrmbusDurability {
+    /// The value of `storage.durability`.
+    fn setting(self) -> &'static str {
+        match self {
+            CrmbusDurability::Fsync => "fsync",
+            CrmbusDurability::Os => "os",
+        }
+    }
+}
+
 /// An engine of `bench net`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum EngineKind {
@@ -172,9 +198,14 @@ impl EngineKind {
         }
     }
 
-    fn durability(self) -> &'static str {
+    fn durability(self, args: &NetBenchArgs) -> &'static str {
         match self {
-            EngineKind::Crmbus => "embedded log, fsync before every ack (group commit)",
+            EngineKind::Crmbus => match args.crmbus_durability {
+                CrmbusDurability::Fsync => "embedded log, fsync before every ack (group commit)",
+                CrmbusDurability::Os => {
+                    "embedded log, durability os (acked in the page cache, never fsynced)"
+                }
+            },
             EngineKind::RedisAlways => "AOF, appendfsync always (fsync before every reply)",
             EngineKind::RedisEverysec => "AOF, appendfsync everysec (up to ~1 s lost on a crash)",
             EngineKind::Nats => "JetStream file storage, default sync (no fsync before the ack)",
@@ -235,6 +266,21 @@ struct EngineReport {
     /// The disk use of each entry at the top of the server's directory, largest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     disk_by_entry: Vec<(String, u64)>,
+    /// crmbus's group commit over the whole run, from its `/metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_commit: Option<GroupCommitReport>,
+}
+
+/// What crmbus's group commit did over a run (read from the server's `/metrics` before it
+/// stopped): rounds run and files fsynced (`crmbus_log_commit_rounds_total` and
+/// `crmbus_log_commit_files_synced_total`). Each file a round fsyncs costs the disk a
+/// flush of its own.
+#[derive(Serialize, Debug, Clone, Copy)]
+struct GroupCommitReport {
+    rounds: u64,
+    files_synced: u64,
+    /// Files fsynced per event stored.
+    files_synced_per_event: f64,
 }
 
 /// crmbus ÷ a peer in one round. Throughputs: above 1 means crmbus is faster; latencies:
@@ -274,6 +320,9 @@ struct NetReport {
     single_events: u64,
     batch_events: u64,
     crmbus_partitions: u32,
+    /// Durability of crmbus's embedded log in this run; targets are checked only with
+    /// `fsync`.
+    crmbus_durability: CrmbusDurability,
     engines: Vec<EngineReport>,
     ratios: Vec<RatioRow>,
     targets: Vec<TargetCheck>,
@@ -318,7 +367,11 @@ pub fn run(args: NetBenchArgs) -> anyhow::Result<()> {
         (e.len(), d.len())
     };
     let ratios = ratios(&engines);
-    let targets = targets(&engines, event_bytes);
+    // The targets are for fsync before every acknowledgement.
+    let targets = match args.crmbus_durability {
+        CrmbusDurability::Fsync => targets(&engines, event_bytes),
+        CrmbusDurability::Os => Vec::new(),
+    };
     let report = NetReport {
         event_bytes,
         data_bytes,
@@ -330,6 +383,7 @@ pub fn run(args: NetBenchArgs) -> anyhow::Result<()> {
         single_events: args.single_events,
         batch_events: args.batch_events,
         crmbus_partitions: args.partitions,
+        crmbus_durability: args.crmbus_durability,
         engines,
         ratios,
         targets,
@@ -349,7 +403,7 @@ fn run_engine(
 ) -> (EngineReport, bool) {
     let mut report = EngineReport {
         engine: kind.name(),
-        durability: kind.durability(),
+        durability: kind.durability(args),
         version: None,
         available: false,
         error: None,
@@ -358,6 +412,7 @@ fn run_engine(
         disk_bytes: None,
         disk_bytes_per_event: None,
         disk_by_entry: Vec::new(),
+        group_commit: None,
     };
     let server = match ServerProcess::start(kind, args, dir) {
         Ok(s) => s,
@@ -378,6 +433,13 @@ fn run_engine(
             }
         }
     });
+    // The group commit's counters, while the server still runs (crmbus only).
+    let commit_counters = match (kind, &measured) {
+        (EngineKind::Crmbus, Ok(_)) if !interrupted => {
+            Some(rt.block_on(commit_counters(server.addr)))
+        }
+        _ => None,
+    };
     let data_dir = server.data_dir.clone();
     let stopped = server.stop();
     report.available = !rounds.is_empty();
@@ -393,6 +455,19 @@ fn run_engine(
             report.disk_by_entry = disk_by_entry(&data_dir);
             if stored > 0 {
                 report.disk_bytes_per_event = Some(bytes as f64 / stored as f64);
+            }
+            match commit_counters {
+                Some(Ok((rounds, files_synced))) => {
+                    report.group_commit = Some(GroupCommitReport {
+                        rounds,
+                        files_synced,
+                        files_synced_per_event: files_synced as f64 / stored.max(1) as f64,
+                    })
+                }
+                Some(Err(e)) => {
+                    report.error = Some(format!("reading the group-commit counters: {e:#}"))
+                }
+                None => {}
             }
         }
         Err(e) => report.error = Some(format!("{e:#}")),
@@ -427,7 +502,10 @@ impl ServerProcess {
                     .env("CRMBUS_SERVER_LISTEN", "127.0.0.1:0")
                     .env("CRMBUS_STORAGE_BACKEND", "embedded")
                     .env("CRMBUS_STORAGE_DATA_DIR", &data_dir)
-                    .env("CRMBUS_STORAGE_DURABILITY", "fsync")
+                    .env(
+                        "CRMBUS_STORAGE_DURABILITY",
+                        args.crmbus_durability.setting(),
+                    )
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
@@ -642,6 +720,41 @@ fn version_of(bin: &Path, args: &[&str]) -> Option<String> {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     text.lines().next().map(|l| l.trim().to_string())
+}
+
+/// crmbus's group-commit rounds and the files they fsynced so far, from the server's
+/// `/metrics`. A counter the server never incremented is not listed there: it counts 0.
+async fn commit_counters(addr: SocketAddr) -> anyhow::Result<(u64, u64)> {
+    let url = format!("http://{addr}/metrics");
+    let text = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("GET {url}"))?
+        .text()
+        .await
+        .with_context(|| format!("reading {url}"))?;
+    Ok((
+        counter_value(&text, "crmbus_log_commit_rounds_total")?,
+        counter_value(&text, "crmbus_log_commit_files_synced_total")?,
+    ))
+}
+
+/// The value of the unlabelled counter `name` in Prometheus text, 0 when it is not there.
+fn counter_value(text: &str, name: &str) -> anyhow::Result<u64> {
+    let Some(value) = text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        rest.starts_with(' ').then(|| rest.trim())
+    }) else {
+        return Ok(0);
+    };
+    // The exporter writes counters as integers, or as floats for large ones.
+    value
+        .parse::<u64>()
+        .or_else(|_| value.parse::<f64>().map(|f| f as u64))
+        .with_context(|| format!("{name} is not a number: {value:?}"))
 }
 
 /// Bytes allocated on disk to the files under `dir`.
@@ -1715,6 +1828,12 @@ fn print_table(r: &NetReport) {
                 .map(|(name, b)| format!("{name} {:.1} MB", *b as f64 / 1e6))
                 .collect();
             println!("    {:<15} {}", "", parts.join(", "));
+        }
+        if let Some(g) = &e.group_commit {
+            println!(
+                "    {:<15} group commit: {} rounds fsynced {} files, {:.3} files per event",
+                "", g.rounds, g.files_synced, g.files_synced_per_event
+            );
         }
         if e.available {
             if let Some(err) = &e.error {

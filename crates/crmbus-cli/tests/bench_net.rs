@@ -133,6 +133,27 @@ fn bench_net_json_reports_every_engine_round_and_ratio() {
             }
         }
     }
+    // crmbus fsynced before every ack: its group commit ran rounds, each fsyncing at least
+    // one file, and fewer rounds than publishes (the batches share them).
+    assert_eq!(report["crmbus_durability"], "fsync", "{report}");
+    let commit = &engine(&report, "crmbus")["group_commit"];
+    let rounds = commit["rounds"].as_u64().unwrap_or(0);
+    let files = commit["files_synced"].as_u64().unwrap_or(0);
+    assert!(rounds > 0 && files >= rounds, "{commit}");
+    assert!(rounds < 2 * (40 + 640), "{commit}");
+    let per_event = commit["files_synced_per_event"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    assert!(
+        (per_event - files as f64 / (2.0 * (40.0 + 640.0))).abs() < 1e-9,
+        "{commit}"
+    );
+    for name in names.iter().filter(|n| **n != "crmbus") {
+        assert!(
+            engine(&report, name).get("group_commit").is_none(),
+            "{name}"
+        );
+    }
     // One ratio row per peer and round, each figure crmbus's over the peer's.
     let ratios = report["ratios"].as_array().expect("ratios");
     assert_eq!(ratios.len(), 4 * 2, "{report}");
@@ -160,6 +181,41 @@ fn bench_net_json_reports_every_engine_round_and_ratio() {
         assert!(t["met"].is_boolean(), "{t}");
         positive(&t["value"], &format!("target {}", t["target"]));
     }
+}
+
+#[test]
+fn bench_net_with_crmbus_durability_os_fsyncs_nothing_and_checks_no_target() {
+    let (report, _) = bench_net(&[
+        "--engines",
+        "crmbus,redis-always",
+        "--crmbus-durability",
+        "os",
+    ]);
+    assert_eq!(report["crmbus_durability"], "os", "{report}");
+    let crmbus = engine(&report, "crmbus");
+    assert_eq!(crmbus["available"], true, "{crmbus}");
+    assert!(
+        crmbus["durability"]
+            .as_str()
+            .is_some_and(|d| d.contains("durability os")),
+        "{crmbus}"
+    );
+    assert_eq!(crmbus["events_stored"], 2 * (40 + 640), "{crmbus}");
+    // The server ran without fsync: its group commit ran no round.
+    assert_eq!(crmbus["group_commit"]["rounds"], 0, "{crmbus}");
+    assert_eq!(crmbus["group_commit"]["files_synced"], 0, "{crmbus}");
+    // Still compared with the peers, but the targets (fsync before every ack) are not
+    // checked.
+    assert_eq!(
+        report["ratios"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(
+        report["targets"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
 }
 
 #[test]
