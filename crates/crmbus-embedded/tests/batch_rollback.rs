@@ -535,6 +535,14 @@ async fn check_recovered(
 /// Where the power-cut tests keep the log on the simulated disk.
 const SIM_DATA: &str = "/data";
 
+/// Segment files (`.log`) on the simulated disk, in every topic.
+fn log_files(sim: &SimStorage) -> usize {
+    sim.files_under(&Path::new(SIM_DATA).join("topics"))
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "log"))
+        .count()
+}
+
 /// The group commit writes a batch's intent beside its data (on a storage that takes one
 /// operation at a time, as the simulated disk does: the data first, then the journal). A
 /// power cut at each storage operation of the round, keeping all, none or a torn part of
@@ -554,12 +562,6 @@ async fn a_power_cut_at_any_operation_of_a_batch_leaves_it_whole_or_absent() {
     // whole segment files).
     let one_record = deal(100).to_json_vec().len() as u64;
     let (mut cuts, mut absent, mut removed_segments) = (0, 0, 0);
-    let log_files = |sim: &SimStorage| {
-        sim.files_under(Path::new("/data/topics"))
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "log"))
-            .count()
-    };
     for segment_bytes in [EmbeddedOptions::default().segment_bytes, one_record] {
         let sim_opts = |sim: &SimStorage| EmbeddedOptions {
             storage: Arc::new(sim.mount()),
@@ -734,12 +736,6 @@ async fn a_power_cut_during_recovery_leaves_the_batch_whole_or_absent() {
         storage: Arc::new(sim.mount()),
         segment_bytes: one_record,
         ..opts(&clock, Durability::Fsync)
-    };
-    let log_files = |sim: &SimStorage| {
-        sim.files_under(Path::new("/data/topics"))
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "log"))
-            .count()
     };
     let recovery_modes = [
         CrashMode::KeepNone,
