@@ -134,13 +134,15 @@ fn bench_net_json_reports_every_engine_round_and_ratio() {
         }
     }
     // crmbus fsynced before every ack: its group commit ran rounds, each fsyncing at least
-    // one file, and fewer rounds than publishes (the batches share them).
+    // one file, and (requests sharing none here, one client at a time and three) about
+    // one round per publish request: 2 × (40 single + 640 / 64 batches) = 100, plus the
+    // few rounds that carry only journal marks.
     assert_eq!(report["crmbus_durability"], "fsync", "{report}");
     let commit = &engine(&report, "crmbus")["group_commit"];
     let rounds = commit["rounds"].as_u64().unwrap_or(0);
     let files = commit["files_synced"].as_u64().unwrap_or(0);
     assert!(rounds > 0 && files >= rounds, "{commit}");
-    assert!(rounds < 2 * (40 + 640), "{commit}");
+    assert!(rounds <= 2 * 100, "{commit}");
     let per_event = commit["files_synced_per_event"]
         .as_f64()
         .unwrap_or(f64::NAN);
@@ -184,7 +186,7 @@ fn bench_net_json_reports_every_engine_round_and_ratio() {
 }
 
 #[test]
-fn bench_net_with_crmbus_durability_os_fsyncs_nothing_and_checks_no_target() {
+fn bench_net_with_crmbus_durability_os_fsyncs_no_log_file_and_checks_no_target() {
     let (report, _) = bench_net(&[
         "--engines",
         "crmbus,redis-always",
@@ -201,7 +203,7 @@ fn bench_net_with_crmbus_durability_os_fsyncs_nothing_and_checks_no_target() {
         "{crmbus}"
     );
     assert_eq!(crmbus["events_stored"], 2 * (40 + 640), "{crmbus}");
-    // The server ran without fsync: its group commit ran no round.
+    // The log was never fsynced: its group commit ran no round.
     assert_eq!(crmbus["group_commit"]["rounds"], 0, "{crmbus}");
     assert_eq!(crmbus["group_commit"]["files_synced"], 0, "{crmbus}");
     // Still compared with the peers, but the targets (fsync before every ack) are not
