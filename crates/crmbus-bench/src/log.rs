@@ -85,6 +85,11 @@ struct LogBenchReport {
     single_p99_ratio_to_raw_fsync: f64,
     read_events_per_sec: f64,
     rss_mb_after_events: Vec<RssPoint>,
+    /// Whether this process may use transparent huge pages (`THP_enabled` of
+    /// `/proc/self/status`; `null` where the kernel does not say). The crmbus binary turns
+    /// them off, as the server runs: with them on, zeroing huge pages took a quarter of
+    /// this benchmark's CPU.
+    transparent_huge_pages: Option<bool>,
 }
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -305,6 +310,7 @@ async fn run_async(args: &LogBenchArgs, dir: &Path) -> anyhow::Result<()> {
             / raw.value_at_quantile(0.99).max(1) as f64,
         read_events_per_sec: read as f64 / read_secs,
         rss_mb_after_events: rss_points,
+        transparent_huge_pages: crate::rss::transparent_huge_pages(),
     };
     crate::common::emit(&report, args.json, print_table)
 }
@@ -374,4 +380,10 @@ fn print_table(r: &LogBenchReport) {
             p.events, p.rss_mb
         );
     }
+    let thp = match r.transparent_huge_pages {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "unknown",
+    };
+    println!("  transparent huge pages for this process: {thp}");
 }

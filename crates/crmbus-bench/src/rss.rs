@@ -8,6 +8,18 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Whether this process may use transparent huge pages (Linux `/proc/self/status`
+/// `THP_enabled`, which `prctl(PR_SET_THP_DISABLE)` clears), if the kernel says.
+pub fn transparent_huge_pages() -> Option<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
+    match line.split_whitespace().nth(1)? {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
 /// CPU time this process has used (user + system), from `/proc/self/stat`.
 pub fn cpu_time() -> Option<std::time::Duration> {
     cpu_time_from("/proc/self/stat")

@@ -36,24 +36,6 @@ fn listen_address(text: &str) -> Result<String, String> {
         })
 }
 
-/// Turns transparent huge pages off for this process (Linux), as Redis advises for itself.
-/// The allocator asks for huge pages, and each first touch of one zeroes 2 MiB in the
-/// kernel: with memory freed and taken again at every batch, that was about a tenth of the
-/// server's CPU on a publish or read-back workload, and doubled the read-back p99. Only
-/// this process is affected; a failure is logged and the server runs on.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and changes only
-        // this process's memory policy.
-        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-        if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(),
-                "could not turn transparent huge pages off");
-        }
-    }
-}
-
 /// Runs the server until a stop signal, then stops gracefully.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
@@ -67,7 +49,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Dropped last, on every way out (a panic too): what the batch holds is sent.
     let _tracer = ExportOnDrop(install_tracing(&config.tracing)?);
-    disable_transparent_huge_pages();
+    crate::disable_transparent_huge_pages();
     serve(config)
 }
 
