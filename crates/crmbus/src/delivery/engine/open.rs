@@ -230,6 +230,7 @@ impl Engine {
             metrics: EngineMetrics::new(topic, group),
             finished_since_persist: 0,
             last_persist: std::time::Instant::now(),
+            prefetch: None,
         };
         // Redrives that were under way when the engine stopped start again.
         for d in redriving {
