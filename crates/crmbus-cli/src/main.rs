@@ -27,9 +27,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The allocator asks for huge pages, and each first touch of one zeroes 2 MiB in the
 /// kernel: with memory freed and taken again at every batch, that was about a tenth of the
 /// server's CPU on a publish or read-back workload, and doubled the read-back p99. Every
-/// command does it, not only `serve`: the in-process benchmarks (`bench log`) spent a
-/// quarter of their CPU zeroing huge pages, and measured an engine the server never runs.
-/// Only this process is affected; a failure is logged and the command runs on.
+/// command that runs the engine in this process does it, not only `serve`: the in-process
+/// benchmarks (`bench log`) spent a quarter of their CPU zeroing huge pages, and measured
+/// an engine the server never runs. Programs started by this process inherit the setting,
+/// so commands that start other programs (see [`starts_programs`]) leave it alone. A
+/// failure is logged and the command runs on.
 pub(crate) fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     {
@@ -41,6 +43,17 @@ pub(crate) fn disable_transparent_huge_pages() {
                 "could not turn transparent huge pages off");
         }
     }
+}
+
+/// Whether `command` starts other programs, which would inherit this process's
+/// transparent-huge-page setting: `consume --exec` runs the user's handler, and `bench net`
+/// starts the peers it measures (Redis, NATS, the Kafka broker) under the machine's own
+/// settings (the crmbus server it starts sets its own).
+fn starts_programs(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Consume(_) | Command::Bench(crmbus_bench::BenchCommand::Net(_))
+    )
 }
 
 /// crmbus — a durable event bus for CRM and business automation.
@@ -110,7 +123,9 @@ fn main() -> std::process::ExitCode {
             .with_env_filter(log_filter())
             .with_writer(std::io::stderr)
             .init();
-        disable_transparent_huge_pages();
+        if !starts_programs(&cli.command) {
+            disable_transparent_huge_pages();
+        }
     }
     let result = match cli.command {
         Command::Bench(cmd) => crmbus_bench::run(cmd),

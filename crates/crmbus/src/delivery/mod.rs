@@ -15,7 +15,8 @@ pub mod subscription;
 pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker};
 pub use engine::{
     audit_op, read_audit_log, read_dead_letters, AuditRecord, DeadLetter, DlqFilter, Engine,
-    Parked, ParkedKey, RetryRecord, StatsSnapshot, SubscriptionStats, PERSIST_INTERVAL,
+    Parked, ParkedKey, RetryRecord, StatsSnapshot, SubscriptionStats, PERSIST_AFTER,
+    PERSIST_INTERVAL,
 };
 pub use filter::{glob_match, Condition, Filter, Op};
 pub use group_state::{GroupState, StateKind};

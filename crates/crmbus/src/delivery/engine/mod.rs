@@ -33,5 +33,5 @@ mod stats;
 
 pub use dlq::{audit_op, read_audit_log, read_dead_letters};
 pub use records::{AuditRecord, DeadLetter, DlqFilter, RetryRecord, UNREADABLE_TYPE};
-pub use run::{Engine, PERSIST_INTERVAL};
+pub use run::{Engine, PERSIST_AFTER, PERSIST_INTERVAL};
 pub use stats::{Parked, ParkedKey, StatsSnapshot, SubscriptionStats, PARKED_SHOWN};

@@ -231,6 +231,8 @@ impl Engine {
             finished_since_persist: 0,
             last_persist: std::time::Instant::now(),
             prefetch: None,
+            caught_up: Vec::new(),
+            prefetched_batches: 0,
         };
         // Redrives that were under way when the engine stopped start again.
         for d in redriving {

@@ -43,9 +43,15 @@ pub(super) struct PartCursor {
     pub(super) attempted_below: u64,
 }
 
-/// How often a busy engine persists what finished ([`Engine::pump`]): a crash delivers
-/// again at most this long's acknowledgements.
+/// How often a busy engine persists what finished ([`Engine::pump`], which checks it each
+/// time it runs: at least every [`POLL_INTERVAL`](crate::delivery::POLL_INTERVAL)). A
+/// crash delivers again what was acknowledged since the last persist.
 pub const PERSIST_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A busy engine also persists once this many deliveries finished, or this many state
+/// operations (consumer dedupe entries, retries, dead letters) wait, whichever comes first,
+/// so that one persist's batch stays within what every state store takes in one write.
+pub const PERSIST_AFTER: usize = 4096;
 
 impl PartCursor {
     pub(super) fn mark_done(&mut self, offset: u64) {
@@ -160,6 +166,21 @@ pub struct Engine {
     /// Reads started ahead of the next fill ([`Engine::start_prefetch`]): per partition
     /// index, the offset the read began at and what it got.
     pub(super) prefetch: Option<tokio::task::JoinHandle<Vec<PrefetchedRead>>>,
+    /// Per partition index: the last read found nothing more (or less than it asked
+    /// for), so no read is started ahead for it; the next fill reads it as usual.
+    pub(super) caught_up: Vec<bool>,
+    /// Batches read ahead that a fill took in (tests check that reads ahead are used).
+    pub(super) prefetched_batches: u64,
+}
+
+impl Drop for Engine {
+    /// A read started ahead ends with the engine: it holds the log, which must be free to
+    /// close (and its directory to open again) once the subscription has stopped.
+    fn drop(&mut self) {
+        if let Some(task) = self.prefetch.take() {
+            task.abort();
+        }
+    }
 }
 
 /// A read started ahead of a fill: the partition's index, the offset the read began at,
@@ -197,9 +218,10 @@ impl Engine {
     /// [`Engine::finish_one`] and its commands, so slow handlers never block commands.
     ///
     /// Under load a persist (a state commit, with an fsync on the embedded log) comes once
-    /// per interval, not once per so many deliveries: the engine waits for each persist,
+    /// per interval or per [`PERSIST_AFTER`] deliveries: the engine waits for each persist,
     /// and persisting every 64 deliveries made it wait for one in every few pulls of a
-    /// busy group. A crash loses at most the interval's acknowledgements (delivered again).
+    /// busy group. A crash loses the acknowledgements since the last persist (their
+    /// events are delivered again).
     pub async fn pump(&mut self) -> Result<(), LogError> {
         self.fill().await?;
         self.dispatch();
@@ -220,6 +242,8 @@ impl Engine {
                 .iter()
                 .any(|p| p.dispatched_to > p.stored_dispatched);
         if self.in_flight.is_empty()
+            || self.finished_since_persist >= PERSIST_AFTER
+            || self.ops.len() >= PERSIST_AFTER
             || ((self.finished_since_persist > 0 || unstored_dispatch)
                 && self.last_persist.elapsed() >= PERSIST_INTERVAL)
         {
@@ -281,6 +305,11 @@ impl Engine {
 
     /// Waits for in-flight deliveries and persists; used before stopping.
     pub async fn drain(&mut self) -> Result<(), LogError> {
+        if let Some(task) = self.prefetch.take() {
+            // Nothing more is delivered: its reads are not needed, and it holds the log.
+            task.abort();
+            let _ = task.await;
+        }
         while let Some(joined) = self.in_flight.join_next().await {
             self.absorb(joined);
         }
