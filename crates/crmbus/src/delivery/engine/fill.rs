@@ -6,15 +6,34 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::records::{encode, DeadLetter, UNREADABLE_TYPE};
-use super::run::{Engine, Key, Queued};
+use super::run::{Engine, Key, PrefetchedRead, Queued};
 use crate::delivery::group_state::StateKind;
 use crate::delivery::options::Ordering;
 use crate::error::LogError;
 use crate::event::Event;
+use crate::log::EventLog;
 use crate::state::StateOp;
 
 /// Most partitions [`Engine::fill`] reads at the same time.
 const READS_AT_ONCE: usize = 8;
+
+/// Reads every plan of [`Engine::read_plans`] from `log`, [`READS_AT_ONCE`] at a time, so
+/// that a backend that reads and decodes on threads of its own does so for several
+/// partitions at once; gives each partition index and cursor with what the read got, in
+/// the plans' order.
+async fn read_all(
+    log: Arc<dyn EventLog>,
+    topic: String,
+    plans: Vec<(usize, u32, u64, usize)>,
+) -> Vec<PrefetchedRead> {
+    let log = &log;
+    let topic = &topic;
+    futures_util::stream::iter(plans)
+        .map(|(i, p, from, max)| async move { (i, from, log.read(topic, p, from, max).await) })
+        .buffered(READS_AT_ONCE)
+        .collect()
+        .await
+}
 
 impl Engine {
     fn key_for(&self, event: &Event, offset: u64) -> Key {
@@ -43,15 +62,8 @@ impl Engine {
             if plans.is_empty() {
                 return Ok(());
             }
-            let mut pending = Vec::with_capacity(plans.len());
-            for &(_, p, from, max) in &plans {
-                pending.push(self.log.read(&self.topic, p, from, max));
-            }
-            let reads: Vec<_> = futures_util::stream::iter(pending)
-                .buffered(READS_AT_ONCE)
-                .collect()
-                .await;
-            for (&(i, _, _, max), read) in plans.iter().zip(reads) {
+            let reads = read_all(Arc::clone(&self.log), self.topic.clone(), plans.clone()).await;
+            for (&(i, _, _, max), (_, _, read)) in plans.iter().zip(reads) {
                 match read {
                     Ok(batch) if batch.is_empty() => {
                         done[i] = true;
@@ -88,9 +100,6 @@ impl Engine {
 
     /// Records whether partition index `i`'s last read found the end of what it holds.
     fn note_caught_up(&mut self, i: usize, caught_up: bool) {
-        if self.caught_up.len() < self.parts.len() {
-            self.caught_up.resize(self.parts.len(), false);
-        }
         if let Some(c) = self.caught_up.get_mut(i) {
             *c = caught_up;
         }
@@ -110,21 +119,16 @@ impl Engine {
         if plans.is_empty() {
             return;
         }
-        let mut pending = Vec::with_capacity(plans.len());
-        for (i, p, from, max) in plans {
-            let log = Arc::clone(&self.log);
-            let topic = self.topic.clone();
-            pending.push(async move { (i, from, log.read(&topic, p, from, max).await) });
-        }
-        self.prefetch = Some(tokio::spawn(
-            futures_util::stream::iter(pending)
-                .buffered(READS_AT_ONCE)
-                .collect(),
-        ));
+        self.prefetch = Some(tokio::spawn(read_all(
+            Arc::clone(&self.log),
+            self.topic.clone(),
+            plans,
+        )));
     }
 
     /// Takes in what the reads started ahead got, for each partition whose cursor is
-    /// still where its read began (a seek in between makes the fill read again). A read
+    /// still where its read began (nothing but a fill moves it today; the check keeps a
+    /// stale read out should anything else ever do so). A read
     /// that failed is left to the fill, which reads that partition again and handles the
     /// failure as it always does (an unreadable record is dead-lettered there).
     async fn take_prefetched(&mut self) {

@@ -202,6 +202,7 @@ impl Engine {
         }
         expiries.sort_unstable();
         let seed = clock.now_micros() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+        let caught_up = vec![false; parts.len()];
         let mut engine = Engine {
             log,
             state,
@@ -231,7 +232,7 @@ impl Engine {
             finished_since_persist: 0,
             last_persist: std::time::Instant::now(),
             prefetch: None,
-            caught_up: Vec::new(),
+            caught_up,
             prefetched_batches: 0,
         };
         // Redrives that were under way when the engine stopped start again.
