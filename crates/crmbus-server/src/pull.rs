@@ -1,23 +1,26 @@
 //! Pull delivery: a subscription's handler that hands deliveries to HTTP clients under a
 //! lease instead of calling code.
 //!
-//! The delivery engine calls [`PullHandler::handle`] as it would any handler; the delivery
-//! waits in a queue until a client pulls it, which gives it an `ack_id` and a lease of
+//! The delivery engine hands each delivery to [`PullHandler`] with the outcome to settle
+//! ([`Handler::hand_over`]: no task waits per delivery); the delivery waits in a queue
+//! until a client pulls it, which gives it an `ack_id` and a lease of
 //! `ack_timeout`. An ack finishes it; a nack (with an optional delay) or an expired lease
 //! fails it, and the engine's retry policy delivers it again with `attempt` + 1 — so key
 //! ordering, retries, the DLQ and the persisted state all come from the engine.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crmbus::delivery::{Delivery, Handler, HandlerError};
+use crmbus::delivery::{Delivery, Handler, HandlerError, Outcome};
 use crmbus::sync::LockExt;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-type Reply = oneshot::Sender<Result<(), HandlerError>>;
+/// Where a delivery's result goes: the engine that handed it over (or a `handle` call).
+type Reply = Outcome;
 
 /// A delivery handed out: who to answer, and when its lease ends.
 struct Lease {
@@ -53,11 +56,14 @@ struct Waiting {
 /// Any number of pullers wait at once, each on its own deadline: a long poll holds no
 /// lock while it waits, so a pull that does not wait answers at once whatever other
 /// pulls are doing. The queue needs no bound of its own: the engine never has more than
-/// the subscription's `max_in_flight` handler calls, so never more deliveries queued.
+/// the subscription's `max_in_flight` deliveries in flight, so never more queued.
 pub struct PullQueue {
     waiting: Mutex<Waiting>,
     /// Notified when a delivery is queued (and, for every waiter, when the queue closes).
     queued: Notify,
+    /// Pulls waiting for deliveries now: a pull takes its share of the queue when others
+    /// wait (see [`PullQueue::take`]).
+    waiting_pullers: AtomicUsize,
     leases: Mutex<HashMap<String, Lease>>,
     /// Ack ids whose lease expired, so that a late ack or nack is told it was stale.
     expired: Mutex<ExpiredLeases>,
@@ -83,8 +89,8 @@ const ARRIVING_LOOKS: usize = 64;
 /// Deliveries a pull took from the queue and has not leased yet. Dropped with some left
 /// (the pull was cancelled while it looked for more: its client went away, or the
 /// server is stopping), they go back to the front of the queue as if never taken.
-/// Dropping them instead would answer their handler calls "stopped", which stops the
-/// subscription's engine until it is restarted.
+/// Dropping them instead would answer them "interrupted", which stops the subscription's
+/// engine from starting deliveries until it is restarted.
 struct Taken<'a> {
     queue: &'a PullQueue,
     items: Vec<Pending>,
@@ -125,6 +131,23 @@ pub struct Settlement {
     pub stale: Vec<String>,
 }
 
+/// Counts a pull as waiting for as long as it lives (a pull cancelled while it waits
+/// stops counting too).
+struct WaitingPuller<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingPuller<'a> {
+    fn new(count: &'a AtomicUsize) -> WaitingPuller<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        WaitingPuller(count)
+    }
+}
+
+impl Drop for WaitingPuller<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What a delivery queued or leased when the subscription stops gets: not a failed
 /// attempt (a clean stop or restart never brings an event nearer its dead letter); it is
 /// delivered again, as the same attempt, when the subscription runs next.
@@ -154,6 +177,7 @@ impl PullQueue {
                 closed: false,
             }),
             queued: Notify::new(),
+            waiting_pullers: AtomicUsize::new(0),
             leases: Mutex::new(HashMap::new()),
             expired: Mutex::new(ExpiredLeases::default()),
             ack_timeout,
@@ -194,7 +218,7 @@ impl PullQueue {
             ids.iter().filter_map(|id| leases.remove(id)).collect()
         };
         for lease in expired {
-            let _ = lease.reply.send(Err(HandlerError::transient(format!(
+            lease.reply.settle(Err(HandlerError::transient(format!(
                 "not acked within the ack timeout of {} ms",
                 self.ack_timeout.as_millis()
             ))
@@ -227,7 +251,14 @@ impl PullQueue {
                 self.take_arriving(&mut taken.items, max, deadline).await;
                 return self.lease_held(std::mem::take(&mut taken.items));
             }
-            if closed || tokio::time::timeout_at(deadline, queued).await.is_err() {
+            if closed {
+                return Vec::new();
+            }
+            let waited = {
+                let _waiting = WaitingPuller::new(&self.waiting_pullers);
+                tokio::time::timeout_at(deadline, queued).await
+            };
+            if waited.is_err() {
                 return Vec::new();
             }
         }
@@ -236,6 +267,14 @@ impl PullQueue {
     /// Leases `taken`, except the deliveries whose partition stopped counting as held (in
     /// a cluster) while the pull looked for more: those go back to the queue.
     fn lease_held(&self, taken: Vec<Pending>) -> Vec<Leased> {
+        // Closed while this pull looked for more: the close answered every lease and
+        // queued delivery, so these are answered the same way, not leased.
+        if self.waiting.locked().closed {
+            for p in taken {
+                p.reply.settle(Err(stopped()));
+            }
+            return Vec::new();
+        }
         let (held, lapsed): (Vec<Pending>, Vec<Pending>) = taken
             .into_iter()
             .partition(|p| self.partition_valid(p.delivery.partition));
@@ -244,14 +283,13 @@ impl PullQueue {
     }
 
     /// Puts deliveries taken and not leased back at the front of the queue, in their
-    /// order, and wakes a puller for them. After [`PullQueue::close`] they are dropped
-    /// instead, which answers their handler calls "stopped", as the close did for the
-    /// rest.
+    /// order, and wakes a puller for them. After [`PullQueue::close`] they are answered
+    /// "stopped" instead, as the close answered the rest.
     fn put_back(&self, items: Vec<Pending>) {
         if items.is_empty() {
             return;
         }
-        let dropped = {
+        let refused = {
             let mut waiting = self.waiting.locked();
             if waiting.closed {
                 Some(items)
@@ -262,22 +300,33 @@ impl PullQueue {
                 None
             }
         };
-        drop(dropped);
-        self.queued.notify_one();
+        match refused {
+            Some(items) => {
+                for p in items {
+                    p.reply.settle(Err(stopped()));
+                }
+            }
+            None => self.queued.notify_one(),
+        }
     }
 
     /// Adds to `taken` the deliveries that are arriving while it is taken, up to `max`.
     /// A pull that does not wait (`wait_ms` 0) answers with what it found at once.
     ///
-    /// The engine starts up to `max_in_flight` deliveries at once, and each reaches the
-    /// queue from its own task, so a pull that answers with what is queued at the first
-    /// look often gets a fraction of a burst (about 170 of 1,000 after an ack of 1,000)
-    /// and the client pays a round trip for each fraction. Letting the other tasks run
-    /// and looking again, for as long as each look finds more, fills the batch without a
-    /// timer: when nothing more is arriving the pull answers at once.
+    /// Deliveries can reach the queue a few at a time (each `handle` call from its own
+    /// task, or one dispatch after another as acks come in), so a pull that answers with
+    /// what is queued at the first look can get a fraction of a burst (about 170 of 1,000
+    /// after an ack of 1,000, when each delivery had a task) and the client pays a round
+    /// trip for each fraction. Letting the other tasks run and looking again, for as long
+    /// as each look finds more, fills the batch without a timer: when nothing more is
+    /// arriving the pull answers at once. While other pulls wait it does not look again:
+    /// what arrives is theirs to share.
     async fn take_arriving(&self, taken: &mut Vec<Pending>, max: usize, deadline: Instant) {
         for _ in 0..ARRIVING_LOOKS {
-            if taken.len() >= max || Instant::now() >= deadline {
+            if taken.len() >= max
+                || Instant::now() >= deadline
+                || self.waiting_pullers.load(Ordering::Relaxed) > 0
+            {
                 return;
             }
             tokio::task::yield_now().await;
@@ -289,8 +338,8 @@ impl PullQueue {
         }
     }
 
-    /// Takes up to `max` queued deliveries whose handler call is still waiting (the
-    /// engine drops the others), and whether the queue is closed. When some are left, the
+    /// Takes up to `max` queued deliveries whose outcome is still waited for (those of an
+    /// engine that stopped are dropped), and whether the queue is closed. When some are left, the
     /// next waiting puller is woken for them.
     fn take(&self, max: usize) -> (Vec<Pending>, bool) {
         let valid = self.valid.locked().clone();
@@ -302,11 +351,22 @@ impl PullQueue {
                 .is_some_and(|until| *until > now),
         };
         let mut waiting = self.waiting.locked();
+        // With other pulls waiting, each takes its share of what is queued, so that the
+        // group's clients work side by side instead of one taking all while the others
+        // wait for the next dispatch (the engine queues a whole dispatch at once).
+        let others = self.waiting_pullers.load(Ordering::Relaxed);
+        let max = if others == 0 {
+            max
+        } else {
+            waiting.queue.len().div_ceil(others + 1).max(1).min(max)
+        };
         let mut out = Vec::new();
         let mut kept = VecDeque::new();
+        // Deliveries nobody waits for any more, dropped once the lock is released.
+        let mut gone = Vec::new();
         while out.len() < max {
             match waiting.queue.pop_front() {
-                Some(p) if p.reply.is_closed() => {}
+                Some(p) if p.reply.is_closed() => gone.push(p),
                 Some(p) if !may_hand_out(&p) => kept.push_back(p),
                 Some(p) => out.push(p),
                 None => break,
@@ -319,7 +379,10 @@ impl PullQueue {
         if !out.is_empty() && !waiting.queue.is_empty() {
             self.queued.notify_one();
         }
-        (out, waiting.closed)
+        let closed = waiting.closed;
+        drop(waiting);
+        drop(gone);
+        (out, closed)
     }
 
     /// Sets until when each partition's lease is surely held (in a cluster); deliveries
@@ -351,25 +414,62 @@ impl PullQueue {
         }
     }
 
-    fn resolve(&self, ack_id: &str, result: Result<(), HandlerError>) -> bool {
-        let lease = self.leases.locked().remove(ack_id);
-        match lease {
-            Some(l) if !self.partition_valid(l.partition) => {
-                // In a cluster, the partition's lease stopped counting as held (this
-                // server was paused or cut off past it): this answer settles nothing. The
-                // delivery fails as an attempt (as an expired lease does), so that a lease
-                // renewed late but still held delivers it again; an "interrupted" answer
-                // would stop the engine from starting deliveries until a restart.
-                self.expired.locked().remember(ack_id.to_string());
-                let _ = l.reply.send(Err(HandlerError::transient(
-                    "answered after this server's lease on the partition lapsed",
-                )
-                .retry_after(Duration::ZERO)));
-                false
+    /// Settles the leases of `ack_ids`, each with the result `result_for` gives, in one
+    /// batch per engine; the ids that settled nothing come back, sorted into unknown and
+    /// stale.
+    fn settle(
+        &self,
+        ack_ids: &[String],
+        result_for: impl Fn() -> Result<(), HandlerError>,
+    ) -> Settlement {
+        let mut out = Settlement::default();
+        let leases: Vec<Option<Lease>> = {
+            let mut leases = self.leases.locked();
+            ack_ids.iter().map(|id| leases.remove(id)).collect()
+        };
+        let mut answers = Vec::with_capacity(ack_ids.len());
+        // Where each answer's id is in `ack_ids`, and whether it can settle anything.
+        let mut places = Vec::with_capacity(ack_ids.len());
+        for (i, lease) in leases.into_iter().enumerate() {
+            match lease {
+                Some(l) if !self.partition_valid(l.partition) => {
+                    // In a cluster, the partition's lease stopped counting as held (this
+                    // server was paused or cut off past it): this answer settles nothing.
+                    // The delivery fails as an attempt (as an expired lease does), so that
+                    // a lease renewed late but still held delivers it again; an
+                    // "interrupted" answer would stop the engine from starting deliveries
+                    // until a restart.
+                    self.expired.locked().remember(ack_ids[i].clone());
+                    answers.push((
+                        l.reply,
+                        Err(HandlerError::transient(
+                            "answered after this server's lease on the partition lapsed",
+                        )
+                        .retry_after(Duration::ZERO)),
+                    ));
+                    places.push((i, false));
+                }
+                Some(l) => {
+                    answers.push((l.reply, result_for()));
+                    places.push((i, true));
+                }
+                None => {}
             }
-            Some(l) => l.reply.send(result).is_ok(),
-            None => false,
         }
+        let taken = Outcome::settle_all(answers);
+        let mut settled = vec![false; ack_ids.len()];
+        for ((i, counts), taken) in places.into_iter().zip(taken) {
+            settled[i] = counts && taken;
+        }
+        for (id, settled) in ack_ids.iter().zip(settled) {
+            if !settled {
+                if self.expired.locked().ids.contains(id) {
+                    out.stale.push(id.clone());
+                }
+                out.unknown.push(id.clone());
+            }
+        }
+        out
     }
 
     /// Whether deliveries of `partition` may be handed out and settled here now (always,
@@ -383,32 +483,18 @@ impl PullQueue {
         }
     }
 
-    /// Sorts the ids `settle` did not settle into unknown and stale.
-    fn settle(&self, ack_ids: &[String], settle: impl Fn(&str) -> bool) -> Settlement {
-        let mut out = Settlement::default();
-        for id in ack_ids {
-            if !settle(id) {
-                if self.expired.locked().ids.contains(id) {
-                    out.stale.push(id.clone());
-                }
-                out.unknown.push(id.clone());
-            }
-        }
-        out
-    }
-
     /// Acks deliveries; the ids that were not (or no longer) leased come back.
     pub fn ack(&self, ack_ids: &[String]) -> Settlement {
-        self.settle(ack_ids, |id| self.resolve(id, Ok(())))
+        self.settle(ack_ids, || Ok(()))
     }
 
     /// Nacks deliveries: each is delivered again after `delay` (or the retry policy's
     /// backoff when `None`), counting an attempt; the ids that were not leased come back.
     pub fn nack(&self, ack_ids: &[String], delay: Option<Duration>, error: &str) -> Settlement {
-        self.settle(ack_ids, |id| {
+        self.settle(ack_ids, || {
             let mut e = HandlerError::transient(error.to_string());
             e.retry_after = delay;
-            self.resolve(id, Err(e))
+            Err(e)
         })
     }
 
@@ -427,7 +513,7 @@ impl PullQueue {
             .map(|(_, lease)| lease)
             .collect();
         for lease in leases {
-            let _ = lease.reply.send(Err(stopped()));
+            lease.reply.settle(Err(stopped()));
         }
         let queued: Vec<Pending> = {
             let mut waiting = self.waiting.locked();
@@ -435,14 +521,16 @@ impl PullQueue {
             waiting.queue.drain(..).collect()
         };
         for p in queued {
-            let _ = p.reply.send(Err(stopped()));
+            p.reply.settle(Err(stopped()));
         }
         // Pullers waiting now return empty-handed.
         self.queued.notify_waiters();
     }
 }
 
-/// The [`Handler`] side of a [`PullQueue`].
+/// The [`Handler`] side of a [`PullQueue`]: deliveries are handed over
+/// ([`Handler::hand_over`]), queued with their outcome, and settled by an ack, a nack, an
+/// expired lease or the queue's close.
 struct PullHandler {
     queue: Arc<PullQueue>,
 }
@@ -450,16 +538,40 @@ struct PullHandler {
 #[async_trait]
 impl Handler for PullHandler {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let (reply, result) = oneshot::channel();
-        {
+        let (outcome, result) = Outcome::waiter();
+        self.hand_over(vec![(delivery, outcome)]);
+        result.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    fn hands_over(&self) -> bool {
+        true
+    }
+
+    /// Queues the deliveries under one lock and wakes every waiting pull: each takes its
+    /// share (see [`PullQueue::take`]).
+    fn hand_over(&self, deliveries: Vec<(Delivery, Outcome)>) {
+        let refused = {
             let mut waiting = self.queue.waiting.locked();
             if waiting.closed {
-                return Err(stopped());
+                Some(deliveries)
+            } else {
+                waiting.queue.extend(
+                    deliveries
+                        .into_iter()
+                        .map(|(delivery, reply)| Pending { delivery, reply }),
+                );
+                None
             }
-            waiting.queue.push_back(Pending { delivery, reply });
+        };
+        match refused {
+            // Every waiting pull looks, and each takes its share (see `PullQueue::take`).
+            None => self.queue.queued.notify_waiters(),
+            Some(deliveries) => {
+                for (_, outcome) in deliveries {
+                    outcome.settle(Err(stopped()));
+                }
+            }
         }
-        self.queue.queued.notify_one();
-        result.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -514,7 +626,53 @@ mod tests {
         );
     }
 
-    /// A burst that reaches the queue one delivery at a time (as the engine's tasks bring
+    /// Deliveries handed over in one batch while several pulls wait are shared among them,
+    /// so that the group's clients work side by side; the whole batch is answered, and
+    /// acking it settles every outcome in one message to their engine.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_handed_over_to_waiting_pulls_is_shared_among_them() {
+        use crmbus::delivery::Outcome;
+        let queue = PullQueue::new(64, Duration::from_secs(30));
+        let handler = queue.handler();
+        let first = tokio::spawn({
+            let q = std::sync::Arc::clone(&queue);
+            async move { q.pull(100, Duration::from_secs(30)).await }
+        });
+        let second = tokio::spawn({
+            let q = std::sync::Arc::clone(&queue);
+            async move { q.pull(100, Duration::from_secs(30)).await }
+        });
+        while queue.waiting_pullers.load(super::Ordering::Relaxed) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let mut waiters = Vec::new();
+        let batch: Vec<_> = (0..10)
+            .map(|p| {
+                let (outcome, rx) = Outcome::waiter();
+                waiters.push(rx);
+                (delivery(p), outcome)
+            })
+            .collect();
+        handler.hand_over(batch);
+        let a = first.await.expect("first pull");
+        let b = second.await.expect("second pull");
+        assert!(
+            !a.is_empty() && !b.is_empty(),
+            "one pull took everything: {} and {}",
+            a.len(),
+            b.len()
+        );
+        let mut partitions: Vec<u32> = a.iter().chain(&b).map(|l| l.delivery.partition).collect();
+        partitions.sort_unstable();
+        assert_eq!(partitions, (0..10).collect::<Vec<u32>>());
+        let ids: Vec<String> = a.into_iter().chain(b).map(|l| l.ack_id).collect();
+        assert!(queue.ack(&ids).unknown.is_empty());
+        for rx in waiters {
+            assert_eq!(rx.await.expect("an answer"), Ok(()));
+        }
+    }
+
+    /// A burst that reaches the queue one delivery at a time (as `handle` calls bring
     /// it) is answered in one pull, not one delivery per pull; and the pull still answers
     /// as soon as nothing more is arriving, long before its wait is over.
     #[tokio::test]

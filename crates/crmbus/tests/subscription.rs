@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crmbus::delivery::{
-    handler_fn, Delivery, DlqFilter, HandlerError, RetryPolicy, SubscribeOptions,
+    handler_fn, Delivery, DlqFilter, Handler, HandlerError, Ordering, Outcome, RetryPolicy,
+    SubscribeOptions, POLL_INTERVAL,
 };
 use crmbus::{Event, EventBus, MemoryLog};
 use serde_json::json;
@@ -133,4 +134,84 @@ async fn background_subscription_delivers_redrives_and_resumes() {
     );
     sub.unsubscribe().await.expect("unsubscribe");
     assert!(rx.try_recv().is_err(), "unexpected extra delivery");
+}
+
+/// A step that takes every answer in at once is left with nothing in flight, and with
+/// reads started ahead into the room the answers made: the subscription must take those
+/// events in as soon as they are read, not at its next poll. On paused time (which moves
+/// only when every task waits), waiting for the poll shows as a jump of
+/// [`POLL_INTERVAL`]: each step would wait one, and none may.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_step_that_took_every_answer_in_goes_on_with_its_read_ahead_at_once() {
+    const EVENTS: usize = 64;
+    let bus = EventBus::builder()
+        .log(Arc::new(MemoryLog::new()))
+        .auto_create_topics(1)
+        .build();
+    let batch: Vec<Event> = (0..EVENTS)
+        .map(|i| lead(&format!("l-{i}"), "lead.created"))
+        .collect();
+    bus.publish_batch(batch, &["leads"]).await.expect("publish");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // Answers every delivery as it is handed over: a step takes all its answers in.
+    let handler = Arc::new(AnswersAtOnce {
+        seen: Arc::clone(&seen),
+    });
+    let opts = SubscribeOptions {
+        read_ahead: 8,
+        max_in_flight: 8,
+        ordering: Ordering::None,
+        ..SubscribeOptions::default()
+    };
+    let started = tokio::time::Instant::now();
+    let sub = bus
+        .subscribe("leads", "scoring", handler, opts)
+        .await
+        .expect("subscribe");
+    // Paused time moves a millisecond at a time while this waits and the subscription has
+    // nothing to do.
+    while seen.lock().expect("seen").len() < EVENTS {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "delivered {} of {EVENTS}",
+            seen.lock().expect("seen").len()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < POLL_INTERVAL,
+        "the subscription waited {waited:?} for {EVENTS} events read {} at a time: it \
+         waited for its poll instead of its reads ahead",
+        8
+    );
+    let mut offsets = seen.lock().expect("seen").clone();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..EVENTS as u64).collect::<Vec<_>>());
+    sub.unsubscribe().await.expect("unsubscribe");
+}
+
+/// A handler that takes deliveries handed over and acks them there and then.
+struct AnswersAtOnce {
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+#[async_trait::async_trait]
+impl Handler for AnswersAtOnce {
+    async fn handle(&self, _: Delivery) -> Result<(), HandlerError> {
+        Err(HandlerError::permanent("deliveries are handed over"))
+    }
+
+    fn hands_over(&self) -> bool {
+        true
+    }
+
+    fn hand_over(&self, deliveries: Vec<(Delivery, Outcome)>) {
+        let mut answers = Vec::with_capacity(deliveries.len());
+        for (d, outcome) in deliveries {
+            self.seen.lock().expect("seen").push(d.offset);
+            answers.push((outcome, Ok(())));
+        }
+        assert!(Outcome::settle_all(answers).into_iter().all(|taken| taken));
+    }
 }

@@ -20,7 +20,7 @@ pub use engine::{
 };
 pub use filter::{glob_match, Condition, Filter, Op};
 pub use group_state::{GroupState, StateKind};
-pub use handler::{handler_fn, Delivery, Handler, HandlerError};
+pub use handler::{handler_fn, Delivery, Handler, HandlerError, Outcome};
 pub use options::{OnExhausted, Ordering, StartAt, SubscribeOptions};
 pub use retry::{RetryPolicy, MAX_RETRY_DELAY};
 pub use seek::{seek_group, seek_group_fenced, SeekTo};

@@ -195,7 +195,7 @@ async fn run(
                     let _ = reply.send(engine.discard(&id, &who).await);
                 }
             },
-            true = engine.finish_one(), if engine.has_in_flight() => {}
+            true = engine.next_step(), if engine.has_in_flight() || engine.is_reading_ahead() => {}
             _ = &mut woken => {}
             _ = tokio::time::sleep(wait) => {}
         }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use super::records::{encode, pos_key, DeadLetter, RetryRecord, RECENT_ERRORS};
-use super::run::{Completion, Engine, Key};
+use super::run::{Engine, Key};
 use crate::delivery::group_state::StateKind;
+use crate::delivery::handler::Completion;
 use crate::delivery::options::OnExhausted;
 use crate::event::Event;
 use crate::state::StateOp;

@@ -1,5 +1,6 @@
 //! Dispatching: starting deliveries for ready keys (due retries, the breaker, consumer
-//! dedupe), each on a task whose panic fails only its own attempt.
+//! dedupe), each on a task whose panic fails only its own attempt, or handed over to a
+//! handler that settles them later ([`Handler::hand_over`](crate::delivery::Handler::hand_over)).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -7,9 +8,9 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 
 use super::records::pos_key;
-use super::run::{Completion, Engine, Queued};
+use super::run::{Engine, Queued};
 use crate::delivery::group_state::StateKind;
-use crate::delivery::handler::{Delivery, HandlerError};
+use crate::delivery::handler::{Completion, Delivery, HandlerError};
 use crate::state::StateOp;
 
 /// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
@@ -37,6 +38,8 @@ impl Engine {
             self.timers.remove(&first);
             self.ready.push_back((first.1, first.2));
         }
+        // Deliveries for a handler that takes them handed over, given to it in one call.
+        let mut handed = Vec::new();
         while self.in_flight.len() < self.opts.max_in_flight {
             let Some((p, key)) = self.ready.pop_front() else {
                 break;
@@ -115,7 +118,6 @@ impl Engine {
                 ks.in_flight = true;
             }
             self.count_delivered();
-            let handler = Arc::clone(&self.handler);
             let dedupe_hash = if self.opts.dedupe_ttl.is_some() {
                 crate::partition::dedupe_hash(&delivery.event.source, &delivery.event.id)
             } else {
@@ -133,6 +135,24 @@ impl Engine {
                 otel.status_code = tracing::field::Empty,
             );
             crate::trace::follow(&span, &delivery.event);
+            let mut completion = Completion {
+                partition: p,
+                offset,
+                key,
+                attempt,
+                redrive,
+                appended_us,
+                dedupe_hash,
+                result: Ok(()),
+            };
+            if self.hands_over {
+                // No task: the handler settles the outcome, which comes back to
+                // `in_flight` with the result (or, dropped unsettled, as interrupted).
+                let outcome = self.in_flight.hand_over(completion, span);
+                handed.push((delivery, outcome));
+                continue;
+            }
+            let handler = Arc::clone(&self.handler);
             self.in_flight.spawn(tracing::Instrument::instrument(
                 async move {
                     // A handler that panics fails this attempt like a transient error, with the
@@ -151,19 +171,26 @@ impl Engine {
                     if result.is_err() {
                         tracing::Span::current().record("otel.status_code", "ERROR");
                     }
-                    Completion {
-                        partition: p,
-                        offset,
-                        key,
-                        attempt,
-                        redrive,
-                        appended_us,
-                        dedupe_hash,
-                        result,
-                    }
+                    completion.result = result;
+                    completion
                 },
                 span,
             ));
+        }
+        if !handed.is_empty() {
+            let handler = &self.handler;
+            if let Err(panic) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| handler.hand_over(handed)))
+            {
+                // The outcomes not yet kept were dropped as the panic unwound: those
+                // deliveries come back as failed attempts, and are retried.
+                tracing::error!(
+                    topic = %self.topic,
+                    group = %self.group,
+                    panic = %panic_message(panic.as_ref()),
+                    "the handler panicked taking deliveries handed over"
+                );
+            }
         }
     }
 }

@@ -112,7 +112,7 @@ impl Engine {
     /// twice per step), or where there is no room. The next fill takes what was read (see
     /// [`Engine::take_prefetched`]).
     pub(super) fn start_prefetch(&mut self) {
-        if self.prefetch.is_some() {
+        if self.prefetch.is_some() || self.prefetched.is_some() {
             return;
         }
         let plans = self.read_plans(&self.caught_up);
@@ -132,11 +132,13 @@ impl Engine {
     /// that failed is left to the fill, which reads that partition again and handles the
     /// failure as it always does (an unreadable record is dead-lettered there).
     async fn take_prefetched(&mut self) {
-        let Some(task) = self.prefetch.take() else {
-            return;
-        };
-        let Ok(reads) = task.await else {
-            return;
+        let reads = match (self.prefetched.take(), self.prefetch.take()) {
+            (Some(reads), _) => reads,
+            (None, Some(task)) => match task.await {
+                Ok(reads) => reads,
+                Err(_) => return,
+            },
+            (None, None) => return,
         };
         for (i, from, read) in reads {
             if self.parts.get(i).map(|p| p.next_read) != Some(from) {
@@ -149,6 +151,25 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Whether reads started ahead are still running.
+    pub fn is_reading_ahead(&self) -> bool {
+        self.prefetch.is_some()
+    }
+
+    /// Waits until the reads started ahead have finished, and keeps what they got for
+    /// the next fill; returns at once when none are running. A subscription with nothing
+    /// in flight waits for this, so that it takes in the events read ahead as soon as
+    /// they are there instead of at its next poll. Cancel-safe.
+    pub async fn read_ahead_finished(&mut self) {
+        let Some(task) = self.prefetch.as_mut() else {
+            return;
+        };
+        let reads = task.await;
+        self.prefetch = None;
+        // A read ahead that failed to run leaves nothing: the fill reads as usual.
+        self.prefetched = reads.ok();
     }
 
     /// Reads partition index `i` on its own until it has no room or nothing more to

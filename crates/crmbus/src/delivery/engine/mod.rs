@@ -24,6 +24,7 @@ mod complete;
 mod dispatch;
 mod dlq;
 mod fill;
+mod in_flight;
 mod metrics;
 mod open;
 mod persist;

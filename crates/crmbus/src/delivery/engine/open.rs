@@ -4,8 +4,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
-
 use super::records::{decode, done_key, encode, parse_pos_key, DeadLetter, RetryRecord};
 use super::run::{Engine, PartCursor};
 use super::stats::{EngineMetrics, SubscriptionStats};
@@ -203,6 +201,7 @@ impl Engine {
         expiries.sort_unstable();
         let seed = clock.now_micros() as u64 ^ 0x9E37_79B9_7F4A_7C15;
         let caught_up = vec![false; parts.len()];
+        let hands_over = handler.hands_over();
         let mut engine = Engine {
             log,
             state,
@@ -219,7 +218,8 @@ impl Engine {
             timers: BTreeSet::new(),
             retries,
             held,
-            in_flight: JoinSet::new(),
+            in_flight: super::in_flight::InFlight::new(),
+            hands_over,
             rng: seed | 1,
             ops: Vec::new(),
             processed,
@@ -232,6 +232,7 @@ impl Engine {
             finished_since_persist: 0,
             last_persist: std::time::Instant::now(),
             prefetch: None,
+            prefetched: None,
             caught_up,
             prefetched_batches: 0,
         };

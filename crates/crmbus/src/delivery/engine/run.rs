@@ -1,19 +1,18 @@
 //! The engine's state (partition cursors, key queues, deliveries in flight) and its run
-//! loop: [`Engine::pump`], [`Engine::finish_one`], [`Engine::run_until_idle`],
+//! loop: [`Engine::pump`], [`Engine::finish_one`], [`Engine::next_step`], [`Engine::run_until_idle`],
 //! [`Engine::drain`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
-
+use super::in_flight::InFlight;
 use super::records::RetryRecord;
 use super::stats::{EngineMetrics, SubscriptionStats};
 use crate::clock::Clock;
 use crate::delivery::breaker::CircuitBreaker;
 use crate::delivery::group_state::{GroupState, StateKind};
-use crate::delivery::handler::{Handler, HandlerError};
+use crate::delivery::handler::{Completion, Handler};
 use crate::delivery::options::SubscribeOptions;
 use crate::delivery::ranges::OffsetRanges;
 use crate::error::LogError;
@@ -87,19 +86,6 @@ pub(super) struct KeyState {
     pub(super) in_flight: bool,
 }
 
-pub(super) struct Completion {
-    pub(super) partition: u32,
-    pub(super) offset: u64,
-    pub(super) key: Key,
-    pub(super) attempt: u32,
-    pub(super) redrive: bool,
-    pub(super) appended_us: i64,
-    /// The event's (source, id) digest for consumer dedupe; 0 when dedupe is off (then
-    /// nothing reads it).
-    pub(super) dedupe_hash: u64,
-    pub(super) result: Result<(), HandlerError>,
-}
-
 /// A key of the engine's queues: the event's subject (or id), or, without key ordering,
 /// its offset's own name. Shared, so that the queues, the ready list, timers and
 /// completions hold it without copying it.
@@ -144,7 +130,9 @@ pub struct Engine {
     /// A delivery came back interrupted (the handler is stopping): no new delivery starts,
     /// and interrupted events stay unfinished and uncounted for the next run.
     pub(super) interrupted: bool,
-    pub(super) in_flight: JoinSet<Completion>,
+    pub(super) in_flight: InFlight,
+    /// The handler takes deliveries handed over ([`Handler::hands_over`], asked at open).
+    pub(super) hands_over: bool,
     pub(super) breaker: Option<CircuitBreaker>,
     pub(super) rng: u64,
     pub(super) ops: Vec<StateOp>,
@@ -166,6 +154,9 @@ pub struct Engine {
     /// Reads started ahead of the next fill ([`Engine::start_prefetch`]): per partition
     /// index, the offset the read began at and what it got.
     pub(super) prefetch: Option<tokio::task::JoinHandle<Vec<PrefetchedRead>>>,
+    /// What reads started ahead got, once finished while the engine waited
+    /// ([`Engine::read_ahead_finished`]), for the next fill.
+    pub(super) prefetched: Option<Vec<PrefetchedRead>>,
     /// Per partition index: the last read found nothing more (or less than it asked
     /// for), so no read is started ahead for it; the next fill reads it as usual.
     pub(super) caught_up: Vec<bool>,
@@ -215,7 +206,7 @@ impl Engine {
     /// finished deliveries, starts reading into the room they made, and persists when
     /// nothing is in flight or [`PERSIST_INTERVAL`] has passed since the last time with
     /// something finished. A background subscription calls it between
-    /// [`Engine::finish_one`] and its commands, so slow handlers never block commands.
+    /// [`Engine::next_step`] and its commands, so slow handlers never block commands.
     ///
     /// Under load a persist (a state commit, with an fsync on the embedded log) comes once
     /// per interval or per [`PERSIST_AFTER`] deliveries: the engine waits for each persist,
@@ -264,6 +255,40 @@ impl Engine {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Waits for what lets the engine go on without new events or commands: a delivery in
+    /// flight finishing (taken in, as [`Engine::finish_one`] does), or, with none in
+    /// flight, the reads started ahead ([`Engine::read_ahead_finished`]): a step that
+    /// took every answer in and started reading ahead has nothing else to wake it before
+    /// its next poll. False at once when there is neither. Cancel-safe.
+    pub async fn next_step(&mut self) -> bool {
+        match (self.has_in_flight(), self.prefetch.as_mut()) {
+            (false, None) => false,
+            (false, Some(_)) => {
+                self.read_ahead_finished().await;
+                true
+            }
+            (true, None) => self.finish_one().await,
+            // Whichever comes first: reads ahead that finish while deliveries are still
+            // out fill the room finished deliveries made without waiting for the next.
+            (true, Some(reads)) => {
+                tokio::select! {
+                    biased;
+                    joined = self.in_flight.join_next() => {
+                        if let Some(joined) = joined {
+                            self.absorb(joined);
+                            self.finished_since_persist += 1;
+                        }
+                    }
+                    reads = reads => {
+                        self.prefetch = None;
+                        self.prefetched = reads.ok();
+                    }
+                }
+                true
+            }
         }
     }
 
