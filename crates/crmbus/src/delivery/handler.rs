@@ -127,8 +127,8 @@ pub trait Handler: Send + Sync + 'static {
 pub(crate) struct Completion {
     pub(crate) partition: u32,
     pub(crate) offset: u64,
-    /// The key the engine queued the event under (see the engine's `Key`).
-    pub(crate) key: Arc<str>,
+    /// The key the engine queued the event under.
+    pub(crate) key: crate::delivery::engine::Key,
     pub(crate) attempt: u32,
     pub(crate) redrive: bool,
     pub(crate) appended_us: i64,

@@ -141,7 +141,7 @@ impl Engine {
         if let Some(ks) = self.keys.get_mut(&k) {
             ks.queue.pop_front();
             if ks.queue.is_empty() && !ks.in_flight {
-                self.keys.remove(&k);
+                self.forget_key(&k);
             }
         }
     }

@@ -91,7 +91,7 @@ impl Engine {
     /// and before its other waiting events, in offset order among redriven ones.
     pub(super) fn enqueue_redrive(&mut self, d: DeadLetter) {
         let k = (d.partition, Key::from(d.key.as_str()));
-        let ks = self.keys.entry(k).or_default();
+        let ks = self.key_state(k);
         let was_idle = ks.queue.is_empty() && !ks.in_flight;
         let start = usize::from(ks.in_flight);
         let at = ks
@@ -252,7 +252,7 @@ impl Engine {
                     removed = ks.queue.remove(i);
                 }
                 if ks.queue.is_empty() && !ks.in_flight {
-                    self.keys.remove(&k);
+                    self.forget_key(&k);
                 }
             }
             if let Some(q) = removed {

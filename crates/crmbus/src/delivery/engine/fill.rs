@@ -39,7 +39,7 @@ impl Engine {
     fn key_for(&self, event: &Event, offset: u64) -> Key {
         match self.opts.ordering {
             Ordering::Key => Key::from(event.subject.as_deref().unwrap_or(&event.id)),
-            Ordering::None => Key::from(format!("#{offset}")),
+            Ordering::None => Key::Offset(offset),
         }
     }
 
@@ -278,7 +278,7 @@ impl Engine {
             }
             part.buffered += 1;
             let key = self.key_for(&stored.event, offset);
-            let ks = self.keys.entry((p, key.clone())).or_default();
+            let ks = self.key_state((p, key.clone()));
             let was_idle = ks.queue.is_empty() && !ks.in_flight;
             ks.queue.push_back(Queued {
                 offset,
@@ -372,22 +372,12 @@ impl Engine {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use super::super::test_engine::engine_over_deals;
     use crate::delivery::{handler_fn, Engine, Ordering, SubscribeOptions};
-    use crate::{Event, EventLog, ManualClock, MemoryLog, MemoryStateStore, TopicSpec};
 
     /// An engine over a one-partition topic holding `events` events, reading ahead
     /// `read_ahead` at a time, whose handler records each offset it is given.
     async fn engine(events: usize, read_ahead: usize) -> (Engine, Arc<Mutex<Vec<u64>>>) {
-        let log = Arc::new(MemoryLog::new());
-        log.create_topic(TopicSpec::new("deals", 1))
-            .await
-            .expect("topic");
-        let batch: Vec<Event> = (0..events)
-            .map(|i| Event::new("deal.won", serde_json::json!({ "n": i })))
-            .collect();
-        log.append(&["deals".to_string()], &batch)
-            .await
-            .expect("append");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
         let handler = handler_fn(move |d| {
@@ -403,17 +393,7 @@ mod tests {
             ordering: Ordering::None,
             ..SubscribeOptions::default()
         };
-        let engine = Engine::open(
-            log,
-            Arc::new(MemoryStateStore::new()),
-            Arc::new(ManualClock::new(1_000_000)),
-            "deals",
-            "erp",
-            handler,
-            opts,
-        )
-        .await
-        .expect("open");
+        let engine = engine_over_deals(events, handler, opts).await;
         (engine, seen)
     }
 
@@ -440,6 +420,16 @@ mod tests {
             engine.parts[0].committed, 40,
             "everything finished is committed"
         );
+        // Each event was a key of its own (no key ordering): every key is gone once done,
+        // and the queues of the finished ones were kept for the next keys, not one made
+        // per event.
+        assert!(engine.keys.is_empty(), "{} keys left", engine.keys.len());
+        let spare = engine.spare_queues.len();
+        assert!(
+            (1..=4).contains(&spare),
+            "{spare} spare queues for 4 events in flight at most"
+        );
+        assert!(engine.spare_queues.iter().all(|q| q.is_empty()));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -117,10 +117,10 @@ mod tests {
 
     use async_trait::async_trait;
 
+    use super::super::test_engine::engine_over_deals;
     use crate::delivery::{
         Delivery, Engine, Handler, HandlerError, Ordering, Outcome, SubscribeOptions,
     };
-    use crate::{Event, EventLog, ManualClock, MemoryLog, MemoryStateStore, TopicSpec};
 
     /// A handler that keeps each delivery handed over with its outcome, for the test to
     /// settle.
@@ -153,33 +153,13 @@ mod tests {
     }
 
     async fn engine(events: usize, keeper: Arc<Keeper>) -> Engine {
-        let log = Arc::new(MemoryLog::new());
-        log.create_topic(TopicSpec::new("deals", 1))
-            .await
-            .expect("topic");
-        let batch: Vec<Event> = (0..events)
-            .map(|i| Event::new("deal.won", serde_json::json!({ "n": i })))
-            .collect();
-        log.append(&["deals".to_string()], &batch)
-            .await
-            .expect("append");
         let opts = SubscribeOptions {
             read_ahead: 8,
             max_in_flight: 4,
             ordering: Ordering::None,
             ..SubscribeOptions::default()
         };
-        Engine::open(
-            log,
-            Arc::new(MemoryStateStore::new()),
-            Arc::new(ManualClock::new(1_000_000)),
-            "deals",
-            "erp",
-            keeper,
-            opts,
-        )
-        .await
-        .expect("open")
+        engine_over_deals(events, keeper, opts).await
     }
 
     #[tokio::test(flavor = "current_thread")]

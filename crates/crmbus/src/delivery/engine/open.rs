@@ -214,6 +214,7 @@ impl Engine {
             opts,
             parts,
             keys: HashMap::new(),
+            spare_queues: Vec::new(),
             ready: VecDeque::new(),
             timers: BTreeSet::new(),
             retries,

@@ -52,6 +52,38 @@ pub const PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 /// so that one persist's batch stays within what every state store takes in one write.
 pub const PERSIST_AFTER: usize = 4096;
 
+/// Most emptied key queues an engine keeps for reuse ([`Engine::forget_key`]).
+const SPARE_QUEUES: usize = 1024;
+
+/// A spare queue keeps at most this much room: a key that once queued many events does
+/// not hold their memory for the next.
+const SPARE_QUEUE_ROOM: usize = 8;
+
+impl Engine {
+    /// The state of key `k`, made (with a spare queue, if one is kept) when the key has
+    /// none. Without key ordering every event is a key of its own, so a queue made and
+    /// freed for each would be an allocation per event.
+    pub(super) fn key_state(&mut self, k: KeyId) -> &mut KeyState {
+        let spare = &mut self.spare_queues;
+        self.keys.entry(k).or_insert_with(|| KeyState {
+            queue: spare.pop().unwrap_or_default(),
+            in_flight: false,
+        })
+    }
+
+    /// Drops the state of key `k` (idle: nothing queued or in flight), keeping its queue
+    /// for a later key.
+    pub(super) fn forget_key(&mut self, k: &KeyId) {
+        if let Some(ks) = self.keys.remove(k) {
+            let mut queue = ks.queue;
+            if self.spare_queues.len() < SPARE_QUEUES && queue.capacity() <= SPARE_QUEUE_ROOM {
+                queue.clear();
+                self.spare_queues.push(queue);
+            }
+        }
+    }
+}
+
 impl PartCursor {
     pub(super) fn mark_done(&mut self, offset: u64) {
         self.done.insert(offset);
@@ -86,10 +118,7 @@ pub(super) struct KeyState {
     pub(super) in_flight: bool,
 }
 
-/// A key of the engine's queues: the event's subject (or id), or, without key ordering,
-/// its offset's own name. Shared, so that the queues, the ready list, timers and
-/// completions hold it without copying it.
-pub(super) type Key = Arc<str>;
+pub(super) use super::key::Key;
 
 pub(super) type KeyId = (u32, Key);
 
@@ -123,6 +152,9 @@ pub struct Engine {
     pub(super) opts: SubscribeOptions,
     pub(super) parts: Vec<PartCursor>,
     pub(super) keys: HashMap<KeyId, KeyState>,
+    /// Emptied queues of keys that went idle, kept for the next keys (see
+    /// [`Engine::key_state`]).
+    pub(super) spare_queues: Vec<VecDeque<Queued>>,
     pub(super) ready: VecDeque<KeyId>,
     pub(super) timers: BTreeSet<(i64, u32, Key)>,
     pub(super) retries: HashMap<(u32, u64), RetryRecord>,
