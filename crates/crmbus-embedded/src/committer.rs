@@ -221,14 +221,16 @@ impl Committer {
     pub async fn wait(&self, barrier: Barrier) -> Result<(), LogError> {
         match (&self.how, barrier.ticket) {
             (How::Group(commit), Some(ticket)) => {
-                if barrier.lead {
+                // A blocking section only for a round this append runs: one that finds a
+                // round running leaves its ticket to the group-commit thread.
+                if let Some(lead) = barrier.lead.then(|| commit.try_lead(ticket)).flatten() {
                     // `block_in_place` refuses (panics, before running anything) on a
                     // thread that entered a multi-threaded runtime's handle without
-                    // being one of its workers or in its `block_on`: the group-commit
-                    // thread runs the round then. A panic of the round itself poisons
-                    // the log (see `syncer`), and the wait below reports it.
+                    // being one of its workers or in its `block_on`: the round is let go
+                    // and the group-commit thread runs it. A panic of the round itself
+                    // poisons the log (see `syncer`), and the wait below reports it.
                     let led = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        tokio::task::block_in_place(|| commit.lead(ticket))
+                        tokio::task::block_in_place(|| lead.run())
                     }));
                     if led.is_err() {
                         commit.wake();

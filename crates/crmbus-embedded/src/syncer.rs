@@ -10,11 +10,13 @@
 //! pages, so no later write can be acknowledged honestly.
 //!
 //! Rounds run one at a time, on one of two kinds of thread. An appender that finds no
-//! round running *leads*: it runs the round itself ([`GroupCommit::lead`], on a blocking
-//! section of its own thread), so a publish that arrives alone costs no hand-off to another
-//! thread and back. An appender that finds a round running wakes the group-commit thread,
-//! which runs the next round as soon as the current one ends and takes every append that
-//! arrived meanwhile; a leader that sees more work queued when its round ends wakes it too.
+//! round running *leads*: it takes the round ([`GroupCommit::try_lead`]) and runs it itself
+//! ([`Lead::run`], on a blocking section of its own thread), so a publish that arrives
+//! alone costs no hand-off to another thread and back. An appender that finds a round
+//! running wakes the group-commit thread, which runs the next round as soon as the current
+//! one ends and takes every append that arrived meanwhile, and enters no blocking section
+//! (on a tokio worker each one hands the worker's other tasks to another thread); a leader
+//! that sees more work queued when its round ends wakes the thread too.
 //!
 //! The same rounds make [`BatchJournal`] intents durable (see [`crate::batch_journal`]). An
 //! append that spans partitions stages its parts, queues its intent and submits, all while
@@ -76,6 +78,8 @@ struct Shared {
     rounds: std::sync::atomic::AtomicU64,
     /// Of `rounds`, those an appender led.
     rounds_led: std::sync::atomic::AtomicU64,
+    /// See [`GroupCommitStats::blocking_sections`].
+    blocking_sections: std::sync::atomic::AtomicU64,
     sync_micros: std::sync::atomic::AtomicU64,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -89,6 +93,10 @@ pub struct GroupCommitStats {
     pub rounds: u64,
     /// Of those, the rounds an appender ran on its own thread (it found none running).
     pub rounds_led: u64,
+    /// Blocking sections appenders entered to lead a round. Each costs its tokio worker a
+    /// hand-over of its other tasks to another thread, so one is entered only to run a
+    /// round: this equals `rounds_led` but for a round a stopping log declined.
+    pub blocking_sections: u64,
     /// Total time the rounds spent writing and syncing, in microseconds.
     pub sync_micros: u64,
 }
@@ -115,6 +123,7 @@ impl GroupCommit {
             touched: Mutex::new(Vec::new()),
             rounds: std::sync::atomic::AtomicU64::new(0),
             rounds_led: std::sync::atomic::AtomicU64::new(0),
+            blocking_sections: std::sync::atomic::AtomicU64::new(0),
             sync_micros: std::sync::atomic::AtomicU64::new(0),
             queue: Mutex::new(Queue {
                 items: Vec::new(),
@@ -145,8 +154,9 @@ impl GroupCommit {
     }
 
     /// Queues dirtied segments without waking the group-commit thread: the caller must
-    /// call [`GroupCommit::lead`] with the returned ticket before it waits or goes away,
-    /// or the round that makes them durable may not run.
+    /// call [`GroupCommit::try_lead`] with the returned ticket (and run the [`Lead`] it
+    /// gets, if any) before it waits or goes away, or the round that makes them durable may
+    /// not run.
     pub fn submit_to_lead(&self, items: Vec<SyncItem>) -> u64 {
         let mut q = self.shared.queue.locked();
         q.items.extend(items);
@@ -154,41 +164,40 @@ impl GroupCommit {
         q.ticket
     }
 
-    /// Makes `ticket` durable on the calling thread if no round is running: runs a round
-    /// (which takes everything queued, the caller's ticket among it). Otherwise, or when the
-    /// log is stopping or poisoned, wakes the group-commit thread to run it. Blocks on disk
-    /// I/O: call it where blocking is allowed (in [`tokio::task::block_in_place`] on an
-    /// async worker). Then [`GroupCommit::wait`] for the ticket as usual.
-    pub fn lead(&self, ticket: u64) {
+    /// Takes the round for `ticket`, for the caller to run on its own thread
+    /// ([`Lead::run`]), if no round is running and the ticket is not durable yet. Does not
+    /// block: when a round is running it wakes the group-commit thread, which runs the next
+    /// one with this ticket, and returns `None`; so does a log that is poisoned or whose
+    /// ticket a round that just ended took. Either way, [`GroupCommit::wait`] for the
+    /// ticket next.
+    ///
+    /// Only a caller that got a [`Lead`] needs a blocking section (on an async worker,
+    /// [`tokio::task::block_in_place`], which hands the worker's other tasks to another
+    /// thread): most appends under load find a round running and need none.
+    pub fn try_lead(&self, ticket: u64) -> Option<Lead<'_>> {
         let shared = &*self.shared;
         if shared.progress.borrow().synced >= ticket {
-            return;
+            return None;
         }
         let round = match shared.round.try_lock() {
-            Ok(round) => Some(round),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
-        let Some(_round) = round else {
-            // A round is running: the thread runs the next one, with this ticket.
-            shared.wake.notify_one();
-            return;
+            Ok(round) => round,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                // A round is running: the thread runs the next one, with this ticket.
+                shared.wake.notify_one();
+                return None;
+            }
         };
         // The round that just ended may have taken this ticket; a poisoned log runs no
         // more rounds (its waiters see the failure).
         let progress = shared.progress.borrow().clone();
         if progress.synced >= ticket || progress.failed.is_some() {
-            return;
+            return None;
         }
-        if run_round(shared, true) {
-            shared
-                .rounds_led
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        // Appends that arrived while this round ran: the thread takes them.
-        if has_work(&shared.queue.locked(), shared) {
-            shared.wake.notify_one();
-        }
+        Some(Lead {
+            shared,
+            _round: round,
+        })
     }
 
     /// Wakes the group-commit thread to run a round for what is queued.
@@ -249,6 +258,7 @@ impl GroupCommit {
         GroupCommitStats {
             rounds: self.shared.rounds.load(Relaxed),
             rounds_led: self.shared.rounds_led.load(Relaxed),
+            blocking_sections: self.shared.blocking_sections.load(Relaxed),
             sync_micros: self.shared.sync_micros.load(Relaxed),
         }
     }
@@ -283,6 +293,31 @@ impl GroupCommit {
 impl Drop for GroupCommit {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A round an appender took to run on its own thread ([`GroupCommit::try_lead`]). It holds
+/// the round lock, so no other round runs (or takes its ticket) until it is run or dropped.
+pub struct Lead<'a> {
+    shared: &'a Shared,
+    _round: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Lead<'_> {
+    /// Runs the round, which takes everything queued (the appender's ticket among it), then
+    /// wakes the group-commit thread for appends that arrived meanwhile. Blocks on disk
+    /// I/O: call it where blocking is allowed (in [`tokio::task::block_in_place`] on an
+    /// async worker).
+    pub fn run(self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let shared = self.shared;
+        shared.blocking_sections.fetch_add(1, Relaxed);
+        if run_round(shared, true) {
+            shared.rounds_led.fetch_add(1, Relaxed);
+        }
+        if has_work(&shared.queue.locked(), shared) {
+            shared.wake.notify_one();
+        }
     }
 }
 

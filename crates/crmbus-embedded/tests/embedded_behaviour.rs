@@ -492,6 +492,12 @@ fn concurrent_appends_lead_or_hand_over_and_none_is_lost() {
     });
     let stats = log.group_commit_stats();
     assert!(stats.rounds_led > 0, "no append led a round: {stats:?}");
+    // An append that finds a round running hands its ticket on without a blocking
+    // section: entering one costs the worker a hand-over of its tasks to another thread.
+    assert_eq!(
+        stats.blocking_sections, stats.rounds_led,
+        "blocking sections entered that ran no round: {stats:?}"
+    );
     let count = |log: &EmbeddedLog, topic: &'static str| {
         runtime.block_on(async {
             log.describe_topic(topic)
