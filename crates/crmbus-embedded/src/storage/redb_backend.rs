@@ -1,4 +1,4 @@
-//! [`RedbBackend`]: the metadata database's file, opened through [`Storage`], so redb's
+//! [`RedbBackend`]: the metadata database's file, opened through [`Storage`](super::Storage), so redb's
 //! writes and fsyncs are subject to the same seam (and the same simulated power cuts) as
 //! the segment files.
 
