@@ -13,9 +13,9 @@
 //! round running *leads*: it takes the round ([`GroupCommit::try_lead`]) and runs it itself
 //! ([`Lead::run`], on a blocking section of its own thread), so a publish that arrives
 //! alone costs no hand-off to another thread and back. An appender that finds a round
-//! running wakes the group-commit thread, which runs the next round as soon as the current
-//! one ends and takes every append that arrived meanwhile, and enters no blocking section
-//! (on a tokio worker each one hands the worker's other tasks to another thread); a leader
+//! running enters no blocking section (on a tokio worker each one hands the worker's other
+//! tasks to another thread): it wakes the group-commit thread, which runs the next round as
+//! soon as the current one ends and takes every append that arrived meanwhile. A leader
 //! that sees more work queued when its round ends wakes the thread too.
 //!
 //! The same rounds make [`BatchJournal`] intents durable (see [`crate::batch_journal`]). An
@@ -167,9 +167,9 @@ impl GroupCommit {
     /// Takes the round for `ticket`, for the caller to run on its own thread
     /// ([`Lead::run`]), if no round is running and the ticket is not durable yet. Does not
     /// block: when a round is running it wakes the group-commit thread, which runs the next
-    /// one with this ticket, and returns `None`; so does a log that is poisoned or whose
-    /// ticket a round that just ended took. Either way, [`GroupCommit::wait`] for the
-    /// ticket next.
+    /// one with this ticket, and returns `None`; so does a log that is stopping (the
+    /// thread runs what is left), one that is poisoned, and one whose ticket a round that
+    /// just ended took. Either way, [`GroupCommit::wait`] for the ticket next.
     ///
     /// Only a caller that got a [`Lead`] needs a blocking section (on an async worker,
     /// [`tokio::task::block_in_place`], which hands the worker's other tasks to another
@@ -194,8 +194,15 @@ impl GroupCommit {
         if progress.synced >= ticket || progress.failed.is_some() {
             return None;
         }
+        // Once stopping, only the thread runs rounds (it takes what is queued before it
+        // ends): no blocking section for a round that would decline.
+        if shared.queue.locked().shutdown {
+            shared.wake.notify_one();
+            return None;
+        }
         Some(Lead {
             shared,
+            ran: false,
             _round: round,
         })
     }
@@ -274,7 +281,7 @@ impl GroupCommit {
             let _ = t.join();
         }
         // A round an appender led may still be running: wait for it. Appenders that come
-        // later see `shutdown` and lead none.
+        // later see `shutdown` and take no round (`try_lead`).
         drop(self.shared.round.locked());
     }
 
@@ -298,9 +305,20 @@ impl Drop for GroupCommit {
 
 /// A round an appender took to run on its own thread ([`GroupCommit::try_lead`]). It holds
 /// the round lock, so no other round runs (or takes its ticket) until it is run or dropped.
+/// Dropped without running (a caller that could not block after all), it wakes the
+/// group-commit thread to run the round instead.
 pub struct Lead<'a> {
     shared: &'a Shared,
+    ran: bool,
     _round: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if !self.ran {
+            self.shared.wake.notify_one();
+        }
+    }
 }
 
 impl Lead<'_> {
@@ -308,8 +326,9 @@ impl Lead<'_> {
     /// wakes the group-commit thread for appends that arrived meanwhile. Blocks on disk
     /// I/O: call it where blocking is allowed (in [`tokio::task::block_in_place`] on an
     /// async worker).
-    pub fn run(self) {
+    pub fn run(mut self) {
         use std::sync::atomic::Ordering::Relaxed;
+        self.ran = true;
         let shared = self.shared;
         shared.blocking_sections.fetch_add(1, Relaxed);
         if run_round(shared, true) {

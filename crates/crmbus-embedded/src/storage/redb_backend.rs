@@ -1,6 +1,6 @@
-//! [`RedbBackend`]: the metadata database's file, opened through [`Storage`](super::Storage), so redb's
-//! writes and fsyncs are subject to the same seam (and the same simulated power cuts) as
-//! the segment files.
+//! [`RedbBackend`]: the metadata database's file, opened through
+//! [`Storage`](super::Storage), so redb's writes and fsyncs are subject to the same seam
+//! (and the same simulated power cuts) as the segment files.
 
 use std::io;
 

@@ -427,7 +427,7 @@ mod tests {
         let spare = engine.spare_queues.len();
         assert!(
             (1..=4).contains(&spare),
-            "{spare} spare queues for 4 events in flight at most"
+            "{spare} spare queues, with at most 4 keys buffered at once (read_ahead)"
         );
         assert!(engine.spare_queues.iter().all(|q| q.is_empty()));
     }

@@ -22,8 +22,8 @@ pub(crate) enum Key {
 }
 
 impl Key {
-    /// The key named `name`: [`Key::Offset`] when the name is `#` and an offset written
-    /// as [`Key::Offset`]'s name is, otherwise [`Key::Named`].
+    /// The offset a name stands for: `Some` exactly when the name is what
+    /// [`Key::Offset`] displays (`#`, then the offset in decimal with no leading zero).
     fn parse(name: &str) -> Option<u64> {
         let digits = name.strip_prefix('#')?;
         let canonical = !digits.is_empty()
@@ -36,6 +36,8 @@ impl Key {
     }
 }
 
+/// The key named `name`: [`Key::Offset`] when [`Key::parse`] reads an offset in it,
+/// otherwise [`Key::Named`].
 impl From<&str> for Key {
     fn from(name: &str) -> Key {
         match Key::parse(name) {

@@ -52,7 +52,9 @@ pub const PERSIST_INTERVAL: Duration = Duration::from_millis(100);
 /// so that one persist's batch stays within what every state store takes in one write.
 pub const PERSIST_AFTER: usize = 4096;
 
-/// Most emptied key queues an engine keeps for reuse ([`Engine::forget_key`]).
+/// Most emptied key queues an engine keeps for reuse ([`Engine::forget_key`]). Once a
+/// subscription had this many keys queued at once, the spares stay allocated while it runs:
+/// at most [`SPARE_QUEUE_ROOM`] slots each, about half a MiB in all.
 const SPARE_QUEUES: usize = 1024;
 
 /// A spare queue keeps at most this much room: a key that once queued many events does
