@@ -128,7 +128,7 @@ pub(crate) struct Completion {
     pub(crate) partition: u32,
     pub(crate) offset: u64,
     /// The key the engine queued the event under.
-    pub(crate) key: crate::delivery::engine::Key,
+    pub(crate) key: crate::delivery::key::Key,
     pub(crate) attempt: u32,
     pub(crate) redrive: bool,
     pub(crate) appended_us: i64,

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod filter;
 pub mod group_state;
 pub mod handler;
+pub(crate) mod key;
 pub mod options;
 pub mod ranges;
 pub mod retry;

@@ -25,7 +25,6 @@ mod dispatch;
 mod dlq;
 mod fill;
 mod in_flight;
-mod key;
 mod metrics;
 mod open;
 mod persist;
@@ -36,7 +35,6 @@ mod stats;
 mod test_engine;
 
 pub use dlq::{audit_op, read_audit_log, read_dead_letters};
-pub(crate) use key::Key;
 pub use records::{AuditRecord, DeadLetter, DlqFilter, RetryRecord, UNREADABLE_TYPE};
 pub use run::{Engine, PERSIST_AFTER, PERSIST_INTERVAL};
 pub use stats::{Parked, ParkedKey, StatsSnapshot, SubscriptionStats, PARKED_SHOWN};

@@ -120,7 +120,7 @@ pub(super) struct KeyState {
     pub(super) in_flight: bool,
 }
 
-pub(super) use super::key::Key;
+pub(super) use crate::delivery::key::Key;
 
 pub(super) type KeyId = (u32, Key);
 

@@ -1,4 +1,5 @@
-//! [`Key`]: what the engine queues, orders and holds events by.
+//! [`Key`]: what the delivery engine queues, orders and holds events by, and what a
+//! finished delivery names when it reports back.
 
 use std::fmt;
 use std::sync::Arc;
