@@ -585,6 +585,9 @@ struct FileState {
     allocated: u64,
     /// What the last compaction kept.
     live: u64,
+    /// The frames up to here are durable: fsynced, or written again by a durable record of
+    /// the commit file (see [`BatchJournal::uncovered`]).
+    covered: u64,
 }
 
 /// The journal grows in zero-filled steps of this size (or of the compaction threshold, if
@@ -657,6 +660,12 @@ impl BatchJournal {
             end,
         } = read_frames(&bytes)?;
         let (len, allocated) = (end as u64, bytes.len() as u64);
+        if len > 0 {
+            // What was read may be only in the page cache (the last run was killed): the
+            // frames after it are written (and made durable) from `len` on, and must not
+            // follow a hole a power cut would leave.
+            file.sync_data()?;
+        }
         Ok((
             BatchJournal {
                 storage,
@@ -667,6 +676,7 @@ impl BatchJournal {
                     len,
                     allocated,
                     live: 0,
+                    covered: len,
                 }),
                 deletions: Mutex::new(Vec::new()),
                 points: Mutex::new(HashMap::new()),
@@ -786,8 +796,48 @@ impl BatchJournal {
         }
         if sync {
             s.file.sync_data()?;
+            s.covered = s.len;
         }
         Ok(())
+    }
+
+    /// The frames written since the journal was last made durable, and where they start:
+    /// a group-commit round that makes its writes durable with one record of the commit
+    /// file ([`crate::commit_file`]) puts them in it, then calls
+    /// [`BatchJournal::mark_covered`]. `None` when there are none.
+    pub fn uncovered(&self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        let s = self.state.locked();
+        if s.len <= s.covered {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; (s.len - s.covered) as usize];
+        s.file.read_exact_at(&mut bytes, s.covered)?;
+        Ok(Some((s.covered, bytes)))
+    }
+
+    /// The frames up to `end` (returned by [`BatchJournal::uncovered`]) are durable.
+    pub fn mark_covered(&self, end: u64) {
+        let mut s = self.state.locked();
+        s.covered = s.covered.max(end.min(s.len));
+    }
+
+    /// Fsyncs the file: every frame written is durable.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut s = self.state.locked();
+        s.file.sync_data()?;
+        s.covered = s.len;
+        Ok(())
+    }
+
+    /// Whether [`BatchJournal::compact_if_large`] would rewrite the file now.
+    pub fn wants_compaction(&self) -> bool {
+        let s = self.state.locked();
+        s.len >= self.compact_at.max(2 * s.live)
+    }
+
+    /// The journal file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
     }
 
     /// Once the file is large, rewrites it with only the outstanding intents: written to a
@@ -874,6 +924,7 @@ impl BatchJournal {
             .open(&self.dir.join(FILE_NAME), OpenMode::OpenOrCreate)?;
         self.storage.sync_dir(&self.dir)?;
         s.len = len;
+        s.covered = len;
         s.allocated = len;
         self.room.store(0, Ordering::Release);
         s.live = len;

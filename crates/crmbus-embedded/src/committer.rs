@@ -18,13 +18,14 @@ use std::sync::{Arc, Mutex};
 use crmbus::LogError;
 
 use crate::batch_journal::BatchJournal;
+use crate::commit_file::CommitFile;
 use crate::options::{Durability, EmbeddedOptions};
 use crate::partition::SyncItem;
 use crate::syncer::{GroupCommit, GroupCommitStats};
 
 /// A storage error as the log reports it: a full disk is [`LogError::StorageFull`].
 pub(crate) fn storage_error(e: std::io::Error) -> LogError {
-    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::ENOSPC) {
+    if crate::storage::is_no_space(&e) {
         LogError::StorageFull(e.to_string())
     } else {
         LogError::Io(e)
@@ -83,12 +84,19 @@ fn may_lead() -> bool {
 
 impl Committer {
     /// The committer `opts.durability` asks for; starts the group-commit thread if any. It
-    /// writes `journal`'s frames.
-    pub fn start(opts: &EmbeddedOptions, journal: Arc<BatchJournal>) -> std::io::Result<Self> {
+    /// writes `journal`'s frames, and its rounds use `commit` (page-cache durability needs
+    /// no commit file).
+    pub fn start(
+        opts: &EmbeddedOptions,
+        journal: Arc<BatchJournal>,
+        commit: CommitFile,
+    ) -> std::io::Result<Self> {
         let how = match opts.durability {
-            Durability::Fsync => {
-                How::Group(GroupCommit::start(opts.clone(), Arc::clone(&journal))?)
-            }
+            Durability::Fsync => How::Group(GroupCommit::start(
+                opts.clone(),
+                Arc::clone(&journal),
+                commit,
+            )?),
             Durability::Os => How::PageCache {
                 failed: Mutex::new(None),
             },
@@ -267,6 +275,18 @@ impl Committer {
             return Ok(());
         }
         self.journal.write(&frames, true).map_err(storage_error)
+    }
+
+    /// Makes every file written so far durable and forgets the commit file's records
+    /// (see [`GroupCommit::checkpoint`]): before files the records may name are removed.
+    /// Blocks on disk I/O.
+    pub fn checkpoint(&self) -> Result<(), LogError> {
+        match &self.how {
+            How::Group(commit) => commit
+                .checkpoint()
+                .map_err(|e| LogError::Unavailable(e.to_string())),
+            How::PageCache { .. } => Ok(()),
+        }
     }
 
     /// Why the log accepts no more writes, if it does not: a failed group commit round or

@@ -13,13 +13,18 @@
 //!   [`Durability::Fsync`] (the default) an append returns only once its batch is on disk;
 //!   [`Durability::Os`] returns once it is in the page cache, and loses recent appends on
 //!   power loss or a kernel crash (not on a crash of crmbus itself).
+//! - **Commit file**: a round that wrote more than one file (several partitions, or data and
+//!   journal) fdatasyncs one record of the same bytes in `commit.wal` instead of each file,
+//!   since every fsync costs the disk a flush of its own; open writes the records again
+//!   before it reads anything, and checkpoints fsync the files and start a new generation
+//!   (see [`commit_file`]).
 //! - **Recovery** on open scans the active segment, verifies every checksum, truncates a
 //!   torn tail (including a batch whose end never reached the disk), and reports damage in
 //!   the middle as corrupt records rather than cutting the log there.
 //! - **Atomicity**: an append is checked whole before anything is written; a batch is one
 //!   write per partition and recovery drops a partial batch at a partition's tail. An
 //!   append that spans partitions (or topics) records where its parts went in the batch
-//!   journal (see [`batch_journal`]), fsynced beside the parts, whose first records name
+//!   journal (see [`batch_journal`]), made durable with the parts, whose first records name
 //!   it; after a crash, open rolls back every such append the crash left in some
 //!   partitions only or without its journal entry, so a batch is stored whole or not at
 //!   all.
@@ -44,10 +49,11 @@
 //! `log/append.rs`: the append path), the committer (`committer.rs`: group commit or page
 //! cache, decided once), [`syncer`] (the group-commit thread), [`partition`] (the writer and
 //! retention; reads in `partition/read.rs`), [`segment`] (one file and its index; the
-//! recovery scan in `segment/scan.rs`), [`batch_journal`], [`metadata`], [`storage`] (the
+//! recovery scan in `segment/scan.rs`), [`batch_journal`], [`commit_file`], [`metadata`], [`storage`] (the
 //! I/O seam; the simulated disk's file model and faults in `storage/sim/`), [`record`].
 
 pub mod batch_journal;
+pub mod commit_file;
 mod committer;
 pub mod dedupe;
 mod flush_pool;

@@ -59,6 +59,10 @@ pub struct EmbeddedOptions {
     /// when a read needs them (every partition's active segment stays open besides).
     /// Default 512.
     pub max_open_segments: usize,
+    /// Bytes of records the commit file holds before a checkpoint fsyncs the files they
+    /// wrote (see [`crate::commit_file`]); 0 makes every round fsync each file it wrote
+    /// instead. Default 8 MiB.
+    pub commit_file_bytes: u64,
     /// How often retention runs in the background; `None` runs it only on request.
     /// Default every 60 s.
     pub retention_interval: Option<Duration>,
@@ -81,6 +85,7 @@ impl Default for EmbeddedOptions {
             dedupe_max_entries_total: 4_000_000,
             batch_journal_compact_bytes: crate::batch_journal::COMPACT_AT,
             max_open_segments: 512,
+            commit_file_bytes: crate::commit_file::DEFAULT_CAPACITY,
             retention_interval: Some(Duration::from_secs(60)),
             clock: system_clock(),
             storage: Arc::new(OsStorage),

@@ -140,6 +140,10 @@ enum Staged {
     Seal(Arc<Segment>),
 }
 
+/// Called with each write of [`Partition::write_taken_noting`]: the segment, the position
+/// and the bytes.
+pub type NoteWrite<'a> = dyn FnMut(&Segment, u64, &[u8]) -> io::Result<()> + 'a;
+
 /// Staged writes taken from a partition and not written yet.
 pub struct TakenStaged {
     staged: Vec<Staged>,
@@ -683,6 +687,18 @@ impl Partition {
         taken: TakenStaged,
         opts: &EmbeddedOptions,
     ) -> io::Result<(Vec<Arc<Segment>>, u64)> {
+        self.write_taken_noting(taken, opts, &mut |_, _, _| Ok(()))
+    }
+
+    /// [`Partition::write_taken`], calling `note` with each write's segment, position and
+    /// bytes once it is done (for the commit file's record of the round, see
+    /// [`crate::commit_file`]); a failure of `note` fails the write.
+    pub fn write_taken_noting(
+        &self,
+        taken: TakenStaged,
+        opts: &EmbeddedOptions,
+        note: &mut NoteWrite<'_>,
+    ) -> io::Result<(Vec<Arc<Segment>>, u64)> {
         let mut touched: Vec<Arc<Segment>> = Vec::new();
         for item in taken.staged {
             match item {
@@ -691,7 +707,9 @@ impl Partition {
                     frames,
                     lens,
                 } => {
+                    let position = segment.len();
                     segment.append(&frames, &lens, opts.index_interval_bytes)?;
+                    note(&segment, position, &frames)?;
                     if let Some((last, _)) = lens.last() {
                         self.written_next
                             .fetch_max(last.offset + 1, Ordering::AcqRel);

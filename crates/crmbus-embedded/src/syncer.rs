@@ -27,6 +27,12 @@
 //! storage that takes one operation at a time gets the data first, then the journal): the
 //! first record of each part names its intent, and recovery cuts a part whose intent did
 //! not reach the disk. The round is acknowledged only once both are durable.
+//!
+//! A round that would fsync more than one file (several partitions, or a partition and the
+//! journal) fsyncs only the log's commit file instead (see [`crate::commit_file`]): it
+//! writes its data and journal frames to their files, then one record holding the same
+//! bytes to the commit file, and fdatasyncs that. The files it wrote are fsynced by the
+//! next checkpoint. A round that writes one file fsyncs that file, as before.
 
 use crmbus::sync::{LockExt, RwLockExt};
 use std::collections::HashMap;
@@ -36,11 +42,13 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 use crate::batch_journal::BatchJournal;
+use crate::commit_file::{CommitFile, CommitRecord};
 use crate::flush_pool::FlushPool;
 use crate::options::EmbeddedOptions;
 /// What an append hands the group commit; defined beside [`Partition`], which makes it.
 pub use crate::partition::SyncItem;
 use crate::partition::{Partition, TakenStaged};
+use crate::segment::Segment;
 
 /// Progress of the group commit, as seen by waiters.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +92,25 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
+    /// The commit file and what its current generation covers; used by a round (holding
+    /// `round`) and by a checkpoint.
+    commit: Mutex<CommitState>,
+    /// See [`GroupCommitStats::committed_rounds`].
+    committed_rounds: std::sync::atomic::AtomicU64,
+    /// See [`GroupCommitStats::checkpoints`].
+    checkpoints: std::sync::atomic::AtomicU64,
+}
+
+/// The commit file, with the segments the records of its current generation wrote (not
+/// fsynced since: a checkpoint fsyncs them before it starts the next generation).
+struct CommitState {
+    file: CommitFile,
+    record: CommitRecord,
+    dirty: Vec<Arc<Segment>>,
+    /// Writes of the last round the commit file made durable (segment, position, length):
+    /// their writeback to the disk is started once the round is acknowledged, so the next
+    /// checkpoint's fsyncs find little left to write.
+    written: Vec<(Arc<Segment>, u64, u64)>,
 }
 
 /// What the group commit's rounds did since the log opened.
@@ -99,6 +126,12 @@ pub struct GroupCommitStats {
     pub blocking_sections: u64,
     /// Total time the rounds spent writing and syncing, in microseconds.
     pub sync_micros: u64,
+    /// Of `rounds`, those made durable by one record of the commit file (they wrote more
+    /// than one file), instead of an fsync of each file they wrote.
+    pub committed_rounds: u64,
+    /// Checkpoints of the commit file: the files written since the last one fsynced, and a
+    /// new generation started.
+    pub checkpoints: u64,
 }
 
 /// The group-commit thread and its queue.
@@ -108,10 +141,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the thread; it also writes `journal`'s frames.
+    /// Starts the thread; it also writes `journal`'s frames, and makes rounds that write
+    /// several files durable with records of `commit`.
     pub fn start(
         opts: EmbeddedOptions,
         journal: Arc<BatchJournal>,
+        commit: CommitFile,
     ) -> std::io::Result<GroupCommit> {
         let (tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
@@ -134,6 +169,14 @@ impl GroupCommit {
             }),
             wake: Condvar::new(),
             progress: tx,
+            commit: Mutex::new(CommitState {
+                file: commit,
+                record: CommitRecord::new(),
+                dirty: Vec::new(),
+                written: Vec::new(),
+            }),
+            committed_rounds: std::sync::atomic::AtomicU64::new(0),
+            checkpoints: std::sync::atomic::AtomicU64::new(0),
         });
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -267,7 +310,26 @@ impl GroupCommit {
             rounds_led: self.shared.rounds_led.load(Relaxed),
             blocking_sections: self.shared.blocking_sections.load(Relaxed),
             sync_micros: self.shared.sync_micros.load(Relaxed),
+            committed_rounds: self.shared.committed_rounds.load(Relaxed),
+            checkpoints: self.shared.checkpoints.load(Relaxed),
         }
+    }
+
+    /// Fsyncs every file the commit file's current records wrote and starts its next
+    /// generation, waiting for a running round first. Called before files those records
+    /// name are removed (a topic's, whose paths a topic created again would reuse). A
+    /// failure poisons the log. Blocks on disk I/O.
+    pub fn checkpoint(&self) -> Result<(), Arc<str>> {
+        let shared = &*self.shared;
+        let _round = shared.round.locked();
+        if let Some(failed) = shared.progress.borrow().failed.clone() {
+            return Err(failed);
+        }
+        checkpoint(shared).map_err(|e| {
+            let why: Arc<str> = Arc::from(format!("checkpoint of the commit file failed: {e}"));
+            poison(shared, &e, &why);
+            why
+        })
     }
 
     /// Syncs what is queued, then stops the thread.
@@ -282,7 +344,17 @@ impl GroupCommit {
         }
         // A round an appender led may still be running: wait for it. Appenders that come
         // later see `shutdown` and take no round (`try_lead`).
-        drop(self.shared.round.locked());
+        let _round = self.shared.round.locked();
+        // Everything is written: fsync it and leave the commit file only its header. Not
+        // after a failure: the records may be all that holds what a failed fsync dropped,
+        // and the next open writes them again.
+        if self.shared.progress.borrow().failed.is_none() {
+            let closed =
+                checkpoint(&self.shared).and_then(|()| self.shared.commit.locked().file.close());
+            if let Err(e) = closed {
+                tracing::warn!(error = %e, "could not checkpoint the commit file on stop; the next open writes its records again");
+            }
+        }
     }
 
     /// Stops the thread for good ([`crmbus::EventLog::close`]): an append that got past the
@@ -407,10 +479,15 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
     let started = std::time::Instant::now();
     // Files the round fsyncs: each partition it writes, and the journal when it carries
     // intents or marks a caller waits for. Each costs the device a flush of its own.
-    let files_synced = work.partitions.len() + usize::from(journal_sync);
+    let files_written = work.partitions.len() + usize::from(journal_sync);
+    let committed = files_written > 1 && opts.commit_file_bytes > 0;
+    let files_synced = if committed { 1 } else { files_written };
     let journal_step = JournalStep { shared, journal };
     let frames = journal_step.frames(frames);
-    let result = if journal_sync {
+    let result = if committed {
+        // One record of the commit file, one fsync, for all of the round's files.
+        write_committed(shared, work, opts, &frames)
+    } else if journal_sync {
         // Intents (or marks a caller waits for): fsynced beside the data.
         write_work(
             work,
@@ -428,11 +505,16 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
             .and_then(|()| write_work(work, opts, &shared.flush, None))
     }
     .map(|partitions| journal_step.made_durable(partitions))
-    .and_then(|()| journal.compact_if_large());
+    .and_then(|()| compact_journal(shared));
     drop(items);
     shared
         .rounds
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if committed {
+        shared
+            .committed_rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     shared.sync_micros.fetch_add(
         started.elapsed().as_micros() as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -443,16 +525,159 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
     match result {
         Ok(()) => {
             shared.progress.send_modify(|p| p.synced = ticket);
+            if committed {
+                start_writeback(shared);
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "write or fsync failed; the embedded log stops accepting writes");
-            metrics::counter!("crmbus_log_fsync_failures_total").increment(1);
-            shared
-                .progress
-                .send_modify(|p| p.failed = Some(Arc::from(format!("write or fsync failed: {e}"))));
-        }
+        Err(e) => poison(
+            shared,
+            &e,
+            &Arc::from(format!("write or fsync failed: {e}")),
+        ),
     }
     true
+}
+
+/// Stops the log accepting writes after a failed write or fsync (`why` says so to
+/// waiters).
+fn poison(shared: &Shared, e: &std::io::Error, why: &Arc<str>) {
+    tracing::error!(error = %e, "write or fsync failed; the embedded log stops accepting writes");
+    metrics::counter!("crmbus_log_fsync_failures_total").increment(1);
+    shared.progress.send_modify(|p| {
+        if p.failed.is_none() {
+            p.failed = Some(Arc::clone(why));
+        }
+    });
+}
+
+/// Starts the writeback of what the last committed round wrote to its segments (see
+/// [`CommitState::written`]); best effort.
+fn start_writeback(shared: &Shared) {
+    let written = std::mem::take(&mut shared.commit.locked().written);
+    for (segment, position, len) in &written {
+        if let Err(e) = segment
+            .file()
+            .and_then(|f| f.start_writeback(*position, *len))
+        {
+            tracing::debug!(segment = %segment.path.display(), error = %e, "could not start a segment's writeback");
+        }
+    }
+    let mut state = shared.commit.locked();
+    if state.written.is_empty() {
+        // Give the buffer back for the next round.
+        state.written = written;
+        state.written.clear();
+    }
+}
+
+/// Compacts the batch journal once it is large. The compaction replaces the file, so the
+/// commit file's records must not name the old one: a checkpoint comes first.
+fn compact_journal(shared: &Shared) -> std::io::Result<()> {
+    if !shared.journal.wants_compaction() {
+        return Ok(());
+    }
+    checkpoint(shared)?;
+    shared.journal.compact_if_large()
+}
+
+/// Fsyncs the files the commit file's current generation wrote (the segments, then the
+/// journal), then starts the next generation. The caller holds the round lock (or no
+/// round can run).
+fn checkpoint(shared: &Shared) -> std::io::Result<()> {
+    let mut state = shared.commit.locked();
+    if state.file.used() == 0 && state.dirty.is_empty() {
+        return Ok(());
+    }
+    checkpoint_locked(shared, &mut state)
+}
+
+fn checkpoint_locked(shared: &Shared, state: &mut CommitState) -> std::io::Result<()> {
+    for segment in &state.dirty {
+        match segment.file() {
+            Ok(f) => f.sync_data()?,
+            // Removed since (retention): nothing of it needs to be durable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    shared.journal.sync()?;
+    state.file.checkpointed()?;
+    state.dirty.clear();
+    shared
+        .checkpoints
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("crmbus_log_commit_checkpoints_total").increment(1);
+    Ok(())
+}
+
+/// Writes what `work` took, and the journal `frames`, to their files without fsyncing
+/// them, then one record of the same bytes to the commit file, fdatasynced; raises the
+/// partitions' durable offsets once it is durable and returns the partitions. A round too
+/// large for what is left of the commit file checkpoints instead (which fsyncs its files
+/// with the rest).
+fn write_committed(
+    shared: &Shared,
+    work: RoundWork,
+    opts: &EmbeddedOptions,
+    frames: &[u8],
+) -> std::io::Result<Vec<Arc<Partition>>> {
+    let journal = &*shared.journal;
+    let mut guard = shared.commit.locked();
+    let state = &mut *guard;
+    journal.write(frames, false)?;
+    state.record.clear();
+    let RoundWork { partitions, taken } = work;
+    let mut flushed = Vec::with_capacity(partitions.len());
+    let (file, record) = (&state.file, &mut state.record);
+    // The writes, by the segment's address, position and length.
+    let mut writes: Vec<(*const Segment, u64, u64)> = Vec::new();
+    for ((p, _), t) in partitions.iter().zip(taken) {
+        let (segments, next) = p.write_taken_noting(t, opts, &mut |segment, position, bytes| {
+            writes.push((segment as *const Segment, position, bytes.len() as u64));
+            record.add(file.relative(&segment.path)?, position, bytes)
+        })?;
+        for s in segments {
+            if let Some(&(_, position, len)) = writes
+                .iter()
+                .rev()
+                .find(|(at, _, _)| std::ptr::eq(*at, Arc::as_ptr(&s)))
+            {
+                // The segment's writes of this round are one range (appends at its end).
+                let first = writes
+                    .iter()
+                    .find(|(at, _, _)| std::ptr::eq(*at, Arc::as_ptr(&s)))
+                    .map_or(position, |w| w.1);
+                state
+                    .written
+                    .push((Arc::clone(&s), first, position + len - first));
+            }
+            if !state.dirty.iter().any(|d| Arc::ptr_eq(d, &s)) {
+                state.dirty.push(s);
+            }
+        }
+        flushed.push(next);
+    }
+    let journal_end = match journal.uncovered()? {
+        Some((at, bytes)) => {
+            let path = journal.path();
+            state.record.add(state.file.relative(&path)?, at, &bytes)?;
+            Some(at + bytes.len() as u64)
+        }
+        None => None,
+    };
+    if state.file.fits(&state.record) && state.file.append(&mut state.record)? {
+        if let Some(end) = journal_end {
+            journal.mark_covered(end);
+        }
+    } else {
+        // Too large for what is left of the commit file, or no room on the disk for it.
+        checkpoint_locked(shared, state)?;
+        state.written.clear();
+    }
+    for ((p, wanted), flushed) in partitions.iter().zip(flushed) {
+        p.mark_durable(flushed.max(*wanted));
+    }
+    Ok(partitions.into_iter().map(|(p, _)| p).collect())
 }
 
 /// Poisons the log if dropped while its round unwinds from a panic.

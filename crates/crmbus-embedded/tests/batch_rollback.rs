@@ -421,40 +421,57 @@ async fn a_publish_that_fails_after_staging_part_of_it_takes_that_part_back() {
     }
 }
 
-/// A round whose fsync fails in one partition makes nothing of the round readable in the
-/// others: the batch is not acknowledged and the next open rolls it back, so serving its
-/// part meanwhile would hand consumers events that then disappear.
+/// A round whose write or fsync fails in one partition (or whose commit file record fails
+/// to be durable) makes nothing of the round readable in the others: the batch is not
+/// acknowledged and the next open rolls it back, so serving its part meanwhile would hand
+/// consumers events that then disappear.
 #[tokio::test]
 async fn a_round_that_fails_in_one_partition_serves_nothing_of_it_in_another() {
     use crmbus_embedded::storage::{Fault, FaultOp};
     use crmbus_embedded::SimStorage;
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(1_700_000_000_000_000);
-    let data = std::path::Path::new("/data");
-    let options = || EmbeddedOptions {
-        storage: Arc::new(sim.mount()),
-        ..opts(&clock, Durability::Fsync)
-    };
-    let log = EmbeddedLog::open(data, options()).expect("open");
-    log.create_topic(TopicSpec::new("deals", 2))
-        .await
-        .expect("create");
-    let batch: Vec<Event> = (0..8).map(deal).collect();
-    assert!(batch.iter().any(|e| partition_for(e, 2) == 0));
-    assert!(batch.iter().any(|e| partition_for(e, 2) == 1));
-    sim.inject(Fault::eio(FaultOp::Sync, "deals/1/"));
-    let failed = log.append(&["deals".to_string()], &batch).await;
-    assert!(failed.is_err(), "the batch fails: {failed:?}");
-    let info = log.describe_topic("deals").await.expect("describe");
-    assert_eq!(
-        info.partition_info
-            .iter()
-            .map(|p| p.next_offset)
-            .collect::<Vec<_>>(),
-        vec![0, 0],
-        "no offset of the failed round is served"
-    );
-    assert!(log.read("deals", 0, 0, 100).await.expect("read").is_empty());
+    let default_commit_file = EmbeddedOptions::default().commit_file_bytes;
+    // (commit file size, the failing operation, the file it fails on): a round over two
+    // partitions writes its data and fsyncs one commit file record, or (without a commit
+    // file) fsyncs each partition's segment.
+    let cases = [
+        (default_commit_file, FaultOp::Write, "deals/1/"),
+        (default_commit_file, FaultOp::Sync, "commit.wal"),
+        (0, FaultOp::Sync, "deals/1/"),
+    ];
+    for (commit_file_bytes, op, target) in cases {
+        let case = format!("commit file {commit_file_bytes} bytes, {op:?} fails on {target}");
+        let sim = SimStorage::new();
+        let clock = ManualClock::new(1_700_000_000_000_000);
+        let data = std::path::Path::new("/data");
+        let options = || EmbeddedOptions {
+            storage: Arc::new(sim.mount()),
+            commit_file_bytes,
+            ..opts(&clock, Durability::Fsync)
+        };
+        let log = EmbeddedLog::open(data, options()).expect("open");
+        log.create_topic(TopicSpec::new("deals", 2))
+            .await
+            .expect("create");
+        let batch: Vec<Event> = (0..8).map(deal).collect();
+        assert!(batch.iter().any(|e| partition_for(e, 2) == 0));
+        assert!(batch.iter().any(|e| partition_for(e, 2) == 1));
+        sim.inject(Fault::eio(op, target));
+        let failed = log.append(&["deals".to_string()], &batch).await;
+        assert!(failed.is_err(), "{case}: the batch fails: {failed:?}");
+        let info = log.describe_topic("deals").await.expect("describe");
+        assert_eq!(
+            info.partition_info
+                .iter()
+                .map(|p| p.next_offset)
+                .collect::<Vec<_>>(),
+            vec![0, 0],
+            "{case}: no offset of the failed round is served"
+        );
+        assert!(
+            log.read("deals", 0, 0, 100).await.expect("read").is_empty(),
+            "{case}"
+        );
+    }
 }
 
 /// A disk on which `earlier` was appended to `deals` (4 partitions) one event at a time,

@@ -124,7 +124,22 @@ impl Model {
 }
 
 fn options(sim: &SimStorage, clock: &Arc<ManualClock>) -> EmbeddedOptions {
+    options_with_commit_file(sim, clock, 4 * 1024)
+}
+
+/// The commit file's capacity by life: small (rounds fill it and checkpoint often), large
+/// (records pile up across many rounds before a cut), or none (each file fsynced).
+fn commit_file_bytes(life: u64) -> u64 {
+    [4 * 1024, 1 << 20, 0][(life % 3) as usize]
+}
+
+fn options_with_commit_file(
+    sim: &SimStorage,
+    clock: &Arc<ManualClock>,
+    commit_file_bytes: u64,
+) -> EmbeddedOptions {
     EmbeddedOptions {
+        commit_file_bytes,
         segment_bytes: 2048,
         index_interval_bytes: 256,
         batch_journal_compact_bytes: 8 * 1024,
@@ -600,6 +615,8 @@ fn acknowledged_events_survive_every_simulated_power_cut() {
         .build()
         .expect("runtime");
     let mut rounds_led = 0;
+    // Rounds made durable by a commit file record, and checkpoints of it.
+    let (mut committed_rounds, mut checkpoints) = (0, 0);
     for life in 0..crashes {
         let runtime = if life % 2 == 0 {
             &current_thread
@@ -630,7 +647,8 @@ fn acknowledged_events_survive_every_simulated_power_cut() {
             } else {
                 FaultOp::Sync
             };
-            let target = ["", ".log", "journal", "meta.redb", ".idx"][rng.random_range(0..5usize)];
+            let target = ["", ".log", "journal", "meta.redb", ".idx", "commit.wal"]
+                [rng.random_range(0..6usize)];
             let mut fault = if rng.random_bool(0.5) {
                 Fault::eio(op, target)
             } else {
@@ -660,11 +678,17 @@ fn acknowledged_events_survive_every_simulated_power_cut() {
             sim.crash(mode, rng.random());
         }
         sim.clear_faults();
-        rounds_led += log.group_commit_stats().rounds_led;
+        let commit_stats = log.group_commit_stats();
+        rounds_led += commit_stats.rounds_led;
+        committed_rounds += commit_stats.committed_rounds;
+        checkpoints += commit_stats.checkpoints;
         drop(log);
         let flipped = rng.random_range(0..8u8) == 0 && flip_sealed(&sim, &data, &mut rng);
         stats.1 += u64::from(flipped);
-        log = match EmbeddedLog::open(&data, options(&sim, &clock)) {
+        log = match EmbeddedLog::open(
+            &data,
+            options_with_commit_file(&sim, &clock, commit_file_bytes(life)),
+        ) {
             Ok(l) => l,
             Err(e) => panic!("{context}: reopen after the power cut failed: {e}"),
         };
@@ -675,8 +699,12 @@ fn acknowledged_events_survive_every_simulated_power_cut() {
         crashes < 10 || rounds_led > 0,
         "no append ran its own group-commit round: the multi-threaded lives tested nothing new"
     );
+    assert!(
+        crashes < 10 || (committed_rounds > 0 && checkpoints > 0),
+        "no round used the commit file ({committed_rounds}) or no checkpoint ran ({checkpoints})"
+    );
     println!(
-        "power-loss simulation: seed {seed}: {crashes} power cuts, {} workload steps, {} bit flips, {} injected I/O errors, {} acknowledged events held at the end, {} storage operations, {rounds_led} rounds run by appenders",
+        "power-loss simulation: seed {seed}: {crashes} power cuts, {} workload steps, {} bit flips, {} injected I/O errors, {} acknowledged events held at the end, {} storage operations, {rounds_led} rounds run by appenders, {committed_rounds} rounds made durable by a commit file record, {checkpoints} checkpoints",
         stats.0,
         stats.1,
         stats.2,

@@ -201,8 +201,15 @@ fn sim_partition_with_clock(
         1 << 20,
     )
     .expect("journal");
-    let commit = crmbus_embedded::syncer::GroupCommit::start(opts.clone(), Arc::new(journal))
-        .expect("group commit");
+    let (commit_file, _) = crmbus_embedded::commit_file::CommitFile::recover(
+        &opts.storage,
+        std::path::Path::new("/data"),
+        opts.commit_file_bytes,
+    )
+    .expect("commit file");
+    let commit =
+        crmbus_embedded::syncer::GroupCommit::start(opts.clone(), Arc::new(journal), commit_file)
+            .expect("group commit");
     // The partition's own directory entry is its topic's job (create_topic fsyncs it).
     use crmbus_embedded::Storage;
     for d in ["/", "/data"] {

@@ -182,7 +182,12 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         "crmbus_log_commit_files_synced_total",
         Kind::Counter,
-        "Files the embedded log's group-commit rounds fsynced: a partition per partition written, and the batch journal when a round carries intents (each costs the disk a flush; divide by the rounds for files per round).",
+        "Files the embedded log's group-commit rounds fsynced (each costs the disk a flush; divide by the rounds for files per round): one, the commit file, for a round that wrote several files; otherwise the one file written.",
+    ),
+    (
+        "crmbus_log_commit_checkpoints_total",
+        Kind::Counter,
+        "Checkpoints of the embedded log's commit file: the files its records wrote fsynced, and a new generation started.",
     ),
     (
         "crmbus_log_commit_round_seconds",

@@ -80,6 +80,9 @@ impl Inner {
             self.commit.queue_mark(self.journal.topic_deleted(name))?
         };
         self.commit.wait_blocking(barrier, runtime)?;
+        // The commit file's records name the topic's files by path, which a topic created
+        // again under the name reuses: they are made durable and forgotten first.
+        self.commit.checkpoint()?;
         // The topic is gone from the metadata: if a crash comes before its files are, the
         // next open removes them.
         let storage = self.opts.storage.as_ref();

@@ -17,6 +17,7 @@ use crate::batch_journal::{
     rollback_cuts, BatchJournal, Intent, LostIntentPart, PendingIntent, RecoveryPoint,
     RecoveryPoints,
 };
+use crate::commit_file::CommitFile;
 use crate::committer::Committer;
 use crate::dedupe::{DedupeBudget, DedupeIndex, FirstAppend};
 use crate::handles::HandleCache;
@@ -75,6 +76,9 @@ impl EmbeddedLog {
             // directory before the topic holds anything.
             storage.sync_dir(&tdir)?; // mutants: equivalent (see above)
         }
+        // Before any file is read: the commit file's records write again what the last
+        // rounds acknowledged and a power cut took from the page cache.
+        let (commit_file, _) = CommitFile::recover(&opts.storage, &dir, opts.commit_file_bytes)?;
         // The journal first: it holds the partitions' recovery points.
         let (journal, pending) = BatchJournal::open_compacting_at(
             Arc::clone(&opts.storage),
@@ -113,7 +117,7 @@ impl EmbeddedLog {
             let topic = topic_with_dedupe(spec, partitions, &opts, &shared)?;
             topics.insert(topic.spec.name.clone(), Arc::new(topic));
         }
-        let commit = Committer::start(&opts, Arc::clone(&journal))?;
+        let commit = Committer::start(&opts, Arc::clone(&journal), commit_file)?;
         let inner = Arc::new(Inner {
             dir,
             opts,

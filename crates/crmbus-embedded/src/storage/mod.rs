@@ -61,6 +61,12 @@ pub trait StorageFile: Debug + Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable (`fsync`).
     fn sync_all(&self) -> io::Result<()>;
+    /// Starts writing the bytes `pos..pos + len` to the disk without waiting for them
+    /// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`), so that a later fsync has less to
+    /// wait for. Makes nothing durable; a storage without it does nothing.
+    fn start_writeback(&self, _pos: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A held lock on a data directory; dropping it releases the lock.
@@ -113,6 +119,11 @@ pub trait Storage: Debug + Send + Sync {
         f.read_exact_at(&mut buf, 0)?;
         Ok(buf)
     }
+}
+
+/// Whether `e` says the disk is full (`ENOSPC`).
+pub fn is_no_space(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::ENOSPC)
 }
 
 /// Removes `path` if it exists; a missing file is not an error.

@@ -48,6 +48,20 @@ impl StorageFile for OsFile {
     fn sync_all(&self) -> io::Result<()> {
         self.0.sync_all()
     }
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let pos = libc::off64_t::try_from(pos).map_err(io::Error::other)?;
+        let len = libc::off64_t::try_from(len).map_err(io::Error::other)?;
+        // SAFETY: sync_file_range on a descriptor this struct owns; no memory is passed.
+        let rc = unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), pos, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
 }
 
 #[derive(Debug)]

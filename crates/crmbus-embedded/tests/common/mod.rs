@@ -1,4 +1,5 @@
-//! Helpers shared by the batch journal tests (`batch_journal.rs`, `batch_rollback.rs`).
+//! Helpers shared by the batch journal tests (`batch_journal.rs`, `batch_rollback.rs`) and
+//! the commit file's (`commit_file.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
