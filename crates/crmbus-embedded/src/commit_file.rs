@@ -41,6 +41,7 @@
 //! it) is a checkpoint that did not finish writing its header: every file it covered was
 //! already fsynced, so nothing is replayed.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -53,8 +54,9 @@ pub const FILE_NAME: &str = "commit.wal";
 const MAGIC: &[u8; 7] = b"CRMBWAL";
 /// The format version this build writes and reads.
 pub const VERSION: u8 = 1;
-/// Bytes kept for the header; records start here.
-pub const HEADER_LEN: u64 = 64;
+/// Bytes kept for the header; records start here, a page after it, so that no record's
+/// write shares the header's page or sector.
+pub const HEADER_LEN: u64 = 4096;
 /// Bytes before a record's body: its length and checksum.
 const RECORD_PREFIX: usize = 8;
 /// Bytes of a body before its parts: generation and part count.
@@ -157,6 +159,8 @@ pub struct CommitFile {
     end: u64,
     /// The file's size: zeros from `end` up to here, written ahead of time.
     allocated: u64,
+    /// Whether [`CommitFile::close`] ran and nothing was written since.
+    closed: bool,
 }
 
 /// What [`CommitFile::recover`] found and did.
@@ -168,6 +172,8 @@ pub struct Replayed {
     pub writes: u64,
     /// Of those, writes to files that no longer exist (removed since), skipped.
     pub skipped: u64,
+    /// Damaged records found before records of the same generation (skipped, reported).
+    pub damaged: u64,
 }
 
 /// A header: its generation, or why it does not read.
@@ -253,6 +259,17 @@ fn read_record(bytes: &[u8], at: usize) -> Option<(u64, Vec<Part<'_>>, usize)> {
     Some((generation, parts, at + RECORD_PREFIX + body_len))
 }
 
+/// Where the next whole record of `generation` starts at or after `from`, if any (looking
+/// past damage: a record's generation is checked before its checksum, so most positions
+/// cost a few byte reads).
+fn next_record_of(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
+    let wanted = generation.to_le_bytes();
+    (from..bytes.len().saturating_sub(RECORD_PREFIX + BODY_PREFIX)).find(|&at| {
+        bytes.get(at + RECORD_PREFIX..at + RECORD_PREFIX + 8) == Some(&wanted[..])
+            && matches!(read_record(bytes, at), Some((g, _, _)) if g == generation)
+    })
+}
+
 /// The file a part names, under `dir`; refuses a path that would leave it (a record is
 /// checksummed, so this is a defect, not damage).
 fn part_path(dir: &Path, rel: &str) -> io::Result<PathBuf> {
@@ -270,7 +287,7 @@ impl CommitFile {
     /// Opens the commit file of the data directory `dir` (creating it if missing), writes
     /// every whole record of its current generation again where it says, fsyncs the files
     /// written, and starts the next generation. Call it before anything reads the log's
-    /// files. `capacity`: bytes of records between checkpoints.
+    /// files. `capacity`: bytes of records (after the header) between checkpoints.
     ///
     /// Fails if the file was written by a later format version, or if a write or fsync
     /// fails (nothing may be served then: the files may lack acknowledged data).
@@ -294,33 +311,54 @@ impl CommitFile {
             Header::Current(generation) => {
                 highest = generation;
                 let mut written: Vec<Box<dyn StorageFile>> = Vec::new();
-                let mut names: Vec<PathBuf> = Vec::new();
+                let mut by_name: HashMap<PathBuf, Option<usize>> = HashMap::new();
                 let mut at = HEADER_LEN as usize;
-                while let Some((g, parts, end)) = read_record(&bytes, at) {
-                    if g != generation {
-                        break;
-                    }
+                loop {
+                    let (parts, end) = match read_record(&bytes, at) {
+                        Some((g, parts, end)) if g == generation => (parts, end),
+                        _ => match next_record_of(&bytes, at + 1, generation) {
+                            // Records of this generation after damage: the damage is in
+                            // the middle (records are made durable one after another), so
+                            // it is reported, and what follows is still written again.
+                            Some(next) => {
+                                tracing::error!(
+                                    file = %path.display(),
+                                    position = at,
+                                    "a record of the commit file is damaged; the records after it are written again"
+                                );
+                                metrics::counter!("crmbus_log_corrupt_records_total").increment(1);
+                                replayed.damaged += 1;
+                                at = next;
+                                continue;
+                            }
+                            // The end, or a torn last record (never acknowledged).
+                            None => break,
+                        },
+                    };
                     for part in parts {
                         replayed.writes += 1;
                         let target = part_path(dir, part.path)?;
-                        let i = match names.iter().position(|n| *n == target) {
-                            Some(i) => i,
-                            None => match storage.open(&target, OpenMode::Existing) {
-                                Ok(f) => {
-                                    names.push(target);
-                                    written.push(f);
-                                    written.len() - 1
-                                }
-                                // Removed since (retention removed the segment): its
-                                // records are gone on purpose.
-                                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                    replayed.skipped += 1;
-                                    continue;
-                                }
-                                Err(e) => return Err(e),
-                            },
+                        let slot = match by_name.get(&target) {
+                            Some(slot) => *slot,
+                            None => {
+                                let slot = match storage.open(&target, OpenMode::Existing) {
+                                    Ok(f) => {
+                                        written.push(f);
+                                        Some(written.len() - 1)
+                                    }
+                                    // Removed since (retention removed the segment): its
+                                    // records are gone on purpose.
+                                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                                    Err(e) => return Err(e),
+                                };
+                                by_name.insert(target, slot);
+                                slot
+                            }
                         };
-                        written[i].write_all_at(part.data, part.position)?;
+                        match slot {
+                            Some(i) => written[i].write_all_at(part.data, part.position)?,
+                            None => replayed.skipped += 1,
+                        }
                     }
                     replayed.records += 1;
                     at = end;
@@ -330,9 +368,8 @@ impl CommitFile {
                 }
             }
             Header::Unreadable => {
-                // A checkpoint cut short while writing the header (everything it covered
-                // was fsynced first), or a new file. Records of any generation may follow:
-                // the next generation must be above all of them, so none is replayed later.
+                // A checkpoint cut short while writing the header: everything it covered
+                // was fsynced first, and nothing ran after it. (Or a new file.)
                 let mut at = HEADER_LEN as usize;
                 while let Some((g, _, end)) = read_record(&bytes, at) {
                     highest = highest.max(g);
@@ -348,13 +385,22 @@ impl CommitFile {
                 "wrote the commit file's records again after an unclean stop"
             );
         }
+        // Every record is written again and fsynced (or was covered): none may be read
+        // again. Cut before the new header is written, so no record of an older generation
+        // stays behind the new generation's (a torn header later could otherwise count
+        // generations from an earlier one).
+        if bytes.len() as u64 > HEADER_LEN {
+            file.set_len(HEADER_LEN)?;
+            file.sync_data()?;
+        }
         let mut commit = CommitFile {
             dir: dir.to_path_buf(),
             file,
-            capacity: capacity.max(HEADER_LEN + 1),
+            capacity,
             generation: highest,
             end: HEADER_LEN,
-            allocated: bytes.len() as u64,
+            allocated: (bytes.len() as u64).min(HEADER_LEN),
+            closed: false,
         };
         commit.start_generation()?;
         Ok((commit, replayed))
@@ -363,10 +409,11 @@ impl CommitFile {
     /// Writes the header of the next generation and fsyncs it: from here on the records
     /// written before are never replayed.
     fn start_generation(&mut self) -> io::Result<()> {
-        self.generation += 1;
-        self.file.write_all_at(&encode_header(self.generation), 0)?;
+        let next = self.generation + 1;
+        self.file.write_all_at(&encode_header(next), 0)?;
         self.allocated = self.allocated.max(20);
         self.file.sync_data()?;
+        self.generation = next;
         self.end = HEADER_LEN;
         Ok(())
     }
@@ -387,25 +434,27 @@ impl CommitFile {
 
     /// Whether `record` fits before the capacity is reached (if not, checkpoint instead).
     pub fn fits(&self, record: &CommitRecord) -> bool {
-        self.end + record.len() <= self.capacity
+        self.end + record.len() <= HEADER_LEN + self.capacity
     }
 
     /// Appends `record` and fdatasyncs the file: once this returns `Ok(true)`, the
     /// record's writes are durable. `Ok(false)` when the disk has no room for it (the file
     /// could not grow, or a copy-on-write file system found none for the write): nothing of
-    /// it counts, and the caller checkpoints instead, which needs no new space. The caller
-    /// checked that it [`fits`](CommitFile::fits). A failed fsync is an error.
+    /// it counts, and the caller checkpoints instead (on a file system that overwrites in
+    /// place, that needs no new space). The caller checked that it
+    /// [`fits`](CommitFile::fits). A failed fsync is an error.
     pub fn append(&mut self, record: &mut CommitRecord) -> io::Result<bool> {
+        self.closed = false;
         let bytes = record.seal(self.generation)?;
         let end = self.end + bytes.len() as u64;
         if end > self.allocated {
             // Zeros ahead, a step at a time, so the records' fdatasyncs need not commit a
             // new file size too.
-            let step = self.capacity.min(GROW_BY);
+            let step = self.capacity.clamp(1, GROW_BY);
             let grown = end
                 .div_ceil(step)
                 .saturating_mul(step)
-                .min(self.capacity.max(end));
+                .min((HEADER_LEN + self.capacity).max(end));
             let zeros = vec![0u8; (grown - self.allocated) as usize];
             match self.file.write_all_at(&zeros, self.allocated) {
                 Ok(()) => self.allocated = grown,
@@ -438,10 +487,14 @@ impl CommitFile {
     /// For a log that stopped cleanly (every file fsynced): starts the next generation and
     /// cuts the file to its header, giving back its space.
     pub fn close(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
         self.start_generation()?;
         self.file.set_len(HEADER_LEN)?;
         self.file.sync_data()?;
         self.allocated = HEADER_LEN;
+        self.closed = true;
         Ok(())
     }
 
@@ -483,23 +536,30 @@ mod tests {
         assert_eq!(r, Replayed::default());
         let mut rec = CommitRecord::new();
         rec.add("t/a.log", 2, b"OLD").unwrap();
+        rec.add("t/gone.log", 0, b"zz").unwrap();
+        assert!(c.append(&mut rec).unwrap());
+        rec.clear();
+        rec.add("t/a.log", 0, b"BAD").unwrap();
         assert!(c.append(&mut rec).unwrap());
         c.checkpointed().unwrap();
+        // The same size as the first record of the old generation: the second one (BAD)
+        // follows it whole in the file.
         rec.clear();
         rec.add("t/a.log", 4, b"NEW").unwrap();
         rec.add("t/gone.log", 0, b"zz").unwrap();
         assert!(c.append(&mut rec).unwrap());
         drop(c);
-        let (c, r) = CommitFile::recover(&storage, &dir, 4096).unwrap();
+        let (c, r) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
         assert_eq!(
             r,
             Replayed {
                 records: 1,
                 writes: 2,
-                skipped: 1
+                skipped: 1,
+                damaged: 0
             }
         );
-        // The older generation's write (OLD at 2) was not replayed over the file.
+        // The older generation's writes (OLD at 2, BAD at 0) were not replayed.
         assert_eq!(read(&storage, &a), b"xxxxNEWx".to_vec());
         assert!(!storage.exists(&dir.join("t/gone.log")));
         // Recovery started a new generation: nothing is replayed twice.
@@ -531,6 +591,32 @@ mod tests {
         let (_, r) = CommitFile::recover(&storage, &dir, 4096).unwrap();
         assert_eq!(r.records, 1);
         assert_eq!(read(&storage, &a), b"one".to_vec());
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_reported_and_the_records_after_it_are_written_again() {
+        let (_sim, storage, dir) = setup();
+        let a = dir.join("t/a.log");
+        storage.open(&a, OpenMode::Truncate).unwrap();
+        let (mut c, _) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
+        let mut rec = CommitRecord::new();
+        let mut second_at = 0;
+        for (i, data) in [b"one", b"two", b"six"].iter().enumerate() {
+            if i == 1 {
+                second_at = c.end;
+            }
+            rec.clear();
+            rec.add("t/a.log", 3 * i as u64, *data).unwrap();
+            assert!(c.append(&mut rec).unwrap());
+        }
+        drop(c);
+        let f = storage
+            .open(&dir.join(FILE_NAME), OpenMode::Existing)
+            .unwrap();
+        f.write_all_at(b"?", second_at + rec.len() - 1).unwrap();
+        let (_, r) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
+        assert_eq!((r.records, r.damaged), (2, 1));
+        assert_eq!(read(&storage, &a), b"one\0\0\0six".to_vec());
     }
 
     #[test]

@@ -309,14 +309,17 @@ impl Committer {
     /// Syncs what is queued and stops the group-commit thread (on drop of the log).
     pub fn stop(&self) {
         if let How::Group(commit) = &self.how {
-            commit.stop();
+            let _ = commit.stop();
         }
     }
 
     /// Stops for good ([`crmbus::EventLog::close`]): a waiting append gets an error.
-    pub fn close(&self) {
-        if let How::Group(commit) = &self.how {
-            commit.close();
+    /// Returns whether the log's files may be replaced now (the commit file names none of
+    /// them; see [`GroupCommit::stop`]).
+    pub fn close(&self) -> bool {
+        match &self.how {
+            How::Group(commit) => commit.close(),
+            How::PageCache { .. } => true,
         }
     }
 

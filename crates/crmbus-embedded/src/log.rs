@@ -368,7 +368,7 @@ impl EventLog for EmbeddedLog {
             Ok(())
         })
         .await?;
-        self.inner.commit.close();
+        let replaceable = self.inner.commit.close();
         // Nothing is written any more: each active segment's file, and the batch journal,
         // is cut back to its records (best effort: zeros left by a failure only take space;
         // the next open cuts a segment's, and the journal's read as its end).
@@ -383,8 +383,12 @@ impl EventLog for EmbeddedLog {
                     }
                 }
             }
-            if let Err(e) = inner.journal.trim() {
-                tracing::warn!(error = %e, "could not cut the zeros written ahead of the batch journal's frames");
+            // Trimming may compact the journal (a new file renamed over it): not while the
+            // commit file's records name the old one.
+            if replaceable {
+                if let Err(e) = inner.journal.trim() {
+                    tracing::warn!(error = %e, "could not cut the zeros written ahead of the batch journal's frames");
+                }
             }
             Ok(())
         })

@@ -67,6 +67,9 @@ struct Queue {
     journal_sync: bool,
     ticket: u64,
     shutdown: bool,
+    /// A round an appender led left writes whose writeback the thread starts (see
+    /// [`CommitState::written`]): off the appender's way to its answer.
+    writeback: bool,
 }
 
 struct Shared {
@@ -166,6 +169,7 @@ impl GroupCommit {
                 journal_sync: false,
                 ticket: 0,
                 shutdown: false,
+                writeback: false,
             }),
             wake: Condvar::new(),
             progress: tx,
@@ -332,8 +336,12 @@ impl GroupCommit {
         })
     }
 
-    /// Syncs what is queued, then stops the thread.
-    pub fn stop(&self) {
+    /// Syncs what is queued, then stops the thread; then checkpoints the commit file and
+    /// cuts it to its header. Returns whether that was done: if not (the log is poisoned,
+    /// or the checkpoint failed), records still name the log's files, and none of them may
+    /// be replaced (the batch journal must not be compacted) before the next open writes
+    /// the records again.
+    pub fn stop(&self) -> bool {
         {
             let mut q = self.shared.queue.locked();
             q.shutdown = true;
@@ -348,30 +356,37 @@ impl GroupCommit {
         // Everything is written: fsync it and leave the commit file only its header. Not
         // after a failure: the records may be all that holds what a failed fsync dropped,
         // and the next open writes them again.
-        if self.shared.progress.borrow().failed.is_none() {
-            let closed =
-                checkpoint(&self.shared).and_then(|()| self.shared.commit.locked().file.close());
-            if let Err(e) = closed {
+        if self.shared.progress.borrow().failed.is_some() {
+            return false;
+        }
+        let closed =
+            checkpoint(&self.shared).and_then(|()| self.shared.commit.locked().file.close());
+        match closed {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::warn!(error = %e, "could not checkpoint the commit file on stop; the next open writes its records again");
+                false
             }
         }
     }
 
     /// Stops the thread for good ([`crmbus::EventLog::close`]): an append that got past the
-    /// open check as the log closed gets an error instead of waiting forever.
-    pub fn close(&self) {
-        self.stop();
+    /// open check as the log closed gets an error instead of waiting forever. Returns what
+    /// [`GroupCommit::stop`] does.
+    pub fn close(&self) -> bool {
+        let clean = self.stop();
         self.shared.progress.send_modify(|p| {
             if p.failed.is_none() {
                 p.failed = Some(Arc::from("log is closed"));
             }
         });
+        clean
     }
 }
 
 impl Drop for GroupCommit {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 
@@ -423,11 +438,24 @@ fn run(shared: &Shared) {
     loop {
         {
             let mut q = shared.queue.locked();
-            while q.items.is_empty() && q.ticket == shared.progress.borrow().synced && !q.shutdown {
+            while q.items.is_empty()
+                && q.ticket == shared.progress.borrow().synced
+                && !q.shutdown
+                && !q.writeback
+            {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
-            if q.shutdown && !has_work(&q, shared) {
+            let writeback = std::mem::take(&mut q.writeback);
+            let work = has_work(&q, shared);
+            if q.shutdown && !work {
                 return;
+            }
+            drop(q);
+            if writeback {
+                start_writeback(shared);
+            }
+            if !work {
+                continue;
             }
         }
         if shared.progress.borrow().failed.is_some() {
@@ -510,11 +538,6 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
     shared
         .rounds
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if committed {
-        shared
-            .committed_rounds
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
     shared.sync_micros.fetch_add(
         started.elapsed().as_micros() as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -525,7 +548,11 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
     match result {
         Ok(()) => {
             shared.progress.send_modify(|p| p.synced = ticket);
-            if committed {
+            if committed && leader {
+                // The leading appender answers first; the thread starts the writeback.
+                shared.queue.locked().writeback = true;
+                shared.wake.notify_one();
+            } else if committed {
                 start_writeback(shared);
             }
         }
@@ -669,10 +696,17 @@ fn write_committed(
         if let Some(end) = journal_end {
             journal.mark_covered(end);
         }
+        shared
+            .committed_rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     } else {
-        // Too large for what is left of the commit file, or no room on the disk for it.
+        // Too large for what is left of the commit file, or no room on the disk for it:
+        // the checkpoint fsyncs every dirty segment, the journal and the header (the
+        // round counted one file).
+        let files = state.dirty.len() as u64 + 1;
         checkpoint_locked(shared, state)?;
         state.written.clear();
+        metrics::counter!("crmbus_log_commit_files_synced_total").increment(files);
     }
     for ((p, wanted), flushed) in partitions.iter().zip(flushed) {
         p.mark_durable(flushed.max(*wanted));
@@ -709,7 +743,8 @@ impl JournalStep<'_> {
     fn frames(&self, frames: Vec<u8>) -> Vec<u8> {
         // Recovery points of what the last round made durable. Read now, after taking
         // this round's data and before writing it, a partition's length is exactly what
-        // earlier rounds wrote and fsynced. They need no fsync: a lost point is only an
+        // earlier rounds wrote and made durable (fsynced, or in a durable commit file
+        // record, which the next open writes again before it reads the point). They need no fsync: a lost point is only an
         // older one.
         let touched = std::mem::take(&mut *self.shared.touched.locked());
         let mut points = Vec::new();

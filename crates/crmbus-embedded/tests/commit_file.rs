@@ -76,8 +76,8 @@ async fn a_batch_over_several_partitions_survives_a_power_cut_that_keeps_no_unsy
 async fn rounds_past_the_commit_files_capacity_checkpoint_and_lose_nothing() {
     let sim = SimStorage::new();
     let clock = ManualClock::new(1_700_000_000_000_000);
-    // A few rounds' worth: most rounds find it full and checkpoint.
-    let small = 2048;
+    // A few rounds' worth of records: every few rounds one finds it full and checkpoints.
+    let small = 16 * 1024;
     let log = EmbeddedLog::open(DATA, options(&sim, &clock, small)).expect("open");
     log.create_topic(TopicSpec::new("deals", 4))
         .await

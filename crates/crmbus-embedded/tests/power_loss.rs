@@ -124,13 +124,13 @@ impl Model {
 }
 
 fn options(sim: &SimStorage, clock: &Arc<ManualClock>) -> EmbeddedOptions {
-    options_with_commit_file(sim, clock, 4 * 1024)
+    options_with_commit_file(sim, clock, 8 * 1024)
 }
 
 /// The commit file's capacity by life: small (rounds fill it and checkpoint often), large
 /// (records pile up across many rounds before a cut), or none (each file fsynced).
 fn commit_file_bytes(life: u64) -> u64 {
-    [4 * 1024, 1 << 20, 0][(life % 3) as usize]
+    [8 * 1024, 1 << 20, 0][(life % 3) as usize]
 }
 
 fn options_with_commit_file(

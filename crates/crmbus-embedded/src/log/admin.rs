@@ -17,6 +17,13 @@ impl Inner {
         if self.topic(&spec.name).is_ok() {
             return Err(LogError::TopicExists(spec.name));
         }
+        // A log that stopped accepting writes may hold commit file records naming a
+        // deleted topic's files (its deletion could not checkpoint): a topic created again
+        // under the name would get them at the next open. (The caller checked this before
+        // it took `admin`; a deletion that failed meanwhile poisoned the log.)
+        if let Some(why) = self.commit.failure() {
+            return Err(LogError::Unavailable(why));
+        }
         let storage = self.opts.storage.as_ref();
         let tdir = topics_dir(&self.dir).join(&spec.name);
         if storage.exists(&tdir) {
