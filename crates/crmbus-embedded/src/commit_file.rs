@@ -16,7 +16,15 @@
 //! not replayed; nothing in it was acknowledged (its round had not returned), and the files
 //! hold at most some of its writes, which is what a crash in the middle of any round leaves
 //! and what recovery already handles (a torn tail is cut, and the batch journal rolls back
-//! an append that is not whole).
+//! an append that is not whole). A damaged record followed by records of the current
+//! generation is damage in the middle (records are made durable one after another): it is
+//! reported, and the records after it are written again. Then the file is cut to its header
+//! and the next generation starts.
+//!
+//! Each generation has a random *nonce*, in its header and in every record of it (under the
+//! record's checksum). Records are recognised by it, not by the generation number: the
+//! bytes of older records still in the file (events' data among them) cannot pass for
+//! records of the current generation, whatever a producer put in its events.
 //!
 //! A *checkpoint* fdatasyncs every file written since the last one, then starts a new
 //! generation: it rewrites the header with the next generation number, so the records of
@@ -26,10 +34,10 @@
 //! closed cleanly leaves the commit file only its header.
 //!
 //! ```text
-//! header (HEADER_LEN bytes, zeros after) = "CRMBWAL" | version u8
-//!                                        | generation u64 LE | crc32c(the 16 bytes) u32 LE
+//! header (HEADER_LEN bytes, zeros after) = "CRMBWAL" | version u8 | generation u64 LE
+//!                                        | nonce u64 LE | crc32c(the 24 bytes) u32 LE
 //! record = body_len u32 LE | crc32c(body) u32 LE | body
-//! body   = generation u64 | part count u32
+//! body   = nonce u64 | part count u32
 //!          | per part: path length u16 | path (UTF-8, relative to the data directory)
 //!                      | position u64 | data length u32 | data          (all LE)
 //! ```
@@ -59,10 +67,11 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: u64 = 4096;
 /// Bytes before a record's body: its length and checksum.
 const RECORD_PREFIX: usize = 8;
-/// Bytes of a body before its parts: generation and part count.
+/// Bytes of a body before its parts: nonce and part count.
 const BODY_PREFIX: usize = 12;
 /// The file grows in zero-filled steps of this size (or of its capacity, if smaller), so a
-/// record overwrites zeros and its fdatasync need not commit a new file size as well.
+/// record overwrites bytes already in the file (zeros, or older records) and its fdatasync
+/// need not commit a new file size as well.
 const GROW_BY: u64 = 1024 * 1024;
 /// The default capacity: rounds fill it before a checkpoint fsyncs the files they wrote.
 pub const DEFAULT_CAPACITY: u64 = 8 * 1024 * 1024;
@@ -129,11 +138,11 @@ impl CommitRecord {
         Ok(())
     }
 
-    /// Fills in the prefix for `generation`; returns the bytes to write.
-    fn seal(&mut self, generation: u64) -> io::Result<&[u8]> {
+    /// Fills in the prefix for the generation of `nonce`; returns the bytes to write.
+    fn seal(&mut self, nonce: u64) -> io::Result<&[u8]> {
         let body_len = u32::try_from(self.buf.len() - RECORD_PREFIX)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "commit record too long"))?;
-        self.buf[RECORD_PREFIX..RECORD_PREFIX + 8].copy_from_slice(&generation.to_le_bytes());
+        self.buf[RECORD_PREFIX..RECORD_PREFIX + 8].copy_from_slice(&nonce.to_le_bytes());
         self.buf[RECORD_PREFIX + 8..RECORD_PREFIX + 12].copy_from_slice(&self.parts.to_le_bytes());
         let crc = crc32c::crc32c(&self.buf[RECORD_PREFIX..]);
         self.buf[0..4].copy_from_slice(&body_len.to_le_bytes());
@@ -155,9 +164,11 @@ pub struct CommitFile {
     file: Box<dyn StorageFile>,
     capacity: u64,
     generation: u64,
+    /// The current generation's nonce (see the module documentation).
+    nonce: u64,
     /// Where the next record goes.
     end: u64,
-    /// The file's size: zeros from `end` up to here, written ahead of time.
+    /// The file's size: zeros (or older generations' records) from `end` up to here.
     allocated: u64,
     /// Whether [`CommitFile::close`] ran and nothing was written since.
     closed: bool,
@@ -176,29 +187,36 @@ pub struct Replayed {
     pub damaged: u64,
 }
 
-/// A header: its generation, or why it does not read.
+/// A header: its generation and nonce, or why it does not read.
 enum Header {
-    Current(u64),
+    Current {
+        generation: u64,
+        nonce: u64,
+    },
     /// Torn or zeros: no generation is current.
     Unreadable,
 }
 
-fn encode_header(generation: u64) -> [u8; 20] {
-    let mut h = [0u8; 20];
+/// Bytes of the header before its zeros.
+const HEADER_BYTES: usize = 28;
+
+fn encode_header(generation: u64, nonce: u64) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
     h[..7].copy_from_slice(MAGIC);
     h[7] = VERSION;
     h[8..16].copy_from_slice(&generation.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..16]);
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h[16..24].copy_from_slice(&nonce.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
 fn decode_header(bytes: &[u8], path: &Path) -> io::Result<Header> {
-    let Some(h) = bytes.get(..20) else {
+    let Some(h) = bytes.get(..HEADER_BYTES) else {
         return Ok(Header::Unreadable);
     };
-    let crc = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
-    if &h[..7] != MAGIC || crc32c::crc32c(&h[..16]) != crc {
+    let crc = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
+    if &h[..7] != MAGIC || crc32c::crc32c(&h[..24]) != crc {
         return Ok(Header::Unreadable);
     }
     if h[7] != VERSION {
@@ -211,9 +229,15 @@ fn decode_header(bytes: &[u8], path: &Path) -> io::Result<Header> {
             ),
         ));
     }
-    let mut g = [0u8; 8];
-    g.copy_from_slice(&h[8..16]);
-    Ok(Header::Current(u64::from_le_bytes(g)))
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&h[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    Ok(Header::Current {
+        generation: word(8),
+        nonce: word(16),
+    })
 }
 
 /// One write of a record, borrowed from the file's bytes.
@@ -223,19 +247,19 @@ struct Part<'a> {
     data: &'a [u8],
 }
 
-/// The record at `at`, if a whole one is there: its generation, parts and end.
+/// The record at `at`, if a whole one is there: its nonce, parts and end.
 fn read_record(bytes: &[u8], at: usize) -> Option<(u64, Vec<Part<'_>>, usize)> {
     let prefix = bytes.get(at..at + RECORD_PREFIX)?;
     let body_len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
     let crc = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
-    if body_len < BODY_PREFIX {
+    if body_len < BODY_PREFIX || body_len > bytes.len() {
         return None;
     }
     let body = bytes.get(at + RECORD_PREFIX..at + RECORD_PREFIX + body_len)?;
     if crc32c::crc32c(body) != crc {
         return None;
     }
-    let generation = u64::from_le_bytes(body[..8].try_into().ok()?);
+    let nonce = u64::from_le_bytes(body[..8].try_into().ok()?);
     let count = u32::from_le_bytes(body[8..12].try_into().ok()?);
     let mut parts = Vec::new();
     let mut p = BODY_PREFIX;
@@ -256,17 +280,18 @@ fn read_record(bytes: &[u8], at: usize) -> Option<(u64, Vec<Part<'_>>, usize)> {
     if p != body.len() {
         return None;
     }
-    Some((generation, parts, at + RECORD_PREFIX + body_len))
+    Some((nonce, parts, at + RECORD_PREFIX + body_len))
 }
 
-/// Where the next whole record of `generation` starts at or after `from`, if any (looking
-/// past damage: a record's generation is checked before its checksum, so most positions
-/// cost a few byte reads).
-fn next_record_of(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
-    let wanted = generation.to_le_bytes();
+/// Where the next whole record of the generation of `nonce` starts at or after `from`, if
+/// any (looking past damage: a record's nonce is checked before its checksum, so a
+/// position costs a few byte reads, and bytes that are not that generation's records
+/// cannot pass for one).
+fn next_record_of(bytes: &[u8], from: usize, nonce: u64) -> Option<usize> {
+    let wanted = nonce.to_le_bytes();
     (from..bytes.len().saturating_sub(RECORD_PREFIX + BODY_PREFIX)).find(|&at| {
         bytes.get(at + RECORD_PREFIX..at + RECORD_PREFIX + 8) == Some(&wanted[..])
-            && matches!(read_record(bytes, at), Some((g, _, _)) if g == generation)
+            && matches!(read_record(bytes, at), Some((n, _, _)) if n == nonce)
     })
 }
 
@@ -285,8 +310,9 @@ fn part_path(dir: &Path, rel: &str) -> io::Result<PathBuf> {
 
 impl CommitFile {
     /// Opens the commit file of the data directory `dir` (creating it if missing), writes
-    /// every whole record of its current generation again where it says, fsyncs the files
-    /// written, and starts the next generation. Call it before anything reads the log's
+    /// every whole record of its current generation again where it says (reporting damage
+    /// in the middle and going on after it), fsyncs the files written, cuts the file to its
+    /// header and starts the next generation. Call it before anything reads the log's
     /// files. `capacity`: bytes of records (after the header) between checkpoints.
     ///
     /// Fails if the file was written by a later format version, or if a write or fsync
@@ -306,17 +332,18 @@ impl CommitFile {
         let mut bytes = vec![0u8; usize::try_from(file.len()?).map_err(io::Error::other)?];
         file.read_exact_at(&mut bytes, 0)?;
         let mut replayed = Replayed::default();
-        let mut highest = 0u64;
+        // The header's generation (0 when it does not read): the next one follows it.
+        let mut last_generation = 0u64;
         match decode_header(&bytes, &path)? {
-            Header::Current(generation) => {
-                highest = generation;
+            Header::Current { generation, nonce } => {
+                last_generation = generation;
                 let mut written: Vec<Box<dyn StorageFile>> = Vec::new();
                 let mut by_name: HashMap<PathBuf, Option<usize>> = HashMap::new();
                 let mut at = HEADER_LEN as usize;
                 loop {
                     let (parts, end) = match read_record(&bytes, at) {
-                        Some((g, parts, end)) if g == generation => (parts, end),
-                        _ => match next_record_of(&bytes, at + 1, generation) {
+                        Some((n, parts, end)) if n == nonce => (parts, end),
+                        _ => match next_record_of(&bytes, at + 1, nonce) {
                             // Records of this generation after damage: the damage is in
                             // the middle (records are made durable one after another), so
                             // it is reported, and what follows is still written again.
@@ -369,11 +396,14 @@ impl CommitFile {
             }
             Header::Unreadable => {
                 // A checkpoint cut short while writing the header: everything it covered
-                // was fsynced first, and nothing ran after it. (Or a new file.)
-                let mut at = HEADER_LEN as usize;
-                while let Some((g, _, end)) = read_record(&bytes, at) {
-                    highest = highest.max(g);
-                    at = end;
+                // was fsynced first, and nothing ran after it. (Or a new file.) Records
+                // after a header that does not read could also mean the header sector was
+                // damaged: that is worth a line in the log.
+                if read_record(&bytes, HEADER_LEN as usize).is_some() {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "the commit file's header does not read and records follow it; taking it for a checkpoint a power cut interrupted and writing none of them again"
+                    );
                 }
             }
         }
@@ -397,7 +427,8 @@ impl CommitFile {
             dir: dir.to_path_buf(),
             file,
             capacity,
-            generation: highest,
+            generation: last_generation,
+            nonce: 0,
             end: HEADER_LEN,
             allocated: (bytes.len() as u64).min(HEADER_LEN),
             closed: false,
@@ -409,11 +440,12 @@ impl CommitFile {
     /// Writes the header of the next generation and fsyncs it: from here on the records
     /// written before are never replayed.
     fn start_generation(&mut self) -> io::Result<()> {
-        let next = self.generation + 1;
-        self.file.write_all_at(&encode_header(next), 0)?;
-        self.allocated = self.allocated.max(20);
+        let next = self.generation.wrapping_add(1);
+        let nonce = rand::random::<u64>();
+        self.file.write_all_at(&encode_header(next, nonce), 0)?;
+        self.allocated = self.allocated.max(HEADER_BYTES as u64);
         self.file.sync_data()?;
-        self.generation = next;
+        (self.generation, self.nonce) = (next, nonce);
         self.end = HEADER_LEN;
         Ok(())
     }
@@ -434,7 +466,7 @@ impl CommitFile {
 
     /// Whether `record` fits before the capacity is reached (if not, checkpoint instead).
     pub fn fits(&self, record: &CommitRecord) -> bool {
-        self.end + record.len() <= HEADER_LEN + self.capacity
+        self.end + record.len() <= HEADER_LEN.saturating_add(self.capacity)
     }
 
     /// Appends `record` and fdatasyncs the file: once this returns `Ok(true)`, the
@@ -445,7 +477,7 @@ impl CommitFile {
     /// [`fits`](CommitFile::fits). A failed fsync is an error.
     pub fn append(&mut self, record: &mut CommitRecord) -> io::Result<bool> {
         self.closed = false;
-        let bytes = record.seal(self.generation)?;
+        let bytes = record.seal(self.nonce)?;
         let end = self.end + bytes.len() as u64;
         if end > self.allocated {
             // Zeros ahead, a step at a time, so the records' fdatasyncs need not commit a
@@ -454,7 +486,7 @@ impl CommitFile {
             let grown = end
                 .div_ceil(step)
                 .saturating_mul(step)
-                .min((HEADER_LEN + self.capacity).max(end));
+                .min(HEADER_LEN.saturating_add(self.capacity).max(end));
             let zeros = vec![0u8; (grown - self.allocated) as usize];
             match self.file.write_all_at(&zeros, self.allocated) {
                 Ok(()) => self.allocated = grown,
@@ -620,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn a_header_that_does_not_read_replays_nothing_and_the_next_generation_is_above_every_record() {
+    fn a_header_that_does_not_read_replays_nothing_and_leaves_no_record_behind() {
         let (_sim, storage, dir) = setup();
         let a = dir.join("t/a.log");
         storage.open(&a, OpenMode::Truncate).unwrap();
@@ -628,16 +660,45 @@ mod tests {
         let mut rec = CommitRecord::new();
         rec.add("t/a.log", 0, b"abc").unwrap();
         assert!(c.append(&mut rec).unwrap());
-        let generation = c.generation();
         drop(c);
         let f = storage
             .open(&dir.join(FILE_NAME), OpenMode::Existing)
             .unwrap();
-        f.write_all_at(&[0u8; 20], 0).unwrap();
-        let (c, r) = CommitFile::recover(&storage, &dir, 4096).unwrap();
+        f.write_all_at(&[0u8; HEADER_BYTES], 0).unwrap();
+        let (_, r) = CommitFile::recover(&storage, &dir, 4096).unwrap();
         assert_eq!(r.records, 0);
         assert!(read(&storage, &a).is_empty());
-        assert!(c.generation() > generation);
+        assert_eq!(
+            read(&storage, &dir.join(FILE_NAME)).len() as u64,
+            HEADER_LEN
+        );
+    }
+
+    /// Bytes of older records (events' data among them) cannot pass for records of the
+    /// current generation: a record made to look like one, with the next generation's
+    /// number where the nonce goes, is not written again.
+    #[test]
+    fn a_record_forged_in_older_data_is_not_written_again() {
+        let (_sim, storage, dir) = setup();
+        let a = dir.join("t/a.log");
+        storage.open(&a, OpenMode::Truncate).unwrap();
+        let (mut c, _) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
+        let mut forged = CommitRecord::new();
+        forged.add("t/a.log", 0, b"FORGED").unwrap();
+        let forged = forged.seal(c.generation() + 1).unwrap().to_vec();
+        let mut rec = CommitRecord::new();
+        rec.add("t/a.log", 0, &[b'-'; 64]).unwrap();
+        rec.add("t/a.log", 100, &forged).unwrap();
+        assert!(c.append(&mut rec).unwrap());
+        c.checkpointed().unwrap();
+        // Shorter than the old record: its bytes (the forged record among them) follow.
+        rec.clear();
+        rec.add("t/a.log", 0, b"new").unwrap();
+        assert!(c.append(&mut rec).unwrap());
+        drop(c);
+        let (_, r) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
+        assert_eq!((r.records, r.damaged), (1, 0));
+        assert_eq!(read(&storage, &a), b"new".to_vec());
     }
 
     #[test]
@@ -646,10 +707,10 @@ mod tests {
         let f = storage
             .open(&dir.join(FILE_NAME), OpenMode::Truncate)
             .unwrap();
-        let mut h = encode_header(7);
+        let mut h = encode_header(7, 9);
         h[7] = VERSION + 1;
-        let crc = crc32c::crc32c(&h[..16]);
-        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..24]);
+        h[24..28].copy_from_slice(&crc.to_le_bytes());
         f.write_all_at(&h, 0).unwrap();
         let e = CommitFile::recover(&storage, &dir, 4096).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);

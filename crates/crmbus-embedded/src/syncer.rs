@@ -110,9 +110,10 @@ struct CommitState {
     file: CommitFile,
     record: CommitRecord,
     dirty: Vec<Arc<Segment>>,
-    /// Writes of the last round the commit file made durable (segment, position, length):
-    /// their writeback to the disk is started once the round is acknowledged, so the next
-    /// checkpoint's fsyncs find little left to write.
+    /// Writes of the rounds the commit file made durable since the last writeback was
+    /// started (segment, position, length): their writeback to the disk is started once
+    /// the round is acknowledged, so the next checkpoint's fsyncs find little left to
+    /// write.
     written: Vec<(Arc<Segment>, u64, u64)>,
 }
 
@@ -446,7 +447,13 @@ fn run(shared: &Shared) {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
             let writeback = std::mem::take(&mut q.writeback);
-            let work = has_work(&q, shared);
+            // What wakes the thread for a round (journal frames alone wait for the next
+            // one, but are written before it stops).
+            let work = if q.shutdown {
+                has_work(&q, shared)
+            } else {
+                !q.items.is_empty() || q.ticket != shared.progress.borrow().synced
+            };
             if q.shutdown && !work {
                 return;
             }

@@ -45,14 +45,24 @@ fn by_partition(events: &[Event], partitions: u32) -> std::collections::BTreeMap
     out
 }
 
-#[tokio::test]
-async fn a_batch_over_several_partitions_survives_a_power_cut_that_keeps_no_unsynced_write() {
+/// A log on a new simulated disk (commit file of `commit_file_bytes`), with topic `deals`
+/// of `partitions` partitions.
+async fn log_with_deals(
+    commit_file_bytes: u64,
+    partitions: u32,
+) -> (SimStorage, ManualClock, EmbeddedLog) {
     let sim = SimStorage::new();
     let clock = ManualClock::new(1_700_000_000_000_000);
-    let log = EmbeddedLog::open(DATA, options(&sim, &clock, 1 << 20)).expect("open");
-    log.create_topic(TopicSpec::new("deals", 4))
+    let log = EmbeddedLog::open(DATA, options(&sim, &clock, commit_file_bytes)).expect("open");
+    log.create_topic(TopicSpec::new("deals", partitions))
         .await
         .expect("create");
+    (sim, clock, log)
+}
+
+#[tokio::test]
+async fn a_batch_over_several_partitions_survives_a_power_cut_that_keeps_no_unsynced_write() {
+    let (sim, clock, log) = log_with_deals(1 << 20, 4).await;
     let batch = deals(0, 40);
     log.append(&["deals".to_string()], &batch)
         .await
@@ -74,14 +84,9 @@ async fn a_batch_over_several_partitions_survives_a_power_cut_that_keeps_no_unsy
 
 #[tokio::test]
 async fn rounds_past_the_commit_files_capacity_checkpoint_and_lose_nothing() {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(1_700_000_000_000_000);
     // A few rounds' worth of records: every few rounds one finds it full and checkpoints.
     let small = 16 * 1024;
-    let log = EmbeddedLog::open(DATA, options(&sim, &clock, small)).expect("open");
-    log.create_topic(TopicSpec::new("deals", 4))
-        .await
-        .expect("create");
+    let (sim, clock, log) = log_with_deals(small, 4).await;
     let mut all = Vec::new();
     for round in 0..20 {
         let batch = deals(round * 8, round * 8 + 8);
@@ -121,13 +126,8 @@ fn same_size(run: &str, n: u64) -> Event {
 /// would read as the new topic's next offsets.)
 #[tokio::test]
 async fn a_topic_created_again_does_not_get_the_old_topics_records() {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(1_700_000_000_000_000);
-    let log = EmbeddedLog::open(DATA, options(&sim, &clock, 1 << 20)).expect("open");
+    let (sim, clock, log) = log_with_deals(1 << 20, 2).await;
     let topics = ["deals".to_string()];
-    log.create_topic(TopicSpec::new("deals", 2))
-        .await
-        .expect("create");
     let old: Vec<Event> = (0..30).map(|n| same_size("old", n)).collect();
     log.append(&topics, &old).await.expect("append old");
     log.delete_topic("deals").await.expect("delete");
@@ -146,12 +146,7 @@ async fn a_topic_created_again_does_not_get_the_old_topics_records() {
 
 #[tokio::test]
 async fn a_log_closed_cleanly_leaves_the_commit_file_only_its_header() {
-    let sim = SimStorage::new();
-    let clock = ManualClock::new(1_700_000_000_000_000);
-    let log = EmbeddedLog::open(DATA, options(&sim, &clock, 1 << 20)).expect("open");
-    log.create_topic(TopicSpec::new("deals", 4))
-        .await
-        .expect("create");
+    let (sim, _clock, log) = log_with_deals(1 << 20, 4).await;
     log.append(&["deals".to_string()], &deals(0, 40))
         .await
         .expect("append");
@@ -203,9 +198,10 @@ async fn a_commit_file_of_a_later_format_is_refused() {
     let storage = sim.mount();
     let path = Path::new(DATA).join(FILE_NAME);
     let mut header = storage.read(&path).expect("read");
+    // The header: "CRMBWAL", the version byte, generation and nonce, then their CRC32C.
     header[7] += 1;
-    let crc = crc32c::crc32c(&header[..16]);
-    header[16..20].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..24]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
     let f = storage
         .open(&path, crmbus_embedded::storage::OpenMode::Existing)
         .expect("open file");
