@@ -535,6 +535,11 @@ impl CommitFile {
         self.end - HEADER_LEN
     }
 
+    /// Bytes of records a generation holds before a checkpoint.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     /// The current generation.
     pub fn generation(&self) -> u64 {
         self.generation

@@ -460,6 +460,7 @@ fn run(shared: &Shared) {
             drop(q);
             if writeback {
                 start_writeback(shared);
+                checkpoint_ahead(shared);
             }
             if !work {
                 continue;
@@ -601,6 +602,34 @@ fn start_writeback(shared: &Shared) {
         // Give the buffer back for the next round.
         state.written = written;
         state.written.clear();
+    }
+}
+
+/// Checkpoints once the commit file is more than half full, if no round is running: run by
+/// the group-commit thread right after a round an appender led, while that appender's
+/// next request is still on its way, so the round that would find the file full (and pay
+/// for the checkpoint while its appenders wait) never comes.
+fn checkpoint_ahead(shared: &Shared) {
+    let half_full = {
+        let state = shared.commit.locked();
+        state.file.used() > state.file.capacity() / 2
+    };
+    if !half_full {
+        return;
+    }
+    let Ok(_round) = shared.round.try_lock() else {
+        // A round is running: the next one may check again.
+        return;
+    };
+    if shared.progress.borrow().failed.is_some() {
+        return;
+    }
+    if let Err(e) = checkpoint(shared) {
+        poison(
+            shared,
+            &e,
+            &Arc::from(format!("checkpoint of the commit file failed: {e}")),
+        );
     }
 }
 
