@@ -24,6 +24,9 @@ pub enum Storage {
         /// How long a republished event (same `source` and `id`) is recognised as a
         /// duplicate.
         dedupe_window: std::time::Duration,
+        /// Bytes of records the commit file holds before a checkpoint; 0 turns it off
+        /// ([`EmbeddedOptions::commit_file_bytes`]).
+        commit_file_bytes: u64,
     },
     /// In memory, lost at exit.
     Memory,
@@ -99,10 +102,12 @@ pub async fn open_backend(storage: &Storage) -> Result<OpenedBackend, LogError> 
             data_dir,
             durability,
             dedupe_window,
+            commit_file_bytes,
         } => {
             let opts = EmbeddedOptions {
                 durability: *durability,
                 dedupe_window: *dedupe_window,
+                commit_file_bytes: *commit_file_bytes,
                 ..EmbeddedOptions::default()
             };
             let dir = data_dir.clone();
@@ -177,6 +182,7 @@ mod tests {
                     data_dir: data_dir.clone(),
                     durability: Durability::Fsync,
                     dedupe_window: crmbus::DEFAULT_DEDUPE_WINDOW,
+                    commit_file_bytes: crmbus_embedded::commit_file::DEFAULT_CAPACITY,
                 },
                 "embedded",
             ),
@@ -194,5 +200,55 @@ mod tests {
             opened.log.close().await.expect("close");
         }
         assert!(data_dir.join("meta.redb").exists());
+    }
+
+    /// `storage.commit_file_bytes` reaches the log: a batch over several partitions is
+    /// made durable by a record in `commit.wal` with the default, and by fsyncing each
+    /// partition's file with `0` (the commit file keeps no record).
+    #[tokio::test]
+    async fn commit_file_bytes_reaches_the_embedded_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sizes = Vec::new();
+        for commit_file_bytes in [crmbus_embedded::commit_file::DEFAULT_CAPACITY, 0] {
+            let data_dir = dir.path().join(format!("log-{commit_file_bytes}"));
+            let storage = Storage::Embedded {
+                data_dir: data_dir.clone(),
+                durability: Durability::Fsync,
+                dedupe_window: crmbus::DEFAULT_DEDUPE_WINDOW,
+                commit_file_bytes,
+            };
+            let opened = open_backend(&storage).await.expect("open");
+            opened
+                .log
+                .create_topic(crmbus::TopicSpec::new("deals", 4))
+                .await
+                .expect("topic");
+            let events: Vec<crmbus::Event> = (0..16)
+                .map(|i| {
+                    crmbus::Event::new("deal.won", serde_json::json!({ "n": i }))
+                        .subject(format!("deal-{i}"))
+                })
+                .collect();
+            let receipts = opened
+                .log
+                .append(&["deals".to_string()], &events)
+                .await
+                .expect("append");
+            let partitions: std::collections::BTreeSet<u32> =
+                receipts.iter().map(|r| r.partition).collect();
+            assert!(partitions.len() > 1, "the batch spans partitions");
+            let wal = std::fs::metadata(data_dir.join("commit.wal")).map_or(0, |m| m.len());
+            sizes.push(wal);
+            opened.log.close().await.expect("close");
+        }
+        let header = 4096;
+        assert!(
+            sizes[0] > header,
+            "a record in commit.wal by default: {sizes:?}"
+        );
+        assert!(
+            sizes[1] <= header,
+            "no record with commit_file_bytes = 0: {sizes:?}"
+        );
     }
 }

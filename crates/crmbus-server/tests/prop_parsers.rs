@@ -630,6 +630,7 @@ const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("state_url", Kind::Text),
             ("kafka_settings", Kind::Text),
             ("dedupe_window_ms", Kind::Number),
+            ("commit_file_bytes", Kind::Number),
             ("log_data_fields", Kind::Text),
         ],
     ),
@@ -758,6 +759,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
             Just(String::new()),
             "[a-z.]{1,12}=[a-zA-Z0-9_]{0,8}(,[a-z.]{1,12}=[a-zA-Z0-9_]{0,8}){0,2}",
         ],
+        any::<u32>(),
     )
         .prop_map(
             |(
@@ -771,6 +773,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 bootstrap,
                 state_url,
                 kafka_settings,
+                commit_file_bytes,
             )| {
                 let remote = matches!(backend, BackendKind::Redis | BackendKind::Nats);
                 let url = if url.is_empty() && remote {
@@ -796,6 +799,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                     state_url: needed(state_url, "postgres://127.0.0.1/crm"),
                     kafka_settings,
                     dedupe_window_ms: u64::from(window),
+                    commit_file_bytes: u64::from(commit_file_bytes),
                     log_data_fields: log_fields,
                 }
             },
