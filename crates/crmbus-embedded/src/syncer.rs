@@ -589,19 +589,13 @@ fn poison(shared: &Shared, e: &std::io::Error, why: &Arc<str>) {
 /// [`CommitState::written`]); best effort.
 fn start_writeback(shared: &Shared) {
     let written = std::mem::take(&mut shared.commit.locked().written);
-    for (segment, position, len) in &written {
+    for (segment, position, len) in written {
         if let Err(e) = segment
             .file()
-            .and_then(|f| f.start_writeback(*position, *len))
+            .and_then(|f| f.start_writeback(position, len))
         {
             tracing::debug!(segment = %segment.path.display(), error = %e, "could not start a segment's writeback");
         }
-    }
-    let mut state = shared.commit.locked();
-    if state.written.is_empty() {
-        // Give the buffer back for the next round.
-        state.written = written;
-        state.written.clear();
     }
 }
 
@@ -692,27 +686,21 @@ fn write_committed(
     let RoundWork { partitions, taken } = work;
     let mut flushed = Vec::with_capacity(partitions.len());
     let (file, record) = (&state.file, &mut state.record);
-    // The writes, by the segment's address, position and length.
-    let mut writes: Vec<(*const Segment, u64, u64)> = Vec::new();
     for ((p, _), t) in partitions.iter().zip(taken) {
+        // The partition's writes of this round, one range per segment (a segment is
+        // appended to at its end), by the segment's base offset.
+        let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
         let (segments, next) = p.write_taken_noting(t, opts, &mut |segment, position, bytes| {
-            writes.push((segment as *const Segment, position, bytes.len() as u64));
+            let end = position + bytes.len() as u64;
+            match ranges.iter_mut().find(|(base, _, _)| *base == segment.base) {
+                Some((_, _, last)) => *last = end,
+                None => ranges.push((segment.base, position, end)),
+            }
             record.add(file.relative(&segment.path)?, position, bytes)
         })?;
         for s in segments {
-            if let Some(&(_, position, len)) = writes
-                .iter()
-                .rev()
-                .find(|(at, _, _)| std::ptr::eq(*at, Arc::as_ptr(&s)))
-            {
-                // The segment's writes of this round are one range (appends at its end).
-                let first = writes
-                    .iter()
-                    .find(|(at, _, _)| std::ptr::eq(*at, Arc::as_ptr(&s)))
-                    .map_or(position, |w| w.1);
-                state
-                    .written
-                    .push((Arc::clone(&s), first, position + len - first));
+            if let Some(&(_, first, end)) = ranges.iter().find(|(base, _, _)| *base == s.base) {
+                state.written.push((Arc::clone(&s), first, end - first));
             }
             if !state.dirty.iter().any(|d| Arc::ptr_eq(d, &s)) {
                 state.dirty.push(s);

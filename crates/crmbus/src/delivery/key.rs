@@ -48,12 +48,10 @@ impl From<&str> for Key {
     }
 }
 
+/// As `From<&str>` (an `Arc<str>` holds its own copy of the text either way).
 impl From<String> for Key {
     fn from(name: String) -> Key {
-        match Key::parse(&name) {
-            Some(offset) => Key::Offset(offset),
-            None => Key::Named(Arc::from(name)),
-        }
+        Key::from(name.as_str())
     }
 }
 

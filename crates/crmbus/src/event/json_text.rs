@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// JSON `data` as text: one JSON value, as crmbus stored it (serde_json's writing of a
-/// [`Value`], or publisher's text that [`shape`] found plain), with the parsed value made
+/// [`Value`], or publisher's text that `shape` found plain), with the parsed value made
 /// on first use.
 ///
 /// Two `JsonText`s, or a `JsonText` and an [`crate::EventData::Json`], are equal when
@@ -49,7 +49,7 @@ impl JsonText {
 
     /// The value, parsed on the first call. Text that is valid JSON syntax but no
     /// [`Value`] (a number beyond `f64`, nesting deeper than serde_json's limit) is never
-    /// kept: crmbus's writer writes finite numbers, [`shape`] lets no long number or
+    /// kept: crmbus's writer writes finite numbers, `shape` lets no long number or
     /// exponent through as published, and data nested deeper is refused before anything
     /// is stored. If such text turns up all the same, it is logged and reads as `null`.
     pub fn value(&self) -> &Value {

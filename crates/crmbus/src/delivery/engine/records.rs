@@ -19,8 +19,8 @@ pub struct RetryRecord {
     pub next_due_us: i64,
     /// The last failure's message.
     pub last_error: String,
-    /// The messages of the last [`RECENT_ERRORS`] failures, oldest first (the last one
-    /// is `last_error`).
+    /// The messages of the last failures (at most 5, `RECENT_ERRORS`), oldest first (the
+    /// last one is `last_error`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_errors: Vec<String>,
 }
