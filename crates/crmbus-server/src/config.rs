@@ -25,7 +25,7 @@
 //! state_url = ""                 # kafka: PostgreSQL for delivery state, offsets and dedupe
 //! kafka_settings = ""            # kafka: extra librdkafka settings, "key=value,key=value"
 //! dedupe_window_ms = 120000      # embedded/kafka: how long a republished (source, id) is absorbed
-//! commit_file_bytes = 8388608    # embedded: room for records in commit.wal before a checkpoint (0: off)
+//! commit_file_bytes = 8388608    # embedded: bytes of records commit.wal holds before a checkpoint (64 KiB-1 GiB; 0: off)
 //! log_data_fields = ""           # logging: data fields shown in each line (others [redacted]); none by default
 //!
 //! [schemas]
@@ -369,7 +369,8 @@ pub struct StorageSection {
     /// `id`) is recognised and absorbed as a duplicate (default 120000, two minutes).
     pub dedupe_window_ms: u64,
     /// Embedded log with `fsync` durability: bytes of records the commit file
-    /// (`commit.wal`) holds before a checkpoint (default 8388608, 8 MiB). A group-commit
+    /// (`commit.wal`) holds before a checkpoint (default 8388608, 8 MiB; 64 KiB to 1 GiB,
+    /// or 0). A group-commit
     /// round that writes several files fsyncs one record there instead of each file; `0`
     /// turns the commit file off, so every round fsyncs each file it wrote (better on a
     /// disk limited by bandwidth rather than by flushes, since records write each byte
@@ -398,6 +399,11 @@ impl Default for StorageSection {
         }
     }
 }
+
+/// The sizes `storage.commit_file_bytes` may take besides 0: smaller commit files
+/// checkpoint on nearly every round (worse than none), larger ones go long between
+/// checkpoints and are read whole into memory when a log opens after a crash.
+const COMMIT_FILE_BYTES: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
 
 /// `storage.durability`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -656,6 +662,14 @@ impl Config {
         }
         if self.server.stream_buffer == 0 {
             return Err("server.stream_buffer must be at least 1".into());
+        }
+        let commit_file = self.storage.commit_file_bytes;
+        if commit_file != 0 && !COMMIT_FILE_BYTES.contains(&commit_file) {
+            return Err(format!(
+                "storage.commit_file_bytes must be 0 (off) or between {} (64 KiB) and {} (1 GiB), not {commit_file}",
+                COMMIT_FILE_BYTES.start(),
+                COMMIT_FILE_BYTES.end()
+            ));
         }
         self.limits.check()?;
         self.tracing.check()?;
@@ -1005,9 +1019,14 @@ mod tests {
             "{:?}",
             c.storage.resolve()
         );
-        let e = Config::load(None, env(&[("CRMBUS_STORAGE_COMMIT_FILE_BYTES", "8 MiB")]))
-            .expect_err("not a number");
-        assert!(e.to_string().contains("commit_file_bytes"), "{e}");
+        for bad in ["8 MiB", "4096", "2147483648"] {
+            let e = Config::load(None, env(&[("CRMBUS_STORAGE_COMMIT_FILE_BYTES", bad)]))
+                .expect_err(bad);
+            assert!(e.to_string().contains("commit_file_bytes"), "{bad}: {e}");
+        }
+        for good in ["65536", "1073741824"] {
+            Config::load(None, env(&[("CRMBUS_STORAGE_COMMIT_FILE_BYTES", good)])).expect(good);
+        }
         let c = Config::load(
             None,
             env(&[

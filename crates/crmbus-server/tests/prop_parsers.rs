@@ -759,7 +759,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
             Just(String::new()),
             "[a-z.]{1,12}=[a-zA-Z0-9_]{0,8}(,[a-z.]{1,12}=[a-zA-Z0-9_]{0,8}){0,2}",
         ],
-        any::<u32>(),
+        prop_oneof![Just(0u64), (64u64 << 10)..=(1u64 << 30)],
     )
         .prop_map(
             |(
@@ -799,7 +799,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                     state_url: needed(state_url, "postgres://127.0.0.1/crm"),
                     kafka_settings,
                     dedupe_window_ms: u64::from(window),
-                    commit_file_bytes: u64::from(commit_file_bytes),
+                    commit_file_bytes,
                     log_data_fields: log_fields,
                 }
             },
@@ -1007,6 +1007,7 @@ fn expect_error(c: &Config, kind: Kind, key: &str, v: &toml::Value) -> bool {
                 || (key == "default_partitions" && *n > 4096)
                 || (key == "lease_ttl_ms" && !(1000..=600_000).contains(n))
                 || (key == "stream_recheck_ms" && *n < 100)
+                || (key == "commit_file_bytes" && *n != 0 && !((64 << 10)..=(1 << 30)).contains(n))
         }
         _ => true,
     }
