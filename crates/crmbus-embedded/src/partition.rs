@@ -376,6 +376,28 @@ impl Partition {
         }
     }
 
+    /// Whether the active segment wants zeros written ahead of its records (see
+    /// [`Segment::wants_prefill`]).
+    pub fn wants_prefill(&self) -> bool {
+        !self.is_deleted()
+            && self
+                .segments
+                .read_locked()
+                .last()
+                .is_some_and(|s| s.wants_prefill())
+    }
+
+    /// Writes zeros ahead of the active segment's records if it wants them (see
+    /// [`Segment::prefill_ahead`]). The caller makes sure no write to the partition's
+    /// files runs meanwhile (the group commit's round lock).
+    pub fn prefill_ahead(&self) -> bool {
+        if self.is_deleted() {
+            return false;
+        }
+        let active = self.segments.read_locked().last().cloned();
+        active.is_some_and(|s| s.prefill_ahead())
+    }
+
     /// Offset of the oldest record held.
     pub fn first_offset(&self) -> u64 {
         self.segments

@@ -411,6 +411,65 @@ impl Segment {
         Ok(())
     }
 
+    /// Whether fewer than half of [`PREFILL_AHEAD`] bytes of zeros are left ahead of the
+    /// records of a segment that takes appends, with room reserved for more: what
+    /// [`Segment::prefill_ahead`] would write now.
+    pub fn wants_prefill(&self) -> bool {
+        self.prefill_range().is_some()
+    }
+
+    /// The zeros [`Segment::prefill_ahead`] would write: from the end of those written so
+    /// far up to [`PREFILL_AHEAD`] past the records, within the reserved space.
+    fn prefill_range(&self) -> Option<(u64, u64)> {
+        if !self.prefill || self.is_sealed() {
+            return None;
+        }
+        let len = self.len();
+        let from = self.prefilled.load(Ordering::Acquire).max(len);
+        if from >= len + PREFILL_AHEAD / 2 {
+            return None;
+        }
+        let to = self
+            .reserved
+            .load(Ordering::Acquire)
+            .min(len + PREFILL_AHEAD);
+        (to > from).then_some((from, to))
+    }
+
+    /// Writes the zeros [`Segment::append`] writes ahead of the records after a small
+    /// write, before that write needs them, and starts their writeback: run by the group
+    /// commit between rounds once fewer than half are left (see
+    /// [`crate::syncer`]), so the round whose records reach the end of the zeros does not
+    /// write and flush the next 256 KiB of them before its appenders are answered. The
+    /// caller makes sure no write to the file runs meanwhile (the group commit holds its
+    /// round lock). Best effort, like the zeros `append` writes: returns whether any were
+    /// written.
+    pub fn prefill_ahead(&self) -> bool {
+        let Some((from, to)) = self.prefill_range() else {
+            return false;
+        };
+        let written = self.file().and_then(|file| {
+            write_zeros(file.as_ref(), from, to)?;
+            self.prefilled.store(to, Ordering::Release);
+            // Best effort too: the next fdatasync writes them if this does not.
+            if let Err(e) = file.start_writeback(from, to - from) {
+                tracing::debug!(segment = %self.path.display(), error = %e,
+                    "could not start the writeback of zeros written ahead");
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                // Zeros written in part read as the end of the records like any others;
+                // `append` writes them again when it gets there.
+                tracing::debug!(segment = %self.path.display(), error = %e,
+                    "could not write zeros ahead of the records");
+                false
+            }
+        }
+    }
+
     /// Seals the segment once its last write is done: fsyncs its data, writes its index
     /// file (fsynced, then renamed into place), and fsyncs the directory, which also makes
     /// the entry of the segment rolled to after it durable. Called before any record is

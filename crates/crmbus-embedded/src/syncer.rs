@@ -70,6 +70,9 @@ struct Queue {
     /// A round an appender led left writes whose writeback the thread starts (see
     /// [`CommitState::written`]): off the appender's way to its answer.
     writeback: bool,
+    /// Partitions whose active segment wants zeros written ahead of its records (see
+    /// [`Segment::prefill_ahead`]): the thread writes them when no round waits.
+    prefill: Vec<Arc<Partition>>,
 }
 
 struct Shared {
@@ -102,6 +105,8 @@ struct Shared {
     committed_rounds: std::sync::atomic::AtomicU64,
     /// See [`GroupCommitStats::checkpoints`].
     checkpoints: std::sync::atomic::AtomicU64,
+    /// See [`GroupCommitStats::prefills_ahead`].
+    prefills_ahead: std::sync::atomic::AtomicU64,
 }
 
 /// The commit file, with the segments the records of its current generation wrote (not
@@ -136,6 +141,9 @@ pub struct GroupCommitStats {
     /// Checkpoints of the commit file: the files written since the last one fsynced, and a
     /// new generation started.
     pub checkpoints: u64,
+    /// Times the thread wrote zeros ahead of a segment's records between rounds (see
+    /// [`Segment::prefill_ahead`]).
+    pub prefills_ahead: u64,
 }
 
 /// The group-commit thread and its queue.
@@ -171,6 +179,7 @@ impl GroupCommit {
                 ticket: 0,
                 shutdown: false,
                 writeback: false,
+                prefill: Vec::new(),
             }),
             wake: Condvar::new(),
             progress: tx,
@@ -182,6 +191,7 @@ impl GroupCommit {
             }),
             committed_rounds: std::sync::atomic::AtomicU64::new(0),
             checkpoints: std::sync::atomic::AtomicU64::new(0),
+            prefills_ahead: std::sync::atomic::AtomicU64::new(0),
         });
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -317,6 +327,7 @@ impl GroupCommit {
             sync_micros: self.shared.sync_micros.load(Relaxed),
             committed_rounds: self.shared.committed_rounds.load(Relaxed),
             checkpoints: self.shared.checkpoints.load(Relaxed),
+            prefills_ahead: self.shared.prefills_ahead.load(Relaxed),
         }
     }
 
@@ -443,6 +454,7 @@ fn run(shared: &Shared) {
                 && q.ticket == shared.progress.borrow().synced
                 && !q.shutdown
                 && !q.writeback
+                && q.prefill.is_empty()
             {
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
@@ -457,10 +469,19 @@ fn run(shared: &Shared) {
             if q.shutdown && !work {
                 return;
             }
+            // Zeros ahead only when no round waits for the thread (they wait otherwise).
+            let prefill = if work || q.shutdown {
+                Vec::new()
+            } else {
+                std::mem::take(&mut q.prefill)
+            };
             drop(q);
             if writeback {
                 start_writeback(shared);
                 checkpoint_ahead(shared);
+            }
+            if !prefill.is_empty() {
+                prefill_ahead(shared, prefill);
             }
             if !work {
                 continue;
@@ -540,8 +561,16 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
             .write(&frames, false)
             .and_then(|()| write_work(work, opts, &shared.flush, None))
     }
-    .map(|partitions| journal_step.made_durable(partitions))
-    .and_then(|()| compact_journal(shared));
+    .map(|partitions| {
+        let wanting = partitions
+            .iter()
+            .filter(|p| p.wants_prefill())
+            .cloned()
+            .collect::<Vec<_>>();
+        journal_step.made_durable(partitions);
+        wanting
+    })
+    .and_then(|wanting| compact_journal(shared).map(|()| wanting));
     drop(items);
     shared
         .rounds
@@ -554,8 +583,20 @@ fn run_round(shared: &Shared, leader: bool) -> bool {
     metrics::counter!("crmbus_log_commit_files_synced_total").increment(files_synced as u64);
     metrics::histogram!("crmbus_log_commit_round_seconds").record(started.elapsed().as_secs_f64());
     match result {
-        Ok(()) => {
+        Ok(wanting) => {
             shared.progress.send_modify(|p| p.synced = ticket);
+            if !wanting.is_empty() {
+                let mut q = shared.queue.locked();
+                for p in wanting {
+                    if !q.prefill.iter().any(|w| Arc::ptr_eq(w, &p)) {
+                        q.prefill.push(p);
+                    }
+                }
+                drop(q);
+                if leader {
+                    shared.wake.notify_one();
+                }
+            }
             if committed && leader {
                 // The leading appender answers first; the thread starts the writeback.
                 shared.queue.locked().writeback = true;
@@ -595,6 +636,24 @@ fn start_writeback(shared: &Shared) {
             .and_then(|f| f.start_writeback(position, len))
         {
             tracing::debug!(segment = %segment.path.display(), error = %e, "could not start a segment's writeback");
+        }
+    }
+}
+
+/// Writes zeros ahead of the records of `partitions`' active segments (see
+/// [`Segment::prefill_ahead`]), holding the round lock so that no round writes to their
+/// files meanwhile. Run by the thread when no round waits for it: a small append then
+/// writes into zeros already on disk, and its fdatasync has only its own pages to write.
+fn prefill_ahead(shared: &Shared, partitions: Vec<Arc<Partition>>) {
+    let _round = shared.round.locked();
+    if shared.progress.borrow().failed.is_some() {
+        return;
+    }
+    for p in partitions {
+        if p.prefill_ahead() {
+            shared
+                .prefills_ahead
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -617,6 +617,8 @@ fn acknowledged_events_survive_every_simulated_power_cut() {
     let mut rounds_led = 0;
     // Rounds made durable by a commit file record, and checkpoints of it.
     let (mut committed_rounds, mut checkpoints) = (0, 0);
+    // Zeros the group-commit thread wrote ahead of a segment's records between rounds.
+    let mut prefills_ahead = 0;
     for life in 0..crashes {
         let runtime = if life % 2 == 0 {
             &current_thread
@@ -682,6 +684,7 @@ fn acknowledged_events_survive_every_simulated_power_cut() {
         rounds_led += commit_stats.rounds_led;
         committed_rounds += commit_stats.committed_rounds;
         checkpoints += commit_stats.checkpoints;
+        prefills_ahead += commit_stats.prefills_ahead;
         drop(log);
         let flipped = rng.random_range(0..8u8) == 0 && flip_sealed(&sim, &data, &mut rng);
         stats.1 += u64::from(flipped);
@@ -704,7 +707,7 @@ fn acknowledged_events_survive_every_simulated_power_cut() {
         "no round used the commit file ({committed_rounds}) or no checkpoint ran ({checkpoints})"
     );
     println!(
-        "power-loss simulation: seed {seed}: {crashes} power cuts, {} workload steps, {} bit flips, {} injected I/O errors, {} acknowledged events held at the end, {} storage operations, {rounds_led} rounds run by appenders, {committed_rounds} rounds made durable by a commit file record, {checkpoints} checkpoints",
+        "power-loss simulation: seed {seed}: {crashes} power cuts, {} workload steps, {} bit flips, {} injected I/O errors, {} acknowledged events held at the end, {} storage operations, {rounds_led} rounds run by appenders, {committed_rounds} rounds made durable by a commit file record, {checkpoints} checkpoints, {prefills_ahead} zeros written ahead by the thread",
         stats.0,
         stats.1,
         stats.2,

@@ -176,3 +176,65 @@ fn a_segment_whose_seal_was_cut_short_keeps_every_record() {
     fs::write(&sealed, &bytes).expect("write zeros after the records");
     check_reopened(dir.path(), &events);
 }
+
+/// The group-commit thread writes the next zeros between rounds, once fewer than half of
+/// those written ahead are left: appends led by their own tasks (a multi-threaded
+/// runtime) go on writing into zeros already there, and a copy of the files taken then
+/// (as a power cut leaves them) serves every acknowledged event.
+#[test]
+fn the_group_commit_thread_writes_the_next_zeros_between_rounds() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let live = root.path().join("live");
+    // Segments larger than this test writes: one active segment, reserved 1 MiB ahead.
+    let opts = || EmbeddedOptions {
+        segment_bytes: 8 << 20,
+        ..options()
+    };
+    let log = EmbeddedLog::open(&live, opts()).expect("open");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let events = runtime.block_on(async {
+        log.create_topic(TopicSpec::new(TOPIC, 1))
+            .await
+            .expect("create topic");
+        append(&log, 0, 1500).await
+    });
+    // The thread is woken after each round that finds fewer than half left, and writes
+    // them as soon as it runs: wait for it to have done so since the last round.
+    let (_, active) = segment_files(&live, TOPIC, 0)
+        .pop()
+        .expect("an active segment");
+    let margin = || {
+        let bytes = fs::read(&active).expect("read the active segment");
+        let (records, zeros) = records_then_zeros(&bytes);
+        assert!(
+            records > 256 * 1024,
+            "the records passed the first zeros ahead"
+        );
+        assert!(zeros, "only zeros after the records");
+        bytes.len() - records
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while log.group_commit_stats().prefills_ahead == 0 || margin() < 128 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the thread did not write zeros ahead: {:?}, {} bytes of zeros after the records",
+            log.group_commit_stats(),
+            margin()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        log.group_commit_stats().rounds_led > 0,
+        "appends led rounds"
+    );
+    let crashed = root.path().join("crashed");
+    copy_dir(&live, &crashed).expect("copy the data directory");
+    runtime.block_on(async { log.close().await.expect("close") });
+    drop(log);
+    fs::remove_file(crashed.join("LOCK")).ok();
+    check_reopened(&crashed, &events);
+}
