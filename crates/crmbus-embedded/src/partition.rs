@@ -388,8 +388,8 @@ impl Partition {
     }
 
     /// Writes zeros ahead of the active segment's records if it wants them (see
-    /// [`Segment::prefill_ahead`]). The caller makes sure no write to the partition's
-    /// files runs meanwhile (the group commit's round lock).
+    /// [`Segment::prefill_ahead`]). The caller holds the group commit's round lock, so no
+    /// round writes to the partition's files meanwhile.
     pub fn prefill_ahead(&self) -> bool {
         if self.is_deleted() {
             return false;

@@ -51,6 +51,10 @@ pub struct Segment {
     prefilled: AtomicU64,
     /// Whether zeros are written ahead at all (see `Storage::overwrites_in_place`).
     prefill: bool,
+    /// Whether the last append was small (at most [`PREFILL_WRITES_UP_TO`]): only then
+    /// does the group commit write zeros ahead of the next ones (see
+    /// [`Segment::prefill_ahead`]).
+    small_writes: AtomicBool,
     next_offset: AtomicU64,
     max_timestamp_us: AtomicI64,
     /// Append time of the first record (µs), or creation time while empty.
@@ -130,6 +134,7 @@ impl Segment {
             prefilled: AtomicU64::new(len),
             // Decided for segments that take appends only ([`Segment::takes_appends`]).
             prefill: false,
+            small_writes: AtomicBool::new(false),
             next_offset: AtomicU64::new(next_offset),
             max_timestamp_us: AtomicI64::new(max_ts),
             created_us,
@@ -353,6 +358,8 @@ impl Segment {
         let start = self.len();
         let file = self.file()?;
         let end = start + frames.len() as u64;
+        let small = frames.len() as u64 <= PREFILL_WRITES_UP_TO;
+        self.small_writes.store(small, Ordering::Release);
         if let Err(e) = file.write_all_at(frames, start) {
             let _ = file.set_len(start);
             self.prefilled.store(start, Ordering::Release);
@@ -363,11 +370,7 @@ impl Segment {
             .reserved
             .load(Ordering::Acquire)
             .min(end + PREFILL_AHEAD);
-        if self.prefill
-            && end > prefilled
-            && ahead > end
-            && frames.len() as u64 <= PREFILL_WRITES_UP_TO
-        {
+        if self.prefill && end > prefilled && ahead > end && small {
             // Best effort: the records are written; zeros that do not fit (a file system
             // that could not reserve the space) only cost the next fdatasyncs their speed.
             match write_zeros(file.as_ref(), end, ahead) {
@@ -412,8 +415,10 @@ impl Segment {
     }
 
     /// Whether fewer than half of [`PREFILL_AHEAD`] bytes of zeros are left ahead of the
-    /// records of a segment that takes appends, with room reserved for more: what
-    /// [`Segment::prefill_ahead`] would write now.
+    /// records of a segment that takes small appends, with room reserved for more: what
+    /// [`Segment::prefill_ahead`] would write now. Never for a segment without records (one
+    /// just rolled to gets nothing before the one before it is sealed: open drops an empty
+    /// last file) nor after a large append (see [`Segment::append`]).
     pub fn wants_prefill(&self) -> bool {
         self.prefill_range().is_some()
     }
@@ -421,10 +426,14 @@ impl Segment {
     /// The zeros [`Segment::prefill_ahead`] would write: from the end of those written so
     /// far up to [`PREFILL_AHEAD`] past the records, within the reserved space.
     fn prefill_range(&self) -> Option<(u64, u64)> {
-        if !self.prefill || self.is_sealed() {
+        let len = self.len();
+        if !self.prefill
+            || self.is_sealed()
+            || len == 0
+            || !self.small_writes.load(Ordering::Acquire)
+        {
             return None;
         }
-        let len = self.len();
         let from = self.prefilled.load(Ordering::Acquire).max(len);
         if from >= len + PREFILL_AHEAD / 2 {
             return None;
@@ -441,8 +450,9 @@ impl Segment {
     /// commit between rounds once fewer than half are left (see
     /// [`crate::syncer`]), so the round whose records reach the end of the zeros does not
     /// write and flush the next 256 KiB of them before its appenders are answered. The
-    /// caller makes sure no write to the file runs meanwhile (the group commit holds its
-    /// round lock). Best effort, like the zeros `append` writes: returns whether any were
+    /// caller holds the group commit's round lock, so no round appends to the file
+    /// meanwhile (retention may seal it, then removes it: zeros written into it then do no
+    /// harm). Best effort, like the zeros `append` writes: returns whether any were
     /// written.
     pub fn prefill_ahead(&self) -> bool {
         let Some((from, to)) = self.prefill_range() else {

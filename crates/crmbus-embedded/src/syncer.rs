@@ -644,12 +644,21 @@ fn start_writeback(shared: &Shared) {
 /// [`Segment::prefill_ahead`]), holding the round lock so that no round writes to their
 /// files meanwhile. Run by the thread when no round waits for it: a small append then
 /// writes into zeros already on disk, and its fdatasync has only its own pages to write.
+///
+/// It gives way to rounds: when one is running it writes nothing, and once an append is
+/// queued it stops. A partition it skipped still wants its zeros after the next round,
+/// which queues it again.
 fn prefill_ahead(shared: &Shared, partitions: Vec<Arc<Partition>>) {
-    let _round = shared.round.locked();
+    let Ok(_round) = shared.round.try_lock() else {
+        return;
+    };
     if shared.progress.borrow().failed.is_some() {
         return;
     }
     for p in partitions {
+        if has_work(&shared.queue.locked(), shared) {
+            return;
+        }
         if p.prefill_ahead() {
             shared
                 .prefills_ahead
