@@ -563,6 +563,22 @@ mod tests {
         storage.read(path).unwrap()
     }
 
+    /// Creates the empty data file `t/a.log` the tests' records write to; returns its path.
+    fn empty_data_file(storage: &Arc<dyn Storage>, dir: &Path) -> PathBuf {
+        let a = dir.join("t/a.log");
+        storage.open(&a, OpenMode::Truncate).unwrap();
+        a
+    }
+
+    /// Writes `bytes` over the commit file at `at` (damage a test plants).
+    fn overwrite_commit_file(storage: &Arc<dyn Storage>, dir: &Path, at: u64, bytes: &[u8]) {
+        storage
+            .open(&dir.join(FILE_NAME), OpenMode::Existing)
+            .unwrap()
+            .write_all_at(bytes, at)
+            .unwrap();
+    }
+
     #[test]
     fn records_of_the_current_generation_are_written_again_and_older_ones_never() {
         let (_sim, storage, dir) = setup();
@@ -608,8 +624,7 @@ mod tests {
     #[test]
     fn a_torn_record_ends_the_replay() {
         let (_sim, storage, dir) = setup();
-        let a = dir.join("t/a.log");
-        storage.open(&a, OpenMode::Truncate).unwrap();
+        let a = empty_data_file(&storage, &dir);
         let (mut c, _) = CommitFile::recover(&storage, &dir, 4096).unwrap();
         let mut rec = CommitRecord::new();
         rec.add("t/a.log", 0, b"one").unwrap();
@@ -620,11 +635,7 @@ mod tests {
         assert!(c.append(&mut rec).unwrap());
         drop(c);
         // Damage one byte of the second record's data.
-        let f = storage
-            .open(&dir.join(FILE_NAME), OpenMode::Existing)
-            .unwrap();
-        let at = second_at + rec.len() - 1;
-        f.write_all_at(b"?", at).unwrap();
+        overwrite_commit_file(&storage, &dir, second_at + rec.len() - 1, b"?");
         let (_, r) = CommitFile::recover(&storage, &dir, 4096).unwrap();
         assert_eq!(r.records, 1);
         assert_eq!(read(&storage, &a), b"one".to_vec());
@@ -633,8 +644,7 @@ mod tests {
     #[test]
     fn damage_in_the_middle_is_reported_and_the_records_after_it_are_written_again() {
         let (_sim, storage, dir) = setup();
-        let a = dir.join("t/a.log");
-        storage.open(&a, OpenMode::Truncate).unwrap();
+        let a = empty_data_file(&storage, &dir);
         let (mut c, _) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
         let mut rec = CommitRecord::new();
         let mut second_at = 0;
@@ -647,10 +657,7 @@ mod tests {
             assert!(c.append(&mut rec).unwrap());
         }
         drop(c);
-        let f = storage
-            .open(&dir.join(FILE_NAME), OpenMode::Existing)
-            .unwrap();
-        f.write_all_at(b"?", second_at + rec.len() - 1).unwrap();
+        overwrite_commit_file(&storage, &dir, second_at + rec.len() - 1, b"?");
         let (_, r) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
         assert_eq!((r.records, r.damaged), (2, 1));
         assert_eq!(read(&storage, &a), b"one\0\0\0six".to_vec());
@@ -659,17 +666,13 @@ mod tests {
     #[test]
     fn a_header_that_does_not_read_replays_nothing_and_leaves_no_record_behind() {
         let (_sim, storage, dir) = setup();
-        let a = dir.join("t/a.log");
-        storage.open(&a, OpenMode::Truncate).unwrap();
+        let a = empty_data_file(&storage, &dir);
         let (mut c, _) = CommitFile::recover(&storage, &dir, 4096).unwrap();
         let mut rec = CommitRecord::new();
         rec.add("t/a.log", 0, b"abc").unwrap();
         assert!(c.append(&mut rec).unwrap());
         drop(c);
-        let f = storage
-            .open(&dir.join(FILE_NAME), OpenMode::Existing)
-            .unwrap();
-        f.write_all_at(&[0u8; HEADER_BYTES], 0).unwrap();
+        overwrite_commit_file(&storage, &dir, 0, &[0u8; HEADER_BYTES]);
         let (_, r) = CommitFile::recover(&storage, &dir, 4096).unwrap();
         assert_eq!(r.records, 0);
         assert!(read(&storage, &a).is_empty());
@@ -685,8 +688,7 @@ mod tests {
     #[test]
     fn a_record_forged_in_older_data_is_not_written_again() {
         let (_sim, storage, dir) = setup();
-        let a = dir.join("t/a.log");
-        storage.open(&a, OpenMode::Truncate).unwrap();
+        let a = empty_data_file(&storage, &dir);
         let (mut c, _) = CommitFile::recover(&storage, &dir, 1 << 20).unwrap();
         let mut forged = CommitRecord::new();
         forged.add("t/a.log", 0, b"FORGED").unwrap();

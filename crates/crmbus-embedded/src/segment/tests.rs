@@ -106,10 +106,9 @@ fn zeros_ahead_follow_small_writes_only() {
         storage.read(&segment.path).expect("read").len(),
         large.len()
     );
-    let (small, lens) = records_of(1);
-    let mut small_lens = lens.clone();
-    small_lens[0].0.offset = 2000;
+    let (small, mut small_lens) = records_of(1);
     // The frame's header names offset 0; the index only needs positions here.
+    small_lens[0].0.offset = 2000;
     segment
         .append(&small, &small_lens, 4096)
         .expect("small append");
