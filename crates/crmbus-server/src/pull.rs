@@ -19,6 +19,9 @@ use crmbus::sync::LockExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// The hasher of the lease maps: their keys are numbers this queue hands out, not input.
+type FastHash = foldhash::fast::RandomState;
+
 /// Where a delivery's result goes: the engine that handed it over (or a `handle` call).
 type Reply = Outcome;
 
@@ -64,13 +67,12 @@ pub struct PullQueue {
     /// Pulls waiting for deliveries now: a pull takes its share of the queue when others
     /// wait (see [`PullQueue::take`]).
     waiting_pullers: AtomicUsize,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<Leases>,
     /// Ack ids whose lease expired, so that a late ack or nack is told it was stale.
     expired: Mutex<ExpiredLeases>,
     ack_timeout: Duration,
-    /// In a cluster: this server's member id, the prefix of its ack ids (`<member>.<id>`),
-    /// so that any server can tell whose delivery an ack is for.
-    owner: Option<String>,
+    /// What every ack id of this queue starts with (see [`AckIds`]).
+    ack_ids: AckIds,
     /// In a cluster: until when each partition's lease is surely held (renewed in time).
     /// A delivery of a partition not listed, or past its time, is not handed out: a
     /// server that lost a lease (paused past it) never hands out what another server now
@@ -102,22 +104,81 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// The ack ids of expired leases, most recent last, at most [`EXPIRED_REMEMBERED`].
+/// The sequence numbers of expired leases, most recent last, at most
+/// [`EXPIRED_REMEMBERED`].
 #[derive(Default)]
 struct ExpiredLeases {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
+    seqs: HashSet<u64, FastHash>,
+    order: VecDeque<u64>,
 }
 
 impl ExpiredLeases {
-    fn remember(&mut self, id: String) {
+    fn remember(&mut self, seq: u64) {
         if self.order.len() == EXPIRED_REMEMBERED {
             if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
+                self.seqs.remove(&old);
             }
         }
-        self.ids.insert(id.clone());
-        self.order.push_back(id);
+        self.seqs.insert(seq);
+        self.order.push_back(seq);
+    }
+}
+
+/// The leases held, by the sequence number in their ack id, and the next number.
+#[derive(Default)]
+struct Leases {
+    by_seq: HashMap<u64, Lease, FastHash>,
+    next: u64,
+}
+
+/// A queue's ack ids: `[<member>.]<nonce>-<seq>`, the member id in a cluster (so that any
+/// server can tell whose delivery an ack is for), a random nonce drawn when the queue is
+/// made, and the lease's sequence number in the queue, in lowercase hex.
+///
+/// The lease map is keyed by the number, not the text: leasing and settling a delivery
+/// hash a `u64` instead of a 32-character string, and no id is drawn from a random
+/// source per delivery. The nonce keeps an id unique beyond its queue: an id from before
+/// a restart, or from another subscription, names no lease here (a match would need the
+/// same 48 random bits).
+struct AckIds {
+    /// `[<member>.]<nonce>-`.
+    prefix: String,
+}
+
+impl AckIds {
+    fn new(owner: Option<&str>) -> AckIds {
+        let mut bytes = [0u8; 8];
+        rand::fill(&mut bytes[..6]);
+        let nonce = u64::from_le_bytes(bytes);
+        let prefix = match owner {
+            Some(owner) => format!("{owner}.{nonce:012x}-"),
+            None => format!("{nonce:012x}-"),
+        };
+        AckIds { prefix }
+    }
+
+    /// The ack id of lease number `seq`.
+    fn format(&self, seq: u64) -> String {
+        use std::fmt::Write as _;
+        let mut id = String::with_capacity(self.prefix.len() + 16);
+        id.push_str(&self.prefix);
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{seq:x}");
+        id
+    }
+
+    /// The lease number `id` names, if it is one of this queue's ids, spelled exactly as
+    /// [`AckIds::format`] spells it (no other spelling of the number settles a lease).
+    fn parse(&self, id: &str) -> Option<u64> {
+        let hex = id.strip_prefix(self.prefix.as_str())?;
+        let canonical = !hex.is_empty()
+            && hex.len() <= 16
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && (hex == "0" || !hex.starts_with('0'));
+        if !canonical {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok()
     }
 }
 
@@ -178,10 +239,10 @@ impl PullQueue {
             }),
             queued: Notify::new(),
             waiting_pullers: AtomicUsize::new(0),
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(Leases::default()),
             expired: Mutex::new(ExpiredLeases::default()),
             ack_timeout,
-            owner,
+            ack_ids: AckIds::new(owner.as_deref()),
             valid: Mutex::new(valid),
         });
         // One reaper per queue expires leases, checking a few times per ack timeout (at
@@ -204,18 +265,21 @@ impl PullQueue {
     fn expire(&self, now: tokio::time::Instant) {
         let expired: Vec<Lease> = {
             let mut leases = self.leases.locked();
-            let ids: Vec<String> = leases
+            let seqs: Vec<u64> = leases
+                .by_seq
                 .iter()
                 .filter(|(_, l)| l.deadline <= now)
-                .map(|(id, _)| id.clone())
+                .map(|(seq, _)| *seq)
                 .collect();
-            if !ids.is_empty() {
+            if !seqs.is_empty() {
                 let mut remembered = self.expired.locked();
-                for id in &ids {
-                    remembered.remember(id.clone());
+                for seq in &seqs {
+                    remembered.remember(*seq);
                 }
             }
-            ids.iter().filter_map(|id| leases.remove(id)).collect()
+            seqs.iter()
+                .filter_map(|seq| leases.by_seq.remove(seq))
+                .collect()
         };
         for lease in expired {
             lease.reply.settle(Err(HandlerError::transient(format!(
@@ -279,7 +343,7 @@ impl PullQueue {
             .into_iter()
             .partition(|p| self.partition_valid(p.delivery.partition));
         self.put_back(lapsed);
-        held.into_iter().map(|p| self.lease(p)).collect()
+        self.lease(held)
     }
 
     /// Puts deliveries taken and not leased back at the front of the queue, in their
@@ -394,24 +458,29 @@ impl PullQueue {
         self.queued.notify_one();
     }
 
-    fn lease(&self, p: Pending) -> Leased {
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let ack_id = match &self.owner {
-            Some(owner) => format!("{owner}.{id}"),
-            None => id,
-        };
-        self.leases.locked().insert(
-            ack_id.clone(),
-            Lease {
-                reply: p.reply,
-                deadline: tokio::time::Instant::now() + self.ack_timeout,
-                partition: p.delivery.partition,
-            },
-        );
-        Leased {
-            ack_id,
-            delivery: p.delivery,
-        }
+    /// Leases `taken` until one ack timeout from now, under one lock.
+    fn lease(&self, taken: Vec<Pending>) -> Vec<Leased> {
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        let mut leases = self.leases.locked();
+        taken
+            .into_iter()
+            .map(|p| {
+                let seq = leases.next;
+                leases.next += 1;
+                leases.by_seq.insert(
+                    seq,
+                    Lease {
+                        reply: p.reply,
+                        deadline,
+                        partition: p.delivery.partition,
+                    },
+                );
+                Leased {
+                    ack_id: self.ack_ids.format(seq),
+                    delivery: p.delivery,
+                }
+            })
+            .collect()
     }
 
     /// Settles the leases of `ack_ids`, each with the result `result_for` gives, in one
@@ -423,9 +492,12 @@ impl PullQueue {
         result_for: impl Fn() -> Result<(), HandlerError>,
     ) -> Settlement {
         let mut out = Settlement::default();
+        let seqs: Vec<Option<u64>> = ack_ids.iter().map(|id| self.ack_ids.parse(id)).collect();
         let leases: Vec<Option<Lease>> = {
             let mut leases = self.leases.locked();
-            ack_ids.iter().map(|id| leases.remove(id)).collect()
+            seqs.iter()
+                .map(|seq| seq.and_then(|seq| leases.by_seq.remove(&seq)))
+                .collect()
         };
         let mut answers = Vec::with_capacity(ack_ids.len());
         // Where each answer's id is in `ack_ids`, and whether it can settle anything.
@@ -439,7 +511,9 @@ impl PullQueue {
                     // a lease renewed late but still held delivers it again; an
                     // "interrupted" answer would stop the engine from starting deliveries
                     // until a restart.
-                    self.expired.locked().remember(ack_ids[i].clone());
+                    if let Some(seq) = seqs[i] {
+                        self.expired.locked().remember(seq);
+                    }
                     answers.push((
                         l.reply,
                         Err(HandlerError::transient(
@@ -461,9 +535,9 @@ impl PullQueue {
         for ((i, counts), taken) in places.into_iter().zip(taken) {
             settled[i] = counts && taken;
         }
-        for (id, settled) in ack_ids.iter().zip(settled) {
+        for ((id, seq), settled) in ack_ids.iter().zip(&seqs).zip(settled) {
             if !settled {
-                if self.expired.locked().ids.contains(id) {
+                if seq.is_some_and(|seq| self.expired.locked().seqs.contains(&seq)) {
                     out.stale.push(id.clone());
                 }
                 out.unknown.push(id.clone());
@@ -500,7 +574,7 @@ impl PullQueue {
 
     /// Leases outstanding now.
     pub fn leased(&self) -> usize {
-        self.leases.locked().len()
+        self.leases.locked().by_seq.len()
     }
 
     /// Fails every leased and queued delivery so that the engine can stop at once; they
@@ -509,6 +583,7 @@ impl PullQueue {
         let leases: Vec<Lease> = self
             .leases
             .locked()
+            .by_seq
             .drain()
             .map(|(_, lease)| lease)
             .collect();
@@ -624,6 +699,62 @@ mod tests {
             !err.interrupted,
             "an interrupted answer stops the engine: {err:?}"
         );
+    }
+
+    /// An ack id settles its own lease only: an id of another queue (another
+    /// subscription, or this one before a restart), or the same number spelled another
+    /// way, is unknown and leaves the lease in place; the id as handed out settles it once.
+    #[tokio::test]
+    async fn an_ack_id_settles_only_the_lease_it_was_handed_out_with() {
+        let queue = PullQueue::new(8, Duration::from_secs(30));
+        let other = PullQueue::new(8, Duration::from_secs(30));
+        // Eleven leases, so that the last one's number (10) is spelled with a letter.
+        let mut handled = Vec::new();
+        for _ in 0..11 {
+            let handler = queue.handler();
+            handled.push(tokio::spawn(
+                async move { handler.handle(delivery(0)).await },
+            ));
+        }
+        let other_handler = other.handler();
+        let _other_handled = tokio::spawn(async move { other_handler.handle(delivery(0)).await });
+        let mut leased = Vec::new();
+        while leased.len() < 11 {
+            leased.extend(queue.pull(11, Duration::from_secs(5)).await);
+        }
+        let other_leased = other.pull(1, Duration::from_secs(5)).await;
+        assert_eq!(other_leased.len(), 1);
+        let rest: Vec<String> = leased[..10].iter().map(|l| l.ack_id.clone()).collect();
+        assert!(queue.ack(&rest).unknown.is_empty());
+        let id = leased[10].ack_id.clone();
+        let (prefix, seq) = id.rsplit_once('-').expect("<nonce>-<seq>");
+        assert_eq!(seq, "a");
+        assert_ne!(
+            prefix,
+            other_leased[0].ack_id.rsplit_once('-').expect("id").0
+        );
+        let respelled = [
+            other_leased[0].ack_id.clone(),
+            format!("{prefix}-0{seq}"),
+            format!("{prefix}-+{seq}"),
+            format!("{prefix}-{}", seq.to_uppercase()),
+            format!("{prefix}-"),
+            format!("{id}0"),
+            "not-an-id".to_string(),
+        ];
+        let s = queue.ack(&respelled);
+        assert_eq!(s.unknown, respelled.to_vec());
+        assert!(s.stale.is_empty());
+        assert_eq!(queue.leased(), 1, "the lease is still held");
+        let s = queue.ack(std::slice::from_ref(&id));
+        assert!(s.unknown.is_empty(), "{s:?}");
+        assert_eq!(queue.leased(), 0);
+        for h in handled {
+            h.await
+                .expect("handler task")
+                .expect("the delivery counts as acked");
+        }
+        assert_eq!(queue.ack(std::slice::from_ref(&id)).unknown, vec![id]);
     }
 
     /// Deliveries handed over in one batch while several pulls wait are shared among them,
