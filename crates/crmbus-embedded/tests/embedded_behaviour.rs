@@ -404,6 +404,57 @@ async fn stored_json_data_is_read_back_as_its_text() {
     assert_eq!(json.as_ref(), stored.event.to_json_vec().as_slice());
 }
 
+/// A read copies the records' JSON into shared blocks of a few KiB, several records to a
+/// block, and each event's `data` text is a slice of its record's JSON, not a copy of its
+/// own; no block is larger than 8 KiB, so an event held alone keeps little else alive.
+#[tokio::test]
+async fn a_read_shares_small_blocks_among_its_records_and_their_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let log = EmbeddedLog::open(dir.path(), opts(&clock)).expect("open");
+    log.create_topic(TopicSpec::new("leads", 1))
+        .await
+        .expect("create");
+    let sent: Vec<Event> = (0..300).map(ev).collect();
+    log.append(&topics(), &sent).await.expect("append");
+    let back = log.read("leads", 0, 0, 300).await.expect("read");
+    assert_eq!(back.len(), 300);
+    // Runs of records whose JSON lies end to end in memory: one block each.
+    let mut runs: Vec<usize> = Vec::new();
+    let mut end_of_last = 0usize;
+    for (stored, sent) in back.iter().zip(&sent) {
+        assert_eq!(&stored.event, sent);
+        let json = stored.stored_json.as_ref().expect("the stored JSON");
+        assert_eq!(json.as_ref(), stored.event.to_json_vec().as_slice());
+        let at = json.as_ptr() as usize;
+        let Some(crmbus::EventData::JsonText(text)) = &stored.event.data else {
+            panic!("data is not kept as text: {:?}", stored.event.data)
+        };
+        let data_at = text.as_str().as_ptr() as usize;
+        assert!(
+            (at..at + json.len()).contains(&data_at),
+            "the data text is a copy, not a slice of the record's JSON"
+        );
+        match runs.last_mut() {
+            Some(run) if at == end_of_last => *run += json.len(),
+            _ => runs.push(json.len()),
+        }
+        end_of_last = at + json.len();
+    }
+    let total: usize = runs.iter().sum();
+    assert!(
+        runs.len() < back.len() / 10,
+        "records share blocks: {} blocks for {} records",
+        runs.len(),
+        back.len()
+    );
+    assert!(
+        runs.iter().all(|&run| run <= 8 * 1024),
+        "no block holds more than 8 KiB of records: {runs:?}"
+    );
+    assert!(total > 4 * 8 * 1024, "the records fill several blocks");
+}
+
 /// An append on a multi-threaded runtime that finds no group-commit round running runs
 /// one itself; on the current-thread runtime the group-commit thread runs every round.
 #[test]

@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use crmbus::{Event, LogError, StoredEvent, SubjectEvent, SubjectRead};
 
 use super::{micros_to_time, Partition, RawRecord, Staged};
@@ -32,6 +34,18 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Bytes a read of one subject's event asks for first (most frames fit).
 const FIRST_READ: usize = 4096;
 
+/// Bytes of the blocks [`Partition::read`] copies the records' JSON into, several records
+/// to a block: one allocation for a block instead of one for each record (and the events'
+/// `data` text is a slice of it too, not another copy).
+///
+/// A record's block lives as long as any event of the block is held, so a block held by
+/// one event where the rest were delivered wastes the rest of it. Small blocks bound
+/// that: an engine holding `read_ahead` events of a partition holds at most that many
+/// blocks, at most `BLOCK_BYTES` more each than its own records, however the events it
+/// holds are spread over the log (a key stuck in retries among keys that flow, say). The
+/// read buffer itself is never shared: it is `READ_CHUNK` long.
+const BLOCK_BYTES: usize = 8 * 1024;
+
 impl Partition {
     /// Reads up to `max` durable records from `from`, decoding each event. A record that
     /// passed its checksum but does not decode is treated like a damaged one: the read
@@ -40,8 +54,17 @@ impl Partition {
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
         let limit = self.durable_next();
+        let mut block = BytesMut::new();
         self.scan(from, limit, false, |meta, json, _| {
-            let event = match Event::from_stored_json_slice(json) {
+            // A copy of the record's JSON in the current block (a new one when it has no
+            // room left): shared, not copied again, by the event's `data` text and the
+            // stored JSON handed on.
+            if block.capacity() < json.len() {
+                block = BytesMut::with_capacity(BLOCK_BYTES.max(json.len()));
+            }
+            block.extend_from_slice(json);
+            let json = block.split().freeze();
+            let event = match Event::from_stored_json_bytes(&json) {
                 Ok(event) => event,
                 Err(_) if !out.is_empty() => return Ok(false),
                 Err(e) => {
@@ -56,7 +79,7 @@ impl Partition {
                 offset: meta.offset,
                 timestamp: micros_to_time(meta.timestamp_us),
                 event,
-                stored_json: Some(bytes::Bytes::copy_from_slice(json)),
+                stored_json: Some(json),
             });
             Ok(out.len() < max)
         })?;

@@ -8,6 +8,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use bytes::Bytes;
 use chrono::{DateTime, FixedOffset};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -69,14 +70,29 @@ impl Event {
     /// media-type syntax, time range) are not run again. Bytes that do not hold an event
     /// still fail.
     pub fn from_stored_json_slice(bytes: &[u8]) -> Result<Event, InvalidEvent> {
+        Event::from_stored(bytes, ParsedVisitor::STORED)
+    }
+
+    /// [`Event::from_stored_json_slice`] of a shared buffer: the event's JSON `data` is
+    /// kept as a slice of `bytes` (no copy; see [`EventData::JsonText`]), which holds the
+    /// buffer for as long as the event lives.
+    pub fn from_stored_json_bytes(bytes: &Bytes) -> Result<Event, InvalidEvent> {
+        let visitor = ParsedVisitor {
+            shared: Some(Bytes::clone(bytes)),
+            ..ParsedVisitor::STORED
+        };
+        Event::from_stored(bytes, visitor)
+    }
+
+    fn from_stored(bytes: &[u8], visitor: ParsedVisitor) -> Result<Event, InvalidEvent> {
         // UTF-8 is checked once for the whole record: parsing from a `str` checks no
         // string (nor the kept `data` text) again.
         let text = std::str::from_utf8(bytes).map_err(|e| {
             InvalidEvent::single("(body)", format!("malformed JSON: not UTF-8: {e}"))
         })?;
         let mut de = serde_json::Deserializer::from_str(text);
-        let parsed = de::Deserializer::deserialize_any(&mut de, ParsedVisitor::STORED)
-            .and_then(|p| de.end().map(|()| p));
+        let parsed =
+            de::Deserializer::deserialize_any(&mut de, visitor).and_then(|p| de.end().map(|()| p));
         match parsed {
             Ok(Parsed(result)) => result,
             Err(e) => Err(InvalidEvent::single(
@@ -133,7 +149,7 @@ impl<'de> Deserialize<'de> for Parsed {
 
 /// Streams the members of a structured-mode event into a [`Collector`]; any other JSON
 /// value becomes an `(event)` violation rather than a parse error.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct ParsedVisitor {
     /// The event was validated when it was stored (see [`Event::from_stored_json_slice`]).
     stored: bool,
@@ -141,6 +157,9 @@ struct ParsedVisitor {
     /// serde_json's own parser of text, which hands a raw value over (through
     /// [`Deserialize`] the input may come from any deserializer).
     data_as_text: bool,
+    /// A stored event read from text whose bytes these are: `data` is kept as a slice of
+    /// them rather than a copy.
+    shared: Option<Bytes>,
 }
 
 impl ParsedVisitor {
@@ -148,12 +167,14 @@ impl ParsedVisitor {
     const STORED: ParsedVisitor = ParsedVisitor {
         stored: true,
         data_as_text: true,
+        shared: None,
     };
 
     /// Input from any deserializer: validated, `data` read into a [`Value`].
     const INPUT: ParsedVisitor = ParsedVisitor {
         stored: false,
         data_as_text: false,
+        shared: None,
     };
 
     /// Input parsed by serde_json from text: validated, plain `data` kept as its text
@@ -161,6 +182,7 @@ impl ParsedVisitor {
     const INPUT_TEXT: ParsedVisitor = ParsedVisitor {
         stored: false,
         data_as_text: true,
+        shared: None,
     };
 
     fn not_object(kind: &str) -> Parsed {
@@ -187,6 +209,20 @@ impl<'de> Visitor<'de> for ParsedVisitor {
             // that is no value, such as a lone surrogate or a number beyond `f64`, is
             // malformed JSON as it would be read whole), and refused when too deep.
             if self.data_as_text && name == "data" {
+                if let Some(bytes) = &self.shared {
+                    // Borrowed from the text the deserializer reads, which is `bytes`.
+                    let raw: &RawValue = map.next_value()?;
+                    let text = raw.get();
+                    let start = (text.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+                    match bytes.get(start..start.saturating_add(text.len())) {
+                        Some(within) if within == text.as_bytes() => {
+                            collector.accept_shared_data(bytes.slice_ref(within));
+                        }
+                        // Not from `bytes` after all: kept as a copy.
+                        _ => collector.accept_data_text(raw.to_owned()),
+                    }
+                    continue;
+                }
                 let text: Box<RawValue> = map.next_value()?;
                 if self.stored {
                     collector.accept_data_text(text);
@@ -369,7 +405,7 @@ struct Collector {
     dataschema: Option<String>,
     data: Option<Value>,
     /// `data` kept as text: a stored event's, or plain input (see `ParsedVisitor`).
-    data_text: Option<Box<RawValue>>,
+    data_text: Option<JsonText>,
     data_base64: Option<Vec<u8>>,
     /// `data_base64` was present and not null (even if it failed to decode).
     has_data_base64: bool,
@@ -472,7 +508,14 @@ impl Collector {
     /// `data` as its text: a stored event's, or plain input (see `ParsedVisitor`).
     fn accept_data_text(&mut self, text: Box<RawValue>) {
         if self.first_sighting(DATA, "data") {
-            self.data_text = Some(text);
+            self.data_text = Some(JsonText::new(text));
+        }
+    }
+
+    /// A stored event's `data` text, a slice of the buffer it was read from.
+    fn accept_shared_data(&mut self, text: Bytes) {
+        if self.first_sighting(DATA, "data") {
+            self.data_text = Some(JsonText::shared(text));
         }
     }
 
@@ -549,7 +592,7 @@ impl Collector {
         }
         let data = match (self.data, self.data_text, self.data_base64) {
             (Some(v), _, _) => Some(EventData::Json(v)),
-            (None, Some(t), _) => Some(EventData::JsonText(JsonText::new(t))),
+            (None, Some(t), _) => Some(EventData::JsonText(t)),
             (None, None, Some(b)) => Some(EventData::Binary(b)),
             (None, None, None) => None,
         };

@@ -16,6 +16,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -28,8 +29,18 @@ use serde_json::Value;
 /// their values are; the spelling of the text does not count.
 #[derive(Clone)]
 pub struct JsonText {
-    text: Box<RawValue>,
+    text: Text,
     parsed: OnceLock<Value>,
+}
+
+/// Where a [`JsonText`]'s text lives.
+#[derive(Clone)]
+enum Text {
+    /// A copy of its own.
+    Owned(Box<RawValue>),
+    /// A slice of the buffer a stored record was read into (shared, not copied), which
+    /// holds UTF-8 text: it was sliced out of a `str` (see [`JsonText::shared`]).
+    Shared(Bytes),
 }
 
 impl JsonText {
@@ -37,14 +48,29 @@ impl JsonText {
     /// crmbus wrote from a [`Value`] or that [`shape`] found plain.
     pub(crate) fn new(text: Box<RawValue>) -> JsonText {
         JsonText {
-            text,
+            text: Text::Owned(text),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// Keeps `text` without copying it: a slice of a stored record's buffer that holds
+    /// one JSON value in UTF-8 (serde_json read it as a raw value out of the record's
+    /// checked text).
+    pub(crate) fn shared(text: Bytes) -> JsonText {
+        JsonText {
+            text: Text::Shared(text),
             parsed: OnceLock::new(),
         }
     }
 
     /// The JSON text, as stored or published.
     pub fn as_str(&self) -> &str {
-        self.text.get()
+        match &self.text {
+            Text::Owned(raw) => raw.get(),
+            // Sliced out of a `str` at a value's bounds, so always UTF-8; the check is
+            // kept rather than trusted, and text that failed it would read as null.
+            Text::Shared(bytes) => std::str::from_utf8(bytes).unwrap_or("null"),
+        }
     }
 
     /// The value, parsed on the first call. Text that is valid JSON syntax but no
@@ -54,7 +80,7 @@ impl JsonText {
     /// is stored. If such text turns up all the same, it is logged and reads as `null`.
     pub fn value(&self) -> &Value {
         self.parsed
-            .get_or_init(|| match serde_json::from_str(self.text.get()) {
+            .get_or_init(|| match serde_json::from_str(self.as_str()) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %e, "event data kept as text does not parse as a JSON value; read as null");
@@ -82,7 +108,16 @@ impl Serialize for JsonText {
     /// holding the text: turn the event into a [`Value`] first
     /// ([`crate::Event::to_json_value`]) to write it in another format.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.text.serialize(serializer)
+        match &self.text {
+            Text::Owned(raw) => raw.serialize(serializer),
+            // A raw value borrowed from the shared text (serde_json checks its syntax).
+            Text::Shared(_) => match serde_json::from_str::<&RawValue>(self.as_str()) {
+                Ok(raw) => raw.serialize(serializer),
+                Err(e) => Err(serde::ser::Error::custom(format_args!(
+                    "event data kept as text is not one JSON value: {e}"
+                ))),
+            },
+        }
     }
 }
 

@@ -359,6 +359,24 @@ proptest! {
         prop_assert_eq!(stored.data_json(), event.data_json());
         prop_assert_eq!(stored.to_json_vec(), bytes.clone());
         prop_assert_eq!(stored.to_json_value(), event.to_json_value());
+        // Read from a shared buffer (a record in the middle of a block of records), the
+        // same event, whose JSON data is a slice of that buffer, not a copy.
+        let mut block = b"record before ".to_vec();
+        block.extend_from_slice(&bytes);
+        block.extend_from_slice(b" record after");
+        let block = bytes::Bytes::from(block);
+        let record = block.slice(14..14 + bytes.len());
+        let shared = Event::from_stored_json_bytes(&record).unwrap();
+        prop_assert_eq!(&shared, &event);
+        if let Some(EventData::JsonText(t)) = &shared.data {
+            let at = t.as_str().as_ptr() as usize;
+            let within = block.as_ptr() as usize..block.as_ptr() as usize + block.len();
+            prop_assert!(within.contains(&at), "data was copied out of the buffer");
+        }
+        prop_assert_eq!(shared.data_json(), event.data_json());
+        prop_assert_eq!(shared.to_json_vec(), bytes.clone());
+        prop_assert_eq!(shared.to_json_value(), event.to_json_value());
+        prop_assert_eq!(serde_json::to_vec(&shared).unwrap(), bytes.clone());
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         prop_assert_eq!(&value, &event.to_json_value());
         prop_assert_eq!(Event::from_json_value(value).unwrap(), event);
