@@ -332,9 +332,10 @@ pub struct PullRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryView {
-    /// Ack (or nack) it with this id before the ack timeout. Opaque: it names this lease
-    /// of the subscription's queue on the server that handed it out, and nothing after
-    /// that server restarts (an ack then reports it `unknown`).
+    /// Ack (or nack) it with this id before the ack timeout. Opaque and unguessable: it
+    /// names this lease of the subscription's queue on the server that handed it out, and
+    /// nothing once that queue is made again (a restart of the server or of the
+    /// subscription's engine: an ack then reports it `unknown`).
     pub ack_id: String,
     /// 1 for the first delivery, then one more each time.
     pub attempt: u32,

@@ -43,6 +43,9 @@ pub struct FirstAppend {
 /// The hasher of the index's map. Its keys are already digests (of source and id), so
 /// hashing them again needs no strength of its own beyond a random seed: foldhash mixes a
 /// `u64` in a few instructions, where the standard SipHash was most of an insert's cost.
+/// Its resistance to keys chosen to collide is minimal: publishers choose ids, but the
+/// seed is drawn per map and never shown, and a collision costs time, never a wrong
+/// answer (a digest found is checked against the stored event's source and id).
 type DigestHash = foldhash::fast::RandomState;
 
 /// Digest → first append, with expiry by time and a size cap.

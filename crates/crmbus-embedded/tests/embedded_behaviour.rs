@@ -453,6 +453,32 @@ async fn a_read_shares_small_blocks_among_its_records_and_their_data() {
         "no block holds more than 8 KiB of records: {runs:?}"
     );
     assert!(total > 4 * 8 * 1024, "the records fill several blocks");
+
+    // A record of more than half a block gets a block of its own: nothing else shares it.
+    let big = Event::new("lead.created", json!({ "notes": "x".repeat(6000) }))
+        .subject("lead-big")
+        .source("urn:crmbus:test");
+    let around = [ev(1000), big.clone(), ev(1001)];
+    log.append(&topics(), &around).await.expect("append");
+    let back = log.read("leads", 0, 300, 3).await.expect("read");
+    let spans: Vec<(usize, usize)> = back
+        .iter()
+        .map(|s| {
+            let json = s.stored_json.as_ref().expect("the stored JSON");
+            (json.as_ptr() as usize, json.len())
+        })
+        .collect();
+    assert_eq!(back[1].event, big);
+    assert_ne!(
+        spans[0].0 + spans[0].1,
+        spans[1].0,
+        "the large record shares a block"
+    );
+    assert_ne!(
+        spans[1].0 + spans[1].1,
+        spans[2].0,
+        "the large record shares a block"
+    );
 }
 
 /// An append on a multi-threaded runtime that finds no group-commit round running runs

@@ -156,9 +156,12 @@ pub fn document() -> Value {
     schemas["CreateTopicRequest"]["example"] =
         json!({"name": "invoices", "partitions": 2, "retention": {"max_age_ms": 604800000}});
     schemas["PullRequest"]["example"] = json!({"max_events": 10, "wait_ms": 100});
-    schemas["AckRequest"]["example"] = json!({"ack_ids": ["orders-workers:0:0:1"]});
-    schemas["NackRequest"]["example"] =
-        json!({"ack_ids": ["orders-workers:0:1:1"], "delay_ms": 1000, "error": "CRM timeout"});
+    schemas["AckRequest"]["example"] = json!({"ack_ids": ["3f9a0c12d4e5-1a-8c41d07e2b9f6a35"]});
+    schemas["NackRequest"]["example"] = json!({
+        "ack_ids": ["3f9a0c12d4e5-1b-05e2c7a9d13f4b80"],
+        "delay_ms": 1000,
+        "error": "CRM timeout"
+    });
     schemas["SchemaRequest"]["example"] = json!({"schema": {
         "type": "object",
         "properties": {"ticket": {"type": "string"}},

@@ -8,7 +8,7 @@
 //! fails it, and the engine's retry policy delivers it again with `attempt` + 1 — so key
 //! ordering, retries, the DLQ and the persisted state all come from the engine.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +30,8 @@ struct Lease {
     reply: Reply,
     deadline: tokio::time::Instant,
     partition: u32,
+    /// The random part of its ack id (see [`AckIds`]).
+    tag: u64,
 }
 
 struct Pending {
@@ -104,23 +106,28 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// The sequence numbers of expired leases, most recent last, at most
+/// The ack ids of expired leases (their numbers and tags), most recent last, at most
 /// [`EXPIRED_REMEMBERED`].
 #[derive(Default)]
 struct ExpiredLeases {
-    seqs: HashSet<u64, FastHash>,
+    tags: HashMap<u64, u64, FastHash>,
     order: VecDeque<u64>,
 }
 
 impl ExpiredLeases {
-    fn remember(&mut self, seq: u64) {
+    fn remember(&mut self, seq: u64, tag: u64) {
         if self.order.len() == EXPIRED_REMEMBERED {
             if let Some(old) = self.order.pop_front() {
-                self.seqs.remove(&old);
+                self.tags.remove(&old);
             }
         }
-        self.seqs.insert(seq);
+        self.tags.insert(seq, tag);
         self.order.push_back(seq);
+    }
+
+    /// Whether the lease of this number and tag expired.
+    fn expired(&self, seq: u64, tag: u64) -> bool {
+        self.tags.get(&seq) == Some(&tag)
     }
 }
 
@@ -131,15 +138,17 @@ struct Leases {
     next: u64,
 }
 
-/// A queue's ack ids: `[<member>.]<nonce>-<seq>`, the member id in a cluster (so that any
-/// server can tell whose delivery an ack is for), a random nonce drawn when the queue is
-/// made, and the lease's sequence number in the queue, in lowercase hex.
+/// A queue's ack ids: `[<member>.]<nonce>-<seq>-<tag>`: the member id in a cluster (so
+/// that any server can tell whose delivery an ack is for), a random nonce drawn when the
+/// queue is made, the lease's sequence number in the queue, and 64 random bits drawn for
+/// the lease, all in lowercase hex (the tag in 16 digits).
 ///
 /// The lease map is keyed by the number, not the text: leasing and settling a delivery
-/// hash a `u64` instead of a 32-character string, and no id is drawn from a random
-/// source per delivery. The nonce keeps an id unique beyond its queue: an id from before
-/// a restart, or from another subscription, names no lease here (a match would need the
-/// same 48 random bits).
+/// hash a `u64` instead of a 32-character string. The tag keeps ids unguessable: the
+/// numbers are sequential, and a client that could guess the ids of deliveries another
+/// client pulled could settle them; a lease settles only with its own tag. The nonce
+/// keeps an id of another queue (another subscription, or this one before its engine or
+/// the server restarted) from naming any lease here at the cost of a map lookup.
 struct AckIds {
     /// `[<member>.]<nonce>-`.
     prefix: String,
@@ -157,28 +166,34 @@ impl AckIds {
         AckIds { prefix }
     }
 
-    /// The ack id of lease number `seq`.
-    fn format(&self, seq: u64) -> String {
+    /// The ack id of lease number `seq` with `tag`.
+    fn format(&self, seq: u64, tag: u64) -> String {
         use std::fmt::Write as _;
-        let mut id = String::with_capacity(self.prefix.len() + 16);
+        let mut id = String::with_capacity(self.prefix.len() + 33);
         id.push_str(&self.prefix);
         // Writing to a String cannot fail.
-        let _ = write!(id, "{seq:x}");
+        let _ = write!(id, "{seq:x}-{tag:016x}");
         id
     }
 
-    /// The lease number `id` names, if it is one of this queue's ids, spelled exactly as
-    /// [`AckIds::format`] spells it (no other spelling of the number settles a lease).
-    fn parse(&self, id: &str) -> Option<u64> {
-        let hex = id.strip_prefix(self.prefix.as_str())?;
-        let canonical = !hex.is_empty()
-            && hex.len() <= 16
-            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            && (hex == "0" || !hex.starts_with('0'));
+    /// The lease number and tag `id` names, if it is one of this queue's ids, spelled
+    /// exactly as [`AckIds::format`] spells it (no other spelling settles a lease).
+    fn parse(&self, id: &str) -> Option<(u64, u64)> {
+        let (seq, tag) = id.strip_prefix(self.prefix.as_str())?.split_once('-')?;
+        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let canonical = !seq.is_empty()
+            && seq.len() <= 16
+            && lower_hex(seq)
+            && (seq == "0" || !seq.starts_with('0'))
+            && tag.len() == 16
+            && lower_hex(tag);
         if !canonical {
             return None;
         }
-        u64::from_str_radix(hex, 16).ok()
+        Some((
+            u64::from_str_radix(seq, 16).ok()?,
+            u64::from_str_radix(tag, 16).ok()?,
+        ))
     }
 }
 
@@ -274,7 +289,9 @@ impl PullQueue {
             if !seqs.is_empty() {
                 let mut remembered = self.expired.locked();
                 for seq in &seqs {
-                    remembered.remember(*seq);
+                    if let Some(lease) = leases.by_seq.get(seq) {
+                        remembered.remember(*seq, lease.tag);
+                    }
                 }
             }
             seqs.iter()
@@ -467,16 +484,18 @@ impl PullQueue {
             .map(|p| {
                 let seq = leases.next;
                 leases.next += 1;
+                let tag = rand::random::<u64>();
                 leases.by_seq.insert(
                     seq,
                     Lease {
                         reply: p.reply,
                         deadline,
                         partition: p.delivery.partition,
+                        tag,
                     },
                 );
                 Leased {
-                    ack_id: self.ack_ids.format(seq),
+                    ack_id: self.ack_ids.format(seq, tag),
                     delivery: p.delivery,
                 }
             })
@@ -492,11 +511,19 @@ impl PullQueue {
         result_for: impl Fn() -> Result<(), HandlerError>,
     ) -> Settlement {
         let mut out = Settlement::default();
-        let seqs: Vec<Option<u64>> = ack_ids.iter().map(|id| self.ack_ids.parse(id)).collect();
+        let named: Vec<Option<(u64, u64)>> =
+            ack_ids.iter().map(|id| self.ack_ids.parse(id)).collect();
         let leases: Vec<Option<Lease>> = {
             let mut leases = self.leases.locked();
-            seqs.iter()
-                .map(|seq| seq.and_then(|seq| leases.by_seq.remove(&seq)))
+            named
+                .iter()
+                .map(|named| {
+                    let (seq, tag) = (*named)?;
+                    match leases.by_seq.get(&seq) {
+                        Some(lease) if lease.tag == tag => leases.by_seq.remove(&seq),
+                        _ => None,
+                    }
+                })
                 .collect()
         };
         let mut answers = Vec::with_capacity(ack_ids.len());
@@ -511,8 +538,8 @@ impl PullQueue {
                     // a lease renewed late but still held delivers it again; an
                     // "interrupted" answer would stop the engine from starting deliveries
                     // until a restart.
-                    if let Some(seq) = seqs[i] {
-                        self.expired.locked().remember(seq);
+                    if let Some((seq, tag)) = named[i] {
+                        self.expired.locked().remember(seq, tag);
                     }
                     answers.push((
                         l.reply,
@@ -535,9 +562,9 @@ impl PullQueue {
         for ((i, counts), taken) in places.into_iter().zip(taken) {
             settled[i] = counts && taken;
         }
-        for ((id, seq), settled) in ack_ids.iter().zip(&seqs).zip(settled) {
+        for ((id, named), settled) in ack_ids.iter().zip(&named).zip(settled) {
             if !settled {
-                if seq.is_some_and(|seq| self.expired.locked().seqs.contains(&seq)) {
+                if named.is_some_and(|(seq, tag)| self.expired.locked().expired(seq, tag)) {
                     out.stale.push(id.clone());
                 }
                 out.unknown.push(id.clone());
@@ -702,11 +729,12 @@ mod tests {
     }
 
     /// An ack id settles its own lease only: an id of another queue (another
-    /// subscription, or this one before a restart), or the same number spelled another
-    /// way, is unknown and leaves the lease in place; the id as handed out settles it once.
+    /// subscription, or this one before a restart), the same number with another tag (ids
+    /// are not guessable from the numbers in them), or the same id spelled another way is
+    /// unknown and leaves the lease in place; the id as handed out settles it once.
     #[tokio::test]
     async fn an_ack_id_settles_only_the_lease_it_was_handed_out_with() {
-        let queue = PullQueue::new(8, Duration::from_secs(30));
+        let queue = PullQueue::new(16, Duration::from_secs(30));
         let other = PullQueue::new(8, Duration::from_secs(30));
         // Eleven leases, so that the last one's number (10) is spelled with a letter.
         let mut handled = Vec::new();
@@ -727,18 +755,26 @@ mod tests {
         let rest: Vec<String> = leased[..10].iter().map(|l| l.ack_id.clone()).collect();
         assert!(queue.ack(&rest).unknown.is_empty());
         let id = leased[10].ack_id.clone();
-        let (prefix, seq) = id.rsplit_once('-').expect("<nonce>-<seq>");
+        let parts: Vec<&str> = id.split('-').collect();
+        let [nonce, seq, tag] = parts[..] else {
+            panic!("<nonce>-<seq>-<tag>: {id}")
+        };
         assert_eq!(seq, "a");
-        assert_ne!(
-            prefix,
-            other_leased[0].ack_id.rsplit_once('-').expect("id").0
-        );
+        assert_eq!(tag.len(), 16);
+        let other_nonce = other_leased[0].ack_id.split('-').next().expect("nonce");
+        assert_ne!(nonce, other_nonce, "two queues draw different nonces");
+        let flipped = format!("{:016x}", u64::from_str_radix(tag, 16).expect("hex") ^ 1);
         let respelled = [
             other_leased[0].ack_id.clone(),
-            format!("{prefix}-0{seq}"),
-            format!("{prefix}-+{seq}"),
-            format!("{prefix}-{}", seq.to_uppercase()),
-            format!("{prefix}-"),
+            format!("{other_nonce}-{seq}-{tag}"),
+            format!("{nonce}-{seq}-{flipped}"),
+            format!("{nonce}-0{seq}-{tag}"),
+            format!("{nonce}-+{seq}-{tag}"),
+            format!("{nonce}-{}-{tag}", seq.to_uppercase()),
+            format!("{nonce}-{seq}-{}", tag.to_uppercase()),
+            format!("{nonce}-{seq}-{}", &tag[1..]),
+            format!("{nonce}-{seq}"),
+            format!("{nonce}--{tag}"),
             format!("{id}0"),
             "not-an-id".to_string(),
         ];

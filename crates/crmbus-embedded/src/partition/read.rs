@@ -42,8 +42,9 @@ const FIRST_READ: usize = 4096;
 /// one event where the rest were delivered wastes the rest of it. Small blocks bound
 /// that: an engine holding `read_ahead` events of a partition holds at most that many
 /// blocks, at most `BLOCK_BYTES` more each than its own records, however the events it
-/// holds are spread over the log (a key stuck in retries among keys that flow, say). The
-/// read buffer itself is never shared: it is `READ_CHUNK` long.
+/// holds are spread over the log (a key stuck in retries among keys that flow, say). A
+/// record of more than half a block gets a block of its own size. The read buffer itself
+/// is never shared: it is `READ_CHUNK` long.
 const BLOCK_BYTES: usize = 8 * 1024;
 
 impl Partition {
@@ -59,8 +60,12 @@ impl Partition {
             // A copy of the record's JSON in the current block (a new one when it has no
             // room left): shared, not copied again, by the event's `data` text and the
             // stored JSON handed on.
-            if block.capacity() < json.len() {
-                block = BytesMut::with_capacity(BLOCK_BYTES.max(json.len()));
+            if json.len() > BLOCK_BYTES / 2 {
+                // A large record gets a block of its own size: sharing would leave most
+                // of a block unused.
+                block = BytesMut::with_capacity(json.len());
+            } else if block.capacity() < json.len() {
+                block = BytesMut::with_capacity(BLOCK_BYTES);
             }
             block.extend_from_slice(json);
             let json = block.split().freeze();

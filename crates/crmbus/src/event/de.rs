@@ -214,10 +214,9 @@ impl<'de> Visitor<'de> for ParsedVisitor {
                     let raw: &RawValue = map.next_value()?;
                     let text = raw.get();
                     let start = (text.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+                    // In range, `within` is the very memory `text` is: no need to compare.
                     match bytes.get(start..start.saturating_add(text.len())) {
-                        Some(within) if within == text.as_bytes() => {
-                            collector.accept_shared_data(bytes.slice_ref(within));
-                        }
+                        Some(within) => collector.accept_shared_data(bytes.slice_ref(within)),
                         // Not from `bytes` after all: kept as a copy.
                         _ => collector.accept_data_text(raw.to_owned()),
                     }
