@@ -113,8 +113,10 @@ impl SchemaRegistry {
             }
         };
         let data = match &event.data {
-            Some(EventData::Json(v)) => v,
-            Some(EventData::JsonText(t)) => t.value(),
+            Some(EventData::Json(v)) => std::borrow::Cow::Borrowed(v),
+            // Parsed for this look only: nothing after validation reads the value at
+            // publish, and it is freed here, on the thread that built it.
+            Some(EventData::JsonText(t)) => t.value_once(),
             Some(EventData::Binary(_)) => {
                 return fail(
                     "data",
@@ -131,7 +133,7 @@ impl SchemaRegistry {
                 )
             }
         };
-        match version.violations(data) {
+        match version.violations(&data) {
             Ok(found) if found.is_empty() => {
                 if stamp {
                     event.dataschema = Some(version.uri.clone());

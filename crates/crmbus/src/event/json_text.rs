@@ -79,14 +79,28 @@ impl JsonText {
     /// exponent through as published, and data nested deeper is refused before anything
     /// is stored. If such text turns up all the same, it is logged and reads as `null`.
     pub fn value(&self) -> &Value {
-        self.parsed
-            .get_or_init(|| match serde_json::from_str(self.as_str()) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(error = %e, "event data kept as text does not parse as a JSON value; read as null");
-                    Value::Null
-                }
-            })
+        self.parsed.get_or_init(|| self.parse())
+    }
+
+    /// The value parsed now, kept by the caller only, unless [`JsonText::value`] already
+    /// has it: for a look that is the last (schema validation at publish), so that the
+    /// value is freed when the look ends, where it was built, instead of living as long as
+    /// the event.
+    pub fn value_once(&self) -> std::borrow::Cow<'_, Value> {
+        match self.parsed.get() {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => std::borrow::Cow::Owned(self.parse()),
+        }
+    }
+
+    fn parse(&self) -> Value {
+        match serde_json::from_str(self.as_str()) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "event data kept as text does not parse as a JSON value; read as null");
+                Value::Null
+            }
+        }
     }
 }
 
@@ -262,6 +276,22 @@ mod tests {
 
     fn text(s: &str) -> JsonText {
         JsonText::new(RawValue::from_string(s.to_string()).expect("valid JSON"))
+    }
+
+    /// A look for once parses a value the caller keeps, and leaves none behind; once the
+    /// value is kept, it is what a look for once gets.
+    #[test]
+    fn a_look_for_once_keeps_no_value_behind() {
+        let t = text(r#"{"amount":12.5}"#);
+        let once = t.value_once();
+        assert!(matches!(once, std::borrow::Cow::Owned(_)));
+        assert_eq!(*once, json!({"amount": 12.5}));
+        assert!(t.parsed.get().is_none(), "the value was kept");
+        let kept: *const Value = t.value();
+        match t.value_once() {
+            std::borrow::Cow::Borrowed(v) => assert!(std::ptr::eq(v, kept)),
+            std::borrow::Cow::Owned(_) => panic!("parsed again though kept"),
+        }
     }
 
     #[test]
