@@ -278,27 +278,21 @@ impl PullQueue {
 
     /// Fails every lease whose deadline has passed: the engine delivers it again.
     fn expire(&self, now: tokio::time::Instant) {
-        let expired: Vec<Lease> = {
+        let expired: Vec<(u64, Lease)> = {
             let mut leases = self.leases.locked();
-            let seqs: Vec<u64> = leases
-                .by_seq
-                .iter()
-                .filter(|(_, l)| l.deadline <= now)
-                .map(|(seq, _)| *seq)
-                .collect();
-            if !seqs.is_empty() {
+            let expired: Vec<(u64, Lease)> =
+                leases.by_seq.extract_if(|_, l| l.deadline <= now).collect();
+            // Remembered before the leases are let go, so that an ack racing the expiry
+            // is told it was stale.
+            if !expired.is_empty() {
                 let mut remembered = self.expired.locked();
-                for seq in &seqs {
-                    if let Some(lease) = leases.by_seq.get(seq) {
-                        remembered.remember(*seq, lease.tag);
-                    }
+                for (seq, lease) in &expired {
+                    remembered.remember(*seq, lease.tag);
                 }
             }
-            seqs.iter()
-                .filter_map(|seq| leases.by_seq.remove(seq))
-                .collect()
+            expired
         };
-        for lease in expired {
+        for (_, lease) in expired {
             lease.reply.settle(Err(HandlerError::transient(format!(
                 "not acked within the ack timeout of {} ms",
                 self.ack_timeout.as_millis()
@@ -478,26 +472,31 @@ impl PullQueue {
     /// Leases `taken` until one ack timeout from now, under one lock.
     fn lease(&self, taken: Vec<Pending>) -> Vec<Leased> {
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
-        let mut leases = self.leases.locked();
-        taken
-            .into_iter()
-            .map(|p| {
-                let seq = leases.next;
-                leases.next += 1;
-                let tag = rand::random::<u64>();
-                leases.by_seq.insert(
-                    seq,
-                    Lease {
+        let numbered: Vec<(u64, u64, Delivery)> = {
+            let mut leases = self.leases.locked();
+            taken
+                .into_iter()
+                .map(|p| {
+                    let seq = leases.next;
+                    leases.next += 1;
+                    let tag = rand::random::<u64>();
+                    let lease = Lease {
                         reply: p.reply,
                         deadline,
                         partition: p.delivery.partition,
                         tag,
-                    },
-                );
-                Leased {
-                    ack_id: self.ack_ids.format(seq, tag),
-                    delivery: p.delivery,
-                }
+                    };
+                    leases.by_seq.insert(seq, lease);
+                    (seq, tag, p.delivery)
+                })
+                .collect()
+        };
+        // The ids are written once the lock is let go.
+        numbered
+            .into_iter()
+            .map(|(seq, tag, delivery)| Leased {
+                ack_id: self.ack_ids.format(seq, tag),
+                delivery,
             })
             .collect()
     }
