@@ -139,7 +139,10 @@ impl Engine {
     pub(super) fn pop_head(&mut self, p: u32, key: &Key) {
         let k = (p, Key::clone(key));
         if let Some(ks) = self.keys.get_mut(&k) {
-            ks.queue.pop_front();
+            if let Some(finished) = ks.queue.pop_front() {
+                // Freed by the step, after it dispatched (see `Engine::pump`).
+                self.finished_events.push(finished);
+            }
             if ks.queue.is_empty() && !ks.in_flight {
                 self.forget_key(&k);
             }

@@ -1,11 +1,11 @@
 //! Opening an engine: the group's cursor, retry schedule, done markers, dead letters and
 //! dedupe entries, loaded from the log and the state store.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::records::{decode, done_key, encode, parse_pos_key, DeadLetter, RetryRecord};
-use super::run::{Engine, PartCursor};
+use super::run::{Engine, FastMap, FastSet, PartCursor};
 use super::stats::{EngineMetrics, SubscriptionStats};
 use crate::clock::Clock;
 use crate::delivery::breaker::CircuitBreaker;
@@ -94,7 +94,7 @@ impl Engine {
                 attempted_below: committed,
             });
         }
-        let mut retries = HashMap::new();
+        let mut retries = FastMap::default();
         for (k, v) in state.scan(&stored.namespace(StateKind::Retry), "").await? {
             if let Some(pos) = parse_pos_key(&k).filter(|(p, _)| owns(*p)) {
                 retries.insert(pos, decode::<RetryRecord>(&v)?);
@@ -157,7 +157,7 @@ impl Engine {
                 part.dispatched_to = part.attempted_below;
             }
         }
-        let mut held = HashSet::new();
+        let mut held = FastSet::default();
         let mut redriving = Vec::new();
         let mut dlq_count = 0u64;
         for (_, v) in state
@@ -175,7 +175,7 @@ impl Engine {
                 held.insert((d.partition, d.offset));
             }
         }
-        let mut processed = HashMap::new();
+        let mut processed = FastMap::default();
         let mut expiries = Vec::new();
         if opts.dedupe_ttl.is_some() {
             let ns = stored.namespace(StateKind::Dedupe);
@@ -213,7 +213,8 @@ impl Engine {
             breaker: opts.breaker.map(CircuitBreaker::new),
             opts,
             parts,
-            keys: HashMap::new(),
+            keys: FastMap::default(),
+            finished_events: Vec::new(),
             spare_queues: Vec::new(),
             ready: VecDeque::new(),
             timers: BTreeSet::new(),
