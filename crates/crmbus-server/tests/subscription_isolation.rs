@@ -186,8 +186,8 @@ async fn concurrent_long_polls_share_the_deliveries_and_lose_none() {
                 let event = Event::new("task.assigned", json!({"n": offset})).subject("k");
                 handler
                     .handle(Delivery {
-                        topic: "tasks".to_string(),
-                        group: "workers".to_string(),
+                        topic: "tasks".into(),
+                        group: "workers".into(),
                         partition: 0,
                         offset,
                         attempt: 1,

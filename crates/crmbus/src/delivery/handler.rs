@@ -13,10 +13,11 @@ use crate::event::Event;
 /// One delivery of an event to a handler.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Topic the event was read from.
-    pub topic: String,
-    /// The consumer group.
-    pub group: String,
+    /// Topic the event was read from (shared by every delivery of the subscription: a
+    /// delivery allocates no name).
+    pub topic: Arc<str>,
+    /// The consumer group (shared as `topic` is).
+    pub group: Arc<str>,
     /// Partition of the event.
     pub partition: u32,
     /// Offset of the event.

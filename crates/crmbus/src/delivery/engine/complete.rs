@@ -29,8 +29,9 @@ impl Engine {
         }
     }
 
-    pub(super) fn complete(&mut self, c: Completion) {
-        let now = self.clock.now_micros();
+    /// Takes in a finished delivery's outcome, as of `now` (µs, the engine's clock): the
+    /// caller reads the clock once for the outcomes it takes in together.
+    pub(super) fn complete(&mut self, c: Completion, now: i64) {
         let (p, offset, key) = (c.partition, c.offset, c.key.clone());
         if let Some(ks) = self.keys.get_mut(&(p, key.clone())) {
             ks.in_flight = false;

@@ -106,8 +106,8 @@ impl Engine {
                 }
             }
             let delivery = Delivery {
-                topic: self.topic.clone(),
-                group: self.group.clone(),
+                topic: Arc::clone(&self.delivery_names.0),
+                group: Arc::clone(&self.delivery_names.1),
                 partition: p,
                 offset,
                 attempt,

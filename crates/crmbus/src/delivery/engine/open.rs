@@ -208,6 +208,7 @@ impl Engine {
             clock,
             topic: topic.to_string(),
             group: group.to_string(),
+            delivery_names: (Arc::from(topic), Arc::from(group)),
             stored,
             handler,
             breaker: opts.breaker.map(CircuitBreaker::new),
