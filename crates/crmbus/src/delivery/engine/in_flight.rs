@@ -216,6 +216,37 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_step_frees_the_events_it_took_answers_for_once_it_has_handed_the_next_over() {
+        let keeper = Arc::new(Keeper::default());
+        let mut engine = engine(8, Arc::clone(&keeper)).await;
+        engine.pump().await.expect("pump");
+        let kept = keeper.take();
+        assert_eq!(kept.len(), 4);
+        // Only the engine's queue holds the events once the deliveries are let go.
+        let events: Vec<std::sync::Weak<crate::Event>> =
+            kept.iter().map(|(d, _)| Arc::downgrade(&d.event)).collect();
+        let acked: Vec<(Outcome, Result<(), HandlerError>)> =
+            kept.into_iter().map(|(_, o)| (o, Ok(()))).collect();
+        assert_eq!(Outcome::settle_all(acked), vec![true; 4]);
+        assert!(
+            events.iter().all(|e| e.upgrade().is_some()),
+            "held until the engine takes the answers in"
+        );
+        engine.pump().await.expect("pump");
+        let next: Vec<u64> = keeper.take().iter().map(|(d, _)| d.offset).collect();
+        assert_eq!(
+            next,
+            vec![4, 5, 6, 7],
+            "the answers let the next four go out"
+        );
+        assert!(
+            events.iter().all(|e| e.upgrade().is_none()),
+            "the step that took the answers in freed their events"
+        );
+        assert!(engine.finished_events.is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn an_outcome_settled_after_its_engine_stopped_reports_nobody_took_it() {
         let keeper = Arc::new(Keeper::default());
         let mut engine = engine(2, Arc::clone(&keeper)).await;
