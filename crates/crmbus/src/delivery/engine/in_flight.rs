@@ -127,6 +127,8 @@ mod tests {
     #[derive(Default)]
     struct Keeper {
         kept: Mutex<Vec<(Delivery, Outcome)>>,
+        /// How many deliveries each hand-over gave, in order.
+        handovers: Mutex<Vec<usize>>,
     }
 
     #[async_trait]
@@ -142,6 +144,7 @@ mod tests {
         }
 
         fn hand_over(&self, deliveries: Vec<(Delivery, Outcome)>) {
+            self.handovers.lock().expect("lock").push(deliveries.len());
             self.kept.lock().expect("lock").extend(deliveries);
         }
     }
@@ -244,6 +247,30 @@ mod tests {
             "the step that took the answers in freed their events"
         );
         assert!(engine.finished_events.is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_step_after_an_ack_hands_the_room_it_made_over_in_one_go() {
+        // A subscription's loop wakes for the first answer of an ack (`next_step`) and then
+        // steps: the step must take the rest of the ack in before it dispatches, or a pull
+        // waiting for deliveries is woken for the first one alone and answers with it.
+        let keeper = Arc::new(Keeper::default());
+        let mut engine = engine(8, Arc::clone(&keeper)).await;
+        engine.pump().await.expect("pump");
+        let kept = keeper.take();
+        assert_eq!(*keeper.handovers.lock().expect("lock"), vec![4]);
+        let acked: Vec<(Outcome, Result<(), HandlerError>)> =
+            kept.into_iter().map(|(_, o)| (o, Ok(()))).collect();
+        assert_eq!(Outcome::settle_all(acked), vec![true; 4]);
+        assert!(engine.next_step().await, "woken by the ack");
+        engine.pump().await.expect("pump");
+        let next: Vec<u64> = keeper.take().iter().map(|(d, _)| d.offset).collect();
+        assert_eq!(next, vec![4, 5, 6, 7]);
+        assert_eq!(
+            *keeper.handovers.lock().expect("lock"),
+            vec![4, 4],
+            "the four freed slots were handed over together"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
