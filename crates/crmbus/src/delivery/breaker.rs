@@ -65,13 +65,29 @@ impl BreakerState {
     }
 }
 
+/// Slices the rate's window is counted in.
+const WINDOW_SLICES: i64 = 60;
+
+/// The outcomes of one slice of the window: (slice number, successes, failures).
+type Slice = (i64, u64, u64);
+
 /// The breaker, driven by outcomes and a clock reading passed in (µs).
+///
+/// The rate's window is kept as counts per slice (a sixtieth of the window), not one
+/// record per outcome: a busy group answers hundreds of thousands of deliveries a
+/// minute, and each would be kept for the window and counted again at every failure. A
+/// slice leaves the window once all of it is older than the window, so the rate may
+/// count outcomes up to one slice older than `window`.
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
     policy: BreakerPolicy,
     state: BreakerState,
     consecutive: u32,
-    outcomes: VecDeque<(i64, bool)>,
+    /// The window's slices with outcomes, oldest first.
+    outcomes: VecDeque<Slice>,
+    /// Successes and failures in `outcomes`.
+    ok_in_window: u64,
+    failed_in_window: u64,
 }
 
 impl CircuitBreaker {
@@ -82,7 +98,50 @@ impl CircuitBreaker {
             state: BreakerState::Closed,
             consecutive: 0,
             outcomes: VecDeque::new(),
+            ok_in_window: 0,
+            failed_in_window: 0,
         }
+    }
+
+    /// The width of one slice of the window (µs, at least 1).
+    fn slice_us(&self) -> i64 {
+        let window_us = i64::try_from(self.policy.window.as_micros()).unwrap_or(i64::MAX);
+        (window_us / WINDOW_SLICES).max(1)
+    }
+
+    /// Counts an outcome at `now_us` and lets the slices that left the window go.
+    fn count(&mut self, success: bool, now_us: i64) {
+        let width = self.slice_us();
+        let slice = now_us.div_euclid(width);
+        // The window starts in slice `slice - WINDOW_SLICES`; the slices before it end no
+        // later than its start and hold nothing in it.
+        let oldest_kept = slice.saturating_sub(WINDOW_SLICES);
+        while let Some(&(s, ok, failed)) = self.outcomes.front() {
+            if s >= oldest_kept {
+                break;
+            }
+            self.ok_in_window -= ok;
+            self.failed_in_window -= failed;
+            self.outcomes.pop_front();
+        }
+        // A clock that stepped back counts in the newest slice.
+        let (ok, failed) = (u64::from(success), u64::from(!success));
+        match self.outcomes.back_mut() {
+            Some(last) if last.0 >= slice => {
+                last.1 += ok;
+                last.2 += failed;
+            }
+            _ => self.outcomes.push_back((slice, ok, failed)),
+        }
+        self.ok_in_window += ok;
+        self.failed_in_window += failed;
+    }
+
+    /// Forgets the window's outcomes.
+    fn clear_window(&mut self) {
+        self.outcomes.clear();
+        self.ok_in_window = 0;
+        self.failed_in_window = 0;
     }
 
     /// The current state (moving from open to half-open when the cool-down is over).
@@ -93,6 +152,12 @@ impl CircuitBreaker {
             }
         }
         self.state
+    }
+
+    /// Outcome records kept for the window.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.outcomes.len()
     }
 
     /// The state as last moved (without checking the clock).
@@ -115,26 +180,18 @@ impl CircuitBreaker {
 
     /// Records the outcome of a delivery that [`CircuitBreaker::try_acquire`] let through.
     pub fn record(&mut self, success: bool, now_us: i64) {
-        let window_us = self.policy.window.as_micros() as i64;
-        self.outcomes.push_back((now_us, success));
-        while self
-            .outcomes
-            .front()
-            .is_some_and(|(t, _)| *t < now_us - window_us)
-        {
-            self.outcomes.pop_front();
-        }
+        self.count(success, now_us);
         if success {
             self.consecutive = 0;
             if matches!(self.state, BreakerState::HalfOpen { .. }) {
                 self.state = BreakerState::Closed;
-                self.outcomes.clear();
+                self.clear_window();
             }
             return;
         }
         self.consecutive += 1;
-        let failures = self.outcomes.iter().filter(|(_, ok)| !ok).count() as f64;
-        let total = self.outcomes.len() as f64;
+        let failures = self.failed_in_window as f64;
+        let total = (self.ok_in_window + self.failed_in_window) as f64;
         let rate_trips = total >= f64::from(self.policy.min_requests)
             && failures / total >= self.policy.failure_rate;
         let half_open = matches!(self.state, BreakerState::HalfOpen { .. });
@@ -143,7 +200,7 @@ impl CircuitBreaker {
                 until_us: now_us + self.policy.open_for.as_micros() as i64,
             };
             self.consecutive = 0;
-            self.outcomes.clear();
+            self.clear_window();
         }
     }
 }
@@ -221,6 +278,36 @@ mod tests {
             b.record(i % 2 == 0, i * S);
         }
         assert!(matches!(b.state(10 * S), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn a_busy_window_keeps_counts_not_every_outcome() {
+        // A million acks in the 60 s window (one every 50 µs): a consumer group at 20k
+        // events/s fills it so. Kept one by one they took 16 MB, and every failure
+        // counted them again.
+        let mut b = CircuitBreaker::new(policy());
+        for i in 0..1_000_000i64 {
+            b.record(true, i * 50);
+        }
+        assert!(
+            b.kept() <= 61,
+            "{} entries kept for one window of outcomes",
+            b.kept()
+        );
+        // They all count: failures well under half of them do not open the breaker...
+        let t = 50 * S;
+        for i in 0..2 {
+            b.record(false, t + i);
+            b.record(true, t + i);
+        }
+        assert_eq!(b.state(t + 2), BreakerState::Closed);
+        // ...and the rate is of what is in the window: a minute later, the successes
+        // have left it and failures at half the outcomes open it.
+        let later = t + 61 * S;
+        for i in 0..10 {
+            b.record(i % 2 == 0, later + i);
+        }
+        assert!(matches!(b.state(later + 10), BreakerState::Open { .. }));
     }
 
     #[test]
