@@ -16,7 +16,8 @@ pub struct BreakerPolicy {
     pub failure_rate: f64,
     /// Outcomes needed in the window before the rate counts.
     pub min_requests: u32,
-    /// The window of the rate.
+    /// The window of the rate, counted in sixtieths: outcomes leave it a sixtieth at a
+    /// time, so the rate may count some up to a sixtieth older than the window.
     #[serde(with = "secs")]
     pub window: Duration,
     /// How long to stay open before a probe.
