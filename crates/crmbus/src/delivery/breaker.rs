@@ -104,19 +104,16 @@ impl CircuitBreaker {
         }
     }
 
-    /// The width of one slice of the window (µs, at least 1).
-    fn slice_us(&self) -> i64 {
-        let window_us = i64::try_from(self.policy.window.as_micros()).unwrap_or(i64::MAX);
-        (window_us / WINDOW_SLICES).max(1)
-    }
-
     /// Counts an outcome at `now_us` and lets the slices that left the window go.
     fn count(&mut self, success: bool, now_us: i64) {
-        let width = self.slice_us();
+        let window_us = i64::try_from(self.policy.window.as_micros()).unwrap_or(i64::MAX);
+        // A sixtieth of the window, at least 1 µs: the slices kept span the window and at
+        // most one more, 61 for a window that is a multiple of 60 µs and never over 121.
+        let width = (window_us / WINDOW_SLICES).max(1);
         let slice = now_us.div_euclid(width);
-        // The window starts in slice `slice - WINDOW_SLICES`; the slices before it end no
-        // later than its start and hold nothing in it.
-        let oldest_kept = slice.saturating_sub(WINDOW_SLICES);
+        // The slice the window starts in is kept; those before it end no later than its
+        // start and hold nothing in it.
+        let oldest_kept = now_us.saturating_sub(window_us).div_euclid(width);
         while let Some(&(s, ok, failed)) = self.outcomes.front() {
             if s >= oldest_kept {
                 break;
@@ -295,13 +292,14 @@ mod tests {
             "{} entries kept for one window of outcomes",
             b.kept()
         );
-        // They all count: failures well under half of them do not open the breaker...
+        // They all count: ten failures among them are well under half, and do not open
+        // the breaker (counted alone, the last twenty outcomes are half failures)...
         let t = 50 * S;
-        for i in 0..2 {
+        for i in 0..10 {
             b.record(false, t + i);
             b.record(true, t + i);
         }
-        assert_eq!(b.state(t + 2), BreakerState::Closed);
+        assert_eq!(b.state(t + 10), BreakerState::Closed);
         // ...and the rate is of what is in the window: a minute later, the successes
         // have left it and failures at half the outcomes open it.
         let later = t + 61 * S;
@@ -309,6 +307,26 @@ mod tests {
             b.record(i % 2 == 0, later + i);
         }
         assert!(matches!(b.state(later + 10), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn a_window_that_is_no_whole_number_of_slices_still_counts_all_of_itself() {
+        // 119 µs: slices of 1 µs. An outcome 100 µs old is in the window and counts.
+        let mut b = CircuitBreaker::new(BreakerPolicy {
+            window: Duration::from_micros(119),
+            ..policy()
+        });
+        for i in 0..5 {
+            b.record(false, i * 20);
+            b.record(true, i * 20);
+        }
+        assert_eq!(b.state(100), BreakerState::Closed, "9 outcomes, under 10");
+        b.record(false, 100);
+        assert!(
+            matches!(b.state(100), BreakerState::Open { .. }),
+            "the failure at 0 µs is 100 µs old and still in the 119 µs window: 6 of 11 failed"
+        );
+        assert!(b.kept() <= 120);
     }
 
     #[test]

@@ -129,6 +129,9 @@ mod tests {
         kept: Mutex<Vec<(Delivery, Outcome)>>,
         /// How many deliveries each hand-over gave, in order.
         handovers: Mutex<Vec<usize>>,
+        /// Events the test watches, and at each hand-over whether all of them were alive.
+        watched: Mutex<Vec<std::sync::Weak<crate::Event>>>,
+        alive_at_handover: Mutex<Vec<bool>>,
     }
 
     #[async_trait]
@@ -145,6 +148,9 @@ mod tests {
 
         fn hand_over(&self, deliveries: Vec<(Delivery, Outcome)>) {
             self.handovers.lock().expect("lock").push(deliveries.len());
+            let watched = self.watched.lock().expect("lock");
+            let alive = watched.iter().all(|e| e.upgrade().is_some());
+            self.alive_at_handover.lock().expect("lock").push(alive);
             self.kept.lock().expect("lock").extend(deliveries);
         }
     }
@@ -228,6 +234,7 @@ mod tests {
         // Only the engine's queue holds the events once the deliveries are let go.
         let events: Vec<std::sync::Weak<crate::Event>> =
             kept.iter().map(|(d, _)| Arc::downgrade(&d.event)).collect();
+        keeper.watched.lock().expect("lock").clone_from(&events);
         let acked: Vec<(Outcome, Result<(), HandlerError>)> =
             kept.into_iter().map(|(_, o)| (o, Ok(()))).collect();
         assert_eq!(Outcome::settle_all(acked), vec![true; 4]);
@@ -241,6 +248,11 @@ mod tests {
             next,
             vec![4, 5, 6, 7],
             "the answers let the next four go out"
+        );
+        assert_eq!(
+            *keeper.alive_at_handover.lock().expect("lock"),
+            vec![true, true],
+            "the acked events were freed before the next deliveries were handed over"
         );
         assert!(
             events.iter().all(|e| e.upgrade().is_none()),

@@ -125,8 +125,9 @@ pub(super) use crate::delivery::key::Key;
 pub(super) type KeyId = (u32, Key);
 
 /// The engine's maps, looked up several times for every event delivered: foldhash, not
-/// SipHash. Its seed is random per process, so keys a publisher chooses (subjects) cannot
-/// be picked to collide without seeing it; a collision costs time, never a wrong answer.
+/// SipHash. Its seed is random per process, which makes keys a publisher chooses
+/// (subjects) hard to aim at collisions, though foldhash promises less against that than
+/// SipHash; a collision costs time, never a wrong answer.
 pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// A set hashed as [`FastMap`] is.
 pub(super) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
