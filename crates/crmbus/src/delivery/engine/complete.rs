@@ -162,8 +162,8 @@ impl Engine {
         let held = self.opts.on_exhausted == OnExhausted::Hold;
         let entry = DeadLetter {
             id: format!("{p}-{offset}"),
-            topic: self.topic.clone(),
-            group: self.group.clone(),
+            topic: self.topic.to_string(),
+            group: self.group.to_string(),
             partition: p,
             offset,
             key: key.to_string(),

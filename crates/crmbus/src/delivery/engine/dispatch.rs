@@ -106,8 +106,8 @@ impl Engine {
                 }
             }
             let delivery = Delivery {
-                topic: Arc::clone(&self.delivery_names.0),
-                group: Arc::clone(&self.delivery_names.1),
+                topic: Arc::clone(&self.topic),
+                group: Arc::clone(&self.group),
                 partition: p,
                 offset,
                 attempt,

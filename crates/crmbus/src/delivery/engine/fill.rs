@@ -23,7 +23,7 @@ const READS_AT_ONCE: usize = 8;
 /// the plans' order.
 async fn read_all(
     log: Arc<dyn EventLog>,
-    topic: String,
+    topic: Arc<str>,
     plans: Vec<(usize, u32, u64, usize)>,
 ) -> Vec<PrefetchedRead> {
     let log = &log;
@@ -62,7 +62,12 @@ impl Engine {
             if plans.is_empty() {
                 return Ok(());
             }
-            let reads = read_all(Arc::clone(&self.log), self.topic.clone(), plans.clone()).await;
+            let reads = read_all(
+                Arc::clone(&self.log),
+                Arc::clone(&self.topic),
+                plans.clone(),
+            )
+            .await;
             for (&(i, _, _, max), (_, _, read)) in plans.iter().zip(reads) {
                 match read {
                     Ok(batch) if batch.is_empty() => {
@@ -121,7 +126,7 @@ impl Engine {
         }
         self.prefetch = Some(tokio::spawn(read_all(
             Arc::clone(&self.log),
-            self.topic.clone(),
+            Arc::clone(&self.topic),
             plans,
         )));
     }
@@ -309,14 +314,14 @@ impl Engine {
         let existed = self.state.get(&ns, &id).await?.is_some();
         let event = Event::new(
             UNREADABLE_TYPE,
-            serde_json::json!({"topic": self.topic, "partition": p, "offset": offset}),
+            serde_json::json!({"topic": &*self.topic, "partition": p, "offset": offset}),
         )
         .id(format!("{}-{id}", self.topic))
         .source("urn:crmbus:unreadable");
         let entry = DeadLetter {
             id: id.clone(),
-            topic: self.topic.clone(),
-            group: self.group.clone(),
+            topic: self.topic.to_string(),
+            group: self.group.to_string(),
             partition: p,
             offset,
             key: String::new(),

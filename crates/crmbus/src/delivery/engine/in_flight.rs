@@ -161,6 +161,11 @@ mod tests {
         }
     }
 
+    /// Acks `outcomes` in one settlement; whether each was taken.
+    fn ack_all(outcomes: impl Iterator<Item = Outcome>) -> Vec<bool> {
+        Outcome::settle_all(outcomes.map(|o| (o, Ok(()))).collect())
+    }
+
     async fn engine(events: usize, keeper: Arc<Keeper>) -> Engine {
         let opts = SubscribeOptions {
             read_ahead: 8,
@@ -188,9 +193,7 @@ mod tests {
 
         // 0 and 1 acked in one batch, 2 failed, 3 still out.
         let mut outcomes = kept.into_iter().map(|(_, o)| o);
-        let acked: Vec<(Outcome, Result<(), HandlerError>)> =
-            outcomes.by_ref().take(2).map(|o| (o, Ok(()))).collect();
-        assert_eq!(Outcome::settle_all(acked), vec![true, true]);
+        assert_eq!(ack_all(outcomes.by_ref().take(2)), vec![true, true]);
         let failed = outcomes.next().expect("the third outcome");
         assert!(failed.settle(Err(HandlerError::transient("CRM down"))));
         let last = outcomes.next().expect("the fourth outcome");
@@ -235,9 +238,7 @@ mod tests {
         let events: Vec<std::sync::Weak<crate::Event>> =
             kept.iter().map(|(d, _)| Arc::downgrade(&d.event)).collect();
         keeper.watched.lock().expect("lock").clone_from(&events);
-        let acked: Vec<(Outcome, Result<(), HandlerError>)> =
-            kept.into_iter().map(|(_, o)| (o, Ok(()))).collect();
-        assert_eq!(Outcome::settle_all(acked), vec![true; 4]);
+        assert_eq!(ack_all(kept.into_iter().map(|(_, o)| o)), vec![true; 4]);
         assert!(
             events.iter().all(|e| e.upgrade().is_some()),
             "held until the engine takes the answers in"
@@ -271,9 +272,7 @@ mod tests {
         engine.pump().await.expect("pump");
         let kept = keeper.take();
         assert_eq!(*keeper.handovers.lock().expect("lock"), vec![4]);
-        let acked: Vec<(Outcome, Result<(), HandlerError>)> =
-            kept.into_iter().map(|(_, o)| (o, Ok(()))).collect();
-        assert_eq!(Outcome::settle_all(acked), vec![true; 4]);
+        assert_eq!(ack_all(kept.into_iter().map(|(_, o)| o)), vec![true; 4]);
         assert!(engine.next_step().await, "woken by the ack");
         engine.pump().await.expect("pump");
         let next: Vec<u64> = keeper.take().iter().map(|(d, _)| d.offset).collect();

@@ -14,7 +14,10 @@ impl Engine {
     pub async fn export_metrics(&self) -> Result<(), LogError> {
         // The gauges need the count of parked keys, not the list.
         let s = self.snapshot(false);
-        let labels = [("topic", self.topic.clone()), ("group", self.group.clone())];
+        let labels = [
+            ("topic", self.topic.to_string()),
+            ("group", self.group.to_string()),
+        ];
         metrics::gauge!("crmbus_subscription_in_flight", &labels).set(s.in_flight as f64);
         metrics::gauge!("crmbus_subscription_parked_keys", &labels).set(s.parked_keys as f64);
         metrics::gauge!("crmbus_subscription_breaker_state", &labels).set(f64::from(s.breaker));

@@ -154,10 +154,9 @@ pub struct Engine {
     pub(super) log: Arc<dyn EventLog>,
     pub(super) state: Arc<dyn StateStore>,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) topic: String,
-    pub(super) group: String,
-    /// `topic` and `group` as every delivery carries them (shared, not copied).
-    pub(super) delivery_names: (Arc<str>, Arc<str>),
+    /// The topic and group, shared with every delivery (a delivery copies no name).
+    pub(super) topic: Arc<str>,
+    pub(super) group: Arc<str>,
     /// Where the group's retries, done markers, dead letters, dedupe and audit live.
     pub(super) stored: GroupState,
     pub(super) handler: Arc<dyn Handler>,
