@@ -232,6 +232,7 @@ impl Server {
             schemas,
             config,
             stopping: stopping.clone(),
+            publishes: Default::default(),
         });
         // Hourly upkeep: the audit log's retention, and rate-limit buckets that are idle.
         let upkeep = {

@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 
+use axum::body::Bytes;
 use axum::http::HeaderMap;
 use crmbus::event::{is_forbidden_char, parse_timestamp};
 use crmbus::{ErrorCode, Event, EventData, ExtensionValue, InvalidEvent, Violation};
@@ -115,6 +116,47 @@ pub fn events_from_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event
             ),
         )),
     }
+}
+
+/// Bodies of a batch at least this large are read in parts at once (see
+/// [`events_from_publish`]); below it, handing parts over costs more than it saves.
+pub const SPLIT_BATCH_BYTES: usize = 32 * 1024;
+
+/// The size of a part of a batch read in parts: small enough that the last one a helper
+/// is on is soon done, large enough that taking parts costs little.
+const BATCH_PART_BYTES: usize = 12 * 1024;
+
+/// [`events_from_request`] for a publish: with `share` (the request is alone: see
+/// [`crate::shared_work::InFlight`]), a batch of [`SPLIT_BATCH_BYTES`] or more is cut
+/// into parts at element boundaries and read by this task and a helper thread together
+/// (see [`crate::shared_work`]), so that one client's large batches use a second core.
+/// The parts are only taken when all hold nothing but valid events and every cut is an
+/// element boundary; anything else (invalid elements, malformed JSON, a cut inside a
+/// string) is read again whole, so every answer, errors included, is what
+/// [`events_from_request`] gives.
+pub async fn events_from_publish(
+    headers: &HeaderMap,
+    body: &Bytes,
+    share: bool,
+) -> Result<Vec<Event>, ApiError> {
+    if share && body.len() >= SPLIT_BATCH_BYTES && media_type(headers).as_deref() == Some(BATCH) {
+        check_other_mode_ce_headers(headers)?;
+        let cuts = Event::batch_cuts(body, body.len() / BATCH_PART_BYTES);
+        if !cuts.is_empty() {
+            let bounds: Vec<usize> = [0].into_iter().chain(cuts).chain([body.len()]).collect();
+            let whole = Bytes::clone(body);
+            let parts = crate::shared_work::run_in_parts(bounds.len() - 1, move |i| {
+                Event::batch_part_from_json_slice(&whole, bounds[i], bounds[i + 1])
+            })
+            .await;
+            // A part that panicked (`None` outside) counts as one that gave up.
+            let read: Option<Vec<Vec<Event>>> = parts.into_iter().map(Option::flatten).collect();
+            if let Some(read) = read {
+                return Ok(read.into_iter().flatten().collect());
+            }
+        }
+    }
+    events_from_request(headers, body)
 }
 
 fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
@@ -482,6 +524,62 @@ mod tests {
         let twice = br#"[{"specversion":"1.0","id":"1","id":"2","source":"s","type":"t"}]"#;
         let err = events_from_request(&h, twice).expect_err("duplicate member");
         assert_eq!(err.errors[0].field, "[0].id");
+    }
+
+    /// A batch of `n` events whose notes pad it past [`SPLIT_BATCH_BYTES`]; the notes of
+    /// the events whose index is a multiple of `odd` hold `},{`, and event `bad` (if any)
+    /// has no id.
+    fn large_batch(n: usize, odd: usize, bad: Option<usize>) -> Bytes {
+        let elements: Vec<String> = (0..n)
+            .map(|i| {
+                let note = if i % odd == 0 { "x},{y" } else { "plain" };
+                let id = if Some(i) == bad { String::new() } else { format!("e-{i}") };
+                format!(
+                    r#"{{"specversion":"1.0","id":"{id}","source":"urn:crm","type":"deal.won","data":{{"note":"{note}","pad":"{}"}}}}"#,
+                    "p".repeat(600)
+                )
+            })
+            .collect();
+        Bytes::from(format!("[{}]", elements.join(",\n")))
+    }
+
+    fn same_answer(a: &Result<Vec<Event>, ApiError>, b: &Result<Vec<Event>, ApiError>) -> bool {
+        match (a, b) {
+            (Ok(x), Ok(y)) => x == y,
+            (Err(x), Err(y)) => x.detail == y.detail && x.errors == y.errors,
+            _ => false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_batch_read_in_parts_is_read_as_whole() {
+        let h = headers(&[("content-type", BATCH)]);
+        let n = 100;
+        for (odd, bad) in [
+            (n, None),
+            (n / 2, None),
+            (7, None),
+            (1, None),
+            (n, Some(n - 1)),
+            (7, Some(n / 2)),
+            (n, Some(0)),
+        ] {
+            let body = large_batch(n, odd, bad);
+            assert!(body.len() >= SPLIT_BATCH_BYTES);
+            let halves = events_from_publish(&h, &body, true).await;
+            let whole = events_from_request(&h, &body);
+            assert!(same_answer(&halves, &whole), "odd {odd}, bad {bad:?}");
+            assert_eq!(halves.is_ok(), bad.is_none());
+            if let Ok(events) = halves {
+                let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+                let expected: Vec<String> = (0..n).map(|i| format!("e-{i}")).collect();
+                assert_eq!(ids, expected);
+            }
+        }
+        let err = events_from_publish(&h, &large_batch(n, n, Some(n - 1)), true)
+            .await
+            .expect_err("invalid");
+        assert_eq!(err.errors[0].field, format!("[{}].id", n - 1));
     }
 
     #[test]

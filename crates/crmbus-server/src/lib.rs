@@ -48,6 +48,7 @@ pub mod request_audit;
 pub mod request_auth;
 pub mod router;
 pub mod routes;
+pub mod shared_work;
 pub mod state;
 pub mod subscriptions;
 pub mod transform;

@@ -26,6 +26,9 @@ pub struct AppState {
     pub config: Config,
     /// Turns true when the server begins to stop; live streams and long polls end.
     pub stopping: watch::Receiver<bool>,
+    /// Publish requests under way (a publish that is alone shares its parsing with a
+    /// helper thread).
+    pub publishes: crate::shared_work::InFlight,
 }
 
 impl AppState {

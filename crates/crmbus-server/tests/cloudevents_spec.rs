@@ -112,6 +112,25 @@ fn refused(fields: &'static [&'static str]) -> Expect {
     Expect::Refused(fields, None)
 }
 
+/// Events in [`large_batch`].
+const LARGE_BATCH: usize = 60;
+
+/// [`LARGE_BATCH`] events of about 700 bytes each, every fifth with `},{` in its data;
+/// event `bad`, if any, without an id.
+fn large_batch(bad: Option<usize>) -> Vec<Value> {
+    (0..LARGE_BATCH)
+        .map(|i| {
+            let note = if i % 5 == 0 { "a},{b" } else { "plain" };
+            let id = if Some(i) == bad {
+                Value::Null
+            } else {
+                json!(format!("big-{i}"))
+            };
+            event(json!({"id": id, "data": {"note": note, "pad": "p".repeat(600)}}))
+        })
+        .collect()
+}
+
 fn cases() -> Vec<Case> {
     let case = |name, request, expect| Case {
         name,
@@ -571,6 +590,18 @@ fn cases() -> Vec<Case> {
             "JSON §4 batch format: an empty batch is a valid batch",
             Request::Batch("[]".to_string()),
             Expect::Stored(Vec::new()),
+        ),
+        // A batch this large (over 32 KiB) is read in parts by two threads when it is
+        // the only publish under way: the answers must be the same.
+        case(
+            "JSON §4 batch format: a large batch is stored whole and in order, `},{` in its strings",
+            batch(&large_batch(None)),
+            Expect::Stored(large_batch(None)),
+        ),
+        case(
+            "JSON §4 batch format: a large batch with one bad element is refused whole",
+            batch(&large_batch(Some(LARGE_BATCH - 1))),
+            refused(&["[59].id"]),
         ),
         case(
             "JSON §4 batch format: every event of a batch is stored in order",

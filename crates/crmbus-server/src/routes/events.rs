@@ -15,7 +15,7 @@ use crate::api::{
     CloudEventDoc, PublishResponse, ReadQuery, ReadResponse, ReceiptView, SubjectEventsResponse,
     SubjectReadQuery,
 };
-use crate::cloudevents::events_from_request;
+use crate::cloudevents::events_from_publish;
 use crate::extract::{body_bytes, parse_time, query_values};
 use crate::problem::{ApiError, Problem};
 use crate::render::{ReadBody, ReadEvent, SubjectBody, SubjectEventBody};
@@ -45,7 +45,10 @@ async fn publish_to(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     let body = body_bytes(body)?;
-    let mut events = events_from_request(headers, &body)?;
+    // Counted until the answer, so that a publish that finds others under way (whose
+    // cores are busy) reads its batch alone.
+    let in_flight = app.publishes.enter();
+    let mut events = events_from_publish(headers, &body, in_flight.alone()).await?;
     apply_if_match(headers, &mut events)?;
     // The publish span: a child of the caller's trace (its `traceparent` header, else the
     // first event's). Events without a trace of their own are stamped with the publish's

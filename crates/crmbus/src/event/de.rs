@@ -636,5 +636,7 @@ fn not_an_object(kind: &str) -> InvalidEvent {
     InvalidEvent::single("(event)", format!("must be a JSON object, not {kind}"))
 }
 
+mod split;
+
 #[cfg(test)]
 mod tests;
