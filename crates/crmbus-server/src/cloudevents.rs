@@ -130,29 +130,33 @@ const BATCH_PART_BYTES: usize = 12 * 1024;
 /// [`crate::shared_work::InFlight`]), a batch of [`SPLIT_BATCH_BYTES`] or more is cut
 /// into parts at element boundaries and read by this task and a helper thread together
 /// (see [`crate::shared_work`]), so that one client's large batches use a second core.
-/// The parts are only taken when all hold nothing but valid events and every cut is an
-/// element boundary; anything else (invalid elements, malformed JSON, a cut inside a
-/// string) is read again whole, so every answer, errors included, is what
-/// [`events_from_request`] gives.
+/// A part that began inside an element is read again from where the part before it
+/// ended ([`Event::batch_from_parts`]); anything else a part refuses (an invalid element,
+/// malformed JSON) has the batch read again whole, so every answer, errors included, is
+/// what [`events_from_request`] gives.
 pub async fn events_from_publish(
     headers: &HeaderMap,
     body: &Bytes,
     share: bool,
 ) -> Result<Vec<Event>, ApiError> {
-    if share && body.len() >= SPLIT_BATCH_BYTES && media_type(headers).as_deref() == Some(BATCH) {
+    if share
+        && crate::shared_work::has_second_core()
+        && body.len() >= SPLIT_BATCH_BYTES
+        && media_type(headers).as_deref() == Some(BATCH)
+    {
         check_other_mode_ce_headers(headers)?;
         let cuts = Event::batch_cuts(body, body.len() / BATCH_PART_BYTES);
         if !cuts.is_empty() {
             let bounds: Vec<usize> = [0].into_iter().chain(cuts).chain([body.len()]).collect();
-            let whole = Bytes::clone(body);
+            let (whole, part_bounds) = (Bytes::clone(body), bounds.clone());
             let parts = crate::shared_work::run_in_parts(bounds.len() - 1, move |i| {
-                Event::batch_part_from_json_slice(&whole, bounds[i], bounds[i + 1])
+                Event::batch_part_from_json_slice(&whole, part_bounds[i], part_bounds[i + 1])
             })
             .await;
             // A part that panicked (`None` outside) counts as one that gave up.
-            let read: Option<Vec<Vec<Event>>> = parts.into_iter().map(Option::flatten).collect();
-            if let Some(read) = read {
-                return Ok(read.into_iter().flatten().collect());
+            let parts = parts.into_iter().map(Option::flatten).collect();
+            if let Some(events) = Event::batch_from_parts(body, &bounds, parts) {
+                return Ok(events);
             }
         }
     }
@@ -526,16 +530,17 @@ mod tests {
         assert_eq!(err.errors[0].field, "[0].id");
     }
 
-    /// A batch of `n` events whose notes pad it past [`SPLIT_BATCH_BYTES`]; the notes of
-    /// the events whose index is a multiple of `odd` hold `},{`, and event `bad` (if any)
-    /// has no id.
+    /// A batch of `n` events whose notes pad it past [`SPLIT_BATCH_BYTES`], each with an
+    /// array of objects in its data (where cuts may be guessed); the notes of the events
+    /// whose index is a multiple of `odd` end in `},{` (where cuts may be guessed too),
+    /// and event `bad` (if any) has no id.
     fn large_batch(n: usize, odd: usize, bad: Option<usize>) -> Bytes {
         let elements: Vec<String> = (0..n)
             .map(|i| {
-                let note = if i % odd == 0 { "x},{y" } else { "plain" };
+                let note = if i % odd == 0 { "x},{" } else { "plain" };
                 let id = if Some(i) == bad { String::new() } else { format!("e-{i}") };
                 format!(
-                    r#"{{"specversion":"1.0","id":"{id}","source":"urn:crm","type":"deal.won","data":{{"note":"{note}","pad":"{}"}}}}"#,
+                    r#"{{"specversion":"1.0","id":"{id}","source":"urn:crm","type":"deal.won","data":{{"items":[{{"k":1}},{{"k":2}}],"note":"{note}","pad":"{}"}}}}"#,
                     "p".repeat(600)
                 )
             })

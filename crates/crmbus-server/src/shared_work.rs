@@ -1,7 +1,9 @@
 //! Work cut into parts that a request's task shares with one helper thread from the
 //! blocking pool, so that a single client's large request can use a second core; and the
-//! count of requests under way ([`InFlight`]) that tells when a request is alone (with
-//! others, the cores are busy anyway: sharing would only add hand-overs and waiting).
+//! count of requests under way ([`InFlight`]) that tells when a request is alone. That is
+//! a guess at idle cores: with other requests of its kind under way the cores are likely
+//! busy, and sharing would only add hand-overs and waiting (other work, such as reads
+//! and deliveries, is not counted).
 //!
 //! Both take the next part nobody has taken until none is left. A helper that wakes late
 //! takes fewer parts, and none when the task has done them all itself, so a busy server
@@ -53,6 +55,13 @@ impl<T, F: Fn(usize) -> T> Parts<T, F> {
     fn done(&self) -> bool {
         self.finished.load(Ordering::Acquire) == self.count
     }
+}
+
+/// Whether this process may run on two cores or more (read once): on one, a helper could
+/// only run in turn with the task it should help.
+pub fn has_second_core() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)) > 1
 }
 
 /// Requests of one kind under way.

@@ -637,6 +637,7 @@ fn not_an_object(kind: &str) -> InvalidEvent {
 }
 
 mod split;
+pub use split::BatchPart;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,7 @@ mod json_text;
 mod ser;
 mod validate;
 
+pub use de::BatchPart;
 pub use json_text::JsonText;
 pub use validate::{is_forbidden_char, parse_timestamp, InvalidEvent, Violation};
 
