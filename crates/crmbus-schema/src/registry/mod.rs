@@ -49,6 +49,7 @@ mod naming;
 mod publish;
 #[cfg(test)]
 mod tests;
+mod text_instance;
 mod version;
 
 /// The state-store namespace the registry keeps its records in.

@@ -112,6 +112,16 @@ impl SchemaRegistry {
                 latest
             }
         };
+        // Data kept as text and found valid as it lies needs no value (the common case);
+        // any other data is read into one and checked again, which says what is wrong.
+        if let Some(EventData::JsonText(t)) = &event.data {
+            if version.accepts_text(t.as_str()) {
+                if stamp {
+                    event.dataschema = Some(version.uri.clone());
+                }
+                return Ok(());
+            }
+        }
         let data = match &event.data {
             Some(EventData::Json(v)) => std::borrow::Cow::Borrowed(v),
             // Parsed for this look only: nothing after validation reads the value at

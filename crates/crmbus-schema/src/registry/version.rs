@@ -8,6 +8,7 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
 use super::naming::schema_uri;
+use super::text_instance::{TextDocument, TextJson};
 use crate::error::{DataViolation, SchemaError};
 
 /// The only `$schema` a registered schema may declare (it may also declare none).
@@ -25,6 +26,9 @@ pub struct SchemaVersion {
     /// The JSON Schema document.
     pub schema: Value,
     compiled: OnceLock<Result<jsonschema::Validator, String>>,
+    /// The same schema compiled for data read as text ([`SchemaVersion::accepts_text`]):
+    /// `None` when it does not compile (the `Value` path reports why).
+    compiled_for_text: OnceLock<Option<jsonschema::Validator<TextJson>>>,
 }
 
 impl std::fmt::Debug for SchemaVersion {
@@ -45,6 +49,7 @@ impl SchemaVersion {
             uri: schema_uri(event_type, version),
             schema,
             compiled: OnceLock::new(),
+            compiled_for_text: OnceLock::new(),
         }
     }
 
@@ -61,6 +66,24 @@ impl SchemaVersion {
                 event_type: Some(self.event_type.clone()),
                 reason: reason.clone(),
             })
+    }
+
+    /// Whether JSON `text` is valid under this schema, decided without building a `Value`
+    /// of it (see [`super::text_instance`]). `false` means "not shown valid": the text is
+    /// invalid, is no single JSON value, names a member of an object twice, or the schema
+    /// does not compile. Check such data with [`SchemaVersion::violations`], which says why.
+    pub fn accepts_text(&self, text: &str) -> bool {
+        let validator = self.compiled_for_text.get_or_init(|| {
+            jsonschema::options_for::<TextJson>()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(&self.schema)
+                .ok()
+        });
+        match (validator, TextDocument::read(text)) {
+            (Some(validator), Some(document)) => validator.is_valid(document.root()),
+            _ => false,
+        }
     }
 
     /// Every place where `data` breaks this schema (empty when it validates). Format
