@@ -144,6 +144,33 @@ fn is_store_failure(e: &jetstream::context::CreateStreamError) -> bool {
     }
 }
 
+/// The keys of KV bucket `store`, from the subjects of its stream in one (paged) request;
+/// `what` names the listing in errors. A key deleted or purged keeps its marker, so it is
+/// listed too: read its entry when that matters.
+///
+/// Not `Store::keys`, which lists through a consumer: on NATS 2.9 such a listing could
+/// wait forever when a key was rewritten while its consumer started (the consumer's
+/// pending count stayed above zero), and it waited for the consumer's idle heartbeat (5 s)
+/// whenever the bucket was written meanwhile.
+pub(crate) async fn bucket_keys(
+    store: &jetstream::kv::Store,
+    what: &str,
+) -> Result<std::collections::BTreeSet<String>, LogError> {
+    use futures_util::TryStreamExt;
+    let mut subjects = store
+        .stream
+        .info_with_subjects(format!("{}>", store.prefix))
+        .await
+        .map_err(|e| backend(what, e))?;
+    let mut keys = std::collections::BTreeSet::new();
+    while let Some((subject, _)) = subjects.try_next().await.map_err(|e| backend(what, e))? {
+        if let Some(key) = subject.strip_prefix(store.prefix.as_str()) {
+            keys.insert(key.to_string());
+        }
+    }
+    Ok(keys)
+}
+
 /// A backend error naming what was being done.
 pub(crate) fn backend(what: &str, e: impl Display) -> LogError {
     LogError::backend(format!("NATS: {what}: {e}"))

@@ -24,10 +24,9 @@ use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKin
 use async_trait::async_trait;
 use crmbus::cluster::{Fence, LeaseInfo, LeaseStore};
 use crmbus::LogError;
-use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::conn::{backend, Conn};
+use crate::conn::{backend, bucket_keys, Conn};
 use crate::naming;
 
 /// The key of the token counter (`=` never starts an escaped lease name's key).
@@ -250,14 +249,9 @@ impl LeaseStore for NatsLeaseStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>, LogError> {
-        // A key written while the listing runs comes back twice: a set keeps one.
-        let keys: std::collections::BTreeSet<String> = match self.kv.keys().await {
-            Ok(k) => k
-                .try_collect()
-                .await
-                .map_err(|e| backend("listing leases", e))?,
-            Err(e) => return Err(backend("listing leases", e)),
-        };
+        // Not through a consumer: see `bucket_keys`. A key deleted since reads as no
+        // lease below.
+        let keys = bucket_keys(&self.kv, "listing leases").await?;
         let mut out = Vec::new();
         for key in keys.iter().filter(|k| k.as_str() != TOKEN_KEY) {
             let entry = self

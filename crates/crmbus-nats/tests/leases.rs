@@ -23,3 +23,39 @@ async fn nats_leases_keep_the_contract_and_fence_writes() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Listing leases starts no consumer on the leases bucket. A listing through a consumer
+/// (`Store::keys`) could wait forever on NATS 2.9 when a key was rewritten while the
+/// consumer started (its pending count stayed above zero): the server whose listing
+/// waited stopped renewing its membership, and the others dropped it from the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_leases_starts_no_consumer() {
+    let cleanup = common::Cleanup::default();
+    let prefix = common::unique_prefix("lease-list");
+    cleanup.add(&prefix);
+    let opened = crmbus_nats::open(&common::url(), &prefix)
+        .await
+        .expect("open");
+    let state: Arc<dyn StateStore> = Arc::clone(&opened.state);
+    let leases = state.leases().expect("nats has leases");
+    let ttl = std::time::Duration::from_secs(60);
+    for (name, holder) in [("member/a", "a"), ("member/b", "b"), ("part/s/0", "a")] {
+        let token = leases
+            .acquire(name, holder, "{}", ttl)
+            .await
+            .expect("acquire");
+        assert!(token.is_some(), "{name} is free");
+    }
+    let client = async_nats::connect(common::url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("KV_{prefix}_leases"))
+        .await
+        .expect("the leases bucket's stream");
+    let before = stream.info().await.expect("info").state.consumer_count;
+    let listed = leases.list("member/").await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["member/a", "member/b"]);
+    let after = stream.info().await.expect("info").state.consumer_count;
+    assert_eq!(after, before, "listing leases started a consumer");
+}

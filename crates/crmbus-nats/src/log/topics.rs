@@ -9,7 +9,7 @@ use crmbus::{validate_topic_name, LogError, PartitionInfo, TopicInfo, TopicSpec}
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::Inner;
-use crate::conn::{backend, riding_over_store_races};
+use crate::conn::{backend, bucket_keys, riding_over_store_races};
 use crate::naming;
 
 /// How many stream requests (create, delete, info) run at once for a many-partition topic.
@@ -52,14 +52,8 @@ impl Inner {
     }
 
     async fn topic_names(&self) -> Result<Vec<String>, LogError> {
-        let keys: Vec<String> = self
-            .topics
-            .keys()
-            .await
-            .map_err(|e| backend("listing topics", e))?
-            .try_collect()
-            .await
-            .map_err(|e| backend("listing topics", e))?;
+        // A deleted topic's key is listed too; its spec then reads as not found.
+        let keys = bucket_keys(&self.topics, "listing topics").await?;
         let mut names: Vec<String> = keys
             .iter()
             .filter_map(|k| naming::decode_key_part(k))
@@ -274,14 +268,8 @@ impl Inner {
             .map_err(|e| backend(&format!("unregistering topic '{name}'"), e))?;
         self.delete_streams(name, spec.partitions).await?;
         let prefix = format!("{}.", naming::key_part(name));
-        let keys: Vec<String> = self
-            .offsets
-            .keys()
-            .await
-            .map_err(|e| backend("listing group offsets", e))?
-            .try_collect()
-            .await
-            .map_err(|e| backend("listing group offsets", e))?;
+        // Purging a key purged before does no harm.
+        let keys = bucket_keys(&self.offsets, "listing group offsets").await?;
         for k in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
             self.offsets
                 .purge(&k)
