@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::api::AckResponse;
+use crate::lease_deadline::LeasesWithDeadline;
 use crate::problem::ApiError;
 
 /// Set on a request one server forwards to another, so it is never forwarded again.
@@ -81,7 +82,8 @@ impl Cluster {
         }
         Cluster {
             me: Member { id, url },
-            leases,
+            // No call may hold the loop that renews this server's membership for long.
+            leases: Arc::new(LeasesWithDeadline::new(leases, ttl)),
             ttl,
             member_token: Mutex::new(None),
             members: Mutex::new(BTreeMap::new()),
@@ -444,11 +446,85 @@ pub fn ack_owner(ack_id: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::ack_owner;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
 
     #[test]
     fn ack_ids_name_their_member() {
         assert_eq!(ack_owner("0192abc.0193def"), Some("0192abc"));
         assert_eq!(ack_owner("0193def"), None);
+    }
+
+    /// Leases whose listing never answers (a backend call that hangs); the rest succeed.
+    #[derive(Default)]
+    struct ListingHangs {
+        renewals: AtomicU64,
+    }
+
+    #[async_trait]
+    impl LeaseStore for ListingHangs {
+        async fn acquire(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<u64>, LogError> {
+            Ok(Some(1))
+        }
+
+        async fn renew(&self, _: &str, _: u64, _: Duration) -> Result<bool, LogError> {
+            self.renewals.fetch_add(1, Ordering::Relaxed);
+            Ok(true)
+        }
+
+        async fn release(&self, _: &str, _: u64) -> Result<(), LogError> {
+            Ok(())
+        }
+
+        async fn revoke(&self, _: &str) -> Result<(), LogError> {
+            Ok(())
+        }
+
+        async fn list(&self, _: &str) -> Result<Vec<LeaseInfo>, LogError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A heartbeat whose backend call hangs fails in time, so the next one renews the
+    /// membership before it lapses (seen on NATS: a listing that never ended stopped a
+    /// server's renewals, and the others dropped it from the cluster).
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_whose_backend_hangs_fails_before_the_membership_lapses() {
+        let store = Arc::new(ListingHangs::default());
+        let ttl = Duration::from_secs(3);
+        let cluster = Cluster::new(
+            Arc::clone(&store) as Arc<dyn LeaseStore>,
+            "a".into(),
+            "http://127.0.0.1:1".into(),
+            ttl,
+            &[],
+        );
+        let started = tokio::time::Instant::now();
+        for _ in 0..3 {
+            // Paused time runs ahead whenever every task waits: no real waiting here.
+            let beat = tokio::time::timeout(10 * ttl, cluster.heartbeat()).await;
+            assert!(
+                matches!(beat, Ok(Err(_))),
+                "the heartbeat must fail, not wait: {beat:?}"
+            );
+            tokio::time::sleep(cluster.next_sleep()).await;
+        }
+        // Taken once, then renewed by each later heartbeat, each within the time to live
+        // of the one before.
+        assert_eq!(store.renewals.load(Ordering::Relaxed), 2);
+        assert!(
+            started.elapsed() < 3 * ttl,
+            "three heartbeats took {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -35,6 +35,7 @@ pub mod cloudevents;
 pub mod cluster;
 pub mod config;
 pub mod extract;
+pub mod lease_deadline;
 pub mod legacy;
 pub mod listener;
 pub mod metrics;
