@@ -50,24 +50,30 @@ pub(crate) struct TextDocument<'t> {
     slots: Vec<Slot<'t>>,
 }
 
+/// The member name serde_json's `raw_value` feature (which crmbus uses) gives meaning to: a
+/// `Value` reads an object whose first member has this name as other JSON (the member's
+/// string, read as JSON text), not as an object.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
 /// Objects with more members than this check their names for repeats with a set instead of
 /// a scan of the names before.
 const SCAN_NAMES_UP_TO: usize = 16;
 
 impl<'t> TextDocument<'t> {
-    /// Reads `text`; `None` when it is not one JSON value or when an object in it names a
-    /// member twice (a `Value` would keep the last one only).
+    /// Reads `text`; `None` when it is not one JSON value, or when a `Value` would read it
+    /// otherwise: an object in it names a member twice (a `Value` keeps the last one), or
+    /// starts with [`RAW_VALUE_TOKEN`].
     pub(crate) fn read(text: &'t str) -> Option<TextDocument<'t>> {
         let mut slots = Vec::new();
-        let mut repeated = false;
+        let mut unfaithful = false;
         let mut de = serde_json::Deserializer::from_str(text);
         let read = Fill {
             slots: &mut slots,
-            repeated: &mut repeated,
+            unfaithful: &mut unfaithful,
         }
         .deserialize(&mut de)
         .and_then(|()| de.end());
-        (read.is_ok() && !repeated).then_some(TextDocument { slots })
+        (read.is_ok() && !unfaithful).then_some(TextDocument { slots })
     }
 
     /// The document's value.
@@ -87,15 +93,15 @@ fn end_of(slots: &[Slot<'_>], at: usize) -> usize {
 /// Reads one value into `slots`.
 struct Fill<'s, 't> {
     slots: &'s mut Vec<Slot<'t>>,
-    /// Set when an object names a member twice.
-    repeated: &'s mut bool,
+    /// Set when a `Value` would read the text otherwise (see [`TextDocument::read`]).
+    unfaithful: &'s mut bool,
 }
 
 impl<'t> Fill<'_, 't> {
     fn again(&mut self) -> Fill<'_, 't> {
         Fill {
             slots: self.slots,
-            repeated: self.repeated,
+            unfaithful: self.unfaithful,
         }
     }
 
@@ -188,9 +194,12 @@ impl<'de> Visitor<'de> for Fill<'_, 'de> {
         // Names seen so far, once the object is too large to scan them.
         let mut seen: Option<HashSet<Cow<'de, str>>> = None;
         while let Some(name) = map.next_key_seed(NameSeed)? {
+            if len == 0 && name == RAW_VALUE_TOKEN {
+                *self.unfaithful = true;
+            }
             self.slots.push(Slot::Name(name));
-            if !*self.repeated && last_name_repeats(self.slots, at, len, &mut seen) {
-                *self.repeated = true;
+            if !*self.unfaithful && last_name_repeats(self.slots, at, len, &mut seen) {
+                *self.unfaithful = true;
             }
             map.next_value_seed(self.again())?;
             len += 1;
@@ -407,11 +416,10 @@ impl<'a> Node<'a, TextJson> for TextNode<'a> {
 
     fn identity(&self) -> Option<NodeIdentity> {
         match self {
-            // Slots of one document share its address; the index tells them apart.
-            TextNode::In(slots, at) => Some(NodeIdentity::tagged(
-                slots.as_ptr() as usize,
-                u32::try_from(*at).unwrap_or(u32::MAX),
-            )),
+            // Each slot's own address.
+            TextNode::In(slots, at) => {
+                Some(NodeIdentity::new(slots.as_ptr().wrapping_add(*at) as usize))
+            }
             TextNode::Name(s) => Some(NodeIdentity::new(s.as_ptr() as usize)),
         }
     }
@@ -584,6 +592,58 @@ mod tests {
         assert!(TextDocument::read(&unrepeated).is_some());
         // The same name in two objects is no repeat.
         assert!(TextDocument::read(r#"[{"a": 1}, {"a": 2}, {"b": {"a": 3}, "a": 4}]"#).is_some());
+    }
+
+    #[test]
+    fn an_object_a_value_reads_as_other_json_is_left_to_the_value_path() {
+        // serde_json (with its `raw_value` feature, which crmbus uses) reads an object whose
+        // first member has this name as the JSON text of the member's string, or as an
+        // error that `JsonText` reads as null.
+        let version = SchemaVersion::new("t.raw", 1, json!({"type": "object"}));
+        for text in [
+            r#"{"$serde_json::private::RawValue": "[1, 2]"}"#,
+            r#"{"$serde_json::private::RawValue": 5}"#,
+            r#"[{"$serde_json::private::RawValue": "1"}]"#,
+        ] {
+            assert!(TextDocument::read(text).is_none(), "{text}");
+            assert!(!version.accepts_text(text), "{text}");
+        }
+        // Named so anywhere but first, it is an ordinary member.
+        let later = r#"{"a": 1, "$serde_json::private::RawValue": "[1, 2]"}"#;
+        assert!(valid_as_value(&version, later));
+        assert!(version.accepts_text(later));
+    }
+
+    #[test]
+    fn texts_that_test_the_reading_are_accepted_exactly_when_their_value_is_valid() {
+        let many: Vec<String> = (0..20).map(|i| format!("\"m{i}\": {i}")).collect();
+        let deep = format!("{}1{}", "[".repeat(120), "]".repeat(120));
+        let texts = [
+            r#"{"a": 1, "\u0061": "x"}"#.to_string(),
+            r#"{"\u0061": 4, "b": 2}"#.to_string(),
+            r#"{"a": "\ud83d\ude00", "b": "\u00e9\n\"", "c": [-0, 1E2, 2.50, -0.0]}"#.to_string(),
+            r#"{"a": 1e2, "b": 3}"#.to_string(),
+            r#"[-0, 0.0, 1E2, 1e-2, 18446744073709551615, -9223372036854775808]"#.to_string(),
+            format!("{{{}}}", many.join(", ")),
+            format!("{{\"a\": 2, {}}}", many.join(", ")),
+            deep,
+        ];
+        for text in &texts {
+            let readable = TextDocument::read(text).is_some();
+            for version in SCHEMAS.iter() {
+                let accepted = version.accepts_text(text);
+                if readable {
+                    assert_eq!(
+                        accepted,
+                        valid_as_value(version, text),
+                        "{} on {text}",
+                        version.schema
+                    );
+                } else {
+                    assert!(!accepted, "{text}");
+                }
+            }
+        }
     }
 
     #[test]
