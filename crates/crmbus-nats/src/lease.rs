@@ -59,6 +59,9 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// Lease entries a listing reads at once.
+const LIST_READS_AT_ONCE: usize = 16;
+
 /// A live lease entry: its stored value, revision and time left (ms); `None` when the key
 /// holds no lease (never taken, released, revoked) or it expired.
 fn live(entry: Option<kv::Entry>) -> Option<(Stored, u64, u64)> {
@@ -249,16 +252,24 @@ impl LeaseStore for NatsLeaseStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>, LogError> {
-        // Not through a consumer: see `bucket_keys`. A key deleted since reads as no
-        // lease below.
+        use futures_util::{StreamExt, TryStreamExt};
+        // Not through a consumer: see `bucket_keys`. A key's encoding keeps the name's
+        // prefix (byte by byte), so only the keys that can match are read. The bucket keeps
+        // the marker of every lease given up (a stopped server's membership, a deleted
+        // subscription's partitions): they are listed too, and read as no lease below.
+        let encoded = Self::key(prefix);
         let keys = bucket_keys(&self.kv, "listing leases").await?;
+        let entries: Vec<Option<kv::Entry>> = futures_util::stream::iter(
+            keys.into_iter()
+                .filter(|k| k != TOKEN_KEY && (prefix.is_empty() || k.starts_with(&encoded))),
+        )
+        .map(|key| async move { self.kv.entry(key).await })
+        .buffered(LIST_READS_AT_ONCE)
+        .try_collect()
+        .await
+        .map_err(|e| backend("reading a lease", e))?;
         let mut out = Vec::new();
-        for key in keys.iter().filter(|k| k.as_str() != TOKEN_KEY) {
-            let entry = self
-                .kv
-                .entry(key)
-                .await
-                .map_err(|e| backend("reading a lease", e))?;
+        for entry in entries {
             if let Some((s, _, left)) = live(entry) {
                 if s.name.starts_with(prefix) {
                     out.push(LeaseInfo {

@@ -39,13 +39,26 @@ async fn listing_leases_starts_no_consumer() {
     let state: Arc<dyn StateStore> = Arc::clone(&opened.state);
     let leases = state.leases().expect("nats has leases");
     let ttl = std::time::Duration::from_secs(60);
-    for (name, holder) in [("member/a", "a"), ("member/b", "b"), ("part/s/0", "a")] {
+    let mut tokens = Vec::new();
+    for (name, holder) in [
+        ("member/a", "a"),
+        ("member/b", "b"),
+        ("part/s/0", "a"),
+        ("member/c", "c"),
+        ("member/d", "d"),
+    ] {
         let token = leases
             .acquire(name, holder, "{}", ttl)
             .await
             .expect("acquire");
-        assert!(token.is_some(), "{name} is free");
+        tokens.push(token.expect("the lease is free"));
     }
+    // Given up and removed leases leave markers in the bucket: they are not listed.
+    leases
+        .release("member/c", tokens[3])
+        .await
+        .expect("release");
+    leases.revoke("member/d").await.expect("revoke");
     let client = async_nats::connect(common::url()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let mut stream = js
@@ -56,6 +69,9 @@ async fn listing_leases_starts_no_consumer() {
     let listed = leases.list("member/").await.expect("list");
     let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["member/a", "member/b"]);
+    let all = leases.list("").await.expect("list");
+    let names: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["member/a", "member/b", "part/s/0"]);
     let after = stream.info().await.expect("info").state.consumer_count;
     assert_eq!(after, before, "listing leases started a consumer");
 }
