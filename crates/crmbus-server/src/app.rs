@@ -271,6 +271,11 @@ impl Server {
                 }
             })
         };
+        // The membership is kept on its own, so a slow round cannot let it lapse.
+        let membership = cluster.clone().map(|cluster| {
+            let stopping = stopping.clone();
+            tokio::spawn(async move { cluster.keep_membership(stopping).await })
+        });
         let reconciler = cluster.map(|cluster| {
             let state = Arc::clone(&state);
             let mut stopping = stopping.clone();
@@ -327,6 +332,10 @@ impl Server {
             }
             if let Some(r) = reconciler {
                 let _ = r.await;
+            }
+            // Ended before the membership is given up, so that it is not taken again.
+            if let Some(m) = membership {
+                let _ = m.await;
             }
             state.subs.stop_all().await;
             state.subs.leave_cluster().await;

@@ -140,26 +140,56 @@ impl Cluster {
         sent + self.ttl - self.ttl / 4
     }
 
-    /// Renews (or takes again) this member's lease and returns the live members, sorted
-    /// by id, this one included when its lease is held.
-    pub async fn heartbeat(&self) -> Result<Vec<Member>, LogError> {
+    /// Keeps this server's membership until `stopping` turns true: renews its lease (or
+    /// takes it again) every [`Cluster::tick`], on its own, so that nothing else the
+    /// cluster waits for (a reconciliation round slowed by its backend) can let it lapse.
+    pub async fn keep_membership(&self, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.renew_membership().await {
+                tracing::warn!(error = %e, "renewing this server's membership");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.tick()) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Renews this member's lease, or takes it again.
+    async fn renew_membership(&self) -> Result<(), LogError> {
         let name = member_lease(&self.me.id);
         let token = *self.member_token.locked();
-        let held = match token {
-            Some(t) => self.leases.renew(&name, t, self.ttl).await?,
-            None => false,
-        };
-        if !held {
-            let data = serde_json::to_string(&self.me).unwrap_or_default();
-            let t = self
-                .leases
-                .acquire(&name, &self.me.id, &data, self.ttl)
-                .await?;
-            if token.is_some() {
-                tracing::warn!(member = %self.me.id, "this server's membership lease had expired; taken again");
+        if let Some(t) = token {
+            if self.leases.renew(&name, t, self.ttl).await? {
+                return Ok(());
             }
-            *self.member_token.locked() = t;
         }
+        let data = serde_json::to_string(&self.me).unwrap_or_default();
+        let mut taken = self
+            .leases
+            .acquire(&name, &self.me.id, &data, self.ttl)
+            .await?;
+        if taken.is_none() {
+            // Held already, and only this process holds as this member: an acquisition
+            // whose answer was lost (a call given up on) took it. Its token is ours.
+            taken = self
+                .leases
+                .list(&name)
+                .await?
+                .into_iter()
+                .find(|l| l.name == name && l.holder == self.me.id)
+                .map(|l| l.token);
+        }
+        if token.is_some() && taken.is_some() {
+            tracing::warn!(member = %self.me.id, "this server's membership lease had expired; taken again");
+        }
+        *self.member_token.locked() = taken;
+        Ok(())
+    }
+
+    /// The live members, sorted by id; this one among them while its lease is held (see
+    /// [`Cluster::keep_membership`]).
+    pub async fn heartbeat(&self) -> Result<Vec<Member>, LogError> {
         let listed = self.leases.list("member/").await?;
         let mut members = BTreeMap::new();
         for l in &listed {
@@ -462,6 +492,8 @@ mod tests {
     #[derive(Default)]
     struct ListingHangs {
         renewals: AtomicU64,
+        /// When each renewal came, on tokio's clock.
+        renewed_at: Mutex<Vec<Instant>>,
     }
 
     #[async_trait]
@@ -478,6 +510,7 @@ mod tests {
 
         async fn renew(&self, _: &str, _: u64, _: Duration) -> Result<bool, LogError> {
             self.renewals.fetch_add(1, Ordering::Relaxed);
+            self.renewed_at.locked().push(Instant::now());
             Ok(true)
         }
 
@@ -494,11 +527,10 @@ mod tests {
         }
     }
 
-    /// A heartbeat whose backend call hangs fails in time, so the next one renews the
-    /// membership before it lapses (seen on NATS: a listing that never ended stopped a
-    /// server's renewals, and the others dropped it from the cluster).
+    /// A heartbeat whose backend call hangs fails in time: the reconciliation round goes on
+    /// (seen on NATS: a listing that never ended held the round for good).
     #[tokio::test(start_paused = true)]
-    async fn a_heartbeat_whose_backend_hangs_fails_before_the_membership_lapses() {
+    async fn a_heartbeat_whose_backend_hangs_fails_in_time() {
         let store = Arc::new(ListingHangs::default());
         let ttl = Duration::from_secs(3);
         let cluster = Cluster::new(
@@ -509,22 +541,121 @@ mod tests {
             &[],
         );
         let started = tokio::time::Instant::now();
-        for _ in 0..3 {
-            // Paused time runs ahead whenever every task waits: no real waiting here.
-            let beat = tokio::time::timeout(10 * ttl, cluster.heartbeat()).await;
-            assert!(
-                matches!(beat, Ok(Err(_))),
-                "the heartbeat must fail, not wait: {beat:?}"
-            );
-            tokio::time::sleep(cluster.next_sleep()).await;
-        }
-        // Taken once, then renewed by each later heartbeat, each within the time to live
-        // of the one before.
-        assert_eq!(store.renewals.load(Ordering::Relaxed), 2);
+        // Paused time runs ahead whenever every task waits: no real waiting here.
+        let beat = tokio::time::timeout(10 * ttl, cluster.heartbeat()).await;
         assert!(
-            started.elapsed() < 3 * ttl,
-            "three heartbeats took {:?}",
-            started.elapsed()
+            matches!(beat, Ok(Err(_))),
+            "the heartbeat must fail, not wait: {beat:?}"
         );
+        assert!(started.elapsed() < ttl, "it took {:?}", started.elapsed());
+    }
+
+    /// The membership is renewed within its time to live while the reconciliation rounds
+    /// are slowed by backend calls that hang (each round lists twice: the members, and the
+    /// subscriptions being sought elsewhere).
+    #[tokio::test(start_paused = true)]
+    async fn the_membership_outlives_reconciliation_rounds_whose_listings_hang() {
+        let store = Arc::new(ListingHangs::default());
+        let ttl = Duration::from_secs(3);
+        let cluster = Arc::new(Cluster::new(
+            Arc::clone(&store) as Arc<dyn LeaseStore>,
+            "a".into(),
+            "http://127.0.0.1:1".into(),
+            ttl,
+            &[],
+        ));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let rounds = {
+            let cluster = Arc::clone(&cluster);
+            tokio::spawn(async move {
+                loop {
+                    let _ = cluster.heartbeat().await;
+                    let _ = cluster.seeking_elsewhere().await;
+                    tokio::time::sleep(cluster.next_sleep()).await;
+                }
+            })
+        };
+        let membership = {
+            let cluster = Arc::clone(&cluster);
+            tokio::spawn(async move { cluster.keep_membership(stopping).await })
+        };
+        tokio::time::sleep(10 * ttl).await;
+        let _ = stop.send(true);
+        rounds.abort();
+        let _ = membership.await;
+        let renewed = store.renewed_at.locked().clone();
+        assert!(renewed.len() >= 10, "renewed {} times", renewed.len());
+        let longest = renewed
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        assert!(
+            longest < ttl / 2,
+            "{longest:?} between two renewals of a {ttl:?} lease"
+        );
+    }
+
+    /// Leases where this member's lease is held already, by this member, as after an
+    /// acquisition whose answer was lost.
+    #[derive(Default)]
+    struct AnswerLost {
+        renewed_with: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl LeaseStore for AnswerLost {
+        async fn acquire(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<u64>, LogError> {
+            Ok(None)
+        }
+
+        async fn renew(&self, _: &str, token: u64, _: Duration) -> Result<bool, LogError> {
+            self.renewed_with.locked().push(token);
+            Ok(token == 7)
+        }
+
+        async fn release(&self, _: &str, _: u64) -> Result<(), LogError> {
+            Ok(())
+        }
+
+        async fn revoke(&self, _: &str) -> Result<(), LogError> {
+            Ok(())
+        }
+
+        async fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>, LogError> {
+            Ok(vec![LeaseInfo {
+                name: "member/a".into(),
+                holder: "a".into(),
+                token: 7,
+                expires_in_ms: 1000,
+                data: String::new(),
+            }]
+            .into_iter()
+            .filter(|l| l.name.starts_with(prefix))
+            .collect())
+        }
+    }
+
+    /// This member's own lease, held already when it acquires, is adopted with its token
+    /// and renewed, instead of being left to expire (and the others to drop this member).
+    #[tokio::test]
+    async fn a_membership_taken_by_an_acquisition_whose_answer_was_lost_is_kept() {
+        let store = Arc::new(AnswerLost::default());
+        let cluster = Cluster::new(
+            Arc::clone(&store) as Arc<dyn LeaseStore>,
+            "a".into(),
+            "http://127.0.0.1:1".into(),
+            Duration::from_secs(3),
+            &[],
+        );
+        cluster.renew_membership().await.expect("adopted");
+        cluster.renew_membership().await.expect("renewed");
+        assert_eq!(*store.renewed_with.locked(), [7]);
     }
 }
