@@ -488,6 +488,11 @@ mod tests {
         assert_eq!(ack_owner("0193def"), None);
     }
 
+    /// Member `a` of a cluster on `store`, with leases of `ttl`.
+    fn member_a(store: Arc<dyn LeaseStore>, ttl: Duration) -> Cluster {
+        Cluster::new(store, "a".into(), "http://127.0.0.1:1".into(), ttl, &[])
+    }
+
     /// Leases whose listing never answers (a backend call that hangs); the rest succeed.
     #[derive(Default)]
     struct ListingHangs {
@@ -533,13 +538,7 @@ mod tests {
     async fn a_heartbeat_whose_backend_hangs_fails_in_time() {
         let store = Arc::new(ListingHangs::default());
         let ttl = Duration::from_secs(3);
-        let cluster = Cluster::new(
-            Arc::clone(&store) as Arc<dyn LeaseStore>,
-            "a".into(),
-            "http://127.0.0.1:1".into(),
-            ttl,
-            &[],
-        );
+        let cluster = member_a(Arc::clone(&store) as Arc<dyn LeaseStore>, ttl);
         let started = tokio::time::Instant::now();
         // Paused time runs ahead whenever every task waits: no real waiting here.
         let beat = tokio::time::timeout(10 * ttl, cluster.heartbeat()).await;
@@ -557,13 +556,7 @@ mod tests {
     async fn the_membership_outlives_reconciliation_rounds_whose_listings_hang() {
         let store = Arc::new(ListingHangs::default());
         let ttl = Duration::from_secs(3);
-        let cluster = Arc::new(Cluster::new(
-            Arc::clone(&store) as Arc<dyn LeaseStore>,
-            "a".into(),
-            "http://127.0.0.1:1".into(),
-            ttl,
-            &[],
-        ));
+        let cluster = Arc::new(member_a(Arc::clone(&store) as Arc<dyn LeaseStore>, ttl));
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let rounds = {
             let cluster = Arc::clone(&cluster);
@@ -647,12 +640,9 @@ mod tests {
     #[tokio::test]
     async fn a_membership_taken_by_an_acquisition_whose_answer_was_lost_is_kept() {
         let store = Arc::new(AnswerLost::default());
-        let cluster = Cluster::new(
+        let cluster = member_a(
             Arc::clone(&store) as Arc<dyn LeaseStore>,
-            "a".into(),
-            "http://127.0.0.1:1".into(),
             Duration::from_secs(3),
-            &[],
         );
         cluster.renew_membership().await.expect("adopted");
         cluster.renew_membership().await.expect("renewed");
