@@ -199,6 +199,14 @@ impl Server {
         })?;
         let subs = Subscriptions::new(bus.clone(), cluster.clone(), Arc::new(push));
         subs.start_saved().await?;
+        // A member before the first round, so that the round counts this server (it would
+        // otherwise serve its first requests owning no partition, and a pull waiting on that
+        // empty queue would get nothing when the next round replaced it).
+        if let Some(cluster) = &cluster {
+            if let Err(e) = cluster.renew_membership().await {
+                tracing::warn!(error = %e, "joining the cluster; trying again every tick");
+            }
+        }
         subs.reconcile().await;
         let (stop, stopping) = watch::channel(false);
         let mut relays = Vec::new();

@@ -155,8 +155,10 @@ impl Cluster {
         }
     }
 
-    /// Renews this member's lease, or takes it again.
-    async fn renew_membership(&self) -> Result<(), LogError> {
+    /// Renews this member's lease, or takes it again. [`Cluster::keep_membership`] calls it
+    /// every tick; a server calls it once before its first reconciliation round, so that the
+    /// round counts it among the members (as it counts every other live server).
+    pub async fn renew_membership(&self) -> Result<(), LogError> {
         let name = member_lease(&self.me.id);
         let token = *self.member_token.locked();
         if let Some(t) = token {
